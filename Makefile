@@ -1,0 +1,48 @@
+# infersuite — every target sets up what it needs first.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SETUP_STAMP := $(VENV)/.installed-$(shell cat requirements/serve.txt requirements/dev.txt | sha1sum | cut -c1-12)
+PROTO_SRC := $(wildcard protos/*.proto)
+PROTO_STAMP := protos/.generated
+REPOSITORY ?= model_repository
+REPOSITORY_STAMP := $(REPOSITORY)/.built
+
+.PHONY: setup protos models serve test lint bench-ctr clean
+
+setup: $(SETUP_STAMP)
+
+$(SETUP_STAMP): requirements/serve.txt requirements/dev.txt
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements/dev.txt
+	@rm -f $(VENV)/.installed-* && touch $@
+
+protos: $(PROTO_STAMP)
+
+# Stubs are generated, never edited, never committed (see .gitignore).
+$(PROTO_STAMP): $(SETUP_STAMP) $(PROTO_SRC)
+	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. $(PROTO_SRC)
+	@touch $@
+
+models: $(REPOSITORY_STAMP)
+
+$(REPOSITORY_STAMP): $(PROTO_STAMP) $(shell find models exporters -name '*.py' 2>/dev/null)
+	@echo "Training and exporting the default models into $(REPOSITORY)/ (first run only: about 3 minutes on 2 cores)"
+	$(PY) -m exporters.build --out $(REPOSITORY)
+	@touch $@
+
+serve: $(REPOSITORY_STAMP)
+	INFERSUITE_MODEL_REPOSITORY=$(REPOSITORY) $(PY) -m services
+
+test: $(PROTO_STAMP)
+	$(PY) -m pytest -q
+
+lint: $(PROTO_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy services models exporters benchmarks
+
+bench-ctr: $(REPOSITORY_STAMP)
+	$(PY) -m benchmarks.ctr_latency --repository $(REPOSITORY)
+
+clean:
+	rm -rf $(REPOSITORY) artifacts protos/*_pb2*.py protos/*_pb2.pyi $(PROTO_STAMP)

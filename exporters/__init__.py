@@ -1,0 +1,1 @@
+"""torch -> ONNX export, parity checks, and the Triton-layout model repository writer."""

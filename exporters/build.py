@@ -1,0 +1,44 @@
+"""`python -m exporters.build`: trains (when no checkpoint exists) and exports the default
+models of every family into a Triton-layout model repository."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from exporters.ctr import export_din
+
+
+def build_ctr(artifacts: Path, repository: Path, quick: bool) -> Path:
+    checkpoint = artifacts / "ctr" / "din_dice.pt"
+    if not checkpoint.is_file():
+        from models.ctr import train  # torch training only when needed
+
+        train.main(["--out", str(checkpoint.parent), *(["--quick"] if quick else [])])
+    return export_din(checkpoint, repository, "din-fp32")
+
+
+FAMILIES = {"ctr": build_ctr}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("model_repository"), help="model repository")
+    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"), help="training checkpoints")
+    parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
+    parser.add_argument("--quick", action="store_true", help="tiny training runs (smoke tests)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    start = time.perf_counter()
+    for family in tqdm(args.families, desc="families", unit="family"):
+        written = FAMILIES[family](args.artifacts, args.out, args.quick)
+        tqdm.write(f"{family}: wrote {written}")
+    print(f"model repository {args.out} ready in {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

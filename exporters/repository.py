@@ -1,0 +1,84 @@
+"""Writes one model version into a Triton-layout repository.
+
+config.pbtxt is built as Triton's own `ModelConfig` protobuf and printed in text format, so
+a field Triton does not know cannot be written; the runtime parses it with the same schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+ONNX_TO_TRITON = {
+    onnx.TensorProto.FLOAT: mc.TYPE_FP32, onnx.TensorProto.FLOAT16: mc.TYPE_FP16,
+    onnx.TensorProto.DOUBLE: mc.TYPE_FP64, onnx.TensorProto.INT64: mc.TYPE_INT64,
+    onnx.TensorProto.INT32: mc.TYPE_INT32, onnx.TensorProto.INT8: mc.TYPE_INT8,
+    onnx.TensorProto.UINT8: mc.TYPE_UINT8, onnx.TensorProto.BOOL: mc.TYPE_BOOL,
+}
+
+
+@dataclass
+class ServingConfig:
+    """How Triton (and the embedded runtime) should serve a model."""
+
+    max_batch_size: int = 64  # 0 = the model has no batch dimension
+    max_queue_delay_us: int = 2000  # dynamic batching: longest wait to fill a batch
+    preferred_batch_sizes: list[int] = field(default_factory=lambda: [8, 16, 32])
+    instance_count: int = 1  # concurrent executions (Triton instance_group count)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _tensor_configs(values: Any, batched: bool, kind: type) -> list[Any]:
+    tensors = []
+    for value in values:
+        shape = value.type.tensor_type.shape.dim
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in shape]
+        tensors.append(kind(name=value.name, data_type=ONNX_TO_TRITON[value.type.tensor_type.elem_type],
+                            dims=dims[1:] if batched else dims))
+    return tensors
+
+
+def model_config(name: str, onnx_path: Path, serving: ServingConfig) -> mc.ModelConfig:
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    batched = serving.max_batch_size > 0
+    config = mc.ModelConfig(name=name, platform="onnxruntime_onnx", backend="onnxruntime",
+                            max_batch_size=serving.max_batch_size)
+    config.input.extend(_tensor_configs(graph.input, batched, mc.ModelInput))
+    config.output.extend(_tensor_configs(graph.output, batched, mc.ModelOutput))
+    if batched:
+        config.dynamic_batching.max_queue_delay_microseconds = serving.max_queue_delay_us
+        config.dynamic_batching.preferred_batch_size.extend(
+            [b for b in serving.preferred_batch_sizes if b <= serving.max_batch_size])
+    config.instance_group.add(count=serving.instance_count, kind=mc.ModelInstanceGroup.KIND_CPU)
+    return config
+
+
+def write_model(repository: Path, name: str, onnx_path: Path, meta: dict[str, Any],
+                serving: ServingConfig, version: int = 1) -> Path:
+    """Copies the graph into <repository>/<name>/<version>/ with config.pbtxt and meta.json."""
+    model_dir = repository / name
+    version_dir = model_dir / str(version)
+    version_dir.mkdir(parents=True, exist_ok=True)
+    target = version_dir / "model.onnx"
+    if onnx_path.resolve() != target.resolve():
+        shutil.copyfile(onnx_path, target)
+    config = model_config(name, target, serving)
+    (model_dir / "config.pbtxt").write_text(text_format.MessageToString(config))
+    full_meta = {**meta, "model_sha256": sha256_file(target), "size_bytes": target.stat().st_size}
+    (version_dir / "meta.json").write_text(json.dumps(full_meta, indent=2, sort_keys=True) + "\n")
+    return version_dir

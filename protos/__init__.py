@@ -1,0 +1,1 @@
+"""Protocol buffer sources; `make protos` generates the Python stubs next to them (never edited)."""

@@ -1,0 +1,1 @@
+"""infersuite services: the shared runtime and one package per model family."""

@@ -1,0 +1,30 @@
+"""The ctr service: click-through-rate scoring with the Deep Interest Network."""
+
+from __future__ import annotations
+
+from grpc import aio
+
+from protos import ctr_pb2, ctr_pb2_grpc
+from services.ctr.handler import CtrHandler, ScoreQuery, ScoreResult
+from services.ctr.servicer import CtrServicer
+from services.ctr.settings import CtrSettings
+from services.runtime import Runtime
+
+
+class CtrService:
+    name = "ctr"
+    grpc_service_names = (ctr_pb2.DESCRIPTOR.services_by_name["CtrService"].full_name,)
+
+    def __init__(self, settings: CtrSettings | None = None):
+        self.settings = settings or CtrSettings()
+
+    def required_models(self) -> list[str]:
+        return [self.settings.model, *self.settings.extra_models]
+
+    def register(self, server: aio.Server, runtime: Runtime) -> None:
+        ctr_pb2_grpc.add_CtrServiceServicer_to_server(CtrServicer(CtrHandler(self.settings, runtime)), server)
+
+
+SERVICE = CtrService()
+
+__all__ = ["SERVICE", "CtrHandler", "CtrService", "CtrSettings", "ScoreQuery", "ScoreResult"]

@@ -1,0 +1,35 @@
+"""protobuf <-> handler types for the ctr service."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from protos import common_pb2, ctr_pb2
+from services.ctr.handler import ScoreQuery, ScoreResult
+
+
+def _ids(values: object) -> np.ndarray:
+    return np.asarray(values, dtype=np.int64).reshape(-1)
+
+
+def query_from_proto(request: ctr_pb2.ScoreRequest) -> ScoreQuery:
+    return ScoreQuery(
+        history_items=_ids(request.history_item_ids),
+        history_categories=_ids(request.history_category_ids),
+        candidate_items=_ids(request.candidate_item_ids),
+        candidate_categories=_ids(request.candidate_category_ids),
+        explain=request.explain,
+        model=request.model,
+    )
+
+
+def result_to_proto(result: ScoreResult) -> ctr_pb2.ScoreResponse:
+    response = ctr_pb2.ScoreResponse(
+        click_probabilities=result.click_probabilities.tolist(),
+        history_used=result.history_used,
+        model=common_pb2.ModelRef(name=result.model, version=result.model_version),
+    )
+    if result.activation_weights is not None:
+        response.activation_weights.extend(
+            ctr_pb2.ActivationWeights(weights=row.tolist()) for row in result.activation_weights)
+    return response

@@ -1,0 +1,113 @@
+"""CTR scoring domain logic (no grpc): validation, truncation, and one DIN execution.
+
+Out-of-vocabulary policy: ids outside a model's vocabulary are REJECTED with INVALID_ARGUMENT
+naming the field and index. An out-of-vocabulary bucket would score unknown items with an
+embedding the model never learned, a silent wrong answer; a caller that wants that behaviour
+can map unknown ids itself. Ids start at 1; 0 is the model's padding id and is rejected too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from services.ctr.settings import CtrSettings
+from services.runtime import InvalidArgument, NotFound, Runtime
+
+
+@dataclass(frozen=True)
+class ScoreQuery:
+    history_items: np.ndarray  # (T,) int64, oldest first
+    history_categories: np.ndarray  # (T,) int64
+    candidate_items: np.ndarray  # (N,) int64
+    candidate_categories: np.ndarray  # (N,) int64
+    explain: bool = False
+    model: str = ""
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    click_probabilities: np.ndarray  # (N,) float32
+    activation_weights: np.ndarray | None  # (N, T_used) float32 when explained
+    history_used: int
+    model: str
+    model_version: str
+
+
+def _check_pair(items: np.ndarray, categories: np.ndarray, prefix: str) -> None:
+    if items.shape != categories.shape:
+        raise InvalidArgument(
+            f"{prefix}_item_ids has {items.size} ids but {prefix}_category_ids has "
+            f"{categories.size}: the arrays must pair up index by index")
+
+
+def _check_vocabulary(ids: np.ndarray, field: str, size: int) -> None:
+    bad = np.flatnonzero((ids < 1) | (ids > size))
+    if bad.size:
+        i = int(bad[0])
+        raise InvalidArgument(
+            f"{field}[{i}]={int(ids[i])} is outside the vocabulary [1, {size}] "
+            f"({bad.size} id(s) out of range; unknown ids are rejected, not bucketed)")
+
+
+class CtrHandler:
+    def __init__(self, settings: CtrSettings, runtime: Runtime):
+        self._settings = settings
+        self._models = runtime.models
+        self._candidates = runtime.metrics.histogram(
+            "infersuite_ctr_candidates", "Candidates per Score request.",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000))
+        self._history = runtime.metrics.histogram(
+            "infersuite_ctr_history_length", "Behaviours used per Score request (after truncation).",
+            buckets=(0, 1, 5, 10, 20, 50, 100, 200, 500))
+
+    @property
+    def model_names(self) -> list[str]:
+        return [self._settings.model, *self._settings.extra_models]
+
+    def _validate(self, query: ScoreQuery, vocab: dict[str, int]) -> None:
+        _check_pair(query.history_items, query.history_categories, "history")
+        _check_pair(query.candidate_items, query.candidate_categories, "candidate")
+        n = query.candidate_items.size
+        if n == 0:
+            raise InvalidArgument("candidate_item_ids is empty: at least one candidate is required")
+        if n > self._settings.max_candidates:
+            raise InvalidArgument(
+                f"candidate_item_ids has {n} candidates, more than the maximum of "
+                f"{self._settings.max_candidates}")
+        _check_vocabulary(query.history_items, "history_item_ids", vocab["n_items"])
+        _check_vocabulary(query.history_categories, "history_category_ids", vocab["n_categories"])
+        _check_vocabulary(query.candidate_items, "candidate_item_ids", vocab["n_items"])
+        _check_vocabulary(query.candidate_categories, "candidate_category_ids", vocab["n_categories"])
+
+    def _model_name(self, requested: str) -> str:
+        name = requested or self._settings.model
+        if name not in self.model_names:
+            raise NotFound(f"model {name!r} is not served by ctr (served: {', '.join(self.model_names)})")
+        return name
+
+    async def score(self, query: ScoreQuery) -> ScoreResult:
+        name = self._model_name(query.model)
+        model = self._models.get(name)
+        self._validate(query, model.meta["vocabulary"])
+        keep = self._settings.max_history
+        items, categories = query.history_items[-keep:], query.history_categories[-keep:]
+        used = int(items.size)
+        # An empty history becomes one padding slot with mask 0: the graph never sees T=0.
+        width = max(used, 1)
+        history_items = np.zeros((1, width), np.int64)  # (1, T)
+        history_categories = np.zeros((1, width), np.int64)
+        mask = np.zeros((1, width), np.float32)
+        history_items[0, :used], history_categories[0, :used], mask[0, :used] = items, categories, 1.0
+        outputs = await self._models.infer(name, {
+            "history_items": history_items,
+            "history_categories": history_categories,
+            "history_mask": mask,
+            "candidate_items": query.candidate_items.reshape(1, -1).astype(np.int64),  # (1, N)
+            "candidate_categories": query.candidate_categories.reshape(1, -1).astype(np.int64),
+        })
+        self._candidates.observe(query.candidate_items.size)
+        self._history.observe(used)
+        weights = outputs["activation_weights"][0, :, :used] if query.explain else None  # (N, T)
+        return ScoreResult(outputs["click_probability"][0], weights, used, name, model.version)

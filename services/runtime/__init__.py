@@ -1,0 +1,19 @@
+"""The shared serving core. Knows nothing about any model family."""
+
+from services.runtime.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    InferSuiteError,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
+from services.runtime.server import InferSuiteServer, Runtime, ServiceModule, build_server
+from services.runtime.settings import RuntimeSettings
+
+__all__ = [
+    "DeadlineExceeded", "FailedPrecondition", "InferSuiteError", "InferSuiteServer",
+    "InvalidArgument", "NotFound", "ResourceExhausted", "Runtime", "RuntimeSettings",
+    "ServiceModule", "Unavailable", "build_server",
+]

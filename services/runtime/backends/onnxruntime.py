@@ -1,0 +1,94 @@
+"""In-process onnxruntime backend. Sessions run on a per-model thread pool (onnxruntime
+releases the GIL), so the event loop keeps serving while a model computes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from services.runtime.errors import InvalidArgument, Unavailable
+from services.runtime.repository import RepositoryModel
+from services.runtime.settings import RuntimeSettings
+from services.runtime.tensors import ONNX_TYPE_TO_DATATYPE, TensorSpec
+
+log = logging.getLogger(__name__)
+
+PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def choose_providers(requested: list[str]) -> list[str]:
+    """The requested providers that exist here, else the best available ones, CPU last."""
+    available = ort.get_available_providers()
+    wanted = requested or list(PROVIDER_PREFERENCE)
+    chosen = [p for p in wanted if p in available]
+    if "CPUExecutionProvider" not in chosen:
+        chosen.append("CPUExecutionProvider")
+    return chosen
+
+
+def _specs(args: list[Any]) -> list[TensorSpec]:
+    return [
+        TensorSpec(a.name, ONNX_TYPE_TO_DATATYPE[a.type],
+                   tuple(d if isinstance(d, int) else -1 for d in a.shape))
+        for a in args
+    ]
+
+
+def _instance_count(model: RepositoryModel, default: int) -> int:
+    groups = model.config.instance_group
+    return sum(g.count for g in groups if g.count > 0) or default
+
+
+class OnnxRuntimeModel:
+    def __init__(self, model: RepositoryModel, session: ort.InferenceSession, instance_count: int):
+        self.name, self.version, self.meta = model.name, model.version, model.meta
+        self.instance_count = instance_count
+        self._session = session
+        self.inputs = _specs(session.get_inputs())
+        self.outputs = _specs(session.get_outputs())
+        self._output_names = [o.name for o in self.outputs]
+        self._executor = ThreadPoolExecutor(instance_count, thread_name_prefix=f"ort-{model.name}")
+
+    def _run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            results = self._session.run(self._output_names, dict(inputs))
+        except (ort.capi.onnxruntime_pybind11_state.InvalidArgument,
+                ort.capi.onnxruntime_pybind11_state.InvalidGraph) as exc:
+            # The runtime's callers validate first; this guards the Open Inference Protocol path.
+            raise InvalidArgument(f"model {self.name!r} rejected the inputs: {exc}") from None
+        return dict(zip(self._output_names, results, strict=True))
+
+    async def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._executor is None:
+            raise Unavailable(f"model {self.name!r} is unloaded")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._run, inputs)
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+
+class OnnxRuntimeBackend:
+    def __init__(self, settings: RuntimeSettings):
+        self._settings = settings
+        self.providers = choose_providers(settings.execution_providers)
+
+    def _session(self, model: RepositoryModel) -> ort.InferenceSession:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self._settings.intra_op_threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        return ort.InferenceSession(str(model.model_path), options, providers=self.providers)
+
+    async def load(self, model: RepositoryModel) -> OnnxRuntimeModel:
+        if not model.model_path.is_file():
+            raise Unavailable(f"model {model.name!r} version {model.version} has no {model.model_path.name}")
+        session = await asyncio.to_thread(self._session, model)
+        log.info("loaded %s v%s on %s", model.name, model.version, session.get_providers())
+        return OnnxRuntimeModel(model, session, _instance_count(model, self._settings.instance_count))

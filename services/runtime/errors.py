@@ -1,0 +1,58 @@
+"""The one error hierarchy of the suite. Handlers raise these; one interceptor maps them.
+
+Free of grpc on purpose: domain handlers raise them without knowing the transport. `code` is
+the name of the gRPC status code the interceptor answers with.
+"""
+
+from __future__ import annotations
+
+
+class InferSuiteError(Exception):
+    """Base class; its message is safe to show to the client."""
+
+    code = "INTERNAL"
+
+    def __init__(self, message: str, *, trailing_metadata: tuple[tuple[str, str], ...] = ()):
+        super().__init__(message)
+        self.message = message
+        self.trailing_metadata = trailing_metadata
+
+
+class InvalidArgument(InferSuiteError):
+    """The request is malformed; the message names the field and what is wrong with it."""
+
+    code = "INVALID_ARGUMENT"
+
+
+class NotFound(InferSuiteError):
+    """An unknown model or version."""
+
+    code = "NOT_FOUND"
+
+
+class FailedPrecondition(InferSuiteError):
+    """The request is well formed but cannot be served in the current state (e.g. version)."""
+
+    code = "FAILED_PRECONDITION"
+
+
+class Unavailable(InferSuiteError):
+    """Not ready yet, shutting down, or the backend is unreachable."""
+
+    code = "UNAVAILABLE"
+
+
+class ResourceExhausted(InferSuiteError):
+    """Overload: a queue is full. Carries a retry hint in trailing metadata."""
+
+    code = "RESOURCE_EXHAUSTED"
+
+    def __init__(self, message: str, *, retry_after_s: float = 0.1):
+        super().__init__(message, trailing_metadata=(("retry-after-ms", str(int(retry_after_s * 1000))),))
+        self.retry_after_s = retry_after_s
+
+
+class DeadlineExceeded(InferSuiteError):
+    """The request's deadline cannot be met (or has passed)."""
+
+    code = "DEADLINE_EXCEEDED"

@@ -1,0 +1,71 @@
+"""Prometheus metrics of the suite (names per the ARCHITECTURE.md metrics contract).
+
+Each server owns its own `CollectorRegistry`, so several servers can live in one process
+(integration tests) without clashing. Durations are histograms in seconds so percentiles
+aggregate across replicas.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+# Latency buckets from 0.25 ms to 10 s: loopback gRPC round trips are ~0.5 ms here.
+LATENCY_BUCKETS = (
+    0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05,
+    0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+
+
+class Metrics:
+    """The runtime's metrics plus a factory for family-specific ones, on one registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "infersuite_requests", "gRPC requests handled, by final status code.",
+            ["service", "method", "code"], registry=self.registry,
+        )
+        self.request_latency = Histogram(
+            "infersuite_request_duration_seconds", "Wall time of a gRPC request in the server.",
+            ["service", "method"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.compute_time = Histogram(
+            "infersuite_model_compute_duration_seconds",
+            "Time of one model execution (one batch) in the backend.",
+            ["model", "version"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.model_ready = Gauge(
+            "infersuite_model_ready", "1 when the model is loaded and warmed up, else 0.",
+            ["model"], registry=self.registry,
+        )
+        self.inflight = Gauge(
+            "infersuite_model_inflight_requests", "Requests currently inside the model's backend.",
+            ["model"], registry=self.registry,
+        )
+        self._http: tuple[WSGIServer, threading.Thread] | None = None
+
+    def histogram(
+        self, name: str, doc: str, labels: Sequence[str] = (), buckets: Sequence[float] = LATENCY_BUCKETS
+    ) -> Histogram:
+        """A family-specific histogram on this server's registry (name must start infersuite_)."""
+        if not name.startswith("infersuite_"):
+            raise ValueError(f"metric {name!r} must start with infersuite_")
+        return Histogram(name, doc, list(labels), buckets=list(buckets), registry=self.registry)
+
+    def start_http(self, host: str, port: int) -> int:
+        """Serves /metrics over HTTP on a daemon thread; returns the bound port."""
+        server, thread = start_http_server(port, addr=host, registry=self.registry)
+        self._http = (server, thread)
+        return int(server.server_port)
+
+    def stop_http(self) -> None:
+        if self._http is not None:
+            server, thread = self._http
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
+            self._http = None

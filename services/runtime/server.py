@@ -1,0 +1,151 @@
+"""Server bootstrap: `build_server(settings) -> (server, port)`.
+
+The runtime knows no model family: services are found by name (`services.<name>` exposes
+`SERVICE`, a `ServiceModule`). Health is NOT_SERVING until every model a service needs is
+loaded and warmed up; on stop, health turns NOT_SERVING first, then in-flight requests get
+the grace period to finish while new ones are refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.runtime.backends.onnxruntime import OnnxRuntimeBackend
+from services.runtime.interceptor import ErrorAndMetricsInterceptor
+from services.runtime.metrics import Metrics
+from services.runtime.models import ModelManager
+from services.runtime.repository import ModelRepository
+from services.runtime.settings import RuntimeSettings
+
+log = logging.getLogger(__name__)
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@dataclass
+class Runtime:
+    """What a service gets from the runtime."""
+
+    settings: RuntimeSettings
+    models: ModelManager
+    metrics: Metrics
+
+
+class ServiceModule(Protocol):
+    """What a service package exposes as `SERVICE`."""
+
+    name: str
+    grpc_service_names: tuple[str, ...]
+
+    def required_models(self) -> list[str]: ...
+
+    def register(self, server: aio.Server, runtime: Runtime) -> None: ...
+
+
+def load_services(names: Sequence[str]) -> list[ServiceModule]:
+    services = []
+    for name in names:
+        try:
+            module = importlib.import_module(f"services.{name}")
+        except ModuleNotFoundError:
+            raise ValueError(f"unknown service {name!r}") from None
+        services.append(module.SERVICE)
+    return services
+
+
+class InferSuiteServer:
+    """A grpc.aio server plus the runtime parts that live and die with it."""
+
+    def __init__(self, settings: RuntimeSettings, services: list[ServiceModule]):
+        self.settings = settings
+        self.services = services
+        self.metrics = Metrics()
+        repository = ModelRepository(settings.model_repository)
+        self.models = ModelManager(repository, OnnxRuntimeBackend(settings), self.metrics,
+                                   settings.warmup_runs)
+        self.runtime = Runtime(settings, self.models, self.metrics)
+        options = [("grpc.max_receive_message_length", settings.max_message_bytes),
+                   ("grpc.max_send_message_length", settings.max_message_bytes)]
+        self.grpc = aio.server(interceptors=[ErrorAndMetricsInterceptor(self.metrics)], options=options)
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
+        self.metrics_port: int | None = None
+        self._loading: asyncio.Task[None] | None = None
+        self.load_error: BaseException | None = None
+
+    def _register(self) -> None:
+        names = [reflection.SERVICE_NAME, health.SERVICE_NAME]
+        for service in self.services:
+            service.register(self.grpc, self.runtime)
+            names.extend(service.grpc_service_names)
+        reflection.enable_server_reflection(names, self.grpc)
+
+    async def _set_health(self, status: int) -> None:
+        await self.health.set("", status)
+        for service in self.services:
+            for name in service.grpc_service_names:
+                await self.health.set(name, status)
+
+    async def start(self) -> None:
+        """Starts serving at once (health NOT_SERVING) and loads models in the background."""
+        await self._set_health(NOT_SERVING)
+        await self.grpc.start()
+        if self.settings.metrics_port >= 0:
+            self.metrics_port = self.metrics.start_http(self.settings.metrics_host, self.settings.metrics_port)
+        self._loading = asyncio.create_task(self._load_models())
+
+    async def _load_models(self) -> None:
+        for service in self.services:
+            try:
+                await self.models.load(service.required_models())
+            except Exception as exc:
+                self.load_error = exc
+                log.exception("service %s could not load its models", service.name)
+                continue
+            for name in service.grpc_service_names:
+                await self.health.set(name, SERVING)
+        if self.load_error is None:
+            await self.health.set("", SERVING)
+            log.info("all models loaded; serving")
+
+    async def wait_ready(self, timeout: float = 60.0) -> None:
+        """Waits for model loading; raises the load error if a model failed."""
+        if self._loading is None:
+            raise RuntimeError("server not started")
+        await asyncio.wait_for(asyncio.shield(self._loading), timeout)
+        if self.load_error is not None:
+            raise self.load_error
+
+    async def stop(self, grace: float | None = None) -> None:
+        """NOT_SERVING first, then drain in-flight requests for `grace` seconds, then stop."""
+        await self._set_health(NOT_SERVING)
+        if self._loading is not None and not self._loading.done():
+            self._loading.cancel()
+        await self.grpc.stop(self.settings.grace_period_s if grace is None else grace)
+        await self.models.close()
+        self.metrics.stop_http()
+
+    async def wait_for_termination(self) -> None:
+        await self.grpc.wait_for_termination()
+
+
+async def build_server(
+    settings: RuntimeSettings, services: list[ServiceModule] | None = None
+) -> tuple[InferSuiteServer, int]:
+    """Builds (does not start) the server and binds its port; port 0 picks a free one."""
+    server = InferSuiteServer(settings, services if services is not None else load_services(settings.services))
+    server._register()
+    port = server.grpc.add_insecure_port(f"{settings.host}:{settings.port}")
+    if port == 0:
+        raise OSError(f"could not bind {settings.host}:{settings.port}")
+    return server, port

@@ -1,0 +1,45 @@
+"""Typed runtime settings: the one file of defaults. Every field reads `INFERSUITE_<FIELD>`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class RuntimeSettings(BaseSettings):
+    """Settings of the serving process, shared by every service it hosts."""
+
+    model_config = SettingsConfigDict(env_prefix="INFERSUITE_", extra="ignore")
+
+    host: str = "[::]"
+    """Address the gRPC server binds."""
+    port: int = Field(50051, ge=0, le=65535)
+    """gRPC port; 0 lets the OS pick one (tests)."""
+    metrics_host: str = "0.0.0.0"
+    """Address of the Prometheus /metrics HTTP endpoint."""
+    metrics_port: int = Field(9464, ge=-1, le=65535)
+    """Port of the /metrics endpoint; 0 lets the OS pick one, -1 disables it."""
+    services: list[str] = ["ctr"]
+    """Services this process hosts (package names under `services/`)."""
+    model_repository: Path = Path("model_repository")
+    """Triton-layout model repository: <name>/config.pbtxt, <name>/<version>/model.onnx."""
+    backend: Literal["onnxruntime"] = "onnxruntime"
+    """Where models run: onnxruntime in this process."""
+    execution_providers: list[str] = []
+    """onnxruntime providers in order of preference; empty = the best available
+    (TensorRT, CUDA, then CPU)."""
+    intra_op_threads: int = Field(0, ge=0)
+    """Threads one onnxruntime execution may use; 0 = onnxruntime's default (all cores)."""
+    instance_count: int = Field(1, ge=1)
+    """Concurrent executions per model when its config.pbtxt sets no instance_group count."""
+    warmup_runs: int = Field(2, ge=0)
+    """Inference runs on synthetic input at load, before health reports SERVING."""
+    grace_period_s: float = Field(10.0, ge=0)
+    """On SIGTERM: how long in-flight requests may take to finish before the server stops."""
+    max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    """Largest gRPC message accepted or sent."""
+    log_level: str = "INFO"
+    """Python logging level."""
