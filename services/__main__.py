@@ -6,13 +6,15 @@ import asyncio
 import logging
 import signal
 
-from services.runtime import RuntimeSettings, build_server
+from services.runtime import RuntimeSettings, ServiceModule, build_server
 
 
-async def serve(settings: RuntimeSettings) -> None:
-    server, port = await build_server(settings)
+async def serve(settings: RuntimeSettings, services: list[ServiceModule] | None = None) -> None:
+    """Runs until SIGTERM/SIGINT, then drains in-flight requests for the grace period."""
+    server, port = await build_server(settings, services)
     await server.start()
     log = logging.getLogger("infersuite")
+    print(f"infersuite: gRPC on port {port}, metrics on port {server.metrics_port}", flush=True)
     log.info("gRPC listening on %s:%d (services: %s)", settings.host, port, ", ".join(settings.services))
     if server.metrics_port is not None:
         log.info("Prometheus metrics on http://%s:%d/metrics", settings.metrics_host, server.metrics_port)

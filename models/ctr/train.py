@@ -98,7 +98,7 @@ def _train_step(
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 def train_variant(
@@ -122,6 +122,7 @@ def train_variant(
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     frequencies = _frequency_tensors(data)
     best: dict[str, Any] = {"valid_gauc": -1.0}
+    curve: list[float] = []  # validation GAUC after each epoch
     started = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
         model.train()
@@ -132,12 +133,13 @@ def train_variant(
             loss = _train_step(model, optimizer, batch, frequencies, cfg.mba_lambda)
             bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
         valid = evaluate(model, data, data.valid_users, cfg.eval_batch_size)
+        curve.append(valid["gauc"])
         if valid["gauc"] > best["valid_gauc"]:
             best = {"valid_gauc": valid["gauc"], "valid_auc": valid["auc"], "best_epoch": epoch}
             best_state = copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
     test = evaluate(model, data, data.test_users, cfg.eval_batch_size)
-    metrics = {**best, "test_auc": test["auc"], "test_gauc": test["gauc"]}
+    metrics = {**best, "test_auc": test["auc"], "test_gauc": test["gauc"], "valid_gauc_curve": curve}
     metrics["train_seconds"] = time.perf_counter() - started
     return model.eval(), metrics
 

@@ -25,12 +25,14 @@ class ModelManager:
         self._metrics = metrics
         self._warmup_runs = warmup_runs
         self._models: dict[str, LoadedModel] = {}
+        self._expected: set[str] = set()  # asked to load: loading, loaded or failed
 
     async def load(self, names: Iterable[str]) -> None:
         """Loads and warms up every named model (latest version)."""
         for name in names:
             if name in self._models:
                 continue
+            self._expected.add(name)
             self._metrics.model_ready.labels(name).set(0)
             model = await self._backend.load(self.repository.resolve(name))
             await self._warm_up(model)
@@ -46,8 +48,8 @@ class ModelManager:
     def get(self, name: str) -> LoadedModel:
         model = self._models.get(name)
         if model is None:
-            if name in self.repository.names():
-                raise Unavailable(f"model {name!r} is not loaded")
+            if name in self._expected or name in self.repository.names():
+                raise Unavailable(f"model {name!r} is not loaded (loading, or its load failed: see the server log)")
             raise NotFound(f"model {name!r} is not served here (loaded: {', '.join(self._models) or 'none'})")
         return model
 

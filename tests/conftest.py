@@ -1,0 +1,31 @@
+"""Session fixtures: a tiny DIN trained in seconds and exported into a real model repository."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+@dataclass(frozen=True)
+class TinyCtr:
+    repository: Path
+    checkpoint: Path
+    n_items: int
+    n_categories: int
+
+
+@pytest.fixture(scope="session")
+def tiny_ctr(tmp_path_factory: pytest.TempPathFactory) -> TinyCtr:
+    from exporters.ctr import export_din
+    from models.ctr.data import ClickDataConfig, make_click_data
+    from models.ctr.train import TrainConfig, save_checkpoint, train_variant
+
+    root = tmp_path_factory.mktemp("ctr")
+    data = make_click_data(ClickDataConfig(n_users=600, n_items=120, n_categories=8, max_history=20, seed=3))
+    model, metrics = train_variant("din_dice", data, TrainConfig(epochs=1, batch_size=64), progress=False)
+    checkpoint = root / "din_dice.pt"
+    save_checkpoint(checkpoint, model, metrics, data)
+    export_din(checkpoint, root / "repo", "din-fp32")
+    return TinyCtr(root / "repo", checkpoint, data.config.n_items, data.config.n_categories)

@@ -1,0 +1,77 @@
+"""Fake models and services shared by the tests (one module, MLServer style)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import onnx
+from grpc import aio
+from onnx import TensorProto, helper
+
+from services.runtime import InvalidArgument, Runtime
+from services.runtime.tensors import TensorSpec
+
+
+def write_add_one_onnx(path: Path) -> Path:
+    """A real ONNX graph y = x + 1 over a (batch, 4) float input."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+    one = helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])
+    graph = helper.make_graph([helper.make_node("Add", ["x", "one"], ["y"])], "add_one", [x], [y], [one])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+class FakeModel:
+    """A LoadedModel that records its inputs and answers with a function of them."""
+
+    def __init__(self, name: str, outputs: Any, meta: dict[str, Any] | None = None):
+        self.name, self.version, self.meta, self.instance_count = name, "1", meta or {}, 1
+        self.inputs: list[TensorSpec] = []
+        self.outputs: list[TensorSpec] = []
+        self._outputs = outputs
+        self.calls: list[dict[str, np.ndarray]] = []
+
+    async def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.calls.append(dict(inputs))
+        return self._outputs(inputs)
+
+    async def close(self) -> None:
+        return None
+
+
+class EchoService:
+    """A test service over raw bytes: Sleep (sleeps the seconds it is sent), Boom (a bug),
+    Bad (a domain error). Needs no model."""
+
+    name = "echo"
+    grpc_service_names = ("infersuite.test.Echo",)
+
+    def required_models(self) -> list[str]:
+        return []
+
+    def register(self, server: aio.Server, runtime: Runtime) -> None:
+        async def sleep(request: bytes, context: aio.ServicerContext) -> bytes:
+            await asyncio.sleep(float(request.decode()))
+            return b"done"
+
+        async def boom(request: bytes, context: aio.ServicerContext) -> bytes:
+            raise RuntimeError("secret internal detail /etc/passwd")
+
+        async def bad(request: bytes, context: aio.ServicerContext) -> bytes:
+            raise InvalidArgument("field 'x' must be positive, got -1")
+
+        handlers = {
+            "Sleep": grpc.unary_unary_rpc_method_handler(sleep),
+            "Boom": grpc.unary_unary_rpc_method_handler(boom),
+            "Bad": grpc.unary_unary_rpc_method_handler(bad),
+        }
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("infersuite.test.Echo", handlers),))
