@@ -75,8 +75,10 @@ def test_empty_history_is_one_masked_padding_slot(handler_and_model) -> None:
 @pytest.mark.parametrize(("query", "message"), [
     (_query(cands=()), "candidate_item_ids is empty"),
     (_query(cands=(1, 2, 3, 4, 5)), "5 candidates, more than the maximum of 4"),
-    (_query(history_categories=np.array([1, 1], np.int64)), "history_item_ids has 3 ids but history_category_ids has 2"),
-    (_query(candidate_categories=np.array([1], np.int64)), "candidate_item_ids has 2 ids but candidate_category_ids has 1"),
+    (_query(history_categories=np.array([1, 1], np.int64)),
+     "history_item_ids has 3 ids but history_category_ids has 2"),
+    (_query(candidate_categories=np.array([1], np.int64)),
+     "candidate_item_ids has 2 ids but candidate_category_ids has 1"),
     (_query(cands=(10, 101)), r"candidate_item_ids\[1\]=101 is outside the vocabulary \[1, 100\]"),
     (_query(history=(0, 2)), r"history_item_ids\[0\]=0 is outside"),
     (_query(candidate_categories=np.array([1, 11], np.int64)), r"candidate_category_ids\[1\]=11"),
