@@ -8,9 +8,17 @@ PROTO_STAMP := protos/.generated
 REPOSITORY ?= model_repository
 REPOSITORY_STAMP := $(REPOSITORY)/.built
 
-.PHONY: setup protos models serve test lint bench-ctr clean
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+
+.PHONY: setup tools protos models serve test lint bench-ctr clean
 
 setup: $(SETUP_STAMP)
+
+# Debian tools the tests use: promtool (from prometheus) checks the /metrics text.
+tools:
+	@command -v promtool >/dev/null || { \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; }
 
 $(SETUP_STAMP): requirements/serve.txt requirements/dev.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -34,7 +42,7 @@ $(REPOSITORY_STAMP): $(PROTO_STAMP) $(shell find models exporters -name '*.py' 2
 serve: $(REPOSITORY_STAMP)
 	INFERSUITE_MODEL_REPOSITORY=$(REPOSITORY) $(PY) -m services
 
-test: $(PROTO_STAMP)
+test: $(PROTO_STAMP) tools
 	$(PY) -m pytest -q
 
 lint: $(PROTO_STAMP)
