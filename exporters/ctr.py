@@ -12,6 +12,14 @@ from exporters.onnx_export import OPSET, check_parity, export_onnx
 from exporters.repository import ServingConfig, sha256_file, write_model
 from models.ctr.din import DeepInterestNetwork
 
+# How the runtime's batcher pads DIN requests of different lengths (services/runtime/padding.py).
+RAGGED_DIMS = {
+    "history": {"inputs": {"history_items": 1, "history_categories": 1, "history_mask": 1},
+                "outputs": {"activation_weights": 2}},
+    "candidates": {"inputs": {"candidate_items": 1, "candidate_categories": 1},
+                   "outputs": {"click_probability": 1, "activation_weights": 1}},
+}
+
 # (batch, history, candidates) shapes the parity check runs, sizes 1 included on purpose.
 PARITY_SHAPES = ((1, 1, 1), (1, 50, 100), (2, 7, 3), (4, 13, 1), (3, 1, 20), (8, 33, 17), (1, 100, 5))
 
@@ -45,6 +53,7 @@ def export_din(checkpoint: Path, repository: Path, name: str = "din-fp32",
             "quality": ckpt.get("metrics", {}),
             "vocabulary": {"n_items": model.config.n_items, "n_categories": model.config.n_categories},
             "parity_max_abs_diff": parity,
+            "batching": {"ragged_dims": RAGGED_DIMS},
             "onnx_opset": OPSET,
             "torch_version": torch.__version__,
         }

@@ -33,6 +33,7 @@ class ServingConfig:
     max_queue_delay_us: int = 2000  # dynamic batching: longest wait to fill a batch
     preferred_batch_sizes: list[int] = field(default_factory=lambda: [8, 16, 32])
     instance_count: int = 1  # concurrent executions (Triton instance_group count)
+    max_queue_size: int = 256  # queued requests before RESOURCE_EXHAUSTED (bounded queue)
 
 
 def sha256_file(path: Path) -> str:
@@ -64,6 +65,7 @@ def model_config(name: str, onnx_path: Path, serving: ServingConfig) -> mc.Model
         config.dynamic_batching.max_queue_delay_microseconds = serving.max_queue_delay_us
         config.dynamic_batching.preferred_batch_size.extend(
             [b for b in serving.preferred_batch_sizes if b <= serving.max_batch_size])
+        config.dynamic_batching.default_queue_policy.max_queue_size = serving.max_queue_size
     config.instance_group.add(count=serving.instance_count, kind=mc.ModelInstanceGroup.KIND_CPU)
     return config
 

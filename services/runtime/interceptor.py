@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
+from services.runtime.context import request_deadline
 from services.runtime.errors import InferSuiteError
 from services.runtime.metrics import Metrics
 
@@ -39,6 +40,11 @@ async def _abort_for(exc: BaseException, context: aio.ServicerContext, outcome: 
     log.exception("unhandled error in handler", exc_info=exc)
     outcome.code = grpc.StatusCode.INTERNAL
     await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+
+
+def _set_deadline(context: aio.ServicerContext) -> None:
+    remaining = context.time_remaining()
+    request_deadline.set(None if remaining is None else time.monotonic() + remaining)
 
 
 def _record_abort(context: aio.ServicerContext, outcome: _Outcome) -> None:
@@ -72,6 +78,7 @@ class ErrorAndMetricsInterceptor(aio.ServerInterceptor):
 
         async def behaviour(request: Any, context: aio.ServicerContext) -> Any:
             start, outcome = time.perf_counter(), _Outcome()
+            _set_deadline(context)
             try:
                 return await inner(request, context)
             except aio.AbortError:
@@ -94,6 +101,7 @@ class ErrorAndMetricsInterceptor(aio.ServerInterceptor):
 
         async def behaviour(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
             start, outcome = time.perf_counter(), _Outcome()
+            _set_deadline(context)
             try:
                 result = inner(request, context)
                 if hasattr(result, "__aiter__"):

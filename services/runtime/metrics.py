@@ -46,6 +46,26 @@ class Metrics:
             "infersuite_model_inflight_requests", "Requests currently inside the model's backend.",
             ["model"], registry=self.registry,
         )
+        self.queue_time = Histogram(
+            "infersuite_model_queue_duration_seconds", "Time a request waited in the model's queue.",
+            ["model"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "infersuite_model_batch_size", "Rows per model execution.",
+            ["model"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=self.registry,
+        )
+        self.padding_fraction = Histogram(
+            "infersuite_model_padding_ratio", "Share of a batch's cells that are padding (ragged inputs).",
+            ["model"], buckets=(0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0), registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "infersuite_model_queue_depth", "Requests waiting in the model's queue.",
+            ["model"], registry=self.registry,
+        )
+        self.rejected = Counter(
+            "infersuite_model_rejected_requests", "Requests refused or dropped before compute, by reason.",
+            ["model", "reason"], registry=self.registry,
+        )
         self._http: tuple[WSGIServer, threading.Thread] | None = None
 
     def histogram(

@@ -1,5 +1,9 @@
-"""Loaded models by name: load + warm-up, readiness, and the one `infer` entry point that
-records compute time and in-flight requests. Services reach models only through here."""
+"""Loaded models by name: load + warm-up, readiness, and the one `infer` entry point.
+
+Every model runs behind a scheduler (services/runtime/batching.py): dynamic batching where its
+config.pbtxt asks for it, one request per execution otherwise; admission control either way.
+Services reach models only through `ModelManager.infer`.
+"""
 
 from __future__ import annotations
 
@@ -10,21 +14,44 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from services.runtime.backends.base import Backend, LoadedModel
+from services.runtime.batching import BatchingPolicy, DynamicBatcher
 from services.runtime.errors import NotFound, Unavailable
 from services.runtime.metrics import Metrics
-from services.runtime.repository import ModelRepository
+from services.runtime.padding import ragged_dims_from_meta
+from services.runtime.repository import ModelRepository, RepositoryModel
+from services.runtime.settings import RuntimeSettings
+from services.runtime.stats import ModelStats
 
 log = logging.getLogger(__name__)
 
 
+def batching_policy(entry: RepositoryModel, model: LoadedModel, settings: RuntimeSettings) -> BatchingPolicy:
+    """The scheduler's policy; config.pbtxt's dynamic_batching block is the source of truth."""
+    config = entry.config
+    dynamic = config.dynamic_batching if config.HasField("dynamic_batching") else None
+    combine = dynamic is not None and settings.dynamic_batching and config.max_batch_size > 1
+    queue_size = dynamic.default_queue_policy.max_queue_size if dynamic is not None else 0
+    return BatchingPolicy(
+        max_batch_size=config.max_batch_size,
+        max_queue_delay_s=(dynamic.max_queue_delay_microseconds / 1e6) if combine else 0.0,
+        preferred_batch_sizes=tuple(dynamic.preferred_batch_size) if combine else (),
+        max_queue_size=queue_size or settings.max_queue_size,
+        max_padding_fraction=settings.max_padding_fraction,
+        instance_count=model.instance_count,
+        combine=combine,
+    )
+
+
 class ModelManager:
     def __init__(self, repository: ModelRepository, backend: Backend, metrics: Metrics,
-                 warmup_runs: int = 2):
+                 settings: RuntimeSettings | None = None):
         self.repository = repository
         self._backend = backend
         self._metrics = metrics
-        self._warmup_runs = warmup_runs
+        self._settings = settings or RuntimeSettings()
         self._models: dict[str, LoadedModel] = {}
+        self._schedulers: dict[str, DynamicBatcher] = {}
+        self.stats: dict[str, ModelStats] = {}
         self._expected: set[str] = set()  # asked to load: loading, loaded or failed
 
     async def load(self, names: Iterable[str]) -> None:
@@ -34,15 +61,25 @@ class ModelManager:
                 continue
             self._expected.add(name)
             self._metrics.model_ready.labels(name).set(0)
-            model = await self._backend.load(self.repository.resolve(name))
+            entry = self.repository.resolve(name)
+            model = await self._backend.load(entry)
             await self._warm_up(model)
-            self._models[name] = model
-            self._metrics.model_ready.labels(name).set(1)
+            self.attach(model, batching_policy(entry, model, self._settings))
+
+    def attach(self, model: LoadedModel, policy: BatchingPolicy) -> None:
+        """Serves an already loaded model behind a scheduler with `policy`."""
+        self._expected.add(model.name)
+        self.stats[model.name] = ModelStats()
+        self._schedulers[model.name] = DynamicBatcher(model, policy, ragged_dims_from_meta(model.meta),
+                                                      self._metrics, self.stats[model.name])
+        self._models[model.name] = model
+        self._metrics.model_ready.labels(model.name).set(1)
+        log.info("model %s v%s ready (%s)", model.name, model.version, policy)
 
     async def _warm_up(self, model: LoadedModel) -> None:
         # Dynamic dimensions of 2: the exporters never specialise a graph on sizes 0/1.
         inputs = {spec.name: spec.example(dynamic_size=2) for spec in model.inputs}
-        for _ in range(self._warmup_runs):
+        for _ in range(self._settings.warmup_runs):
             await model.infer(inputs)
 
     def get(self, name: str) -> LoadedModel:
@@ -53,25 +90,37 @@ class ModelManager:
             raise NotFound(f"model {name!r} is not served here (loaded: {', '.join(self._models) or 'none'})")
         return model
 
+    def policy(self, name: str) -> BatchingPolicy:
+        self.get(name)
+        return self._schedulers[name].policy
+
     def loaded(self) -> dict[str, LoadedModel]:
         return dict(self._models)
 
     def is_ready(self, name: str) -> bool:
         return name in self._models
 
+    @property
+    def all_ready(self) -> bool:
+        return self._expected.issubset(self._models)
+
     async def infer(self, name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        model = self.get(name)
+        """Queues the request on the model's scheduler and waits for its own outputs."""
+        self.get(name)
         inflight = self._metrics.inflight.labels(name)
         inflight.inc()
-        start = time.perf_counter()
+        start, ok = time.perf_counter(), False
         try:
-            return await model.infer(inputs)
+            result = await self._schedulers[name].submit(inputs)
+            ok = True
+            return result
         finally:
-            self._metrics.compute_time.labels(name, model.version).observe(time.perf_counter() - start)
+            self.stats[name].record_request(ok, time.perf_counter() - start)
             inflight.dec()
 
     async def close(self) -> None:
         for name, model in list(self._models.items()):
             self._metrics.model_ready.labels(name).set(0)
+            await self._schedulers.pop(name).close()
             await model.close()
         self._models.clear()

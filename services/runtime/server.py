@@ -71,8 +71,7 @@ class InferSuiteServer:
         self.services = services
         self.metrics = Metrics()
         repository = ModelRepository(settings.model_repository)
-        self.models = ModelManager(repository, OnnxRuntimeBackend(settings), self.metrics,
-                                   settings.warmup_runs)
+        self.models = ModelManager(repository, OnnxRuntimeBackend(settings), self.metrics, settings)
         self.runtime = Runtime(settings, self.models, self.metrics)
         options = [("grpc.max_receive_message_length", settings.max_message_bytes),
                    ("grpc.max_send_message_length", settings.max_message_bytes)]

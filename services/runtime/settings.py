@@ -35,6 +35,15 @@ class RuntimeSettings(BaseSettings):
     """Threads one onnxruntime execution may use; 0 = onnxruntime's default (all cores)."""
     instance_count: int = Field(1, ge=1)
     """Concurrent executions per model when its config.pbtxt sets no instance_group count."""
+    dynamic_batching: bool = True
+    """Combine concurrent requests into one execution for models whose config.pbtxt has a
+    dynamic_batching block; false = one request per execution (queueing and admission stay on)."""
+    max_queue_size: int = Field(256, ge=1)
+    """Queued requests per model before RESOURCE_EXHAUSTED, when config.pbtxt sets no
+    default_queue_policy.max_queue_size."""
+    max_padding_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    """Largest share of padding a batch of ragged requests may hold; requests that would exceed
+    it wait for the next batch."""
     warmup_runs: int = Field(2, ge=0)
     """Inference runs on synthetic input at load, before health reports SERVING."""
     grace_period_s: float = Field(10.0, ge=0)

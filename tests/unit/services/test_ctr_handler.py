@@ -1,6 +1,5 @@
 """The ctr handler's domain rules, against a fake model (no sockets, no onnxruntime)."""
 
-import asyncio
 from collections.abc import Mapping
 
 import numpy as np
@@ -9,6 +8,7 @@ import pytest
 from services.ctr.handler import CtrHandler, ScoreQuery
 from services.ctr.settings import CtrSettings
 from services.runtime import InvalidArgument, NotFound, Runtime, RuntimeSettings
+from services.runtime.batching import BatchingPolicy
 from services.runtime.metrics import Metrics
 from services.runtime.models import ModelManager
 from services.runtime.repository import ModelRepository
@@ -26,13 +26,14 @@ def _echo_outputs(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture
-def handler_and_model(tmp_path) -> tuple[CtrHandler, FakeModel]:
+async def handler_and_model(tmp_path):
     metrics = Metrics()
     manager = ModelManager(ModelRepository(tmp_path), backend=None, metrics=metrics)  # type: ignore[arg-type]
     model = FakeModel("din-fp32", _echo_outputs, VOCAB)
-    manager._models["din-fp32"] = model
+    manager.attach(model, BatchingPolicy(max_batch_size=8, max_queue_delay_s=0.0))
     runtime = Runtime(RuntimeSettings(), manager, metrics)
-    return CtrHandler(CtrSettings(max_history=5, max_candidates=4), runtime), model
+    yield CtrHandler(CtrSettings(max_history=5, max_candidates=4), runtime), model
+    await manager.close()
 
 
 def _query(history=(1, 2, 3), cands=(10, 20), **kw) -> ScoreQuery:
@@ -44,29 +45,29 @@ def _query(history=(1, 2, 3), cands=(10, 20), **kw) -> ScoreQuery:
     return ScoreQuery(**fields)
 
 
-def _score(handler: CtrHandler, query: ScoreQuery):
-    return asyncio.run(handler.score(query))
+async def _score(handler: CtrHandler, query: ScoreQuery):
+    return await handler.score(query)
 
 
-def test_scores_come_back_in_candidate_order(handler_and_model) -> None:
+async def test_scores_come_back_in_candidate_order(handler_and_model) -> None:
     handler, _ = handler_and_model
-    result = _score(handler, _query(cands=(30, 10, 20), explain=True))
+    result = await _score(handler, _query(cands=(30, 10, 20), explain=True))
     np.testing.assert_allclose(result.click_probabilities, [0.03, 0.01, 0.02])
     assert result.activation_weights.shape == (3, 3)
     assert result.history_used == 3 and result.model == "din-fp32"
 
 
-def test_long_history_keeps_the_most_recent_behaviours(handler_and_model) -> None:
+async def test_long_history_keeps_the_most_recent_behaviours(handler_and_model) -> None:
     handler, model = handler_and_model
-    result = _score(handler, _query(history=tuple(range(1, 9)), explain=True))
+    result = await _score(handler, _query(history=tuple(range(1, 9)), explain=True))
     assert result.history_used == 5
     np.testing.assert_array_equal(model.calls[-1]["history_items"], [[4, 5, 6, 7, 8]])
     np.testing.assert_array_equal(result.activation_weights[0], [4, 5, 6, 7, 8])
 
 
-def test_empty_history_is_one_masked_padding_slot(handler_and_model) -> None:
+async def test_empty_history_is_one_masked_padding_slot(handler_and_model) -> None:
     handler, model = handler_and_model
-    result = _score(handler, _query(history=()))
+    result = await _score(handler, _query(history=()))
     assert result.history_used == 0 and result.activation_weights is None
     np.testing.assert_array_equal(model.calls[-1]["history_mask"], [[0.0]])
     np.testing.assert_array_equal(model.calls[-1]["history_items"], [[0]])
@@ -84,14 +85,14 @@ def test_empty_history_is_one_masked_padding_slot(handler_and_model) -> None:
     (_query(candidate_categories=np.array([1, 11], np.int64)), r"candidate_category_ids\[1\]=11"),
     (_query(history_categories=np.array([1, -5, 1], np.int64)), r"history_category_ids\[1\]=-5"),
 ])
-def test_bad_input_is_rejected_with_the_field_named(handler_and_model, query, message) -> None:
+async def test_bad_input_is_rejected_with_the_field_named(handler_and_model, query, message) -> None:
     handler, model = handler_and_model
     with pytest.raises(InvalidArgument, match=message):
-        _score(handler, query)
+        await _score(handler, query)
     assert model.calls == []  # nothing computed for a rejected request
 
 
-def test_unknown_model_is_not_found(handler_and_model) -> None:
+async def test_unknown_model_is_not_found(handler_and_model) -> None:
     handler, _ = handler_and_model
     with pytest.raises(NotFound, match="'din-int3' is not served by ctr"):
-        _score(handler, _query(model="din-int3"))
+        await _score(handler, _query(model="din-int3"))
