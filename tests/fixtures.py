@@ -33,8 +33,9 @@ def write_add_one_onnx(path: Path) -> Path:
 class FakeModel:
     """A LoadedModel that records its inputs and answers with a function of them."""
 
-    def __init__(self, name: str, outputs: Any, meta: dict[str, Any] | None = None):
+    def __init__(self, name: str, outputs: Any, meta: dict[str, Any] | None = None, delay_s: float = 0.0):
         self.name, self.version, self.meta, self.instance_count = name, "1", meta or {}, 1
+        self.delay_s = delay_s
         self.inputs: list[TensorSpec] = []
         self.outputs: list[TensorSpec] = []
         self._outputs = outputs
@@ -42,6 +43,8 @@ class FakeModel:
 
     async def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.calls.append(dict(inputs))
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         return self._outputs(inputs)
 
     async def close(self) -> None:

@@ -1,0 +1,139 @@
+"""The scheduler: batching, ragged padding, admission control, cancellation (fake model, no sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+
+import numpy as np
+import pytest
+
+from services.runtime import DeadlineExceeded, InvalidArgument, ResourceExhausted
+from services.runtime.batching import BatchingPolicy, DynamicBatcher
+from services.runtime.context import request_deadline
+from services.runtime.metrics import Metrics
+from services.runtime.padding import RaggedDim, padding_fraction
+from services.runtime.stats import ModelStats
+from tests.fixtures import FakeModel
+
+SEQ = [RaggedDim("seq", {"tokens": 1}, {"per_token": 1})]
+
+
+def _outputs(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    tokens = inputs["tokens"].astype(np.float32)  # (B, T), 0 = padding
+    return {"per_token": tokens * 2, "total": tokens.sum(1)}
+
+
+def _request(values) -> dict[str, np.ndarray]:
+    return {"tokens": np.array([values], np.int64)}
+
+
+def _batcher(model: FakeModel, metrics: Metrics | None = None, **policy) -> DynamicBatcher:
+    defaults = dict(max_batch_size=8, max_queue_delay_s=0.02, max_queue_size=64)
+    return DynamicBatcher(model, BatchingPolicy(**{**defaults, **policy}), SEQ, metrics or Metrics(), ModelStats())
+
+
+async def test_concurrent_requests_share_one_execution_and_get_their_own_rows() -> None:
+    model = FakeModel("m", _outputs, delay_s=0.01)
+    batcher = _batcher(model)
+    requests = [[1, 2, 3], [4, 5], [6, 7, 8], [9, 9]]
+    results = await asyncio.gather(*(batcher.submit(_request(r)) for r in requests))
+    assert len(model.calls) == 1 and model.calls[0]["tokens"].shape == (4, 3)  # padded to the longest
+    for values, result in zip(requests, results, strict=True):
+        np.testing.assert_array_equal(result["per_token"], [np.array(values) * 2])  # cut back to its length
+        assert result["total"][0] == sum(values)
+    await batcher.close()
+
+
+async def test_padding_waste_is_capped_so_short_requests_do_not_ride_with_long_ones() -> None:
+    model = FakeModel("m", _outputs)
+    batcher = _batcher(model, max_padding_fraction=0.5)
+    short = [batcher.submit(_request([1])) for _ in range(3)]
+    long = batcher.submit(_request(list(range(1, 41))))
+    await asyncio.gather(*short, long)
+    shapes = sorted(call["tokens"].shape for call in model.calls)
+    assert shapes == [(1, 40), (3, 1)]
+    assert padding_fraction([1, 1, 1, 1], [(1,), (1,), (1,), (40,)]) > 0.5  # what the cap prevented
+    await batcher.close()
+
+
+async def test_full_queue_is_refused_at_once_with_a_retry_hint() -> None:
+    model = FakeModel("m", _outputs, delay_s=0.2)
+    metrics = Metrics()
+    batcher = _batcher(model, metrics, max_batch_size=1, max_queue_size=2)
+    running = [asyncio.ensure_future(batcher.submit(_request([1])))]
+    await asyncio.sleep(0.02)  # executing
+    running += [asyncio.ensure_future(batcher.submit(_request([1]))) for _ in range(2)]
+    await asyncio.sleep(0.02)  # two queued: the queue is full
+    start = time.perf_counter()
+    with pytest.raises(ResourceExhausted, match="queue is full") as err:
+        await batcher.submit(_request([1]))
+    assert time.perf_counter() - start < 0.05
+    assert err.value.trailing_metadata[0][0] == "retry-after-ms" and int(err.value.trailing_metadata[0][1]) > 0
+    await asyncio.gather(*running)
+    assert metrics.rejected.labels("m", "queue_full")._value.get() == 1
+    await batcher.close()
+
+
+async def test_a_deadline_that_cannot_be_met_is_refused_before_compute() -> None:
+    model = FakeModel("m", _outputs, delay_s=0.1)
+    batcher = _batcher(model, max_batch_size=1)
+    await batcher.submit(_request([1]))  # teaches the scheduler the compute time (~100 ms)
+    busy = [asyncio.ensure_future(batcher.submit(_request([1]))) for _ in range(3)]
+    await asyncio.sleep(0.01)
+    token = request_deadline.set(time.monotonic() + 0.05)
+    try:
+        with pytest.raises(DeadlineExceeded, match="deadline cannot be met"):
+            await batcher.submit(_request([7]))
+    finally:
+        request_deadline.reset(token)
+    await asyncio.gather(*busy)
+    assert all(call["tokens"][0, 0] != 7 for call in model.calls)  # never computed
+    await batcher.close()
+
+
+async def test_cancelled_and_expired_requests_leave_the_queue_uncomputed() -> None:
+    model = FakeModel("m", _outputs, delay_s=0.1)
+    metrics = Metrics()
+    batcher = _batcher(model, metrics, max_batch_size=1)
+    first = asyncio.ensure_future(batcher.submit(_request([1])))
+    await asyncio.sleep(0.01)
+    cancelled = asyncio.ensure_future(batcher.submit(_request([5])))
+    token = request_deadline.set(time.monotonic() + 0.03)  # expires while queued behind `first`
+    expiring = asyncio.ensure_future(batcher.submit(_request([6])))
+    request_deadline.reset(token)
+    await asyncio.sleep(0.01)
+    cancelled.cancel()
+    await first
+    with pytest.raises(DeadlineExceeded, match="not computed"):
+        await expiring
+    assert [int(c["tokens"][0, 0]) for c in model.calls] == [1]
+    assert metrics.rejected.labels("m", "cancelled")._value.get() == 1
+    assert metrics.rejected.labels("m", "expired")._value.get() == 1
+    await batcher.close()
+
+
+async def test_a_failed_batch_fails_every_request_in_it() -> None:
+    def broken(inputs):
+        raise InvalidArgument("model rejected the inputs: bad tensor")
+
+    batcher = _batcher(FakeModel("m", broken))
+    results = await asyncio.gather(*(batcher.submit(_request([i + 1])) for i in range(3)), return_exceptions=True)
+    assert all(isinstance(r, InvalidArgument) for r in results)
+    await batcher.close()
+
+
+async def test_batching_off_runs_one_request_per_execution() -> None:
+    model = FakeModel("m", _outputs)
+    batcher = _batcher(model, combine=False)
+    await asyncio.gather(*(batcher.submit(_request([i + 1, 1])) for i in range(4)))
+    assert [c["tokens"].shape for c in model.calls] == [(1, 2)] * 4
+    await batcher.close()
+
+
+async def test_more_rows_than_max_batch_size_is_invalid() -> None:
+    batcher = _batcher(FakeModel("m", _outputs), max_batch_size=2)
+    with pytest.raises(InvalidArgument, match="3 rows exceed the model's max_batch_size 2"):
+        await batcher.submit({"tokens": np.ones((3, 2), np.int64)})
+    await batcher.close()
