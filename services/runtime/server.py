@@ -18,11 +18,14 @@ from typing import Protocol
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from tritonclient.grpc import service_pb2_grpc
 
 from services.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from services.runtime.interceptor import ErrorAndMetricsInterceptor
 from services.runtime.metrics import Metrics
 from services.runtime.models import ModelManager
+from services.runtime.oip import SERVICE_NAME as OIP_SERVICE_NAME
+from services.runtime.oip import OipServicer
 from services.runtime.repository import ModelRepository
 from services.runtime.settings import RuntimeSettings
 
@@ -83,7 +86,9 @@ class InferSuiteServer:
         self.load_error: BaseException | None = None
 
     def _register(self) -> None:
-        names = [reflection.SERVICE_NAME, health.SERVICE_NAME]
+        service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            OipServicer(self.models, self.settings.max_message_bytes), self.grpc)
+        names = [reflection.SERVICE_NAME, health.SERVICE_NAME, OIP_SERVICE_NAME]
         for service in self.services:
             service.register(self.grpc, self.runtime)
             names.extend(service.grpc_service_names)

@@ -1,0 +1,98 @@
+"""OIP ModelInfer <-> numpy, with every malformed request turned into a clear INVALID_ARGUMENT."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from tritonclient.grpc import service_pb2
+
+from services.runtime.errors import InvalidArgument
+from services.runtime.tensors import DATATYPE_TO_NUMPY, NUMPY_TO_DATATYPE, TensorSpec
+
+# Which typed `contents` field carries each datatype (FP16 travels only as raw bytes).
+CONTENTS_FIELD = {
+    "BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
+    "INT64": "int64_contents", "UINT8": "uint_contents", "FP32": "fp32_contents", "FP64": "fp64_contents",
+}
+
+
+def _check_shape(name: str, shape: tuple[int, ...], spec: TensorSpec) -> None:
+    if any(d < 0 for d in shape):
+        raise InvalidArgument(f"input {name!r} has a negative dimension in shape {list(shape)}")
+    if len(shape) != len(spec.shape):
+        raise InvalidArgument(f"input {name!r} has shape {list(shape)} but the model expects rank "
+                              f"{len(spec.shape)} {list(spec.shape)} (-1 = any size)")
+    for axis, (got, want) in enumerate(zip(shape, spec.shape, strict=True)):
+        if want >= 0 and got != want:
+            raise InvalidArgument(f"input {name!r} dimension {axis} is {got}, the model expects {want}")
+
+
+def _decode_one(tensor: service_pb2.ModelInferRequest.InferInputTensor, spec: TensorSpec,
+                raw: bytes | None, max_bytes: int) -> np.ndarray:
+    if tensor.datatype != spec.datatype:
+        raise InvalidArgument(f"input {tensor.name!r} has datatype {tensor.datatype or '(empty)'}, "
+                              f"the model expects {spec.datatype}")
+    shape = tuple(int(d) for d in tensor.shape)
+    _check_shape(tensor.name, shape, spec)
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    need = count * spec.dtype.itemsize
+    if need > max_bytes:
+        raise InvalidArgument(
+            f"input {tensor.name!r} shape {list(shape)} needs {need} bytes, over the limit {max_bytes}")
+    if raw is not None:
+        if len(raw) != need:
+            raise InvalidArgument(f"input {tensor.name!r}: raw content is {len(raw)} bytes but shape {list(shape)} "
+                                  f"of {spec.datatype} needs {need}")
+        return np.frombuffer(raw, dtype=spec.dtype).reshape(shape)
+    field = CONTENTS_FIELD.get(spec.datatype)
+    if field is None:
+        raise InvalidArgument(f"input {tensor.name!r}: {spec.datatype} must be sent in raw_input_contents")
+    values = getattr(tensor.contents, field)
+    if len(values) != count:
+        raise InvalidArgument(f"input {tensor.name!r}: contents.{field} has {len(values)} values but shape "
+                              f"{list(shape)} needs {count}")
+    return np.asarray(values, dtype=spec.dtype).reshape(shape)
+
+
+def decode_inputs(request: service_pb2.ModelInferRequest, specs: Sequence[TensorSpec],
+                  max_bytes: int) -> dict[str, np.ndarray]:
+    expected = {s.name: s for s in specs}
+    raw = list(request.raw_input_contents)
+    if raw and len(raw) != len(request.inputs):
+        raise InvalidArgument(f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs")
+    decoded: dict[str, np.ndarray] = {}
+    for i, tensor in enumerate(request.inputs):
+        spec = expected.get(tensor.name)
+        if spec is None:
+            raise InvalidArgument(f"{tensor.name!r} is not an input of model {request.model_name!r} "
+                                  f"(inputs: {', '.join(expected)})")
+        if tensor.name in decoded:
+            raise InvalidArgument(f"input {tensor.name!r} is given twice")
+        decoded[tensor.name] = _decode_one(tensor, spec, raw[i] if raw else None, max_bytes)
+    missing = [name for name in expected if name not in decoded]
+    if missing:
+        raise InvalidArgument(f"missing input(s) {', '.join(missing)} for model {request.model_name!r}")
+    return decoded
+
+
+def requested_outputs(request: service_pb2.ModelInferRequest, specs: Sequence[TensorSpec]) -> list[str]:
+    names = [s.name for s in specs]
+    wanted = [o.name for o in request.outputs] or names
+    unknown = [n for n in wanted if n not in names]
+    if unknown:
+        raise InvalidArgument(f"unknown output(s) {', '.join(unknown)} (outputs: {', '.join(names)})")
+    return wanted
+
+
+def encode_response(request: service_pb2.ModelInferRequest, version: str,
+                    outputs: Mapping[str, np.ndarray], names: Sequence[str]) -> service_pb2.ModelInferResponse:
+    response = service_pb2.ModelInferResponse(model_name=request.model_name, model_version=version, id=request.id)
+    for name in names:
+        value = np.ascontiguousarray(outputs[name])
+        datatype = NUMPY_TO_DATATYPE.get(value.dtype)
+        if datatype is None or datatype not in DATATYPE_TO_NUMPY:
+            raise TypeError(f"output {name} has unsupported dtype {value.dtype}")
+        response.outputs.add(name=name, datatype=datatype, shape=list(value.shape))
+        response.raw_output_contents.append(value.tobytes())
+    return response

@@ -1,0 +1,97 @@
+"""Thin OIP servicer: protobuf <-> the runtime's ModelManager."""
+
+from __future__ import annotations
+
+from grpc import aio
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from services.runtime.errors import NotFound
+from services.runtime.models import ModelManager
+from services.runtime.oip.converters import decode_inputs, encode_response, requested_outputs
+from services.runtime.stats import ModelStats
+
+SERVER_NAME = "infersuite"
+SERVER_VERSION = "0.1.0"
+
+
+def _duration(count: int, ns: int) -> service_pb2.StatisticDuration:
+    return service_pb2.StatisticDuration(count=count, ns=ns)
+
+
+def _statistics(name: str, version: str, stats: ModelStats) -> service_pb2.ModelStatistics:
+    return service_pb2.ModelStatistics(
+        name=name, version=version, last_inference=stats.last_inference_ms,
+        inference_count=stats.inference_count, execution_count=stats.execution_count,
+        inference_stats=service_pb2.InferStatistics(
+            success=_duration(stats.success_count, stats.success_ns),
+            fail=_duration(stats.failure_count, stats.failure_ns),
+            queue=_duration(stats.success_count, stats.queue_ns),
+            compute_infer=_duration(stats.execution_count, stats.compute_ns),
+        ))
+
+
+class OipServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, models: ModelManager, max_message_bytes: int):
+        self._models = models
+        self._max_bytes = max_message_bytes
+
+    def _model(self, name: str, version: str):
+        model = self._models.get(name)
+        if version and version != model.version:
+            raise NotFound(f"model {name!r} has no loaded version {version!r} (loaded: {model.version})")
+        return model
+
+    async def ServerLive(self, request, context: aio.ServicerContext):
+        return service_pb2.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request, context: aio.ServicerContext):
+        return service_pb2.ServerReadyResponse(ready=self._models.all_ready)
+
+    async def ModelReady(self, request, context: aio.ServicerContext):
+        ready = self._models.is_ready(request.name) and (
+            not request.version or request.version == self._models.get(request.name).version)
+        return service_pb2.ModelReadyResponse(ready=ready)
+
+    async def ServerMetadata(self, request, context: aio.ServicerContext):
+        return service_pb2.ServerMetadataResponse(name=SERVER_NAME, version=SERVER_VERSION, extensions=[])
+
+    async def ModelMetadata(self, request, context: aio.ServicerContext):
+        model = self._model(request.name, request.version)
+        response = service_pb2.ModelMetadataResponse(name=model.name, versions=[model.version],
+                                                     platform="onnxruntime_onnx")
+        for spec in model.inputs:
+            response.inputs.add(name=spec.name, datatype=spec.datatype, shape=list(spec.shape))
+        for spec in model.outputs:
+            response.outputs.add(name=spec.name, datatype=spec.datatype, shape=list(spec.shape))
+        return response
+
+    async def ModelConfig(self, request, context: aio.ServicerContext):
+        model = self._model(request.name, request.version)
+        entry = self._models.repository.resolve(model.name, model.version)
+        return service_pb2.ModelConfigResponse(config=entry.config)
+
+    async def ModelInfer(self, request, context: aio.ServicerContext):
+        model = self._model(request.model_name, request.model_version)
+        inputs = decode_inputs(request, model.inputs, self._max_bytes)
+        names = requested_outputs(request, model.outputs)
+        outputs = await self._models.infer(model.name, inputs)
+        return encode_response(request, model.version, outputs, names)
+
+    async def ModelStatistics(self, request, context: aio.ServicerContext):
+        names = [request.name] if request.name else sorted(self._models.loaded())
+        response = service_pb2.ModelStatisticsResponse()
+        for name in names:
+            model = self._model(name, request.version)
+            response.model_stats.append(_statistics(name, model.version, self._models.stats[name]))
+        return response
+
+    async def RepositoryIndex(self, request, context: aio.ServicerContext):
+        response = service_pb2.RepositoryIndexResponse()
+        for name in self._models.repository.names():
+            ready = self._models.is_ready(name)
+            if request.ready and not ready:
+                continue
+            version = self._models.get(name).version if ready else ""
+            response.models.add(name=name, version=version, state="READY" if ready else "UNAVAILABLE",
+                                reason="" if ready else "not loaded by this server")
+        return response

@@ -1,0 +1,153 @@
+"""The Open Inference Protocol with NVIDIA's own client (tritonclient) against infersuite."""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+import pytest
+import tritonclient.grpc.aio as triton_aio
+from tritonclient.grpc import InferInput, InferRequestedOutput, service_pb2, service_pb2_grpc
+from tritonclient.utils import InferenceServerException
+
+from services.ctr import CtrService, CtrSettings
+from services.ctr.client import CtrClient
+from services.runtime import RuntimeSettings, build_server
+
+pytestmark = pytest.mark.integration
+MODEL = "din-fp32"
+
+
+@pytest.fixture(scope="module")
+async def server_port(tiny_ctr):
+    settings = RuntimeSettings(port=0, metrics_port=-1, host="127.0.0.1", model_repository=tiny_ctr.repository)
+    server, port = await build_server(settings, [CtrService(CtrSettings())])
+    await server.start()
+    await server.wait_ready(timeout=60)
+    yield port
+    await server.stop(0)
+
+
+def _din_inputs(n_items: int, n_categories: int, history: int = 6, candidates: int = 4, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return {
+        "history_items": rng.integers(1, n_items + 1, (1, history)).astype(np.int64),
+        "history_categories": rng.integers(1, n_categories + 1, (1, history)).astype(np.int64),
+        "history_mask": np.ones((1, history), np.float32),
+        "candidate_items": rng.integers(1, n_items + 1, (1, candidates)).astype(np.int64),
+        "candidate_categories": rng.integers(1, n_categories + 1, (1, candidates)).astype(np.int64),
+    }
+
+
+def _triton_inputs(arrays):
+    inputs = []
+    for name, value in arrays.items():
+        tensor = InferInput(name, list(value.shape), "INT64" if value.dtype == np.int64 else "FP32")
+        tensor.set_data_from_numpy(value)
+        inputs.append(tensor)
+    return inputs
+
+
+async def test_tritonclient_reads_metadata_readiness_config_and_statistics(server_port) -> None:
+    client = triton_aio.InferenceServerClient(f"127.0.0.1:{server_port}")
+    try:
+        assert await client.is_server_live() and await client.is_server_ready()
+        assert await client.is_model_ready(MODEL) and not await client.is_model_ready("nope")
+        meta = await client.get_model_metadata(MODEL, as_json=True)
+        assert {i["name"]: i["datatype"] for i in meta["inputs"]}["history_mask"] == "FP32"
+        assert [o["name"] for o in meta["outputs"]] == ["click_probability", "activation_weights"]
+        config = await client.get_model_config(MODEL, as_json=True)
+        assert config["config"]["platform"] == "onnxruntime_onnx" and int(config["config"]["max_batch_size"]) > 0
+        index = await client.get_model_repository_index(as_json=True)
+        assert {"name": MODEL, "version": "1", "state": "READY"}.items() <= index["models"][0].items()
+        server_meta = await client.get_server_metadata(as_json=True)
+        assert server_meta["name"] == "infersuite"
+        await client.infer(MODEL, _triton_inputs(_din_inputs(50, 5)))
+        stats = await client.get_inference_statistics(MODEL, as_json=True)
+        assert int(stats["model_stats"][0]["inference_stats"]["success"]["count"]) >= 1
+    finally:
+        await client.close()
+
+
+async def test_tritonclient_inference_equals_the_domain_api(server_port, tiny_ctr) -> None:
+    arrays = _din_inputs(tiny_ctr.n_items, tiny_ctr.n_categories)
+    client = triton_aio.InferenceServerClient(f"127.0.0.1:{server_port}")
+    try:
+        result = await client.infer(MODEL, _triton_inputs(arrays),
+                                    outputs=[InferRequestedOutput("click_probability")])
+        oip_scores = result.as_numpy("click_probability")
+        assert result.as_numpy("activation_weights") is None  # only what was asked for
+    finally:
+        await client.close()
+    async with CtrClient(f"127.0.0.1:{server_port}") as ctr:
+        domain = await ctr.score(arrays["history_items"][0], arrays["history_categories"][0],
+                                 arrays["candidate_items"][0], arrays["candidate_categories"][0])
+    np.testing.assert_allclose(oip_scores[0], domain.click_probabilities, atol=1e-6)
+
+
+async def test_typed_contents_are_accepted_like_raw_contents(server_port, tiny_ctr) -> None:
+    arrays = _din_inputs(tiny_ctr.n_items, tiny_ctr.n_categories, seed=4)
+    request = service_pb2.ModelInferRequest(model_name=MODEL)
+    for name, value in arrays.items():
+        tensor = request.inputs.add(name=name, datatype="INT64" if value.dtype == np.int64 else "FP32",
+                                    shape=list(value.shape))
+        field = tensor.contents.int64_contents if value.dtype == np.int64 else tensor.contents.fp32_contents
+        field.extend(value.ravel().tolist())
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server_port}") as channel:
+        reply = await service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10)
+    scores = np.frombuffer(reply.raw_output_contents[0], np.float32)
+    async with CtrClient(f"127.0.0.1:{server_port}") as ctr:
+        domain = await ctr.score(arrays["history_items"][0], arrays["history_categories"][0],
+                                 arrays["candidate_items"][0], arrays["candidate_categories"][0])
+    np.testing.assert_allclose(scores, domain.click_probabilities, atol=1e-6)
+
+
+def _raw_request(arrays, **overrides):
+    request = service_pb2.ModelInferRequest(model_name=overrides.pop("model_name", MODEL),
+                                            model_version=overrides.pop("model_version", ""))
+    for name, value in arrays.items():
+        datatype = "INT64" if value.dtype == np.int64 else "FP32"
+        request.inputs.add(name=name, datatype=overrides.get(f"{name}.datatype", datatype),
+                           shape=overrides.get(f"{name}.shape", list(value.shape)))
+        request.raw_input_contents.append(overrides.get(f"{name}.raw", value.tobytes()))
+    return request
+
+
+BAD = {
+    "wrong datatype": ({"history_mask.datatype": "FP64"}, grpc.StatusCode.INVALID_ARGUMENT,
+                       "'history_mask' has datatype FP64, the model expects FP32"),
+    "wrong rank": ({"history_items.shape": [6]}, grpc.StatusCode.INVALID_ARGUMENT,
+                   "'history_items' has shape [6] but the model expects rank 2"),
+    "raw length": ({"history_mask.raw": b"\x00" * 5}, grpc.StatusCode.INVALID_ARGUMENT,
+                   "raw content is 5 bytes but shape [1, 6] of FP32 needs 24"),
+    "negative dim": ({"history_items.shape": [1, -6]}, grpc.StatusCode.INVALID_ARGUMENT, "negative dimension"),
+    "huge shape": ({"history_items.shape": [1, 10**12]}, grpc.StatusCode.INVALID_ARGUMENT, "over the limit"),
+    "unknown model": ({"model_name": "nope"}, grpc.StatusCode.NOT_FOUND, "model 'nope' is not served here"),
+    "unknown version": ({"model_version": "7"}, grpc.StatusCode.NOT_FOUND, "no loaded version '7'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+async def test_bad_oip_requests_get_clear_errors(server_port, case) -> None:
+    overrides, code, message = BAD[case]
+    arrays = _din_inputs(50, 5)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server_port}") as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.ModelInfer(_raw_request(arrays, **dict(overrides)), timeout=10)
+        assert err.value.code() == code and message in err.value.details(), err.value.details()
+        reply = await stub.ModelInfer(_raw_request(arrays), timeout=10)  # still serving
+        assert reply.outputs[0].name == "click_probability"
+
+
+async def test_missing_and_unknown_inputs_are_named(server_port) -> None:
+    arrays = _din_inputs(50, 5)
+    client = triton_aio.InferenceServerClient(f"127.0.0.1:{server_port}")
+    try:
+        missing = {k: v for k, v in arrays.items() if k != "history_mask"}
+        with pytest.raises(InferenceServerException, match=r"missing input.*history_mask"):
+            await client.infer(MODEL, _triton_inputs(missing))
+        extra = {**arrays, "user_age": np.ones((1, 1), np.float32)}
+        with pytest.raises(InferenceServerException, match="'user_age' is not an input"):
+            await client.infer(MODEL, _triton_inputs(extra))
+    finally:
+        await client.close()
