@@ -1,0 +1,111 @@
+"""`ctr`: Deep Interest Network scoring requests shaped like the synthetic click data.
+
+A user has a behaviour history of 1..max_history (item, category) pairs, uniform like the
+synthetic log (models/ctr/data.py), and is shown min..max candidates. Items 1..n_items belong
+to categories 1..n_categories by a seeded round-robin permutation, as in the synthetic world.
+The vocabulary comes from --param n_items/n_categories, or from the model's meta.json
+(--param meta=PATH, or --param repository=DIR with --param model=NAME), default 600/30.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from loadtest.generators.base import GeneratorError, RequestPool, check_unknown, int_param, register
+
+DEFAULT_MODEL = "din-fp32"
+PARAMS = {"n_items", "n_categories", "meta", "repository", "model", "max_history",
+          "min_candidates", "max_candidates", "explain"}
+
+
+@dataclass(frozen=True)
+class CtrShape:
+    """What a Score response must look like for one request."""
+
+    candidates: int
+    history: int
+    explain: bool
+
+
+def _vocabulary(params: dict[str, str]) -> tuple[int, int, str]:
+    """(n_items, n_categories, where they came from)."""
+    meta_path = params.get("meta")
+    if meta_path is None and "repository" in params:
+        model_dir = Path(params["repository"]) / params.get("model", DEFAULT_MODEL)
+        versions = sorted((p for p in model_dir.glob("*/meta.json") if p.parent.name.isdigit()),
+                          key=lambda p: int(p.parent.name))
+        if not versions:
+            raise GeneratorError(f"ctr: no <version>/meta.json under {model_dir}")
+        meta_path = str(versions[-1])
+    if meta_path is not None:
+        try:
+            vocabulary = json.loads(Path(meta_path).read_text())["vocabulary"]
+        except (OSError, ValueError, KeyError) as err:
+            raise GeneratorError(f"ctr: cannot read the vocabulary from {meta_path}: {err}") from None
+        return int(vocabulary["n_items"]), int(vocabulary["n_categories"]), meta_path
+    return int_param(params, "n_items", 600), int_param(params, "n_categories", 30), "parameters"
+
+
+class CtrGenerator:
+    name = "ctr"
+    grpc_service = "infersuite.ctr.v1.CtrService"
+
+    def __init__(self, params: dict[str, str]):
+        check_unknown(params, PARAMS, self.name)
+        self.n_items, self.n_categories, self.vocabulary_source = _vocabulary(params)
+        self.max_history = int_param(params, "max_history", 50)
+        self.min_candidates = int_param(params, "min_candidates", 10)
+        self.max_candidates = int_param(params, "max_candidates", 100)
+        if self.min_candidates > self.max_candidates:
+            raise GeneratorError("ctr: min_candidates must be <= max_candidates")
+        self.explain = params.get("explain", "false").lower() in ("1", "true", "yes")
+        self.model = params.get("model", "")  # empty: the service's default model
+
+    async def build(self, channel: grpc.aio.Channel, rng: np.random.Generator, size: int) -> RequestPool:
+        from protos import ctr_pb2
+
+        item_category = np.zeros(self.n_items + 1, np.int64)  # (n_items + 1,), [0] = padding
+        item_category[1:] = rng.permutation(np.arange(self.n_items) % self.n_categories + 1)
+        payloads, shapes = [], []
+        for _ in range(size):
+            history = rng.integers(1, self.n_items + 1, int(rng.integers(1, self.max_history + 1)))
+            candidates = rng.integers(1, self.n_items + 1,
+                                      int(rng.integers(self.min_candidates, self.max_candidates + 1)))
+            request = ctr_pb2.ScoreRequest(
+                history_item_ids=history.tolist(), history_category_ids=item_category[history].tolist(),
+                candidate_item_ids=candidates.tolist(), candidate_category_ids=item_category[candidates].tolist(),
+                explain=self.explain, model=self.model)
+            payloads.append(request.SerializeToString())
+            shapes.append(CtrShape(candidates.size, history.size, self.explain))
+        description = {"n_items": self.n_items, "n_categories": self.n_categories,
+                       "vocabulary_from": self.vocabulary_source, "history": [1, self.max_history],
+                       "candidates": [self.min_candidates, self.max_candidates], "explain": self.explain,
+                       "model": self.model or "(service default)"}
+        return RequestPool("/infersuite.ctr.v1.CtrService/Score", payloads, shapes, check_score, description)
+
+
+def check_score(shape: CtrShape, response: bytes) -> str | None:
+    """N probabilities in [0, 1] for N candidates; 1 <= history_used <= the history sent."""
+    from protos import ctr_pb2
+
+    scores = ctr_pb2.ScoreResponse.FromString(response)
+    probabilities = scores.click_probabilities
+    if len(probabilities) != shape.candidates:
+        return "ctr: wrong number of click probabilities"
+    if not all(0.0 <= p <= 1.0 for p in probabilities) or any(math.isnan(p) for p in probabilities):
+        return "ctr: click probability outside [0, 1]"
+    if not 1 <= scores.history_used <= shape.history:
+        return "ctr: history_used outside [1, history sent]"
+    if shape.explain and len(scores.activation_weights) != shape.candidates:
+        return "ctr: wrong number of activation weight rows"
+    return None
+
+
+register("ctr", "DIN Score: histories 1..50, 10..100 candidates (--param n_items, n_categories, meta, "
+         "repository, model, explain)")(CtrGenerator)
