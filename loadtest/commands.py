@@ -98,7 +98,10 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_run(args: argparse.Namespace, slo: bool = False) -> int:
     params = parse_params(args.param)
-    create(args.service, params)  # validates the service name and parameters before any connection
+    try:
+        create(args.service, params)  # validates the service name and parameters before any connection
+    except GeneratorError as err:
+        raise UsageError(str(err)) from None
     target = target_from(args)
     steps = steps_from(args) if not slo else [StepSpec(mode="open", rate=args.start_rate, **_common(args))]
     check_reachable(target, args.connect_timeout)

@@ -165,7 +165,10 @@ class _StepRun:
         try:
             return await call(self.pool.payloads[index], timeout=self.step.deadline_s), None
         except grpc.aio.AioRpcError as err:
-            return None, err.code().name
+            code = err.code().name
+            if code not in self.stats.error_samples:
+                self.stats.error_samples[code] = (err.details() or "")[:300]
+            return None, code
 
     def _record(self, index: int, intended: float, sent: float, response: bytes | None, code: str | None) -> None:
         done = time.monotonic()

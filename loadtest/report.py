@@ -87,7 +87,8 @@ def markdown(report: dict[str, Any]) -> str:
              f"Requests: {json.dumps(meta['requests'])}", ""]
     if meta.get("models"):
         lines += [f"Models (from the server's metrics): {', '.join(meta['models'])}", ""]
-    lines += [*_client_table(report["steps"]), "", *_server_table(report["steps"]), *_warnings(report["steps"])]
+    lines += [*_client_table(report["steps"]), "", *_server_table(report["steps"]), *_error_samples(report["steps"]),
+              *_warnings(report["steps"])]
     if report.get("slo_search"):
         slo = report["slo_search"]
         best = f"{slo['best_rate']:.0f} requests/s" if slo["best_rate"] else "none"
@@ -133,6 +134,17 @@ def _server_table(steps: list[dict[str, Any]]) -> list[str]:
         lines.append(f"| {step['load']['value']:g} | {row['metric']} | {labels} | {row['count']:.0f} | "
                      f"{row['mean']:.2f}{unit} | {row['p50']:.2f}{unit} | {row['p99']:.2f}{unit} |")
     return [*lines, ""]
+
+
+def _error_samples(steps: list[dict[str, Any]]) -> list[str]:
+    samples: dict[str, str] = {}
+    for step in steps:
+        for code, details in step.get("error_samples", {}).items():
+            samples.setdefault(code, details)
+    if not samples:
+        return []
+    return ["## Errors (first message per status code)", "",
+            *(f"- {code}: {details}" for code, details in sorted(samples.items())), ""]
 
 
 def _warnings(steps: list[dict[str, Any]]) -> list[str]:

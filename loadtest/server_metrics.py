@@ -56,9 +56,16 @@ class HistogramSnapshot:
             lower, below = upper, cumulative
         return lower
 
-    def summary(self) -> dict[str, float]:
+    def upper_bound(self, q: float) -> float:
+        """The upper bound of the bucket holding quantile q: for integer-valued histograms
+        (batch sizes) interpolation would invent fractions."""
+        rank = q * self.count
+        return next((upper for upper in sorted(self.buckets) if self.buckets[upper] >= rank), math.nan)
+
+    def summary(self, interpolate: bool = True) -> dict[str, float]:
         mean = self.total / self.count if self.count > 0 else math.nan
-        return {"count": self.count, "mean": mean, "p50": self.quantile(0.5), "p99": self.quantile(0.99)}
+        quantile = self.quantile if interpolate else self.upper_bound
+        return {"count": self.count, "mean": mean, "p50": quantile(0.5), "p99": quantile(0.99)}
 
 
 Snapshot = dict[tuple[str, tuple[tuple[str, str], ...]], HistogramSnapshot]
@@ -97,8 +104,9 @@ def rows(snapshot: Snapshot) -> list[dict[str, Any]]:
     for (name, labels), histogram in sorted(snapshot.items()):
         if histogram.count <= 0:
             continue
-        scale = 1.0 if HISTOGRAMS[name] == "batch_size" else 1000.0
-        figures = {k: (v * scale if k != "count" else v) for k, v in histogram.summary().items()}
+        batch = HISTOGRAMS[name] == "batch_size"
+        scale = 1.0 if batch else 1000.0
+        figures = {k: (v * scale if k != "count" else v) for k, v in histogram.summary(not batch).items()}
         table.append({"metric": HISTOGRAMS[name], "labels": dict(labels), **figures})
     return table
 

@@ -81,6 +81,7 @@ class StepStats:
     ok: int = 0
     errors: Counter[str] = field(default_factory=Counter)  # gRPC status code name -> count
     check_failures: Counter[str] = field(default_factory=Counter)  # failed check -> count
+    error_samples: dict[str, str] = field(default_factory=dict)  # status code name -> first details seen
     late: int = 0  # sent later than the lateness threshold after their intended time
     dropped: int = 0  # never sent: the in-flight cap was reached (open loop)
     duration_s: float = 0.0  # measured window
@@ -96,6 +97,8 @@ class StepStats:
         self.ok += other.ok
         self.errors.update(other.errors)
         self.check_failures.update(other.check_failures)
+        for code, details in other.error_samples.items():
+            self.error_samples.setdefault(code, details)
         self.late += other.late
         self.dropped += other.dropped
         self.duration_s = max(self.duration_s, other.duration_s)
@@ -114,7 +117,8 @@ class StepStats:
         """Machine-readable form; histograms are kept losslessly (HdrHistogram base64)."""
         return {
             "sent": self.sent, "ok": self.ok, "errors": dict(self.errors),
-            "check_failures": dict(self.check_failures), "late": self.late, "dropped": self.dropped,
+            "check_failures": dict(self.check_failures), "error_samples": self.error_samples,
+            "late": self.late, "dropped": self.dropped,
             "duration_s": self.duration_s, "cpu_percent": self.cpu_percent, "processes": self.processes,
             "histograms": {"latency_intended": encode(self.latency_intended),
                            "latency_actual": encode(self.latency_actual),
@@ -129,6 +133,7 @@ class StepStats:
             latency_actual=decode(histograms["latency_actual"]),
             schedule_lag=decode(histograms["schedule_lag"]),
             sent=data["sent"], ok=data["ok"], errors=Counter(data["errors"]),
-            check_failures=Counter(data["check_failures"]), late=data["late"], dropped=data["dropped"],
+            check_failures=Counter(data["check_failures"]), error_samples=dict(data.get("error_samples", {})),
+            late=data["late"], dropped=data["dropped"],
             duration_s=data["duration_s"], cpu_percent=data["cpu_percent"], processes=data["processes"],
         )

@@ -60,6 +60,12 @@ def available() -> dict[str, str]:
     return {name: summary for name, (_, summary) in sorted(_REGISTRY.items())}
 
 
+def by_grpc_service() -> dict[str, str]:
+    """Full gRPC service name -> generator name (for discovery by reflection)."""
+    return {getattr(factory, "grpc_service", ""): name for name, (factory, _) in _REGISTRY.items()
+            if getattr(factory, "grpc_service", "")}
+
+
 def create(name: str, params: dict[str, str]) -> RequestGenerator:
     if name not in _REGISTRY:
         raise GeneratorError(f"unknown service {name!r}; known: {', '.join(sorted(_REGISTRY))}")

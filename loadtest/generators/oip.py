@@ -14,7 +14,9 @@ identical messages shipped with tritonclient (same package and wire format).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 
 import grpc
@@ -56,13 +58,14 @@ class OipGenerator:
 
     def __init__(self, params: dict[str, str]):
         shapes = {k for k in params if k.startswith("shape.")}
-        check_unknown(params, {"model", "version", "batch", "dim", "int_low", "int_high"} | shapes, self.name)
+        check_unknown(params, {"model", "version", "batch", "dim", "int_low", "int_high", "repository"} | shapes,
+                      self.name)
         if not params.get("model"):
             raise GeneratorError("oip: name the model to load: --param model=<name in the repository>")
         self.model, self.version = params["model"], params.get("version", "")
         self.batch, self.dim = int_param(params, "batch", 1), int_param(params, "dim", 8)
         self.int_low = int_param(params, "int_low", 1, low=0)
-        self.int_high = int_param(params, "int_high", 10, low=self.int_low)
+        self.int_high = int_param(params, "int_high", _vocabulary_bound(params) or 10, low=self.int_low)
         self.shapes = {k.removeprefix("shape."): _parse_shape(k, v) for k, v in params.items() if k in shapes}
 
     async def metadata(self, channel: grpc.aio.Channel) -> object:
@@ -127,6 +130,21 @@ def check_infer(expected: OutputSpec, response: bytes) -> str | None:
         if dtype.kind == "f" and not np.isfinite(np.frombuffer(raw, dtype)).all():
             return "oip: non-finite output"
     return None
+
+
+def _vocabulary_bound(params: dict[str, str]) -> int | None:
+    """With --param repository=DIR: the smallest vocabulary in the model's meta.json, so random ids
+    stay valid for embedding inputs (a DIN's item and category ids)."""
+    if "repository" not in params:
+        return None
+    metas = sorted(Path(params["repository"], params["model"]).glob("[0-9]*/meta.json"),
+                   key=lambda p: int(p.parent.name))
+    try:
+        vocabulary = json.loads(metas[-1].read_text()).get("vocabulary", {}) if metas else {}
+    except (OSError, ValueError):
+        return None
+    sizes = [int(v) for v in vocabulary.values() if isinstance(v, int)]
+    return min(sizes) if sizes else None
 
 
 def _parse_shape(key: str, text: str) -> list[int]:

@@ -1,0 +1,164 @@
+"""`suite`: a short closed-loop sweep for every service a running suite hosts, one report each,
+plus `summary.md`; `selfcheck`: the generator's own ceiling against a trivial local endpoint.
+
+Services are discovered with gRPC server reflection and matched to generators by their gRPC
+service name; the Open Inference Protocol gets one report per ready model (RepositoryIndex).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from loadtest import report
+from loadtest.cli import command_line, target_from
+from loadtest.commands import Display, _describe, check_reachable, resolve_metrics_url
+from loadtest.engine import StepSpec, Target
+from loadtest.generators import GeneratorError
+from loadtest.generators.base import by_grpc_service
+from loadtest.generators.oip import oip_messages
+from loadtest.runner import Runner, StepResult
+from loadtest.server_metrics import MetricsScraper
+from loadtest.trivial_server import ECHO
+from loadtest.workers import GeneratorSpec, WorkerPool
+
+
+def list_services(address: str) -> list[str]:
+    """Full gRPC service names the target advertises through reflection."""
+    with grpc.insecure_channel(address) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        responses = stub.ServerReflectionInfo(iter([request]), timeout=10)
+        return [s.name for r in responses for s in r.list_services_response.service]
+
+
+def oip_models(address: str) -> list[str]:
+    messages = oip_messages()
+    with grpc.insecure_channel(address) as channel:
+        index = channel.unary_unary("/inference.GRPCInferenceService/RepositoryIndex",
+                                    request_serializer=messages.RepositoryIndexRequest.SerializeToString,
+                                    response_deserializer=messages.RepositoryIndexResponse.FromString)
+        answer = index(messages.RepositoryIndexRequest(ready=True), timeout=10)
+    return sorted({m.name for m in answer.models})
+
+
+def plan(address: str, repository: Path) -> list[tuple[str, str, dict[str, str]]]:
+    """(report name, generator, params) for every service found, the health floor first."""
+    generators = by_grpc_service()
+    runs: list[tuple[str, str, dict[str, str]]] = [("health", "health", {})]
+    for service in list_services(address):
+        name = generators.get(service)
+        if name is None or name == "health":
+            continue
+        if name == "oip":
+            extra = {"repository": str(repository)} if repository.is_dir() else {}
+            runs += [(f"oip-{model}", "oip", {"model": model, **extra}) for model in oip_models(address)]
+        elif name == "ctr" and (repository / "din-fp32").is_dir():
+            runs.append(("ctr", "ctr", {"repository": str(repository)}))
+        else:
+            runs.append((name, name, {}))
+    return runs
+
+
+def _sweep(args: argparse.Namespace, target: Target, generator: str, params: dict[str, str],
+           scraper: MetricsScraper, display: Display) -> tuple[list[StepResult], dict[str, Any]]:
+    steps = [StepSpec(mode="closed", concurrency=c, warmup_s=args.warmup, duration_s=args.duration, deadline_s=5.0)
+             for c in args.concurrency]
+    spec = GeneratorSpec(generator, tuple(sorted(params.items())))
+    with WorkerPool(target, spec, args.workers) as pool:
+        runner = Runner(pool, scraper, 1, display)
+        for step in steps:
+            display.step_done(f"{generator} " + _describe(step, runner.run(step, f"{generator} {step.concurrency}")))
+        return runner.results, pool.description
+
+
+def cmd_suite(args: argparse.Namespace) -> int:
+    target = target_from(args)
+    check_reachable(target, args.connect_timeout)
+    scraper = MetricsScraper(resolve_metrics_url(args.metrics_url, args.target))
+    display = Display(args.quiet)
+    summary = []
+    for name, generator, params in plan(args.target, args.repository):
+        try:
+            results, description = _sweep(args, target, generator, params, scraper, display)
+        except GeneratorError as err:
+            display.step_done(f"{name}: skipped: {err}")
+            summary.append({"name": name, "skipped": str(err)})
+            continue
+        settings = {"command_line": command_line(), "generator": generator, "params": params}
+        built = report.build(report.metadata(args.target, name, settings, description), results)
+        report.write(built, args.out_dir / name)
+        summary.append({"name": name, "steps": built["steps"]})
+    (args.out_dir / "summary.md").write_text(summary_markdown(args, summary))
+    print(f"report: {args.out_dir / 'summary.md'}")
+    return 0
+
+
+def summary_markdown(args: argparse.Namespace, runs: list[dict[str, Any]]) -> str:
+    lines = [f"# Load-test summary: {args.target}", "",
+             f"Generated by `{command_line()}` at git {report.git_revision()['sha'][:12]}. Closed loop, "
+             f"{args.duration:g} s per step after {args.warmup:g} s warm-up; `health` is the transport floor.", "",
+             "| service | clients | ok/s | p50 ms | p99 ms | errors | warnings | report |",
+             "|---|---|---|---|---|---|---|---|"]
+    for run in runs:
+        if "skipped" in run:
+            lines.append(f"| {run['name']} | - | - | - | - | - | skipped: {run['skipped']} | - |")
+            continue
+        for step in run["steps"]:
+            latency = step["latency_from_intended_ms"]
+            lines.append(f"| {run['name']} | {step['load']['concurrency']} | {step['throughput_rps']:.0f} | "
+                         f"{latency['p50_ms']:.2f} | {latency['p99_ms']:.2f} | {sum(step['errors'].values())} | "
+                         f"{len(step['warnings'])} | [{run['name']}/report.md]({run['name']}/report.md) |")
+    return "\n".join([*lines, ""])
+
+
+def start_trivial_server() -> tuple[subprocess.Popen[str], int]:
+    process = subprocess.Popen([sys.executable, "-m", "loadtest.trivial_server", "--port", "0"],
+                               stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line.startswith("port "):
+        process.kill()
+        raise RuntimeError("the trivial server did not start")
+    return process, int(line.split()[1])
+
+
+def cmd_selfcheck(args: argparse.Namespace) -> int:
+    """Open-loop steps at rising rates from ONE worker process against a trivial endpoint."""
+    server, port = start_trivial_server()
+    display = Display(args.quiet)
+    target = Target(f"127.0.0.1:{port}")
+    try:
+        with WorkerPool(target, GeneratorSpec("raw", (("method", ECHO),)), workers=1) as pool:
+            runner = Runner(pool, MetricsScraper(None), 1, display)
+            for rate in args.rate:
+                step = StepSpec(mode="open", rate=rate, warmup_s=1.0, duration_s=args.duration, deadline_s=5.0)
+                display.step_done(_describe(step, runner.run(step, f"{rate:g}/s")))
+            meta = report.metadata(target.address, "raw (trivial endpoint, one worker process)",
+                                   {"command_line": command_line()}, pool.description)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    built = report.build(meta, runner.results)
+    sustained = [s["load"]["rate"] for s in built["steps"] if sustains(s)]
+    built["generator_ceiling"] = {"sustained_rate_per_process": max(sustained, default=0.0),
+                                  "rule": "throughput >= 95% of offered, no drops, no errors"}
+    report.write(built, args.out)
+    best = built["generator_ceiling"]["sustained_rate_per_process"]
+    with (args.out / "report.md").open("a") as md:
+        md.write(f"\n**Sustained by one generator process: {best:g} requests/s** (highest offered rate with "
+                 "throughput >= 95% of offered, no drops, no errors; the trivial server shares the machine). "
+                 "Schedule lag p99 per rate is in the table.\n")
+    print(f"sustained per process: {best:g} requests/s; report: {args.out / 'report.md'}")
+    return 0
+
+
+def sustains(step: dict[str, Any]) -> bool:
+    return (step["throughput_rps"] >= 0.95 * step["load"]["rate"] and not step["dropped"]
+            and not step["errors"] and not step["check_failures"])
