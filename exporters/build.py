@@ -11,6 +11,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from exporters.ctr import export_din
+from exporters.splitcompute import build_splitcompute
 
 
 def build_ctr(artifacts: Path, repository: Path, quick: bool) -> Path:
@@ -22,7 +23,7 @@ def build_ctr(artifacts: Path, repository: Path, quick: bool) -> Path:
     return export_din(checkpoint, repository, "din-fp32")
 
 
-FAMILIES = {"ctr": build_ctr}
+FAMILIES = {"ctr": build_ctr, "splitcompute": build_splitcompute}
 
 
 def main(argv: list[str] | None = None) -> None:

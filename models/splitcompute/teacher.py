@@ -1,0 +1,71 @@
+"""The teacher CNN of the split-computing family, built as stem + tail.
+
+The Entropic Student (Matsubara et al., "Supervised Compression for Resource-Constrained Edge
+Computing Systems", WACV 2022, section 3) replaces a teacher's first layers by an encoder /
+entropy bottleneck / decoder whose decoder reproduces the teacher's intermediate features, and
+keeps the teacher's remaining layers as the student's tail. So the teacher is written as a
+`stem` (input -> the features the student distils, (B, 32, 24, 24) by default) and a `tail`
+(those features -> class logits) that the student copies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+
+def conv_bn_relu(c_in: int, c_out: int, stride: int = 1, kernel: int = 3) -> nn.Sequential:
+    padding = kernel // 2 if kernel % 2 else 0  # odd kernels keep the size; even ones patchify
+    return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, stride, padding, bias=False), nn.BatchNorm2d(c_out),
+                         nn.ReLU(inplace=True))
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    n_classes: int = 10  # output classes
+    patch: int = 4  # stride of the patchifying first convolution (96 -> 24)
+    stem_channels: tuple[int, int] = (24, 32)  # stem widths; the last is the distilled feature width
+    tail_channels: tuple[int, int, int] = (48, 64, 96)  # tail widths (stride 2, 1, 2)
+
+
+class TeacherTail(nn.Module):
+    """Teacher features (B, C_f, 24, 24) -> logits (B, n_classes)."""
+
+    def __init__(self, cfg: TeacherConfig):
+        super().__init__()
+        c0, (c1, c2, c3) = cfg.stem_channels[-1], cfg.tail_channels
+        self.features = nn.Sequential(conv_bn_relu(c0, c1, 2), conv_bn_relu(c1, c2), conv_bn_relu(c2, c3, 2),
+                                      conv_bn_relu(c3, c3))
+        self.head = nn.Linear(c3, cfg.n_classes)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        pooled = self.features(features).mean(dim=(2, 3))  # (B, C3)
+        return self.head(pooled)
+
+
+class TeacherCNN(nn.Module):
+    input_names = ("image",)
+    output_names = ("logits",)
+
+    def __init__(self, cfg: TeacherConfig | None = None):
+        super().__init__()
+        self.config = cfg = cfg or TeacherConfig()
+        c1, c2 = cfg.stem_channels
+        self.stem = nn.Sequential(conv_bn_relu(3, c1, cfg.patch, kernel=cfg.patch), conv_bn_relu(c1, c2))
+        self.tail = TeacherTail(cfg)
+
+    @classmethod
+    def from_config(cls, config: dict) -> TeacherCNN:
+        return cls(TeacherConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}))
+
+    def config_dict(self) -> dict:
+        return asdict(self.config)
+
+    def forward_features(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] -> the distilled features (B, C_f, H/4, W/4)."""
+        return self.stem(image)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.tail(self.forward_features(image))

@@ -1,0 +1,263 @@
+"""Teacher training and the Entropic Student's two-stage training with a sweep over beta.
+
+Matsubara et al., "Supervised Compression for Resource-Constrained Edge Computing Systems"
+(WACV 2022), section 3.2:
+- stage 1: the student's encoder, prior and decoder learn to reproduce the teacher's stem
+  features (MSE) while the rate -log2 p(y~) of the noisy latent is weighed by beta (eq. 2);
+  the tail is the teacher's, frozen;
+- stage 2: encoder and prior are frozen; the decoder and tail are fine-tuned on the
+  hard-quantized latent with knowledge distillation (Hinton et al.: KL between temperature-
+  softened teacher and student outputs, times T^2) plus cross-entropy on the labels.
+
+    python -m models.splitcompute.train --out artifacts/splitcompute            # ~5 min on 2 cores
+    python -m models.splitcompute.train --out /tmp/sc --quick                   # seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from models.splitcompute.data import ShapeData, ShapeDataConfig, iterate_batches, make_shape_data, to_float
+from models.splitcompute.entropy import bits
+from models.splitcompute.student import EntropicStudent, StudentConfig
+from models.splitcompute.teacher import TeacherCNN
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    teacher_epochs: int = 4  # passes over the training images for the teacher
+    stage1_epochs: int = 2  # feature distillation + rate, per beta
+    stage2_epochs: int = 2  # decoder + tail fine-tuning on quantized latents, per beta
+    batch_size: int = 64  # images per step
+    lr: float = 3e-3  # Adam learning rate (cosine-decayed to 0 within each stage)
+    betas: tuple[float, ...] = (0.25, 1.0, 4.0)  # rate weights (per bit-per-pixel) of the sweep
+    kd_temperature: float = 4.0  # softening of teacher and student outputs in stage 2
+    kd_weight: float = 0.7  # share of the KD term in stage 2 (the rest is cross-entropy)
+    seed: int = 0  # initialisation and batch order
+    student: StudentConfig = field(default_factory=StudentConfig)  # architecture of every student
+
+
+def _threads() -> None:
+    # The build machine is shared; more threads than cores only adds contention.
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def _optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig, steps: int) -> tuple[Any, Any]:
+    optimizer = torch.optim.Adam(params, lr=cfg.lr)
+    return optimizer, torch.optim.lr_scheduler.OneCycleLR(optimizer, cfg.lr, total_steps=max(steps, 1),
+                                                          pct_start=0.15)
+
+
+def _steps(n: int, cfg: TrainConfig, epochs: int) -> int:
+    return epochs * -(-n // cfg.batch_size)
+
+
+@torch.no_grad()
+def predict_teacher(teacher: TeacherCNN, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Teacher logits (N, K) for uint8 images (N, 3, H, W)."""
+    teacher.eval()
+    out = [teacher(torch.from_numpy(to_float(images[i:i + batch_size]))) for i in range(0, len(images), batch_size)]
+    return torch.cat(out).numpy()
+
+
+def train_teacher(data: ShapeData, cfg: TrainConfig) -> tuple[TeacherCNN, dict[str, Any]]:
+    """Cross-entropy training; keeps the epoch with the best validation accuracy."""
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    teacher = TeacherCNN(cfg.student.teacher)
+    images, labels = data.split("train")
+    optimizer, schedule = _optimizer(list(teacher.parameters()), cfg, _steps(len(labels), cfg, cfg.teacher_epochs))
+    best: dict[str, Any] = {"valid_accuracy": -1.0}
+    for epoch in range(1, cfg.teacher_epochs + 1):
+        teacher.train()
+        for x, y in iterate_batches(images, labels, cfg.batch_size, rng):
+            loss = F.cross_entropy(teacher(torch.from_numpy(to_float(x))), torch.from_numpy(y))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+        accuracy = accuracy_of(predict_teacher(teacher, data.split("valid")[0]), data.split("valid")[1])
+        if accuracy > best["valid_accuracy"]:
+            best, state = {"valid_accuracy": accuracy, "best_epoch": epoch}, copy.deepcopy(teacher.state_dict())
+    teacher.load_state_dict(state)
+    test_images, test_labels = data.split("test")
+    best["test_accuracy"] = accuracy_of(predict_teacher(teacher, test_images), test_labels)
+    return teacher.eval(), best
+
+
+def accuracy_of(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float((logits.argmax(axis=1) == labels).mean())
+
+
+def _stage1(student: EntropicStudent, teacher: TeacherCNN, images: np.ndarray, beta: float,
+            cfg: TrainConfig) -> None:
+    """Feature distillation + beta * bits per pixel; trains encoder, prior and decoder."""
+    rng = np.random.default_rng(cfg.seed + 1)
+    params = [*student.encoder.parameters(), *student.prior.parameters(), *student.decoder.parameters()]
+    optimizer, schedule = _optimizer(params, cfg, _steps(len(images), cfg, cfg.stage1_epochs))
+    pixels = images.shape[2] * images.shape[3]
+    student.train()
+    for _ in range(cfg.stage1_epochs):
+        for x, _labels in iterate_batches(images, np.zeros(len(images)), cfg.batch_size, rng):
+            image = torch.from_numpy(to_float(x))
+            with torch.no_grad():
+                target = teacher.forward_features(image)  # (B, C_f, H/4, W/4)
+            features, likelihood = student.forward_features(image)
+            rate_bpp = bits(likelihood) / (len(x) * pixels)
+            loss = F.mse_loss(features, target) + beta * rate_bpp
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+
+
+@torch.no_grad()
+def quantized_latents(student: EntropicStudent, images: np.ndarray, radius: int,
+                      batch_size: int = 256) -> torch.Tensor:
+    """The codec's symbols as floats: clamp(round(encoder(x)), -R, R), (N, C, h, w)."""
+    student.eval()
+    out = [quantize(student.encoder(torch.from_numpy(to_float(images[i:i + batch_size]))), radius)
+           for i in range(0, len(images), batch_size)]
+    return torch.cat(out)
+
+
+def quantize(latent: torch.Tensor, radius: int) -> torch.Tensor:
+    """What the edge codec sends: integers in the CDF table's support [-R, R]."""
+    return torch.clamp(torch.round(latent), -radius, radius)
+
+
+def _stage2(student: EntropicStudent, latents: torch.Tensor, teacher_logits: torch.Tensor, labels: np.ndarray,
+            cfg: TrainConfig) -> None:
+    """KD + CE on hard-quantized latents; trains decoder and tail only."""
+    rng = np.random.default_rng(cfg.seed + 2)
+    params = [*student.decoder.parameters(), *student.tail.parameters()]
+    optimizer, schedule = _optimizer(params, cfg, _steps(len(labels), cfg, cfg.stage2_epochs))
+    t = cfg.kd_temperature
+    student.decoder.train()
+    student.tail.train()
+    for _ in range(cfg.stage2_epochs):
+        for rows, y in iterate_batches(np.arange(len(labels)), labels, cfg.batch_size, rng):
+            logits = student.tail(student.decoder(latents[rows]))
+            soft_target = F.softmax(teacher_logits[rows] / t, dim=1)
+            kd = F.kl_div(F.log_softmax(logits / t, dim=1), soft_target, reduction="batchmean") * t * t
+            loss = cfg.kd_weight * kd + (1 - cfg.kd_weight) * F.cross_entropy(logits, torch.from_numpy(y))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    student.eval()
+
+
+@torch.no_grad()
+def evaluate_student(student: EntropicStudent, images: np.ndarray, labels: np.ndarray,
+                     radius: int) -> dict[str, float]:
+    """Accuracy and the model's rate estimate (-log2 p of the clipped symbols) per image."""
+    student.eval()
+    latents = quantized_latents(student, images, radius)
+    logits = torch.cat([student.tail(student.decoder(latents[i:i + 256])) for i in range(0, len(latents), 256)])
+    estimate_bits = float(bits(student.prior.likelihood(latents)))
+    return {"accuracy": accuracy_of(logits.numpy(), labels),
+            "estimated_bytes_per_image": estimate_bits / 8 / len(labels)}
+
+
+def train_student(teacher: TeacherCNN, data: ShapeData, beta: float, cfg: TrainConfig,
+                  teacher_logits: torch.Tensor) -> tuple[EntropicStudent, dict[str, Any]]:
+    """Both stages for one beta; the tail starts as a copy of the teacher's."""
+    torch.manual_seed(cfg.seed)
+    student = EntropicStudent(cfg.student)
+    student.tail.load_state_dict(teacher.tail.state_dict())
+    images, labels = data.split("train")
+    started = time.perf_counter()
+    _stage1(student, teacher, images, beta, cfg)
+    _, radius = student.prior.pmf_table()
+    _stage2(student, quantized_latents(student, images, radius), teacher_logits, labels, cfg)
+    metrics: dict[str, Any] = {"beta": beta, "support_radius": radius}
+    for split in ("valid", "test"):
+        for key, value in evaluate_student(student, *data.split(split), radius).items():
+            metrics[f"{split}_{key}"] = value
+    metrics["train_seconds"] = time.perf_counter() - started
+    return student, metrics
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, metrics: dict[str, Any], data_cfg: ShapeDataConfig) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": model.state_dict(), "config": model.config_dict(), "metrics": metrics,
+                "data_config": asdict(data_cfg)}, path)
+
+
+def load_teacher(path: Path) -> TeacherCNN:
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    teacher = TeacherCNN.from_config(checkpoint["config"])
+    teacher.load_state_dict(checkpoint["state_dict"])
+    return teacher.eval()
+
+
+def load_student(path: Path) -> tuple[EntropicStudent, dict[str, Any]]:
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    student = EntropicStudent(StudentConfig.from_dict(checkpoint["config"]))
+    student.load_state_dict(checkpoint["state_dict"])
+    return student.eval(), checkpoint
+
+
+def choose_default(results: list[dict[str, Any]], teacher_accuracy: float) -> dict[str, Any]:
+    """The lowest-rate student within 1 point of the teacher on validation, else the most accurate."""
+    close = [r for r in results if r["valid_accuracy"] >= teacher_accuracy - 0.01]
+    if close:
+        return min(close, key=lambda r: r["valid_estimated_bytes_per_image"])
+    return max(results, key=lambda r: r["valid_accuracy"])
+
+
+def run(out: Path, data_cfg: ShapeDataConfig, cfg: TrainConfig, log: bool = True) -> dict[str, Any]:
+    """Teacher, then every beta; writes teacher.pt, student_beta<b>.pt and summary.json into `out`."""
+    _threads()
+    started = time.perf_counter()
+    data = make_shape_data(data_cfg)
+    teacher, teacher_metrics = train_teacher(data, cfg)
+    save_checkpoint(out / "teacher.pt", teacher, teacher_metrics, data_cfg)
+    if log:
+        print(f"teacher: {teacher_metrics} ({time.perf_counter() - started:.0f} s)", flush=True)
+    teacher_logits = torch.from_numpy(predict_teacher(teacher, data.split("train")[0]))
+    results = []
+    for beta in cfg.betas:
+        student, metrics = train_student(teacher, data, beta, cfg, teacher_logits)
+        metrics["checkpoint"] = f"student_beta{beta:g}.pt"
+        save_checkpoint(out / metrics["checkpoint"], student, metrics, data_cfg)
+        results.append(metrics)
+        if log:
+            print(f"student: {metrics}", flush=True)
+    summary = {"teacher": teacher_metrics, "students": results,
+               "default": choose_default(results, teacher_metrics["valid_accuracy"])["checkpoint"],
+               "train_config": {k: v for k, v in asdict(cfg).items() if k != "student"},
+               "data_config": asdict(data_cfg), "seconds": time.perf_counter() - started}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+QUICK_DATA = ShapeDataConfig(n_train=600, n_valid=200, n_test=200)
+QUICK_TRAIN = TrainConfig(teacher_epochs=2, stage1_epochs=1, stage2_epochs=1, betas=(0.25, 4.0))
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("artifacts/splitcompute"))
+    parser.add_argument("--quick", action="store_true", help="tiny data and epochs (smoke runs)")
+    parser.add_argument("--betas", type=float, nargs="+", help="override the beta sweep")
+    args = parser.parse_args(argv)
+    data_cfg, cfg = (QUICK_DATA, QUICK_TRAIN) if args.quick else (ShapeDataConfig(), TrainConfig())
+    if args.betas:
+        cfg = replace(cfg, betas=tuple(args.betas))
+    return run(args.out, data_cfg, cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""The splitcompute service (server side of the Entropic Student) and its edge SDK.
+
+Server: `SERVICE` decodes entropy-coded latents and runs decoder + tail. Device: `edge.EdgeDevice`
+(onnxruntime + constriction + numpy, no torch and no server code needed) runs the encoder graph,
+quantizes, codes and sends. `wire` and `codec` are shared by both sides.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from grpc import aio
+
+    from services.runtime import Runtime
+    from services.splitcompute.settings import SplitComputeSettings
+
+
+class SplitComputeService:
+    name = "splitcompute"
+    grpc_service_names = ("infersuite.splitcompute.v1.SplitComputeService",)
+
+    def __init__(self, settings: SplitComputeSettings | None = None):
+        from services.splitcompute.settings import SplitComputeSettings
+
+        self.settings = settings or SplitComputeSettings()
+
+    def required_models(self) -> list[str]:
+        return [self.settings.model, *self.settings.extra_models]
+
+    def register(self, server: aio.Server, runtime: Runtime) -> None:
+        # Imported here so that a device importing the SDK (services.splitcompute.edge) does not
+        # pull in the server runtime and its dependencies.
+        from protos import splitcompute_pb2_grpc
+        from services.splitcompute.handler import SplitComputeHandler
+        from services.splitcompute.servicer import SplitComputeServicer
+
+        splitcompute_pb2_grpc.add_SplitComputeServiceServicer_to_server(
+            SplitComputeServicer(SplitComputeHandler(self.settings, runtime)), server)
+
+
+SERVICE = SplitComputeService()
+
+__all__ = ["SERVICE", "SplitComputeService"]
