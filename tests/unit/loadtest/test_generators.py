@@ -1,0 +1,97 @@
+"""Request generators: seeded synthetic requests inside the vocabulary, and response checks."""
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+
+from loadtest.generators import GeneratorError, create
+from loadtest.generators.ctr import CtrShape, check_score
+from loadtest.generators.oip import OutputSpec, check_infer, oip_messages
+from protos import ctr_pb2
+
+
+def _pool(name, params, seed=0, size=200):
+    return asyncio.run(create(name, params).build(None, np.random.default_rng(seed), size))
+
+
+def test_ctr_requests_follow_the_synthetic_distribution():
+    pool = _pool("ctr", {"n_items": "120", "n_categories": "8"})
+    requests = [ctr_pb2.ScoreRequest.FromString(p) for p in pool.payloads]
+    histories = [len(r.history_item_ids) for r in requests]
+    candidates = [len(r.candidate_item_ids) for r in requests]
+    assert min(histories) >= 1 and max(histories) <= 50 and len(set(histories)) > 30
+    assert min(candidates) >= 10 and max(candidates) <= 100 and len(set(candidates)) > 50
+    for request in requests:
+        assert len(request.history_item_ids) == len(request.history_category_ids)
+        assert all(1 <= i <= 120 for i in [*request.history_item_ids, *request.candidate_item_ids])
+        assert all(1 <= c <= 8 for c in [*request.history_category_ids, *request.candidate_category_ids])
+    assert pool.expectations[0] == CtrShape(len(requests[0].candidate_item_ids), histories[0], False)
+
+
+def test_ctr_pool_is_reproducible_from_its_seed():
+    assert _pool("ctr", {}, seed=3).payloads == _pool("ctr", {}, seed=3).payloads
+    assert _pool("ctr", {}, seed=3).payloads != _pool("ctr", {}, seed=4).payloads
+
+
+def test_ctr_reads_the_vocabulary_from_the_model_meta(tmp_path):
+    meta = tmp_path / "din-fp32" / "2" / "meta.json"
+    meta.parent.mkdir(parents=True)
+    meta.write_text(json.dumps({"vocabulary": {"n_items": 40, "n_categories": 4}}))
+    generator = create("ctr", {"repository": str(tmp_path)})
+    assert (generator.n_items, generator.n_categories) == (40, 4)
+    with pytest.raises(GeneratorError, match=r"no <version>/meta\.json"):
+        create("ctr", {"repository": str(tmp_path), "model": "missing"})
+
+
+def test_ctr_check_catches_wrong_shapes_and_ranges():
+    shape = CtrShape(candidates=3, history=5, explain=False)
+    good = ctr_pb2.ScoreResponse(click_probabilities=[0.1, 0.5, 0.9], history_used=5)
+    assert check_score(shape, good.SerializeToString()) is None
+    short = ctr_pb2.ScoreResponse(click_probabilities=[0.1, 0.5], history_used=5)
+    assert "wrong number" in check_score(shape, short.SerializeToString())
+    out_of_range = ctr_pb2.ScoreResponse(click_probabilities=[0.1, 1.5, 0.9], history_used=5)
+    assert "outside [0, 1]" in check_score(shape, out_of_range.SerializeToString())
+    nan = ctr_pb2.ScoreResponse(click_probabilities=[0.1, float("nan"), 0.9], history_used=5)
+    assert "outside [0, 1]" in check_score(shape, nan.SerializeToString())
+    too_much_history = ctr_pb2.ScoreResponse(click_probabilities=[0.1, 0.5, 0.9], history_used=6)
+    assert "history_used" in check_score(shape, too_much_history.SerializeToString())
+
+
+def test_oip_check_catches_missing_and_malformed_outputs():
+    messages = oip_messages()
+    expected = OutputSpec((("click_probability", "FP32"),))
+    good = messages.ModelInferResponse()
+    good.outputs.add(name="click_probability", datatype="FP32", shape=[1, 3])
+    good.raw_output_contents.append(np.array([[0.1, 0.2, 0.3]], np.float32).tobytes())
+    assert check_infer(expected, good.SerializeToString()) is None
+    truncated = messages.ModelInferResponse()
+    truncated.CopyFrom(good)
+    truncated.raw_output_contents[0] = truncated.raw_output_contents[0][:8]
+    assert "byte size" in check_infer(expected, truncated.SerializeToString())
+    nan = messages.ModelInferResponse()
+    nan.CopyFrom(good)
+    nan.raw_output_contents[0] = np.array([[0.1, np.nan, 0.3]], np.float32).tobytes()
+    assert "non-finite" in check_infer(expected, nan.SerializeToString())
+    assert "missing" in check_infer(OutputSpec((("other", "FP32"),)), good.SerializeToString())
+
+
+def test_oip_shapes_and_parameters():
+    generator = create("oip", {"model": "m", "batch": "2", "dim": "5", "shape.special": "3x4"})
+    assert generator._shape("x", [-1, -1, 7]) == [2, 5, 7]
+    assert generator._shape("special", [-1, -1]) == [3, 4]
+    ids = np.frombuffer(generator._tensor("INT64", [1000], np.random.default_rng(0)), np.int64)
+    assert ids.min() >= 1 and ids.max() <= 10
+    with pytest.raises(GeneratorError, match="expected dims like 2x16"):
+        create("oip", {"model": "m", "shape.x": "2by3"})
+
+
+def test_health_and_raw_generators():
+    health = _pool("health", {}, size=4)
+    assert health.method == "/grpc.health.v1.Health/Check" and len(health) == 4
+    assert health.check(None, b"\x08\x01") is None and health.check(None, b"\x08\x02")
+    raw = _pool("raw", {"method": "/a.B/C", "payload_bytes": "32"}, size=3)
+    assert raw.method == "/a.B/C" and [len(p) for p in raw.payloads] == [32, 32, 32]
+    with pytest.raises(GeneratorError, match=r"/package\.Service/Method"):
+        create("raw", {"method": "nope"})
