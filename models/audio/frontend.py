@@ -1,0 +1,101 @@
+"""The one log-mel front end of the audio family, a torch module that lives INSIDE every exported
+graph, so training and serving cannot drift apart (the service sends raw 32 kHz windows).
+
+PaSST's front end (Koutini et al., section 3): 32 kHz audio, 25 ms Hann window (800 samples),
+10 ms hop (320 samples), 1024-point DFT, 128 mel bins up to 16 kHz, log power. The STFT is a
+matrix product with a fixed real DFT basis (frames x basis) instead of `torch.stft`: it exports
+to plain MatMul nodes that every runtime runs fast, and the frames are `unfold`-ed without centre
+padding so a window that starts at a multiple of the hop gives exactly the frames of the longer
+clip it was cut from (training precomputes clip spectrograms and crops them).
+
+Per-window level normalisation (subtract the window's peak log-mel, then scale) makes the
+embeddings invariant to input gain, which the synthetic data randomises.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class FrontEndConfig:
+    sample_rate: int = 32000  # Hz; the service resamples everything to this
+    window_samples: int = 32000  # samples per model window (1 s): the graphs' fixed input length
+    win_length: int = 800  # STFT window, 25 ms
+    hop_length: int = 320  # STFT hop, 10 ms
+    n_fft: int = 1024  # DFT size (the 800-sample window is zero-padded to it)
+    n_mels: int = 128  # mel bins
+    f_min: float = 0.0  # Hz
+    f_max: float = 16000.0  # Hz
+    floor_db: float = -80.0  # log-mel values below (peak - 80 dB) are clipped
+    scale_db: float = 20.0  # normalised log-mel = (dB - peak) / scale_db
+
+    @property
+    def frames(self) -> int:
+        """STFT frames in one model window (no centre padding)."""
+        return (self.window_samples - self.win_length) // self.hop_length + 1
+
+
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    return 2595.0 * np.log10(1.0 + hz / 700.0)  # HTK mel scale
+
+
+def mel_filterbank(config: FrontEndConfig) -> np.ndarray:
+    """Triangular HTK mel filters -> (n_fft // 2 + 1, n_mels), float64."""
+    bins = np.linspace(0.0, config.sample_rate / 2, config.n_fft // 2 + 1)
+    edges_mel = np.linspace(_hz_to_mel(np.array(config.f_min)), _hz_to_mel(np.array(config.f_max)),
+                            config.n_mels + 2)
+    edges = 700.0 * (10.0 ** (edges_mel / 2595.0) - 1.0)
+    lower, centre, upper = edges[:-2], edges[1:-1], edges[2:]
+    rising = (bins[:, None] - lower) / (centre - lower)
+    falling = (upper - bins[:, None]) / (upper - centre)
+    return np.clip(np.minimum(rising, falling), 0.0, None)
+
+
+def dft_basis(config: FrontEndConfig) -> np.ndarray:
+    """Hann-windowed real DFT basis -> (win_length, 2 * (n_fft // 2 + 1)): [cos | -sin]."""
+    n = np.arange(config.win_length)
+    window = 0.5 - 0.5 * np.cos(2.0 * math.pi * n / config.win_length)  # periodic Hann
+    k = np.arange(config.n_fft // 2 + 1)
+    phase = 2.0 * math.pi * np.outer(n, k) / config.n_fft  # (win, K)
+    return np.concatenate([np.cos(phase), -np.sin(phase)], axis=1) * window[:, None]
+
+
+class LogMel(nn.Module):
+    """(B, samples) float waveform -> (B, 1, n_mels, frames) normalised log-mel."""
+
+    def __init__(self, config: FrontEndConfig | None = None):
+        super().__init__()
+        self.config = config = config or FrontEndConfig()
+        self.register_buffer("basis", torch.from_numpy(dft_basis(config)).float(), persistent=False)
+        self.register_buffer("mel", torch.from_numpy(mel_filterbank(config)).float(), persistent=False)
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        frames = waveform.unfold(1, c.win_length, c.hop_length)  # (B, T, win)
+        spectrum = frames @ self.basis  # (B, T, 2K)
+        real, imag = spectrum.chunk(2, dim=-1)  # (B, T, K) each
+        power = real * real + imag * imag
+        mel_db = 10.0 * torch.log10(power @ self.mel + 1e-10)  # (B, T, M)
+        peak = mel_db.amax(dim=(1, 2), keepdim=True)  # (B, 1, 1)
+        normalised = (torch.maximum(mel_db, peak + c.floor_db) - peak) / c.scale_db
+        return normalised.transpose(1, 2).unsqueeze(1)  # (B, 1, M, T)
+
+
+def log_mel_reference(waveform: np.ndarray, config: FrontEndConfig | None = None) -> np.ndarray:
+    """An independent numpy implementation (np.fft.rfft) of `LogMel` for the parity test:
+    (B, samples) -> (B, 1, n_mels, frames), float64."""
+    c = config or FrontEndConfig()
+    count = (waveform.shape[1] - c.win_length) // c.hop_length + 1
+    index = np.arange(c.win_length)[None, :] + c.hop_length * np.arange(count)[:, None]  # (T, win)
+    window = 0.5 - 0.5 * np.cos(2.0 * math.pi * np.arange(c.win_length) / c.win_length)
+    spectrum = np.fft.rfft(waveform[:, index].astype(np.float64) * window, n=c.n_fft)  # (B, T, K)
+    mel_db = 10.0 * np.log10(np.abs(spectrum) ** 2 @ mel_filterbank(c) + 1e-10)
+    peak = mel_db.max(axis=(1, 2), keepdims=True)
+    normalised = (np.maximum(mel_db, peak + c.floor_db) - peak) / c.scale_db
+    return normalised.transpose(0, 2, 1)[:, None]
