@@ -10,7 +10,9 @@ REPOSITORY_STAMP := $(REPOSITORY)/.built
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: setup tools protos models serve test lint bench-ctr clean
+TRITON_STAMP := .triton/.installed
+
+.PHONY: setup tools triton protos models serve test lint bench-ctr clean
 
 setup: $(SETUP_STAMP)
 
@@ -24,6 +26,15 @@ $(SETUP_STAMP): requirements/serve.txt requirements/dev.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements/dev.txt
 	@rm -f $(VENV)/.installed-* && touch $@
+
+# A real Triton Inference Server for the scale-out tests: the tritonserver binary inside the
+# nvidia-pytriton wheel (without pytriton's own dependencies), plus numpy 1.x for its python backend.
+triton: $(TRITON_STAMP)
+
+$(TRITON_STAMP): $(SETUP_STAMP)
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --target .triton/server nvidia-pytriton==0.7.0
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --target .triton/python numpy==1.26.4
+	@touch $@
 
 protos: $(PROTO_STAMP)
 
@@ -42,7 +53,7 @@ $(REPOSITORY_STAMP): $(PROTO_STAMP) $(shell find models exporters -name '*.py' 2
 serve: $(REPOSITORY_STAMP)
 	INFERSUITE_MODEL_REPOSITORY=$(REPOSITORY) $(PY) -m services
 
-test: $(PROTO_STAMP) tools
+test: $(PROTO_STAMP) tools triton
 	$(PY) -m pytest -q
 
 lint: $(PROTO_STAMP)
@@ -53,4 +64,4 @@ bench-ctr: $(REPOSITORY_STAMP)
 	$(PY) -m benchmarks.ctr_latency --repository $(REPOSITORY)
 
 clean:
-	rm -rf $(REPOSITORY) artifacts protos/*_pb2*.py protos/*_pb2.pyi $(PROTO_STAMP)
+	rm -rf $(REPOSITORY) artifacts .triton protos/*_pb2*.py protos/*_pb2.pyi $(PROTO_STAMP)

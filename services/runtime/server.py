@@ -21,6 +21,8 @@ from grpc_reflection.v1alpha import reflection
 from tritonclient.grpc import service_pb2_grpc
 
 from services.runtime.backends.onnxruntime import OnnxRuntimeBackend
+from services.runtime.backends.triton import TritonBackend
+from services.runtime.errors import Unavailable
 from services.runtime.interceptor import ErrorAndMetricsInterceptor
 from services.runtime.metrics import Metrics
 from services.runtime.models import ModelManager
@@ -74,7 +76,8 @@ class InferSuiteServer:
         self.services = services
         self.metrics = Metrics()
         repository = ModelRepository(settings.model_repository)
-        self.models = ModelManager(repository, OnnxRuntimeBackend(settings), self.metrics, settings)
+        backend = TritonBackend(settings) if settings.backend == "triton" else OnnxRuntimeBackend(settings)
+        self.models = ModelManager(repository, backend, self.metrics, settings)
         self.runtime = Runtime(settings, self.models, self.metrics)
         options = [("grpc.max_receive_message_length", settings.max_message_bytes),
                    ("grpc.max_send_message_length", settings.max_message_bytes)]
@@ -108,10 +111,19 @@ class InferSuiteServer:
             self.metrics_port = self.metrics.start_http(self.settings.metrics_host, self.settings.metrics_port)
         self._loading = asyncio.create_task(self._load_models())
 
+    async def _load_service(self, service: ServiceModule) -> None:
+        """Loads a service's models; retries while the backend is unavailable (e.g. Triton starting)."""
+        while True:
+            try:
+                return await self.models.load(service.required_models())
+            except Unavailable as exc:
+                log.warning("service %s waits for its models: %s", service.name, exc.message)
+                await asyncio.sleep(self.settings.load_retry_s)
+
     async def _load_models(self) -> None:
         for service in self.services:
             try:
-                await self.models.load(service.required_models())
+                await self._load_service(service)
             except Exception as exc:
                 self.load_error = exc
                 log.exception("service %s could not load its models", service.name)

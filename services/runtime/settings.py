@@ -26,8 +26,15 @@ class RuntimeSettings(BaseSettings):
     """Services this process hosts (package names under `services/`)."""
     model_repository: Path = Path("model_repository")
     """Triton-layout model repository: <name>/config.pbtxt, <name>/<version>/model.onnx."""
-    backend: Literal["onnxruntime"] = "onnxruntime"
-    """Where models run: onnxruntime in this process."""
+    backend: Literal["onnxruntime", "triton"] = "onnxruntime"
+    """Where models run: onnxruntime in this process, or a Triton Inference Server (triton_url)
+    serving the same model repository."""
+    triton_url: str = "localhost:8001"
+    """gRPC address of the Triton server when backend = triton."""
+    triton_timeout_s: float = Field(10.0, gt=0)
+    """Longest a call to Triton may take (shortened to the request's own deadline)."""
+    load_retry_s: float = Field(1.0, gt=0)
+    """Pause between attempts to load a model whose backend is not available yet."""
     execution_providers: list[str] = []
     """onnxruntime providers in order of preference; empty = the best available
     (TensorRT, CUDA, then CPU)."""
