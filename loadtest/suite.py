@@ -17,7 +17,7 @@ import grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from loadtest import report
-from loadtest.cli import command_line, target_from
+from loadtest.cli import UsageError, command_line, parse_params, target_from
 from loadtest.commands import Display, _describe, check_reachable, resolve_metrics_url
 from loadtest.engine import StepSpec, Target
 from loadtest.generators import GeneratorError
@@ -48,8 +48,21 @@ def oip_models(address: str) -> list[str]:
     return sorted({m.name for m in answer.models})
 
 
-def plan(address: str, repository: Path) -> list[tuple[str, str, dict[str, str]]]:
+def service_params(items: list[str]) -> dict[str, dict[str, str]]:
+    """`--param splitcompute.payloads=DIR` -> {"splitcompute": {"payloads": "DIR"}}."""
+    by_service: dict[str, dict[str, str]] = {}
+    for key, value in parse_params(items).items():
+        service, dot, name = key.partition(".")
+        if not dot or not name:
+            raise UsageError(f"--param {key}={value}: expected SERVICE.KEY=VALUE in suite")
+        by_service.setdefault(service, {})[name] = value
+    return by_service
+
+
+def plan(address: str, repository: Path, extra: dict[str, dict[str, str]] | None = None
+         ) -> list[tuple[str, str, dict[str, str]]]:
     """(report name, generator, params) for every service found, the health floor first."""
+    extra = extra or {}
     generators = by_grpc_service()
     runs: list[tuple[str, str, dict[str, str]]] = [("health", "health", {})]
     for service in list_services(address):
@@ -60,9 +73,9 @@ def plan(address: str, repository: Path) -> list[tuple[str, str, dict[str, str]]
             extra = {"repository": str(repository)} if repository.is_dir() else {}
             runs += [(f"oip-{model}", "oip", {"model": model, **extra}) for model in oip_models(address)]
         elif name == "ctr" and (repository / "din-fp32").is_dir():
-            runs.append(("ctr", "ctr", {"repository": str(repository)}))
+            runs.append(("ctr", "ctr", {"repository": str(repository), **extra.get("ctr", {})}))
         else:
-            runs.append((name, name, {}))
+            runs.append((name, name, extra.get(name, {})))
     return runs
 
 
@@ -84,7 +97,7 @@ def cmd_suite(args: argparse.Namespace) -> int:
     scraper = MetricsScraper(resolve_metrics_url(args.metrics_url, args.target))
     display = Display(args.quiet)
     summary = []
-    for name, generator, params in plan(args.target, args.repository):
+    for name, generator, params in plan(args.target, args.repository, service_params(args.param)):
         try:
             results, description = _sweep(args, target, generator, params, scraper, display)
         except GeneratorError as err:
