@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 TRITON_STAMP := .triton/.installed
 
-.PHONY: setup tools triton protos models serve test lint bench-ctr clean
+.PHONY: setup tools triton protos models serve test lint bench-ctr bench-ctr-batching clean
 
 setup: $(SETUP_STAMP)
 
@@ -62,6 +62,9 @@ lint: $(PROTO_STAMP)
 
 bench-ctr: $(REPOSITORY_STAMP)
 	$(PY) -m benchmarks.ctr_latency --repository $(REPOSITORY)
+
+bench-ctr-batching: $(REPOSITORY_STAMP)
+	$(PY) -m benchmarks.ctr_batching --repository $(REPOSITORY)
 
 clean:
 	rm -rf $(REPOSITORY) artifacts .triton protos/*_pb2*.py protos/*_pb2.pyi $(PROTO_STAMP)

@@ -12,9 +12,6 @@ import argparse
 import json
 import os
 import platform
-import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,6 +19,7 @@ import grpc
 import numpy as np
 import onnxruntime as ort
 
+from benchmarks._server import start_server, stop_server
 from protos import ctr_pb2, ctr_pb2_grpc
 
 MODEL = "din-fp32"
@@ -80,27 +78,6 @@ def time_grpc(port: int, request: ctr_pb2.ScoreRequest, n: int, warmup: int) -> 
     return _percentiles(samples)
 
 
-def start_server(repository: Path) -> tuple[subprocess.Popen, int]:
-    env = {**os.environ, "INFERSUITE_PORT": "0", "INFERSUITE_METRICS_PORT": "-1", "INFERSUITE_SERVICES": '["ctr"]',
-           "INFERSUITE_MODEL_REPOSITORY": str(repository), "INFERSUITE_LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen([sys.executable, "-m", "services"], env=env, stdout=subprocess.PIPE, text=True)
-    line = proc.stdout.readline() if proc.stdout else ""
-    match = re.search(r"gRPC on port (\d+)", line)
-    if not match:
-        proc.kill()
-        raise SystemExit(f"server did not start: {line!r}")
-    port = int(match.group(1))
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-        health = health_pb2_grpc.HealthStub(channel)
-        deadline = time.monotonic() + 60
-        while health.Check(health_pb2.HealthCheckRequest(), timeout=5).status != 1:
-            if time.monotonic() > deadline:
-                raise SystemExit("server never became SERVING")
-            time.sleep(0.2)
-    return proc, port
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
@@ -117,8 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         grpc_figures = time_grpc(port, request, args.requests, args.warmup)
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop_server(proc)
     bare = time_bare(model_dir / "model.onnx", _feeds(request), args.requests, args.warmup)
     ratio = grpc_figures["p50_ms"] / bare["p50_ms"]
     lines = [
