@@ -23,19 +23,23 @@ from loadtest.workers import GeneratorSpec, WorkerError, WorkerPool
 class Display:
     """One progress line on stderr, redrawn in place on a terminal, else one line per step."""
 
+    LOG_EVERY_S = 10.0  # without a terminal: one progress line this often (CI logs stay short)
+
     def __init__(self, quiet: bool = False):
         self.quiet, self.tty = quiet, sys.stderr.isatty()
         self._started: dict[str, float] = {}
+        self._logged = 0.0
 
     def __call__(self, title: str, step_seconds: float, done: int) -> None:
         if self.quiet:
             return
-        started = self._started.setdefault(title, time.monotonic())
-        elapsed = time.monotonic() - started
+        now = time.monotonic()
+        elapsed = now - self._started.setdefault(title, now)
         line = f"{title}: {min(elapsed, step_seconds):5.1f}/{step_seconds:.1f} s, {done:,} responses"
         if self.tty:
             sys.stderr.write("\r\033[K" + line)
-        elif done and elapsed >= step_seconds:
+        elif now - self._logged >= self.LOG_EVERY_S:
+            self._logged = now
             sys.stderr.write(line + "\n")
         sys.stderr.flush()
 

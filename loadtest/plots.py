@@ -57,7 +57,7 @@ def plot_cdf(steps: list[dict[str, Any]], path: Path) -> Path:
     ticks = [1, 2, 10, 100, 1000, 10000]
     axes.set_xticks(ticks, ["0%", "50%", "90%", "99%", "99.9%", "99.99%"])
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(title=_x_label(steps), fontsize="small")
+    axes.legend(title=_x_label(steps), fontsize="small", loc="lower right")
     return _save(figure, path)
 
 
