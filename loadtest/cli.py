@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     suite.add_argument("--warmup", type=positive(float, "--warmup", allow_zero=True), default=1.0)
     suite.add_argument("--concurrency", type=positive_list(int, "--concurrency"), default=[1, 4, 16])
     suite.add_argument("--workers", type=positive(int, "--workers", allow_zero=True), default=1)
+    suite.add_argument("--start-server", metavar="SERVICES",
+                       help="start `python -m services` hosting these (comma list) on free local ports, "
+                            "test it, stop it (overrides --target/--metrics-url)")
     suite.add_argument("--param", action="append", default=[], metavar="SERVICE.KEY=VALUE",
                        help="a generator parameter for one service, e.g. splitcompute.payloads=DIR")
     suite.add_argument("--quiet", action="store_true")

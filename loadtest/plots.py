@@ -69,7 +69,8 @@ def _save(figure: Any, path: Path) -> Path:
 
 
 def plot_all(report: dict[str, Any], out: Path) -> list[Path]:
-    steps = sorted(report["steps"], key=lambda s: s["load"]["value"])
+    """The three plots, over the steps that had successful responses (none: no plots)."""
+    steps = sorted((s for s in report["steps"] if s["ok"] > 0), key=lambda s: s["load"]["value"])
     if not steps:
         return []
     return [plot_latency(steps, out / "latency_vs_load.png"), plot_throughput(steps, out / "throughput_vs_load.png"),

@@ -17,12 +17,13 @@ import grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from loadtest import report
-from loadtest.cli import UsageError, command_line, parse_params, target_from
+from loadtest.cli import RunError, UsageError, command_line, parse_params, target_from
 from loadtest.commands import Display, _describe, check_reachable, resolve_metrics_url
 from loadtest.engine import StepSpec, Target
 from loadtest.generators import GeneratorError
 from loadtest.generators.base import by_grpc_service
 from loadtest.generators.oip import oip_messages
+from loadtest.local_suite import SERVING, LocalSuite, health
 from loadtest.runner import Runner, StepResult
 from loadtest.server_metrics import MetricsScraper
 from loadtest.trivial_server import ECHO
@@ -60,23 +61,33 @@ def service_params(items: list[str]) -> dict[str, dict[str, str]]:
 
 
 def plan(address: str, repository: Path, extra: dict[str, dict[str, str]] | None = None
-         ) -> list[tuple[str, str, dict[str, str]]]:
-    """(report name, generator, params) for every service found, the health floor first."""
+         ) -> tuple[list[tuple[str, str, dict[str, str]]], dict[str, str]]:
+    """(report name, generator, params) for every SERVING service found, the health floor first;
+    and the services skipped, with why."""
     extra = extra or {}
     generators = by_grpc_service()
     runs: list[tuple[str, str, dict[str, str]]] = [("health", "health", {})]
+    skipped: dict[str, str] = {}
     for service in list_services(address):
         name = generators.get(service)
         if name is None or name == "health":
             continue
+        if health(address, service) != SERVING:
+            skipped[name] = f"{service} is not SERVING (its models missing from the repository?)"
+            continue
         if name == "oip":
-            extra = {"repository": str(repository)} if repository.is_dir() else {}
-            runs += [(f"oip-{model}", "oip", {"model": model, **extra}) for model in oip_models(address)]
+            vocabulary = {"repository": str(repository)} if repository.is_dir() else {}
+            runs += [(f"oip-{model}", "oip", {"model": model, **vocabulary, **extra.get("oip", {})})
+                     for model in oip_models(address)]
         elif name == "ctr" and (repository / "din-fp32").is_dir():
             runs.append(("ctr", "ctr", {"repository": str(repository), **extra.get("ctr", {})}))
         else:
             runs.append((name, name, extra.get(name, {})))
-    return runs
+    serving = [s for s in list_services(address) if generators.get(s) not in (None, "health")
+               and generators[s] not in skipped]
+    if serving:  # the floor probes a SERVING service, so a partial suite's floor is still valid
+        runs[0] = ("health", "health", {"service": serving[0]})
+    return runs, skipped
 
 
 def _sweep(args: argparse.Namespace, target: Target, generator: str, params: dict[str, str],
@@ -92,12 +103,29 @@ def _sweep(args: argparse.Namespace, target: Target, generator: str, params: dic
 
 
 def cmd_suite(args: argparse.Namespace) -> int:
+    extra = service_params(args.param)
+    if not args.start_server:
+        return _suite(args, extra)
+    services = [s.strip() for s in args.start_server.split(",") if s.strip()]
+    if not args.repository.is_dir():
+        raise UsageError(f"--repository {args.repository}: no model repository there (run `make models`)")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with LocalSuite(services, args.repository, log=args.out_dir / "server.log") as suite:
+            args.target, args.metrics_url = suite.address, suite.metrics_url
+            return _suite(args, extra)
+    except RuntimeError as err:
+        raise RunError(str(err)) from None
+
+
+def _suite(args: argparse.Namespace, extra: dict[str, dict[str, str]]) -> int:
     target = target_from(args)
     check_reachable(target, args.connect_timeout)
     scraper = MetricsScraper(resolve_metrics_url(args.metrics_url, args.target))
     display = Display(args.quiet)
-    summary = []
-    for name, generator, params in plan(args.target, args.repository, service_params(args.param)):
+    runs, skipped = plan(args.target, args.repository, extra)
+    summary: list[dict[str, Any]] = [{"name": name, "skipped": why} for name, why in skipped.items()]
+    for name, generator, params in runs:
         try:
             results, description = _sweep(args, target, generator, params, scraper, display)
         except GeneratorError as err:
