@@ -1,0 +1,191 @@
+"""Exports a trained ECO-M2F checkpoint as STAGED graphs into the model repository.
+
+Data-dependent depth cannot be one traced graph, so the model becomes 2 + L graphs that the
+segmentation service runs as a loop (backbone+gate -> the chosen number of encoder layers -> head):
+
+    segmentation-backbone-<recipe>     image (B, 3, H, W) -> tokens, pixel_features, exit_logits
+    segmentation-encoder<k>-<recipe>   tokens (B, T, D) -> tokens_out           (k = 1..L)
+    segmentation-head-<recipe>         tokens, pixel_features -> logits (B, C, H, W)
+
+Every graph keeps dim 0 = batch and gets a dynamic_batching block, so requests that chose
+different depths still share the backbone, the head and every encoder layer they both run.
+Parity is checked per stage (random and real inputs, several batch sizes) and end to end (the
+staged onnxruntime loop vs the torch model, per fixed exit and with the gate) on held-out scenes.
+The backbone's meta.json carries the pipeline (graph names, exits, GFLOPs per stage, classes).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from exporters.onnx_export import OPSET, check_parity, export_onnx
+from exporters.repository import ServingConfig, sha256_file, write_model
+from models.segmentation.data import CLASS_NAMES, SceneConfig, make_scenes, to_model_input
+from models.segmentation.eco_m2f import (
+    BackboneGateStage,
+    EcoM2F,
+    EncoderLayerStage,
+    HeadStage,
+    gflops_at_exit,
+    stage_gflops,
+)
+from models.segmentation.metrics import confusion, mean_iou
+from models.segmentation.train import load_checkpoint
+
+STAGE_ATOL = 1e-4  # per-stage |torch - onnxruntime| limit (float32 reassociation in convs/attention)
+PARITY_BATCHES = (1, 3, 8)
+
+
+def stage_names(n_layers: int, recipe: str = "fp32", family: str = "segmentation") -> dict[str, Any]:
+    return {"backbone": f"{family}-backbone-{recipe}",
+            "encoder_layers": [f"{family}-encoder{k}-{recipe}" for k in range(1, n_layers + 1)],
+            "head": f"{family}-head-{recipe}"}
+
+
+class StagedOnnx:
+    """The service's loop over onnxruntime sessions (reference for parity and ONNX quality)."""
+
+    def __init__(self, paths: dict[str, Any], first_exit: int):
+        def session(path: Path) -> ort.InferenceSession:
+            return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+        self.backbone = session(paths["backbone"])
+        self.layers = [session(p) for p in paths["encoder_layers"]]
+        self.head = session(paths["head"])
+        self.first_exit = first_exit
+
+    @classmethod
+    def from_repository(cls, repository: Path, n_layers: int, first_exit: int, recipe: str = "fp32") -> StagedOnnx:
+        names = stage_names(n_layers, recipe)
+        path = lambda name: repository / name / "1" / "model.onnx"  # noqa: E731
+        return cls({"backbone": path(names["backbone"]), "head": path(names["head"]),
+                    "encoder_layers": [path(n) for n in names["encoder_layers"]]}, first_exit)
+
+    def run(self, image: np.ndarray, exit_layer: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """image (B, 3, H, W) -> (logits (B, C, H, W), exit layer per image (B,))."""
+        tokens, pixel_features, exit_logits = self.backbone.run(None, {"image": image})
+        exits = (np.argmax(exit_logits, 1) + self.first_exit if exit_layer is None
+                 else np.full(len(image), exit_layer))
+        logits = np.empty((len(image), *self.head.get_outputs()[0].shape[1:2], *image.shape[2:]), np.float32)
+        for depth, layer in enumerate(self.layers, start=1):
+            if not (exits >= depth).any():
+                break
+            running = exits >= depth  # only images that still need this layer run it
+            tokens[running] = layer.run(None, {"tokens": tokens[running]})[0]
+            done = exits == depth
+            if done.any():
+                logits[done] = self.head.run(None, {"tokens": tokens[done], "pixel_features": pixel_features[done]})[0]
+        return logits, exits
+
+
+def _stage_parity(stage: torch.nn.Module, path: Path, real: tuple[torch.Tensor, ...]) -> float:
+    inputs = [stage.example_inputs(b) for b in PARITY_BATCHES] + [real]
+    return check_parity(stage, path, inputs, atol=STAGE_ATOL)
+
+
+def _real_stage_inputs(model: EcoM2F, image: torch.Tensor) -> dict[str, tuple[torch.Tensor, ...]]:
+    with torch.no_grad():
+        tokens, pixel_features = model.forward_features(image)
+    return {"backbone": (image,), "layer": (tokens,), "head": (tokens, pixel_features)}
+
+
+def end_to_end_parity(model: EcoM2F, staged: StagedOnnx, image: np.ndarray) -> dict[str, float]:
+    """Staged onnxruntime loop vs torch on held-out images, per fixed exit and with the gate."""
+    worst, agreement = 0.0, 1.0
+    for exit_layer in [*model.config.exits, None]:
+        with torch.no_grad():
+            want, want_exits = model(torch.from_numpy(image), exit_layer)
+        got, got_exits = staged.run(image, exit_layer)
+        if not np.array_equal(want_exits.numpy(), got_exits):
+            raise AssertionError(f"gate disagrees with torch on {np.sum(want_exits.numpy() != got_exits)} images")
+        worst = max(worst, float(np.abs(want.numpy() - got).max()))
+        agreement = min(agreement, float(np.mean(want.numpy().argmax(1) == got.argmax(1))))
+    return {"max_abs_logit_diff": worst, "min_mask_pixel_agreement": agreement, "images": len(image)}
+
+
+def holdout_images(checkpoint: dict[str, Any], count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first `count` test scenes of the checkpoint's scene set -> (image input, labels)."""
+    scene_cfg = SceneConfig(**checkpoint["scene_config"])
+    scenes = make_scenes(replace(scene_cfg, n_images=min(scene_cfg.n_images, 4 * count + 50)))
+    rows = scenes.test[:count]
+    return to_model_input(scenes.images[rows]), scenes.labels[rows]
+
+
+def export_segmentation(checkpoint_path: Path, repository: Path, recipe: str = "fp32",
+                        serving: ServingConfig | None = None, holdout: int = 48) -> Path:
+    """Exports all stages, fails on a parity miss, writes them; -> the backbone's version dir."""
+    model, checkpoint = load_checkpoint(checkpoint_path)
+    cfg, names = model.config, stage_names(model.config.n_layers, recipe)
+    image, _ = holdout_images(checkpoint, holdout)
+    real = _real_stage_inputs(model, torch.from_numpy(image[:8]))
+    costs = stage_gflops(model)
+    common = {"family": "segmentation", "architecture": "eco-m2f", "recipe": recipe,
+              "source_checkpoint": checkpoint_path.name, "source_checkpoint_sha256": sha256_file(checkpoint_path),
+              "onnx_opset": OPSET, "torch_version": torch.__version__}
+    serving = serving or ServingConfig()
+    with tempfile.TemporaryDirectory() as tmp:
+        stages: list[tuple[str, torch.nn.Module, tuple[torch.Tensor, ...], str]] = [
+            (names["backbone"], BackboneGateStage(model), real["backbone"], "backbone_gate")]
+        stages += [(name, EncoderLayerStage(model, k), real["layer"], f"encoder_layer_{k}")
+                   for k, name in enumerate(names["encoder_layers"], start=1)]
+        stages.append((names["head"], HeadStage(model), real["head"], "head"))
+        paths, parity = {}, {}
+        for name, stage, inputs, _kind in stages:
+            paths[name] = export_onnx(stage, Path(tmp) / f"{name}.onnx")
+            parity[name] = _stage_parity(stage, paths[name], inputs)
+        staged = StagedOnnx({"backbone": paths[names["backbone"]], "head": paths[names["head"]],
+                             "encoder_layers": [paths[n] for n in names["encoder_layers"]]}, cfg.first_exit)
+        e2e = end_to_end_parity(model, staged, image)
+        pipeline = {"stages": names, "image_size": cfg.image_size, "n_layers": cfg.n_layers,
+                    "exits": cfg.exits, "class_names": list(CLASS_NAMES[:cfg.n_classes]), "beta": checkpoint["beta"],
+                    "stage_gflops": costs, "gflops_full_depth": gflops_at_exit(costs, cfg.n_layers)}
+        for name, _, _, kind in stages:
+            meta = {**common, "stage": kind, "parity_max_abs_diff": parity[name]}
+            if name == names["backbone"]:
+                meta.update(pipeline=pipeline, end_to_end_parity=e2e, quality=checkpoint["metrics"].get("test", []))
+            write_model(repository, name, paths[name], meta, serving)
+    return repository / names["backbone"] / "1"
+
+
+# ---- hooks for the quantization recipes (fixed shapes, held-out scoring)
+
+
+def calibration_batches(count: int, batch_size: int, seed: int = 1234,
+                        image_size: int = 64) -> Iterator[dict[str, np.ndarray]]:
+    """`count` fixed-shape {"image": (batch_size, 3, H, W)} batches of fresh synthetic scenes
+    (a seed disjoint from training). Encoder and head calibration inputs come from running the
+    fp32 backbone on these."""
+    scenes = make_scenes(SceneConfig(n_images=count * batch_size, image_size=image_size, seed=seed))
+    images = to_model_input(scenes.images)
+    for start in range(0, count * batch_size, batch_size):
+        yield {"image": images[start:start + batch_size]}
+
+
+def onnx_quality(staged: StagedOnnx, image: np.ndarray, labels: np.ndarray, n_classes: int,
+                 exit_layer: int | None = None, batch_size: int = 32) -> dict[str, float]:
+    """Dataset mIoU and mean exit layer of a staged graph set on held-out scenes."""
+    matrix, layers = np.zeros((n_classes, n_classes), np.int64), []
+    for start in range(0, len(image), batch_size):
+        logits, exits = staged.run(image[start:start + batch_size], exit_layer)
+        matrix += confusion(logits.argmax(1), labels[start:start + batch_size], n_classes)
+        layers.append(exits)
+    return {"miou": mean_iou(matrix), "mean_layers": float(np.concatenate(layers).mean())}
+
+
+def build_segmentation(artifacts: Path, repository: Path, quick: bool) -> Path:
+    """`python -m exporters.build --families segmentation`: train all three steps when no
+    checkpoint exists, then export the stages."""
+    checkpoint = artifacts / "segmentation" / "eco_m2f.pt"
+    if not checkpoint.is_file():
+        from models.segmentation import train
+
+        train.main(["--out", str(checkpoint.parent), *(["--quick"] if quick else [])])
+    return export_segmentation(checkpoint, repository)

@@ -1,0 +1,191 @@
+"""Train the ECO-M2F segmentation family: step 1 (early-exit parent), steps 2-3 (derived
+dataset with beta, gating network) for the deployed beta.
+
+    python -m models.segmentation.train --out artifacts/segmentation          # default, ~5 min on 2 cores
+    python -m models.segmentation.train --out /tmp/seg --quick                # a smoke run in seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from models.segmentation.data import SceneConfig, Scenes, iterate_batches, make_scenes
+from models.segmentation.eco_m2f import EcoM2F, EcoM2FConfig, stage_gflops
+from models.segmentation.gating import ExitTable, gate_choice, ideal_exits, policy_row, train_gate
+from models.segmentation.metrics import per_image_miou
+
+DEFAULT_BETA = 0.01  # the paper's headline setting
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 14  # passes over the training scenes (step 1)
+    batch_size: int = 32  # scenes per mini-batch
+    lr: float = 2e-3  # AdamW peak learning rate (cosine decay)
+    weight_decay: float = 1e-2
+    gate_epochs: int = 80  # passes over the derived dataset (step 3)
+    seed: int = 0  # initialisation and batch order
+
+
+def _exit_loss(model: EcoM2F, image: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Step 1: mean cross-entropy over all exits first_exit..L (one encoder pass)."""
+    losses = [F.cross_entropy(logits, labels) for logits in model.forward_exits(image)]
+    return torch.stack(losses).mean()
+
+
+def train_parent(
+    scenes: Scenes, model_cfg: EcoM2FConfig, cfg: TrainConfig, progress: bool = True
+) -> tuple[EcoM2F, dict[str, Any]]:
+    """Step 1: early-exit training; keeps the epoch with the best validation mIoU at full depth."""
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    model = EcoM2F(model_cfg)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = cfg.epochs * -(-len(scenes.train) // cfg.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, cfg.lr, total_steps=steps, pct_start=0.1)
+    best, best_state, started = -1.0, None, time.perf_counter()
+    curve = []
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        bar = tqdm(
+            iterate_batches(scenes, scenes.train, cfg.batch_size, rng),
+            disable=not progress,
+            total=-(-len(scenes.train) // cfg.batch_size),
+            desc=f"step 1 epoch {epoch}/{cfg.epochs}",
+        )
+        for image, labels in bar:
+            loss = _exit_loss(model, torch.from_numpy(image), torch.from_numpy(labels))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        valid = exit_table(model, scenes, scenes.valid)
+        curve.append(valid.miou(np.full(len(scenes.valid), len(valid.exits) - 1)))
+        if curve[-1] > best:
+            best, best_state = curve[-1], copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
+    return model.eval(), {"valid_miou_full_depth_curve": curve, "train_seconds": time.perf_counter() - started}
+
+
+def exit_table(model: EcoM2F, scenes: Scenes, indices: np.ndarray, batch_size: int = 100) -> ExitTable:
+    """Per-image quality and confusion at every exit, plus the gate's input features."""
+    model.eval()
+    n_classes = model.config.n_classes
+    quality, confusions, features = [], [], []
+    for image, labels in iterate_batches(scenes, indices, batch_size):
+        with torch.no_grad():
+            tokens, _ = model.forward_features(torch.from_numpy(image))
+            features.append(model.gate.pooled(tokens).numpy())
+            predicted = np.stack([lg.argmax(1).numpy() for lg in model.forward_exits(torch.from_numpy(image))], 1)
+        b, e = predicted.shape[:2]  # (B, E, H, W)
+        quality.append(np.stack([per_image_miou(predicted[:, k], labels, n_classes) for k in range(e)], 1))
+        image_exit = np.arange(b * e).reshape(b, e, 1, 1)
+        index = (image_exit * n_classes + labels[:, None]) * n_classes + predicted  # (B, E, H, W)
+        confusions.append(
+            np.bincount(index.ravel(), minlength=b * e * n_classes**2)
+            .reshape(b, e, n_classes, n_classes)
+            .astype(np.int32)
+        )
+    return ExitTable(model.config.exits, np.concatenate(quality), np.concatenate(confusions), np.concatenate(features))
+
+
+def fit_gate(model: EcoM2F, train: ExitTable, beta: float, cfg: TrainConfig) -> np.ndarray:
+    """Steps 2 and 3 for one beta: derived dataset k*, then the gate (in place). -> k* columns."""
+    targets = ideal_exits(train.quality, train.exits, beta)
+    train_gate(model.gate, train.gate_features, targets, epochs=cfg.gate_epochs, seed=cfg.seed)
+    return targets
+
+
+def evaluate_policies(model: EcoM2F, table: ExitTable, costs: dict[str, float]) -> list[dict[str, Any]]:
+    """Fixed depths and the gate on one held-out table."""
+    rows = [
+        policy_row(table, np.full(len(table.quality), col), costs, f"fixed {k}") for col, k in enumerate(table.exits)
+    ]
+    rows.append(policy_row(table, gate_choice(model.gate, table.gate_features), costs, "gate"))
+    return rows
+
+
+def save_checkpoint(path: Path, model: EcoM2F, metrics: dict[str, Any], scene_cfg: SceneConfig, beta: float) -> None:
+    """Checkpoint = {"state_dict", "config", "metrics", "scene_config", "beta"}."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "config": model.to_dict(),
+            "metrics": metrics,
+            "scene_config": asdict(scene_cfg),
+            "beta": beta,
+        },
+        path,
+    )
+
+
+def load_checkpoint(path: Path) -> tuple[EcoM2F, dict[str, Any]]:
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    model = EcoM2F.from_config(checkpoint["config"])
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval(), checkpoint
+
+
+def run(
+    scene_cfg: SceneConfig, model_cfg: EcoM2FConfig, cfg: TrainConfig, beta: float, out: Path, progress: bool = True
+) -> tuple[EcoM2F, dict[str, Any]]:
+    """All three steps; writes <out>/eco_m2f.pt and <out>/quality.json."""
+    started = time.perf_counter()
+    scenes = make_scenes(scene_cfg)
+    model, metrics = train_parent(scenes, model_cfg, cfg, progress)
+    train_table = exit_table(model, scenes, scenes.train)
+    targets = fit_gate(model, train_table, beta, cfg)
+    costs = stage_gflops(model)
+    metrics.update(
+        beta=beta,
+        stage_gflops=costs,
+        derived_exit_counts=np.bincount(targets, minlength=len(model.config.exits)).tolist(),
+        test=evaluate_policies(model, exit_table(model, scenes, scenes.test), costs),
+        wall_seconds=time.perf_counter() - started,
+    )
+    save_checkpoint(out / "eco_m2f.pt", model, metrics, scene_cfg, beta)
+    (out / "quality.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return model, metrics
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("artifacts/segmentation"), help="checkpoint dir")
+    parser.add_argument("--beta", type=float, default=DEFAULT_BETA, help="deployed quality/compute trade-off")
+    parser.add_argument("--epochs", type=int, default=None, help="override TrainConfig.epochs")
+    parser.add_argument("--images", type=int, default=None, help="override SceneConfig.n_images")
+    parser.add_argument("--quick", action="store_true", help="tiny data, 1 epoch: smoke test")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    args = parser.parse_args(argv)
+    scene_cfg, cfg = SceneConfig(), TrainConfig()
+    if args.quick:
+        scene_cfg, cfg = replace(scene_cfg, n_images=300), replace(cfg, epochs=1, gate_epochs=5)
+    if args.images is not None:
+        scene_cfg = replace(scene_cfg, n_images=args.images)
+    if args.epochs is not None:
+        cfg = replace(cfg, epochs=args.epochs)
+    _, metrics = run(scene_cfg, EcoM2FConfig(), cfg, args.beta, args.out, progress=not args.no_progress)
+    for row in metrics["test"]:
+        print(
+            f"{row['policy']:>8}: mIoU {100 * row['miou']:.2f}  layers {row['mean_layers']:.2f}  "
+            f"GFLOPs {row['gflops']:.4f}"
+        )
+    print(f"wall {metrics['wall_seconds']:.0f} s")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

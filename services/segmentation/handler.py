@@ -1,0 +1,181 @@
+"""Segmentation domain logic (no grpc): validation, then the ECO-M2F loop over staged graphs:
+
+    backbone+gate -> exit layer (effort) -> that many encoder-layer graphs -> head -> argmax
+
+Every stage is a model of the repository with dim 0 = batch, so the runtime's dynamic batcher
+can merge concurrent requests per stage: requests that chose different depths still share the
+backbone, the head and the encoder layers they both run.
+
+Effort: `auto` takes the gate's exit (the beta the model was deployed with); `exit_layer` forces
+one of the model's exits; `gflops_budget` takes the gate's exit capped at the deepest exit whose
+whole-image cost fits the budget (a budget below the shallowest exit is refused, not exceeded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from services.runtime import InvalidArgument, Runtime
+from services.segmentation.imaging import (
+    ImageLimits,
+    decode_image,
+    encode_mask_png,
+    mask_to_size,
+    raw_image,
+    to_model_input,
+)
+from services.segmentation.settings import SegmentationSettings
+
+MASK_ENCODINGS = ("png", "raw")
+
+
+@dataclass(frozen=True)
+class RawPixels:
+    pixels: bytes
+    height: int
+    width: int
+    channels: int
+
+
+@dataclass(frozen=True)
+class Effort:
+    mode: Literal["auto", "exit_layer", "gflops_budget"] = "auto"
+    value: float = 0.0  # the exit layer or the GFLOPs budget
+
+
+@dataclass(frozen=True)
+class SegmentQuery:
+    image: bytes | RawPixels | None  # encoded PNG/JPEG bytes or raw pixels
+    effort: Effort = Effort()
+    mask_encoding: str = "png"  # "png" or "raw"
+
+
+@dataclass(frozen=True)
+class SegmentResult:
+    mask: bytes  # PNG or raw (height x width uint8 class ids)
+    mask_encoding: str
+    height: int
+    width: int
+    class_names: list[str]
+    exit_layer: int
+    gflops: float
+    gflops_full_depth: float
+    model: str
+    model_version: str
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """What the backbone's meta.json says about the staged model."""
+
+    backbone: str
+    encoder_layers: list[str]
+    head: str
+    image_size: int
+    exits: list[int]
+    class_names: list[str]
+    stage_gflops: dict[str, float]
+
+    @classmethod
+    def from_meta(cls, backbone: str, meta: dict[str, Any]) -> Pipeline:
+        pipeline = meta["pipeline"]
+        stages = pipeline["stages"]
+        return cls(backbone, list(stages["encoder_layers"]), stages["head"], int(pipeline["image_size"]),
+                   [int(k) for k in pipeline["exits"]], list(pipeline["class_names"]), pipeline["stage_gflops"])
+
+    @property
+    def models(self) -> list[str]:
+        return [self.backbone, *self.encoder_layers, self.head]
+
+    def gflops(self, exit_layer: int) -> float:
+        costs = self.stage_gflops
+        return costs["backbone_gate"] + exit_layer * costs["encoder_layer"] + costs["head"]
+
+
+def choose_exit(pipeline: Pipeline, effort: Effort, gate_exit: int) -> int:
+    """The exit layer for one image under `effort` (already validated)."""
+    if effort.mode == "exit_layer":
+        return int(effort.value)
+    if effort.mode == "gflops_budget":
+        affordable = [k for k in pipeline.exits if pipeline.gflops(k) <= effort.value]
+        return min(gate_exit, max(affordable))
+    return gate_exit
+
+
+def validate_effort(pipeline: Pipeline, effort: Effort) -> None:
+    if effort.mode == "exit_layer" and effort.value not in pipeline.exits:
+        raise InvalidArgument(f"effort.exit_layer={effort.value:g} is not an exit of this model "
+                              f"(exits are {pipeline.exits[0]}..{pipeline.exits[-1]})")
+    if effort.mode == "gflops_budget":
+        cheapest = pipeline.gflops(pipeline.exits[0])
+        if not math.isfinite(effort.value) or effort.value < cheapest:
+            raise InvalidArgument(f"effort.gflops_budget={effort.value:g} is below {cheapest:.4f}, "
+                                  f"the cost of the shallowest exit (layer {pipeline.exits[0]})")
+
+
+class SegmentationHandler:
+    def __init__(self, settings: SegmentationSettings, runtime: Runtime):
+        self._settings = settings
+        self._models = runtime.models
+        self._limits = ImageLimits(settings.max_image_bytes, settings.max_side, settings.max_pixels)
+        self._pipeline: Pipeline | None = None
+        self._layers_used = runtime.metrics.histogram(
+            "infersuite_segmentation_encoder_layers", "Encoder layers run per Segment request, by effort mode.",
+            ["effort"], buckets=tuple(range(1, 13)))
+        self._gflops = runtime.metrics.histogram(
+            "infersuite_segmentation_gflops", "GFLOPs spent per Segment request, by effort mode.",
+            ["effort"], buckets=(0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.1, 0.15, 0.2, 0.5, 1, 2, 5,
+                                 10, 20, 50, 100, 200, 500))
+
+    @property
+    def pipeline(self) -> Pipeline:
+        if self._pipeline is None:
+            backbone = self._models.get(self._settings.backbone_model)
+            self._pipeline = Pipeline.from_meta(backbone.name, backbone.meta)
+        return self._pipeline
+
+    def _decode(self, image: bytes | RawPixels | None) -> np.ndarray:
+        if image is None:
+            raise InvalidArgument("image is missing: set image.encoded (PNG/JPEG bytes) or image.raw")
+        if isinstance(image, RawPixels):
+            if len(image.pixels) > self._limits.max_bytes:
+                raise InvalidArgument(f"image.raw.pixels has {len(image.pixels)} bytes, more than the maximum "
+                                      f"of {self._limits.max_bytes}")
+            return raw_image(image.pixels, image.height, image.width, image.channels, self._limits)
+        return decode_image(image, self._limits)
+
+    async def _run_depth(self, pipeline: Pipeline, image: np.ndarray, effort: Effort) -> tuple[np.ndarray, int]:
+        """One image (1, 3, S, S) through the staged graphs -> (class mask (S, S) uint8, exit layer)."""
+        backbone = await self._models.infer(pipeline.backbone, {"image": image})
+        gate_exit = int(np.argmax(backbone["exit_logits"][0])) + pipeline.exits[0]
+        exit_layer = choose_exit(pipeline, effort, gate_exit)
+        tokens = backbone["tokens"]  # (1, T, D)
+        for name in pipeline.encoder_layers[:exit_layer]:
+            tokens = (await self._models.infer(name, {"tokens": tokens}))["tokens_out"]
+        head = await self._models.infer(pipeline.head, {"tokens": tokens,
+                                                        "pixel_features": backbone["pixel_features"]})
+        return np.argmax(head["logits"][0], axis=0).astype(np.uint8), exit_layer  # (S, S)
+
+    async def segment(self, query: SegmentQuery) -> SegmentResult:
+        if query.mask_encoding not in MASK_ENCODINGS:
+            raise InvalidArgument(f"mask_encoding {query.mask_encoding!r} is unknown (use png or raw)")
+        pipeline = self.pipeline
+        validate_effort(pipeline, query.effort)
+        # Decoding and resizing can take tens of ms for large images: off the event loop.
+        rgb = await asyncio.to_thread(self._decode, query.image)
+        height, width = rgb.shape[:2]
+        model_input = await asyncio.to_thread(to_model_input, rgb, pipeline.image_size)
+        mask, exit_layer = await self._run_depth(pipeline, model_input, query.effort)
+        mask = await asyncio.to_thread(mask_to_size, mask, height, width)
+        encoded = encode_mask_png(mask) if query.mask_encoding == "png" else mask.tobytes()
+        gflops = pipeline.gflops(exit_layer)
+        self._layers_used.labels(query.effort.mode).observe(exit_layer)
+        self._gflops.labels(query.effort.mode).observe(gflops)
+        backbone = self._models.get(pipeline.backbone)
+        return SegmentResult(encoded, query.mask_encoding, height, width, pipeline.class_names, exit_layer, gflops,
+                             pipeline.gflops(pipeline.exits[-1]), backbone.name, backbone.version)

@@ -1,0 +1,130 @@
+"""ECO-M2F family: scenes, metrics, the derived dataset rule, the early-exit model and its stages."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models.segmentation.data import SceneConfig, make_scene, make_scenes, shape_mask
+from models.segmentation.eco_m2f import (
+    BackboneGateStage, EcoM2F, EcoM2FConfig, EncoderLayerStage, HeadStage, gflops_at_exit, stage_gflops,
+)
+from models.segmentation.gating import ExitTable, ideal_exits, train_gate
+from models.segmentation.metrics import confusion, mean_iou, per_image_miou
+
+SMALL = EcoM2FConfig(n_layers=3, d_model=32, n_heads=2, ffn_dim=64, widths=(16, 24, 32), head_dim=16)
+
+
+def test_scenes_are_reproducible_from_the_seed_and_split_disjointly() -> None:
+    a, b = make_scenes(SceneConfig(n_images=40, seed=7)), make_scenes(SceneConfig(n_images=40, seed=7))
+    np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    parts = np.concatenate([a.train, a.valid, a.test])
+    assert sorted(parts.tolist()) == list(range(40))
+
+
+def test_an_easy_scene_is_one_large_shape_and_front_clutter_is_labelled_background() -> None:
+    cfg = SceneConfig()
+    image, labels = make_scene(cfg, 0.0, np.random.default_rng(0))
+    assert image.shape == (64, 64, 3) and labels.shape == (64, 64)
+    classes = set(np.unique(labels).tolist()) - {0}
+    assert len(classes) == 1  # difficulty 0: one object, no clutter
+    assert int((labels == classes.pop()).sum()) > 100
+    _, hard_labels = make_scene(cfg, 1.0, np.random.default_rng(0))
+    assert len(set(np.unique(hard_labels).tolist()) - {0}) >= 2
+
+
+def test_shape_masks_have_the_expected_areas() -> None:
+    r = 10.0
+    assert abs(shape_mask(1, 64, 32, 32, r, 0.0).sum() - np.pi * r * r) < 0.03 * np.pi * r * r
+    assert abs(shape_mask(2, 64, 32, 32, r, 0.0).sum() - (1.6 * r) ** 2) < 0.05 * (1.6 * r) ** 2
+    assert shape_mask(3, 64, 32, 32, r, 0.0).sum() < shape_mask(1, 64, 32, 32, r, 0.0).sum() / 2
+
+
+def test_hard_scenes_have_more_objects_and_more_noise_than_easy_ones() -> None:
+    cfg, rng = SceneConfig(), np.random.default_rng(1)
+    easy = [make_scene(cfg, 0.05, rng) for _ in range(10)]
+    hard = [make_scene(cfg, 0.95, rng) for _ in range(10)]
+
+    def roughness(image: np.ndarray) -> float:  # mean absolute horizontal neighbour difference
+        return float(np.abs(np.diff(image.astype(float), axis=1)).mean())
+
+    assert np.mean([len(np.unique(lab)) for _, lab in hard]) > np.mean([len(np.unique(lab)) for _, lab in easy])
+    assert np.mean([roughness(im) for im, _ in hard]) > 2 * np.mean([roughness(im) for im, _ in easy])
+
+
+def test_miou_on_hand_made_masks() -> None:
+    labels = np.array([[[0, 0, 1, 1]]])
+    predicted = np.array([[[0, 1, 1, 1]]])
+    # class 0: inter 1 / union 2; class 1: inter 2 / union 3
+    assert mean_iou(confusion(predicted, labels, 3)) == pytest.approx((0.5 + 2 / 3) / 2)
+    assert per_image_miou(predicted, labels, 3)[0] == pytest.approx((0.5 + 2 / 3) / 2)
+    assert per_image_miou(labels, labels, 3)[0] == 1.0
+
+
+def test_ideal_exit_trades_quality_against_layers_with_beta() -> None:
+    exits = [2, 3, 4]
+    quality = np.array([[0.50, 0.60, 0.61],   # layer 3 buys 0.10, layer 4 only 0.01
+                        [0.90, 0.90, 0.90],   # saturated at the first exit
+                        [0.10, 0.30, 0.60]])  # keeps improving
+    np.testing.assert_array_equal(ideal_exits(quality, exits, 0.0), [2, 0, 2])
+    np.testing.assert_array_equal(ideal_exits(quality, exits, 0.05), [1, 0, 2])
+    np.testing.assert_array_equal(ideal_exits(quality, exits, 0.5), [0, 0, 0])
+
+
+def test_exit_table_miou_combines_per_image_confusions_at_the_chosen_exits() -> None:
+    eye, wrong = np.array([[5, 0], [0, 5]]), np.array([[0, 5], [5, 0]])
+    confusions = np.stack([np.stack([wrong, eye]), np.stack([eye, wrong])])  # (N=2, E=2, 2, 2)
+    table = ExitTable([2, 3], np.zeros((2, 2)), confusions, np.zeros((2, 4)))
+    assert table.miou(np.array([1, 0])) == 1.0
+    assert table.miou(np.array([0, 1])) == 0.0
+    np.testing.assert_array_equal(table.layers(np.array([1, 0])), [3, 2])
+
+
+def test_every_exit_and_the_gate_come_from_one_shared_head() -> None:
+    torch.manual_seed(0)
+    model = EcoM2F(SMALL).eval()
+    image = torch.rand(3, 3, 64, 64)
+    with torch.no_grad():
+        exits = model.forward_exits(image)
+        assert len(exits) == len(SMALL.exits) == 2 and exits[0].shape == (3, 5, 64, 64)
+        for k, logits in zip(SMALL.exits, exits, strict=True):
+            torch.testing.assert_close(model(image, k)[0], logits)
+        gated, chosen = model(image)
+    assert set(chosen.tolist()) <= set(SMALL.exits)
+    for i, k in enumerate(chosen.tolist()):
+        torch.testing.assert_close(gated[i], exits[k - SMALL.first_exit][i])
+
+
+def test_stages_compose_to_the_model() -> None:
+    torch.manual_seed(0)
+    model = EcoM2F(SMALL).eval()
+    image = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        tokens, pixel_features, exit_logits = BackboneGateStage(model)(image)
+        assert exit_logits.shape == (2, len(SMALL.exits))
+        for k in (1, 2):
+            tokens = EncoderLayerStage(model, k)(tokens)
+        torch.testing.assert_close(HeadStage(model)(tokens, pixel_features), model(image, 2)[0])
+
+
+def test_gflops_count_the_encoder_analytically_and_grow_with_depth() -> None:
+    cfg = EcoM2FConfig()
+    costs = stage_gflops(EcoM2F(cfg))
+    t, d, f = cfg.n_tokens, cfg.d_model, cfg.ffn_dim
+    analytic = 2 * t * (3 * d * d + d * d + 2 * d * f) + 2 * 2 * t * t * d  # linears + QK^T + AV
+    assert costs["encoder_layer"] == pytest.approx(analytic / 1e9)
+    totals = [gflops_at_exit(costs, k) for k in cfg.exits]
+    assert np.all(np.diff(totals) == pytest.approx(costs["encoder_layer"]))
+    assert cfg.n_layers * costs["encoder_layer"] > costs["backbone_gate"] + costs["head"]  # encoder dominates
+
+
+def test_gate_learns_a_separable_derived_dataset() -> None:
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(200, 2 * 4 * SMALL.d_model)).astype(np.float32)
+    targets = (features[:, 0] > 0).astype(np.int64)  # exit column from one feature
+    gate = train_gate(EcoM2F(SMALL).gate, features, targets, epochs=30)
+    with torch.no_grad():
+        predicted = gate.mlp(torch.from_numpy(features)).argmax(1).numpy()
+    assert np.mean(predicted == targets) > 0.9
