@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from exporters.audio import build_audio
 from exporters.ctr import export_din
 from exporters.segmentation import build_segmentation
 from exporters.splitcompute import build_splitcompute
@@ -24,7 +25,8 @@ def build_ctr(artifacts: Path, repository: Path, quick: bool) -> Path:
     return export_din(checkpoint, repository, "din-fp32")
 
 
-FAMILIES = {"ctr": build_ctr, "splitcompute": build_splitcompute, "segmentation": build_segmentation}
+FAMILIES = {"ctr": build_ctr, "splitcompute": build_splitcompute, "segmentation": build_segmentation,
+            "audio": build_audio}
 
 
 def main(argv: list[str] | None = None) -> None:
