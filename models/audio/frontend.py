@@ -48,8 +48,7 @@ def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
 def mel_filterbank(config: FrontEndConfig) -> np.ndarray:
     """Triangular HTK mel filters -> (n_fft // 2 + 1, n_mels), float64."""
     bins = np.linspace(0.0, config.sample_rate / 2, config.n_fft // 2 + 1)
-    edges_mel = np.linspace(_hz_to_mel(np.array(config.f_min)), _hz_to_mel(np.array(config.f_max)),
-                            config.n_mels + 2)
+    edges_mel = np.linspace(_hz_to_mel(np.array(config.f_min)), _hz_to_mel(np.array(config.f_max)), config.n_mels + 2)
     edges = 700.0 * (10.0 ** (edges_mel / 2595.0) - 1.0)
     lower, centre, upper = edges[:-2], edges[1:-1], edges[2:]
     rising = (bins[:, None] - lower) / (centre - lower)
@@ -81,7 +80,8 @@ class LogMel(nn.Module):
         spectrum = frames @ self.basis  # (B, T, 2K)
         real, imag = spectrum.chunk(2, dim=-1)  # (B, T, K) each
         power = real * real + imag * imag
-        mel_db = 10.0 * torch.log10(power @ self.mel + 1e-10)  # (B, T, M)
+        # 1e-12 only guards log(0) on digital silence; real audio sits far above it
+        mel_db = 10.0 * torch.log10(power @ self.mel + 1e-12)  # (B, T, M)
         peak = mel_db.amax(dim=(1, 2), keepdim=True)  # (B, 1, 1)
         normalised = (torch.maximum(mel_db, peak + c.floor_db) - peak) / c.scale_db
         return normalised.transpose(1, 2).unsqueeze(1)  # (B, 1, M, T)
@@ -95,7 +95,7 @@ def log_mel_reference(waveform: np.ndarray, config: FrontEndConfig | None = None
     index = np.arange(c.win_length)[None, :] + c.hop_length * np.arange(count)[:, None]  # (T, win)
     window = 0.5 - 0.5 * np.cos(2.0 * math.pi * np.arange(c.win_length) / c.win_length)
     spectrum = np.fft.rfft(waveform[:, index].astype(np.float64) * window, n=c.n_fft)  # (B, T, K)
-    mel_db = 10.0 * np.log10(np.abs(spectrum) ** 2 @ mel_filterbank(c) + 1e-10)
+    mel_db = 10.0 * np.log10(np.abs(spectrum) ** 2 @ mel_filterbank(c) + 1e-12)
     peak = mel_db.max(axis=(1, 2), keepdims=True)
     normalised = (np.maximum(mel_db, peak + c.floor_db) - peak) / c.scale_db
     return normalised.transpose(0, 2, 1)[:, None]

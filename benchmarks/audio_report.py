@@ -1,0 +1,176 @@
+"""`python -m benchmarks.audio_report`: the audio family's figures -> reports/audio.md (+ PNG).
+
+On held-out synthetic audio (seed 7; training used seed 0), through the HEAR module
+(`services.audio.hear`, the exported ONNX graphs on onnxruntime, the service's windowing):
+- linear-probe accuracy and nearest-neighbour retrieval mAP of the scene embeddings;
+- onset detection F-measure (+-200 ms) from timestamp embeddings (50 ms hop): the novelty
+  threshold is tuned on half of the event clips and scored on the other half;
+- scene-embedding real-time factor on this CPU (audio seconds per wall second, best of 3), with
+  the CPU-time figure next to it because the cores are shared with other jobs;
+- PaSST with vs without Patchout: seconds per training epoch and test accuracy (from training).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+
+from models.audio.data import AudioDataConfig, make_audio_data
+from models.audio.metrics import (
+    best_threshold,
+    detect_onsets,
+    linear_probe_accuracy,
+    novelty,
+    onset_f_measure,
+    retrieval_map,
+)
+from services.audio import hear
+
+matplotlib.use("Agg")
+from matplotlib import pyplot as plt
+
+EMBEDDERS = {"passt": "audio-passt-fp32", "bow": "audio-bow-fp32"}
+RTF_GOAL = 300.0
+
+
+def quality(model: hear.HearModel, data: Any) -> dict[str, float]:
+    train = hear.get_scene_embeddings(data.train_audio, model)
+    test = hear.get_scene_embeddings(data.test_audio, model)
+    return {"linear_probe_accuracy": linear_probe_accuracy(train, data.train_labels, test, data.test_labels),
+            "retrieval_map": retrieval_map(test, data.test_labels)}
+
+
+def onsets(model: hear.HearModel, data: Any) -> dict[str, Any]:
+    embeddings, stamps = hear.get_timestamp_embeddings(data.event_audio, model)
+    window_s = model.window / model.sample_rate
+    half = len(embeddings) // 2
+    threshold = best_threshold(list(embeddings[:half]), list(stamps[:half]), data.event_onsets[:half], window_s)
+    found = [detect_onsets(e, t, window_s, threshold) for e, t in zip(embeddings[half:], stamps[half:], strict=True)]
+    score = onset_f_measure([np.array(o) for o in data.event_onsets[half:]], found)
+    return {**score, "threshold": threshold, "scored_clips": len(embeddings) - half,
+            "example": {"times_s": stamps[half] / 1000.0, "novelty": novelty(embeddings[half], round(
+                window_s / 2 / (model.timestamp_hop_ms / 1000))), "reference": data.event_onsets[half],
+                "found": found[0]}}
+
+
+def real_time_factor(model: hear.HearModel, seconds: float = 60.0, repeats: int = 3) -> dict[str, float]:
+    """Scene embeddings of 6 clips of 10 s (60 windows, batched): audio seconds per second."""
+    clips = np.random.default_rng(0).standard_normal((6, int(seconds / 6 * model.sample_rate))).astype(np.float32)
+    hear.get_scene_embeddings(clips[:1], model)  # warm-up
+    walls, cpus = [], []
+    for _ in range(repeats):
+        wall, cpu = time.perf_counter(), time.process_time()
+        hear.get_scene_embeddings(clips * 0.1, model)
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    return {"audio_seconds": seconds, "best_wall_s": min(walls), "rtf_wall": seconds / min(walls),
+            "rtf_cpu": seconds / min(cpus), "load_average_1m": os.getloadavg()[0]}
+
+
+def plot_onsets(results: dict[str, Any], path: Path) -> None:
+    fig, axes = plt.subplots(len(results), 1, figsize=(9, 2.4 * len(results)), sharex=True)
+    for ax, (name, result) in zip(np.atleast_1d(axes), results.items(), strict=True):
+        example = result["onsets"]["example"]
+        ax.plot(example["times_s"], example["novelty"], label="novelty (cosine distance, t +- 0.5 s)")
+        ax.axhline(result["onsets"]["threshold"], color="grey", linestyle=":", label="threshold (tuned)")
+        for i, onset in enumerate(example["reference"]):
+            ax.axvline(onset, color="green", alpha=0.6, label="reference onset" if i == 0 else None)
+        for i, onset in enumerate(example["found"]):
+            ax.axvline(onset, color="red", linestyle="--", label="detected" if i == 0 else None)
+        ax.set_title(f"{name}: timestamp-embedding novelty on a held-out event clip")
+        ax.legend(loc="upper right", fontsize=7)
+    np.atleast_1d(axes)[-1].set_xlabel("time (s)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _patchout_table(artifacts: Path) -> list[str]:
+    path = artifacts / "audio" / "quality.json"
+    if not path.is_file():
+        return [f"(no {path}: train with `python -m models.audio.train` to get the Patchout comparison)"]
+    quality_json = json.loads(path.read_text())
+    lines = ["| PaSST training | test accuracy | s / epoch (wall) | CPU s / epoch | patchout |",
+             "|---|---|---|---|---|"]
+    for key, label in (("passt", "with Patchout (exported)"), ("passt_no_patchout", "without Patchout")):
+        if key in quality_json:
+            m = quality_json[key]
+            lines.append(f"| {label} | {m['test_accuracy']:.3f} | {m['epoch_seconds']:.1f} | "
+                         f"{m['epoch_cpu_seconds']:.1f} | {m['patchout']} |")
+    bow = quality_json.get("bow", {})
+    if bow:
+        lines.append(f"\nBag-of-words MLP head (the paper's classifier on the histograms): test accuracy "
+                     f"{bow['test_accuracy']:.3f}; the whole BoW training took {bow['train_seconds']:.0f} s.")
+    lines.append(f"\nWhole training run: {quality_json.get('wall_seconds', float('nan')):.0f} s wall.")
+    return lines
+
+
+def render(results: dict[str, Any], artifacts: Path, command: str, data_config: AudioDataConfig) -> str:
+    lines = [
+        "# Audio embeddings: quality and speed", "",
+        f"Written by `{command}` on {platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s) "
+        "shared with other jobs. Held-out synthetic audio (seed 7): "
+        f"{data_config.clips_per_class} clips x 10 classes of {data_config.clip_seconds:g} s "
+        f"({1 - data_config.test_share:.0%} probe training / {data_config.test_share:.0%} scored), "
+        f"{data_config.event_clips} event clips of {data_config.event_clip_seconds:g} s.", "",
+        "| embedder | dim | linear probe acc. | retrieval mAP | onset F (+-200 ms) | P | R | "
+        "scene RTF (wall) | scene RTF (CPU time) | >= 300x |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        q, o, s = r["quality"], r["onsets"], r["speed"]
+        lines.append(f"| {name} ({EMBEDDERS[name]}) | {r['dim']} | {q['linear_probe_accuracy']:.3f} | "
+                     f"{q['retrieval_map']:.3f} | {o['f_measure']:.3f} | {o['precision']:.2f} | {o['recall']:.2f} | "
+                     f"{s['rtf_wall']:.0f}x | {s['rtf_cpu']:.0f}x | {'yes' if s['rtf_wall'] >= RTF_GOAL else 'no'} |")
+    loads = ", ".join(f"{r['speed']['load_average_1m']:.1f}" for r in results.values())
+    lines += [
+        "", f"Real-time factor: {results[next(iter(results))]['speed']['audio_seconds']:.0f} s of audio as 1 s "
+        "windows in batches of 64, onnxruntime CPU, default threads; best of 3. 1-minute load average during "
+        f"the runs: {loads} (on {os.cpu_count()} cores), so the wall figure is what this shared machine gave; "
+        "the CPU-time figure is audio seconds per CPU second of the process.", "",
+        "Onsets: novelty = cosine distance between the timestamp embeddings 0.5 s after and before t "
+        "(half the 1 s model window); peaks above a threshold tuned on the other half of the clips, "
+        "at least 0.5 s apart. No onset labels are used to train the embedders.", "",
+        "![novelty](audio_onsets.png)", "", "## Patchout (training, from artifacts/audio/quality.json)", "",
+        *_patchout_table(artifacts), "",
+        "Only the fp32 recipe exists so far; quantization recipes get their rows when they are exported.", "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"))
+    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    parser.add_argument("--report", type=Path, default=Path("reports/audio.md"))
+    parser.add_argument("--clips-per-class", type=int, default=40)
+    parser.add_argument("--event-clips", type=int, default=24)
+    args = parser.parse_args(argv)
+    data_config = AudioDataConfig(clips_per_class=args.clips_per_class, event_clips=args.event_clips, seed=7)
+    data = make_audio_data(data_config)
+    results = {}
+    for name, model_name in EMBEDDERS.items():
+        model = hear.load_model(str(args.repository / model_name))
+        results[name] = {"dim": model.scene_embedding_size, "quality": quality(model, data),
+                         "onsets": onsets(model, data), "speed": real_time_factor(model)}
+        print(name, {k: v for k, v in results[name].items() if k != "onsets"}, flush=True)
+    command = "python -m benchmarks.audio_report " + shlex.join(argv if argv is not None else sys.argv[1:])
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    plot_onsets(results, args.report.with_name("audio_onsets.png"))
+    args.report.write_text(render(results, args.artifacts, command.strip(), data_config))
+    print(args.report.read_text())
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""The audio service end to end: real server on port 0, real onnxruntime graphs of tiny trained
+embedders, real gRPC channel."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import urllib.request
+
+import grpc
+import numpy as np
+import pytest
+import soundfile
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from protos import audio_pb2, audio_pb2_grpc
+from services.audio import AudioService, AudioSettings, hear
+from services.audio.client import AudioClient, AudioClientError, raw_audio, wav_audio
+from services.runtime import RuntimeSettings, build_server
+from tests.fixtures_audio import tiny_audio  # noqa: F401
+
+pytestmark = pytest.mark.integration
+SERVICE_NAME = "infersuite.audio.v1.AudioService"
+EMBEDDERS = ("passt", "bow")
+
+
+@pytest.fixture(scope="module")
+async def audio_server(tiny_audio):  # noqa: F811
+    settings = RuntimeSettings(port=0, metrics_port=0, host="127.0.0.1", model_repository=tiny_audio.repository)
+    server, port = await build_server(settings, [AudioService(AudioSettings(max_duration_s=20.0))])
+    await server.start()
+    await server.wait_ready(timeout=60)
+    yield server, port
+    await server.stop(0)
+
+
+@pytest.fixture
+async def client(audio_server):
+    _, port = audio_server
+    async with AudioClient(f"127.0.0.1:{port}") as audio:
+        yield audio
+
+
+def band_limited(rate: int, seconds: float = 2.5) -> np.ndarray:
+    """The same continuous signal at any rate: partials below 6 kHz, a 3 Hz AM, a click-free start."""
+    t = np.arange(int(rate * seconds)) / rate
+    partials = sum(np.sin(2 * np.pi * 220.0 * k * t + k) / k for k in range(1, 27))  # up to 5.7 kHz
+    return (0.2 * (0.6 + 0.4 * np.sin(2 * np.pi * 3.0 * t)) * partials).astype(np.float32)
+
+
+def wav_bytes(samples: np.ndarray, rate: int, subtype: str = "PCM_24") -> bytes:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, samples, rate, subtype=subtype, format="WAV")
+    return buffer.getvalue()
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(a * b, -1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+
+
+async def test_health_reaches_serving(audio_server) -> None:
+    _, port = audio_server
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", SERVICE_NAME):
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.mark.parametrize("embedder", EMBEDDERS)
+async def test_the_server_gives_the_hear_module_embeddings(client, tiny_audio, embedder) -> None:  # noqa: F811
+    audio = band_limited(32000, 3.4)
+    model = hear.load_model(str(tiny_audio.repository / f"audio-{embedder}-fp32"))
+    scene = await client.embed_scene(raw_audio(audio, 32000), embedder)
+    np.testing.assert_allclose(scene.embedding, hear.get_scene_embeddings(audio[None], model)[0], atol=1e-5)
+    stamps = await client.embed_timestamps(raw_audio(audio, 32000), embedder, hop_ms=50.0)
+    want, want_ms = hear.get_timestamp_embeddings(audio[None], model)
+    np.testing.assert_array_equal(stamps.timestamps_ms, want_ms[0])
+    np.testing.assert_allclose(stamps.embeddings, want[0], atol=1e-5)
+    assert scene.model == f"audio-{embedder}-fp32" and scene.embedding.shape == (model.scene_embedding_size,)
+    assert stamps.timestamps_ms[0] == 0 and stamps.timestamps_ms[-1] == 3400.0
+
+
+@pytest.mark.parametrize("embedder", EMBEDDERS)
+@pytest.mark.parametrize("rate", [16000, 44100, 48000])
+async def test_other_rates_embed_like_the_32k_signal(client, embedder, rate) -> None:
+    reference = await client.embed_scene(wav_audio(wav_bytes(band_limited(32000), 32000)), embedder)
+    other = await client.embed_scene(wav_audio(wav_bytes(band_limited(rate), rate)), embedder)
+    assert other.duration_s == pytest.approx(2.5, abs=1e-4)
+    assert cosine(other.embedding, reference.embedding) > 0.99
+    assert np.linalg.norm(other.embedding - reference.embedding) < 0.1 * np.linalg.norm(reference.embedding)
+    ref_t = await client.embed_timestamps(wav_audio(wav_bytes(band_limited(32000), 32000)), embedder, 100.0)
+    got_t = await client.embed_timestamps(wav_audio(wav_bytes(band_limited(rate), rate)), embedder, 100.0)
+    np.testing.assert_array_equal(got_t.timestamps_ms, ref_t.timestamps_ms)
+    assert np.median(cosine(got_t.embeddings, ref_t.embeddings)) > 0.98
+
+
+@pytest.mark.parametrize("embedder", EMBEDDERS)
+async def test_streaming_gives_the_unary_embeddings(client, embedder) -> None:
+    rate = 44100
+    stereo = np.stack([band_limited(rate, 3.2), np.random.default_rng(0).standard_normal(int(rate * 3.2))
+                       .astype(np.float32) * 0.01], axis=1)
+    unary = await client.embed_timestamps(raw_audio(stereo, rate), embedder, hop_ms=40.0)
+    sizes = np.random.default_rng(1).integers(500, 20000, 40)
+    chunks = [chunk for chunk in np.split(stereo, np.cumsum(sizes)) if len(chunk)]
+    replies = [r async for r in client.stream_timestamps(chunks, rate, embedder, hop_ms=40.0)]
+    assert len(replies) > 2  # embeddings came back while audio was still arriving
+    streamed = np.concatenate([r.embeddings for r in replies if len(r.timestamps_ms)])
+    np.testing.assert_array_equal(np.concatenate([r.timestamps_ms for r in replies]), unary.timestamps_ms)
+    np.testing.assert_allclose(streamed, unary.embeddings, atol=1e-5)
+
+
+def _raw(samples: np.ndarray, rate: int, channels: int = 1) -> audio_pb2.Audio:
+    return audio_pb2.Audio(raw=audio_pb2.RawAudio(samples_f32le=samples.astype("<f4").tobytes(), sample_rate=rate,
+                                                  channels=channels))
+
+
+def _bad_requests() -> dict[str, tuple[audio_pb2.EmbedSceneRequest, str]]:
+    good = wav_bytes(band_limited(16000, 0.5), 16000, "PCM_16")
+    nan = band_limited(16000, 0.5)
+    nan[10] = np.nan
+    too_long = bytearray(good[:44])
+    too_long[40:44] = (16000 * 2 * 3600).to_bytes(4, "little")
+    return {
+        "not a wav": (audio_pb2.Audio(wav=b"OggS" + bytes(100)), "not a WAV file"),
+        "truncated": (audio_pb2.Audio(wav=good[:len(good) // 2]), "truncated"),
+        "mu-law": (audio_pb2.Audio(wav=wav_bytes(band_limited(8000, 0.5), 8000, "ULAW")), "unsupported encoding"),
+        "empty wav": (audio_pb2.Audio(wav=wav_bytes(np.zeros(0, np.float32), 16000)), "no samples"),
+        "too long": (audio_pb2.Audio(wav=bytes(too_long)), "3600.0 s long, more than the maximum of 20 s"),
+        "nan wav": (audio_pb2.Audio(wav=wav_bytes(nan, 16000, "FLOAT")), "NaN/Inf"),
+        "nan raw": (_raw(nan, 16000), "NaN/Inf"),
+        "absurd rate": (_raw(band_limited(16000, 0.5), 7), "sample rate 7 Hz is outside"),
+        "huge rate": (_raw(band_limited(16000, 0.5), 2_000_000_000), "sample rate 2000000000 Hz is outside"),
+        "ragged raw": (audio_pb2.Audio(raw=audio_pb2.RawAudio(samples_f32le=bytes(10), sample_rate=16000)),
+                       "not a whole number"),
+        "no audio": (audio_pb2.Audio(), "audio is empty"),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_bad_requests()))
+async def test_bad_input_is_invalid_argument_and_the_server_keeps_serving(audio_server, case) -> None:
+    _, port = audio_server
+    audio, message = _bad_requests()[case]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = audio_pb2_grpc.AudioServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.EmbedScene(audio_pb2.EmbedSceneRequest(audio=audio), timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert message in err.value.details()
+        good = await stub.EmbedScene(audio_pb2.EmbedSceneRequest(audio=_raw(band_limited(16000, 0.3), 16000)),
+                                     timeout=10)
+        assert len(good.embedding) > 0
+
+
+async def test_bad_streams_are_invalid_argument(client) -> None:
+    with pytest.raises(AudioClientError) as err:
+        [r async for r in client.stream_timestamps([np.full(100, np.nan, np.float32)], 16000)]
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT and "NaN/Inf" in err.value.message
+    with pytest.raises(AudioClientError) as err:
+        [r async for r in client.stream_timestamps([np.zeros(100, np.float32)], 16000, embedder="yamnet")]
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT and "embedder 'yamnet' is unknown" in err.value.message
+    with pytest.raises(AudioClientError) as err:
+        [r async for r in client.stream_timestamps([np.zeros(16000 * 21, np.float32)], 16000)]
+    assert "exceeds the maximum duration of 20 s" in err.value.message
+
+
+async def test_metrics_count_audio_seconds_and_pass_promtool(audio_server, client) -> None:
+    server, _ = audio_server
+    await client.embed_scene(raw_audio(band_limited(16000, 2.0), 16000), "bow")
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    line = next(s for s in text.splitlines()
+                if s.startswith('infersuite_audio_input_duration_seconds_sum{embedder="bow",method="EmbedScene"}'))
+    assert float(line.split()[-1]) >= 2.0
+    assert 'infersuite_model_ready{model="audio-passt-fp32"} 1.0' in text
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: `make test` installs Debian's prometheus package"
+    check = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
