@@ -72,7 +72,8 @@ def plan(address: str, repository: Path, extra: dict[str, dict[str, str]] | None
         name = generators.get(service)
         if name is None or name == "health":
             continue
-        if health(address, service) != SERVING:
+        status = health(address, service)  # None: no health entry (e.g. OIP): try it anyway
+        if status is not None and status != SERVING:
             skipped[name] = f"{service} is not SERVING (its models missing from the repository?)"
             continue
         if name == "oip":
@@ -84,7 +85,7 @@ def plan(address: str, repository: Path, extra: dict[str, dict[str, str]] | None
         else:
             runs.append((name, name, extra.get(name, {})))
     serving = [s for s in list_services(address) if generators.get(s) not in (None, "health")
-               and generators[s] not in skipped]
+               and health(address, s) == SERVING]
     if serving:  # the floor probes a SERVING service, so a partial suite's floor is still valid
         runs[0] = ("health", "health", {"service": serving[0]})
     return runs, skipped
