@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 TRITON_STAMP := .triton/.installed
 
-.PHONY: setup tools triton protos models serve test lint bench-ctr bench-ctr-batching clean
+.PHONY: setup tools triton protos models serve test lint bench-ctr bench-ctr-batching quantize-report clean
 
 setup: $(SETUP_STAMP)
 
@@ -62,6 +62,11 @@ lint: $(PROTO_STAMP)
 
 bench-ctr: $(REPOSITORY_STAMP)
 	$(PY) -m benchmarks.ctr_latency --repository $(REPOSITORY)
+
+# Every quantization recipe on every family present: quantized models into the repository, the
+# family defaults (aliases.json), reports/quantization.md + .json + .png.
+quantize-report: $(REPOSITORY_STAMP)
+	$(PY) -m exporters.quantize.report --repository $(REPOSITORY)
 
 bench-ctr-batching: $(REPOSITORY_STAMP)
 	$(PY) -m benchmarks.ctr_batching --repository $(REPOSITORY)

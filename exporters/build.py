@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from exporters.audio import build_audio
 from exporters.ctr import export_din
+from exporters.repository import set_default_alias
 from exporters.segmentation import build_segmentation
 from exporters.splitcompute import build_splitcompute
 
@@ -22,7 +23,9 @@ def build_ctr(artifacts: Path, repository: Path, quick: bool) -> Path:
         from models.ctr import train  # torch training only when needed
 
         train.main(["--out", str(checkpoint.parent), *(["--quick"] if quick else [])])
-    return export_din(checkpoint, repository, "din-fp32")
+    written = export_din(checkpoint, repository, "din-fp32")
+    set_default_alias(repository, "din", "din-fp32", overwrite=False)
+    return written
 
 
 FAMILIES = {"ctr": build_ctr, "splitcompute": build_splitcompute, "segmentation": build_segmentation,

@@ -84,3 +84,31 @@ def write_model(repository: Path, name: str, onnx_path: Path, meta: dict[str, An
     full_meta = {**meta, "model_sha256": sha256_file(target), "size_bytes": target.stat().st_size}
     (version_dir / "meta.json").write_text(json.dumps(full_meta, indent=2, sort_keys=True) + "\n")
     return version_dir
+
+
+def write_variant(repository: Path, source: str, name: str, onnx_path: Path, meta: dict[str, Any],
+                  version: int = 1) -> Path:
+    """Writes another form of `source` (e.g. a quantization recipe) as model `name`, with
+    source's serving configuration and its meta.json merged under `meta`."""
+    source_dir = repository / source
+    config = text_format.Parse((source_dir / "config.pbtxt").read_text(), mc.ModelConfig())
+    config.name = name
+    source_meta = json.loads((source_dir / str(version) / "meta.json").read_text())
+    version_dir = repository / name / str(version)
+    version_dir.mkdir(parents=True, exist_ok=True)
+    target = version_dir / "model.onnx"
+    shutil.copyfile(onnx_path, target)
+    (repository / name / "config.pbtxt").write_text(text_format.MessageToString(config))
+    merged = {**source_meta, **meta, "source_model": source, "model_sha256": sha256_file(target),
+              "size_bytes": target.stat().st_size}
+    (version_dir / "meta.json").write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
+    return version_dir
+
+
+def set_default_alias(repository: Path, alias: str, model: str, overwrite: bool = True) -> None:
+    """Points `alias` at `model` in <repository>/aliases.json (the runtime resolves it)."""
+    path = repository / "aliases.json"
+    aliases = json.loads(path.read_text()) if path.is_file() else {}
+    if overwrite or alias not in aliases or not (repository / aliases[alias]).is_dir():
+        aliases[alias] = model
+    path.write_text(json.dumps(aliases, indent=2, sort_keys=True) + "\n")

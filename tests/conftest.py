@@ -19,6 +19,7 @@ class TinyCtr:
 @pytest.fixture(scope="session")
 def tiny_ctr(tmp_path_factory: pytest.TempPathFactory) -> TinyCtr:
     from exporters.ctr import export_din
+    from exporters.repository import set_default_alias
     from models.ctr.data import ClickDataConfig, make_click_data
     from models.ctr.train import TrainConfig, save_checkpoint, train_variant
 
@@ -28,4 +29,5 @@ def tiny_ctr(tmp_path_factory: pytest.TempPathFactory) -> TinyCtr:
     checkpoint = root / "din_dice.pt"
     save_checkpoint(checkpoint, model, metrics, data)
     export_din(checkpoint, root / "repo", "din-fp32")
+    set_default_alias(root / "repo", "din", "din-fp32")
     return TinyCtr(root / "repo", checkpoint, data.config.n_items, data.config.n_categories)

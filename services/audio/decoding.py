@@ -48,7 +48,8 @@ def _chunks(data: bytes) -> dict[bytes, tuple[int, int]]:
     """RIFF chunk id -> (payload offset, declared size), stopping at the data chunk."""
     if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         raise InvalidArgument("audio.wav is not a WAV file (no RIFF/WAVE header)")
-    found, offset = {}, 12
+    found: dict[bytes, tuple[int, int]] = {}
+    offset = 12
     while offset + 8 <= len(data):
         chunk_id, size = data[offset:offset + 4], struct.unpack_from("<I", data, offset + 4)[0]
         found.setdefault(chunk_id, (offset + 8, size))

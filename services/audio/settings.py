@@ -15,19 +15,19 @@ class AudioSettings(BaseSettings):
     """Repository model answering embedder="bow"."""
     default_embedder: str = "passt"
     """Embedder used when a request names none: "passt" or "bow"."""
-    max_duration_s: float = Field(600.0, gt=0)
+    max_duration_s: float = Field(default=600.0, gt=0)
     """Longest audio accepted, per request or per stream (checked from the declared length, before decoding)."""
-    min_sample_rate: int = Field(4000, ge=1)
+    min_sample_rate: int = Field(default=4000, ge=1)
     """Lowest input sample rate accepted (Hz)."""
-    max_sample_rate: int = Field(192000, ge=1)
+    max_sample_rate: int = Field(default=192000, ge=1)
     """Highest input sample rate accepted (Hz)."""
-    max_channels: int = Field(32, ge=1)
+    max_channels: int = Field(default=32, ge=1)
     """Most interleaved channels accepted (they are averaged)."""
-    default_hop_ms: float = Field(50.0, gt=0)
+    default_hop_ms: float = Field(default=50.0, gt=0)
     """Timestamp hop when a request sets none (HEAR's common 50 ms)."""
-    min_hop_ms: float = Field(10.0, gt=0)
+    min_hop_ms: float = Field(default=10.0, gt=0)
     """Smallest timestamp hop accepted."""
-    max_timestamps: int = Field(20000, ge=1)
+    max_timestamps: int = Field(default=20000, ge=1)
     """Most timestamp embeddings one request may ask for (duration / hop + 1)."""
-    batch_windows: int = Field(32, ge=1)
+    batch_windows: int = Field(default=32, ge=1)
     """1 s windows per model execution (long audio runs as several batches of this size)."""

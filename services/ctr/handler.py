@@ -82,9 +82,11 @@ class CtrHandler:
         _check_vocabulary(query.candidate_categories, "candidate_category_ids", vocab["n_categories"])
 
     def _model_name(self, requested: str) -> str:
+        """The default model, or a requested one among those served (by name or alias)."""
         name = requested or self._settings.model
-        if name not in self.model_names:
-            raise NotFound(f"model {name!r} is not served by ctr (served: {', '.join(self.model_names)})")
+        served = {*self.model_names, *(self._models.get(n).name for n in self.model_names if self._models.is_ready(n))}
+        if name not in served:
+            raise NotFound(f"model {name!r} is not served by ctr (served: {', '.join(sorted(served))})")
         return name
 
     async def score(self, query: ScoreQuery) -> ScoreResult:
@@ -110,4 +112,4 @@ class CtrHandler:
         self._candidates.observe(query.candidate_items.size)
         self._history.observe(used)
         weights = outputs["activation_weights"][0, :, :used] if query.explain else None  # (N, T)
-        return ScoreResult(outputs["click_probability"][0], weights, used, name, model.version)
+        return ScoreResult(outputs["click_probability"][0], weights, used, model.name, model.version)

@@ -9,10 +9,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class CtrSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="INFERSUITE_CTR_", extra="ignore")
 
-    model: str = "din-fp32"
-    """Model answering requests that name none (a model in the repository)."""
+    model: str = "din"
+    """Model answering requests that name none: a model of the repository, or an alias from its
+    aliases.json ("din" = the fastest DIN recipe that passed its quality gate)."""
     extra_models: list[str] = []
-    """Further DIN models (e.g. other quantization recipes) loaded for requests that name them."""
+    """Further DIN models loaded for requests that name them, e.g. '["din-fp32", "din-int8-qat"]'."""
     max_history: int = Field(100, ge=1)
     """Longest behaviour history used; longer ones keep their most recent behaviours."""
     max_candidates: int = Field(500, ge=1)

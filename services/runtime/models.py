@@ -53,10 +53,14 @@ class ModelManager:
         self._schedulers: dict[str, DynamicBatcher] = {}
         self.stats: dict[str, ModelStats] = {}
         self._expected: set[str] = set()  # asked to load: loading, loaded or failed
+        self._aliases: dict[str, str] = {}  # alias -> model (the repository's aliases.json)
 
     async def load(self, names: Iterable[str]) -> None:
         """Loads and warms up every named model (latest version)."""
-        for name in names:
+        for requested in names:
+            name = self.repository.canonical(requested)
+            if name != requested:
+                self._aliases[requested] = name
             if name in self._models:
                 continue
             self._expected.add(name)
@@ -83,6 +87,7 @@ class ModelManager:
             await model.infer(inputs)
 
     def get(self, name: str) -> LoadedModel:
+        name = self._aliases.get(name, name)
         model = self._models.get(name)
         if model is None:
             if name in self._expected or name in self.repository.names():
@@ -91,14 +96,13 @@ class ModelManager:
         return model
 
     def policy(self, name: str) -> BatchingPolicy:
-        self.get(name)
-        return self._schedulers[name].policy
+        return self._schedulers[self.get(name).name].policy
 
     def loaded(self) -> dict[str, LoadedModel]:
         return dict(self._models)
 
     def is_ready(self, name: str) -> bool:
-        return name in self._models
+        return self._aliases.get(name, name) in self._models
 
     @property
     def all_ready(self) -> bool:
@@ -106,7 +110,7 @@ class ModelManager:
 
     async def infer(self, name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Queues the request on the model's scheduler and waits for its own outputs."""
-        self.get(name)
+        name = self.get(name).name
         inflight = self._metrics.inflight.labels(name)
         inflight.inc()
         start, ok = time.perf_counter(), False

@@ -24,6 +24,7 @@ from services.runtime.errors import NotFound, Unavailable
 CONFIG_FILE = "config.pbtxt"
 MODEL_FILE = "model.onnx"
 META_FILE = "meta.json"
+ALIASES_FILE = "aliases.json"  # {"din": "din-int8-qat"}: a family's default model, chosen by the exporters
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,12 @@ class ModelRepository:
         if not self.root.is_dir():
             return []
         return sorted(p.name for p in self.root.iterdir() if (p / CONFIG_FILE).is_file())
+
+    def canonical(self, name: str) -> str:
+        """The model an alias stands for (aliases.json), or the name itself."""
+        path = self.root / ALIASES_FILE
+        aliases = json.loads(path.read_text()) if path.is_file() else {}
+        return str(aliases.get(name, name))
 
     def versions(self, name: str) -> list[str]:
         model_dir = self.root / name

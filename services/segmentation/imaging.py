@@ -59,8 +59,12 @@ def decode_image(data: bytes, limits: ImageLimits) -> np.ndarray:
                 rgb = image.convert("RGB")
     except InvalidArgument:
         raise
-    except (Image.UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InvalidArgument(f"image.encoded is not a decodable PNG or JPEG image ({type(exc).__name__})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        # PIL's own guard fires inside Image.open, from the header, before our size check.
+        raise InvalidArgument(f"image.encoded declares more than the maximum of {limits.max_pixels} pixels: "
+                              "refused before decoding") from None
+    except Image.UnidentifiedImageError:
+        raise InvalidArgument("image.encoded is not a decodable PNG or JPEG image") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InvalidArgument(f"image.encoded could not be decoded: {exc}") from None
     return np.asarray(rgb, dtype=np.uint8)

@@ -1,0 +1,78 @@
+"""The DIN family as seen by the quantization recipes (exporters/quantize)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from exporters.ctr import load_checkpoint
+from exporters.onnx_export import export_onnx
+from exporters.quantize.family import RecipeRefused
+from models.ctr.data import ClickData, ClickDataConfig, make_click_data, user_batch
+from models.ctr.din import DeepInterestNetwork
+from models.ctr.metrics import score_report
+from models.ctr.qat import qat_finetune
+
+INPUTS = DeepInterestNetwork.input_names
+CALIBRATION_BATCH = 32
+CALIBRATION_CANDIDATES = 20  # fixed shapes: entropy/percentile calibration fails on ragged batches
+
+
+class CtrQuantization:
+    family = "ctr"
+    metric = "test GAUC"
+    max_relative_loss = 0.01
+
+    def __init__(self, checkpoint: Path, repository: Path, name: str = "din-fp32"):
+        self._checkpoint = checkpoint
+        self._model, ckpt = load_checkpoint(checkpoint)
+        self.data: ClickData = make_click_data(ClickDataConfig(**ckpt["data_config"]))
+        self._fp32 = repository / name / "1" / "model.onnx"
+
+    def graphs(self) -> dict[str, Path]:
+        return {"din": self._fp32}
+
+    def _fixed_batch(self, users: np.ndarray) -> dict[str, np.ndarray]:
+        """A batch padded to (B, max_history) history and (B, 20) candidates."""
+        batch = {k: v.numpy() for k, v in user_batch(self.data, users).items() if k in INPUTS}
+        t, n = self.data.config.max_history, CALIBRATION_CANDIDATES
+        fixed = {}
+        for name, value in batch.items():
+            width = t if name.startswith("history") else n
+            out = np.zeros((len(users), width), value.dtype)
+            out[:, : min(width, value.shape[1])] = value[:, :width]
+            fixed[name] = out
+        return fixed
+
+    def calibration(self, graph: str, count: int) -> list[dict[str, np.ndarray]]:
+        users = self.data.valid_users
+        return [self._fixed_batch(users[i * CALIBRATION_BATCH:(i + 1) * CALIBRATION_BATCH])
+                for i in range(min(count, len(users) // CALIBRATION_BATCH))]
+
+    def evaluate(self, graphs: dict[str, Path]) -> float:
+        session = ort.InferenceSession(str(graphs["din"]), providers=["CPUExecutionProvider"])
+        users = self.data.test_users
+        rows, scores = [], []
+        for start in range(0, len(users), 256):
+            batch = user_batch(self.data, users[start:start + 256])
+            probability = session.run(["click_probability"], {k: batch[k].numpy() for k in INPUTS})[0]
+            valid = batch["candidate_mask"].numpy() > 0
+            rows.append(batch["impression_rows"].numpy()[valid])
+            scores.append(probability[valid])
+        rows_all = np.concatenate(rows)
+        report = score_report(self.data.labels[rows_all], np.concatenate(scores), self.data.user_index[rows_all])
+        return float(report["gauc"])
+
+    def latency_inputs(self, graph: str, batch: int) -> dict[str, np.ndarray]:
+        return self._fixed_batch(self.data.test_users[:batch])
+
+    def qat(self, graph: str, out: Path) -> Path:
+        if graph != "din":
+            raise RecipeRefused(f"no QAT loop for graph {graph!r}")
+        model, _ = load_checkpoint(self._checkpoint)
+        with torch.enable_grad():
+            tuned = qat_finetune(model, self.data, epochs=1)
+        return export_onnx(tuned, out)

@@ -1,0 +1,193 @@
+"""`make quantize-report`: runs every recipe on every family present, writes the quantized models
+into the repository (`<graph>-<recipe>`, FAILED ones marked and never chosen), points the family
+alias (aliases.json) at the fastest model that passes its quality gate, and writes
+reports/quantization.md + .json + plots. Latency is measured side by side, interleaved in rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from tqdm import tqdm
+
+from exporters.quantize.family import QuantFamily, RecipeRefused
+from exporters.quantize.inspect import kernel_summary
+from exporters.quantize.recipes import RECIPES
+from exporters.repository import set_default_alias, write_variant
+
+log = logging.getLogger(__name__)
+BATCHES = (1, 32)
+
+
+def run_recipe(family: QuantFamily, recipe: str, work: Path) -> dict[str, Any]:
+    row: dict[str, Any] = {"family": family.family, "recipe": recipe}
+    outputs: dict[str, Path] = {}
+    notes: list[str] = []
+    try:
+        for graph, src in family.graphs().items():
+            out = work / f"{graph}-{recipe}.onnx"
+            notes += RECIPES[recipe](src, out, family, graph).notes
+            outputs[graph] = out
+    except RecipeRefused as exc:
+        return {**row, "status": "refused", "notes": [str(exc)]}
+    row.update(status="ok", notes=notes, paths={g: str(p) for g, p in outputs.items()},
+               size_bytes=sum(p.stat().st_size for p in outputs.values()),
+               kernels={g: kernel_summary(p) for g, p in outputs.items()},
+               quality=family.evaluate(outputs))
+    return row
+
+
+def _session(path: str) -> ort.InferenceSession:
+    return ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+
+
+def measure_latency(family: QuantFamily, rows: list[dict[str, Any]], rounds: int = 3, runs: int = 20) -> None:
+    """p50 per recipe and batch size; recipes interleaved within each round so drift hits all alike."""
+    live = [r for r in rows if r["status"] == "ok"]
+    sessions = {(r["recipe"], g): _session(p) for r in live for g, p in r["paths"].items()}
+    feeds = {(g, b): family.latency_inputs(g, b) for g in family.graphs() for b in BATCHES}
+    samples: dict[tuple[str, int], list[float]] = {(r["recipe"], b): [] for r in live for b in BATCHES}
+    for _ in range(rounds):
+        for r in live:
+            for b in BATCHES:
+                for _ in range(runs):
+                    start = time.perf_counter()
+                    for g in r["paths"]:
+                        sessions[(r["recipe"], g)].run(None, feeds[(g, b)])
+                    samples[(r["recipe"], b)].append(time.perf_counter() - start)
+    for r in live:
+        r["latency_ms"] = {str(b): float(np.median(samples[(r["recipe"], b)]) * 1000) for b in BATCHES}
+
+
+def gate(rows: list[dict[str, Any]], family: QuantFamily) -> None:
+    base = next(r for r in rows if r["recipe"] == "fp32")
+    for r in rows:
+        if r["status"] != "ok":
+            continue
+        r["relative_loss"] = (base["quality"] - r["quality"]) / abs(base["quality"])
+        r["passed"] = r["relative_loss"] <= family.max_relative_loss
+        r["speedup"] = {b: base["latency_ms"][b] / r["latency_ms"][b] for b in r["latency_ms"]}
+        r["size_ratio"] = base["size_bytes"] / r["size_bytes"]
+
+
+def publish(family: QuantFamily, rows: list[dict[str, Any]], repository: Path) -> str:
+    """Writes every measured model into the repository; returns the family default's name."""
+    for r in rows:
+        if r["status"] != "ok":
+            continue
+        for graph, path in r["paths"].items():
+            meta = {"recipe": r["recipe"], "quality": {family.metric: r["quality"]},
+                    "relative_quality_loss": r["relative_loss"], "quality_gate": "passed" if r["passed"] else "FAILED",
+                    "kernels": r["kernels"][graph]["verdict"], "notes": r["notes"]}
+            write_variant(repository, f"{graph}-fp32", f"{graph}-{r['recipe']}", Path(path), meta)
+    # fp16 is a GPU recipe: on the CPU provider it is never the default (see the report's latency).
+    passing = [r for r in rows if r.get("passed") and (r["recipe"] != "fp16" or "CUDAExecutionProvider" in
+                                                       ort.get_available_providers())]
+    best = min(passing, key=lambda r: r["latency_ms"][str(BATCHES[-1])])
+    for graph in family.graphs():
+        set_default_alias(repository, graph, f"{graph}-{best['recipe']}")
+    return best["recipe"]
+
+
+def _kernels_cell(r: dict[str, Any]) -> str:
+    return "; ".join(f"{k['verdict']}" + (f" ({', '.join(f'{o}x{n}' for o, n in k['integer_ops'].items())})"
+                                          if k["integer_ops"] else "") for k in r["kernels"].values())
+
+
+def render(results: dict[str, Any]) -> str:
+    lines = ["# Quantization recipes: quality, size, CPU latency, kernels", "",
+             f"Command: `make quantize-report` (`python -m exporters.quantize.report`). Machine: {platform.machine()}, "
+             f"onnxruntime {ort.__version__} CPUExecutionProvider. Latency: p50 of interleaved rounds, one run, "
+             "all recipes side by side. Quality gate: relative loss of the family's metric vs fp32.", ""]
+    for fam in results["families"]:
+        lines += [f"## {fam['family']} ({fam['metric']}; gate: relative loss <= {fam['max_relative_loss']:.1%}; "
+                  f"default: `{fam['default']}`)", "",
+                  "| recipe | quality | rel. loss | gate | size KB | x smaller | p50 ms b=1 | p50 ms b=32 "
+                  "| speed-up b=32 | kernels |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in fam["rows"]:
+            if r["status"] != "ok":
+                lines.append(f"| {r['recipe']} | refused: {r['notes'][0]} | | | | | | | | |")
+                continue
+            lines.append(
+                f"| {r['recipe']} | {r['quality']:.4f} | {r['relative_loss']:+.2%} | "
+                f"{'passed' if r['passed'] else 'FAILED'} | {r['size_bytes'] / 1024:.0f} | {r['size_ratio']:.2f} | "
+                f"{r['latency_ms']['1']:.3f} | {r['latency_ms']['32']:.3f} | {r['speedup']['32']:.2f}x | "
+                f"{_kernels_cell(r)} |")
+        lines += ["", "Notes:"] + [f"- {r['recipe']}: {'; '.join(r['notes'])}" for r in fam["rows"] if r["notes"]]
+        lines += [""]
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for fam in results["families"]:
+        ok = [r for r in fam["rows"] if r["status"] == "ok"]
+        for r in ok:
+            left.scatter(r["latency_ms"]["32"], -100 * r["relative_loss"], marker="o" if r["passed"] else "x")
+            left.annotate(f"{fam['family']}:{r['recipe']}", (r["latency_ms"]["32"], -100 * r["relative_loss"]),
+                          fontsize=7)
+        right.bar([f"{fam['family']}:{r['recipe']}" for r in ok], [r["size_bytes"] / 1024 for r in ok])
+    left.set_xlabel("CPU p50 latency at batch 32 (ms)")
+    left.set_ylabel("quality change vs fp32 (%)")
+    left.set_title("quality vs latency (x = failed gate)")
+    right.set_ylabel("size on disk (KB)")
+    right.tick_params(axis="x", rotation=75, labelsize=7)
+    right.set_title("size per recipe")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+
+
+def families(repository: Path, artifacts: Path) -> list[QuantFamily]:
+    found: list[QuantFamily] = []
+    if (repository / "din-fp32").is_dir() and (artifacts / "ctr" / "din_dice.pt").is_file():
+        from exporters.ctr_quant import CtrQuantization
+
+        found.append(CtrQuantization(artifacts / "ctr" / "din_dice.pt", repository))
+    return found
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"))
+    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--report", type=Path, default=Path("reports/quantization.md"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    results: dict[str, Any] = {"families": []}
+    recipes = ["fp32", *[r for r in args.recipes if r != "fp32"]]
+    with tempfile.TemporaryDirectory() as tmp:
+        for family in families(args.repository, args.artifacts):
+            rows = [run_recipe(family, recipe, Path(tmp)) for recipe in tqdm(recipes, desc=family.family)]
+            measure_latency(family, rows)
+            gate(rows, family)
+            default = publish(family, rows, args.repository)
+            for r in rows:
+                r.pop("paths", None)
+            results["families"].append({"family": family.family, "metric": family.metric, "rows": rows,
+                                        "max_relative_loss": family.max_relative_loss, "default": default})
+    if not results["families"]:
+        raise SystemExit(f"no family to quantize in {args.repository} (run `make models` first)")
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    args.report.write_text(render(results))
+    args.report.with_suffix(".json").write_text(json.dumps(results, indent=2, default=str))
+    plot(results, args.report.with_suffix(".png"))
+    print(args.report.read_text())
+
+
+if __name__ == "__main__":
+    main()
