@@ -1,12 +1,13 @@
-"""A trivial gRPC endpoint (`/infersuite.loadtest.Trivial/Echo` returns its request bytes; Stall
-pauses every call for `stall_s` once, after `stall_after` calls) used to measure the generator
-itself and to test latency accounting. Run alone: `python -m loadtest.trivial_server --port 0`.
+"""A trivial gRPC endpoint (`/infersuite.loadtest.Trivial/Echo` returns its request bytes; a
+StallGate can freeze it once for `stall_s`, `stall_at_s` after its first call) used to measure the
+generator itself and to test latency accounting. Run alone: `python -m loadtest.trivial_server`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import time
 
 import grpc
 from grpc import aio
@@ -16,19 +17,22 @@ ECHO = f"/{SERVICE}/Echo"
 
 
 class StallGate:
-    """Every call passes through; one call (the `stall_after`-th) freezes the gate for `stall_s`,
-    so every request arriving meanwhile waits too: a GC pause or a stuck thread, once."""
+    """Every call passes through; the first call `stall_at_s` after the first one freezes the gate
+    for `stall_s`, so every request arriving meanwhile waits too: a GC pause or a stuck thread, once."""
 
-    def __init__(self, stall_after: int | None = None, stall_s: float = 1.0):
-        self.stall_after, self.stall_s = stall_after, stall_s
+    def __init__(self, stall_at_s: float | None = None, stall_s: float = 1.0):
+        self.stall_at_s, self.stall_s = stall_at_s, stall_s
         self.calls = 0
         self.stalls = 0
+        self._first_call: float | None = None
         self._open = asyncio.Event()
         self._open.set()
 
     async def pass_through(self) -> None:
         self.calls += 1
-        if self.stall_after is not None and self.calls == self.stall_after:
+        now = time.monotonic()
+        self._first_call = self._first_call or now
+        if self.stall_at_s is not None and not self.stalls and now - self._first_call >= self.stall_at_s:
             self._open.clear()
             self.stalls += 1
             await asyncio.sleep(self.stall_s)

@@ -19,16 +19,16 @@ from loadtest.workers import GeneratorSpec, WorkerPool
 pytestmark = pytest.mark.integration
 
 
-async def _stalling_server(stall_after: int) -> tuple[aio.Server, int, StallGate]:
+async def _stalling_server(stall_at_s: float | None) -> tuple[aio.Server, int, StallGate]:
     server = aio.server()
-    gate = add_trivial_service(server, StallGate(stall_after=stall_after, stall_s=1.0))
+    gate = add_trivial_service(server, StallGate(stall_at_s=stall_at_s, stall_s=1.0))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     return server, port, gate
 
 
-async def _measure(step: StepSpec, stall_after: int) -> tuple[dict[str, float], dict[str, float], int]:
-    server, port, gate = await _stalling_server(stall_after)
+async def _measure(step: StepSpec, stall_at_s: float) -> tuple[dict[str, float], dict[str, float], int]:
+    server, port, gate = await _stalling_server(stall_at_s)
     engine = LoadEngine(Target(f"127.0.0.1:{port}"), create("raw", {"method": ECHO}))
     try:
         await engine.start()
@@ -42,14 +42,14 @@ async def _measure(step: StepSpec, stall_after: int) -> tuple[dict[str, float], 
 
 
 async def test_open_loop_p99_shows_a_one_second_stall_that_closed_loop_hides():
-    # Open loop, 200/s for 3 s after 0.5 s warm-up; the 200th call (t ~ 1 s) freezes the server
-    # for 1 s. A third of the window's requests were due during the freeze, so p99 ~ 1 s.
+    # Open loop, 200/s for 3 s after 0.5 s warm-up; 1 s into the run the server freezes for 1 s.
+    # A third of the window's requests were due during the freeze, so p99 ~ 1 s.
     step = StepSpec(mode="open", rate=200.0, arrival="constant", warmup_s=0.5, duration_s=3.0, deadline_s=5.0)
-    open_intended, open_actual, open_ok = await _measure(step, stall_after=200)
+    open_intended, open_actual, open_ok = await _measure(step, stall_at_s=1.0)
     # The naive measurement: one closed-loop client simply does not send while it waits, so the
     # same freeze costs one slow sample among thousands.
     naive = StepSpec(mode="closed", concurrency=1, warmup_s=0.3, duration_s=3.0, deadline_s=5.0)
-    closed, _, closed_ok = await _measure(naive, stall_after=400)
+    closed, _, closed_ok = await _measure(naive, stall_at_s=1.0)
     print(f"\nopen loop  ({open_ok} ok): p50 {open_intended['p50_ms']:.1f} ms, p99 {open_intended['p99_ms']:.0f} ms "
           f"from intended, p99 {open_actual['p99_ms']:.0f} ms from actual send")
     print(f"closed loop ({closed_ok} ok): p50 {closed['p50_ms']:.2f} ms, p99 {closed['p99_ms']:.2f} ms, "
@@ -92,3 +92,34 @@ def test_an_unreachable_target_is_a_clear_error():
     assert done.returncode == 1
     assert "loadtest: error: cannot reach 127.0.0.1:" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_two_worker_processes_split_one_schedule_and_merge():
+    server, port = start_trivial_server()
+    try:
+        step = StepSpec(mode="open", rate=400.0, arrival="constant", warmup_s=0.5, duration_s=1.0, deadline_s=5.0)
+        with WorkerPool(Target(f"127.0.0.1:{port}"), GeneratorSpec("raw", (("method", ECHO),)), workers=2) as pool:
+            stats = pool.run_step(step)
+            closed = pool.run_step(StepSpec(mode="closed", concurrency=4, warmup_s=0.2, duration_s=1.0))
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert stats.processes == 2
+    assert stats.sent + stats.dropped == 400  # exactly the window's share of one schedule, no double sends
+    assert stats.ok == stats.sent and not stats.errors
+    assert stats.latency_intended.get_total_count() == stats.ok
+    assert closed.processes == 2 and closed.ok > 0 and not closed.errors
+
+
+async def test_a_replayed_trace_is_sent_on_its_own_schedule():
+    server, port, _ = await _stalling_server(stall_at_s=None)  # never stalls
+    trace = tuple(0.01 * i for i in range(120))  # 100/s for 1.2 s
+    engine = LoadEngine(Target(f"127.0.0.1:{port}"), create("raw", {"method": ECHO}))
+    try:
+        await engine.start()
+        stats = await engine.run_step(StepSpec(mode="open", trace=trace, rate=100.0, warmup_s=0.2, duration_s=1.0))
+    finally:
+        await engine.close()
+        await server.stop(0)
+    assert stats.sent == 100  # the sends at 0.20 .. 1.19 s fall in the measured window
+    assert stats.ok == 100 and not stats.dropped
