@@ -29,6 +29,7 @@ from services.runtime.models import ModelManager
 from services.runtime.oip import SERVICE_NAME as OIP_SERVICE_NAME
 from services.runtime.oip import OipServicer
 from services.runtime.repository import ModelRepository
+from services.runtime.security import BearerTokenInterceptor, server_credentials
 from services.runtime.settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,10 @@ class InferSuiteServer:
         self.runtime = Runtime(settings, self.models, self.metrics)
         options = [("grpc.max_receive_message_length", settings.max_message_bytes),
                    ("grpc.max_send_message_length", settings.max_message_bytes)]
-        self.grpc = aio.server(interceptors=[ErrorAndMetricsInterceptor(self.metrics)], options=options)
+        interceptors: list[aio.ServerInterceptor] = [ErrorAndMetricsInterceptor(self.metrics)]
+        if settings.auth_token is not None:
+            interceptors.insert(0, BearerTokenInterceptor(settings.auth_token.get_secret_value()))
+        self.grpc = aio.server(interceptors=interceptors, options=options)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         self.metrics_port: int | None = None
@@ -161,7 +165,10 @@ async def build_server(
     """Builds (does not start) the server and binds its port; port 0 picks a free one."""
     server = InferSuiteServer(settings, services if services is not None else load_services(settings.services))
     server._register()
-    port = server.grpc.add_insecure_port(f"{settings.host}:{settings.port}")
+    address = f"{settings.host}:{settings.port}"
+    credentials = server_credentials(settings)
+    port = (server.grpc.add_secure_port(address, credentials) if credentials is not None
+            else server.grpc.add_insecure_port(address))
     if port == 0:
         raise OSError(f"could not bind {settings.host}:{settings.port}")
     return server, port

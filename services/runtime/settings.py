@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -57,5 +57,13 @@ class RuntimeSettings(BaseSettings):
     """On SIGTERM: how long in-flight requests may take to finish before the server stops."""
     max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     """Largest gRPC message accepted or sent."""
+    tls_cert_file: Path | None = None
+    """PEM certificate chain of the server; with tls_key_file, gRPC is served over TLS only."""
+    tls_key_file: Path | None = None
+    """PEM private key of the server certificate."""
+    tls_client_ca_file: Path | None = None
+    """PEM CA bundle; when set, clients must present a certificate it signed (mutual TLS)."""
+    auth_token: SecretStr | None = None
+    """When set, every RPC except health checks and reflection needs `authorization: Bearer <token>`."""
     log_level: str = "INFO"
     """Python logging level."""
