@@ -66,13 +66,18 @@ def _credentials(target: Target) -> grpc.ChannelCredentials:
     return grpc.ssl_channel_credentials(read(target.ca_cert), read(target.client_key), read(target.client_cert))
 
 
-def open_channel(target: Target, index: int = 0) -> grpc.aio.Channel:
-    options = [("grpc.max_receive_message_length", 64 * 1024 * 1024),
-               ("grpc.max_send_message_length", 64 * 1024 * 1024),
-               ("grpc.channel_id", index),  # distinct args -> a distinct connection per channel
-               ("grpc.use_local_subchannel_pool", 1)]
+def channel_options(target: Target, index: int = 0) -> list[tuple[str, object]]:
+    options: list[tuple[str, object]] = [
+        ("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.max_send_message_length", 64 * 1024 * 1024),
+        ("grpc.channel_id", index),  # distinct args -> a distinct connection per channel
+        ("grpc.use_local_subchannel_pool", 1)]
     if target.server_name:
         options.append(("grpc.ssl_target_name_override", target.server_name))
+    return options
+
+
+def open_channel(target: Target, index: int = 0) -> grpc.aio.Channel:
+    options = channel_options(target, index)
     if target.tls:
         return grpc.aio.secure_channel(target.address, _credentials(target), options)
     return grpc.aio.insecure_channel(target.address, options)

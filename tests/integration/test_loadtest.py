@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import shutil
 import socket
 import subprocess
 import sys
 
+import grpc
 import pytest
 from grpc import aio
 
@@ -123,3 +127,34 @@ async def test_a_replayed_trace_is_sent_on_its_own_schedule():
         await server.stop(0)
     assert stats.sent == 100  # the sends at 0.20 .. 1.19 s fall in the measured window
     assert stats.ok == 100 and not stats.dropped
+
+
+def _self_signed(directory) -> tuple[bytes, bytes]:
+    key, cert = directory / "key.pem", directory / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    return key.read_bytes(), cert.read_bytes()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+async def test_tls_targets_through_the_command_line(tmp_path):
+    key, cert = _self_signed(tmp_path)
+    server = aio.server()
+    add_trivial_service(server)
+    port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([(key, cert)]))
+    await server.start()
+    base = [sys.executable, "-m", "loadtest", "run", "--service", "raw", "--param", f"method={ECHO}",
+            "--target", f"127.0.0.1:{port}", "--metrics-url", "none", "--concurrency", "2", "--duration", "0.5",
+            "--warmup", "0.1", "--workers", "0", "--connect-timeout", "2", "--quiet", "--out", str(tmp_path / "r")]
+    try:
+        secure = await asyncio.to_thread(subprocess.run, [*base, "--tls", "--ca-cert", str(tmp_path / "cert.pem"),
+                                                          "--server-name", "localhost"],
+                                         capture_output=True, text=True, timeout=120)
+        plain = await asyncio.to_thread(subprocess.run, base, capture_output=True, text=True, timeout=120)
+    finally:
+        await server.stop(0)
+    assert secure.returncode == 0, secure.stderr
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["steps"][0]["ok"] > 0 and not report["steps"][0]["errors"]
+    assert plain.returncode == 1 and "TLS mismatch?" in plain.stderr and "Traceback" not in plain.stderr
