@@ -29,7 +29,7 @@ CLASS_NAMES = ("background", "disk", "square", "triangle", "cross")
 
 @dataclass(frozen=True)
 class SceneConfig:
-    n_images: int = 4000  # scenes in the whole set (split below)
+    n_images: int = 3000  # scenes in the whole set (split below)
     image_size: int = 64  # square images, pixels per side
     max_objects: int = 5  # most objects in the hardest scene
     r_min: float = 6.0  # smallest object radius (pixels), reached at difficulty 1

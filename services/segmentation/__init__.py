@@ -21,10 +21,10 @@ class SegmentationService:
 
     def required_models(self) -> list[str]:
         """The backbone, then the encoder-layer and head graphs its meta.json names."""
-        if self._runtime is None:
-            return [self.settings.backbone_model]
-        backbone = self._runtime.models.repository.resolve(self.settings.backbone_model)
-        stages = backbone.meta["pipeline"]["stages"]
+        repository = self._runtime.models.repository if self._runtime is not None else None
+        if repository is None or self.settings.backbone_model not in repository.names():
+            return [self.settings.backbone_model]  # loading it fails with the repository's own message
+        stages = repository.resolve(self.settings.backbone_model).meta["pipeline"]["stages"]
         return [self.settings.backbone_model, *stages["encoder_layers"], stages["head"]]
 
     def register(self, server: aio.Server, runtime: Runtime) -> None:

@@ -8,7 +8,13 @@ import torch
 
 from models.segmentation.data import SceneConfig, make_scene, make_scenes, shape_mask
 from models.segmentation.eco_m2f import (
-    BackboneGateStage, EcoM2F, EcoM2FConfig, EncoderLayerStage, HeadStage, gflops_at_exit, stage_gflops,
+    BackboneGateStage,
+    EcoM2F,
+    EcoM2FConfig,
+    EncoderLayerStage,
+    HeadStage,
+    gflops_at_exit,
+    stage_gflops,
 )
 from models.segmentation.gating import ExitTable, ideal_exits, train_gate
 from models.segmentation.metrics import confusion, mean_iou, per_image_miou
