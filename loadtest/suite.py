@@ -20,7 +20,7 @@ from loadtest import report
 from loadtest.cli import RunError, UsageError, command_line, parse_params, target_from
 from loadtest.commands import Display, _describe, check_reachable, resolve_metrics_url
 from loadtest.engine import StepSpec, Target
-from loadtest.generators import GeneratorError
+from loadtest.generators import GeneratorError, create
 from loadtest.generators.base import by_grpc_service
 from loadtest.generators.oip import oip_messages
 from loadtest.local_suite import SERVING, LocalSuite, health
@@ -80,7 +80,7 @@ def plan(address: str, repository: Path, extra: dict[str, dict[str, str]] | None
             vocabulary = {"repository": str(repository)} if repository.is_dir() else {}
             runs += [(f"oip-{model}", "oip", {"model": model, **vocabulary, **extra.get("oip", {})})
                      for model in oip_models(address)]
-        elif name == "ctr" and (repository / "din-fp32").is_dir():
+        elif name == "ctr" and _has_ctr_meta(repository, extra.get("ctr", {})):
             runs.append(("ctr", "ctr", {"repository": str(repository), **extra.get("ctr", {})}))
         else:
             runs.append((name, name, extra.get(name, {})))
@@ -89,6 +89,15 @@ def plan(address: str, repository: Path, extra: dict[str, dict[str, str]] | None
     if serving:  # the floor probes a SERVING service, so a partial suite's floor is still valid
         runs[0] = ("health", "health", {"service": serving[0]})
     return runs, skipped
+
+
+def _has_ctr_meta(repository: Path, params: dict[str, str]) -> bool:
+    """Whether the ctr generator can read the served model's vocabulary from the repository."""
+    try:
+        create("ctr", {"repository": str(repository), **params})
+    except GeneratorError:
+        return False
+    return True
 
 
 def _sweep(args: argparse.Namespace, target: Target, generator: str, params: dict[str, str],

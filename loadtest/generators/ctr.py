@@ -19,7 +19,8 @@ import numpy as np
 
 from loadtest.generators.base import GeneratorError, RequestPool, check_unknown, int_param, register
 
-DEFAULT_MODEL = "din-fp32"
+DEFAULT_MODEL = "din"  # the family alias (<repository>/aliases.json) the ctr service answers with
+FALLBACK_MODEL = "din-fp32"
 PARAMS = {"n_items", "n_categories", "meta", "repository", "model", "max_history",
           "min_candidates", "max_candidates", "explain"}
 
@@ -37,7 +38,7 @@ def _vocabulary(params: dict[str, str]) -> tuple[int, int, str]:
     """(n_items, n_categories, where they came from)."""
     meta_path = params.get("meta")
     if meta_path is None and "repository" in params:
-        model_dir = Path(params["repository"]) / params.get("model", DEFAULT_MODEL)
+        model_dir = Path(params["repository"]) / resolve_model(Path(params["repository"]), params.get("model"))
         versions = sorted((p for p in model_dir.glob("*/meta.json") if p.parent.name.isdigit()),
                           key=lambda p: int(p.parent.name))
         if not versions:
@@ -50,6 +51,17 @@ def _vocabulary(params: dict[str, str]) -> tuple[int, int, str]:
             raise GeneratorError(f"ctr: cannot read the vocabulary from {meta_path}: {err}") from None
         return int(vocabulary["n_items"]), int(vocabulary["n_categories"]), meta_path
     return int_param(params, "n_items", 600), int_param(params, "n_categories", 30), "parameters"
+
+
+def resolve_model(repository: Path, name: str | None) -> str:
+    """A model name or alias -> the model directory name, as the runtime resolves aliases.json."""
+    aliases_file = repository / "aliases.json"
+    try:
+        aliases = json.loads(aliases_file.read_text()) if aliases_file.is_file() else {}
+    except ValueError:
+        aliases = {}
+    resolved = str(aliases.get(name or DEFAULT_MODEL, name or DEFAULT_MODEL))
+    return resolved if name or (repository / resolved).is_dir() else FALLBACK_MODEL
 
 
 class CtrGenerator:

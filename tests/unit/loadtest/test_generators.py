@@ -95,3 +95,14 @@ def test_health_and_raw_generators():
     assert raw.method == "/a.B/C" and [len(p) for p in raw.payloads] == [32, 32, 32]
     with pytest.raises(GeneratorError, match=r"/package\.Service/Method"):
         create("raw", {"method": "nope"})
+
+
+def test_ctr_follows_the_family_alias_to_the_served_model(tmp_path):
+    for name, n_items in (("din-fp32", 40), ("din-int8-qat", 55)):
+        meta = tmp_path / name / "1" / "meta.json"
+        meta.parent.mkdir(parents=True)
+        meta.write_text(json.dumps({"vocabulary": {"n_items": n_items, "n_categories": 4}}))
+    assert create("ctr", {"repository": str(tmp_path)}).n_items == 40  # no aliases.json: din-fp32
+    (tmp_path / "aliases.json").write_text(json.dumps({"din": "din-int8-qat"}))
+    assert create("ctr", {"repository": str(tmp_path)}).n_items == 55
+    assert create("ctr", {"repository": str(tmp_path), "model": "din-fp32"}).n_items == 40
