@@ -103,8 +103,7 @@ class Runner:
         psutil.cpu_percent(None)  # starts the machine-wide CPU measurement
         for trial in range(self.trials):
             title = f"{label} trial {trial + 1}/{self.trials}" if self.trials > 1 else label
-            progress = (lambda done, title=title: self.display(title, step.warmup_s + step.duration_s, done)
-                        ) if self.display else None
+            progress = self._progress(title, step.warmup_s + step.duration_s)
             stats = self.pool.run_step(dataclasses.replace(step, seed=step.seed + trial), progress,
                                        self.scraper.before)
             self.scraper.after()
@@ -118,6 +117,12 @@ class Runner:
         result = StepResult(step, trials, merged, self.scraper.take(), machine_cpu, warnings)
         self.results.append(result)
         return result
+
+    def _progress(self, title: str, seconds: float) -> Callable[[int], None] | None:
+        display = self.display
+        if display is None:
+            return None
+        return lambda done: display(title, seconds, done)
 
     def sweep(self, steps: list[StepSpec]) -> list[StepResult]:
         return [self.run(step, f"step {i + 1}/{len(steps)} {_load_label(step)}") for i, step in enumerate(steps)]

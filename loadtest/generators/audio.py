@@ -77,7 +77,8 @@ class AudioGenerator:
     async def build(self, channel: grpc.aio.Channel, rng: np.random.Generator, size: int) -> RequestPool:
         from protos import audio_pb2
 
-        payloads, shapes = [], []
+        payloads: list[bytes] = []
+        shapes: list[ClipShape] = []
         for index in range(size):
             if index >= 32:  # synthesis is costly: cycle 32 distinct clips
                 payloads.append(payloads[index % 32])

@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import grpc
 import numpy as np
@@ -33,8 +34,8 @@ METHOD = "/inference.GRPCInferenceService/ModelInfer"
 def oip_messages() -> ModuleType:
     """The `inference` package's messages: the repository's stubs first, then tritonclient's."""
     try:
-        from protos import grpc_service_pb2
-        return grpc_service_pb2
+        from protos import grpc_service_pb2  # type: ignore[attr-defined]  # when the lead adds the proto
+        return grpc_service_pb2  # type: ignore[no-any-return]
     except ImportError:
         pass
     try:
@@ -68,7 +69,7 @@ class OipGenerator:
         self.int_high = int_param(params, "int_high", _vocabulary_bound(params) or 10, low=self.int_low)
         self.shapes = {k.removeprefix("shape."): _parse_shape(k, v) for k, v in params.items() if k in shapes}
 
-    async def metadata(self, channel: grpc.aio.Channel) -> object:
+    async def metadata(self, channel: grpc.aio.Channel) -> Any:
         messages = oip_messages()
         call = channel.unary_unary("/inference.GRPCInferenceService/ModelMetadata",
                                    request_serializer=messages.ModelMetadataRequest.SerializeToString,
