@@ -5,7 +5,8 @@
 # host), imported into podman and tagged `python:3.11-slim` so `FROM python:3.11-slim` resolves
 # without a pull. Where Docker Hub is reachable, skip this script: the real image works unchanged.
 #
-# Cached: the image is keyed by a hash of this script and the host's added CA certificates
+# Cached: the image is keyed by a hash of its recipe (the lines between the recipe markers below)
+# and of the host's added CA certificates
 # (tag localhost/infersuite-base:<key>); a key already in podman's storage, or saved as
 # $INFERSUITE_IMAGE_CACHE/base-<key>.tar, is reused and only re-tagged.
 #
@@ -13,17 +14,15 @@
 set -euo pipefail
 
 BASE_TAG="python:3.11-slim"
+# recipe:begin
 SUITE="bookworm"
 PACKAGES="python3,python3-venv,ca-certificates"
 CACHE_DIR="${INFERSUITE_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/infersuite}"
 LOCAL_CAS=/usr/local/share/ca-certificates
 
-for tool in podman debootstrap; do
-  command -v "$tool" >/dev/null || { echo "build_base_image: $tool is not installed" >&2; exit 2; }
-done
-[ "$(id -u)" -eq 0 ] || { echo "build_base_image: debootstrap needs root" >&2; exit 2; }
+command -v podman >/dev/null || { echo "build_base_image: podman is not installed" >&2; exit 2; }
 
-key="$( { cat "$0"; find "$LOCAL_CAS" -type f -name '*.crt' 2>/dev/null | sort | xargs -r cat; } \
+key="$( { sed -n '/^# recipe:begin/,/^# recipe:end/p' "$0"; find "$LOCAL_CAS" -type f -name '*.crt' 2>/dev/null | sort | xargs -r cat; } \
         | sha256sum | cut -c1-16)"
 keyed="localhost/infersuite-base:$key"
 
@@ -33,6 +32,8 @@ elif [ -f "$CACHE_DIR/base-$key.tar" ]; then
   echo "loading base image from $CACHE_DIR/base-$key.tar"
   podman load -q -i "$CACHE_DIR/base-$key.tar" >/dev/null
 else
+  command -v debootstrap >/dev/null || { echo "build_base_image: debootstrap is not installed" >&2; exit 2; }
+  [ "$(id -u)" -eq 0 ] || { echo "build_base_image: debootstrap needs root" >&2; exit 2; }
   # The mirror apt already uses on this host (deb822 sources first, then sources.list).
   mirror="$(grep -hs -m1 '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' || true)"
   [ -n "$mirror" ] || mirror="$(grep -hs -m1 '^deb ' /etc/apt/sources.list | awk '{print $2}' || true)"
@@ -46,7 +47,7 @@ else
   if compgen -G "$LOCAL_CAS/*.crt" >/dev/null; then
     cp "$LOCAL_CAS"/*.crt "$rootfs/usr/local/share/ca-certificates/"
   fi
-  chroot "$rootfs" update-ca-certificates >/dev/null
+  chroot "$rootfs" update-ca-certificates >/dev/null 2>&1
   # The official image has `python` on PATH; the venvs built from this one do not depend on it.
   ln -sf /usr/bin/python3 "$rootfs/usr/local/bin/python"
   rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* \
@@ -56,6 +57,7 @@ else
     --change 'ENV LANG=C.UTF-8' \
     --change 'CMD ["python3"]' \
     - "$keyed" >/dev/null
+# recipe:end
   mkdir -p "$CACHE_DIR"
   podman save -q -o "$CACHE_DIR/base-$key.tar" "$keyed"
   echo "built $keyed (saved to $CACHE_DIR/base-$key.tar)"

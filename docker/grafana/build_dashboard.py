@@ -56,7 +56,8 @@ def panels() -> list[dict]:
             'service_method:infersuite_request_errors:ratio_rate1m{service=~"$service"}', "{{service}}/{{method}}")],
             "INTERNAL, UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED... over all answers (recording rule)."),
         timeseries("Latency p50 / p99", "s", [
-            (quantile(0.5, "infersuite_request_duration_seconds", "service, method", RPC), "p50 {{service}}/{{method}}"),
+            (quantile(0.5, "infersuite_request_duration_seconds", "service, method", RPC),
+             "p50 {{service}}/{{method}}"),
             (quantile(0.99, "infersuite_request_duration_seconds", "service, method", RPC),
              "p99 {{service}}/{{method}}")]),
         row("Models: queue, compute, batching"),
@@ -75,7 +76,8 @@ def panels() -> list[dict]:
             (f"sum by (model) (infersuite_model_inflight_requests{{{MODEL}}})", "in flight {{model}}")]),
         timeseries("Rejections", "reqps", [(
             f"sum by (model, reason) (rate(infersuite_model_rejected_requests_total{{{MODEL}}}[$__rate_interval]))",
-            "{{model}} {{reason}}")], "queue_full: bounded queue; deadline: cannot finish before the caller's deadline."),
+            "{{model}} {{reason}}")],
+            "queue_full: bounded queue; deadline: cannot finish before the caller's deadline."),
         timeseries("Models ready (replicas)", "short", [(
             f"sum by (model) (infersuite_model_ready{{{MODEL}}})", "{{model}}")]),
         row("Families"),

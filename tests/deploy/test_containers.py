@@ -1,0 +1,178 @@
+"""The deployment for real: podman builds the base image and the repository's unmodified
+docker/Dockerfile, runs one container per service that has a model (the tiny session models of
+the test suite, merged into one repository), and the host checks grpc.health.v1, a real request
+through each service (the load-test generators' requests and response checks), /metrics, a real
+Prometheus scraping the containers with the shipped rules (p99 from the histograms), the
+dashboard's metric names against what the containers export, and the SIGTERM drain.
+
+Skipped only when podman or runc is not installed. `pytest -m deploy -s` prints phase timings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from tests.deploy import podman_stack as stack
+from tests.deploy.prometheus_server import PrometheusServer
+
+MISSING = stack.missing_tools()
+pytestmark = [
+    pytest.mark.deploy,
+    pytest.mark.skipif(bool(MISSING), reason=f"not installed: {', '.join(MISSING)} (apt-get install podman runc)"),
+]
+if MISSING:
+    print(f"tests/deploy/test_containers.py skipped: {', '.join(MISSING)} not installed")
+
+# Families whose tiny session fixture exists on this checkout (ctr's lives in tests/conftest.py).
+for _family in ("splitcompute", "audio", "segmentation"):
+    try:
+        _module = importlib.import_module(f"tests.fixtures_{_family}")
+    except ModuleNotFoundError:
+        continue
+    if hasattr(_module, f"tiny_{_family}"):
+        globals()[f"tiny_{_family}"] = getattr(_module, f"tiny_{_family}")
+FIXTURES = ["ctr", *(family for family in ("splitcompute", "audio", "segmentation") if f"tiny_{family}" in globals())]
+REQUESTS = 4
+
+
+def _generator_params(service: str, fixture: object, repository: Path, workdir: Path) -> dict[str, str]:
+    if service == "ctr":
+        return {"repository": str(repository)}
+    if service == "splitcompute":
+        from services.splitcompute.edge import EdgeEncoder  # the edge SDK writes the frames, as on a device
+
+        encoder, frames = EdgeEncoder(fixture.encoder_bundle), workdir / "frames"  # type: ignore[attr-defined]
+        frames.mkdir(exist_ok=True)
+        for index in range(REQUESTS):
+            (frames / f"frame{index}.bin").write_bytes(encoder.encode(fixture.images[index]).payload)  # type: ignore[attr-defined]
+        return {"payloads": str(frames)}
+    if service == "audio":
+        return {"min_s": "0.3", "max_s": "1.0"}
+    return {"min_side": "48", "max_side": "96"}
+
+
+async def _send(target: str, service: str, params: dict[str, str], count: int) -> int:
+    """`count` requests from the service's load-test generator; each response must pass its check."""
+    from loadtest.generators import create
+
+    async with grpc.aio.insecure_channel(target) as channel:
+        pool = await create(service, params).build(channel, np.random.default_rng(count), count)
+        call = channel.unary_unary(pool.method)  # serialized request bytes in, response bytes out
+        for payload, expectation in zip(pool.payloads, pool.expectations, strict=True):
+            failure = pool.check(expectation, await call(payload, timeout=60))
+            assert failure is None, f"{service}: {failure}"
+    return count
+
+
+@pytest.fixture(scope="module")
+async def deployed(request, tmp_path_factory):
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    fixtures = {family: request.getfixturevalue(f"tiny_{family}") for family in FIXTURES}
+    timings["tiny models"] = time.perf_counter() - start
+    workdir = tmp_path_factory.mktemp("deploy")
+    repository = stack.readable_repository([f.repository for f in fixtures.values()], workdir / "repository")
+    stack.build_images(timings)
+    start, tag = time.perf_counter(), str(os.getpid())
+    containers = {service: stack.run_container(service, repository, tag) for service in fixtures}
+    try:
+        waits = await asyncio.gather(*(stack.wait_serving(c, timeout_s=180) for c in containers.values()))
+        timings["containers serving"] = time.perf_counter() - start
+        params = {s: _generator_params(s, fixtures[s], repository, workdir) for s in containers}
+        yield {"containers": containers, "params": params, "workdir": workdir, "timings": timings,
+               "serving_s": dict(zip(containers, waits, strict=True))}
+    finally:
+        for container in containers.values():
+            stack.remove(container)
+        print("deploy timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+
+
+def test_every_service_with_a_model_runs_in_a_container(deployed) -> None:
+    assert "ctr" in deployed["containers"]
+    assert set(deployed["containers"]) == set(FIXTURES)
+    for service, seconds in deployed["serving_s"].items():
+        assert seconds < 180, service
+
+
+def test_the_image_health_check_reports_serving(deployed) -> None:
+    """The Dockerfile's HEALTHCHECK (docker/healthcheck.py inside the image) on the service's entry."""
+    for container in deployed["containers"].values():
+        result = stack.podman("healthcheck", "run", container.name, check=False)
+        assert result.returncode == 0, (container.service, result.stdout, result.stderr)
+
+
+def test_the_image_runs_as_a_non_root_user_without_torch(deployed) -> None:
+    container = deployed["containers"]["ctr"]
+    uid = stack.podman("exec", container.name, "id", "-u").stdout.strip()
+    probe = stack.podman("exec", container.name, "python", "-c",
+                         "import importlib.util as u; print(u.find_spec('torch') is None)").stdout.strip()
+    assert uid == "10001" and probe == "True"
+
+
+async def test_a_real_request_through_each_service_and_its_metrics(deployed) -> None:
+    for service, container in deployed["containers"].items():
+        await _send(container.target, service, deployed["params"][service], REQUESTS)
+        text = container.metrics()
+        grpc_service = stack.GRPC_SERVICES[service]
+        ok = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                 if line.startswith("infersuite_requests_total{") and f'service="{grpc_service}"' in line
+                 and 'code="OK"' in line)
+        assert ok >= REQUESTS, (service, ok)
+        assert re.search(r'^infersuite_model_ready\{model="[^"]+"\} 1\.0$', text, re.MULTILINE), service
+        promtool = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+        assert promtool.returncode == 0, (service, promtool.stdout, promtool.stderr)
+
+
+def test_dashboard_metrics_are_exported_by_the_containers(deployed) -> None:
+    from tests.deploy.test_deploy_static import dashboard_metric_names
+
+    exported: set[str] = set()
+    for container in deployed["containers"].values():
+        exported |= set(re.findall(r"^# TYPE (\S+) ", container.metrics(), re.MULTILINE))
+    exported |= {name.removesuffix("_total") for name in exported}
+    families = {f"infersuite_{s}_" for s in stack.GRPC_SERVICES}
+    running = {f"infersuite_{s}_" for s in deployed["containers"]}
+    wanted = {name for name in dashboard_metric_names()
+              if not name.startswith(tuple(families)) or name.startswith(tuple(running))}
+    assert wanted and wanted <= exported, sorted(wanted - exported)
+
+
+async def test_prometheus_scrapes_the_containers_and_computes_p99(deployed) -> None:
+    containers = deployed["containers"]
+    rules = sorted((stack.DOCKER / "prometheus" / "rules").glob("*.yml"))
+    prometheus = PrometheusServer(deployed["workdir"] / "prometheus",
+                                  {s: f"127.0.0.1:{c.metrics_port}" for s, c in containers.items()}, rules)
+    try:
+        prometheus.wait_targets_up(len(containers))
+        for _ in range(3):  # traffic across several 1 s scrapes, so rate() has an increase to see
+            for service, container in containers.items():
+                await _send(container.target, service, deployed["params"][service], 2)
+            await asyncio.sleep(1.2)
+        p99 = prometheus.wait_value("service_method:infersuite_request_duration_seconds:p99_1m", len(containers))
+        direct = prometheus.wait_value(
+            'histogram_quantile(0.99, sum by (service, le) (rate(infersuite_request_duration_seconds_bucket'
+            '{service=~"infersuite\\\\..*"}[1m])))', len(containers))
+        errors = prometheus.wait_value("service_method:infersuite_request_errors:ratio_rate1m", len(containers))
+    finally:
+        prometheus.close()
+    assert {s["metric"]["service"] for s in direct} == {stack.GRPC_SERVICES[s] for s in containers}
+    for series in [*p99, *direct]:
+        assert 0 < float(series["value"][1]) <= 10.0, series
+    assert all(float(s["value"][1]) == 0.0 for s in errors), errors
+
+
+def test_sigterm_drains_and_exits_zero(deployed) -> None:
+    for container in deployed["containers"].values():
+        code, logs = stack.stop(container)
+        assert code == 0, logs[-2000:]
+        assert "signal received: draining" in logs and "stopped" in logs, logs[-2000:]
