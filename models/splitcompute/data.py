@@ -139,8 +139,14 @@ def make_shape_data(cfg: ShapeDataConfig | None = None) -> ShapeData:
     labels = rng.integers(0, len(CLASS_NAMES), total)
     images = np.stack([render(rng, cfg, int(k)) for k in labels])  # (N, 3, H, W)
     rows = np.arange(total)
-    return ShapeData(cfg, images, labels.astype(np.int64), rows[:cfg.n_train],
-                     rows[cfg.n_train:cfg.n_train + cfg.n_valid], rows[cfg.n_train + cfg.n_valid:])
+    return ShapeData(
+        cfg,
+        images,
+        labels.astype(np.int64),
+        rows[: cfg.n_train],
+        rows[cfg.n_train : cfg.n_train + cfg.n_valid],
+        rows[cfg.n_train + cfg.n_valid :],
+    )
 
 
 def to_float(images: np.ndarray) -> np.ndarray:
@@ -148,10 +154,11 @@ def to_float(images: np.ndarray) -> np.ndarray:
     return images.astype(np.float32) / 255.0
 
 
-def iterate_batches(images: np.ndarray, labels: np.ndarray, batch_size: int,
-                    rng: np.random.Generator | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def iterate_batches(
+    images: np.ndarray, labels: np.ndarray, batch_size: int, rng: np.random.Generator | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(images, labels) mini-batches; shuffled when an `rng` is given."""
     order = rng.permutation(len(labels)) if rng is not None else np.arange(len(labels))
     for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
+        rows = order[start : start + batch_size]
         yield images[rows], labels[rows]

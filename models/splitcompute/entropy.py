@@ -82,11 +82,11 @@ class FactorizedPrior(nn.Module):
         pmf = self._box_likelihood(values)[:, 0, :].double()  # (C, 2M+1)
         radius = max_radius
         for r in range(1, max_radius + 1):
-            inside = pmf[:, max_radius - r:max_radius + r + 1].sum(dim=1)
+            inside = pmf[:, max_radius - r : max_radius + r + 1].sum(dim=1)
             if bool((1.0 - inside < tail_mass).all()):
                 radius = r
                 break
-        table = pmf[:, max_radius - radius:max_radius + radius + 1]
+        table = pmf[:, max_radius - radius : max_radius + radius + 1]
         return table.numpy(), radius
 
 

@@ -50,8 +50,10 @@ class Encoder(nn.Module):
         super().__init__()
         width, patch = cfg.encoder_channels, cfg.teacher.patch
         self.layers = nn.Sequential(
-            nn.Conv2d(3, width, patch, patch), nn.ReLU(inplace=True),  # (B, W, H/4, W/4)
-            nn.Conv2d(width, width, 3, 2, 1), nn.ReLU(inplace=True),  # (B, W, H/8, W/8)
+            nn.Conv2d(3, width, patch, patch),
+            nn.ReLU(inplace=True),  # (B, W, H/4, W/4)
+            nn.Conv2d(width, width, 3, 2, 1),
+            nn.ReLU(inplace=True),  # (B, W, H/8, W/8)
             nn.Conv2d(width, cfg.latent_channels, 3, 1, 1),  # (B, C, H/8, W/8)
         )
 
@@ -66,9 +68,12 @@ class Decoder(nn.Module):
         super().__init__()
         width, features = cfg.decoder_channels, cfg.teacher.stem_channels[-1]
         self.layers = nn.Sequential(
-            nn.Conv2d(cfg.latent_channels, width, 3, 1, 1), nn.ReLU(inplace=True),
-            nn.ConvTranspose2d(width, width, 2, 2), nn.ReLU(inplace=True),  # (B, W, H/4, W/4)
-            nn.Conv2d(width, features, 3, 1, 1), nn.ReLU(inplace=True),  # teacher stem ends in ReLU too
+            nn.Conv2d(cfg.latent_channels, width, 3, 1, 1),
+            nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(width, width, 2, 2),
+            nn.ReLU(inplace=True),  # (B, W, H/4, W/4)
+            nn.Conv2d(width, features, 3, 1, 1),
+            nn.ReLU(inplace=True),  # teacher stem ends in ReLU too
         )
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:

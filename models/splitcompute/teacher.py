@@ -18,8 +18,9 @@ from torch import nn
 
 def conv_bn_relu(c_in: int, c_out: int, stride: int = 1, kernel: int = 3) -> nn.Sequential:
     padding = kernel // 2 if kernel % 2 else 0  # odd kernels keep the size; even ones patchify
-    return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, stride, padding, bias=False), nn.BatchNorm2d(c_out),
-                         nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel, stride, padding, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)
+    )
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,9 @@ class TeacherTail(nn.Module):
     def __init__(self, cfg: TeacherConfig):
         super().__init__()
         c0, (c1, c2, c3) = cfg.stem_channels[-1], cfg.tail_channels
-        self.features = nn.Sequential(conv_bn_relu(c0, c1, 2), conv_bn_relu(c1, c2), conv_bn_relu(c2, c3, 2),
-                                      conv_bn_relu(c3, c3))
+        self.features = nn.Sequential(
+            conv_bn_relu(c0, c1, 2), conv_bn_relu(c1, c2), conv_bn_relu(c2, c3, 2), conv_bn_relu(c3, c3)
+        )
         self.head = nn.Linear(c3, cfg.n_classes)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -69,3 +71,9 @@ class TeacherCNN(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.tail(self.forward_features(image))
+
+    def example_inputs(self, batch: int = 2, size: int = 96) -> tuple[torch.Tensor]:
+        return (torch.rand(batch, 3, size, size),)
+
+    def dynamic_shapes(self) -> dict:
+        return {"image": {0: torch.export.Dim("batch", min=1, max=1024)}}

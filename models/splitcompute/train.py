@@ -16,9 +16,11 @@ Matsubara et al., "Supervised Compression for Resource-Constrained Edge Computin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -47,15 +49,22 @@ class TrainConfig:
     student: StudentConfig = field(default_factory=StudentConfig)  # architecture of every student
 
 
-def _threads() -> None:
-    # The build machine is shared; more threads than cores only adds contention.
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """Runs torch on one thread inside the block. On the shared 2-core build machine, two OpenMP
+    threads that wait on each other's barrier ran 6x (convolutions) to 25x (the prior's small
+    matmuls) slower than one thread under load (measured with load average ~15)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig, steps: int) -> tuple[Any, Any]:
     optimizer = torch.optim.Adam(params, lr=cfg.lr)
-    return optimizer, torch.optim.lr_scheduler.OneCycleLR(optimizer, cfg.lr, total_steps=max(steps, 1),
-                                                          pct_start=0.15)
+    return optimizer, torch.optim.lr_scheduler.OneCycleLR(optimizer, cfg.lr, total_steps=max(steps, 1), pct_start=0.15)
 
 
 def _steps(n: int, cfg: TrainConfig, epochs: int) -> int:
@@ -66,7 +75,7 @@ def _steps(n: int, cfg: TrainConfig, epochs: int) -> int:
 def predict_teacher(teacher: TeacherCNN, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Teacher logits (N, K) for uint8 images (N, 3, H, W)."""
     teacher.eval()
-    out = [teacher(torch.from_numpy(to_float(images[i:i + batch_size]))) for i in range(0, len(images), batch_size)]
+    out = [teacher(torch.from_numpy(to_float(images[i : i + batch_size]))) for i in range(0, len(images), batch_size)]
     return torch.cat(out).numpy()
 
 
@@ -78,6 +87,7 @@ def train_teacher(data: ShapeData, cfg: TrainConfig) -> tuple[TeacherCNN, dict[s
     images, labels = data.split("train")
     optimizer, schedule = _optimizer(list(teacher.parameters()), cfg, _steps(len(labels), cfg, cfg.teacher_epochs))
     best: dict[str, Any] = {"valid_accuracy": -1.0}
+    curve = []  # validation accuracy after each epoch
     for epoch in range(1, cfg.teacher_epochs + 1):
         teacher.train()
         for x, y in iterate_batches(images, labels, cfg.batch_size, rng):
@@ -87,9 +97,11 @@ def train_teacher(data: ShapeData, cfg: TrainConfig) -> tuple[TeacherCNN, dict[s
             optimizer.step()
             schedule.step()
         accuracy = accuracy_of(predict_teacher(teacher, data.split("valid")[0]), data.split("valid")[1])
+        curve.append(accuracy)
         if accuracy > best["valid_accuracy"]:
             best, state = {"valid_accuracy": accuracy, "best_epoch": epoch}, copy.deepcopy(teacher.state_dict())
     teacher.load_state_dict(state)
+    best["valid_accuracy_curve"] = curve
     test_images, test_labels = data.split("test")
     best["test_accuracy"] = accuracy_of(predict_teacher(teacher, test_images), test_labels)
     return teacher.eval(), best
@@ -99,8 +111,7 @@ def accuracy_of(logits: np.ndarray, labels: np.ndarray) -> float:
     return float((logits.argmax(axis=1) == labels).mean())
 
 
-def _stage1(student: EntropicStudent, teacher: TeacherCNN, images: np.ndarray, beta: float,
-            cfg: TrainConfig) -> None:
+def _stage1(student: EntropicStudent, teacher: TeacherCNN, images: np.ndarray, beta: float, cfg: TrainConfig) -> None:
     """Feature distillation + beta * bits per pixel; trains encoder, prior and decoder."""
     rng = np.random.default_rng(cfg.seed + 1)
     params = [*student.encoder.parameters(), *student.prior.parameters(), *student.decoder.parameters()]
@@ -122,12 +133,13 @@ def _stage1(student: EntropicStudent, teacher: TeacherCNN, images: np.ndarray, b
 
 
 @torch.no_grad()
-def quantized_latents(student: EntropicStudent, images: np.ndarray, radius: int,
-                      batch_size: int = 256) -> torch.Tensor:
+def quantized_latents(student: EntropicStudent, images: np.ndarray, radius: int, batch_size: int = 256) -> torch.Tensor:
     """The codec's symbols as floats: clamp(round(encoder(x)), -R, R), (N, C, h, w)."""
     student.eval()
-    out = [quantize(student.encoder(torch.from_numpy(to_float(images[i:i + batch_size]))), radius)
-           for i in range(0, len(images), batch_size)]
+    out = [
+        quantize(student.encoder(torch.from_numpy(to_float(images[i : i + batch_size]))), radius)
+        for i in range(0, len(images), batch_size)
+    ]
     return torch.cat(out)
 
 
@@ -136,8 +148,9 @@ def quantize(latent: torch.Tensor, radius: int) -> torch.Tensor:
     return torch.clamp(torch.round(latent), -radius, radius)
 
 
-def _stage2(student: EntropicStudent, latents: torch.Tensor, teacher_logits: torch.Tensor, labels: np.ndarray,
-            cfg: TrainConfig) -> None:
+def _stage2(
+    student: EntropicStudent, latents: torch.Tensor, teacher_logits: torch.Tensor, labels: np.ndarray, cfg: TrainConfig
+) -> None:
     """KD + CE on hard-quantized latents; trains decoder and tail only."""
     rng = np.random.default_rng(cfg.seed + 2)
     params = [*student.decoder.parameters(), *student.tail.parameters()]
@@ -159,19 +172,21 @@ def _stage2(student: EntropicStudent, latents: torch.Tensor, teacher_logits: tor
 
 
 @torch.no_grad()
-def evaluate_student(student: EntropicStudent, images: np.ndarray, labels: np.ndarray,
-                     radius: int) -> dict[str, float]:
+def evaluate_student(student: EntropicStudent, images: np.ndarray, labels: np.ndarray, radius: int) -> dict[str, float]:
     """Accuracy and the model's rate estimate (-log2 p of the clipped symbols) per image."""
     student.eval()
     latents = quantized_latents(student, images, radius)
-    logits = torch.cat([student.tail(student.decoder(latents[i:i + 256])) for i in range(0, len(latents), 256)])
+    logits = torch.cat([student.tail(student.decoder(latents[i : i + 256])) for i in range(0, len(latents), 256)])
     estimate_bits = float(bits(student.prior.likelihood(latents)))
-    return {"accuracy": accuracy_of(logits.numpy(), labels),
-            "estimated_bytes_per_image": estimate_bits / 8 / len(labels)}
+    return {
+        "accuracy": accuracy_of(logits.numpy(), labels),
+        "estimated_bytes_per_image": estimate_bits / 8 / len(labels),
+    }
 
 
-def train_student(teacher: TeacherCNN, data: ShapeData, beta: float, cfg: TrainConfig,
-                  teacher_logits: torch.Tensor) -> tuple[EntropicStudent, dict[str, Any]]:
+def train_student(
+    teacher: TeacherCNN, data: ShapeData, beta: float, cfg: TrainConfig, teacher_logits: torch.Tensor
+) -> tuple[EntropicStudent, dict[str, Any]]:
     """Both stages for one beta; the tail starts as a copy of the teacher's."""
     torch.manual_seed(cfg.seed)
     student = EntropicStudent(cfg.student)
@@ -191,8 +206,15 @@ def train_student(teacher: TeacherCNN, data: ShapeData, beta: float, cfg: TrainC
 
 def save_checkpoint(path: Path, model: torch.nn.Module, metrics: dict[str, Any], data_cfg: ShapeDataConfig) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": model.state_dict(), "config": model.config_dict(), "metrics": metrics,
-                "data_config": asdict(data_cfg)}, path)
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "config": model.config_dict(),
+            "metrics": metrics,
+            "data_config": asdict(data_cfg),
+        },
+        path,
+    )
 
 
 def load_teacher(path: Path) -> TeacherCNN:
@@ -219,9 +241,15 @@ def choose_default(results: list[dict[str, Any]], teacher_accuracy: float) -> di
 
 def run(out: Path, data_cfg: ShapeDataConfig, cfg: TrainConfig, log: bool = True) -> dict[str, Any]:
     """Teacher, then every beta; writes teacher.pt, student_beta<b>.pt and summary.json into `out`."""
-    _threads()
+    with single_thread():
+        return _run(out, data_cfg, cfg, log)
+
+
+def _run(out: Path, data_cfg: ShapeDataConfig, cfg: TrainConfig, log: bool) -> dict[str, Any]:
     started = time.perf_counter()
     data = make_shape_data(data_cfg)
+    if log:
+        print(f"data: {len(data.labels)} images ({time.perf_counter() - started:.0f} s)", flush=True)
     teacher, teacher_metrics = train_teacher(data, cfg)
     save_checkpoint(out / "teacher.pt", teacher, teacher_metrics, data_cfg)
     if log:
@@ -235,10 +263,14 @@ def run(out: Path, data_cfg: ShapeDataConfig, cfg: TrainConfig, log: bool = True
         results.append(metrics)
         if log:
             print(f"student: {metrics}", flush=True)
-    summary = {"teacher": teacher_metrics, "students": results,
-               "default": choose_default(results, teacher_metrics["valid_accuracy"])["checkpoint"],
-               "train_config": {k: v for k, v in asdict(cfg).items() if k != "student"},
-               "data_config": asdict(data_cfg), "seconds": time.perf_counter() - started}
+    summary = {
+        "teacher": teacher_metrics,
+        "students": results,
+        "default": choose_default(results, teacher_metrics["valid_accuracy"])["checkpoint"],
+        "train_config": {k: v for k, v in asdict(cfg).items() if k != "student"},
+        "data_config": asdict(data_cfg),
+        "seconds": time.perf_counter() - started,
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
