@@ -1,7 +1,7 @@
 """The family generators against the real services: every response passes its check.
 
-Splitcompute frames come from the real edge SDK (written to files, as a user would); audio clips
-and their checks come from the generator alone."""
+Splitcompute frames come from the real edge SDK (written to files, as a user would); images and
+audio clips and their checks come from the generators alone."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from loadtest.engine import LoadEngine, StepSpec, Target
 from loadtest.generators import create
 from services.audio import AudioService, AudioSettings
 from services.runtime import RuntimeSettings, build_server
+from services.segmentation import SegmentationService
 from services.splitcompute import SplitComputeService
 from services.splitcompute.edge import EdgeEncoder
 from tests.fixtures_audio import tiny_audio  # noqa: F401
+from tests.fixtures_segmentation import tiny_segmentation  # noqa: F401
 from tests.fixtures_splitcompute import tiny_splitcompute  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -49,3 +51,11 @@ async def test_audio_clips_of_varied_rates(tiny_audio):  # noqa: F811
                            {"method": method, "min_s": "0.3", "max_s": "1.5", "embedder": "bow"})
         assert stats.ok > 0 and not stats.errors and not stats.check_failures, (
             method, stats.errors, stats.error_samples, stats.check_failures)
+
+
+async def test_segmentation_images_of_mixed_size_and_effort(tiny_segmentation):  # noqa: F811
+    for effort in ("auto", "exits:2,3"):  # the tiny model exits after layer 2 or 3
+        stats = await _run(tiny_segmentation.repository, SegmentationService(), "segmentation",
+                           {"min_side": "48", "max_side": "128", "effort": effort})
+        assert stats.ok > 0 and not stats.errors and not stats.check_failures, (
+            effort, stats.errors, stats.error_samples, stats.check_failures)
