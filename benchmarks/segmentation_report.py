@@ -60,7 +60,7 @@ def beta_sweep(model: EcoM2F, train: ExitTable, test: ExitTable, costs: dict[str
         fit_gate(gated, train, beta, TrainConfig())
         row = policy_row(test, gate_choice(gated.gate, test.gate_features), costs, f"gate beta={beta:g}")
         oracle = policy_row(test, ideal_exits(test.quality, test.exits, beta), costs, "oracle")
-        baseline = equal_compute_fixed(test, row["mean_layers"], costs)
+        baseline = equal_compute_fixed(test, float(row["mean_layers"]), costs)
         rows.append({**row, "beta": beta, "equal_compute_miou": baseline["miou"], "oracle_miou": oracle["miou"],
                      "oracle_layers": oracle["mean_layers"]})
     return rows

@@ -33,6 +33,7 @@ from models.segmentation.eco_m2f import (
     BackboneGateStage,
     EcoM2F,
     EncoderLayerStage,
+    ExportStage,
     HeadStage,
     gflops_at_exit,
     stage_gflops,
@@ -86,7 +87,7 @@ class StagedOnnx:
         return logits, exits
 
 
-def _stage_parity(stage: torch.nn.Module, path: Path, real: tuple[torch.Tensor, ...]) -> float:
+def _stage_parity(stage: ExportStage, path: Path, real: tuple[torch.Tensor, ...]) -> float:
     inputs = [stage.example_inputs(b) for b in PARITY_BATCHES] + [real]
     return check_parity(stage, path, inputs, atol=STAGE_ATOL)
 
@@ -132,7 +133,7 @@ def export_segmentation(checkpoint_path: Path, repository: Path, recipe: str = "
               "onnx_opset": OPSET, "torch_version": torch.__version__}
     serving = serving or ServingConfig()
     with tempfile.TemporaryDirectory() as tmp:
-        stages: list[tuple[str, torch.nn.Module, tuple[torch.Tensor, ...], str]] = [
+        stages: list[tuple[str, ExportStage, tuple[torch.Tensor, ...], str]] = [
             (names["backbone"], BackboneGateStage(model), real["backbone"], "backbone_gate")]
         stages += [(name, EncoderLayerStage(model, k), real["layer"], f"encoder_layer_{k}")
                    for k, name in enumerate(names["encoder_layers"], start=1)]

@@ -1,15 +1,18 @@
 """Synthetic scenes with pixel-exact ground truth, for the ECO-M2F segmentation family.
 
 Every scene is drawn from one seed. Object classes are SHAPES (disk, square, triangle, cross);
-colour and stripe texture are drawn per object independently of the class, so the class must
-be read from the outline, which for large, occluded or noisy objects needs context beyond a
-local receptive field. A per-image difficulty d in [0, 1] sets how hard the scene is:
+stripe texture is drawn per object independently of the class, and so is the colour except in
+easy scenes, so in hard scenes the class must be read from the outline, which for large,
+occluded or noisy objects needs context beyond a local receptive field. A per-image difficulty
+d in [0, 1] sets how hard the scene is:
 
     objects   1 + round(d * (max_objects - 1))   more objects, more occlusion
     scale     radius in [r_min, r_max] shrinks with d
     noise     Gaussian std  noise_min + d * (noise_max - noise_min)
     contrast  object colours are pulled towards the background colour by d * max_blend
     clutter   round(d * max_clutter) background-labelled lines and blobs
+    colour    an object wears its class's colour with probability colour_cue * (1 - d), else a
+              random one: easy objects can be told apart locally, hard ones only by their outline
 
 so an image with d near 0 is one clean, large shape (an early encoder exit should suffice) and
 one with d near 1 is several small, occluded, noisy shapes among clutter. The label map is
@@ -25,6 +28,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 CLASS_NAMES = ("background", "disk", "square", "triangle", "cross")
+# A class colour (RGB in [0, 1]) that easy scenes use: a local cue an early exit can read.
+CLASS_COLOURS = np.array([[0.5, 0.5, 0.5], [0.85, 0.2, 0.2], [0.2, 0.75, 0.25], [0.2, 0.3, 0.85], [0.9, 0.8, 0.15]])
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,7 @@ class SceneConfig:
     noise_max: float = 0.22  # pixel noise std at difficulty 1
     max_blend: float = 0.55  # how far object colours fade into the background at difficulty 1
     max_clutter: int = 10  # background lines/blobs at difficulty 1
+    colour_cue: float = 1.0  # chance an object wears its class colour, times (1 - difficulty)
     valid_fraction: float = 0.1  # share of scenes held out for the gate's derived dataset check
     test_fraction: float = 0.15  # share of scenes held out for the reported figures
     seed: int = 0  # one seed determines every scene
@@ -136,6 +142,8 @@ def make_scene(cfg: SceneConfig, difficulty: float, rng: np.random.Generator) ->
         cy, cx = rng.uniform(radius * 0.6, size - radius * 0.6, 2)
         mask = shape_mask(kind, size, cy, cx, radius, rng.uniform(0, 2 * np.pi))
         colour = rng.uniform(0, 1, 3)
+        if rng.random() < cfg.colour_cue * (1.0 - difficulty):  # easy scenes: the class's own colour
+            colour = np.clip(CLASS_COLOURS[kind] + rng.normal(0.0, 0.08, 3), 0.0, 1.0)
         colour = colour + difficulty * cfg.max_blend * (base - colour)  # low contrast when hard
         image[mask] = _texture(size, colour, rng)[mask]
         labels[mask] = kind

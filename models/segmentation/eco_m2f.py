@@ -160,6 +160,10 @@ class ExitGate(nn.Module):
 
 
 class EcoM2F(nn.Module):
+    positions: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, cfg: EcoM2FConfig):
         super().__init__()
         self.config = cfg
@@ -232,7 +236,10 @@ class EcoM2F(nn.Module):
 # ---- the stages the service runs, each exported as its own graph (dim 0 = batch everywhere)
 
 
-class _Stage(nn.Module):
+class ExportStage(nn.Module):
+    input_names: tuple[str, ...] = ()
+    output_names: tuple[str, ...] = ()
+
     def example_inputs(self, batch: int = 2) -> tuple[torch.Tensor, ...]:
         raise NotImplementedError
 
@@ -241,7 +248,7 @@ class _Stage(nn.Module):
         return {name: {0: batch} for name in self.input_names}
 
 
-class BackboneGateStage(_Stage):
+class BackboneGateStage(ExportStage):
     """image (B, 3, H, W) -> tokens (B, T, D), pixel_features (B, w0, H/4, W/4), exit_logits (B, E)."""
 
     input_names = ("image",)
@@ -260,7 +267,7 @@ class BackboneGateStage(_Stage):
         return (torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(batch)),)
 
 
-class EncoderLayerStage(_Stage):
+class EncoderLayerStage(ExportStage):
     """tokens (B, T, D) -> tokens (B, T, D) through encoder layer `index` (1-based)."""
 
     input_names = ("tokens",)
@@ -278,7 +285,7 @@ class EncoderLayerStage(_Stage):
         return (torch.randn(*shape, generator=torch.Generator().manual_seed(batch)),)
 
 
-class HeadStage(_Stage):
+class HeadStage(ExportStage):
     """tokens (B, T, D), pixel_features (B, w0, H/4, W/4) -> logits (B, C, H, W)."""
 
     input_names = ("tokens", "pixel_features")
@@ -309,7 +316,7 @@ def stage_gflops(model: EcoM2F) -> dict[str, float]:
     convolutions, linear layers and attention; norms, activations and resizes are not counted)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    def count(stage: _Stage) -> float:
+    def count(stage: ExportStage) -> float:
         with FlopCounterMode(display=False) as counter, torch.no_grad():
             stage.eval()(*stage.example_inputs(1))
         return counter.get_total_flops() / 1e9

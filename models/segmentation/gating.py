@@ -58,7 +58,7 @@ def train_gate(
     """Fits the gate's MLP to the derived dataset (features = `ExitGate.pooled` of the images)."""
     torch.manual_seed(seed)
     for module in gate.mlp:
-        if hasattr(module, "reset_parameters"):
+        if isinstance(module, (torch.nn.Linear, torch.nn.LayerNorm)):
             module.reset_parameters()
     x, y = torch.from_numpy(features).float(), torch.from_numpy(targets).long()
     optimizer = torch.optim.AdamW(gate.mlp.parameters(), lr=lr, weight_decay=1e-2)

@@ -82,6 +82,7 @@ def train_parent(
                        f"({time.perf_counter() - started:.0f} s)")
         if curve[-1] > best:
             best, best_state = curve[-1], copy.deepcopy(model.state_dict())
+    assert best_state is not None, "no epoch ran"
     model.load_state_dict(best_state)
     return model.eval(), {"valid_miou_full_depth_curve": curve, "train_seconds": time.perf_counter() - started}
 

@@ -105,6 +105,33 @@ async def test_a_compute_budget_is_never_exceeded(client, tiny_segmentation) -> 
     assert capped.exit_layer == 2 and capped.gflops <= shallow.gflops + 1e-9 < deep.gflops
 
 
+def _batch_stats(server, model: str) -> tuple[float, float]:
+    """(rows, executions) the scheduler has run for `model` so far."""
+    registry = server.metrics.registry
+    labels = {"model": model}
+    return (registry.get_sample_value("infersuite_model_batch_size_sum", labels) or 0.0,
+            registry.get_sample_value("infersuite_model_batch_size_count", labels) or 0.0)
+
+
+async def test_concurrent_requests_of_different_depths_share_the_batched_stages(seg_server, client,
+                                                                               tiny_segmentation) -> None:  # noqa: F811
+    server, _ = seg_server
+    names = ["segmentation-backbone-fp32", "segmentation-encoder1-fp32", "segmentation-encoder3-fp32",
+             "segmentation-head-fp32"]
+    before = {name: _batch_stats(server, name) for name in names}
+    images = [_png(image) for image in tiny_segmentation.images[:4]] * 3  # 12 requests
+    depths = [2, 3] * 6
+    results = await asyncio.gather(*(client.segment(png, exit_layer=k) for png, k in zip(images, depths, strict=True)))
+    assert [r.exit_layer for r in results] == depths
+    rows = {name: _batch_stats(server, name)[0] - before[name][0] for name in names}
+    runs = {name: _batch_stats(server, name)[1] - before[name][1] for name in names}
+    assert rows["segmentation-backbone-fp32"] == 12 and rows["segmentation-encoder1-fp32"] == 12
+    assert rows["segmentation-encoder3-fp32"] == 6  # only the depth-3 requests run layer 3
+    assert rows["segmentation-head-fp32"] == 12
+    # Requests that chose different depths still ran the shared stages in common batches.
+    assert runs["segmentation-backbone-fp32"] < 12 and runs["segmentation-encoder1-fp32"] < 12
+
+
 def _bomb() -> bytes:
     image = Image.new("1", (20_000, 20_000))  # 1-bit: 50 MB in memory, a few KB as PNG
     buffer = io.BytesIO()
