@@ -18,6 +18,18 @@ class TinyAudio:
 
 @pytest.fixture(scope="session")
 def tiny_audio(tmp_path_factory: pytest.TempPathFactory) -> TinyAudio:
+    import torch
+
+    root = tmp_path_factory.mktemp("audio")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # on shared cores 2 spinning threads cost far more CPU than they save
+    try:
+        return _train_and_export(root)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_and_export(root: Path) -> TinyAudio:
     from exporters.audio import export_embedder
     from models.audio.bow import BowConfig
     from models.audio.data import AudioDataConfig, make_audio_data
@@ -25,7 +37,6 @@ def tiny_audio(tmp_path_factory: pytest.TempPathFactory) -> TinyAudio:
     from models.audio.passt import PasstConfig
     from models.audio.train import TrainConfig, clip_mels, save_checkpoint, train_bow, train_passt
 
-    root = tmp_path_factory.mktemp("audio")
     data_config = AudioDataConfig(clips_per_class=4, event_clips=0, seed=5)
     data = make_audio_data(data_config)
     front = FrontEndConfig()

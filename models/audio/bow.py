@@ -66,8 +66,9 @@ class BagOfWords(nn.Module):
         for i, k in enumerate(config.codebooks):
             self.register_buffer(f"codebook{i}", torch.zeros(k, config.latent))
         size = config.bands * sum(config.codebooks)
-        self.head = nn.Sequential(nn.Linear(size, config.head_hidden), nn.ReLU(),
-                                  nn.Linear(config.head_hidden, config.n_classes))
+        self.head = nn.Sequential(
+            nn.Linear(size, config.head_hidden), nn.ReLU(), nn.Linear(config.head_hidden, config.n_classes)
+        )
 
     @property
     def embedding_size(self) -> int:
@@ -113,5 +114,5 @@ class BagOfWords(nn.Module):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> BagOfWords:
-        bow = {k: tuple(v) if isinstance(v, list) else v for k, v in config["bow"].items()}
+        bow: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in config["bow"].items()}
         return cls(BowConfig(**bow), FrontEndConfig(**config["front_end"]))

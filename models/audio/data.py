@@ -29,8 +29,18 @@ import numpy as np
 from scipy import signal
 
 SAMPLE_RATE = 32000
-CLASSES = ("tone", "harmonic", "chirp_up", "chirp_down", "am_slow", "am_fast",
-           "clicks_slow", "clicks_fast", "noise_low", "noise_high")
+CLASSES = (
+    "tone",
+    "harmonic",
+    "chirp_up",
+    "chirp_down",
+    "am_slow",
+    "am_fast",
+    "clicks_slow",
+    "clicks_fast",
+    "noise_low",
+    "noise_high",
+)
 
 
 @dataclass(frozen=True)
@@ -71,7 +81,7 @@ def _am(rng: np.random.Generator, t: np.ndarray, rates: tuple[float, float]) -> 
 def _clicks(rng: np.random.Generator, t: np.ndarray, rates: tuple[float, float]) -> np.ndarray:
     period = int(SAMPLE_RATE / rng.uniform(*rates))
     out = np.zeros_like(t)
-    out[rng.integers(0, period)::period] = 1.0
+    out[rng.integers(0, period) :: period] = 1.0
     decay = np.exp(-np.arange(64) / 8.0)  # a short decaying click, not a single sample
     return np.convolve(out, decay)[: t.size] * 3.0
 
@@ -82,11 +92,16 @@ def _band_noise(rng: np.random.Generator, t: np.ndarray, band: tuple[float, floa
 
 
 GENERATORS: tuple[Callable[[np.random.Generator, np.ndarray], np.ndarray], ...] = (
-    _tone, _harmonic,
-    lambda rng, t: _chirp(rng, t, True), lambda rng, t: _chirp(rng, t, False),
-    lambda rng, t: _am(rng, t, (2, 5)), lambda rng, t: _am(rng, t, (15, 30)),
-    lambda rng, t: _clicks(rng, t, (4, 12)), lambda rng, t: _clicks(rng, t, (40, 80)),
-    lambda rng, t: _band_noise(rng, t, (150, 1200)), lambda rng, t: _band_noise(rng, t, (3000, 9000)),
+    _tone,
+    _harmonic,
+    lambda rng, t: _chirp(rng, t, True),
+    lambda rng, t: _chirp(rng, t, False),
+    lambda rng, t: _am(rng, t, (2, 5)),
+    lambda rng, t: _am(rng, t, (15, 30)),
+    lambda rng, t: _clicks(rng, t, (4, 12)),
+    lambda rng, t: _clicks(rng, t, (40, 80)),
+    lambda rng, t: _band_noise(rng, t, (150, 1200)),
+    lambda rng, t: _band_noise(rng, t, (3000, 9000)),
 )
 
 
@@ -97,7 +112,7 @@ def synth_event(rng: np.random.Generator, label: int, samples: int) -> np.ndarra
     fade = min(320, samples // 2)
     ramp = np.linspace(0.0, 1.0, fade)
     event[:fade] *= ramp
-    event[samples - fade:] *= ramp[::-1]
+    event[samples - fade :] *= ramp[::-1]
     return event / (np.sqrt(np.mean(event**2)) + 1e-12)
 
 
@@ -125,7 +140,7 @@ def event_clip(rng: np.random.Generator, config: AudioDataConfig) -> tuple[np.nd
     while position < total:
         label = int(rng.choice([c for c in range(len(CLASSES)) if c != label]))
         length = min(int(rng.uniform(*config.segment_seconds) * SAMPLE_RATE), total - position)
-        clip[position:position + length] = synth_event(rng, label, length)
+        clip[position : position + length] = synth_event(rng, label, length)
         if position > 0:
             onsets.append(position / SAMPLE_RATE)
         labels.append(label)
@@ -151,7 +166,12 @@ def make_audio_data(config: AudioDataConfig = AudioDataConfig()) -> AudioData:
     audio = np.stack([labelled_clip(rng, int(label), config) for label in labels])
     n_test = round(labels.size * config.test_share)
     events = [event_clip(rng, config) for _ in range(config.event_clips)]
-    return AudioData(config, audio[n_test:], labels[n_test:].astype(np.int64), audio[:n_test],
-                     labels[:n_test].astype(np.int64),
-                     np.stack([e[0] for e in events]) if events else np.zeros((0, 0), np.float32),
-                     [e[1] for e in events])
+    return AudioData(
+        config,
+        audio[n_test:],
+        labels[n_test:].astype(np.int64),
+        audio[:n_test],
+        labels[:n_test].astype(np.int64),
+        np.stack([e[0] for e in events]) if events else np.zeros((0, 0), np.float32),
+        [e[1] for e in events],
+    )

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 @dataclass(frozen=True)
@@ -68,15 +69,30 @@ def dft_basis(config: FrontEndConfig) -> np.ndarray:
 class LogMel(nn.Module):
     """(B, samples) float waveform -> (B, 1, n_mels, frames) normalised log-mel."""
 
+    basis: torch.Tensor  # (win_length, 2K) buffers, typed for mypy
+    mel: torch.Tensor  # (K, n_mels)
+
     def __init__(self, config: FrontEndConfig | None = None):
         super().__init__()
         self.config = config = config or FrontEndConfig()
         self.register_buffer("basis", torch.from_numpy(dft_basis(config)).float(), persistent=False)
         self.register_buffer("mel", torch.from_numpy(mel_filterbank(config)).float(), persistent=False)
 
+    def frames(self, waveform: torch.Tensor) -> torch.Tensor:
+        """(B, samples) -> (B, T, win_length) overlapping frames from hop-sized chunks: slices and a
+        concat export to copies, where `unfold` exports to a Gather that cost ~15% of the graph."""
+        c = self.config
+        count = (waveform.shape[1] - c.win_length) // c.hop_length + 1
+        span = -(-c.win_length // c.hop_length)  # chunks one frame touches
+        padded = F.pad(waveform, (0, (count + span - 1) * c.hop_length - waveform.shape[1]))
+        chunks = padded.reshape(waveform.shape[0], count + span - 1, c.hop_length)  # (B, T + span - 1, hop)
+        parts = [chunks[:, i:i + count] for i in range(span)]
+        parts[-1] = parts[-1][..., :c.win_length - (span - 1) * c.hop_length]
+        return torch.cat(parts, dim=-1)
+
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         c = self.config
-        frames = waveform.unfold(1, c.win_length, c.hop_length)  # (B, T, win)
+        frames = self.frames(waveform)  # (B, T, win)
         spectrum = frames @ self.basis  # (B, T, 2K)
         real, imag = spectrum.chunk(2, dim=-1)  # (B, T, K) each
         power = real * real + imag * imag

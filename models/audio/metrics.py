@@ -15,8 +15,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 
-def linear_probe_accuracy(train: np.ndarray, train_labels: np.ndarray, test: np.ndarray,
-                          test_labels: np.ndarray) -> float:
+def linear_probe_accuracy(
+    train: np.ndarray, train_labels: np.ndarray, test: np.ndarray, test_labels: np.ndarray
+) -> float:
     """Accuracy of a logistic regression trained on frozen embeddings."""
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0))
     probe.fit(train, train_labels)
@@ -41,7 +42,7 @@ def novelty(embeddings: np.ndarray, lag: int) -> np.ndarray:
     unit = embeddings / (np.linalg.norm(embeddings, axis=1, keepdims=True) + 1e-12)
     curve = np.zeros(len(unit))
     if len(unit) > 2 * lag:
-        curve[lag:-lag] = 1.0 - np.sum(unit[2 * lag:] * unit[:-2 * lag], axis=1)
+        curve[lag:-lag] = 1.0 - np.sum(unit[2 * lag :] * unit[: -2 * lag], axis=1)
     return curve
 
 
@@ -56,8 +57,9 @@ def pick_peaks(curve: np.ndarray, times_s: np.ndarray, threshold: float, min_gap
     return np.sort(times_s[kept]) if kept else np.zeros(0)
 
 
-def onset_f_measure(reference: list[np.ndarray], estimated: list[np.ndarray], tolerance_s: float = 0.2
-                    ) -> dict[str, float]:
+def onset_f_measure(
+    reference: list[np.ndarray], estimated: list[np.ndarray], tolerance_s: float = 0.2
+) -> dict[str, float]:
     """Precision / recall / F over many clips, one-to-one matching within +-tolerance."""
     hits = n_ref = n_est = 0
     for ref, est in zip(reference, estimated, strict=True):
@@ -74,20 +76,25 @@ def onset_f_measure(reference: list[np.ndarray], estimated: list[np.ndarray], to
     return {"precision": precision, "recall": recall, "f_measure": f, "reference_onsets": n_ref}
 
 
-def detect_onsets(embeddings: np.ndarray, timestamps_ms: np.ndarray, window_s: float, threshold: float,
-                  min_gap_s: float = 0.5) -> np.ndarray:
+def detect_onsets(
+    embeddings: np.ndarray, timestamps_ms: np.ndarray, window_s: float, threshold: float, min_gap_s: float = 0.5
+) -> np.ndarray:
     """Onset times (s) from one clip's timestamp embeddings."""
     hop_s = float(timestamps_ms[1] - timestamps_ms[0]) / 1000.0
     lag = max(1, round(window_s / 2 / hop_s))
     return pick_peaks(novelty(embeddings, lag), timestamps_ms / 1000.0, threshold, min_gap_s)
 
 
-def best_threshold(embeddings: list[np.ndarray], timestamps_ms: list[np.ndarray], onsets: list[list[float]],
-                   window_s: float) -> float:
+def best_threshold(
+    embeddings: list[np.ndarray], timestamps_ms: list[np.ndarray], onsets: list[list[float]], window_s: float
+) -> float:
     """The novelty threshold with the best F-measure (chosen on tuning clips, not the scored ones)."""
     grid = np.linspace(0.02, 0.8, 40)
-    scores = [onset_f_measure([np.array(o) for o in onsets],
-                              [detect_onsets(e, t, window_s, th) for e, t in zip(embeddings, timestamps_ms,
-                                                                                   strict=True)])["f_measure"]
-              for th in grid]
+    scores = [
+        onset_f_measure(
+            [np.array(o) for o in onsets],
+            [detect_onsets(e, t, window_s, th) for e, t in zip(embeddings, timestamps_ms, strict=True)],
+        )["f_measure"]
+        for th in grid
+    ]
     return float(grid[int(np.argmax(scores))])

@@ -84,14 +84,17 @@ class Passt(nn.Module):
         config, front = config or PasstConfig(), front or FrontEndConfig()
         self.config, self.front_config = config, front
         self.front_end = LogMel(front)
-        self.grid = ((front.n_mels - config.patch) // config.stride + 1,
-                     (front.frames - config.patch) // config.stride + 1)  # (F', T') patch rows, columns
+        self.grid = (
+            (front.n_mels - config.patch) // config.stride + 1,
+            (front.frames - config.patch) // config.stride + 1,
+        )  # (F', T') patch rows, columns
         self.patch_embed = nn.Conv2d(1, config.dim, config.patch, config.stride)
         self.freq_pos = nn.Parameter(torch.randn(1, config.dim, self.grid[0], 1) * 0.02)
         self.time_pos = nn.Parameter(torch.randn(1, config.dim, 1, self.grid[1]) * 0.02)
         self.cls_token = nn.Parameter(torch.randn(1, 1, config.dim) * 0.02)
         self.blocks = nn.ModuleList(
-            Block(config.dim, config.heads, config.mlp_ratio, config.dropout) for _ in range(config.depth))
+            Block(config.dim, config.heads, config.mlp_ratio, config.dropout) for _ in range(config.depth)
+        )
         self.norm = nn.LayerNorm(config.dim)
         self.head = nn.Linear(config.dim, config.n_classes)
 
@@ -103,10 +106,10 @@ class Passt(nn.Module):
         """(B, C, F', T') -> (B, P, C): structured then unstructured patchout (training only)."""
         c = self.config
         if self.training and c.drop_freq_rows:
-            keep = torch.randperm(self.grid[0])[c.drop_freq_rows:].sort().values
+            keep = torch.randperm(self.grid[0])[c.drop_freq_rows :].sort().values
             patches = patches[:, :, keep]
         if self.training and c.drop_time_cols:
-            keep = torch.randperm(self.grid[1])[c.drop_time_cols:].sort().values
+            keep = torch.randperm(self.grid[1])[c.drop_time_cols :].sort().values
             patches = patches[:, :, :, keep]
         tokens = patches.flatten(2).transpose(1, 2)  # (B, P, C)
         if self.training and c.drop_patches > 0:

@@ -36,8 +36,8 @@ class TrainConfig:
     passt_epochs: int = 10  # passes over the training clips (one random window per clip)
     autoencoder_epochs: int = 6  # BoW autoencoder passes
     head_epochs: int = 80  # BoW MLP head passes (over histograms, cheap)
-    batch_size: int = 32  # windows per step
-    lr: float = 2e-3  # AdamW learning rate
+    batch_size: int = 16  # windows per step
+    lr: float = 3e-3  # AdamW peak learning rate (one-cycle)
     kmeans_codes: int = 20000  # latent codes k-means clusters
     seed: int = 0
 
@@ -46,13 +46,13 @@ class TrainConfig:
 def clip_mels(audio: np.ndarray, front: FrontEndConfig, batch: int = 64) -> torch.Tensor:
     """(N, samples) -> (N, 1, M, T_clip) log-mel of whole clips (then cropped into windows)."""
     log_mel = LogMel(replace(front, window_samples=audio.shape[1]))
-    return torch.cat([log_mel(torch.from_numpy(audio[i:i + batch])) for i in range(0, len(audio), batch)])
+    return torch.cat([log_mel(torch.from_numpy(audio[i : i + batch])) for i in range(0, len(audio), batch)])
 
 
 def random_windows(mels: torch.Tensor, frames: int, generator: torch.Generator) -> torch.Tensor:
     """One random window of `frames` per clip: the time shift augmentation."""
     offsets = torch.randint(0, mels.shape[-1] - frames + 1, (mels.shape[0],), generator=generator)
-    return torch.stack([m[..., o:o + frames] for m, o in zip(mels, offsets.tolist(), strict=True)])
+    return torch.stack([m[..., o : o + frames] for m, o in zip(mels, offsets.tolist(), strict=True)])
 
 
 def tiled_windows(mels: torch.Tensor, front: FrontEndConfig) -> torch.Tensor:
@@ -61,7 +61,7 @@ def tiled_windows(mels: torch.Tensor, front: FrontEndConfig) -> torch.Tensor:
     hop_frames = front.window_samples // front.hop_length
     last = mels.shape[-1] - front.frames
     starts = sorted({*range(0, last + 1, hop_frames), last})
-    return torch.stack([mels[..., s:s + front.frames] for s in starts], dim=1)
+    return torch.stack([mels[..., s : s + front.frames] for s in starts], dim=1)
 
 
 def _batches(count: int, size: int, generator: torch.Generator) -> list[torch.Tensor]:
@@ -76,8 +76,13 @@ def passt_accuracy(model: Passt, mels: torch.Tensor, labels: np.ndarray) -> floa
     return float((logits.argmax(1).numpy() == labels).mean())
 
 
-def train_passt(data: AudioData, mels: dict[str, torch.Tensor], config: TrainConfig, model_config: PasstConfig,
-                progress: bool = True) -> tuple[Passt, dict[str, Any]]:
+def train_passt(
+    data: AudioData,
+    mels: dict[str, torch.Tensor],
+    config: TrainConfig,
+    model_config: PasstConfig,
+    progress: bool = True,
+) -> tuple[Passt, dict[str, Any]]:
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     model = Passt(model_config)
@@ -98,17 +103,21 @@ def train_passt(data: AudioData, mels: dict[str, torch.Tensor], config: TrainCon
         epoch_seconds.append(time.perf_counter() - started)
         epoch_cpu_seconds.append(time.process_time() - cpu_started)
         history.append(loss.item())
-    metrics = {"test_accuracy": passt_accuracy(model, mels["test"], data.test_labels),
-               "epoch_seconds": float(np.median(epoch_seconds)),
-               # CPU seconds of this process: robust to the other jobs sharing the cores
-               "epoch_cpu_seconds": float(np.median(epoch_cpu_seconds)), "epochs": config.passt_epochs,
-               "last_loss": history[-1], "patchout": {k: getattr(model_config, k) for k in
-                                                       ("drop_freq_rows", "drop_time_cols", "drop_patches")}}
+    metrics = {
+        "test_accuracy": passt_accuracy(model, mels["test"], data.test_labels),
+        "epoch_seconds": float(np.median(epoch_seconds)),
+        # CPU seconds of this process: robust to the other jobs sharing the cores
+        "epoch_cpu_seconds": float(np.median(epoch_cpu_seconds)),
+        "epochs": config.passt_epochs,
+        "last_loss": history[-1],
+        "patchout": {k: getattr(model_config, k) for k in ("drop_freq_rows", "drop_time_cols", "drop_patches")},
+    }
     return model.eval(), metrics
 
 
-def _train_autoencoder(model: BagOfWords, windows: torch.Tensor, config: TrainConfig,
-                       generator: torch.Generator) -> float:
+def _train_autoencoder(
+    model: BagOfWords, windows: torch.Tensor, config: TrainConfig, generator: torch.Generator
+) -> float:
     patches = model.patches(windows).flatten(0, 2)  # (N * rows * cols, ph * pw)
     optimizer = torch.optim.AdamW(model.autoencoder.parameters(), lr=config.lr)
     loss = torch.zeros(())
@@ -118,7 +127,7 @@ def _train_autoencoder(model: BagOfWords, windows: torch.Tensor, config: TrainCo
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-    return float(loss)
+    return loss.item()
 
 
 @torch.no_grad()
@@ -137,8 +146,9 @@ def bow_scene_embeddings(model: BagOfWords, mels: torch.Tensor) -> torch.Tensor:
     return model.embed(windows.flatten(0, 1)).reshape(*windows.shape[:2], -1).mean(1)
 
 
-def train_bow(data: AudioData, mels: dict[str, torch.Tensor], config: TrainConfig, model_config: BowConfig,
-              progress: bool = True) -> tuple[BagOfWords, dict[str, Any]]:
+def train_bow(
+    data: AudioData, mels: dict[str, torch.Tensor], config: TrainConfig, model_config: BowConfig, progress: bool = True
+) -> tuple[BagOfWords, dict[str, Any]]:
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     model = BagOfWords(model_config)
@@ -158,30 +168,48 @@ def train_bow(data: AudioData, mels: dict[str, torch.Tensor], config: TrainConfi
             optimizer.step()
     with torch.no_grad():
         logits = model.head(bow_scene_embeddings(model, mels["test"]))
-    metrics = {"test_accuracy": float((logits.argmax(1).numpy() == data.test_labels).mean()),
-               "reconstruction_mse": reconstruction, "train_seconds": time.perf_counter() - started}
+    metrics = {
+        "test_accuracy": float((logits.argmax(1).numpy() == data.test_labels).mean()),
+        "reconstruction_mse": reconstruction,
+        "train_seconds": time.perf_counter() - started,
+    }
     return model.eval(), metrics
 
 
-def save_checkpoint(path: Path, model: Passt | BagOfWords, metrics: dict[str, Any],
-                    data_config: AudioDataConfig) -> Path:
+def save_checkpoint(
+    path: Path, model: Passt | BagOfWords, metrics: dict[str, Any], data_config: AudioDataConfig
+) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"kind": type(model).__name__, "config": model.to_config(), "state_dict": model.state_dict(),
-                "metrics": metrics, "data_config": asdict(data_config)}, path)
+    torch.save(
+        {
+            "kind": type(model).__name__,
+            "config": model.to_config(),
+            "state_dict": model.state_dict(),
+            "metrics": metrics,
+            "data_config": asdict(data_config),
+        },
+        path,
+    )
     return path
 
 
 def load_checkpoint(path: Path) -> tuple[Passt | BagOfWords, dict[str, Any]]:
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    kind = {"Passt": Passt, "BagOfWords": BagOfWords}[checkpoint["kind"]]
-    model = kind.from_config(checkpoint["config"])
+    model: Passt | BagOfWords = (Passt.from_config(checkpoint["config"]) if checkpoint["kind"] == "Passt"
+                                 else BagOfWords.from_config(checkpoint["config"]))
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval(), checkpoint
 
 
-def train_all(data_config: AudioDataConfig, config: TrainConfig, out: Path, compare_patchout: bool = True,
-              passt_config: PasstConfig | None = None, bow_config: BowConfig | None = None,
-              progress: bool = True) -> dict[str, Any]:
+def train_all(
+    data_config: AudioDataConfig,
+    config: TrainConfig,
+    out: Path,
+    compare_patchout: bool = True,
+    passt_config: PasstConfig | None = None,
+    bow_config: BowConfig | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Trains and saves passt.pt and bow.pt (and the no-patchout PaSST for the comparison)."""
     started = time.perf_counter()
     passt_config, bow_config = passt_config or PasstConfig(), bow_config or BowConfig()
@@ -196,8 +224,9 @@ def train_all(data_config: AudioDataConfig, config: TrainConfig, out: Path, comp
         _, quality["passt_no_patchout"] = train_passt(data, mels, config, plain, progress)
     bow, quality["bow"] = train_bow(data, mels, config, bow_config, progress)
     save_checkpoint(out / "bow.pt", bow, quality["bow"], data_config)
-    quality.update(wall_seconds=time.perf_counter() - started, data_config=asdict(data_config),
-                   train_config=asdict(config))
+    quality.update(
+        wall_seconds=time.perf_counter() - started, data_config=asdict(data_config), train_config=asdict(config)
+    )
     (out / "quality.json").write_text(json.dumps(quality, indent=2) + "\n")
     return quality
 
@@ -208,7 +237,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="tiny data, 1 epoch: smoke test")
     parser.add_argument("--no-compare", action="store_true", help="skip the PaSST run without patchout")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads; 1 by default: on shared cores two spinning threads cost ~8x the CPU")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     data_config, config = AudioDataConfig(), TrainConfig()
     if args.quick:
         data_config = replace(data_config, clips_per_class=12, event_clips=4)
