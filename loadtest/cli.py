@@ -126,7 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     suite.add_argument("--out-dir", type=Path, default=Path("reports/loadtest"))
     suite.add_argument("--duration", type=positive(float, "--duration"), default=5.0)
     suite.add_argument("--warmup", type=positive(float, "--warmup", allow_zero=True), default=1.0)
-    suite.add_argument("--concurrency", type=positive_list(int, "--concurrency"), default=[1, 4, 16])
+    suite_load = suite.add_mutually_exclusive_group()
+    suite_load.add_argument("--concurrency", type=positive_list(int, "--concurrency"), default=[1, 4, 16],
+                            help="closed-loop sweep (default 1,4,16)")
+    suite_load.add_argument("--rate", type=positive_list(float, "--rate"),
+                            help="open-loop Poisson sweep instead (requests/s)")
     suite.add_argument("--workers", type=positive(int, "--workers", allow_zero=True), default=1)
     suite.add_argument("--start-server", metavar="SERVICES",
                        help="start `python -m services` hosting these (comma list) on free local ports, "

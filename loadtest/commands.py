@@ -84,7 +84,7 @@ def resolve_metrics_url(text: str, target: str) -> str | None:
 def _describe(step: StepSpec, result: Any) -> str:
     figures = result.to_dict()
     intended = figures["latency_from_intended_ms"]
-    load = f"{step.concurrency} clients" if step.mode == "closed" else f"{step.rate:g}/s"
+    load = _title(step)
     text = (f"{load}: {figures['throughput_rps']:.0f} ok/s, p50 {intended['p50_ms']:.2f} ms, "
             f"p99 {intended['p99_ms']:.2f} ms, errors {sum(result.merged.errors.values())}, "
             f"check failures {sum(result.merged.check_failures.values())}")
@@ -140,7 +140,11 @@ def _common(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _title(step: StepSpec) -> str:
-    return f"{step.concurrency} clients" if step.mode == "closed" else f"{step.rate:g}/s"
+    return clients(step.concurrency) if step.mode == "closed" else f"{step.rate:g}/s"
+
+
+def clients(count: int) -> str:
+    return f"{count} client{'s' if count != 1 else ''}"
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -109,7 +109,7 @@ def _client_table(steps: list[dict[str, Any]]) -> list[str]:
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for step in steps:
         load = step["load"]
-        label = (f"{load['concurrency']} clients" if load["mode"] == "closed"
+        label = (f"{load['concurrency']} client{'s' if load['concurrency'] != 1 else ''}" if load["mode"] == "closed"
                  else f"{load['rate']:g}/s {load['arrival']}")
         intended, actual = step["latency_from_intended_ms"], step["latency_from_actual_ms"]
         cells = [f"{_ms(intended[c])} ({_ms(actual[c])})" if load["mode"] == "open" else _ms(intended[c])
