@@ -205,16 +205,20 @@ def cmd_selfcheck(args: argparse.Namespace) -> int:
         server.terminate()
         server.wait(timeout=10)
     built = report.build(meta, runner.results)
-    sustained = [s["load"]["rate"] for s in built["steps"] if sustains(s)]
-    built["generator_ceiling"] = {"sustained_rate_per_process": max(sustained, default=0.0),
+    sustained = [s for s in built["steps"] if sustains(s)]
+    best = max(sustained, key=lambda s: s["load"]["rate"], default=None)
+    rate, lag = (best["load"]["rate"], best["schedule_lag_ms"]["p99_ms"]) if best else (0.0, float("nan"))
+    load_average = meta["machine"]["load_average"][0]
+    built["generator_ceiling"] = {"sustained_rate_per_process": rate, "schedule_lag_p99_ms": lag,
                                   "rule": "throughput >= 95% of offered, no drops, no errors"}
     report.write(built, args.out)
-    best = built["generator_ceiling"]["sustained_rate_per_process"]
     with (args.out / "report.md").open("a") as md:
-        md.write(f"\n**Sustained by one generator process: {best:g} requests/s** (highest offered rate with "
-                 "throughput >= 95% of offered, no drops, no errors; the trivial server shares the machine). "
-                 "Schedule lag p99 per rate is in the table.\n")
-    print(f"sustained per process: {best:g} requests/s; report: {args.out / 'report.md'}")
+        md.write(f"\n**One generator process sustained {rate:g} requests/s** (the highest offered rate answered at "
+                 f">= 95% with no drops and no errors), with a schedule lag p99 of {lag:.1f} ms there; the trivial "
+                 f"server ran on the same {meta['machine']['logical_cpus']} CPUs, load average {load_average:.1f}. "
+                 "Latency here is mostly the trivial server's queue on a shared machine, not the generator's.\n")
+    print(f"sustained per process: {rate:g} requests/s (schedule lag p99 {lag:.1f} ms); "
+          f"report: {args.out / 'report.md'}")
     return 0
 
 
