@@ -87,8 +87,8 @@ def markdown(report: dict[str, Any]) -> str:
              f"Requests: {json.dumps(meta['requests'])}", ""]
     if meta.get("models"):
         lines += [f"Models (from the server's metrics): {', '.join(meta['models'])}", ""]
-    lines += [*_client_table(report["steps"]), "", *_server_table(report["steps"]), *_error_samples(report["steps"]),
-              *_warnings(report["steps"])]
+    steps = sorted(report["steps"], key=lambda s: s["load"]["value"])  # SLO probes run out of order
+    lines += [*_client_table(steps), "", *_server_table(steps), *_error_samples(steps), *_warnings(steps)]
     if report.get("slo_search"):
         slo = report["slo_search"]
         best = f"{slo['best_rate']:.0f} requests/s" if slo["best_rate"] else "none"
