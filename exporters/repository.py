@@ -34,6 +34,7 @@ class ServingConfig:
     preferred_batch_sizes: list[int] = field(default_factory=lambda: [8, 16, 32])
     instance_count: int = 1  # concurrent executions (Triton instance_group count)
     max_queue_size: int = 256  # queued requests before RESOURCE_EXHAUSTED (bounded queue)
+    tensorrt_precision: str | None = "FP32"  # TensorRT accelerator on GPU instances; None = CUDA EP only
 
 
 def sha256_file(path: Path) -> str:
@@ -66,8 +67,22 @@ def model_config(name: str, onnx_path: Path, serving: ServingConfig) -> mc.Model
         config.dynamic_batching.preferred_batch_size.extend(
             [b for b in serving.preferred_batch_sizes if b <= serving.max_batch_size])
         config.dynamic_batching.default_queue_policy.max_queue_size = serving.max_queue_size
-    config.instance_group.add(count=serving.instance_count, kind=mc.ModelInstanceGroup.KIND_CPU)
+    # KIND_AUTO: GPU instances where Triton has GPUs (then the TensorRT accelerator applies), CPU elsewhere.
+    config.instance_group.add(count=serving.instance_count, kind=mc.ModelInstanceGroup.KIND_AUTO)
+    set_tensorrt(config, serving.tensorrt_precision)
     return config
+
+
+def set_tensorrt(config: mc.ModelConfig, precision: str | None) -> None:
+    """The onnxruntime backend's TensorRT accelerator block (engine cache on) for GPU deployments."""
+    config.ClearField("optimization")
+    if precision is None:
+        return
+    accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
+    accelerator.parameters["precision_mode"] = precision
+    accelerator.parameters["max_workspace_size_bytes"] = str(1 << 30)
+    accelerator.parameters["trt_engine_cache_enable"] = "true"
+    accelerator.parameters["trt_engine_cache_path"] = "/tmp/infersuite-trt-cache"
 
 
 def write_model(repository: Path, name: str, onnx_path: Path, meta: dict[str, Any],
@@ -87,12 +102,13 @@ def write_model(repository: Path, name: str, onnx_path: Path, meta: dict[str, An
 
 
 def write_variant(repository: Path, source: str, name: str, onnx_path: Path, meta: dict[str, Any],
-                  version: int = 1) -> Path:
+                  version: int = 1, tensorrt_precision: str | None = "FP32") -> Path:
     """Writes another form of `source` (e.g. a quantization recipe) as model `name`, with
     source's serving configuration and its meta.json merged under `meta`."""
     source_dir = repository / source
     config = text_format.Parse((source_dir / "config.pbtxt").read_text(), mc.ModelConfig())
     config.name = name
+    set_tensorrt(config, tensorrt_precision)
     source_meta = json.loads((source_dir / str(version) / "meta.json").read_text())
     version_dir = repository / name / str(version)
     version_dir.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,10 @@ from exporters.repository import set_default_alias, write_variant
 
 log = logging.getLogger(__name__)
 BATCHES = (1, 32)
+# The TensorRT accelerator's precision per recipe; recipes TensorRT cannot build (dynamic int8, int4
+# MatMulNBits, per-tensor asymmetric QDQ) run on the CUDA execution provider instead.
+TENSORRT_PRECISION = {"fp32": "FP32", "fp16": "FP16", "int8-static-perchannel": "INT8", "int8-qat": None,
+                      "int8-static-minmax": None, "int8-dynamic": None, "int4-weight-only": None, "mixed": None}
 
 
 def run_recipe(family: QuantFamily, recipe: str, work: Path) -> dict[str, Any]:
@@ -88,7 +92,8 @@ def publish(family: QuantFamily, rows: list[dict[str, Any]], repository: Path) -
             meta = {"recipe": r["recipe"], "quality": {family.metric: r["quality"]},
                     "relative_quality_loss": r["relative_loss"], "quality_gate": "passed" if r["passed"] else "FAILED",
                     "kernels": r["kernels"][graph]["verdict"], "notes": r["notes"]}
-            write_variant(repository, f"{graph}-fp32", f"{graph}-{r['recipe']}", Path(path), meta)
+            write_variant(repository, f"{graph}-fp32", f"{graph}-{r['recipe']}", Path(path), meta,
+                          tensorrt_precision=TENSORRT_PRECISION.get(r["recipe"]))
     # fp16 is a GPU recipe: on the CPU provider it is never the default (see the report's latency).
     passing = [r for r in rows if r.get("passed") and (r["recipe"] != "fp16" or "CUDAExecutionProvider" in
                                                        ort.get_available_providers())]
