@@ -8,8 +8,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-pytestmark = pytest.mark.gpu
 PROVIDERS = ort.get_available_providers()
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(
+    "CUDAExecutionProvider" not in PROVIDERS,
+    reason=f"needs an NVIDIA GPU with onnxruntime-gpu (onnxruntime providers here: {PROVIDERS})")]
 
 
 def _inputs(n_items: int, n_categories: int) -> dict[str, np.ndarray]:
