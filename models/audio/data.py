@@ -134,12 +134,15 @@ def labelled_clip(rng: np.random.Generator, label: int, config: AudioDataConfig)
 
 def event_clip(rng: np.random.Generator, config: AudioDataConfig) -> tuple[np.ndarray, list[float], list[int]]:
     """A clip of back-to-back events of different classes -> (audio, onsets in s, labels).
-    The first event starts at 0 and is not an onset to detect."""
+    The first event starts at 0 and is not an onset to detect; every onset is at least
+    segment_seconds[0] from both ends of the clip."""
     total = int(config.event_clip_seconds * SAMPLE_RATE)
     clip, onsets, labels, position, label = np.zeros(total), [], [], 0, -1
     while position < total:
         label = int(rng.choice([c for c in range(len(CLASSES)) if c != label]))
         length = min(int(rng.uniform(*config.segment_seconds) * SAMPLE_RATE), total - position)
+        if total - position - length < config.segment_seconds[0] * SAMPLE_RATE:
+            length = total - position  # no onset in the clip's last segment_seconds[0]: the last event runs on
         clip[position : position + length] = synth_event(rng, label, length)
         if position > 0:
             onsets.append(position / SAMPLE_RATE)

@@ -38,11 +38,16 @@ def retrieval_map(embeddings: np.ndarray, labels: np.ndarray) -> float:
 
 
 def novelty(embeddings: np.ndarray, lag: int) -> np.ndarray:
-    """(T, D) timestamp embeddings -> (T,) cosine distance between t + lag and t - lag (edges 0)."""
+    """(T, D) timestamp embeddings -> (T,) cosine distance between t + lag and t - lag.
+
+    With lag = half a window, the compared windows reach from t - 2 lag to t + 2 lag; where that
+    passes the clip's edges, one of them is part zero padding, which looks like an onset, so
+    the curve is 0 there (the first and last window length of a clip are not searched)."""
     unit = embeddings / (np.linalg.norm(embeddings, axis=1, keepdims=True) + 1e-12)
     curve = np.zeros(len(unit))
-    if len(unit) > 2 * lag:
-        curve[lag:-lag] = 1.0 - np.sum(unit[2 * lag :] * unit[: -2 * lag], axis=1)
+    if len(unit) > 4 * lag:
+        distance = 1.0 - np.sum(unit[2 * lag :] * unit[: -2 * lag], axis=1)  # index i <-> t = i + lag
+        curve[2 * lag : len(unit) - 2 * lag] = distance[lag : len(unit) - 3 * lag]
     return curve
 
 

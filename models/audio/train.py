@@ -33,7 +33,7 @@ from models.audio.passt import Passt, PasstConfig
 
 @dataclass(frozen=True)
 class TrainConfig:
-    passt_epochs: int = 10  # passes over the training clips (one random window per clip)
+    passt_epochs: int = 40  # passes over the training clips (one random window per clip)
     autoencoder_epochs: int = 6  # BoW autoencoder passes
     head_epochs: int = 80  # BoW MLP head passes (over histograms, cheap)
     batch_size: int = 16  # windows per step
