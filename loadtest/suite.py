@@ -125,12 +125,12 @@ def cmd_suite(args: argparse.Namespace) -> int:
     try:
         with LocalSuite(services, args.repository, log=args.out_dir / "server.log") as suite:
             args.target, args.metrics_url = suite.address, suite.metrics_url
-            return _suite(args, extra)
+            return _suite(args, extra, suite)
     except RuntimeError as err:
         raise RunError(str(err)) from None
 
 
-def _suite(args: argparse.Namespace, extra: dict[str, dict[str, str]]) -> int:
+def _suite(args: argparse.Namespace, extra: dict[str, dict[str, str]], server: LocalSuite | None = None) -> int:
     target = target_from(args)
     check_reachable(target, args.connect_timeout)
     scraper = MetricsScraper(resolve_metrics_url(args.metrics_url, args.target))
@@ -144,6 +144,9 @@ def _suite(args: argparse.Namespace, extra: dict[str, dict[str, str]]) -> int:
             display.step_done(f"{name}: skipped: {err}")
             summary.append({"name": name, "skipped": str(err)})
             continue
+        if server is not None and not server.alive():
+            raise RunError(f"the suite process stopped during the load test (exit code {server.exit_code()}; "
+                           f"see {server.log}): its figures would be connection errors, not measurements")
         settings = {"command_line": command_line(), "generator": generator, "params": params}
         built = report.build(report.metadata(args.target, name, settings, description), results)
         report.write(built, args.out_dir / name)
