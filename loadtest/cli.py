@@ -135,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     suite.add_argument("--start-server", metavar="SERVICES",
                        help="start `python -m services` hosting these (comma list) on free local ports, "
                             "test it, stop it (overrides --target/--metrics-url)")
+    suite.add_argument("--skip", action="append", default=[], metavar="NAME",
+                       help="leave out a generator or report (e.g. oip, oip-seg-head-fp32, health); repeatable")
     suite.add_argument("--param", action="append", default=[], metavar="SERVICE.KEY=VALUE",
                        help="a generator parameter for one service, e.g. splitcompute.payloads=DIR")
     suite.add_argument("--quiet", action="store_true")

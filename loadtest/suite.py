@@ -138,6 +138,8 @@ def _suite(args: argparse.Namespace, extra: dict[str, dict[str, str]], server: L
     runs, skipped = plan(args.target, args.repository, extra)
     summary: list[dict[str, Any]] = [{"name": name, "skipped": why} for name, why in skipped.items()]
     for name, generator, params in runs:
+        if name in args.skip or generator in args.skip:
+            continue
         try:
             results, description = _sweep(args, target, generator, params, scraper, display)
         except GeneratorError as err:
