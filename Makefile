@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 TRITON_STAMP := .triton/.installed
 
-.PHONY: setup tools triton protos models serve test lint bench-ctr bench-ctr-batching quantize-report clean
+.PHONY: setup tools triton protos models serve test lint bench-ctr bench-ctr-batching quantize-report loadtest clean
 
 setup: $(SETUP_STAMP)
 
@@ -58,7 +58,7 @@ test: $(PROTO_STAMP) tools triton
 
 lint: $(PROTO_STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy services models exporters benchmarks
+	$(VENV)/bin/mypy services models exporters benchmarks loadtest
 
 bench-ctr: $(REPOSITORY_STAMP)
 	$(PY) -m benchmarks.ctr_latency --repository $(REPOSITORY)
@@ -67,6 +67,15 @@ bench-ctr: $(REPOSITORY_STAMP)
 # family defaults (aliases.json), reports/quantization.md + .json + .png.
 quantize-report: $(REPOSITORY_STAMP)
 	$(PY) -m exporters.quantize.report --repository $(REPOSITORY)
+
+LOADTEST_SERVICES ?= ctr,segmentation,splitcompute,audio
+LOADTEST_TARGET ?=
+LOADTEST_ARGS ?=
+# Short closed-loop sweep (1, 4, 16 clients, 5 s steps) for every service the suite hosts, the OIP endpoint
+# of every ready model and the grpc.health floor -> reports/loadtest/. LOADTEST_TARGET=host:port: a running suite.
+loadtest: $(REPOSITORY_STAMP)
+	$(PY) -m loadtest suite --repository $(REPOSITORY) --out-dir reports/loadtest \
+	  $(if $(LOADTEST_TARGET),--target $(LOADTEST_TARGET),--start-server $(LOADTEST_SERVICES)) $(LOADTEST_ARGS)
 
 bench-ctr-batching: $(REPOSITORY_STAMP)
 	$(PY) -m benchmarks.ctr_batching --repository $(REPOSITORY)

@@ -88,6 +88,8 @@ class DynamicBatcher:
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(policy.instance_count)
         self._compute_ewma_s: float | None = None
+        self._interarrival_ewma_s: float | None = None
+        self._last_arrival: float | None = None
         self._closed = False
         self._tasks: set[asyncio.Task] = set()
         self._scheduler = asyncio.create_task(self._schedule(), name=f"batcher-{model.name}")
@@ -130,8 +132,10 @@ class DynamicBatcher:
         rows = request_rows(inputs) if self.policy.max_batch_size > 0 else 1
         if rows > max(self.policy.max_batch_size, 1):
             raise InvalidArgument(f"{rows} rows exceed the model's max_batch_size {self.policy.max_batch_size}")
+        now = time.monotonic()
+        self._note_arrival(now)
         pending = _Pending(inputs, rows, ragged_sizes(inputs, self._dims), fixed_signature(inputs, self._dims),
-                           asyncio.get_running_loop().create_future(), time.monotonic(), deadline)
+                           asyncio.get_running_loop().create_future(), now, deadline)
         self._queue.append(pending)
         self._depth.set(len(self._queue))
         self._wakeup.set()
@@ -142,6 +146,19 @@ class DynamicBatcher:
                 self._drop(pending)
                 self._metrics.rejected.labels(self.model.name, "cancelled").inc()
             raise
+
+    def _note_arrival(self, now: float) -> None:
+        if self._last_arrival is not None:
+            gap = now - self._last_arrival
+            ewma = self._interarrival_ewma_s
+            self._interarrival_ewma_s = gap if ewma is None else 0.9 * ewma + 0.1 * gap
+        self._last_arrival = now
+
+    def _company_expected(self) -> bool:
+        """Whether another request is likely to arrive within the queue delay (at low load it is
+        not, and waiting would only add the delay to every request)."""
+        gap = self._interarrival_ewma_s
+        return gap is not None and gap < self.policy.max_queue_delay_s
 
     def _drop(self, pending: _Pending) -> None:
         with contextlib.suppress(ValueError):  # already taken by the scheduler
@@ -168,7 +185,7 @@ class DynamicBatcher:
     async def _wait_for_company(self) -> None:
         """Until the queue holds a full (preferred) batch or the oldest request waited long enough."""
         while self._queue:
-            if sum(p.rows for p in self._queue) >= self.policy.fire_size:
+            if sum(p.rows for p in self._queue) >= self.policy.fire_size or not self._company_expected():
                 return
             wait = self._queue[0].enqueued + self.policy.max_queue_delay_s - time.monotonic()
             if wait <= 0:

@@ -137,3 +137,14 @@ async def test_more_rows_than_max_batch_size_is_invalid() -> None:
     with pytest.raises(InvalidArgument, match="3 rows exceed the model's max_batch_size 2"):
         await batcher.submit({"tokens": np.ones((3, 2), np.int64)})
     await batcher.close()
+
+
+async def test_a_lone_request_at_low_load_does_not_wait_for_company() -> None:
+    model = FakeModel("m", _outputs)
+    batcher = _batcher(model, max_queue_delay_s=0.5)
+    for _ in range(3):  # arrivals 0.6 s apart: no company expected within the 0.5 s delay
+        start = time.perf_counter()
+        await batcher.submit(_request([1, 2]))
+        assert time.perf_counter() - start < 0.25
+        await asyncio.sleep(0.6)
+    await batcher.close()
