@@ -11,6 +11,7 @@ Skipped only when podman or runc is not installed. `pytest -m deploy -s` prints 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import importlib
 import os
 import re
@@ -23,11 +24,13 @@ import numpy as np
 import pytest
 
 from tests.deploy import podman_stack as stack
-from tests.deploy.prometheus_server import PrometheusServer
+from tests.deploy.prometheus_server import PrometheusServer, free_port
 
 MISSING = stack.missing_tools()
 pytestmark = [
     pytest.mark.deploy,
+    # Cold: base image (debootstrap) + service image (pip) + tiny models, on a busy 2-core machine.
+    pytest.mark.timeout(1500),
     pytest.mark.skipif(bool(MISSING), reason=f"not installed: {', '.join(MISSING)} (apt-get install podman runc)"),
 ]
 if MISSING:
@@ -77,12 +80,14 @@ async def _send(target: str, service: str, params: dict[str, str], count: int) -
 @pytest.fixture(scope="module")
 async def deployed(request, tmp_path_factory):
     timings: dict[str, float] = {}
-    start = time.perf_counter()
-    fixtures = {family: request.getfixturevalue(f"tiny_{family}") for family in FIXTURES}
-    timings["tiny models"] = time.perf_counter() - start
+    with concurrent.futures.ThreadPoolExecutor(1) as builder:
+        images = builder.submit(stack.build_images, timings)  # mostly downloads: overlaps the training
+        start = time.perf_counter()
+        fixtures = {family: request.getfixturevalue(f"tiny_{family}") for family in FIXTURES}
+        timings["tiny models"] = time.perf_counter() - start
+        images.result()
     workdir = tmp_path_factory.mktemp("deploy")
     repository = stack.readable_repository([f.repository for f in fixtures.values()], workdir / "repository")
-    stack.build_images(timings)
     start, tag = time.perf_counter(), str(os.getpid())
     containers = {service: stack.run_container(service, repository, tag) for service in fixtures}
     try:
@@ -90,11 +95,13 @@ async def deployed(request, tmp_path_factory):
         timings["containers serving"] = time.perf_counter() - start
         params = {s: _generator_params(s, fixtures[s], repository, workdir) for s in containers}
         yield {"containers": containers, "params": params, "workdir": workdir, "timings": timings,
+               "repository": repository,
                "serving_s": dict(zip(containers, waits, strict=True))}
     finally:
         for container in containers.values():
             stack.remove(container)
-        print("deploy timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+        print(f"deploy: services {', '.join(containers)}; timings (s): "
+              + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
 
 
 def test_every_service_with_a_model_runs_in_a_container(deployed) -> None:
@@ -169,6 +176,44 @@ async def test_prometheus_scrapes_the_containers_and_computes_p99(deployed) -> N
     for series in [*p99, *direct]:
         assert 0 < float(series["value"][1]) <= 10.0, series
     assert all(float(s["value"][1]) == 0.0 for s in errors), errors
+
+
+async def test_compose_file_runs_under_podman_compose(deployed) -> None:
+    """docker/compose.yaml, unmodified, brings ctr (+ one more service) up under podman-compose:
+    published ports, health checks, init, read-only root, and service-name DNS between them.
+    Prometheus and Grafana are not started: their images cannot be pulled on these machines."""
+    tool = stack.REPO / ".deploy-venv" / "bin" / "podman-compose"
+    assert tool.exists(), "podman-compose is not installed in .deploy-venv (make deploy-tools)"
+    services = ["ctr", *[s for s in deployed["containers"] if s != "ctr"][:1]]
+    ports = {s: free_port() for s in services}
+    env = {**stack.podman_env(), "INFERSUITE_MODEL_REPOSITORY_DIR": str(deployed["repository"]),
+           **{f"{s.upper()}_PORT": str(port) for s, port in ports.items()}}
+    compose = [str(tool), "-p", f"infersuite-test-{os.getpid()}", "-f", "docker/compose.yaml"]
+    start = time.perf_counter()
+    up = subprocess.run([*compose, "up", "-d", *services], cwd=stack.REPO, env=env, capture_output=True, text=True,
+                        timeout=300)
+    try:
+        assert up.returncode == 0, up.stderr[-3000:]
+        names = {s: f"infersuite-test-{os.getpid()}_{s}_1" for s in services}
+        for service in services:
+            await stack.wait_serving(stack.Container(names[service], service, ports[service], 0), timeout_s=180)
+        deployed["timings"]["compose up"] = time.perf_counter() - start
+        probe = ("import grpc; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; "
+                 "print(g.HealthStub(grpc.insecure_channel('ctr:50051')).Check(h.HealthCheckRequest("
+                 "service='infersuite.ctr.v1.CtrService'), timeout=10).status)")
+        by_name = stack.podman("exec", names[services[-1]], "python", "-c", probe)
+        assert by_name.stdout.strip() == "1", by_name.stderr  # SERVING, reached as "ctr" from a sibling
+        for name in names.values():
+            assert stack.podman("healthcheck", "run", name, check=False).returncode == 0, name
+            config = stack.podman("inspect", name, "--format", "{{.HostConfig.Init}} {{.HostConfig.ReadonlyRootfs}}")
+            assert config.stdout.split() == ["true", "true"], name
+        stopped = subprocess.run([*compose, "stop", *services], cwd=stack.REPO, env=env, capture_output=True,
+                                 text=True, timeout=120)
+        assert stopped.returncode == 0, stopped.stderr[-2000:]
+        for name in names.values():
+            assert stack.podman("inspect", name, "--format", "{{.State.ExitCode}}").stdout.strip() == "0", name
+    finally:
+        subprocess.run([*compose, "down", "-t", "5"], cwd=stack.REPO, env=env, capture_output=True, timeout=120)
 
 
 def test_sigterm_drains_and_exits_zero(deployed) -> None:
