@@ -260,6 +260,14 @@ class DynamicBatcher:
             self._slots.release()
             self._wakeup.set()
 
+    async def drain(self, timeout_s: float) -> bool:
+        """Waits until the queue is empty and no batch runs (a hot reload retires the old version
+        this way: new requests already go elsewhere); True when idle within `timeout_s`."""
+        limit = time.monotonic() + timeout_s
+        while (self._queue or self._tasks) and time.monotonic() < limit:
+            await asyncio.sleep(0.005)
+        return not (self._queue or self._tasks)
+
     async def close(self) -> None:
         """Stops taking requests; queued ones fail UNAVAILABLE, running batches finish."""
         self._closed = True

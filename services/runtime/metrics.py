@@ -66,6 +66,10 @@ class Metrics:
             "infersuite_model_rejected_requests", "Requests refused or dropped before compute, by reason.",
             ["model", "reason"], registry=self.registry,
         )
+        self.load_failures = Counter(
+            "infersuite_model_load_failures", "Model versions that failed to load or warm up (the previous "
+            "version, if any, keeps serving).", ["model"], registry=self.registry,
+        )
         self._http: tuple[WSGIServer, threading.Thread] | None = None
 
     def histogram(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -42,6 +43,14 @@ def batching_policy(entry: RepositoryModel, model: LoadedModel, settings: Runtim
     )
 
 
+@dataclass(frozen=True)
+class LoadFailure:
+    """The latest version of a model that failed to load, and why (OIP RepositoryIndex shows it)."""
+
+    version: str
+    reason: str
+
+
 class ModelManager:
     def __init__(self, repository: ModelRepository, backend: Backend, metrics: Metrics,
                  settings: RuntimeSettings | None = None):
@@ -54,6 +63,7 @@ class ModelManager:
         self.stats: dict[str, ModelStats] = {}
         self._expected: set[str] = set()  # asked to load: loading, loaded or failed
         self._aliases: dict[str, str] = {}  # alias -> model (the repository's aliases.json)
+        self.load_failures: dict[str, LoadFailure] = {}  # model -> its last failed load (cleared on success)
 
     async def load(self, names: Iterable[str]) -> None:
         """Loads and warms up every named model (latest version)."""
@@ -66,9 +76,44 @@ class ModelManager:
             self._expected.add(name)
             self._metrics.model_ready.labels(name).set(0)
             entry = self.repository.resolve(name)
-            model = await self._backend.load(entry)
+            try:
+                model, policy = await self.prepare(entry)
+            except Unavailable:
+                raise  # the backend is not up yet (the server retries): not a broken model
+            except Exception as exc:
+                self.record_failure(name, entry.version, exc)
+                raise
+            self.attach(model, policy)
+
+    async def prepare(self, entry: RepositoryModel) -> tuple[LoadedModel, BatchingPolicy]:
+        """Loads and warms up one version without serving it (services/runtime/reload.py swaps it in)."""
+        model = await self._backend.load(entry)
+        try:
             await self._warm_up(model)
-            self.attach(model, batching_policy(entry, model, self._settings))
+        except BaseException:
+            await model.close()
+            raise
+        return model, batching_policy(entry, model, self._settings)
+
+    def record_failure(self, name: str, version: str, exc: BaseException) -> LoadFailure:
+        """Counts and keeps a failed load; the message is the operator's (RepositoryIndex), not a client's."""
+        detail = str(exc).splitlines()[0][:300] if str(exc) else ""
+        failure = LoadFailure(version, f"version {version} failed to load: {type(exc).__name__}: {detail}")
+        self.load_failures[name] = failure
+        self._metrics.load_failures.labels(name).inc()
+        log.error("model %s %s", name, failure.reason)
+        return failure
+
+    def swap(self, model: LoadedModel, policy: BatchingPolicy) -> tuple[LoadedModel, DynamicBatcher]:
+        """Serves `model` in place of the loaded version of the same name; new requests reach it at
+        once. Returns the old model and scheduler for the caller to drain and close."""
+        old = self._models[model.name], self._schedulers[model.name]
+        self._schedulers[model.name] = DynamicBatcher(model, policy, ragged_dims_from_meta(model.meta),
+                                                      self._metrics, self.stats[model.name])
+        self._models[model.name] = model
+        self.load_failures.pop(model.name, None)
+        log.info("model %s now serves v%s (was v%s)", model.name, model.version, old[0].version)
+        return old
 
     def attach(self, model: LoadedModel, policy: BatchingPolicy) -> None:
         """Serves an already loaded model behind a scheduler with `policy`."""

@@ -28,6 +28,7 @@ from services.runtime.metrics import Metrics
 from services.runtime.models import ModelManager
 from services.runtime.oip import SERVICE_NAME as OIP_SERVICE_NAME
 from services.runtime.oip import OipServicer
+from services.runtime.reload import ModelReloader
 from services.runtime.repository import ModelRepository
 from services.runtime.security import BearerTokenInterceptor, server_credentials
 from services.runtime.settings import RuntimeSettings
@@ -80,6 +81,9 @@ class InferSuiteServer:
         backend = TritonBackend(settings) if settings.backend == "triton" else OnnxRuntimeBackend(settings)
         self.models = ModelManager(repository, backend, self.metrics, settings)
         self.runtime = Runtime(settings, self.models, self.metrics)
+        # Hot reload (new version beside the old, swapped only on success); polls when repository_poll_s > 0.
+        self.reloader = ModelReloader(self.models, drain_s=settings.grace_period_s)
+        self._polling: asyncio.Task[None] | None = None
         options = [("grpc.max_receive_message_length", settings.max_message_bytes),
                    ("grpc.max_send_message_length", settings.max_message_bytes)]
         interceptors: list[aio.ServerInterceptor] = [ErrorAndMetricsInterceptor(self.metrics)]
@@ -137,6 +141,8 @@ class InferSuiteServer:
         if self.load_error is None:
             await self.health.set("", SERVING)
             log.info("all models loaded; serving")
+        if self.settings.repository_poll_s > 0:
+            self._polling = asyncio.create_task(self.reloader.run(self.settings.repository_poll_s))
 
     async def wait_ready(self, timeout: float = 60.0) -> None:
         """Waits for model loading; raises the load error if a model failed."""
@@ -149,8 +155,9 @@ class InferSuiteServer:
     async def stop(self, grace: float | None = None) -> None:
         """NOT_SERVING first, then drain in-flight requests for `grace` seconds, then stop."""
         await self._set_health(NOT_SERVING)
-        if self._loading is not None and not self._loading.done():
-            self._loading.cancel()
+        for task in (self._loading, self._polling):
+            if task is not None and not task.done():
+                task.cancel()
         await self.grpc.stop(self.settings.grace_period_s if grace is None else grace)
         await self.models.close()
         self.metrics.stop_http()

@@ -35,6 +35,9 @@ class RuntimeSettings(BaseSettings):
     """Longest a call to Triton may take (shortened to the request's own deadline)."""
     load_retry_s: float = Field(1.0, gt=0)
     """Pause between attempts to load a model whose backend is not available yet."""
+    repository_poll_s: float = Field(0.0, ge=0)
+    """Seconds between checks of the model repository for a newer version of each served model,
+    loaded beside the serving one and swapped in only if it loads (services/runtime/reload.py); 0 = off."""
     execution_providers: list[str] = []
     """onnxruntime providers in order of preference; empty = the best available
     (TensorRT, CUDA, then CPU)."""

@@ -89,9 +89,11 @@ class OipServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         response = service_pb2.RepositoryIndexResponse()
         for name in self._models.repository.names():
             ready = self._models.is_ready(name)
-            if request.ready and not ready:
-                continue
-            version = self._models.get(name).version if ready else ""
-            response.models.add(name=name, version=version, state="READY" if ready else "UNAVAILABLE",
-                                reason="" if ready else "not loaded by this server")
+            failure = self._models.load_failures.get(name)
+            if ready:
+                response.models.add(name=name, version=self._models.get(name).version, state="READY")
+            elif not request.ready and failure is None:
+                response.models.add(name=name, state="UNAVAILABLE", reason="not loaded by this server")
+            if failure is not None and not request.ready:  # a failed version, e.g. beside a serving one
+                response.models.add(name=name, version=failure.version, state="UNAVAILABLE", reason=failure.reason)
         return response
