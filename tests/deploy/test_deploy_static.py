@@ -83,8 +83,7 @@ def _compose() -> dict:
 
 def test_compose_file_passes_docker_compose_strict_validation() -> None:
     tool = REPO / ".deploy-venv" / "bin" / "docker-compose"
-    if not tool.exists():
-        pytest.skip("docker-compose not installed in .deploy-venv (make deploy-tools)")
+    assert tool.exists(), "docker-compose is not installed in .deploy-venv (make deploy-tools)"
     result = subprocess.run([str(tool), "-f", "docker/compose.yaml", "config", "-q"], cwd=REPO,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
