@@ -80,6 +80,9 @@ def panels() -> list[dict]:
             "queue_full: bounded queue; deadline: cannot finish before the caller's deadline."),
         timeseries("Models ready (replicas)", "short", [(
             f"sum by (model) (infersuite_model_ready{{{MODEL}}})", "{{model}}")]),
+        timeseries("Model load failures (hot reload)", "short", [(
+            f"sum by (model) (increase(infersuite_model_load_failures_total{{{MODEL}}}[$__rate_interval]))",
+            "{{model}}")], "A new version failed to load or warm up; the previous version keeps serving."),
         row("Families"),
         timeseries("ctr: candidates and history per request (p50 / p99)", "short", [
             (quantile(0.5, "infersuite_ctr_candidates", "job", ""), "candidates p50"),
