@@ -1,0 +1,117 @@
+"""Open-loop load with Poisson arrivals where every request's final status is kept, plus /metrics
+scraping. Shared by the reliability tests (seconds) and benchmarks/reliability.py (minutes).
+
+Latency is measured from each request's INTENDED send time, so a stalled client or server cannot
+hide queueing (coordinated omission). A request that never got a status would be a missing entry;
+`LoadResult.unanswered` counts them and must be 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
+
+# A request for the driver: (method path, serialized request). Responses stay raw bytes.
+Request = tuple[str, bytes]
+RequestFactory = Callable[[int], Request]
+
+
+@dataclass
+class Outcome:
+    index: int  # the request's number in its phase (what the factory was called with)
+    intended: float  # offset in s from the phase start
+    sent: float  # time.monotonic() when the call was issued
+    latency_s: float  # from the intended send to the final status
+    code: str  # gRPC status code name
+
+
+@dataclass
+class LoadResult:
+    rate: float
+    duration_s: float
+    outcomes: list[Outcome] = field(default_factory=list)
+    unanswered: int = 0  # scheduled requests with no status at the end: must be 0
+    started: float = 0.0  # time.monotonic() of the phase start
+
+    @property
+    def sent(self) -> int:
+        return len(self.outcomes) + self.unanswered
+
+    def codes(self) -> Counter[str]:
+        return Counter(o.code for o in self.outcomes)
+
+    def latencies(self, code: str = "OK") -> np.ndarray:
+        return np.array([o.latency_s for o in self.outcomes if o.code == code])
+
+    def percentile_ms(self, q: float, code: str = "OK") -> float:
+        values = self.latencies(code)
+        return float(np.percentile(values, q) * 1000) if values.size else float("nan")
+
+    def throughput(self, code: str = "OK") -> float:
+        return self.codes()[code] / self.duration_s
+
+    def summary(self) -> dict[str, object]:
+        return {"offered_rps": round(self.rate, 1), "duration_s": self.duration_s, "sent": self.sent,
+                "codes": dict(self.codes()), "unanswered": self.unanswered,
+                "ok_rps": round(self.throughput(), 1), "ok_p50_ms": round(self.percentile_ms(50), 2),
+                "ok_p99_ms": round(self.percentile_ms(99), 2),
+                "rejected_p99_ms": round(self.percentile_ms(99, "RESOURCE_EXHAUSTED"), 2)}
+
+
+async def _one(channel: grpc.aio.Channel, index: int, request: Request, timeout_s: float, phase_start: float,
+               intended: float, result: LoadResult) -> None:
+    method, payload = request
+    call = channel.unary_unary(method)
+    sent = time.monotonic()
+    try:
+        await call(payload, timeout=timeout_s)
+        code = "OK"
+    except grpc.aio.AioRpcError as err:
+        code = err.code().name
+    result.outcomes.append(Outcome(index, intended, sent, time.monotonic() - phase_start - intended, code))
+
+
+async def open_loop(channel: grpc.aio.Channel, make_request: RequestFactory, rate: float, duration_s: float,
+                    timeout_s: float = 5.0, seed: int = 0) -> LoadResult:
+    """Poisson arrivals at `rate`/s for `duration_s`; waits for every request's status."""
+    rng = np.random.default_rng(seed)
+    offsets = np.cumsum(rng.exponential(1.0 / rate, size=int(rate * duration_s * 1.5) + 10))
+    offsets = offsets[offsets < duration_s]
+    result = LoadResult(rate, duration_s)
+    start = result.started = time.monotonic()
+    tasks = []
+    for i, offset in enumerate(offsets):
+        delay = start + offset - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(_one(channel, i, make_request(i), timeout_s, start, float(offset), result)))
+    _, pending = await asyncio.wait(tasks, timeout=timeout_s + 5) if tasks else (set(), set())
+    result.unanswered = len(pending)
+    for task in pending:
+        task.cancel()
+    return result
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """/metrics as {(sample name, sorted labels): value}."""
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def metric(samples: dict, name: str, **labels: str) -> float:
+    """Sum of the samples of `name` whose labels include `labels`."""
+    return sum(value for (sample, sample_labels), value in samples.items()
+               if sample == name and set(labels.items()) <= set(sample_labels))

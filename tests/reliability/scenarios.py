@@ -1,0 +1,218 @@
+"""The reliability scenarios, each a function that drives load, injects one fault and returns its
+figures. The tests run them for seconds and assert; benchmarks/reliability.py runs them for
+minutes and writes reports/reliability.md. One implementation, two durations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+import psutil
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.reliability.load import LoadResult, RequestFactory, metric, open_loop, scrape
+
+REJECTED = "infersuite_model_rejected_requests_total"
+COMPUTED = "infersuite_model_compute_duration_seconds_count"
+
+
+async def overload(channel: grpc.aio.Channel, make_request: RequestFactory, sustainable_rps: float,
+                   duration_s: float, factor: float = 3.0, recovery_s: float = 2.0,
+                   timeout_s: float = 5.0) -> dict[str, object]:
+    """`factor` x the sustainable rate for `duration_s`, then 0.5 x at once (recovery), overlapping
+    the overload's tail so a backlog would show. `recovered_after_s`: from the end of the overload
+    to the last recovery request that was not answered OK (0 = none)."""
+
+    async def recovery() -> LoadResult:
+        await asyncio.sleep(duration_s)
+        return await open_loop(channel, lambda i: make_request(RECOVERY_IDS + i), 0.5 * sustainable_rps,
+                               recovery_s, timeout_s, seed=2)
+
+    hot, cool = await asyncio.gather(
+        open_loop(channel, make_request, factor * sustainable_rps, duration_s, timeout_s, seed=1), recovery())
+    failed = [o.intended for o in cool.outcomes if o.code != "OK"]
+    settled = [o for o in cool.outcomes if o.intended > max(failed, default=0.0)]
+    return {"overload": hot.summary(), "recovery": cool.summary(),
+            "throughput_vs_sustainable": round(hot.throughput() / sustainable_rps, 3),
+            "recovered_after_s": round(max(failed, default=0.0), 3),
+            "recovery_p99_after_settling_ms": round(
+                float(np.percentile([o.latency_s for o in settled], 99)) * 1000 if settled else 0.0, 2)}
+
+
+async def sustainable_rate(channel: grpc.aio.Channel, make_request: RequestFactory, rates: list[float],
+                           step_s: float, slo_ms: float) -> tuple[float, list[dict[str, object]]]:
+    """Highest offered rate whose requests all succeed with p99 within the SLO (a rising sweep)."""
+    best, steps = 0.0, []
+    for rate in rates:
+        result = await open_loop(channel, make_request, rate, step_s, seed=int(rate))
+        steps.append(result.summary())
+        ok = result.codes()["OK"] == result.sent and result.percentile_ms(99) <= slo_ms
+        if not ok:
+            break
+        best = result.throughput()
+    return best, steps
+
+
+RECOVERY_IDS, SHORT_IDS, FLOOD_IDS = 500_000, 1_000_000, 2_000_000  # request ids per phase (traceable)
+
+
+async def deadlines_and_cancellation(channel: grpc.aio.Channel, make_request: RequestFactory,
+                                     metrics_url: str, model: str, capacity_rps: float, duration_s: float,
+                                     short_deadline_s: float) -> dict[str, object]:
+    """Live requests at 50% of capacity, while (a) requests whose deadline is shorter than the
+    queue ahead and (b) a flood of requests the client cancels arrive at 2x capacity each.
+
+    Proof from the server's own counters: executions + rejections-before-compute = requests, i.e.
+    a request is either computed or turned away by reason, never lost. `lost_after_start` lists
+    the requests computed without an OK answer, with the times to check that each one had started
+    BEFORE its cancellation or deadline (`starts_before_loss` needs the model's start times)."""
+    before = scrape(metrics_url)
+    live, short, (flood, cancelled_at) = await asyncio.gather(
+        open_loop(channel, make_request, 0.5 * capacity_rps, duration_s, timeout_s=10.0, seed=3),
+        open_loop(channel, lambda i: make_request(SHORT_IDS + i), 2 * capacity_rps, duration_s,
+                  short_deadline_s, seed=4),
+        _cancel_flood(channel, lambda i: make_request(FLOOD_IDS + i), 2 * capacity_rps, duration_s))
+    await asyncio.sleep(0.3)  # let the server finish its bookkeeping of the last cancellations
+    after = scrape(metrics_url)
+    rejected = {reason: metric(after, REJECTED, model=model, reason=reason)
+                - metric(before, REJECTED, model=model, reason=reason)
+                for reason in ("deadline", "expired", "cancelled", "queue_full")}
+    executions = metric(after, COMPUTED, model=model) - metric(before, COMPUTED, model=model)
+    deadline_of = {SHORT_IDS + o.index: o.sent + short_deadline_s for o in short.outcomes if o.code != "OK"}
+    return {"live": live.summary(), "short_deadline": short.summary(), "cancelled_flood": flood,
+            "rejected_before_compute": rejected, "executions": executions,
+            "ok_total": live.codes()["OK"] + short.codes()["OK"],
+            "requests_total": live.sent + short.sent + flood["sent"],
+            "loss_times": {**deadline_of, **cancelled_at}}
+
+
+def starts_before_loss(started: dict[int, float], loss_times: dict[int, float]) -> tuple[int, int]:
+    """(computed requests that were later cancelled/expired, those whose execution began AFTER
+    their cancellation or deadline: must be 0)."""
+    lost = [i for i in loss_times if i in started]
+    return len(lost), sum(started[i] > loss_times[i] for i in lost)
+
+
+async def _cancel_flood(channel: grpc.aio.Channel, make_request: RequestFactory, rate: float,
+                        duration_s: float) -> tuple[dict[str, int], dict[int, float]]:
+    """Requests that the client cancels 1 ms after sending them (a client that disappears)."""
+    calls, cancelled_at = [], {}
+    start = time.monotonic()
+    while time.monotonic() - start < duration_s:
+        method, payload = make_request(len(calls))
+        calls.append(channel.unary_unary(method)(payload, timeout=10.0))
+        await asyncio.sleep(0.001)
+        calls[-1].cancel()
+        cancelled_at[FLOOD_IDS + len(calls) - 1] = time.monotonic()
+        await asyncio.sleep(max(0.0, 1.0 / rate - 0.001))
+    codes: dict[str, int] = {}
+    for call in calls:
+        try:
+            await call
+            code = "OK"
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+        except grpc.aio.AioRpcError as err:
+            code = err.code().name
+        codes[code] = codes.get(code, 0) + 1
+    return {"sent": len(calls), **codes}, cancelled_at
+
+
+@dataclass
+class ShutdownFigures:
+    sent_before_signal: int
+    in_flight_at_signal: int  # sent before SIGTERM, answered after it
+    codes_before_signal: dict[str, int]
+    codes_after_signal: dict[str, int]
+    health_not_serving_after_s: float | None  # SIGTERM -> the Watch stream says NOT_SERVING
+    first_refusal_after_s: float | None  # SIGTERM -> first UNAVAILABLE
+    exit_after_s: float
+    exit_code: int | None
+    grace_s: float
+
+
+async def graceful_shutdown(proc: subprocess.Popen, port: int, make_request: RequestFactory, rate: float,
+                            before_s: float, after_s: float, grace_s: float) -> ShutdownFigures:
+    """Load at `rate`; SIGTERM `before_s` into it; load goes on `after_s` more."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+        statuses: list[tuple[float, int]] = []
+
+        async def follow_health() -> None:
+            try:
+                async for reply in watch:
+                    statuses.append((time.monotonic(), reply.status))
+            except grpc.aio.AioRpcError:
+                pass
+
+        follower = asyncio.create_task(follow_health())
+        load = asyncio.create_task(open_loop(channel, make_request, rate, before_s + after_s, timeout_s=10.0))
+        await asyncio.sleep(before_s)
+        signalled = time.monotonic()
+        os.kill(proc.pid, signal.SIGTERM)
+        result = await load
+        exit_code = await asyncio.to_thread(_wait, proc, grace_s + 10)
+        exited = time.monotonic() - signalled
+        follower.cancel()
+    start = result.started
+    before = [o for o in result.outcomes if start + o.intended < signalled]
+    after = [o for o in result.outcomes if start + o.intended >= signalled]
+    refusals = [start + o.intended + o.latency_s - signalled for o in after if o.code == "UNAVAILABLE"]
+    not_serving = [t - signalled for t, status in statuses if status == health_pb2.HealthCheckResponse.NOT_SERVING
+                   and t >= signalled - 0.05]
+    return ShutdownFigures(
+        len(before), sum(start + o.intended + o.latency_s > signalled for o in before),
+        _count(o.code for o in before), _count(o.code for o in after),
+        round(min(not_serving), 4) if not_serving else None, round(min(refusals), 4) if refusals else None,
+        round(exited, 3), exit_code, grace_s)
+
+
+def _wait(proc: subprocess.Popen, timeout: float) -> int | None:
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def _count(codes) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    counts: dict[str, int] = {}
+    for code in codes:
+        counts[code] = counts.get(code, 0) + 1
+    return counts
+
+
+def process_footprint(pid: int) -> tuple[int, int]:
+    """(RSS bytes, open file descriptors) of a process."""
+    proc = psutil.Process(pid)
+    return proc.memory_info().rss, proc.num_fds()
+
+
+async def soak(channel: grpc.aio.Channel, make_request: RequestFactory, pid: int, rate: float, duration_s: float,
+               warmup_s: float, samples: int = 10) -> dict[str, object]:
+    """`rate` for `warmup_s` (allocators and caches settle), then `duration_s` with RSS and fd
+    samples; growth is measured from the first sample after warm-up to the last."""
+    await open_loop(channel, make_request, rate, warmup_s, seed=7)
+    footprints = [process_footprint(pid)]
+    results = []
+    for i in range(samples):
+        results.append(await open_loop(channel, make_request, rate, duration_s / samples, seed=100 + i))
+        footprints.append(process_footprint(pid))
+    codes: dict[str, int] = {}
+    for result in results:
+        for code, n in result.codes().items():
+            codes[code] = codes.get(code, 0) + n
+    p99 = max(r.percentile_ms(99) for r in results)
+    rss0, fds0 = footprints[0]
+    rss1, fds1 = footprints[-1]
+    return {"rate_rps": rate, "duration_s": duration_s, "codes": codes,
+            "unanswered": sum(r.unanswered for r in results), "worst_window_p99_ms": round(p99, 2),
+            "rss_start_mib": round(rss0 / 2**20, 1), "rss_end_mib": round(rss1 / 2**20, 1),
+            "rss_growth_pct": round(100 * (rss1 - rss0) / rss0, 2), "fds_start": fds0, "fds_end": fds1,
+            "rss_series_mib": [round(r / 2**20, 1) for r, _ in footprints], "fd_series": [f for _, f in footprints]}

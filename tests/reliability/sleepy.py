@@ -1,0 +1,97 @@
+"""A service over a model of KNOWN cost: each execution takes `compute_s` (one at a time, no
+batching), so capacity is exactly 1 / compute_s requests/s on any machine, however busy. The
+overload, deadline and shutdown scenarios use it to test the runtime's admission control with
+figures that do not depend on the CPU; benchmarks/reliability.py runs the same scenarios on the
+real ctr model too.
+
+    python -m tests.reliability.sleepy --compute-ms 10 --queue 8 --grace 5   # a suite process (SIGTERM tests)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+
+import grpc
+import numpy as np
+from grpc import aio
+
+from services.runtime import InvalidArgument, Runtime, RuntimeSettings
+from services.runtime.batching import BatchingPolicy
+from services.runtime.tensors import TensorSpec
+
+MODEL = "sleepy"
+METHOD = "/infersuite.reliability.Sleepy/Infer"
+SERVICE_NAME = "infersuite.reliability.Sleepy"
+
+
+class SleepyModel:
+    """A LoadedModel whose every execution costs `compute_s` of wall time (y = x + 1)."""
+
+    def __init__(self, compute_s: float):
+        self.name, self.version, self.meta, self.instance_count = MODEL, "1", {}, 1
+        self.inputs = [TensorSpec("x", "FP32", (-1, 4))]
+        self.outputs = [TensorSpec("y", "FP32", (-1, 4))]
+        self.compute_s = compute_s
+        self.executions = 0
+        self.started: dict[int, float] = {}  # request id (x[0, 0]) -> time.monotonic() its execution began
+
+    async def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.executions += 1
+        self.started[int(inputs["x"][0, 0])] = time.monotonic()
+        await asyncio.sleep(self.compute_s)
+        return {"y": inputs["x"] + 1}
+
+    async def close(self) -> None:
+        return None
+
+
+class SleepyService:
+    name = "sleepy"
+    grpc_service_names = (SERVICE_NAME,)
+
+    def __init__(self, compute_s: float = 0.01, max_queue_size: int = 8):
+        self.model = SleepyModel(compute_s)
+        self.max_queue_size = max_queue_size
+
+    def required_models(self) -> list[str]:
+        return []  # attached directly at registration
+
+    def register(self, server: aio.Server, runtime: Runtime) -> None:
+        policy = BatchingPolicy(max_batch_size=1, max_queue_delay_s=0.0, max_queue_size=self.max_queue_size,
+                                combine=False)
+        runtime.models.attach(self.model, policy)
+
+        async def infer(request: bytes, context: aio.ServicerContext) -> bytes:
+            if len(request) != 16:
+                raise InvalidArgument(f"request must be 4 float32 values (16 bytes), got {len(request)} bytes")
+            outputs = await runtime.models.infer(MODEL, {"x": np.frombuffer(request, np.float32)[None]})
+            return outputs["y"].tobytes()
+
+        handler = grpc.unary_unary_rpc_method_handler(infer)
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, {"Infer": handler}),))
+
+
+def request(index: int) -> tuple[str, bytes]:
+    """Request number `index` carries its number (exact in float32 below 2**24) so executions can be traced."""
+    return METHOD, np.full(4, index, np.float32).tobytes()
+
+
+def main() -> None:
+    from services.__main__ import serve
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--compute-ms", type=float, default=10.0)
+    parser.add_argument("--queue", type=int, default=8)
+    parser.add_argument("--grace", type=float, default=5.0)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    settings = RuntimeSettings(port=0, metrics_port=0, host="127.0.0.1", grace_period_s=args.grace)
+    asyncio.run(serve(settings, [SleepyService(args.compute_ms / 1000, args.queue)]))
+
+
+if __name__ == "__main__":
+    main()
