@@ -93,11 +93,14 @@ async def deadlines_and_cancellation(channel: grpc.aio.Channel, make_request: Re
             "loss_times": {**deadline_of, **cancelled_at}}
 
 
-def starts_before_loss(started: dict[int, float], loss_times: dict[int, float]) -> tuple[int, int]:
-    """(computed requests that were later cancelled/expired, those whose execution began AFTER
-    their cancellation or deadline: must be 0)."""
+def starts_before_loss(started: dict[int, float], loss_times: dict[int, float],
+                       notice_s: float = 0.0) -> tuple[int, list[tuple[int, float]]]:
+    """(computed requests that were later cancelled/expired, [(id, s)] of those whose execution
+    began more than `notice_s` AFTER the client cancelled or the deadline passed: must be empty).
+    `notice_s` is the time a client's cancel needs to reach the server (the server cannot know sooner)."""
     lost = [i for i in loss_times if i in started]
-    return len(lost), sum(started[i] > loss_times[i] for i in lost)
+    late = [(i, round(started[i] - loss_times[i], 4)) for i in lost if started[i] > loss_times[i] + notice_s]
+    return len(lost), late
 
 
 async def _cancel_flood(channel: grpc.aio.Channel, make_request: RequestFactory, rate: float,

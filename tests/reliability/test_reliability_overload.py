@@ -61,7 +61,8 @@ async def test_expired_and_cancelled_requests_are_never_computed_and_do_not_star
     # by its client before it ever reached the model's queue (the remainder, never negative).
     assert figures["executions"] == model.executions - executions_before, figures
     assert figures["executions"] + sum(rejected.values()) <= figures["requests_total"], figures
-    # Computed without an OK answer: only requests whose execution had begun before the cancel/deadline.
-    lost, started_late = starts_before_loss(model.started, figures["loss_times"])
+    # Computed without an OK answer: only requests whose execution had begun before the cancel/deadline
+    # (plus 5 ms for a cancel to cross loopback: the server cannot stop what it has not heard of).
+    lost, started_late = starts_before_loss(model.started, figures["loss_times"], notice_s=0.005)
     assert figures["executions"] == figures["ok_total"] + lost, figures
-    assert started_late == 0, figures
+    assert not started_late, started_late
