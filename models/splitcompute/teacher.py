@@ -17,7 +17,7 @@ from torch import nn
 
 
 def conv_bn_relu(c_in: int, c_out: int, stride: int = 1, kernel: int = 3) -> nn.Sequential:
-    padding = kernel // 2 if kernel % 2 else 0  # odd kernels keep the size; even ones patchify
+    padding = kernel // 2 if kernel % 2 else (kernel - stride) // 2  # output = input / stride
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, kernel, stride, padding, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)
     )
@@ -26,7 +26,8 @@ def conv_bn_relu(c_in: int, c_out: int, stride: int = 1, kernel: int = 3) -> nn.
 @dataclass(frozen=True)
 class TeacherConfig:
     n_classes: int = 10  # output classes
-    patch: int = 4  # stride of the patchifying first convolution (96 -> 24)
+    patch: int = 4  # stride of the first convolution (96 -> 24)
+    first_kernel: int = 8  # its kernel: two strides wide, so it sees a whole period of either grating
     stem_channels: tuple[int, int] = (24, 32)  # stem widths; the last is the distilled feature width
     tail_channels: tuple[int, int, int] = (48, 64, 96)  # tail widths (stride 2, 1, 2)
 
@@ -55,7 +56,7 @@ class TeacherCNN(nn.Module):
         super().__init__()
         self.config = cfg = cfg or TeacherConfig()
         c1, c2 = cfg.stem_channels
-        self.stem = nn.Sequential(conv_bn_relu(3, c1, cfg.patch, kernel=cfg.patch), conv_bn_relu(c1, c2))
+        self.stem = nn.Sequential(conv_bn_relu(3, c1, cfg.patch, kernel=cfg.first_kernel), conv_bn_relu(c1, c2))
         self.tail = TeacherTail(cfg)
 
     @classmethod

@@ -39,6 +39,11 @@ class SplitComputeService:
             SplitComputeServicer(SplitComputeHandler(self.settings, runtime)), server)
 
 
-SERVICE = SplitComputeService()
+def __getattr__(name: str) -> SplitComputeService:
+    # `SERVICE` is built on first access (PEP 562): building it reads pydantic settings, which a
+    # device importing only the SDK does not have.
+    if name == "SERVICE":
+        return SplitComputeService()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["SERVICE", "SplitComputeService"]

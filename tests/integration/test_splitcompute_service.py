@@ -78,7 +78,7 @@ async def test_get_codec_names_the_current_version_and_bundle(client, tiny_split
     local = EdgeEncoder(tiny_splitcompute.encoder_bundle).codec
     assert codec.version == local.version and codec.served_versions == (local.version,)
     assert codec.latent_shape == local.latent_shape and codec.encoder_model == "splitcompute-encoder-fp32"
-    assert codec.wire_format == wire.WIRE_FORMAT and codec.class_names[0] == "circle"
+    assert codec.wire_format == wire.WIRE_FORMAT and codec.class_names[0] == "fine-0deg"
 
 
 async def test_an_unknown_codec_version_is_a_failed_precondition_listing_the_served_ones(
