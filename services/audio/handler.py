@@ -110,6 +110,11 @@ class AudioHandler:
     def window(self, model: str) -> int:
         return int(self._models.get(model).meta.get("window_samples", self.model_sample_rate))
 
+    @property
+    def timestamp_samples(self) -> int:
+        """Model-rate samples of audio a timestamp embedding sees (centred)."""
+        return round(self.settings.timestamp_window_ms * self.model_sample_rate / 1000)
+
     async def embed_scene(self, query: EmbedQuery) -> SceneResult:
         embedder, name = self.model_name(query.embedder)
         audio, duration = self._model_audio(query.audio, "EmbedScene", embedder)
@@ -131,7 +136,8 @@ class AudioHandler:
         centres = windows.centre_sample(stamps, self.model_sample_rate)
         size, parts = self.window(name), []
         for part in windows.batched(count, self.settings.batch_windows):
-            parts.append(await self.embed_windows(name, windows.centred_windows(audio, 0, centres[part], size)))
+            parts.append(await self.embed_windows(name, windows.centred_windows(
+                audio, 0, centres[part], size, self.timestamp_samples)))
         return TimestampResult(np.concatenate(parts), stamps, duration, name, self._models.get(name).version)
 
     def open_stream(self, options: StreamOptions) -> TimestampStream:
@@ -150,6 +156,7 @@ class TimestampStream:
         self._rate = handler.model_sample_rate
         self._resampler = StreamingResampler(self.sample_rate, self._rate)
         self._window = handler.window(model)
+        self._half = min(handler.timestamp_samples, self._window) // 2  # audio a timestamp needs on each side
         self._audio = np.zeros(0, np.float32)  # model-rate samples from global index self._audio_start
         self._audio_start = 0
         self._length = 0  # model-rate samples so far
@@ -179,11 +186,10 @@ class TimestampStream:
         stamps = windows.timestamps_ms(count - self._next, self.hop_ms, first=self._next)
         centres = windows.centre_sample(stamps, self._rate)
         parts = [await self._handler.embed_windows(self.model, windows.centred_windows(
-            self._audio, self._audio_start, centres[part], self._window))
+            self._audio, self._audio_start, centres[part], self._window, self._handler.timestamp_samples))
             for part in windows.batched(len(centres), self._handler.settings.batch_windows)]
         self._next = count
-        keep_from = int(windows.centre_sample(np.array([self._next * self.hop_ms]), self._rate)[0]) \
-            - self._window // 2
+        keep_from = int(windows.centre_sample(np.array([self._next * self.hop_ms]), self._rate)[0]) - self._window // 2
         if keep_from > self._audio_start:
             self._audio = self._audio[keep_from - self._audio_start:]
             self._audio_start = keep_from
@@ -192,11 +198,11 @@ class TimestampStream:
 
     async def push(self, data: bytes) -> tuple[np.ndarray, np.ndarray]:
         self._append(self._resampler.push(self._accept(data)))
-        # timestamp k is ready when its window [c_k - W/2, c_k + W/2) has fully arrived
-        ready_ms = (self._length - self._window // 2) * 1000.0 / self._rate
+        # timestamp k is ready when the audio it sees, [c_k - half, c_k + half), has fully arrived
+        ready_ms = (self._length - self._half) * 1000.0 / self._rate
         count = int(np.floor(ready_ms / self.hop_ms + 1e-9)) + 1 if ready_ms >= 0 else 0
         while count > self._next and windows.centre_sample(
-                np.array([(count - 1) * self.hop_ms]), self._rate)[0] + self._window // 2 > self._length:
+                np.array([(count - 1) * self.hop_ms]), self._rate)[0] + self._half > self._length:
             count -= 1  # rounding of centre samples
         if count <= self._next:
             return np.zeros((0, 0), np.float32), np.zeros(0)

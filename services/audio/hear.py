@@ -22,6 +22,7 @@ import onnxruntime as ort
 from services.audio import windows
 
 TIMESTAMP_HOP_MS = 50.0
+TIMESTAMP_WINDOW_MS = 500.0  # the service's default (AudioSettings.timestamp_window_ms)
 BATCH_WINDOWS = 64
 DEFAULT_MODEL = Path("model_repository/audio-passt-fp32")
 
@@ -37,6 +38,7 @@ class HearModel:
         self.window = int(meta.get("window_samples", self.sample_rate))
         self.scene_embedding_size = self.timestamp_embedding_size = int(self.session.get_outputs()[0].shape[1])
         self.timestamp_hop_ms = TIMESTAMP_HOP_MS
+        self.timestamp_window_ms = TIMESTAMP_WINDOW_MS
         self.name = meta.get("name", onnx_path.parent.parent.name)
 
     def embed_windows(self, batch: np.ndarray) -> np.ndarray:
@@ -90,8 +92,9 @@ def get_timestamp_embeddings(audio: object, model: HearModel) -> tuple[np.ndarra
     count = windows.timestamp_count(sounds.shape[1], model.sample_rate, model.timestamp_hop_ms)
     stamps = windows.timestamps_ms(count, model.timestamp_hop_ms)
     centres = windows.centre_sample(stamps, model.sample_rate)
+    active = round(model.timestamp_window_ms * model.sample_rate / 1000)
     embeddings = np.stack([
-        np.concatenate([model.embed_windows(windows.centred_windows(sound, 0, centres[part], model.window))
+        np.concatenate([model.embed_windows(windows.centred_windows(sound, 0, centres[part], model.window, active))
                         for part in windows.batched(count, BATCH_WINDOWS)])
         for sound in sounds])
     return embeddings, np.broadcast_to(stamps, (len(sounds), count)).copy()

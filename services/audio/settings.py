@@ -25,6 +25,8 @@ class AudioSettings(BaseSettings):
     """Most interleaved channels accepted (they are averaged)."""
     default_hop_ms: float = Field(default=50.0, gt=0)
     """Timestamp hop when a request sets none (HEAR's common 50 ms)."""
+    timestamp_window_ms: float = Field(default=500.0, gt=0, le=1000)
+    """Audio each timestamp embedding sees, centred on its timestamp (the rest of the 1 s model window is silence)."""
     min_hop_ms: float = Field(default=10.0, gt=0)
     """Smallest timestamp hop accepted."""
     max_timestamps: int = Field(default=20000, ge=1)

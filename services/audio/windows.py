@@ -5,7 +5,10 @@ HEAR module so that both embed exactly the same windows.
   window is mostly padding); a clip shorter than W is zero-padded at its end. The scene
   embedding is the mean of the window embeddings.
 - Timestamps: t_k = k * hop for k = 0 .. floor(duration / hop); the embedding of t_k is that
-  of the window CENTRED on t_k, zero-padded outside the clip.
+  of the model window CENTRED on t_k, zero-padded outside the clip. Only the central `active`
+  samples (the timestamp window, 500 ms by default) carry audio, the rest is silence: a whole
+  1 s of context blurs an onset over +-0.5 s, beyond HEAR's 200 ms onset tolerance (measured
+  in reports/audio.md).
 """
 
 from __future__ import annotations
@@ -42,14 +45,18 @@ def centre_sample(timestamp_ms: np.ndarray, sample_rate: int) -> np.ndarray:
     return np.round(timestamp_ms * sample_rate / 1000.0).astype(np.int64)
 
 
-def centred_windows(audio: np.ndarray, audio_start: int, centres: np.ndarray, window: int) -> np.ndarray:
+def centred_windows(audio: np.ndarray, audio_start: int, centres: np.ndarray, window: int,
+                    active: int | None = None) -> np.ndarray:
     """Windows of `window` samples centred on global sample indices `centres`, cut from `audio`
-    whose first sample has global index `audio_start`; zeros where `audio` has no sample."""
-    half = window // 2
-    first = centres[:, None] - half + np.arange(window)[None, :] - audio_start  # (N, window) local indices
-    inside = (first >= 0) & (first < audio.size)
-    out = np.zeros(first.shape, np.float32)
-    out[inside] = audio[first[inside]]
+    whose first sample has global index `audio_start`, holding audio only in their central
+    `active` samples (all of them by default); zeros elsewhere and where `audio` has no sample."""
+    active = window if active is None else min(active, window)
+    offset = (window - active) // 2
+    index = centres[:, None] - window // 2 + offset + np.arange(active)[None, :] - audio_start  # (N, active)
+    inside = (index >= 0) & (index < audio.size)
+    out = np.zeros((len(centres), window), np.float32)
+    part = out[:, offset:offset + active]
+    part[inside] = audio[index[inside]]
     return out
 
 

@@ -59,9 +59,11 @@ async def test_scene_windows_run_in_batches_and_are_averaged(handler_and_model) 
     assert result.duration_s == pytest.approx(2.05) and result.model == "audio-passt-fp32"
 
 
+@pytest.mark.parametrize("timestamp_window_ms", [500.0, 40.0])  # all of the fake's 100 ms window, or part
 @pytest.mark.parametrize("rate", [32000, 44100, 16000])
-async def test_streaming_equals_unary_timestamps(handler_and_model, rate) -> None:
+async def test_streaming_equals_unary_timestamps(handler_and_model, rate, timestamp_window_ms) -> None:
     handler, _ = handler_and_model
+    handler.settings.timestamp_window_ms = timestamp_window_ms
     audio = _noise(1.3, rate, seed=rate)
     unary = await handler.embed_timestamps(EmbedQuery(_raw(audio, rate), hop_ms=25.0))
     stream = handler.open_stream(StreamOptions(rate, 1, "", 25.0))

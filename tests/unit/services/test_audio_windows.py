@@ -23,3 +23,11 @@ def test_centred_windows_zero_pad_outside_the_audio_and_respect_the_offset() -> 
     audio = np.arange(1, 11, dtype=np.float32)  # global samples 100..109 hold 1..10
     out = windows.centred_windows(audio, 100, np.array([100, 105]), 4)
     np.testing.assert_array_equal(out, [[0, 0, 1, 2], [4, 5, 6, 7]])
+
+
+def test_timestamp_windows_hold_audio_only_in_their_central_part() -> None:
+    audio = np.arange(1, 21, dtype=np.float32)
+    out = windows.centred_windows(audio, 0, np.array([10]), 8, active=4)
+    np.testing.assert_array_equal(out, [[0, 0, 9, 10, 11, 12, 0, 0]])
+    full = windows.centred_windows(audio, 0, np.array([10]), 8, active=100)  # clamped to the window
+    np.testing.assert_array_equal(full, [[7, 8, 9, 10, 11, 12, 13, 14]])
