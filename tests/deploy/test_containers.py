@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from tests.deploy import podman_stack as stack
+from tests.deploy.dashboard_queries import dashboard_metric_names
 from tests.deploy.prometheus_server import PrometheusServer, free_port
 
 MISSING = stack.missing_tools()
@@ -141,8 +142,6 @@ async def test_a_real_request_through_each_service_and_its_metrics(deployed) -> 
 
 
 def test_dashboard_metrics_are_exported_by_the_containers(deployed) -> None:
-    from tests.deploy.test_deploy_static import dashboard_metric_names
-
     exported: set[str] = set()
     for container in deployed["containers"].values():
         exported |= set(re.findall(r"^# TYPE (\S+) ", container.metrics(), re.MULTILINE))

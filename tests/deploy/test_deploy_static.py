@@ -15,13 +15,20 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.deploy.dashboard_queries import (
+    DASHBOARD,
+    METRIC_TOKEN,
+    base_name,
+    dashboard_exprs,
+    dashboard_metric_names,
+    strip_strings_and_matchers,
+)
+
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
 RULES = sorted((DOCKER / "prometheus" / "rules").glob("*.yml"))
-DASHBOARD = DOCKER / "grafana" / "dashboards" / "infersuite.json"
 SUITE = ("ctr", "segmentation", "splitcompute", "audio")
 K8S_VERSIONS = ("1.29.0", "1.37.0")  # the oldest cluster the manifests target (grpc probes GA in 1.27) and the newest
-METRIC_TOKEN = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 
 
 
@@ -36,25 +43,6 @@ def grpc_service_names() -> dict[str, str]:
     return names
 
 
-def dashboard_exprs() -> list[str]:
-    panels = json.loads(DASHBOARD.read_text())["panels"]
-    return [target["expr"] for panel in panels for target in panel.get("targets", [])]
-
-
-def _strip_strings_and_matchers(expr: str) -> str:
-    return re.sub(r"\{[^}]*\}", "", re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr))
-
-
-def _base_name(name: str) -> str:
-    return re.sub(r"_(bucket|sum|count|total)$", "", name)
-
-
-def dashboard_metric_names() -> set[str]:
-    """Raw metric names (histogram/counter suffixes removed) the dashboard's queries read."""
-    tokens = {t for expr in dashboard_exprs() for t in METRIC_TOKEN.findall(_strip_strings_and_matchers(expr))}
-    return {_base_name(t) for t in tokens if t.startswith("infersuite_")}
-
-
 def recorded_names() -> set[str]:
     return {rule["record"] for path in RULES for group in yaml.safe_load(path.read_text())["groups"]
             for rule in group["rules"] if "record" in rule}
@@ -67,7 +55,7 @@ def exported_metric_names() -> set[str]:
     names = {family.name for family in Metrics().registry.collect()}
     for path in (REPO / "services").rglob("*.py"):
         names |= set(re.findall(r'"(infersuite_[a-z0-9_]+)"', path.read_text()))
-    return {_base_name(name) for name in names}
+    return {base_name(name) for name in names}
 
 
 def promtool(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
@@ -181,7 +169,7 @@ def test_every_dashboard_query_parses_as_promql(tmp_path) -> None:
 def test_dashboard_reads_only_metrics_the_services_export_or_rules_record() -> None:
     wanted, exported = dashboard_metric_names(), exported_metric_names()
     assert len(wanted) >= 12 and wanted <= exported, sorted(wanted - exported)
-    used_records = {t for expr in dashboard_exprs() for t in METRIC_TOKEN.findall(_strip_strings_and_matchers(expr))
+    used_records = {t for expr in dashboard_exprs() for t in METRIC_TOKEN.findall(strip_strings_and_matchers(expr))
                     if ":" in t}
     assert used_records <= recorded_names(), sorted(used_records - recorded_names())
 
@@ -234,7 +222,7 @@ def test_kubernetes_services_are_wired_to_their_pods_probes_and_autoscaler() -> 
 
 def test_adapter_rules_read_metrics_the_services_export() -> None:
     adapter = yaml.safe_load(_manifests()["prometheus-adapter.yaml"][0]["data"]["config.yaml"])
-    series = {_base_name(re.match(r"\w+", rule["seriesQuery"]).group(0)) for rule in adapter["rules"]}  # type: ignore[union-attr]
+    series = {base_name(re.match(r"\w+", rule["seriesQuery"]).group(0)) for rule in adapter["rules"]}  # type: ignore[union-attr]
     assert series <= exported_metric_names()
 
 
