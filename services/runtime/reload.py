@@ -3,10 +3,12 @@ has loaded and warmed up; a version that fails keeps the previous one serving.
 
 Like Triton's repository polling (`--model-control-mode=poll`): the reloader compares each served
 model with the latest numeric version directory of the repository (`poll_once`, or `run` every
-`repository_poll_s`), or is asked for one model (`reload`). A failed load is reported three ways:
+`repository_poll_s`), or is asked for one model (`reload`). A version that does not load, fails its
+warm-up, takes other tensors or lacks meta.json entries of the serving version is a failed load,
+reported three ways:
 the log (ERROR), the counter `infersuite_model_load_failures_total{model}`, and the OIP
 RepositoryIndex entry of that version (state UNAVAILABLE, with the reason). The same broken file
-is not retried on every poll; a changed file (new mtime) is.
+is not retried on every poll; a version directory with a changed file (newer mtime) is.
 
 The swap is atomic for callers: requests already queued on the old version finish there (the old
 scheduler drains for up to `drain_s`), new ones go to the new version at once.
@@ -18,6 +20,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from services.runtime.backends.base import LoadedModel
 from services.runtime.models import ModelManager
 
 log = logging.getLogger(__name__)
@@ -29,6 +32,27 @@ class ReloadOutcome:
     version: str  # the version that was tried
     state: str  # "swapped", "unchanged" or "failed"
     reason: str = ""
+
+
+class SignatureChanged(ValueError):
+    """The new version's tensors or meta.json keys differ from the serving one's (its callers would break)."""
+
+
+def _signature(model: LoadedModel) -> list[tuple[str, str, tuple[int, ...]]]:
+    return [(s.name, s.datatype, s.shape) for s in [*model.inputs, *model.outputs]]
+
+
+async def _check_signature(new: LoadedModel, serving: LoadedModel) -> None:
+    """A version that loads and warms up but takes other tensors, or lacks meta.json entries the
+    serving one has (services read them: vocabulary, codec tables...), is a failed load too."""
+    problem = ""
+    if _signature(new) != _signature(serving):
+        problem = f"inputs/outputs {_signature(new)} differ from the serving version's {_signature(serving)}"
+    elif missing := sorted(set(serving.meta) - set(new.meta)):
+        problem = f"meta.json lacks {', '.join(missing)} (the serving version has them)"
+    if problem:
+        await new.close()
+        raise SignatureChanged(problem)
 
 
 class ModelReloader:
@@ -43,8 +67,9 @@ class ModelReloader:
         return versions[-1] if versions else ""
 
     def _mtime(self, name: str, version: str) -> float:
-        path = self._models.repository.root / name / version / "model.onnx"
-        return path.stat().st_mtime if path.exists() else 0.0
+        """The newest file of a version directory: any rewritten file makes the version worth a retry."""
+        directory = self._models.repository.root / name / version
+        return max((f.stat().st_mtime for f in directory.iterdir()), default=0.0) if directory.is_dir() else 0.0
 
     async def reload(self, name: str, version: str = "") -> ReloadOutcome:
         """Loads `version` (default: the latest) of a served model beside the current one; swaps on success."""
@@ -55,6 +80,7 @@ class ModelReloader:
                 return ReloadOutcome(current.name, entry.version, "unchanged")
             try:
                 model, policy = await self._models.prepare(entry)
+                await _check_signature(model, current)
             except Exception as exc:  # any load failure: the serving version stays, the failure is reported
                 self._failed[current.name] = (entry.version, self._mtime(current.name, entry.version))
                 failure = self._models.record_failure(current.name, entry.version, exc)

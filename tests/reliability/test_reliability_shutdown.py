@@ -1,0 +1,47 @@
+"""SIGTERM under load: a real suite process (tests/reliability/sleepy.py) drains and exits."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.reliability import sleepy
+from tests.reliability.scenarios import graceful_shutdown
+
+pytestmark = [pytest.mark.reliability, pytest.mark.integration]
+ROOT = Path(__file__).resolve().parents[2]
+COMPUTE_MS, GRACE_S = 40.0, 3.0
+
+
+def start_sleepy(compute_ms: float, queue: int, grace_s: float) -> tuple[subprocess.Popen, int]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "tests.reliability.sleepy", "--compute-ms", str(compute_ms),
+                             "--queue", str(queue), "--grace", str(grace_s)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline() if proc.stdout else ""
+    match = re.search(r"gRPC on port (\d+)", line)
+    if match is None:
+        proc.kill()
+        raise RuntimeError(f"sleepy server did not start: {line!r}")
+    return proc, int(match.group(1))
+
+
+async def test_sigterm_under_load_drains_in_flight_refuses_new_and_exits_within_grace() -> None:
+    proc, port = start_sleepy(COMPUTE_MS, queue=64, grace_s=GRACE_S)
+    try:
+        figures = await graceful_shutdown(proc, port, sleepy.request, rate=20.0, before_s=1.5, after_s=1.0,
+                                          grace_s=GRACE_S)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert figures.in_flight_at_signal >= 1, figures  # the signal really landed under load
+    assert figures.codes_before_signal == {"OK": figures.sent_before_signal}, figures  # every one completed
+    assert set(figures.codes_after_signal) == {"UNAVAILABLE"}, figures  # new ones refused, nothing else
+    assert figures.health_not_serving_after_s is not None, figures  # watchers were told before the stop
+    assert figures.first_refusal_after_s is not None and figures.first_refusal_after_s < 0.5, figures
+    assert figures.exit_code == 0 and figures.exit_after_s <= GRACE_S + 2.0, figures
