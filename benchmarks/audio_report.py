@@ -119,7 +119,8 @@ def _patchout_table(artifacts: Path) -> list[str]:
     if bow:
         lines.append(f"\nBag-of-words MLP head (the paper's classifier on the histograms): test accuracy "
                      f"{bow['test_accuracy']:.3f}; the whole BoW training took {bow['train_seconds']:.0f} s.")
-    lines.append(f"\nWhole training run: {quality_json.get('wall_seconds', float('nan')):.0f} s wall.")
+    runs = quality_json.get("wall_seconds_by_run", {})
+    lines.append("\nTraining runs (wall, shared cores): " + ", ".join(f"{k}: {v:.0f} s" for k, v in runs.items()) + ".")
     return lines
 
 

@@ -5,7 +5,10 @@ Statistics are enough" (2021): no attention, no convolution.
 2. A small feed-forward autoencoder learns a latent code per patch (trained on reconstruction).
 3. k-means codebooks (several sizes) quantise the latent codes; each patch becomes a word.
 4. The embedding of a window is the normalised histogram of its words ("bag of words"), one
-   histogram per codebook. Deviation, on purpose: histograms are kept per frequency band (the
+   histogram per codebook, as sqrt(frequency) x idf: the square root (Hellinger) and the inverse
+   document frequency of each word over the training windows (classic bag-of-words weighting)
+   keep words that occur everywhere from dominating a cosine (retrieval mAP in reports/audio.md).
+   Deviation, on purpose: histograms are kept per frequency band (the
    patch rows grouped into `bands`), because a pure bag of words cannot tell a low-band noise
    from a high-band one (the same patch shape at another height); the paper's statistics carry
    no position either, and our synthetic classes need it.
@@ -52,6 +55,7 @@ class BagOfWords(nn.Module):
 
     input_names: ClassVar[tuple[str, ...]] = ("waveform",)
     output_names: ClassVar[tuple[str, ...]] = ("embedding",)
+    idf: torch.Tensor  # (D,) buffer, typed for mypy
 
     def __init__(self, config: BowConfig | None = None, front: FrontEndConfig | None = None):
         super().__init__()
@@ -66,6 +70,7 @@ class BagOfWords(nn.Module):
         for i, k in enumerate(config.codebooks):
             self.register_buffer(f"codebook{i}", torch.zeros(k, config.latent))
         size = config.bands * sum(config.codebooks)
+        self.register_buffer("idf", torch.ones(size))  # set from the training windows (`fit_idf`)
         self.head = nn.Sequential(
             nn.Linear(size, config.head_hidden), nn.ReLU(), nn.Linear(config.head_hidden, config.n_classes)
         )
@@ -98,7 +103,13 @@ class BagOfWords(nn.Module):
         return torch.cat(counts, dim=-1).flatten(1)
 
     def embed(self, mel: torch.Tensor) -> torch.Tensor:
-        return self.histograms(self.codes(mel))
+        return self.histograms(self.codes(mel)).sqrt() * self.idf  # (B, D)
+
+    @torch.no_grad()
+    def fit_idf(self, mel: torch.Tensor) -> None:
+        """idf = ln((1 + N) / (1 + windows holding the word)) + 1 over training windows (B, 1, M, T)."""
+        present = (self.histograms(self.codes(mel)) > 0).float().sum(0)  # (D,)
+        self.idf.copy_(torch.log((1.0 + mel.shape[0]) / (1.0 + present)) + 1.0)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         return self.embed(self.front_end(waveform))

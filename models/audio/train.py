@@ -156,6 +156,7 @@ def train_bow(
     windows = random_windows(mels["train"], model.front_config.frames, generator)
     reconstruction = _train_autoencoder(model, windows, config, generator)
     _fit_codebooks(model, windows, config)
+    model.fit_idf(windows)
     model.eval()
     train_embeddings = bow_scene_embeddings(model, mels["train"])
     labels = torch.from_numpy(data.train_labels)
@@ -209,24 +210,29 @@ def train_all(
     passt_config: PasstConfig | None = None,
     bow_config: BowConfig | None = None,
     progress: bool = True,
+    only: tuple[str, ...] = ("passt", "bow"),
 ) -> dict[str, Any]:
-    """Trains and saves passt.pt and bow.pt (and the no-patchout PaSST for the comparison)."""
+    """Trains and saves passt.pt and bow.pt (and the no-patchout PaSST for the comparison);
+    `only` retrains a subset (each embedder has its own seeds, so the others are unaffected) and
+    merges its figures into an existing quality.json."""
     started = time.perf_counter()
     passt_config, bow_config = passt_config or PasstConfig(), bow_config or BowConfig()
     data = make_audio_data(data_config)
     front = FrontEndConfig()
     mels = {"train": clip_mels(data.train_audio, front), "test": clip_mels(data.test_audio, front)}
-    quality: dict[str, Any] = {}
-    passt, quality["passt"] = train_passt(data, mels, config, passt_config, progress)
-    save_checkpoint(out / "passt.pt", passt, quality["passt"], data_config)
-    if compare_patchout:
+    previous = out / "quality.json"
+    quality: dict[str, Any] = json.loads(previous.read_text()) if previous.is_file() and len(only) < 2 else {}
+    if "passt" in only:
+        passt, quality["passt"] = train_passt(data, mels, config, passt_config, progress)
+        save_checkpoint(out / "passt.pt", passt, quality["passt"], data_config)
+    if "passt" in only and compare_patchout:
         plain = replace(passt_config, drop_freq_rows=0, drop_time_cols=0, drop_patches=0.0)
         _, quality["passt_no_patchout"] = train_passt(data, mels, config, plain, progress)
-    bow, quality["bow"] = train_bow(data, mels, config, bow_config, progress)
-    save_checkpoint(out / "bow.pt", bow, quality["bow"], data_config)
-    quality.update(
-        wall_seconds=time.perf_counter() - started, data_config=asdict(data_config), train_config=asdict(config)
-    )
+    if "bow" in only:
+        bow, quality["bow"] = train_bow(data, mels, config, bow_config, progress)
+        save_checkpoint(out / "bow.pt", bow, quality["bow"], data_config)
+    quality.update(data_config=asdict(data_config), train_config=asdict(config))
+    quality.setdefault("wall_seconds_by_run", {})[",".join(only)] = time.perf_counter() - started
     (out / "quality.json").write_text(json.dumps(quality, indent=2) + "\n")
     return quality
 
@@ -236,6 +242,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=Path("artifacts/audio"), help="checkpoint dir")
     parser.add_argument("--quick", action="store_true", help="tiny data, 1 epoch: smoke test")
     parser.add_argument("--no-compare", action="store_true", help="skip the PaSST run without patchout")
+    parser.add_argument("--only", nargs="+", choices=("passt", "bow"), default=("passt", "bow"),
+                        help="retrain these embedders only (figures merge into quality.json)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads; 1 by default: on shared cores two spinning threads cost ~8x the CPU")
@@ -245,7 +253,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.quick:
         data_config = replace(data_config, clips_per_class=12, event_clips=4)
         config = replace(config, passt_epochs=1, autoencoder_epochs=1, head_epochs=5)
-    quality = train_all(data_config, config, args.out, not args.no_compare, progress=not args.no_progress)
+    quality = train_all(data_config, config, args.out, not args.no_compare, progress=not args.no_progress,
+                        only=tuple(args.only))
     print(json.dumps({k: quality[k] for k in ("passt", "passt_no_patchout", "bow") if k in quality}, indent=2))
     return quality
 

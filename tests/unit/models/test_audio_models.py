@@ -35,7 +35,7 @@ def test_bow_histograms_are_normalised_word_counts_per_band_and_codebook() -> No
     for centroids in model.codebooks():
         centroids.copy_(torch.randn(centroids.shape, generator=torch.Generator().manual_seed(1)))
     with torch.no_grad():
-        embedding = model.embed(_mel(3))  # (3, 4 * 8)
+        embedding = model.histograms(model.codes(_mel(3)))  # (3, 4 * 8)
     assert embedding.shape == (3, 4 * (3 + 5))
     per = embedding.reshape(3, 4, 8)
     np.testing.assert_allclose(per[..., :3].sum(-1).numpy(), 1.0, atol=1e-6)
@@ -43,3 +43,14 @@ def test_bow_histograms_are_normalised_word_counts_per_band_and_codebook() -> No
     patches_per_band = model.grid[0] // 4 * model.grid[1]
     counts = (per * patches_per_band).numpy()
     np.testing.assert_allclose(counts, np.round(counts), atol=1e-4)  # whole words, hard assignment
+
+
+def test_bow_embedding_is_sqrt_frequency_times_idf_learned_on_training_windows() -> None:
+    model = BagOfWords(BowConfig(hidden=16, latent=4, codebooks=(3, 5), bands=4)).eval()
+    for centroids in model.codebooks():
+        centroids.copy_(torch.randn(centroids.shape, generator=torch.Generator().manual_seed(1)))
+    model.fit_idf(_mel(6))
+    with torch.no_grad():
+        histograms = model.histograms(model.codes(_mel(2)))
+        torch.testing.assert_close(model.embed(_mel(2)), histograms.sqrt() * model.idf)
+    assert float(model.idf.min()) >= 1.0  # smoothed idf: a word in every window keeps weight 1
