@@ -71,7 +71,7 @@ def served_agreement(repository: Path, model: EcoM2F, images: np.ndarray) -> dic
     from benchmarks._server import start_server, stop_server
     from services.segmentation.client import SegmentationClient
 
-    proc, port = start_server(repository, services='["segmentation"]')
+    proc, port = start_server(repository, services='["segmentation"]', INFERSUITE_INTRA_OP_THREADS="1")
     try:
         async def run() -> list[Any]:
             async with SegmentationClient(f"127.0.0.1:{port}", timeout_s=60) as client:
@@ -187,6 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("reports/segmentation.md"))
     parser.add_argument("--served", type=int, default=200, help="held-out images sent through the server (0 = skip)")
     args = parser.parse_args(argv)
+    torch.set_num_threads(1)  # see TrainConfig.threads: spinning OpenMP threads on a shared machine
     model, ckpt = load_checkpoint(args.checkpoint)
     scenes = make_scenes(replace(SceneConfig(**ckpt["scene_config"])))
     costs = stage_gflops(model)

@@ -43,7 +43,7 @@ class SceneConfig:
     noise_max: float = 0.22  # pixel noise std at difficulty 1
     max_blend: float = 0.55  # how far object colours fade into the background at difficulty 1
     max_clutter: int = 10  # background lines/blobs at difficulty 1
-    colour_cue: float = 1.0  # chance an object wears its class colour, times (1 - difficulty)
+    colour_cue: float = 0.0  # chance an object wears its class colour, times (1 - difficulty); 0 = never
     valid_fraction: float = 0.1  # share of scenes held out for the gate's derived dataset check
     test_fraction: float = 0.15  # share of scenes held out for the reported figures
     seed: int = 0  # one seed determines every scene
@@ -142,7 +142,7 @@ def make_scene(cfg: SceneConfig, difficulty: float, rng: np.random.Generator) ->
         cy, cx = rng.uniform(radius * 0.6, size - radius * 0.6, 2)
         mask = shape_mask(kind, size, cy, cx, radius, rng.uniform(0, 2 * np.pi))
         colour = rng.uniform(0, 1, 3)
-        if rng.random() < cfg.colour_cue * (1.0 - difficulty):  # easy scenes: the class's own colour
+        if cfg.colour_cue > 0 and rng.random() < cfg.colour_cue * (1.0 - difficulty):  # class colour when easy
             colour = np.clip(CLASS_COLOURS[kind] + rng.normal(0.0, 0.08, 3), 0.0, 1.0)
         colour = colour + difficulty * cfg.max_blend * (base - colour)  # low contrast when hard
         image[mask] = _texture(size, colour, rng)[mask]

@@ -42,6 +42,7 @@ class EcoM2FConfig:
     n_layers: int = 6  # encoder layers L
     first_exit: int = 2  # shallowest exit (paper: 2); exits are first_exit..n_layers
     head_dim: int = 32  # channels of the per-pixel head
+    stage_convs: int = 2  # 3x3 convs per backbone stage; fewer = smaller receptive field, more encoder work
     gate_pool: int = 2  # gate pools each token scale to gate_pool x gate_pool
     gate_hidden: int = 64  # gate MLP hidden width
 
@@ -170,8 +171,10 @@ class EcoM2F(nn.Module):
         w = cfg.widths
         # A 4x4 stride-4 patchify stem (as ConvNeXt) instead of two stride-2 stages: the
         # full-resolution convolutions dominated CPU training time for little gain at 64 px.
-        stem = nn.Sequential(nn.Conv2d(3, w[0], 4, 4, bias=False), nn.BatchNorm2d(w[0]), nn.GELU(), conv_bn(w[0], w[0]))
-        self.stages = nn.ModuleList([stem, BackboneStage(w[0], w[1]), BackboneStage(w[1], w[2])])
+        stem = nn.Sequential(nn.Conv2d(3, w[0], 4, 4, bias=False), nn.BatchNorm2d(w[0]), nn.GELU(),
+                             *(conv_bn(w[0], w[0]) for _ in range(cfg.stage_convs - 1)))
+        self.stages = nn.ModuleList([stem, BackboneStage(w[0], w[1], cfg.stage_convs),
+                                     BackboneStage(w[1], w[2], cfg.stage_convs)])
         self.project8, self.project16 = nn.Conv2d(w[1], cfg.d_model, 1), nn.Conv2d(w[2], cfg.d_model, 1)
         self.level_embedding = nn.Parameter(torch.zeros(2, cfg.d_model))
         g8, g16 = cfg.token_grids

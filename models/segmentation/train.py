@@ -176,6 +176,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--beta", type=float, default=DEFAULT_BETA, help="deployed quality/compute trade-off")
     parser.add_argument("--epochs", type=int, default=None, help="override TrainConfig.epochs")
     parser.add_argument("--images", type=int, default=None, help="override SceneConfig.n_images")
+    parser.add_argument("--stage-convs", type=int, default=None, help="override EcoM2FConfig.stage_convs")
     parser.add_argument("--quick", action="store_true", help="tiny data, 1 epoch: smoke test")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars and epoch lines")
     args = parser.parse_args(argv)
@@ -186,7 +187,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         scene_cfg = replace(scene_cfg, n_images=args.images)
     if args.epochs is not None:
         cfg = replace(cfg, epochs=args.epochs)
-    _, metrics = run(scene_cfg, EcoM2FConfig(), cfg, args.beta, args.out, progress=not args.no_progress)
+    model_cfg = EcoM2FConfig() if args.stage_convs is None else EcoM2FConfig(stage_convs=args.stage_convs)
+    _, metrics = run(scene_cfg, model_cfg, cfg, args.beta, args.out, progress=not args.no_progress)
     for row in metrics["test"]:
         print(
             f"{row['policy']:>8}: mIoU {100 * row['miou']:.2f}  layers {row['mean_layers']:.2f}  "
