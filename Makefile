@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 TRITON_STAMP := .triton/.installed
 
-.PHONY: setup tools triton protos models serve test lint bench-ctr bench-ctr-batching quantize-report loadtest clean
+.PHONY: setup tools triton deploy-tools docker-tools docker docker-test protos models serve test lint bench-ctr bench-ctr-batching quantize-report loadtest clean
 
 setup: $(SETUP_STAMP)
 
@@ -36,6 +36,33 @@ $(TRITON_STAMP): $(SETUP_STAMP)
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --target .triton/python numpy==1.26.4
 	@touch $@
 
+DEPLOY_VENV := .deploy-venv
+DEPLOY_STAMP := $(DEPLOY_VENV)/.installed-compose
+CONTAINERS_CONF := $(CURDIR)/docker/containers.conf
+
+# Compose tools in their own venv: docker-compose 1.29.2 pins PyYAML<6/jsonschema<4 and builds PyYAML 5.4.1 (needs cython<3).
+deploy-tools: $(DEPLOY_STAMP)
+
+$(DEPLOY_STAMP):
+	@test -x $(DEPLOY_VENV)/bin/python || python3 -m venv $(DEPLOY_VENV)
+	echo 'cython<3' > $(DEPLOY_VENV)/constraints.txt
+	PIP_CONSTRAINT=$(CURDIR)/$(DEPLOY_VENV)/constraints.txt $(DEPLOY_VENV)/bin/pip install -q --disable-pip-version-check docker-compose==1.29.2 podman-compose==1.6.0
+	@touch $@
+
+# Debian tools for the container test: podman+runc build/run the images, debootstrap makes the local base image.
+docker-tools:
+	@command -v podman >/dev/null && command -v runc >/dev/null && command -v debootstrap >/dev/null && test -x /usr/libexec/podman/catatonit || { \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	    podman runc catatonit golang-github-containernetworking-plugin-dnsname debootstrap uidmap slirp4netns fuse-overlayfs; }
+
+docker: docker-tools
+	CONTAINERS_CONF=$(CONTAINERS_CONF) docker/build_base_image.sh
+	CONTAINERS_CONF=$(CONTAINERS_CONF) podman build -f docker/Dockerfile --ignorefile docker/Dockerfile.dockerignore --format docker --target runtime -t localhost/infersuite:cpu .
+
+docker-test: $(PROTO_STAMP) tools docker-tools deploy-tools
+	$(PY) -m pytest -q tests/deploy
+
 protos: $(PROTO_STAMP)
 
 # Stubs are generated, never edited, never committed (see .gitignore).
@@ -53,7 +80,7 @@ $(REPOSITORY_STAMP): $(PROTO_STAMP) $(shell find models exporters -name '*.py' 2
 serve: $(REPOSITORY_STAMP)
 	INFERSUITE_MODEL_REPOSITORY=$(REPOSITORY) $(PY) -m services
 
-test: $(PROTO_STAMP) tools triton
+test: $(PROTO_STAMP) tools triton deploy-tools docker-tools
 	$(PY) -m pytest -q
 
 lint: $(PROTO_STAMP)

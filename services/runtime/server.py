@@ -85,7 +85,10 @@ class InferSuiteServer:
         self.reloader = ModelReloader(self.models, drain_s=settings.grace_period_s)
         self._polling: asyncio.Task[None] | None = None
         options = [("grpc.max_receive_message_length", settings.max_message_bytes),
-                   ("grpc.max_send_message_length", settings.max_message_bytes)]
+                   ("grpc.max_send_message_length", settings.max_message_bytes),
+                   # Clients reconnect now and then, so new replicas behind a headless Service get traffic.
+                   ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
+                   ("grpc.max_connection_age_grace_ms", int(settings.grace_period_s * 1000))]
         interceptors: list[aio.ServerInterceptor] = [ErrorAndMetricsInterceptor(self.metrics)]
         if settings.auth_token is not None:
             interceptors.insert(0, BearerTokenInterceptor(settings.auth_token.get_secret_value()))

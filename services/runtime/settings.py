@@ -58,6 +58,8 @@ class RuntimeSettings(BaseSettings):
     """Inference runs on synthetic input at load, before health reports SERVING."""
     grace_period_s: float = Field(10.0, ge=0)
     """On SIGTERM: how long in-flight requests may take to finish before the server stops."""
+    max_connection_age_s: float = Field(300.0, gt=0)
+    """Connections are closed gracefully after this long, so clients re-resolve and spread over replicas."""
     max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     """Largest gRPC message accepted or sent."""
     tls_cert_file: Path | None = None
