@@ -12,15 +12,45 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc import aio
 
 from services.runtime.context import request_deadline
-from services.runtime.errors import InferSuiteError
+from services.runtime.errors import InferSuiteError, InvalidArgument
 from services.runtime.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 INTERNAL_MESSAGE = "Internal server error"
+# Status messages travel in a trailer the client caps at 16 KiB: a message quoting a huge client
+# value (a 64 KiB model name) would make the client drop the whole status (tests/reliability).
+MAX_MESSAGE_CHARS = 2048
+
+
+class _Undecodable:
+    """Stands in for a request whose bytes are not a valid protobuf message of the method's type."""
+
+    def __init__(self, type_name: str):
+        self.type_name = type_name
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """grpc answers UNKNOWN (naming the Python exception) when a deserializer raises; this turns
+    undecodable bytes into a value the handler wrapper refuses with INVALID_ARGUMENT instead."""
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError:
+            return _Undecodable(getattr(getattr(deserializer, "__self__", None), "__name__", "request"))
+
+    return deserialize
+
+
+def _short(message: str) -> str:
+    return message if len(message) <= MAX_MESSAGE_CHARS else message[:MAX_MESSAGE_CHARS] + "... (truncated)"
 
 
 class _Outcome:
@@ -36,7 +66,7 @@ async def _abort_for(exc: BaseException, context: aio.ServicerContext, outcome: 
         outcome.code = grpc.StatusCode[exc.code]
         if exc.trailing_metadata:
             context.set_trailing_metadata(exc.trailing_metadata)
-        await context.abort(outcome.code, exc.message)
+        await context.abort(outcome.code, _short(exc.message))
     log.exception("unhandled error in handler", exc_info=exc)
     outcome.code = grpc.StatusCode.INTERNAL
     await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
@@ -80,6 +110,8 @@ class ErrorAndMetricsInterceptor(aio.ServerInterceptor):
             start, outcome = time.perf_counter(), _Outcome()
             _set_deadline(context)
             try:
+                if isinstance(request, _Undecodable):
+                    raise InvalidArgument(f"the request is not a valid {request.type_name} protobuf message")
                 return await inner(request, context)
             except aio.AbortError:
                 _record_abort(context, outcome)
@@ -94,7 +126,8 @@ class ErrorAndMetricsInterceptor(aio.ServerInterceptor):
 
         factory = (grpc.unary_unary_rpc_method_handler if handler.unary_unary
                    else grpc.stream_unary_rpc_method_handler)
-        return factory(behaviour, handler.request_deserializer, handler.response_serializer)
+        deserializer = _tolerant(handler.request_deserializer) if handler.unary_unary else handler.request_deserializer
+        return factory(behaviour, deserializer, handler.response_serializer)
 
     def _wrap_stream_response(self, handler: grpc.RpcMethodHandler, service: str, method: str) -> Any:
         inner = handler.unary_stream or handler.stream_stream
