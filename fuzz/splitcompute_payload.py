@@ -1,0 +1,59 @@
+"""Fuzzes the splitcompute service's payload path: wire frame parsing, codec lookup, range decoding
+(SplitComputeHandler._decode, the code a Classify request runs before the model).
+
+The first byte picks the mode: 0 = the bytes are the payload as sent (header checks, CRC); else the
+rest is a BODY wrapped in a valid header with its CRC, so the fuzzer reaches the range decoder.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import atheris
+import numpy as np
+
+with atheris.instrument_imports(include=["services"]):
+    from services.runtime import FailedPrecondition, InvalidArgument
+    from services.runtime.metrics import Metrics
+    from services.splitcompute import wire
+    from services.splitcompute.codec import Codec
+    from services.splitcompute.handler import SplitComputeHandler
+    from services.splitcompute.settings import SplitComputeSettings
+
+from fuzz._harness import main
+
+
+def synthetic_codec(latent_shape: tuple[int, int, int] = (4, 3, 3), radius: int = 6) -> Codec:
+    """A codec like an exported one: per-channel discretized Laplacian tables, a fixed version."""
+    symbols = np.arange(-radius, radius + 1)
+    scales = np.linspace(0.5, 3.0, latent_shape[0])[:, None]
+    pmf = np.exp(-np.abs(symbols)[None, :] / scales)
+    return Codec(0xC0DEC, latent_shape, pmf / pmf.sum(axis=1, keepdims=True))
+
+
+CODEC = synthetic_codec()
+
+
+def handler() -> SplitComputeHandler:
+    model = SimpleNamespace(meta={"codec": CODEC.to_meta(), "class_names": ["a", "b"]}, version="1")
+    models = SimpleNamespace(get=lambda name: model)
+    settings = SplitComputeSettings(max_payload_bytes=4096, max_latent_elements=1 << 12)
+    return SplitComputeHandler(settings, SimpleNamespace(models=models, metrics=Metrics()))
+
+
+HANDLER = handler()
+
+
+def test_one_input(data: bytes) -> None:
+    payload = data[1:] if data[:1] == b"\x00" else wire.pack(CODEC.version, CODEC.latent_shape, data[1:])
+    try:
+        symbols, codec, _ = HANDLER._decode(payload)
+    except (InvalidArgument, FailedPrecondition) as exc:
+        assert exc.message
+        return
+    assert symbols.shape == codec.latent_shape
+    assert np.abs(symbols).max() <= codec.radius
+
+
+if __name__ == "__main__":
+    main(test_one_input)
