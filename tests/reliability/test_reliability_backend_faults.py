@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import time
 
 import grpc
 import pytest
@@ -15,9 +14,9 @@ from protos import ctr_pb2
 from services.ctr import CtrService, CtrSettings
 from services.runtime import RuntimeSettings, build_server
 from tests.fixtures import write_add_one_onnx
-from tests.integration.test_triton_backend import LocalTriton
 from tests.reliability.load import metric, open_loop, scrape
 from tests.reliability.requests import ctr_requests
+from tests.reliability.triton_fault import triton_kill_under_load
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]
 MODEL = "din-fp32"
@@ -33,43 +32,17 @@ async def _serve(repository, **settings):
 
 
 async def test_killing_triton_mid_load_gives_prompt_unavailable_and_recovery(tiny_ctr, tmp_path) -> None:
-    triton = LocalTriton(tiny_ctr.repository, tmp_path)
-    triton.start()
-    server, channel = await _serve(tiny_ctr.repository, backend="triton", triton_url=f"127.0.0.1:{triton.port}",
-                                   triton_timeout_s=3.0)
     make = ctr_requests(tiny_ctr.n_items, tiny_ctr.n_categories)
-    deadline_s = 1.0
-    try:
-        load = asyncio.create_task(open_loop(channel, make, rate=20.0, duration_s=4.0, timeout_s=deadline_s))
-        await asyncio.sleep(1.5)
-        killed = time.monotonic()
-        await asyncio.to_thread(triton.kill)
-        result = await load
-        after = [o for o in result.outcomes if result.started + o.intended >= killed + 0.2]
-        before = [o for o in result.outcomes if result.started + o.intended + o.latency_s < killed]
-        assert before and all(o.code == "OK" for o in before), result.summary()
-        assert after and {o.code for o in after} == {"UNAVAILABLE"}, result.summary()  # prompt, never a hang
-        assert max(o.latency_s for o in after) < 0.5 * deadline_s, result.summary()
-        inflight = metric(scrape(f"http://127.0.0.1:{server.metrics_port}/metrics"),
-                          "infersuite_model_inflight_requests", model=MODEL)
-        assert inflight == 0  # nothing left hanging inside the server either
-
-        await asyncio.to_thread(triton.start)  # same port: the channel reconnects by itself
-        back = time.monotonic()
-        recovered = None
-        while recovered is None and time.monotonic() - back < 20:
-            try:
-                await channel.unary_unary(make(0)[0])(make(0)[1], timeout=deadline_s)
-                recovered = time.monotonic() - back
-            except grpc.aio.AioRpcError:
-                await asyncio.sleep(0.1)
-        assert recovered is not None and recovered < 10.0, recovered
-        steady = await open_loop(channel, make, rate=20.0, duration_s=1.0, timeout_s=deadline_s)
-        assert steady.codes() == {"OK": steady.sent}, steady.summary()
-    finally:
-        await channel.close()
-        await server.stop(0)
-        triton.kill()
+    figures = await triton_kill_under_load(tiny_ctr.repository, make, tmp_path, rate=20.0, deadline_s=1.0)
+    before, after = figures["codes_before_kill"], figures["codes_after_kill"]
+    assert before and set(before) == {"OK"}, figures
+    assert after and set(after) == {"UNAVAILABLE"}, figures  # prompt UNAVAILABLE, never a timeout
+    assert figures["max_latency_after_kill_s"] < 0.5 * figures["deadline_s"], figures  # no call near its deadline
+    assert figures["first_unavailable_after_kill_s"] < 0.5, figures
+    assert figures["load"]["unanswered"] == 0 and figures["server_inflight_after_load"] == 0, figures
+    assert figures["recovered_after_restart_s"] is not None and figures["recovered_after_restart_s"] < 10, figures
+    steady = figures["steady_after_recovery"]
+    assert steady["codes"] == {"OK": steady["sent"]}, figures
 
 
 def _score(channel: grpc.aio.Channel, make) -> asyncio.Future:
