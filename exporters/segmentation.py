@@ -113,9 +113,13 @@ def end_to_end_parity(model: EcoM2F, staged: StagedOnnx, image: np.ndarray) -> d
 
 
 def holdout_images(checkpoint: dict[str, Any], count: int) -> tuple[np.ndarray, np.ndarray]:
-    """The first `count` test scenes of the checkpoint's scene set -> (image input, labels)."""
+    """`count` test scenes of a smaller set drawn with the checkpoint's scene settings and seed.
+
+    A smaller set draws its difficulties and scenes from a different point of the random stream,
+    so these are fresh scenes of the training distribution, not training scenes."""
     scene_cfg = SceneConfig(**checkpoint["scene_config"])
-    scenes = make_scenes(replace(scene_cfg, n_images=min(scene_cfg.n_images, 4 * count + 50)))
+    n_images = min(scene_cfg.n_images, int(np.ceil(count / scene_cfg.test_fraction)) + 10)
+    scenes = make_scenes(replace(scene_cfg, n_images=n_images))
     rows = scenes.test[:count]
     return to_model_input(scenes.images[rows]), scenes.labels[rows]
 
