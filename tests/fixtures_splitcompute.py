@@ -27,7 +27,7 @@ def tiny_splitcompute(tmp_path_factory: pytest.TempPathFactory) -> TinySplitComp
 
     root = tmp_path_factory.mktemp("splitcompute")
     data_cfg = ShapeDataConfig(n_train=320, n_valid=64, n_test=200, seed=11)
-    train_cfg = TrainConfig(teacher_epochs=1, stage1_epochs=2, stage2_epochs=1, batch_size=32, betas=(2.0,))
+    train_cfg = TrainConfig(teacher_epochs=1, stage1_epochs=2, stage2_epochs=1, batch_size=32, betas=(0.04,))
     summary = run(root / "artifacts", data_cfg, train_cfg, log=False)
     checkpoint = root / "artifacts" / summary["default"]
     written = export_splitcompute(checkpoint, root / "repo")

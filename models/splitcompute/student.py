@@ -4,7 +4,7 @@ Matsubara et al., "Supervised Compression for Resource-Constrained Edge Computin
 (WACV 2022), section 3 and Fig. 2. The encoder runs on the edge device and maps an image to a
 low-resolution latent y (B, C, H/8, W/8); the latent is quantized and entropy-coded under a
 factorized prior (see `entropy.py`); on the server the decoder maps the quantized latent to the
-teacher's intermediate features (B, C_f, H/4, W/4) and the tail (a copy of the teacher's
+teacher's intermediate features (B, C_f, H/8, W/8) and the tail (a copy of the teacher's
 remaining layers) classifies them.
 
 Two graphs are exported: `EdgeEncoder` (image -> float latent; the codec rounds, clips and codes)
@@ -15,6 +15,7 @@ layers; plain conv + ReLU is used here to keep the edge graph to the most common
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -33,7 +34,7 @@ class StudentConfig:
 
     @classmethod
     def from_dict(cls, config: dict) -> StudentConfig:
-        teacher = {k: tuple(v) if isinstance(v, list) else v for k, v in config["teacher"].items()}
+        teacher: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in config["teacher"].items()}
         return cls(**{**config, "teacher": TeacherConfig(**teacher)})
 
     @property
@@ -50,7 +51,8 @@ class Encoder(nn.Module):
         super().__init__()
         width, patch = cfg.encoder_channels, cfg.teacher.patch
         self.layers = nn.Sequential(
-            nn.Conv2d(3, width, patch, patch),
+            # Kernel two strides wide, like the teacher's: a 4x4 patch sees less than a grating period.
+            nn.Conv2d(3, width, 2 * patch, patch, patch // 2),
             nn.ReLU(inplace=True),  # (B, W, H/4, W/4)
             nn.Conv2d(width, width, 3, 2, 1),
             nn.ReLU(inplace=True),  # (B, W, H/8, W/8)
@@ -62,7 +64,10 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Quantized latent (B, C, H/8, W/8) -> teacher features (B, C_f, H/4, W/4)."""
+    """Quantized latent (B, C, H/8, W/8) -> teacher features (B, C_f, H/8, W/8).
+
+    The split sits after the teacher's first stride-8 block: distilling its stride-4 features
+    (phase-dependent grating responses) left the decoder at the target mean (MSE = variance)."""
 
     def __init__(self, cfg: StudentConfig):
         super().__init__()
@@ -70,8 +75,8 @@ class Decoder(nn.Module):
         self.layers = nn.Sequential(
             nn.Conv2d(cfg.latent_channels, width, 3, 1, 1),
             nn.ReLU(inplace=True),
-            nn.ConvTranspose2d(width, width, 2, 2),
-            nn.ReLU(inplace=True),  # (B, W, H/4, W/4)
+            nn.Conv2d(width, width, 3, 1, 1),
+            nn.ReLU(inplace=True),  # (B, W, H/8, W/8)
             nn.Conv2d(width, features, 3, 1, 1),
             nn.ReLU(inplace=True),  # teacher stem ends in ReLU too
         )

@@ -4,13 +4,14 @@ The Entropic Student (Matsubara et al., "Supervised Compression for Resource-Con
 Computing Systems", WACV 2022, section 3) replaces a teacher's first layers by an encoder /
 entropy bottleneck / decoder whose decoder reproduces the teacher's intermediate features, and
 keeps the teacher's remaining layers as the student's tail. So the teacher is written as a
-`stem` (input -> the features the student distils, (B, 32, 24, 24) by default) and a `tail`
+`stem` (input -> the features the student distils, (B, 48, 12, 12) by default) and a `tail`
 (those features -> class logits) that the student copies.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,20 +29,20 @@ class TeacherConfig:
     n_classes: int = 10  # output classes
     patch: int = 4  # stride of the first convolution (96 -> 24)
     first_kernel: int = 8  # its kernel: two strides wide, so it sees a whole period of either grating
-    stem_channels: tuple[int, int] = (24, 32)  # stem widths; the last is the distilled feature width
-    tail_channels: tuple[int, int, int] = (48, 64, 96)  # tail widths (stride 2, 1, 2)
+    stem_channels: tuple[int, int, int] = (24, 32, 48)  # stem widths (stride 4, 1, 2); the last is distilled
+    tail_channels: tuple[int, int] = (64, 96)  # tail widths (stride 1, 2, then 1 at the second width)
 
 
 class TeacherTail(nn.Module):
-    """Teacher features (B, C_f, 24, 24) -> logits (B, n_classes)."""
+    """Teacher features (B, C_f, 12, 12) -> logits (B, n_classes)."""
 
     def __init__(self, cfg: TeacherConfig):
         super().__init__()
-        c0, (c1, c2, c3) = cfg.stem_channels[-1], cfg.tail_channels
+        c0, (c1, c2) = cfg.stem_channels[-1], cfg.tail_channels
         self.features = nn.Sequential(
-            conv_bn_relu(c0, c1, 2), conv_bn_relu(c1, c2), conv_bn_relu(c2, c3, 2), conv_bn_relu(c3, c3)
+            conv_bn_relu(c0, c1), conv_bn_relu(c1, c2, 2), conv_bn_relu(c2, c2)
         )
-        self.head = nn.Linear(c3, cfg.n_classes)
+        self.head = nn.Linear(c2, cfg.n_classes)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         pooled = self.features(features).mean(dim=(2, 3))  # (B, C3)
@@ -55,19 +56,21 @@ class TeacherCNN(nn.Module):
     def __init__(self, cfg: TeacherConfig | None = None):
         super().__init__()
         self.config = cfg = cfg or TeacherConfig()
-        c1, c2 = cfg.stem_channels
-        self.stem = nn.Sequential(conv_bn_relu(3, c1, cfg.patch, kernel=cfg.first_kernel), conv_bn_relu(c1, c2))
+        c1, c2, c3 = cfg.stem_channels
+        self.stem = nn.Sequential(conv_bn_relu(3, c1, cfg.patch, kernel=cfg.first_kernel), conv_bn_relu(c1, c2),
+                                  conv_bn_relu(c2, c3, 2))
         self.tail = TeacherTail(cfg)
 
     @classmethod
     def from_config(cls, config: dict) -> TeacherCNN:
-        return cls(TeacherConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}))
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+        return cls(TeacherConfig(**fields))
 
     def config_dict(self) -> dict:
         return asdict(self.config)
 
     def forward_features(self, image: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) in [0, 1] -> the distilled features (B, C_f, H/4, W/4)."""
+        """(B, 3, H, W) in [0, 1] -> the distilled features (B, C_f, H/8, W/8)."""
         return self.stem(image)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:

@@ -42,7 +42,9 @@ class TrainConfig:
     stage2_epochs: int = 2  # decoder + tail fine-tuning on quantized latents, per beta
     batch_size: int = 64  # images per step
     lr: float = 3e-3  # Adam learning rate (cosine-decayed to 0 within each stage)
-    betas: tuple[float, ...] = (0.25, 1.0, 4.0)  # rate weights (per bit-per-pixel) of the sweep
+    betas: tuple[float, ...] = (0.01, 0.04, 0.16)  # rate weights (per bit-per-pixel) of the sweep
+    rate_warmup: float = 0.5  # share of stage 1 over which beta ramps up linearly from 0
+    prior_lr_factor: float = 10.0  # the prior's density parameters learn this much faster (they start broad)
     kd_temperature: float = 4.0  # softening of teacher and student outputs in stage 2
     kd_weight: float = 0.7  # share of the KD term in stage 2 (the rest is cross-entropy)
     seed: int = 0  # initialisation and batch order
@@ -62,9 +64,12 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def _optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig, steps: int) -> tuple[Any, Any]:
+def _optimizer(params: list[Any], cfg: TrainConfig, steps: int) -> tuple[Any, Any]:
+    """Adam with a one-cycle schedule; parameter groups may carry their own peak lr."""
     optimizer = torch.optim.Adam(params, lr=cfg.lr)
-    return optimizer, torch.optim.lr_scheduler.OneCycleLR(optimizer, cfg.lr, total_steps=max(steps, 1), pct_start=0.15)
+    peaks = [group["lr"] for group in optimizer.param_groups]
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, peaks, total_steps=max(steps, 1), pct_start=0.15)
+    return optimizer, schedule
 
 
 def _steps(n: int, cfg: TrainConfig, epochs: int) -> int:
@@ -114,18 +119,26 @@ def accuracy_of(logits: np.ndarray, labels: np.ndarray) -> float:
 def _stage1(student: EntropicStudent, teacher: TeacherCNN, images: np.ndarray, beta: float, cfg: TrainConfig) -> None:
     """Feature distillation + beta * bits per pixel; trains encoder, prior and decoder."""
     rng = np.random.default_rng(cfg.seed + 1)
-    params = [*student.encoder.parameters(), *student.prior.parameters(), *student.decoder.parameters()]
-    optimizer, schedule = _optimizer(params, cfg, _steps(len(images), cfg, cfg.stage1_epochs))
+    groups = [{"params": [*student.encoder.parameters(), *student.decoder.parameters()], "lr": cfg.lr},
+              {"params": list(student.prior.parameters()), "lr": cfg.lr * cfg.prior_lr_factor}]
+    total = _steps(len(images), cfg, cfg.stage1_epochs)
+    optimizer, schedule = _optimizer(groups, cfg, total)
     pixels = images.shape[2] * images.shape[3]
     student.train()
+    step = 0
     for _ in range(cfg.stage1_epochs):
         for x, _labels in iterate_batches(images, np.zeros(len(images)), cfg.batch_size, rng):
+            # beta ramps up from 0: with the full rate weight from the first step the latent
+            # collapsed to all zeros (about 1 byte per image, chance accuracy) before the
+            # decoder learned to use it.
+            step += 1
+            weight = beta * min(1.0, step / max(1.0, cfg.rate_warmup * total))
             image = torch.from_numpy(to_float(x))
             with torch.no_grad():
-                target = teacher.forward_features(image)  # (B, C_f, H/4, W/4)
+                target = teacher.forward_features(image)  # (B, C_f, H/8, W/8)
             features, likelihood = student.forward_features(image)
             rate_bpp = bits(likelihood) / (len(x) * pixels)
-            loss = F.mse_loss(features, target) + beta * rate_bpp
+            loss = F.mse_loss(features, target) + weight * rate_bpp
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -204,7 +217,8 @@ def train_student(
     return student, metrics
 
 
-def save_checkpoint(path: Path, model: torch.nn.Module, metrics: dict[str, Any], data_cfg: ShapeDataConfig) -> None:
+def save_checkpoint(path: Path, model: TeacherCNN | EntropicStudent, metrics: dict[str, Any],
+                    data_cfg: ShapeDataConfig) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(
         {
@@ -276,7 +290,7 @@ def _run(out: Path, data_cfg: ShapeDataConfig, cfg: TrainConfig, log: bool) -> d
 
 
 QUICK_DATA = ShapeDataConfig(n_train=600, n_valid=200, n_test=200)
-QUICK_TRAIN = TrainConfig(teacher_epochs=2, stage1_epochs=1, stage2_epochs=1, betas=(0.25, 4.0))
+QUICK_TRAIN = TrainConfig(teacher_epochs=2, stage1_epochs=1, stage2_epochs=1, betas=(0.01, 0.16))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

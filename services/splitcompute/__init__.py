@@ -17,8 +17,8 @@ if TYPE_CHECKING:
 
 
 class SplitComputeService:
-    name = "splitcompute"
-    grpc_service_names = ("infersuite.splitcompute.v1.SplitComputeService",)
+    name: str = "splitcompute"
+    grpc_service_names: tuple[str, ...] = ("infersuite.splitcompute.v1.SplitComputeService",)
 
     def __init__(self, settings: SplitComputeSettings | None = None):
         from services.splitcompute.settings import SplitComputeSettings
