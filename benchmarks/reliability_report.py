@@ -1,0 +1,163 @@
+"""Renders reports/reliability.md from the figures benchmarks/reliability.py measured: per scenario
+the load, what was injected, each criterion of the reliability issue with PASS/FAIL, the figures."""
+
+from __future__ import annotations
+
+import json
+import platform
+from typing import Any
+
+import psutil
+
+
+def _check(ok: bool, text: str) -> str:
+    return f"- {'PASS' if ok else 'FAIL'}: {text}"
+
+
+def _figures(data: dict[str, Any]) -> str:
+    return "```json\n" + json.dumps(data, indent=1, default=str) + "\n```"
+
+
+def _overload(name: str, r: dict[str, Any], args: dict[str, Any]) -> list[str]:
+    hot, cool = r["overload"], r["recovery"]
+    excess = hot["codes"].get("RESOURCE_EXHAUSTED", 0)
+    return [
+        f"## Overload: {name}",
+        f"Load: open loop, Poisson arrivals at 3 x the sustainable {r['sustainable_rps']} req/s = "
+        f"{hot['offered_rps']} req/s for {hot['duration_s']} s, then 0.5 x for {cool['duration_s']} s starting the "
+        "moment the overload stops. Injected: the overload itself.",
+        _check(hot["ok_p99_from_send_ms"] <= r["slo_ms"], f"accepted p99 {hot['ok_p99_from_send_ms']} ms from send "
+               f"within the {r['slo_ms']} ms SLO ({hot['ok_p99_ms']} ms from the intended send time; the client's "
+               f"own send lag p99 {hot['send_lag_p99_ms']} ms, p50 from intended {hot['ok_p50_ms']} ms)"),
+        _check(excess > 0 and hot["rejected_p99_from_send_ms"] <= 20, f"{excess} excess requests rejected "
+               f"RESOURCE_EXHAUSTED, p99 {hot['rejected_p99_from_send_ms']} ms from send "
+               f"({hot['rejected_p99_ms']} ms from intended)"),
+        _check(r["throughput_vs_sustainable"] >= 0.9, f"goodput {hot['ok_rps']} req/s = "
+               f"{r['throughput_vs_sustainable']:.0%} of sustainable"),
+        _check(hot["unanswered"] == 0 and set(hot["codes"]) <= {"OK", "RESOURCE_EXHAUSTED"},
+               f"every one of {hot['sent']} requests got a status: {hot['codes']}"),
+        _check(r["recovered_after_s"] <= 0.5, f"recovery: last non-OK answer {r['recovered_after_s']} s after the "
+               f"overload ended; p99 afterwards {r['recovery_p99_after_settling_ms']} ms"),
+        _figures(r), ""]
+
+
+def _deadlines(name: str, r: dict[str, Any]) -> list[str]:
+    live, rejected = r["live"], r["rejected_before_compute"]
+    computed = r.get("rows_computed", r["executions"])
+    return [
+        f"## Deadlines and cancellation: {name}",
+        f"Load: live requests at 50% of capacity ({live['offered_rps']} req/s) for {live['duration_s']} s. Injected "
+        f"at the same time: {r['short_deadline']['sent']} requests with a deadline shorter than the queue ahead, and "
+        f"{r['cancelled_flood']['sent']} requests their client cancels 1 ms after sending.",
+        _check(live["codes"] == {"OK": live["sent"]}, f"live requests not starved: {live['codes']}, "
+               f"p99 {live['ok_p99_ms']} ms"),
+        _check(computed + sum(rejected.values()) <= r["requests_total"],
+               f"server counters: {int(computed)} requests computed + {int(sum(rejected.values()))} rejected before "
+               f"compute {dict((k, int(v)) for k, v in rejected.items())} <= {r['requests_total']} sent (the rest were "
+               "cancelled before reaching the model's queue)"),
+        f"- computed without an OK answer (execution had begun before the cancel/deadline arrived): "
+        f"{int(computed - r['ok_total'])} of {r['requests_total'] - r['ok_total']} non-OK requests",
+        _figures(r), ""]
+
+
+def _shutdown(name: str, r: dict[str, Any]) -> list[str]:
+    return [
+        f"## Graceful shutdown under load: {name}",
+        f"Load: {r['rate_rps']:.0f} req/s open loop. Injected: SIGTERM 3 s in; the load goes on 2 s more.",
+        _check(r["codes_before_signal"] == {"OK": r["sent_before_signal"]},
+               f"every request sent before SIGTERM completed OK ({r['sent_before_signal']}, of which "
+               f"{r['in_flight_at_signal']} were in flight at the signal"
+               + ("; none in flight: this run did not exercise the drain" if not r["in_flight_at_signal"] else "")
+               + ")"),
+        _check(set(r["codes_after_signal"]) <= {"UNAVAILABLE"}, f"new requests refused: {r['codes_after_signal']}, "
+               f"first refusal {r['first_refusal_after_s']} s after SIGTERM"),
+        _check(r["health_not_serving_after_s"] is not None, f"health Watch said NOT_SERVING "
+               f"{r['health_not_serving_after_s']} s after SIGTERM"),
+        _check(r["exit_code"] == 0 and r["exit_after_s"] <= r["grace_s"] + 1, f"exit code {r['exit_code']} "
+               f"{r['exit_after_s']} s after SIGTERM (grace {r['grace_s']} s; an open health Watch stream is an "
+               "in-flight call, so the process waits the full grace)"),
+        _figures(r), ""]
+
+
+def _other(results: dict[str, Any]) -> list[str]:
+    lines = []
+    t = results["triton_kill"]
+    if "skipped" in t:
+        lines += ["## Backend fault: Triton killed mid-load", f"SKIPPED: {t['skipped']}", ""]
+    else:
+        lines += [
+            "## Backend fault: Triton killed mid-load",
+            f"Load: ctr with backend = triton at {t['rate_rps']} req/s, deadline {t['deadline_s']} s per call. "
+            "Injected: SIGKILL of tritonserver, later a restart on the same port.",
+            _check(set(t["codes_after_kill"]) == {"UNAVAILABLE"}, f"after the kill: {t['codes_after_kill']}, first "
+                   f"UNAVAILABLE {t['first_unavailable_after_kill_s']} s after it"),
+            _check(t["max_latency_after_kill_s"] < t["deadline_s"], f"no call past its deadline: slowest answer "
+                   f"{t['max_latency_after_kill_s']} s; server in-flight afterwards {t['server_inflight_after_load']}"),
+            _check(t["recovered_after_restart_s"] is not None, f"first OK {t['recovered_after_restart_s']} s after "
+                   f"Triton restarted; then {t['steady_after_recovery']['codes']}"),
+            _figures(t), ""]
+    r = results["ctr_reload"]
+    lines += [
+        "## Backend fault: a model version that fails to load",
+        "Load: ctr at 50 req/s for 8 s, the suite polling its repository every 0.5 s. Injected: a version 2 whose "
+        "model.onnx is not ONNX, then (2 s later) a good version 2.",
+        _check(r["load_failures_total"] >= 1 and r["load"]["codes"] == {"OK": r["load"]["sent"]},
+               f"version 1 kept serving every request ({r['load']['codes']}); "
+               f"infersuite_model_load_failures_total = {r['load_failures_total']:.0f}"),
+        _check(any(v[1] == "UNAVAILABLE" and "failed to load" in v[2] for v in r["repository_index_after_failure"]),
+               f"OIP RepositoryIndex: {r['repository_index_after_failure']}"),
+        _check(r["executions_on_v2_after_good_copy"] > 0, f"the good version 2 was swapped in and served "
+               f"{r['executions_on_v2_after_good_copy']:.0f} executions"),
+        _figures(r), ""]
+    h = results["ctr_hostile"]
+    lines += [
+        "## Hostile input (ctr + Open Inference Protocol on the benchmark's ctr suite)",
+        f"Injected: {h['cases']} malformed requests (tests/reliability/hostile.py); the test suite runs the full "
+        "corpus over every RPC of all four services.",
+        _check(not h["wrong"] and h["internal_errors"] == 0 and h["healthy_after"],
+               f"codes {h['codes']}; wrong answers {h['wrong']}; INTERNAL {h['internal_errors']:.0f}; "
+               f"SERVING afterwards: {h['healthy_after']}"), ""]
+    lines += ["## Fuzzing (atheris, coverage-guided)", "| harness | runs | seconds | edges | corpus files | crashes |",
+              "|---|---|---|---|---|---|"]
+    for f in results["fuzz"]:
+        lines.append(f"| {f['harness']} | {f['runs']} | {f['seconds']} | {f['coverage_edges']} | {f['corpus_files']} "
+                     f"| {f['crashes'] or 'none'} (exit {f['exit_code']}) |")
+    s = results["ctr_soak"]
+    lines += [
+        "", "## Soak",
+        f"Load: ctr at 60% of sustainable ({s['rate_rps']:.0f} req/s) for {s['duration_s']} s after a warm-up.",
+        _check(s["rss_growth_pct"] < 5, f"RSS {s['rss_start_mib']} -> {s['rss_end_mib']} MiB "
+               f"({s['rss_growth_pct']}%)"),
+        _check(s["fds_end"] <= s["fds_start"], f"file descriptors {s['fds_start']} -> {s['fds_end']}"),
+        _check(set(s["codes"]) == {"OK"} and s["unanswered"] == 0, f"codes {s['codes']}, worst window p99 "
+               f"{s['worst_window_p99_ms']} ms"),
+        _figures(s), ""]
+    return lines
+
+
+def render(results: dict[str, Any]) -> str:
+    args = results["args"]
+    reduced = args["overload_s"] < 30 or args["soak_s"] < 600
+    lines = [
+        "# Reliability report", "",
+        "Written by `python -m benchmarks.reliability "
+        f"--overload-s {args['overload_s']:g} --soak-s {args['soak_s']:g} --fuzz-runs {args['fuzz_runs']}`. "
+        f"Machine: {psutil.cpu_count()} cores, Python {platform.python_version()}; client and suite share it.",
+        "",
+        ("**Reduced run**: the issue asks for 30 s of overload and a 10-minute soak; this run used "
+         f"{args['overload_s']:g} s and {args['soak_s']:g} s. Run the command without arguments for the full one.")
+        if reduced else "Full durations: 30 s of 3x overload, 10-minute soak.",
+        "",
+        f"Sustainable rate of ctr (highest swept rate served entirely within the {args['slo_ms']:g} ms p99 SLO): "
+        f"{results['ctr_sweep']['sustainable_rps']} req/s ({args['candidates']} candidates, {args['history']} "
+        f"behaviours per request, max_queue_size {args['ctr_queue']}). The known-cost model serves exactly "
+        f"{1000 / args['sleepy_compute_ms']:.0f} req/s ({args['sleepy_compute_ms']:g} ms per execution).", ""]
+    lines += _overload("known-cost model", results["sleepy_overload"], args)
+    lines += _overload("ctr (tiny DIN, onnxruntime)", results["ctr_overload"], args)
+    lines += _deadlines("known-cost model", results["sleepy_deadlines"])
+    lines += _deadlines("ctr", results["ctr_deadlines"])
+    lines += _shutdown("known-cost model", results["sleepy_shutdown"])
+    lines += _shutdown("ctr", results["ctr_shutdown"])
+    lines += _other(results)
+    lines += ["## Sustainable-rate sweep (ctr)", _figures(results["ctr_sweep"])]
+    return "\n".join(lines) + "\n"
