@@ -207,7 +207,8 @@ class DynamicBatcher:
 
     def _form_batch(self) -> list[_Pending]:
         """The oldest live request, then later ones of the same shape while padding stays capped."""
-        now, batch, rows = time.monotonic(), [], 0
+        now, rows = time.monotonic(), 0
+        batch: list[_Pending] = []
         for pending in list(self._queue):
             if self._expire(pending, now):
                 self._drop(pending)

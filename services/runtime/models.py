@@ -32,10 +32,12 @@ def batching_policy(entry: RepositoryModel, model: LoadedModel, settings: Runtim
     dynamic = config.dynamic_batching if config.HasField("dynamic_batching") else None
     combine = dynamic is not None and settings.dynamic_batching and config.max_batch_size > 1
     queue_size = dynamic.default_queue_policy.max_queue_size if dynamic is not None else 0
+    delay_s = dynamic.max_queue_delay_microseconds / 1e6 if dynamic is not None and combine else 0.0
+    preferred = tuple(dynamic.preferred_batch_size) if dynamic is not None and combine else ()
     return BatchingPolicy(
         max_batch_size=config.max_batch_size,
-        max_queue_delay_s=(dynamic.max_queue_delay_microseconds / 1e6) if combine else 0.0,
-        preferred_batch_sizes=tuple(dynamic.preferred_batch_size) if combine else (),
+        max_queue_delay_s=delay_s,
+        preferred_batch_sizes=preferred,
         max_queue_size=queue_size or settings.max_queue_size,
         max_padding_fraction=settings.max_padding_fraction,
         instance_count=model.instance_count,
