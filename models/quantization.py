@@ -16,6 +16,9 @@ from torch import nn
 class FakeQuantLinear(nn.Linear):
     """A Linear whose weights and inputs are fake-quantized in the forward pass."""
 
+    input_min: torch.Tensor
+    input_max: torch.Tensor
+
     def __init__(self, source: nn.Linear, momentum: float = 0.01):
         super().__init__(source.in_features, source.out_features, bias=source.bias is not None)
         self.load_state_dict(source.state_dict())

@@ -149,7 +149,7 @@ def sensitivity(src: Path, family: QuantFamily, graph: str, work: Path) -> list[
     batches = family.calibration(graph, 4)
     reference = _outputs(src, batches)
     nodes = _quantizable_nodes(src)
-    scores = []
+    scores: list[tuple[str, float]] = []
     for node in nodes:
         out = work / f"only_{len(scores)}.onnx"
         _static(src, out, family, graph, per_channel=False, calibration=CalibrationMethod.MinMax,
