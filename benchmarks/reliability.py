@@ -82,6 +82,11 @@ def ctr_suite(repository: Path, **env: str) -> Suite:
     return Suite([sys.executable, "-m", "services"], settings)
 
 
+def set_queue(repository: Path, queue: int) -> None:
+    config = repository / CTR_MODEL / "config.pbtxt"
+    config.write_text(re.sub(r"max_queue_size: \d+", f"max_queue_size: {queue}", config.read_text()))
+
+
 def build_ctr_repository(work: Path, queue: int) -> tuple[Path, int, int]:
     """A tiny DIN (as tests/conftest.py's tiny_ctr), its queue bound sized for the SLO."""
     from exporters.ctr import export_din
@@ -94,15 +99,16 @@ def build_ctr_repository(work: Path, queue: int) -> tuple[Path, int, int]:
     save_checkpoint(work / "din.pt", model, metrics, data)
     export_din(work / "din.pt", work / "repo", CTR_MODEL)
     set_default_alias(work / "repo", "din", CTR_MODEL)
-    config = work / "repo" / CTR_MODEL / "config.pbtxt"
-    config.write_text(re.sub(r"max_queue_size: \d+", f"max_queue_size: {queue}", config.read_text()))
+    set_queue(work / "repo", queue)
     return work / "repo", data.config.n_items, data.config.n_categories
 
 
-async def run_overload(suite: Suite, make, sustainable: float, duration_s: float, slo_ms: float) -> dict[str, Any]:
+async def run_overload(suite: Suite, make, sustainable: float, duration_s: float, slo_ms: float,
+                       queue: int) -> dict[str, Any]:
     async with grpc.aio.insecure_channel(suite.target) as channel:
-        figures = await scenarios.overload(channel, make, sustainable, duration_s, recovery_s=5.0)
-    return {**figures, "sustainable_rps": round(sustainable, 1), "slo_ms": slo_ms}
+        await open_loop(channel, make, 0.5 * sustainable, 2.0)  # warm-up (compute-time estimate)
+        figures = await scenarios.overload(channel, make, sustainable, duration_s, recovery_s=10.0)
+    return {**figures, "sustainable_rps": round(sustainable, 1), "slo_ms": slo_ms, "queue": queue}
 
 
 async def run_sweep(suite: Suite, make, rates: list[float], step_s: float, slo_ms: float):
@@ -213,13 +219,19 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="reliability-"))
     results: dict[str, Any] = {"args": vars(args) | {"out": str(args.out)}}
     known = 1000.0 / args.sleepy_compute_ms
+    make = sleepy.request
+    suite = sleepy_suite(args.sleepy_compute_ms, 32)  # a queue the floods cannot fill by themselves
+    try:
+        await suite.ready()
+        results["sleepy_deadlines"] = await run_deadlines(suite, make, known, args.deadline_s, sleepy.MODEL,
+                                                          2 * args.sleepy_compute_ms / 1000)
+    finally:
+        suite.stop()
     suite = sleepy_suite(args.sleepy_compute_ms, args.sleepy_queue)
     try:
         await suite.ready()
-        make = sleepy.request
-        results["sleepy_overload"] = await run_overload(suite, make, known, args.overload_s, args.slo_ms)
-        results["sleepy_deadlines"] = await run_deadlines(suite, make, known, args.deadline_s, sleepy.MODEL,
-                                                          2 * args.sleepy_compute_ms / 1000)
+        results["sleepy_overload"] = await run_overload(suite, make, known, args.overload_s, args.sleepy_slo_ms,
+                                                        args.sleepy_queue)
         results["sleepy_shutdown"] = await run_shutdown(suite, make, 0.6 * known, grace_s=5.0)
     finally:
         suite.stop()
@@ -232,7 +244,15 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         rates = [args.rate_start * (1.25 ** i) for i in range(30)]
         sustainable, sweep = await run_sweep(suite, make, rates, args.sweep_step_s, args.slo_ms)
         results["ctr_sweep"] = {"sustainable_rps": round(sustainable, 1), "steps": sweep}
-        results["ctr_overload"] = await run_overload(suite, make, sustainable, args.overload_s, args.slo_ms)
+    finally:
+        suite.stop()
+    # The queue bound an operator sizes for the SLO: what the model serves in half the SLO at the sustainable rate.
+    queue = max(4, int(0.5 * args.slo_ms / 1000 * sustainable))
+    set_queue(repository, queue)
+    suite = ctr_suite(repository)
+    try:
+        await suite.ready()
+        results["ctr_overload"] = await run_overload(suite, make, sustainable, args.overload_s, args.slo_ms, queue)
         results["ctr_deadlines"] = await run_deadlines(suite, make, sustainable, args.deadline_s, CTR_MODEL, 0.005)
         results["ctr_hostile"] = await run_hostile(suite, n_items, n_categories)
         results["ctr_soak"] = await run_soak(suite, make, 0.6 * sustainable, args.soak_s)
@@ -267,8 +287,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--deadline-s", type=float, default=10.0, help="length of the deadline/cancel floods")
     parser.add_argument("--slo-ms", type=float, default=100.0, help="p99 SLO of accepted requests")
     parser.add_argument("--sleepy-compute-ms", type=float, default=20.0, help="the known-cost model's execution")
-    parser.add_argument("--sleepy-queue", type=int, default=3, help="its queue bound: (3 + 1) x 20 ms < the SLO")
-    parser.add_argument("--ctr-queue", type=int, default=32, help="ctr max_queue_size, sized to the SLO")
+    parser.add_argument("--sleepy-queue", type=int, default=6, help="its queue bound: (6 + 1) x 20 ms")
+    parser.add_argument("--sleepy-slo-ms", type=float, default=200.0, help="p99 SLO on the known-cost model")
+    parser.add_argument("--ctr-queue", type=int, default=64, help="ctr max_queue_size during the sweep (the "
+                        "overload runs with a queue sized from the SLO and the sustainable rate)")
     parser.add_argument("--candidates", type=int, default=100)
     parser.add_argument("--history", type=int, default=50)
     parser.add_argument("--rate-start", type=float, default=50.0)

@@ -41,9 +41,12 @@ async def test_3x_overload_keeps_accepted_requests_in_slo_and_rejects_the_excess
     assert hot["ok_p99_ms"] <= SLO_MS, figures
     assert hot["rejected_p99_ms"] <= 50.0, figures  # refused within milliseconds, never queued
     assert figures["throughput_vs_sustainable"] >= 0.9, figures
-    # Recovery at once: the overload's queue (QUEUE x COMPUTE_S = 120 ms) drains, then every request is served.
-    assert figures["recovered_after_s"] <= (QUEUE + 2) * COMPUTE_S + 0.1, figures
-    assert figures["recovery_p99_after_settling_ms"] <= SLO_MS, figures
+    # Recovery at once: served again within the overload's own backlog (QUEUE x COMPUTE_S = 120 ms); refused
+    # only while that backlog drains (at most one later refusal: a Poisson burst can overflow 6 slots at 50%).
+    backlog_s = (QUEUE + 2) * COMPUTE_S + 0.1
+    assert figures["first_ok_after_overload_s"] <= backlog_s, figures
+    assert sum(t > backlog_s for t in figures["recovery_refusals_at_s"]) <= 1, figures
+    assert figures["recovery_p99_ms"] <= SLO_MS, figures
 
 @pytest.mark.parametrize("sleepy_server", [32], indirect=True)  # a queue the floods cannot fill by themselves
 async def test_expired_and_cancelled_requests_are_never_computed_and_do_not_starve_live_ones(sleepy_server) -> None:
