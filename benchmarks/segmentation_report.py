@@ -175,7 +175,8 @@ def render(ckpt: dict, costs: dict, fixed: list[dict], sweep: list[dict], served
         f"Model: scaled-down Mask2Former-style, {ckpt['config']['n_layers']} encoder layers (exits "
         f"{ckpt['config']['first_exit']}..{ckpt['config']['n_layers']}), d_model {ckpt['config']['d_model']}, "
         f"{ckpt['config']['image_size']} px synthetic scenes (4 shape classes + background); "
-        f"parent trained {metrics.get('train_seconds', float('nan')):.0f} s (step 1), deployed beta "
+        f"parent trained in {metrics.get('train_seconds', float('nan')):.0f} s of wall time on the shared "
+        f"2-core machine (step 1), deployed beta "
         f"{ckpt['beta']:g}. Test set: {n_test} held-out scenes.", "",
         "Head: a per-pixel FPN head shared by all exits, NOT Mask2Former's masked-attention query decoder: "
         "the paper's subject is the encoder, and a Hungarian-matched mask-classification decoder needs far "
