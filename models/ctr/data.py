@@ -33,22 +33,22 @@ import torch
 
 @dataclass(frozen=True)
 class ClickDataConfig:
-    n_users: int = 12_000  # users in the whole log (split by user below)
+    n_users: int = 10_000  # users in the whole log (split by user below)
     n_items: int = 600  # item ids 1..n_items
     n_categories: int = 30  # category ids 1..n_categories; items spread evenly over them
-    latent_dim: int = 8  # width of the hidden item vectors
+    latent_dim: int = 4  # width of the hidden item vectors
     category_spread: float = 2.0  # std of category centres (categories are far apart)
     item_spread: float = 1.0  # std of items around their category centre (items differ)
     min_interests: int = 2  # fewest interests (categories) a user has
     max_interests: int = 4  # most interests a user has
     interest_concentration: float = 1.0  # Dirichlet alpha of the mix over a user's interests
-    taste_width: float = 1.0  # how tightly a user's behaviours cluster around their taste point
+    taste_width: float = 1.5  # how tightly a user's behaviours cluster around their taste point
     intensity_sigma: float = 0.5  # log-normal std of the hidden per-interest intensity
     max_history: int = 50  # longest behaviour history; lengths are uniform in 1..max_history
     min_candidates: int = 10  # fewest candidate ads shown to a user
     max_candidates: int = 20  # most candidate ads shown to a user
     near_fraction: float = 0.5  # share of candidates drawn from the user's interest categories
-    kernel_width: float = 1.0  # bandwidth of the behaviour-candidate similarity kernel
+    kernel_width: float = 1.5  # bandwidth of the behaviour-candidate similarity kernel
     click_bias: float = -2.0  # logit offset: sets the overall click rate
     click_scale: float = 1.5  # logit slope on log(1 + relevance)
     popularity_std: float = 0.3  # std of the per-item popularity logit bias
@@ -91,9 +91,7 @@ class ClickData:
         rows = self.impressions_of(users)
         valid = self.history_items[users] > 0
         items = np.concatenate([self.history_items[users][valid], self.candidate_items[rows]])
-        cats = np.concatenate(
-            [self.history_categories[users][valid], self.candidate_categories[rows]]
-        )
+        cats = np.concatenate([self.history_categories[users][valid], self.candidate_categories[rows]])
         return {
             "item": np.bincount(items, minlength=self.config.n_items + 1),
             "category": np.bincount(cats, minlength=self.config.n_categories + 1),
@@ -124,9 +122,7 @@ class _World:
         self.cfg, self.rng = cfg, rng
         self.item_category, self.latent = _make_items(cfg, rng)
         self.popularity = rng.normal(0.0, cfg.popularity_std, cfg.n_items + 1)
-        self.items_by_category = [
-            np.flatnonzero(self.item_category == k) for k in range(cfg.n_categories + 1)
-        ]
+        self.items_by_category = [np.flatnonzero(self.item_category == k) for k in range(cfg.n_categories + 1)]
 
     def _behaviour_pool(self, category: int) -> tuple[np.ndarray, np.ndarray]:
         """A user's taste inside one category: items near a personal point are favoured."""
@@ -147,9 +143,7 @@ class _World:
         length = rng.integers(1, cfg.max_history + 1)
         which = np.sort(rng.choice(n_interests, length, p=mix))  # (T,) interest of each
         per_interest = np.bincount(which, minlength=n_interests)
-        history = np.concatenate(
-            [rng.choice(pool, n, p=p) for (pool, p), n in zip(pools, per_interest, strict=True)]
-        )
+        history = np.concatenate([rng.choice(pool, n, p=p) for (pool, p), n in zip(pools, per_interest, strict=True)])
         order = rng.permutation(length)  # interleave the interests in time
         history, which = history[order], which[order]
         candidates = self._sample_candidates(interests, mix)
@@ -240,9 +234,7 @@ def user_batch(data: ClickData, users: np.ndarray) -> dict[str, torch.Tensor]:
         "history_categories": torch.from_numpy(data.history_categories[users, :t_max]),
         "history_mask": torch.from_numpy((history_items > 0).astype(np.float32)),
         "candidate_items": torch.from_numpy(np.where(valid, data.candidate_items[rows], 0)),
-        "candidate_categories": torch.from_numpy(
-            np.where(valid, data.candidate_categories[rows], 0)
-        ),
+        "candidate_categories": torch.from_numpy(np.where(valid, data.candidate_categories[rows], 0)),
         "candidate_mask": torch.from_numpy(valid.astype(np.float32)),
         "labels": torch.from_numpy(np.where(valid, data.labels[rows], 0.0).astype(np.float32)),
         "impression_rows": torch.from_numpy(rows),
@@ -254,8 +246,20 @@ def iterate_batches(
     users: np.ndarray,
     batch_size: int,
     rng: np.random.Generator | None = None,
+    bucket_by_length: bool = False,
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Yield `user_batch`es over `users`; shuffled when an `rng` is given."""
-    order = rng.permutation(users) if rng is not None else users
-    for start in range(0, len(order), batch_size):
+    """Yield `user_batch`es over `users`; shuffled when an `rng` is given.
+
+    With `bucket_by_length`, users of similar history length share a batch (random order of
+    batches and of ties), so less of each batch is padding: the attention cost scales with T.
+    """
+    if bucket_by_length:
+        jitter = rng.random(len(users)) if rng is not None else np.zeros(len(users))
+        order = users[np.argsort(data.history_lengths[users] + jitter, kind="stable")]
+    else:
+        order = rng.permutation(users) if rng is not None else users
+    starts = np.arange(0, len(order), batch_size)
+    if bucket_by_length and rng is not None:
+        starts = rng.permutation(starts)
+    for start in starts:
         yield user_batch(data, order[start : start + batch_size])

@@ -22,7 +22,7 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
 def gauc(labels: np.ndarray, scores: np.ndarray, user_index: np.ndarray) -> float:
     """User-weighted AUC (paper eq. 10); users with a single class are skipped."""
     order = np.argsort(user_index, kind="stable")
-    users, starts, counts = np.unique(user_index[order], return_index=True, return_counts=True)
+    _, starts, counts = np.unique(user_index[order], return_index=True, return_counts=True)
     weighted, weight = 0.0, 0
     for start, count in zip(starts, counts, strict=True):
         rows = order[start : start + count]
@@ -41,8 +41,6 @@ def rela_impr(model_auc: float, base_auc: float) -> float:
     return ((model_auc - 0.5) / (base_auc - 0.5) - 1.0) * 100.0
 
 
-def score_report(
-    labels: np.ndarray, scores: np.ndarray, user_index: np.ndarray
-) -> dict[str, float]:
+def score_report(labels: np.ndarray, scores: np.ndarray, user_index: np.ndarray) -> dict[str, float]:
     """{"auc", "gauc"} for one set of scores."""
     return {"auc": auc(labels, scores), "gauc": gauc(labels, scores, user_index)}

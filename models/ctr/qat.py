@@ -23,4 +23,5 @@ def qat_finetune(model: DeepInterestNetwork, data: ClickData, epochs: int = 1, l
     for _ in range(epochs):
         for batch in iterate_batches(data, data.train_users, batch_size, rng):
             _train_step(model, optimizer, batch, frequencies, mba_lambda)
-    return strip(model).eval()
+    strip(model)
+    return model.eval()

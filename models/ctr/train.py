@@ -35,12 +35,13 @@ INPUT_KEYS = DeepInterestNetwork.input_names
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 6  # passes over the training users
+    epochs: int = 8  # passes over the training users
     batch_size: int = 64  # users per mini-batch (each with all of its candidates)
     lr: float = 2e-3  # Adam learning rate
     mba_lambda: float = 0.05  # weight of the mini-batch aware L2 (paper eq. 4)
     eval_batch_size: int = 512  # users per batch at evaluation
     seed: int = 0  # model initialisation and batch order
+    bucket_by_length: bool = True  # batch users of similar history length: less padding
 
 
 def _frequency_tensors(data: ClickData) -> dict[str, torch.Tensor]:
@@ -55,7 +56,7 @@ def predict(
     """Click probabilities of every impression of `users` -> (impression rows, scores)."""
     model.eval()
     rows, scores = [], []
-    for batch in iterate_batches(data, users, batch_size):
+    for batch in iterate_batches(data, users, batch_size, bucket_by_length=True):
         probability, _ = model(*(batch[k] for k in INPUT_KEYS))  # (B, N)
         valid = batch["candidate_mask"] > 0
         rows.append(batch["impression_rows"][valid].numpy())
@@ -63,9 +64,7 @@ def predict(
     return np.concatenate(rows), np.concatenate(scores)
 
 
-def evaluate(
-    model: DeepInterestNetwork, data: ClickData, users: np.ndarray, batch_size: int = 512
-) -> dict[str, float]:
+def evaluate(model: DeepInterestNetwork, data: ClickData, users: np.ndarray, batch_size: int = 512) -> dict[str, float]:
     """{"auc", "gauc"} of `model` over the impressions of `users`."""
     rows, scores = predict(model, data, users, batch_size)
     return score_report(data.labels[rows], scores, data.user_index[rows])
@@ -90,15 +89,32 @@ def _train_step(
     loss = (bce * mask).sum() / mask.sum()
     ids = {
         "item": torch.cat([batch["history_items"].flatten(), batch["candidate_items"].flatten()]),
-        "category": torch.cat(
-            [batch["history_categories"].flatten(), batch["candidate_categories"].flatten()]
-        ),
+        "category": torch.cat([batch["history_categories"].flatten(), batch["candidate_categories"].flatten()]),
     }
     loss = loss + mini_batch_aware_l2(model, ids, frequencies, lam)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
     return float(loss.detach())
+
+
+def _train_epoch(
+    model: DeepInterestNetwork,
+    optimizer: torch.optim.Optimizer,
+    data: ClickData,
+    cfg: TrainConfig,
+    rng: np.random.Generator,
+    frequencies: dict[str, torch.Tensor],
+    progress_desc: str | None,
+) -> None:
+    """One pass over the training users; a tqdm bar when `progress_desc` is given."""
+    model.train()
+    batches = iterate_batches(data, data.train_users, cfg.batch_size, rng, cfg.bucket_by_length)
+    total = -(-len(data.train_users) // cfg.batch_size)
+    bar = tqdm(batches, total=total, desc=progress_desc, disable=progress_desc is None)
+    for batch in bar:
+        loss = _train_step(model, optimizer, batch, frequencies, cfg.mba_lambda)
+        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
 
 
 def train_variant(
@@ -111,7 +127,7 @@ def train_variant(
     """Train one variant; keep the epoch with the best validation GAUC.
 
     Returns the model (eval mode) and {"valid_auc", "valid_gauc", "test_auc", "test_gauc",
-    "best_epoch", "train_seconds"}.
+    "best_epoch", "valid_gauc_curve", "train_seconds"}.
     """
     cfg = train_cfg or TrainConfig()
     torch.manual_seed(cfg.seed)
@@ -125,13 +141,8 @@ def train_variant(
     curve: list[float] = []  # validation GAUC after each epoch
     started = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        batches = iterate_batches(data, data.train_users, cfg.batch_size, rng)
-        total = -(-len(data.train_users) // cfg.batch_size)
-        bar = tqdm(batches, total=total, desc=f"{variant} {epoch}/{cfg.epochs}", disable=not progress)
-        for batch in bar:
-            loss = _train_step(model, optimizer, batch, frequencies, cfg.mba_lambda)
-            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        desc = f"{variant} {epoch}/{cfg.epochs}"
+        _train_epoch(model, optimizer, data, cfg, rng, frequencies, desc if progress else None)
         valid = evaluate(model, data, data.valid_users, cfg.eval_batch_size)
         curve.append(valid["gauc"])
         if valid["gauc"] > best["valid_gauc"]:
@@ -144,9 +155,7 @@ def train_variant(
     return model.eval(), metrics
 
 
-def save_checkpoint(
-    path: Path, model: DeepInterestNetwork, metrics: dict[str, Any], data: ClickData
-) -> None:
+def save_checkpoint(path: Path, model: DeepInterestNetwork, metrics: dict[str, Any], data: ClickData) -> None:
     """Checkpoint = {"state_dict", "config", "metrics", "data_config"}."""
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(
@@ -202,10 +211,7 @@ def render_report(quality: dict[str, Any], command: str) -> str:
             f"{m['rela_impr_gauc']:+.2f}% | {m['rela_impr_auc']:+.2f}% | {m['best_epoch']} |"
         )
     oracle = quality["oracle"]
-    lines.append(
-        f"| oracle (true click probability) | {oracle['test_auc']:.4f} | "
-        f"{oracle['test_gauc']:.4f} | | | |"
-    )
+    lines.append(f"| oracle (true click probability) | {oracle['test_auc']:.4f} | {oracle['test_gauc']:.4f} | | | |")
     return "\n".join(lines) + "\n"
 
 
