@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 TRITON_STAMP := .triton/.installed
 
-.PHONY: setup tools triton deploy-tools docker-tools docker docker-test protos models serve test lint bench-ctr bench-ctr-batching quantize-report loadtest clean
+.PHONY: setup tools triton deploy-tools docker-tools docker docker-test protos models serve test lint bench-ctr bench-ctr-batching quantize-report loadtest report-segmentation clean
 
 setup: $(SETUP_STAMP)
 
@@ -103,6 +103,9 @@ LOADTEST_ARGS ?=
 loadtest: $(REPOSITORY_STAMP)
 	$(PY) -m loadtest suite --repository $(REPOSITORY) --out-dir reports/loadtest \
 	  $(if $(LOADTEST_TARGET),--target $(LOADTEST_TARGET),--start-server $(LOADTEST_SERVICES)) $(LOADTEST_ARGS)
+
+report-segmentation: $(REPOSITORY_STAMP)
+	$(PY) -m benchmarks.segmentation_report --repository $(REPOSITORY)
 
 bench-ctr-batching: $(REPOSITORY_STAMP)
 	$(PY) -m benchmarks.ctr_batching --repository $(REPOSITORY)
