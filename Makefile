@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 TRITON_STAMP := .triton/.installed
 
-.PHONY: setup tools triton deploy-tools docker-tools docker docker-test protos models serve test lint bench-ctr bench-ctr-batching quantize-report loadtest report-segmentation clean
+.PHONY: setup tools triton deploy-tools docker-tools docker docker-test protos models serve test lint bench-ctr bench-ctr-batching quantize-report loadtest report-segmentation bench-audio clean
 
 setup: $(SETUP_STAMP)
 
@@ -106,6 +106,9 @@ loadtest: $(REPOSITORY_STAMP)
 
 report-segmentation: $(REPOSITORY_STAMP)
 	$(PY) -m benchmarks.segmentation_report --repository $(REPOSITORY)
+
+bench-audio: $(REPOSITORY_STAMP)
+	$(PY) -m benchmarks.audio_report --repository $(REPOSITORY)
 
 bench-ctr-batching: $(REPOSITORY_STAMP)
 	$(PY) -m benchmarks.ctr_batching --repository $(REPOSITORY)

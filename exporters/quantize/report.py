@@ -26,6 +26,7 @@ from exporters.repository import set_default_alias, write_variant
 
 log = logging.getLogger(__name__)
 BATCHES = (1, 32)
+MIN_DEFAULT_SPEEDUP = 1.10  # a recipe replaces fp32 as the default only when measurably faster
 # The TensorRT accelerator's precision per recipe; recipes TensorRT cannot build (dynamic int8, int4
 # MatMulNBits, per-tensor asymmetric QDQ) run on the CUDA execution provider instead.
 TENSORRT_PRECISION = {"fp32": "FP32", "fp16": "FP16", "int8-static-perchannel": "INT8", "int8-qat": None,
@@ -98,6 +99,8 @@ def publish(family: QuantFamily, rows: list[dict[str, Any]], repository: Path) -
     passing = [r for r in rows if r.get("passed") and (r["recipe"] != "fp16" or "CUDAExecutionProvider" in
                                                        ort.get_available_providers())]
     best = min(passing, key=lambda r: r["latency_ms"][str(BATCHES[-1])])
+    if best["speedup"][str(BATCHES[-1])] < MIN_DEFAULT_SPEEDUP:  # within noise of fp32: keep the exact model
+        best = next(r for r in rows if r["recipe"] == "fp32")
     for graph in family.graphs():
         set_default_alias(repository, graph, f"{graph}-{best['recipe']}")
     return best["recipe"]

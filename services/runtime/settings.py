@@ -22,7 +22,7 @@ class RuntimeSettings(BaseSettings):
     """Address of the Prometheus /metrics HTTP endpoint."""
     metrics_port: int = Field(9464, ge=-1, le=65535)
     """Port of the /metrics endpoint; 0 lets the OS pick one, -1 disables it."""
-    services: list[str] = ["ctr"]
+    services: list[str] = ["ctr", "segmentation", "splitcompute", "audio"]
     """Services this process hosts (package names under `services/`)."""
     model_repository: Path = Path("model_repository")
     """Triton-layout model repository: <name>/config.pbtxt, <name>/<version>/model.onnx."""
