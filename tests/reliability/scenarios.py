@@ -106,7 +106,8 @@ def starts_before_loss(started: dict[int, float], loss_times: dict[int, float],
 async def _cancel_flood(channel: grpc.aio.Channel, make_request: RequestFactory, rate: float,
                         duration_s: float) -> tuple[dict[str, int], dict[int, float]]:
     """Requests that the client cancels 1 ms after sending them (a client that disappears)."""
-    calls, cancelled_at = [], {}
+    calls: list[grpc.aio.UnaryUnaryCall] = []
+    cancelled_at: dict[int, float] = {}
     start = time.monotonic()
     while time.monotonic() - start < duration_s:
         method, payload = make_request(len(calls))

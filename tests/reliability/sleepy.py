@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from typing import Any
 
 import grpc
 import numpy as np
@@ -32,7 +33,8 @@ class SleepyModel:
     """A LoadedModel whose every execution costs `compute_s` of wall time (y = x + 1)."""
 
     def __init__(self, compute_s: float):
-        self.name, self.version, self.meta, self.instance_count = MODEL, "1", {}, 1
+        self.name, self.version, self.instance_count = MODEL, "1", 1
+        self.meta: dict[str, Any] = {}
         self.inputs = [TensorSpec("x", "FP32", (-1, 4))]
         self.outputs = [TensorSpec("y", "FP32", (-1, 4))]
         self.compute_s = compute_s
@@ -51,7 +53,7 @@ class SleepyModel:
 
 class SleepyService:
     name = "sleepy"
-    grpc_service_names = (SERVICE_NAME,)
+    grpc_service_names: tuple[str, ...] = (SERVICE_NAME,)
 
     def __init__(self, compute_s: float = 0.01, max_queue_size: int = 8):
         self.model = SleepyModel(compute_s)

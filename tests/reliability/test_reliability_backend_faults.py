@@ -10,6 +10,7 @@ import grpc
 import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from exporters import triton_local
 from protos import ctr_pb2
 from services.ctr import CtrService, CtrSettings
 from services.runtime import RuntimeSettings, build_server
@@ -33,7 +34,10 @@ async def _serve(repository, **settings):
 
 async def test_killing_triton_mid_load_gives_prompt_unavailable_and_recovery(tiny_ctr, tmp_path) -> None:
     make = ctr_requests(tiny_ctr.n_items, tiny_ctr.n_categories)
-    figures = await triton_kill_under_load(tiny_ctr.repository, make, tmp_path, rate=20.0, deadline_s=1.0)
+    try:
+        figures = await triton_kill_under_load(tiny_ctr.repository, make, tmp_path, rate=20.0, deadline_s=1.0)
+    except triton_local.TritonUnavailable as exc:
+        pytest.skip(f"tritonserver cannot run here (`make triton`): {exc}")
     before, after = figures["codes_before_kill"], figures["codes_after_kill"]
     assert before and set(before) == {"OK"}, figures
     assert after and set(after) == {"UNAVAILABLE"}, figures  # prompt UNAVAILABLE, never a timeout

@@ -4,18 +4,51 @@ test asserts and benchmarks/reliability.py reports."""
 from __future__ import annotations
 
 import asyncio
+import socket
+import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
+import tritonclient.grpc as triton_grpc
 
+from exporters import triton_local
 from services.ctr import CtrService, CtrSettings
-from services.runtime import RuntimeSettings, build_server
-from tests.integration.test_triton_backend import LocalTriton
+from services.runtime import RuntimeSettings, ServiceModule, build_server
 from tests.reliability.load import RequestFactory, metric, open_loop, scrape
 
 MODEL = "din-fp32"
+
+
+class LocalTriton:
+    """tritonserver over the repository on a fixed port (restarts reuse it, so channels reconnect)."""
+
+    def __init__(self, repository: Path, work: Path):
+        self.repository, self.work, self.log = repository, work, work / "tritonserver.log"
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 90) -> None:
+        """Raises triton_local.TritonUnavailable when tritonserver is missing or does not come up."""
+        self.proc = triton_local.launch(self.repository, self.port, self.work, [MODEL], self.log)
+        client, limit = triton_grpc.InferenceServerClient(f"127.0.0.1:{self.port}"), time.monotonic() + timeout
+        while time.monotonic() < limit and self.proc.poll() is None:
+            try:
+                if client.is_model_ready(MODEL):
+                    return
+            except Exception:  # not listening yet
+                pass
+            time.sleep(0.3)
+        self.kill()
+        tail = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
+        raise triton_local.TritonUnavailable(f"tritonserver did not become ready:\n{tail}")
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            triton_local.kill(self.proc)
 
 
 async def triton_kill_under_load(repository: Path, make: RequestFactory, work: Path, rate: float = 20.0,
@@ -23,14 +56,14 @@ async def triton_kill_under_load(repository: Path, make: RequestFactory, work: P
                                  after_s: float = 2.5) -> dict[str, Any]:
     """Load at `rate` with `deadline_s` per call; Triton is killed `before_s` in; the load goes on
     `after_s`; Triton restarts on the same port; time to the first OK and a steady second follow.
-    Raises pytest's Skipped when no tritonserver can start here."""
+    Raises triton_local.TritonUnavailable when no tritonserver can start here."""
     work.mkdir(parents=True, exist_ok=True)
     triton = LocalTriton(repository, work)
     triton.start()
     settings = RuntimeSettings(port=0, metrics_port=0, host="127.0.0.1", model_repository=repository,
                                load_retry_s=0.2, backend="triton", triton_url=f"127.0.0.1:{triton.port}",
                                triton_timeout_s=3.0)
-    server, port = await build_server(settings, [CtrService(CtrSettings())])
+    server, port = await build_server(settings, [cast(ServiceModule, CtrService(CtrSettings()))])
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
         await server.start()
