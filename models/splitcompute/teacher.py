@@ -33,6 +33,13 @@ class TeacherConfig:
     tail_channels: tuple[int, int] = (64, 96)  # tail widths (stride 1, 2, then 1 at the second width)
 
 
+def teacher_stem(cfg: TeacherConfig) -> nn.Sequential:
+    """Image (B, 3, H, W) -> features (B, C_f, H/8, W/8)."""
+    c1, c2, c3 = cfg.stem_channels
+    return nn.Sequential(conv_bn_relu(3, c1, cfg.patch, kernel=cfg.first_kernel), conv_bn_relu(c1, c2),
+                         conv_bn_relu(c2, c3, 2))
+
+
 class TeacherTail(nn.Module):
     """Teacher features (B, C_f, 12, 12) -> logits (B, n_classes)."""
 
@@ -56,9 +63,7 @@ class TeacherCNN(nn.Module):
     def __init__(self, cfg: TeacherConfig | None = None):
         super().__init__()
         self.config = cfg = cfg or TeacherConfig()
-        c1, c2, c3 = cfg.stem_channels
-        self.stem = nn.Sequential(conv_bn_relu(3, c1, cfg.patch, kernel=cfg.first_kernel), conv_bn_relu(c1, c2),
-                                  conv_bn_relu(c2, c3, 2))
+        self.stem = teacher_stem(cfg)
         self.tail = TeacherTail(cfg)
 
     @classmethod

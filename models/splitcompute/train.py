@@ -42,7 +42,7 @@ class TrainConfig:
     stage2_epochs: int = 2  # decoder + tail fine-tuning on quantized latents, per beta
     batch_size: int = 64  # images per step
     lr: float = 3e-3  # Adam learning rate (cosine-decayed to 0 within each stage)
-    betas: tuple[float, ...] = (0.01, 0.04, 0.16)  # rate weights (per bit-per-pixel) of the sweep
+    betas: tuple[float, ...] = (0.01, 0.05, 0.25)  # rate weights (per bit-per-pixel) of the sweep
     rate_warmup: float = 0.5  # share of stage 1 over which beta ramps up linearly from 0
     prior_lr_factor: float = 10.0  # the prior's density parameters learn this much faster (they start broad)
     kd_temperature: float = 4.0  # softening of teacher and student outputs in stage 2
@@ -204,6 +204,7 @@ def train_student(
     torch.manual_seed(cfg.seed)
     student = EntropicStudent(cfg.student)
     student.tail.load_state_dict(teacher.tail.state_dict())
+    student.encoder.stem.load_state_dict(teacher.stem.state_dict())
     images, labels = data.split("train")
     started = time.perf_counter()
     _stage1(student, teacher, images, beta, cfg)
