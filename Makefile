@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 TRITON_STAMP := .triton/.installed
 
-.PHONY: setup tools triton deploy-tools docker-tools docker docker-test protos models serve test lint bench-ctr bench-ctr-batching quantize-report loadtest report-segmentation bench-audio clean
+.PHONY: setup tools triton deploy-tools docker-tools docker docker-test protos models serve test lint bench-ctr bench-ctr-batching quantize-report loadtest report-segmentation bench-audio bench-splitcompute splitcompute-payloads clean
 
 setup: $(SETUP_STAMP)
 
@@ -109,6 +109,12 @@ report-segmentation: $(REPOSITORY_STAMP)
 
 bench-audio: $(REPOSITORY_STAMP)
 	$(PY) -m benchmarks.audio_report --repository $(REPOSITORY)
+
+bench-splitcompute: $(REPOSITORY_STAMP)
+	$(PY) -m benchmarks.splitcompute_report --artifacts artifacts/splitcompute --repository $(REPOSITORY)
+
+splitcompute-payloads: $(REPOSITORY_STAMP)
+	$(PY) -m benchmarks.splitcompute_payloads --bundle $(REPOSITORY)/splitcompute-encoder-fp32/1 --out build/splitcompute_payloads
 
 bench-ctr-batching: $(REPOSITORY_STAMP)
 	$(PY) -m benchmarks.ctr_batching --repository $(REPOSITORY)

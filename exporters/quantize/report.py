@@ -44,6 +44,9 @@ def run_recipe(family: QuantFamily, recipe: str, work: Path) -> dict[str, Any]:
             outputs[graph] = out
     except RecipeRefused as exc:
         return {**row, "status": "refused", "notes": [str(exc)]}
+    except Exception as exc:  # a toolchain failure is a measured outcome too: reported, not fatal
+        log.warning("%s failed on %s: %s", recipe, family.family, exc)
+        return {**row, "status": "refused", "notes": [f"toolchain error: {str(exc).splitlines()[0][:200]}"]}
     row.update(status="ok", notes=notes, paths={g: str(p) for g, p in outputs.items()},
                size_bytes=sum(p.stat().st_size for p in outputs.values()),
                kernels={g: kernel_summary(p) for g, p in outputs.items()},
@@ -85,7 +88,10 @@ def gate(rows: list[dict[str, Any]], family: QuantFamily) -> None:
 
 
 def publish(family: QuantFamily, rows: list[dict[str, Any]], repository: Path) -> str:
-    """Writes every measured model into the repository; returns the family default's name."""
+    """Writes every measured model into the repository; returns the family default's name.
+
+    Staged families (segmentation) are written but their service keeps its configured stages:
+    the aliases name each graph's default, which a staged service would have to follow per stage."""
     for r in rows:
         if r["status"] != "ok":
             continue
@@ -93,6 +99,14 @@ def publish(family: QuantFamily, rows: list[dict[str, Any]], repository: Path) -
             meta = {"recipe": r["recipe"], "quality": {family.metric: r["quality"]},
                     "relative_quality_loss": r["relative_loss"], "quality_gate": "passed" if r["passed"] else "FAILED",
                     "kernels": r["kernels"][graph]["verdict"], "notes": r["notes"]}
+            if graph == "segmentation-backbone":  # the stage list the service follows
+                pipeline = dict(getattr(family, "pipeline", {}))
+                pipeline["stages"] = {"backbone": f"segmentation-backbone-{r['recipe']}", "head":
+                                      f"segmentation-head-{r['recipe']}", "encoder_layers": [
+                                          f"segmentation-encoder{k}-{r['recipe']}"
+                                          for k in range(1, len(pipeline.get("stages", {}).get("encoder_layers", []))
+                                                         + 1)]}
+                meta["pipeline"] = pipeline
             write_variant(repository, f"{graph}-fp32", f"{graph}-{r['recipe']}", Path(path), meta,
                           tensorrt_precision=TENSORRT_PRECISION.get(r["recipe"]))
     # fp16 is a GPU recipe: on the CPU provider it is never the default (see the report's latency).
@@ -165,6 +179,15 @@ def families(repository: Path, artifacts: Path) -> list[QuantFamily]:
         from exporters.ctr_quant import CtrQuantization
 
         found.append(CtrQuantization(artifacts / "ctr" / "din_dice.pt", repository))
+    if (repository / "segmentation-backbone-fp32").is_dir() and (artifacts / "segmentation" / "eco_m2f.pt").is_file():
+        from exporters.family_quant import SegmentationQuantization
+
+        found.append(SegmentationQuantization(repository, artifacts / "segmentation" / "eco_m2f.pt"))
+    for embedder in ("passt", "bow"):
+        if (repository / f"audio-{embedder}-fp32").is_dir():
+            from exporters.family_quant import AudioQuantization
+
+            found.append(AudioQuantization(repository, embedder))
     return found
 
 

@@ -1,0 +1,119 @@
+"""The segmentation and audio families as seen by the quantization recipes (exporters/quantize).
+
+Segmentation is staged (backbone + gate, encoder layers, head): each stage is quantized with
+the recipe, calibrated on the inputs the fp32 pipeline feeds it, and the staged loop is scored
+end to end (mIoU on held-out scenes). Audio scores each embedder's linear-probe accuracy.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from exporters import audio as audio_export
+from exporters import segmentation as seg_export
+from exporters.quantize.family import RecipeRefused
+
+CALIBRATION_BATCH = 16
+
+
+class AudioQuantization:
+    family = "audio"
+    metric = "linear-probe accuracy"
+    max_relative_loss = 0.01
+
+    def __init__(self, repository: Path, embedder: str):
+        self.family = f"audio-{embedder}"
+        self._prefix = f"audio-{embedder}"
+        self._fp32 = repository / f"{self._prefix}-fp32" / "1" / "model.onnx"
+        self._data_config = replace(audio_export.AudioDataConfig(seed=7), clips_per_class=12)
+
+    def graphs(self) -> dict[str, Path]:
+        return {self._prefix: self._fp32}
+
+    def calibration(self, graph: str, count: int) -> list[dict[str, np.ndarray]]:
+        return list(audio_export.calibration_batches(count, CALIBRATION_BATCH))
+
+    def evaluate(self, graphs: dict[str, Path]) -> float:
+        return float(audio_export.quality(graphs[self._prefix], self._data_config)["linear_probe_accuracy"])
+
+    def latency_inputs(self, graph: str, batch: int) -> dict[str, np.ndarray]:
+        return next(audio_export.calibration_batches(1, batch))
+
+    def qat(self, graph: str, out: Path) -> Path:
+        raise RecipeRefused("no QAT loop for the audio embedders yet")
+
+
+class SegmentationQuantization:
+    family = "segmentation"
+    metric = "test mIoU"
+    max_relative_loss = 0.01
+
+    def __init__(self, repository: Path, checkpoint: Path):
+        backbone_meta = _json(repository / "segmentation-backbone-fp32" / "1" / "meta.json")
+        self.pipeline: dict[str, Any] = backbone_meta["pipeline"]
+        self._n_layers = int(self.pipeline["n_layers"])
+        self._first_exit = int(self.pipeline["exits"][0])
+        self._n_classes = len(self.pipeline["class_names"])
+        names = seg_export.stage_names(self._n_layers)
+        self._paths = {self._prefix(n): repository / n / "1" / "model.onnx"
+                       for n in [names["backbone"], *names["encoder_layers"], names["head"]]}
+        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        self._images, self._labels = seg_export.holdout_images(ckpt, 160)
+        self._feeds: dict[str, list[dict[str, np.ndarray]]] = {}
+
+    @staticmethod
+    def _prefix(model_name: str) -> str:
+        return model_name.removesuffix("-fp32")
+
+    def graphs(self) -> dict[str, Path]:
+        return dict(self._paths)
+
+    def _stage_inputs(self, count: int) -> dict[str, list[dict[str, np.ndarray]]]:
+        """Inputs every stage sees when the fp32 pipeline runs full depth on calibration scenes."""
+        if len(self._feeds.get("segmentation-backbone", [])) >= count:
+            return self._feeds
+
+        def session(key: str) -> ort.InferenceSession:
+            return ort.InferenceSession(str(self._paths[key]), providers=["CPUExecutionProvider"])
+        feeds: dict[str, list[dict[str, np.ndarray]]] = {key: [] for key in self._paths}
+        backbone = session("segmentation-backbone")
+        layers = [session(f"segmentation-encoder{k}") for k in range(1, self._n_layers + 1)]
+        for batch in itertools.islice(seg_export.calibration_batches(count, CALIBRATION_BATCH), count):
+            feeds["segmentation-backbone"].append(batch)
+            tokens, pixel_features, _ = backbone.run(None, batch)
+            for k, layer in enumerate(layers, start=1):
+                feeds[f"segmentation-encoder{k}"].append({"tokens": tokens})
+                tokens = layer.run(None, {"tokens": tokens})[0]
+            feeds["segmentation-head"].append({"tokens": tokens, "pixel_features": pixel_features})
+        self._feeds = feeds
+        return feeds
+
+    def calibration(self, graph: str, count: int) -> list[dict[str, np.ndarray]]:
+        return self._stage_inputs(count)[graph][:count]
+
+    def evaluate(self, graphs: dict[str, Path]) -> float:
+        staged = seg_export.StagedOnnx({
+            "backbone": graphs["segmentation-backbone"], "head": graphs["segmentation-head"],
+            "encoder_layers": [graphs[f"segmentation-encoder{k}"] for k in range(1, self._n_layers + 1)],
+        }, self._first_exit)
+        return float(seg_export.onnx_quality(staged, self._images, self._labels, self._n_classes)["miou"])
+
+    def latency_inputs(self, graph: str, batch: int) -> dict[str, np.ndarray]:
+        first = self._stage_inputs(1)[graph][0]
+        return {name: np.resize(value, (batch, *value.shape[1:])) for name, value in first.items()}
+
+    def qat(self, graph: str, out: Path) -> Path:
+        raise RecipeRefused("no QAT loop for the segmentation stages yet")
+
+
+def _json(path: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads(path.read_text())
