@@ -42,15 +42,14 @@ def run_recipe(family: QuantFamily, recipe: str, work: Path) -> dict[str, Any]:
             out = work / f"{graph}-{recipe}.onnx"
             notes += RECIPES[recipe](src, out, family, graph).notes
             outputs[graph] = out
+        row.update(kernels={g: kernel_summary(p) for g, p in outputs.items()}, quality=family.evaluate(outputs))
     except RecipeRefused as exc:
         return {**row, "status": "refused", "notes": [str(exc)]}
     except Exception as exc:  # a toolchain failure is a measured outcome too: reported, not fatal
         log.warning("%s failed on %s: %s", recipe, family.family, exc)
         return {**row, "status": "refused", "notes": [f"toolchain error: {str(exc).splitlines()[0][:200]}"]}
     row.update(status="ok", notes=notes, paths={g: str(p) for g, p in outputs.items()},
-               size_bytes=sum(p.stat().st_size for p in outputs.values()),
-               kernels={g: kernel_summary(p) for g, p in outputs.items()},
-               quality=family.evaluate(outputs))
+               size_bytes=sum(p.stat().st_size for p in outputs.values()))
     return row
 
 
