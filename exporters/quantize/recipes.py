@@ -7,6 +7,7 @@ straight-through estimator), IV-B (mixed precision).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import shutil
@@ -56,7 +57,9 @@ def _preprocess(src: Path, work: Path) -> Path:
     """ORT's recommended pre-processing (shape inference + graph optimisation) when it applies."""
     out = work / "pre.onnx"
     try:
-        quant_pre_process(str(src), str(out), skip_symbolic_shape=False)
+        # Its symbolic shape inference writes temporary files into the working directory.
+        with contextlib.chdir(work):
+            quant_pre_process(str(src), str(out), skip_symbolic_shape=False)
         return out
     except Exception as exc:  # symbolic shape inference cannot follow every dynamic graph
         log.info("pre-processing skipped for %s: %s", src.name, exc)
