@@ -7,6 +7,7 @@ reports/quantization.md + .json + plots. Latency is measured side by side, inter
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import platform
@@ -40,7 +41,8 @@ def run_recipe(family: QuantFamily, recipe: str, work: Path) -> dict[str, Any]:
     try:
         for graph, src in family.graphs().items():
             out = work / f"{graph}-{recipe}.onnx"
-            notes += RECIPES[recipe](src, out, family, graph).notes
+            with contextlib.chdir(work):  # the toolchains leave temporary files in the working directory
+                notes += RECIPES[recipe](src, out, family, graph).notes
             outputs[graph] = out
         row.update(kernels={g: kernel_summary(p) for g, p in outputs.items()}, quality=family.evaluate(outputs))
     except RecipeRefused as exc:
