@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 TRITON_STAMP := .triton/.installed
 
-.PHONY: setup tools triton deploy-tools docker-tools docker docker-test protos models serve test lint bench-ctr bench-ctr-batching quantize-report loadtest report-segmentation bench-audio bench-splitcompute splitcompute-payloads clean
+.PHONY: setup tools triton deploy-tools docker-tools docker docker-test protos models serve test lint bench-ctr bench-ctr-batching quantize-report loadtest report-segmentation bench-audio bench-splitcompute splitcompute-payloads reliability-test reliability-report clean
 
 setup: $(SETUP_STAMP)
 
@@ -115,6 +115,14 @@ bench-splitcompute: $(REPOSITORY_STAMP)
 
 splitcompute-payloads: $(REPOSITORY_STAMP)
 	$(PY) -m benchmarks.splitcompute_payloads --bundle $(REPOSITORY)/splitcompute-encoder-fp32/1 --out build/splitcompute_payloads
+
+# Reliability scenarios as tests (~2-3 min on 2 cores, incl. every family's tiny models).
+reliability-test: $(PROTO_STAMP) tools triton
+	$(PY) -m pytest -q -m reliability tests/reliability
+
+# Every reliability scenario at full length (30 s of 3x overload, 10-minute soak; ~16 min): reports/reliability.md + .json
+reliability-report: $(PROTO_STAMP) triton
+	$(PY) -m benchmarks.reliability $(RELIABILITY_ARGS)
 
 bench-ctr-batching: $(REPOSITORY_STAMP)
 	$(PY) -m benchmarks.ctr_batching --repository $(REPOSITORY)

@@ -56,6 +56,9 @@ class RuntimeSettings(BaseSettings):
     it wait for the next batch."""
     warmup_runs: int = Field(2, ge=0)
     """Inference runs on synthetic input at load, before health reports SERVING."""
+    shutdown_drain_s: float = Field(0.0, ge=0)
+    """On SIGTERM: how long health reports NOT_SERVING while requests are still accepted, so load
+    balancers that poll health stop sending before the server starts refusing."""
     grace_period_s: float = Field(10.0, ge=0)
     """On SIGTERM: how long in-flight requests may take to finish before the server stops."""
     max_connection_age_s: float = Field(300.0, gt=0)
