@@ -32,8 +32,11 @@ class Scores:
 class CtrClient:
     """`async with CtrClient("localhost:50051") as ctr: await ctr.score(...)`."""
 
-    def __init__(self, target: str, *, timeout_s: float = 5.0, channel: grpc.aio.Channel | None = None):
-        self._channel = channel or grpc.aio.insecure_channel(target)
+    def __init__(self, target: str, *, timeout_s: float = 5.0, channel: grpc.aio.Channel | None = None,
+                 max_message_bytes: int = 16 * 1024 * 1024):
+        options = [("grpc.max_receive_message_length", max_message_bytes),
+                   ("grpc.max_send_message_length", max_message_bytes)]
+        self._channel = channel or grpc.aio.insecure_channel(target, options=options)
         self._stub = ctr_pb2_grpc.CtrServiceStub(self._channel)
         self._timeout_s = timeout_s
 

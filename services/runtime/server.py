@@ -158,6 +158,8 @@ class InferSuiteServer:
     async def stop(self, grace: float | None = None) -> None:
         """NOT_SERVING first, then drain in-flight requests for `grace` seconds, then stop."""
         await self._set_health(NOT_SERVING)
+        if self.settings.shutdown_drain_s > 0:
+            await asyncio.sleep(self.settings.shutdown_drain_s)  # still serving: balancers see NOT_SERVING first
         for task in (self._loading, self._polling):
             if task is not None and not task.done():
                 task.cancel()
