@@ -73,7 +73,7 @@ $(PROTO_STAMP): $(SETUP_STAMP) $(PROTO_SRC)
 models: $(REPOSITORY_STAMP)
 
 $(REPOSITORY_STAMP): $(PROTO_STAMP) $(shell find models exporters -name '*.py' 2>/dev/null)
-	@echo "Training and exporting the default models into $(REPOSITORY)/ (first run only: about 3 minutes on 2 cores)"
+	@echo "Training and exporting the default models into $(REPOSITORY)/ (first run only: ~13 CPU-minutes of training for the four families, roughly 15 minutes on an idle 2-core machine)"
 	$(PY) -m exporters.build --out $(REPOSITORY)
 	@touch $@
 
