@@ -66,6 +66,12 @@ def _preprocess(src: Path, work: Path) -> Path:
         return src
 
 
+def _kept_in_float(family: QuantFamily | None, graph: str) -> list[str]:
+    """Nodes the family asks to keep in float in every recipe (e.g. a signal-processing front end)."""
+    hook = getattr(family, "float_nodes", None)
+    return list(hook(graph)) if hook is not None else []
+
+
 def fp32(src: Path, dst: Path, family: QuantFamily, graph: str) -> RecipeOutput:
     shutil.copyfile(src, dst)
     return RecipeOutput(dst)
@@ -82,7 +88,7 @@ def int8_dynamic(src: Path, dst: Path, family: QuantFamily, graph: str) -> Recip
         raise RecipeRefused("conv-heavy graph: dynamic int8 would run ConvInteger, ~9x slower than fp32 on this CPU")
     with tempfile.TemporaryDirectory() as tmp:
         quantize_dynamic(str(_preprocess(src, Path(tmp))), str(dst), weight_type=QuantType.QInt8,
-                         op_types_to_quantize=["MatMul", "Gemm"])
+                         op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=_kept_in_float(family, graph))
     return RecipeOutput(dst, ["weights int8 per-tensor; activation ranges computed at run time"])
 
 
@@ -97,7 +103,7 @@ def _static(src: Path, dst: Path, family: QuantFamily, graph: str, *, per_channe
         quantize_static(str(_preprocess(src, Path(tmp))), str(dst), _Reader(batches), quant_format=QuantFormat.QDQ,
                         per_channel=per_channel, activation_type=activation, weight_type=weight,
                         calibrate_method=calibration, op_types_to_quantize=list(QUANTIZABLE),
-                        nodes_to_exclude=exclude or [], extra_options=extra)
+                        nodes_to_exclude=[*(exclude or []), *_kept_in_float(family, graph)], extra_options=extra)
 
 
 def int8_static_minmax(src: Path, dst: Path, family: QuantFamily, graph: str) -> RecipeOutput:
@@ -124,7 +130,8 @@ def int8_qat(src: Path, dst: Path, family: QuantFamily, graph: str) -> RecipeOut
 
 def int4_weight_only(src: Path, dst: Path, family: QuantFamily, graph: str) -> RecipeOutput:
     quantizer = MatMulNBitsQuantizer(onnx.load(str(src)), bits=4, block_size=32, is_symmetric=True,
-                                     op_types_to_quantize=("MatMul", "Gather"))
+                                     op_types_to_quantize=("MatMul", "Gather"),
+                                     nodes_to_exclude=_kept_in_float(family, graph))
     quantizer.process()
     quantizer.model.save_model_to_file(str(dst), use_external_data_format=False)
     return RecipeOutput(dst, ["4-bit weights, blocks of 32 (MatMulNBits / GatherBlockQuantized); float activations"])
@@ -134,6 +141,17 @@ def _quantizable_nodes(path: Path) -> list[str]:
     graph = onnx.load(str(path), load_external_data=False).graph
     constants = {init.name for init in graph.initializer}
     return [n.name for n in graph.node if n.op_type in QUANTIZABLE and any(i in constants for i in n.input)]
+
+
+def nodes_before(path: Path, op_type: str) -> list[str]:
+    """Quantizable nodes that come before the first `op_type` node (topological order)."""
+    names = []
+    for node in onnx.load(str(path), load_external_data=False).graph.node:
+        if node.op_type == op_type:
+            return names
+        if node.op_type in QUANTIZABLE:
+            names.append(node.name)
+    return []
 
 
 def _sqnr_db(reference: list[np.ndarray], candidate: list[np.ndarray]) -> float:
@@ -151,7 +169,7 @@ def sensitivity(src: Path, family: QuantFamily, graph: str, work: Path) -> list[
     """Per-layer sensitivity: output SQNR (dB) when ONLY that layer is quantized. Lower = more sensitive."""
     batches = family.calibration(graph, 4)
     reference = _outputs(src, batches)
-    nodes = _quantizable_nodes(src)
+    nodes = [n for n in _quantizable_nodes(src) if n not in _kept_in_float(family, graph)]
     scores: list[tuple[str, float]] = []
     for node in nodes:
         out = work / f"only_{len(scores)}.onnx"
