@@ -145,7 +145,7 @@ def _quantizable_nodes(path: Path) -> list[str]:
 
 def nodes_before(path: Path, op_type: str) -> list[str]:
     """Quantizable nodes that come before the first `op_type` node (topological order)."""
-    names = []
+    names: list[str] = []
     for node in onnx.load(str(path), load_external_data=False).graph.node:
         if node.op_type == op_type:
             return names

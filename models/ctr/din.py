@@ -37,6 +37,9 @@ class Dice(nn.Module):
     is plain elementwise tensor ops.
     """
 
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+
     def __init__(self, num_features: int, eps: float = 1e-8, momentum: float = 0.1) -> None:
         super().__init__()
         self.eps, self.momentum = eps, momentum
