@@ -6,6 +6,7 @@ Unknown exceptions become INTERNAL "Internal server error"; their details go to 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -72,14 +73,9 @@ async def _abort_for(exc: BaseException, context: aio.ServicerContext, outcome: 
     await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
 
 
-def _set_deadline(context: aio.ServicerContext) -> None:
+def _deadline(context: aio.ServicerContext) -> float | None:
     remaining = context.time_remaining()
-    request_deadline.set(None if remaining is None else time.monotonic() + remaining)
-
-
-def _record_abort(context: aio.ServicerContext, outcome: _Outcome) -> None:
-    code = context.code()
-    outcome.code = code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
+    return None if remaining is None else time.monotonic() + remaining
 
 
 class ErrorAndMetricsInterceptor(aio.ServerInterceptor):
@@ -99,60 +95,56 @@ class ErrorAndMetricsInterceptor(aio.ServerInterceptor):
             return self._wrap_unary_response(handler, service, method)
         return self._wrap_stream_response(handler, service, method)
 
-    def _observe(self, service: str, method: str, outcome: _Outcome, start: float) -> None:
-        self._metrics.requests.labels(service, method, outcome.code.name).inc()
-        self._metrics.request_latency.labels(service, method).observe(time.perf_counter() - start)
+    @contextlib.asynccontextmanager
+    async def _mapped(self, service: str, method: str, context: aio.ServicerContext,
+                      request: Any) -> AsyncIterator[None]:
+        """One call: deadline in context, errors mapped to gRPC codes, metrics recorded."""
+        start, outcome = time.perf_counter(), _Outcome()
+        request_deadline.set(_deadline(context))
+        try:
+            if isinstance(request, _Undecodable):
+                raise InvalidArgument(f"the request is not a valid {request.type_name} protobuf message")
+            yield
+        except aio.AbortError:
+            code = context.code()
+            outcome.code = code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
+            raise
+        except asyncio.CancelledError:
+            outcome.code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as exc:  # every other error is mapped, never leaked
+            await _abort_for(exc, context, outcome)
+        finally:
+            self._metrics.requests.labels(service, method, outcome.code.name).inc()
+            self._metrics.request_latency.labels(service, method).observe(time.perf_counter() - start)
 
     def _wrap_unary_response(self, handler: grpc.RpcMethodHandler, service: str, method: str) -> Any:
         inner = handler.unary_unary or handler.stream_unary
 
         async def behaviour(request: Any, context: aio.ServicerContext) -> Any:
-            start, outcome = time.perf_counter(), _Outcome()
-            _set_deadline(context)
-            try:
-                if isinstance(request, _Undecodable):
-                    raise InvalidArgument(f"the request is not a valid {request.type_name} protobuf message")
+            async with self._mapped(service, method, context, request):
                 return await inner(request, context)
-            except aio.AbortError:
-                _record_abort(context, outcome)
-                raise
-            except asyncio.CancelledError:
-                outcome.code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception as exc:  # every other error is mapped, never leaked
-                await _abort_for(exc, context, outcome)
-            finally:
-                self._observe(service, method, outcome, start)
 
-        factory = (grpc.unary_unary_rpc_method_handler if handler.unary_unary
-                   else grpc.stream_unary_rpc_method_handler)
-        deserializer = _tolerant(handler.request_deserializer) if handler.unary_unary else handler.request_deserializer
-        return factory(behaviour, deserializer, handler.response_serializer)
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(behaviour, _tolerant(handler.request_deserializer),
+                                                       handler.response_serializer)
+        return grpc.stream_unary_rpc_method_handler(behaviour, handler.request_deserializer,
+                                                    handler.response_serializer)
 
     def _wrap_stream_response(self, handler: grpc.RpcMethodHandler, service: str, method: str) -> Any:
         inner = handler.unary_stream or handler.stream_stream
 
         async def behaviour(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
-            start, outcome = time.perf_counter(), _Outcome()
-            _set_deadline(context)
-            try:
+            async with self._mapped(service, method, context, request):
                 result = inner(request, context)
                 if hasattr(result, "__aiter__"):
                     async for response in result:
                         yield response
                 else:
                     await result
-            except aio.AbortError:
-                _record_abort(context, outcome)
-                raise
-            except asyncio.CancelledError:
-                outcome.code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception as exc:
-                await _abort_for(exc, context, outcome)
-            finally:
-                self._observe(service, method, outcome, start)
 
-        factory = (grpc.unary_stream_rpc_method_handler if handler.unary_stream
-                   else grpc.stream_stream_rpc_method_handler)
-        return factory(behaviour, handler.request_deserializer, handler.response_serializer)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(behaviour, _tolerant(handler.request_deserializer),
+                                                        handler.response_serializer)
+        return grpc.stream_stream_rpc_method_handler(behaviour, handler.request_deserializer,
+                                                     handler.response_serializer)
