@@ -84,9 +84,12 @@ class CtrHandler:
     def _model_name(self, requested: str) -> str:
         """The default model, or a requested one among those served (by name or alias)."""
         name = requested or self._settings.model
-        served = {*self.model_names, *(self._models.get(n).name for n in self.model_names if self._models.is_ready(n))}
+        if name in self.model_names:  # the usual case: no lookups on the request path
+            return name
+        served = {self._models.get(n).name for n in self.model_names if self._models.is_ready(n)}
         if name not in served:
-            raise NotFound(f"model {name!r} is not served by ctr (served: {', '.join(sorted(served))})")
+            raise NotFound(f"model {name!r} is not served by ctr "
+                           f"(served: {', '.join(sorted({*self.model_names, *served}))})")
         return name
 
     async def score(self, query: ScoreQuery) -> ScoreResult:
