@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from exporters.onnx_export import OPSET, check_parity, export_onnx
 from exporters.repository import ServingConfig, sha256_file, write_model
 from models.ctr.din import DeepInterestNetwork
+from models.ctr.train import read_checkpoint
 
 # How the runtime's batcher pads DIN requests of different lengths (services/runtime/padding.py).
 RAGGED_DIMS = {
@@ -24,13 +24,6 @@ RAGGED_DIMS = {
 PARITY_SHAPES = ((1, 1, 1), (1, 50, 100), (2, 7, 3), (4, 13, 1), (3, 1, 20), (8, 33, 17), (1, 100, 5))
 
 
-def load_checkpoint(path: Path) -> tuple[DeepInterestNetwork, dict[str, Any]]:
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    model = DeepInterestNetwork.from_config(checkpoint["config"])
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.eval(), checkpoint
-
-
 def parity_inputs(model: DeepInterestNetwork, seed: int = 0) -> list[tuple[torch.Tensor, ...]]:
     generator = torch.Generator().manual_seed(seed)
     return [model.example_inputs(b, t, n, generator=generator) for b, t, n in PARITY_SHAPES]
@@ -39,7 +32,7 @@ def parity_inputs(model: DeepInterestNetwork, seed: int = 0) -> list[tuple[torch
 def export_din(checkpoint: Path, repository: Path, name: str = "din-fp32",
                serving: ServingConfig | None = None) -> Path:
     """Exports, fails on a parity miss (> 1e-5), writes <repository>/<name>/1/."""
-    model, ckpt = load_checkpoint(checkpoint)
+    model, ckpt = read_checkpoint(checkpoint)
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = export_onnx(model, Path(tmp) / "model.onnx")
         parity = check_parity(model, onnx_path, parity_inputs(model), atol=1e-5)

@@ -8,13 +8,13 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from exporters.ctr import load_checkpoint
 from exporters.onnx_export import export_onnx
 from exporters.quantize.family import RecipeRefused
 from models.ctr.data import ClickData, ClickDataConfig, make_click_data, user_batch
 from models.ctr.din import DeepInterestNetwork
 from models.ctr.metrics import score_report
 from models.ctr.qat import qat_finetune
+from models.ctr.train import read_checkpoint
 
 INPUTS = DeepInterestNetwork.input_names
 CALIBRATION_BATCH = 32
@@ -28,7 +28,7 @@ class CtrQuantization:
 
     def __init__(self, checkpoint: Path, repository: Path, name: str = "din-fp32"):
         self._checkpoint = checkpoint
-        self._model, ckpt = load_checkpoint(checkpoint)
+        self._model, ckpt = read_checkpoint(checkpoint)
         self.data: ClickData = make_click_data(ClickDataConfig(**ckpt["data_config"]))
         self._fp32 = repository / name / "1" / "model.onnx"
 
@@ -72,7 +72,7 @@ class CtrQuantization:
     def qat(self, graph: str, out: Path) -> Path:
         if graph != "din":
             raise RecipeRefused(f"no QAT loop for graph {graph!r}")
-        model, _ = load_checkpoint(self._checkpoint)
+        model, _ = read_checkpoint(self._checkpoint)
         with torch.enable_grad():
             tuned = qat_finetune(model, self.data, epochs=1)
         return export_onnx(tuned, out)

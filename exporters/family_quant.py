@@ -8,6 +8,7 @@ end to end (mIoU on held-out scenes). Audio scores each embedder's linear-probe 
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,7 @@ class SegmentationQuantization:
     max_relative_loss = 0.01
 
     def __init__(self, repository: Path, checkpoint: Path):
-        backbone_meta = _json(repository / "segmentation-backbone-fp32" / "1" / "meta.json")
+        backbone_meta = json.loads((repository / "segmentation-backbone-fp32" / "1" / "meta.json").read_text())
         self.pipeline: dict[str, Any] = backbone_meta["pipeline"]
         self._n_layers = int(self.pipeline["n_layers"])
         self._first_exit = int(self.pipeline["exits"][0])
@@ -117,9 +118,3 @@ class SegmentationQuantization:
 
     def qat(self, graph: str, out: Path) -> Path:
         raise RecipeRefused("no QAT loop for the segmentation stages yet")
-
-
-def _json(path: Path) -> dict[str, Any]:
-    import json
-
-    return json.loads(path.read_text())

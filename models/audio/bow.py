@@ -20,12 +20,12 @@ Hard assignment is exported as (distance == row minimum) -> one-hot, so the grap
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
 
-from models.audio.frontend import FrontEndConfig, LogMel
+from models.audio.frontend import FrontEndConfig, LogMel, WaveformEmbedder
 
 
 @dataclass(frozen=True)
@@ -50,11 +50,9 @@ class PatchAutoencoder(nn.Module):
         return self.decoder(self.encoder(patches))
 
 
-class BagOfWords(nn.Module):
+class BagOfWords(WaveformEmbedder):
     """waveform (B, window_samples) -> embedding (B, bands * sum(codebooks)) code histograms."""
 
-    input_names: ClassVar[tuple[str, ...]] = ("waveform",)
-    output_names: ClassVar[tuple[str, ...]] = ("embedding",)
     idf: torch.Tensor  # (D,) buffer, typed for mypy
 
     def __init__(self, config: BowConfig | None = None, front: FrontEndConfig | None = None):
@@ -110,15 +108,6 @@ class BagOfWords(nn.Module):
         """idf = ln((1 + N) / (1 + windows holding the word)) + 1 over training windows (B, 1, M, T)."""
         present = (self.histograms(self.codes(mel)) > 0).float().sum(0)  # (D,)
         self.idf.copy_(torch.log((1.0 + mel.shape[0]) / (1.0 + present)) + 1.0)
-
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        return self.embed(self.front_end(waveform))
-
-    def dynamic_shapes(self) -> dict[str, Any]:
-        return {"waveform": {0: torch.export.Dim("batch", min=1, max=4096)}}
-
-    def example_inputs(self, batch: int = 2, generator: torch.Generator | None = None) -> tuple[torch.Tensor]:
-        return (torch.randn(batch, self.front_config.window_samples, generator=generator) * 0.1,)
 
     def to_config(self) -> dict[str, Any]:
         return {"bow": asdict(self.config), "front_end": asdict(self.front_config)}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -115,3 +116,26 @@ def log_mel_reference(waveform: np.ndarray, config: FrontEndConfig | None = None
     peak = mel_db.max(axis=(1, 2), keepdims=True)
     normalised = (np.maximum(mel_db, peak + c.floor_db) - peak) / c.scale_db
     return normalised.transpose(0, 2, 1)[:, None]
+
+
+class WaveformEmbedder(nn.Module):
+    """Shared face of the audio embedders: one window of waveform in, one embedding out, through
+    the in-graph log-mel front end. Subclasses set `front_config`, `front_end` and define `embed`.
+    Carries the export metadata exporters/onnx_export.py reads."""
+
+    input_names: ClassVar[tuple[str, ...]] = ("waveform",)
+    output_names: ClassVar[tuple[str, ...]] = ("embedding",)
+    front_config: FrontEndConfig
+    front_end: LogMel
+
+    def embed(self, mel: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.embed(self.front_end(waveform))
+
+    def dynamic_shapes(self) -> dict[str, Any]:
+        return {"waveform": {0: torch.export.Dim("batch", min=1, max=4096)}}
+
+    def example_inputs(self, batch: int = 2, generator: torch.Generator | None = None) -> tuple[torch.Tensor]:
+        return (torch.randn(batch, self.front_config.window_samples, generator=generator) * 0.1,)

@@ -20,13 +20,13 @@ The embedding a caller gets is [class token, mean of patch tokens] after the fin
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.audio.frontend import FrontEndConfig, LogMel
+from models.audio.frontend import FrontEndConfig, LogMel, WaveformEmbedder
 
 
 @dataclass(frozen=True)
@@ -73,11 +73,9 @@ class Block(nn.Module):
         return x + self.drop(self.mlp(self.norm2(x)))
 
 
-class Passt(nn.Module):
+class Passt(WaveformEmbedder):
     """waveform (B, window_samples) -> embedding (B, 2 * dim); `classify` gives logits."""
 
-    input_names: ClassVar[tuple[str, ...]] = ("waveform",)
-    output_names: ClassVar[tuple[str, ...]] = ("embedding",)
 
     def __init__(self, config: PasstConfig | None = None, front: FrontEndConfig | None = None):
         super().__init__()
@@ -135,16 +133,6 @@ class Passt(nn.Module):
     def embed(self, mel: torch.Tensor) -> torch.Tensor:
         tokens = self.forward_features(mel)
         return torch.cat([tokens[:, 0], tokens[:, 1:].mean(dim=1)], dim=-1)  # (B, 2C)
-
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        return self.embed(self.front_end(waveform))
-
-    # export metadata (exporters/onnx_export.py reads these)
-    def dynamic_shapes(self) -> dict[str, Any]:
-        return {"waveform": {0: torch.export.Dim("batch", min=1, max=4096)}}
-
-    def example_inputs(self, batch: int = 2, generator: torch.Generator | None = None) -> tuple[torch.Tensor]:
-        return (torch.randn(batch, self.front_config.window_samples, generator=generator) * 0.1,)
 
     def to_config(self) -> dict[str, Any]:
         return {"passt": asdict(self.config), "front_end": asdict(self.front_config)}

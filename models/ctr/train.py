@@ -169,12 +169,17 @@ def save_checkpoint(path: Path, model: DeepInterestNetwork, metrics: dict[str, A
     )
 
 
-def load_checkpoint(path: Path) -> DeepInterestNetwork:
-    """Rebuild a model (eval mode) from `save_checkpoint`'s file."""
+def read_checkpoint(path: Path) -> tuple[DeepInterestNetwork, dict[str, Any]]:
+    """`save_checkpoint`'s file -> (model in eval mode, the whole checkpoint dict)."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     model = DeepInterestNetwork.from_config(checkpoint["config"])
     model.load_state_dict(checkpoint["state_dict"])
-    return model.eval()
+    return model.eval(), checkpoint
+
+
+def load_checkpoint(path: Path) -> DeepInterestNetwork:
+    """Rebuild a model (eval mode) from `save_checkpoint`'s file."""
+    return read_checkpoint(path)[0]
 
 
 def compare(results: dict[str, dict[str, Any]], oracle: dict[str, float]) -> dict[str, Any]:
