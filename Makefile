@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 TRITON_STAMP := .triton/.installed
 
-.PHONY: setup tools triton deploy-tools docker-tools docker docker-test protos models serve test lint bench-ctr bench-ctr-batching quantize-report loadtest report-segmentation bench-audio bench-splitcompute splitcompute-payloads reliability-test reliability-report clean
+.PHONY: setup tools triton deploy-tools docker-tools docker docker-test protos models serve test lint bench-ctr bench-ctr-batching quantize-report loadtest bench-loadtest bench-loadtest-generator report-ctr report-quantization report-segmentation bench-audio bench-splitcompute splitcompute-payloads reliability-test reliability-report clean
 
 setup: $(SETUP_STAMP)
 
@@ -99,9 +99,10 @@ LOADTEST_SERVICES ?= ctr,segmentation,splitcompute,audio
 LOADTEST_TARGET ?=
 LOADTEST_ARGS ?=
 # Short closed-loop sweep (1, 4, 16 clients, 5 s steps) for every service the suite hosts, the OIP endpoint
-# of every ready model and the grpc.health floor -> reports/loadtest/. LOADTEST_TARGET=host:port: a running suite.
+# of every ready model and the grpc.health floor -> artifacts/loadtest/ (bench-loadtest writes reports/loadtest/). LOADTEST_TARGET=host:port: a running suite.
+LOADTEST_OUT ?= artifacts/loadtest
 loadtest: $(REPOSITORY_STAMP)
-	$(PY) -m loadtest suite --repository $(REPOSITORY) --out-dir reports/loadtest \
+	$(PY) -m loadtest suite --repository $(REPOSITORY) --out-dir $(LOADTEST_OUT) \
 	  $(if $(LOADTEST_TARGET),--target $(LOADTEST_TARGET),--start-server $(LOADTEST_SERVICES)) $(LOADTEST_ARGS)
 
 report-segmentation: $(REPOSITORY_STAMP)
@@ -123,6 +124,18 @@ reliability-test: $(PROTO_STAMP) tools triton
 # Every reliability scenario at full length (30 s of 3x overload, 10-minute soak; ~16 min): reports/reliability.md + .json
 reliability-report: $(PROTO_STAMP) triton
 	$(PY) -m benchmarks.reliability $(RELIABILITY_ARGS)
+
+# The committed reports: only report-* and bench-* targets write reports/ (builds write artifacts/).
+bench-loadtest:
+	$(MAKE) loadtest LOADTEST_OUT=reports/loadtest
+
+bench-loadtest-generator: $(PROTO_STAMP)
+	$(PY) -m loadtest selfcheck --out reports/loadtest/generator --quiet
+
+report-ctr: $(PROTO_STAMP)
+	$(PY) -m models.ctr.train --out artifacts/ctr --no-progress --report reports/ctr_quality.md
+
+report-quantization: quantize-report
 
 bench-ctr-batching: $(REPOSITORY_STAMP)
 	$(PY) -m benchmarks.ctr_batching --repository $(REPOSITORY)

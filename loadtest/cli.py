@@ -85,7 +85,7 @@ def add_step_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seed", type=int, default=0, help="seed of requests and arrival times")
     group.add_argument("--pool-size", type=positive(int, "--pool-size"), default=1024,
                        help="distinct requests per process, cycled")
-    group.add_argument("--out", type=Path, help="report directory (default reports/loadtest/<service>-<mode>)")
+    group.add_argument("--out", type=Path, help="report directory (default artifacts/loadtest/<service>-<mode>)")
     group.add_argument("--quiet", action="store_true", help="no progress display")
 
 
@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_target_options(suite)
     suite.add_argument("--repository", type=Path, default=Path("model_repository"),
                        help="model repository to read vocabularies/model names from (if present)")
-    suite.add_argument("--out-dir", type=Path, default=Path("reports/loadtest"))
+    suite.add_argument("--out-dir", type=Path, default=Path("artifacts/loadtest"))
     suite.add_argument("--duration", type=positive(float, "--duration"), default=5.0)
     suite.add_argument("--warmup", type=positive(float, "--warmup", allow_zero=True), default=1.0)
     suite_load = suite.add_mutually_exclusive_group()
@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("selfcheck", help="the generator's own ceiling against a trivial local endpoint")
     check.add_argument("--rate", type=positive_list(float, "--rate"), default=[1000, 2000, 3000, 4000])
     check.add_argument("--duration", type=positive(float, "--duration"), default=5.0)
-    check.add_argument("--out", type=Path, default=Path("reports/loadtest/generator"))
+    check.add_argument("--out", type=Path, default=Path("artifacts/loadtest/generator"))
     check.add_argument("--quiet", action="store_true")
     commands.add_parser("list", help="request generators")
     return parser

@@ -125,7 +125,7 @@ def cmd_run(args: argparse.Namespace, slo: bool = False) -> int:
     if scraper.error:
         display.step_done(f"note: {scraper.error}; server-side columns left empty")
     default = f"{args.service}-{'slo' if slo else steps[0].mode}"
-    out = args.out or Path("reports/loadtest") / default
+    out = args.out or Path("artifacts/loadtest") / default
     files = report.write(report.build(meta, runner.results, slo_result), out)
     if slo_result:
         display.step_done(f"SLO search: best rate {slo_result['best_rate']} ({slo_result['verdict']})")

@@ -223,7 +223,8 @@ def render_report(quality: dict[str, Any], command: str) -> str:
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("artifacts/ctr"), help="checkpoint dir")
-    parser.add_argument("--report", type=Path, default=Path("reports/ctr_quality.md"))
+    parser.add_argument("--report", type=Path, default=None,
+                        help="markdown report (default <out>/quality.md; `make report-ctr` writes reports/)")
     parser.add_argument("--epochs", type=int, default=None, help="override TrainConfig.epochs")
     parser.add_argument("--users", type=int, default=None, help="override the number of users")
     parser.add_argument("--seed", type=int, default=0, help="data and training seed")
@@ -259,8 +260,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     command = "python -m models.ctr.train " + shlex.join(argv if argv is not None else sys.argv[1:])
     (args.out / "quality.json").write_text(json.dumps(quality, indent=2) + "\n")
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(render_report(quality, command.strip()))
+    report = args.report or args.out / "quality.md"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(render_report(quality, command.strip()))
     print(render_report(quality, command.strip()))
     return quality
 
