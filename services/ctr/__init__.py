@@ -9,6 +9,7 @@ from services.ctr.handler import CtrHandler, ScoreQuery, ScoreResult
 from services.ctr.servicer import CtrServicer
 from services.ctr.settings import CtrSettings
 from services.runtime import Runtime
+from services.runtime.streaming import RequestStream
 
 
 class CtrService:
@@ -22,7 +23,10 @@ class CtrService:
         return [self.settings.model, *self.settings.extra_models]
 
     def register(self, server: aio.Server, runtime: Runtime) -> None:
-        ctr_pb2_grpc.add_CtrServiceServicer_to_server(CtrServicer(CtrHandler(self.settings, runtime)), server)
+        stream = RequestStream(runtime.metrics, self.grpc_service_names[0], "ScoreStream",
+                               runtime.settings.stream_max_inflight)
+        servicer = CtrServicer(CtrHandler(self.settings, runtime), stream)
+        ctr_pb2_grpc.add_CtrServiceServicer_to_server(servicer, server)
 
 
 SERVICE = CtrService()

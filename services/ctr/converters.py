@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import grpc
 import numpy as np
 
 from protos import common_pb2, ctr_pb2
@@ -33,3 +34,11 @@ def result_to_proto(result: ScoreResult) -> ctr_pb2.ScoreResponse:
         response.activation_weights.extend(
             ctr_pb2.ActivationWeights(weights=row.tolist()) for row in result.activation_weights)
     return response
+
+
+def stream_error_to_proto(request: ctr_pb2.ScoreRequest | None, code: grpc.StatusCode,
+                          message: str) -> ctr_pb2.ScoreStreamResponse:
+    """A failed request of a ScoreStream (None: a message that could not be decoded)."""
+    return ctr_pb2.ScoreStreamResponse(
+        request_id=request.request_id if request is not None else "",
+        error=common_pb2.Status(code=code.value[0], message=message))

@@ -50,6 +50,24 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
     return deserialize
 
 
+class _DecodedStream:
+    """The requests of a client stream. An undecodable message raises InvalidArgument from
+    `__anext__` (an `async for` servicer ends the call with it); the stream can be read on after
+    it, which services/runtime/streaming.py does to answer that one message with an error."""
+
+    def __init__(self, messages: Any):
+        self._messages = messages.__aiter__()
+
+    def __aiter__(self) -> _DecodedStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        message = await self._messages.__anext__()
+        if isinstance(message, _Undecodable):
+            raise InvalidArgument(f"a message of the stream is not a valid {message.type_name} protobuf message")
+        return message
+
+
 def _short(message: str) -> str:
     return message if len(message) <= MAX_MESSAGE_CHARS else message[:MAX_MESSAGE_CHARS] + "... (truncated)"
 
@@ -125,16 +143,21 @@ class ErrorAndMetricsInterceptor(aio.ServerInterceptor):
             async with self._mapped(service, method, context, request):
                 return await inner(request, context)
 
+        async def stream_behaviour(requests: Any, context: aio.ServicerContext) -> Any:
+            return await behaviour(_DecodedStream(requests), context)
+
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(behaviour, _tolerant(handler.request_deserializer),
                                                        handler.response_serializer)
-        return grpc.stream_unary_rpc_method_handler(behaviour, handler.request_deserializer,
+        return grpc.stream_unary_rpc_method_handler(stream_behaviour, _tolerant(handler.request_deserializer),
                                                     handler.response_serializer)
 
     def _wrap_stream_response(self, handler: grpc.RpcMethodHandler, service: str, method: str) -> Any:
         inner = handler.unary_stream or handler.stream_stream
 
         async def behaviour(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
+            if handler.stream_stream:
+                request = _DecodedStream(request)
             async with self._mapped(service, method, context, request):
                 result = inner(request, context)
                 if hasattr(result, "__aiter__"):
@@ -146,5 +169,5 @@ class ErrorAndMetricsInterceptor(aio.ServerInterceptor):
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(behaviour, _tolerant(handler.request_deserializer),
                                                         handler.response_serializer)
-        return grpc.stream_stream_rpc_method_handler(behaviour, handler.request_deserializer,
+        return grpc.stream_stream_rpc_method_handler(behaviour, _tolerant(handler.request_deserializer),
                                                      handler.response_serializer)

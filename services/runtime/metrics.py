@@ -29,6 +29,11 @@ class Metrics:
             "infersuite_requests", "gRPC requests handled, by final status code.",
             ["service", "method", "code"], registry=self.registry,
         )
+        self.stream_requests = Counter(
+            "infersuite_stream_requests", "Requests carried inside streaming RPCs, by each one's own status "
+            "code (a stream counts once in infersuite_requests, with the stream's status).",
+            ["service", "method", "code"], registry=self.registry,
+        )
         self.request_latency = Histogram(
             "infersuite_request_duration_seconds", "Wall time of a gRPC request in the server.",
             ["service", "method"], buckets=LATENCY_BUCKETS, registry=self.registry,

@@ -101,7 +101,8 @@ class InferSuiteServer:
 
     def _register(self) -> None:
         service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            OipServicer(self.models, self.settings.max_message_bytes), self.grpc)
+            OipServicer(self.models, self.settings.max_message_bytes, self.metrics,
+                        self.settings.stream_max_inflight), self.grpc)
         names = [reflection.SERVICE_NAME, health.SERVICE_NAME, OIP_SERVICE_NAME]
         for service in self.services:
             service.register(self.grpc, self.runtime)

@@ -54,6 +54,9 @@ class RuntimeSettings(BaseSettings):
     max_padding_fraction: float = Field(0.5, ge=0.0, le=1.0)
     """Largest share of padding a batch of ragged requests may hold; requests that would exceed
     it wait for the next batch."""
+    stream_max_inflight: int = Field(64, ge=1)
+    """Requests of one streaming RPC (OIP ModelStreamInfer, ctr ScoreStream) answered or waiting to be
+    sent at once; the stream's next message is read only when one has been sent."""
     warmup_runs: int = Field(2, ge=0)
     """Inference runs on synthetic input at load, before health reports SERVING."""
     shutdown_drain_s: float = Field(0.0, ge=0)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
+import grpc
 from grpc import aio
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from services.runtime.errors import NotFound
+from services.runtime.metrics import Metrics
 from services.runtime.models import ModelManager
 from services.runtime.oip.converters import decode_inputs, encode_response, requested_outputs
 from services.runtime.stats import ModelStats
+from services.runtime.streaming import RequestStream
 
 SERVER_NAME = "infersuite"
 SERVER_VERSION = "0.1.0"
@@ -30,10 +35,24 @@ def _statistics(name: str, version: str, stats: ModelStats) -> service_pb2.Model
         ))
 
 
+def _stream_error(request: service_pb2.ModelInferRequest | None, code: grpc.StatusCode,
+                  message: str) -> service_pb2.ModelStreamInferResponse:
+    """A failed stream request, as Triton reports it: error_message set, the stream goes on."""
+    response = service_pb2.ModelStreamInferResponse(error_message=message)
+    if request is not None:  # None: the message could not be decoded, so there is no id to echo
+        response.infer_response.id = request.id
+        response.infer_response.model_name = request.model_name
+        response.infer_response.model_version = request.model_version
+    return response
+
+
 class OipServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, models: ModelManager, max_message_bytes: int):
+    def __init__(self, models: ModelManager, max_message_bytes: int, metrics: Metrics,
+                 stream_max_inflight: int = 64):
         self._models = models
         self._max_bytes = max_message_bytes
+        self._stream = RequestStream(metrics, "inference.GRPCInferenceService", "ModelStreamInfer",
+                                     stream_max_inflight)
 
     def _model(self, name: str, version: str):
         model = self._models.get(name)
@@ -76,6 +95,14 @@ class OipServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         names = requested_outputs(request, model.outputs)
         outputs = await self._models.infer(model.name, inputs)
         return encode_response(request, model.version, outputs, names)
+
+    async def ModelStreamInfer(self, requests: AsyncIterator[service_pb2.ModelInferRequest],
+                               context: aio.ServicerContext) -> AsyncIterator[service_pb2.ModelStreamInferResponse]:
+        async def answer(request: service_pb2.ModelInferRequest) -> service_pb2.ModelStreamInferResponse:
+            return service_pb2.ModelStreamInferResponse(infer_response=await self.ModelInfer(request, context))
+
+        async for response in self._stream.responses(requests, answer, _stream_error):
+            yield response
 
     async def ModelStatistics(self, request, context: aio.ServicerContext):
         names = [request.name] if request.name else sorted(self._models.loaded())

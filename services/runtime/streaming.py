@@ -1,0 +1,129 @@
+"""Streams of independent requests (OIP ModelStreamInfer, ctr ScoreStream), answered concurrently.
+
+As in Triton's gRPC stream, each message of the stream is one request and gets one response
+that carries the request's id; a request that fails is answered with its error in that response
+(its own status code and message) and the stream goes on. Requests of one stream run at once
+through the same path as unary calls (`ModelManager.infer`), so the dynamic batcher combines
+them with each other and with other clients' requests. Responses leave in completion order;
+clients match them by id.
+
+Bounded: at most `max_inflight` requests of a stream are being answered or waiting to be sent.
+The next message is read only when one of them has been handed to gRPC, so a client that sends
+faster than the server answers (or stops reading answers) is pushed back by HTTP/2 flow control
+instead of queueing without limit. A message that is not a valid protobuf message of the
+request type is answered with INVALID_ARGUMENT (no id: there was none to read) and the stream
+goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Generic, TypeVar
+
+import grpc
+
+from services.runtime.errors import InferSuiteError, InvalidArgument
+from services.runtime.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+RequestT = TypeVar("RequestT")
+ResponseT = TypeVar("ResponseT")
+INTERNAL_MESSAGE = "Internal server error"  # as the interceptor answers unknown errors
+MAX_MESSAGE_CHARS = 2048
+
+# Builds the response that reports a failed request (None: the message could not be decoded).
+Failed = Callable[[RequestT | None, grpc.StatusCode, str], ResponseT]
+
+
+def error_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The status a request's error is reported with; unknown errors stay in the log."""
+    if isinstance(exc, InferSuiteError):
+        message = exc.message
+        if len(message) > MAX_MESSAGE_CHARS:
+            message = message[:MAX_MESSAGE_CHARS] + "... (truncated)"
+        return grpc.StatusCode[exc.code], message
+    log.error("unhandled error in a stream request", exc_info=exc)
+    return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
+
+
+class _End:
+    """Put on a stream's response queue when every request has been answered."""
+
+
+class _Answering(Generic[RequestT, ResponseT]):
+    """One stream in progress: reads requests while a slot is free, answers each in its own task."""
+
+    def __init__(self, answer: Callable[[RequestT], Awaitable[ResponseT]], failed: Failed,
+                 max_inflight: int, count: Callable[[grpc.StatusCode], None]):
+        self._answer, self._failed, self._count = answer, failed, count
+        self.slots = asyncio.Semaphore(max_inflight)
+        self.responses: asyncio.Queue[ResponseT | _End | BaseException] = asyncio.Queue()
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def _one(self, request: RequestT) -> None:
+        try:
+            response = await self._answer(request)
+            self._count(grpc.StatusCode.OK)
+        except Exception as exc:  # the request's own error, answered in its response
+            code, message = error_status(exc)
+            self._count(code)
+            response = self._failed(request, code, message)
+        self.responses.put_nowait(response)
+
+    async def read(self, requests: AsyncIterator[RequestT]) -> None:
+        try:
+            while True:
+                await self.slots.acquire()  # released when a response has been sent
+                try:
+                    request = await requests.__anext__()
+                except StopAsyncIteration:
+                    break
+                except InvalidArgument as exc:  # an undecodable message (services/runtime/interceptor.py)
+                    self._count(grpc.StatusCode.INVALID_ARGUMENT)
+                    self.responses.put_nowait(self._failed(None, grpc.StatusCode.INVALID_ARGUMENT, exc.message))
+                    continue
+                task = asyncio.create_task(self._one(request))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+            await asyncio.gather(*self.tasks)
+            self.responses.put_nowait(_End())
+        except Exception as exc:  # the stream itself broke (e.g. the client went away)
+            self.responses.put_nowait(exc)
+
+    def cancel(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+
+
+class RequestStream:
+    """Answers the requests of streaming RPCs of one method; counts each request's outcome."""
+
+    def __init__(self, metrics: Metrics, service: str, method: str, max_inflight: int):
+        self._max_inflight = max_inflight
+        counter = metrics.stream_requests
+        self._counters = {code: counter.labels(service, method, code.name) for code in grpc.StatusCode}
+
+    def _count(self, code: grpc.StatusCode) -> None:
+        self._counters[code].inc()
+
+    async def responses(self, requests: AsyncIterator[RequestT],
+                        answer: Callable[[RequestT], Awaitable[ResponseT]],
+                        failed: Failed) -> AsyncIterator[ResponseT]:
+        """Yields one response per request, in completion order, until the client ends the stream."""
+        stream: _Answering[RequestT, ResponseT] = _Answering(answer, failed, self._max_inflight, self._count)
+        reader = asyncio.create_task(stream.read(requests.__aiter__()))
+        try:
+            while not isinstance(item := await stream.responses.get(), _End):
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                stream.slots.release()
+        finally:
+            reader.cancel()
+            stream.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
