@@ -13,7 +13,7 @@ import onnx
 from grpc import aio
 from onnx import TensorProto, helper
 
-from services.runtime import InvalidArgument, Runtime
+from services.runtime import HandlerRegistry, InvalidArgument, Runtime
 from services.runtime.tensors import TensorSpec
 
 
@@ -61,7 +61,7 @@ class EchoService:
     def required_models(self) -> list[str]:
         return []
 
-    def register(self, server: aio.Server, runtime: Runtime) -> None:
+    def register(self, server: HandlerRegistry, runtime: Runtime) -> None:
         async def sleep(request: bytes, context: aio.ServicerContext) -> bytes:
             await asyncio.sleep(float(request.decode()))
             return b"done"

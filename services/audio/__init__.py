@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from grpc import aio
-
 from protos import audio_pb2, audio_pb2_grpc
 from services.audio.handler import AudioHandler, AudioInput, EmbedQuery, SceneResult, TimestampResult
 from services.audio.servicer import AudioServicer
 from services.audio.settings import AudioSettings
-from services.runtime import Runtime
+from services.runtime import HandlerRegistry, Runtime
 
 
 class AudioService:
@@ -21,7 +19,7 @@ class AudioService:
     def required_models(self) -> list[str]:
         return [self.settings.passt_model, self.settings.bow_model]
 
-    def register(self, server: aio.Server, runtime: Runtime) -> None:
+    def register(self, server: HandlerRegistry, runtime: Runtime) -> None:
         audio_pb2_grpc.add_AudioServiceServicer_to_server(AudioServicer(AudioHandler(self.settings, runtime)), server)
 
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from grpc import aio
-
 from protos import ctr_pb2, ctr_pb2_grpc
 from services.ctr.handler import CtrHandler, ScoreQuery, ScoreResult
 from services.ctr.servicer import CtrServicer
 from services.ctr.settings import CtrSettings
-from services.runtime import Runtime
+from services.runtime import HandlerRegistry, Runtime
 from services.runtime.streaming import RequestStream
 
 
@@ -22,7 +20,7 @@ class CtrService:
     def required_models(self) -> list[str]:
         return [self.settings.model, *self.settings.extra_models]
 
-    def register(self, server: aio.Server, runtime: Runtime) -> None:
+    def register(self, server: HandlerRegistry, runtime: Runtime) -> None:
         stream = RequestStream(runtime.metrics, self.grpc_service_names[0], "ScoreStream",
                                runtime.settings.stream_max_inflight)
         servicer = CtrServicer(CtrHandler(self.settings, runtime), stream)

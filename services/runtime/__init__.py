@@ -9,11 +9,12 @@ from services.runtime.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from services.runtime.interceptor import HandlerRegistry
 from services.runtime.server import InferSuiteServer, Runtime, ServiceModule, build_server
 from services.runtime.settings import RuntimeSettings
 
 __all__ = [
-    "DeadlineExceeded", "FailedPrecondition", "InferSuiteError", "InferSuiteServer",
+    "DeadlineExceeded", "FailedPrecondition", "HandlerRegistry", "InferSuiteError", "InferSuiteServer",
     "InvalidArgument", "NotFound", "ResourceExhausted", "Runtime", "RuntimeSettings",
     "ServiceModule", "Unavailable", "build_server",
 ]

@@ -1,23 +1,27 @@
-"""Dynamic batching with admission control, attached to a model by its config.pbtxt.
+"""Dynamic batching with admission control, attached to a model by its repository entry.
 
-Like Triton's dynamic batcher: requests queue per model; a batch fires when it reaches the
-largest preferred size (or max_batch_size) or when its oldest request has waited
-max_queue_delay. Each request keeps its own future; a failed batch fails every request in it.
+Like Triton's dynamic batcher: requests queue per model; a batch fires when the queue holds a
+full batch, when its oldest request has waited max_queue_delay, or at once when no company is
+expected (low load). Scheduling is callback-driven (a timer and the end of each execution), so a
+request costs the event loop no task switches of its own. Each request keeps its own future; a
+failed batch fails every request in it.
+
 Admission: a full queue answers RESOURCE_EXHAUSTED at once (with a retry hint); a request whose
-deadline cannot be met given the queue ahead of it and the model's recent compute time is
-refused with DEADLINE_EXCEEDED before compute; cancelled and expired requests leave the queue
-and are never computed. Ragged inputs are padded per batch with the padding waste capped.
+deadline cannot be met given the queue ahead of it and the model's recent compute time is refused
+with DEADLINE_EXCEEDED before compute; cancelled and expired requests leave the queue and are
+never computed. How requests combine is the model's BatchLayout (services/runtime/padding.py):
+ragged axes padded with their waste capped, row inputs concatenated. A batch starts from the
+oldest request and takes the queued requests whose ragged sizes are closest to it, so padding
+stays small without starving anyone.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
-from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,15 +36,7 @@ from services.runtime.errors import (
     Unavailable,
 )
 from services.runtime.metrics import Metrics
-from services.runtime.padding import (
-    RaggedDim,
-    fixed_signature,
-    pad_and_concat,
-    padding_fraction,
-    ragged_sizes,
-    request_rows,
-    split_outputs,
-)
+from services.runtime.padding import BatchLayout, RaggedDim, RequestShape
 from services.runtime.stats import ModelStats
 
 log = logging.getLogger(__name__)
@@ -55,6 +51,7 @@ class BatchingPolicy:
     max_padding_fraction: float = 0.5  # a request that would make a batch more padding than this waits
     instance_count: int = 1  # concurrent executions
     combine: bool = True  # False: one request per execution (batching off), admission control still on
+    max_cells: int = 1 << 30  # rows x padded ragged sizes per execution
 
     @property
     def fire_size(self) -> int:
@@ -67,12 +64,10 @@ class BatchingPolicy:
         return max(self.max_batch_size, 1) if self.combine else 1
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Pending:
     inputs: Mapping[str, np.ndarray]
-    rows: int
-    sizes: tuple[int, ...]
-    signature: tuple
+    shape: RequestShape
     future: asyncio.Future
     enqueued: float
     deadline: float | None
@@ -80,35 +75,40 @@ class _Pending:
 
 
 class DynamicBatcher:
-    def __init__(self, model: LoadedModel, policy: BatchingPolicy, dims: list[RaggedDim], metrics: Metrics,
-                 stats: ModelStats):
-        self.model, self.policy, self._dims = model, policy, dims
+    def __init__(self, model: LoadedModel, policy: BatchingPolicy, layout: BatchLayout | Sequence[RaggedDim],
+                 metrics: Metrics, stats: ModelStats):
+        self.model, self.policy = model, policy
+        self._layout = layout if isinstance(layout, BatchLayout) else BatchLayout(layout)
         self._metrics, self._stats = metrics, stats
-        self._queue: deque[_Pending] = deque()
-        self._wakeup = asyncio.Event()
-        self._slots = asyncio.Semaphore(policy.instance_count)
+        self._loop = asyncio.get_running_loop()
+        self._queue: list[_Pending] = []  # arrival order
+        self._queued_rows = 0
+        self._running = 0  # executions in flight
+        self._timer: asyncio.TimerHandle | None = None
+        self._dispatch_soon = False
         self._compute_ewma_s: float | None = None
         self._interarrival_ewma_s: float | None = None
         self._last_arrival: float | None = None
         self._closed = False
         self._tasks: set[asyncio.Task] = set()
-        self._scheduler = asyncio.create_task(self._schedule(), name=f"batcher-{model.name}")
         name = model.name
         self._queue_time = metrics.queue_time.labels(name)
         self._batch_size = metrics.batch_size.labels(name)
         self._padding = metrics.padding_fraction.labels(name)
         self._depth = metrics.queue_depth.labels(name)
+        self._compute_time = metrics.compute_time.labels(name, model.version)
+        self._rejected = {reason: metrics.rejected.labels(name, reason)
+                          for reason in ("queue_full", "deadline", "cancelled", "expired")}
 
     # --- admission ------------------------------------------------------------------------
     def _expected_wait_s(self) -> float:
         """Queue ahead of a new request plus its own execution, from the recent compute time."""
         compute = self._compute_ewma_s or 0.0
-        queued_rows = sum(p.rows for p in self._queue)
-        rounds = math.ceil(queued_rows / self.policy.rows_per_execution / self.policy.instance_count)
+        rounds = math.ceil(self._queued_rows / self.policy.rows_per_execution / self.policy.instance_count)
         return rounds * compute + compute
 
     def _reject(self, reason: str, error: InferSuiteError) -> InferSuiteError:
-        self._metrics.rejected.labels(self.model.name, reason).inc()
+        self._rejected[reason].inc()
         return error
 
     def _admit(self, deadline: float | None) -> None:
@@ -126,25 +126,31 @@ class DynamicBatcher:
                     f"deadline cannot be met: {left * 1000:.1f} ms left, about {need * 1000:.1f} ms of queue "
                     f"and compute ahead on model {self.model.name!r}"))
 
+    def _describe(self, inputs: Mapping[str, np.ndarray]) -> RequestShape:
+        shape = self._layout.describe(inputs)
+        if self.policy.max_batch_size > 0 and shape.rows > self.policy.max_batch_size:
+            raise InvalidArgument(f"{shape.rows} rows exceed the model's max_batch_size {self.policy.max_batch_size}")
+        return shape
+
     async def submit(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         deadline = request_deadline.get()
         self._admit(deadline)
-        rows = request_rows(inputs) if self.policy.max_batch_size > 0 else 1
-        if rows > max(self.policy.max_batch_size, 1):
-            raise InvalidArgument(f"{rows} rows exceed the model's max_batch_size {self.policy.max_batch_size}")
+        shape = self._describe(inputs)
         now = time.monotonic()
         self._note_arrival(now)
-        pending = _Pending(inputs, rows, ragged_sizes(inputs, self._dims), fixed_signature(inputs, self._dims),
-                           asyncio.get_running_loop().create_future(), now, deadline)
+        pending = _Pending(inputs, shape, self._loop.create_future(), now, deadline)
         self._queue.append(pending)
+        self._queued_rows += shape.rows
         self._depth.set(len(self._queue))
-        self._wakeup.set()
+        if not self._dispatch_soon:  # after the requests that arrived in this loop iteration
+            self._dispatch_soon = True
+            self._loop.call_soon(self._dispatch)
         try:
             return await pending.future
         except asyncio.CancelledError:
             if not pending.started:  # left the queue: it will never be computed
                 self._drop(pending)
-                self._metrics.rejected.labels(self.model.name, "cancelled").inc()
+                self._rejected["cancelled"].inc()
             raise
 
     def _note_arrival(self, now: float) -> None:
@@ -161,105 +167,144 @@ class DynamicBatcher:
         return gap is not None and gap < self.policy.max_queue_delay_s
 
     def _drop(self, pending: _Pending) -> None:
-        with contextlib.suppress(ValueError):  # already taken by the scheduler
+        try:
             self._queue.remove(pending)
+        except ValueError:  # already taken
+            return
+        self._queued_rows -= pending.shape.rows
         self._depth.set(len(self._queue))
 
     # --- scheduling -----------------------------------------------------------------------
-    async def _schedule(self) -> None:
-        while not self._closed:
-            if not self._queue:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            await self._slots.acquire()
-            await self._wait_for_company()
+    def _dispatch(self) -> None:
+        """Starts executions while an instance is free and the queue holds a batch worth firing."""
+        self._dispatch_soon = False
+        while not self._closed and self._queue and self._running < self.policy.instance_count:
+            wait = self._wait_s()
+            if wait > 0:
+                self._arm(wait)
+                return
             batch = self._form_batch()
             if not batch:
-                self._slots.release()
                 continue
-            task = asyncio.create_task(self._execute(batch))
+            self._running += 1
+            task = self._loop.create_task(self._execute(batch))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _wait_for_company(self) -> None:
-        """Until the queue holds a full (preferred) batch or the oldest request waited long enough."""
-        while self._queue:
-            if sum(p.rows for p in self._queue) >= self.policy.fire_size or not self._company_expected():
-                return
-            wait = self._queue[0].enqueued + self.policy.max_queue_delay_s - time.monotonic()
-            if wait <= 0:
-                return
-            self._wakeup.clear()
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), wait)
-            except TimeoutError:
-                return
+    def _wait_s(self) -> float:
+        """0 when a batch should fire now, else how long the oldest request may still wait."""
+        policy = self.policy
+        if not policy.combine or self._queued_rows >= policy.fire_size or not self._company_expected():
+            return 0.0
+        return max(self._queue[0].enqueued + policy.max_queue_delay_s - time.monotonic(), 0.0)
+
+    def _arm(self, wait: float) -> None:
+        if self._timer is None:
+            self._timer = self._loop.call_later(wait, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._dispatch()  # the oldest request waited its delay (or left): fire what is there
 
     def _expire(self, pending: _Pending, now: float) -> bool:
         if pending.future.done():  # cancelled by the caller
             return True
         if pending.deadline is not None and pending.deadline <= now:
-            self._metrics.rejected.labels(self.model.name, "expired").inc()
+            self._rejected["expired"].inc()
             pending.future.set_exception(DeadlineExceeded("deadline passed while queued; not computed"))
             return True
         return False
 
+    def _live_queue(self, now: float) -> list[_Pending]:
+        live = [p for p in self._queue if not self._expire(p, now)]
+        if len(live) != len(self._queue):
+            self._queue = live
+            self._queued_rows = sum(p.shape.rows for p in live)
+        return live
+
     def _form_batch(self) -> list[_Pending]:
-        """The oldest live request, then later ones of the same shape while padding stays capped."""
-        now, rows = time.monotonic(), 0
-        batch: list[_Pending] = []
-        for pending in list(self._queue):
-            if self._expire(pending, now):
-                self._drop(pending)
-                continue
-            if batch and not self.policy.combine:
-                break
-            if batch and (pending.signature != batch[0].signature
-                          or rows + pending.rows > self.policy.max_batch_size):
-                continue
-            if batch and padding_fraction([p.rows for p in [*batch, pending]],
-                                          [p.sizes for p in [*batch, pending]]) > self.policy.max_padding_fraction:
-                continue
-            batch.append(pending)
-            rows += pending.rows
-            if rows >= self.policy.rows_per_execution:
-                break
+        """The oldest live request, then the queued requests of the same signature whose ragged sizes
+        are closest to it, while rows, cells and the padding share stay within the policy."""
+        now = time.monotonic()
+        live = self._live_queue(now)
+        if not live:
+            self._depth.set(0)
+            return []
+        anchor = live[0]
+        batch = [anchor]
+        if self.policy.combine and len(live) > 1:
+            batch += self._companions(anchor, live[1:])
+        taken = set(map(id, batch))
+        self._queue = [p for p in live if id(p) not in taken]
+        self._queued_rows -= sum(p.shape.rows for p in batch)
+        self._depth.set(len(self._queue))
         for pending in batch:
             pending.started = True
-            self._drop(pending)
             self._queue_time.observe(now - pending.enqueued)
         return batch
 
+    def _companions(self, anchor: _Pending, others: list[_Pending]) -> list[_Pending]:
+        policy, cells = self.policy, self._layout.cells
+        sizes = anchor.shape.sizes
+        others = [p for p in others if p.shape.signature == anchor.shape.signature]
+        if sizes:
+            others.sort(key=lambda p: sum(abs(a - b) for a, b in zip(p.shape.sizes, sizes, strict=True)))
+        rows, useful, top = anchor.shape.rows, cells(anchor.shape.rows, sizes), list(sizes)
+        chosen = []
+        for pending in others:
+            shape = pending.shape
+            new_rows = rows + shape.rows
+            new_top = [max(a, b) for a, b in zip(top, shape.sizes, strict=True)]
+            padded = cells(new_rows, new_top)
+            new_useful = useful + cells(shape.rows, shape.sizes)
+            if new_rows > policy.rows_per_execution or padded > policy.max_cells:
+                continue
+            if padded and 1.0 - new_useful / padded > policy.max_padding_fraction:
+                continue
+            chosen.append(pending)
+            rows, useful, top = new_rows, new_useful, new_top
+            if rows >= policy.rows_per_execution:
+                break
+        return chosen
+
     async def _execute(self, batch: list[_Pending]) -> None:
         try:
-            rows, sizes = [p.rows for p in batch], [p.sizes for p in batch]
-            inputs = batch[0].inputs if len(batch) == 1 else pad_and_concat([p.inputs for p in batch], self._dims)
-            self._batch_size.observe(sum(rows))
-            self._padding.observe(padding_fraction(rows, sizes))
-            start = time.perf_counter()
-            try:
-                outputs = await self.model.infer(inputs)
-            except BaseException as exc:
-                self._stats.record_failure(len(batch))
-                for pending in batch:
-                    if not pending.future.done():
-                        pending.future.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
-                return
-            elapsed = time.perf_counter() - start
-            ewma = self._compute_ewma_s
-            self._compute_ewma_s = elapsed if ewma is None else 0.8 * ewma + 0.2 * elapsed
-            self._metrics.compute_time.labels(self.model.name, self.model.version).observe(elapsed)
-            self._stats.record_batch(len(batch), elapsed)
-            results = [outputs] if len(batch) == 1 else split_outputs(outputs, rows, sizes, self._dims)
-            for pending, result in zip(batch, results, strict=True):
-                if not pending.future.done():
-                    pending.future.set_result(result)
+            await self._run_batch(batch)
         finally:
-            self._slots.release()
-            self._wakeup.set()
+            self._running -= 1
+            self._dispatch()
+
+    async def _run_batch(self, batch: list[_Pending]) -> None:
+        shapes = [p.shape for p in batch]
+        single = len(batch) == 1
+        inputs = batch[0].inputs if single else self._layout.combine([p.inputs for p in batch], shapes)
+        rows = sum(s.rows for s in shapes)
+        self._batch_size.observe(rows)
+        if shapes[0].sizes:
+            top = [max(column) for column in zip(*(s.sizes for s in shapes), strict=True)]
+            padded = self._layout.cells(rows, top)
+            useful = sum(self._layout.cells(s.rows, s.sizes) for s in shapes)
+            self._padding.observe(1.0 - useful / padded if padded else 0.0)
+        start = time.perf_counter()
+        try:
+            outputs = await self.model.infer(inputs)
+        except BaseException as exc:
+            self._stats.record_failure(len(batch))
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        elapsed = time.perf_counter() - start
+        ewma = self._compute_ewma_s
+        self._compute_ewma_s = elapsed if ewma is None else 0.8 * ewma + 0.2 * elapsed
+        self._compute_time.observe(elapsed)
+        self._stats.record_batch(len(batch), elapsed)
+        results = [outputs] if single else self._layout.split(outputs, shapes)
+        for pending, result in zip(batch, results, strict=True):
+            if not pending.future.done():
+                pending.future.set_result(result)
 
     async def drain(self, timeout_s: float) -> bool:
         """Waits until the queue is empty and no batch runs (a hot reload retires the old version
@@ -272,10 +317,13 @@ class DynamicBatcher:
     async def close(self) -> None:
         """Stops taking requests; queued ones fail UNAVAILABLE, running batches finish."""
         self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for pending in list(self._queue):
             if not pending.future.done():
                 pending.future.set_exception(Unavailable(f"model {self.model.name!r} was unloaded"))
         self._queue.clear()
-        self._scheduler.cancel()
+        self._queued_rows = 0
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -24,6 +24,12 @@ class InvalidArgument(InferSuiteError):
     code = "INVALID_ARGUMENT"
 
 
+class Unauthenticated(InferSuiteError):
+    """A call to a guarded service without the right bearer token."""
+
+    code = "UNAUTHENTICATED"
+
+
 class NotFound(InferSuiteError):
     """An unknown model or version."""
 

@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +19,7 @@ from services.runtime.backends.base import Backend, LoadedModel
 from services.runtime.batching import BatchingPolicy, DynamicBatcher
 from services.runtime.errors import NotFound, Unavailable
 from services.runtime.metrics import Metrics
-from services.runtime.padding import ragged_dims_from_meta
+from services.runtime.padding import BatchLayout
 from services.runtime.repository import ModelRepository, RepositoryModel
 from services.runtime.settings import RuntimeSettings
 from services.runtime.stats import ModelStats
@@ -27,7 +28,14 @@ log = logging.getLogger(__name__)
 
 
 def batching_policy(entry: RepositoryModel, model: LoadedModel, settings: RuntimeSettings) -> BatchingPolicy:
-    """The scheduler's policy; config.pbtxt's dynamic_batching block is the source of truth."""
+    """The scheduler's policy: config.pbtxt's dynamic_batching block, or for a model of the rows
+    layout (which Triton cannot batch, so its config has max_batch_size 0) meta.json `batching.rows`."""
+    rows = BatchLayout.from_meta(model.meta).rows
+    if rows is not None:
+        return BatchingPolicy(
+            max_batch_size=rows.max_rows, max_queue_delay_s=rows.max_queue_delay_us / 1e6,
+            max_queue_size=settings.max_queue_size, max_padding_fraction=settings.max_padding_fraction,
+            instance_count=model.instance_count, combine=settings.dynamic_batching, max_cells=rows.max_cells)
     config = entry.config
     dynamic = config.dynamic_batching if config.HasField("dynamic_batching") else None
     combine = dynamic is not None and settings.dynamic_batching and config.max_batch_size > 1
@@ -66,6 +74,7 @@ class ModelManager:
         self._expected: set[str] = set()  # asked to load: loading, loaded or failed
         self._aliases: dict[str, str] = {}  # alias -> model (the repository's aliases.json)
         self.load_failures: dict[str, LoadFailure] = {}  # model -> its last failed load (cleared on success)
+        self._inflight: dict[str, Any] = {}  # model -> its in-flight gauge child (no label lookup per request)
 
     async def load(self, names: Iterable[str]) -> None:
         """Loads and warms up every named model (latest version)."""
@@ -110,7 +119,7 @@ class ModelManager:
         """Serves `model` in place of the loaded version of the same name; new requests reach it at
         once. Returns the old model and scheduler for the caller to drain and close."""
         old = self._models[model.name], self._schedulers[model.name]
-        self._schedulers[model.name] = DynamicBatcher(model, policy, ragged_dims_from_meta(model.meta),
+        self._schedulers[model.name] = DynamicBatcher(model, policy, BatchLayout.from_meta(model.meta),
                                                       self._metrics, self.stats[model.name])
         self._models[model.name] = model
         self.load_failures.pop(model.name, None)
@@ -121,7 +130,7 @@ class ModelManager:
         """Serves an already loaded model behind a scheduler with `policy`."""
         self._expected.add(model.name)
         self.stats[model.name] = ModelStats()
-        self._schedulers[model.name] = DynamicBatcher(model, policy, ragged_dims_from_meta(model.meta),
+        self._schedulers[model.name] = DynamicBatcher(model, policy, BatchLayout.from_meta(model.meta),
                                                       self._metrics, self.stats[model.name])
         self._models[model.name] = model
         self._metrics.model_ready.labels(model.name).set(1)
@@ -157,16 +166,22 @@ class ModelManager:
 
     async def infer(self, name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Queues the request on the model's scheduler and waits for its own outputs."""
-        name = self.get(name).name
-        inflight = self._metrics.inflight.labels(name)
+        scheduler = self._schedulers.get(name)
+        if scheduler is None:  # an alias, or not loaded (get raises the right error)
+            name = self.get(name).name
+            scheduler = self._schedulers[name]
+        inflight = self._inflight.get(name)
+        if inflight is None:
+            inflight = self._inflight[name] = self._metrics.inflight.labels(name)
+        stats = self.stats[name]
         inflight.inc()
         start, ok = time.perf_counter(), False
         try:
-            result = await self._schedulers[name].submit(inputs)
+            result = await scheduler.submit(inputs)
             ok = True
             return result
         finally:
-            self.stats[name].record_request(ok, time.perf_counter() - start)
+            stats.record_request(ok, time.perf_counter() - start)
             inflight.dec()
 
     async def close(self) -> None:

@@ -1,9 +1,8 @@
-"""TLS / mutual TLS server credentials and the optional bearer-token interceptor."""
+"""TLS / mutual TLS server credentials and the optional bearer-token check."""
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
 
 import grpc
 from grpc import aio
@@ -27,44 +26,21 @@ def server_credentials(settings: RuntimeSettings) -> grpc.ServerCredentials | No
                                        require_client_auth=True)
 
 
-MESSAGE = "missing or invalid bearer token"
+UNAUTHENTICATED_MESSAGE = "missing or invalid bearer token"
 
 
-async def _unary_deny(request: object, context: aio.ServicerContext) -> None:
-    await context.abort(grpc.StatusCode.UNAUTHENTICATED, MESSAGE)
-
-
-async def _stream_deny(request: object, context: aio.ServicerContext):  # type: ignore[no-untyped-def]
-    await context.abort(grpc.StatusCode.UNAUTHENTICATED, MESSAGE)
-    yield  # pragma: no cover (makes this an async generator, as streaming handlers are)
-
-
-def _deny_like(handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler:
-    """A handler of the same streaming kind that refuses the call without reading it."""
-    if handler is not None and handler.stream_stream:
-        return grpc.stream_stream_rpc_method_handler(_stream_deny)
-    if handler is not None and handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(_stream_deny)
-    if handler is not None and handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(_unary_deny)
-    return grpc.unary_unary_rpc_method_handler(_unary_deny)
-
-
-class BearerTokenInterceptor(aio.ServerInterceptor):
-    """UNAUTHENTICATED unless `authorization: Bearer <token>` matches (constant-time comparison)."""
+class BearerToken:
+    """`authorization: Bearer <token>` on every call outside OPEN_SERVICES (constant-time comparison);
+    checked by the handler wrapper (services/runtime/interceptor.py)."""
 
     def __init__(self, token: str):
         self._expected = f"Bearer {token}".encode()
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        if details.method.startswith(OPEN_SERVICES):
-            return await continuation(details)
-        metadata = dict(details.invocation_metadata or ())
-        presented = str(metadata.get("authorization", "")).encode()
-        if hmac.compare_digest(presented, self._expected):
-            return await continuation(details)
-        return _deny_like(await continuation(details))
+    @staticmethod
+    def guards(full_method: str) -> bool:
+        return not full_method.startswith(OPEN_SERVICES)
+
+    def accepts(self, context: aio.ServicerContext) -> bool:
+        presented = next((str(value) for key, value in context.invocation_metadata() or ()
+                          if key == "authorization"), "")
+        return hmac.compare_digest(presented.encode(), self._expected)

@@ -23,14 +23,14 @@ from tritonclient.grpc import service_pb2_grpc
 from services.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from services.runtime.backends.triton import TritonBackend
 from services.runtime.errors import Unavailable
-from services.runtime.interceptor import ErrorAndMetricsInterceptor
+from services.runtime.interceptor import HandlerRegistry, HandlerWrapper, RegisteringServer
 from services.runtime.metrics import Metrics
 from services.runtime.models import ModelManager
 from services.runtime.oip import SERVICE_NAME as OIP_SERVICE_NAME
 from services.runtime.oip import OipServicer
 from services.runtime.reload import ModelReloader
 from services.runtime.repository import ModelRepository
-from services.runtime.security import BearerTokenInterceptor, server_credentials
+from services.runtime.security import BearerToken, server_credentials
 from services.runtime.settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class ServiceModule(Protocol):
 
     def required_models(self) -> list[str]: ...
 
-    def register(self, server: aio.Server, runtime: Runtime) -> None: ...
+    def register(self, server: HandlerRegistry, runtime: Runtime) -> None: ...
 
 
 def load_services(names: Sequence[str]) -> list[ServiceModule]:
@@ -89,12 +89,12 @@ class InferSuiteServer:
                    # Clients reconnect now and then, so new replicas behind a headless Service get traffic.
                    ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
                    ("grpc.max_connection_age_grace_ms", int(settings.grace_period_s * 1000))]
-        interceptors: list[aio.ServerInterceptor] = [ErrorAndMetricsInterceptor(self.metrics)]
-        if settings.auth_token is not None:
-            interceptors.insert(0, BearerTokenInterceptor(settings.auth_token.get_secret_value()))
-        self.grpc = aio.server(interceptors=interceptors, options=options)
+        auth = BearerToken(settings.auth_token.get_secret_value()) if settings.auth_token is not None else None
+        self.grpc = aio.server(options=options)
+        # Servicers register through this: every handler is wrapped once (errors, metrics, auth).
+        self.registrar = RegisteringServer(self.grpc, HandlerWrapper(self.metrics, auth))
         self.health = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.registrar)
         self.metrics_port: int | None = None
         self._loading: asyncio.Task[None] | None = None
         self.load_error: BaseException | None = None
@@ -102,12 +102,12 @@ class InferSuiteServer:
     def _register(self) -> None:
         service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
             OipServicer(self.models, self.settings.max_message_bytes, self.metrics,
-                        self.settings.stream_max_inflight), self.grpc)
+                        self.settings.stream_max_inflight), self.registrar)
         names = [reflection.SERVICE_NAME, health.SERVICE_NAME, OIP_SERVICE_NAME]
         for service in self.services:
-            service.register(self.grpc, self.runtime)
+            service.register(self.registrar, self.runtime)
             names.extend(service.grpc_service_names)
-        reflection.enable_server_reflection(names, self.grpc)
+        reflection.enable_server_reflection(names, self.registrar)
 
     async def _set_health(self, status: int) -> None:
         await self.health.set("", status)

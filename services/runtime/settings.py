@@ -41,8 +41,11 @@ class RuntimeSettings(BaseSettings):
     execution_providers: list[str] = []
     """onnxruntime providers in order of preference; empty = the best available
     (TensorRT, CUDA, then CPU)."""
-    intra_op_threads: int = Field(0, ge=0)
-    """Threads one onnxruntime execution may use; 0 = onnxruntime's default (all cores)."""
+    intra_op_threads: int = Field(1, ge=0)
+    """Threads one onnxruntime execution may use. 1 (default): the execution runs on its executor
+    thread alone, and a process scales by workers instead (on a core shared with the event loop,
+    onnxruntime's default pool measured 1.7x slower, reports/serving.md); 0 = onnxruntime's default
+    (all cores). Pool threads never spin-wait, so an idle pool leaves the core to the event loop."""
     instance_count: int = Field(1, ge=1)
     """Concurrent executions per model when its config.pbtxt sets no instance_group count."""
     dynamic_batching: bool = True

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from grpc import aio
-
 from protos import segmentation_pb2, segmentation_pb2_grpc
-from services.runtime import Runtime
+from services.runtime import HandlerRegistry, Runtime
 from services.segmentation.handler import Effort, RawPixels, SegmentationHandler, SegmentQuery, SegmentResult
 from services.segmentation.servicer import SegmentationServicer
 from services.segmentation.settings import SegmentationSettings
@@ -27,7 +25,7 @@ class SegmentationService:
         stages = repository.resolve(self.settings.backbone_model).meta["pipeline"]["stages"]
         return [self.settings.backbone_model, *stages["encoder_layers"], stages["head"]]
 
-    def register(self, server: aio.Server, runtime: Runtime) -> None:
+    def register(self, server: HandlerRegistry, runtime: Runtime) -> None:
         self._runtime = runtime
         handler = SegmentationHandler(self.settings, runtime)
         segmentation_pb2_grpc.add_SegmentationServiceServicer_to_server(SegmentationServicer(handler), server)

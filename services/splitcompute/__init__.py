@@ -10,9 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from grpc import aio
 
-    from services.runtime import Runtime
+    from services.runtime import HandlerRegistry, Runtime
     from services.splitcompute.settings import SplitComputeSettings
 
 
@@ -28,7 +27,7 @@ class SplitComputeService:
     def required_models(self) -> list[str]:
         return [self.settings.model, *self.settings.extra_models]
 
-    def register(self, server: aio.Server, runtime: Runtime) -> None:
+    def register(self, server: HandlerRegistry, runtime: Runtime) -> None:
         # Imported here so that a device importing the SDK (services.splitcompute.edge) does not
         # pull in the server runtime and its dependencies.
         from protos import splitcompute_pb2_grpc
