@@ -1,7 +1,7 @@
 """`python -m benchmarks.audio_report`: the audio family's figures -> reports/audio.md (+ PNG).
 
 On held-out synthetic audio (seed 7; training used seed 0), through the HEAR module
-(`services.audio.hear`, the exported ONNX graphs on onnxruntime, the service's windowing):
+(`hear_infersuite`, the exported ONNX graphs on onnxruntime, the service's windowing):
 - linear-probe accuracy and nearest-neighbour retrieval mAP of the scene embeddings;
 - onset detection F-measure (+-200 ms) from timestamp embeddings (50 ms hop): the novelty
   threshold is tuned on half of the event clips and scored on the other half;
@@ -24,7 +24,10 @@ from typing import Any
 
 import matplotlib
 import numpy as np
+import torch
 
+import hear_infersuite as hear
+from hear_infersuite.api import TIMESTAMP_WINDOW_MS
 from models.audio.data import AudioDataConfig, make_audio_data
 from models.audio.metrics import (
     best_threshold,
@@ -34,7 +37,6 @@ from models.audio.metrics import (
     onset_f_measure,
     retrieval_map,
 )
-from services.audio import hear
 
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt
@@ -43,15 +45,24 @@ EMBEDDERS = {"passt": "audio-passt-fp32", "bow": "audio-bow-fp32"}
 RTF_GOAL = 300.0
 
 
+def scene(audio: np.ndarray, model: hear.HearModel) -> np.ndarray:
+    return hear.get_scene_embeddings(torch.from_numpy(audio), model).numpy()
+
+
+def timestamps(audio: np.ndarray, model: hear.HearModel) -> tuple[np.ndarray, np.ndarray]:
+    embeddings, stamps = hear.get_timestamp_embeddings(torch.from_numpy(audio), model)
+    return embeddings.numpy(), stamps.numpy().astype(np.float64)
+
+
 def quality(model: hear.HearModel, data: Any) -> dict[str, float]:
-    train = hear.get_scene_embeddings(data.train_audio, model)
-    test = hear.get_scene_embeddings(data.test_audio, model)
+    train = scene(data.train_audio, model)
+    test = scene(data.test_audio, model)
     return {"linear_probe_accuracy": linear_probe_accuracy(train, data.train_labels, test, data.test_labels),
             "retrieval_map": retrieval_map(test, data.test_labels)}
 
 
 def onsets(model: hear.HearModel, data: Any) -> dict[str, Any]:
-    embeddings, stamps = hear.get_timestamp_embeddings(data.event_audio, model)
+    embeddings, stamps = timestamps(data.event_audio, model)
     window_s = model.timestamp_window_ms / 1000
     half = len(embeddings) // 2
     threshold = best_threshold(list(embeddings[:half]), list(stamps[:half]), data.event_onsets[:half], window_s)
@@ -65,11 +76,11 @@ def onsets(model: hear.HearModel, data: Any) -> dict[str, Any]:
 
 def _best_of(model: hear.HearModel, clips: np.ndarray, repeats: int) -> tuple[float, float]:
     """(best wall s, best CPU s of this process) of the scene embeddings of `clips`."""
-    hear.get_scene_embeddings(clips[:1], model)  # warm-up
+    scene(clips[:1], model)  # warm-up
     walls, cpus = [], []
     for _ in range(repeats):
         wall, cpu = time.perf_counter(), time.process_time()
-        hear.get_scene_embeddings(clips, model)
+        scene(clips, model)
         walls.append(time.perf_counter() - wall)
         cpus.append(time.process_time() - cpu)
     return min(walls), min(cpus)
@@ -150,7 +161,7 @@ def render(results: dict[str, Any], artifacts: Path, command: str, data_config: 
         "that moment; the per-core figure is audio seconds per CPU second of a one-thread session, what one "
         "core does when it is not shared (two free cores would give up to twice that; not measured here).", "",
         "Onsets: novelty = cosine distance between the timestamp embeddings half a timestamp window "
-        f"({hear.TIMESTAMP_WINDOW_MS:g} ms, centred in the 1 s model window) after and before t; peaks above "
+        f"({TIMESTAMP_WINDOW_MS:g} ms, centred in the 1 s model window) after and before t; peaks above "
         "a threshold tuned on the other half of the clips, at least 0.5 s apart. No onset labels are used to "
         "train the embedders. The same with the whole 1 s of audio per timestamp embedding (novelty at "
         "t +- 0.5 s), which blurs an onset over +-0.5 s: "

@@ -17,7 +17,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from exporters.onnx_export import OPSET, check_parity, export_onnx
+from exporters.onnx_export import OPSET, check_parity, export_onnx, reference_session
 from exporters.repository import ServingConfig, sha256_file, write_model
 from models.audio.bow import BagOfWords
 from models.audio.data import AudioDataConfig, make_audio_data
@@ -32,14 +32,25 @@ PARITY_ATOL = 1e-4
 SERVING = ServingConfig(max_batch_size=64, max_queue_delay_us=2000, preferred_batch_sizes=[8, 16, 32, 64])
 
 
+def edge_windows(window: int, sample_rate: int) -> dict[str, np.ndarray]:
+    """Windows at the edges of float32 audio, each of which must embed to finite values:
+    digital silence, one lone sample, a tone at 1e-30 (tiny), at 1e20 (huge, its power overflows
+    float32), denormal samples (1e-44), and a full-scale tone."""
+    tone = np.sin(2 * np.pi * 1000 * np.arange(window) / sample_rate)
+    click = np.zeros(window)
+    click[0] = 0.5
+    edges = {"silence": np.zeros(window), "one sample": click, "tiny": 1e-30 * tone, "huge": 1e20 * tone,
+             "denormal": np.full(window, 1e-44), "tone": tone}
+    return {name: samples.astype(np.float32) for name, samples in edges.items()}
+
+
 def parity_inputs(model: Passt | BagOfWords, seed: int = 0) -> list[tuple[torch.Tensor]]:
-    """Real synthetic windows (the graphs' input distribution), plus silence and a full-scale tone."""
+    """Real synthetic windows (the graphs' input distribution), plus every edge window in one batch."""
     data = make_audio_data(AudioDataConfig(clips_per_class=2, event_clips=0, test_share=0.0, seed=seed))
     windows = data.train_audio.reshape(-1, model.front_config.window_samples)
     sets = [(torch.from_numpy(windows[:b].copy()),) for b in PARITY_BATCHES]
-    t = np.arange(model.front_config.window_samples) / model.front_config.sample_rate
-    edge = np.stack([np.zeros_like(t), np.sin(2 * np.pi * 1000 * t)]).astype(np.float32)
-    return [*sets, (torch.from_numpy(edge),)]
+    edges = edge_windows(model.front_config.window_samples, model.front_config.sample_rate)
+    return [*sets, (torch.from_numpy(np.stack(list(edges.values()))),)]
 
 
 def export_embedder(checkpoint: Path, repository: Path, name: str, serving: ServingConfig = SERVING) -> Path:
@@ -85,7 +96,7 @@ def quality(onnx_path: Path, data_config: AudioDataConfig | None = None) -> dict
     """Scores a graph on held-out synthetic clips (seed 7, not the training seed): linear-probe
     accuracy and retrieval mAP."""
     data = make_audio_data(data_config or AudioDataConfig(seed=7))
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    session = reference_session(onnx_path)
     train, test = scene_embeddings(session, data.train_audio), scene_embeddings(session, data.test_audio)
     return {"linear_probe_accuracy": linear_probe_accuracy(train, data.train_labels, test, data.test_labels),
             "retrieval_map": retrieval_map(test, data.test_labels)}

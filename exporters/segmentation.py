@@ -26,7 +26,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from exporters.onnx_export import OPSET, check_parity, export_onnx
+from exporters.onnx_export import OPSET, ParityError, check_parity, export_onnx, max_abs_diff
 from exporters.repository import ServingConfig, sha256_file, write_model
 from models.segmentation.data import CLASS_NAMES, SceneConfig, make_scenes, to_model_input
 from models.segmentation.eco_m2f import (
@@ -107,8 +107,10 @@ def end_to_end_parity(model: EcoM2F, staged: StagedOnnx, image: np.ndarray) -> d
         got, got_exits = staged.run(image, exit_layer)
         if not np.array_equal(want_exits.numpy(), got_exits):
             raise AssertionError(f"gate disagrees with torch on {np.sum(want_exits.numpy() != got_exits)} images")
-        worst = max(worst, float(np.abs(want.numpy() - got).max()))
+        worst = float(np.fmax(worst, max_abs_diff(want.numpy(), got)))  # +inf on NaN/Inf
         agreement = min(agreement, float(np.mean(want.numpy().argmax(1) == got.argmax(1))))
+    if not np.isfinite(worst):
+        raise ParityError("the staged onnxruntime pipeline or torch gives NaN/Inf logits")
     return {"max_abs_logit_diff": worst, "min_mask_pixel_agreement": agreement, "images": len(image)}
 
 

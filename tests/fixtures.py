@@ -30,6 +30,27 @@ def write_add_one_onnx(path: Path) -> Path:
     return path
 
 
+def write_nan_embedder_onnx(path: Path, width: int = 4) -> Path:
+    """A real ONNX graph whose output is NaN on every input: embedding = sqrt(-1 - waveform[:, :width]^2),
+    over a (batch, samples) float `waveform` (the audio graphs' interface)."""
+    x = helper.make_tensor_value_info("waveform", TensorProto.FLOAT, ["batch", "samples"])
+    y = helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", width])
+    constants = [helper.make_tensor("starts", TensorProto.INT64, [1], [0]),
+                 helper.make_tensor("ends", TensorProto.INT64, [1], [width]),
+                 helper.make_tensor("axes", TensorProto.INT64, [1], [1]),
+                 helper.make_tensor("minus_one", TensorProto.FLOAT, [1], [-1.0])]
+    nodes = [helper.make_node("Slice", ["waveform", "starts", "ends", "axes"], ["head"]),
+             helper.make_node("Mul", ["head", "head"], ["square"]),
+             helper.make_node("Sub", ["minus_one", "square"], ["negative"]),
+             helper.make_node("Sqrt", ["negative"], ["embedding"])]
+    model = helper.make_model(helper.make_graph(nodes, "nan_embedder", [x], [y], constants),
+                              opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
 class FakeModel:
     """A LoadedModel that records its inputs and answers with a function of them."""
 

@@ -10,6 +10,14 @@ clip it was cut from (training precomputes clip spectrograms and crops them).
 
 Per-window level normalisation (subtract the window's peak log-mel, then scale) makes the
 embeddings invariant to input gain, which the synthetic data randomises.
+
+Finite on every finite input, by construction (silence, one click, 1e-30, 1e20, denormals):
+each window is first scaled to a peak amplitude of 1 (the peak clamped from below at
+`min_amplitude`), which changes nothing downstream of the level normalisation but keeps the
+power spectrum inside float32 (1e20 squared overflows, 1e-30 squared underflows); the mel power
+is then clamped from below at `min_power` before the log. Both guards are Max/Clip nodes in the
+graph: an additive guard (`x + 1e-12`) is folded away by onnxscript's optimiser (it drops
+additions of 1e-8 or less), and the graph then computes log(0) = -inf and -inf - -inf = NaN.
 """
 
 from __future__ import annotations
@@ -36,6 +44,8 @@ class FrontEndConfig:
     f_max: float = 16000.0  # Hz
     floor_db: float = -80.0  # log-mel values below (peak - 80 dB) are clipped
     scale_db: float = 20.0  # normalised log-mel = (dB - peak) / scale_db
+    min_amplitude: float = 1e-30  # a window whose peak |sample| is below this counts as (near) silence
+    min_power: float = 1e-12  # mel power floor before the log: -120 dB under a full-scale window
 
     @property
     def frames(self) -> int:
@@ -93,12 +103,12 @@ class LogMel(nn.Module):
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         c = self.config
-        frames = self.frames(waveform)  # (B, T, win)
+        peak_amplitude = waveform.abs().amax(dim=1, keepdim=True).clamp(min=c.min_amplitude)  # (B, 1)
+        frames = self.frames(waveform / peak_amplitude)  # (B, T, win), |sample| <= 1
         spectrum = frames @ self.basis  # (B, T, 2K)
         real, imag = spectrum.chunk(2, dim=-1)  # (B, T, K) each
         power = real * real + imag * imag
-        # 1e-12 only guards log(0) on digital silence; real audio sits far above it
-        mel_db = 10.0 * torch.log10(power @ self.mel + 1e-12)  # (B, T, M)
+        mel_db = 10.0 * torch.log10((power @ self.mel).clamp(min=c.min_power))  # (B, T, M)
         peak = mel_db.amax(dim=(1, 2), keepdim=True)  # (B, 1, 1)
         normalised = (torch.maximum(mel_db, peak + c.floor_db) - peak) / c.scale_db
         return normalised.transpose(1, 2).unsqueeze(1)  # (B, 1, M, T)
@@ -108,11 +118,13 @@ def log_mel_reference(waveform: np.ndarray, config: FrontEndConfig | None = None
     """An independent numpy implementation (np.fft.rfft) of `LogMel` for the parity test:
     (B, samples) -> (B, 1, n_mels, frames), float64."""
     c = config or FrontEndConfig()
+    waveform = waveform.astype(np.float64)
+    waveform = waveform / np.maximum(np.abs(waveform).max(axis=1, keepdims=True), c.min_amplitude)
     count = (waveform.shape[1] - c.win_length) // c.hop_length + 1
     index = np.arange(c.win_length)[None, :] + c.hop_length * np.arange(count)[:, None]  # (T, win)
     window = 0.5 - 0.5 * np.cos(2.0 * math.pi * np.arange(c.win_length) / c.win_length)
-    spectrum = np.fft.rfft(waveform[:, index].astype(np.float64) * window, n=c.n_fft)  # (B, T, K)
-    mel_db = 10.0 * np.log10(np.abs(spectrum) ** 2 @ mel_filterbank(c) + 1e-12)
+    spectrum = np.fft.rfft(waveform[:, index] * window, n=c.n_fft)  # (B, T, K)
+    mel_db = 10.0 * np.log10(np.maximum(np.abs(spectrum) ** 2 @ mel_filterbank(c), c.min_power))
     peak = mel_db.max(axis=(1, 2), keepdims=True)
     normalised = (np.maximum(mel_db, peak + c.floor_db) - peak) / c.scale_db
     return normalised.transpose(0, 2, 1)[:, None]

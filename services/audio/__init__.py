@@ -1,29 +1,30 @@
-"""The audio service: scene and timestamp embeddings (PaSST or bag of words), HEAR conventions."""
+"""The audio service: scene and timestamp embeddings (PaSST or bag of words), HEAR conventions.
+
+The public names load on first use (PEP 562), so importing a numpy-only submodule such as
+`services.audio.windows` (the HEAR package shares the service's windows) needs no grpc or protobuf.
+"""
 
 from __future__ import annotations
 
-from protos import audio_pb2, audio_pb2_grpc
-from services.audio.handler import AudioHandler, AudioInput, EmbedQuery, SceneResult, TimestampResult
-from services.audio.servicer import AudioServicer
-from services.audio.settings import AudioSettings
-from services.runtime import HandlerRegistry, Runtime
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from services.audio.handler import AudioHandler, AudioInput, EmbedQuery, SceneResult, TimestampResult
+    from services.audio.service import SERVICE, AudioService
+    from services.audio.settings import AudioSettings
+
+_HOMES = {
+    "SERVICE": "service", "AudioService": "service", "AudioSettings": "settings", "AudioHandler": "handler",
+    "AudioInput": "handler", "EmbedQuery": "handler", "SceneResult": "handler", "TimestampResult": "handler",
+}
 
 
-class AudioService:
-    name = "audio"
-    grpc_service_names = (audio_pb2.DESCRIPTOR.services_by_name["AudioService"].full_name,)
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
 
-    def __init__(self, settings: AudioSettings | None = None):
-        self.settings = settings or AudioSettings()
-
-    def required_models(self) -> list[str]:
-        return [self.settings.passt_model, self.settings.bow_model]
-
-    def register(self, server: HandlerRegistry, runtime: Runtime) -> None:
-        audio_pb2_grpc.add_AudioServiceServicer_to_server(AudioServicer(AudioHandler(self.settings, runtime)), server)
-
-
-SERVICE = AudioService()
 
 __all__ = ["SERVICE", "AudioHandler", "AudioInput", "AudioService", "AudioSettings", "EmbedQuery", "SceneResult",
            "TimestampResult"]

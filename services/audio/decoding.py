@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import soundfile
 
+from services.audio.samples import flush_denormals
 from services.audio.settings import AudioSettings
 from services.runtime import InvalidArgument
 
@@ -102,10 +103,11 @@ def check_layout(settings: AudioSettings, sample_rate: int, channels: int, frame
 
 
 def _finite(samples: np.ndarray, field: str) -> np.ndarray:
+    """Rejects NaN/Inf samples; flushes denormal ones to zero (services/audio/samples.py)."""
     bad = np.flatnonzero(~np.isfinite(samples))
     if bad.size:
         raise InvalidArgument(f"{field} has {bad.size} NaN/Inf sample(s), the first at frame {int(bad[0])}")
-    return samples
+    return flush_denormals(samples)
 
 
 def decode_wav(data: bytes, settings: AudioSettings) -> DecodedAudio:

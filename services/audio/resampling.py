@@ -15,6 +15,8 @@ from fractions import Fraction
 import numpy as np
 from scipy.signal import resample_poly
 
+from services.audio.samples import flush_denormals
+
 
 def ratio(source_rate: int, target_rate: int) -> tuple[int, int]:
     """(up, down), reduced."""
@@ -27,7 +29,7 @@ def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndar
     up, down = ratio(source_rate, target_rate)
     if up == down == 1:
         return samples.astype(np.float32, copy=False)
-    return resample_poly(samples, up, down).astype(np.float32)
+    return flush_denormals(resample_poly(samples, up, down).astype(np.float32))  # tiny inputs filter to denormals
 
 
 class StreamingResampler:
@@ -64,7 +66,7 @@ class StreamingResampler:
             return np.zeros(0, np.float32)
         local = resample_poly(self._buffer, self.up, self.down)
         offset = self._start // self.down * self.up  # global index of local output 0
-        out = local[self._emitted - offset:count - offset].astype(np.float32)
+        out = flush_denormals(local[self._emitted - offset:count - offset].astype(np.float32))
         self._emitted = count
         # the next output needs inputs from (n * down - half_len) / up on; keep one extra
         keep_from = max(0, (self._emitted * self.down - self.half_len) // self.up - 1)

@@ -5,6 +5,7 @@ from services.runtime.errors import (
     FailedPrecondition,
     InferSuiteError,
     InvalidArgument,
+    NonFiniteOutput,
     NotFound,
     ResourceExhausted,
     Unavailable,
@@ -15,6 +16,6 @@ from services.runtime.settings import RuntimeSettings
 
 __all__ = [
     "DeadlineExceeded", "FailedPrecondition", "HandlerRegistry", "InferSuiteError", "InferSuiteServer",
-    "InvalidArgument", "NotFound", "ResourceExhausted", "Runtime", "RuntimeSettings",
+    "InvalidArgument", "NonFiniteOutput", "NotFound", "ResourceExhausted", "Runtime", "RuntimeSettings",
     "ServiceModule", "Unavailable", "build_server",
 ]

@@ -58,6 +58,12 @@ class ResourceExhausted(InferSuiteError):
         self.retry_after_s = retry_after_s
 
 
+class NonFiniteOutput(InferSuiteError):
+    """A model answered with NaN or Inf: a broken model or an input it cannot handle, never an OK reply."""
+
+    code = "INTERNAL"
+
+
 class DeadlineExceeded(InferSuiteError):
     """The request's deadline cannot be met (or has passed)."""
 

@@ -75,6 +75,10 @@ class Metrics:
             "infersuite_model_load_failures", "Model versions that failed to load or warm up (the previous "
             "version, if any, keeps serving).", ["model"], registry=self.registry,
         )
+        self.nonfinite_outputs = Counter(
+            "infersuite_model_nonfinite_outputs", "Requests whose model outputs held NaN or Inf (answered "
+            "INTERNAL, never OK).", ["model"], registry=self.registry,
+        )
         self._http: tuple[WSGIServer, threading.Thread] | None = None
 
     def histogram(

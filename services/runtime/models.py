@@ -17,7 +17,7 @@ import numpy as np
 
 from services.runtime.backends.base import Backend, LoadedModel
 from services.runtime.batching import BatchingPolicy, DynamicBatcher
-from services.runtime.errors import NotFound, Unavailable
+from services.runtime.errors import NonFiniteOutput, NotFound, Unavailable
 from services.runtime.metrics import Metrics
 from services.runtime.padding import BatchLayout
 from services.runtime.repository import ModelRepository, RepositoryModel
@@ -134,6 +134,7 @@ class ModelManager:
                                                       self._metrics, self.stats[model.name])
         self._models[model.name] = model
         self._metrics.model_ready.labels(model.name).set(1)
+        self._metrics.nonfinite_outputs.labels(model.name).inc(0)  # the series exists at 0 from the start
         log.info("model %s v%s ready (%s)", model.name, model.version, policy)
 
     async def _warm_up(self, model: LoadedModel) -> None:
@@ -178,11 +179,24 @@ class ModelManager:
         start, ok = time.perf_counter(), False
         try:
             result = await scheduler.submit(inputs)
+            self._check_finite(name, result)
             ok = True
             return result
         finally:
             stats.record_request(ok, time.perf_counter() - start)
             inflight.dec()
+
+    def _check_finite(self, name: str, outputs: Mapping[str, np.ndarray]) -> None:
+        """A NaN/Inf anywhere in a float output fails the request (INTERNAL) and is counted. The sum
+        is one pass without a temporary array; a NaN or Inf anywhere makes it non-finite, and only
+        then (or on a finite overflow of the sum) are the values themselves checked."""
+        for output, values in outputs.items():
+            if values.dtype.kind in "fc" and not np.isfinite(values.sum()) and not np.isfinite(values).all():
+                self._metrics.nonfinite_outputs.labels(name).inc()
+                log.error("model %s output %r holds %d NaN/Inf value(s)", name, output,
+                          int(values.size - np.count_nonzero(np.isfinite(values))))
+                raise NonFiniteOutput(f"model {name!r} produced NaN/Inf in its output {output!r}; "
+                                      "no answer was given")
 
     async def close(self) -> None:
         for name, model in list(self._models.items()):

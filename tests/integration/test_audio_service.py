@@ -12,10 +12,12 @@ import grpc
 import numpy as np
 import pytest
 import soundfile
+import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+import hear_infersuite as hear
 from protos import audio_pb2, audio_pb2_grpc
-from services.audio import AudioService, AudioSettings, hear
+from services.audio import AudioService, AudioSettings
 from services.audio.client import AudioClient, AudioClientError, raw_audio, wav_audio
 from services.runtime import RuntimeSettings, build_server
 from tests.fixtures_audio import tiny_audio  # noqa: F401
@@ -73,11 +75,12 @@ async def test_the_server_gives_the_hear_module_embeddings(client, tiny_audio, e
     audio = band_limited(32000, 3.4)
     model = hear.load_model(str(tiny_audio.repository / f"audio-{embedder}-fp32"))
     scene = await client.embed_scene(raw_audio(audio, 32000), embedder)
-    np.testing.assert_allclose(scene.embedding, hear.get_scene_embeddings(audio[None], model)[0], atol=1e-5)
+    want_scene = hear.get_scene_embeddings(torch.from_numpy(audio[None]), model)[0].numpy()
+    np.testing.assert_allclose(scene.embedding, want_scene, atol=1e-5)
     stamps = await client.embed_timestamps(raw_audio(audio, 32000), embedder, hop_ms=50.0)
-    want, want_ms = hear.get_timestamp_embeddings(audio[None], model)
-    np.testing.assert_array_equal(stamps.timestamps_ms, want_ms[0])
-    np.testing.assert_allclose(stamps.embeddings, want[0], atol=1e-5)
+    want, want_ms = hear.get_timestamp_embeddings(torch.from_numpy(audio[None]), model)
+    np.testing.assert_array_equal(stamps.timestamps_ms, want_ms[0].numpy())
+    np.testing.assert_allclose(stamps.embeddings, want[0].numpy(), atol=1e-5)
     assert scene.model == f"audio-{embedder}-fp32" and scene.embedding.shape == (model.scene_embedding_size,)
     assert stamps.timestamps_ms[0] == 0 and stamps.timestamps_ms[-1] == 3400.0
 
@@ -109,6 +112,46 @@ async def test_streaming_gives_the_unary_embeddings(client, embedder) -> None:
     streamed = np.concatenate([r.embeddings for r in replies if len(r.timestamps_ms)])
     np.testing.assert_array_equal(np.concatenate([r.timestamps_ms for r in replies]), unary.timestamps_ms)
     np.testing.assert_allclose(streamed, unary.embeddings, atol=1e-5)
+
+
+def _edge_audio() -> dict[str, tuple[np.ndarray, int, str]]:
+    """Audio at the edges of float32 -> (samples, rate, WAV subtype or "" for raw float32)."""
+    t = np.arange(32000) / 32000
+    tone = np.sin(2 * np.pi * 1000 * t).astype(np.float32)
+    return {
+        "silence": (np.zeros(32000, np.float32), 32000, ""),
+        "one sample": (np.full(1, 0.5, np.float32), 32000, ""),
+        "tiny": (1e-30 * tone, 32000, ""),
+        "huge": (1e20 * tone, 32000, ""),
+        "denormal": (np.full(44100, 1e-44, np.float32), 44100, ""),
+        "silence then tone, 16-bit WAV": (np.concatenate([np.zeros(64000, np.float32), 0.5 * tone]), 32000, "PCM_16"),
+    }
+
+
+def _edge_input(case: str) -> audio_pb2.Audio:
+    samples, rate, subtype = _edge_audio()[case]
+    return raw_audio(samples, rate) if not subtype else wav_audio(wav_bytes(samples, rate, subtype))
+
+
+@pytest.mark.parametrize("embedder", EMBEDDERS)
+@pytest.mark.parametrize("case", sorted(_edge_audio()))
+async def test_edge_audio_embeds_to_finite_values_on_every_rpc(client, embedder, case) -> None:
+    samples, rate, _ = _edge_audio()[case]
+    scene = await client.embed_scene(_edge_input(case), embedder)
+    stamps = await client.embed_timestamps(_edge_input(case), embedder, hop_ms=100.0)
+    replies = [r async for r in client.stream_timestamps([samples[:700], samples[700:]], rate, embedder, 100.0)]
+    streamed = np.concatenate([r.embeddings for r in replies if len(r.timestamps_ms)])
+    assert np.isfinite(scene.embedding).all() and np.isfinite(stamps.embeddings).all()
+    assert np.isfinite(streamed).all() and streamed.shape == stamps.embeddings.shape
+
+
+@pytest.mark.parametrize("embedder", EMBEDDERS)
+async def test_gain_from_1e_minus_30_to_1e20_leaves_the_scene_embedding_unchanged(client, embedder) -> None:
+    tone = np.sin(2 * np.pi * 440 * np.arange(48000) / 32000).astype(np.float32)
+    scenes = [(await client.embed_scene(raw_audio(gain * tone, 32000), embedder)).embedding
+              for gain in (np.float32(1e-30), np.float32(1.0), np.float32(1e20))]
+    for got in scenes:
+        np.testing.assert_allclose(got, scenes[1], atol=1e-4)
 
 
 def _raw(samples: np.ndarray, rate: int, channels: int = 1) -> audio_pb2.Audio:

@@ -47,6 +47,43 @@ def test_a_tone_lights_the_mel_bin_of_its_frequency() -> None:
     assert int(np.argmax(mel)) == int(np.argmax(filters[tone_bin]))
 
 
-@pytest.mark.parametrize("silent", [np.zeros((1, 32000), np.float32)])
-def test_silence_is_finite(silent) -> None:
-    assert np.isfinite(LogMel()(torch.from_numpy(silent)).numpy()).all()
+EDGES = {
+    "silence": np.zeros(32000),
+    "one sample": np.eye(1, 32000)[0] * 0.5,
+    "tiny": 1e-30 * np.sin(np.arange(32000) / 7.0),
+    "huge": 1e20 * np.sin(np.arange(32000) / 7.0),
+    "denormal": np.full(32000, 1e-44),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EDGES))
+def test_edge_inputs_give_finite_log_mels_in_torch_and_the_reference(case) -> None:
+    audio = EDGES[case].astype(np.float32)[None]
+    got = LogMel()(torch.from_numpy(audio)).numpy()
+    assert np.isfinite(got).all() and np.isfinite(log_mel_reference(audio)).all()
+
+
+def test_the_log_guard_survives_export_where_an_added_epsilon_does_not(tmp_path) -> None:
+    """onnxscript's optimiser folds `x + 1e-12` away; the clamp stays, so silence stays finite."""
+    from exporters.onnx_export import export_onnx, reference_session
+
+    class Guarded(torch.nn.Module):
+        input_names, output_names = ("x",), ("y",)
+
+        def __init__(self, clamp: bool):
+            super().__init__()
+            self.clamp = clamp
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.log10(x.clamp(min=1e-12) if self.clamp else x + 1e-12)
+
+        def dynamic_shapes(self) -> dict:
+            return {"x": {0: torch.export.Dim("batch", min=1, max=8)}}
+
+        def example_inputs(self) -> tuple[torch.Tensor]:
+            return (torch.rand(2, 4),)
+
+    silence = {"x": np.zeros((2, 4), np.float32)}
+    for clamp, finite in ((True, True), (False, False)):
+        path = export_onnx(Guarded(clamp), tmp_path / f"clamp{clamp}.onnx")
+        assert np.isfinite(reference_session(path).run(None, silence)[0]).all() == finite

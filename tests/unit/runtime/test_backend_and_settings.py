@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 
 from exporters.repository import ServingConfig, write_model
-from services.runtime import NotFound, RuntimeSettings, Unavailable
+from services.runtime import NonFiniteOutput, NotFound, RuntimeSettings, Unavailable
 from services.runtime.backends.onnxruntime import OnnxRuntimeBackend, choose_providers
 from services.runtime.metrics import Metrics
 from services.runtime.models import ModelManager
 from services.runtime.repository import ModelRepository
-from tests.fixtures import write_add_one_onnx
+from tests.fixtures import write_add_one_onnx, write_nan_embedder_onnx
 
 
 def test_settings_read_the_infersuite_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -50,6 +50,26 @@ def test_manager_loads_warms_up_and_runs_real_onnxruntime(tmp_path: Path) -> Non
             np.testing.assert_array_equal(out["y"], x + 1)
         with pytest.raises(NotFound, match="not served here"):
             await manager.infer("other", {"x": x})
+        await manager.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_model_output_with_nan_is_an_error_and_counted_never_an_answer(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        write_model(tmp_path / "repo", "nan", write_nan_embedder_onnx(tmp_path / "src" / "model.onnx"), {},
+                    ServingConfig(instance_count=1))
+        settings = RuntimeSettings(model_repository=tmp_path / "repo", intra_op_threads=1)
+        metrics = Metrics()
+        manager = ModelManager(ModelRepository(settings.model_repository), OnnxRuntimeBackend(settings), metrics)
+        await manager.load(["nan"])
+        counted = ("infersuite_model_nonfinite_outputs_total", {"model": "nan"})
+        assert metrics.registry.get_sample_value(*counted) == 0.0  # exported at 0 before any failure
+        with pytest.raises(NonFiniteOutput, match="model 'nan' produced NaN/Inf in its output 'embedding'") as err:
+            await manager.infer("nan", {"waveform": np.ones((2, 16), np.float32)})
+        assert err.value.code == "INTERNAL"
+        assert metrics.registry.get_sample_value(*counted) == 1.0
+        assert manager.stats["nan"].failure_count == 1 and manager.stats["nan"].success_count == 0
         await manager.close()
 
     asyncio.run(scenario())

@@ -101,3 +101,18 @@ def test_raw_samples_and_their_errors() -> None:
         decode_raw(bytes(4 * 16000 * 11), 16000, 1, SETTINGS)
     with pytest.raises(InvalidArgument, match="NaN/Inf"):
         decode_raw(np.array([0.0, np.nan], np.float32).tobytes(), 16000, 1, SETTINGS)
+
+
+def test_denormal_samples_are_flushed_to_zero_before_any_filtering() -> None:
+    from services.audio.resampling import StreamingResampler, resample
+
+    samples = np.array([1e-44, -3e-39, 1.5e-38, 0.25, 1e-30], np.float32)  # two denormals, three normals
+    raw = decode_raw(samples.tobytes(), 16000, 1, SETTINGS).samples
+    np.testing.assert_array_equal(raw, np.array([0.0, 0.0, 1.5e-38, 0.25, 1e-30], np.float32))
+    wav = decode_wav(_wav(samples, 16000, "FLOAT"), SETTINGS).samples
+    np.testing.assert_array_equal(wav, raw)
+    tiny = np.full(3000, 1e-36, np.float32)  # normal, but its filtered tails reach the denormal range
+    whole = resample(tiny, 16000, 44100)
+    streamed = np.concatenate([StreamingResampler(16000, 44100).push(tiny)])
+    for out in (whole, streamed):
+        assert not np.any((out != 0) & (np.abs(out) < np.finfo(np.float32).tiny))
