@@ -77,6 +77,8 @@ $(REPOSITORY_STAMP): $(PROTO_STAMP) $(shell find models exporters -name '*.py' 2
 	$(PY) -m exporters.build --out $(REPOSITORY)
 	@touch $@
 
+# One serving process per core this shell may use (INFERSUITE_WORKERS=N to choose; INFERSUITE_CPU_AFFINITY=1-3
+# or taskset to pin them), one gRPC port, one merged /metrics (docs/scaling.md).
 serve: $(REPOSITORY_STAMP)
 	INFERSUITE_MODEL_REPOSITORY=$(REPOSITORY) $(PY) -m services
 

@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 def start_server(repository: Path, services: str = '["ctr"]', **env: str) -> tuple[subprocess.Popen, int]:
     environment = {**os.environ, "INFERSUITE_PORT": "0", "INFERSUITE_METRICS_PORT": "-1",
                    "INFERSUITE_SERVICES": services, "INFERSUITE_MODEL_REPOSITORY": str(repository),
-                   "INFERSUITE_LOG_LEVEL": "WARNING", **env}
+                   "INFERSUITE_LOG_LEVEL": "WARNING", "INFERSUITE_WORKERS": "1", **env}
     proc = subprocess.Popen([sys.executable, "-m", "services"], env=environment, stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline() if proc.stdout else ""
     match = re.search(r"gRPC on port (\d+)", line)

@@ -78,7 +78,8 @@ def sleepy_suite(compute_ms: float, queue: int, grace_s: float = 5.0) -> Suite:
 def ctr_suite(repository: Path, **env: str) -> Suite:
     settings = {"INFERSUITE_PORT": "0", "INFERSUITE_METRICS_PORT": "0", "INFERSUITE_HOST": "127.0.0.1",
                 "INFERSUITE_SERVICES": '["ctr"]', "INFERSUITE_MODEL_REPOSITORY": str(repository),
-                "INFERSUITE_LOG_LEVEL": "WARNING", "INFERSUITE_INTRA_OP_THREADS": "1", **env}
+                "INFERSUITE_LOG_LEVEL": "WARNING", "INFERSUITE_INTRA_OP_THREADS": "1",
+                "INFERSUITE_WORKERS": "1", **env}
     return Suite([sys.executable, "-m", "services"], settings)
 
 

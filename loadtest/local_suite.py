@@ -49,7 +49,9 @@ class LocalSuite:
         self._process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> LocalSuite:
-        env = {**os.environ, "INFERSUITE_HOST": "127.0.0.1", "INFERSUITE_PORT": str(self.port),
+        # One serving process unless the caller's environment asks for more (INFERSUITE_WORKERS).
+        env = {"INFERSUITE_WORKERS": "1", **os.environ,
+               "INFERSUITE_HOST": "127.0.0.1", "INFERSUITE_PORT": str(self.port),
                "INFERSUITE_METRICS_HOST": "127.0.0.1", "INFERSUITE_METRICS_PORT": str(self.metrics_port),
                "INFERSUITE_MODEL_REPOSITORY": str(self.repository), "INFERSUITE_SERVICES": json.dumps(self.services)}
         output = self.log.open("wb") if self.log else subprocess.DEVNULL

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 
 from services.runtime import RuntimeSettings, ServiceModule, build_server
+from services.runtime.settings import parse_cpu_list
+from services.runtime.workers import serve_workers, worker_count
 
 
 async def serve(settings: RuntimeSettings, services: list[ServiceModule] | None = None) -> None:
@@ -33,6 +36,13 @@ def main() -> None:
     settings = RuntimeSettings()
     logging.basicConfig(level=settings.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    count = worker_count(settings)
+    if count > 1:  # N processes on one port behind one /metrics (docs/scaling.md)
+        raise SystemExit(serve_workers(settings, count))
+    cores = parse_cpu_list(settings.cpu_affinity)
+    if cores:
+        os.sched_setaffinity(0, cores)
+        settings = settings.model_copy(update={"intra_op_threads": settings.intra_op_threads or len(cores)})
     asyncio.run(serve(settings))
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -98,6 +98,8 @@ class InferSuiteServer:
         self.metrics_port: int | None = None
         self._loading: asyncio.Task[None] | None = None
         self.load_error: BaseException | None = None
+        # When set, called with the ready health entries instead of turning them SERVING (a worker).
+        self.on_ready: Callable[[list[str]], Awaitable[None]] | None = None
 
     def _register(self) -> None:
         service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
@@ -132,7 +134,13 @@ class InferSuiteServer:
                 log.warning("service %s waits for its models: %s", service.name, exc.message)
                 await asyncio.sleep(self.settings.load_retry_s)
 
+    async def set_serving(self, names: Sequence[str]) -> None:
+        """Health SERVING for these entries ("" = the whole server)."""
+        for name in names:
+            await self.health.set(name, SERVING)
+
     async def _load_models(self) -> None:
+        ready: list[str] = []  # health entries whose models are loaded
         for service in self.services:
             try:
                 await self._load_service(service)
@@ -140,11 +148,18 @@ class InferSuiteServer:
                 self.load_error = exc
                 log.exception("service %s could not load its models", service.name)
                 continue
-            for name in service.grpc_service_names:
-                await self.health.set(name, SERVING)
+            ready.extend(service.grpc_service_names)
+            if self.on_ready is None:
+                await self.set_serving(service.grpc_service_names)
         if self.load_error is None:
-            await self.health.set("", SERVING)
-            log.info("all models loaded; serving")
+            ready.append("")
+            log.info("all models loaded")
+        # One of several worker processes reports to its parent, which turns every worker SERVING
+        # together (services/runtime/workers.py); a single process serves at once.
+        if self.on_ready is not None:
+            await self.on_ready(ready)
+        elif self.load_error is None:
+            await self.set_serving([""])
         if self.settings.repository_poll_s > 0:
             self._polling = asyncio.create_task(self.reloader.run(self.settings.repository_poll_s))
 

@@ -5,8 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def parse_cpu_list(text: str) -> list[int]:
+    """taskset's list syntax: "0-3,6" -> [0, 1, 2, 3, 6]; "" -> []."""
+    cores: list[int] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        first, dash, last = part.partition("-")
+        last = last if dash else first
+        if not (first.isdigit() and last.isdigit() and int(first) <= int(last)):
+            raise ValueError(f"{part!r} is not a core or a range of cores like 0-3")
+        cores.extend(c for c in range(int(first), int(last) + 1) if c not in cores)
+    return cores
 
 
 class RuntimeSettings(BaseSettings):
@@ -60,6 +72,13 @@ class RuntimeSettings(BaseSettings):
     stream_max_inflight: int = Field(64, ge=1)
     """Requests of one streaming RPC (OIP ModelStreamInfer, ctr ScoreStream) answered or waiting to be
     sent at once; the stream's next message is read only when one has been sent."""
+    workers: int = Field(0, ge=0)
+    """Serving processes sharing the gRPC port (`python -m services`), each with its own sessions and
+    batchers, behind one /metrics endpoint; 0 = one per core this process may use (or per core of
+    cpu_affinity). 1 = a single process, as `build_server` runs in tests (docs/scaling.md)."""
+    cpu_affinity: str = ""
+    """Cores the workers run on, taskset style ("1", "0-3", "0,2,4-5"): worker i is pinned to the
+    i-th core of the list (round robin); empty = no pinning (the cores the process may use)."""
     warmup_runs: int = Field(2, ge=0)
     """Inference runs on synthetic input at load, before health reports SERVING."""
     shutdown_drain_s: float = Field(0.0, ge=0)
@@ -81,3 +100,9 @@ class RuntimeSettings(BaseSettings):
     """When set, every RPC except health checks and reflection needs `authorization: Bearer <token>`."""
     log_level: str = "INFO"
     """Python logging level."""
+
+    @field_validator("cpu_affinity")
+    @classmethod
+    def _cpu_list(cls, value: str) -> str:
+        parse_cpu_list(value)
+        return value

@@ -1,0 +1,166 @@
+"""`python -m services` with INFERSUITE_WORKERS=2 in a real subprocess: both workers answer on one
+port, /metrics is one view whose counters equal the requests sent, and SIGTERM drains every worker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
+
+from protos import ctr_pb2, ctr_pb2_grpc
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+CONNECTIONS = 16  # separate TCP connections: the kernel spreads them over the workers
+SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
+class Suite:
+    def __init__(self, repository: Path, **env: str):
+        environment = {**os.environ, "PYTHONPATH": str(ROOT), "INFERSUITE_WORKERS": "2", "INFERSUITE_PORT": "0",
+                       "INFERSUITE_HOST": "127.0.0.1", "INFERSUITE_METRICS_HOST": "127.0.0.1",
+                       "INFERSUITE_METRICS_PORT": "0", "INFERSUITE_SERVICES": '["ctr"]',
+                       "INFERSUITE_MODEL_REPOSITORY": str(repository), "INFERSUITE_LOG_LEVEL": "WARNING", **env}
+        self.proc = subprocess.Popen([sys.executable, "-m", "services"], cwd=ROOT, env=environment,
+                                     stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline() if self.proc.stdout else ""
+        match = re.search(r"gRPC on port (\d+), metrics on port (\d+) \(2 workers\)", line)
+        if match is None:
+            self.proc.kill()
+            raise RuntimeError(f"the suite did not start: {line!r}")
+        self.port, self.metrics_port = int(match.group(1)), int(match.group(2))
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as reply:
+            text = reply.read().decode()
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+def _channels() -> list[grpc.aio.Channel]:
+    # A local subchannel pool per channel: otherwise grpc shares one connection between them.
+    return [grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+            for target in [f"127.0.0.1:{port}" for port in [_PORT[0]] * CONNECTIONS]]
+
+
+_PORT = [0]
+
+
+async def _wait_serving(port: int, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while (await health.Check(health_pb2.HealthCheckRequest(), timeout=5)).status != SERVING:
+            assert time.monotonic() < deadline, "the suite never became SERVING"
+            await asyncio.sleep(0.2)
+
+
+def _request(tiny_ctr, rng: np.random.Generator) -> ctr_pb2.ScoreRequest:
+    history, candidates = int(rng.integers(1, 20)), int(rng.integers(1, 50))
+    return ctr_pb2.ScoreRequest(
+        history_item_ids=rng.integers(1, tiny_ctr.n_items + 1, history).tolist(),
+        history_category_ids=rng.integers(1, tiny_ctr.n_categories + 1, history).tolist(),
+        candidate_item_ids=rng.integers(1, tiny_ctr.n_items + 1, candidates).tolist(),
+        candidate_category_ids=rng.integers(1, tiny_ctr.n_categories + 1, candidates).tolist())
+
+
+@pytest.fixture(scope="module")
+async def suite(tiny_ctr):
+    running = Suite(tiny_ctr.repository)
+    _PORT[0] = running.port
+    try:
+        await _wait_serving(running.port)
+        yield running
+    finally:
+        running.stop()
+
+
+async def test_both_workers_answer_on_one_port_and_metrics_are_one_view(suite, tiny_ctr) -> None:
+    rng, sent = np.random.default_rng(5), 0
+    channels = _channels()
+    try:
+        for channel in channels:  # every connection sees the same health, whichever worker took it
+            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert reply.status == SERVING
+        for _ in range(5):
+            for channel in channels:
+                reply = await ctr_pb2_grpc.CtrServiceStub(channel).Score(_request(tiny_ctr, rng), timeout=10)
+                assert len(reply.click_probabilities) > 0 and np.isfinite(reply.click_probabilities).all()
+                sent += 1
+    finally:
+        for channel in channels:
+            await channel.close()
+    metrics = suite.metrics()
+    score_ok = ("infersuite_requests_total",
+                (("code", "OK"), ("method", "Score"), ("service", "infersuite.ctr.v1.CtrService")))
+    assert metrics[score_ok] == sent
+    latency = ("infersuite_request_duration_seconds_count",
+               (("method", "Score"), ("service", "infersuite.ctr.v1.CtrService")))
+    assert metrics[latency] == sent
+    for worker in ("0", "1"):
+        assert metrics[("infersuite_worker_up", (("worker", worker),))] == 1
+        assert metrics[("infersuite_model_ready", (("model", "din-fp32"), ("worker", worker)))] == 1
+        assert metrics[("infersuite_worker_requests_total", (("worker", worker),))] > 0, metrics  # both answered
+
+
+async def _load(stub: ctr_pb2_grpc.CtrServiceStub, tiny_ctr, stop_at: list[float],
+                log: list[tuple[float, float, str]]) -> None:
+    """Sends requests back to back until the server refuses; logs (sent, answered, code)."""
+    rng = np.random.default_rng(len(log))
+    while True:
+        sent = time.monotonic()
+        try:
+            await stub.Score(_request(tiny_ctr, rng), timeout=20)
+            code = "OK"
+        except grpc.aio.AioRpcError as err:
+            code = err.code().name
+        log.append((sent, time.monotonic(), code))
+        if code != "OK" or (stop_at and time.monotonic() > stop_at[0]):
+            return
+
+
+async def test_sigterm_drains_every_worker_and_loses_nothing(tiny_ctr) -> None:
+    draining = Suite(tiny_ctr.repository, INFERSUITE_SHUTDOWN_DRAIN_S="0.5", INFERSUITE_GRACE_PERIOD_S="5")
+    _PORT[0] = draining.port
+    log: list[tuple[float, float, str]] = []
+    stop_at: list[float] = []
+    channels = _channels()
+    try:
+        await _wait_serving(draining.port)
+        loads = [asyncio.create_task(_load(ctr_pb2_grpc.CtrServiceStub(c), tiny_ctr, stop_at, log))
+                 for c in channels for _ in range(2)]
+        await asyncio.sleep(1.5)
+        signalled = time.monotonic()
+        draining.proc.send_signal(signal.SIGTERM)
+        stop_at.append(signalled + 3.0)
+        await asyncio.wait_for(asyncio.gather(*loads), 30)
+        exit_code = await asyncio.to_thread(draining.proc.wait, 30)
+    finally:
+        for channel in channels:
+            await channel.close()
+        draining.stop()
+    # Sent before the signal or within the drain window (health NOT_SERVING, requests still taken): all answered.
+    accepted = [code for sent, _, code in log if sent < signalled + 0.4]
+    in_flight = [code for sent, answered, code in log if sent < signalled < answered]
+    assert len(in_flight) >= 1 and accepted.count("OK") == len(accepted), (len(in_flight), set(accepted))
+    # After the drain window new calls are refused: UNAVAILABLE, or CANCELLED for a call grpc's core
+    # had received but not yet handed to the server when its shutdown began. Never an error of ours.
+    assert {code for _, _, code in log} <= {"OK", "UNAVAILABLE", "CANCELLED"}
+    assert exit_code == 0
