@@ -38,7 +38,9 @@ def test_worker_count_and_settings_follow_the_cores() -> None:
     assert worker_count(RuntimeSettings(cpu_affinity="2-4")) == 3
     assert worker_count(RuntimeSettings()) >= 1
     shared = worker_settings(RuntimeSettings(port=0, metrics_port=9464), 5001, [2, 3], workers=2)
-    assert (shared.port, shared.workers, shared.intra_op_threads) == (5001, 1, 2)
+    assert (shared.port, shared.workers, shared.intra_op_threads) == (5001, 1, RuntimeSettings().intra_op_threads)
+    # 0 ("onnxruntime's default: every core") would oversubscribe: a worker gets its own cores' worth.
+    assert worker_settings(RuntimeSettings(intra_op_threads=0), 5001, [2, 3], workers=2).intra_op_threads == 2
     assert (shared.metrics_host, shared.metrics_port) == ("127.0.0.1", 0)  # private, scraped by the parent
     explicit = worker_settings(RuntimeSettings(intra_op_threads=4, metrics_port=-1), 5001, [], workers=2)
     assert (explicit.intra_op_threads, explicit.metrics_port) == (4, -1)
