@@ -104,6 +104,16 @@ class _MetricsHandler(BaseHTTPRequestHandler):
         return
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Raises OSError if another process listens on the port. SO_REUSEPORT (which the workers need)
+    would otherwise let them join a second server of the same user on that port without a word."""
+    if port == 0:
+        return
+    host = host.strip("[]")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, port))
+
+
 @dataclass
 class _Worker:
     index: int
@@ -181,6 +191,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._events.put_nowait, (-1, ("signal",)))
+        check_port_free(self.settings.host, self.settings.port)
         self._start_metrics()
         self._spawn(0, self.settings.port)
         status = await self._watch()

@@ -7,6 +7,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from protos import ctr_pb2, ctr_pb2_grpc
+from services.runtime.workers import check_port_free
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -164,3 +166,13 @@ async def test_sigterm_drains_every_worker_and_loses_nothing(tiny_ctr) -> None:
     # had received but not yet handed to the server when its shutdown began. Never an error of ours.
     assert {code for _, _, code in log} <= {"OK", "UNAVAILABLE", "CANCELLED"}
     assert exit_code == 0
+
+
+def test_a_port_another_process_listens_on_is_refused_before_workers_share_it() -> None:
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # as a grpc server binds
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        with pytest.raises(OSError):
+            check_port_free("127.0.0.1", listener.getsockname()[1])
+    check_port_free("127.0.0.1", 0)  # port 0: the first worker picks one

@@ -103,3 +103,4 @@ def test_no_worker_serves_until_every_worker_is_ready_then_all_serve_the_common_
     assert not any(child.poll(0.05) for child in children)  # worker 1 is still loading: nobody serves
     supervisor._on_ready(1, ["infersuite.ctr.v1.CtrService"])  # its audio models failed to load
     assert [child.recv() for child in children] == [("serve", ["infersuite.ctr.v1.CtrService"])] * 2
+
