@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 TRITON_STAMP := .triton/.installed
 
-.PHONY: setup tools triton deploy-tools docker-tools docker docker-test protos models serve test lint bench-ctr bench-ctr-batching quantize-report loadtest bench-loadtest bench-loadtest-generator report-ctr report-quantization report-segmentation bench-audio bench-splitcompute splitcompute-payloads reliability-test reliability-report clean
+.PHONY: hear-tools hear-validate setup tools triton deploy-tools docker-tools docker docker-test protos models serve test lint bench-ctr bench-ctr-batching quantize-report loadtest bench-loadtest bench-loadtest-generator report-ctr report-quantization report-segmentation bench-audio bench-splitcompute splitcompute-payloads reliability-test reliability-report clean
 
 setup: $(SETUP_STAMP)
 
@@ -35,6 +35,26 @@ $(TRITON_STAMP): $(SETUP_STAMP)
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --target .triton/server nvidia-pytriton==0.7.0
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --target .triton/python numpy==1.26.4
 	@touch $@
+
+HEAR_VENV := .hear-venv
+HEAR_STAMP := $(HEAR_VENV)/.installed-$(shell cat requirements/hear.txt | sha1sum | cut -c1-12)
+HEARVALIDATOR := hearvalidator==2021.0.6
+
+# The official HEAR 2021 validator in its own venv (see requirements/hear.txt for why); the tests run it.
+hear-tools: $(HEAR_STAMP)
+
+$(HEAR_STAMP): requirements/hear.txt
+	@test -x $(HEAR_VENV)/bin/python || python3 -m venv $(HEAR_VENV)
+	$(HEAR_VENV)/bin/pip install -q --disable-pip-version-check -r requirements/hear.txt
+	$(HEAR_VENV)/bin/pip install -q --disable-pip-version-check --no-deps --ignore-requires-python $(HEARVALIDATOR)
+	@rm -f $(HEAR_VENV)/.installed-* && touch $@
+
+# hearvalidator on both embedders of the model repository; fails unless it prints its success line.
+hear-validate: $(REPOSITORY_STAMP) hear-tools
+	@for embedder in passt bow; do \
+	  PYTHONPATH=$(CURDIR) $(HEAR_VENV)/bin/hear-validator hear_infersuite.$$embedder --model $(REPOSITORY)/audio-$$embedder-fp32 \
+	    2>&1 | tee /dev/stderr | grep -q '^Looks good!$$' || { echo "hearvalidator failed on $$embedder"; exit 1; }; \
+	done
 
 DEPLOY_VENV := .deploy-venv
 DEPLOY_STAMP := $(DEPLOY_VENV)/.installed-compose
@@ -82,12 +102,12 @@ $(REPOSITORY_STAMP): $(PROTO_STAMP) $(shell find models exporters -name '*.py' 2
 serve: $(REPOSITORY_STAMP)
 	INFERSUITE_MODEL_REPOSITORY=$(REPOSITORY) $(PY) -m services
 
-test: $(PROTO_STAMP) tools triton deploy-tools docker-tools
+test: $(PROTO_STAMP) tools triton deploy-tools docker-tools hear-tools
 	$(PY) -m pytest -q
 
 lint: $(PROTO_STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy services models exporters benchmarks loadtest
+	$(VENV)/bin/mypy services models exporters benchmarks loadtest hear_infersuite
 
 bench-ctr: $(REPOSITORY_STAMP)
 	$(PY) -m benchmarks.ctr_latency --repository $(REPOSITORY)
