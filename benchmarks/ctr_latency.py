@@ -41,8 +41,9 @@ def _feeds(request: ctr_pb2.ScoreRequest) -> dict[str, np.ndarray]:
         "history_items": np.array([request.history_item_ids], np.int64),
         "history_categories": np.array([request.history_category_ids], np.int64),
         "history_mask": np.ones((1, t), np.float32),
-        "candidate_items": np.array([request.candidate_item_ids], np.int64),
-        "candidate_categories": np.array([request.candidate_category_ids], np.int64),
+        "candidate_items": np.array(request.candidate_item_ids, np.int64),  # rows layout: (N,)
+        "candidate_categories": np.array(request.candidate_category_ids, np.int64),
+        "candidate_user": np.zeros(len(request.candidate_item_ids), np.int64),
     }
 
 

@@ -10,35 +10,53 @@ import torch
 from exporters.onnx_export import OPSET, check_parity, export_onnx
 from exporters.repository import ServingConfig, sha256_file, write_model
 from models.ctr.din import DeepInterestNetwork
+from models.ctr.din_rows import DinRows, grid_to_rows
 from models.ctr.train import read_checkpoint
 
-# How the runtime's batcher pads DIN requests of different lengths (services/runtime/padding.py).
+# How the runtime's batcher combines DIN requests (services/runtime/padding.py): histories are
+# stacked per user and padded to the batch's longest; candidates are rows, concatenated, each
+# pointing at its user, so a batch costs sum(N_i) x T_max. Triton cannot batch this layout (its
+# config gets max_batch_size 0 and serves one request per execution); the embedded runtime can.
 RAGGED_DIMS = {
     "history": {"inputs": {"history_items": 1, "history_categories": 1, "history_mask": 1},
-                "outputs": {"activation_weights": 2}},
-    "candidates": {"inputs": {"candidate_items": 1, "candidate_categories": 1},
-                   "outputs": {"click_probability": 1, "activation_weights": 1}},
+                "outputs": {"activation_weights": 1}},
+}
+ROWS = {
+    "inputs": ["candidate_items", "candidate_categories", "candidate_user"],
+    "outputs": ["click_probability", "activation_weights"],
+    "group_index": {"candidate_user": "history_items"},
+    "max_rows": 4096,  # candidates per execution
+    "max_cells": 65536,  # candidates x padded history per execution: keeps the (R, T, H) activations cache-sized
+    "max_queue_delay_us": 2000,
 }
 
-# (batch, history, candidates) shapes the parity check runs, sizes 1 included on purpose.
-PARITY_SHAPES = ((1, 1, 1), (1, 50, 100), (2, 7, 3), (4, 13, 1), (3, 1, 20), (8, 33, 17), (1, 100, 5))
+# (users, history, candidates) shapes the parity check runs, sizes 1 included on purpose.
+PARITY_SHAPES = ((1, 1, 1), (1, 50, 100), (2, 7, 3), (4, 13, 1), (3, 1, 20), (8, 33, 17), (1, 100, 5),
+                 (1, 100, 500))
 
 
 def parity_inputs(model: DeepInterestNetwork, seed: int = 0) -> list[tuple[torch.Tensor, ...]]:
+    """Rows-layout inputs; the last set has an empty history (one padding slot, mask 0), as the
+    ctr service sends it."""
     generator = torch.Generator().manual_seed(seed)
-    return [model.example_inputs(b, t, n, generator=generator) for b, t, n in PARITY_SHAPES]
+    sets = [grid_to_rows(model.example_inputs(b, t, n, generator=generator)) for b, t, n in PARITY_SHAPES]
+    items, categories, mask, *rows = grid_to_rows(model.example_inputs(1, 1, 4, generator=generator))
+    sets.append((items * 0, categories * 0, mask * 0, *rows))
+    return sets
 
 
 def export_din(checkpoint: Path, repository: Path, name: str = "din-fp32",
                serving: ServingConfig | None = None) -> Path:
-    """Exports, fails on a parity miss (> 1e-5), writes <repository>/<name>/1/."""
+    """Exports the rows-layout graph, fails on a parity miss (> 1e-5), writes <repository>/<name>/1/."""
     model, ckpt = read_checkpoint(checkpoint)
+    rows = DinRows(model)
     with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = export_onnx(model, Path(tmp) / "model.onnx")
-        parity = check_parity(model, onnx_path, parity_inputs(model), atol=1e-5)
+        onnx_path = export_onnx(rows, Path(tmp) / "model.onnx")
+        parity = check_parity(rows, onnx_path, parity_inputs(model), atol=1e-5)
         meta = {
             "family": "ctr",
             "architecture": "din",
+            "layout": "rows",
             "variant": ckpt.get("variant", model.config.pooling + "/" + model.config.activation),
             "recipe": "fp32",
             "source_checkpoint": checkpoint.name,
@@ -46,8 +64,8 @@ def export_din(checkpoint: Path, repository: Path, name: str = "din-fp32",
             "quality": ckpt.get("metrics", {}),
             "vocabulary": {"n_items": model.config.n_items, "n_categories": model.config.n_categories},
             "parity_max_abs_diff": parity,
-            "batching": {"ragged_dims": RAGGED_DIMS},
+            "batching": {"ragged_dims": RAGGED_DIMS, "rows": ROWS},
             "onnx_opset": OPSET,
             "torch_version": torch.__version__,
         }
-        return write_model(repository, name, onnx_path, meta, serving or ServingConfig())
+        return write_model(repository, name, onnx_path, meta, serving or ServingConfig(max_batch_size=0))

@@ -12,11 +12,12 @@ from exporters.onnx_export import export_onnx
 from exporters.quantize.family import RecipeRefused
 from models.ctr.data import ClickData, ClickDataConfig, make_click_data, user_batch
 from models.ctr.din import DeepInterestNetwork
+from models.ctr.din_rows import DinRows
 from models.ctr.metrics import score_report
 from models.ctr.qat import qat_finetune
 from models.ctr.train import read_checkpoint
 
-INPUTS = DeepInterestNetwork.input_names
+GRID_INPUTS = DeepInterestNetwork.input_names
 CALIBRATION_BATCH = 32
 CALIBRATION_CANDIDATES = 20  # fixed shapes: entropy/percentile calibration fails on ragged batches
 
@@ -36,8 +37,9 @@ class CtrQuantization:
         return {"din": self._fp32}
 
     def _fixed_batch(self, users: np.ndarray) -> dict[str, np.ndarray]:
-        """A batch padded to (B, max_history) history and (B, 20) candidates."""
-        batch = {k: v.numpy() for k, v in user_batch(self.data, users).items() if k in INPUTS}
+        """Rows-layout inputs of fixed shape: (B, max_history) histories and 20 rows per user
+        (padding candidates, id 0, included as rows)."""
+        batch = {k: v.numpy() for k, v in user_batch(self.data, users).items() if k in GRID_INPUTS}
         t, n = self.data.config.max_history, CALIBRATION_CANDIDATES
         fixed = {}
         for name, value in batch.items():
@@ -45,7 +47,7 @@ class CtrQuantization:
             out = np.zeros((len(users), width), value.dtype)
             out[:, : min(width, value.shape[1])] = value[:, :width]
             fixed[name] = out
-        return fixed
+        return _rows(fixed, np.ones_like(fixed["candidate_items"], dtype=bool))
 
     def calibration(self, graph: str, count: int) -> list[dict[str, np.ndarray]]:
         users = self.data.valid_users
@@ -58,10 +60,10 @@ class CtrQuantization:
         rows, scores = [], []
         for start in range(0, len(users), 256):
             batch = user_batch(self.data, users[start:start + 256])
-            probability = session.run(["click_probability"], {k: batch[k].numpy() for k in INPUTS})[0]
             valid = batch["candidate_mask"].numpy() > 0
+            feed = _rows({k: batch[k].numpy() for k in GRID_INPUTS}, valid)
+            scores.append(session.run(["click_probability"], feed)[0])  # (R,) in the order of `valid`
             rows.append(batch["impression_rows"].numpy()[valid])
-            scores.append(probability[valid])
         rows_all = np.concatenate(rows)
         report = score_report(self.data.labels[rows_all], np.concatenate(scores), self.data.user_index[rows_all])
         return float(report["gauc"])
@@ -75,4 +77,13 @@ class CtrQuantization:
         model, _ = read_checkpoint(self._checkpoint)
         with torch.enable_grad():
             tuned = qat_finetune(model, self.data, epochs=1)
-        return export_onnx(tuned, out)
+        return export_onnx(DinRows(tuned), out)
+
+
+def _rows(grid: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.ndarray]:
+    """Training-layout arrays ((B, T) histories, (B, N) candidates) -> the served rows layout,
+    one row per kept candidate slot, in row-major order."""
+    users = np.broadcast_to(np.arange(keep.shape[0])[:, None], keep.shape)
+    return {"history_items": grid["history_items"], "history_categories": grid["history_categories"],
+            "history_mask": grid["history_mask"], "candidate_items": grid["candidate_items"][keep],
+            "candidate_categories": grid["candidate_categories"][keep], "candidate_user": users[keep].astype(np.int64)}

@@ -105,14 +105,17 @@ class CtrHandler:
         history_categories = np.zeros((1, width), np.int64)
         mask = np.zeros((1, width), np.float32)
         history_items[0, :used], history_categories[0, :used], mask[0, :used] = items, categories, 1.0
+        n = query.candidate_items.size
+        # The rows layout (models/ctr/din_rows.py): one row per candidate, each pointing at user 0.
         outputs = await self._models.infer(name, {
             "history_items": history_items,
             "history_categories": history_categories,
             "history_mask": mask,
-            "candidate_items": query.candidate_items.reshape(1, -1).astype(np.int64),  # (1, N)
-            "candidate_categories": query.candidate_categories.reshape(1, -1).astype(np.int64),
+            "candidate_items": query.candidate_items.astype(np.int64, copy=False),  # (N,)
+            "candidate_categories": query.candidate_categories.astype(np.int64, copy=False),
+            "candidate_user": np.zeros(n, np.int64),
         })
         self._candidates.observe(query.candidate_items.size)
         self._history.observe(used)
-        weights = outputs["activation_weights"][0, :, :used] if query.explain else None  # (N, T)
-        return ScoreResult(outputs["click_probability"][0], weights, used, model.name, model.version)
+        weights = outputs["activation_weights"][:, :used] if query.explain else None  # (N, T)
+        return ScoreResult(outputs["click_probability"], weights, used, model.name, model.version)

@@ -18,8 +18,9 @@ def _inputs(n_items: int, n_categories: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     return {"history_items": rng.integers(1, n_items + 1, (4, 30)), "history_categories":
             rng.integers(1, n_categories + 1, (4, 30)), "history_mask": np.ones((4, 30), np.float32),
-            "candidate_items": rng.integers(1, n_items + 1, (4, 50)),
-            "candidate_categories": rng.integers(1, n_categories + 1, (4, 50))}
+            "candidate_items": rng.integers(1, n_items + 1, 200),  # rows layout: 50 rows per user
+            "candidate_categories": rng.integers(1, n_categories + 1, 200),
+            "candidate_user": np.repeat(np.arange(4), 50)}
 
 
 @pytest.mark.parametrize("provider", ["CUDAExecutionProvider", "TensorrtExecutionProvider"])

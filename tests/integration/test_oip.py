@@ -33,8 +33,9 @@ def _din_inputs(n_items: int, n_categories: int, history: int = 6, candidates: i
         "history_items": rng.integers(1, n_items + 1, (1, history)).astype(np.int64),
         "history_categories": rng.integers(1, n_categories + 1, (1, history)).astype(np.int64),
         "history_mask": np.ones((1, history), np.float32),
-        "candidate_items": rng.integers(1, n_items + 1, (1, candidates)).astype(np.int64),
-        "candidate_categories": rng.integers(1, n_categories + 1, (1, candidates)).astype(np.int64),
+        "candidate_items": rng.integers(1, n_items + 1, candidates).astype(np.int64),  # rows layout: (N,)
+        "candidate_categories": rng.integers(1, n_categories + 1, candidates).astype(np.int64),
+        "candidate_user": np.zeros(candidates, np.int64),  # every row belongs to user 0
     }
 
 
@@ -56,7 +57,10 @@ async def test_tritonclient_reads_metadata_readiness_config_and_statistics(serve
         assert {i["name"]: i["datatype"] for i in meta["inputs"]}["history_mask"] == "FP32"
         assert [o["name"] for o in meta["outputs"]] == ["click_probability", "activation_weights"]
         config = await client.get_model_config(MODEL, as_json=True)
-        assert config["config"]["platform"] == "onnxruntime_onnx" and int(config["config"]["max_batch_size"]) > 0
+        # The rows layout: Triton sees no batch dimension (max_batch_size 0, omitted from JSON); the
+        # embedded runtime batches it from meta.json.
+        assert config["config"]["platform"] == "onnxruntime_onnx" and "max_batch_size" not in config["config"]
+        assert [i["dims"] for i in config["config"]["input"]][-1] == ["-1"]  # candidate_user (R,)
         index = await client.get_model_repository_index(as_json=True)
         assert {"name": MODEL, "version": "1", "state": "READY"}.items() <= index["models"][0].items()
         server_meta = await client.get_server_metadata(as_json=True)
@@ -80,8 +84,8 @@ async def test_tritonclient_inference_equals_the_domain_api(server_port, tiny_ct
         await client.close()
     async with CtrClient(f"127.0.0.1:{server_port}") as ctr:
         domain = await ctr.score(arrays["history_items"][0], arrays["history_categories"][0],
-                                 arrays["candidate_items"][0], arrays["candidate_categories"][0])
-    np.testing.assert_allclose(oip_scores[0], domain.click_probabilities, atol=1e-6)
+                                 arrays["candidate_items"], arrays["candidate_categories"])
+    np.testing.assert_allclose(oip_scores, domain.click_probabilities, atol=1e-6)
 
 
 async def test_typed_contents_are_accepted_like_raw_contents(server_port, tiny_ctr) -> None:
@@ -97,7 +101,7 @@ async def test_typed_contents_are_accepted_like_raw_contents(server_port, tiny_c
     scores = np.frombuffer(reply.raw_output_contents[0], np.float32)
     async with CtrClient(f"127.0.0.1:{server_port}") as ctr:
         domain = await ctr.score(arrays["history_items"][0], arrays["history_categories"][0],
-                                 arrays["candidate_items"][0], arrays["candidate_categories"][0])
+                                 arrays["candidate_items"], arrays["candidate_categories"])
     np.testing.assert_allclose(scores, domain.click_probabilities, atol=1e-6)
 
 

@@ -14,14 +14,19 @@ from services.runtime.models import ModelManager
 from services.runtime.repository import ModelRepository
 from tests.fixtures import FakeModel
 
-VOCAB = {"vocabulary": {"n_items": 100, "n_categories": 10}}
+VOCAB = {"vocabulary": {"n_items": 100, "n_categories": 10}, "batching": {
+    "ragged_dims": {"history": {"inputs": {"history_items": 1, "history_categories": 1, "history_mask": 1},
+                                "outputs": {"activation_weights": 1}}},
+    "rows": {"inputs": ["candidate_items", "candidate_categories", "candidate_user"],
+             "outputs": ["click_probability", "activation_weights"],
+             "group_index": {"candidate_user": "history_items"}}}}
 
 
 def _echo_outputs(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """click probability = candidate id / 1000; weight = behaviour id (lets tests see order)."""
-    cand = inputs["candidate_items"].astype(np.float32)  # (1, N)
-    hist = inputs["history_items"].astype(np.float32) * inputs["history_mask"]  # (1, T)
-    weights = np.broadcast_to(hist[:, None, :], (1, cand.shape[1], hist.shape[1]))
+    """Rows layout: click probability = candidate id / 1000; weight = its user's behaviour id."""
+    cand = inputs["candidate_items"].astype(np.float32)  # (R,)
+    hist = inputs["history_items"].astype(np.float32) * inputs["history_mask"]  # (U, T)
+    weights = hist[inputs["candidate_user"]]  # (R, T)
     return {"click_probability": cand / 1000, "activation_weights": np.ascontiguousarray(weights)}
 
 
