@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 TRITON_STAMP := .triton/.installed
 
-.PHONY: hear-tools hear-validate setup tools triton deploy-tools docker-tools docker docker-test protos models serve test lint bench-ctr bench-ctr-batching quantize-report loadtest bench-loadtest bench-loadtest-generator report-ctr report-quantization report-segmentation bench-audio bench-splitcompute splitcompute-payloads reliability-test reliability-report clean
+.PHONY: hear-tools hear-validate setup tools triton deploy-tools docker-tools docker docker-test protos models serve test lint bench-ctr bench-serving quantize-report loadtest bench-loadtest bench-loadtest-generator report-ctr report-quantization report-segmentation bench-audio bench-splitcompute splitcompute-payloads reliability-test reliability-report peers peers-check clean
 
 setup: $(SETUP_STAMP)
 
@@ -159,8 +159,29 @@ report-ctr: $(PROTO_STAMP)
 
 report-quantization: quantize-report
 
-bench-ctr-batching: $(REPOSITORY_STAMP)
-	$(PY) -m benchmarks.ctr_batching --repository $(REPOSITORY)
+# Where the server's CPU goes, batching on/off, streaming, workers, against bare onnxruntime and the Python
+# peers (MLServer, KServe; `make peers` installs them), server and load generator pinned to disjoint cores,
+# interleaved rounds -> reports/serving.md + .json + .png (~20 min). BENCH_SERVING_ARGS="--rounds 1 ..." for less.
+bench-serving: $(REPOSITORY_STAMP) peers
+	$(PY) -m benchmarks.serving --repository $(REPOSITORY) $(BENCH_SERVING_ARGS)
+
+# The Python peers for bench-serving (MLServer 1.7.1, KServe 0.21), each in its own venv under .peers/, from fully
+# pinned lock files plus the suite's own numpy/onnxruntime/grpcio/protobuf pins, so the peers run the same core.
+PEERS_DIR := .peers
+PEER_KINDS := mlserver kserve
+PEER_CORE_PINS := $(shell grep -E '^(numpy|onnxruntime|grpcio|protobuf)==' requirements/serve.txt)
+
+peers: $(foreach kind,$(PEER_KINDS),$(PEERS_DIR)/$(kind)/.installed)
+
+$(PEERS_DIR)/%/.installed: benchmarks/peers/requirements-%.txt requirements/serve.txt
+	@test -x $(PEERS_DIR)/$*/bin/python || python3 -m venv $(PEERS_DIR)/$*
+	$(PEERS_DIR)/$*/bin/python -m pip install -q --disable-pip-version-check -r $< $(PEER_CORE_PINS)
+	$(PEERS_DIR)/$*/bin/python -m pip check
+	@touch $@
+
+# Every peer serves the trained din-fp32 and answers ragged ModelInfer requests like onnxruntime does.
+peers-check: peers $(REPOSITORY_STAMP)
+	$(PY) -m benchmarks.peers.check --onnx $(REPOSITORY)/din-fp32/1/model.onnx
 
 clean:
 	rm -rf $(REPOSITORY) artifacts .triton protos/*_pb2*.py protos/*_pb2.pyi $(PROTO_STAMP)
