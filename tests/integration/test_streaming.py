@@ -19,6 +19,7 @@ from protos import ctr_pb2
 from services.ctr import CtrService, CtrSettings
 from services.ctr.client import CtrClient, ScoreInput
 from services.runtime import RuntimeSettings, build_server
+from tests.reliability import hostile
 
 pytestmark = pytest.mark.integration
 MODEL = "din-fp32"
@@ -181,3 +182,66 @@ async def test_an_undecodable_message_gets_an_error_answer_and_the_stream_goes_o
     assert by_id["after"].WhichOneof("outcome") == "result" and len(by_id["after"].result.click_probabilities) == 1
     assert [a.error_message for a in oip_answers] == [
         "a message of the stream is not a valid ModelInferRequest protobuf message"]
+
+
+async def _unary_status(channel: grpc.aio.Channel, method: str, payload: bytes) -> tuple[str, str]:
+    try:
+        await channel.unary_unary(method)(payload, timeout=30)
+        return "OK", ""
+    except grpc.aio.AioRpcError as err:
+        return err.code().name, err.details() or ""
+
+
+def _with_id(payload: bytes, request_id: str) -> bytes:
+    """The serialized ScoreRequest with its request_id set (undecodable bytes stay as they are)."""
+    try:
+        request = ctr_pb2.ScoreRequest.FromString(payload)
+    except Exception:  # the undecodable case: it has no id to carry
+        return payload
+    request.request_id = request_id
+    return request.SerializeToString()
+
+
+async def test_every_hostile_score_gets_in_its_stream_answer_the_status_unary_score_gets(server_port, tiny_ctr) -> None:
+    cases = [c for c in hostile.ctr_cases(tiny_ctr.n_items, tiny_ctr.n_categories, CtrSettings().max_candidates)
+             if c.method.endswith("/Score")]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server_port}") as channel:
+        unary = {c.name: await _unary_status(channel, c.method, c.payload) for c in cases}
+        call = _raw_stream(channel, "/infersuite.ctr.v1.CtrService/ScoreStream", ctr_pb2.ScoreStreamResponse.FromString)
+        answers = [a async for a in call(iter([_with_id(c.payload, c.name) for c in cases]), timeout=60)]
+    assert len(answers) == len(cases)
+    streamed = {}
+    for answer in answers:
+        name = answer.request_id or "ctr undecodable protobuf"
+        if answer.WhichOneof("outcome") == "result":
+            streamed[name] = ("OK", "")
+        else:
+            code = next(c for c in grpc.StatusCode if c.value[0] == answer.error.code)
+            streamed[name] = (code.name, answer.error.message)
+    assert streamed.keys() == unary.keys()
+    mismatched = {name: (streamed[name], unary[name]) for name in unary if streamed[name][0] != unary[name][0]}
+    assert not mismatched, mismatched
+    # The same messages too, but the undecodable one: unary names "the request", a stream "a message of the stream".
+    assert all(streamed[n][1] == unary[n][1] for n in unary if n != "ctr undecodable protobuf")
+    assert {code for code, _ in streamed.values()} == {"OK", "INVALID_ARGUMENT", "NOT_FOUND"}
+
+
+async def test_every_hostile_oip_infer_gets_in_its_stream_answer_the_unary_error(server_port) -> None:
+    client = triton_aio.InferenceServerClient(f"127.0.0.1:{server_port}")
+    try:
+        meta = await client.get_model_metadata(MODEL, as_json=True)
+    finally:
+        await client.close()
+    specs = [(i["name"], i["datatype"], len(i["shape"])) for i in meta["inputs"]]
+    cases = [c for c in hostile.oip_cases(MODEL, specs) if c.method.endswith("/ModelInfer")]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server_port}") as channel:
+        unary = [await _unary_status(channel, c.method, c.payload) for c in cases]
+        call = _raw_stream(channel, "/inference.GRPCInferenceService/ModelStreamInfer",
+                           service_pb2.ModelStreamInferResponse.FromString)
+        # One at a time, so each answer is matched to its request (these requests carry no id).
+        streamed = []
+        for case in cases:
+            streamed += [a.error_message async for a in call(iter([case.payload]), timeout=30)]
+    assert len(streamed) == len(cases) and all(code != "OK" for code, _ in unary)
+    pairs = [(s, u) for s, u, c in zip(streamed, unary, cases, strict=True) if c.name != "oip ModelInfer undecodable"]
+    assert all(s == u[1] and s for s, u in pairs), pairs
