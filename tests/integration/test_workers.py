@@ -176,3 +176,20 @@ def test_a_port_another_process_listens_on_is_refused_before_workers_share_it() 
         with pytest.raises(OSError):
             check_port_free("127.0.0.1", listener.getsockname()[1])
     check_port_free("127.0.0.1", 0)  # port 0: the first worker picks one
+
+
+async def test_a_dead_worker_takes_the_server_down_and_the_other_drains(tiny_ctr) -> None:
+    import psutil
+
+    crashing = Suite(tiny_ctr.repository, INFERSUITE_GRACE_PERIOD_S="2")
+    try:
+        await _wait_serving(crashing.port)
+        workers = [child for child in psutil.Process(crashing.proc.pid).children()
+                   if "spawn_main" in " ".join(child.cmdline())]  # not multiprocessing's resource tracker
+        assert len(workers) == 2
+        workers[0].kill()
+        exit_code = await asyncio.to_thread(crashing.proc.wait, 30)
+        assert exit_code == 1  # the orchestrator restarts the server whole
+        assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+    finally:
+        crashing.stop()
