@@ -98,13 +98,14 @@ class InferSuiteServer:
         self.metrics_port: int | None = None
         self._loading: asyncio.Task[None] | None = None
         self.load_error: BaseException | None = None
+        self.serving = False  # the overall health entry is SERVING (OIP ServerReady answers the same)
         # When set, called with the ready health entries instead of turning them SERVING (a worker).
         self.on_ready: Callable[[list[str]], Awaitable[None]] | None = None
 
     def _register(self) -> None:
         service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
             OipServicer(self.models, self.settings.max_message_bytes, self.metrics,
-                        self.settings.stream_max_inflight), self.registrar)
+                        self.settings.stream_max_inflight, lambda: self.serving), self.registrar)
         names = [reflection.SERVICE_NAME, health.SERVICE_NAME, OIP_SERVICE_NAME]
         for service in self.services:
             service.register(self.registrar, self.runtime)
@@ -112,6 +113,7 @@ class InferSuiteServer:
         reflection.enable_server_reflection(names, self.registrar)
 
     async def _set_health(self, status: int) -> None:
+        self.serving = status == SERVING
         await self.health.set("", status)
         for service in self.services:
             for name in service.grpc_service_names:
@@ -138,6 +140,7 @@ class InferSuiteServer:
         """Health SERVING for these entries ("" = the whole server)."""
         for name in names:
             await self.health.set(name, SERVING)
+        self.serving = self.serving or "" in names
 
     async def _load_models(self) -> None:
         ready: list[str] = []  # health entries whose models are loaded

@@ -193,3 +193,42 @@ async def test_a_dead_worker_takes_the_server_down_and_the_other_drains(tiny_ctr
         assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
     finally:
         crashing.stop()
+
+
+async def test_a_worker_waits_for_the_parent_before_health_and_server_ready_say_serving(tiny_ctr) -> None:
+    """In process: a server whose readiness goes to a parent (as a worker's does) stays NOT_SERVING,
+    with OIP ServerReady false, until told to serve; both turn together, and back on stop."""
+    import tritonclient.grpc.aio as triton_aio
+
+    from services.ctr import CtrService, CtrSettings
+    from services.runtime import RuntimeSettings, build_server
+
+    settings = RuntimeSettings(port=0, metrics_port=-1, host="127.0.0.1", model_repository=tiny_ctr.repository)
+    server, port = await build_server(settings, [CtrService(CtrSettings())])
+    reported: list[list[str]] = []
+
+    async def report(entries: list[str]) -> None:
+        reported.append(entries)
+
+    server.on_ready = report
+    await server.start()
+    client = triton_aio.InferenceServerClient(f"127.0.0.1:{port}")
+    try:
+        await server.wait_ready(timeout=60)
+        assert reported == [["infersuite.ctr.v1.CtrService", ""]]
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            for name in reported[0]:
+                reply = await health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+                assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING, name
+            assert not await client.is_server_ready()
+            await server.set_serving(reported[0])
+            for name in reported[0]:
+                assert (await health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)).status == SERVING
+            assert await client.is_server_ready()
+            stopping = asyncio.create_task(server.stop(1))
+            await asyncio.sleep(0)
+            assert not server.serving
+            await stopping
+    finally:
+        await client.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 from grpc import aio
@@ -48,8 +48,11 @@ def _stream_error(request: service_pb2.ModelInferRequest | None, code: grpc.Stat
 
 class OipServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     def __init__(self, models: ModelManager, max_message_bytes: int, metrics: Metrics,
-                 stream_max_inflight: int = 64):
+                 stream_max_inflight: int = 64, serving: Callable[[], bool] = lambda: True):
         self._models = models
+        # ServerReady follows grpc.health's overall status: false while loading, while the workers of
+        # one port wait for each other (services/runtime/workers.py), and from the start of a drain.
+        self._serving = serving
         self._max_bytes = max_message_bytes
         self._stream = RequestStream(metrics, "inference.GRPCInferenceService", "ModelStreamInfer",
                                      stream_max_inflight)
@@ -64,7 +67,7 @@ class OipServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         return service_pb2.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request, context: aio.ServicerContext):
-        return service_pb2.ServerReadyResponse(ready=self._models.all_ready)
+        return service_pb2.ServerReadyResponse(ready=self._models.all_ready and self._serving())
 
     async def ModelReady(self, request, context: aio.ServicerContext):
         ready = self._models.is_ready(request.name) and (
