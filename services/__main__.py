@@ -9,7 +9,7 @@ import signal
 
 from services.runtime import RuntimeSettings, ServiceModule, build_server
 from services.runtime.settings import parse_cpu_list
-from services.runtime.workers import serve_workers, worker_count
+from services.runtime.workers import check_port_free, serve_workers, worker_count
 
 
 async def serve(settings: RuntimeSettings, services: list[ServiceModule] | None = None) -> None:
@@ -36,6 +36,10 @@ def main() -> None:
     settings = RuntimeSettings()
     logging.basicConfig(level=settings.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:  # grpc sets SO_REUSEPORT: without this check a second server would silently share the port
+        check_port_free(settings.host, settings.port)
+    except OSError as exc:
+        raise SystemExit(f"infersuite: {exc.strerror}") from None
     count = worker_count(settings)
     if count > 1:  # N processes on one port behind one /metrics (docs/scaling.md)
         raise SystemExit(serve_workers(settings, count))

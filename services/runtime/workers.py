@@ -111,7 +111,11 @@ def check_port_free(host: str, port: int) -> None:
         return
     host = host.strip("[]")
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, port))
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT is free; a listener is not
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise OSError(exc.errno, f"port {port} on {host or 'all addresses'} is in use: {exc.strerror}") from None
 
 
 @dataclass
@@ -191,7 +195,6 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._events.put_nowait, (-1, ("signal",)))
-        check_port_free(self.settings.host, self.settings.port)
         self._start_metrics()
         self._spawn(0, self.settings.port)
         status = await self._watch()

@@ -173,8 +173,14 @@ def test_a_port_another_process_listens_on_is_refused_before_workers_share_it() 
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # as a grpc server binds
         listener.bind(("127.0.0.1", 0))
         listener.listen()
-        with pytest.raises(OSError):
-            check_port_free("127.0.0.1", listener.getsockname()[1])
+        port = listener.getsockname()[1]
+        with pytest.raises(OSError, match=f"port {port} on 127.0.0.1 is in use"):
+            check_port_free("127.0.0.1", port)
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "INFERSUITE_HOST": "127.0.0.1", "INFERSUITE_PORT": str(port),
+               "INFERSUITE_WORKERS": "2", "INFERSUITE_METRICS_PORT": "-1"}
+        refused = subprocess.run([sys.executable, "-m", "services"], cwd=ROOT, env=env, capture_output=True,
+                                 text=True, timeout=60)
+        assert refused.returncode == 1 and f"port {port} on 127.0.0.1 is in use" in refused.stderr, refused.stderr
     check_port_free("127.0.0.1", 0)  # port 0: the first worker picks one
 
 
