@@ -174,7 +174,7 @@ PEER_CORE_PINS := $(shell grep -E '^(numpy|onnxruntime|grpcio|protobuf)==' requi
 peers: $(foreach kind,$(PEER_KINDS),$(PEERS_DIR)/$(kind)/.installed)
 
 $(PEERS_DIR)/%/.installed: benchmarks/peers/requirements-%.txt requirements/serve.txt
-	@test -x $(PEERS_DIR)/$*/bin/python || python3 -m venv $(PEERS_DIR)/$*
+	@test -x $(PEERS_DIR)/$*/bin/pip || python3 -m venv --clear $(PEERS_DIR)/$*
 	$(PEERS_DIR)/$*/bin/python -m pip install -q --disable-pip-version-check -r $< $(PEER_CORE_PINS)
 	$(PEERS_DIR)/$*/bin/python -m pip check
 	@touch $@

@@ -109,9 +109,12 @@ def start_peer(kind: PeerKind, onnx_path: Path, cores: set[int], intra_op_thread
     command, env = build(python, root, Path(onnx_path).resolve(), model_name, intra_op_threads, grpc_port, other_ports)
     log_path = root / "peer.log"
     with log_path.open("wb") as log:
-        popen = subprocess.Popen(command, cwd=root, env={**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)},
+        # taskset pins the peer before its first instruction, so every thread it starts inherits the cores; it
+        # execs the peer (same pid). A preexec_fn would do the same but is unsafe in a threaded benchmark driver.
+        pinned = ["taskset", "--cpu-list", ",".join(map(str, sorted(cores))), *command]
+        popen = subprocess.Popen(pinned, cwd=root, env={**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)},
                                  stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                 start_new_session=True, preexec_fn=lambda: os.sched_setaffinity(0, cores))
+                                 start_new_session=True)
     peer = PeerProcess(kind, popen, f"{LOOPBACK}:{grpc_port}", workdir, log_path)
     try:
         _wait_until_ready(peer, popen, model_name, ready_timeout_s)
