@@ -30,9 +30,12 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype, tri
 from benchmarks.peers.launch import MODEL_NAME, PEER_KINDS, PeerError, PeerKind, PeerProcess, start_peer
 from benchmarks.peers.proc import command_line, thread_names
 
-# (batch, history length, candidates) of each request: sizes 1, the ranking mix's extremes, and batches whose rows
-# have different history lengths (masked), so every request is ragged in its own way.
-REQUEST_SHAPES = ((1, 1, 1), (1, 50, 100), (4, 13, 20), (2, 7, 1), (3, 1, 5), (1, 33, 57))
+# DIN's rows layout (models/ctr/din_rows.py): histories (U, T) stacked per user, one row per candidate with its
+# user's index. Each request: (history slots, candidates of each user). One user as the ctr service sends it, at
+# sizes 1 and the ranking mix's extremes; an empty history (0: one padding slot, mask 0); several users whose
+# histories differ in length (masked) and whose candidate counts differ.
+REQUEST_SHAPES = ((1, (1,)), (50, (100,)), (100, (500,)), (0, (4,)), (13, (20, 1, 7)), (7, (1, 1)),
+                  (33, (5, 17, 2, 9)))
 ATOL = 1e-5
 
 
@@ -47,20 +50,25 @@ class Row:
     note: str = ""
 
 
-def din_requests(vocabulary: dict[str, int], seed: int = 0) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
-    """(label, inputs) for each REQUEST_SHAPES entry; ids drawn from the model's vocabulary, 0 (padding) excluded."""
+def din_requests(meta: dict, seed: int = 0) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
+    """(label, inputs) for each REQUEST_SHAPES entry; ids from the model's vocabulary (meta.json), 0 only as padding."""
+    if meta.get("layout") != "rows":
+        raise ValueError(f"the check sends DIN rows-layout requests; meta.json says layout {meta.get('layout')!r}")
+    n_items, n_categories = meta["vocabulary"]["n_items"], meta["vocabulary"]["n_categories"]
     rng = np.random.default_rng(seed)
-    for batch, history, candidates in REQUEST_SHAPES:
-        lengths = rng.integers(1, history + 1, batch)
-        lengths[0] = history  # one row as long as the tensor
-        mask = (np.arange(history)[None, :] < lengths[:, None]).astype(np.float32)  # (B, T)
-        yield f"B={batch} T={history} N={candidates}", {
-            "history_items": rng.integers(1, vocabulary["n_items"] + 1, (batch, history)) * mask.astype(np.int64),
-            "history_categories": rng.integers(1, vocabulary["n_categories"] + 1, (batch, history))
-            * mask.astype(np.int64),
+    for history, counts in REQUEST_SHAPES:
+        users, slots = len(counts), max(history, 1)
+        lengths = rng.integers(1, slots + 1, users) if history else np.zeros(users, np.int64)
+        lengths[0] = history  # one user's history fills the tensor (or is empty)
+        mask = (np.arange(slots)[None, :] < lengths[:, None]).astype(np.float32)  # (U, T)
+        rows = sum(counts)
+        yield f"U={users} T={history} N={'+'.join(map(str, counts))}", {
+            "history_items": rng.integers(1, n_items + 1, (users, slots)) * mask.astype(np.int64),
+            "history_categories": rng.integers(1, n_categories + 1, (users, slots)) * mask.astype(np.int64),
             "history_mask": mask,
-            "candidate_items": rng.integers(1, vocabulary["n_items"] + 1, (batch, candidates)),
-            "candidate_categories": rng.integers(1, vocabulary["n_categories"] + 1, (batch, candidates)),
+            "candidate_items": rng.integers(1, n_items + 1, rows),  # (R,)
+            "candidate_categories": rng.integers(1, n_categories + 1, rows),  # (R,)
+            "candidate_user": np.repeat(np.arange(users, dtype=np.int64), counts),  # (R,)
         }
 
 
@@ -122,17 +130,17 @@ def check_peer(kind: PeerKind, onnx_path: Path, cores: set[int], intra_op_thread
 
 def check_running(peer: PeerProcess, onnx_path: Path) -> list[Row]:
     """Every request both ways plus one that asks for a single output, each compared with onnxruntime."""
-    vocabulary = json.loads((onnx_path.parent / "meta.json").read_text())["vocabulary"]
+    meta = json.loads((onnx_path.parent / "meta.json").read_text())
     reference = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     output_names = [o.name for o in reference.get_outputs()]
     rows: list[Row] = []
     with triton.InferenceServerClient(peer.grpc_address) as client, grpc.insecure_channel(peer.grpc_address) as ch:
         stub = service_pb2_grpc.GRPCInferenceServiceStub(ch)
-        for label, inputs in din_requests(vocabulary):
+        for label, inputs in din_requests(meta):
             expected = dict(zip(output_names, reference.run(None, inputs), strict=True))
             rows += _rows(peer.kind, label, "raw", _call(_raw_infer, client, inputs), expected)
             rows += _rows(peer.kind, label, "typed", _call(_typed_infer, stub, inputs), expected)
-        rows += _only_requested(peer.kind, client, reference, vocabulary, output_names[0])
+        rows += _only_requested(peer.kind, client, reference, meta, output_names[0])
     return rows
 
 
@@ -157,8 +165,8 @@ def _rows(kind: str, label: str, encoding: str, got: dict[str, np.ndarray] | str
 
 
 def _only_requested(kind: str, client: triton.InferenceServerClient, reference: ort.InferenceSession,
-                    vocabulary: dict[str, int], output: str) -> list[Row]:
-    label, inputs = next(din_requests(vocabulary, seed=1))
+                    meta: dict, output: str) -> list[Row]:
+    label, inputs = next(din_requests(meta, seed=1))
     expected = {output: reference.run([output], inputs)[0]}
     return _rows(kind, f"{label} only {output}", "raw", _call(_raw_infer, client, inputs, [output]), expected)
 
@@ -180,7 +188,7 @@ def print_table(rows: list[Row]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--onnx", type=Path, default=Path("model_repository/din-fp32/1/model.onnx"),
-                        help="the DIN ONNX file (meta.json beside it gives the vocabulary)")
+                        help="the DIN ONNX file (meta.json beside it gives the layout and vocabulary)")
     parser.add_argument("--cores", default=None, help="comma-separated cores for the peer (default: all allowed)")
     parser.add_argument("--peers", default=",".join(PEER_KINDS), help="comma-separated: mlserver,kserve")
     parser.add_argument("--intra-op-threads", type=int, default=1)

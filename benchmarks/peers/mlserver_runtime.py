@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from mlserver import MLModel
 from mlserver.codecs import NumpyCodec
 from mlserver.codecs.numpy import to_datatype
 from mlserver.errors import InferenceError
-from mlserver.types import InferenceRequest, InferenceResponse, MetadataTensor
+from mlserver.types import InferenceRequest, InferenceResponse, MetadataTensor, ResponseOutput
 
 from benchmarks.peers.onnx_model import BadInputs, OnnxModel, TensorSpec
 
@@ -40,8 +41,16 @@ class OnnxRuntimeModel(MLModel):
             id=payload.id,
             model_name=self.name,
             model_version=self.version,
-            outputs=[NumpyCodec.encode_output(name, value) for name, value in results.items()],
+            outputs=[_encode(name, value) for name, value in results.items()],
         )
+
+
+def _encode(name: str, value: np.ndarray) -> ResponseOutput:
+    output = NumpyCodec.encode_output(name, value)
+    # NumpyCodec reports a 1-D (R,) output as (R, 1) (mlserver.codecs.utils.inject_batch_dimension); the graph's
+    # outputs go back with their own shapes, as the suite and KServe send them.
+    output.shape = list(value.shape)
+    return output
 
 
 def _metadata(spec: TensorSpec) -> MetadataTensor:

@@ -2,8 +2,8 @@
 
 Runs inside the peers' own venvs (numpy and onnxruntime only, nothing from infersuite). The session options are the
 ones the suite's embedded backend uses (services/runtime/backends/onnxruntime.py): intra-op threads as configured,
-one inter-op thread, every graph optimisation, the CPU provider, so that a benchmark compares serving stacks and not
-session settings.
+one inter-op thread, no spinning, denormals flushed to zero, every graph optimisation, the CPU provider, so that a
+benchmark compares serving stacks and not session settings. Keep the two in step.
 """
 
 from __future__ import annotations
@@ -45,6 +45,9 @@ class OnnxModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # The peers create the session on the thread that runs it (their event loop's), so this covers both.
+        options.add_session_config_entry("session.set_denormal_as_zero", "1")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         self.inputs = [_spec(arg) for arg in self.session.get_inputs()]

@@ -14,7 +14,7 @@ from benchmarks.peers.onnx_model import BadInputs, OnnxModel
 from benchmarks.peers.proc import cpu_seconds, process_tree, thread_names, tree_cpu_seconds
 from tests.fixtures import write_add_one_onnx
 
-VOCABULARY = {"n_items": 120, "n_categories": 8}
+META = {"layout": "rows", "vocabulary": {"n_items": 120, "n_categories": 8}}
 
 
 def test_compare_passes_equal_and_near_values_and_reports_the_difference() -> None:
@@ -42,20 +42,29 @@ def test_a_nan_in_the_reference_is_a_mismatch_too() -> None:
     assert not compare(reference.copy(), reference)[1]
 
 
-def test_requests_are_ragged_din_tensors_within_the_vocabulary() -> None:
-    requests = list(din_requests(VOCABULARY))
+def test_requests_are_ragged_rows_layout_din_tensors_within_the_vocabulary() -> None:
+    requests = list(din_requests(META))
     assert len(requests) == len(REQUEST_SHAPES)
-    for (_, inputs), (batch, history, candidates) in zip(requests, REQUEST_SHAPES, strict=True):
+    for (_, inputs), (history, counts) in zip(requests, REQUEST_SHAPES, strict=True):
+        users, rows = len(counts), sum(counts)
         mask = inputs["history_mask"]
-        assert mask.dtype == np.float32 and mask.shape == (batch, history)
-        assert mask[0].all()  # one row fills the tensor, the others may be shorter
+        assert mask.dtype == np.float32 and mask.shape == (users, max(history, 1))
+        assert mask[0].sum() == history  # the first user's history fills the tensor, or is empty
         for name in ("history_items", "history_categories"):
-            assert inputs[name].dtype == np.int64 and inputs[name].shape == (batch, history)
+            assert inputs[name].dtype == np.int64 and inputs[name].shape == mask.shape
             assert ((inputs[name] > 0) == (mask > 0)).all()  # ids where the mask is on, padding 0 elsewhere
-        assert inputs["candidate_items"].shape == inputs["candidate_categories"].shape == (batch, candidates)
-        assert inputs["candidate_items"].min() >= 1 and inputs["candidate_items"].max() <= VOCABULARY["n_items"]
-        assert inputs["candidate_categories"].max() <= VOCABULARY["n_categories"]
-    assert any(not inputs["history_mask"].all() for _, inputs in requests)  # some batches are ragged
+        for name in ("candidate_items", "candidate_categories", "candidate_user"):
+            assert inputs[name].dtype == np.int64 and inputs[name].shape == (rows,)
+        assert np.bincount(inputs["candidate_user"], minlength=users).tolist() == list(counts)
+        assert inputs["candidate_items"].min() >= 1 and inputs["candidate_items"].max() <= META["vocabulary"]["n_items"]
+        assert inputs["candidate_categories"].max() <= META["vocabulary"]["n_categories"]
+    assert any(0 < inputs["history_mask"].sum() < inputs["history_mask"].size for _, inputs in requests)  # ragged
+    assert any(not inputs["history_mask"].any() for _, inputs in requests)  # an empty history
+
+
+def test_requests_refuse_a_layout_they_do_not_know() -> None:
+    with pytest.raises(ValueError, match="layout 'grid'"):
+        next(din_requests({**META, "layout": "grid"}))
 
 
 def test_rows_fail_on_an_error_and_on_outputs_the_graph_lacks() -> None:
