@@ -85,7 +85,8 @@ def _sync_stream(port: int, requests: list[dict[str, np.ndarray]]) -> list[tuple
     client.start_stream(callback=lambda result, error: answers.put((result, error)))
     for i, arrays in enumerate(requests):
         mask = "FP64" if str(i) == BAD_ID else "FP32"
-        client.async_stream_infer(MODEL, _triton_inputs(arrays, mask), request_id=str(i))
+        client.async_stream_infer(MODEL, _triton_inputs(arrays, mask), request_id=str(i),
+                                  enable_empty_final_response=i % 2 == 0)
     client.stop_stream()  # closes the request side and waits for every response
     client.close()
     return [answers.get_nowait() for _ in range(answers.qsize())]
@@ -103,6 +104,9 @@ async def test_tritonclient_sync_stream_equals_unary_and_goes_on_after_an_error(
     for request_id, result in by_id.items():
         np.testing.assert_allclose(result.as_numpy("click_probability"), unary[int(request_id)], rtol=0, atol=1e-6,
                                        equal_nan=False)  # batched with other requests: float order differs
+        final = result.get_response().parameters
+        assert ("triton_final_response" in final) == (int(request_id) % 2 == 0)  # only when asked, as Triton
+        assert int(request_id) % 2 or final["triton_final_response"].bool_param
 
 
 async def test_tritonclient_aio_stream_equals_unary_and_goes_on_after_an_error(server_port, tiny_ctr) -> None:

@@ -16,6 +16,8 @@ from services.runtime.stats import ModelStats
 from services.runtime.streaming import RequestStream
 
 SERVER_NAME = "infersuite"
+FINAL_FLAG_REQUEST = "triton_enable_empty_final_response"  # tritonclient's enable_empty_final_response=True
+FINAL_FLAG = "triton_final_response"
 SERVER_VERSION = "0.1.0"
 
 
@@ -102,7 +104,11 @@ class OipServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def ModelStreamInfer(self, requests: AsyncIterator[service_pb2.ModelInferRequest],
                                context: aio.ServicerContext) -> AsyncIterator[service_pb2.ModelStreamInferResponse]:
         async def answer(request: service_pb2.ModelInferRequest) -> service_pb2.ModelStreamInferResponse:
-            return service_pb2.ModelStreamInferResponse(infer_response=await self.ModelInfer(request, context))
+            response = service_pb2.ModelStreamInferResponse(infer_response=await self.ModelInfer(request, context))
+            if FINAL_FLAG_REQUEST in request.parameters and request.parameters[FINAL_FLAG_REQUEST].bool_param:
+                # As Triton: the client asked to be told which response is a request's last (every one, here).
+                response.infer_response.parameters[FINAL_FLAG].bool_param = True
+            return response
 
         async for response in self._stream.responses(requests, answer, _stream_error):
             yield response
