@@ -26,7 +26,7 @@ ROWS = {
     "outputs": ["click_probability", "activation_weights"],
     "group_index": {"candidate_user": "history_items"},
     "max_rows": 4096,  # candidates per execution
-    "max_cells": 65536,  # candidates x padded history per execution: keeps the (R, T, H) activations cache-sized
+    "max_cells": 32768,  # candidates x padded history per execution: keeps the (R, T, H) activations cache-sized
     "max_queue_delay_us": 2000,
 }
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -86,7 +85,7 @@ class DynamicBatcher:
         self._running = 0  # executions in flight
         self._timer: asyncio.TimerHandle | None = None
         self._dispatch_soon = False
-        self._compute_ewma_s: float | None = None
+        self._per_request_ewma_s: float | None = None  # compute time per request of recent batches
         self._interarrival_ewma_s: float | None = None
         self._last_arrival: float | None = None
         self._closed = False
@@ -102,10 +101,10 @@ class DynamicBatcher:
 
     # --- admission ------------------------------------------------------------------------
     def _expected_wait_s(self) -> float:
-        """Queue ahead of a new request plus its own execution, from the recent compute time."""
-        compute = self._compute_ewma_s or 0.0
-        rounds = math.ceil(self._queued_rows / self.policy.rows_per_execution / self.policy.instance_count)
-        return rounds * compute + compute
+        """Queue ahead of a new request plus its own execution, from the recent compute time per
+        request (batches of any layout: a request's share of its execution)."""
+        per_request = self._per_request_ewma_s or 0.0
+        return (len(self._queue) / self.policy.instance_count + 1) * per_request
 
     def _reject(self, reason: str, error: InferSuiteError) -> InferSuiteError:
         self._rejected[reason].inc()
@@ -119,7 +118,7 @@ class DynamicBatcher:
             raise self._reject("queue_full", ResourceExhausted(
                 f"model {self.model.name!r} queue is full ({self.policy.max_queue_size} requests); retry later",
                 retry_after_s=retry))
-        if deadline is not None and self._compute_ewma_s is not None:
+        if deadline is not None and self._per_request_ewma_s is not None:
             left, need = deadline - time.monotonic(), self._expected_wait_s()
             if left < need:
                 raise self._reject("deadline", DeadlineExceeded(
@@ -297,8 +296,8 @@ class DynamicBatcher:
                 raise
             return
         elapsed = time.perf_counter() - start
-        ewma = self._compute_ewma_s
-        self._compute_ewma_s = elapsed if ewma is None else 0.8 * ewma + 0.2 * elapsed
+        share, ewma = elapsed / len(batch), self._per_request_ewma_s
+        self._per_request_ewma_s = share if ewma is None else 0.8 * ewma + 0.2 * share
         self._compute_time.observe(elapsed)
         self._stats.record_batch(len(batch), elapsed)
         results = [outputs] if single else self._layout.split(outputs, shapes)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from services.runtime.backends.base import Backend, LoadedModel
 from services.runtime.batching import BatchingPolicy, DynamicBatcher
@@ -61,6 +63,25 @@ class LoadFailure:
     reason: str
 
 
+class _ComputeCpuCollector(Collector):
+    """`infersuite_model_compute_cpu_seconds_total{model}`: CPU time spent inside model execution,
+    read at scrape time from the backend (the onnxruntime backend counts its executor thread's CPU
+    around `session.run`: the whole execution with one intra-op thread). Server CPU minus this is
+    the serving overhead (gRPC, protobuf, conversion, batching, metrics), reports/serving.md."""
+
+    def __init__(self, manager: ModelManager):
+        self._manager = manager
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily("infersuite_model_compute_cpu_seconds",
+                                     "CPU seconds spent inside model executions (backend threads).", labels=["model"])
+        for name, model in self._manager.loaded().items():
+            seconds = getattr(model, "compute_cpu_s", None)
+            if seconds is not None:
+                family.add_metric([name], seconds)
+        yield family
+
+
 class ModelManager:
     def __init__(self, repository: ModelRepository, backend: Backend, metrics: Metrics,
                  settings: RuntimeSettings | None = None):
@@ -75,6 +96,7 @@ class ModelManager:
         self._aliases: dict[str, str] = {}  # alias -> model (the repository's aliases.json)
         self.load_failures: dict[str, LoadFailure] = {}  # model -> its last failed load (cleared on success)
         self._inflight: dict[str, Any] = {}  # model -> its in-flight gauge child (no label lookup per request)
+        metrics.registry.register(_ComputeCpuCollector(self))
 
     async def load(self, names: Iterable[str]) -> None:
         """Loads and warms up every named model (latest version)."""

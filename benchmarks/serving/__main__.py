@@ -1,0 +1,220 @@
+"""`make bench-serving`: where the server's CPU goes, and the suite against bare onnxruntime and its
+Python peers (MLServer, KServe), side by side in one run.
+
+The load generator (benchmarks/serving/loadgen.py, its own process) runs on the generator cores and
+every server on the server cores (default: server on core 1, generator on core 0), so the ceiling
+is bare onnxruntime on the server's core. Rounds are interleaved (each round runs every server once,
+in a rotated order) because this machine's speed drifts by +-30% between minutes; the report gives
+min / median / max over rounds. Per step: req/s, p50/p99, candidates/s, server CPU per request (its
+process tree, from /proc) split into model execution (the runtime's
+infersuite_model_compute_cpu_seconds_total) and everything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import pickle
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from benchmarks.serving import report, servers
+from benchmarks.serving.loadgen import LoadSpec
+from benchmarks.serving.workload import MIXES, MODEL, make_requests, mean_candidates
+
+SCORE = "/infersuite.ctr.v1.CtrService/Score"
+INFER = "/inference.GRPCInferenceService/ModelInfer"
+STREAM = "/inference.GRPCInferenceService/ModelStreamInfer"
+OPEN_LOOP_RATES = (100, 200, 400, 600, 800, 1000, 1300, 1600, 2000, 2500, 3000)
+P99_GOAL_MS = 50.0
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, work: Path):
+        self.args, self.work = args, work
+        self.server_cores, self.generator_cores = set(args.server_cores), set(args.generator_cores)
+        self.meta = json.loads((args.repository / MODEL / "1" / "meta.json").read_text())
+        vocab = self.meta["vocabulary"]
+        self.requests = {mix: make_requests(mix, 2000, vocab["n_items"], vocab["n_categories"]) for mix in args.mixes}
+        self.files: dict[tuple[str, str], str] = {}
+        for mix, requests in self.requests.items():
+            self.files[(mix, "score")] = self._write(f"score-{mix}", [r.score_request() for r in requests])
+            self.files[(mix, "infer")] = self._write(f"infer-{mix}", [r.infer_request() for r in requests])
+        self.files[("-", "echo")] = self._write("echo", [b"x" * 64])
+        self.steps: list[dict[str, Any]] = []
+
+    def _write(self, name: str, payloads: list[bytes]) -> str:
+        path = self.work / f"{name}.pkl"
+        path.write_bytes(pickle.dumps(payloads))
+        return str(path)
+
+    def load(self, server: servers.RunningServer | Any, method: str, payload: tuple[str, str], clients: int,
+             **extra: Any) -> dict[str, Any]:
+        spec = LoadSpec(target=server.target if hasattr(server, "target") else server.grpc_address, method=method,
+                        requests_file=self.files[payload], clients=clients, seconds=extra.pop("seconds", self.args.seconds),
+                        warmup_s=self.args.warmup, cores=sorted(self.generator_cores), server_pid=server.pid,
+                        metrics_url=getattr(server, "metrics_url", ""), **extra)
+        spec_path = self.work / "spec.json"
+        spec_path.write_text(json.dumps(spec.__dict__))
+        done = subprocess.run([sys.executable, "-m", "benchmarks.serving.loadgen", str(spec_path)],
+                              capture_output=True, text=True, timeout=spec.seconds + spec.warmup_s + 120)
+        if done.returncode != 0:
+            raise RuntimeError(f"load generator failed: {done.stderr[-2000:]}")
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        result.pop("spec")
+        mix = payload[0]
+        if mix in self.requests:
+            result["candidates_per_s"] = result["throughput_rps"] * mean_candidates(self.requests[mix])
+        return result
+
+    def record(self, **step: Any) -> dict[str, Any]:
+        self.steps.append(step)
+        keys = ("throughput_rps", "p99_ms", "server_cpu_ms_per_request", "other_cpu_ms_per_request", "errors")
+        print(json.dumps({k: v for k, v in step.items() if k in keys or not isinstance(v, (int, float))
+                          or k in ("clients", "round", "rate")}), flush=True)
+        return step
+
+
+def _servers(bench: Bench) -> dict[str, Callable[[], contextlib.AbstractContextManager[Any]]]:
+    repo, cores = bench.args.repository, bench.server_cores
+    chosen: dict[str, Callable[[], contextlib.AbstractContextManager[Any]]] = {
+        "infersuite": lambda: servers.suite(repo, cores),
+        "infersuite, batching off": lambda: servers.suite(repo, cores, INFERSUITE_DYNAMIC_BATCHING="false"),
+    }
+    if bench.args.peers:
+        from benchmarks.peers.launch import peer_installed, start_peer
+
+        onnx = repo / MODEL / "1" / "model.onnx"
+        for kind in ("mlserver", "kserve"):
+            if peer_installed(kind):  # type: ignore[arg-type]
+                chosen[kind] = lambda kind=kind: start_peer(kind, onnx, cores)  # type: ignore[misc]
+            else:
+                print(f"{kind} is not installed (make peers): left out", flush=True)
+    return chosen
+
+
+def _closed_loop_rounds(bench: Bench) -> None:
+    factories = _servers(bench)
+    names = list(factories)
+    for round_ in range(bench.args.rounds):
+        order = names[round_ % len(names):] + names[:round_ % len(names)]
+        for name in order:
+            with factories[name]() as server:
+                for mix in bench.args.mixes:
+                    steps = [("OIP ModelInfer", INFER, "infer", c) for c in bench.args.clients]
+                    if name.startswith("infersuite"):
+                        steps.insert(0, ("ctr Score", SCORE, "score", max(bench.args.clients)))
+                    for api, method, kind, clients in steps:
+                        result = bench.load(server, method, (mix, kind), clients)
+                        bench.record(kind="closed", round=round_, server=name, mix=mix, api=api, clients=clients,
+                                     **result)
+        with servers.echo(bench.server_cores) as floor:
+            result = bench.load(floor, servers.ECHO_METHOD, ("-", "echo"), max(bench.args.clients))
+            bench.record(kind="floor", round=round_, server=floor.name, mix="-", api="empty unary RPC",
+                         clients=max(bench.args.clients), **result)
+
+
+def _open_loop(bench: Bench) -> None:
+    mix = bench.args.mixes[0]
+    for name, factory in _servers(bench).items():
+        if name == "infersuite, batching off":
+            continue
+        with factory() as server:
+            for rate in OPEN_LOOP_RATES:
+                result = bench.load(server, INFER, (mix, "infer"), 256, rate=float(rate), seconds=bench.args.open_seconds)
+                bench.record(kind="open", server=name, mix=mix, api="OIP ModelInfer", rate=rate, **result)
+                if result["p99_ms"] > 4 * P99_GOAL_MS or result["errors"]:
+                    break
+
+
+def _streaming_and_workers(bench: Bench) -> None:
+    mix, clients = bench.args.mixes[0], max(bench.args.clients)
+    with servers.suite(bench.args.repository, bench.server_cores) as server:
+        for api, method, streaming in (("OIP ModelInfer", INFER, False), ("OIP ModelStreamInfer", STREAM, True)):
+            result = bench.load(server, method, (mix, "infer"), clients, streaming=streaming)
+            bench.record(kind="streaming", server="infersuite", mix=mix, api=api, clients=clients, **result)
+    both = bench.server_cores | bench.generator_cores
+    for workers in (1, 2):
+        with servers.suite(bench.args.repository, both, INFERSUITE_WORKERS=str(workers),
+                           INFERSUITE_CPU_AFFINITY=",".join(map(str, sorted(both)))) as server:
+            result = bench.load(server, INFER, (mix, "infer"), clients)
+            bench.record(kind="workers", server=f"infersuite, {workers} worker(s)", mix=mix, api="OIP ModelInfer",
+                         clients=clients, workers=workers, **result)
+
+
+def _profile(bench: Bench) -> dict[str, Any]:
+    """py-spy samples of the suite at saturation (ranking mix, OIP, 64 clients): top functions."""
+    mix, seconds = bench.args.mixes[0], 6
+    with servers.suite(bench.args.repository, bench.server_cores) as server:
+        out = bench.work / "profile.txt"
+        spy = subprocess.Popen(["py-spy", "record", "-p", str(server.pid), "-d", str(seconds + 2), "-r", "100",
+                                "-f", "raw", "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+        bench.load(server, INFER, (mix, "infer"), max(bench.args.clients), seconds=seconds)
+        spy.wait(timeout=60)
+    return report.profile_table(out) if out.exists() else {}
+
+
+def _ceilings(bench: Bench) -> dict[str, dict[str, float]]:
+    core = min(bench.server_cores)
+    found = {}
+    for mix in bench.args.mixes:
+        done = subprocess.run([sys.executable, "-m", "benchmarks.serving.ceiling", str(bench.args.repository), mix,
+                               str(core), str(bench.args.ceiling_seconds)], capture_output=True, text=True, check=True)
+        found[mix] = json.loads(done.stdout)
+        print(json.dumps({"ceiling": mix, **found[mix]}), flush=True)
+    return found
+
+
+@contextlib.contextmanager
+def _workdir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
+        yield Path(tmp)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.serving", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"))
+    parser.add_argument("--server-cores", type=int, nargs="+", default=[1])
+    parser.add_argument("--generator-cores", type=int, nargs="+", default=[0])
+    parser.add_argument("--mixes", nargs="+", default=list(MIXES), choices=list(MIXES))
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 64])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=6.0, help="measured seconds per step")
+    parser.add_argument("--warmup", type=float, default=2.0, help="discarded seconds per step")
+    parser.add_argument("--open-seconds", type=float, default=5.0, help="measured seconds per open-loop rate")
+    parser.add_argument("--ceiling-seconds", type=float, default=2.0)
+    parser.add_argument("--no-peers", dest="peers", action="store_false", help="leave MLServer and KServe out")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["open", "extras", "profile"])
+    parser.add_argument("--out", type=Path, default=Path("reports/serving.md"))
+    args = parser.parse_args(argv)
+    started = time.time()
+    with _workdir() as work:
+        bench = Bench(args, work)
+        ceilings = _ceilings(bench)
+        _closed_loop_rounds(bench)
+        if "open" not in args.skip:
+            _open_loop(bench)
+        if "extras" not in args.skip:
+            _streaming_and_workers(bench)
+        profile = _profile(bench) if "profile" not in args.skip else {}
+    command = "make bench-serving" if argv is None and sys.argv[1:] == [] else \
+        "python -m benchmarks.serving " + " ".join(sys.argv[1:] if argv is None else argv)
+    context = {"command": command, "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
+               "minutes": (time.time() - started) / 60, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+               "load_average": os.getloadavg(), "server_cores": sorted(bench.server_cores),
+               "generator_cores": sorted(bench.generator_cores), "seconds": args.seconds, "warmup": args.warmup,
+               "rounds": args.rounds, "mean_candidates": {m: mean_candidates(r) for m, r in bench.requests.items()}}
+    report.write(args.out, context, ceilings, bench.steps, profile)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+"""reports/serving.md (+ .json, + .png) from one `make bench-serving` run."""
+
+from __future__ import annotations
+
+import collections
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+GOALS = {"other_cpu_ms": 0.30, "batching_small": 2.0, "batching_ranking": 1.5, "peer_ratio": 1.5,
+         "of_ceiling_ranking": 0.70, "p99_ms": 50.0}
+
+
+def profile_table(path: Path, top: int = 25) -> dict[str, Any]:
+    """py-spy raw samples -> self and inclusive shares of the top functions."""
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        frames, n = stack.split(";"), int(count)
+        total += n
+        own[frames[-1]] += n
+        for frame in set(frames[1:]):
+            inclusive[frame] += n
+    share = lambda c: [(name, n / max(total, 1)) for name, n in c.most_common(top)]  # noqa: E731
+    return {"samples": total, "self": share(own), "inclusive": share(inclusive)}
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def _closed(steps: list[dict]) -> dict[tuple, list[dict]]:
+    groups: dict[tuple, list[dict]] = collections.defaultdict(list)
+    for s in steps:
+        if s["kind"] in ("closed", "floor"):
+            groups[(s["server"], s["mix"], s["api"], s["clients"])].append(s)
+    return groups
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _closed_table(groups: dict[tuple, list[dict]]) -> list[str]:
+    lines = ["| server | mix | API | clients | req/s min / median / max | p50 ms | p99 ms | candidates/s | "
+             "server CPU ms/req | model ms/req | other ms/req | errors |", "|" + "---|" * 12]
+    for (server, mix, api, clients), runs in groups.items():
+        rates = sorted(r["throughput_rps"] for r in runs)
+        other = [r["other_cpu_ms_per_request"] for r in runs if r.get("other_cpu_ms_per_request") is not None]
+        model = [r["model_cpu_ms_per_request"] for r in runs if r.get("other_cpu_ms_per_request") is not None]
+        lines.append(
+            f"| {server} | {mix} | {api} | {clients} | {rates[0]:.0f} / {_median(rates):.0f} / {rates[-1]:.0f} | "
+            f"{_median([r['p50_ms'] for r in runs]):.2f} | {_median([r['p99_ms'] for r in runs]):.1f} | "
+            f"{_median([r.get('candidates_per_s', 0.0) for r in runs]):.0f} | "
+            f"{_median([r['server_cpu_ms_per_request'] for r in runs]):.3f} | "
+            f"{_fmt(_median(model) if model else None, 3)} | {_fmt(_median(other) if other else None, 3)} | "
+            f"{sum(r['errors'] for r in runs)} |")
+    return lines
+
+
+def _rate(groups: dict[tuple, list[dict]], server: str, mix: str, api: str, clients: int) -> float | None:
+    runs = groups.get((server, mix, api, clients))
+    return _median([r["throughput_rps"] for r in runs]) if runs else None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def _best_open(steps: list[dict], server: str) -> float | None:
+    ok = [s["rate"] for s in steps if s["kind"] == "open" and s["server"] == server and s["p99_ms"] <= GOALS["p99_ms"]
+          and not s["errors"] and s["throughput_rps"] >= 0.95 * s["rate"]]
+    return max(ok) if ok else None
+
+
+def _goal(value: float | None, goal: float, higher: bool = True, unit: str = "x") -> str:
+    if value is None:
+        return "not measured"
+    met = value >= goal if higher else value <= goal
+    shown = f"{value:.0%}" if unit == "%" else f"{value:.3f} ms" if unit == "ms" else f"{value:.2f}x"
+    target = f"{goal:.0%}" if unit == "%" else f"{goal} ms" if unit == "ms" else f"{goal}x"
+    return f"**{shown}** (goal {'>=' if higher else '<='} {target}: {'met' if met else 'MISSED'})"
+
+
+def _summary(context: dict, ceilings: dict, steps: list[dict], groups: dict[tuple, list[dict]]) -> list[str]:
+    top = max(c for (_, _, _, c) in groups) if groups else 64
+    lines = ["## Goals", ""]
+    for mix in ceilings:
+        for api in ("ctr Score", "OIP ModelInfer"):
+            runs = groups.get(("infersuite", mix, api, top), [])
+            other = [r["other_cpu_ms_per_request"] for r in runs if r.get("other_cpu_ms_per_request") is not None]
+            lines.append(f"- Server CPU outside model execution, {api}, {mix} mix, {top} clients: "
+                         + _goal(_median(other) if other else None, GOALS["other_cpu_ms"], higher=False, unit="ms"))
+    floor = [r["server_cpu_ms_per_request"] for (s, *_), runs in groups.items() if s.startswith("empty") for r in runs]
+    if floor:
+        lines.append(f"- Empty grpc.aio unary RPC, same generator, same core: {_median(floor):.3f} ms of server CPU "
+                     "per request (the floor).")
+    for mix, goal in (("small", GOALS["batching_small"]), ("ranking", GOALS["batching_ranking"])):
+        if mix not in ceilings:
+            continue
+        for api in ("ctr Score", "OIP ModelInfer"):
+            on, off = _rate(groups, "infersuite", mix, api, top), _rate(groups, "infersuite, batching off", mix, api, top)
+            lines.append(f"- Batching on vs off, {api}, {mix} mix, {top} clients: " + _goal(_ratio(on, off), goal))
+        best = max(ceilings[mix], key=lambda b: ceilings[mix][b])
+        lines.append(f"- Bare onnxruntime ceiling, {mix} mix: best batch {best} = {ceilings[mix][best]:.0f} req/s vs "
+                     f"batch 1 = {ceilings[mix]['1']:.0f} req/s: " + _goal(ceilings[mix][best] / ceilings[mix]["1"], 1.0))
+    peers = [s for s in ("mlserver", "kserve") if any(k[0] == s for k in groups)]
+    for mix in ceilings:
+        mine = _rate(groups, "infersuite", mix, "OIP ModelInfer", top)
+        best_peer = max((_rate(groups, p, mix, "OIP ModelInfer", top) or 0.0 for p in peers), default=None)
+        lines.append(f"- Throughput vs the best peer, OIP, {mix} mix, {top} clients: "
+                     + _goal(_ratio(mine, best_peer), GOALS["peer_ratio"]))
+        best_ceiling = max(ceilings[mix].values())
+        lines.append(f"- Share of the one-core bare-onnxruntime ceiling ({best_ceiling:.0f} req/s), OIP, {mix} mix: "
+                     + _goal(_ratio(mine, best_ceiling), GOALS["of_ceiling_ranking"] if mix == "ranking" else 0.0,
+                             unit="%"))
+    if any(s["kind"] == "open" for s in steps):
+        mine_open = _best_open(steps, "infersuite")
+        peer_open = max((_best_open(steps, p) or 0.0 for p in peers), default=None)
+        lines.append(f"- Open loop, highest tried rate with p99 <= {GOALS['p99_ms']:.0f} ms ({next(iter(ceilings))} mix): "
+                     f"infersuite {_fmt(mine_open, 0)} req/s, best peer {_fmt(peer_open, 0)} req/s: "
+                     + _goal(_ratio(mine_open, peer_open), GOALS["peer_ratio"]))
+    return lines
+
+
+def _other_tables(steps: list[dict]) -> list[str]:
+    lines: list[str] = []
+    opened = [s for s in steps if s["kind"] == "open"]
+    if opened:
+        lines += ["", "## Open loop (Poisson arrivals, OIP ModelInfer)", "",
+                  "| server | offered req/s | answered req/s | p50 ms | p99 ms | server CPU ms/req | errors |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {s['server']} | {s['rate']} | {s['throughput_rps']:.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.1f} | "
+                  f"{s['server_cpu_ms_per_request']:.3f} | {s['errors']} |" for s in opened]
+    for kind, title in (("streaming", "Streaming vs unary (same server, same mix)"),
+                        ("workers", "Workers (server and generator share both cores here: a functional check, "
+                                    "not a scaling figure)")):
+        rows = [s for s in steps if s["kind"] == kind]
+        if rows:
+            lines += ["", f"## {title}", "", "| server | API | clients | req/s | p99 ms | server CPU ms/message | "
+                      "other ms/message |", "|---|---|---|---|---|---|---|"]
+            lines += [f"| {s['server']} | {s['api']} | {s['clients']} | {s['throughput_rps']:.0f} | {s['p99_ms']:.1f} | "
+                      f"{s['server_cpu_ms_per_request']:.3f} | {_fmt(s.get('other_cpu_ms_per_request'), 3)} |"
+                      for s in rows]
+    return lines
+
+
+def _profile_lines(profile: dict) -> list[str]:
+    if not profile:
+        return []
+    lines = ["", f"## Profile of the suite at saturation (py-spy, {profile['samples']} samples, Python frames; "
+             "native gRPC/protobuf work shows as the asyncio callback that runs it)", "",
+             "| self share | function |", "|---|---|"]
+    lines += [f"| {share:.1%} | `{name}` |" for name, share in profile["self"][:20]]
+    lines += ["", "| inclusive share | function |", "|---|---|"]
+    lines += [f"| {share:.1%} | `{name}` |" for name, share in profile["inclusive"][:25]]
+    return lines
+
+
+def _plot(path: Path, groups: dict[tuple, list[dict]], steps: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5))
+    keys = [k for k in groups if k[3] == max(c for *_, c in groups) and not k[0].startswith("empty")]
+    labels = [f"{s}\n{m} {a}" for s, m, a, _ in keys]
+    medians = [_median([r["throughput_rps"] for r in groups[k]]) for k in keys]
+    lows = [m - min(r["throughput_rps"] for r in groups[k]) for m, k in zip(medians, keys, strict=True)]
+    highs = [max(r["throughput_rps"] for r in groups[k]) - m for m, k in zip(medians, keys, strict=True)]
+    left.barh(range(len(keys)), medians, xerr=[lows, highs], color="tab:blue")
+    left.set_yticks(range(len(keys)), labels, fontsize=7)
+    left.set_xlabel("req/s (median, min-max over rounds)")
+    for server in sorted({s["server"] for s in steps if s["kind"] == "open"}):
+        rows = [s for s in steps if s["kind"] == "open" and s["server"] == server]
+        right.plot([s["rate"] for s in rows], [s["p99_ms"] for s in rows], marker="o", label=server)
+    right.axhline(GOALS["p99_ms"], color="grey", linestyle="--")
+    right.set_yscale("log")
+    right.set_xlabel("offered req/s (open loop)")
+    right.set_ylabel("p99 ms")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write(out: Path, context: dict, ceilings: dict, steps: list[dict], profile: dict) -> None:
+    groups = _closed(steps)
+    lines = [
+        "# Serving efficiency: where the server's CPU goes, and the suite against its ceiling and its peers", "",
+        f"Command: `{context['command']}` ({context['started']}, {context['minutes']:.0f} min). Machine: "
+        f"{context['machine']}; load average at the end {', '.join(f'{x:.1f}' for x in context['load_average'])} "
+        "(other work shared this machine). Server pinned to cores "
+        f"{context['server_cores']}, load generator to {context['generator_cores']} (its own process, requests "
+        f"serialized in advance). {context['rounds']} interleaved rounds, {context['warmup']} s warm-up + "
+        f"{context['seconds']} s measured per step; figures are medians over rounds. Model `din-fp32` (the rows "
+        "layout), one onnxruntime intra-op thread everywhere; the peers serve the same ONNX file. Mean candidates "
+        "per request: " + ", ".join(f"{m} {v:.1f}" for m, v in context["mean_candidates"].items()) + ".", "",
+        *_summary(context, ceilings, steps, groups), "",
+        "## Closed loop", "", *_closed_table(groups), "",
+        "Server CPU is the server's whole process tree (all threads) over the measured window, from /proc; model "
+        "is the CPU its onnxruntime executor threads spent inside `session.run` "
+        "(`infersuite_model_compute_cpu_seconds_total`); other = the rest (gRPC, protobuf, conversion, batching, "
+        "metrics, the event loop).", "",
+        "## Bare onnxruntime ceiling on the server core (req/s by batch size)", "",
+        "| mix | " + " | ".join(f"batch {b}" for b in next(iter(ceilings.values()))) + " |",
+        "|---|" + "---|" * len(next(iter(ceilings.values()))),
+        *[f"| {mix} | " + " | ".join(f"{v:.0f}" for v in rates.values()) + " |" for mix, rates in ceilings.items()],
+        "", "Batches are formed as the runtime's batcher forms them: 64 waiting requests sorted by history length, "
+        "cut into batches of B, in the rows layout (candidates concatenated, histories padded to the batch's "
+        "longest).",
+        *_other_tables(steps), *_profile_lines(profile),
+        "", f"![throughput and open-loop latency]({out.with_suffix('.png').name})", "",
+    ]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines))
+    out.with_suffix(".json").write_text(json.dumps({"context": context, "ceilings": ceilings, "steps": steps,
+                                                    "profile": profile}, indent=1))
+    _plot(out.with_suffix(".png"), groups, steps)
+    print("\n".join(lines))

@@ -1,0 +1,125 @@
+"""The servers a benchmark run measures, each in its own process pinned to the server cores:
+the suite (`python -m services`, one worker unless asked), and the empty-RPC floor (a grpc.aio
+server whose one generic unary method returns its request: gRPC's own cost, nothing else).
+
+`python -m benchmarks.serving.servers echo` runs the floor server alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+ECHO_METHOD = "/infersuite.bench.Echo/Echo"
+
+
+@dataclass
+class RunningServer:
+    name: str
+    process: subprocess.Popen
+    port: int
+    metrics_port: int | None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics" if self.metrics_port else ""
+
+
+def _pinned(command: list[str], cores: set[int]) -> list[str]:
+    return ["taskset", "--cpu-list", ",".join(map(str, sorted(cores))), *command]
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_serving(port: int, timeout_s: float = 180.0) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with contextlib.suppress(grpc.RpcError):
+                if health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == 1:
+                    return
+            time.sleep(0.2)
+    raise RuntimeError(f"the suite on port {port} never became SERVING")
+
+
+@contextlib.contextmanager
+def suite(repository: Path, cores: set[int], name: str = "infersuite", **env: str) -> Iterator[RunningServer]:
+    """The suite serving ctr only, pinned to `cores`, metrics on a free port, SERVING on return."""
+    environment = {**os.environ, "INFERSUITE_PORT": "0", "INFERSUITE_METRICS_PORT": "0",
+                   "INFERSUITE_METRICS_HOST": "127.0.0.1", "INFERSUITE_HOST": "127.0.0.1",
+                   "INFERSUITE_SERVICES": '["ctr"]', "INFERSUITE_CTR_MODEL": "din-fp32",
+                   "INFERSUITE_MODEL_REPOSITORY": str(repository), "INFERSUITE_LOG_LEVEL": "WARNING",
+                   "INFERSUITE_WORKERS": "1", **env}
+    process = subprocess.Popen(_pinned([sys.executable, "-m", "services"], cores), env=environment,
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline() if process.stdout else ""
+        match = re.search(r"gRPC on port (\d+), metrics on port (\d+)", line)
+        if not match:
+            raise RuntimeError(f"the suite did not start: {line!r}")
+        server = RunningServer(name, process, int(match.group(1)), int(match.group(2)))
+        _wait_serving(server.port)
+        yield server
+    finally:
+        _stop(process)
+
+
+@contextlib.contextmanager
+def echo(cores: set[int]) -> Iterator[RunningServer]:
+    process = subprocess.Popen(_pinned([sys.executable, "-m", "benchmarks.serving.servers", "echo"], cores),
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline() if process.stdout else ""
+        match = re.search(r"port (\d+)", line)
+        if not match:
+            raise RuntimeError(f"the echo server did not start: {line!r}")
+        yield RunningServer("empty RPC (grpc.aio echo)", process, int(match.group(1)), None)
+    finally:
+        _stop(process)
+
+
+async def _serve_echo() -> None:
+    async def echo_bytes(request: bytes, context: aio.ServicerContext) -> bytes:
+        return request
+
+    server = aio.server()
+    service, method = ECHO_METHOD.strip("/").split("/")
+    handlers = {method: grpc.unary_unary_rpc_method_handler(echo_bytes)}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    print(f"port {port}", flush=True)
+    await server.wait_for_termination()
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["echo"]:
+    asyncio.run(_serve_echo())
