@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -29,6 +30,32 @@ ROWS = {
     "max_cells": 32768,  # candidates x padded history per execution: keeps the (R, T, H) activations cache-sized
     "max_queue_delay_us": 2000,
 }
+
+# Worst-case request bounds (services/runtime/limits.py). DIN's memory grows with candidate rows x
+# history ("attention cells": the (R, T, H) activations), so one request's cells are capped besides
+# each axis; reports/reliability.md measures the peak memory of a request at these limits
+# (python -m benchmarks.hostile_report).
+MAX_USERS, MAX_HISTORY, MAX_CANDIDATES, MAX_ATTENTION_CELLS = 256, 1024, 4096, 1 << 18
+
+
+def din_limits(n_items: int, n_categories: int) -> dict[str, Any]:
+    """meta.json `limits` of the rows layout: axis maxima, id ranges (0 = padding), each candidate's
+    user index below the number of histories, and the attention-cell budget."""
+    history, rows = [MAX_USERS, MAX_HISTORY], [MAX_CANDIDATES]
+    return {
+        "max_elements": 3 * MAX_USERS * MAX_HISTORY + 3 * MAX_CANDIDATES,
+        "inputs": {
+            "history_items": {"max_shape": history, "range": [0, n_items]},
+            "history_categories": {"max_shape": history, "range": [0, n_categories]},
+            "history_mask": {"max_shape": history, "range": [0, 1]},
+            "candidate_items": {"max_shape": rows, "range": [0, n_items]},
+            "candidate_categories": {"max_shape": rows, "range": [0, n_categories]},
+            "candidate_user": {"max_shape": rows, "range": [0, None], "below_dim": ["history_items", 0]},
+        },
+        "products": {"attention_cells": {"axes": [["candidate_items", 0], ["history_items", 1]],
+                                         "max": MAX_ATTENTION_CELLS}},
+    }
+
 
 # (users, history, candidates) shapes the parity check runs, sizes 1 included on purpose.
 PARITY_SHAPES = ((1, 1, 1), (1, 50, 100), (2, 7, 3), (4, 13, 1), (3, 1, 20), (8, 33, 17), (1, 100, 5),
@@ -65,6 +92,7 @@ def export_din(checkpoint: Path, repository: Path, name: str = "din-fp32",
             "vocabulary": {"n_items": model.config.n_items, "n_categories": model.config.n_categories},
             "parity_max_abs_diff": parity,
             "batching": {"ragged_dims": RAGGED_DIMS, "rows": ROWS},
+            "limits": din_limits(model.config.n_items, model.config.n_categories),
             "onnx_opset": OPSET,
             "torch_version": torch.__version__,
         }

@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 from services.runtime.backends.base import Backend, LoadedModel
 from services.runtime.batching import BatchingPolicy, DynamicBatcher
 from services.runtime.errors import NonFiniteOutput, NotFound, Unavailable
+from services.runtime.limits import ModelLimits, model_limits
 from services.runtime.metrics import Metrics
 from services.runtime.padding import BatchLayout
 from services.runtime.repository import ModelRepository, RepositoryModel
@@ -96,6 +97,7 @@ class ModelManager:
         self._aliases: dict[str, str] = {}  # alias -> model (the repository's aliases.json)
         self.load_failures: dict[str, LoadFailure] = {}  # model -> its last failed load (cleared on success)
         self._inflight: dict[str, Any] = {}  # model -> its in-flight gauge child (no label lookup per request)
+        self._limits: dict[str, ModelLimits] = {}  # model -> worst-case request bounds (services/runtime/limits.py)
         metrics.registry.register(_ComputeCpuCollector(self))
 
     async def load(self, names: Iterable[str]) -> None:
@@ -122,6 +124,7 @@ class ModelManager:
         """Loads and warms up one version without serving it (services/runtime/reload.py swaps it in)."""
         model = await self._backend.load(entry)
         try:
+            self._limits_for(model, entry.config.max_batch_size)  # a bad limits block fails the load
             await self._warm_up(model)
         except BaseException:
             await model.close()
@@ -144,6 +147,7 @@ class ModelManager:
         self._schedulers[model.name] = DynamicBatcher(model, policy, BatchLayout.from_meta(model.meta),
                                                       self._metrics, self.stats[model.name])
         self._models[model.name] = model
+        self._limits[model.name] = self._limits_for(model, policy.max_batch_size)
         self.load_failures.pop(model.name, None)
         log.info("model %s now serves v%s (was v%s)", model.name, model.version, old[0].version)
         return old
@@ -155,9 +159,18 @@ class ModelManager:
         self._schedulers[model.name] = DynamicBatcher(model, policy, BatchLayout.from_meta(model.meta),
                                                       self._metrics, self.stats[model.name])
         self._models[model.name] = model
+        self._limits[model.name] = self._limits_for(model, policy.max_batch_size)
         self._metrics.model_ready.labels(model.name).set(1)
         self._metrics.nonfinite_outputs.labels(model.name).inc(0)  # the series exists at 0 from the start
         log.info("model %s v%s ready (%s)", model.name, model.version, policy)
+
+    def _limits_for(self, model: LoadedModel, max_batch_size: int) -> ModelLimits:
+        return model_limits(model.name, model.inputs, model.meta, max_batch_size,
+                            self._settings.max_request_elements)
+
+    def limits(self, name: str) -> ModelLimits:
+        """The bounds every request to `name` must keep (checked by `infer`; the OIP checks them before decoding)."""
+        return self._limits[self.get(name).name]
 
     async def _warm_up(self, model: LoadedModel) -> None:
         # Dynamic dimensions of 2: the exporters never specialise a graph on sizes 0/1.
@@ -196,6 +209,7 @@ class ModelManager:
         inflight = self._inflight.get(name)
         if inflight is None:
             inflight = self._inflight[name] = self._metrics.inflight.labels(name)
+        self._limits[name].check(inputs)  # before the request takes a queue slot or any memory downstream
         stats = self.stats[name]
         inflight.inc()
         start, ok = time.perf_counter(), False

@@ -90,6 +90,10 @@ class RuntimeSettings(BaseSettings):
     """Connections are closed gracefully after this long, so clients re-resolve and spread over replicas."""
     max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     """Largest gRPC message accepted or sent."""
+    max_request_elements: int = Field(4 * 1024 * 1024, ge=1)
+    """Element budget of one request (all its inputs together) for a model whose meta.json declares
+    no `limits.max_elements`; also the bound of any dynamic axis that nothing else bounds
+    (services/runtime/limits.py)."""
     tls_cert_file: Path | None = None
     """PEM certificate chain of the server; with tls_key_file, gRPC is served over TLS only."""
     tls_key_file: Path | None = None

@@ -125,6 +125,17 @@ BAD = {
                    "raw content is 5 bytes but shape [1, 6] of FP32 needs 24"),
     "negative dim": ({"history_items.shape": [1, -6]}, grpc.StatusCode.INVALID_ARGUMENT, "negative dimension"),
     "huge shape": ({"history_items.shape": [1, 10**12]}, grpc.StatusCode.INVALID_ARGUMENT, "over the limit"),
+    # Issue 14: 144 KB that drove the server past 10 GiB; refused by its declared shape, nothing decoded.
+    "history = candidates = 4000": (
+        {f"{name}.{part}": value for name in ("history_items", "history_categories", "history_mask",
+                                              "candidate_items", "candidate_categories")
+         for part, value in (("shape", [1, 4000]), ("raw", b"\x01" * (4000 * (4 if name == "history_mask" else 8))))},
+        grpc.StatusCode.INVALID_ARGUMENT, "'history_items' dimension 1 is 4000, over the limit of 1024"),
+    "id above the vocabulary": ({"candidate_items.raw": np.array([[1, 2, 3, 10**9]], np.int64).tobytes()},
+                                grpc.StatusCode.INVALID_ARGUMENT,
+                                "'candidate_items' value 1000000000 at index [0, 3] is outside the model's range"),
+    "negative id": ({"history_categories.raw": np.array([[1, -2, 1, 1, 1, 1]], np.int64).tobytes()},
+                    grpc.StatusCode.INVALID_ARGUMENT, "'history_categories' value -2 at index [0, 1]"),
     "unknown model": ({"model_name": "nope"}, grpc.StatusCode.NOT_FOUND, "model 'nope' is not served here"),
     "unknown version": ({"model_version": "7"}, grpc.StatusCode.NOT_FOUND, "no loaded version '7'"),
 }
@@ -141,6 +152,16 @@ async def test_bad_oip_requests_get_clear_errors(server_port, case) -> None:
         assert err.value.code() == code and message in err.value.details(), err.value.details()
         reply = await stub.ModelInfer(_raw_request(arrays), timeout=10)  # still serving
         assert reply.outputs[0].name == "click_probability"
+
+
+async def test_typed_contents_together_with_raw_contents_are_refused(server_port) -> None:
+    request = _raw_request(_din_inputs(50, 5))
+    request.inputs[0].contents.int64_contents.extend([1] * 6)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server_port}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "both typed contents and raw_input_contents" in err.value.details()
 
 
 async def test_missing_and_unknown_inputs_are_named(server_port) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 from tritonclient.grpc import service_pb2
 
 from services.runtime.errors import InvalidArgument
+from services.runtime.limits import ModelLimits
 from services.runtime.tensors import DATATYPE_TO_NUMPY, NUMPY_TO_DATATYPE, TensorSpec
 
 # Which typed `contents` field carries each datatype (FP16 travels only as raw bytes).
@@ -59,12 +60,26 @@ def _decode_one(tensor: service_pb2.ModelInferRequest.InferInputTensor, spec: Te
     return np.asarray(values, dtype=spec.dtype).reshape(shape)
 
 
-def decode_inputs(request: service_pb2.ModelInferRequest, specs: Sequence[TensorSpec],
-                  max_bytes: int) -> dict[str, np.ndarray]:
-    expected = {s.name: s for s in specs}
-    raw = list(request.raw_input_contents)
+def _has_typed_contents(tensor: service_pb2.ModelInferRequest.InferInputTensor) -> bool:
+    return tensor.HasField("contents") and tensor.contents.ByteSize() > 0
+
+
+def check_declared(request: service_pb2.ModelInferRequest, limits: ModelLimits) -> None:
+    """Refuses a request by the shapes it declares, before any of its contents is decoded."""
+    raw = request.raw_input_contents
+    if raw and any(_has_typed_contents(t) for t in request.inputs):
+        raise InvalidArgument("the request has both typed contents and raw_input_contents; the protocol "
+                              "allows one or the other")
     if raw and len(raw) != len(request.inputs):
         raise InvalidArgument(f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs")
+    limits.check_shapes({t.name: tuple(t.shape) for t in request.inputs})
+
+
+def decode_inputs(request: service_pb2.ModelInferRequest, specs: Sequence[TensorSpec],
+                  max_bytes: int, limits: ModelLimits) -> dict[str, np.ndarray]:
+    check_declared(request, limits)
+    expected = {s.name: s for s in specs}
+    raw = list(request.raw_input_contents)
     decoded: dict[str, np.ndarray] = {}
     for i, tensor in enumerate(request.inputs):
         spec = expected.get(tensor.name)

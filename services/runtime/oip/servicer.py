@@ -96,7 +96,7 @@ class OipServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request, context: aio.ServicerContext):
         model = self._model(request.model_name, request.model_version)
-        inputs = decode_inputs(request, model.inputs, self._max_bytes)
+        inputs = decode_inputs(request, model.inputs, self._max_bytes, self._models.limits(model.name))
         names = requested_outputs(request, model.outputs)
         outputs = await self._models.infer(model.name, inputs)
         return encode_response(request, model.version, outputs, names)

@@ -12,6 +12,7 @@ from protos import ctr_pb2
 from services.ctr.converters import query_from_proto, result_to_proto
 from services.ctr.handler import ScoreResult
 from services.runtime import InvalidArgument
+from services.runtime.limits import model_limits
 from services.runtime.oip.converters import decode_inputs
 from services.runtime.tensors import TensorSpec
 
@@ -40,6 +41,7 @@ def test_ctr_response_keeps_one_weight_row_per_candidate(n, t, explain) -> None:
 
 
 SPECS = [TensorSpec("ids", "INT64", (-1, -1)), TensorSpec("mask", "FP32", (-1, 3))]
+LIMITS = model_limits("m", SPECS, {}, max_batch_size=0, default_max_elements=1 << 20)
 DATATYPES = ["INT64", "FP32", "FP64", "INT32", "BOOL", "BYTES", "FP16", "", "UINT8"]
 
 
@@ -64,7 +66,7 @@ def infer_requests(draw):
 @given(infer_requests())
 def test_oip_decoding_accepts_exact_tensors_or_says_what_is_wrong(request) -> None:
     try:
-        decoded = decode_inputs(request, SPECS, max_bytes=1 << 20)
+        decoded = decode_inputs(request, SPECS, max_bytes=1 << 20, limits=LIMITS)
     except InvalidArgument as exc:
         assert exc.message  # a message, never another exception type
         return
