@@ -118,8 +118,10 @@ def decode_wav(data: bytes, settings: AudioSettings) -> DecodedAudio:
                               f"but only {header.available_bytes} follow")
     try:
         frames, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except (soundfile.LibsndfileError, RuntimeError) as exc:
-        raise InvalidArgument(f"audio.wav could not be decoded: {exc}") from None
+    except soundfile.LibsndfileError as exc:  # its str() names the file object (a heap address): libsndfile's text only
+        raise InvalidArgument(f"audio.wav could not be decoded: {exc.error_string}") from None
+    except RuntimeError:
+        raise InvalidArgument("audio.wav could not be decoded") from None
     return DecodedAudio(_finite(frames.mean(axis=1, dtype=np.float32), "audio.wav"), int(rate))
 
 

@@ -9,6 +9,7 @@ from services.runtime.errors import (
     NotFound,
     ResourceExhausted,
     Unavailable,
+    Unimplemented,
 )
 from services.runtime.interceptor import HandlerRegistry
 from services.runtime.server import InferSuiteServer, Runtime, ServiceModule, build_server
@@ -17,5 +18,5 @@ from services.runtime.settings import RuntimeSettings
 __all__ = [
     "DeadlineExceeded", "FailedPrecondition", "HandlerRegistry", "InferSuiteError", "InferSuiteServer",
     "InvalidArgument", "NonFiniteOutput", "NotFound", "ResourceExhausted", "Runtime", "RuntimeSettings",
-    "ServiceModule", "Unavailable", "build_server",
+    "ServiceModule", "Unavailable", "Unimplemented", "build_server",
 ]

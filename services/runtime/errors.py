@@ -48,13 +48,18 @@ class Unavailable(InferSuiteError):
     code = "UNAVAILABLE"
 
 
+# gRFC A6: gRPC's own retry policy waits this long before its next attempt (and a client without
+# one can read it); a negative or unparsable value tells the client not to retry.
+RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
+
+
 class ResourceExhausted(InferSuiteError):
-    """Overload: a queue is full. Carries a retry hint in trailing metadata."""
+    """Overload: a queue is full. Carries a retry hint in trailing metadata (grpc-retry-pushback-ms)."""
 
     code = "RESOURCE_EXHAUSTED"
 
     def __init__(self, message: str, *, retry_after_s: float = 0.1):
-        super().__init__(message, trailing_metadata=(("retry-after-ms", str(int(retry_after_s * 1000))),))
+        super().__init__(message, trailing_metadata=((RETRY_PUSHBACK_KEY, str(max(int(retry_after_s * 1000), 1))),))
         self.retry_after_s = retry_after_s
 
 
@@ -68,3 +73,9 @@ class DeadlineExceeded(InferSuiteError):
     """The request's deadline cannot be met (or has passed)."""
 
     code = "DEADLINE_EXCEEDED"
+
+
+class Unimplemented(InferSuiteError):
+    """An RPC this server does not offer (e.g. the OIP's shared-memory and trace extensions)."""
+
+    code = "UNIMPLEMENTED"

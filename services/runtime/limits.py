@@ -38,7 +38,6 @@ import numpy as np
 from services.runtime.errors import InvalidArgument
 from services.runtime.tensors import TensorSpec
 
-
 _UNSIGNED = {np.dtype(t): np.dtype(t.replace("i", "u")) for t in ("<i1", "<i2", "<i4", "<i8")}
 
 

@@ -234,6 +234,23 @@ class ModelManager:
                 raise NonFiniteOutput(f"model {name!r} produced NaN/Inf in its output {output!r}; "
                                       "no answer was given")
 
+    async def unload(self, name: str, drain_s: float) -> LoadedModel:
+        """Stops serving `name` (explicit model control): new requests get UNAVAILABLE at once, queued
+        ones get `drain_s` to finish, then the model is closed."""
+        model = self.get(name)
+        scheduler = self._schedulers.pop(model.name)
+        del self._models[model.name]
+        self._limits.pop(model.name, None)
+        self._expected.discard(model.name)
+        self._metrics.model_ready.labels(model.name).set(0)
+        if not await scheduler.drain(drain_s):
+            log.warning("model %s did not drain within %.1f s; its queued requests fail UNAVAILABLE",
+                        model.name, drain_s)
+        await scheduler.close()
+        await model.close()
+        log.info("model %s v%s unloaded", model.name, model.version)
+        return model
+
     async def close(self) -> None:
         for name, model in list(self._models.items()):
             self._metrics.model_ready.labels(name).set(0)

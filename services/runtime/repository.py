@@ -68,7 +68,7 @@ class ModelRepository:
         """The requested version, or the latest when version is empty."""
         model_dir = self.root / name
         if not (model_dir / CONFIG_FILE).is_file():
-            raise NotFound(f"model {name!r} is not in the repository {str(self.root)!r}")
+            raise NotFound(f"model {name!r} is not in the model repository")
         versions = self.versions(name)
         if not versions:
             raise Unavailable(f"model {name!r} has no numeric version directory")

@@ -22,6 +22,7 @@ from tritonclient.grpc import service_pb2_grpc
 
 from services.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from services.runtime.backends.triton import TritonBackend
+from services.runtime.control import ModelControl
 from services.runtime.errors import Unavailable
 from services.runtime.interceptor import HandlerRegistry, HandlerWrapper, RegisteringServer
 from services.runtime.metrics import Metrics
@@ -105,12 +106,23 @@ class InferSuiteServer:
     def _register(self) -> None:
         service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
             OipServicer(self.models, self.settings.max_message_bytes, self.metrics,
-                        self.settings.stream_max_inflight, lambda: self.serving), self.registrar)
+                        self.settings.stream_max_inflight, lambda: self.serving, self._model_control()),
+            self.registrar)
         names = [reflection.SERVICE_NAME, health.SERVICE_NAME, OIP_SERVICE_NAME]
         for service in self.services:
             service.register(self.registrar, self.runtime)
             names.extend(service.grpc_service_names)
         reflection.enable_server_reflection(names, self.registrar)
+
+    def _model_control(self) -> ModelControl:
+        async def set_health(name: str, serving: bool) -> None:
+            if name == "":
+                self.serving = serving  # OIP ServerReady answers the same
+            await self.health.set(name, SERVING if serving else NOT_SERVING)
+
+        needs = [(s.grpc_service_names, s.required_models()) for s in self.services]
+        return ModelControl(self.models, self.reloader, needs, set_health,
+                            self.settings.model_control_mode == "explicit", self.settings.grace_period_s)
 
     async def _set_health(self, status: int) -> None:
         self.serving = status == SERVING

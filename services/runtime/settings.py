@@ -50,6 +50,9 @@ class RuntimeSettings(BaseSettings):
     repository_poll_s: float = Field(0.0, ge=0)
     """Seconds between checks of the model repository for a newer version of each served model,
     loaded beside the serving one and swapped in only if it loads (services/runtime/reload.py); 0 = off."""
+    model_control_mode: Literal["none", "explicit"] = "none"
+    """explicit: OIP RepositoryModelLoad/RepositoryModelUnload load, reload and unload models at run time
+    (Triton's --model-control-mode=explicit; guard it with auth_token); none: they answer FAILED_PRECONDITION."""
     execution_providers: list[str] = []
     """onnxruntime providers in order of preference; empty = the best available
     (TensorRT, CUDA, then CPU)."""

@@ -63,8 +63,10 @@ class OnnxRuntimeModel:
             results = self._session.run(self._output_names, dict(inputs))
         except (ort.capi.onnxruntime_pybind11_state.InvalidArgument,
                 ort.capi.onnxruntime_pybind11_state.InvalidGraph) as exc:
-            # The runtime's callers validate first; this guards the Open Inference Protocol path.
-            raise InvalidArgument(f"model {self.name!r} rejected the inputs: {exc}") from None
+            # The runtime's limits check first; onnxruntime's own text names graph nodes: the log only.
+            log.warning("model %s rejected inputs: %s", self.name, exc)
+            shapes = ", ".join(f"{name} {list(value.shape)}" for name, value in inputs.items())
+            raise InvalidArgument(f"model {self.name!r} cannot run on these inputs ({shapes})") from None
         finally:
             # The executor thread's CPU time: the whole execution when intra_op_threads is 1.
             self.compute_cpu_s += time.thread_time() - cpu

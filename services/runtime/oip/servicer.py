@@ -8,7 +8,8 @@ import grpc
 from grpc import aio
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from services.runtime.errors import NotFound
+from services.runtime.control import ModelControl
+from services.runtime.errors import NotFound, Unimplemented
 from services.runtime.metrics import Metrics
 from services.runtime.models import ModelManager
 from services.runtime.oip.converters import decode_inputs, encode_response, requested_outputs
@@ -50,11 +51,13 @@ def _stream_error(request: service_pb2.ModelInferRequest | None, code: grpc.Stat
 
 class OipServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     def __init__(self, models: ModelManager, max_message_bytes: int, metrics: Metrics,
-                 stream_max_inflight: int = 64, serving: Callable[[], bool] = lambda: True):
+                 stream_max_inflight: int = 64, serving: Callable[[], bool] = lambda: True,
+                 control: ModelControl | None = None):
         self._models = models
         # ServerReady follows grpc.health's overall status: false while loading, while the workers of
         # one port wait for each other (services/runtime/workers.py), and from the start of a drain.
         self._serving = serving
+        self._control = control
         self._max_bytes = max_message_bytes
         self._stream = RequestStream(metrics, "inference.GRPCInferenceService", "ModelStreamInfer",
                                      stream_max_inflight)
@@ -81,8 +84,9 @@ class OipServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def ModelMetadata(self, request, context: aio.ServicerContext):
         model = self._model(request.name, request.version)
+        config = self._models.repository.resolve(model.name, model.version).config
         response = service_pb2.ModelMetadataResponse(name=model.name, versions=[model.version],
-                                                     platform="onnxruntime_onnx")
+                                                     platform=config.platform or config.backend)
         for spec in model.inputs:
             response.inputs.add(name=spec.name, datatype=spec.datatype, shape=list(spec.shape))
         for spec in model.outputs:
@@ -133,3 +137,35 @@ class OipServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             if failure is not None and not request.ready:  # a failed version, e.g. beside a serving one
                 response.models.add(name=name, version=failure.version, state="UNAVAILABLE", reason=failure.reason)
         return response
+
+    async def RepositoryModelLoad(self, request, context: aio.ServicerContext):
+        if self._control is None:
+            raise Unimplemented("RepositoryModelLoad is not offered by this server")
+        await self._control.load(request.model_name, list(request.parameters))
+        return service_pb2.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(self, request, context: aio.ServicerContext):
+        if self._control is None:
+            raise Unimplemented("RepositoryModelUnload is not offered by this server")
+        await self._control.unload(request.model_name, list(request.parameters))
+        return service_pb2.RepositoryModelUnloadResponse()
+
+
+def _unimplemented(method: str, reason: str):  # type: ignore[no-untyped-def]
+    async def refuse(self, request, context: aio.ServicerContext):  # type: ignore[no-untyped-def]
+        raise Unimplemented(f"{method} is not supported: {reason}")
+
+    refuse.__name__ = method
+    return refuse
+
+
+# The protocol's optional extensions infersuite does not offer: UNIMPLEMENTED with the reason, no traceback.
+_SHARED_MEMORY = "inputs travel in the request (raw_input_contents); no shared-memory regions"
+for _method, _reason in [
+    ("SystemSharedMemoryStatus", _SHARED_MEMORY), ("SystemSharedMemoryRegister", _SHARED_MEMORY),
+    ("SystemSharedMemoryUnregister", _SHARED_MEMORY), ("CudaSharedMemoryStatus", _SHARED_MEMORY),
+    ("CudaSharedMemoryRegister", _SHARED_MEMORY), ("CudaSharedMemoryUnregister", _SHARED_MEMORY),
+    ("LogSettings", "log settings come from INFERSUITE_LOG_LEVEL at start"),
+    ("TraceSetting", "no request tracing; per-stage timings are Prometheus metrics"),
+]:
+    setattr(OipServicer, _method, _unimplemented(_method, _reason))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from exporters.repository import ServingConfig, write_model
-from services.runtime import NonFiniteOutput, NotFound, RuntimeSettings, Unavailable
+from services.runtime import InvalidArgument, NonFiniteOutput, NotFound, RuntimeSettings, Unavailable
 from services.runtime.backends.onnxruntime import OnnxRuntimeBackend, choose_providers
 from services.runtime.metrics import Metrics
 from services.runtime.models import ModelManager
@@ -71,5 +71,40 @@ def test_a_model_output_with_nan_is_an_error_and_counted_never_an_answer(tmp_pat
         assert metrics.registry.get_sample_value(*counted) == 1.0
         assert manager.stats["nan"].failure_count == 1 and manager.stats["nan"].success_count == 0
         await manager.close()
+
+    asyncio.run(scenario())
+
+
+def _write_lookup_onnx(path: Path) -> Path:
+    """y = table[ids] through a Gather node with a telling name (onnxruntime quotes it in errors)."""
+    from onnx import TensorProto, helper, save
+
+    ids = helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", 2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])
+    table = helper.make_tensor("table", TensorProto.FLOAT, [3], [0.5, 1.5, 2.5])
+    node = helper.make_node("Gather", ["table", "ids"], ["y"], name="secret_lookup_node")
+    model = helper.make_model(helper.make_graph([node], "lookup", [ids], [y], [table]),
+                              opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save(model, str(path))
+    return path
+
+
+def test_onnxruntime_errors_reach_the_client_without_node_names(tmp_path: Path) -> None:
+    """Issue 14: id 10**9 through the OIP answered with an onnxruntime node name."""
+    onnx_path = _write_lookup_onnx(tmp_path / "src" / "model.onnx")
+    write_model(tmp_path / "repo", "lookup", onnx_path, {}, ServingConfig())
+    settings = RuntimeSettings(model_repository=tmp_path / "repo", intra_op_threads=1)
+    manager = ModelManager(ModelRepository(settings.model_repository), OnnxRuntimeBackend(settings), Metrics())
+
+    async def scenario() -> None:
+        await manager.load(["lookup"])
+        try:
+            with pytest.raises(InvalidArgument) as err:
+                await manager.infer("lookup", {"ids": np.array([[1, 10**9]], np.int64)})
+        finally:
+            await manager.close()
+        assert err.value.message == "model 'lookup' cannot run on these inputs (ids [1, 2])"
 
     asyncio.run(scenario())

@@ -70,7 +70,7 @@ async def test_full_queue_is_refused_at_once_with_a_retry_hint() -> None:
     with pytest.raises(ResourceExhausted, match="queue is full") as err:
         await batcher.submit(_request([1]))
     assert time.perf_counter() - start < 0.05
-    assert err.value.trailing_metadata[0][0] == "retry-after-ms" and int(err.value.trailing_metadata[0][1]) > 0
+    assert err.value.trailing_metadata[0][0] == "grpc-retry-pushback-ms" and int(err.value.trailing_metadata[0][1]) > 0
     await asyncio.gather(*running)
     assert metrics.rejected.labels("m", "queue_full")._value.get() == 1
     await batcher.close()

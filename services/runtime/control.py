@@ -1,0 +1,80 @@
+"""Explicit model control: the OIP RepositoryModelLoad / RepositoryModelUnload RPCs, as Triton's
+`--model-control-mode=explicit`.
+
+Off by default (`INFERSUITE_MODEL_CONTROL_MODE=none`: both RPCs answer FAILED_PRECONDITION), since
+any caller allowed to reach the server could otherwise unload the models it serves; turn it on
+together with `INFERSUITE_AUTH_TOKEN` or a network policy. With it on:
+- load of a model not served loads its latest version; load of a served model loads the latest
+  version beside it and swaps it in only if it loads (services/runtime/reload.py), as Triton's
+  reload does. A failed load is reported like any other (log, load-failure counter, RepositoryIndex).
+- unload stops serving the model: new requests get UNAVAILABLE, queued ones get the grace period.
+- health follows: a service whose models are not all loaded reports NOT_SERVING, and SERVING again
+  once they are.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from services.runtime.errors import FailedPrecondition, InferSuiteError, InvalidArgument, NotFound, Unavailable
+from services.runtime.models import ModelManager
+from services.runtime.reload import ModelReloader
+
+log = logging.getLogger(__name__)
+
+# (service names on the health endpoint, the models they need) per hosted service.
+ServiceModels = Sequence[tuple[Sequence[str], Sequence[str]]]
+
+
+class ModelControl:
+    def __init__(self, models: ModelManager, reloader: ModelReloader, services: ServiceModels,
+                 set_health: Callable[[str, bool], Awaitable[None]], enabled: bool, drain_s: float):
+        self._models, self._reloader, self._services = models, reloader, services
+        self._set_health, self._enabled, self._drain_s = set_health, enabled, drain_s
+
+    def _check(self, name: str, parameters: Sequence[str]) -> str:
+        if not self._enabled:
+            raise FailedPrecondition("explicit model control is off on this server "
+                                     "(INFERSUITE_MODEL_CONTROL_MODE=explicit turns it on)")
+        if parameters:
+            raise InvalidArgument(f"load/unload parameters are not supported (got {', '.join(sorted(parameters))})")
+        if not name:
+            raise InvalidArgument("model_name is empty")
+        canonical = self._models.repository.canonical(name)
+        if canonical not in self._models.repository.names():
+            raise NotFound(f"model {name!r} is not in the model repository")
+        return canonical
+
+    async def load(self, name: str, parameters: Sequence[str] = ()) -> None:
+        name = self._check(name, parameters)
+        if self._models.is_ready(name):
+            outcome = await self._reloader.reload(name)
+            if outcome.state == "failed":
+                raise Unavailable(f"model {name!r} version {outcome.version} failed to load; the serving version "
+                                  "stays (RepositoryIndex shows the reason)")
+        else:
+            try:
+                await self._models.load([name])
+            except InferSuiteError:
+                raise
+            except Exception as exc:  # the reason is the operator's: RepositoryIndex and the log
+                raise Unavailable(f"model {name!r} failed to load ({type(exc).__name__}); RepositoryIndex "
+                                  "shows the reason") from None
+        await self._update_health()
+
+    async def unload(self, name: str, parameters: Sequence[str] = ()) -> None:
+        name = self._check(name, parameters)
+        if self._models.is_ready(name):
+            await self._models.unload(name, self._drain_s)
+        await self._update_health()
+
+    async def _update_health(self) -> None:
+        everything = True
+        for grpc_names, required in self._services:
+            serving = all(self._models.is_ready(self._models.repository.canonical(m)) for m in required)
+            everything = everything and serving
+            for grpc_name in grpc_names:
+                await self._set_health(grpc_name, serving)
+        await self._set_health("", everything)
+        log.info("model control: loaded %s", ", ".join(sorted(self._models.loaded())) or "none")
