@@ -14,7 +14,8 @@ from pathlib import Path
 
 OUT = Path(__file__).parent / "dashboards" / "infersuite.json"
 DATASOURCE = {"type": "prometheus", "uid": "infersuite-prometheus"}
-RPC = 'service=~"infersuite\\\\..*", service=~"$service"'  # no health/reflection calls
+SERVICES = 'infersuite\\\\..*|inference\\\\.GRPCInferenceService'  # the suite's services and the OIP
+RPC = f'service=~"{SERVICES}", service=~"$service"'  # no health/reflection calls
 MODEL = 'model=~"$model"'
 
 
@@ -60,6 +61,9 @@ def panels() -> list[dict]:
              "p50 {{service}}/{{method}}"),
             (quantile(0.99, "infersuite_request_duration_seconds", "service, method", RPC),
              "p99 {{service}}/{{method}}")]),
+        timeseries("Calls refused before a handler", "reqps", [(
+            "sum by (reason) (rate(infersuite_refused_calls_total[$__rate_interval]))", "{{reason}}")],
+            "Calls to a service or method this server does not have (counted by a catch-all handler)."),
         row("Models: queue, compute, batching"),
         timeseries("Queue vs compute time p99", "s", [
             (quantile(0.99, "infersuite_model_queue_duration_seconds", "model", MODEL), "queue {{model}}"),
@@ -132,7 +136,7 @@ def dashboard() -> dict:
         "schemaVersion": 39, "version": 1, "refresh": "10s", "time": {"from": "now-30m", "to": "now"},
         "timezone": "utc", "graphTooltip": 1,
         "templating": {"list": [
-            variable("service", 'label_values(infersuite_requests_total{service=~"infersuite\\\\..*"}, service)'),
+            variable("service", f'label_values(infersuite_requests_total{{service=~"{SERVICES}"}}, service)'),
             variable("model", "label_values(infersuite_model_ready, model)")]},
         "annotations": {"list": []},
         "panels": layout(panels()),

@@ -7,11 +7,14 @@ aggregate across replicas.
 
 from __future__ import annotations
 
+import socket
 import threading
-from collections.abc import Sequence
-from wsgiref.simple_server import WSGIServer
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
 # Latency buckets from 0.25 ms to 10 s: loopback gRPC round trips are ~0.5 ms here.
 LATENCY_BUCKETS = (
@@ -79,6 +82,12 @@ class Metrics:
             "infersuite_model_nonfinite_outputs", "Requests whose model outputs held NaN or Inf (answered "
             "INTERNAL, never OK).", ["model"], registry=self.registry,
         )
+        self.refused_calls = Counter(
+            "infersuite_refused_calls", "Calls refused before any handler ran, by reason (unknown_method: "
+            "no such service or method here).", ["reason"], registry=self.registry,
+        )
+        self.refused_calls.labels("unknown_method")
+        ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, process_resident_memory_bytes...
         self._http: tuple[WSGIServer, threading.Thread] | None = None
 
     def histogram(
@@ -90,8 +99,12 @@ class Metrics:
         return Histogram(name, doc, list(labels), buckets=list(buckets), registry=self.registry)
 
     def start_http(self, host: str, port: int) -> int:
-        """Serves /metrics over HTTP on a daemon thread; returns the bound port."""
-        server, thread = start_http_server(port, addr=host, registry=self.registry)
+        """Serves /metrics (and nothing else: 404) over HTTP on a daemon thread; returns the bound port."""
+        server_class = _IPv6Server if ":" in host else ThreadingWSGIServer
+        server = make_server(host.strip("[]"), port, _only_metrics(make_wsgi_app(self.registry)), server_class,
+                             handler_class=_QuietHandler)
+        thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
+        thread.start()
         self._http = (server, thread)
         return int(server.server_port)
 
@@ -102,3 +115,26 @@ class Metrics:
             server.server_close()
             thread.join(timeout=5)
             self._http = None
+
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def _only_metrics(app: WsgiApp) -> WsgiApp:
+    """The exposition app on /metrics; 404 on every other path."""
+    def serve(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != "/metrics":
+            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"not found: metrics are served at /metrics\n"]
+        return app(environ, start_response)
+
+    return serve
+
+
+class _IPv6Server(ThreadingWSGIServer):
+    address_family = socket.AF_INET6
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # scrapes are not worth a log line each
+        return None

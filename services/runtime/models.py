@@ -110,6 +110,7 @@ class ModelManager:
                 continue
             self._expected.add(name)
             self._metrics.model_ready.labels(name).set(0)
+            self._metrics.load_failures.labels(name)  # the series exists at 0 before any failure (alerts see the first)
             entry = self.repository.resolve(name)
             try:
                 model, policy = await self.prepare(entry)

@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
+import grpc
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -71,6 +72,22 @@ def load_services(names: Sequence[str]) -> list[ServiceModule]:
     return services
 
 
+class _UnknownMethods(grpc.GenericRpcHandler):
+    """Catch-all for calls to a service or method this server does not have: UNIMPLEMENTED, counted
+    in infersuite_refused_calls_total{reason="unknown_method"} (label values never come from the caller)."""
+
+    def __init__(self, metrics: Metrics):
+        self._count = metrics.refused_calls.labels("unknown_method")
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        return grpc.stream_stream_rpc_method_handler(self._refuse)  # any arity: nothing is read
+
+    async def _refuse(self, requests: Any, context: aio.ServicerContext) -> AsyncIterator[bytes]:
+        self._count.inc()
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "unknown service or method")
+        yield b""  # unreachable: makes this an async generator, as a stream handler must be
+
+
 class InferSuiteServer:
     """A grpc.aio server plus the runtime parts that live and die with it."""
 
@@ -113,6 +130,8 @@ class InferSuiteServer:
             service.register(self.registrar, self.runtime)
             names.extend(service.grpc_service_names)
         reflection.enable_server_reflection(names, self.registrar)
+        # Last: answers (and counts) the methods no handler above knows, which gRPC would refuse unseen.
+        self.grpc.add_generic_rpc_handlers((_UnknownMethods(self.metrics),))
 
     def _model_control(self) -> ModelControl:
         async def set_health(name: str, serving: bool) -> None:

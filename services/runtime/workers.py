@@ -90,7 +90,7 @@ class _MetricsHandler(BaseHTTPRequestHandler):
     server: _MetricsServer
 
     def do_GET(self) -> None:
-        if self.path.split("?")[0] not in ("/", "/metrics"):
+        if self.path.split("?")[0] != "/metrics":  # 404 on every other path, "/" included
             self.send_error(404)
             return
         body = scrape(self.server.worker_ports()).encode()

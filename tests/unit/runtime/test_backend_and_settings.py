@@ -108,3 +108,25 @@ def test_onnxruntime_errors_reach_the_client_without_node_names(tmp_path: Path) 
         assert err.value.message == "model 'lookup' cannot run on these inputs (ids [1, 2])"
 
     asyncio.run(scenario())
+
+
+def test_load_failure_series_exist_at_zero_once_a_model_is_asked_for(tmp_path: Path) -> None:
+    """increase() misses a counter's first event when its series is born at 1 (issue 14)."""
+    onnx_path = write_add_one_onnx(tmp_path / "src" / "model.onnx")
+    write_model(tmp_path / "repo", "add-one", onnx_path, {}, ServingConfig())
+    (tmp_path / "repo" / "broken" / "1").mkdir(parents=True)
+    (tmp_path / "repo" / "broken" / "config.pbtxt").write_text('name: "broken"\n')
+    (tmp_path / "repo" / "broken" / "1" / "model.onnx").write_bytes(b"not onnx")
+    settings = RuntimeSettings(model_repository=tmp_path / "repo", intra_op_threads=1)
+    metrics = Metrics()
+    manager = ModelManager(ModelRepository(settings.model_repository), OnnxRuntimeBackend(settings), metrics)
+
+    async def scenario() -> None:
+        await manager.load(["add-one"])
+        assert metrics.registry.get_sample_value("infersuite_model_load_failures_total", {"model": "add-one"}) == 0
+        with pytest.raises(Exception):  # noqa: B017 - onnxruntime's own error type
+            await manager.load(["broken"])
+        assert metrics.registry.get_sample_value("infersuite_model_load_failures_total", {"model": "broken"}) == 1
+        await manager.close()
+
+    asyncio.run(scenario())
