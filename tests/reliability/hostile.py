@@ -6,6 +6,7 @@ empty and maximal messages. Requests are serialized bytes, so undecodable protob
 from __future__ import annotations
 
 import io
+import re
 import struct
 import zlib
 from dataclasses import dataclass
@@ -117,6 +118,7 @@ def oip_cases(model: str, specs: list[tuple[str, str, int]]) -> list[Case]:
         Case("oip more rows than max_batch_size", OIP + "ModelInfer",
              _infer(model, *tensors(lambda rank: [100_000] + [1] * (rank - 1)))),
     ]
+    cases += _oip_limit_cases(model, specs, tensors)
     for rpc, message in [("ModelMetadata", service_pb2.ModelMetadataRequest(name="nope")),
                          ("ModelConfig", service_pb2.ModelConfigRequest(name="nope")),
                          ("ModelStatistics", service_pb2.ModelStatisticsRequest(name="nope")),
@@ -126,6 +128,44 @@ def oip_cases(model: str, specs: list[tuple[str, str, int]]) -> list[Case]:
                           frozenset({"NOT_FOUND"})))
     cases.append(Case("oip ModelReady unknown model", OIP + "ModelReady",
                       _ser(service_pb2.ModelReadyRequest(name="nope")), frozenset({"OK"})))  # ready=false
+    return cases
+
+
+def _ids(specs: list[tuple[str, str, int]], value: int) -> tuple[list, list[bytes]]:
+    """Every input at shape [1, 2, ...]; each INT64 input holds `value` once among ones."""
+    inputs, raw = [], []
+    for name, datatype, rank in specs:
+        shape = [1] + [2] * (rank - 1)
+        array = np.ones(shape, np.int64 if datatype == "INT64" else np.float32)
+        if datatype == "INT64":
+            array.flat[-1] = value
+        inputs.append((name, datatype, shape))
+        raw.append(array.tobytes())
+    return inputs, raw
+
+
+UNOFFERED_OIP = ("SystemSharedMemoryStatus", "SystemSharedMemoryRegister", "SystemSharedMemoryUnregister",
+                 "CudaSharedMemoryStatus", "CudaSharedMemoryRegister", "CudaSharedMemoryUnregister",
+                 "LogSettings", "TraceSetting")
+
+
+def _oip_limit_cases(model: str, specs: list[tuple[str, str, int]], tensors) -> list[Case]:  # type: ignore[no-untyped-def]
+    """Issue 14: bounded cost, id ranges, typed+raw, unoffered extensions, model control when off."""
+    typed_and_raw = service_pb2.ModelInferRequest.FromString(_infer(model, *tensors()))
+    typed_and_raw.inputs[0].contents.int64_contents.extend([1, 1])
+    cases = [
+        # 144 KB for DIN (every dynamic axis 4000) drove the server past 10 GiB before limits existed.
+        Case("oip every dynamic axis 4000 (144 KB for DIN)", OIP + "ModelInfer",
+             _infer(model, *tensors(lambda rank: [1] + [4000] * (rank - 1)))),
+        Case("oip negative id", OIP + "ModelInfer", _infer(model, *_ids(specs, -1))),
+        Case("oip id 10**9 (out of vocabulary)", OIP + "ModelInfer", _infer(model, *_ids(specs, 10**9))),
+        Case("oip typed contents and raw_input_contents", OIP + "ModelInfer", _ser(typed_and_raw)),
+        Case("oip RepositoryModelUnload with control off", OIP + "RepositoryModelUnload",
+             _ser(service_pb2.RepositoryModelUnloadRequest(model_name=model)), frozenset({"FAILED_PRECONDITION"})),
+        Case("oip RepositoryModelLoad with control off", OIP + "RepositoryModelLoad",
+             _ser(service_pb2.RepositoryModelLoadRequest(model_name=model)), frozenset({"FAILED_PRECONDITION"})),
+    ]
+    cases += [Case(f"oip {rpc}", OIP + rpc, b"", frozenset({"UNIMPLEMENTED"})) for rpc in UNOFFERED_OIP]
     return cases
 
 
@@ -220,6 +260,22 @@ def _patched(wav: bytes, offset: int, fmt: str, value: int) -> bytes:
     return bytes(data)
 
 
+def _chunks_before_fmt(wav: bytes, count: int) -> bytes:
+    junk = b"".join(b"junk" + struct.pack("<I", 2) + b"ab" for _ in range(count))
+    body = wav[12:]
+    return b"RIFF" + struct.pack("<I", 4 + len(junk) + len(body)) + b"WAVE" + junk + body
+
+
+# What no status message may contain: object addresses, file paths, library internals.
+LEAKS = re.compile(r"0x[0-9a-fA-F]{6,}|/(?:tmp|work|home|root|usr|etc|proc)/|Traceback|onnxruntime|"
+                   r"[A-Za-z_]+\.py\b|\bnode\b|/[A-Za-z_]+/[A-Za-z_]+(?:/|\b)(?!\s)")
+
+
+def leaks(details: str) -> list[str]:
+    """The parts of a status message that show internals (empty when it is clean)."""
+    return LEAKS.findall(details)
+
+
 def audio_cases(max_duration_s: float) -> list[Case]:
     tone = np.sin(np.linspace(0, 100, 16000)).astype(np.float32) * 0.1
     wav = _wav(tone, 16000)
@@ -258,6 +314,8 @@ def audio_cases(max_duration_s: float) -> list[Case]:
         *both("raw longer than the maximum duration", audio_pb2.Audio(raw=raw(
             samples_f32le=b"\0" * 4 * int(4000 * max_duration_s + 8), sample_rate=4000))),
         *both("unknown embedder", audio_pb2.Audio(wav=wav), embedder="nope"),
+        # libsndfile gives up after many chunks; its error quoted the file object (a heap address).
+        *both("20000 chunks before fmt", audio_pb2.Audio(wav=_chunks_before_fmt(wav, 20000))),
         Case("audio EmbedScene undecodable protobuf", AUDIO + "EmbedScene", GARBAGE),
     ]
     for hop in (-5.0, float("nan"), float("inf"), 1e-9):  # (0 means the default hop)
@@ -274,6 +332,8 @@ def audio_cases(max_duration_s: float) -> list[Case]:
         stream("partial frame", [req(config=config), req(samples_f32le=chunk + b"\0\0")]),
         stream("NaN samples", [req(config=config), req(samples_f32le=nan[:1600].tobytes())]),
         stream("config only, no samples", [req(config=config)]),
+        Case("audio StreamTimestamps undecodable message in the stream", AUDIO + "StreamTimestamps",
+             [_ser(req(config=config)), GARBAGE]),
         stream("unknown embedder", [req(config=audio_pb2.StreamConfig(sample_rate=16000, embedder="nope")),
                                     req(samples_f32le=chunk)]),
     ]
