@@ -258,3 +258,6 @@ class ModelManager:
             await self._schedulers.pop(name).close()
             await model.close()
         self._models.clear()
+        close_backend = getattr(self._backend, "close", None)  # a remote backend's shared channel
+        if close_backend is not None:
+            await close_backend()

@@ -85,7 +85,7 @@ async def _health(channel: grpc.aio.Channel, service: str) -> int:
 
 
 async def test_explicit_unload_and_load_change_what_is_served_and_health_follows(explicit, tiny_ctr) -> None:
-    server, port, channel = explicit
+    _, port, channel = explicit
     stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
     before = await _scores(port, tiny_ctr)
     await stub.RepositoryModelUnload(service_pb2.RepositoryModelUnloadRequest(model_name=MODEL), timeout=30)

@@ -3,13 +3,16 @@
 Same interface as the onnxruntime backend, so services and the scheduler do not change. Every
 call carries a client timeout (the request's remaining deadline, capped by settings), so a dead
 Triton gives a prompt UNAVAILABLE instead of a hung call; the gRPC channel reconnects by itself
-when Triton returns.
+when Triton returns. One client (one channel) per backend serves every model: segmentation's eight
+stage graphs share it. Triton's status codes map through one table (`TRITON_CODES`), never by
+matching text; Triton's messages go to the log, not to the caller (they can name graph nodes).
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -18,23 +21,44 @@ from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException
 
 from services.runtime.context import request_deadline
-from services.runtime.errors import DeadlineExceeded, InvalidArgument, Unavailable
+from services.runtime.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    InferSuiteError,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
 from services.runtime.repository import RepositoryModel
 from services.runtime.settings import RuntimeSettings
 from services.runtime.tensors import TensorSpec
+
+log = logging.getLogger(__name__)
+
+# Triton's gRPC status (tritonclient reports it as "StatusCode.<NAME>") -> what the caller gets.
+# Absent codes (UNAVAILABLE, INTERNAL, UNKNOWN, CANCELLED...) mean the backend failed: UNAVAILABLE.
+TRITON_CODES: dict[str, Callable[[str], InferSuiteError]] = {
+    "INVALID_ARGUMENT": lambda model: InvalidArgument(f"model {model!r} rejected the inputs (Triton backend)"),
+    "DEADLINE_EXCEEDED": lambda model: DeadlineExceeded(
+        f"Triton did not answer for model {model!r} before the deadline"),
+    "RESOURCE_EXHAUSTED": lambda model: ResourceExhausted(f"the Triton backend is overloaded for model {model!r}; "
+                                                          "retry later"),
+    "NOT_FOUND": lambda model: NotFound(f"model {model!r} is not served by the Triton backend"),
+    "FAILED_PRECONDITION": lambda model: FailedPrecondition(f"the Triton backend cannot run model {model!r} now"),
+}
 
 
 def _specs(entries: list[dict[str, Any]]) -> list[TensorSpec]:
     return [TensorSpec(e["name"], e["datatype"], tuple(int(d) for d in e["shape"])) for e in entries]
 
 
-def _error(exc: InferenceServerException, url: str, model: str) -> Exception:
-    status = str(exc.status() or "")
-    if "INVALID_ARGUMENT" in status:
-        return InvalidArgument(f"model {model!r} rejected the inputs: {exc.message()}")
-    if "DEADLINE_EXCEEDED" in status:
-        return DeadlineExceeded(f"Triton did not answer for model {model!r} before the deadline")
-    return Unavailable(f"Triton backend at {url} is unavailable for model {model!r}")
+def triton_error(exc: InferenceServerException, model: str) -> InferSuiteError:
+    """The caller's error for a failed Triton call (Triton's own message is logged only)."""
+    code = str(exc.status() or "").rsplit(".", 1)[-1]
+    log.warning("Triton call for model %s failed: %s %s", model, code or "(no status)", exc.message())
+    make = TRITON_CODES.get(code)
+    return make(model) if make is not None else Unavailable(f"the Triton backend is unavailable for model {model!r}")
 
 
 class TritonModel:
@@ -43,7 +67,7 @@ class TritonModel:
         self.name, self.version, self.meta = entry.name, entry.version, entry.meta
         self.instance_count = sum(g.count for g in entry.config.instance_group if g.count > 0) or 1
         self.inputs, self.outputs = _specs(metadata["inputs"]), _specs(metadata["outputs"])
-        self._client, self._url, self._timeout_s = client, settings.triton_url, settings.triton_timeout_s
+        self.client, self._timeout_s = client, settings.triton_timeout_s
 
     def _timeout(self) -> float:
         deadline = request_deadline.get()
@@ -60,31 +84,42 @@ class TritonModel:
             tensors.append(tensor)
         outputs = [InferRequestedOutput(spec.name) for spec in self.outputs]
         try:
-            result = await self._client.infer(self.name, tensors, model_version=self.version, outputs=outputs,
-                                              client_timeout=self._timeout())
+            result = await self.client.infer(self.name, tensors, model_version=self.version, outputs=outputs,
+                                             client_timeout=self._timeout())
         except InferenceServerException as exc:
-            raise _error(exc, self._url, self.name) from None
+            raise triton_error(exc, self.name) from None
         return {spec.name: result.as_numpy(spec.name) for spec in self.outputs}
 
     async def close(self) -> None:
-        await self._client.close()
+        """Nothing of its own to release: the channel is the backend's, shared by every model."""
 
 
 class TritonBackend:
     def __init__(self, settings: RuntimeSettings):
         self._settings = settings
+        self._client: triton_aio.InferenceServerClient | None = None
+
+    @property
+    def client(self) -> triton_aio.InferenceServerClient:
+        """The one client (and channel) of this backend, made on first use inside the event loop."""
+        if self._client is None:
+            self._client = triton_aio.InferenceServerClient(self._settings.triton_url)
+        return self._client
 
     async def load(self, entry: RepositoryModel) -> TritonModel:
-        url = self._settings.triton_url
-        client = triton_aio.InferenceServerClient(url)
+        client = self.client
         try:
-            if not await client.is_model_ready(entry.name, entry.version, client_timeout=5):
-                raise Unavailable(f"Triton at {url} has no ready model {entry.name!r} version {entry.version}")
-            metadata = await client.get_model_metadata(entry.name, entry.version, as_json=True, client_timeout=5)
+            ready = await client.is_model_ready(entry.name, entry.version, client_timeout=5)
+            metadata = await client.get_model_metadata(entry.name, entry.version, as_json=True, client_timeout=5) \
+                if ready else None
         except InferenceServerException as exc:
-            await client.close()
-            raise Unavailable(f"Triton at {url} is unreachable: {exc.message()}") from None
-        except Unavailable:
-            await client.close()
-            raise
+            log.warning("Triton at %s: %s", self._settings.triton_url, exc.message())
+            raise Unavailable(f"the Triton backend is unreachable (model {entry.name!r})") from None
+        if metadata is None:
+            raise Unavailable(f"the Triton backend has no ready model {entry.name!r} version {entry.version}")
         return TritonModel(entry, client, metadata, self._settings)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None

@@ -34,7 +34,7 @@ def test_explicit_version_and_unknowns(repository: Path) -> None:
     assert repo.resolve("add-one", "1").version == "1"
     with pytest.raises(NotFound, match="no version '2'"):
         repo.resolve("add-one", "2")
-    with pytest.raises(NotFound, match="'missing' is not in the model repository$"):
+    with pytest.raises(NotFound, match=r"'missing' is not in the model repository$"):
         repo.resolve("missing")
     assert repo.names() == ["add-one"]
 
