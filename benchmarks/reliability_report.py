@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import platform
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -137,6 +138,43 @@ def _other(results: dict[str, Any]) -> list[str]:
                f"{s['worst_window_p99_ms']} ms"),
         _figures(s), ""]
     return lines
+
+
+def _hostile(h: dict[str, Any]) -> list[str]:
+    """Written by benchmarks/hostile_report.py: the whole corpus on a suite of all four services."""
+    c = h["corpus"]
+    lines = [
+        "## Hostile cases (every service and the Open Inference Protocol)",
+        f"Written by `python -m benchmarks.hostile_report --repository {h['repository']}`: the corpus of "
+        "tests/reliability/hostile.py against one suite process hosting all four services.", "",
+        "| hostile cases | by code | INTERNAL for client faults | peak RSS during the corpus |", "|---|---|---|---|",
+        f"| {c['cases']} | {', '.join(f'{k} {v}' for k, v in c['codes'].items())} | {c['internal_errors']:.0f} | "
+        f"{c['peak_rss_mib']} MiB (from {c['rss_before_mib']} MiB) |", "",
+        _check(not c["wrong"], f"every case got its expected code with a message; wrong: {c['wrong']}"),
+        _check(not c["leaked_details"], f"no details with addresses, paths or library text: {c['leaked_details']}"),
+        _check(c["healthy_after"] and c["known_good_unchanged"], f"SERVING afterwards: {c['healthy_after']}; the "
+               f"known-good request answers as before: {c['known_good_unchanged']}"), "",
+        "## Worst-case request memory per model",
+        "One OIP request at each model's declared limits (services/runtime/limits.py; `declared`: the version's "
+        "meta.json has a `limits` block, else config dims and INFERSUITE_MAX_REQUEST_ELEMENTS bound it); growth of "
+        "the suite's peak RSS (VmHWM reset before the request).", "",
+        "| model | limits declared | request shapes | request MiB | answer | peak RSS growth MiB |",
+        "|---|---|---|---|---|---|"]
+    for row in h["worst_case"]:
+        shapes = "; ".join(f"{name} {shape}" for name, shape in row["shapes"].items())
+        lines.append(f"| {row['model']} | {'yes' if row['declared'] else 'no'} | {shapes} | {row['request_mib']} | "
+                     f"{row['code']} | {row['peak_growth_mib']} |")
+    return [*lines, ""]
+
+
+def write(out: Path) -> None:
+    """reports/reliability.md from reliability.json and, when present, reliability_hostile.json."""
+    results = json.loads(out.with_suffix(".json").read_text())
+    hostile = out.with_name("reliability_hostile.json")
+    text = render(results)
+    if hostile.is_file():
+        text += "\n" + "\n".join(_hostile(json.loads(hostile.read_text())))
+    out.write_text(text)
 
 
 def render(results: dict[str, Any]) -> str:

@@ -1,0 +1,196 @@
+"""The hostile-input corpus and the worst-case request memory of every model, on one suite process
+hosting all four services: reports/reliability.md's "Hostile input" and "Worst-case request memory"
+sections (figures in reports/reliability_hostile.json).
+
+    python -m benchmarks.hostile_report --repository model_repository
+
+Peak RSS is the kernel's own high-water mark of the suite process (VmHWM), reset just before what is
+measured (/proc/<pid>/clear_refs), so it is the true peak, not a sample. A model's worst case is one
+Open Inference Protocol request at its declared limits (services/runtime/limits.py): every input at
+its largest shape, shrunk until the axis products and the element budget hold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from benchmarks import reliability_report as report
+from benchmarks.reliability import ROOT, Suite
+from services.runtime.limits import ModelLimits, model_limits
+from services.runtime.repository import ModelRepository
+from services.runtime.settings import RuntimeSettings
+from services.runtime.tensors import DATATYPE_TO_NUMPY, TensorSpec
+from tests.reliability import hostile
+from tests.reliability.load import metric, scrape
+
+SERVICES = ["ctr", "segmentation", "splitcompute", "audio"]
+MAX_CANDIDATES, MAX_DURATION_S, MAX_PAYLOAD = 500, 20.0, 8192
+
+
+class Peak:
+    """The suite process's resident memory: now, and its peak since the last reset."""
+
+    def __init__(self, pid: int):
+        self._status, self._clear = Path(f"/proc/{pid}/status"), Path(f"/proc/{pid}/clear_refs")
+
+    def _kib(self, field: str) -> int:
+        line = next(x for x in self._status.read_text().splitlines() if x.startswith(field))
+        return int(line.split()[1])
+
+    def reset(self) -> float:
+        self._clear.write_text("5")  # Linux >= 4.0: VmHWM := VmRSS
+        return self.rss_mib()
+
+    def rss_mib(self) -> float:
+        return self._kib("VmRSS:") / 1024
+
+    def peak_mib(self) -> float:
+        return self._kib("VmHWM:") / 1024
+
+
+async def _status(channel: grpc.aio.Channel, case: hostile.Case) -> tuple[str, str]:
+    try:
+        if isinstance(case.payload, list):
+            async for _ in channel.stream_stream(case.method)(iter(case.payload), timeout=60):
+                pass
+        else:
+            await channel.unary_unary(case.method)(case.payload, timeout=60)
+        return "OK", ""
+    except grpc.aio.AioRpcError as err:
+        return err.code().name, err.details() or ""
+
+
+async def corpus(channel: grpc.aio.Channel, repository: ModelRepository) -> list[hostile.Case]:
+    din = repository.canonical("din")
+    vocabulary = repository.resolve(din).meta["vocabulary"]
+    oip = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+    inputs = (await oip.ModelMetadata(service_pb2.ModelMetadataRequest(name=din))).inputs
+    codec = await channel.unary_unary(hostile.SPLIT + "GetCodec")(b"")
+    from protos import splitcompute_pb2
+
+    codec = splitcompute_pb2.GetCodecResponse.FromString(codec)
+    return [*hostile.ctr_cases(vocabulary["n_items"], vocabulary["n_categories"], MAX_CANDIDATES),
+            *hostile.oip_cases(din, [(t.name, t.datatype, len(t.shape)) for t in inputs]),
+            *hostile.segmentation_cases(),
+            *hostile.splitcompute_cases(codec.codec_version, tuple(codec.latent_shape), MAX_PAYLOAD),
+            *hostile.audio_cases(MAX_DURATION_S)]
+
+
+async def run_corpus(suite: Suite, peak: Peak, repository: ModelRepository) -> dict[str, Any]:
+    async with grpc.aio.insecure_channel(suite.target) as channel:
+        cases = await corpus(channel, repository)
+        known_good = hostile.ctr_cases(**_vocabulary(repository), max_candidates=MAX_CANDIDATES)[-1]
+        answer = await channel.unary_unary(known_good.method)(known_good.payload, timeout=60)
+        rss_before = peak.reset()
+        codes: Counter[str] = Counter()
+        wrong, leaked = [], []
+        for case in cases:
+            code, details = await _status(channel, case)
+            codes[code] += 1
+            if code not in case.codes or (code != "OK" and not details):
+                wrong.append([case.name, code, details[:160]])
+            if hostile.leaks(details):
+                leaked.append([case.name, details[:160]])
+        peak_mib = peak.peak_mib()
+        same = await channel.unary_unary(known_good.method)(known_good.payload, timeout=60) == answer
+        status = (await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())).status
+    internal = metric(scrape(suite.metrics_url), "infersuite_requests_total", code="INTERNAL")
+    return {"cases": len(cases), "codes": dict(sorted(codes.items())), "wrong": wrong, "leaked_details": leaked,
+            "internal_errors": internal, "healthy_after": status == health_pb2.HealthCheckResponse.SERVING,
+            "known_good_unchanged": same, "rss_before_mib": round(rss_before, 1), "peak_rss_mib": round(peak_mib, 1)}
+
+
+def _vocabulary(repository: ModelRepository) -> dict[str, int]:
+    vocabulary = repository.resolve(repository.canonical("din")).meta["vocabulary"]
+    return {"n_items": vocabulary["n_items"], "n_categories": vocabulary["n_categories"]}
+
+
+def worst_case_shapes(limits: ModelLimits) -> dict[str, list[int]]:
+    """Every input at its largest shape, its largest axes shrunk until products and budget hold."""
+    shapes = {limit.name: list(limit.max_shape) for limit in limits.inputs}
+    for product in limits.products:
+        while np.prod([shapes[n][a] for n, a in product.axes], dtype=np.float64) > product.max:
+            name, axis = max(product.axes, key=lambda na: shapes[na[0]][na[1]])
+            shapes[name][axis] = max(shapes[name][axis] // 2, 1)
+    while sum(np.prod(s, dtype=np.float64) for s in shapes.values()) > limits.max_elements:
+        name = max(shapes, key=lambda n: np.prod(shapes[n], dtype=np.float64))
+        axis = int(np.argmax(shapes[name]))
+        shapes[name][axis] = max(shapes[name][axis] // 2, 1)
+    return shapes
+
+
+def _request(name: str, limits: ModelLimits, specs: dict[str, TensorSpec]) -> service_pb2.ModelInferRequest:
+    request = service_pb2.ModelInferRequest(model_name=name)
+    for input_name, shape in worst_case_shapes(limits).items():
+        spec = specs[input_name]
+        request.inputs.add(name=input_name, datatype=spec.datatype, shape=shape)
+        request.raw_input_contents.append(np.zeros(shape, DATATYPE_TO_NUMPY[spec.datatype]).tobytes())
+    return request
+
+
+async def run_worst_cases(suite: Suite, peak: Peak, repository: ModelRepository) -> list[dict[str, Any]]:
+    default = RuntimeSettings().max_request_elements
+    rows = []
+    async with grpc.aio.insecure_channel(suite.target, options=[("grpc.max_send_message_length", -1)]) as channel:
+        oip = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        index = await oip.RepositoryIndex(service_pb2.RepositoryIndexRequest(ready=True))
+        for model in sorted(index.models, key=lambda m: m.name):
+            entry = repository.resolve(model.name, model.version)
+            meta = await oip.ModelMetadata(service_pb2.ModelMetadataRequest(name=model.name))
+            specs = {t.name: TensorSpec(t.name, t.datatype, tuple(t.shape)) for t in meta.inputs}
+            limits = model_limits(model.name, list(specs.values()), entry.meta, entry.config.max_batch_size, default)
+            request = _request(model.name, limits, specs)
+            before = peak.reset()
+            try:
+                await oip.ModelInfer(request, timeout=300)
+                code = "OK"
+            except grpc.aio.AioRpcError as err:
+                code = err.code().name
+            rows.append({"model": model.name, "declared": "limits" in entry.meta, "code": code,
+                         "shapes": {t.name: list(t.shape) for t in request.inputs},
+                         "request_mib": round(request.ByteSize() / 2**20, 2),
+                         "peak_growth_mib": round(peak.peak_mib() - before, 1)})
+    return rows
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    env = {"INFERSUITE_PORT": "0", "INFERSUITE_METRICS_PORT": "0", "INFERSUITE_HOST": "127.0.0.1",
+           "INFERSUITE_SERVICES": json.dumps(SERVICES), "INFERSUITE_MODEL_REPOSITORY": str(args.repository.resolve()),
+           "INFERSUITE_LOG_LEVEL": "ERROR", "INFERSUITE_INTRA_OP_THREADS": "1",
+           "INFERSUITE_CTR_MAX_CANDIDATES": str(MAX_CANDIDATES), "INFERSUITE_AUDIO_MAX_DURATION_S": str(MAX_DURATION_S),
+           "INFERSUITE_SPLITCOMPUTE_MAX_PAYLOAD_BYTES": str(MAX_PAYLOAD)}
+    suite = Suite([sys.executable, "-m", "services"], env)
+    try:
+        await suite.ready(timeout=600)
+        repository, peak = ModelRepository(args.repository), Peak(suite.proc.pid)
+        return {"repository": str(args.repository), "corpus": await run_corpus(suite, peak, repository),
+                "worst_case": await run_worst_cases(suite, peak, repository)}
+    finally:
+        suite.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repository", type=Path, default=ROOT / "model_repository")
+    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "reliability.md")
+    args = parser.parse_args(argv)
+    results = asyncio.run(main_async(args))
+    hostile_json = args.out.with_name("reliability_hostile.json")
+    hostile_json.write_text(json.dumps(results, indent=1) + "\n")
+    report.write(args.out)
+    print(f"wrote {hostile_json} and {args.out}")
+
+
+if __name__ == "__main__":
+    main()
