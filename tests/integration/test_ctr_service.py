@@ -146,7 +146,7 @@ async def test_health_is_not_serving_while_a_model_cannot_load(tmp_path) -> None
     settings = RuntimeSettings(port=0, metrics_port=-1, host="127.0.0.1", model_repository=tmp_path)
     server, port = await build_server(settings, [CtrService(CtrSettings())])
     await server.start()
-    with pytest.raises(Exception, match="not in the repository"):
+    with pytest.raises(Exception, match="not in the model repository"):
         await server.wait_ready(timeout=30)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         health = health_pb2_grpc.HealthStub(channel)

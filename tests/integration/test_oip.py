@@ -128,15 +128,20 @@ BAD = {
     "huge shape": ({"history_items.shape": [1, 10**12]}, grpc.StatusCode.INVALID_ARGUMENT, "over the limit"),
     # Issue 14: 144 KB that drove the server past 10 GiB; refused by its declared shape, nothing decoded.
     "history = candidates = 4000": (
-        {f"{name}.{part}": value for name in ("history_items", "history_categories", "history_mask",
-                                              "candidate_items", "candidate_categories")
-         for part, value in (("shape", [1, 4000]), ("raw", b"\x01" * (4000 * (4 if name == "history_mask" else 8))))},
+        {f"{name}.{part}": value
+         for name in ("history_items", "history_categories", "history_mask", "candidate_items",
+                      "candidate_categories", "candidate_user")
+         for part, value in (("shape", [1, 4000] if name.startswith("history") else [4000]),
+                             ("raw", b"\x01" * (4000 * (4 if name == "history_mask" else 8))))},
         grpc.StatusCode.INVALID_ARGUMENT, "'history_items' dimension 1 is 4000, over the limit of 1024"),
-    "id above the vocabulary": ({"candidate_items.raw": np.array([[1, 2, 3, 10**9]], np.int64).tobytes()},
+    "id above the vocabulary": ({"candidate_items.raw": np.array([1, 2, 3, 10**9], np.int64).tobytes()},
                                 grpc.StatusCode.INVALID_ARGUMENT,
-                                "'candidate_items' value 1000000000 at index [0, 3] is outside the model's range"),
+                                "'candidate_items' value 1000000000 at index [3] is outside the model's range"),
     "negative id": ({"history_categories.raw": np.array([[1, -2, 1, 1, 1, 1]], np.int64).tobytes()},
                     grpc.StatusCode.INVALID_ARGUMENT, "'history_categories' value -2 at index [0, 1]"),
+    "candidate of a user with no history row": (
+        {"candidate_user.raw": np.array([0, 0, 1, 0], np.int64).tobytes()}, grpc.StatusCode.INVALID_ARGUMENT,
+        "'candidate_user' value 1 at index [2] is outside the model's range [0, 0]"),
     "unknown model": ({"model_name": "nope"}, grpc.StatusCode.NOT_FOUND, "model 'nope' is not served here"),
     "unknown version": ({"model_version": "7"}, grpc.StatusCode.NOT_FOUND, "no loaded version '7'"),
 }

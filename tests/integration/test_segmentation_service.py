@@ -200,7 +200,7 @@ async def test_health_is_not_serving_while_the_models_are_missing(tmp_path) -> N
     settings = RuntimeSettings(port=0, metrics_port=-1, host="127.0.0.1", model_repository=tmp_path)
     server, port = await build_server(settings, [SegmentationService(SegmentationSettings())])
     await server.start()
-    with pytest.raises(Exception, match="not in the repository"):
+    with pytest.raises(Exception, match="not in the model repository"):
         await server.wait_ready(timeout=30)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))

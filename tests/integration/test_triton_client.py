@@ -35,9 +35,10 @@ async def remote(tiny_ctr, tmp_path_factory):
 
 
 def _inputs() -> dict[str, np.ndarray]:
+    """One user's history and two candidate rows (DIN's rows layout)."""
     return {"history_items": np.array([[1, 2, 3]], np.int64), "history_categories": np.array([[1, 1, 2]], np.int64),
-            "history_mask": np.ones((1, 3), np.float32), "candidate_items": np.array([[4, 5]], np.int64),
-            "candidate_categories": np.array([[1, 2]], np.int64)}
+            "history_mask": np.ones((1, 3), np.float32), "candidate_items": np.array([4, 5], np.int64),
+            "candidate_categories": np.array([1, 2], np.int64), "candidate_user": np.array([0, 0], np.int64)}
 
 
 async def test_every_model_of_a_backend_shares_one_channel_and_codes_map_by_table(remote) -> None:
@@ -55,7 +56,7 @@ async def test_every_model_of_a_backend_shares_one_channel_and_codes_map_by_tabl
         with pytest.raises(NotFound, match="'din-gone' is not served by the Triton backend"):
             await missing.infer({})
         await first.close()  # a model's close leaves the shared channel open
-        assert (await second.infer(_inputs()))["click_probability"].shape == (1, 2)
+        assert (await second.infer(_inputs()))["click_probability"].shape == (2,)
     finally:
         await backend.close()
 

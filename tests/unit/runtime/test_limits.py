@@ -11,21 +11,23 @@ from services.runtime import InvalidArgument
 from services.runtime.limits import model_limits
 from services.runtime.tensors import TensorSpec
 
+# DIN's rows layout: histories (U, T) per user, one row per candidate with its user's index.
 DIN = [TensorSpec("history_items", "INT64", (-1, -1)), TensorSpec("history_categories", "INT64", (-1, -1)),
-       TensorSpec("history_mask", "FP32", (-1, -1)), TensorSpec("candidate_items", "INT64", (-1, -1)),
-       TensorSpec("candidate_categories", "INT64", (-1, -1))]
+       TensorSpec("history_mask", "FP32", (-1, -1)), TensorSpec("candidate_items", "INT64", (-1,)),
+       TensorSpec("candidate_categories", "INT64", (-1,)), TensorSpec("candidate_user", "INT64", (-1,))]
 
 
-def _din(batch: int, history: int, candidates: int, item: int = 1) -> dict[str, np.ndarray]:
-    return {"history_items": np.full((batch, history), item, np.int64),
-            "history_categories": np.ones((batch, history), np.int64),
-            "history_mask": np.ones((batch, history), np.float32),
-            "candidate_items": np.full((batch, candidates), item, np.int64),
-            "candidate_categories": np.ones((batch, candidates), np.int64)}
+def _din(users: int, history: int, candidates: int, item: int = 1) -> dict[str, np.ndarray]:
+    return {"history_items": np.full((users, history), item, np.int64),
+            "history_categories": np.ones((users, history), np.int64),
+            "history_mask": np.ones((users, history), np.float32),
+            "candidate_items": np.full(candidates, item, np.int64),
+            "candidate_categories": np.ones(candidates, np.int64),
+            "candidate_user": np.arange(candidates, dtype=np.int64) % users}
 
 
 def _din_limits():
-    return model_limits("din", DIN, {"limits": din_limits(120, 8, 64)}, 64, 1 << 22)
+    return model_limits("din", DIN, {"limits": din_limits(120, 8)}, 4096, 1 << 22)
 
 
 def test_limits_without_a_block_come_from_config_dims_and_the_default_budget() -> None:
@@ -44,28 +46,28 @@ def test_limits_without_a_block_come_from_config_dims_and_the_default_budget() -
 def test_the_144_kb_request_is_refused_by_its_declared_shape() -> None:
     """History = candidates = 4000 at batch 1 drove the server past 10 GiB (issue 14): refused unread."""
     limits = _din_limits()
-    shapes = {name: (1, 4000) for name, _ in _din(1, 1, 1).items()}
+    shapes = {name: (1, 4000) if name.startswith("history") else (4000,) for name in _din(1, 1, 1)}
     with pytest.raises(InvalidArgument, match="'history_items' dimension 1 is 4000, over the limit of 1024"):
         limits.check_shapes(shapes)
 
 
-def test_attention_cells_bound_batch_times_candidates_times_history() -> None:
+def test_attention_cells_bound_candidate_rows_times_history() -> None:
     limits = _din_limits()
-    limits.check(_din(1, 500, 500))  # 250,000 cells: within 262,144
+    limits.check(_din(2, 500, 500))  # 250,000 cells: within 262,144
     with pytest.raises(InvalidArgument, match=r"attention_cells .* is 500000, over the limit of 262144"):
-        limits.check(_din(2, 500, 500))
+        limits.check(_din(2, 500, 1000))
     with pytest.raises(InvalidArgument, match="attention_cells"):
-        limits.check_shapes({"candidate_items": (64, 1024), "history_items": (64, 1024)})
+        limits.check_shapes({"candidate_items": (4096,), "history_items": (1, 1024)})
 
 
 @pytest.mark.parametrize(("item", "shown"), [(-1, "-1"), (121, "121"), (2**63 - 1, str(2**63 - 1)),
                                              (-(2**63), str(-(2**63)))])
 def test_ids_outside_the_vocabulary_are_refused_with_index_and_range(item: int, shown: str) -> None:
     inputs = _din(1, 3, 2)
-    inputs["candidate_items"][0, 1] = item
+    inputs["history_items"][0, 1] = item
     with pytest.raises(InvalidArgument) as err:
         _din_limits().check(inputs)
-    assert err.value.message.startswith(f"input 'candidate_items' value {shown} at index [0, 1] is outside "
+    assert err.value.message.startswith(f"input 'history_items' value {shown} at index [0, 1] is outside "
                                         "the model's range [0, 120]"), err.value.message
 
 
@@ -80,7 +82,9 @@ def test_padding_ids_and_bounds_are_inside_and_nan_is_outside() -> None:
 
 
 def test_a_range_can_end_below_another_inputs_axis() -> None:
-    """The flattened DIN layout: candidate_user (R,) indexes a row of history_items (U, T)."""
+    """The rows layout: candidate_user (R,) indexes a row of history_items (U, T)."""
+    with pytest.raises(InvalidArgument, match=r"'candidate_user' value 2 at index \[2\] .* range \[0, 1\]"):
+        _din_limits().check({**_din(2, 3, 4), "candidate_user": np.array([0, 1, 2, 0])})
     specs = [TensorSpec("history_items", "INT64", (-1, -1)), TensorSpec("candidate_user", "INT64", (-1,))]
     meta = {"limits": {"inputs": {"candidate_user": {"max_shape": [4096], "range": [0, None],
                                                      "below_dim": ["history_items", 0]}}}}

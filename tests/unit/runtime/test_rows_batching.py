@@ -73,6 +73,6 @@ async def test_a_row_index_outside_its_own_request_is_refused(tiny_ctr) -> None:
     inputs = {"history_items": np.ones((1, 3), np.int64), "history_categories": np.ones((1, 3), np.int64),
               "history_mask": np.ones((1, 3), np.float32), "candidate_items": np.ones(2, np.int64),
               "candidate_categories": np.ones(2, np.int64), "candidate_user": np.array([0, 1], np.int64)}
-    with pytest.raises(InvalidArgument, match=r"candidate_user.*valid: 0\.\.0"):
+    with pytest.raises(InvalidArgument, match=r"candidate_user.*(valid: 0\.\.0|range \[0, 0\])"):
         await manager.infer("din-fp32", inputs)
     await manager.close()
