@@ -10,6 +10,8 @@ together with `INFERSUITE_AUTH_TOKEN` or a network policy. With it on:
 - unload stops serving the model: new requests get UNAVAILABLE, queued ones get the grace period.
 - health follows: a service whose models are not all loaded reports NOT_SERVING, and SERVING again
   once they are.
+With INFERSUITE_WORKERS > 1 a call reaches one worker and changes that worker only: use explicit
+control with one worker per process.
 """
 
 from __future__ import annotations
