@@ -27,7 +27,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from benchmarks import reliability_report as report
 from benchmarks.reliability import ROOT, Suite
-from services.runtime.limits import ModelLimits, model_limits
+from services.runtime.limits import ModelLimits, ValueRange, model_limits
 from services.runtime.repository import ModelRepository
 from services.runtime.settings import RuntimeSettings
 from services.runtime.tensors import DATATYPE_TO_NUMPY, TensorSpec
@@ -117,25 +117,40 @@ def _vocabulary(repository: ModelRepository) -> dict[str, int]:
 
 
 def worst_case_shapes(limits: ModelLimits) -> dict[str, list[int]]:
-    """Every input at its largest shape, its largest axes shrunk until products and budget hold."""
-    shapes = {limit.name: list(limit.max_shape) for limit in limits.inputs}
+    """Every input at its largest shape, its largest axes shrunk until products and budget hold. An
+    axis shrinks together with the same axis of every input of the same largest shape (they share it)."""
+    largest = {limit.name: limit.max_shape for limit in limits.inputs}
+    shapes = {name: list(shape) for name, shape in largest.items()}
+
+    def shrink(name: str, axis: int) -> None:
+        size = max(shapes[name][axis] // 2, 1)
+        for other, shape in largest.items():
+            if shape == largest[name]:
+                shapes[other][axis] = size
+
     for product in limits.products:
         while np.prod([shapes[n][a] for n, a in product.axes], dtype=np.float64) > product.max:
-            name, axis = max(product.axes, key=lambda na: shapes[na[0]][na[1]])
-            shapes[name][axis] = max(shapes[name][axis] // 2, 1)
+            shrink(*max(product.axes, key=lambda na: shapes[na[0]][na[1]]))
     while sum(np.prod(s, dtype=np.float64) for s in shapes.values()) > limits.max_elements:
         name = max(shapes, key=lambda n: np.prod(shapes[n], dtype=np.float64))
-        axis = int(np.argmax(shapes[name]))
-        shapes[name][axis] = max(shapes[name][axis] // 2, 1)
+        shrink(name, int(np.argmax(shapes[name])))
     return shapes
+
+
+def _values(shape: list[int], datatype: str, limit: ValueRange | None) -> np.ndarray:
+    """In range (the lowest allowed value); floats without a range get 0.01, not silence."""
+    dtype = DATATYPE_TO_NUMPY[datatype]
+    fill = limit.low if limit is not None and limit.low is not None else (0.01 if dtype.kind == "f" else 0)
+    return np.full(shape, fill, dtype)
 
 
 def _request(name: str, limits: ModelLimits, specs: dict[str, TensorSpec]) -> service_pb2.ModelInferRequest:
     request = service_pb2.ModelInferRequest(model_name=name)
+    ranges = {limit.name: limit.values for limit in limits.inputs}
     for input_name, shape in worst_case_shapes(limits).items():
         spec = specs[input_name]
         request.inputs.add(name=input_name, datatype=spec.datatype, shape=shape)
-        request.raw_input_contents.append(np.zeros(shape, DATATYPE_TO_NUMPY[spec.datatype]).tobytes())
+        request.raw_input_contents.append(_values(shape, spec.datatype, ranges[input_name]).tobytes())
     return request
 
 
@@ -174,6 +189,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     env = {"INFERSUITE_PORT": "0", "INFERSUITE_METRICS_PORT": "0", "INFERSUITE_HOST": "127.0.0.1",
            "INFERSUITE_SERVICES": json.dumps(SERVICES), "INFERSUITE_MODEL_REPOSITORY": str(args.repository.resolve()),
            "INFERSUITE_LOG_LEVEL": "ERROR", "INFERSUITE_INTRA_OP_THREADS": "1",
+           "INFERSUITE_WORKERS": "1",  # one serving process: its peak RSS is the one measured
            "INFERSUITE_CTR_MAX_CANDIDATES": str(MAX_CANDIDATES), "INFERSUITE_AUDIO_MAX_DURATION_S": str(MAX_DURATION_S),
            "INFERSUITE_SPLITCOMPUTE_MAX_PAYLOAD_BYTES": str(MAX_PAYLOAD)}
     suite = Suite([sys.executable, "-m", "services"], env)

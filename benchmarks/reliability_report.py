@@ -145,8 +145,9 @@ def _hostile(h: dict[str, Any]) -> list[str]:
     c = h["corpus"]
     lines = [
         "## Hostile cases (every service and the Open Inference Protocol)",
-        f"Written by `python -m benchmarks.hostile_report --repository {h['repository']}`: the corpus of "
-        "tests/reliability/hostile.py against one suite process hosting all four services.", "",
+        "Written by `python -m benchmarks.hostile_report --repository model_repository`: the corpus of "
+        "tests/reliability/hostile.py against one suite process hosting all four services "
+        f"({len(h['worst_case'])} models served).", "",
         "| hostile cases | by code | INTERNAL for client faults | peak RSS during the corpus |", "|---|---|---|---|",
         f"| {c['cases']} | {', '.join(f'{k} {v}' for k, v in c['codes'].items())} | {c['internal_errors']:.0f} | "
         f"{c['peak_rss_mib']} MiB (from {c['rss_before_mib']} MiB) |", "",

@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 
 from services.runtime.backends.base import Backend, LoadedModel
 from services.runtime.batching import BatchingPolicy, DynamicBatcher
-from services.runtime.errors import NonFiniteOutput, NotFound, Unavailable
+from services.runtime.errors import InferSuiteError, NonFiniteOutput, NotFound, Unavailable
 from services.runtime.limits import ModelLimits, model_limits
 from services.runtime.metrics import Metrics
 from services.runtime.padding import BatchLayout
@@ -133,12 +133,13 @@ class ModelManager:
         return model, batching_policy(entry, model, self._settings)
 
     def record_failure(self, name: str, version: str, exc: BaseException) -> LoadFailure:
-        """Counts and keeps a failed load; the message is the operator's (RepositoryIndex), not a client's."""
-        detail = str(exc).splitlines()[0][:300] if str(exc) else ""
-        failure = LoadFailure(version, f"version {version} failed to load: {type(exc).__name__}: {detail}")
+        """Counts and keeps a failed load. The reason reaches any OIP caller (RepositoryIndex): our own
+        errors keep their message; a library's text (paths, graph internals) goes to the log only."""
+        detail = f": {exc.message[:300]}" if isinstance(exc, InferSuiteError) else " (the server log has the details)"
+        failure = LoadFailure(version, f"version {version} failed to load: {type(exc).__name__}{detail}")
         self.load_failures[name] = failure
         self._metrics.load_failures.labels(name).inc()
-        log.error("model %s %s", name, failure.reason)
+        log.error("model %s version %s failed to load: %s: %s", name, version, type(exc).__name__, exc)
         return failure
 
     def swap(self, model: LoadedModel, policy: BatchingPolicy) -> tuple[LoadedModel, DynamicBatcher]:

@@ -127,6 +127,8 @@ def test_load_failure_series_exist_at_zero_once_a_model_is_asked_for(tmp_path: P
         with pytest.raises(Exception):  # noqa: B017 - onnxruntime's own error type
             await manager.load(["broken"])
         assert metrics.registry.get_sample_value("infersuite_model_load_failures_total", {"model": "broken"}) == 1
+        reason = manager.load_failures["broken"].reason  # any OIP caller reads it (RepositoryIndex)
+        assert reason.startswith("version 1 failed to load: ") and str(tmp_path) not in reason, reason
         await manager.close()
 
     asyncio.run(scenario())
