@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from benchmarks.serving import report, servers
+from benchmarks.serving import profile, report, servers
 from benchmarks.serving.loadgen import LoadSpec
 from benchmarks.serving.workload import MIXES, MODEL, make_requests, mean_candidates
 
@@ -56,10 +56,12 @@ class Bench:
         path.write_bytes(pickle.dumps(payloads))
         return str(path)
 
-    def load(self, server: servers.RunningServer | Any, method: str, payload: tuple[str, str], clients: int,
+    def load(self, server: Any, method: str, payload: tuple[str, str], clients: int,
              **extra: Any) -> dict[str, Any]:
-        spec = LoadSpec(target=server.target if hasattr(server, "target") else server.grpc_address, method=method,
-                        requests_file=self.files[payload], clients=clients, seconds=extra.pop("seconds", self.args.seconds),
+        target = getattr(server, "target", None) or server.grpc_address  # the suite's or a peer's
+        spec = LoadSpec(target=target, method=method,
+                        requests_file=self.files[payload], clients=clients,
+                        seconds=extra.pop("seconds", self.args.seconds),
                         warmup_s=self.args.warmup, cores=sorted(self.generator_cores), server_pid=server.pid,
                         metrics_url=getattr(server, "metrics_url", ""), **extra)
         spec_path = self.work / "spec.json"
@@ -129,7 +131,8 @@ def _open_loop(bench: Bench) -> None:
             continue
         with factory() as server:
             for rate in OPEN_LOOP_RATES:
-                result = bench.load(server, INFER, (mix, "infer"), 256, rate=float(rate), seconds=bench.args.open_seconds)
+                result = bench.load(server, INFER, (mix, "infer"), 256, rate=float(rate),
+                                    seconds=bench.args.open_seconds)
                 bench.record(kind="open", server=name, mix=mix, api="OIP ModelInfer", rate=rate, **result)
                 if result["p99_ms"] > 4 * P99_GOAL_MS or result["errors"]:
                     break
@@ -151,16 +154,10 @@ def _streaming_and_workers(bench: Bench) -> None:
 
 
 def _profile(bench: Bench) -> dict[str, Any]:
-    """py-spy samples of the suite at saturation (ranking mix, OIP, 64 clients): top functions."""
-    mix, seconds = bench.args.mixes[0], 6
-    with servers.suite(bench.args.repository, bench.server_cores) as server:
-        out = bench.work / "profile.txt"
-        spy = subprocess.Popen(["py-spy", "record", "-p", str(server.pid), "-d", str(seconds + 2), "-r", "100",
-                                "-f", "raw", "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
-        bench.load(server, INFER, (mix, "infer"), max(bench.args.clients), seconds=seconds)
-        spy.wait(timeout=60)
-    return report.profile_table(out) if out.exists() else {}
+    """py-spy samples of the suite at saturation (ctr Score, first mix, 64 clients): top functions."""
+    _, table = profile.profile(bench.args.repository, bench.work, None, bench.args.mixes[0], 6.0,
+                               max(bench.args.clients), bench.server_cores, bench.generator_cores, {})
+    return table
 
 
 def _ceilings(bench: Bench) -> dict[str, dict[str, float]]:

@@ -104,11 +104,13 @@ def _summary(context: dict, ceilings: dict, steps: list[dict], groups: dict[tupl
         if mix not in ceilings:
             continue
         for api in ("ctr Score", "OIP ModelInfer"):
-            on, off = _rate(groups, "infersuite", mix, api, top), _rate(groups, "infersuite, batching off", mix, api, top)
+            on = _rate(groups, "infersuite", mix, api, top)
+            off = _rate(groups, "infersuite, batching off", mix, api, top)
             lines.append(f"- Batching on vs off, {api}, {mix} mix, {top} clients: " + _goal(_ratio(on, off), goal))
         best = max(ceilings[mix], key=lambda b: ceilings[mix][b])
         lines.append(f"- Bare onnxruntime ceiling, {mix} mix: best batch {best} = {ceilings[mix][best]:.0f} req/s vs "
-                     f"batch 1 = {ceilings[mix]['1']:.0f} req/s: " + _goal(ceilings[mix][best] / ceilings[mix]["1"], 1.0))
+                     f"batch 1 = {ceilings[mix]['1']:.0f} req/s: "
+                     + _goal(ceilings[mix][best] / ceilings[mix]["1"], 1.0))
     peers = [s for s in ("mlserver", "kserve") if any(k[0] == s for k in groups)]
     for mix in ceilings:
         mine = _rate(groups, "infersuite", mix, "OIP ModelInfer", top)
@@ -122,7 +124,8 @@ def _summary(context: dict, ceilings: dict, steps: list[dict], groups: dict[tupl
     if any(s["kind"] == "open" for s in steps):
         mine_open = _best_open(steps, "infersuite")
         peer_open = max((_best_open(steps, p) or 0.0 for p in peers), default=None)
-        lines.append(f"- Open loop, highest tried rate with p99 <= {GOALS['p99_ms']:.0f} ms ({next(iter(ceilings))} mix): "
+        lines.append(f"- Open loop, highest tried rate with p99 <= {GOALS['p99_ms']:.0f} ms "
+                     f"({next(iter(ceilings))} mix): "
                      f"infersuite {_fmt(mine_open, 0)} req/s, best peer {_fmt(peer_open, 0)} req/s: "
                      + _goal(_ratio(mine_open, peer_open), GOALS["peer_ratio"]))
     return lines
@@ -135,7 +138,8 @@ def _other_tables(steps: list[dict]) -> list[str]:
         lines += ["", "## Open loop (Poisson arrivals, OIP ModelInfer)", "",
                   "| server | offered req/s | answered req/s | p50 ms | p99 ms | server CPU ms/req | errors |",
                   "|---|---|---|---|---|---|---|"]
-        lines += [f"| {s['server']} | {s['rate']} | {s['throughput_rps']:.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.1f} | "
+        lines += [f"| {s['server']} | {s['rate']} | {s['throughput_rps']:.0f} | {s['p50_ms']:.2f} | "
+                  f"{s['p99_ms']:.1f} | "
                   f"{s['server_cpu_ms_per_request']:.3f} | {s['errors']} |" for s in opened]
     for kind, title in (("streaming", "Streaming vs unary (same server, same mix)"),
                         ("workers", "Workers (server and generator share both cores here: a functional check, "
@@ -144,7 +148,8 @@ def _other_tables(steps: list[dict]) -> list[str]:
         if rows:
             lines += ["", f"## {title}", "", "| server | API | clients | req/s | p99 ms | server CPU ms/message | "
                       "other ms/message |", "|---|---|---|---|---|---|---|"]
-            lines += [f"| {s['server']} | {s['api']} | {s['clients']} | {s['throughput_rps']:.0f} | {s['p99_ms']:.1f} | "
+            lines += [f"| {s['server']} | {s['api']} | {s['clients']} | {s['throughput_rps']:.0f} | "
+                      f"{s['p99_ms']:.1f} | "
                       f"{s['server_cpu_ms_per_request']:.3f} | {_fmt(s.get('other_cpu_ms_per_request'), 3)} |"
                       for s in rows]
     return lines

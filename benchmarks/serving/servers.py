@@ -72,15 +72,19 @@ def _wait_serving(port: int, timeout_s: float = 180.0) -> None:
 
 
 @contextlib.contextmanager
-def suite(repository: Path, cores: set[int], name: str = "infersuite", **env: str) -> Iterator[RunningServer]:
-    """The suite serving ctr only, pinned to `cores`, metrics on a free port, SERVING on return."""
+def suite(repository: Path, cores: set[int], name: str = "infersuite", tree: Path | None = None,
+          **env: str) -> Iterator[RunningServer]:
+    """The suite serving ctr only, pinned to `cores`, metrics on a free port, SERVING on return.
+    `tree`: another checkout of the project to run instead of this one (a before/after profile)."""
     environment = {**os.environ, "INFERSUITE_PORT": "0", "INFERSUITE_METRICS_PORT": "0",
                    "INFERSUITE_METRICS_HOST": "127.0.0.1", "INFERSUITE_HOST": "127.0.0.1",
                    "INFERSUITE_SERVICES": '["ctr"]', "INFERSUITE_CTR_MODEL": "din-fp32",
                    "INFERSUITE_MODEL_REPOSITORY": str(repository), "INFERSUITE_LOG_LEVEL": "WARNING",
                    "INFERSUITE_WORKERS": "1", **env}
+    if tree is not None:
+        environment["PYTHONPATH"] = str(tree.resolve())
     process = subprocess.Popen(_pinned([sys.executable, "-m", "services"], cores), env=environment,
-                               stdout=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, text=True, cwd=tree)
     try:
         line = process.stdout.readline() if process.stdout else ""
         match = re.search(r"gRPC on port (\d+), metrics on port (\d+)", line)

@@ -92,7 +92,8 @@ class BatchLayout:
         return RequestShape(groups, rows if self.rows is not None else groups, sizes, self._signature(inputs))
 
     def _axis0(self, inputs: Mapping[str, np.ndarray]) -> tuple[int, int]:
-        group_sizes, row_sizes = set(), set()
+        group_sizes: set[int] = set()
+        row_sizes: set[int] = set()
         for name, value in inputs.items():
             if value.ndim == 0:
                 raise InvalidArgument(f"input {name!r} is a scalar; every input needs a leading dimension")

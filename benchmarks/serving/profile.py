@@ -1,0 +1,83 @@
+"""A py-spy profile of the suite at saturation, of this checkout or another one (before/after).
+
+    python -m benchmarks.serving.profile --label after
+    git worktree add /tmp/before <commit> && make -C /tmp/before VENV=$PWD/.venv protos
+    python -m benchmarks.serving.profile --tree /tmp/before --repository <repository it serves> --label before
+
+Server pinned to core 1, the benchmark's load generator on core 0 (ctr Score, 64 closed-loop clients,
+the ranking mix; Score's API is the same in every version). Writes reports/serving_profile_<label>.md
+with req/s, server CPU per request and the top functions (self and inclusive share of samples).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from benchmarks.serving import report, servers
+from benchmarks.serving.loadgen import LoadSpec
+from benchmarks.serving.workload import MIXES, MODEL, make_requests
+
+SCORE = "/infersuite.ctr.v1.CtrService/Score"
+
+
+def profile(repository: Path, work: Path, tree: Path | None, mix: str, seconds: float, clients: int,
+            server_cores: set[int], generator_cores: set[int], env: dict[str, str]) -> tuple[dict, dict]:
+    """-> (load result, profile table) of one profiled run."""
+    vocab = json.loads((repository / MODEL / "1" / "meta.json").read_text())["vocabulary"]
+    requests = make_requests(mix, 2000, vocab["n_items"], vocab["n_categories"])
+    payloads = work / "score.pkl"
+    payloads.write_bytes(pickle.dumps([r.score_request() for r in requests]))
+    with servers.suite(repository, server_cores, tree=tree, **env) as server:
+        spec = LoadSpec(server.target, SCORE, str(payloads), clients=clients, seconds=seconds, warmup_s=2.0,
+                        cores=sorted(generator_cores), server_pid=server.pid)
+        (work / "spec.json").write_text(json.dumps(spec.__dict__))
+        load = subprocess.Popen([sys.executable, "-m", "benchmarks.serving.loadgen", str(work / "spec.json")],
+                                stdout=subprocess.PIPE, text=True)
+        spy_out = work / "profile.txt"
+        py_spy = Path(sys.executable).parent / "py-spy"
+        subprocess.run([str(py_spy), "record", "-p", str(server.pid), "-d", str(int(seconds)), "-r", "100", "-f", "raw",
+                        "-o", str(spy_out)], capture_output=True, timeout=seconds + 60)
+        result = json.loads((load.communicate(timeout=seconds + 120)[0]).strip().splitlines()[-1])
+    return result, report.profile_table(spy_out) if spy_out.exists() else {}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.serving.profile", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"))
+    parser.add_argument("--tree", type=Path, default=None, help="another checkout to run (default: this one)")
+    parser.add_argument("--label", default="after")
+    parser.add_argument("--mix", default="ranking", choices=list(MIXES))
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--env", nargs="*", default=[], help="KEY=VALUE settings for the server")
+    args = parser.parse_args(argv)
+    env = dict(item.split("=", 1) for item in args.env)
+    with tempfile.TemporaryDirectory() as tmp:
+        result, table = profile(args.repository, Path(tmp), args.tree, args.mix, args.seconds, args.clients,
+                                {1}, {0}, env)
+    command = "python -m benchmarks.serving.profile " + " ".join(sys.argv[1:] if argv is None else argv)
+    lines = [f"# Profile of the suite at saturation: {args.label}", "",
+             f"Command: `{command}`. ctr Score, {args.mix} mix, {args.clients} closed-loop clients; server on core 1, "
+             f"load generator on core 0; load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}.", "",
+             f"- throughput {result['throughput_rps']:.0f} req/s, p99 {result['p99_ms']:.1f} ms",
+             f"- server CPU {result['server_cpu_ms_per_request']:.3f} ms per request (process tree, /proc)",
+             "", f"py-spy, {table.get('samples', 0)} samples (Python frames; gRPC's and protobuf's native work shows "
+             "as the asyncio callback that runs it; onnxruntime as `run`).", "",
+             "| self share | function |", "|---|---|"]
+    lines += [f"| {share:.1%} | `{name}` |" for name, share in table.get("self", [])[:20]]
+    lines += ["", "| inclusive share | function |", "|---|---|"]
+    lines += [f"| {share:.1%} | `{name}` |" for name, share in table.get("inclusive", [])[:25]]
+    out = Path("reports") / f"serving_profile_{args.label}.md"
+    out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
