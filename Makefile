@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 TRITON_STAMP := .triton/.installed
 
-.PHONY: hear-tools hear-validate setup tools triton deploy-tools docker-tools docker docker-test protos models serve test lint bench-ctr bench-serving quantize-report loadtest bench-loadtest bench-loadtest-generator report-ctr report-quantization report-segmentation bench-audio bench-splitcompute splitcompute-payloads reliability-test reliability-report peers peers-check clean
+.PHONY: hear-tools hear-validate setup tools triton deploy-tools docker-tools docker docker-test protos models serve test lint bench-ctr bench-serving quantize-report loadtest bench-loadtest bench-loadtest-generator report-ctr report-quantization report-segmentation bench-audio bench-splitcompute splitcompute-payloads reliability-test reliability-report report-hostile peers peers-check clean
 
 setup: $(SETUP_STAMP)
 
@@ -146,6 +146,11 @@ reliability-test: $(PROTO_STAMP) tools triton
 # Every reliability scenario at full length (30 s of 3x overload, 10-minute soak; ~16 min): reports/reliability.md + .json
 reliability-report: $(PROTO_STAMP) triton
 	$(PY) -m benchmarks.reliability $(RELIABILITY_ARGS)
+
+# The whole hostile corpus on one serving process of all four services, and each model's worst-case
+# request memory at its declared limits: the hostile sections of reports/reliability.md (minutes).
+report-hostile: $(REPOSITORY_STAMP)
+	$(PY) -m benchmarks.hostile_report --repository $(REPOSITORY)
 
 # The committed reports: only report-* and bench-* targets write reports/ (builds write artifacts/).
 bench-loadtest:
