@@ -247,6 +247,7 @@ class DynamicBatcher:
         for pending in batch:
             pending.started = True
             self._queue_time.observe(now - pending.enqueued)
+            self._stats.queue_ns += int((now - pending.enqueued) * 1e9)  # OIP ModelStatistics queue time
         return batch
 
     def _companions(self, anchor: _Pending, others: list[_Pending]) -> list[_Pending]:

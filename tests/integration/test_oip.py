@@ -68,6 +68,7 @@ async def test_tritonclient_reads_metadata_readiness_config_and_statistics(serve
         await client.infer(MODEL, _triton_inputs(_din_inputs(50, 5)))
         stats = await client.get_inference_statistics(MODEL, as_json=True)
         assert int(stats["model_stats"][0]["inference_stats"]["success"]["count"]) >= 1
+        assert int(stats["model_stats"][0]["inference_stats"]["queue"]["ns"]) > 0  # issue 14: was never written
     finally:
         await client.close()
 
