@@ -13,6 +13,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 TRITON_STAMP := .triton/.installed
 
 .PHONY: hear-tools hear-validate setup tools triton deploy-tools docker-tools docker docker-test protos models serve test lint bench-ctr bench-serving quantize-report loadtest bench-loadtest bench-loadtest-generator report-ctr report-quantization report-segmentation bench-audio bench-splitcompute splitcompute-payloads reliability-test reliability-report report-hostile peers peers-check clean
+.PHONY: audio-studies
 
 setup: $(SETUP_STAMP)
 
@@ -132,6 +133,13 @@ report-segmentation: $(REPOSITORY_STAMP)
 
 bench-audio: $(REPOSITORY_STAMP)
 	$(PY) -m benchmarks.audio_report --repository $(REPOSITORY)
+
+# Generality of the audio embeddings (held-out classes, other tasks, Patchout at equal compute): trains for
+# a few CPU-minutes -> artifacts/audio/generality.json; quantization quality on 1,000 windows ->
+# artifacts/audio/quant_quality.json. bench-audio renders both into reports/audio.md.
+audio-studies: $(REPOSITORY_STAMP)
+	nice -n 10 $(PY) -m benchmarks.audio_generality
+	nice -n 10 $(PY) -m benchmarks.audio_quant_quality --repository $(REPOSITORY)
 
 bench-splitcompute: $(REPOSITORY_STAMP)
 	$(PY) -m benchmarks.splitcompute_report --artifacts artifacts/splitcompute --repository $(REPOSITORY)

@@ -7,7 +7,10 @@ On held-out synthetic audio (seed 7; training used seed 0), through the HEAR mod
   threshold is tuned on half of the event clips and scored on the other half;
 - scene-embedding real-time factor on this CPU (audio seconds per wall second, best of 3), with
   the CPU-time figure next to it because the cores are shared with other jobs;
-- PaSST with vs without Patchout: seconds per training epoch and test accuracy (from training).
+- PaSST with vs without Patchout: seconds per training epoch and test accuracy (from training);
+- generality (held-out classes, other tasks, Patchout at equal compute) from
+  artifacts/audio/generality.json (`benchmarks.audio_generality`);
+- the CPU cost of denormal input before and after the finite front end (`benchmarks.audio_denormal`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 import torch
 
 import hear_infersuite as hear
+from benchmarks import audio_denormal, audio_generality, audio_quant_quality
 from hear_infersuite.api import TIMESTAMP_WINDOW_MS
 from models.audio.data import AudioDataConfig, make_audio_data
 from models.audio.metrics import (
@@ -135,7 +139,17 @@ def _patchout_table(artifacts: Path) -> list[str]:
     return lines
 
 
-def render(results: dict[str, Any], artifacts: Path, command: str, data_config: AudioDataConfig) -> str:
+def _denormal_lines(denormal: dict[str, Any] | None) -> list[str]:
+    if denormal is None:
+        return ["(no artifacts/audio/{passt,bow}.pt checkpoints to export the before/after graphs from)"]
+    return [f"CPU: {audio_denormal.cpu_model()}. {audio_denormal.SECONDS} s of audio at 32 kHz as "
+            f"{audio_denormal.SECONDS} scene windows in one batch, one-thread session, CPU seconds of this "
+            "process, best of 3 (`python -m benchmarks.audio_denormal` prints the same table).", "",
+            *audio_denormal.table(denormal)]
+
+
+def render(results: dict[str, Any], artifacts: Path, command: str, data_config: AudioDataConfig,
+           denormal: dict[str, Any] | None = None) -> str:
     lines = [
         "# Audio embeddings: quality and speed", "",
         f"Written by `{command}` on {platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s) "
@@ -169,7 +183,20 @@ def render(results: dict[str, Any], artifacts: Path, command: str, data_config: 
                     f"R {r['onsets_1s']['recall']:.2f})" for name, r in results.items()) + ".", "",
         "![novelty](audio_onsets.png)", "", "## Patchout (training, from artifacts/audio/quality.json)", "",
         *_patchout_table(artifacts), "",
-        "Only the fp32 recipe exists so far; quantization recipes get their rows when they are exported.", "",
+        "## Generality: held-out classes, other tasks, Patchout at equal compute", "",
+        *audio_generality.report_lines(artifacts), "",
+        "## Denormal and edge input: CPU cost before and after the finite front end", "",
+        *_denormal_lines(denormal), "",
+        "Before: the previous front end (`x + 1e-12` before the log, which the exporter folds away) gives NaN "
+        "embeddings on silence and denormal input. After: each window scaled to peak 1 and the mel power clamped "
+        "before the log (models/audio/frontend.py); the service flushes denormal samples to zero "
+        "(services/audio/samples.py) and its onnxruntime sessions set `session.set_denormal_as_zero`.", "",
+        "## Quantization quality that can see a loss (from artifacts/audio/quant_quality.json)", "",
+        "`python -m benchmarks.audio_quant_quality`: each recipe on the repository's fp32 graph; 1,000 held-out "
+        "1 s windows (data seed 7); the probe is fit once on fp32 embeddings of 1,000 other windows and applied "
+        "unchanged to the quantized embeddings (exporters/audio_quality.py, also the quantization gate's metric). "
+        "Sizes and speed: reports/quantization.md (`make quantize-report`).", "",
+        *audio_quant_quality.report_lines(artifacts), "",
     ]
     return "\n".join(lines)
 
@@ -196,7 +223,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     command = "python -m benchmarks.audio_report " + shlex.join(argv if argv is not None else sys.argv[1:])
     args.report.parent.mkdir(parents=True, exist_ok=True)
     plot_onsets(results, args.report.with_name("audio_onsets.png"))
-    args.report.write_text(render(results, args.artifacts, command.strip(), data_config))
+    checkpoints = [args.artifacts / "audio" / f"{name}.pt" for name in EMBEDDERS]
+    denormal = ({name: audio_denormal.measure(path) for name, path in zip(EMBEDDERS, checkpoints, strict=True)}
+                if all(p.is_file() for p in checkpoints) else None)
+    args.report.write_text(render(results, args.artifacts, command.strip(), data_config, denormal))
     print(args.report.read_text())
     return results
 

@@ -13,15 +13,24 @@ from tests.fixtures_audio import tiny_audio  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
 VALIDATOR = ROOT / ".hear-venv" / "bin" / "hear-validator"
+EMBEDDERS = ("passt", "bow")
 
 
-@pytest.mark.parametrize("embedder", ["passt", "bow"])
-def test_hearvalidator_passes(tiny_audio, embedder) -> None:  # noqa: F811
+@pytest.fixture(scope="module")
+def validations(tiny_audio) -> dict[str, tuple[int, str]]:  # noqa: F811
+    """Both validators at once (most of each run is importing tensorflow and torch)."""
     assert VALIDATOR.is_file(), "hearvalidator is missing: `make hear-tools` (part of `make test`) installs it"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    run = subprocess.run([str(VALIDATOR), f"hear_infersuite.{embedder}", "--model",
-                          str(tiny_audio.repository / f"audio-{embedder}-fp32"), "--device", "cpu"],
-                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=240)
-    output = run.stdout + run.stderr
-    assert run.returncode == 0, output[-3000:]
-    assert "Received torch Module" in output and run.stdout.rstrip().endswith("Looks good!"), output[-3000:]
+    runs = {embedder: subprocess.Popen(
+        [str(VALIDATOR), f"hear_infersuite.{embedder}", "--device", "cpu",
+         "--model", str(tiny_audio.repository / f"audio-{embedder}-fp32")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT) for embedder in EMBEDDERS}
+    outputs = {embedder: run.communicate(timeout=300)[0] for embedder, run in runs.items()}
+    return {embedder: (run.returncode, outputs[embedder]) for embedder, run in runs.items()}
+
+
+@pytest.mark.parametrize("embedder", EMBEDDERS)
+def test_hearvalidator_passes(validations, embedder) -> None:
+    returncode, output = validations[embedder]
+    assert returncode == 0, output[-3000:]
+    assert "Received torch Module" in output and output.rstrip().endswith("Looks good!"), output[-3000:]
