@@ -59,18 +59,6 @@ class Peak:
         return self._kib("VmHWM:") / 1024
 
 
-async def _status(channel: grpc.aio.Channel, case: hostile.Case) -> tuple[str, str]:
-    try:
-        if isinstance(case.payload, list):
-            async for _ in channel.stream_stream(case.method)(iter(case.payload), timeout=60):
-                pass
-        else:
-            await channel.unary_unary(case.method)(case.payload, timeout=60)
-        return "OK", ""
-    except grpc.aio.AioRpcError as err:
-        return err.code().name, err.details() or ""
-
-
 async def corpus(channel: grpc.aio.Channel, repository: ModelRepository) -> list[hostile.Case]:
     din = repository.canonical("din")
     vocabulary = repository.resolve(din).meta["vocabulary"]
@@ -96,7 +84,7 @@ async def run_corpus(suite: Suite, peak: Peak, repository: ModelRepository) -> d
         codes: Counter[str] = Counter()
         wrong, leaked = [], []
         for case in cases:
-            code, details = await _status(channel, case)
+            code, details = await hostile.status(channel, suite.target, case, timeout=60)
             codes[code] += 1
             if code not in case.codes or (code != "OK" and not details):
                 wrong.append([case.name, code, details[:160]])

@@ -62,17 +62,8 @@ async def suite(tiny_ctr, tiny_segmentation, tiny_splitcompute, tiny_audio, tmp_
     await server.stop(0)
 
 
-async def _status(channel: grpc.aio.Channel, case: hostile.Case) -> tuple[str, str]:
-    try:
-        if isinstance(case.payload, list):
-            call = channel.stream_stream(case.method)(iter(case.payload), timeout=30)
-            async for _ in call:
-                pass
-        else:
-            await channel.unary_unary(case.method)(case.payload, timeout=30)
-        return "OK", ""
-    except grpc.aio.AioRpcError as err:
-        return err.code().name, err.details() or ""
+async def _status(channel: grpc.aio.Channel, case: hostile.Case, port: int) -> tuple[str, str]:
+    return await hostile.status(channel, f"127.0.0.1:{port}", case)
 
 
 def _oip_specs(server) -> list[tuple[str, str, int]]:
@@ -98,7 +89,7 @@ async def test_every_hostile_request_gets_its_status_with_a_message_and_the_proc
     answer_before = await channel.unary_unary(known_good.method)(known_good.payload, timeout=30)
     wrong = []
     for case in corpus:
-        code, details = await _status(channel, case)
+        code, details = await _status(channel, case, server.port)
         if code not in case.codes or (code != "OK" and not details) or hostile.leaks(details):
             wrong.append((case.name, code, details[:160]))
     assert not wrong, "\n".join(map(str, wrong))
@@ -116,13 +107,13 @@ async def test_a_message_over_the_size_limit_is_refused_before_it_is_read(suite)
     server, channel, _ = suite
     limit = server.settings.max_message_bytes
     oversized = hostile.Case("ctr 17 MiB", hostile.CTR + "Score", b"\x1a" + _varint(limit + 1) + b"\0" * (limit + 1))
-    code, details = await _status(channel, oversized)
+    code, details = await _status(channel, oversized, server.port)
     assert code == "RESOURCE_EXHAUSTED" and str(limit) in details, details
     small = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}",
                                       options=[("grpc.max_receive_message_length", 64)])
     try:  # a client's own receive limit bounds what a server can make it allocate
         ok_request = hostile.ctr_cases(10, 2, MAX_CANDIDATES)[-1]
-        code, details = await _status(small, ok_request)
+        code, details = await _status(small, ok_request, server.port)
         assert code == "RESOURCE_EXHAUSTED", (code, details)
     finally:
         await small.close()
