@@ -58,8 +58,10 @@ class ResourceExhausted(InferSuiteError):
 
     code = "RESOURCE_EXHAUSTED"
 
-    def __init__(self, message: str, *, retry_after_s: float = 0.1):
-        super().__init__(message, trailing_metadata=((RETRY_PUSHBACK_KEY, str(max(int(retry_after_s * 1000), 1))),))
+    def __init__(self, message: str, *, retry_after_s: float | None = 0.1):
+        # None: retrying cannot help (e.g. an answer over the message limit): pushback -1 says do not retry.
+        pushback = "-1" if retry_after_s is None else str(max(int(retry_after_s * 1000), 1))
+        super().__init__(message, trailing_metadata=((RETRY_PUSHBACK_KEY, pushback),))
         self.retry_after_s = retry_after_s
 
 

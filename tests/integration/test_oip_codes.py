@@ -16,6 +16,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from services.ctr import CtrService, CtrSettings
 from services.ctr.client import CtrClient, CtrClientError
 from services.runtime import RuntimeSettings, build_server
+from tests.reliability.load import metric, scrape
 
 pytestmark = pytest.mark.integration
 MODEL = "din-fp32"
@@ -33,8 +34,9 @@ UNOFFERED = {
 
 
 async def _serve(repository, **settings):
+    settings = {"port": 0, "metrics_port": -1, "host": "127.0.0.1", "model_repository": repository, **settings}
     server, port = await build_server(
-        RuntimeSettings(port=0, metrics_port=-1, host="127.0.0.1", model_repository=repository, **settings),
+        RuntimeSettings(**settings),
         [CtrService(CtrSettings(model=MODEL))])
     await server.start()
     await server.wait_ready(timeout=60)
@@ -118,5 +120,35 @@ async def test_model_control_is_refused_unless_explicit(tiny_ctr) -> None:
                 assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
                 assert "INFERSUITE_MODEL_CONTROL_MODE=explicit" in err.value.details()
             assert (await stub.ModelReady(service_pb2.ModelReadyRequest(name=MODEL))).ready
+    finally:
+        await server.stop(0)
+
+
+async def test_an_answer_over_the_message_limit_is_refused_and_counted_as_the_client_sees_it(tiny_ctr) -> None:
+    """gRPC refuses to send such an answer (RESOURCE_EXHAUSTED) after the handler returned: counted OK
+    before (issue 14's "metrics that hide events"); now the handler refuses it, with no retry hint."""
+    server, port = await _serve(tiny_ctr.repository, max_message_bytes=8192, metrics_port=0, metrics_host="127.0.0.1")
+    history, rows = 60, 80
+    request = service_pb2.ModelInferRequest(model_name=MODEL)
+    for name, value in {"history_items": np.ones((1, history), np.int64),
+                        "history_categories": np.ones((1, history), np.int64),
+                        "history_mask": np.ones((1, history), np.float32),
+                        "candidate_items": np.ones(rows, np.int64), "candidate_categories": np.ones(rows, np.int64),
+                        "candidate_user": np.zeros(rows, np.int64)}.items():
+        request.inputs.add(name=name, datatype="FP32" if value.dtype == np.float32 else "INT64", shape=value.shape)
+        request.raw_input_contents.append(value.tobytes())
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.ModelInfer(request, timeout=10)  # activation_weights: 80 x 60 floats
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "over the server's message limit of 8192" in err.value.details()
+            assert ("grpc-retry-pushback-ms", "-1") in tuple(err.value.trailing_metadata())
+            request.outputs.add(name="click_probability")
+            assert (await stub.ModelInfer(request, timeout=10)).outputs[0].shape == [rows]
+        samples = scrape(f"http://127.0.0.1:{server.metrics_port}/metrics")
+        assert metric(samples, "infersuite_requests_total", method="ModelInfer", code="RESOURCE_EXHAUSTED") == 1
+        assert metric(samples, "infersuite_requests_total", method="ModelInfer", code="OK") == 1
     finally:
         await server.stop(0)

@@ -9,7 +9,7 @@ from grpc import aio
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from services.runtime.control import ModelControl
-from services.runtime.errors import NotFound, Unimplemented
+from services.runtime.errors import NotFound, ResourceExhausted, Unimplemented
 from services.runtime.metrics import Metrics
 from services.runtime.models import ModelManager
 from services.runtime.oip.converters import decode_inputs, encode_response, requested_outputs
@@ -103,7 +103,13 @@ class OipServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         inputs = decode_inputs(request, model.inputs, self._max_bytes, self._models.limits(model.name))
         names = requested_outputs(request, model.outputs)
         outputs = await self._models.infer(model.name, inputs)
-        return encode_response(request, model.version, outputs, names)
+        response = encode_response(request, model.version, outputs, names)
+        answer_bytes = sum(len(raw) for raw in response.raw_output_contents)
+        if answer_bytes > self._max_bytes:  # gRPC would refuse to send it, after our metrics counted OK
+            raise ResourceExhausted(
+                f"the answer holds {answer_bytes} bytes of outputs, over the server's message limit of "
+                f"{self._max_bytes}: ask for fewer outputs or send fewer rows", retry_after_s=None)
+        return response
 
     async def ModelStreamInfer(self, requests: AsyncIterator[service_pb2.ModelInferRequest],
                                context: aio.ServicerContext) -> AsyncIterator[service_pb2.ModelStreamInferResponse]:
