@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import soundfile
 
-from services.audio.samples import flush_denormals
+from services.audio.samples import MAX_MAGNITUDE, flush_denormals
 from services.audio.settings import AudioSettings
 from services.runtime import InvalidArgument
 
@@ -103,10 +103,14 @@ def check_layout(settings: AudioSettings, sample_rate: int, channels: int, frame
 
 
 def _finite(samples: np.ndarray, field: str) -> np.ndarray:
-    """Rejects NaN/Inf samples; flushes denormal ones to zero (services/audio/samples.py)."""
+    """Rejects NaN/Inf and absurdly large samples; flushes denormal ones to zero (services/audio/samples.py)."""
     bad = np.flatnonzero(~np.isfinite(samples))
     if bad.size:
         raise InvalidArgument(f"{field} has {bad.size} NaN/Inf sample(s), the first at frame {int(bad[0])}")
+    huge = np.flatnonzero(np.abs(samples) > MAX_MAGNITUDE)
+    if huge.size:
+        raise InvalidArgument(f"{field} has {huge.size} sample(s) of magnitude above {MAX_MAGNITUDE:g}, "
+                              f"the first at frame {int(huge[0])}")
     return flush_denormals(samples)
 
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 FLOAT32_TINY = float(np.finfo(np.float32).tiny)  # smallest normal float32
+# Larger samples are refused: the resampler's float32 filter overshoots (a full-scale square wave by
+# ~2x) and would overflow to Inf near float32's 3.4e38; 1e30 leaves room and no real audio is near it.
+MAX_MAGNITUDE = 1e30
 
 
 def flush_denormals(samples: np.ndarray) -> np.ndarray:

@@ -116,3 +116,10 @@ def test_denormal_samples_are_flushed_to_zero_before_any_filtering() -> None:
     streamed = np.concatenate([StreamingResampler(16000, 44100).push(tiny)])
     for out in (whole, streamed):
         assert not np.any((out != 0) & (np.abs(out) < np.finfo(np.float32).tiny))
+
+
+def test_samples_too_large_to_filter_are_invalid_argument() -> None:
+    square = np.sign(np.sin(np.arange(4410) / 3.0)).astype(np.float32)
+    with pytest.raises(InvalidArgument, match=r"magnitude above 1e\+30, the first at frame 1"):
+        decode_raw((3.4e38 * square).tobytes(), 44100, 1, SETTINGS)
+    assert np.isfinite(decode_raw((1e20 * square).tobytes(), 44100, 1, SETTINGS).samples).all()
