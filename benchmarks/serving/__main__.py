@@ -62,7 +62,8 @@ class Bench:
         spec = LoadSpec(target=target, method=method,
                         requests_file=self.files[payload], clients=clients,
                         seconds=extra.pop("seconds", self.args.seconds),
-                        warmup_s=self.args.warmup, cores=sorted(self.generator_cores), server_pid=server.pid,
+                        warmup_s=self.args.warmup, cores=sorted(extra.pop("cores", self.generator_cores)),
+                        server_pid=server.pid,
                         metrics_url=getattr(server, "metrics_url", ""), **extra)
         spec_path = self.work / "spec.json"
         spec_path.write_text(json.dumps(spec.__dict__))
@@ -138,19 +139,35 @@ def _open_loop(bench: Bench) -> None:
                     break
 
 
-def _streaming_and_workers(bench: Bench) -> None:
+def _streaming(bench: Bench) -> None:
     mix, clients = bench.args.mixes[0], max(bench.args.clients)
     with servers.suite(bench.args.repository, bench.server_cores) as server:
         for api, method, streaming in (("OIP ModelInfer", INFER, False), ("OIP ModelStreamInfer", STREAM, True)):
             result = bench.load(server, method, (mix, "infer"), clients, streaming=streaming)
             bench.record(kind="streaming", server="infersuite", mix=mix, api=api, clients=clients, **result)
+
+
+def _both_cores(bench: Bench) -> None:
+    """Every server on all the cores, the generator sharing them (no pinning apart): the suite with one
+    and with two workers, and the peers (each one process), as a deployment without pinning runs."""
     both = bench.server_cores | bench.generator_cores
-    for workers in (1, 2):
-        with servers.suite(bench.args.repository, both, INFERSUITE_WORKERS=str(workers),
-                           INFERSUITE_CPU_AFFINITY=",".join(map(str, sorted(both)))) as server:
-            result = bench.load(server, INFER, (mix, "infer"), clients)
-            bench.record(kind="workers", server=f"infersuite, {workers} worker(s)", mix=mix, api="OIP ModelInfer",
-                         clients=clients, workers=workers, **result)
+    cores = ",".join(map(str, sorted(both)))
+    chosen: dict[str, Callable[[], contextlib.AbstractContextManager[Any]]] = {
+        f"infersuite, {n} worker{'s' * (n > 1)}": (lambda n=n: servers.suite(  # type: ignore[misc]
+            bench.args.repository, both, INFERSUITE_WORKERS=str(n), INFERSUITE_CPU_AFFINITY=cores)) for n in (1, 2)}
+    if bench.args.peers:
+        from benchmarks.peers.launch import peer_installed, start_peer
+
+        for kind in ("mlserver", "kserve"):
+            if peer_installed(kind):  # type: ignore[arg-type]
+                chosen[kind] = lambda kind=kind: start_peer(  # type: ignore[misc]
+                    kind, bench.args.repository / MODEL / "1" / "model.onnx", both)
+    mix = bench.args.mixes[0]
+    for name, factory in chosen.items():
+        with factory() as server:
+            for clients in bench.args.clients:
+                result = bench.load(server, INFER, (mix, "infer"), clients, cores=both)
+                bench.record(kind="both_cores", server=name, mix=mix, api="OIP ModelInfer", clients=clients, **result)
 
 
 def _profile(bench: Bench) -> dict[str, Any]:
@@ -201,7 +218,8 @@ def main(argv: list[str] | None = None) -> None:
         if "open" not in args.skip:
             _open_loop(bench)
         if "extras" not in args.skip:
-            _streaming_and_workers(bench)
+            _streaming(bench)
+            _both_cores(bench)
         profile = _profile(bench) if "profile" not in args.skip else {}
     command = "make bench-serving" if argv is None and sys.argv[1:] == [] else \
         "python -m benchmarks.serving " + " ".join(sys.argv[1:] if argv is None else argv)

@@ -48,6 +48,12 @@ def profile(repository: Path, work: Path, tree: Path | None, mix: str, seconds: 
     return result, report.profile_table(spy_out) if spy_out.exists() else {}
 
 
+def _dirty(tree: Path | None) -> bool:
+    status = subprocess.run(["git", "-C", str(tree or "."), "status", "--porcelain", "--untracked-files=no"],
+                            capture_output=True, text=True).stdout
+    return bool(status.strip())
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.serving.profile", description=__doc__.split("\n\n")[0])
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
@@ -63,8 +69,11 @@ def main(argv: list[str] | None = None) -> None:
         result, table = profile(args.repository, Path(tmp), args.tree, args.mix, args.seconds, args.clients,
                                 {1}, {0}, env)
     command = "python -m benchmarks.serving.profile " + " ".join(sys.argv[1:] if argv is None else argv)
+    revision = subprocess.run(["git", "-C", str(args.tree or "."), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True).stdout.strip() or "unknown"
     lines = [f"# Profile of the suite at saturation: {args.label}", "",
-             f"Command: `{command}`. ctr Score, {args.mix} mix, {args.clients} closed-loop clients; server on core 1, "
+             f"Command: `{command}` (code at commit {revision}{' plus uncommitted changes' * _dirty(args.tree)}; "
+             f"model {MODEL} as that commit's exporter writes it). ctr Score, {args.mix} mix, {args.clients} closed-loop clients; server on core 1, "
              f"load generator on core 0; load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}.", "",
              f"- throughput {result['throughput_rps']:.0f} req/s, p99 {result['p99_ms']:.1f} ms",
              f"- server CPU {result['server_cpu_ms_per_request']:.3f} ms per request (process tree, /proc)",

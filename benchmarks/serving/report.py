@@ -48,7 +48,7 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 
 def _closed_table(groups: dict[tuple, list[dict]]) -> list[str]:
     lines = ["| server | mix | API | clients | req/s min / median / max | p50 ms | p99 ms | candidates/s | "
-             "server CPU ms/req | model ms/req | other ms/req | errors |", "|" + "---|" * 12]
+             "server CPU ms/req | model ms/req | other ms/req | cores busy | errors |", "|" + "---|" * 13]
     for (server, mix, api, clients), runs in groups.items():
         rates = sorted(r["throughput_rps"] for r in runs)
         other = [r["other_cpu_ms_per_request"] for r in runs if r.get("other_cpu_ms_per_request") is not None]
@@ -59,6 +59,7 @@ def _closed_table(groups: dict[tuple, list[dict]]) -> list[str]:
             f"{_median([r.get('candidates_per_s', 0.0) for r in runs]):.0f} | "
             f"{_median([r['server_cpu_ms_per_request'] for r in runs]):.3f} | "
             f"{_fmt(_median(model) if model else None, 3)} | {_fmt(_median(other) if other else None, 3)} | "
+            f"{_median([r['throughput_rps'] * r['server_cpu_ms_per_request'] / 1000 for r in runs]):.2f} | "
             f"{sum(r['errors'] for r in runs)} |")
     return lines
 
@@ -142,8 +143,8 @@ def _other_tables(steps: list[dict]) -> list[str]:
                   f"{s['p99_ms']:.1f} | "
                   f"{s['server_cpu_ms_per_request']:.3f} | {s['errors']} |" for s in opened]
     for kind, title in (("streaming", "Streaming vs unary (same server, same mix)"),
-                        ("workers", "Workers (server and generator share both cores here: a functional check, "
-                                    "not a scaling figure)")):
+                        ("both_cores", "All cores, no pinning: servers and generator share the machine's cores "
+                                       "(as an unpinned deployment runs; the workers check)")):
         rows = [s for s in steps if s["kind"] == kind]
         if rows:
             lines += ["", f"## {title}", "", "| server | API | clients | req/s | p99 ms | server CPU ms/message | "
@@ -212,7 +213,9 @@ def write(out: Path, context: dict, ceilings: dict, steps: list[dict], profile: 
         "Server CPU is the server's whole process tree (all threads) over the measured window, from /proc; model "
         "is the CPU its onnxruntime executor threads spent inside `session.run` "
         "(`infersuite_model_compute_cpu_seconds_total`); other = the rest (gRPC, protobuf, conversion, batching, "
-        "metrics, the event loop).", "",
+        "metrics, the event loop). Cores busy = req/s x server CPU per request: below 1.0 on one core, the "
+        "server waited while requests were outstanding (the peers on one core: a thread it hands work to is "
+        "not scheduled until the running one yields; on both cores they do not idle, see the last tables).", "",
         "## Bare onnxruntime ceiling on the server core (req/s by batch size)", "",
         "| mix | " + " | ".join(f"batch {b}" for b in next(iter(ceilings.values()))) + " |",
         "|---|" + "---|" * len(next(iter(ceilings.values()))),

@@ -2,8 +2,9 @@
 
 Like Triton's dynamic batcher: requests queue per model; a batch fires at once when the model is
 idle (work-conserving) or no company is expected (low load), else when the queue holds a full
-batch or its oldest request has waited max_queue_delay. Scheduling is callback-driven (a timer and the end of each execution), so a
-request costs the event loop no task switches of its own. Each request keeps its own future; a
+batch or its oldest request has waited max_queue_delay. Scheduling is callback-driven (a timer
+and the end of each execution), so a request costs the event loop no task switches of its own.
+Each request keeps its own future; a
 failed batch fails every request in it.
 
 Admission: a full queue answers RESOURCE_EXHAUSTED at once (with a retry hint); a request whose
