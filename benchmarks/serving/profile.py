@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> None:
                               capture_output=True, text=True).stdout.strip() or "unknown"
     lines = [f"# Profile of the suite at saturation: {args.label}", "",
              f"Command: `{command}` (code at commit {revision}{' plus uncommitted changes' * _dirty(args.tree)}; "
-             f"model {MODEL} as that commit's exporter writes it). ctr Score, {args.mix} mix, {args.clients} closed-loop clients; server on core 1, "
+             f"model {MODEL} as that commit's exporter writes it). ctr Score, {args.mix} mix, {args.clients} "
+             "closed-loop clients; server on core 1, "
              f"load generator on core 0; load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}.", "",
              f"- throughput {result['throughput_rps']:.0f} req/s, p99 {result['p99_ms']:.1f} ms",
              f"- server CPU {result['server_cpu_ms_per_request']:.3f} ms per request (process tree, /proc)",
