@@ -169,7 +169,7 @@ class Supervisor:
             return
         host = self.settings.metrics_host.strip("[]")
         self._http = _MetricsServer((host, self.settings.metrics_port), self._worker_ports)
-        threading.Thread(target=self._http.serve_forever, name="metrics", daemon=True).start()
+        threading.Thread(target=self._http.serve_forever, args=(0.1,), name="metrics", daemon=True).start()
         self.metrics_port = int(self._http.server_port)
 
     def _on_bound(self, index: int, port: int, metrics_port: int | None) -> None:
