@@ -159,8 +159,11 @@ def _other_tables(steps: list[dict]) -> list[str]:
 def _profile_lines(profile: dict) -> list[str]:
     if not profile:
         return []
-    lines = ["", f"## Profile of the suite at saturation (py-spy, {profile['samples']} samples, Python frames; "
-             "native gRPC/protobuf work shows as the asyncio callback that runs it)", "",
+    lines = ["", f"## Profile of the suite at saturation (ctr Score, 64 clients; py-spy, {profile['samples']} samples, "
+             "Python frames; native gRPC/protobuf work shows as the asyncio callback that runs it)", "",
+             "Server CPU per request by thread (/proc):", "",
+             *[f"- {name}: {ms:.3f} ms" for name, ms in sorted(profile.get("threads_ms_per_request", {}).items())],
+             "",
              "| self share | function |", "|---|---|"]
     lines += [f"| {share:.1%} | `{name}` |" for name, share in profile["self"][:20]]
     lines += ["", "| inclusive share | function |", "|---|---|"]
