@@ -56,13 +56,10 @@ class Suite:
         self.proc.wait()
 
 
-def _channels() -> list[grpc.aio.Channel]:
+def _channels(port: int) -> list[grpc.aio.Channel]:
     # A local subchannel pool per channel: otherwise grpc shares one connection between them.
-    return [grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
-            for target in [f"127.0.0.1:{port}" for port in [_PORT[0]] * CONNECTIONS]]
-
-
-_PORT = [0]
+    return [grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
+            for _ in range(CONNECTIONS)]
 
 
 async def _wait_serving(port: int, timeout_s: float = 120.0) -> None:
@@ -86,7 +83,6 @@ def _request(tiny_ctr, rng: np.random.Generator) -> ctr_pb2.ScoreRequest:
 @pytest.fixture(scope="module")
 async def suite(tiny_ctr):
     running = Suite(tiny_ctr.repository)
-    _PORT[0] = running.port
     try:
         await _wait_serving(running.port)
         yield running
@@ -96,7 +92,7 @@ async def suite(tiny_ctr):
 
 async def test_both_workers_answer_on_one_port_and_metrics_are_one_view(suite, tiny_ctr) -> None:
     rng, sent = np.random.default_rng(5), 0
-    channels = _channels()
+    channels = _channels(suite.port)
     try:
         for channel in channels:  # every connection sees the same health, whichever worker took it
             reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
@@ -140,10 +136,9 @@ async def _load(stub: ctr_pb2_grpc.CtrServiceStub, tiny_ctr, stop_at: list[float
 
 async def test_sigterm_drains_every_worker_and_loses_nothing(tiny_ctr) -> None:
     draining = Suite(tiny_ctr.repository, INFERSUITE_SHUTDOWN_DRAIN_S="0.5", INFERSUITE_GRACE_PERIOD_S="5")
-    _PORT[0] = draining.port
     log: list[tuple[float, float, str]] = []
     stop_at: list[float] = []
-    channels = _channels()
+    channels = _channels(draining.port)
     try:
         await _wait_serving(draining.port)
         loads = [asyncio.create_task(_load(ctr_pb2_grpc.CtrServiceStub(c), tiny_ctr, stop_at, log))
