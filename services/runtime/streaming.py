@@ -104,11 +104,15 @@ class RequestStream:
 
     def __init__(self, metrics: Metrics, service: str, method: str, max_inflight: int):
         self._max_inflight = max_inflight
-        counter = metrics.stream_requests
-        self._counters = {code: counter.labels(service, method, code.name) for code in grpc.StatusCode}
+        self._labels = (metrics.stream_requests, service, method)
+        self._counters = {grpc.StatusCode.OK: metrics.stream_requests.labels(service, method, "OK")}  # a 0 series
 
     def _count(self, code: grpc.StatusCode) -> None:
-        self._counters[code].inc()
+        counter = self._counters.get(code)
+        if counter is None:  # an error code's series appears with its first request
+            family, service, method = self._labels
+            counter = self._counters[code] = family.labels(service, method, code.name)
+        counter.inc()
 
     async def responses(self, requests: AsyncIterator[RequestT],
                         answer: Callable[[RequestT], Awaitable[ResponseT]],
