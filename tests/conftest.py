@@ -1,4 +1,6 @@
-"""Session fixtures: a tiny DIN trained in seconds and exported into a real model repository."""
+"""Session fixtures: tiny models trained in seconds and exported into real model repositories,
+each trained once per test session (the family fixtures are plugins, never imported into test
+modules: an imported fixture is a new fixture per module and retrains)."""
 
 from __future__ import annotations
 
@@ -6,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+pytest_plugins = ["tests.fixtures_audio", "tests.fixtures_segmentation", "tests.fixtures_splitcompute"]
 
 
 @dataclass(frozen=True)

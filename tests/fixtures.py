@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,15 @@ import onnx
 from grpc import aio
 from onnx import TensorProto, helper
 
-from services.runtime import HandlerRegistry, InvalidArgument, Runtime
+from services.runtime import (
+    HandlerRegistry,
+    InferSuiteServer,
+    InvalidArgument,
+    Runtime,
+    RuntimeSettings,
+    ServiceModule,
+    build_server,
+)
 from services.runtime.tensors import TensorSpec
 
 
@@ -99,3 +109,37 @@ class EchoService:
             "Bad": grpc.unary_unary_rpc_method_handler(bad),
         }
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("infersuite.test.Echo", handlers),))
+
+
+@dataclass(frozen=True)
+class Serving:
+    """A started, ready server on a port the OS picked."""
+
+    server: InferSuiteServer
+    port: int
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.metrics_port}/metrics"
+
+
+@contextlib.asynccontextmanager
+async def serving(services: Sequence[ServiceModule], repository: Path | None = None, *, ready_timeout_s: float = 90.0,
+                  wait_ready: bool = True, **settings: Any) -> AsyncIterator[Serving]:
+    """The one way tests run a real server: port 0, metrics on a free port, always stopped, even
+    when starting or a test fails."""
+    options: dict[str, Any] = {"port": 0, "metrics_port": 0, "host": "127.0.0.1", "load_retry_s": 0.2}
+    if repository is not None:
+        options["model_repository"] = repository
+    server, port = await build_server(RuntimeSettings(**{**options, **settings}), list(services))
+    try:
+        await server.start()
+        if wait_ready:
+            await server.wait_ready(timeout=ready_timeout_s)
+        yield Serving(server, port)
+    finally:
+        await server.stop(0)

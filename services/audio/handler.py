@@ -18,7 +18,10 @@ from services.audio.decoding import DecodedAudio, check_layout, decode_raw, deco
 from services.audio.resampling import StreamingResampler, resample
 from services.audio.settings import AudioSettings
 from services.runtime import InvalidArgument, Runtime
+from services.runtime.lifecycle import Snapshot
+from services.runtime.models import ModelSet
 
+MODEL_SAMPLE_RATE = 32000
 DURATION_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 
@@ -62,15 +65,24 @@ class StreamOptions:
     hop_ms: float = 0.0
 
 
+def window_sizes(models: ModelSet) -> dict[str, int]:
+    """Each embedder's window in model-rate samples (meta.json), rebuilt with every model set."""
+    sizes = {name: int(models.get(name).meta.get("window_samples", MODEL_SAMPLE_RATE)) for name in models.names}
+    if bad := [name for name, size in sizes.items() if size <= 0]:
+        raise ValueError(f"window_samples of {', '.join(bad)} must be positive")
+    return sizes
+
+
 class AudioHandler:
     def __init__(self, settings: AudioSettings, runtime: Runtime):
         self.settings = settings
-        self._models = runtime.models
+        self._served = runtime.service_models("audio", window_sizes)
+        self.executor = runtime.executor  # decoding, resampling and windowing never run on the event loop
         self._processed = runtime.metrics.histogram(
             "infersuite_audio_input_duration_seconds",
             "Seconds of audio processed per request (per chunk on streams); _sum is the total audio processed.",
             ["method", "embedder"], buckets=DURATION_BUCKETS)
-        self.model_sample_rate = 32000
+        self.model_sample_rate = MODEL_SAMPLE_RATE
 
     @property
     def model_names(self) -> dict[str, str]:
@@ -95,20 +107,17 @@ class AudioHandler:
             return decode_raw(audio.raw, audio.sample_rate, audio.channels, self.settings)
         raise InvalidArgument("audio is empty: set audio.wav or audio.raw")
 
-    def _model_audio(self, audio: AudioInput, method: str, embedder: str) -> tuple[np.ndarray, float]:
-        decoded = self._decode(audio)
+    async def _model_audio(self, audio: AudioInput, method: str, embedder: str) -> tuple[np.ndarray, float]:
+        decoded = await self.executor.run(self._decode, audio)
         duration = decoded.samples.size / decoded.sample_rate
         self._processed.labels(method, embedder).observe(duration)
-        return resample(decoded.samples, decoded.sample_rate, self.model_sample_rate), duration
+        return await self.executor.run(resample, decoded.samples, decoded.sample_rate, self.model_sample_rate), duration
 
-    async def embed_windows(self, model: str, batch: np.ndarray) -> np.ndarray:
+    async def embed_windows(self, models: ModelSet, model: str, batch: np.ndarray) -> np.ndarray:
         """(N, window) -> (N, D), `batch_windows` windows per execution."""
-        parts = [(await self._models.infer(model, {"waveform": batch[part]}))["embedding"]
+        parts = [(await models.infer(model, {"waveform": batch[part]}))["embedding"]
                  for part in windows.batched(len(batch), self.settings.batch_windows)]
         return np.concatenate(parts)
-
-    def window(self, model: str) -> int:
-        return int(self._models.get(model).meta.get("window_samples", self.model_sample_rate))
 
     @property
     def timestamp_samples(self) -> int:
@@ -117,45 +126,54 @@ class AudioHandler:
 
     async def embed_scene(self, query: EmbedQuery) -> SceneResult:
         embedder, name = self.model_name(query.embedder)
-        audio, duration = self._model_audio(query.audio, "EmbedScene", embedder)
-        embeddings = await self.embed_windows(name, windows.scene_windows(audio, self.window(name)))
-        return SceneResult(embeddings.mean(axis=0), duration, name, self._models.get(name).version)
+        audio, duration = await self._model_audio(query.audio, "EmbedScene", embedder)
+        with self._served.use() as snapshot:  # one version of the model for every window
+            batch = await self.executor.run(windows.scene_windows, audio, snapshot.state[name])
+            embeddings = await self.embed_windows(snapshot.models, name, batch)
+        return SceneResult(embeddings.mean(axis=0), duration, name, snapshot.models.get(name).version)
 
     async def embed_timestamps(self, query: EmbedQuery) -> TimestampResult:
         embedder, name = self.model_name(query.embedder)
         hop = self.hop(query.hop_ms)
-        decoded = self._decode(query.audio)
+        decoded = await self.executor.run(self._decode, query.audio)
         count = windows.timestamp_count(decoded.samples.size, decoded.sample_rate, hop)
         if count > self.settings.max_timestamps:  # checked before resampling or any model run
             raise InvalidArgument(f"hop_ms={hop:g} gives {count} timestamps for this audio, more than the "
                                   f"maximum of {self.settings.max_timestamps}: use a longer hop")
         duration = decoded.samples.size / decoded.sample_rate
         self._processed.labels("EmbedTimestamps", embedder).observe(duration)
-        audio = resample(decoded.samples, decoded.sample_rate, self.model_sample_rate)
+        audio = await self.executor.run(resample, decoded.samples, decoded.sample_rate, self.model_sample_rate)
         stamps = windows.timestamps_ms(count, hop)
         centres = windows.centre_sample(stamps, self.model_sample_rate)
-        size, parts = self.window(name), []
-        for part in windows.batched(count, self.settings.batch_windows):
-            parts.append(await self.embed_windows(name, windows.centred_windows(
-                audio, 0, centres[part], size, self.timestamp_samples)))
-        return TimestampResult(np.concatenate(parts), stamps, duration, name, self._models.get(name).version)
+        with self._served.use() as snapshot:  # one version of the model for every window
+            size, parts = snapshot.state[name], []
+            for part in windows.batched(count, self.settings.batch_windows):
+                batch = await self.executor.run(windows.centred_windows, audio, 0, centres[part], size,
+                                                self.timestamp_samples)
+                parts.append(await self.embed_windows(snapshot.models, name, batch))
+        return TimestampResult(np.concatenate(parts), stamps, duration, name, snapshot.models.get(name).version)
 
     def open_stream(self, options: StreamOptions) -> TimestampStream:
         embedder, name = self.model_name(options.embedder)
         check_layout(self.settings, options.sample_rate, options.channels or 1, 1, "config")
-        return TimestampStream(self, embedder, name, self.hop(options.hop_ms), options)
+        return TimestampStream(self, embedder, name, self.hop(options.hop_ms), options, self._served.use())
 
 
 class TimestampStream:
-    """One StreamTimestamps call: `push(bytes)` and `finish()` return the newly ready timestamps."""
+    """One StreamTimestamps call: `push(bytes)` and `finish()` return the newly ready timestamps.
+    The whole stream runs on the model set it opened on (a reload waits for it, up to its drain
+    period); `close()` releases it."""
 
-    def __init__(self, handler: AudioHandler, embedder: str, model: str, hop_ms: float, options: StreamOptions):
+    def __init__(self, handler: AudioHandler, embedder: str, model: str, hop_ms: float, options: StreamOptions,
+                 snapshot: Snapshot[dict[str, int]]):
         self._handler, self.embedder, self.model, self.hop_ms = handler, embedder, model, hop_ms
-        self.model_version = handler._models.get(model).version
+        self._snapshot = snapshot.__enter__()
+        self._closed = False
+        self.model_version = snapshot.models.get(model).version
         self.channels, self.sample_rate = options.channels or 1, options.sample_rate
         self._rate = handler.model_sample_rate
         self._resampler = StreamingResampler(self.sample_rate, self._rate)
-        self._window = handler.window(model)
+        self._window = snapshot.state[model]
         self._half = min(handler.timestamp_samples, self._window) // 2  # audio a timestamp needs on each side
         self._audio = np.zeros(0, np.float32)  # model-rate samples from global index self._audio_start
         self._audio_start = 0
@@ -163,9 +181,18 @@ class TimestampStream:
         self.received_frames = 0  # input-rate frames so far
         self._next = 0  # index of the next timestamp to embed
 
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._snapshot.__exit__(None, None, None)
+
     @property
     def received_s(self) -> float:
         return self.received_frames / self.sample_rate
+
+    def _resample_chunk(self, data: bytes) -> np.ndarray:
+        """Checks, decodes and resamples one chunk (on the runtime's executor: chunks can be MBs)."""
+        return self._resampler.push(self._accept(data))
 
     def _accept(self, data: bytes) -> np.ndarray:
         frames = len(data) // (4 * self.channels)
@@ -185,9 +212,11 @@ class TimestampStream:
         """Embeds timestamps [next, count) in batches; drops audio no later window needs."""
         stamps = windows.timestamps_ms(count - self._next, self.hop_ms, first=self._next)
         centres = windows.centre_sample(stamps, self._rate)
-        parts = [await self._handler.embed_windows(self.model, windows.centred_windows(
-            self._audio, self._audio_start, centres[part], self._window, self._handler.timestamp_samples))
-            for part in windows.batched(len(centres), self._handler.settings.batch_windows)]
+        parts = []
+        for part in windows.batched(len(centres), self._handler.settings.batch_windows):
+            batch = await self._handler.executor.run(windows.centred_windows, self._audio, self._audio_start,
+                                                     centres[part], self._window, self._handler.timestamp_samples)
+            parts.append(await self._handler.embed_windows(self._snapshot.models, self.model, batch))
         self._next = count
         keep_from = int(windows.centre_sample(np.array([self._next * self.hop_ms]), self._rate)[0]) - self._window // 2
         if keep_from > self._audio_start:
@@ -197,7 +226,7 @@ class TimestampStream:
         return (np.concatenate(parts) if parts else np.zeros((0, width), np.float32)), stamps
 
     async def push(self, data: bytes) -> tuple[np.ndarray, np.ndarray]:
-        self._append(self._resampler.push(self._accept(data)))
+        self._append(await self._handler.executor.run(self._resample_chunk, data))
         # timestamp k is ready when the audio it sees, [c_k - half, c_k + half), has fully arrived
         ready_ms = (self._length - self._half) * 1000.0 / self._rate
         count = int(np.floor(ready_ms / self.hop_ms + 1e-9)) + 1 if ready_ms >= 0 else 0
@@ -211,6 +240,6 @@ class TimestampStream:
     async def finish(self) -> tuple[np.ndarray, np.ndarray]:
         if self.received_frames == 0:
             raise InvalidArgument("the stream carried no samples (zero-length audio)")
-        self._append(self._resampler.finish())
+        self._append(await self._handler.executor.run(self._resampler.finish))
         count = windows.timestamp_count(self.received_frames, self.sample_rate, self.hop_ms)
         return await self._embed_until(count)

@@ -28,20 +28,24 @@ class AudioServicer(audio_pb2_grpc.AudioServiceServicer):
     async def StreamTimestamps(self, requests: AsyncIterator[audio_pb2.StreamTimestampsRequest],
                                context: aio.ServicerContext) -> AsyncIterator[audio_pb2.StreamTimestampsResponse]:
         stream = None
-        async for request in requests:
-            if request.WhichOneof("payload") == "config":
-                if stream is not None:
-                    raise InvalidArgument("config may only be the first message of the stream")
-                stream = self._handler.open_stream(converters.stream_options(request.config))
-                continue
+        try:
+            async for request in requests:
+                if request.WhichOneof("payload") == "config":
+                    if stream is not None:
+                        raise InvalidArgument("config may only be the first message of the stream")
+                    stream = self._handler.open_stream(converters.stream_options(request.config))
+                    continue
+                if stream is None:
+                    raise InvalidArgument("the first message of the stream must be a config")
+                embeddings, stamps = await stream.push(request.samples_f32le)
+                if len(stamps):
+                    yield converters.stream_chunk_to_proto(embeddings, stamps, stream.received_s, stream.model,
+                                                           stream.model_version)
             if stream is None:
-                raise InvalidArgument("the first message of the stream must be a config")
-            embeddings, stamps = await stream.push(request.samples_f32le)
-            if len(stamps):
-                yield converters.stream_chunk_to_proto(embeddings, stamps, stream.received_s, stream.model,
-                                                       stream.model_version)
-        if stream is None:
-            raise InvalidArgument("the stream was empty: send a config, then samples")
-        embeddings, stamps = await stream.finish()
-        yield converters.stream_chunk_to_proto(embeddings, stamps, stream.received_s, stream.model,
-                                               stream.model_version)
+                raise InvalidArgument("the stream was empty: send a config, then samples")
+            embeddings, stamps = await stream.finish()
+            yield converters.stream_chunk_to_proto(embeddings, stamps, stream.received_s, stream.model,
+                                                   stream.model_version)
+        finally:
+            if stream is not None:
+                stream.close()  # the stream's model set may retire now

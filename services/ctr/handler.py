@@ -14,6 +14,7 @@ import numpy as np
 
 from services.ctr.settings import CtrSettings
 from services.runtime import InvalidArgument, NotFound, Runtime
+from services.runtime.models import ModelSet
 
 
 @dataclass(frozen=True)
@@ -51,10 +52,22 @@ def _check_vocabulary(ids: np.ndarray, field: str, size: int) -> None:
             f"({bad.size} id(s) out of range; unknown ids are rejected, not bucketed)")
 
 
+def vocabularies(models: ModelSet) -> dict[str, dict[str, int]]:
+    """Each model's vocabulary sizes (meta.json), rebuilt with every model set; refuses a set without them."""
+    found = {}
+    for name in models.names:
+        vocab = models.get(name).meta.get("vocabulary", {})
+        sizes = {key: vocab.get(key) for key in ("n_items", "n_categories")}
+        if not all(isinstance(size, int) and size > 0 for size in sizes.values()):
+            raise ValueError(f"{name}'s meta.json vocabulary {vocab} lacks positive n_items and n_categories")
+        found[name] = sizes
+    return found
+
+
 class CtrHandler:
     def __init__(self, settings: CtrSettings, runtime: Runtime):
         self._settings = settings
-        self._models = runtime.models
+        self._served = runtime.service_models("ctr", vocabularies)
         self._candidates = runtime.metrics.histogram(
             "infersuite_ctr_candidates", "Candidates per Score request.",
             buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000))
@@ -81,21 +94,22 @@ class CtrHandler:
         _check_vocabulary(query.candidate_items, "candidate_item_ids", vocab["n_items"])
         _check_vocabulary(query.candidate_categories, "candidate_category_ids", vocab["n_categories"])
 
-    def _model_name(self, requested: str) -> str:
+    def _model_name(self, requested: str, models: ModelSet) -> str:
         """The default model, or a requested one among those served (by name or alias)."""
         name = requested or self._settings.model
-        if name in self.model_names:  # the usual case: no lookups on the request path
-            return name
-        served = {self._models.get(n).name for n in self.model_names if self._models.is_ready(n)}
-        if name not in served:
+        if name not in models:
             raise NotFound(f"model {name!r} is not served by ctr "
-                           f"(served: {', '.join(sorted({*self.model_names, *served}))})")
+                           f"(served: {', '.join(sorted({*self.model_names, *models.names}))})")
         return name
 
     async def score(self, query: ScoreQuery) -> ScoreResult:
-        name = self._model_name(query.model)
-        model = self._models.get(name)
-        self._validate(query, model.meta["vocabulary"])
+        with self._served.use() as snapshot:  # the vocabulary checked is the one of the model that runs
+            return await self._score(query, snapshot.models, snapshot.state)
+
+    async def _score(self, query: ScoreQuery, models: ModelSet, vocabularies: dict[str, dict[str, int]]) -> ScoreResult:
+        name = self._model_name(query.model, models)
+        model = models.get(name)
+        self._validate(query, vocabularies[model.name])
         keep = self._settings.max_history
         items, categories = query.history_items[-keep:], query.history_categories[-keep:]
         used = int(items.size)
@@ -107,7 +121,7 @@ class CtrHandler:
         history_items[0, :used], history_categories[0, :used], mask[0, :used] = items, categories, 1.0
         n = query.candidate_items.size
         # The rows layout (models/ctr/din_rows.py): one row per candidate, each pointing at user 0.
-        outputs = await self._models.infer(name, {
+        outputs = await models.infer(name, {
             "history_items": history_items,
             "history_categories": history_categories,
             "history_mask": mask,

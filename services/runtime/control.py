@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from services.runtime.errors import FailedPrecondition, InferSuiteError, InvalidArgument, NotFound, Unavailable
+from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from services.runtime.models import ModelManager
 from services.runtime.reload import ModelReloader
 
@@ -50,19 +50,13 @@ class ModelControl:
 
     async def load(self, name: str, parameters: Sequence[str] = ()) -> None:
         name = self._check(name, parameters)
-        if self._models.is_ready(name):
-            outcome = await self._reloader.reload(name)
-            if outcome.state == "failed":
-                raise Unavailable(f"model {name!r} version {outcome.version} failed to load; the serving version "
-                                  "stays (RepositoryIndex shows the reason)")
-        else:
-            try:
-                await self._models.load([name])
-            except InferSuiteError:
-                raise
-            except Exception as exc:  # the reason is the operator's: RepositoryIndex and the log
-                raise Unavailable(f"model {name!r} failed to load ({type(exc).__name__}); RepositoryIndex "
-                                  "shows the reason") from None
+        # The model's whole service set is (re)loaded and swapped together, so the service derives its
+        # state from the versions that serve (services/runtime/lifecycle.py).
+        failed = [o for o in await self._reloader.load(name) if o.state == "failed"]
+        if failed:
+            stays = "the serving version stays" if self._models.is_ready(name) else "it is not served"
+            raise Unavailable(f"model {name!r} version {failed[0].version} failed to load; {stays} "
+                              "(RepositoryIndex shows the reason)")
         await self._update_health()
 
     async def unload(self, name: str, parameters: Sequence[str] = ()) -> None:

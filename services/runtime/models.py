@@ -2,7 +2,8 @@
 
 Every model runs behind a scheduler (services/runtime/batching.py): dynamic batching where its
 config.pbtxt asks for it, one request per execution otherwise; admission control either way.
-Services reach models only through `ModelManager.infer`.
+Services reach their models through a `ModelSet`: one consistent version of each model they
+need (services/runtime/lifecycle.py swaps it whole); the OIP endpoint through `ModelManager.infer`.
 """
 
 from __future__ import annotations
@@ -83,6 +84,59 @@ class _ComputeCpuCollector(Collector):
         yield family
 
 
+@dataclass(frozen=True, eq=False)
+class ServedModel:
+    """One loaded version behind its own scheduler; retired (drained, closed) as one."""
+
+    model: LoadedModel
+    scheduler: DynamicBatcher
+    stats: ModelStats  # the model's (kept across versions)
+    inflight: Any  # the model's in-flight gauge child (no label lookup per request)
+    limits: ModelLimits  # worst-case request bounds of this version (services/runtime/limits.py)
+
+    async def retire(self, drain_s: float) -> None:
+        if not await self.scheduler.drain(drain_s):
+            log.warning("model %s v%s did not drain within %.1f s; its queued requests fail UNAVAILABLE",
+                        self.model.name, self.model.version, drain_s)
+        await self.scheduler.close()
+        await self.model.close()
+
+
+class ModelSet:
+    """One consistent version of each model a service needs: every request of the service runs on
+    the versions of the set it started with, even if a reload serves newer ones meanwhile."""
+
+    def __init__(self, manager: ModelManager, served: Mapping[str, ServedModel]):
+        self._manager = manager
+        self._served = dict(served)
+
+    def _entry(self, name: str) -> ServedModel:
+        served = self._served.get(self._manager.canonical(name))
+        if served is None:
+            raise NotFound(f"model {name!r} is not in this service's model set ({', '.join(self._served)})")
+        return served
+
+    def get(self, name: str) -> LoadedModel:
+        return self._entry(name).model
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._manager.canonical(name) in self._served
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._served)
+
+    def entries(self) -> dict[str, ServedModel]:
+        return dict(self._served)
+
+    def versions(self) -> dict[str, str]:
+        return {name: served.model.version for name, served in self._served.items()}
+
+    async def infer(self, name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Runs on this set's version of `name`, whatever the manager serves now."""
+        return await self._manager.run(self._entry(name), inputs)
+
+
 class ModelManager:
     def __init__(self, repository: ModelRepository, backend: Backend, metrics: Metrics,
                  settings: RuntimeSettings | None = None):
@@ -90,14 +144,11 @@ class ModelManager:
         self._backend = backend
         self._metrics = metrics
         self._settings = settings or RuntimeSettings()
-        self._models: dict[str, LoadedModel] = {}
-        self._schedulers: dict[str, DynamicBatcher] = {}
+        self._served: dict[str, ServedModel] = {}
         self.stats: dict[str, ModelStats] = {}
         self._expected: set[str] = set()  # asked to load: loading, loaded or failed
         self._aliases: dict[str, str] = {}  # alias -> model (the repository's aliases.json)
         self.load_failures: dict[str, LoadFailure] = {}  # model -> its last failed load (cleared on success)
-        self._inflight: dict[str, Any] = {}  # model -> its in-flight gauge child (no label lookup per request)
-        self._limits: dict[str, ModelLimits] = {}  # model -> worst-case request bounds (services/runtime/limits.py)
         metrics.registry.register(_ComputeCpuCollector(self))
 
     async def load(self, names: Iterable[str]) -> None:
@@ -106,7 +157,7 @@ class ModelManager:
             name = self.repository.canonical(requested)
             if name != requested:
                 self._aliases[requested] = name
-            if name in self._models:
+            if name in self._served:
                 continue
             self._expected.add(name)
             self._metrics.model_ready.labels(name).set(0)
@@ -142,37 +193,49 @@ class ModelManager:
         log.error("model %s version %s failed to load: %s: %s", name, version, type(exc).__name__, exc)
         return failure
 
-    def swap(self, model: LoadedModel, policy: BatchingPolicy) -> tuple[LoadedModel, DynamicBatcher]:
-        """Serves `model` in place of the loaded version of the same name; new requests reach it at
-        once. Returns the old model and scheduler for the caller to drain and close."""
-        old = self._models[model.name], self._schedulers[model.name]
-        self._schedulers[model.name] = DynamicBatcher(model, policy, BatchLayout.from_meta(model.meta),
-                                                      self._metrics, self.stats[model.name])
-        self._models[model.name] = model
-        self._limits[model.name] = self._limits_for(model, policy.max_batch_size)
-        self.load_failures.pop(model.name, None)
-        log.info("model %s now serves v%s (was v%s)", model.name, model.version, old[0].version)
-        return old
-
-    def attach(self, model: LoadedModel, policy: BatchingPolicy) -> None:
-        """Serves an already loaded model behind a scheduler with `policy`."""
-        self._expected.add(model.name)
-        self.stats[model.name] = ModelStats()
-        self._schedulers[model.name] = DynamicBatcher(model, policy, BatchLayout.from_meta(model.meta),
-                                                      self._metrics, self.stats[model.name])
-        self._models[model.name] = model
-        self._limits[model.name] = self._limits_for(model, policy.max_batch_size)
-        self._metrics.model_ready.labels(model.name).set(1)
-        self._metrics.nonfinite_outputs.labels(model.name).inc(0)  # the series exists at 0 from the start
-        log.info("model %s v%s ready (%s)", model.name, model.version, policy)
+    def schedule(self, model: LoadedModel, policy: BatchingPolicy) -> ServedModel:
+        """A scheduler for a loaded model, not serving yet (`publish` serves it)."""
+        stats = self.stats.setdefault(model.name, ModelStats())
+        scheduler = DynamicBatcher(model, policy, BatchLayout.from_meta(model.meta), self._metrics, stats)
+        return ServedModel(model, scheduler, stats, self._metrics.inflight.labels(model.name),
+                           self._limits_for(model, policy.max_batch_size))
 
     def _limits_for(self, model: LoadedModel, max_batch_size: int) -> ModelLimits:
         return model_limits(model.name, model.inputs, model.meta, max_batch_size,
                             self._settings.max_request_elements)
 
     def limits(self, name: str) -> ModelLimits:
-        """The bounds every request to `name` must keep (checked by `infer`; the OIP checks them before decoding)."""
-        return self._limits[self.get(name).name]
+        """The bounds every request to `name` must keep (checked by `run`; the OIP checks them before decoding)."""
+        return self.served(name).limits
+
+    def publish(self, served: Iterable[ServedModel]) -> list[ServedModel]:
+        """Serves every given version at once (no await: no request sees half of them); returns the
+        versions they replace, for the caller to retire once their requests are done."""
+        replaced = []
+        for entry in served:
+            name = entry.model.name
+            old = self._served.get(name)
+            if old is entry:
+                continue
+            self._expected.add(name)
+            self._served[name] = entry
+            self.load_failures.pop(name, None)
+            self._metrics.model_ready.labels(name).set(1)
+            if old is not None:
+                replaced.append(old)
+                log.info("model %s now serves v%s (was v%s)", name, entry.model.version, old.model.version)
+            else:
+                self._metrics.nonfinite_outputs.labels(name).inc(0)  # the series exists at 0 from the start
+                log.info("model %s v%s ready (%s)", name, entry.model.version, entry.scheduler.policy)
+        return replaced
+
+    def attach(self, model: LoadedModel, policy: BatchingPolicy) -> None:
+        """Serves an already loaded model behind a scheduler with `policy`."""
+        self.publish([self.schedule(model, policy)])
+
+    def model_set(self, names: Iterable[str]) -> ModelSet:
+        """The versions served now of `names` (each must be loaded), as one consistent set."""
+        return ModelSet(self, {(canonical := self.canonical(n)): self.served(canonical) for n in names})
 
     async def _warm_up(self, model: LoadedModel) -> None:
         # Dynamic dimensions of 2: the exporters never specialise a graph on sizes 0/1.
@@ -180,48 +243,55 @@ class ModelManager:
         for _ in range(self._settings.warmup_runs):
             await model.infer(inputs)
 
-    def get(self, name: str) -> LoadedModel:
-        name = self._aliases.get(name, name)
-        model = self._models.get(name)
-        if model is None:
+    def canonical(self, name: str) -> str:
+        return self._aliases.get(name, name)
+
+    def served(self, name: str) -> ServedModel:
+        """The version served now (raises NotFound or Unavailable)."""
+        name = self.canonical(name)
+        served = self._served.get(name)
+        if served is None:
             if name in self._expected or name in self.repository.names():
                 raise Unavailable(f"model {name!r} is not loaded (loading, or its load failed: see the server log)")
-            raise NotFound(f"model {name!r} is not served here (loaded: {', '.join(self._models) or 'none'})")
-        return model
+            raise NotFound(f"model {name!r} is not served here (loaded: {', '.join(self._served) or 'none'})")
+        return served
+
+    def get(self, name: str) -> LoadedModel:
+        return self.served(name).model
 
     def policy(self, name: str) -> BatchingPolicy:
-        return self._schedulers[self.get(name).name].policy
+        return self.served(name).scheduler.policy
 
     def loaded(self) -> dict[str, LoadedModel]:
-        return dict(self._models)
+        return {name: served.model for name, served in self._served.items()}
 
     def is_ready(self, name: str) -> bool:
-        return self._aliases.get(name, name) in self._models
+        return self.canonical(name) in self._served
 
     @property
     def all_ready(self) -> bool:
-        return self._expected.issubset(self._models)
+        return self._expected.issubset(self._served)
 
     async def infer(self, name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Queues the request on the model's scheduler and waits for its own outputs."""
-        scheduler = self._schedulers.get(name)
-        if scheduler is None:  # an alias, or not loaded (get raises the right error)
-            name = self.get(name).name
-            scheduler = self._schedulers[name]
-        inflight = self._inflight.get(name)
-        if inflight is None:
-            inflight = self._inflight[name] = self._metrics.inflight.labels(name)
-        self._limits[name].check(inputs)  # before the request takes a queue slot or any memory downstream
-        stats = self.stats[name]
+        """Queues the request on the served version's scheduler and waits for its own outputs."""
+        served = self._served.get(name)
+        if served is None:  # an alias, or not loaded (`served` raises the right error)
+            served = self.served(name)
+        return await self.run(served, inputs)
+
+    async def run(self, served: ServedModel, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Runs on exactly that version (a ModelSet's, or the one served now)."""
+        served.limits.check(inputs)  # before the request takes a queue slot or any memory downstream
+        inflight = served.inflight
         inflight.inc()
         start, ok = time.perf_counter(), False
         try:
-            result = await scheduler.submit(inputs)
-            self._check_finite(name, result)
+            result = await served.scheduler.submit(inputs)
+            self._check_finite(served.model.name, result)
             ok = True
             return result
         finally:
-            stats.record_request(ok, time.perf_counter() - start)
+            served.stats.record_request(ok, time.perf_counter() - start)
             inflight.dec()
 
     def _check_finite(self, name: str, outputs: Mapping[str, np.ndarray]) -> None:
@@ -237,28 +307,23 @@ class ModelManager:
                                       "no answer was given")
 
     async def unload(self, name: str, drain_s: float) -> LoadedModel:
-        """Stops serving `name` (explicit model control): new requests get UNAVAILABLE at once, queued
-        ones get `drain_s` to finish, then the model is closed."""
-        model = self.get(name)
-        scheduler = self._schedulers.pop(model.name)
-        del self._models[model.name]
-        self._limits.pop(model.name, None)
+        """Stops serving `name` (explicit model control): new requests get UNAVAILABLE at once (a
+        service's model set that holds it too), queued ones get `drain_s` to finish, then it closes."""
+        served = self.served(name)
+        model = served.model
+        del self._served[model.name]
         self._expected.discard(model.name)
         self._metrics.model_ready.labels(model.name).set(0)
-        if not await scheduler.drain(drain_s):
-            log.warning("model %s did not drain within %.1f s; its queued requests fail UNAVAILABLE",
-                        model.name, drain_s)
-        await scheduler.close()
-        await model.close()
+        await served.retire(drain_s)
         log.info("model %s v%s unloaded", model.name, model.version)
         return model
 
     async def close(self) -> None:
-        for name, model in list(self._models.items()):
+        for name, served in list(self._served.items()):
             self._metrics.model_ready.labels(name).set(0)
-            await self._schedulers.pop(name).close()
-            await model.close()
-        self._models.clear()
+            await served.scheduler.close()
+            await served.model.close()
+        self._served.clear()
         close_backend = getattr(self._backend, "close", None)  # a remote backend's shared channel
         if close_backend is not None:
             await close_backend()

@@ -1,27 +1,35 @@
-"""Hot reload: a newer model version is loaded BESIDE the serving one and swapped in only once it
-has loaded and warmed up; a version that fails keeps the previous one serving.
+"""Hot reload of a service's model set: newer versions are loaded BESIDE the serving ones and the
+whole set is swapped in only once every model has loaded and warmed up and the service accepted
+it; anything that fails keeps the previous set serving.
 
-Like Triton's repository polling (`--model-control-mode=poll`): the reloader compares each served
-model with the latest numeric version directory of the repository (`poll_once`, or `run` every
-`repository_poll_s`), or is asked for one model (`reload`). A version that does not load, fails its
-warm-up, takes other tensors or lacks meta.json entries of the serving version is a failed load,
-reported three ways:
-the log (ERROR), the counter `infersuite_model_load_failures_total{model}`, and the OIP
-RepositoryIndex entry of that version (state UNAVAILABLE, with the reason). The same broken file
-is not retried on every poll; a version directory with a changed file (newer mtime) is.
+Like Triton's repository polling (`--model-control-mode=poll`): the reloader compares each
+service's models with the latest numeric version directories of the repository (`poll_once`, or
+`run` every `repository_poll_s`), or is asked for one model (`reload`). The reload unit is the
+service's model set (segmentation's stage graphs, splitcompute's server graphs): never one graph
+of a multi-graph family alone, so no request mixes versions. A version that does not load, fails
+its warm-up, takes other tensors or lacks meta.json entries of the serving version, or a set the
+service refuses (its lifecycle `derive` raises on the new meta.json values), is a failed load,
+reported three ways: the log (ERROR), the counter `infersuite_model_load_failures_total{model}`,
+and the OIP RepositoryIndex entry of that version (state UNAVAILABLE, with the reason). The same
+broken files are not retried on every poll; a version directory with a changed file (newer
+mtime) is. A swap lists the meta.json entries whose VALUES changed (the service re-derived them).
 
-The swap is atomic for callers: requests already queued on the old version finish there (the old
-scheduler drains for up to `drain_s`), new ones go to the new version at once.
+The swap is atomic for callers: requests that started on the old set finish on it (it is retired
+once they are done, or after `drain_s`), new ones get the new set at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from services.runtime.backends.base import LoadedModel
-from services.runtime.models import ModelManager
+from services.runtime.lifecycle import ServiceModels, Snapshot
+from services.runtime.models import ModelManager, ModelSet, ServedModel
+from services.runtime.repository import RepositoryModel
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +40,7 @@ class ReloadOutcome:
     version: str  # the version that was tried
     state: str  # "swapped", "unchanged" or "failed"
     reason: str = ""
+    meta_changed: tuple[str, ...] = ()  # meta.json entries whose values differ from the replaced version's
 
 
 class SignatureChanged(ValueError):
@@ -42,74 +51,178 @@ def _signature(model: LoadedModel) -> list[tuple[str, str, tuple[int, ...]]]:
     return [(s.name, s.datatype, s.shape) for s in [*model.inputs, *model.outputs]]
 
 
-async def _check_signature(new: LoadedModel, serving: LoadedModel) -> None:
+def meta_changes(new: Mapping[str, Any], serving: Mapping[str, Any]) -> tuple[str, ...]:
+    """meta.json entries whose values differ (added ones included)."""
+    return tuple(sorted(key for key in new if key not in serving or new[key] != serving[key]))
+
+
+def check_signature(new: LoadedModel, serving: LoadedModel) -> None:
     """A version that loads and warms up but takes other tensors, or lacks meta.json entries the
     serving one has (services read them: vocabulary, codec tables...), is a failed load too."""
-    problem = ""
     if _signature(new) != _signature(serving):
-        problem = f"inputs/outputs {_signature(new)} differ from the serving version's {_signature(serving)}"
-    elif missing := sorted(set(serving.meta) - set(new.meta)):
-        problem = f"meta.json lacks {', '.join(missing)} (the serving version has them)"
-    if problem:
-        await new.close()
-        raise SignatureChanged(problem)
+        raise SignatureChanged(f"inputs/outputs {_signature(new)} differ from the serving version's "
+                               f"{_signature(serving)}")
+    if missing := sorted(set(serving.meta) - set(new.meta)):
+        raise SignatureChanged(f"meta.json lacks {', '.join(missing)} (the serving version has them)")
+
+
+class _SetFailed(Exception):
+    def __init__(self, culprits: list[RepositoryModel], cause: Exception):
+        super().__init__(str(cause))
+        self.culprits, self.cause = culprits, cause
+
+
+@dataclass
+class _Swap:
+    outcomes: list[ReloadOutcome]
+    replaced: list[ServedModel]
+    old_snapshot: Snapshot[Any] | None
 
 
 class ModelReloader:
-    def __init__(self, models: ModelManager, drain_s: float = 10.0):
+    def __init__(self, models: ModelManager, lifecycles: Mapping[str, ServiceModels[Any]],
+                 required: Mapping[str, Callable[[], list[str]]], drain_s: float = 10.0):
+        """`required`: service -> its model names now; `lifecycles`: service -> its ServiceModels
+        (the runtime's registry, filled as services register)."""
         self._models = models
+        self._lifecycles = lifecycles
+        self._required = required
         self._drain_s = drain_s
-        self._failed: dict[str, tuple[str, float]] = {}  # model -> (version, model file mtime) that failed
-        self._lock = asyncio.Lock()  # one reload at a time: two swaps of one model must not interleave
-
-    def _latest(self, name: str) -> str:
-        versions = self._models.repository.versions(name)
-        return versions[-1] if versions else ""
+        self._failed: dict[str, frozenset[tuple[str, str, float]]] = {}  # set -> the versions that failed
+        self._lock = asyncio.Lock()  # one reload at a time: two swaps of one set must not interleave
 
     def _mtime(self, name: str, version: str) -> float:
         """The newest file of a version directory: any rewritten file makes the version worth a retry."""
         directory = self._models.repository.root / name / version
         return max((f.stat().st_mtime for f in directory.iterdir()), default=0.0) if directory.is_dir() else 0.0
 
-    async def reload(self, name: str, version: str = "") -> ReloadOutcome:
-        """Loads `version` (default: the latest) of a served model beside the current one; swaps on success."""
-        async with self._lock:
-            current = self._models.get(name)
-            entry = self._models.repository.resolve(current.name, version)
-            if entry.version == current.version:
-                return ReloadOutcome(current.name, entry.version, "unchanged")
-            try:
-                model, policy = await self._models.prepare(entry)
-                await _check_signature(model, current)
-            except Exception as exc:  # any load failure: the serving version stays, the failure is reported
-                self._failed[current.name] = (entry.version, self._mtime(current.name, entry.version))
-                failure = self._models.record_failure(current.name, entry.version, exc)
-                return ReloadOutcome(current.name, entry.version, "failed", failure.reason)
-            self._failed.pop(current.name, None)
-            old_model, old_scheduler = self._models.swap(model, policy)
-        if not await old_scheduler.drain(self._drain_s):
-            log.warning("model %s v%s did not drain within %.1f s; its queued requests fail UNAVAILABLE",
-                        name, old_model.version, self._drain_s)
-        await old_scheduler.close()
-        await old_model.close()
-        return ReloadOutcome(model.name, model.version, "swapped")
+    def _groups(self) -> dict[str, list[str]]:
+        """Reload units: every service's model set, and each loaded model no service claims."""
+        groups = {service: [self._models.canonical(n) for n in required()] for service, required in
+                  self._required.items()}
+        claimed = {name for names in groups.values() for name in names}
+        groups.update({name: [name] for name in self._models.loaded() if name not in claimed})
+        return groups
 
-    def _needs_reload(self, name: str, serving: str) -> str:
-        """The version to try, or "" when the served one is the latest or the latest already failed as is."""
-        latest = self._latest(name)
-        if not latest or int(latest) <= int(serving):
-            return ""
-        if self._failed.get(name) == (latest, self._mtime(name, latest)):
-            return ""
-        return latest
+    def _plan(self, names: list[str], pinned: Mapping[str, str]) -> list[RepositoryModel]:
+        """The versions to load: the pinned or latest one of each model, where it is newer than the
+        served one (or it is not served at all)."""
+        loaded, plan = self._models.loaded(), []
+        for name in names:
+            entry = self._models.repository.resolve(name, pinned.get(name, ""))
+            serving = loaded.get(name)
+            if serving is None or (entry.version != serving.version and
+                                   (name in pinned or int(entry.version) > int(serving.version))):
+                plan.append(entry)
+        return plan
+
+    def _plan_key(self, plan: list[RepositoryModel]) -> frozenset[tuple[str, str, float]]:
+        return frozenset((e.name, e.version, self._mtime(e.name, e.version)) for e in plan)
+
+    async def _load(self, plan: list[RepositoryModel]) -> dict[str, ServedModel]:
+        """Loads and warms up every planned version beside the serving ones; all or none."""
+        loaded = self._models.loaded()
+        prepared: dict[str, ServedModel] = {}
+        try:
+            for entry in plan:
+                try:
+                    model, policy = await self._models.prepare(entry)
+                except Exception as exc:
+                    raise _SetFailed([entry], exc) from None
+                prepared[entry.name] = self._models.schedule(model, policy)
+                if entry.name in loaded:
+                    try:
+                        check_signature(model, loaded[entry.name])
+                    except SignatureChanged as exc:
+                        raise _SetFailed([entry], exc) from None
+        except BaseException:
+            await asyncio.gather(*(served.retire(0.0) for served in prepared.values()))
+            raise
+        return prepared
+
+    async def _swap(self, group: str, names: list[str], plan: list[RepositoryModel]) -> _Swap:
+        """Loads the plan, lets the service derive its state from the new set, publishes both."""
+        before = self._models.loaded()
+        prepared = await self._load(plan)
+        served = {name: prepared.get(name) or self._models.served(name) for name in names}
+        lifecycle = self._lifecycles.get(group)
+        try:
+            snapshot = lifecycle.prepare(ModelSet(self._models, served)) if lifecycle is not None else None
+        except Exception as exc:  # the service refused the new meta.json values
+            await asyncio.gather(*(s.retire(0.0) for s in prepared.values()))
+            raise _SetFailed(plan, ValueError(f"the {group} service refused the new model set: {exc}")) from None
+        replaced = self._models.publish(prepared.values())  # these two lines run without an await between:
+        old = lifecycle.publish(snapshot) if lifecycle is not None and snapshot is not None else None
+        outcomes = [ReloadOutcome(e.name, e.version, "swapped", meta_changed=meta_changes(
+            prepared[e.name].model.meta, before[e.name].meta) if e.name in before else ()) for e in plan]
+        for outcome in outcomes:
+            log.info("model %s v%s swapped in as part of %s; meta.json values changed: %s", outcome.model,
+                     outcome.version, group, ", ".join(outcome.meta_changed) or "none")
+        return _Swap(outcomes, replaced, old)
+
+    async def reload_set(self, group: str, pinned: Mapping[str, str] | None = None) -> list[ReloadOutcome]:
+        """Loads the newer (or `pinned`) versions of one set beside the serving ones, and any model of
+        the set not served (unloaded by explicit control); swaps the whole set on success."""
+        async with self._lock:
+            names = self._groups().get(group, [group])  # a model of no service's set is its own set
+            plan = self._plan(names, pinned or {})
+            if not plan:
+                return []
+            try:
+                swap = await self._swap(group, names, plan)
+            except _SetFailed as failed:
+                self._failed[group] = self._plan_key(plan)
+                return self._failed_outcomes(plan, failed)
+            self._failed.pop(group, None)
+        await self._retire(swap)
+        return swap.outcomes
+
+    def _failed_outcomes(self, plan: list[RepositoryModel], failed: _SetFailed) -> list[ReloadOutcome]:
+        outcomes = []
+        for entry in plan:
+            if entry in failed.culprits:
+                reason = self._models.record_failure(entry.name, entry.version, failed.cause).reason
+            else:
+                reason = f"not swapped: {', '.join(f'{c.name} v{c.version}' for c in failed.culprits)} " \
+                         "of the same model set failed"
+            outcomes.append(ReloadOutcome(entry.name, entry.version, "failed", reason))
+        return outcomes
+
+    async def _retire(self, swap: _Swap) -> None:
+        """Finalize: the old snapshot's requests finish on it, then its replaced models close."""
+        loop = asyncio.get_running_loop()
+        limit = loop.time() + self._drain_s
+        if swap.old_snapshot is not None and not await swap.old_snapshot.retire(self._drain_s):
+            log.warning("requests on the replaced model set still ran after %.1f s; they fail UNAVAILABLE",
+                        self._drain_s)
+        for served in swap.replaced:
+            await served.retire(max(limit - loop.time(), 0.0))
+
+    async def reload(self, name: str, version: str = "") -> ReloadOutcome:
+        """Loads `version` (default: the latest) of a served model, with the rest of its set."""
+        canonical = self._models.get(name).name
+        group = next(g for g, names in self._groups().items() if canonical in names)
+        outcomes = await self.reload_set(group, {canonical: version} if version else None)
+        mine = [o for o in outcomes if o.model == canonical]
+        return mine[0] if mine else ReloadOutcome(canonical, self._models.get(canonical).version, "unchanged")
+
+    async def load(self, name: str) -> list[ReloadOutcome]:
+        """Explicit control (OIP RepositoryModelLoad): serves `name`, with the rest of its service's
+        set, at the latest versions; a served, up-to-date model is left as it is."""
+        canonical = self._models.repository.canonical(name)
+        group = next((g for g, names in self._groups().items() if canonical in names), canonical)
+        return await self.reload_set(group)
+
+    def _needs_reload(self, group: str, names: list[str]) -> bool:
+        plan = self._plan(names, {})
+        return bool(plan) and self._failed.get(group) != self._plan_key(plan)
 
     async def poll_once(self) -> list[ReloadOutcome]:
-        """One pass over every served model; returns what was tried."""
+        """One pass over every model set; returns what was tried."""
         outcomes = []
-        for name, model in self._models.loaded().items():
-            version = self._needs_reload(name, model.version)
-            if version:
-                outcomes.append(await self.reload(name, version))
+        for group, names in self._groups().items():
+            if self._needs_reload(group, names):
+                outcomes.extend(await self.reload_set(group))
         return outcomes
 
     async def run(self, interval_s: float) -> None:

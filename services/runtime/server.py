@@ -12,8 +12,8 @@ import asyncio
 import importlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from grpc import aio
@@ -25,9 +25,11 @@ from services.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from services.runtime.backends.triton import TritonBackend
 from services.runtime.control import ModelControl
 from services.runtime.errors import Unavailable
+from services.runtime.executor import CpuExecutor
 from services.runtime.interceptor import HandlerRegistry, HandlerWrapper, RegisteringServer
+from services.runtime.lifecycle import ServiceModels
 from services.runtime.metrics import Metrics
-from services.runtime.models import ModelManager
+from services.runtime.models import ModelManager, ModelSet
 from services.runtime.oip import SERVICE_NAME as OIP_SERVICE_NAME
 from services.runtime.oip import OipServicer
 from services.runtime.reload import ModelReloader
@@ -36,6 +38,7 @@ from services.runtime.security import BearerToken, server_credentials
 from services.runtime.settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -48,6 +51,24 @@ class Runtime:
     settings: RuntimeSettings
     models: ModelManager
     metrics: Metrics
+    lifecycles: dict[str, ServiceModels[Any]] = field(default_factory=dict)
+    executor: CpuExecutor = field(init=False)
+    """Where services run CPU-bound request work (services/runtime/executor.py), never on the loop."""
+
+    def __post_init__(self) -> None:
+        self.executor = CpuExecutor(self.settings.executor_threads, self.settings.executor_queue_size, self.metrics)
+
+    def service_models(self, service: str, derive: Callable[[ModelSet], T]) -> ServiceModels[T]:
+        """Registers what `service` derives from its models; the runtime calls `derive` on every
+        load or swap of the service's model set, before that set serves (services/runtime/lifecycle.py)."""
+        lifecycle = ServiceModels(service, derive)
+        self.lifecycles[service] = lifecycle
+        return lifecycle
+
+    def initialize(self, service: str, names: list[str]) -> None:
+        """Serves the loaded `names` as the service's first model set (raises if it refuses them)."""
+        lifecycle = self.lifecycles.setdefault(service, ServiceModels.without_state(service))
+        lifecycle.publish(lifecycle.prepare(self.models.model_set(names)))
 
 
 class ServiceModule(Protocol):
@@ -100,7 +121,8 @@ class InferSuiteServer:
         self.models = ModelManager(repository, backend, self.metrics, settings)
         self.runtime = Runtime(settings, self.models, self.metrics)
         # Hot reload (new version beside the old, swapped only on success); polls when repository_poll_s > 0.
-        self.reloader = ModelReloader(self.models, drain_s=settings.grace_period_s)
+        self.reloader = ModelReloader(self.models, self.runtime.lifecycles,
+                                      {s.name: s.required_models for s in services}, drain_s=settings.grace_period_s)
         self._polling: asyncio.Task[None] | None = None
         options = [("grpc.max_receive_message_length", settings.max_message_bytes),
                    ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -162,10 +184,13 @@ class InferSuiteServer:
         """Loads a service's models; retries while the backend is unavailable (e.g. Triton starting)."""
         while True:
             try:
-                return await self.models.load(service.required_models())
+                names = service.required_models()
+                await self.models.load(names)
+                break
             except Unavailable as exc:
                 log.warning("service %s waits for its models: %s", service.name, exc.message)
                 await asyncio.sleep(self.settings.load_retry_s)
+        self.runtime.initialize(service.name, names)
 
     async def set_serving(self, names: Sequence[str]) -> None:
         """Health SERVING for these entries ("" = the whole server)."""
@@ -215,6 +240,7 @@ class InferSuiteServer:
                 task.cancel()
         await self.grpc.stop(self.settings.grace_period_s if grace is None else grace)
         await self.models.close()
+        self.runtime.executor.shutdown()
         self.metrics.stop_http()
 
     async def wait_for_termination(self) -> None:

@@ -82,6 +82,12 @@ class RuntimeSettings(BaseSettings):
     cpu_affinity: str = ""
     """Cores the workers run on, taskset style ("1", "0-3", "0,2,4-5"): worker i is pinned to the
     i-th core of the list (round robin); empty = no pinning (the cores the process may use)."""
+    executor_threads: int = Field(2, ge=1)
+    """Threads of the runtime's executor (per serving process) for CPU-bound request work (decoding, resampling, entropy
+    decoding) that every service uses, so it never runs on the event loop; bounded so that a burst
+    of large requests leaves CPU for model execution."""
+    executor_queue_size: int = Field(64, ge=0)
+    """Jobs that may wait for an executor thread before requests needing one get RESOURCE_EXHAUSTED."""
     warmup_runs: int = Field(2, ge=0)
     """Inference runs on synthetic input at load, before health reports SERVING."""
     shutdown_drain_s: float = Field(0.0, ge=0)

@@ -13,7 +13,6 @@ whole-image cost fits the budget (a budget below the shallowest exit is refused,
 
 from __future__ import annotations
 
-import asyncio
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -21,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 
 from services.runtime import InvalidArgument, Runtime
+from services.runtime.models import ModelSet
 from services.segmentation.imaging import (
     ImageLimits,
     decode_image,
@@ -92,6 +92,20 @@ class Pipeline:
     def models(self) -> list[str]:
         return [self.backbone, *self.encoder_layers, self.head]
 
+    @classmethod
+    def derive(cls, models: ModelSet, backbone_name: str) -> Pipeline:
+        """The pipeline of a model set (the lifecycle rebuilds it on every load or swap); refuses a
+        set that lacks a stage the backbone's meta.json names, or whose exits it cannot run."""
+        backbone = models.get(backbone_name)
+        pipeline = cls.from_meta(backbone.name, backbone.meta)
+        missing = [name for name in pipeline.models if name not in models]
+        if missing:
+            raise ValueError(f"the backbone's pipeline names stages outside the model set: {', '.join(missing)}")
+        if not pipeline.exits or pipeline.exits != sorted(pipeline.exits) or \
+                not 1 <= pipeline.exits[0] <= pipeline.exits[-1] <= len(pipeline.encoder_layers):
+            raise ValueError(f"exits {pipeline.exits} do not fit {len(pipeline.encoder_layers)} encoder layers")
+        return pipeline
+
     def gflops(self, exit_layer: int) -> float:
         costs = self.stage_gflops
         return costs["backbone_gate"] + exit_layer * costs["encoder_layer"] + costs["head"]
@@ -118,12 +132,19 @@ def validate_effort(pipeline: Pipeline, effort: Effort) -> None:
                                   f"the cost of the shallowest exit (layer {pipeline.exits[0]})")
 
 
+def _encode_mask(mask: np.ndarray, height: int, width: int, encoding: str) -> bytes:
+    """The model-size mask (S, S) at the image's size, as PNG or raw bytes."""
+    mask = mask_to_size(mask, height, width)
+    return encode_mask_png(mask) if encoding == "png" else mask.tobytes()
+
+
 class SegmentationHandler:
     def __init__(self, settings: SegmentationSettings, runtime: Runtime):
         self._settings = settings
-        self._models = runtime.models
+        self._served = runtime.service_models(
+            "segmentation", lambda models: Pipeline.derive(models, settings.backbone_model))
+        self._executor = runtime.executor
         self._limits = ImageLimits(settings.max_image_bytes, settings.max_side, settings.max_pixels)
-        self._pipeline: Pipeline | None = None
         self._layers_used = runtime.metrics.histogram(
             "infersuite_segmentation_encoder_layers", "Encoder layers run per Segment request, by effort mode.",
             ["effort"], buckets=tuple(range(1, 13)))
@@ -134,10 +155,8 @@ class SegmentationHandler:
 
     @property
     def pipeline(self) -> Pipeline:
-        if self._pipeline is None:
-            backbone = self._models.get(self._settings.backbone_model)
-            self._pipeline = Pipeline.from_meta(backbone.name, backbone.meta)
-        return self._pipeline
+        """The pipeline of the model set serving now."""
+        return self._served.current.state
 
     def _decode(self, image: bytes | RawPixels | None) -> np.ndarray:
         if image is None:
@@ -149,33 +168,35 @@ class SegmentationHandler:
             return raw_image(image.pixels, image.height, image.width, image.channels, self._limits)
         return decode_image(image, self._limits)
 
-    async def _run_depth(self, pipeline: Pipeline, image: np.ndarray, effort: Effort) -> tuple[np.ndarray, int]:
+    @staticmethod
+    async def _run_depth(models: ModelSet, pipeline: Pipeline, image: np.ndarray,
+                         effort: Effort) -> tuple[np.ndarray, int]:
         """One image (1, 3, S, S) through the staged graphs -> (class mask (S, S) uint8, exit layer)."""
-        backbone = await self._models.infer(pipeline.backbone, {"image": image})
+        backbone = await models.infer(pipeline.backbone, {"image": image})
         gate_exit = int(np.argmax(backbone["exit_logits"][0])) + pipeline.exits[0]
         exit_layer = choose_exit(pipeline, effort, gate_exit)
         tokens = backbone["tokens"]  # (1, T, D)
         for name in pipeline.encoder_layers[:exit_layer]:
-            tokens = (await self._models.infer(name, {"tokens": tokens}))["tokens_out"]
-        head = await self._models.infer(pipeline.head, {"tokens": tokens,
+            tokens = (await models.infer(name, {"tokens": tokens}))["tokens_out"]
+        head = await models.infer(pipeline.head, {"tokens": tokens,
                                                         "pixel_features": backbone["pixel_features"]})
         return np.argmax(head["logits"][0], axis=0).astype(np.uint8), exit_layer  # (S, S)
 
     async def segment(self, query: SegmentQuery) -> SegmentResult:
         if query.mask_encoding not in MASK_ENCODINGS:
             raise InvalidArgument(f"mask_encoding {query.mask_encoding!r} is unknown (use png or raw)")
-        pipeline = self.pipeline
-        validate_effort(pipeline, query.effort)
-        # Decoding and resizing can take tens of ms for large images: off the event loop.
-        rgb = await asyncio.to_thread(self._decode, query.image)
-        height, width = rgb.shape[:2]
-        model_input = await asyncio.to_thread(to_model_input, rgb, pipeline.image_size)
-        mask, exit_layer = await self._run_depth(pipeline, model_input, query.effort)
-        mask = await asyncio.to_thread(mask_to_size, mask, height, width)
-        encoded = encode_mask_png(mask) if query.mask_encoding == "png" else mask.tobytes()
+        with self._served.use() as snapshot:  # every stage, and the pipeline read from them, of one set
+            pipeline = snapshot.state
+            validate_effort(pipeline, query.effort)
+            # Decoding and resizing can take tens of ms for large images: on the runtime's executor.
+            rgb = await self._executor.run(self._decode, query.image)
+            height, width = rgb.shape[:2]
+            model_input = await self._executor.run(to_model_input, rgb, pipeline.image_size)
+            mask, exit_layer = await self._run_depth(snapshot.models, pipeline, model_input, query.effort)
+            backbone = snapshot.models.get(pipeline.backbone)
+        encoded = await self._executor.run(_encode_mask, mask, height, width, query.mask_encoding)
         gflops = pipeline.gflops(exit_layer)
         self._layers_used.labels(query.effort.mode).observe(exit_layer)
         self._gflops.labels(query.effort.mode).observe(gflops)
-        backbone = self._models.get(pipeline.backbone)
         return SegmentResult(encoded, query.mask_encoding, height, width, pipeline.class_names, exit_layer, gflops,
                              pipeline.gflops(pipeline.exits[-1]), backbone.name, backbone.version)

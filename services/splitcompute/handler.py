@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from services.runtime import FailedPrecondition, InvalidArgument, Runtime
+from services.runtime.models import ModelSet
 from services.splitcompute import wire
 from services.splitcompute.codec import Codec, CodecError
 from services.splitcompute.settings import SplitComputeSettings
@@ -43,11 +44,37 @@ class CodecInfo:
     class_names: list[str]
 
 
+@dataclass(frozen=True)
+class CodecTables:
+    """What the service derives from its model set (rebuilt on every load or swap, with the set)."""
+
+    codecs: dict[int, tuple[Codec, str]]  # codec version -> (codec, the server graph it feeds)
+    current: Codec  # the default server graph's codec: what GetCodec announces
+    class_names: list[str]
+
+
+def codec_tables(models: ModelSet, default: str, names: list[str]) -> CodecTables:
+    """Indexes every server graph's codec by version; refuses a set whose tables cannot serve."""
+    codecs: dict[int, tuple[Codec, str]] = {}
+    for name in names:
+        model = models.get(name)
+        codec = Codec.from_meta(model.meta)
+        if codec.version in codecs:
+            raise ValueError(f"{name} and {codecs[codec.version][1]} both carry codec version {codec.version}")
+        latent = next((spec.shape[1:] for spec in model.inputs if spec.name == "latent"), None)
+        if latent is not None and all(d > 0 for d in latent) and tuple(latent) != codec.latent_shape:
+            raise ValueError(f"{name}'s latent input {tuple(latent)} does not fit its codec's {codec.latent_shape}")
+        codecs[codec.version] = (codec, name)
+    meta = models.get(default).meta
+    return CodecTables(codecs, Codec.from_meta(meta), list(meta.get("class_names", [])))
+
+
 class SplitComputeHandler:
     def __init__(self, settings: SplitComputeSettings, runtime: Runtime):
         self._settings = settings
-        self._models = runtime.models
-        self._codecs: dict[int, tuple[Codec, str]] | None = None  # version -> (codec, server graph)
+        self._served = runtime.service_models(
+            "splitcompute", lambda models: codec_tables(models, settings.model, self.model_names))
+        self._executor = runtime.executor
         self._payload_bytes = runtime.metrics.histogram(
             "infersuite_splitcompute_payload_bytes", "Size of Classify payloads (wire frames).",
             buckets=PAYLOAD_BUCKETS)
@@ -58,48 +85,42 @@ class SplitComputeHandler:
     def model_names(self) -> list[str]:
         return [self._settings.model, *self._settings.extra_models]
 
-    def _codec_index(self) -> dict[int, tuple[Codec, str]]:
-        # Built on first use: models load in the background after the service registers.
-        if self._codecs is None:
-            codecs = {}
-            for name in self.model_names:
-                codec = Codec.from_meta(self._models.get(name).meta)
-                codecs[codec.version] = (codec, name)
-            self._codecs = codecs
-        return self._codecs
-
-    def _codec_for(self, frame: wire.Frame) -> tuple[Codec, str]:
-        codecs = self._codec_index()
-        if frame.codec_version not in codecs:
-            held = ", ".join(str(v) for v in sorted(codecs))
+    @staticmethod
+    def _codec_for(tables: CodecTables, frame: wire.Frame) -> tuple[Codec, str]:
+        if frame.codec_version not in tables.codecs:
+            held = ", ".join(str(v) for v in sorted(tables.codecs))
             raise FailedPrecondition(
                 f"codec version {frame.codec_version} is not served here (this server has codec versions: {held}); "
                 "update the device's encoder bundle (GetCodec names the current one)")
-        codec, name = codecs[frame.codec_version]
+        codec, name = tables.codecs[frame.codec_version]
         if frame.latent_shape != codec.latent_shape:
             raise InvalidArgument(f"payload declares latent shape {frame.latent_shape} but codec version "
                                   f"{codec.version} codes {codec.latent_shape}")
         return codec, name
 
-    def _decode(self, payload: bytes) -> tuple[np.ndarray, Codec, str]:
+    def _parse(self, payload: bytes) -> wire.Frame:
         try:
-            frame = wire.parse(payload, self._settings.max_payload_bytes, self._settings.max_latent_elements)
+            return wire.parse(payload, self._settings.max_payload_bytes, self._settings.max_latent_elements)
         except wire.WireError as err:
             raise InvalidArgument(str(err)) from None
-        codec, name = self._codec_for(frame)
+
+    def _decode(self, codec: Codec, frame: wire.Frame) -> np.ndarray:
         start = time.perf_counter()
         try:
             symbols = codec.decode(frame.body)
         except CodecError as err:
             raise InvalidArgument(f"payload body: {err}") from None
         self._decode_time.observe(time.perf_counter() - start)
-        return symbols, codec, name
+        return symbols
 
     async def classify(self, payload: bytes) -> ClassifyResult:
         self._payload_bytes.observe(len(payload))
-        symbols, codec, name = self._decode(payload)
-        model = self._models.get(name)
-        outputs = await self._models.infer(name, {"latent": symbols[None]})  # (1, C, h, w)
+        frame = self._parse(payload)
+        with self._served.use() as snapshot:  # the codec tables and the graph they feed, of one set
+            codec, name = self._codec_for(snapshot.state, frame)
+            symbols = await self._executor.run(self._decode, codec, frame)  # range decoding: off the loop
+            model = snapshot.models.get(name)
+            outputs = await snapshot.models.infer(name, {"latent": symbols[None]})  # (1, C, h, w)
         probabilities = outputs["probabilities"][0]
         top = int(np.argmax(probabilities))
         names = model.meta.get("class_names", [])
@@ -107,8 +128,7 @@ class SplitComputeHandler:
                               len(payload), name, model.version)
 
     def codec_info(self) -> CodecInfo:
-        codecs = self._codec_index()
-        model = self._models.get(self._settings.model)
-        current = Codec.from_meta(model.meta)
-        return CodecInfo(current.version, sorted(codecs), current.latent_shape, self._settings.encoder_model,
-                         wire.WIRE_FORMAT, list(model.meta.get("class_names", [])))
+        tables = self._served.current.state  # one snapshot: the announced codec is one Classify accepts
+        current = tables.current
+        return CodecInfo(current.version, sorted(tables.codecs), current.latent_shape, self._settings.encoder_model,
+                         wire.WIRE_FORMAT, list(tables.class_names))

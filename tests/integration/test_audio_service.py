@@ -20,7 +20,6 @@ from protos import audio_pb2, audio_pb2_grpc
 from services.audio import AudioService, AudioSettings
 from services.audio.client import AudioClient, AudioClientError, raw_audio, wav_audio
 from services.runtime import RuntimeSettings, build_server
-from tests.fixtures_audio import tiny_audio  # noqa: F401
 
 pytestmark = pytest.mark.integration
 SERVICE_NAME = "infersuite.audio.v1.AudioService"
@@ -28,7 +27,7 @@ EMBEDDERS = ("passt", "bow")
 
 
 @pytest.fixture(scope="module")
-async def audio_server(tiny_audio):  # noqa: F811
+async def audio_server(tiny_audio):
     settings = RuntimeSettings(port=0, metrics_port=0, host="127.0.0.1", model_repository=tiny_audio.repository)
     server, port = await build_server(settings, [AudioService(AudioSettings(max_duration_s=20.0))])
     await server.start()
@@ -71,7 +70,7 @@ async def test_health_reaches_serving(audio_server) -> None:
 
 
 @pytest.mark.parametrize("embedder", EMBEDDERS)
-async def test_the_server_gives_the_hear_module_embeddings(client, tiny_audio, embedder) -> None:  # noqa: F811
+async def test_the_server_gives_the_hear_module_embeddings(client, tiny_audio, embedder) -> None:
     audio = band_limited(32000, 3.4)
     model = hear.load_model(str(tiny_audio.repository / f"audio-{embedder}-fp32"))
     scene = await client.embed_scene(raw_audio(audio, 32000), embedder)

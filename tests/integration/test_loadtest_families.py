@@ -14,9 +14,6 @@ from services.runtime import RuntimeSettings, build_server
 from services.segmentation import SegmentationService
 from services.splitcompute import SplitComputeService
 from services.splitcompute.edge import EdgeEncoder
-from tests.fixtures_audio import tiny_audio  # noqa: F401
-from tests.fixtures_segmentation import tiny_segmentation  # noqa: F401
-from tests.fixtures_splitcompute import tiny_splitcompute  # noqa: F401
 
 pytestmark = pytest.mark.integration
 STEP = StepSpec(mode="closed", concurrency=2, warmup_s=0.2, duration_s=1.0, deadline_s=10.0)
@@ -36,7 +33,7 @@ async def _run(repository, service, generator: str, params: dict[str, str]):
         await server.stop(0)
 
 
-async def test_splitcompute_frames_from_the_edge_sdk(tiny_splitcompute, tmp_path):  # noqa: F811
+async def test_splitcompute_frames_from_the_edge_sdk(tiny_splitcompute, tmp_path):
     encoder = EdgeEncoder(tiny_splitcompute.encoder_bundle)
     for index in range(6):
         (tmp_path / f"frame{index}.bin").write_bytes(encoder.encode(tiny_splitcompute.images[index]).payload)
@@ -45,7 +42,7 @@ async def test_splitcompute_frames_from_the_edge_sdk(tiny_splitcompute, tmp_path
     assert stats.ok > 0 and not stats.errors and not stats.check_failures, (stats.errors, stats.error_samples)
 
 
-async def test_audio_clips_of_varied_rates(tiny_audio):  # noqa: F811
+async def test_audio_clips_of_varied_rates(tiny_audio):
     for method in ("scene", "timestamps"):
         stats = await _run(tiny_audio.repository, AudioService(AudioSettings(max_duration_s=20.0)), "audio",
                            {"method": method, "min_s": "0.3", "max_s": "1.5", "embedder": "bow"})
@@ -53,7 +50,7 @@ async def test_audio_clips_of_varied_rates(tiny_audio):  # noqa: F811
             method, stats.errors, stats.error_samples, stats.check_failures)
 
 
-async def test_segmentation_images_of_mixed_size_and_effort(tiny_segmentation):  # noqa: F811
+async def test_segmentation_images_of_mixed_size_and_effort(tiny_segmentation):
     for effort in ("auto", "exits:2,3"):  # the tiny model exits after layer 2 or 3
         stats = await _run(tiny_segmentation.repository, SegmentationService(), "segmentation",
                            {"min_side": "48", "max_side": "128", "effort": effort})

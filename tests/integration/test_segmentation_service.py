@@ -22,14 +22,13 @@ from protos import segmentation_pb2, segmentation_pb2_grpc
 from services.runtime import RuntimeSettings, build_server
 from services.segmentation import SegmentationService, SegmentationSettings
 from services.segmentation.client import SegmentationClient, SegmentationClientError
-from tests.fixtures_segmentation import tiny_segmentation  # noqa: F401
 
 pytestmark = pytest.mark.integration
 SERVICE_NAME = "infersuite.segmentation.v1.SegmentationService"
 
 
 @pytest.fixture(scope="module")
-async def seg_server(tiny_segmentation):  # noqa: F811
+async def seg_server(tiny_segmentation):
     # One onnxruntime thread per session: on the shared test machine spinning threads cost more than they give.
     settings = RuntimeSettings(port=0, metrics_port=0, host="127.0.0.1", intra_op_threads=1,
                                model_repository=tiny_segmentation.repository)
@@ -71,7 +70,7 @@ async def test_health_reaches_serving_for_the_server_and_the_service(seg_server)
 
 
 @pytest.mark.parametrize("exit_layer", [None, 2, 3])
-async def test_served_masks_and_exits_match_the_torch_model(client, tiny_segmentation, exit_layer) -> None:  # noqa: F811
+async def test_served_masks_and_exits_match_the_torch_model(client, tiny_segmentation, exit_layer) -> None:
     images = tiny_segmentation.images[:6]
     want_masks, want_exits = _torch_masks(tiny_segmentation.checkpoint, images, exit_layer)
     results = await asyncio.gather(*(client.segment(_png(image), exit_layer=exit_layer) for image in images))
@@ -82,7 +81,7 @@ async def test_served_masks_and_exits_match_the_torch_model(client, tiny_segment
     assert all(r.model == "segmentation-backbone-fp32" and r.class_names[0] == "background" for r in results)
 
 
-async def test_raw_input_and_raw_mask_give_the_png_answer(client, tiny_segmentation) -> None:  # noqa: F811
+async def test_raw_input_and_raw_mask_give_the_png_answer(client, tiny_segmentation) -> None:
     image = tiny_segmentation.images[0]
     as_png = await client.segment(_png(image))
     as_raw = await client.segment(image, raw_mask=True)
@@ -90,7 +89,7 @@ async def test_raw_input_and_raw_mask_give_the_png_answer(client, tiny_segmentat
     assert as_raw.gflops == pytest.approx(as_png.gflops) and as_raw.gflops < as_raw.gflops_full_depth + 1e-12
 
 
-async def test_jpeg_and_other_sizes_come_back_at_their_own_size(client, tiny_segmentation) -> None:  # noqa: F811
+async def test_jpeg_and_other_sizes_come_back_at_their_own_size(client, tiny_segmentation) -> None:
     image = np.asarray(Image.fromarray(tiny_segmentation.images[1]).resize((100, 80)))
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="JPEG", quality=90)
@@ -98,7 +97,7 @@ async def test_jpeg_and_other_sizes_come_back_at_their_own_size(client, tiny_seg
     assert result.mask.shape == (80, 100) and set(np.unique(result.mask)) <= set(range(5))
 
 
-async def test_a_compute_budget_is_never_exceeded(client, tiny_segmentation) -> None:  # noqa: F811
+async def test_a_compute_budget_is_never_exceeded(client, tiny_segmentation) -> None:
     deep = await client.segment(_png(tiny_segmentation.images[2]), exit_layer=3)
     shallow = await client.segment(_png(tiny_segmentation.images[2]), exit_layer=2)
     capped = await client.segment(_png(tiny_segmentation.images[2]), gflops_budget=shallow.gflops + 1e-9)
@@ -114,7 +113,7 @@ def _batch_stats(server, model: str) -> tuple[float, float]:
 
 
 async def test_concurrent_requests_of_different_depths_share_the_batched_stages(seg_server, client,
-                                                                               tiny_segmentation) -> None:  # noqa: F811
+                                                                               tiny_segmentation) -> None:
     server, _ = seg_server
     names = ["segmentation-backbone-fp32", "segmentation-encoder1-fp32", "segmentation-encoder3-fp32",
              "segmentation-head-fp32"]
@@ -160,7 +159,7 @@ BAD_REQUESTS = {
 
 
 @pytest.mark.parametrize("case", [*sorted(BAD_REQUESTS), "decompression bomb"])
-async def test_bad_input_gets_invalid_argument_and_the_server_keeps_serving(seg_server, tiny_segmentation,  # noqa: F811
+async def test_bad_input_gets_invalid_argument_and_the_server_keeps_serving(seg_server, tiny_segmentation,
                                                                             case) -> None:
     _, port = seg_server
     if case == "decompression bomb":
@@ -178,7 +177,7 @@ async def test_bad_input_gets_invalid_argument_and_the_server_keeps_serving(seg_
         assert good.height == 64 and good.exit_layer in (2, 3)
 
 
-async def test_metrics_pass_promtool_and_record_layers_and_gflops(seg_server, client, tiny_segmentation) -> None:  # noqa: F811
+async def test_metrics_pass_promtool_and_record_layers_and_gflops(seg_server, client, tiny_segmentation) -> None:
     server, _ = seg_server
     await client.segment(_png(tiny_segmentation.images[0]), exit_layer=3)
     with pytest.raises(SegmentationClientError):

@@ -20,14 +20,13 @@ from services.splitcompute import SplitComputeService, wire
 from services.splitcompute.client import SplitComputeClient, SplitComputeClientError
 from services.splitcompute.edge import EdgeDevice, EdgeEncoder
 from services.splitcompute.settings import SplitComputeSettings
-from tests.fixtures_splitcompute import tiny_splitcompute  # noqa: F401
 
 pytestmark = pytest.mark.integration
 SERVICE_NAME = "infersuite.splitcompute.v1.SplitComputeService"
 
 
 @pytest.fixture(scope="module")
-async def sc_server(tiny_splitcompute):  # noqa: F811
+async def sc_server(tiny_splitcompute):
     settings = RuntimeSettings(port=0, metrics_port=0, host="127.0.0.1", model_repository=tiny_splitcompute.repository)
     service = SplitComputeService(SplitComputeSettings(max_payload_bytes=8192))
     server, port = await build_server(settings, [service])
@@ -51,7 +50,7 @@ def _torch_classes(checkpoint, images: np.ndarray, radius: int) -> np.ndarray:
         return student.tail(student.decoder(latent)).argmax(dim=1).numpy()
 
 
-async def test_the_edge_sdk_through_the_server_agrees_with_the_torch_pipeline(sc_server, tiny_splitcompute) -> None:  # noqa: F811
+async def test_the_edge_sdk_through_the_server_agrees_with_the_torch_pipeline(sc_server, tiny_splitcompute) -> None:
     _, port = sc_server
     images = tiny_splitcompute.images.transpose(0, 2, 3, 1)  # (N, H, W, 3) as a camera gives them
 
@@ -73,7 +72,7 @@ async def test_the_edge_sdk_through_the_server_agrees_with_the_torch_pipeline(sc
     np.testing.assert_allclose(first.classification.probabilities.sum(), 1.0, atol=1e-5)
 
 
-async def test_get_codec_names_the_current_version_and_bundle(client, tiny_splitcompute) -> None:  # noqa: F811
+async def test_get_codec_names_the_current_version_and_bundle(client, tiny_splitcompute) -> None:
     codec = await client.get_codec()
     local = EdgeEncoder(tiny_splitcompute.encoder_bundle).codec
     assert codec.version == local.version and codec.served_versions == (local.version,)
@@ -82,7 +81,7 @@ async def test_get_codec_names_the_current_version_and_bundle(client, tiny_split
 
 
 async def test_an_unknown_codec_version_is_a_failed_precondition_listing_the_served_ones(
-        client, tiny_splitcompute) -> None:  # noqa: F811
+        client, tiny_splitcompute) -> None:
     encoder = EdgeEncoder(tiny_splitcompute.encoder_bundle)
     good = encoder.encode(tiny_splitcompute.images[0]).payload
     stale = wire.pack(encoder.codec_version ^ 0xFFFF, encoder.codec.latent_shape, good[wire.HEADER_BYTES:])
@@ -110,7 +109,7 @@ def _bad_payloads(good: bytes, version: int, shape: tuple[int, int, int]) -> dic
 
 
 async def test_every_corrupted_payload_kind_is_invalid_argument_and_the_server_keeps_serving(
-        sc_server, tiny_splitcompute) -> None:  # noqa: F811
+        sc_server, tiny_splitcompute) -> None:
     _, port = sc_server
     encoder = EdgeEncoder(tiny_splitcompute.encoder_bundle)
     good = encoder.encode(tiny_splitcompute.images[1]).payload
@@ -126,7 +125,7 @@ async def test_every_corrupted_payload_kind_is_invalid_argument_and_the_server_k
             assert len(reply.probabilities) == 10, case
 
 
-async def test_metrics_pass_promtool_and_record_payload_bytes(sc_server, client, tiny_splitcompute) -> None:  # noqa: F811
+async def test_metrics_pass_promtool_and_record_payload_bytes(sc_server, client, tiny_splitcompute) -> None:
     server, _ = sc_server
     payload = EdgeEncoder(tiny_splitcompute.encoder_bundle).encode(tiny_splitcompute.images[2]).payload
     await client.classify(payload)

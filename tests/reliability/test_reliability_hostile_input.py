@@ -20,9 +20,6 @@ from services.runtime import RuntimeSettings, build_server
 from services.segmentation import SegmentationService, SegmentationSettings
 from services.splitcompute import SplitComputeService
 from services.splitcompute.settings import SplitComputeSettings
-from tests.fixtures_audio import tiny_audio  # noqa: F401
-from tests.fixtures_segmentation import tiny_segmentation  # noqa: F401
-from tests.fixtures_splitcompute import tiny_splitcompute  # noqa: F401
 from tests.reliability import hostile
 from tests.reliability.load import metric, scrape
 
@@ -44,7 +41,7 @@ def _merge_repositories(target, *repositories) -> None:
 
 
 @pytest.fixture(scope="module")
-async def suite(tiny_ctr, tiny_segmentation, tiny_splitcompute, tiny_audio, tmp_path_factory):  # noqa: F811
+async def suite(tiny_ctr, tiny_segmentation, tiny_splitcompute, tiny_audio, tmp_path_factory):
     repository = tmp_path_factory.mktemp("hostile") / "repo"
     _merge_repositories(repository, tiny_ctr.repository, tiny_segmentation.repository,
                         tiny_splitcompute.repository, tiny_audio.repository)

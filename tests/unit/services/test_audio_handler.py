@@ -35,7 +35,10 @@ async def handler_and_model(tmp_path):
     manager.attach(FakeModel("audio-bow-fp32", _statistics, {"window_samples": WINDOW}),
                    BatchingPolicy(max_batch_size=64, max_queue_delay_s=0.0))
     settings = AudioSettings(batch_windows=8, max_duration_s=5.0, max_timestamps=300)
-    yield AudioHandler(settings, Runtime(RuntimeSettings(), manager, metrics)), model
+    runtime = Runtime(RuntimeSettings(), manager, metrics)
+    handler = AudioHandler(settings, runtime)
+    runtime.initialize("audio", ["audio-passt-fp32", "audio-bow-fp32"])
+    yield handler, model
     await manager.close()
 
 

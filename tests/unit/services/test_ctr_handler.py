@@ -37,7 +37,9 @@ async def handler_and_model(tmp_path):
     model = FakeModel("din-fp32", _echo_outputs, VOCAB)
     manager.attach(model, BatchingPolicy(max_batch_size=8, max_queue_delay_s=0.0))
     runtime = Runtime(RuntimeSettings(), manager, metrics)
-    yield CtrHandler(CtrSettings(model="din-fp32", max_history=5, max_candidates=4), runtime), model
+    handler = CtrHandler(CtrSettings(model="din-fp32", max_history=5, max_candidates=4), runtime)
+    runtime.initialize("ctr", ["din-fp32"])
+    yield handler, model
     await manager.close()
 
 

@@ -59,7 +59,10 @@ async def setup(tmp_path):
         manager.attach(model, BatchingPolicy(max_batch_size=8, max_queue_delay_s=0.0))
     settings = SegmentationSettings(backbone_model="seg-backbone", max_side=1000, max_pixels=250_000,
                                     max_image_bytes=1_000_000)
-    yield SegmentationHandler(settings, Runtime(RuntimeSettings(), manager, metrics)), models, metrics
+    runtime = Runtime(RuntimeSettings(), manager, metrics)
+    handler = SegmentationHandler(settings, runtime)
+    runtime.initialize("segmentation", list(models))
+    yield handler, models, metrics
     await manager.close()
 
 
