@@ -16,13 +16,12 @@ from services.audio import AudioService, AudioSettings
 from services.audio.client import AudioClient, AudioClientError, raw_audio
 from services.runtime import RuntimeSettings, build_server
 from tests.fixtures import write_nan_embedder_onnx
-from tests.fixtures_audio import tiny_audio  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-async def nan_server(tiny_audio, tmp_path_factory):  # noqa: F811
+async def nan_server(tiny_audio, tmp_path_factory):
     repository = tmp_path_factory.mktemp("nan-audio") / "repo"
     shutil.copytree(tiny_audio.repository / "audio-bow-fp32", repository / "audio-bow-fp32")
     nan_graph = write_nan_embedder_onnx(repository.parent / "nan.onnx")

@@ -8,13 +8,12 @@ import torch
 import hear_infersuite
 from exporters.audio import edge_windows
 from hear_infersuite import bow, passt
-from tests.fixtures_audio import tiny_audio  # noqa: F401
 
 MODULES = {"passt": passt, "bow": bow}
 
 
 @pytest.fixture(scope="module", params=["passt", "bow"])
-def model(request, tiny_audio):  # noqa: F811
+def model(request, tiny_audio):
     return MODULES[request.param].load_model(str(tiny_audio.repository / f"audio-{request.param}-fp32"))
 
 
