@@ -40,7 +40,9 @@ async def _handler(repository, batching: bool) -> tuple[CtrHandler, ModelManager
     manager = ModelManager(ModelRepository(repository), OnnxRuntimeBackend(settings), metrics, settings)
     await manager.load(["din-fp32"])
     runtime = Runtime(settings, manager, metrics)
-    return CtrHandler(CtrSettings(model="din-fp32", max_candidates=MAX_CANDIDATES), runtime), manager
+    handler = CtrHandler(CtrSettings(model="din-fp32", max_candidates=MAX_CANDIDATES), runtime)
+    runtime.initialize("ctr", ["din-fp32"])  # the model set the handler serves (the server does this on load)
+    return handler, manager
 
 
 async def test_combined_requests_score_exactly_as_alone(tiny_ctr) -> None:
