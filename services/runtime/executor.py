@@ -43,6 +43,7 @@ class CpuExecutor:
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="infersuite-cpu")
         self._lock = threading.Lock()
         self._pending = 0  # jobs queued or running (touched on the loop only)
+        self.running = 0  # jobs running now (the busy gauge's value)
         registry = metrics.registry
         self.busy = Gauge("infersuite_executor_busy", "CPU-bound request jobs (decoding, resampling, entropy "
                           "decoding) running now in the runtime's executor.", registry=registry)
@@ -73,12 +74,15 @@ class CpuExecutor:
             if job.abandoned:
                 raise asyncio.CancelledError
             job.started = True
+            self.running += 1
             self.queued.dec()
         self.busy.inc()
         try:
             return function(*args)
         finally:
             self.busy.dec()
+            with self._lock:
+                self.running -= 1
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
