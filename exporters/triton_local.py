@@ -74,11 +74,14 @@ def environment() -> dict[str, str]:
 
 
 def launch(repository: Path, grpc_port: int, work: Path, models: list[str] | None = None,
-           log_path: Path | None = None) -> subprocess.Popen:
-    """Starts tritonserver (gRPC only) in the background; the caller waits for readiness."""
+           log_path: Path | None = None, exit_on_error: bool = True) -> subprocess.Popen:
+    """Starts tritonserver (gRPC only) in the background; the caller waits for readiness.
+    exit_on_error=False keeps it serving when a model fails to load (tests: a model Triton rejects
+    then shows as live-but-not-ready, not as a server that could not start)."""
     command = [str(server_dir() / "bin" / "tritonserver"), "--model-repository", str(prepare(repository, models, work)),
                "--backend-directory", str(_backend_dir(work)), "--grpc-port", str(grpc_port),
-               "--allow-http", "false", "--allow-metrics", "false", "--exit-timeout-secs", "5"]
+               "--allow-http", "false", "--allow-metrics", "false", "--exit-timeout-secs", "5",
+               "--exit-on-error", "true" if exit_on_error else "false"]
     log = open(log_path or work / "tritonserver.log", "ab")  # noqa: SIM115 (owned by the process)
     # Its own process group: the python backend stubs are children that must die with it.
     return subprocess.Popen(command, env=environment(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

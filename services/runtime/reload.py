@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.runtime.backends.base import LoadedModel
+from services.runtime.errors import InferSuiteError
 from services.runtime.lifecycle import ServiceModels, Snapshot
 from services.runtime.models import ModelManager, ModelSet, ServedModel
 from services.runtime.repository import RepositoryModel
@@ -43,8 +44,14 @@ class ReloadOutcome:
     meta_changed: tuple[str, ...] = ()  # meta.json entries whose values differ from the replaced version's
 
 
-class SignatureChanged(ValueError):
-    """The new version's tensors or meta.json keys differ from the serving one's (its callers would break)."""
+class SignatureChanged(InferSuiteError):
+    """The new version's tensors or meta.json keys differ from the serving one's (its callers would break).
+    Its message names tensors and meta.json keys only, so RepositoryIndex may show it."""
+
+
+class SetRefused(InferSuiteError):
+    """The service's lifecycle refused the new model set (its `derive` raised on the new meta.json
+    values); the message is the service's own, safe for RepositoryIndex."""
 
 
 def _signature(model: LoadedModel) -> list[tuple[str, str, tuple[int, ...]]]:
@@ -150,7 +157,7 @@ class ModelReloader:
             snapshot = lifecycle.prepare(ModelSet(self._models, served)) if lifecycle is not None else None
         except Exception as exc:  # the service refused the new meta.json values
             await asyncio.gather(*(s.retire(0.0) for s in prepared.values()))
-            raise _SetFailed(plan, ValueError(f"the {group} service refused the new model set: {exc}")) from None
+            raise _SetFailed(plan, SetRefused(f"the {group} service refused the new model set: {exc}")) from None
         replaced = self._models.publish(prepared.values())  # these two lines run without an await between:
         old = lifecycle.publish(snapshot) if lifecycle is not None and snapshot is not None else None
         outcomes = [ReloadOutcome(e.name, e.version, "swapped", meta_changed=meta_changes(

@@ -14,8 +14,7 @@ import pytest
 from exporters.repository import ServingConfig, write_model
 from services.audio import AudioService, AudioSettings
 from services.audio.client import AudioClient, AudioClientError, raw_audio
-from services.runtime import RuntimeSettings, build_server
-from tests.fixtures import write_nan_embedder_onnx
+from tests.fixtures import serving, write_nan_embedder_onnx
 
 pytestmark = pytest.mark.integration
 
@@ -27,12 +26,8 @@ async def nan_server(tiny_audio, tmp_path_factory):
     nan_graph = write_nan_embedder_onnx(repository.parent / "nan.onnx")
     write_model(repository, "audio-passt-fp32", nan_graph, {"family": "audio", "window_samples": 32000,
                                                             "sample_rate": 32000}, ServingConfig(max_batch_size=64))
-    settings = RuntimeSettings(port=0, metrics_port=0, host="127.0.0.1", model_repository=repository)
-    server, port = await build_server(settings, [AudioService(AudioSettings(max_duration_s=20.0))])
-    await server.start()
-    await server.wait_ready(timeout=60)
-    yield server, port
-    await server.stop(0)
+    async with serving([AudioService(AudioSettings(max_duration_s=20.0))], repository) as served:
+        yield served.server, served.port
 
 
 async def test_every_rpc_fails_with_internal_and_the_failures_are_counted(nan_server) -> None:

@@ -19,7 +19,7 @@ import hear_infersuite as hear
 from protos import audio_pb2, audio_pb2_grpc
 from services.audio import AudioService, AudioSettings
 from services.audio.client import AudioClient, AudioClientError, raw_audio, wav_audio
-from services.runtime import RuntimeSettings, build_server
+from tests.fixtures import serving
 
 pytestmark = pytest.mark.integration
 SERVICE_NAME = "infersuite.audio.v1.AudioService"
@@ -28,12 +28,8 @@ EMBEDDERS = ("passt", "bow")
 
 @pytest.fixture(scope="module")
 async def audio_server(tiny_audio):
-    settings = RuntimeSettings(port=0, metrics_port=0, host="127.0.0.1", model_repository=tiny_audio.repository)
-    server, port = await build_server(settings, [AudioService(AudioSettings(max_duration_s=20.0))])
-    await server.start()
-    await server.wait_ready(timeout=60)
-    yield server, port
-    await server.stop(0)
+    async with serving([AudioService(AudioSettings(max_duration_s=20.0))], tiny_audio.repository) as served:
+        yield served.server, served.port
 
 
 @pytest.fixture

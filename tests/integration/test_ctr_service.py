@@ -16,7 +16,7 @@ from models.ctr.train import load_checkpoint
 from protos import ctr_pb2, ctr_pb2_grpc
 from services.ctr import CtrService, CtrSettings
 from services.ctr.client import CtrClient, CtrClientError
-from services.runtime import RuntimeSettings, build_server
+from tests.fixtures import serving
 
 pytestmark = pytest.mark.integration
 SERVICE_NAME = "infersuite.ctr.v1.CtrService"
@@ -24,12 +24,8 @@ SERVICE_NAME = "infersuite.ctr.v1.CtrService"
 
 @pytest.fixture(scope="module")
 async def ctr_server(tiny_ctr):
-    settings = RuntimeSettings(port=0, metrics_port=0, host="127.0.0.1", model_repository=tiny_ctr.repository)
-    server, port = await build_server(settings, [CtrService(CtrSettings(max_history=10, max_candidates=50))])
-    await server.start()
-    await server.wait_ready(timeout=60)
-    yield server, port
-    await server.stop(0)
+    async with serving([CtrService(CtrSettings(max_history=10, max_candidates=50))], tiny_ctr.repository) as served:
+        yield served.server, served.port
 
 
 @pytest.fixture
@@ -143,12 +139,10 @@ async def test_metrics_pass_promtool_and_count_requests_by_code(ctr_server, clie
 
 
 async def test_health_is_not_serving_while_a_model_cannot_load(tmp_path) -> None:
-    settings = RuntimeSettings(port=0, metrics_port=-1, host="127.0.0.1", model_repository=tmp_path)
-    server, port = await build_server(settings, [CtrService(CtrSettings())])
-    await server.start()
-    with pytest.raises(Exception, match="not in the model repository"):
-        await server.wait_ready(timeout=30)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with serving([CtrService(CtrSettings())], tmp_path, metrics_port=-1, wait_ready=False) as served, \
+            grpc.aio.insecure_channel(served.address) as channel:
+        with pytest.raises(Exception, match="not in the model repository"):
+            await served.server.wait_ready(timeout=30)
         health = health_pb2_grpc.HealthStub(channel)
         for service in ("", SERVICE_NAME):
             reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
@@ -157,4 +151,3 @@ async def test_health_is_not_serving_while_a_model_cannot_load(tmp_path) -> None
             await ctr_pb2_grpc.CtrServiceStub(channel).Score(
                 ctr_pb2.ScoreRequest(candidate_item_ids=[1], candidate_category_ids=[1]), timeout=5)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-    await server.stop(0)

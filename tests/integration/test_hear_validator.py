@@ -9,15 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures_audio import tiny_audio  # noqa: F401
-
 ROOT = Path(__file__).resolve().parents[2]
 VALIDATOR = ROOT / ".hear-venv" / "bin" / "hear-validator"
 EMBEDDERS = ("passt", "bow")
 
 
 @pytest.fixture(scope="module")
-def validations(tiny_audio) -> dict[str, tuple[int, str]]:  # noqa: F811
+def validations(tiny_audio) -> dict[str, tuple[int, str]]:
     """Both validators at once (most of each run is importing tensorflow and torch)."""
     assert VALIDATOR.is_file(), "hearvalidator is missing: `make hear-tools` (part of `make test`) installs it"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}

@@ -11,7 +11,7 @@ from tritonclient.utils import InferenceServerException
 
 from services.ctr import CtrService, CtrSettings
 from services.ctr.client import CtrClient
-from services.runtime import RuntimeSettings, build_server
+from tests.fixtures import serving
 
 pytestmark = pytest.mark.integration
 MODEL = "din-fp32"
@@ -19,12 +19,8 @@ MODEL = "din-fp32"
 
 @pytest.fixture(scope="module")
 async def server_port(tiny_ctr):
-    settings = RuntimeSettings(port=0, metrics_port=-1, host="127.0.0.1", model_repository=tiny_ctr.repository)
-    server, port = await build_server(settings, [CtrService(CtrSettings())])
-    await server.start()
-    await server.wait_ready(timeout=60)
-    yield port
-    await server.stop(0)
+    async with serving([CtrService(CtrSettings())], tiny_ctr.repository, metrics_port=-1) as served:
+        yield served.port
 
 
 def _din_inputs(n_items: int, n_categories: int, history: int = 6, candidates: int = 4, seed: int = 0):

@@ -19,9 +19,9 @@ from PIL import Image
 from models.segmentation.data import to_model_input
 from models.segmentation.train import load_checkpoint
 from protos import segmentation_pb2, segmentation_pb2_grpc
-from services.runtime import RuntimeSettings, build_server
 from services.segmentation import SegmentationService, SegmentationSettings
 from services.segmentation.client import SegmentationClient, SegmentationClientError
+from tests.fixtures import serving
 
 pytestmark = pytest.mark.integration
 SERVICE_NAME = "infersuite.segmentation.v1.SegmentationService"
@@ -30,14 +30,9 @@ SERVICE_NAME = "infersuite.segmentation.v1.SegmentationService"
 @pytest.fixture(scope="module")
 async def seg_server(tiny_segmentation):
     # One onnxruntime thread per session: on the shared test machine spinning threads cost more than they give.
-    settings = RuntimeSettings(port=0, metrics_port=0, host="127.0.0.1", intra_op_threads=1,
-                               model_repository=tiny_segmentation.repository)
     service = SegmentationService(SegmentationSettings(max_side=512, max_pixels=200_000))
-    server, port = await build_server(settings, [service])
-    await server.start()
-    await server.wait_ready(timeout=120)
-    yield server, port
-    await server.stop(0)
+    async with serving([service], tiny_segmentation.repository, intra_op_threads=1, ready_timeout_s=120) as served:
+        yield served.server, served.port
 
 
 @pytest.fixture
@@ -196,16 +191,13 @@ async def test_metrics_pass_promtool_and_record_layers_and_gflops(seg_server, cl
 
 
 async def test_health_is_not_serving_while_the_models_are_missing(tmp_path) -> None:
-    settings = RuntimeSettings(port=0, metrics_port=-1, host="127.0.0.1", model_repository=tmp_path)
-    server, port = await build_server(settings, [SegmentationService(SegmentationSettings())])
-    await server.start()
-    with pytest.raises(Exception, match="not in the model repository"):
-        await server.wait_ready(timeout=30)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with serving([SegmentationService(SegmentationSettings())], tmp_path, metrics_port=-1,
+                       wait_ready=False) as served, grpc.aio.insecure_channel(served.address) as channel:
+        with pytest.raises(Exception, match="not in the model repository"):
+            await served.server.wait_ready(timeout=30)
         reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
         assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await segmentation_pb2_grpc.SegmentationServiceStub(channel).Segment(
                 segmentation_pb2.SegmentRequest(encoded=b"x"), timeout=5)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-    await server.stop(0)

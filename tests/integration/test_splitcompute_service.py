@@ -15,11 +15,11 @@ import torch
 from models.splitcompute.data import to_float
 from models.splitcompute.train import load_student, quantize, single_thread
 from protos import splitcompute_pb2, splitcompute_pb2_grpc
-from services.runtime import RuntimeSettings, build_server
 from services.splitcompute import SplitComputeService, wire
 from services.splitcompute.client import SplitComputeClient, SplitComputeClientError
 from services.splitcompute.edge import EdgeDevice, EdgeEncoder
 from services.splitcompute.settings import SplitComputeSettings
+from tests.fixtures import serving
 
 pytestmark = pytest.mark.integration
 SERVICE_NAME = "infersuite.splitcompute.v1.SplitComputeService"
@@ -27,13 +27,9 @@ SERVICE_NAME = "infersuite.splitcompute.v1.SplitComputeService"
 
 @pytest.fixture(scope="module")
 async def sc_server(tiny_splitcompute):
-    settings = RuntimeSettings(port=0, metrics_port=0, host="127.0.0.1", model_repository=tiny_splitcompute.repository)
     service = SplitComputeService(SplitComputeSettings(max_payload_bytes=8192))
-    server, port = await build_server(settings, [service])
-    await server.start()
-    await server.wait_ready(timeout=60)
-    yield server, port
-    await server.stop(0)
+    async with serving([service], tiny_splitcompute.repository) as served:
+        yield served.server, served.port
 
 
 @pytest.fixture

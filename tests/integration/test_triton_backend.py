@@ -1,11 +1,13 @@
 """backend = triton against a REAL Triton Inference Server (2.51, from the nvidia-pytriton wheel).
 
-Skips only when the tritonserver binary cannot start on this machine, printing why.
+Skips only when the tritonserver binary cannot start on this machine, printing why; a Triton that
+starts but never serves the model (a config.pbtxt it rejects) fails (tests/local_triton.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -13,12 +15,12 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-import tritonclient.grpc as triton_grpc
 
 from exporters import triton_local
 from services.ctr import CtrService, CtrSettings
 from services.ctr.client import CtrClient, CtrClientError
 from services.runtime import RuntimeSettings, build_server
+from tests.local_triton import TritonNeverReady, skip_if_unavailable, wait_until_ready
 
 pytestmark = pytest.mark.integration
 MODEL = "din-fp32"
@@ -30,23 +32,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_ready(port: int, proc, log: Path, timeout: float = 90) -> None:
-    client = triton_grpc.InferenceServerClient(f"127.0.0.1:{port}")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            break
-        try:
-            if client.is_model_ready(MODEL):
-                return
-        except Exception:  # not listening yet
-            pass
-        time.sleep(0.5)
-    tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
-    triton_local.kill(proc)
-    pytest.skip(f"tritonserver could not start here (exit {proc.poll()}):\n{tail}")
-
-
 class LocalTriton:
     def __init__(self, repository: Path, work: Path):
         self.repository, self.work, self.port = repository, work, _free_port()
@@ -54,11 +39,13 @@ class LocalTriton:
         self.proc = None
 
     def start(self) -> None:
+        """Skips when tritonserver cannot run here; a Triton that runs but never serves the model fails."""
         try:
-            self.proc = triton_local.launch(self.repository, self.port, self.work, [MODEL], self.log)
+            self.proc = triton_local.launch(self.repository, self.port, self.work, [MODEL], self.log,
+                                            exit_on_error=False)
+            wait_until_ready(self.port, self.proc, self.log, [MODEL])
         except triton_local.TritonUnavailable as exc:
-            pytest.skip(f"tritonserver is not installed: {exc}")
-        _wait_ready(self.port, self.proc, self.log)
+            skip_if_unavailable(exc)
 
     def kill(self) -> None:
         if self.proc is not None:
@@ -123,3 +110,19 @@ async def test_triton_backend_gives_the_embedded_results_and_survives_a_triton_r
     finally:
         await remote.stop(0)
         await embedded.stop(0)
+
+
+def test_a_triton_that_runs_but_never_serves_the_model_fails_instead_of_skipping(tiny_ctr, tmp_path) -> None:
+    """A graph (or config) Triton rejects must not turn the Triton tests into skips."""
+    repository, work = tmp_path / "repo", tmp_path / "work"
+    shutil.copytree(tiny_ctr.repository / MODEL, repository / MODEL)
+    (repository / MODEL / "1" / "model.onnx").write_bytes(b"\x08\x07not an ONNX graph")
+    work.mkdir()
+    port, log = _free_port(), work / "tritonserver.log"
+    try:
+        proc = triton_local.launch(repository, port, work, [MODEL], log, exit_on_error=False)
+    except triton_local.TritonUnavailable as exc:
+        skip_if_unavailable(exc)
+    with pytest.raises(TritonNeverReady, match=f"{MODEL} never became ready"):
+        wait_until_ready(port, proc, log, [MODEL], timeout=60)
+    assert proc.poll() is not None  # killed, not left running

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any, cast
 
 import grpc
-import tritonclient.grpc as triton_grpc
 
 from exporters import triton_local
 from services.ctr import CtrService, CtrSettings
 from services.runtime import RuntimeSettings, ServiceModule, build_server
+from tests.local_triton import wait_until_ready
 from tests.reliability.load import RequestFactory, metric, open_loop, scrape
 
 MODEL = "din-fp32"
@@ -32,19 +32,11 @@ class LocalTriton:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 90) -> None:
-        """Raises triton_local.TritonUnavailable when tritonserver is missing or does not come up."""
-        self.proc = triton_local.launch(self.repository, self.port, self.work, [MODEL], self.log)
-        client, limit = triton_grpc.InferenceServerClient(f"127.0.0.1:{self.port}"), time.monotonic() + timeout
-        while time.monotonic() < limit and self.proc.poll() is None:
-            try:
-                if client.is_model_ready(MODEL):
-                    return
-            except Exception:  # not listening yet
-                pass
-            time.sleep(0.3)
-        self.kill()
-        tail = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
-        raise triton_local.TritonUnavailable(f"tritonserver did not become ready:\n{tail}")
+        """Raises triton_local.TritonUnavailable when tritonserver is missing or cannot run here, and
+        TritonNeverReady (a failure, not a skip) when it runs but never serves the model."""
+        self.proc = triton_local.launch(self.repository, self.port, self.work, [MODEL], self.log,
+                                        exit_on_error=False)
+        wait_until_ready(self.port, self.proc, self.log, [MODEL], timeout)
 
     def kill(self) -> None:
         if self.proc is not None:

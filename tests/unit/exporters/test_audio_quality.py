@@ -9,7 +9,6 @@ import pytest
 from exporters.audio_quality import QUALITY_DATA, ProbeBench, bootstrap_interval
 from exporters.family_quant import AudioQuantization
 from exporters.quantize.recipes import RECIPES
-from tests.fixtures_audio import tiny_audio  # noqa: F401
 
 
 def test_the_default_scores_at_least_a_thousand_windows() -> None:
@@ -24,7 +23,7 @@ def test_bootstrap_interval_brackets_the_mean() -> None:
 
 
 @pytest.fixture(scope="module")
-def bench(tiny_audio):  # noqa: F811
+def bench(tiny_audio):
     graph = tiny_audio.repository / "audio-passt-fp32" / "1" / "model.onnx"
     return graph, ProbeBench.fit(graph, replace(QUALITY_DATA, clips_per_class=8))
 
@@ -36,7 +35,7 @@ def test_fp32_against_itself_is_exact(bench) -> None:
     assert same["cosine_mean"] == pytest.approx(1.0, abs=1e-6) and same["windows"] == 80
 
 
-def test_a_quantized_graph_shows_its_distance_from_fp32(bench, tiny_audio, tmp_path) -> None:  # noqa: F811
+def test_a_quantized_graph_shows_its_distance_from_fp32(bench, tiny_audio, tmp_path) -> None:
     graph, probe = bench
     family = AudioQuantization(tiny_audio.repository, "passt")
     quantized = RECIPES["int8-dynamic"](graph, tmp_path / "int8.onnx", family, "audio-passt").path

@@ -58,7 +58,9 @@ def infer_requests(draw):
             request.raw_input_contents.append(payload)
         else:
             tensor.contents.int64_contents.extend(draw(st.lists(st.integers(-5, 5), max_size=20)))
-            tensor.contents.fp32_contents.extend(draw(st.lists(st.floats(width=32), max_size=20)))
+            # No subnormals: a library that set flush-to-zero in this process earlier makes hypothesis refuse them.
+            tensor.contents.fp32_contents.extend(draw(st.lists(st.floats(width=32, allow_subnormal=False),
+                                                               max_size=20)))
     return request
 
 
@@ -67,8 +69,12 @@ def infer_requests(draw):
 def test_oip_decoding_accepts_exact_tensors_or_says_what_is_wrong(request) -> None:
     try:
         decoded = decode_inputs(request, SPECS, max_bytes=1 << 20, limits=LIMITS)
-    except InvalidArgument as exc:
-        assert exc.message  # a message, never another exception type
+    except InvalidArgument as exc:  # never another exception type, and the message names what is wrong
+        sent = {tensor.name for tensor in request.inputs}
+        missing = sorted({spec.name for spec in SPECS} - sent)
+        names_an_input = any(f"'{name}'" in exc.message for name in sent)
+        assert names_an_input or exc.message.startswith(f"missing input(s) {', '.join(missing)}"), exc.message
+        assert "0x" not in exc.message and "Traceback" not in exc.message, exc.message
         return
     assert set(decoded) == {"ids", "mask"}
     for tensor in request.inputs:
