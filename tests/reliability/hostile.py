@@ -191,6 +191,8 @@ def _oip_limit_cases(model: str, specs: list[tuple[str, str, int]], tensors) -> 
              _ser(service_pb2.RepositoryModelLoadRequest(model_name=model)), frozenset({"FAILED_PRECONDITION"})),
     ]
     cases += [Case(f"oip {rpc}", OIP + rpc, b"", frozenset({"UNIMPLEMENTED"})) for rpc in UNOFFERED_OIP]
+    cases += [Case("oip method the protocol lacks", OIP + "NoSuchMethod", b"", frozenset({"UNIMPLEMENTED"})),
+              Case("oip unknown service", "/no.such.Service/Call", b"", frozenset({"UNIMPLEMENTED"}))]
     return cases
 
 
