@@ -5,7 +5,9 @@ The generator asks the target for the model's metadata (ModelMetadata), then sen
 tensors of those names, datatypes and shapes as raw_input_contents (what tritonclient does).
 Variable dimensions (-1) become --param batch=N on dim 0 and --param dim=N elsewhere, or an
 explicit --param shape.<input>=2x16. Integer inputs draw from [int_low, int_high] (inclusive;
-keep it inside any embedding vocabulary). Responses are checked: every output present, byte
+keep it inside any embedding vocabulary). With --param repository=DIR, the value ranges the model's
+meta.json declares (`limits.inputs.<name>.range` / `below_dim`, which the server enforces) bound each
+input instead. Responses are checked: every output present, byte
 size = product(shape) x element size, float outputs finite.
 
 Stubs: `protos/grpc_service.proto` (package `inference`) when the repository has it, else the
@@ -68,6 +70,7 @@ class OipGenerator:
         self.int_low = int_param(params, "int_low", 1, low=0)
         self.int_high = int_param(params, "int_high", _vocabulary_bound(params) or 10, low=self.int_low)
         self.shapes = {k.removeprefix("shape."): _parse_shape(k, v) for k, v in params.items() if k in shapes}
+        self.ranges = _declared_ranges(params)
 
     async def metadata(self, channel: grpc.aio.Channel) -> Any:
         messages = oip_messages()
@@ -85,16 +88,30 @@ class OipGenerator:
             return self.shapes[name]
         return [d if d >= 0 else (self.batch if i == 0 else self.dim) for i, d in enumerate(dims)]
 
-    def _tensor(self, datatype: str, shape: list[int], rng: np.random.Generator) -> bytes:
+    def _bounds(self, name: str, shapes: dict[str, list[int]]) -> tuple[float | None, float | None]:
+        declared = self.ranges.get(name, {})
+        low, high = declared.get("range", [None, None])
+        below = declared.get("below_dim")
+        if below and below[0] in shapes:
+            top = shapes[below[0]][int(below[1])] - 1
+            high = top if high is None else min(high, top)
+        return low, high
+
+    def _tensor(self, datatype: str, shape: list[int], rng: np.random.Generator,
+                bounds: tuple[float | None, float | None] = (None, None)) -> bytes:
         if datatype not in DTYPES:
             raise GeneratorError(f"oip: input datatype {datatype} is not supported by the generator")
         dtype = np.dtype(DTYPES[datatype])
+        low, high = bounds
         if dtype.kind == "f":
-            values = rng.standard_normal(shape).astype(dtype)
+            values = (rng.uniform(low, high, shape) if low is not None and high is not None
+                      else rng.standard_normal(shape)).astype(dtype)
         elif dtype.kind == "b":
             values = rng.integers(0, 2, shape).astype(dtype)
         else:
-            values = rng.integers(self.int_low, self.int_high + 1, shape).astype(dtype)
+            int_low = self.int_low if low is None else int(low)
+            int_high = self.int_high if high is None else int(high)
+            values = rng.integers(min(int_low, int_high), int_high + 1, shape).astype(dtype)
         return values.astype(dtype.newbyteorder("<")).tobytes()
 
     async def build(self, channel: grpc.aio.Channel, rng: np.random.Generator, size: int) -> RequestPool:
@@ -104,9 +121,10 @@ class OipGenerator:
         payloads = []
         for _ in range(size):
             request = messages.ModelInferRequest(model_name=self.model, model_version=self.version)
+            shapes = {name: shape for name, _, shape in inputs}
             for name, datatype, shape in inputs:
                 request.inputs.add(name=name, datatype=datatype, shape=shape)
-                request.raw_input_contents.append(self._tensor(datatype, shape, rng))
+                request.raw_input_contents.append(self._tensor(datatype, shape, rng, self._bounds(name, shapes)))
             payloads.append(request.SerializeToString())
         expectation = OutputSpec(tuple((t.name, t.datatype) for t in meta.outputs))
         description = {"model": self.model, "inputs": {n: [d, s] for n, d, s in inputs},
@@ -131,6 +149,22 @@ def check_infer(expected: OutputSpec, response: bytes) -> str | None:
         if dtype.kind == "f" and not np.isfinite(np.frombuffer(raw, dtype)).all():
             return "oip: non-finite output"
     return None
+
+
+def _latest_meta(params: dict[str, str]) -> dict[str, Any]:
+    metas = sorted(Path(params["repository"], params["model"]).glob("[0-9]*/meta.json"),
+                   key=lambda p: int(p.parent.name))
+    try:
+        return dict(json.loads(metas[-1].read_text())) if metas else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _declared_ranges(params: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """With --param repository=DIR: each input's declared value range (services/runtime/limits.py)."""
+    if "repository" not in params:
+        return {}
+    return dict(_latest_meta(params).get("limits", {}).get("inputs", {}))
 
 
 def _vocabulary_bound(params: dict[str, str]) -> int | None:

@@ -186,7 +186,8 @@ class ModelManager:
     def record_failure(self, name: str, version: str, exc: BaseException) -> LoadFailure:
         """Counts and keeps a failed load. The reason reaches any OIP caller (RepositoryIndex): our own
         errors keep their message; a library's text (paths, graph internals) goes to the log only."""
-        detail = f": {exc.message[:300]}" if isinstance(exc, InferSuiteError) else " (the server log has the details)"
+        own = isinstance(exc, InferSuiteError) or type(exc).__module__.startswith("services.")
+        detail = f": {str(exc)[:300]}" if own else " (the server log has the details)"
         failure = LoadFailure(version, f"version {version} failed to load: {type(exc).__name__}{detail}")
         self.load_failures[name] = failure
         self._metrics.load_failures.labels(name).inc()

@@ -18,7 +18,8 @@ from typing import Any, Protocol, TypeVar
 import grpc
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
+from grpc_reflection.v1alpha._async import ReflectionServicer as AsyncReflectionServicer
 from tritonclient.grpc import service_pb2_grpc
 
 from services.runtime.backends.onnxruntime import OnnxRuntimeBackend
@@ -151,7 +152,9 @@ class InferSuiteServer:
         for service in self.services:
             service.register(self.registrar, self.runtime)
             names.extend(service.grpc_service_names)
-        reflection.enable_server_reflection(names, self.registrar)
+        # The asyncio servicer: enable_server_reflection picks the sync one for anything but a grpc.aio.Server
+        # (the registrar wraps one), and its generator cannot run in the wrapped async handler.
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(AsyncReflectionServicer(names), self.registrar)
         # Last: answers (and counts) the methods no handler above knows, which gRPC would refuse unseen.
         self.grpc.add_generic_rpc_handlers((_UnknownMethods(self.metrics),))
 

@@ -84,3 +84,15 @@ def test_sigterm_drains_in_flight_requests_then_exits() -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+async def test_reflection_lists_the_services(echo_server) -> None:
+    """grpcurl and the load-test suite discover services this way (it answered INTERNAL once handlers were
+    wrapped at registration: the sync reflection servicer ran inside an async handler)."""
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    _, channel = echo_server
+    call = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10)
+    names = [s.name for reply in [r async for r in call] for s in reply.list_services_response.service]
+    assert {"grpc.health.v1.Health", "inference.GRPCInferenceService", "infersuite.test.Echo"} <= set(names)
