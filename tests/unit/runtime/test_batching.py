@@ -148,3 +148,41 @@ async def test_a_lone_request_at_low_load_does_not_wait_for_company() -> None:
         assert time.perf_counter() - start < 0.25
         await asyncio.sleep(0.6)
     await batcher.close()
+
+
+ROWS_META = {"batching": {
+    "ragged_dims": {"seq": {"inputs": {"tokens": 1}, "outputs": {"per_row": 1}}},
+    "rows": {"inputs": ["row_values", "row_user"], "outputs": ["per_row"], "group_index": {"row_user": "tokens"}}}}
+
+
+def _rows_outputs(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each row: its value times its user's tokens (so a wrong user index shows); per user: token sum."""
+    tokens = inputs["tokens"].astype(np.float32)  # (U, T)
+    per_row = inputs["row_values"][:, None].astype(np.float32) * tokens[inputs["row_user"]]  # (R, T)
+    return {"per_row": per_row, "user_total": tokens.sum(1)}
+
+
+async def test_rows_layout_concatenates_rows_and_offsets_user_indices() -> None:
+    """Requests with several users each: rows are concatenated, their user indices shifted by the users
+    of the requests before, and every request gets back exactly its rows and users, cut to its length."""
+    from services.runtime.padding import BatchLayout
+
+    model = FakeModel("m", _rows_outputs, ROWS_META)
+    layout = BatchLayout.from_meta(ROWS_META)
+    batcher = DynamicBatcher(model, BatchingPolicy(max_batch_size=64, max_queue_delay_s=0.02), layout, Metrics(),
+                             ModelStats())
+    requests = [
+        {"tokens": np.array([[1, 2, 0], [3, 4, 5]], np.int64), "row_values": np.array([10, 20, 30], np.int64),
+         "row_user": np.array([1, 0, 1], np.int64)},
+        {"tokens": np.array([[7]], np.int64), "row_values": np.array([2], np.int64),
+         "row_user": np.array([0], np.int64)},
+    ]
+    alone = [_rows_outputs(r) for r in requests]
+    results = await asyncio.gather(*(batcher.submit(r) for r in requests))
+    assert len(model.calls) == 1 and model.calls[0]["row_user"].tolist() == [1, 0, 1, 2]  # offset by 2 users
+    for want, got in zip(alone, results, strict=True):
+        np.testing.assert_array_equal(got["per_row"], want["per_row"])
+        np.testing.assert_array_equal(got["user_total"], want["user_total"])
+    with pytest.raises(InvalidArgument, match=r"row_user.*valid: 0\.\.0"):
+        await batcher.submit({**requests[1], "row_user": np.array([1], np.int64)})
+    await batcher.close()
