@@ -60,6 +60,7 @@ def add_target_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--client-cert", help="PEM client certificate (mutual TLS)")
     group.add_argument("--client-key", help="PEM client key (mutual TLS)")
     group.add_argument("--server-name", help="TLS server name override")
+    group.add_argument("--token-file", help="file holding the bearer token (default: $INFERSUITE_CLIENT_TOKEN)")
     group.add_argument("--connect-timeout", type=positive(float, "--connect-timeout"), default=5.0,
                        help="seconds to wait for the target before giving up")
 
@@ -166,8 +167,13 @@ def target_from(args: argparse.Namespace) -> Target:
         path = getattr(args, option, None)
         if path and not Path(path).is_file():
             raise UsageError(f"--{option.replace('_', '-')} {path}: no such file")
-    return Target(args.target, args.tls, args.ca_cert, args.client_cert, args.client_key, args.server_name,
-                  getattr(args, "channels", 1))
+    from loadtest.connect import read_token
+
+    token_file = getattr(args, "token_file", None)
+    if token_file and not Path(token_file).is_file():
+        raise UsageError(f"--token-file {token_file}: no such file")
+    return Target(args.target, args.tls or bool(args.ca_cert or args.client_cert), args.ca_cert, args.client_cert,
+                  args.client_key, args.server_name, getattr(args, "channels", 1), token=read_token(token_file))
 
 
 def steps_from(args: argparse.Namespace) -> list[StepSpec]:

@@ -51,11 +51,9 @@ class Display:
 
 def check_reachable(target: Target, timeout_s: float) -> None:
     """Raises RunError unless the target accepts a connection within `timeout_s`."""
-    from loadtest.engine import _credentials, channel_options
+    from loadtest.connect import blocking_channel
 
-    options = channel_options(target)
-    channel = (grpc.secure_channel(target.address, _credentials(target), options) if target.tls
-               else grpc.insecure_channel(target.address, options))
+    channel = blocking_channel(target)
     try:
         grpc.channel_ready_future(channel).result(timeout=timeout_s)
     except grpc.FutureTimeoutError:

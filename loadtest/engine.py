@@ -35,6 +35,7 @@ class Target:
     client_key: str | None = None
     server_name: str | None = None  # TLS name override (a certificate issued for another name)
     channels: int = 1  # HTTP/2 connections per process, used round-robin
+    token: str | None = None  # bearer token sent as `authorization` metadata (loadtest.connect)
 
 
 @dataclass(frozen=True)
@@ -77,10 +78,13 @@ def channel_options(target: Target, index: int = 0) -> list[tuple[str, object]]:
 
 
 def open_channel(target: Target, index: int = 0) -> grpc.aio.Channel:
+    from loadtest.connect import BearerToken
+
     options = channel_options(target, index)
+    interceptors = [BearerToken(target.token)] if target.token else None
     if target.tls:
-        return grpc.aio.secure_channel(target.address, _credentials(target), options)
-    return grpc.aio.insecure_channel(target.address, options)
+        return grpc.aio.secure_channel(target.address, _credentials(target), options, interceptors=interceptors)
+    return grpc.aio.insecure_channel(target.address, options, interceptors=interceptors)
 
 
 class LoadEngine:

@@ -14,38 +14,41 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from loadtest import report
 from loadtest.cli import RunError, UsageError, command_line, parse_params, target_from
 from loadtest.commands import Display, _describe, check_reachable, clients, resolve_metrics_url
+from loadtest.connect import blocking_channel, token_metadata
 from loadtest.engine import StepSpec, Target
 from loadtest.generators import GeneratorError, create
 from loadtest.generators.base import by_grpc_service
 from loadtest.generators.oip import oip_messages
-from loadtest.local_suite import SERVING, LocalSuite, health
+from loadtest.local_suite import SERVING, LocalSuite
 from loadtest.runner import Runner, StepResult
 from loadtest.server_metrics import MetricsScraper
 from loadtest.trivial_server import ECHO
 from loadtest.workers import GeneratorSpec, WorkerPool
 
 
-def list_services(address: str) -> list[str]:
+def list_services(target: Target) -> list[str]:
     """Full gRPC service names the target advertises through reflection."""
-    with grpc.insecure_channel(address) as channel:
+    with blocking_channel(target) as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         request = reflection_pb2.ServerReflectionRequest(list_services="")
         responses = stub.ServerReflectionInfo(iter([request]), timeout=10)
         return [s.name for r in responses for s in r.list_services_response.service]
 
 
-def oip_models(address: str) -> list[str]:
+def oip_models(target: Target) -> list[str]:
     messages = oip_messages()
-    with grpc.insecure_channel(address) as channel:
+    with blocking_channel(target) as channel:
         index = channel.unary_unary("/inference.GRPCInferenceService/RepositoryIndex",
                                     request_serializer=messages.RepositoryIndexRequest.SerializeToString,
                                     response_deserializer=messages.RepositoryIndexResponse.FromString)
-        answer = index(messages.RepositoryIndexRequest(ready=True), timeout=10)
+        answer = index(messages.RepositoryIndexRequest(ready=True), timeout=10,
+                       metadata=token_metadata(target.token))
     return sorted({m.name for m in answer.models})
 
 
@@ -60,7 +63,18 @@ def service_params(items: list[str]) -> dict[str, dict[str, str]]:
     return by_service
 
 
-def plan(address: str, repository: Path, extra: dict[str, dict[str, str]] | None = None
+def health_of(target: Target, service: str = "") -> int | None:
+    """The health status of `service` ("" = the whole server), None if it cannot be asked."""
+    with blocking_channel(target) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service),
+                                                             timeout=2.0)
+        except grpc.RpcError:
+            return None
+    return int(reply.status)
+
+
+def plan(target: Target, repository: Path, extra: dict[str, dict[str, str]] | None = None
          ) -> tuple[list[tuple[str, str, dict[str, str]]], dict[str, str]]:
     """(report name, generator, params) for every SERVING service found, the health floor first;
     and the services skipped, with why."""
@@ -68,24 +82,24 @@ def plan(address: str, repository: Path, extra: dict[str, dict[str, str]] | None
     generators = by_grpc_service()
     runs: list[tuple[str, str, dict[str, str]]] = [("health", "health", {})]
     skipped: dict[str, str] = {}
-    for service in list_services(address):
+    for service in list_services(target):
         name = generators.get(service)
         if name is None or name == "health":
             continue
-        status = health(address, service)  # None: no health entry (e.g. OIP): try it anyway
+        status = health_of(target, service)  # None: no health entry (e.g. OIP): try it anyway
         if status is not None and status != SERVING:
             skipped[name] = f"{service} is not SERVING (its models missing from the repository?)"
             continue
         if name == "oip":
             vocabulary = {"repository": str(repository)} if repository.is_dir() else {}
             runs += [(f"oip-{model}", "oip", {"model": model, **vocabulary, **extra.get("oip", {})})
-                     for model in oip_models(address)]
+                     for model in oip_models(target)]
         elif name == "ctr" and _has_ctr_meta(repository, extra.get("ctr", {})):
             runs.append(("ctr", "ctr", {"repository": str(repository), **extra.get("ctr", {})}))
         else:
             runs.append((name, name, extra.get(name, {})))
-    serving = [s for s in list_services(address) if generators.get(s) not in (None, "health")
-               and health(address, s) == SERVING]
+    serving = [s for s in list_services(target) if generators.get(s) not in (None, "health")
+               and health_of(target, s) == SERVING]
     if serving:  # the floor probes a SERVING service, so a partial suite's floor is still valid
         runs[0] = ("health", "health", {"service": serving[0]})
     return runs, skipped
@@ -135,7 +149,7 @@ def _suite(args: argparse.Namespace, extra: dict[str, dict[str, str]], server: L
     check_reachable(target, args.connect_timeout)
     scraper = MetricsScraper(resolve_metrics_url(args.metrics_url, args.target))
     display = Display(args.quiet)
-    runs, skipped = plan(args.target, args.repository, extra)
+    runs, skipped = plan(target, args.repository, extra)
     summary: list[dict[str, Any]] = [{"name": name, "skipped": why} for name, why in skipped.items()]
     for name, generator, params in runs:
         if name in args.skip or generator in args.skip:

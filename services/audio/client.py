@@ -9,6 +9,7 @@ import grpc
 import numpy as np
 
 from protos import audio_pb2, audio_pb2_grpc
+from services.channel import ChannelSecurity, aio_channel
 
 
 class AudioClientError(Exception):
@@ -57,8 +58,10 @@ def _timestamps(items: Iterable[audio_pb2.TimestampEmbedding]) -> tuple[np.ndarr
 class AudioClient:
     """`async with AudioClient("localhost:50051") as audio: await audio.embed_scene(wav_audio(data))`."""
 
-    def __init__(self, target: str, *, timeout_s: float = 30.0, channel: grpc.aio.Channel | None = None):
-        self._channel = channel or grpc.aio.insecure_channel(target)
+    def __init__(self, target: str, *, timeout_s: float = 30.0, channel: grpc.aio.Channel | None = None,
+                 security: ChannelSecurity | None = None):
+        self._channel = channel or aio_channel(target, security)
+        self._metadata = (security or ChannelSecurity()).metadata
         self._stub = audio_pb2_grpc.AudioServiceStub(self._channel)
         self._timeout_s = timeout_s
 
@@ -74,7 +77,7 @@ class AudioClient:
     async def embed_scene(self, audio: audio_pb2.Audio, embedder: str = "") -> SceneEmbedding:
         try:
             reply = await self._stub.EmbedScene(audio_pb2.EmbedSceneRequest(audio=audio, embedder=embedder),
-                                                timeout=self._timeout_s)
+                                                timeout=self._timeout_s, metadata=self._metadata)
         except grpc.aio.AioRpcError as err:
             raise AudioClientError(err.code(), err.details() or "") from None
         return SceneEmbedding(np.array(reply.embedding, np.float32), reply.duration_s, reply.model.name,
@@ -84,7 +87,7 @@ class AudioClient:
                                hop_ms: float = 0.0) -> TimestampEmbeddings:
         request = audio_pb2.EmbedTimestampsRequest(audio=audio, embedder=embedder, hop_ms=hop_ms)
         try:
-            reply = await self._stub.EmbedTimestamps(request, timeout=self._timeout_s)
+            reply = await self._stub.EmbedTimestamps(request, timeout=self._timeout_s, metadata=self._metadata)
         except grpc.aio.AioRpcError as err:
             raise AudioClientError(err.code(), err.details() or "") from None
         return TimestampEmbeddings(*_timestamps(reply.embeddings), reply.model.name, reply.model.version)
@@ -102,7 +105,8 @@ class AudioClient:
                 yield audio_pb2.StreamTimestampsRequest(samples_f32le=chunk.tobytes())
 
         try:
-            async for reply in self._stub.StreamTimestamps(requests(), timeout=self._timeout_s):
+            async for reply in self._stub.StreamTimestamps(requests(), timeout=self._timeout_s,
+                                                          metadata=self._metadata):
                 yield TimestampEmbeddings(*_timestamps(reply.embeddings), reply.model.name, reply.model.version)
         except grpc.aio.AioRpcError as err:
             raise AudioClientError(err.code(), err.details() or "") from None

@@ -1,32 +1,53 @@
-"""The ctr service: click-through-rate scoring with the Deep Interest Network."""
+"""The ctr service: click-through-rate scoring with the Deep Interest Network.
+
+Exports resolve on first access (PEP 562) so that `services.ctr.client` imports with grpc, protobuf and
+numpy only: the installed client needs neither the runtime nor pydantic.
+"""
 
 from __future__ import annotations
 
-from protos import ctr_pb2, ctr_pb2_grpc
-from services.ctr.handler import CtrHandler, ScoreQuery, ScoreResult
-from services.ctr.servicer import CtrServicer
-from services.ctr.settings import CtrSettings
-from services.runtime import HandlerRegistry, Runtime
-from services.runtime.streaming import RequestStream
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from services.ctr.handler import CtrHandler, ScoreQuery, ScoreResult
+    from services.ctr.settings import CtrSettings
+    from services.runtime import HandlerRegistry, Runtime
 
 
 class CtrService:
     name = "ctr"
-    grpc_service_names = (ctr_pb2.DESCRIPTOR.services_by_name["CtrService"].full_name,)
+    grpc_service_names = ("infersuite.ctr.v1.CtrService",)
 
     def __init__(self, settings: CtrSettings | None = None):
+        from services.ctr.settings import CtrSettings
+
         self.settings = settings or CtrSettings()
 
     def required_models(self) -> list[str]:
         return [self.settings.model, *self.settings.extra_models]
 
     def register(self, server: HandlerRegistry, runtime: Runtime) -> None:
+        from protos import ctr_pb2_grpc
+        from services.ctr.handler import CtrHandler
+        from services.ctr.servicer import CtrServicer
+        from services.runtime.streaming import RequestStream
+
         stream = RequestStream(runtime.metrics, self.grpc_service_names[0], "ScoreStream",
                                runtime.settings.stream_max_inflight)
         servicer = CtrServicer(CtrHandler(self.settings, runtime), stream)
         ctr_pb2_grpc.add_CtrServiceServicer_to_server(servicer, server)
 
 
-SERVICE = CtrService()
+_EXPORTS = {"CtrHandler": "handler", "ScoreQuery": "handler", "ScoreResult": "handler", "CtrSettings": "settings"}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SERVICE":
+        return CtrService()
+    if name in _EXPORTS:
+        return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["SERVICE", "CtrHandler", "CtrService", "CtrSettings", "ScoreQuery", "ScoreResult"]

@@ -9,6 +9,7 @@ import grpc
 import numpy as np
 
 from protos import ctr_pb2, ctr_pb2_grpc
+from services.channel import ChannelSecurity, aio_channel
 
 
 class CtrClientError(Exception):
@@ -86,13 +87,14 @@ async def _messages(requests: Iterable[tuple[str, ScoreInput]] | AsyncIterable[t
 
 
 class CtrClient:
-    """`async with CtrClient("localhost:50051") as ctr: await ctr.score(...)`."""
+    """`async with CtrClient("localhost:50051") as ctr: await ctr.score(...)`; `security` adds TLS and a token."""
 
     def __init__(self, target: str, *, timeout_s: float = 5.0, channel: grpc.aio.Channel | None = None,
-                 max_message_bytes: int = 16 * 1024 * 1024):
+                 max_message_bytes: int = 16 * 1024 * 1024, security: ChannelSecurity | None = None):
         options = [("grpc.max_receive_message_length", max_message_bytes),
                    ("grpc.max_send_message_length", max_message_bytes)]
-        self._channel = channel or grpc.aio.insecure_channel(target, options=options)
+        self._channel = channel or aio_channel(target, security, options)
+        self._metadata = (security or ChannelSecurity()).metadata
         self._stub = ctr_pb2_grpc.CtrServiceStub(self._channel)
         self._timeout_s = timeout_s
 
@@ -119,7 +121,8 @@ class CtrClient:
         request = _request(ScoreInput(history_item_ids, history_category_ids, candidate_item_ids,
                                       candidate_category_ids, explain, model))
         try:
-            response = await self._stub.Score(request, timeout=timeout_s or self._timeout_s)
+            response = await self._stub.Score(request, timeout=timeout_s or self._timeout_s,
+                                              metadata=self._metadata)
         except grpc.aio.AioRpcError as err:
             raise CtrClientError(err.code(), err.details() or "") from None
         return _scores(response)

@@ -1,19 +1,27 @@
-"""The segmentation service: adaptive-depth segmentation after ECO-M2F (staged graphs, gated depth)."""
+"""The segmentation service: adaptive-depth segmentation after ECO-M2F (staged graphs, gated depth).
+
+Exports resolve on first access (PEP 562) so that `services.segmentation.client` imports without the
+runtime or pydantic (the installed client).
+"""
 
 from __future__ import annotations
 
-from protos import segmentation_pb2, segmentation_pb2_grpc
-from services.runtime import HandlerRegistry, Runtime
-from services.segmentation.handler import Effort, RawPixels, SegmentationHandler, SegmentQuery, SegmentResult
-from services.segmentation.servicer import SegmentationServicer
-from services.segmentation.settings import SegmentationSettings
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from services.runtime import HandlerRegistry, Runtime
+    from services.segmentation.handler import Effort, RawPixels, SegmentationHandler, SegmentQuery, SegmentResult
+    from services.segmentation.settings import SegmentationSettings
 
 
 class SegmentationService:
     name = "segmentation"
-    grpc_service_names = (segmentation_pb2.DESCRIPTOR.services_by_name["SegmentationService"].full_name,)
+    grpc_service_names = ("infersuite.segmentation.v1.SegmentationService",)
 
     def __init__(self, settings: SegmentationSettings | None = None):
+        from services.segmentation.settings import SegmentationSettings
+
         self.settings = settings or SegmentationSettings()
         self._runtime: Runtime | None = None
 
@@ -26,12 +34,26 @@ class SegmentationService:
         return [self.settings.backbone_model, *stages["encoder_layers"], stages["head"]]
 
     def register(self, server: HandlerRegistry, runtime: Runtime) -> None:
+        from protos import segmentation_pb2_grpc
+        from services.segmentation.handler import SegmentationHandler
+        from services.segmentation.servicer import SegmentationServicer
+
         self._runtime = runtime
         handler = SegmentationHandler(self.settings, runtime)
         segmentation_pb2_grpc.add_SegmentationServiceServicer_to_server(SegmentationServicer(handler), server)
 
 
-SERVICE = SegmentationService()
+_EXPORTS = {"Effort": "handler", "RawPixels": "handler", "SegmentQuery": "handler", "SegmentResult": "handler",
+            "SegmentationHandler": "handler", "SegmentationSettings": "settings"}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SERVICE":
+        return SegmentationService()
+    if name in _EXPORTS:
+        return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["SERVICE", "Effort", "RawPixels", "SegmentQuery", "SegmentResult", "SegmentationHandler",
            "SegmentationService", "SegmentationSettings"]

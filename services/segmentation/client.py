@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from protos import segmentation_pb2, segmentation_pb2_grpc
+from services.channel import ChannelSecurity, aio_channel
 
 
 class SegmentationClientError(Exception):
@@ -51,8 +52,10 @@ def _mask(response: segmentation_pb2.SegmentResponse) -> np.ndarray:
 class SegmentationClient:
     """`async with SegmentationClient("localhost:50051") as seg: await seg.segment(png_bytes)`."""
 
-    def __init__(self, target: str, *, timeout_s: float = 10.0, channel: grpc.aio.Channel | None = None):
-        self._channel = channel or grpc.aio.insecure_channel(target)
+    def __init__(self, target: str, *, timeout_s: float = 10.0, channel: grpc.aio.Channel | None = None,
+                 security: ChannelSecurity | None = None):
+        self._channel = channel or aio_channel(target, security)
+        self._metadata = (security or ChannelSecurity()).metadata
         self._stub = segmentation_pb2_grpc.SegmentationServiceStub(self._channel)
         self._timeout_s = timeout_s
 
@@ -80,7 +83,8 @@ class SegmentationClient:
             request.raw.CopyFrom(segmentation_pb2.RawImage(pixels=pixels.tobytes(), height=pixels.shape[0],
                                                            width=pixels.shape[1], channels=pixels.shape[2]))
         try:
-            response = await self._stub.Segment(request, timeout=timeout_s or self._timeout_s)
+            response = await self._stub.Segment(request, timeout=timeout_s or self._timeout_s,
+                                                metadata=self._metadata)
         except grpc.aio.AioRpcError as err:
             raise SegmentationClientError(err.code(), err.details() or "") from None
         return Segmentation(_mask(response), list(response.class_names), response.exit_layer, response.gflops,

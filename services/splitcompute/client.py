@@ -8,6 +8,7 @@ import grpc
 import numpy as np
 
 from protos import splitcompute_pb2, splitcompute_pb2_grpc
+from services.channel import ChannelSecurity, aio_channel
 
 
 class SplitComputeClientError(Exception):
@@ -54,8 +55,10 @@ def codec_from_proto(response: splitcompute_pb2.GetCodecResponse) -> CodecVersio
 class SplitComputeClient:
     """`async with SplitComputeClient("localhost:50051") as sc: await sc.classify(payload)`."""
 
-    def __init__(self, target: str, *, timeout_s: float = 5.0, channel: grpc.aio.Channel | None = None):
-        self._channel = channel or grpc.aio.insecure_channel(target)
+    def __init__(self, target: str, *, timeout_s: float = 5.0, channel: grpc.aio.Channel | None = None,
+                 security: ChannelSecurity | None = None):
+        self._channel = channel or aio_channel(target, security)
+        self._metadata = (security or ChannelSecurity()).metadata
         self._stub = splitcompute_pb2_grpc.SplitComputeServiceStub(self._channel)
         self._timeout_s = timeout_s
 
@@ -71,7 +74,7 @@ class SplitComputeClient:
     async def classify(self, payload: bytes, *, timeout_s: float | None = None) -> Classification:
         try:
             response = await self._stub.Classify(splitcompute_pb2.ClassifyRequest(payload=payload),
-                                                 timeout=timeout_s or self._timeout_s)
+                                                 timeout=timeout_s or self._timeout_s, metadata=self._metadata)
         except grpc.aio.AioRpcError as err:
             raise SplitComputeClientError(err.code(), err.details() or "") from None
         return classification_from_proto(response)
@@ -79,7 +82,7 @@ class SplitComputeClient:
     async def get_codec(self, *, timeout_s: float | None = None) -> CodecVersion:
         try:
             response = await self._stub.GetCodec(splitcompute_pb2.GetCodecRequest(),
-                                                 timeout=timeout_s or self._timeout_s)
+                                                 timeout=timeout_s or self._timeout_s, metadata=self._metadata)
         except grpc.aio.AioRpcError as err:
             raise SplitComputeClientError(err.code(), err.details() or "") from None
         return codec_from_proto(response)

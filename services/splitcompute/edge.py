@@ -23,6 +23,7 @@ import numpy as np
 import onnxruntime as ort
 
 from protos import splitcompute_pb2, splitcompute_pb2_grpc
+from services.channel import ChannelSecurity, blocking_channel
 from services.splitcompute import wire
 from services.splitcompute.client import Classification, SplitComputeClientError, classification_from_proto
 from services.splitcompute.codec import Codec
@@ -107,9 +108,11 @@ class EdgeEncoder:
 class EdgeDevice:
     """Encoder + a gRPC channel to the splitcompute service (blocking calls, as a device loop wants)."""
 
-    def __init__(self, bundle: Path | str, target: str, *, timeout_s: float = 5.0, threads: int = 1):
+    def __init__(self, bundle: Path | str, target: str, *, timeout_s: float = 5.0, threads: int = 1,
+                 security: ChannelSecurity | None = None):
         self.encoder = EdgeEncoder(bundle, threads=threads)
-        self._channel = grpc.insecure_channel(target)
+        self._channel = blocking_channel(target, security)
+        self._metadata = (security or ChannelSecurity()).metadata
         self._stub = splitcompute_pb2_grpc.SplitComputeServiceStub(self._channel)
         self._timeout_s = timeout_s
 
@@ -125,13 +128,15 @@ class EdgeDevice:
     def server_codec_version(self) -> int:
         """The server's current codec version (compare with `self.encoder.codec_version`)."""
         try:
-            return self._stub.GetCodec(splitcompute_pb2.GetCodecRequest(), timeout=self._timeout_s).codec_version
+            return self._stub.GetCodec(splitcompute_pb2.GetCodecRequest(), timeout=self._timeout_s,
+                                       metadata=self._metadata).codec_version
         except grpc.RpcError as err:
             raise SplitComputeClientError(err.code(), err.details() or "") from None
 
     def send(self, payload: bytes) -> Classification:
         try:
-            response = self._stub.Classify(splitcompute_pb2.ClassifyRequest(payload=payload), timeout=self._timeout_s)
+            response = self._stub.Classify(splitcompute_pb2.ClassifyRequest(payload=payload), timeout=self._timeout_s,
+                                           metadata=self._metadata)
         except grpc.RpcError as err:
             raise SplitComputeClientError(err.code(), err.details() or "") from None
         return classification_from_proto(response)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import grpc
@@ -12,28 +10,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.runtime import RuntimeSettings, build_server
 from tests.fixtures import EchoService
+from tests.fixtures_pki import pki  # noqa: F401
 
 pytestmark = pytest.mark.integration
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> Path:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    d = tmp_path_factory.mktemp("pki")
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
-             "-keyout", "ca.key", "-out", "ca.pem", cwd=d)
-    (d / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    for name in ("server", "client"):
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key",
-                 "-out", f"{name}.csr", cwd=d)
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-                 "-days", "2", "-extfile", "san.ext", "-out", f"{name}.pem", cwd=d)
-    return d
 
 
 async def _server(**settings):
@@ -48,7 +27,7 @@ async def _sleep_call(channel: grpc.aio.Channel, metadata=None) -> bytes:
     return await channel.unary_unary("/infersuite.test.Echo/Sleep")(b"0", timeout=5, metadata=metadata)
 
 
-async def test_tls_serves_tls_clients_only(pki: Path) -> None:
+async def test_tls_serves_tls_clients_only(pki: Path) -> None:  # noqa: F811
     server, port = await _server(tls_cert_file=pki / "server.pem", tls_key_file=pki / "server.key")
     try:
         creds = grpc.ssl_channel_credentials(root_certificates=(pki / "ca.pem").read_bytes())
@@ -62,7 +41,7 @@ async def test_tls_serves_tls_clients_only(pki: Path) -> None:
         await server.stop(0)
 
 
-async def test_mutual_tls_needs_a_client_certificate(pki: Path) -> None:
+async def test_mutual_tls_needs_a_client_certificate(pki: Path) -> None:  # noqa: F811
     server, port = await _server(tls_cert_file=pki / "server.pem", tls_key_file=pki / "server.key",
                                  tls_client_ca_file=pki / "ca.pem")
     ca = (pki / "ca.pem").read_bytes()

@@ -1,0 +1,149 @@
+"""`pip install .` outside the repository: the wheel carries stubs generated at build time, the four
+typed clients and the edge SDK import with grpc/protobuf/numpy (no torch, no pydantic, no runtime),
+and the README's examples (examples/*.py) run against a real server on the shipped models, in
+plaintext and over mutual TLS with a bearer token."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from services.audio import AudioService
+from services.ctr import CtrService
+from services.runtime import RuntimeSettings, build_server
+from services.segmentation import SegmentationService
+from services.splitcompute import SplitComputeService
+from tests.fixtures_pki import pki  # noqa: F401
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = ROOT / "shipped_models"
+BUNDLE = SHIPPED / "splitcompute-encoder-fp32" / "1"
+CLIENT_MODULES = ["services.ctr.client", "services.segmentation.client", "services.audio.client",
+                  "services.splitcompute.client", "services.splitcompute.edge", "services.channel"]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Built from the repository's own files without any generated stub in them."""
+    root = tmp_path_factory.mktemp("wheel")
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, check=True,
+                            capture_output=True, text=True).stdout.split()
+    for name in listed:
+        if "_pb2" not in name and not name.startswith(("shipped_models/", "reports/")) and (ROOT / name).is_file():
+            (root / "src" / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / "src" / name).write_bytes((ROOT / name).read_bytes())
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(root / "dist"), str(root / "src")], check=True, capture_output=True, timeout=300)
+    return next((root / "dist").glob("infersuite-*.whl"))
+
+
+@pytest.fixture(scope="module")
+def site(wheel: Path) -> Path:
+    target = wheel.parent.parent / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True, timeout=300)
+    return target
+
+
+def test_wheel_carries_generated_stubs_and_declares_minimal_dependencies(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        metadata = next(archive.read(n).decode() for n in names if n.endswith("METADATA"))
+    for proto in ("ctr", "segmentation", "splitcompute", "audio", "common"):
+        assert {f"protos/{proto}_pb2.py", f"protos/{proto}_pb2_grpc.py"} <= names
+    assert {f"{m.replace('.', '/')}.py" for m in CLIENT_MODULES} <= names
+    assert not any(n.startswith(("tests/", "models/", "exporters/", "loadtest/")) for n in names)
+    required = {line.split()[1].split("<")[0].split(">")[0].split("=")[0] for line in metadata.splitlines()
+                if line.startswith("Requires-Dist:") and "extra ==" not in line}
+    assert required == {"grpcio", "protobuf", "numpy", "pillow"}
+
+
+def test_clients_import_outside_the_repository_without_torch_or_pydantic(site: Path, tmp_path: Path) -> None:
+    probe = ("import importlib, json, sys\n"
+             f"mods = [importlib.import_module(m) for m in {CLIENT_MODULES!r}]\n"
+             "print(json.dumps({'files': [m.__file__ for m in mods], 'heavy': sorted(k for k in sys.modules\n"
+             "    if k.split('.')[0] in ('torch', 'pydantic', 'pydantic_settings') or k == 'services.runtime')}))\n")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(site)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = json.loads(done.stdout)
+    assert found["heavy"] == []
+    assert all(Path(f).is_relative_to(site) for f in found["files"])
+
+
+async def _serve(**settings):
+    services = [CtrService(), SegmentationService(), SplitComputeService(), AudioService()]
+    server, port = await build_server(RuntimeSettings(port=0, metrics_port=-1, host="127.0.0.1",
+                                                      model_repository=SHIPPED, intra_op_threads=1, **settings),
+                                      services)
+    await server.start()
+    await server.wait_ready(timeout=120)
+    return server, port
+
+
+async def _run_example(site: Path, cwd: Path, script: str, env: dict[str, str], *args: str) -> tuple[int, str]:
+    """Runs examples/<script> as a user would, from outside the repository, on the installed wheel."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "examples" / script), *args, cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(site), **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    output, _ = await asyncio.wait_for(process.communicate(), timeout=120)
+    return process.returncode or 0, output.decode()
+
+
+EXPECTED = {"ctr_score.py": "click probabilities:", "audio_embed.py": "scene embedding: (",
+            "segmentation_segment.py": "exit layer:", "splitcompute_edge.py": "payload bytes:"}
+
+
+async def test_every_example_runs_against_a_real_server(site: Path, tmp_path: Path) -> None:
+    assert sorted(p.name for p in (ROOT / "examples").glob("*.py")) == sorted(EXPECTED)
+    server, port = await _serve()
+    try:
+        for script, expected in EXPECTED.items():
+            args = (str(BUNDLE),) if script == "splitcompute_edge.py" else ()
+            code, output = await _run_example(site, tmp_path, script, {"INFERSUITE_TARGET": f"127.0.0.1:{port}"},
+                                              *args)
+            assert code == 0 and expected in output, f"{script}:\n{output[-2000:]}"
+            assert "nan" not in output.lower()
+    finally:
+        await server.stop(0)
+
+
+async def test_examples_over_mutual_tls_with_a_bearer_token(site: Path, tmp_path: Path, pki: Path) -> None:  # noqa: F811
+    server, port = await _serve(tls_cert_file=pki / "server.pem", tls_key_file=pki / "server.key",
+                                tls_client_ca_file=pki / "ca.pem", auth_token="s3cret-token")
+    secure = {"INFERSUITE_TARGET": f"localhost:{port}", "INFERSUITE_CLIENT_ROOT_CERTS": str(pki / "ca.pem"),
+              "INFERSUITE_CLIENT_CERT": str(pki / "client.pem"), "INFERSUITE_CLIENT_KEY": str(pki / "client.key")}
+    try:
+        code, output = await _run_example(site, tmp_path, "ctr_score.py", secure)
+        assert code != 0 and "UNAUTHENTICATED" in output  # mTLS alone is not enough: the token is required
+        with_token = {**secure, "INFERSUITE_CLIENT_TOKEN": "s3cret-token"}
+        for script, expected in EXPECTED.items():
+            args = (str(BUNDLE),) if script == "splitcompute_edge.py" else ()
+            code, output = await _run_example(site, tmp_path, script, with_token, *args)
+            assert code == 0 and expected in output, f"{script}:\n{output[-2000:]}"
+        await _check_container_health(port, pki)
+    finally:
+        await server.stop(0)
+
+
+async def _check_container_health(port: int, pki: Path) -> None:  # noqa: F811
+    """docker/healthcheck.py against the mutual-TLS server, configured as the container would be."""
+    server_env = {"INFERSUITE_PORT": str(port), "INFERSUITE_TLS_CERT_FILE": str(pki / "server.pem"),
+                  "INFERSUITE_HEALTH_ROOT_CERTS": str(pki / "ca.pem"), "INFERSUITE_AUTH_TOKEN": "s3cret-token"}
+    client_cert = {"INFERSUITE_HEALTH_CLIENT_CERT": str(pki / "client.pem"),
+                   "INFERSUITE_HEALTH_CLIENT_KEY": str(pki / "client.key")}
+    for env, expected_code, expected in ((server_env, 1, "UNAVAILABLE"), ({**server_env, **client_cert}, 0, "SERVING")):
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, str(ROOT / "docker" / "healthcheck.py"), env={**os.environ, **env},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        output, _ = await asyncio.wait_for(process.communicate(), timeout=60)
+        assert process.returncode == expected_code and expected in output.decode(), output.decode()
