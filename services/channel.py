@@ -9,8 +9,8 @@ token, sent as `authorization: Bearer <token>` with every call. grpc only: no ru
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 

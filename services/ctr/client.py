@@ -136,7 +136,7 @@ class CtrClient:
         """Sends (request_id, input) pairs on one ScoreStream call and yields one answer per request,
         in the order the server finishes them. A request's own error comes back in its answer; an
         error of the whole stream raises CtrClientError. timeout_s bounds the whole stream (None: none)."""
-        call = self._stub.ScoreStream(_messages(requests), timeout=timeout_s)
+        call = self._stub.ScoreStream(_messages(requests), timeout=timeout_s, metadata=self._metadata)
         try:
             async for response in call:
                 yield _streamed(response)
