@@ -75,6 +75,8 @@ def resolve_metrics_url(text: str, target: str) -> str | None:
     try:
         scrape(url, timeout_s=1.0)
     except (OSError, ValueError):
+        sys.stderr.write(f"metrics: nothing answers at {url} (the default port); server-side figures are left out. "
+                         "Pass --metrics-url http://HOST:PORT/metrics (the server's INFERSUITE_METRICS_PORT).\n")
         return None
     return url
 

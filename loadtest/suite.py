@@ -29,7 +29,7 @@ from loadtest.local_suite import SERVING, LocalSuite
 from loadtest.runner import Runner, StepResult
 from loadtest.server_metrics import MetricsScraper
 from loadtest.trivial_server import ECHO
-from loadtest.workers import GeneratorSpec, WorkerPool
+from loadtest.workers import GeneratorSpec, WorkerError, WorkerPool
 
 
 def list_services(target: Target) -> list[str]:
@@ -114,7 +114,7 @@ def _has_ctr_meta(repository: Path, params: dict[str, str]) -> bool:
     return True
 
 
-def _sweep(args: argparse.Namespace, target: Target, generator: str, params: dict[str, str],
+def _sweep(args: argparse.Namespace, target: Target, name: str, generator: str, params: dict[str, str],
            scraper: MetricsScraper, display: Display) -> tuple[list[StepResult], dict[str, Any]]:
     timing = {"warmup_s": args.warmup, "duration_s": args.duration, "deadline_s": 5.0}
     steps = ([StepSpec(mode="open", rate=rate, **timing) for rate in args.rate] if args.rate
@@ -123,8 +123,8 @@ def _sweep(args: argparse.Namespace, target: Target, generator: str, params: dic
     with WorkerPool(target, spec, args.workers) as pool:
         runner = Runner(pool, scraper, 1, display)
         for step in steps:
-            result = runner.run(step, f"{generator} {step.load:g}")
-            display.step_done(f"{generator} " + _describe(step, result))
+            result = runner.run(step, f"{name} {step.load:g}")
+            display.step_done(f"{name} " + _describe(step, result))
         return runner.results, pool.description
 
 
@@ -150,13 +150,14 @@ def _suite(args: argparse.Namespace, extra: dict[str, dict[str, str]], server: L
     scraper = MetricsScraper(resolve_metrics_url(args.metrics_url, args.target))
     display = Display(args.quiet)
     runs, skipped = plan(target, args.repository, extra)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
     summary: list[dict[str, Any]] = [{"name": name, "skipped": why} for name, why in skipped.items()]
     for name, generator, params in runs:
         if name in args.skip or generator in args.skip:
             continue
         try:
-            results, description = _sweep(args, target, generator, params, scraper, display)
-        except GeneratorError as err:
+            results, description = _sweep(args, target, name, generator, params, scraper, display)
+        except (GeneratorError, WorkerError) as err:
             display.step_done(f"{name}: skipped: {err}")
             summary.append({"name": name, "skipped": str(err)})
             continue

@@ -44,12 +44,23 @@ def _worker_main(conn: Connection, target: Target, generator: GeneratorSpec, wor
 
 
 async def _serve_steps(conn: Connection, target: Target, spec: GeneratorSpec, worker: int, workers: int) -> None:
-    engine = LoadEngine(target, create(spec.service, dict(spec.params)), worker=worker, workers=workers,
-                        seed=spec.seed, pool_size=spec.pool_size)
+    # Every failure before "ready" goes back to the parent as ("error", why): a worker that dies
+    # silently would leave the parent waiting for an answer that never comes.
+    try:
+        engine = LoadEngine(target, create(spec.service, dict(spec.params)), worker=worker, workers=workers,
+                            seed=spec.seed, pool_size=spec.pool_size)
+    except GeneratorError as err:
+        conn.send(("error", str(err)))
+        return
     try:
         await engine.start()
     except GeneratorError as err:
         conn.send(("error", str(err)))
+        await engine.close()
+        return
+    except Exception as err:  # a bad target, unreadable certificates, ...: say why instead of dying
+        conn.send(("error", f"{spec.service}: the load worker could not start: {type(err).__name__}: {err}"))
+        await engine.close()
         return
     conn.send(("ready", engine.pool.description if engine.pool else {}))
     loop = asyncio.get_running_loop()
@@ -106,6 +117,7 @@ class WorkerPool:
             process = context.Process(target=_worker_main, daemon=True, name=f"loadtest-worker-{worker}",
                                       args=(child, self.target, self.generator, worker, self.workers))
             process.start()
+            child.close()  # the worker holds the only other end: its exit reads as EOF here at once
             self._processes.append(process)
             self._pipes.append(parent)
         for pipe in self._pipes:

@@ -1,14 +1,14 @@
 """`oip`: the Open Inference Protocol (KServe v2 `inference.GRPCInferenceService/ModelInfer`),
 for infersuite's OIP servicer, NVIDIA Triton, or any server speaking the protocol.
 
-The generator asks the target for the model's metadata (ModelMetadata), then sends random
-tensors of those names, datatypes and shapes as raw_input_contents (what tritonclient does).
-Variable dimensions (-1) become --param batch=N on dim 0 and --param dim=N elsewhere, or an
-explicit --param shape.<input>=2x16. Integer inputs draw from [int_low, int_high] (inclusive;
-keep it inside any embedding vocabulary). With --param repository=DIR, the value ranges the model's
-meta.json declares (`limits.inputs.<name>.range` / `below_dim`, which the server enforces) bound each
-input instead. Responses are checked: every output present, byte
-size = product(shape) x element size, float outputs finite.
+The generator asks the target for the model's metadata (ModelMetadata), then sends tensors of
+those names, datatypes and shapes as raw_input_contents (what tritonclient does). Variable
+dimensions (-1) become --param batch=N (or LOW..HIGH, drawn per request) on dim 0 and --param
+dim=N (or LOW..HIGH) elsewhere, or an explicit --param shape.<input>=2x16. With --param
+repository=DIR the model's meta.json gives per-group sizes (dim.<group>=LOW..HIGH), vocabularies,
+masks and index inputs (loadtest/generators/oip_layout.py). int_low/int_high override the id range.
+Responses are checked: every output present, byte size = product(shape) x element size, float
+outputs finite.
 
 Stubs: `protos/grpc_service.proto` (package `inference`) when the repository has it, else the
 identical messages shipped with tritonclient (same package and wire format).
@@ -16,9 +16,7 @@ identical messages shipped with tritonclient (same package and wire format).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -26,6 +24,7 @@ import grpc
 import numpy as np
 
 from loadtest.generators.base import GeneratorError, RequestPool, check_unknown, int_param, register
+from loadtest.generators.oip_layout import ModelLayout, ShapePlan, parse_span, read_meta, values
 
 DTYPES = {"BOOL": np.bool_, "UINT8": np.uint8, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32,
           "INT64": np.int64, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
@@ -61,16 +60,20 @@ class OipGenerator:
 
     def __init__(self, params: dict[str, str]):
         shapes = {k for k in params if k.startswith("shape.")}
-        check_unknown(params, {"model", "version", "batch", "dim", "int_low", "int_high", "repository"} | shapes,
-                      self.name)
+        named = {k for k in params if k.startswith("dim.")}
+        check_unknown(params, {"model", "version", "batch", "dim", "int_low", "int_high", "repository"} | shapes
+                      | named, self.name)
         if not params.get("model"):
             raise GeneratorError("oip: name the model to load: --param model=<name in the repository>")
         self.model, self.version = params["model"], params.get("version", "")
-        self.batch, self.dim = int_param(params, "batch", 1), int_param(params, "dim", 8)
-        self.int_low = int_param(params, "int_low", 1, low=0)
-        self.int_high = int_param(params, "int_high", _vocabulary_bound(params) or 10, low=self.int_low)
-        self.shapes = {k.removeprefix("shape."): _parse_shape(k, v) for k, v in params.items() if k in shapes}
-        self.ranges = _declared_ranges(params)
+        self.layout = ModelLayout.from_meta(read_meta(params.get("repository"), self.model))
+        self.plan = ShapePlan(parse_span("batch", params.get("batch", "1")), parse_span("dim", params.get("dim", "8")),
+                              {k.removeprefix("dim."): parse_span(k, params[k]) for k in named},
+                              {k.removeprefix("shape."): _parse_shape(k, v) for k, v in params.items() if k in shapes})
+        self.int_range: tuple[int, int] | None = None
+        if "int_low" in params or "int_high" in params:
+            low = int_param(params, "int_low", 1, low=0)
+            self.int_range = (low, int_param(params, "int_high", 10, low=low))
 
     async def metadata(self, channel: grpc.aio.Channel) -> Any:
         messages = oip_messages()
@@ -83,53 +86,31 @@ class OipGenerator:
             raise GeneratorError(f"oip: ModelMetadata({self.model!r}) failed: {err.code().name}: "
                                  f"{err.details()}") from None
 
-    def _shape(self, name: str, dims: list[int]) -> list[int]:
-        if name in self.shapes:
-            return self.shapes[name]
-        return [d if d >= 0 else (self.batch if i == 0 else self.dim) for i, d in enumerate(dims)]
-
-    def _bounds(self, name: str, shapes: dict[str, list[int]]) -> tuple[float | None, float | None]:
-        declared = self.ranges.get(name, {})
-        low, high = declared.get("range", [None, None])
-        below = declared.get("below_dim")
-        if below and below[0] in shapes:
-            top = shapes[below[0]][int(below[1])] - 1
-            high = top if high is None else min(high, top)
-        return low, high
-
-    def _tensor(self, datatype: str, shape: list[int], rng: np.random.Generator,
-                bounds: tuple[float | None, float | None] = (None, None)) -> bytes:
-        if datatype not in DTYPES:
-            raise GeneratorError(f"oip: input datatype {datatype} is not supported by the generator")
-        dtype = np.dtype(DTYPES[datatype])
-        low, high = bounds
-        if dtype.kind == "f":
-            values = (rng.uniform(low, high, shape) if low is not None and high is not None
-                      else rng.standard_normal(shape)).astype(dtype)
-        elif dtype.kind == "b":
-            values = rng.integers(0, 2, shape).astype(dtype)
-        else:
-            int_low = self.int_low if low is None else int(low)
-            int_high = self.int_high if high is None else int(high)
-            values = rng.integers(min(int_low, int_high), int_high + 1, shape).astype(dtype)
-        return values.astype(dtype.newbyteorder("<")).tobytes()
+    def _request(self, messages: ModuleType, inputs: list[tuple[str, str, list[int]]],
+                 rng: np.random.Generator) -> tuple[bytes, dict[str, list[int]]]:
+        shapes = self.plan.draw([(name, dims) for name, _, dims in inputs], self.layout, rng)
+        request = messages.ModelInferRequest(model_name=self.model, model_version=self.version)
+        for name, datatype, _ in inputs:
+            dtype = np.dtype(DTYPES[datatype])
+            request.inputs.add(name=name, datatype=datatype, shape=shapes[name])
+            tensor = values(name, dtype, shapes, self.layout, self.int_range, rng)
+            request.raw_input_contents.append(tensor.astype(dtype.newbyteorder("<")).tobytes())
+        return request.SerializeToString(), shapes
 
     async def build(self, channel: grpc.aio.Channel, rng: np.random.Generator, size: int) -> RequestPool:
         messages = oip_messages()
         meta = await self.metadata(channel)
-        inputs = [(t.name, t.datatype, self._shape(t.name, list(t.shape))) for t in meta.inputs]
-        payloads = []
-        for _ in range(size):
-            request = messages.ModelInferRequest(model_name=self.model, model_version=self.version)
-            shapes = {name: shape for name, _, shape in inputs}
-            for name, datatype, shape in inputs:
-                request.inputs.add(name=name, datatype=datatype, shape=shape)
-                request.raw_input_contents.append(self._tensor(datatype, shape, rng, self._bounds(name, shapes)))
-            payloads.append(request.SerializeToString())
+        inputs = [(t.name, t.datatype, list(t.shape)) for t in meta.inputs]
+        unsupported = sorted({d for _, d, _ in inputs} - set(DTYPES))
+        if unsupported:
+            raise GeneratorError(f"oip: input datatype {unsupported[0]} is not supported by the generator")
+        drawn = [self._request(messages, inputs, rng) for _ in range(size)]
         expectation = OutputSpec(tuple((t.name, t.datatype) for t in meta.outputs))
-        description = {"model": self.model, "inputs": {n: [d, s] for n, d, s in inputs},
-                       "outputs": dict(expectation.outputs)}
-        return RequestPool(METHOD, payloads, [expectation] * size, check_infer, description)
+        ranges = {name: [[min(s[name][i] for _, s in drawn), max(s[name][i] for _, s in drawn)]
+                         for i in range(len(dims))] for name, _, dims in inputs}
+        description = {"model": self.model, "inputs": {n: [d, ranges[n]] for n, d, _ in inputs},
+                       "outputs": dict(expectation.outputs), "meta": bool(self.layout.vocabulary or self.layout.ragged)}
+        return RequestPool(METHOD, [p for p, _ in drawn], [expectation] * size, check_infer, description)
 
 
 def check_infer(expected: OutputSpec, response: bytes) -> str | None:
@@ -151,37 +132,6 @@ def check_infer(expected: OutputSpec, response: bytes) -> str | None:
     return None
 
 
-def _latest_meta(params: dict[str, str]) -> dict[str, Any]:
-    metas = sorted(Path(params["repository"], params["model"]).glob("[0-9]*/meta.json"),
-                   key=lambda p: int(p.parent.name))
-    try:
-        return dict(json.loads(metas[-1].read_text())) if metas else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def _declared_ranges(params: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """With --param repository=DIR: each input's declared value range (services/runtime/limits.py)."""
-    if "repository" not in params:
-        return {}
-    return dict(_latest_meta(params).get("limits", {}).get("inputs", {}))
-
-
-def _vocabulary_bound(params: dict[str, str]) -> int | None:
-    """With --param repository=DIR: the smallest vocabulary in the model's meta.json, so random ids
-    stay valid for embedding inputs (a DIN's item and category ids)."""
-    if "repository" not in params:
-        return None
-    metas = sorted(Path(params["repository"], params["model"]).glob("[0-9]*/meta.json"),
-                   key=lambda p: int(p.parent.name))
-    try:
-        vocabulary = json.loads(metas[-1].read_text()).get("vocabulary", {}) if metas else {}
-    except (OSError, ValueError):
-        return None
-    sizes = [int(v) for v in vocabulary.values() if isinstance(v, int)]
-    return min(sizes) if sizes else None
-
-
 def _parse_shape(key: str, text: str) -> list[int]:
     try:
         shape = [int(d) for d in text.lower().split("x")]
@@ -193,4 +143,5 @@ def _parse_shape(key: str, text: str) -> list[int]:
 
 
 register("oip", "Open Inference Protocol ModelInfer with random tensors from ModelMetadata "
-         "(--param model=NAME, batch, dim, shape.<input>=AxB, int_low, int_high)")(OipGenerator)
+         "(--param model=NAME, repository=DIR, batch=N|LOW..HIGH, dim=.., dim.<group>=.., shape.<input>=AxB, "
+         "int_low, int_high)")(OipGenerator)

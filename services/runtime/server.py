@@ -18,8 +18,7 @@ from typing import Any, Protocol, TypeVar
 import grpc
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
-from grpc_reflection.v1alpha._async import ReflectionServicer as AsyncReflectionServicer
+from grpc_reflection.v1alpha import reflection
 from tritonclient.grpc import service_pb2_grpc
 
 from services.runtime.backends.onnxruntime import OnnxRuntimeBackend
@@ -33,6 +32,7 @@ from services.runtime.metrics import Metrics
 from services.runtime.models import ModelManager, ModelSet
 from services.runtime.oip import SERVICE_NAME as OIP_SERVICE_NAME
 from services.runtime.oip import OipServicer
+from services.runtime.reflection import add_reflection
 from services.runtime.reload import ModelReloader
 from services.runtime.repository import ModelRepository
 from services.runtime.security import BearerToken, server_credentials
@@ -152,9 +152,8 @@ class InferSuiteServer:
         for service in self.services:
             service.register(self.registrar, self.runtime)
             names.extend(service.grpc_service_names)
-        # The asyncio servicer: enable_server_reflection picks the sync one for anything but a grpc.aio.Server
-        # (the registrar wraps one), and its generator cannot run in the wrapped async handler.
-        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(AsyncReflectionServicer(names), self.registrar)
+        # The asyncio servicer, under v1 and v1alpha (services/runtime/reflection.py).
+        add_reflection(names, self.registrar)
         # Last: answers (and counts) the methods no handler above knows, which gRPC would refuse unseen.
         self.grpc.add_generic_rpc_handlers((_UnknownMethods(self.metrics),))
 

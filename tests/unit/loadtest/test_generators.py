@@ -9,6 +9,7 @@ import pytest
 from loadtest.generators import GeneratorError, create
 from loadtest.generators.ctr import CtrShape, check_score
 from loadtest.generators.oip import OutputSpec, check_infer, oip_messages
+from loadtest.generators.oip_layout import values
 from protos import ctr_pb2
 
 
@@ -79,12 +80,51 @@ def test_oip_check_catches_missing_and_malformed_outputs():
 
 def test_oip_shapes_and_parameters():
     generator = create("oip", {"model": "m", "batch": "2", "dim": "5", "shape.special": "3x4"})
-    assert generator._shape("x", [-1, -1, 7]) == [2, 5, 7]
-    assert generator._shape("special", [-1, -1]) == [3, 4]
-    ids = np.frombuffer(generator._tensor("INT64", [1000], np.random.default_rng(0)), np.int64)
+    rng = np.random.default_rng(0)
+    shapes = generator.plan.draw([("x", [-1, -1, 7]), ("special", [-1, -1])], generator.layout, rng)
+    assert shapes == {"x": [2, 5, 7], "special": [3, 4]}
+    ids = values("ids", np.dtype(np.int64), {"ids": [1000]}, generator.layout, None, rng)
     assert ids.min() >= 1 and ids.max() <= 10
     with pytest.raises(GeneratorError, match="expected dims like 2x16"):
         create("oip", {"model": "m", "shape.x": "2by3"})
+    with pytest.raises(GeneratorError, match=r"1 <= LOW <= HIGH"):
+        create("oip", {"model": "m", "dim": "9..3"})
+
+
+DIN_META = {"vocabulary": {"n_items": 600, "n_categories": 30},
+            "limits": {"inputs": {"history_mask": {"range": [0, 1]}, "candidate_items": {"range": [1, 50]},
+                                  "candidate_user": {"below_dim": ["history_items", 0]}}},
+            "batching": {"ragged_dims": {"history": {"inputs": {"history_items": 1, "history_categories": 1,
+                                                                "history_mask": 1}},
+                                         "candidates": {"inputs": {"candidate_items": 0}}},
+                         "rows": {"inputs": ["candidate_items", "candidate_user"],
+                                  "group_index": {"candidate_user": "history_items"}}}}
+
+
+def test_oip_draws_shapes_per_request_and_realistic_values_from_meta(tmp_path):
+    (tmp_path / "din" / "1").mkdir(parents=True)
+    (tmp_path / "din" / "1" / "meta.json").write_text(json.dumps(DIN_META))
+    generator = create("oip", {"model": "din", "repository": str(tmp_path), "batch": "1..4",
+                               "dim.history": "1..50", "dim.rows": "20..100"})
+    inputs = [("history_items", [-1, -1]), ("history_categories", [-1, -1]), ("history_mask", [-1, -1]),
+              ("candidate_items", [-1]), ("candidate_user", [-1])]
+    rng = np.random.default_rng(1)
+    seen_lengths = set()
+    for _ in range(50):
+        shapes = generator.plan.draw(inputs, generator.layout, rng)
+        users, length = shapes["history_items"]
+        assert shapes["history_categories"] == shapes["history_mask"] == [users, length]  # one draw per group
+        assert 1 <= users <= 4 and 1 <= length <= 50 and 20 <= shapes["candidate_items"][0] <= 100
+        assert shapes["candidate_user"] == shapes["candidate_items"]
+        seen_lengths.add(length)
+        tensors = {name: values(name, np.dtype(np.float32 if "mask" in name else np.int64), shapes,
+                                generator.layout, None, rng) for name, _ in inputs}
+        assert (tensors["history_mask"] == 1).all()
+        assert tensors["history_items"].min() >= 1 and tensors["history_items"].max() <= 600
+        assert tensors["history_categories"].max() <= 30
+        assert tensors["candidate_user"].min() >= 0 and tensors["candidate_user"].max() < users
+        assert tensors["candidate_items"].min() >= 1 and tensors["candidate_items"].max() <= 50  # declared range
+    assert len(seen_lengths) > 10  # shapes vary per request
 
 
 def test_health_and_raw_generators():
