@@ -109,6 +109,6 @@ def build_audio(artifacts: Path, repository: Path, quick: bool) -> Path:
     if not ((checkpoints / "passt.pt").is_file() and (checkpoints / "bow.pt").is_file()):
         from models.audio import train  # torch training only when needed
 
-        train.main(["--out", str(checkpoints), "--no-progress", *(["--quick"] if quick else [])])
+        train.main(["--out", str(checkpoints), *(["--quick"] if quick else [])])
     export_embedder(checkpoints / "bow.pt", repository, "audio-bow-fp32")
     return export_embedder(checkpoints / "passt.pt", repository, "audio-passt-fp32").parent

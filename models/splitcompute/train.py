@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.nn import functional as F
+from tqdm import tqdm
 
 from models.splitcompute.data import ShapeData, ShapeDataConfig, iterate_batches, make_shape_data, to_float
 from models.splitcompute.entropy import bits
@@ -93,7 +94,9 @@ def train_teacher(data: ShapeData, cfg: TrainConfig) -> tuple[TeacherCNN, dict[s
     optimizer, schedule = _optimizer(list(teacher.parameters()), cfg, _steps(len(labels), cfg, cfg.teacher_epochs))
     best: dict[str, Any] = {"valid_accuracy": -1.0}
     curve = []  # validation accuracy after each epoch
-    for epoch in range(1, cfg.teacher_epochs + 1):
+    # Bars show on a terminal only (disable=None): a person waiting sees epochs and an ETA, logs stay clean.
+    for epoch in tqdm(range(1, cfg.teacher_epochs + 1), desc="splitcompute teacher", unit="epoch", leave=False,
+                      disable=None):
         teacher.train()
         for x, y in iterate_batches(images, labels, cfg.batch_size, rng):
             loss = F.cross_entropy(teacher(torch.from_numpy(to_float(x))), torch.from_numpy(y))
@@ -126,7 +129,8 @@ def _stage1(student: EntropicStudent, teacher: TeacherCNN, images: np.ndarray, b
     pixels = images.shape[2] * images.shape[3]
     student.train()
     step = 0
-    for _ in range(cfg.stage1_epochs):
+    for _ in tqdm(range(cfg.stage1_epochs), desc=f"splitcompute student beta={beta:g} stage 1", unit="epoch",
+                  leave=False, disable=None):
         for x, _labels in iterate_batches(images, np.zeros(len(images)), cfg.batch_size, rng):
             # beta ramps up from 0: with the full rate weight from the first step the latent
             # collapsed to all zeros (about 1 byte per image, chance accuracy) before the
@@ -171,7 +175,8 @@ def _stage2(
     t = cfg.kd_temperature
     student.decoder.train()
     student.tail.train()
-    for _ in range(cfg.stage2_epochs):
+    for _ in tqdm(range(cfg.stage2_epochs), desc="splitcompute student stage 2", unit="epoch", leave=False,
+                  disable=None):
         for rows, y in iterate_batches(np.arange(len(labels)), labels, cfg.batch_size, rng):
             logits = student.tail(student.decoder(latents[rows]))
             soft_target = F.softmax(teacher_logits[rows] / t, dim=1)
