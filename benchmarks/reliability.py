@@ -282,7 +282,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.reliability", description=__doc__.split("\n\n")[0])
     parser.add_argument("--overload-s", type=float, default=30.0, help="length of the 3x overload (issue: 30 s)")
     parser.add_argument("--soak-s", type=float, default=600.0, help="length of the soak at 60%% (issue: 600 s)")
     parser.add_argument("--deadline-s", type=float, default=10.0, help="length of the deadline/cancel floods")

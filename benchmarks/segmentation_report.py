@@ -217,7 +217,8 @@ def render(ckpt: dict, costs: dict, fixed: list[dict], sweep: list[dict], served
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.segmentation_report", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, default=Path("artifacts/segmentation/eco_m2f.pt"))
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     parser.add_argument("--out", type=Path, default=Path("reports/segmentation.md"))

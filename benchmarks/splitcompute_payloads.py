@@ -30,7 +30,9 @@ def write_payloads(bundle: Path, out: Path, count: int, seed: int = 1234) -> lis
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.splitcompute_payloads",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, default=Path("model_repository/splitcompute-encoder-fp32/1"))
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--count", type=int, default=200)

@@ -95,7 +95,9 @@ def kill(proc: subprocess.Popen) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Run Triton (python backend) over an infersuite repository")
+    parser = argparse.ArgumentParser(
+        prog="python -m exporters.triton_local",
+        description="Run Triton (python backend) over an infersuite repository")
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--models", nargs="*", help="only these models (default: all)")

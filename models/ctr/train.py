@@ -221,7 +221,7 @@ def render_report(quality: dict[str, Any], command: str) -> str:
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m models.ctr.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("artifacts/ctr"), help="checkpoint dir")
     parser.add_argument("--report", type=Path, default=None,
                         help="markdown report (default <out>/quality.md; `make report-ctr` writes reports/)")

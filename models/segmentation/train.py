@@ -171,7 +171,7 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m models.segmentation.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("artifacts/segmentation"), help="checkpoint dir")
     parser.add_argument("--beta", type=float, default=DEFAULT_BETA, help="deployed quality/compute trade-off")
     parser.add_argument("--epochs", type=int, default=None, help="override TrainConfig.epochs")

@@ -300,7 +300,9 @@ QUICK_TRAIN = TrainConfig(teacher_epochs=2, stage1_epochs=1, stage2_epochs=1, be
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m models.splitcompute.train",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("artifacts/splitcompute"))
     parser.add_argument("--quick", action="store_true", help="tiny data and epochs (smoke runs)")
     parser.add_argument("--betas", type=float, nargs="+", help="override the beta sweep")

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the suite (names per the ARCHITECTURE.md metrics contract).
+"""Prometheus metrics of the suite: every name starts with `infersuite_`.
 
 Each server owns its own `CollectorRegistry`, so several servers can live in one process
 (integration tests) without clashing. Durations are histograms in seconds so percentiles

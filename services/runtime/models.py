@@ -252,8 +252,11 @@ class ModelManager:
         name = self.canonical(name)
         served = self._served.get(name)
         if served is None:
-            if name in self._expected or name in self.repository.names():
-                raise Unavailable(f"model {name!r} is not loaded (loading, or its load failed: see the server log)")
+            if name in self._expected:
+                raise Unavailable(f"model {name!r} is not loaded yet (loading, or its load failed: see the server log)")
+            if name in self.repository.names():
+                raise Unavailable(f"model {name!r} is not loaded: it is in the repository but no service hosted "
+                                  "here uses it (an edge-side graph, or a service this process does not host)")
             raise NotFound(f"model {name!r} is not served here (loaded: {', '.join(self._served) or 'none'})")
         return served
 

@@ -13,7 +13,9 @@ import sys
 import zipfile
 from pathlib import Path
 
+import grpc
 import pytest
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from services.audio import AudioService
 from services.ctr import CtrService
@@ -113,8 +115,19 @@ async def test_every_example_runs_against_a_real_server(site: Path, tmp_path: Pa
                                               *args)
             assert code == 0 and expected in output, f"{script}:\n{output[-2000:]}"
             assert "nan" not in output.lower()
+        await _edge_model_says_why_it_is_not_served(port)
     finally:
         await server.stop(0)
+
+
+async def _edge_model_says_why_it_is_not_served(port: int) -> None:
+    """The edge encoder is in the repository but runs on devices: OIP says so, not "see the server log"."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.ModelMetadata(service_pb2.ModelMetadataRequest(name="splitcompute-encoder-fp32"), timeout=5)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "no service hosted here uses it" in (err.value.details() or "")
 
 
 async def test_examples_over_mutual_tls_with_a_bearer_token(site: Path, tmp_path: Path, pki: Path) -> None:  # noqa: F811
