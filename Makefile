@@ -2,17 +2,27 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-SETUP_STAMP := $(VENV)/.installed-$(shell cat requirements/serve.txt requirements/dev.txt | sha1sum | cut -c1-12)
+SETUP_STAMP := $(VENV)/.installed-$(shell cat requirements/serve.txt requirements/protos.txt requirements/dev.txt | sha1sum | cut -c1-12)
+# Serving alone needs no torch: requirements/serve.txt + the stub generator.
+SERVE_STAMP := $(VENV)/.serve-$(shell cat requirements/serve.txt requirements/protos.txt | sha1sum | cut -c1-12)
 PROTO_SRC := $(wildcard protos/*.proto)
 PROTO_STAMP := protos/.generated
 REPOSITORY ?= model_repository
 REPOSITORY_STAMP := $(REPOSITORY)/.built
+# The default models committed with the project (`make ship-models` rebuilds them from the current code).
+SHIPPED := shipped_models
+# `make serve` serves model_repository/ once `make models` built it, else the shipped models.
+SERVE_REPOSITORY ?= $(if $(wildcard $(REPOSITORY_STAMP)),$(REPOSITORY),$(SHIPPED))
+PAYLOADS := build/splitcompute_payloads
+PAYLOADS_STAMP := $(PAYLOADS)/.written
+# What development targets need: the full environment (torch, tests, lint) and the stubs.
+DEV := $(SETUP_STAMP) $(PROTO_STAMP)
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 TRITON_STAMP := .triton/.installed
 
-.PHONY: hear-tools hear-validate setup tools triton deploy-tools docker-tools docker docker-test protos models serve test lint bench-ctr bench-serving quantize-report loadtest bench-loadtest bench-loadtest-generator report-ctr report-quantization report-segmentation bench-audio bench-splitcompute splitcompute-payloads reliability-test reliability-report report-hostile peers peers-check clean
+.PHONY: hear-tools hear-validate setup serve-setup ship-models verify-models tools triton deploy-tools docker-tools docker docker-test protos models serve test lint bench-ctr bench-serving quantize-report loadtest bench-loadtest bench-loadtest-generator report-ctr report-quantization report-segmentation bench-audio bench-splitcompute splitcompute-payloads reliability-test reliability-report report-hostile peers peers-check clean
 .PHONY: audio-studies
 
 setup: $(SETUP_STAMP)
@@ -23,10 +33,18 @@ tools:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; }
 
-$(SETUP_STAMP): requirements/serve.txt requirements/dev.txt
+$(SETUP_STAMP): requirements/serve.txt requirements/protos.txt requirements/dev.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements/dev.txt
-	@rm -f $(VENV)/.installed-* && touch $@
+	@rm -f $(VENV)/.installed-* $(VENV)/.serve-* && touch $@ $(SERVE_STAMP)
+
+serve-setup: $(SERVE_STAMP)
+
+$(SERVE_STAMP): requirements/serve.txt requirements/protos.txt
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@echo "Installing the serving dependencies (requirements/serve.txt: no torch) into $(VENV)"
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements/serve.txt -r requirements/protos.txt
+	@rm -f $(VENV)/.serve-* && touch $@
 
 # A real Triton Inference Server for the scale-out tests: the tritonserver binary inside the
 # nvidia-pytriton wheel (without pytriton's own dependencies), plus numpy 1.x for its python backend.
@@ -81,32 +99,46 @@ docker: docker-tools
 	CONTAINERS_CONF=$(CONTAINERS_CONF) docker/build_base_image.sh
 	CONTAINERS_CONF=$(CONTAINERS_CONF) podman build -f docker/Dockerfile --ignorefile docker/Dockerfile.dockerignore --format docker --target runtime -t localhost/infersuite:cpu .
 
-docker-test: $(PROTO_STAMP) tools docker-tools deploy-tools
+docker-test: $(DEV) tools docker-tools deploy-tools
 	$(PY) -m pytest -q tests/deploy
 
 protos: $(PROTO_STAMP)
 
 # Stubs are generated, never edited, never committed (see .gitignore).
-$(PROTO_STAMP): $(SETUP_STAMP) $(PROTO_SRC)
+$(PROTO_STAMP): $(SERVE_STAMP) $(PROTO_SRC)
 	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. $(PROTO_SRC)
 	@touch $@
 
 models: $(REPOSITORY_STAMP)
 
-$(REPOSITORY_STAMP): $(PROTO_STAMP) $(shell find models exporters -name '*.py' 2>/dev/null)
+$(REPOSITORY_STAMP): $(DEV) $(shell find models exporters -name '*.py' 2>/dev/null)
 	@echo "Training and exporting the default models into $(REPOSITORY)/ (first run only: ~13 CPU-minutes of training for the four families, roughly 15 minutes on an idle 2-core machine)"
 	$(PY) -m exporters.build --out $(REPOSITORY)
 	@touch $@
 
 # One serving process per core this shell may use (INFERSUITE_WORKERS=N to choose; INFERSUITE_CPU_AFFINITY=1-3
 # or taskset to pin them), one gRPC port, one merged /metrics (docs/scaling.md).
-serve: $(REPOSITORY_STAMP)
-	INFERSUITE_MODEL_REPOSITORY=$(REPOSITORY) $(PY) -m services
+serve: $(SERVE_STAMP) $(PROTO_STAMP)
+	@$(PY) -m exporters.ship describe $(SERVE_REPOSITORY)
+	INFERSUITE_MODEL_REPOSITORY=$(SERVE_REPOSITORY) $(PY) -m services
 
-test: $(PROTO_STAMP) tools triton deploy-tools docker-tools hear-tools
+# Rebuilds shipped_models/ from the current code: fresh training of every family (no cached
+# checkpoints), export, then the fp32 models + a manifest per model. Rerun after changing a model.
+ship-models: $(DEV)
+	rm -rf artifacts/ship
+	$(PY) -m exporters.build --out artifacts/ship/repository --artifacts artifacts/ship/checkpoints
+	$(PY) -m exporters.ship ship --source artifacts/ship/repository --to $(SHIPPED)
+
+# Retrains from scratch and checks every shipped quality figure reproduces within its manifest's tolerance.
+verify-models: $(DEV)
+	rm -rf artifacts/verify
+	$(PY) -m exporters.build --out artifacts/verify/repository --artifacts artifacts/verify/checkpoints
+	$(PY) -m exporters.ship verify --retrained artifacts/verify/repository --shipped $(SHIPPED)
+
+test: $(DEV) tools triton deploy-tools docker-tools hear-tools
 	$(PY) -m pytest -q
 
-lint: $(PROTO_STAMP)
+lint: $(DEV)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy services models exporters benchmarks loadtest hear_infersuite
 
@@ -124,8 +156,9 @@ LOADTEST_ARGS ?=
 # Short closed-loop sweep (1, 4, 16 clients, 5 s steps) for every service the suite hosts, the OIP endpoint
 # of every ready model and the grpc.health floor -> artifacts/loadtest/ (bench-loadtest writes reports/loadtest/). LOADTEST_TARGET=host:port: a running suite.
 LOADTEST_OUT ?= artifacts/loadtest
-loadtest: $(REPOSITORY_STAMP)
-	$(PY) -m loadtest suite --repository $(REPOSITORY) --out-dir $(LOADTEST_OUT) \
+loadtest: $(DEV) $(PAYLOADS_STAMP)
+	$(PY) -m loadtest suite --repository $(SERVE_REPOSITORY) --out-dir $(LOADTEST_OUT) \
+	  --param splitcompute.payloads=$(PAYLOADS) \
 	  $(if $(LOADTEST_TARGET),--target $(LOADTEST_TARGET),--start-server $(LOADTEST_SERVICES)) $(LOADTEST_ARGS)
 
 report-segmentation: $(REPOSITORY_STAMP)
@@ -144,15 +177,20 @@ audio-studies: $(REPOSITORY_STAMP)
 bench-splitcompute: $(REPOSITORY_STAMP)
 	$(PY) -m benchmarks.splitcompute_report --artifacts artifacts/splitcompute --repository $(REPOSITORY)
 
-splitcompute-payloads: $(REPOSITORY_STAMP)
-	$(PY) -m benchmarks.splitcompute_payloads --bundle $(REPOSITORY)/splitcompute-encoder-fp32/1 --out build/splitcompute_payloads
+# Edge-SDK wire frames for the splitcompute load test, remade when the served encoder (its codec) changes.
+splitcompute-payloads: $(PAYLOADS_STAMP)
+
+$(PAYLOADS_STAMP): $(DEV) $(SERVE_REPOSITORY)/splitcompute-encoder-fp32/1/meta.json
+	rm -rf $(PAYLOADS)
+	$(PY) -m benchmarks.splitcompute_payloads --bundle $(SERVE_REPOSITORY)/splitcompute-encoder-fp32/1 --out $(PAYLOADS)
+	@touch $@
 
 # Reliability scenarios as tests (~2-3 min on 2 cores, incl. every family's tiny models).
-reliability-test: $(PROTO_STAMP) tools triton
+reliability-test: $(DEV) tools triton
 	$(PY) -m pytest -q -m reliability tests/reliability
 
 # Every reliability scenario at full length (30 s of 3x overload, 10-minute soak; ~16 min): reports/reliability.md + .json
-reliability-report: $(PROTO_STAMP) triton
+reliability-report: $(DEV) triton
 	$(PY) -m benchmarks.reliability $(RELIABILITY_ARGS)
 
 # The whole hostile corpus on one serving process of all four services, and each model's worst-case
@@ -164,10 +202,10 @@ report-hostile: $(REPOSITORY_STAMP)
 bench-loadtest:
 	$(MAKE) loadtest LOADTEST_OUT=reports/loadtest
 
-bench-loadtest-generator: $(PROTO_STAMP)
+bench-loadtest-generator: $(DEV)
 	$(PY) -m loadtest selfcheck --out reports/loadtest/generator --quiet
 
-report-ctr: $(PROTO_STAMP)
+report-ctr: $(DEV)
 	$(PY) -m models.ctr.train --out artifacts/ctr --no-progress --report reports/ctr_quality.md
 
 report-quantization: quantize-report

@@ -1,0 +1,213 @@
+"""The shipped model repository: the default models committed with the project so that `make serve`
+answers in minutes instead of training first.
+
+    python -m exporters.ship ship --source artifacts/ship/repository --to shipped_models
+    python -m exporters.ship describe shipped_models          # where the served models came from
+    python -m exporters.ship verify --retrained artifacts/verify/repository --shipped shipped_models
+
+`ship` copies every fp32 model of a freshly built repository (the layout `python -m exporters.build`
+writes) and writes `<model>/manifest.json` beside each: sha256 of every file, the build command,
+seeds, code revision and the quality figures with the tolerance `verify` allows when retraining.
+Standard library only at import time: `describe` runs in the serve-only environment (no torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+SUMMARY = "SHIPPED.json"
+MAX_BYTES = 25 * 1024 * 1024  # the shipped repository stays small enough to commit
+BUILD_COMMAND = "python -m exporters.build --out artifacts/ship/repository --artifacts artifacts/ship/checkpoints"
+# Figure name fragments -> how far a retrained model may land from the shipped one (training on
+# another machine or thread count changes float summation order, not the result's quality).
+TOLERANCES: tuple[tuple[str, str, float], ...] = (
+    ("seconds", "skip", 0.0), ("gauc", "abs", 0.01), ("auc", "abs", 0.01), ("accuracy", "abs", 0.03),
+    ("miou", "abs", 0.02), ("bytes", "rel", 0.05), ("mse", "rel", 0.10), ("gflops", "rel", 0.05),
+    ("mean_layers", "abs", 0.25),
+)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def tolerance(figure: str) -> dict[str, float] | None:
+    """{"abs": x} or {"rel": x} for a checked figure, None for one only recorded (or a timing)."""
+    for fragment, kind, value in TOLERANCES:
+        if fragment in figure.lower():
+            return None if kind == "skip" else {kind: value}
+    return None
+
+
+def quality_figures(quality: Any) -> dict[str, float]:
+    """meta.json's `quality`, flattened to name -> number (rows of a list are keyed by their policy)."""
+    if isinstance(quality, dict):
+        return {k: float(v) for k, v in quality.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    if isinstance(quality, list):
+        figures: dict[str, float] = {}
+        for row in quality:
+            if isinstance(row, dict) and "policy" in row:
+                figures.update({f"{row['policy']}.{k}": v for k, v in quality_figures(row).items()})
+        return figures
+    return {}
+
+
+def training_seeds() -> dict[str, int]:
+    """The seeds the default build trains with: every family's data and training config default."""
+    from models.audio.data import AudioDataConfig
+    from models.audio.train import TrainConfig as AudioTrain
+    from models.ctr.data import ClickDataConfig
+    from models.ctr.train import TrainConfig as CtrTrain
+    from models.segmentation.data import SceneConfig
+    from models.segmentation.train import TrainConfig as SegmentationTrain
+    from models.splitcompute.data import ShapeDataConfig
+    from models.splitcompute.train import TrainConfig as SplitTrain
+
+    configs = [AudioDataConfig(), AudioTrain(), ClickDataConfig(), CtrTrain(), SceneConfig(), SegmentationTrain(),
+               ShapeDataConfig(), SplitTrain()]
+    return {type(c).__module__.rsplit(".", 2)[-2] + "." + type(c).__name__: int(c.seed)  # type: ignore[attr-defined]
+            for c in configs}
+
+
+def code_revision() -> str:
+    done = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], capture_output=True,
+                          text=True, check=False, cwd=Path(__file__).resolve().parents[1])
+    return done.stdout.strip() or "unknown"
+
+
+def model_manifest(model_dir: Path, provenance: dict[str, Any]) -> dict[str, Any]:
+    files = sorted(p for p in model_dir.rglob("*") if p.is_file() and p.name != MANIFEST)
+    version_dirs = sorted((p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()),
+                          key=lambda p: int(p.name))
+    meta = json.loads((version_dirs[-1] / "meta.json").read_text())
+    figures = quality_figures(meta.get("quality"))
+    return {
+        "model": model_dir.name, "version": version_dirs[-1].name, "family": meta.get("family"),
+        "recipe": meta.get("recipe"),
+        "files": {str(p.relative_to(model_dir)): sha256(p) for p in files},
+        "size_bytes": sum(p.stat().st_size for p in files),
+        **provenance,
+        "torch_version": meta.get("torch_version"),
+        "parity_max_abs_diff": meta.get("parity_max_abs_diff"),
+        "quality": figures,
+        "tolerances": {k: t for k in figures if (t := tolerance(k)) is not None},
+    }
+
+
+def shippable(source: Path) -> list[Path]:
+    """The default models: every fp32 model in the source repository."""
+    found = []
+    for config in sorted(source.glob("*/config.pbtxt")):
+        metas = sorted(config.parent.glob("*/meta.json"))
+        if metas and json.loads(metas[-1].read_text()).get("recipe") == "fp32":
+            found.append(config.parent)
+    return found
+
+
+def ship(source: Path, target: Path, provenance: dict[str, Any]) -> dict[str, Any]:
+    models = shippable(source)
+    if not models:
+        raise SystemExit(f"no fp32 models in {source}: build them first (python -m exporters.build)")
+    size = sum(p.stat().st_size for m in models for p in m.rglob("*") if p.is_file())
+    if size > MAX_BYTES:
+        raise SystemExit(f"{size / 2**20:.1f} MiB of models: over the {MAX_BYTES / 2**20:.0f} MiB the project ships")
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    names = {m.name for m in models}
+    aliases = json.loads((source / "aliases.json").read_text()) if (source / "aliases.json").is_file() else {}
+    (target / "aliases.json").write_text(json.dumps({k: v for k, v in aliases.items() if v in names},
+                                                    indent=2, sort_keys=True) + "\n")
+    manifests = []
+    for model in models:
+        shutil.copytree(model, target / model.name)
+        manifest = model_manifest(target / model.name, provenance)
+        (target / model.name / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        manifests.append(manifest)
+    summary = {**provenance, "models": sorted(names), "size_bytes": sum(m["size_bytes"] for m in manifests)}
+    (target / SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary
+
+
+def describe(repository: Path) -> str:
+    """One line on where the served models came from."""
+    summary_path = repository / SUMMARY
+    if summary_path.is_file():
+        s = json.loads(summary_path.read_text())
+        return (f"models: {repository}/ (shipped with the project: {len(s['models'])} models, "
+                f"{s['size_bytes'] / 2**20:.1f} MiB, trained by `{s['built_by']}` at revision {s['code_revision']}; "
+                f"`make models` retrains them into model_repository/)")
+    names = sorted(p.parent.name for p in repository.glob("*/config.pbtxt"))
+    return f"models: {repository}/ ({len(names)} models built on this machine by `make models`)"
+
+
+def compare(shipped: dict[str, Any], retrained_meta: dict[str, Any]) -> list[tuple[str, float, float, bool]]:
+    """(figure, shipped, retrained, within tolerance) for every figure the manifest checks."""
+    figures = quality_figures(retrained_meta.get("quality"))
+    rows = []
+    for name, bound in sorted(shipped["tolerances"].items()):
+        old, new = shipped["quality"][name], figures.get(name, float("nan"))
+        limit = bound.get("abs", 0.0) + bound.get("rel", 0.0) * abs(old)
+        # NaN (a missing or non-finite figure) fails: comparisons with NaN are False.
+        rows.append((name, old, new, bool(abs(new - old) <= limit)))
+    return rows
+
+
+def verify(retrained: Path, shipped: Path) -> bool:
+    ok = True
+    for manifest_path in sorted(shipped.glob(f"*/{MANIFEST}")):
+        manifest = json.loads(manifest_path.read_text())
+        meta_path = retrained / manifest["model"] / manifest["version"] / "meta.json"
+        if not meta_path.is_file():
+            print(f"{manifest['model']}: MISSING from {retrained}")
+            ok = False
+            continue
+        for name, old, new, good in compare(manifest, json.loads(meta_path.read_text())):
+            print(f"{manifest['model']:<28} {name:<28} shipped {old:>10.4f} retrained {new:>10.4f} "
+                  f"{'ok' if good else 'OUT OF TOLERANCE'} ({manifest['tolerances'][name]})")
+            ok &= good
+    return ok
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m exporters.ship", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    s = commands.add_parser("ship", help="copy a built repository's fp32 models + manifests into the shipped one")
+    s.add_argument("--source", type=Path, required=True, help="repository written by python -m exporters.build")
+    s.add_argument("--to", type=Path, default=Path("shipped_models"))
+    s.add_argument("--built-by", default=BUILD_COMMAND, help="the command that trained and exported the source")
+    s.add_argument("--revision", default=None, help="code revision the source was built from (default: git describe)")
+    d = commands.add_parser("describe", help="one line: where a repository's models came from")
+    d.add_argument("repository", type=Path)
+    v = commands.add_parser("verify", help="do retrained figures reproduce the shipped ones within tolerance?")
+    v.add_argument("--retrained", type=Path, required=True)
+    v.add_argument("--shipped", type=Path, default=Path("shipped_models"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    if args.command == "describe":
+        print(describe(args.repository), flush=True)
+    elif args.command == "ship":
+        provenance = {"built_by": args.built_by, "code_revision": args.revision or code_revision(),
+                      "seeds": training_seeds(), "shipped_by": "python -m exporters.ship " + " ".join(
+                          sys.argv[1:] if argv is None else argv)}
+        summary = ship(args.source, args.to, provenance)
+        print(f"shipped {len(summary['models'])} models ({summary['size_bytes'] / 2**20:.1f} MiB) into {args.to}")
+    elif not verify(args.retrained, args.shipped):
+        raise SystemExit("retrained figures do not reproduce the shipped ones (see OUT OF TOLERANCE above)")
+    else:
+        print("every retrained figure is within its tolerance of the shipped one")
+
+
+if __name__ == "__main__":
+    main()
