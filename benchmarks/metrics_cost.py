@@ -100,7 +100,8 @@ def _report(memory: dict[str, float], mapped: dict[str, float], merge_ms: dict[i
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.metrics_cost", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--child", nargs=2, type=int, help=argparse.SUPPRESS)
     parser.add_argument("--number", type=int, default=200_000)
     parser.add_argument("--repeats", type=int, default=5)
