@@ -107,7 +107,8 @@ def table(results: dict[str, dict[str, dict[str, tuple[float, bool]]]]) -> list[
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.audio_denormal", description=__doc__.split("\n\n")[0])
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)

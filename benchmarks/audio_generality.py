@@ -162,7 +162,8 @@ def patchout_at_equal_compute(data: AudioData, budget_cpu_s: float, seeds: int) 
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.audio_generality", description=__doc__.split("\n\n")[0])
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     parser.add_argument("--budget-cpu-s", type=float, default=30.0, help="CPU seconds per Patchout-study run")
     parser.add_argument("--seeds", type=int, default=3)

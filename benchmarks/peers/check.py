@@ -186,7 +186,9 @@ def print_table(rows: list[Row]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.peers.check",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--onnx", type=Path, default=Path("model_repository/din-fp32/1/model.onnx"),
                         help="the DIN ONNX file (meta.json beside it gives the layout and vocabulary)")
     parser.add_argument("--cores", default=None, help="comma-separated cores for the peer (default: all allowed)")
