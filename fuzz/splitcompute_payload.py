@@ -1,5 +1,5 @@
 """Fuzzes the splitcompute service's payload path: wire frame parsing, codec lookup, range decoding
-(SplitComputeHandler._decode, the code a Classify request runs before the model).
+(SplitComputeHandler._parse, _codec_for and _decode: the code a Classify request runs before the model).
 
 The first byte picks the mode: 0 = the bytes are the payload as sent (header checks, CRC); else the
 rest is a BODY wrapped in a valid header with its CRC, so the fuzzer reaches the range decoder.
@@ -7,7 +7,9 @@ rest is a BODY wrapped in a valid header with its CRC, so the fuzzer reaches the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import SimpleNamespace
+from typing import Any
 
 import atheris
 import numpy as np
@@ -17,7 +19,7 @@ with atheris.instrument_imports(include=["services"]):
     from services.runtime.metrics import Metrics
     from services.splitcompute import wire
     from services.splitcompute.codec import Codec
-    from services.splitcompute.handler import SplitComputeHandler
+    from services.splitcompute.handler import CodecTables, SplitComputeHandler
     from services.splitcompute.settings import SplitComputeSettings
 
 from fuzz._harness import main
@@ -34,20 +36,29 @@ def synthetic_codec(latent_shape: tuple[int, int, int] = (4, 3, 3), radius: int 
 CODEC = synthetic_codec()
 
 
-def handler() -> SplitComputeHandler:
-    model = SimpleNamespace(meta={"codec": CODEC.to_meta(), "class_names": ["a", "b"]}, version="1")
+def handler() -> tuple[SplitComputeHandler, CodecTables]:
+    """The real handler and the codec tables it derives from a model set holding CODEC."""
+    model = SimpleNamespace(meta={"codec": CODEC.to_meta(), "class_names": ["a", "b"]}, version="1", inputs=[])
     models = SimpleNamespace(get=lambda name: model)
     settings = SplitComputeSettings(max_payload_bytes=4096, max_latent_elements=1 << 12)
-    return SplitComputeHandler(settings, SimpleNamespace(models=models, metrics=Metrics()))
+    derived: list[CodecTables] = []
+
+    def service_models(service: str, derive: Callable[[Any], CodecTables]) -> None:
+        derived.append(derive(models))  # what the runtime does when the service's model set loads
+
+    runtime = SimpleNamespace(service_models=service_models, executor=None, metrics=Metrics())
+    return SplitComputeHandler(settings, runtime), derived[0]  # type: ignore[arg-type]
 
 
-HANDLER = handler()
+HANDLER, TABLES = handler()
 
 
 def test_one_input(data: bytes) -> None:
     payload = data[1:] if data[:1] == b"\x00" else wire.pack(CODEC.version, CODEC.latent_shape, data[1:])
     try:
-        symbols, codec, _ = HANDLER._decode(payload)
+        frame = HANDLER._parse(payload)
+        codec, _ = HANDLER._codec_for(TABLES, frame)
+        symbols = HANDLER._decode(codec, frame)
     except (InvalidArgument, FailedPrecondition) as exc:
         assert exc.message
         return
