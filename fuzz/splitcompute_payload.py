@@ -56,9 +56,7 @@ HANDLER, TABLES = handler()
 def test_one_input(data: bytes) -> None:
     payload = data[1:] if data[:1] == b"\x00" else wire.pack(CODEC.version, CODEC.latent_shape, data[1:])
     try:
-        frame = HANDLER._parse(payload)
-        codec, _ = HANDLER._codec_for(TABLES, frame)
-        symbols = HANDLER._decode(codec, frame)
+        symbols, codec, _ = HANDLER.decode_payload(TABLES, payload)  # what Classify runs on the executor
     except (InvalidArgument, FailedPrecondition) as exc:
         assert exc.message
         return

@@ -113,12 +113,17 @@ class SplitComputeHandler:
         self._decode_time.observe(time.perf_counter() - start)
         return symbols
 
+    def decode_payload(self, tables: CodecTables, payload: bytes) -> tuple[np.ndarray, Codec, str]:
+        """An untrusted payload -> (symbols (C, h, w), its codec, the server graph they feed): frame
+        checks, codec lookup, range decoding. CPU-bound: runs on the runtime's executor."""
+        frame = self._parse(payload)
+        codec, name = self._codec_for(tables, frame)
+        return self._decode(codec, frame), codec, name
+
     async def classify(self, payload: bytes) -> ClassifyResult:
         self._payload_bytes.observe(len(payload))
-        frame = self._parse(payload)
         with self._served.use() as snapshot:  # the codec tables and the graph they feed, of one set
-            codec, name = self._codec_for(snapshot.state, frame)
-            symbols = await self._executor.run(self._decode, codec, frame)  # range decoding: off the loop
+            symbols, codec, name = await self._executor.run(self.decode_payload, snapshot.state, payload)
             model = snapshot.models.get(name)
             outputs = await snapshot.models.infer(name, {"latent": symbols[None]})  # (1, C, h, w)
         probabilities = outputs["probabilities"][0]
