@@ -1,5 +1,5 @@
 """Fuzzes the splitcompute service's payload path: wire frame parsing, codec lookup, range decoding
-(SplitComputeHandler._parse, _codec_for and _decode: the code a Classify request runs before the model).
+(SplitComputeHandler.decode_payload: the code a Classify request runs on the executor before the model).
 
 The first byte picks the mode: 0 = the bytes are the payload as sent (header checks, CRC); else the
 rest is a BODY wrapped in a valid header with its CRC, so the fuzzer reaches the range decoder.
