@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import torch
+from tqdm import tqdm
 
 from exporters.onnx_export import OPSET, ParityError, check_parity, export_onnx, max_abs_diff
 from exporters.repository import ServingConfig, sha256_file, write_model
@@ -145,7 +146,9 @@ def export_segmentation(checkpoint_path: Path, repository: Path, recipe: str = "
                    for k, name in enumerate(names["encoder_layers"], start=1)]
         stages.append((names["head"], HeadStage(model), real["head"], "head"))
         paths, parity = {}, {}
-        for name, stage, inputs, _kind in stages:
+        # A bar per export step on a terminal (disable=None): eight graphs, each exported and checked.
+        for name, stage, inputs, _kind in tqdm(stages, desc="segmentation export + parity", unit="graph",
+                                               leave=False, disable=None):
             paths[name] = export_onnx(stage, Path(tmp) / f"{name}.onnx")
             parity[name] = _stage_parity(stage, paths[name], inputs)
         staged = StagedOnnx({"backbone": paths[names["backbone"]], "head": paths[names["head"]],
