@@ -26,11 +26,11 @@ from services.runtime.reload import ModelReloader
 log = logging.getLogger(__name__)
 
 # (service names on the health endpoint, the models they need) per hosted service.
-ServiceModels = Sequence[tuple[Sequence[str], Sequence[str]]]
+ServiceNeeds = Sequence[tuple[Sequence[str], Sequence[str]]]
 
 
 class ModelControl:
-    def __init__(self, models: ModelManager, reloader: ModelReloader, services: ServiceModels,
+    def __init__(self, models: ModelManager, reloader: ModelReloader, services: ServiceNeeds,
                  set_health: Callable[[str, bool], Awaitable[None]], enabled: bool, drain_s: float):
         self._models, self._reloader, self._services = models, reloader, services
         self._set_health, self._enabled, self._drain_s = set_health, enabled, drain_s

@@ -16,10 +16,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from protos import splitcompute_pb2
 from services.audio import AudioService, AudioSettings
 from services.ctr import CtrService, CtrSettings
-from services.runtime import RuntimeSettings, build_server
 from services.segmentation import SegmentationService, SegmentationSettings
 from services.splitcompute import SplitComputeService
 from services.splitcompute.settings import SplitComputeSettings
+from tests.fixtures import serving
 from tests.reliability import hostile
 from tests.reliability.load import metric, scrape
 
@@ -48,15 +48,10 @@ async def suite(tiny_ctr, tiny_segmentation, tiny_splitcompute, tiny_audio, tmp_
     services = [CtrService(CtrSettings(max_candidates=MAX_CANDIDATES)), SegmentationService(SegmentationSettings()),
                 SplitComputeService(SplitComputeSettings(max_payload_bytes=MAX_PAYLOAD)),
                 AudioService(AudioSettings(max_duration_s=MAX_DURATION_S))]
-    settings = RuntimeSettings(port=0, metrics_port=0, host="127.0.0.1", model_repository=repository)
-    server, port = await build_server(settings, services)
-    await server.start()
-    await server.wait_ready(timeout=120)
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    server.port = port  # for tests that open their own channel
-    yield server, channel, tiny_ctr
-    await channel.close()
-    await server.stop(0)
+    async with serving(services, repository, ready_timeout_s=120) as served, \
+            grpc.aio.insecure_channel(served.address) as channel:
+        served.server.port = served.port  # for tests that open their own channel
+        yield served.server, channel, tiny_ctr
 
 
 async def _status(channel: grpc.aio.Channel, case: hostile.Case, port: int) -> tuple[str, str]:
