@@ -75,3 +75,20 @@ async def test_model_loads_and_answers_finite_outputs_with_export_parity(name: s
     assert outputs
     for output, values in outputs.items():
         assert values.size and np.isfinite(values.astype(np.float64)).all(), f"{name}: {output} is not finite"
+
+
+@pytest.mark.parametrize("name", [p.parent.name for p in MANIFESTS if p.parent.name.startswith("audio-")])
+async def test_shipped_audio_embedders_are_finite_on_silence_and_extremes(name: str) -> None:
+    """Silence, tiny and huge samples: the graph's log guard must have survived the export (a shipped
+    graph from before the guard answered NaN on silence, the service then fails the request)."""
+    entry = ModelRepository(SHIPPED).resolve(name)
+    model = await OnnxRuntimeBackend(RuntimeSettings(intra_op_threads=1)).load(entry)
+    spec = model.inputs[0]
+    length = spec.example(dynamic_size=32000).shape[-1]
+    try:
+        for level in (0.0, 1e-30, 1e20):
+            outputs = await model.infer({spec.name: np.full((1, length), level, np.float32)})
+            for output, values in outputs.items():
+                assert np.isfinite(values).all(), f"{name}: {output} is not finite for samples of {level:g}"
+    finally:
+        await model.close()
