@@ -25,15 +25,9 @@ from models.ctr.din import DeepInterestNetwork
 class DinRows(nn.Module):
     """Wraps a trained DeepInterestNetwork; forward takes the rows layout."""
 
-    input_names: ClassVar[tuple[str, ...]] = (
-        "history_items",
-        "history_categories",
-        "history_mask",
-        "candidate_items",
-        "candidate_categories",
-        "candidate_user",
-    )
-    output_names: ClassVar[tuple[str, ...]] = ("click_probability", "activation_weights")
+    # The training layout's inputs (now 1-D candidates) plus each candidate's user index; same outputs.
+    input_names: ClassVar[tuple[str, ...]] = (*DeepInterestNetwork.input_names, "candidate_user")
+    output_names: ClassVar[tuple[str, ...]] = DeepInterestNetwork.output_names
 
     def __init__(self, din: DeepInterestNetwork) -> None:
         super().__init__()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.ctr.din import Dice, LocalActivationUnit, mini_batch_aware_l2
+from models.ctr.din import DeepInterestNetwork, Dice, DinConfig, LocalActivationUnit, mini_batch_aware_l2
 
 
 def _masked_moments(x, mask):
@@ -155,3 +155,27 @@ def test_mini_batch_aware_l2_touches_only_rows_in_the_batch(make_din):
     touched = items.grad.abs().sum(1).nonzero().flatten().tolist()
     assert touched == [3, 5, 9]
     assert cats.grad.abs().sum(1).nonzero().flatten().tolist() == [1, 4]
+
+
+@pytest.mark.parametrize("activation", ["dice", "prelu"])
+@pytest.mark.parametrize("pooling", ["attention", "sum"])
+def test_rows_layout_scores_exactly_as_the_training_layout(pooling: str, activation: str) -> None:
+    """The served rows layout (one row per candidate, with its user's index) is the same function as
+    the (B, N) grid the model trains on: every real candidate gets the same probability and weights."""
+    from models.ctr.din_rows import DinRows, grid_to_rows
+
+    torch.manual_seed(0)
+    din = DeepInterestNetwork(DinConfig(n_items=50, n_categories=6, pooling=pooling, activation=activation)).eval()
+    for module in din.modules():  # non-trivial running moments, so Dice's eval path is exercised
+        if hasattr(module, "running_var"):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    grid = din.example_inputs(4, 9, 5, generator=torch.Generator().manual_seed(1))
+    grid[3][2, 3:] = 0  # user 2 has only 3 real candidates (padding id 0)
+    with torch.no_grad():
+        probability, weights = din(*grid)  # (B, N), (B, N, T)
+        rows_probability, rows_weights = DinRows(din)(*grid_to_rows(grid))  # (R,), (R, T)
+    keep = grid[3] > 0
+    assert rows_probability.shape == (int(keep.sum()),)
+    torch.testing.assert_close(rows_probability, probability[keep], rtol=0, atol=1e-6)
+    torch.testing.assert_close(rows_weights, weights[keep], rtol=0, atol=1e-6)
