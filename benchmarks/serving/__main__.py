@@ -86,22 +86,32 @@ class Bench:
         return step
 
 
-def _servers(bench: Bench) -> dict[str, Callable[[], contextlib.AbstractContextManager[Any]]]:
+Factories = dict[str, Callable[[], contextlib.AbstractContextManager[Any]]]
+
+
+def _peers(bench: Bench, cores: set[int]) -> Factories:
+    """MLServer and KServe on `cores`, serving the suite's ONNX file (each when `make peers` installed it)."""
+    if not bench.args.peers:
+        return {}
+    from benchmarks.peers.launch import peer_installed, start_peer
+
+    onnx = bench.args.repository / MODEL / "1" / "model.onnx"
+    chosen: Factories = {}
+    for kind in ("mlserver", "kserve"):
+        if peer_installed(kind):  # type: ignore[arg-type]
+            chosen[kind] = lambda kind=kind: start_peer(kind, onnx, cores)  # type: ignore[misc]
+        else:
+            print(f"{kind} is not installed (make peers): left out", flush=True)
+    return chosen
+
+
+def _servers(bench: Bench) -> Factories:
     repo, cores = bench.args.repository, bench.server_cores
-    chosen: dict[str, Callable[[], contextlib.AbstractContextManager[Any]]] = {
+    return {
         "infersuite": lambda: servers.suite(repo, cores),
         "infersuite, batching off": lambda: servers.suite(repo, cores, INFERSUITE_DYNAMIC_BATCHING="false"),
+        **_peers(bench, cores),
     }
-    if bench.args.peers:
-        from benchmarks.peers.launch import peer_installed, start_peer
-
-        onnx = repo / MODEL / "1" / "model.onnx"
-        for kind in ("mlserver", "kserve"):
-            if peer_installed(kind):  # type: ignore[arg-type]
-                chosen[kind] = lambda kind=kind: start_peer(kind, onnx, cores)  # type: ignore[misc]
-            else:
-                print(f"{kind} is not installed (make peers): left out", flush=True)
-    return chosen
 
 
 def _closed_loop_rounds(bench: Bench) -> None:
@@ -152,16 +162,10 @@ def _both_cores(bench: Bench) -> None:
     and with two workers, and the peers (each one process), as a deployment without pinning runs."""
     both = bench.server_cores | bench.generator_cores
     cores = ",".join(map(str, sorted(both)))
-    chosen: dict[str, Callable[[], contextlib.AbstractContextManager[Any]]] = {
+    chosen: Factories = {
         f"infersuite, {n} worker{'s' * (n > 1)}": (lambda n=n: servers.suite(  # type: ignore[misc]
             bench.args.repository, both, INFERSUITE_WORKERS=str(n), INFERSUITE_CPU_AFFINITY=cores)) for n in (1, 2)}
-    if bench.args.peers:
-        from benchmarks.peers.launch import peer_installed, start_peer
-
-        for kind in ("mlserver", "kserve"):
-            if peer_installed(kind):  # type: ignore[arg-type]
-                chosen[kind] = lambda kind=kind: start_peer(  # type: ignore[misc]
-                    kind, bench.args.repository / MODEL / "1" / "model.onnx", both)
+    chosen.update(_peers(bench, both))
     mix = bench.args.mixes[0]
     for name, factory in chosen.items():
         with factory() as server:

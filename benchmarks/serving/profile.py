@@ -68,8 +68,6 @@ def thread_cpu(pid: int) -> dict[str, float]:
         seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         if task.name == str(pid):
             group = "event loop (main thread)"
-        elif name.startswith("ort-"):
-            group = "onnxruntime executor"
         elif name.startswith("event_engine"):
             group = "gRPC event engine"
         else:  # Python 3.11 does not name OS threads: the executor that runs the model counts here

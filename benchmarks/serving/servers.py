@@ -65,7 +65,8 @@ def _wait_serving(port: int, timeout_s: float = 180.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             with contextlib.suppress(grpc.RpcError):
-                if health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == 1:
+                serving = health_pb2.HealthCheckResponse.SERVING
+                if health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == serving:
                     return
             time.sleep(0.2)
     raise RuntimeError(f"the suite on port {port} never became SERVING")

@@ -36,7 +36,7 @@ from services.runtime.errors import (
     Unavailable,
 )
 from services.runtime.metrics import Metrics
-from services.runtime.padding import BatchLayout, RaggedDim, RequestShape
+from services.runtime.padding import BatchLayout, RaggedDim, RequestShape, padding_fraction
 from services.runtime.stats import ModelStats
 
 log = logging.getLogger(__name__)
@@ -286,13 +286,9 @@ class DynamicBatcher:
         shapes = [p.shape for p in batch]
         single = len(batch) == 1
         inputs = batch[0].inputs if single else self._layout.combine([p.inputs for p in batch], shapes)
-        rows = sum(s.rows for s in shapes)
-        self._batch_size.observe(rows)
+        self._batch_size.observe(sum(s.rows for s in shapes))
         if shapes[0].sizes:
-            top = [max(column) for column in zip(*(s.sizes for s in shapes), strict=True)]
-            padded = self._layout.cells(rows, top)
-            useful = sum(self._layout.cells(s.rows, s.sizes) for s in shapes)
-            self._padding.observe(1.0 - useful / padded if padded else 0.0)
+            self._padding.observe(padding_fraction([s.rows for s in shapes], [s.sizes for s in shapes]))
         start = time.perf_counter()
         try:
             outputs = await self.model.infer(inputs)

@@ -188,20 +188,10 @@ def _stack_padded(arrays: Sequence[np.ndarray]) -> np.ndarray:
     return out
 
 
-# --- the functions of the padded layout, kept for callers outside the batcher --------------------
-def request_rows(inputs: Mapping[str, np.ndarray]) -> int:
-    return BatchLayout([])._axis0(inputs)[0]
-
-
 def padding_fraction(rows: Sequence[int], sizes: Sequence[tuple[int, ...]]) -> float:
-    """Share of a padded batch's cells that are padding (0 when all requests are alike)."""
+    """Share of a batch's cells that are padding (0 when all requests are alike)."""
     if not sizes or not sizes[0]:
         return 0.0
     useful = sum(r * math.prod(s) for r, s in zip(rows, sizes, strict=True))
     padded = sum(rows) * math.prod(max(column) for column in zip(*sizes, strict=True))
     return 1.0 - useful / padded if padded else 0.0
-
-
-def pad_and_concat(requests: Sequence[Mapping[str, np.ndarray]], dims: Sequence[RaggedDim]) -> dict[str, np.ndarray]:
-    """One batch of the padded layout: ragged axes padded with zeros, requests stacked on dim 0."""
-    return {name: _stack_padded([r[name] for r in requests]) for name in requests[0]}
