@@ -10,15 +10,14 @@ probe of 888 ms against 2.9 ms idle)."""
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import sys
-import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from loadtest.generators.audio import wav_bytes
 from services.audio import AudioService, AudioSettings
 from services.ctr import CtrService, CtrSettings
 from tests.fixtures import serving
@@ -33,14 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _write_ten_minute_wav(path: Path) -> Path:
     t = np.arange(600 * RATE) / RATE
-    samples = (0.3 * np.sin(2 * np.pi * 440.0 * t) * 32767).astype("<i2")
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(RATE)
-        wav.writeframes(samples.tobytes())
-    path.write_bytes(buffer.getvalue())
+    path.write_bytes(wav_bytes((0.3 * np.sin(2 * np.pi * 440.0 * t))[:, None], RATE))  # 16-bit mono
     return path
 
 
