@@ -24,7 +24,7 @@ from tests.fixtures import serving
 
 pytestmark = pytest.mark.integration
 RATE = 11025  # 10 minutes of 16-bit mono fit a 16 MiB message; 11025 -> 32000 Hz is a costly resampling ratio
-PROBES_PER_SECOND = 25
+PROBES_PER_SECOND = 50  # >= 10 probes must fall inside the decode, which takes ~0.7 s on an idle machine
 ROUNDS = 3
 SLOWDOWN_ALLOWED = 5.0  # generous: the decoding thread shares the cores (and the GIL) with the probes
 ROOT = Path(__file__).resolve().parents[2]
