@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -44,12 +45,12 @@ def _split_path(bundle: Path, target: str, images_hwc: np.ndarray) -> dict[str, 
             "bytes": float(np.mean([r.payload_bytes for r in results])), "empty_rpc_s": _median(empty)}
 
 
-def _jpeg_path(teacher_onnx: Path, images_hwc: np.ndarray, quality: int) -> dict[str, float]:
+def _jpeg_path(teacher_onnx: Path, images_hwc: np.ndarray, options: dict[str, Any]) -> dict[str, float]:
     session = ort.InferenceSession(str(teacher_onnx), providers=["CPUExecutionProvider"])
     edge, server, sizes = [], [], []
     for image in images_hwc:
         start = time.perf_counter()
-        data = compress(image, "JPEG", quality)
+        data = compress(image, "JPEG", **options)
         encoded = time.perf_counter()
         pixels = decompress(data)[None].astype(np.float32) / 255.0
         session.run(["logits"], {"image": pixels})
@@ -59,7 +60,7 @@ def _jpeg_path(teacher_onnx: Path, images_hwc: np.ndarray, quality: int) -> dict
     return {"edge_s": _median(edge), "server_compute_s": _median(server), "bytes": float(np.mean(sizes))}
 
 
-async def _measure(repository: Path, teacher_onnx: Path, images_hwc: np.ndarray, quality: int) -> dict:
+async def _measure(repository: Path, teacher_onnx: Path, images_hwc: np.ndarray, options: dict[str, Any]) -> dict:
     settings = RuntimeSettings(port=0, metrics_port=-1, host="127.0.0.1", model_repository=repository)
     server, port = await build_server(settings, [SplitComputeService()])
     await server.start()
@@ -69,15 +70,16 @@ async def _measure(repository: Path, teacher_onnx: Path, images_hwc: np.ndarray,
         split = await asyncio.to_thread(_split_path, bundle, f"127.0.0.1:{port}", images_hwc)
     finally:
         await server.stop(0)
-    jpeg = _jpeg_path(teacher_onnx, images_hwc, quality)
+    jpeg = _jpeg_path(teacher_onnx, images_hwc, options)
     jpeg["server_s"] = jpeg["server_compute_s"] + split["empty_rpc_s"]
     for path in (split, jpeg):
         for mbit in LINKS_MBIT:
             path[f"transfer_{mbit:g}_s"] = path["bytes"] * 8 / (mbit * 1e6)
             path[f"total_{mbit:g}_s"] = path["edge_s"] + path[f"transfer_{mbit:g}_s"] + path["server_s"]
-    return {"split": split, "jpeg": jpeg, "jpeg_quality": quality, "images": len(images_hwc)}
+    return {"split": split, "jpeg": jpeg, "jpeg_options": options, "images": len(images_hwc)}
 
 
-def measure_latency(repository: Path, teacher_onnx: Path, images: np.ndarray, quality: int) -> dict:
-    """images (N, 3, H, W) uint8 -> medians per stage for both paths, at every simulated link."""
-    return asyncio.run(_measure(repository, teacher_onnx, images.transpose(0, 2, 3, 1).copy(), quality))
+def measure_latency(repository: Path, teacher_onnx: Path, images: np.ndarray, options: dict[str, Any]) -> dict:
+    """images (N, 3, H, W) uint8 -> medians per stage for both paths, at every simulated link;
+    `options` = the JPEG's Pillow options, quality included."""
+    return asyncio.run(_measure(repository, teacher_onnx, images.transpose(0, 2, 3, 1).copy(), options))

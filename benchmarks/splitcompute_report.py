@@ -1,9 +1,13 @@
 """`python -m benchmarks.splitcompute_report`: the splitcompute rate-accuracy and latency report.
 
-Reads the trained teacher and beta sweep (artifacts/splitcompute, written by
-`python -m exporters.build --families splitcompute`) and the exported default graphs in the model
-repository; writes reports/splitcompute.md and reports/splitcompute_rate_accuracy.png. Every
-figure comes from this one run on the held-out test split.
+Reads the trained teacher and the default beta sweep (artifacts/splitcompute, written by
+`python -m exporters.build --families splitcompute`), the long studies when present
+(artifacts/splitcompute/studies, written by `make splitcompute-studies`: more betas, the
+codec-augmented teacher, the learned image codec, the stage-1 ablation) and the exported default
+graphs in the model repository; writes reports/splitcompute.md and
+reports/splitcompute_rate_accuracy.png. Every figure comes from this one run on the held-out test
+split; nothing is chosen on it (the served student is chosen on validation by the build, the
+betas, qualities, steps and lambdas and the matched accuracies are fixed in the code).
 """
 
 from __future__ import annotations
@@ -16,164 +20,131 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
-import matplotlib
-import matplotlib.ticker
+import numpy as np
 import torch
 
-from benchmarks.splitcompute_latency import LINKS_MBIT, measure_latency
-from benchmarks.splitcompute_rates import RatePoint, codec_points, student_point, teacher_accuracy
+from benchmarks.splitcompute_baselines import feature_points, image_codec_points
+from benchmarks.splitcompute_compare import STUDENT, Comparison, compare
+from benchmarks.splitcompute_latency import measure_latency
+from benchmarks.splitcompute_rates import INPUT_CODECS, RatePoint, codec_points, student_point, teacher_accuracy
+from benchmarks.splitcompute_render import (
+    ablation_table,
+    bd_table,
+    curve_table,
+    latency_lines,
+    plot,
+    rate_gap_lines,
+    ratio_table,
+)
+from benchmarks.splitcompute_studies import ABLATION_BETA, ABLATIONS
 from exporters.onnx_export import export_onnx
 from models.splitcompute.data import ShapeDataConfig, make_shape_data
-from models.splitcompute.train import load_student, load_teacher
+from models.splitcompute.image_codec import load_image_codec
+from models.splitcompute.teacher import TeacherCNN
+from models.splitcompute.train import TrainConfig, load_student, load_teacher
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
-
-def smallest_reaching(points: list[RatePoint], method: str, accuracy: float, key: str) -> RatePoint | None:
-    reaching = [p for p in points if p.method == method and p.accuracy >= accuracy]
-    return min(reaching, key=lambda p: getattr(p, key)) if reaching else None
+AUGMENTED = "codec-augmented teacher"
 
 
-def goal_rows(students: list[RatePoint], codecs: list[RatePoint], teacher: float) -> tuple[RatePoint | None, list]:
-    """The cheapest student within 1 point of the teacher, and the byte ratio against the smallest
-    JPEG/WebP (whole file and headerless) that reaches the student's accuracy."""
-    close = [s for s in students if s.accuracy >= teacher - 0.01]
-    if not close:
-        return None, []
-    best = min(close, key=lambda s: s.bytes_full)
+def student_checkpoints(artifacts: Path) -> list[tuple[float, Path, dict[str, Any]]]:
+    """(beta, checkpoint, training metrics) of the default build's betas and the studies' sweep, by beta."""
+    summary = json.loads((artifacts / "summary.json").read_text())
+    found = {s["beta"]: (artifacts / s["checkpoint"], s) for s in summary["students"]}
+    for path in sorted((artifacts / "studies").glob("student_beta*.pt")):
+        metrics = torch.load(path, map_location="cpu", weights_only=True)["metrics"]
+        found.setdefault(metrics["beta"], (path, metrics))
+    return [(beta, *found[beta]) for beta in sorted(found)]
+
+
+def ablation_rows(artifacts: Path, images: np.ndarray, labels: np.ndarray) -> list[dict[str, Any]]:
+    """The default stage 1 (split point only, teacher-initialised stem) beside the studies' variants."""
+    variants = [("split point only", TrainConfig(), artifacts / f"student_beta{ABLATION_BETA:g}.pt")]
+    for name, cfg in ABLATIONS.items():
+        stage1 = "split point + frozen tail layers" if cfg.tail_distillation else "split point only"
+        variants.append((stage1, cfg, artifacts / "studies" / f"student_{name}_beta{ABLATION_BETA:g}.pt"))
     rows = []
-    for method in ("JPEG", "WebP"):
-        for key, own in (("bytes_full", best.bytes_full), ("bytes_payload", best.bytes_payload)):
-            match = smallest_reaching(codecs, method, best.accuracy, key)
-            rows.append((method, key, match, getattr(match, key) / own if match else None))
-    return best, rows
-
-
-def best_codec_rows(students: list[RatePoint], codecs: list[RatePoint]) -> list[tuple]:
-    """Per codec: its most accurate setting (smallest on ties) and the cheapest student at least as accurate."""
-    rows = []
-    for method in ("JPEG", "WebP"):
-        top = max((p for p in codecs if p.method == method), key=lambda p: (p.accuracy, -p.bytes_full))
-        rows.append((method, top, smallest_reaching(students, "student", top.accuracy, "bytes_full")))
+    for stage1, cfg, path in variants:
+        if not path.is_file():
+            continue
+        student, checkpoint = load_student(path)
+        encoder = ("GDN, from scratch" if student.config.encoder == "gdn"
+                   else "teacher stem (initialised from the teacher) + projection")
+        rows.append({"stage1": stage1, "encoder": encoder, "epochs": cfg.stage1_epochs,
+                     "valid_accuracy": checkpoint["metrics"]["valid_accuracy"],
+                     "train_seconds": checkpoint["metrics"]["train_seconds"],
+                     "point": student_point(student, ABLATION_BETA, images, labels)})
     return rows
 
 
-def plot(points: list[RatePoint], teacher: float, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    styles = {"student": ("o-", "C0"), "JPEG": ("s-", "C1"), "WebP": ("^-", "C2")}
-    for method, (marker, colour) in styles.items():
-        series = sorted((p for p in points if p.method == method), key=lambda p: p.bytes_full)
-        ax.plot([p.bytes_full for p in series], [100 * p.accuracy for p in series], marker, color=colour,
-                label=f"{method} (sent bytes)")
-        ax.plot([p.bytes_payload for p in series], [100 * p.accuracy for p in series], marker, color=colour,
-                alpha=0.35, linestyle="--", label=f"{method} (no headers)")
-    ax.axhline(100 * teacher, color="k", linestyle=":", label="teacher, raw input")
-    ax.set_xscale("log")
-    ax.set_xticks([100, 200, 500, 1000, 2000, 5000], ["100", "200", "500", "1000", "2000", "5000"])
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xlabel("bytes per image (log)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Entropic Student vs input compression (96x96 oriented textures)")
-    ax.legend(fontsize=7, loc="lower right")
-    ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+def measure_points(artifacts: Path, data: Any, teachers: dict[str, TeacherCNN]) -> list[RatePoint]:
+    images, labels = data.split("test")
+    students = [student_point(load_student(path)[0], beta, images, labels)
+                for beta, path, _ in student_checkpoints(artifacts)]
+    codecs = {float(torch.load(p, map_location="cpu", weights_only=True)["config"]["lmbda"]): load_image_codec(p)
+              for p in sorted((artifacts / "studies").glob("image_codec_lambda*.pt"))}
+    return (sorted(students, key=lambda p: p.bytes_full) + codec_points(teachers, images, labels)
+            + feature_points(teachers["teacher"], data.split("valid")[0], images, labels)
+            + image_codec_points(codecs, teachers, images, labels))
 
 
-def _fmt(value: float | None, digits: int = 1) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def render(points: list[RatePoint], teacher: float, latency: dict, summary: dict, command: str,
-           seconds: float, png: str) -> str:
-    students = [p for p in points if p.method == "student"]
-    codecs = [p for p in points if p.method != "student"]
-    best, rows = goal_rows(students, codecs, teacher)
+def render(points: list[RatePoint], comparisons: list[Comparison], ablation: list[dict[str, Any]],
+           context: dict[str, Any]) -> str:
+    teachers = context["teacher_accuracy"]
     lines = [
-        "# splitcompute: Entropic Student rate-accuracy and latency",
-        "",
-        f"Generated by `{command}` in {seconds:.0f} s. Held-out test split of the procedural texture data "
-        f"({summary['data_config']['n_test']} images, 96x96, "
-        "10 classes), batch 1 coding. Training: `python -m exporters.build --families splitcompute` "
-        f"(took {summary['seconds']:.0f} s wall on this machine).",
-        "",
-        "## Rate-accuracy",
-        "",
-        f"Teacher on uncompressed input: **{100 * teacher:.1f}%**.",
-        "",
-        "| method | setting | accuracy | bytes sent / image | bytes without headers | model estimate (bytes) | "
-        "estimate vs coded body |",
-        "|---|---|---:|---:|---:|---:|---:|",
-    ]
-    for p in points:
-        gap = (f"{100 * (p.bytes_payload - p.estimated_bytes) / p.estimated_bytes:+.1f}%"
-               if p.estimated_bytes else "")
-        lines.append(f"| {p.method} | {p.setting} | {100 * p.accuracy:.1f}% | {p.bytes_full:.1f} | "
-                     f"{p.bytes_payload:.1f} | {_fmt(p.estimated_bytes)} | {gap} |")
-    lines += ["", f"![rate-accuracy]({png})", "",
-              "Student bytes sent = the wire frame (17-byte header: format, codec version, latent shape, CRC-32 + "
-              "range-coded body); without headers = the body. JPEG (Pillow, optimized Huffman tables) without "
-              "headers = the entropy-coded scan; WebP (method 6) without headers = the VP8 chunk payload.", "",
-              "## Goal: >= 10x smaller than JPEG/WebP at the same accuracy", ""]
-    if best is None:
-        lines.append("No student is within 1 point of the teacher: **goal missed** (see the table).")
-    else:
-        lines.append(f"Cheapest student within 1 point of the teacher: {best.setting}, {100 * best.accuracy:.1f}%, "
-                     f"{best.bytes_full:.1f} bytes sent ({best.bytes_payload:.1f} body).")
-        lines += ["", "| codec | size measure | smallest setting reaching the student's accuracy | its bytes | "
-                  "ratio to the student | goal (>= 10x) |", "|---|---|---|---:|---:|---|"]
-        for method, key, match, ratio in rows:
-            label = "whole file vs frame" if key == "bytes_full" else "no headers vs body"
-            if match is None:
-                lines.append(f"| {method} | {label} | none reaches {100 * best.accuracy:.1f}% | | | not measurable "
-                             "(no setting reaches it) |")
-            else:
-                lines.append(f"| {method} | {label} | {match.setting} ({100 * match.accuracy:.1f}%) | "
-                             f"{getattr(match, key):.1f} | {ratio:.1f}x | {'met' if ratio >= 10 else 'missed'} |")
-    lines += ["", "Equal-accuracy comparison at each codec's best accuracy (the cheapest student at least as "
-              "accurate as the codec's most accurate setting):", "",
-              "| codec | its best setting | its accuracy | its bytes (file / no headers) | "
-              "cheapest student reaching it | student bytes (frame / body) | ratio (file / no headers) |",
-              "|---|---|---:|---:|---|---:|---:|"]
-    for method, top, match in best_codec_rows(students, codecs):
-        student_cell = (f"{match.setting} ({100 * match.accuracy:.1f}%) | {match.bytes_full:.1f} / "
-                        f"{match.bytes_payload:.1f} | {top.bytes_full / match.bytes_full:.1f}x / "
-                        f"{top.bytes_payload / match.bytes_payload:.1f}x" if match else "none | | ")
-        lines.append(f"| {method} | {top.setting} | {100 * top.accuracy:.1f}% | {top.bytes_full:.1f} / "
-                     f"{top.bytes_payload:.1f} | {student_cell} |")
-    rate_gaps = [abs(p.bytes_payload - p.estimated_bytes) / p.estimated_bytes for p in students if p.estimated_bytes]
-    lines += ["", "## Rate estimate vs coded size", "",
-              f"Largest |coded body - model estimate| / estimate over the betas: **{100 * max(rate_gaps):.1f}%** "
-              f"(goal <= 5%: {'met' if max(rate_gaps) <= 0.05 else 'missed'}). The estimate is -log2 of the CDF "
-              "table's probability of every coded symbol (the learned prior at the integers); the coded body adds the "
-              "range coder's final 32-bit word, partly trimmed, and the coder's 24-bit fixed-point table "
-              "quantization.", ""]
-    split, jpeg = latency["split"], latency["jpeg"]
-    served = next(p for p in students if p.setting == f"beta={summary['default_beta']:g}")
-    lines += ["## End-to-end latency (median per image, ms)", "",
-              f"Served student (chosen on the validation split: the cheapest within 1 point of the teacher, else the "
-              f"most accurate): {served.setting}, {100 * served.accuracy:.1f}% on test.", "",
-              f"{latency['images']} test images, one run. Split = the edge SDK (encoder graph on 1 thread, quantize, "
-              "range-code) through a real splitcompute server on loopback gRPC; "
-              f"JPEG = Pillow q={latency['jpeg_quality']}"
-              " (the smallest JPEG whose teacher accuracy reaches the served student's, else the most accurate JPEG "
-              "setting) decoded and classified by the "
-              "teacher graph in-process plus the measured empty gRPC round trip. The link is simulated: "
-              "bytes * 8 / rate.", "",
-              "| path | bytes | edge | " + " | ".join(f"transfer @ {m:g} Mbit/s" for m in LINKS_MBIT)
-              + " | server (incl. gRPC) | " + " | ".join(f"total @ {m:g} Mbit/s" for m in LINKS_MBIT) + " |",
-              "|---|---:|---:|" + "---:|" * (2 * len(LINKS_MBIT) + 1)]
-    for name, path in (("split (Entropic Student)", split), (f"JPEG q={latency['jpeg_quality']} -> teacher", jpeg)):
-        lines.append(f"| {name} | {path['bytes']:.0f} | {1e3 * path['edge_s']:.2f} | "
-                     + " | ".join(f"{1e3 * path[f'transfer_{m:g}_s']:.2f}" for m in LINKS_MBIT)
-                     + f" | {1e3 * path['server_s']:.2f} | "
-                     + " | ".join(f"{1e3 * path[f'total_{m:g}_s']:.2f}" for m in LINKS_MBIT) + " |")
-    lines += ["", "Edge and server times are this machine's CPU (shared, 2 cores); a real edge device is slower, "
-              "which weighs on the split path's encoder and the JPEG path's encoder alike.", ""]
+        "# splitcompute: Entropic Student rate-accuracy and latency", "",
+        f"Generated by `{context['command']}` in {context['seconds']:.0f} s. Held-out test split of the procedural "
+        f"texture data ({context['n_test']} images, 96x96, 10 classes), batch 1 coding. Training: "
+        "`python -m exporters.build --families splitcompute` (teacher and betas 0.01, 0.05, 0.25) and "
+        "`make splitcompute-studies` (the other betas, the codec-augmented teacher, the learned image codec, the "
+        "stage-1 ablation); missing studies are left out of this report.", "",
+        "## Rate-accuracy curves", "",
+        "Teachers on uncompressed input: " + ", ".join(f"{k} **{100 * v:.1f}%**" for k, v in teachers.items()) + ".",
+        "", f"![rate-accuracy]({context['png']})", ""]
+    lines += curve_table(points)
+    lines += ["", "Student bytes sent = the wire frame (17-byte header: format, codec version, latent shape, CRC-32 + "
+              "range-coded body); without headers = the body. JPEG (Pillow, optimized Huffman tables; 4:2:0 = "
+              "`subsampling=2`, 4:4:4 = `subsampling=0`) without headers = the entropy-coded scan; WebP (method 6; "
+              "lossless = `lossless=True`) = the VP8/VP8L chunk payload; PNG = the IDAT payload. The feature and "
+              "learned-codec baselines send the student's 17-byte frame header too. The codec-augmented teacher is "
+              "the teacher fine-tuned on JPEG 4:2:0 / 4:4:4 / WebP-decoded images at random qualities "
+              "(models/splitcompute/augment.py).", ""]
+    lines += ["## BD-rate of the student vs each baseline", "",
+              "Bjontegaard delta rate with accuracy in place of PSNR: log(bytes) as a function of test accuracy on "
+              "each curve's efficient frontier, fitted by a piecewise-cubic Hermite interpolant (PCHIP), the "
+              "difference integrated over the accuracy range both curves cover (stated per row) and averaged; "
+              "-90% = 10x fewer bytes on average over that range. Curves need two efficient points (PNG, a single "
+              "lossless point, is in the curve table only). \"best input codec\" is the efficient frontier of "
+              "every JPEG/WebP/PNG setting with either teacher (the strongest input-compression baseline).", ""]
+    lines += bd_table(comparisons)
+    lines += ["", "## Byte ratio at matched accuracy", "",
+              "Baseline bytes / student bytes at fixed test accuracies, both interpolated on their curves in log-rate "
+              "(bytes sent / no headers); n/a where a curve does not reach the accuracy.", ""]
+    lines += ratio_table(comparisons)
+    lines += ["", f"## Stage-1 ablation (beta = {ABLATION_BETA:g})", "",
+              "Stage 2 (decoder + tail on the quantized latent, KD + CE) is the same for all rows. The paper's "
+              "configuration distils the split point and every teacher layer after it through the frozen tail, "
+              "with a GDN encoder trained from scratch.", ""]
+    lines += ablation_table(ablation) if ablation else ["(no ablation checkpoints: run `make splitcompute-studies`)"]
+    lines += ["", *rate_gap_lines([p for p in points if p.method == STUDENT])]
+    lines += latency_lines(context["latency"], context["served"])
     return "\n".join(lines)
+
+
+def jpeg_for_latency(points: list[RatePoint], accuracy: float) -> RatePoint:
+    """The smallest JPEG (either subsampling) whose teacher reaches `accuracy`, else the most accurate one."""
+    jpegs = [p for p in points if p.method.startswith("JPEG") and p.method.endswith("-> teacher")]
+    reaching = [p for p in jpegs if p.accuracy >= accuracy]
+    return (min(reaching, key=lambda p: p.bytes_full) if reaching
+            else max(jpegs, key=lambda p: (p.accuracy, -p.bytes_full)))
+
+
+def load_teachers(artifacts: Path) -> dict[str, TeacherCNN]:
+    teachers = {"teacher": load_teacher(artifacts / "teacher.pt")}
+    if (artifacts / "studies" / "teacher_augmented.pt").is_file():
+        teachers[AUGMENTED] = load_teacher(artifacts / "studies" / "teacher_augmented.pt")
+    return teachers
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -188,31 +159,32 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     torch.set_num_threads(1)  # see models.splitcompute.train.single_thread: faster on the shared cores
     summary = json.loads((args.artifacts / "summary.json").read_text())
-    summary["default_beta"] = next(s["beta"] for s in summary["students"] if s["checkpoint"] == summary["default"])
+    default_beta = next(s["beta"] for s in summary["students"] if s["checkpoint"] == summary["default"])
     data = make_shape_data(ShapeDataConfig(**summary["data_config"]))
     images, labels = data.split("test")
-    teacher = load_teacher(args.artifacts / "teacher.pt")
-    teacher_acc = teacher_accuracy(teacher, images, labels)
-    students = [student_point(load_student(args.artifacts / s["checkpoint"])[0], s["beta"], images, labels)
-                for s in summary["students"]]
-    points = sorted(students, key=lambda p: p.bytes_full) + codec_points(teacher, images, labels)
-    default = next(p for p, s in zip(students, summary["students"], strict=True)
-                   if s["checkpoint"] == summary["default"])
-    jpeg = smallest_reaching(points, "JPEG", default.accuracy, "bytes_full")
-    if jpeg is None:  # no JPEG reaches the student: compare with the most accurate one
-        jpeg = max((p for p in points if p.method == "JPEG"), key=lambda p: (p.accuracy, -p.bytes_full))
-    quality = int(jpeg.setting[2:])
+    teachers = load_teachers(args.artifacts)
+    points = measure_points(args.artifacts, data, teachers)
+    comparisons = compare(points)
+    ablation = ablation_rows(args.artifacts, images, labels)
+    served = next(p for p in points if p.method == STUDENT and p.setting == f"beta={default_beta:g}")
+    jpeg = jpeg_for_latency(points, served.accuracy)
+    options = {**INPUT_CODECS[jpeg.method.split(" -> ")[0]][1], "quality": int(jpeg.setting[2:])}
     with tempfile.TemporaryDirectory() as tmp:
-        teacher_onnx = export_onnx(teacher, Path(tmp) / "teacher.onnx")
-        latency = measure_latency(args.repository, teacher_onnx, images[:args.latency_images], quality)
+        teacher_onnx = export_onnx(teachers["teacher"], Path(tmp) / "teacher.onnx")
+        latency = measure_latency(args.repository, teacher_onnx, images[:args.latency_images], options)
+    latency["jpeg_setting"] = f"{jpeg.method.split(' -> ')[0]} {jpeg.setting}"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     png = args.out.with_name(args.out.stem + "_rate_accuracy.png")
-    plot(points, teacher_acc, png)
+    plot(points, teacher_accuracy(teachers["teacher"], images, labels), png)
     command = "python -m benchmarks.splitcompute_report " + shlex.join(sys.argv[1:] if argv is None else argv)
-    text = render(points, teacher_acc, latency, summary, command.strip(), time.perf_counter() - started, png.name)
+    context = {"command": command.strip(), "seconds": time.perf_counter() - started, "n_test": len(labels),
+               "png": png.name, "latency": latency, "served": served,
+               "teacher_accuracy": {k: teacher_accuracy(t, images, labels) for k, t in teachers.items()}}
+    text = render(points, comparisons, ablation, context)
     args.out.write_text(text)
-    (args.artifacts / "report.json").write_text(json.dumps(
-        {"teacher_accuracy": teacher_acc, "points": [asdict(p) for p in points], "latency": latency}, indent=2) + "\n")
+    args.out.with_suffix(".json").write_text(json.dumps(
+        {"teacher_accuracy": context["teacher_accuracy"], "points": [asdict(p) for p in points],
+         "comparisons": [asdict(c) for c in comparisons], "latency": latency}, indent=2, default=str) + "\n")
     print(text)
 
 

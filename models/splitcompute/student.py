@@ -9,7 +9,9 @@ remaining layers) classifies them.
 
 Two graphs are exported: `EdgeEncoder` (image -> float latent; the codec rounds, clips and codes)
 and `ServerHead` (dequantized latent -> class probabilities). The paper's encoder uses GDN
-layers; plain conv + ReLU is used here to keep the edge graph to the most common ONNX ops.
+layers; the served student's encoder is the teacher's stem (conv + BN + ReLU, initialised from the
+teacher) plus a projection, and `encoder="gdn"` builds the paper's kind of encoder (strided
+convolutions with GDN, trained from scratch) for the stage-1 ablation.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 from torch import nn
 
 from models.splitcompute.entropy import FactorizedPrior
+from models.splitcompute.gdn import GDN
 from models.splitcompute.teacher import TeacherConfig, TeacherTail, teacher_stem
 
 
@@ -28,6 +31,8 @@ from models.splitcompute.teacher import TeacherConfig, TeacherTail, teacher_stem
 class StudentConfig:
     latent_channels: int = 16  # C of the bottleneck latent (B, C, H/8, W/8)
     decoder_channels: int = 48  # width of the decoder's hidden layers
+    encoder: str = "teacher-stem"  # "teacher-stem" (initialised from the teacher) or "gdn" (from scratch)
+    gdn_channels: int = 48  # width of the GDN encoder's hidden layers
     image_size: int = 96  # input side, pixels
     teacher: TeacherConfig = field(default_factory=TeacherConfig)  # the teacher whose features the decoder reproduces
 
@@ -66,6 +71,32 @@ class Encoder(nn.Module):
         return self.project(self.stem(image))
 
 
+class GDNEncoder(nn.Module):
+    """(B, 3, H, W) -> latent (B, C, H/8, W/8) with strided 5x5 convolutions and GDN, the analysis
+    transform of Balle et al. (ICLR 2017) that the Entropic Student's encoder follows; from scratch."""
+
+    def __init__(self, cfg: StudentConfig):
+        super().__init__()
+        width = cfg.gdn_channels
+        self.layers = nn.Sequential(
+            nn.Conv2d(3, width, 5, 2, 2), GDN(width),  # (B, N, H/2, W/2)
+            nn.Conv2d(width, width, 5, 2, 2), GDN(width),  # (B, N, H/4, W/4)
+            nn.Conv2d(width, width, 5, 2, 2), GDN(width),  # (B, N, H/8, W/8)
+            nn.Conv2d(width, cfg.latent_channels, 3, 1, 1),  # (B, C, H/8, W/8)
+        )
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.layers(image)
+
+
+def build_encoder(cfg: StudentConfig) -> nn.Module:
+    if cfg.encoder == "teacher-stem":
+        return Encoder(cfg)
+    if cfg.encoder == "gdn":
+        return GDNEncoder(cfg)
+    raise ValueError(f"unknown encoder {cfg.encoder!r} (teacher-stem or gdn)")
+
+
 class Decoder(nn.Module):
     """Quantized latent (B, C, H/8, W/8) -> teacher features (B, C_f, H/8, W/8).
 
@@ -92,7 +123,7 @@ class EntropicStudent(nn.Module):
     def __init__(self, cfg: StudentConfig | None = None):
         super().__init__()
         self.config = cfg = cfg or StudentConfig()
-        self.encoder = Encoder(cfg)
+        self.encoder = build_encoder(cfg)
         self.prior = FactorizedPrior(cfg.latent_channels)
         self.decoder = Decoder(cfg)
         self.tail = TeacherTail(cfg.teacher)

@@ -4,7 +4,9 @@ Matsubara et al., "Supervised Compression for Resource-Constrained Edge Computin
 (WACV 2022), section 3.2:
 - stage 1: the student's encoder, prior and decoder learn to reproduce the teacher's stem
   features (MSE) while the rate -log2 p(y~) of the noisy latent is weighed by beta (eq. 2);
-  the tail is the teacher's, frozen;
+  the tail is the teacher's, frozen. With `tail_distillation` the loss also sums the MSE at the
+  output of every teacher layer after the split, the student's features passed through the frozen
+  teacher layers (the paper's configuration: sc2-benchmark distils ResNet's layer1..layer4);
 - stage 2: encoder and prior are frozen; the decoder and tail are fine-tuned on the
   hard-quantized latent with knowledge distillation (Hinton et al.: KL between temperature-
   softened teacher and student outputs, times T^2) plus cross-entropy on the labels.
@@ -23,17 +25,24 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
+from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
 from models.splitcompute.data import ShapeData, ShapeDataConfig, iterate_batches, make_shape_data, to_float
 from models.splitcompute.entropy import bits
-from models.splitcompute.student import EntropicStudent, StudentConfig
+from models.splitcompute.student import Encoder, EntropicStudent, StudentConfig
 from models.splitcompute.teacher import TeacherCNN
+
+
+class Checkpointable(Protocol):
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def config_dict(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,7 @@ class TrainConfig:
     prior_lr_factor: float = 10.0  # the prior's density parameters learn this much faster (they start broad)
     kd_temperature: float = 4.0  # softening of teacher and student outputs in stage 2
     kd_weight: float = 0.7  # share of the KD term in stage 2 (the rest is cross-entropy)
+    tail_distillation: bool = False  # stage 1 also matches the frozen tail's layer outputs (multi-layer)
     seed: int = 0  # initialisation and batch order
     student: StudentConfig = field(default_factory=StudentConfig)  # architecture of every student
 
@@ -119,6 +129,16 @@ def accuracy_of(logits: np.ndarray, labels: np.ndarray) -> float:
     return float((logits.argmax(axis=1) == labels).mean())
 
 
+def _distillation_loss(features: torch.Tensor, target: torch.Tensor, frozen_tail: nn.Sequential | None) -> torch.Tensor:
+    """MSE at the split, plus at every frozen teacher layer after it when `frozen_tail` is given."""
+    loss = F.mse_loss(features, target)
+    if frozen_tail is not None:
+        for layer in frozen_tail:
+            features, target = layer(features), layer(target).detach()
+            loss = loss + F.mse_loss(features, target)
+    return loss
+
+
 def _stage1(student: EntropicStudent, teacher: TeacherCNN, images: np.ndarray, beta: float, cfg: TrainConfig) -> None:
     """Feature distillation + beta * bits per pixel; trains encoder, prior and decoder."""
     rng = np.random.default_rng(cfg.seed + 1)
@@ -126,6 +146,8 @@ def _stage1(student: EntropicStudent, teacher: TeacherCNN, images: np.ndarray, b
               {"params": list(student.prior.parameters()), "lr": cfg.lr * cfg.prior_lr_factor}]
     total = _steps(len(images), cfg, cfg.stage1_epochs)
     optimizer, schedule = _optimizer(groups, cfg, total)
+    frozen_tail = (copy.deepcopy(teacher.tail.features).eval().requires_grad_(False)
+                   if cfg.tail_distillation else None)
     pixels = images.shape[2] * images.shape[3]
     student.train()
     step = 0
@@ -142,7 +164,7 @@ def _stage1(student: EntropicStudent, teacher: TeacherCNN, images: np.ndarray, b
                 target = teacher.forward_features(image)  # (B, C_f, H/8, W/8)
             features, likelihood = student.forward_features(image)
             rate_bpp = bits(likelihood) / (len(x) * pixels)
-            loss = F.mse_loss(features, target) + weight * rate_bpp
+            loss = _distillation_loss(features, target, frozen_tail) + weight * rate_bpp
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -209,7 +231,8 @@ def train_student(
     torch.manual_seed(cfg.seed)
     student = EntropicStudent(cfg.student)
     student.tail.load_state_dict(teacher.tail.state_dict())
-    student.encoder.stem.load_state_dict(teacher.stem.state_dict())
+    if isinstance(student.encoder, Encoder):  # the teacher-stem encoder starts as the teacher's stem
+        student.encoder.stem.load_state_dict(teacher.stem.state_dict())
     images, labels = data.split("train")
     started = time.perf_counter()
     _stage1(student, teacher, images, beta, cfg)
@@ -223,7 +246,7 @@ def train_student(
     return student, metrics
 
 
-def save_checkpoint(path: Path, model: TeacherCNN | EntropicStudent, metrics: dict[str, Any],
+def save_checkpoint(path: Path, model: Checkpointable, metrics: dict[str, Any],
                     data_cfg: ShapeDataConfig) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(

@@ -1,0 +1,149 @@
+"""Markdown and the plot of reports/splitcompute.md (the figures come from splitcompute_report)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import matplotlib.ticker
+
+from benchmarks.splitcompute_compare import (
+    BEST_INPUT_CODEC,
+    MATCHED_ACCURACIES,
+    STUDENT,
+    Comparison,
+    curves,
+)
+from benchmarks.splitcompute_latency import LINKS_MBIT
+from benchmarks.splitcompute_rates import RatePoint
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+BD_GOALS = {BEST_INPUT_CODEC: -0.90, "learned image codec": -0.50}  # curve name prefix -> BD-rate goal
+RATE_GAP_GOAL = 0.05  # |coded body - estimate| / estimate
+
+
+def plot(points: list[RatePoint], teacher: float, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    for i, (name, series) in enumerate(sorted(curves(points).items())):
+        if name == BEST_INPUT_CODEC:
+            continue
+        series = sorted(series, key=lambda p: p.bytes_full)
+        style = "o-" if name == STUDENT else ("x--" if "augmented" in name else ".-")
+        ax.plot([p.bytes_full for p in series], [100 * p.accuracy for p in series], style, color=f"C{i % 10}",
+                linewidth=2.5 if name == STUDENT else 1, markersize=6 if name == STUDENT else 4,
+                label="Entropic Student" if name == STUDENT else name)
+    ax.axhline(100 * teacher, color="k", linestyle=":", label="teacher, raw input")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlabel("bytes sent per image (log)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Entropic Student vs input / feature compression (96x96 oriented textures)")
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _gap(p: RatePoint) -> float | None:
+    return (p.bytes_payload - p.estimated_bytes) / p.estimated_bytes if p.estimated_bytes else None
+
+
+def curve_table(points: list[RatePoint]) -> list[str]:
+    lines = ["| curve | setting | test accuracy | bytes sent / image | bytes without headers | model estimate "
+             "(bytes) | estimate vs coded body |", "|---|---|---:|---:|---:|---:|---:|"]
+    for p in points:
+        gap = _gap(p)
+        lines.append(f"| {p.method} | {p.setting} | {100 * p.accuracy:.1f}% | {p.bytes_full:.1f} | "
+                     f"{p.bytes_payload:.1f} | {'' if p.estimated_bytes is None else f'{p.estimated_bytes:.1f}'} | "
+                     f"{'' if gap is None else f'{100 * gap:+.1f}%'} |")
+    return lines
+
+
+def _bd_cell(value: Any) -> str:
+    return "no overlap" if value is None else f"{100 * value.value:+.1f}%"
+
+
+def _goal(name: str) -> float | None:
+    return next((g for prefix, g in BD_GOALS.items() if name.startswith(prefix)), None)
+
+
+def bd_table(rows: list[Comparison]) -> list[str]:
+    lines = ["| baseline curve | overlapping test accuracy | BD-rate, bytes sent | BD-rate, no headers | "
+             "goal |", "|---|---|---:|---:|---|"]
+    for row in rows:
+        bd = row.bd["bytes_full"]
+        span = "" if bd is None else f"{100 * bd.accuracy_low:.1f}% - {100 * bd.accuracy_high:.1f}%"
+        goal = _goal(row.baseline)
+        verdict = "" if goal is None else (
+            f"<= {100 * goal:.0f}%: " + ("met" if all(v is not None and v.value <= goal for v in row.bd.values())
+                                          else "missed"))
+        lines.append(f"| {row.baseline} | {span} | {_bd_cell(bd)} | {_bd_cell(row.bd['bytes_payload'])} | "
+                     f"{verdict} |")
+    return lines
+
+
+def ratio_table(rows: list[Comparison]) -> list[str]:
+    head = " | ".join(f"{100 * a:.0f}%" for a in MATCHED_ACCURACIES)
+    lines = [f"| baseline curve | {head} |", "|---|" + "---:|" * len(MATCHED_ACCURACIES)]
+    for row in rows:
+        cells = []
+        for a in MATCHED_ACCURACIES:
+            full, payload = row.ratios["bytes_full"][a], row.ratios["bytes_payload"][a]
+            cells.append("n/a" if full is None or payload is None else f"{full:.1f}x / {payload:.1f}x")
+        lines.append(f"| {row.baseline} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def ablation_table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["| stage 1 | encoder | stage-1 epochs | valid accuracy | test accuracy | bytes sent (test) | "
+             "train s |", "|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['stage1']} | {r['encoder']} | {r['epochs']} | {100 * r['valid_accuracy']:.1f}% | "
+                     f"{100 * r['point'].accuracy:.1f}% | {r['point'].bytes_full:.1f} | {r['train_seconds']:.0f} |")
+    return lines
+
+
+def latency_lines(latency: dict, served: RatePoint) -> list[str]:
+    split, jpeg = latency["split"], latency["jpeg"]
+    lines = ["## End-to-end latency (median per image, ms)", "",
+             f"Served student (chosen on the validation split among the default build's betas: the cheapest within "
+             f"1 point of the teacher, else the most accurate): {served.setting}, {100 * served.accuracy:.1f}% on "
+             "test.", "",
+             f"{latency['images']} test images, one run. Split = the edge SDK (encoder graph on 1 thread, quantize, "
+             "range-code) through a real splitcompute server on loopback gRPC; "
+             f"JPEG = Pillow {latency['jpeg_setting']} (the smallest JPEG whose teacher accuracy reaches the served "
+             "student's, else the most accurate JPEG setting) decoded and classified by the teacher graph "
+             "in-process plus the measured empty gRPC round trip. The link is simulated: bytes * 8 / rate.", "",
+             "| path | bytes | edge | " + " | ".join(f"transfer @ {m:g} Mbit/s" for m in LINKS_MBIT)
+             + " | server (incl. gRPC) | " + " | ".join(f"total @ {m:g} Mbit/s" for m in LINKS_MBIT) + " |",
+             "|---|---:|---:|" + "---:|" * (2 * len(LINKS_MBIT) + 1)]
+    for name, path in (("split (Entropic Student)", split), (f"{latency['jpeg_setting']} -> teacher", jpeg)):
+        lines.append(f"| {name} | {path['bytes']:.0f} | {1e3 * path['edge_s']:.2f} | "
+                     + " | ".join(f"{1e3 * path[f'transfer_{m:g}_s']:.2f}" for m in LINKS_MBIT)
+                     + f" | {1e3 * path['server_s']:.2f} | "
+                     + " | ".join(f"{1e3 * path[f'total_{m:g}_s']:.2f}" for m in LINKS_MBIT) + " |")
+    lines += ["", "Edge and server times are this machine's CPU (shared, 2 cores); a real edge device is slower, "
+              "which weighs on the split path's encoder and the JPEG path's encoder alike.", ""]
+    return lines
+
+
+def rate_gap_lines(students: list[RatePoint], floor_bytes: float = 20.0) -> list[str]:
+    gaps = [(p, g) for p in students if (g := _gap(p)) is not None]
+    big = [abs(g) for p, g in gaps if p.estimated_bytes and p.estimated_bytes >= floor_bytes]
+    worst = max(gaps, key=lambda pg: abs(pg[1]))
+    lines = ["## Rate estimate vs coded size", "",
+             f"Per point in the curve table (column \"estimate vs coded body\"). Students whose estimate is at least "
+             f"{floor_bytes:g} bytes: largest |coded body - estimate| / estimate **{100 * max(big):.1f}%** (goal <= "
+             f"{100 * RATE_GAP_GOAL:.0f}%: {'met' if max(big) <= RATE_GAP_GOAL else 'missed'})."]
+    if abs(worst[1]) > RATE_GAP_GOAL:
+        lines.append(f"Over every student it is {100 * abs(worst[1]):.0f}% at {worst[0].setting} "
+                     f"({worst[0].estimated_bytes:.1f} bytes estimated, {worst[0].bytes_payload:.1f} coded): at a few "
+                     "bytes the range coder's final word (up to 4 bytes, partly trimmed) dominates.")
+    lines += ["The estimate is -log2 of the CDF table's probability of every coded symbol (the learned prior at "
+              "the integers); the coded body adds the range coder's final 32-bit word, partly trimmed, and the "
+              "coder's 24-bit fixed-point table quantization.", ""]
+    return lines

@@ -1,0 +1,97 @@
+"""`python -m benchmarks.splitcompute_studies`: the long trainings behind reports/splitcompute.md.
+
+Everything is cached under artifacts/splitcompute/studies/ (one checkpoint per job; a job whose
+checkpoint exists is skipped), so a rerun only trains what is missing:
+- the student beta sweep past the default build's betas, down to accuracies below every codec's;
+- the teacher fine-tuned on JPEG/WebP-decoded inputs (the stronger input-compression baseline);
+- factorized-prior image autoencoders at a few lambdas (the learned input-compression baseline);
+- the stage-1 ablation: distillation through the frozen tail, and a GDN encoder from scratch.
+
+Reads the default build's teacher (artifacts/splitcompute/teacher.pt, written by
+`python -m exporters.build --families splitcompute`). Runs on one torch thread; start it with
+`nice -n 10` on a shared machine (`make splitcompute-studies` does). About 30-40 min on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from models.splitcompute.augment import AugmentConfig, finetune_with_codecs
+from models.splitcompute.data import ShapeData, ShapeDataConfig, make_shape_data
+from models.splitcompute.image_codec import ImageCodecConfig, train_image_codec
+from models.splitcompute.student import StudentConfig
+from models.splitcompute.train import (
+    Checkpointable,
+    TrainConfig,
+    load_teacher,
+    predict_teacher,
+    save_checkpoint,
+    single_thread,
+    train_student,
+)
+
+SWEEP_BETAS = (0.35, 0.5, 0.7, 1.0, 1.4, 2.0)  # added to the default build's (0.01, 0.05, 0.25); 2 collapses to ~1 byte
+CODEC_LAMBDAS = (0.016, 0.004, 0.064)  # image autoencoder: rate (bpp) + lambda * 255^2 * MSE
+ABLATION_BETA = 0.25  # the stage-1 variants are compared at one beta
+ABLATIONS: dict[str, TrainConfig] = {
+    # name -> training config; "split-only" is the default build's stage 1 (its student_beta0.25.pt)
+    "tail-distillation": TrainConfig(tail_distillation=True),
+    "gdn-scratch": TrainConfig(stage1_epochs=6, tail_distillation=True, student=StudentConfig(encoder="gdn")),
+}
+
+
+def _job(path: Path, train: Callable[[], tuple[Checkpointable, dict]], data_cfg: ShapeDataConfig) -> None:
+    if path.is_file():
+        print(f"cached: {path}", flush=True)
+        return
+    started = time.perf_counter()
+    model, metrics = train()
+    metrics["train_seconds"] = time.perf_counter() - started
+    save_checkpoint(path, model, metrics, data_cfg)
+    print(f"{path.name}: {json.dumps(metrics)}", flush=True)
+
+
+def run(artifacts: Path, only: set[str] | None = None) -> None:
+    out = artifacts / "studies"
+    summary = json.loads((artifacts / "summary.json").read_text())
+    data_cfg = ShapeDataConfig(**summary["data_config"])
+    data: ShapeData = make_shape_data(data_cfg)
+    teacher = load_teacher(artifacts / "teacher.pt")
+    logits = torch.from_numpy(predict_teacher(teacher, data.split("train")[0]))
+    cfg = TrainConfig()
+    wanted = only or {"sweep", "augmented", "ablation", "image-codec"}
+    if "sweep" in wanted:
+        for beta in SWEEP_BETAS:
+            _job(out / f"student_beta{beta:g}.pt",
+                 lambda b=beta: train_student(teacher, data, b, cfg, logits), data_cfg)  # type: ignore[misc]
+    if "augmented" in wanted:
+        _job(out / "teacher_augmented.pt", lambda: finetune_with_codecs(teacher, data, AugmentConfig()), data_cfg)
+    if "image-codec" in wanted:
+        for lam in CODEC_LAMBDAS:
+            _job(out / f"image_codec_lambda{lam:g}.pt",
+                 lambda m=lam: train_image_codec(data, ImageCodecConfig(lmbda=m)), data_cfg)  # type: ignore[misc]
+    if "ablation" in wanted:
+        for name, variant in ABLATIONS.items():
+            _job(out / f"student_{name}_beta{ABLATION_BETA:g}.pt",
+                 lambda v=variant: train_student(teacher, data, ABLATION_BETA, v, logits), data_cfg)  # type: ignore[misc]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.splitcompute_studies",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--artifacts", type=Path, default=Path("artifacts/splitcompute"))
+    parser.add_argument("--only", nargs="+", choices=("sweep", "augmented", "image-codec", "ablation"))
+    args = parser.parse_args(argv)
+    with single_thread():
+        run(args.artifacts, set(args.only) if args.only else None)
+
+
+if __name__ == "__main__":
+    main()
