@@ -150,6 +150,13 @@ bench-ctr: $(REPOSITORY_STAMP)
 quantize-report: $(REPOSITORY_STAMP)
 	$(PY) -m exporters.quantize.report --repository $(REPOSITORY)
 
+# The recipes at the papers' sizes with random weights (PaSST-base, ECO-M2F encoder at d=256, DIN with 1M items):
+# CPU p50 at batch 1 and 32, 1 and all threads, interleaved rounds (~10 min on 2 cores)
+# -> reports/quantization_production.md + .json. BENCH_QUANT_ARGS="--layers 2 ..." for more.
+.PHONY: bench-quant-production
+bench-quant-production: $(DEV)
+	$(PY) -m benchmarks.quant_production $(BENCH_QUANT_ARGS)
+
 LOADTEST_SERVICES ?= ctr,segmentation,splitcompute,audio
 LOADTEST_TARGET ?=
 LOADTEST_ARGS ?=

@@ -22,7 +22,7 @@ from exporters import audio as audio_export
 from exporters import segmentation as seg_export
 from exporters.audio_quality import ProbeBench
 from exporters.quantize.family import RecipeRefused
-from exporters.quantize.recipes import nodes_before
+from exporters.quantize.schemes import nodes_before
 
 CALIBRATION_BATCH = 16
 

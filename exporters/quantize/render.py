@@ -1,0 +1,108 @@
+"""reports/quantization.md and .png from the measured rows (exporters/quantize/report.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from exporters.quantize.schemes import ABLATIONS
+
+COLUMNS = ("| recipe | quality | rel. loss | gate | size KB | x smaller | p50 ms b=1 | p50 ms b=32 | speed-up b=32 "
+           "| kernels |", "|---|---|---|---|---|---|---|---|---|---|")
+ABLATION_COLUMNS = ("| ablation | factor changed | vs | quality | change vs reference | rel. loss vs fp32 | gate "
+                    "| speed b=32 vs reference | weight scales/tensor | weight zero points | activation zero points "
+                    "| act. scale / reference (median) | kernels |", "|---" * 13 + "|")
+
+
+def kernels_cell(r: dict[str, Any]) -> str:
+    """One cell per recipe: the verdicts and integer ops, identical stages merged (staged families)."""
+    cells = [k["verdict"] + (f" ({', '.join(f'{o}x{n}' for o, n in k['integer_ops'].items())})"
+                             if k["integer_ops"] else "") for k in r["kernels"].values()]
+    unique = list(dict.fromkeys(cells))
+    return "; ".join(f"{c} [x{cells.count(c)} graphs]" if len(cells) > 1 else c for c in unique)
+
+
+def _recipe_row(r: dict[str, Any]) -> str:
+    if r["status"] != "ok":
+        return f"| {r['recipe']} | refused: {r['notes'][0]} | | | | | | | | |"
+    return (f"| {r['recipe']} | {r['quality']:.4f} | {r['relative_loss']:+.2%} | "
+            f"{'passed' if r['passed'] else 'FAILED'} | {r['size_bytes'] / 1024:.0f} | {r['size_ratio']:.2f} | "
+            f"{r['latency_ms']['1']:.3f} | {r['latency_ms']['32']:.3f} | {r['speedup']['32']:.2f}x | "
+            f"{kernels_cell(r)} |")
+
+
+def _scale_ratio(r: dict[str, Any], ref: dict[str, Any]) -> str:
+    mine, theirs = r["qdq"]["activation_scales"], ref["qdq"]["activation_scales"]
+    if len(mine) != len(theirs) or not mine:
+        return "-"
+    return f"{float(np.median(np.asarray(mine) / np.maximum(np.asarray(theirs), 1e-30))):.3f}"
+
+
+def _ablation_row(name: str, rows: dict[str, dict[str, Any]]) -> str:
+    ablation, r = ABLATIONS[name], rows.get(name)
+    ref = rows.get(ablation.reference)
+    if r is None or ref is None or r["status"] != "ok" or ref["status"] != "ok":
+        why = r["notes"][0] if r and r.get("notes") else "not run"
+        return f"| {name} | {ablation.factor} | {ablation.reference} | {why} | | | | | | | | | |"
+    change = (r["quality"] - ref["quality"]) / abs(ref["quality"])
+    speed = ref["latency_ms"]["32"] / r["latency_ms"]["32"]
+    return (f"| {name} | {ablation.factor} | {ablation.reference} | {r['quality']:.4f} | {change:+.2%} | "
+            f"{r['relative_loss']:+.2%} | {'passed' if r['passed'] else 'FAILED'} | {speed:.2f}x | "
+            f"{r['qdq']['max_weight_scales']} | {r['qdq']['weight_zero_points']} | "
+            f"{r['qdq']['activation_zero_points']} | {_scale_ratio(r, ref)} | {kernels_cell(r)} |")
+
+
+def _family(fam: dict[str, Any]) -> list[str]:
+    rows = {r["recipe"]: r for r in fam["rows"]}
+    lines = [f"## {fam['family']} ({fam['metric']}; gate: relative loss <= {fam['max_relative_loss']:.1%}; "
+             f"default: `{fam['default']}`)", "", *COLUMNS]
+    lines += [_recipe_row(r) for r in fam["rows"] if r["recipe"] not in ABLATIONS]
+    if any(name in rows for name in ABLATIONS):
+        lines += ["", f"Single-factor ablations ({fam['family']}): each row differs from its reference in exactly "
+                  "the factor named (checked on the produced graphs: the last columns are read from them).", "",
+                  *ABLATION_COLUMNS, *[_ablation_row(name, rows) for name in ABLATIONS if name in rows]]
+    notes = [f"- {r['recipe']}: {'; '.join(dict.fromkeys(r['notes']))}" for r in fam["rows"]
+             if r["notes"] and r["recipe"] not in ABLATIONS]
+    return [*lines, "", "Notes:", *notes, ""]
+
+
+def render(results: dict[str, Any]) -> str:
+    stamp = results["stamp"]
+    lines = ["# Quantization recipes: quality, size, CPU latency, kernels", "",
+             f"Command: `{stamp['command']}`. Commit {stamp['commit']}, {stamp['utc']}. Machine: {stamp['machine']}, "
+             f"onnxruntime {stamp['onnxruntime']} CPUExecutionProvider, intra-op threads {stamp['threads']}; "
+             f"load average before / after: {stamp['load_before']} / {stamp['load_after']} (2 cores shared with "
+             "other work). Latency: p50 of interleaved rounds in one run, all recipes of a family side by side; "
+             "ratios are the figures to read, absolute milliseconds move with the load. Quality gate: relative "
+             "loss of the family's metric vs fp32. Quality figures are deterministic for one checkpoint, one "
+             "calibration set and one test set: no seeds and no interval on these differences. The same recipes at "
+             "production shapes: reports/quantization_production.md (`make bench-quant-production`).", ""]
+    for fam in results["families"]:
+        lines += _family(fam)
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for fam in results["families"]:
+        ok = [r for r in fam["rows"] if r["status"] == "ok"]
+        for r in ok:
+            left.scatter(r["speedup"]["32"], -100 * r["relative_loss"], marker="o" if r["passed"] else "x")
+            left.annotate(f"{fam['family']}:{r['recipe']}", (r["speedup"]["32"], -100 * r["relative_loss"]),
+                          fontsize=6)
+        right.bar([f"{fam['family']}:{r['recipe']}" for r in ok], [r["size_ratio"] for r in ok])
+    left.set_xlabel("CPU speed-up vs fp32 at batch 32 (same run)")
+    left.set_ylabel("quality change vs fp32 (%)")
+    left.set_title("quality vs speed-up (x = failed gate)")
+    right.set_ylabel("x smaller than fp32")
+    right.tick_params(axis="x", rotation=80, labelsize=5)
+    right.set_title("size reduction per recipe")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)

@@ -1,0 +1,190 @@
+"""int8 static QDQ schemes and the helpers every recipe shares (calibration reader, ORT's
+pre-processing, output SQNR).
+
+Survey sections: III-B/C/D (uniform, symmetric/asymmetric, static ranges and their calibration),
+III-E (per-channel granularity). A `StaticScheme` names every choice, so an ablation can change
+exactly one of them and the report can attribute its effect.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quant_pre_process,
+    quantize_static,
+)
+from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+
+from exporters.quantize.family import QuantFamily
+
+log = logging.getLogger(__name__)
+CALIBRATION_BATCHES = 16
+QUANTIZABLE = ("MatMul", "Gemm", "Conv")
+ENTROPY_BINS = 2048
+
+
+@dataclass
+class RecipeOutput:
+    path: Path
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StaticScheme:
+    """One int8 static QDQ scheme; the ablations change exactly one field of BASE_SCHEME.
+
+    Symmetry and storage type are separate factors: a symmetric range on a uint8 grid puts the zero
+    point at 128 (the same grid as int8 with zero point 0, shifted), so `symmetric_*` alone changes
+    the rounding grid and never the kernel's operand types; `int8_*` changes the storage type (ORT
+    only pairs int8 activations with int8 weights)."""
+
+    per_channel: bool = False  # one weight scale per output channel instead of one per tensor
+    symmetric_weights: bool = False  # weight range centred on 0 (zero point fixed), else min..max
+    symmetric_activations: bool = False  # activation range centred on 0, else calibrated min..max
+    int8_weights: bool = False  # signed int8 weight storage, else uint8
+    int8_activations: bool = False  # signed int8 activation storage, else uint8 (needs int8_weights)
+    calibration: CalibrationMethod = CalibrationMethod.MinMax  # how activation ranges are chosen
+
+    def describe(self) -> str:
+        def tensor(int8: bool, symmetric: bool) -> str:
+            return f"{'int8' if int8 else 'uint8'} {'symmetric' if symmetric else 'asymmetric'}"
+
+        return (f"QDQ; weights {tensor(self.int8_weights, self.symmetric_weights)} "
+                f"{'per-channel' if self.per_channel else 'per-tensor'}; activations "
+                f"{tensor(self.int8_activations, self.symmetric_activations)}; "
+                f"{CALIBRATION_NAMES[self.calibration]} calibration")
+
+
+CALIBRATION_NAMES = {CalibrationMethod.MinMax: "min-max", CalibrationMethod.Percentile: "99.99th percentile",
+                     CalibrationMethod.Entropy: "entropy (KL)", CalibrationMethod.Distribution: "distribution"}
+BASE_SCHEME = StaticScheme()
+BASE_RECIPE = "int8-static-minmax"
+
+
+@dataclass(frozen=True)
+class Ablation:
+    factor: str  # the one factor changed, in words
+    scheme: StaticScheme
+    reference: str  # the recipe it differs from in exactly that factor
+
+
+# Single-factor ablations. Per-channel is measured against per-tensor SYMMETRIC weights: onnxruntime
+# always quantizes per-channel weights symmetrically (its QLinear kernels need one zero point per tensor).
+ABLATIONS: dict[str, Ablation] = {
+    "abl-sym-weights": Ablation("weights symmetric", StaticScheme(symmetric_weights=True), BASE_RECIPE),
+    "abl-per-channel": Ablation("weights per-channel", StaticScheme(per_channel=True, symmetric_weights=True),
+                                "abl-sym-weights"),
+    "abl-sym-activations": Ablation("activations symmetric", StaticScheme(symmetric_activations=True), BASE_RECIPE),
+    "abl-int8-weights": Ablation("weights stored int8", StaticScheme(int8_weights=True), BASE_RECIPE),
+    "abl-percentile": Ablation("percentile calibration", StaticScheme(calibration=CalibrationMethod.Percentile),
+                               BASE_RECIPE),
+    "abl-entropy": Ablation("entropy calibration", StaticScheme(calibration=CalibrationMethod.Entropy), BASE_RECIPE),
+}
+SCHEMES: dict[str, StaticScheme] = {BASE_RECIPE: BASE_SCHEME, **{n: a.scheme for n, a in ABLATIONS.items()}}
+# TensorRT's explicit-quantization form; changes six factors at once (the ablations separate them).
+PER_CHANNEL_SCHEME = StaticScheme(per_channel=True, symmetric_weights=True, symmetric_activations=True,
+                                  int8_weights=True, int8_activations=True, calibration=CalibrationMethod.Percentile)
+
+
+class _Reader(CalibrationDataReader):
+    def __init__(self, batches: list[dict[str, np.ndarray]]):
+        self._batches: Iterator[dict[str, np.ndarray]] = iter(batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._batches, None)
+
+
+def preprocess(src: Path, work: Path) -> Path:
+    """ORT's recommended pre-processing (shape inference + graph optimisation) when it applies."""
+    out = work / "pre.onnx"
+    try:
+        # Its symbolic shape inference writes temporary files into the working directory.
+        with contextlib.chdir(work):
+            quant_pre_process(str(src), str(out), skip_symbolic_shape=False)
+        return out
+    except Exception as exc:  # symbolic shape inference cannot follow every dynamic graph
+        log.info("pre-processing skipped for %s: %s", src.name, exc)
+        return src
+
+
+def quantize_with_scheme(src: Path, dst: Path, batches: list[dict[str, np.ndarray]], scheme: StaticScheme,
+                         exclude: list[str] | None = None) -> None:
+    """int8 static QDQ of MatMul/Gemm/Conv (activation x activation MatMuls included) under `scheme`."""
+    extra = {"ActivationSymmetric": scheme.symmetric_activations, "WeightSymmetric": scheme.symmetric_weights,
+             "CalibPercentile": 99.99, "CalibMovingAverage": False}
+    with tempfile.TemporaryDirectory() as tmp:
+        model = preprocess(src, Path(tmp))
+        cache = _entropy_ranges(model, batches, Path(tmp)) if scheme.calibration == CalibrationMethod.Entropy else None
+        quantize_static(str(model), str(dst), None if cache else _Reader(batches), quant_format=QuantFormat.QDQ,
+                        calibration_cache_path=cache,
+                        per_channel=scheme.per_channel,
+                        activation_type=QuantType.QInt8 if scheme.int8_activations else QuantType.QUInt8,
+                        weight_type=QuantType.QInt8 if scheme.int8_weights else QuantType.QUInt8,
+                        calibrate_method=scheme.calibration, op_types_to_quantize=list(QUANTIZABLE),
+                        nodes_to_exclude=exclude or [], extra_options=extra)
+
+
+def _entropy_ranges(model: Path, batches: list[dict[str, np.ndarray]], work: Path) -> Path:
+    """Entropy (KL) ranges over a 2,048-bin histogram, written as an ORT calibration cache.
+
+    Through quantize_static, ORT's entropy calibrator builds 128 histogram bins for 128 quantized
+    bins: the KL search then has a single candidate, the full range, and returns min-max ranges
+    (measured: identical scales). TensorRT's procedure uses 2,048 bins."""
+    calibrator = create_calibrator(model, list(QUANTIZABLE), augmented_model_path=str(work / "augmented.onnx"),
+                                   calibrate_method=CalibrationMethod.Entropy,
+                                   extra_options={"num_bins": ENTROPY_BINS, "num_quantized_bins": 128})
+    calibrator.collect_data(_Reader(batches))
+    save_tensors_data(calibrator.compute_data(), work / "entropy_ranges.json")
+    return work / "entropy_ranges.json"
+
+
+def kept_in_float(family: QuantFamily | None, graph: str) -> list[str]:
+    """Nodes the family asks to keep in float in every recipe (e.g. a signal-processing front end)."""
+    hook = getattr(family, "float_nodes", None)
+    return list(hook(graph)) if hook is not None else []
+
+
+def static(src: Path, dst: Path, family: QuantFamily, graph: str, scheme: StaticScheme = BASE_SCHEME,
+           exclude: list[str] | None = None) -> None:
+    """`quantize_with_scheme` on the family's calibration batches, its float nodes kept in float."""
+    quantize_with_scheme(src, dst, family.calibration(graph, CALIBRATION_BATCHES), scheme,
+                         [*(exclude or []), *kept_in_float(family, graph)])
+
+
+def nodes_before(path: Path, op_type: str) -> list[str]:
+    """Quantizable nodes that come before the first `op_type` node (topological order)."""
+    names: list[str] = []
+    for node in onnx.load(str(path), load_external_data=False).graph.node:
+        if node.op_type == op_type:
+            return names
+        if node.op_type in QUANTIZABLE:
+            names.append(node.name)
+    return []
+
+
+def sqnr_db(reference: list[np.ndarray], candidate: list[np.ndarray]) -> float:
+    """Signal-to-quantization-noise ratio of all outputs together, in dB (NaN output -> -inf)."""
+    signal = sum(float(np.sum(r.astype(np.float64) ** 2)) for r in reference)
+    noise = sum(float(np.sum((r.astype(np.float64) - c) ** 2)) for r, c in zip(reference, candidate, strict=True))
+    if not math.isfinite(noise):
+        return float("-inf")
+    return 10 * math.log10(signal / noise) if noise > 0 else float("inf")
+
+
+def outputs(path: Path, batches: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return [out for batch in batches for out in session.run(None, batch)]
