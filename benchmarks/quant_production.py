@@ -301,7 +301,8 @@ def render(stamp: dict[str, Any], results: list[dict[str, Any]]) -> str:
            else "no AMX flag: no AMX kernels can run")
     lines = ["# Quantization at production shapes (random weights): CPU latency, size, kernels", "",
              f"Command: `{stamp['command']}`. Commit {stamp['commit']}, {stamp['utc']}. {stamp['machine']}; "
-             f"CPU flags: {', '.join(stamp['cpu_flags']) or 'none of interest'} ({amx}); onnxruntime {stamp['onnxruntime']} CPUExecutionProvider. Load average before / after: "
+             f"CPU flags: {', '.join(stamp['cpu_flags']) or 'none of interest'} ({amx}); "
+             f"onnxruntime {stamp['onnxruntime']} CPUExecutionProvider. Load average before / after: "
              f"{stamp['load_before']} / {stamp['load_after']} (2 cores shared with other work: read the "
              f"ratios, measured side by side). p50 of {stamp['rounds']} interleaved rounds x {stamp['runs']} runs "
              "after one warm-up run; `t=N` = intra-op threads. Quality is not measured here (random weights): "

@@ -126,7 +126,8 @@ def publish(family: QuantFamily, rows: list[dict[str, Any]], repository: Path) -
                           tensorrt_precision=TENSORRT_PRECISION.get(r["recipe"]))
     # fp16 is a GPU recipe: on the CPU provider it is never the default (see the report's latency).
     gpu = "CUDAExecutionProvider" in ort.get_available_providers()
-    passing = [r for r in rows if r.get("passed") and r["recipe"] not in ABLATION_RECIPES and (r["recipe"] != "fp16" or gpu)]
+    passing = [r for r in rows if r.get("passed") and r["recipe"] not in ABLATION_RECIPES
+               and (r["recipe"] != "fp16" or gpu)]
     best = min(passing, key=lambda r: r["latency_ms"][str(BATCHES[-1])])
     if best["speedup"][str(BATCHES[-1])] < MIN_DEFAULT_SPEEDUP:  # within noise of fp32: keep the exact model
         best = next(r for r in rows if r["recipe"] == "fp32")
