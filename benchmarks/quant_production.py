@@ -327,7 +327,8 @@ def _stamp(argv: list[str] | None, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.quant_production", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.quant_production",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--families", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
     parser.add_argument("--recipes", nargs="+", default=DEFAULT_RECIPES, choices=list(PRODUCTION_RECIPES))
     parser.add_argument("--layers", type=int, default=1, help="transformer layers (per-layer cost; papers: 12 / 6)")
