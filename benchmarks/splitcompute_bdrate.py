@@ -4,7 +4,7 @@ G. Bjontegaard, "Calculation of average PSNR differences between RD-curves" (VCE
 with accuracy in place of PSNR: each curve is log(rate) as a function of accuracy, fitted by a
 piecewise-cubic Hermite interpolant (PCHIP, the monotone fit later VCEG/JVET BD-rate tools use
 instead of the original cubic polynomial, which can oscillate); the difference of the two fits is
-integrated over the accuracies both curves cover and averaged:
+integrated (exactly: both are piecewise cubics) over the accuracies both curves cover and averaged:
 
     BD-rate = exp( 1/(a_hi - a_lo) * integral_{a_lo}^{a_hi} [log r_test(a) - log r_ref(a)] da ) - 1
 
@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.integrate import quad
 from scipy.interpolate import PchipInterpolator
 
 Curve = tuple[ArrayLike, ArrayLike]  # (bytes per image, accuracy) of every point
@@ -72,7 +71,7 @@ def bd_rate(reference: Curve, tested: Curve) -> BdRate | None:
     if span is None:
         return None
     low, high = span
-    integral, _ = quad(lambda a: float(test(a) - ref(a)), low, high, limit=200)
+    integral = float(test.integrate(low, high)) - float(ref.integrate(low, high))  # exact: piecewise cubics
     return BdRate(float(np.expm1(integral / (high - low))), low, high)
 
 

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from benchmarks.splitcompute_bdrate import BdRate, bd_rate, frontier, ratio_at
 from benchmarks.splitcompute_rates import RatePoint
 
-STUDENT = "student"
+STUDENT = "student"  # the default build's students (distilled from the teacher)
+STUDENT_AUGMENTED = "student (codec-augmented teacher)"  # the same recipe distilled from the fine-tuned teacher
 BEST_INPUT_CODEC = "best input codec (every JPEG/WebP/PNG setting, either teacher)"
 INPUT_CODEC_PREFIXES = ("JPEG", "WebP", "PNG")
 # Accuracies fixed before looking at any curve: the matched-accuracy table's columns.
@@ -41,14 +42,16 @@ def is_curve(points: list[RatePoint], measure: str = "bytes_full") -> bool:
     return len(points) > 0 and frontier(*_series(points, measure))[0].size >= 2
 
 
-def compare(points: list[RatePoint]) -> list[Comparison]:
-    """The student vs every other curve with at least two efficient points."""
+def compare(points: list[RatePoint], student_curve: str = STUDENT) -> list[Comparison]:
+    """One student curve vs every non-student curve with at least two efficient points."""
     named = curves(points)
-    student = named.pop(STUDENT, [])
+    student = named.get(student_curve, [])
     if not (is_curve(student) and is_curve(student, "bytes_payload")):
         return []
     rows = []
     for name, baseline in named.items():
+        if name.startswith(STUDENT):
+            continue
         if not (is_curve(baseline) and is_curve(baseline, "bytes_payload")):
             continue
         bd = {m: bd_rate(_series(baseline, m), _series(student, m)) for m in SIZE_MEASURES}

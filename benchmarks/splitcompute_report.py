@@ -18,7 +18,7 @@ import shlex
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from benchmarks.splitcompute_baselines import feature_points, image_codec_points
-from benchmarks.splitcompute_compare import STUDENT, Comparison, compare
+from benchmarks.splitcompute_compare import STUDENT, STUDENT_AUGMENTED, Comparison, compare
 from benchmarks.splitcompute_latency import measure_latency
 from benchmarks.splitcompute_rates import INPUT_CODECS, RatePoint, codec_points, student_point, teacher_accuracy
 from benchmarks.splitcompute_render import (
@@ -82,14 +82,18 @@ def measure_points(artifacts: Path, data: Any, teachers: dict[str, TeacherCNN]) 
     images, labels = data.split("test")
     students = [student_point(load_student(path)[0], beta, images, labels)
                 for beta, path, _ in student_checkpoints(artifacts)]
+    for path in (artifacts / "studies").glob("student_augmented_beta*.pt"):
+        student, checkpoint = load_student(path)
+        point = student_point(student, checkpoint["metrics"]["beta"], images, labels)
+        students.append(replace(point, method=STUDENT_AUGMENTED))
     codecs = {float(torch.load(p, map_location="cpu", weights_only=True)["config"]["lmbda"]): load_image_codec(p)
               for p in sorted((artifacts / "studies").glob("image_codec_lambda*.pt"))}
-    return (sorted(students, key=lambda p: p.bytes_full) + codec_points(teachers, images, labels)
+    return (sorted(students, key=lambda p: (p.method, p.bytes_full)) + codec_points(teachers, images, labels)
             + feature_points(teachers["teacher"], data.split("valid")[0], images, labels)
             + image_codec_points(codecs, teachers, images, labels))
 
 
-def render(points: list[RatePoint], comparisons: list[Comparison], ablation: list[dict[str, Any]],
+def render(points: list[RatePoint], comparisons: dict[str, list[Comparison]], ablation: list[dict[str, Any]],
            context: dict[str, Any]) -> str:
     teachers = context["teacher_accuracy"]
     lines = [
@@ -117,17 +121,19 @@ def render(points: list[RatePoint], comparisons: list[Comparison], ablation: lis
               "-90% = 10x fewer bytes on average over that range. Curves need two efficient points (PNG, a single "
               "lossless point, is in the curve table only). \"best input codec\" is the efficient frontier of "
               "every JPEG/WebP/PNG setting with either teacher (the strongest input-compression baseline).", ""]
-    lines += bd_table(comparisons)
+    for student, rows in comparisons.items():
+        lines += ["", f"### {student.replace(STUDENT, 'Entropic Student', 1)}", "", *bd_table(rows)]
     lines += ["", "## Byte ratio at matched accuracy", "",
               "Baseline bytes / student bytes at fixed test accuracies, both interpolated on their curves in log-rate "
               "(bytes sent / no headers); n/a where a curve does not reach the accuracy.", ""]
-    lines += ratio_table(comparisons)
+    for student, rows in comparisons.items():
+        lines += ["", f"### {student.replace(STUDENT, 'Entropic Student', 1)}", "", *ratio_table(rows)]
     lines += ["", f"## Stage-1 ablation (beta = {ABLATION_BETA:g})", "",
               "Stage 2 (decoder + tail on the quantized latent, KD + CE) is the same for all rows. The paper's "
               "configuration distils the split point and every teacher layer after it through the frozen tail, "
               "with a GDN encoder trained from scratch.", ""]
     lines += ablation_table(ablation) if ablation else ["(no ablation checkpoints: run `make splitcompute-studies`)"]
-    lines += ["", *rate_gap_lines([p for p in points if p.method == STUDENT])]
+    lines += ["", *rate_gap_lines([p for p in points if p.method.startswith(STUDENT)])]
     lines += latency_lines(context["latency"], context["served"])
     return "\n".join(lines)
 
@@ -164,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     images, labels = data.split("test")
     teachers = load_teachers(args.artifacts)
     points = measure_points(args.artifacts, data, teachers)
-    comparisons = compare(points)
+    comparisons = {name: rows for name in (STUDENT, STUDENT_AUGMENTED) if (rows := compare(points, name))}
     ablation = ablation_rows(args.artifacts, images, labels)
     served = next(p for p in points if p.method == STUDENT and p.setting == f"beta={default_beta:g}")
     jpeg = jpeg_for_latency(points, served.accuracy)
@@ -184,7 +190,8 @@ def main(argv: list[str] | None = None) -> None:
     args.out.write_text(text)
     args.out.with_suffix(".json").write_text(json.dumps(
         {"teacher_accuracy": context["teacher_accuracy"], "points": [asdict(p) for p in points],
-         "comparisons": [asdict(c) for c in comparisons], "latency": latency}, indent=2, default=str) + "\n")
+         "comparisons": {k: [asdict(c) for c in v] for k, v in comparisons.items()}, "latency": latency},
+        indent=2, default=str) + "\n")
     print(text)
 
 
