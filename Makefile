@@ -217,8 +217,11 @@ bench-loadtest:
 bench-loadtest-generator: $(DEV)
 	$(PY) -m loadtest selfcheck --out reports/loadtest/generator --quiet
 
+# DIN with 3 seeds and paired-bootstrap intervals: BaseModel vs DIN-PReLU vs DIN-Dice (Dice statistics), the
+# regulariser comparison on a long-tail vocabulary, QAT vs PTQ vs an fp32 fine-tune control -> reports/ctr_quality.md
+# + .json (~40 CPU-min of training, one thread per run; runs are cached in artifacts/ctr_study/runs, so a rerun re-renders).
 report-ctr: $(DEV)
-	$(PY) -m models.ctr.train --out artifacts/ctr --no-progress --report reports/ctr_quality.md
+	$(PY) -m exporters.ctr_report --out artifacts/ctr_study --report reports/ctr_quality.md
 
 report-quantization: quantize-report
 

@@ -14,7 +14,7 @@ from models.ctr.data import ClickData, ClickDataConfig, make_click_data, user_ba
 from models.ctr.din import DeepInterestNetwork
 from models.ctr.din_rows import DinRows
 from models.ctr.metrics import score_report
-from models.ctr.qat import qat_finetune
+from models.ctr.qat import finetune, freeze, qat_finetune
 from models.ctr.train import read_checkpoint
 
 GRID_INPUTS = DeepInterestNetwork.input_names
@@ -27,11 +27,12 @@ class CtrQuantization:
     metric = "test GAUC"
     max_relative_loss = 0.01
 
-    def __init__(self, checkpoint: Path, repository: Path, name: str = "din-fp32"):
+    def __init__(self, checkpoint: Path, repository: Path, name: str = "din-fp32", data: ClickData | None = None,
+                 fp32: Path | None = None):
         self._checkpoint = checkpoint
         self._model, ckpt = read_checkpoint(checkpoint)
-        self.data: ClickData = make_click_data(ClickDataConfig(**ckpt["data_config"]))
-        self._fp32 = repository / name / "1" / "model.onnx"
+        self.data: ClickData = data or make_click_data(ClickDataConfig(**ckpt["data_config"]))
+        self._fp32 = fp32 or repository / name / "1" / "model.onnx"
 
     def graphs(self) -> dict[str, Path]:
         return {"din": self._fp32}
@@ -55,29 +56,47 @@ class CtrQuantization:
                 for i in range(min(count, len(users) // CALIBRATION_BATCH))]
 
     def evaluate(self, graphs: dict[str, Path]) -> float:
-        session = ort.InferenceSession(str(graphs["din"]), providers=["CPUExecutionProvider"])
-        users = self.data.test_users
-        rows, scores = [], []
-        for start in range(0, len(users), 256):
-            batch = user_batch(self.data, users[start:start + 256])
-            valid = batch["candidate_mask"].numpy() > 0
-            feed = _rows({k: batch[k].numpy() for k in GRID_INPUTS}, valid)
-            scores.append(session.run(["click_probability"], feed)[0])  # (R,) in the order of `valid`
-            rows.append(batch["impression_rows"].numpy()[valid])
-        rows_all = np.concatenate(rows)
-        report = score_report(self.data.labels[rows_all], np.concatenate(scores), self.data.user_index[rows_all])
+        rows, scores = onnx_scores(graphs["din"], self.data, self.data.test_users)
+        report = score_report(self.data.labels[rows], scores, self.data.user_index[rows])
         return float(report["gauc"])
 
     def latency_inputs(self, graph: str, batch: int) -> dict[str, np.ndarray]:
         return self._fixed_batch(self.data.test_users[:batch])
 
     def qat(self, graph: str, out: Path) -> Path:
+        """The float graph of a QAT fine-tune (fake quantizers in the int8-static-minmax scheme),
+        for a recipe that converts it with a fresh calibration."""
         if graph != "din":
             raise RecipeRefused(f"no QAT loop for graph {graph!r}")
         model, _ = read_checkpoint(self._checkpoint)
         with torch.enable_grad():
-            tuned = qat_finetune(model, self.data, epochs=1)
+            tuned = qat_finetune(model, self.data, epochs=1, scheme="int8-static-minmax")
         return export_onnx(DinRows(tuned), out)
+
+    def qat_qdq(self, graph: str, out: Path, scheme: str = "int8-static-minmax", epochs: int = 1) -> Path:
+        """The deployable int8 graph of a QAT fine-tune: its Q/DQ pairs carry the QAT observers'
+        scales and zero points (models.ctr.qat.freeze), no re-calibration. `scheme` names the
+        conversion whose granularity and symmetry the fake quantizers follow."""
+        if graph != "din":
+            raise RecipeRefused(f"no QAT loop for graph {graph!r}")
+        model, _ = read_checkpoint(self._checkpoint)
+        with torch.enable_grad():
+            tuned = finetune(model, self.data, epochs=epochs, scheme=scheme)
+        return export_onnx(DinRows(freeze(tuned)), out)
+
+
+def onnx_scores(path: Path, data: ClickData, users: np.ndarray, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Click probabilities of every impression of `users` from a rows-layout graph in
+    onnxruntime -> (impression rows, scores)."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rows, scores = [], []
+    for start in range(0, len(users), batch):
+        grid = user_batch(data, users[start:start + batch])
+        valid = grid["candidate_mask"].numpy() > 0
+        feed = _rows({k: grid[k].numpy() for k in GRID_INPUTS}, valid)
+        scores.append(session.run(["click_probability"], feed)[0])  # (R,) in the order of `valid`
+        rows.append(grid["impression_rows"].numpy()[valid])
+    return np.concatenate(rows), np.concatenate(scores)
 
 
 def _rows(grid: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.ndarray]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,6 +53,7 @@ class ClickDataConfig:
     click_bias: float = -2.0  # logit offset: sets the overall click rate
     click_scale: float = 1.5  # logit slope on log(1 + relevance)
     popularity_std: float = 0.3  # std of the per-item popularity logit bias
+    item_zipf: float = 0.0  # > 0: long tail, item i is drawn with weight rank_i^-item_zipf (0 = no tail)
     valid_fraction: float = 0.1  # share of users held out for validation
     test_fraction: float = 0.1  # share of users held out for test
     seed: int = 0  # one seed determines the whole world and log
@@ -123,13 +125,23 @@ class _World:
         self.item_category, self.latent = _make_items(cfg, rng)
         self.popularity = rng.normal(0.0, cfg.popularity_std, cfg.n_items + 1)
         self.items_by_category = [np.flatnonzero(self.item_category == k) for k in range(cfg.n_categories + 1)]
+        self.exposure = np.ones(cfg.n_items + 1)  # how often an item is drawn, before taste
+        if cfg.item_zipf > 0:  # a random popularity rank per item, Zipf weights
+            self.exposure[1:] = (1.0 + rng.permutation(cfg.n_items)) ** -cfg.item_zipf
+
+    def _draw(self, items: np.ndarray, count: Any = None) -> np.ndarray:
+        """Items drawn (with replacement) in proportion to their exposure."""
+        if self.cfg.item_zipf <= 0:
+            return self.rng.choice(items, count)
+        weights = self.exposure[items]
+        return self.rng.choice(items, count, p=weights / weights.sum())
 
     def _behaviour_pool(self, category: int) -> tuple[np.ndarray, np.ndarray]:
         """A user's taste inside one category: items near a personal point are favoured."""
         items = self.items_by_category[category]
         taste = self.latent[self.rng.choice(items)]  # personal point: one liked item
         sq = ((self.latent[items] - taste) ** 2).sum(-1)
-        weights = np.exp(-sq / (2.0 * self.cfg.taste_width**2))
+        weights = np.exp(-sq / (2.0 * self.cfg.taste_width**2)) * self.exposure[items]
         return items, weights / weights.sum()
 
     def sample_user(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -156,13 +168,17 @@ class _World:
         return history, candidates, labels, probability
 
     def _sample_candidates(self, interests: np.ndarray, mix: np.ndarray) -> np.ndarray:
-        """Half from the user's interest categories (uniform inside), half uniformly at random."""
+        """Half from the user's interest categories, half from all items; uniformly, or by
+        exposure with a long tail."""
         cfg, rng = self.cfg, self.rng
         n = rng.integers(cfg.min_candidates, cfg.max_candidates + 1)
         n_near = rng.binomial(n, cfg.near_fraction)
         near_categories = rng.choice(interests, n_near, p=mix)
-        near = [rng.choice(self.items_by_category[k]) for k in near_categories]
-        far = rng.integers(1, cfg.n_items + 1, n - n_near)
+        near = [self._draw(self.items_by_category[k]) for k in near_categories]
+        if cfg.item_zipf > 0:
+            far = self._draw(np.arange(1, cfg.n_items + 1), n - n_near)
+        else:
+            far = rng.integers(1, cfg.n_items + 1, n - n_near)
         return rng.permutation(np.concatenate([np.array(near, dtype=np.int64), far]))
 
 

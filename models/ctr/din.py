@@ -12,6 +12,10 @@ Zhou et al., "Deep Interest Network for Click-Through Rate Prediction", KDD 2018
 - Mini-batch aware regularisation (eq. 4): L2 on the embedding rows present in the batch, each
   scaled by 1 / n_j, the id's frequency in the training data.
 
+Every matrix product reads its operands through a quantization slot (`nn.Identity` in a float
+model, so nothing changes in its graph): models/ctr/qat.py swaps the slots for fake quantizers,
+and the exported graph then carries the same Q/DQ pairs the fine-tune trained with.
+
 The output head is an MLP 200 -> 80 -> 1 with a sigmoid on concat[user vector, ad embedding,
 their product]. One row per user and N candidate ads per row, so the history is embedded once
 per user and broadcast to its candidates.
@@ -20,7 +24,7 @@ per user and broadcast to its candidates.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -46,6 +50,13 @@ class Dice(nn.Module):
         self.alpha = nn.Parameter(torch.zeros(num_features))
         self.register_buffer("running_mean", torch.zeros(num_features))
         self.register_buffer("running_var", torch.ones(num_features))
+        self.averaged_batches = 0  # > 0 while `reestimate_dice_statistics` averages batches
+
+    def reset_statistics(self) -> None:
+        """Start an equal-weight average of the batch moments (momentum 1/k for the k-th batch)."""
+        self.running_mean.zero_()
+        self.running_var.fill_(1.0)
+        self.averaged_batches = 1
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if self.training:
@@ -64,9 +75,42 @@ class Dice(nn.Module):
         var = ((weight @ flat.square()) / count - mean.square()).clamp_min(0.0)  # (F,)
         with torch.no_grad():
             unbiased = var * count / (count - 1.0).clamp_min(1.0)
-            self.running_mean.lerp_(mean.detach(), self.momentum)
-            self.running_var.lerp_(unbiased.detach(), self.momentum)
+            momentum = self.momentum
+            if self.averaged_batches:
+                momentum, self.averaged_batches = 1.0 / self.averaged_batches, self.averaged_batches + 1
+            self.running_mean.lerp_(mean.detach(), momentum)
+            self.running_var.lerp_(unbiased.detach(), momentum)
         return mean, var
+
+
+def dice_modules(model: nn.Module) -> list[Dice]:
+    return [m for m in model.modules() if isinstance(m, Dice)]
+
+
+@torch.no_grad()
+def reestimate_dice_statistics(model: nn.Module, batches: Iterable[tuple[torch.Tensor, ...]]) -> int:
+    """Replace every Dice's running moments by the equal-weight average of its batch moments over
+    `batches` (model inputs, e.g. shuffled unbucketed training batches), like BatchNorm's
+    `momentum=None`. Only the Dice modules run in training mode; no parameter changes.
+    Returns the number of batches seen (0 = no Dice, nothing done)."""
+    dices = dice_modules(model)
+    if not dices:
+        return 0
+    was_training = model.training
+    model.eval()
+    for dice in dices:
+        dice.reset_statistics()
+        dice.train()
+    seen = 0
+    try:
+        for inputs in batches:
+            model(*inputs)
+            seen += 1
+    finally:
+        for dice in dices:
+            dice.averaged_batches = 0
+        model.train(was_training)
+    return seen
 
 
 class PReLU(nn.Module):
@@ -78,6 +122,22 @@ class PReLU(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return F.relu(x) - self.alpha * F.relu(-x)
+
+
+class SlotLinear(nn.Linear):
+    """nn.Linear whose input and weight pass through quantization slots (identity in float)."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__(in_features, out_features)
+        self.input_quant: nn.Module = nn.Identity()
+        self.weight_quant: nn.Module = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.input_quant(x), self.weight_quant(self.weight), self.bias)
+
+
+def quant_slots(*names: str) -> nn.ModuleDict:
+    return nn.ModuleDict({name: nn.Identity() for name in names})
 
 
 def make_activation(kind: str, num_features: int) -> nn.Module:
@@ -101,16 +161,26 @@ class LocalActivationUnit(nn.Module):
         self.dim = dim
         self.fc = nn.Linear(4 * dim, hidden)
         self.act = make_activation(activation, hidden)
-        self.out = nn.Linear(hidden, 1)
+        self.out = SlotLinear(hidden, 1)
+        # the three products of the split first layer: operands and their (H, D) weights
+        self.quant = quant_slots("behaviours", "ads", "product", "w_behaviour", "w_ad", "w_product")
+
+    def split_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """fc's weight as the (H, D) weights of the behaviour, ad and product terms, each
+        through its quantization slot."""
+        w_e, w_a, w_d, w_p = self.fc.weight.split(self.dim, dim=1)  # 4 x (H, D)
+        q = self.quant
+        return q["w_behaviour"](w_e + w_d), q["w_ad"](w_a - w_d), q["w_product"](w_p)
 
     def forward(self, behaviours: torch.Tensor, ads: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """behaviours (B, T, D), ads (B, N, D), mask (B, N, T) -> weights (B, N, T)."""
-        w_e, w_a, w_d, w_p = self.fc.weight.split(self.dim, dim=1)  # 4 x (H, D)
-        per_behaviour = behaviours @ (w_e + w_d).T  # (B, T, H)
-        per_ad = ads @ (w_a - w_d).T + self.fc.bias  # (B, N, H)
+        w_behaviour, w_ad, w_product = self.split_weights()
+        q = self.quant
+        per_behaviour = q["behaviours"](behaviours) @ w_behaviour.T  # (B, T, H)
+        per_ad = q["ads"](ads) @ w_ad.T + self.fc.bias  # (B, N, H)
         product = ads.unsqueeze(2) * behaviours.unsqueeze(1)  # (B, N, T, D)
-        hidden = product @ w_p.T + per_behaviour.unsqueeze(1) + per_ad.unsqueeze(2)  # (B,N,T,H)
-        hidden = self.act(hidden, mask)
+        hidden = q["product"](product) @ w_product.T + per_behaviour.unsqueeze(1) + per_ad.unsqueeze(2)
+        hidden = self.act(hidden, mask)  # (B, N, T, H)
         return self.out(hidden).squeeze(-1) * mask  # (B, N, T), exactly 0 on padding
 
 
@@ -120,9 +190,9 @@ class MLPHead(nn.Module):
     def __init__(self, in_dim: int, hidden: tuple[int, ...], activation: str) -> None:
         super().__init__()
         dims = (in_dim, *hidden)
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(dims))
+        self.layers = nn.ModuleList(SlotLinear(a, b) for a, b in itertools.pairwise(dims))
         self.acts = nn.ModuleList(make_activation(activation, d) for d in hidden)
-        self.out = nn.Linear(dims[-1], 1)
+        self.out = SlotLinear(dims[-1], 1)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x (B, N, F), mask (B, N) valid candidates -> logits (B, N)."""
@@ -188,6 +258,8 @@ class DeepInterestNetwork(nn.Module):
         )
         head_in = (3 if config.use_product else 2) * dim
         self.head = MLPHead(head_in, config.mlp_hidden, config.activation)
+        # the attention-weighted sum (eq. 3); sum pooling has no product to quantize
+        self.pool_quant = quant_slots(*(("weights", "behaviours") if self.attention is not None else ()))
 
     # --- checkpoints -------------------------------------------------------------------------
     @classmethod
@@ -230,7 +302,8 @@ class DeepInterestNetwork(nn.Module):
             user = (behaviours * history_mask.unsqueeze(-1)).sum(1)  # (B, D) once per user
             return user.unsqueeze(1).expand_as(ads), ads, weights
         weights = self.attention(behaviours, ads, mask)  # (B, N, T)
-        user = weights @ behaviours  # (B, N, T) @ (B, T, D) -> (B, N, D)
+        q = self.pool_quant
+        user = q["weights"](weights) @ q["behaviours"](behaviours)  # (B, N, T) @ (B, T, D) -> (B, N, D)
         return user, ads, weights
 
     def forward_head(self, user: torch.Tensor, ads: torch.Tensor, candidate_mask: torch.Tensor) -> torch.Tensor:

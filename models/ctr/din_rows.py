@@ -42,12 +42,13 @@ class DinRows(nn.Module):
         """behaviours (U, T, D), ads (R, D), user (R,), row_mask (R, T) -> weights (R, T)."""
         unit = self.din.attention
         assert unit is not None
-        w_e, w_a, w_d, w_p = unit.fc.weight.split(unit.dim, dim=1)  # 4 x (H, D)
-        per_behaviour = behaviours @ (w_e + w_d).T  # (U, T, H) once per user
-        per_ad = ads @ (w_a - w_d).T + unit.fc.bias  # (R, H) once per candidate
+        w_behaviour, w_ad, w_product = unit.split_weights()  # 3 x (H, D), through their slots
+        q = unit.quant
+        per_behaviour = q["behaviours"](behaviours) @ w_behaviour.T  # (U, T, H) once per user
+        per_ad = q["ads"](ads) @ w_ad.T + unit.fc.bias  # (R, H) once per candidate
         row_behaviours = behaviours[user]  # (R, T, D)
         product = ads.unsqueeze(1) * row_behaviours  # (R, T, D)
-        hidden = product @ w_p.T + per_behaviour[user] + per_ad.unsqueeze(1)  # (R, T, H)
+        hidden = q["product"](product) @ w_product.T + per_behaviour[user] + per_ad.unsqueeze(1)  # (R, T, H)
         hidden = unit.act(hidden, row_mask)
         return unit.out(hidden).squeeze(-1) * row_mask  # (R, T), exactly 0 on padding
 
@@ -70,7 +71,9 @@ class DinRows(nn.Module):
             user_vectors = (behaviours * history_mask.unsqueeze(-1)).sum(1)[candidate_user]  # (R, D)
         else:
             weights = self._attention(behaviours, ads, candidate_user, row_mask)  # (R, T)
-            user_vectors = (weights.unsqueeze(1) @ behaviours[candidate_user]).squeeze(1)  # (R, D)
+            q = din.pool_quant
+            pooled = q["weights"](weights.unsqueeze(1)) @ q["behaviours"](behaviours[candidate_user])  # (R, 1, D)
+            user_vectors = pooled.squeeze(1)  # (R, D)
         parts = [user_vectors, ads, user_vectors * ads] if din.config.use_product else [user_vectors, ads]
         ones = torch.ones_like(candidate_items, dtype=history_mask.dtype)  # (R,) every row is real
         logits = din.head(torch.cat(parts, -1), ones)  # (R, 3D) -> (R,)

@@ -44,3 +44,33 @@ def rela_impr(model_auc: float, base_auc: float) -> float:
 def score_report(labels: np.ndarray, scores: np.ndarray, user_index: np.ndarray) -> dict[str, float]:
     """{"auc", "gauc"} for one set of scores."""
     return {"auc": auc(labels, scores), "gauc": gauc(labels, scores, user_index)}
+
+
+def per_user_auc(labels: np.ndarray, scores: np.ndarray, user_index: np.ndarray) -> dict[int, tuple[int, float]]:
+    """{user: (#impressions, AUC)} for the users with both a click and a non-click; the GAUC is
+    the #impressions-weighted mean of these AUCs."""
+    order = np.argsort(user_index, kind="stable")
+    users, starts, counts = np.unique(user_index[order], return_index=True, return_counts=True)
+    found = {}
+    for user, start, count in zip(users, starts, counts, strict=True):
+        rows = order[start : start + count]
+        positives = labels[rows].sum()
+        if 0 < positives < count:
+            found[int(user)] = (int(count), float(roc_auc_score(labels[rows], scores[rows])))
+    return found
+
+
+def paired_bootstrap(weights: np.ndarray, difference: np.ndarray, resamples: int = 2000,
+                     seed: int = 0) -> tuple[float, float, float]:
+    """GAUC difference sum(w * d) / sum(w) over users and its 95% percentile interval when the
+    users are resampled with replacement -> (difference, low, high).
+
+    weights (U,) impressions per user; difference (U,) a per-user AUC difference of two models
+    scored on the same users (averaged over seeds by the caller), so the pairing is kept."""
+    rng = np.random.default_rng(seed)
+    point = float((weights * difference).sum() / weights.sum())
+    picks = rng.integers(0, len(weights), (resamples, len(weights)))
+    w = weights[picks]
+    samples = (w * difference[picks]).sum(1) / w.sum(1)
+    low, high = np.percentile(samples, [2.5, 97.5])
+    return point, float(low), float(high)

@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -27,26 +27,50 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from models.ctr.data import ClickData, ClickDataConfig, iterate_batches, make_click_data
-from models.ctr.din import VARIANTS, DeepInterestNetwork, mini_batch_aware_l2, variant_config
+from models.ctr.din import (
+    VARIANTS,
+    DeepInterestNetwork,
+    mini_batch_aware_l2,
+    reestimate_dice_statistics,
+    variant_config,
+)
 from models.ctr.metrics import rela_impr, score_report
 
 INPUT_KEYS = DeepInterestNetwork.input_names
 
 
+Regulariser = Literal["none", "l2", "dropout", "mba"]
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 8  # passes over the training users
+    epochs: int = 8  # passes over the training users (the most, when `patience` is set)
     batch_size: int = 64  # users per mini-batch (each with all of its candidates)
     lr: float = 2e-3  # Adam learning rate
+    regulariser: Regulariser = "mba"  # paper section 6.5's comparison: none, l2, dropout, mba
     mba_lambda: float = 0.05  # weight of the mini-batch aware L2 (paper eq. 4)
+    l2_lambda: float = 1e-3  # weight of plain L2 on every embedding row, every batch
+    id_dropout: float = 0.5  # "dropout": share of behaviour item ids discarded per sample
     eval_batch_size: int = 512  # users per batch at evaluation
     seed: int = 0  # model initialisation and batch order
     bucket_by_length: bool = True  # batch users of similar history length: less padding
+    patience: int | None = None  # early stopping: epochs without a better validation GAUC
+    dice_stats: Literal["running", "reestimate"] = "running"  # Dice moments at evaluation
+    reestimate_users: int = 2000  # training users (shuffled, unbucketed) for "reestimate"
 
 
-def _frequency_tensors(data: ClickData) -> dict[str, torch.Tensor]:
+def frequency_tensors(data: ClickData) -> dict[str, torch.Tensor]:
     counts = data.id_frequencies(data.train_users)
     return {name: torch.from_numpy(c).float() for name, c in counts.items()}
+
+
+def reestimate_dice(model: DeepInterestNetwork, data: ClickData, cfg: TrainConfig, seed: int = 0) -> int:
+    """Dice moments re-estimated on `cfg.reestimate_users` shuffled training users in unbucketed
+    batches of `cfg.batch_size` (models.ctr.din.reestimate_dice_statistics)."""
+    rng = np.random.default_rng(seed)
+    users = rng.permutation(data.train_users)[: cfg.reestimate_users]
+    batches = iterate_batches(data, users, cfg.batch_size, rng)
+    return reestimate_dice_statistics(model, (tuple(b[k] for k in INPUT_KEYS) for b in batches))
 
 
 @torch.no_grad()
@@ -76,22 +100,38 @@ def oracle_report(data: ClickData, users: np.ndarray) -> dict[str, float]:
     return score_report(data.labels[rows], data.click_probability[rows], data.user_index[rows])
 
 
-def _train_step(
-    model: DeepInterestNetwork,
-    optimizer: torch.optim.Optimizer,
-    batch: dict[str, torch.Tensor],
-    frequencies: dict[str, torch.Tensor],
-    lam: float,
-) -> float:
+def regularisation(model: DeepInterestNetwork, batch: dict[str, torch.Tensor],
+                   frequencies: dict[str, torch.Tensor], cfg: TrainConfig) -> torch.Tensor:
+    """The embedding penalty of `cfg.regulariser`: MBA (eq. 4) on the rows in the batch, or
+    plain L2 on every row of every table; zero for "none" and "dropout"."""
+    if cfg.regulariser == "mba":
+        ids = {
+            "item": torch.cat([batch["history_items"].flatten(), batch["candidate_items"].flatten()]),
+            "category": torch.cat([batch["history_categories"].flatten(), batch["candidate_categories"].flatten()]),
+        }
+        return mini_batch_aware_l2(model, ids, frequencies, cfg.mba_lambda)
+    if cfg.regulariser == "l2":
+        rows = [t.weight[1:].square().sum() for t in model.embedding_tables().values()]
+        return cfg.l2_lambda * torch.stack(rows).sum()
+    return torch.zeros(())
+
+
+def drop_ids(batch: dict[str, torch.Tensor], rate: float, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    """Paper section 6.5's dropout: each behaviour's item id is discarded (set to padding id 0,
+    a zero embedding) with probability `rate`; its category id and the mask are kept."""
+    keep = torch.from_numpy(rng.random(tuple(batch["history_items"].shape)) >= rate)
+    return {**batch, "history_items": batch["history_items"] * keep}
+
+
+def train_step(model: DeepInterestNetwork, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
+               frequencies: dict[str, torch.Tensor], cfg: TrainConfig, rng: np.random.Generator) -> float:
+    """One Adam step on the masked BCE (eq. 1) plus the configured regulariser."""
+    if cfg.regulariser == "dropout":
+        batch = drop_ids(batch, cfg.id_dropout, rng)
     logits, _ = model.logits(*(batch[k] for k in INPUT_KEYS))  # (B, N)
     mask = batch["candidate_mask"]
     bce = F.binary_cross_entropy_with_logits(logits, batch["labels"], reduction="none")
-    loss = (bce * mask).sum() / mask.sum()
-    ids = {
-        "item": torch.cat([batch["history_items"].flatten(), batch["candidate_items"].flatten()]),
-        "category": torch.cat([batch["history_categories"].flatten(), batch["candidate_categories"].flatten()]),
-    }
-    loss = loss + mini_batch_aware_l2(model, ids, frequencies, lam)
+    loss = (bce * mask).sum() / mask.sum() + regularisation(model, batch, frequencies, cfg)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -113,7 +153,7 @@ def _train_epoch(
     total = -(-len(data.train_users) // cfg.batch_size)
     bar = tqdm(batches, total=total, desc=progress_desc, disable=progress_desc is None)
     for batch in bar:
-        loss = _train_step(model, optimizer, batch, frequencies, cfg.mba_lambda)
+        loss = train_step(model, optimizer, batch, frequencies, cfg, rng)
         bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
 
 
@@ -136,21 +176,26 @@ def train_variant(
         variant_config(variant, data.config.n_items, data.config.n_categories, **model_overrides)
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    frequencies = _frequency_tensors(data)
+    frequencies = frequency_tensors(data)
     best: dict[str, Any] = {"valid_gauc": -1.0}
     curve: list[float] = []  # validation GAUC after each epoch
     started = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
         desc = f"{variant} {epoch}/{cfg.epochs}"
         _train_epoch(model, optimizer, data, cfg, rng, frequencies, desc if progress else None)
+        if cfg.dice_stats == "reestimate":
+            reestimate_dice(model, data, cfg, seed=cfg.seed + epoch)
         valid = evaluate(model, data, data.valid_users, cfg.eval_batch_size)
         curve.append(valid["gauc"])
         if valid["gauc"] > best["valid_gauc"]:
             best = {"valid_gauc": valid["gauc"], "valid_auc": valid["auc"], "best_epoch": epoch}
             best_state = copy.deepcopy(model.state_dict())
+        if cfg.patience is not None and epoch - best["best_epoch"] >= cfg.patience:
+            break
     model.load_state_dict(best_state)
     test = evaluate(model, data, data.test_users, cfg.eval_batch_size)
-    metrics = {**best, "test_auc": test["auc"], "test_gauc": test["gauc"], "valid_gauc_curve": curve}
+    metrics = {**best, "test_auc": test["auc"], "test_gauc": test["gauc"], "valid_gauc_curve": curve,
+               "epochs_run": len(curve), "plateaued": cfg.patience is not None and len(curve) < cfg.epochs}
     metrics["train_seconds"] = time.perf_counter() - started
     return model.eval(), metrics
 
