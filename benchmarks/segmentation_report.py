@@ -81,17 +81,24 @@ def beta_sweep(model: EcoM2F, train: ExitTable, test: ExitTable, costs: dict[str
     return rows
 
 
+DIFFICULTY_BINS = ((0.0, 1 / 3), (1 / 3, 2 / 3), (2 / 3, 1.0001))
+
+
 def by_difficulty(model: EcoM2F, test: ExitTable, difficulty: np.ndarray) -> list[str]:
-    """Deployed gate's mean depth and exit-2 vs full-depth mIoU per difficulty third of the test set."""
+    """Per difficulty third of the test set: mIoU at every exit, the depth spread (full depth minus
+    the first exit) and the deployed gate's mean depth."""
     choice = gate_choice(model.gate, test.gate_features)
-    lines = ["| scene difficulty | images | gate mean layers | mIoU at exit 2 (%) | mIoU at full depth (%) |",
-             "|---|---|---|---|---|"]
-    for low, high in ((0.0, 1 / 3), (1 / 3, 2 / 3), (2 / 3, 1.0001)):
+    exits = " | ".join(f"exit {k} (%)" for k in test.exits)
+    lines = [f"| scene difficulty | images | {exits} | full depth - exit {test.exits[0]} (points) | "
+             "gate mean layers | gate mIoU (%) |", "|---" * (len(test.exits) + 5) + "|"]
+    for low, high in DIFFICULTY_BINS:
         rows = np.flatnonzero((difficulty >= low) & (difficulty < high))
         part = ExitTable(test.exits, test.quality[rows], test.confusions[rows], test.gate_features[rows])
-        first, last = np.zeros(len(rows), int), np.full(len(rows), len(test.exits) - 1)
-        lines.append(f"| {low:.2f}-{min(high, 1.0):.2f} | {len(rows)} | {part.layers(choice[rows]).mean():.2f} | "
-                     f"{100 * part.miou(first):.2f} | {100 * part.miou(last):.2f} |")
+        per_exit = [100 * part.miou(np.full(len(rows), col)) for col in range(len(test.exits))]
+        lines.append(f"| {low:.2f}-{min(high, 1.0):.2f} | {len(rows)} | "
+                     + " | ".join(f"{m:.2f}" for m in per_exit)
+                     + f" | {per_exit[-1] - per_exit[0]:+.2f} | {part.layers(choice[rows]).mean():.2f} | "
+                     f"{100 * part.miou(choice[rows]):.2f} |")
     return lines
 
 
@@ -204,7 +211,8 @@ def render(ckpt: dict, costs: dict, fixed: list[dict], sweep: list[dict], served
             "| beta | encoder compute saved | mIoU lost (points) | gate vs equal-compute fixed mix, mIoU % "
             "[95% bootstrap interval of the difference] | goal |",
             "|---|---|---|---|---|", *goal_check(full, sweep), "",
-            f"## Where the deployed gate (beta={ckpt['beta']:g}) spends depth", "", *difficulty_lines, ""]
+            f"## Depth spread by scene difficulty, and where the deployed gate (beta={ckpt['beta']:g}) spends "
+            "depth", "", *difficulty_lines, ""]
     if served is not None:
         out += ["## Served masks vs torch (held-out scenes, PNG through `python -m services`, effort auto)", "",
                 f"- images: {served['images']}",

@@ -2,6 +2,7 @@
 answers in minutes instead of training first.
 
     python -m exporters.ship ship --source artifacts/ship/repository --to shipped_models
+    python -m exporters.ship ship --source artifacts/repo --to shipped_models --families segmentation
     python -m exporters.ship describe shipped_models          # where the served models came from
     python -m exporters.ship verify --retrained artifacts/verify/repository --shipped shipped_models
 
@@ -102,14 +103,53 @@ def model_manifest(model_dir: Path, provenance: dict[str, Any]) -> dict[str, Any
     }
 
 
-def shippable(source: Path) -> list[Path]:
-    """The default models: every fp32 model in the source repository."""
+def _latest_meta(model_dir: Path) -> dict[str, Any] | None:
+    metas = sorted(model_dir.glob("*/meta.json"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else -1)
+    return json.loads(metas[-1].read_text()) if metas else None
+
+
+def shippable(source: Path, families: list[str] | None = None) -> list[Path]:
+    """The default models: every fp32 model in the source repository (of `families`, when given)."""
     found = []
     for config in sorted(source.glob("*/config.pbtxt")):
-        metas = sorted(config.parent.glob("*/meta.json"))
-        if metas and json.loads(metas[-1].read_text()).get("recipe") == "fp32":
+        meta = _latest_meta(config.parent)
+        if meta and meta.get("recipe") == "fp32" and (families is None or meta.get("family") in families):
             found.append(config.parent)
     return found
+
+
+def ship_families(source: Path, target: Path, families: list[str], provenance: dict[str, Any]) -> dict[str, Any]:
+    """Replaces only `families`' models (and their manifests) in an existing shipped repository; the
+    other families' models, manifests and aliases stay as they are, and SHIPPED.json records the
+    partial update under `updates`."""
+    models = shippable(source, families)
+    if not models:
+        raise SystemExit(f"no fp32 models of {', '.join(families)} in {source}: build them first")
+    summary = json.loads((target / SUMMARY).read_text())
+    for old in target.iterdir():
+        meta = _latest_meta(old) if old.is_dir() else None
+        if meta is not None and meta.get("family") in families:
+            shutil.rmtree(old)
+    manifests = []
+    for model in models:
+        shutil.copytree(model, target / model.name)
+        manifest = model_manifest(target / model.name, provenance)
+        (target / model.name / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        manifests.append(manifest)
+    names = sorted(p.name for p in target.iterdir() if (p / MANIFEST).is_file())
+    size = sum(json.loads((target / n / MANIFEST).read_text())["size_bytes"] for n in names)
+    if size > MAX_BYTES:
+        raise SystemExit(f"{size / 2**20:.1f} MiB of models: over the {MAX_BYTES / 2**20:.0f} MiB the project ships")
+    aliases = json.loads((target / "aliases.json").read_text()) if (target / "aliases.json").is_file() else {}
+    if (source / "aliases.json").is_file():
+        shipped = {m.name for m in models}
+        aliases.update({k: v for k, v in json.loads((source / "aliases.json").read_text()).items() if v in shipped})
+    (target / "aliases.json").write_text(json.dumps({k: v for k, v in aliases.items() if v in names},
+                                                    indent=2, sort_keys=True) + "\n")
+    update = {"families": families, **{k: provenance[k] for k in ("built_by", "code_revision", "shipped_by")}}
+    summary.update(models=names, size_bytes=size, updates=[*summary.get("updates", []), update])
+    (target / SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary
 
 
 def ship(source: Path, target: Path, provenance: dict[str, Any]) -> dict[str, Any]:
@@ -185,6 +225,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--to", type=Path, default=Path("shipped_models"))
     s.add_argument("--built-by", default=BUILD_COMMAND, help="the command that trained and exported the source")
     s.add_argument("--revision", default=None, help="code revision the source was built from (default: git describe)")
+    s.add_argument("--families", nargs="+", default=None,
+                   help="replace only these families' models in an existing shipped repository")
     d = commands.add_parser("describe", help="one line: where a repository's models came from")
     d.add_argument("repository", type=Path)
     v = commands.add_parser("verify", help="do retrained figures reproduce the shipped ones within tolerance?")
@@ -201,7 +243,8 @@ def main(argv: list[str] | None = None) -> None:
         provenance = {"built_by": args.built_by, "code_revision": args.revision or code_revision(),
                       "seeds": training_seeds(), "shipped_by": "python -m exporters.ship " + " ".join(
                           sys.argv[1:] if argv is None else argv)}
-        summary = ship(args.source, args.to, provenance)
+        summary = (ship(args.source, args.to, provenance) if args.families is None
+                   else ship_families(args.source, args.to, args.families, provenance))
         print(f"shipped {len(summary['models'])} models ({summary['size_bytes'] / 2**20:.1f} MiB) into {args.to}")
     elif not verify(args.retrained, args.shipped):
         raise SystemExit("retrained figures do not reproduce the shipped ones (see OUT OF TOLERANCE above)")

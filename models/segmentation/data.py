@@ -30,6 +30,10 @@ import numpy as np
 CLASS_NAMES = ("background", "disk", "square", "triangle", "cross")
 # A class colour (RGB in [0, 1]) that easy scenes use: a local cue an early exit can read.
 CLASS_COLOURS = np.array([[0.5, 0.5, 0.5], [0.85, 0.2, 0.2], [0.2, 0.75, 0.25], [0.2, 0.3, 0.85], [0.9, 0.8, 0.15]])
+# The second palette of context scenes: disk <-> square and triangle <-> cross swap colours, so a
+# colour alone names two classes and the scene's sign (stripes: palette 0, checks: palette 1) decides.
+SWAPPED_PALETTE = np.array([0, 2, 1, 4, 3])
+SIGN_SIZE = 8  # side of the palette sign in pixels
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,9 @@ class SceneConfig:
     max_blend: float = 0.55  # how far object colours fade into the background at difficulty 1
     max_clutter: int = 10  # background lines/blobs at difficulty 1
     colour_cue: float = 0.0  # chance an object wears its class colour, times (1 - difficulty); 0 = never
+    cue_fades: bool = True  # the colour cue's chance shrinks with difficulty (False: colour_cue at every d)
+    max_tint: float = 0.0  # std of the scene illuminant's log gain per channel at difficulty 1 (0 = none)
+    palette_sign: bool = False  # class colours come from one of two palettes, named by a sign in the scene
     valid_fraction: float = 0.1  # share of scenes held out for the gate's derived dataset check
     test_fraction: float = 0.15  # share of scenes held out for the reported figures
     seed: int = 0  # one seed determines every scene
@@ -126,6 +133,19 @@ def _clutter(image: np.ndarray, count: int, rng: np.random.Generator) -> None:
         image[mask] = colour
 
 
+def _paint_sign(image: np.ndarray, palette: int, rng: np.random.Generator) -> np.ndarray:
+    """A black-and-white SIGN_SIZE square at a random place: stripes for palette 0, checks for
+    palette 1 (in place) -> its (H, W) bool mask (labelled background)."""
+    size = image.shape[0]
+    top, left = rng.integers(0, size - SIGN_SIZE + 1, 2)
+    yy, xx = np.mgrid[0:SIGN_SIZE, 0:SIGN_SIZE] // 2
+    pattern = (yy + xx) % 2 if palette else yy % 2  # (S, S) of 0/1
+    image[top:top + SIGN_SIZE, left:left + SIGN_SIZE] = pattern[..., None].astype(float)
+    mask = np.zeros((size, size), bool)
+    mask[top:top + SIGN_SIZE, left:left + SIGN_SIZE] = True
+    return mask
+
+
 def make_scene(cfg: SceneConfig, difficulty: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One scene at `difficulty` -> (image (H, W, 3) uint8, labels (H, W) uint8)."""
     size = cfg.image_size
@@ -136,21 +156,28 @@ def make_scene(cfg: SceneConfig, difficulty: float, rng: np.random.Generator) ->
     r_lo = max(cfg.r_min, r_hi * 0.55)
     clutter_first = round(difficulty * cfg.max_clutter)
     _clutter(image, clutter_first // 2, rng)  # some clutter behind the objects
+    palette = int(rng.integers(0, 2)) if cfg.palette_sign else 0
     for _ in range(n_objects):
         kind = int(rng.integers(1, cfg.n_classes))
         radius = rng.uniform(r_lo, r_hi)
         cy, cx = rng.uniform(radius * 0.6, size - radius * 0.6, 2)
         mask = shape_mask(kind, size, cy, cx, radius, rng.uniform(0, 2 * np.pi))
         colour = rng.uniform(0, 1, 3)
-        if cfg.colour_cue > 0 and rng.random() < cfg.colour_cue * (1.0 - difficulty):  # class colour when easy
-            colour = np.clip(CLASS_COLOURS[kind] + rng.normal(0.0, 0.08, 3), 0.0, 1.0)
+        cue = cfg.colour_cue * ((1.0 - difficulty) if cfg.cue_fades else 1.0)
+        if cfg.colour_cue > 0 and rng.random() < cue:  # class colour when easy
+            shown = SWAPPED_PALETTE[kind] if palette else kind
+            colour = np.clip(CLASS_COLOURS[shown] + rng.normal(0.0, 0.08, 3), 0.0, 1.0)
         colour = colour + difficulty * cfg.max_blend * (base - colour)  # low contrast when hard
         image[mask] = _texture(size, colour, rng)[mask]
         labels[mask] = kind
+    if cfg.palette_sign:
+        labels[_paint_sign(image, palette, rng)] = 0
     clutter_front = clutter_first - clutter_first // 2
     painted = image.copy()
     _clutter(painted, clutter_front, rng)  # clutter in front occludes objects: label it background
     labels[np.any(painted != image, axis=-1)] = 0
+    if cfg.max_tint > 0:  # one illuminant for the whole scene (von Kries gains per channel)
+        painted = painted * np.exp(rng.normal(0.0, difficulty * cfg.max_tint, 3))
     noise = cfg.noise_min + difficulty * (cfg.noise_max - cfg.noise_min)
     painted = painted + rng.normal(0.0, noise, painted.shape)
     return (np.clip(painted, 0.0, 1.0) * 255).round().astype(np.uint8), labels

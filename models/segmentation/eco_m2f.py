@@ -30,6 +30,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from models.segmentation.matching import decoder_loss
+from models.segmentation.query_decoder import QueryHead
+
 
 @dataclass
 class EcoM2FConfig:
@@ -45,6 +48,13 @@ class EcoM2FConfig:
     stage_convs: int = 2  # 3x3 convs per backbone stage; fewer = smaller receptive field, more encoder work
     gate_pool: int = 2  # gate pools each token scale to gate_pool x gate_pool
     gate_hidden: int = 64  # gate MLP hidden width
+    # Encoder attention reach in pixels (token centres within this Chebyshev distance attend to each
+    # other; 0 = global). Local like Mask2Former's deformable attention, whose sampling points sit
+    # near each query's reference point: every layer widens what a token sees, so depth buys context.
+    attention_radius: float = 0.0
+    head: str = "fpn"  # the exits' shared head: "fpn" (per-pixel) or "query" (Mask2Former decoder)
+    n_queries: int = 12  # query head: learnable queries
+    decoder_layers: int = 3  # query head: masked-attention decoder layers
 
     @property
     def exits(self) -> list[int]:
@@ -81,11 +91,33 @@ def sine_positions(side: int, dim: int) -> torch.Tensor:
     return torch.cat([angles_y.sin(), angles_y.cos(), angles_x.sin(), angles_x.cos()], dim=1)
 
 
+def token_centres(side: int, stride: int) -> torch.Tensor:
+    """(side * side, 2) pixel (y, x) centres of a side x side token grid of `stride`."""
+    coords = (torch.arange(side, dtype=torch.float32) + 0.5) * stride
+    ys, xs = torch.meshgrid(coords, coords, indexing="ij")
+    return torch.stack([ys.reshape(-1), xs.reshape(-1)], dim=1)
+
+
+def attention_bias(cfg: EcoM2FConfig) -> torch.Tensor:
+    """(T, T) additive attention bias: 0 where two tokens' centres lie within attention_radius
+    pixels (Chebyshev), a large negative number elsewhere; all zeros for global attention."""
+    g8, g16 = cfg.token_grids
+    centres = torch.cat([token_centres(g8, 8), token_centres(g16, 16)])  # (T, 2)
+    if cfg.attention_radius <= 0:
+        return torch.zeros(len(centres), len(centres))
+    reach = (centres[:, None] - centres[None]).abs().amax(dim=-1)  # (T, T)
+    return torch.where(reach <= cfg.attention_radius, 0.0, -1e4)
+
+
 class EncoderLayer(nn.Module):
-    """Pre-norm transformer layer: self-attention over all tokens of both scales, then an FFN."""
+    """Pre-norm transformer layer: self-attention over the tokens of both scales (within
+    attention_radius), then an FFN."""
+
+    attention_bias: torch.Tensor
 
     def __init__(self, cfg: EcoM2FConfig):
         super().__init__()
+        self.register_buffer("attention_bias", attention_bias(cfg), persistent=False)
         self.n_heads = cfg.n_heads
         self.norm1, self.norm2 = nn.LayerNorm(cfg.d_model), nn.LayerNorm(cfg.d_model)
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
@@ -98,7 +130,7 @@ class EncoderLayer(nn.Module):
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # 3 x (B, heads, T, D/heads)
         # Explicit matmuls rather than scaled_dot_product_attention: torch's FlopCounterMode does
         # not count the CPU SDPA kernel, and the encoder's GFLOPs are what the gate saves.
-        scores = (q @ k.transpose(-2, -1)) * (d // self.n_heads) ** -0.5  # (B, heads, T, T)
+        scores = (q @ k.transpose(-2, -1)) * (d // self.n_heads) ** -0.5 + self.attention_bias  # (B, heads, T, T)
         attended = scores.softmax(dim=-1) @ v  # (B, heads, T, D/heads)
         tokens = tokens + self.proj(attended.transpose(1, 2).reshape(b, t, d))
         return tokens + self.ffn(self.norm2(tokens))
@@ -130,6 +162,28 @@ class SegmentationHead(nn.Module):
         return F.interpolate(
             logits, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
         )  # (B, C, H, W)
+
+    def loss(self, tokens: torch.Tensor, pixel_features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self(tokens, pixel_features), labels)
+
+
+class MaskClassificationHead(nn.Module):
+    """The query head with the model's token positions bound (same call signature as the FPN head)."""
+
+    positions: torch.Tensor
+
+    def __init__(self, cfg: EcoM2FConfig, positions: torch.Tensor):
+        super().__init__()
+        self.register_buffer("positions", positions, persistent=False)
+        self.query = QueryHead(cfg.d_model, cfg.n_classes, cfg.widths[0], cfg.token_grids, cfg.image_size,
+                               cfg.n_queries, cfg.decoder_layers, cfg.n_heads, 2 * cfg.d_model)
+        self.generator = torch.Generator().manual_seed(0)  # the loss's point samples
+
+    def forward(self, tokens: torch.Tensor, pixel_features: torch.Tensor) -> torch.Tensor:
+        return self.query(tokens, pixel_features, self.positions)  # (B, C, H, W) class scores
+
+    def loss(self, tokens: torch.Tensor, pixel_features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return decoder_loss(self.query.predictions(tokens, pixel_features, self.positions), labels, self.generator)
 
 
 class ExitGate(nn.Module):
@@ -184,7 +238,10 @@ class EcoM2F(nn.Module):
             persistent=False,
         )
         self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.n_layers))
-        self.head = SegmentationHead(cfg)
+        if cfg.head not in ("fpn", "query"):
+            raise ValueError(f"head {cfg.head!r} is unknown (use fpn or query)")
+        self.head: SegmentationHead | MaskClassificationHead = (
+            SegmentationHead(cfg) if cfg.head == "fpn" else MaskClassificationHead(cfg, self.positions))
         self.gate = ExitGate(cfg)
         self.register_buffer("mean", torch.tensor([0.5, 0.5, 0.5]).reshape(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor([0.25, 0.25, 0.25]).reshape(1, 3, 1, 1), persistent=False)
@@ -216,6 +273,16 @@ class EcoM2F(nn.Module):
             if depth >= self.config.first_exit:
                 logits.append(self.head(tokens, pixel_features))
         return logits
+
+    def exit_losses(self, image: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(E,) the head's training loss at every exit first_exit..L, from one encoder pass."""
+        tokens, pixel_features = self.forward_features(image)
+        losses = []
+        for depth, layer in enumerate(self.layers, start=1):
+            tokens = layer(tokens)
+            if depth >= self.config.first_exit:
+                losses.append(self.head.loss(tokens, pixel_features, labels))
+        return torch.stack(losses)
 
     def forward(self, image: torch.Tensor, exit_layer: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (logits (B, C, H, W) at `exit_layer`, or where the gate says; exit layer per image (B,)).
