@@ -1,23 +1,28 @@
 """Synthetic scenes with pixel-exact ground truth, for the ECO-M2F segmentation family.
 
-Every scene is drawn from one seed. Object classes are SHAPES (disk, square, triangle, cross);
-stripe texture is drawn per object independently of the class, and so is the colour except in
-easy scenes, so in hard scenes the class must be read from the outline, which for large,
-occluded or noisy objects needs context beyond a local receptive field. A per-image difficulty
-d in [0, 1] sets how hard the scene is:
+Every scene is drawn from one seed. Object classes are SHAPES (disk, square, triangle, cross).
+By default every object wears its class's colour (a local cue), lit by ONE illuminant for the
+whole scene whose strength grows with difficulty: in a hard scene a colour no longer names its
+class by itself, and the class must be read from the colours of the other objects and the
+background (the shared illuminant) or from the outline, both context beyond a local receptive
+field. A per-image difficulty d in [0, 1] sets how hard the scene is:
 
-    objects   1 + round(d * (max_objects - 1))   more objects, more occlusion
-    scale     radius in [r_min, r_max] shrinks with d
-    noise     Gaussian std  noise_min + d * (noise_max - noise_min)
-    contrast  object colours are pulled towards the background colour by d * max_blend
-    clutter   round(d * max_clutter) background-labelled lines and blobs
-    colour    an object wears its class's colour with probability colour_cue * (1 - d), else a
-              random one: easy objects can be told apart locally, hard ones only by their outline
+    objects    1 + round(d * (max_objects - 1))   more objects, more occlusion
+    scale      radius in [r_min, r_max] shrinks with d
+    noise      Gaussian std  noise_min + d * (noise_max - noise_min)
+    contrast   object colours are pulled towards the background colour by d * max_blend
+    clutter    round(d * max_clutter) background-labelled lines and blobs
+    illuminant per-channel gains exp(N(0, (d * max_tint)^2)) on the whole scene
+    colour     an object wears its class colour with probability colour_cue (times (1 - d) when
+               cue_fades), else a random one
 
-so an image with d near 0 is one clean, large shape (an early encoder exit should suffice) and
-one with d near 1 is several small, occluded, noisy shapes among clutter. The label map is
-painted with exactly the masks that paint the image (no anti-aliasing), later objects occlude
-earlier ones, and the clutter is labelled background.
+so an image with d near 0 is one clean, large shape in its class colour (an early encoder exit
+should suffice) and one with d near 1 is several small, occluded, noisy, tinted shapes among
+clutter. Two further options make context matter differently (off by default): `palette_sign`
+(two class palettes, named by a black-and-white sign somewhere in the scene) and a fading colour
+cue with random colours (`cue_fades`, the original setting: shape only in hard scenes). The label
+map is painted with exactly the masks that paint the image (no anti-aliasing), later objects
+occlude earlier ones, and the clutter and the sign are labelled background.
 """
 
 from __future__ import annotations
@@ -47,9 +52,9 @@ class SceneConfig:
     noise_max: float = 0.22  # pixel noise std at difficulty 1
     max_blend: float = 0.55  # how far object colours fade into the background at difficulty 1
     max_clutter: int = 10  # background lines/blobs at difficulty 1
-    colour_cue: float = 0.0  # chance an object wears its class colour, times (1 - difficulty); 0 = never
-    cue_fades: bool = True  # the colour cue's chance shrinks with difficulty (False: colour_cue at every d)
-    max_tint: float = 0.0  # std of the scene illuminant's log gain per channel at difficulty 1 (0 = none)
+    colour_cue: float = 1.0  # chance an object wears its class colour (see cue_fades); 0 = never
+    cue_fades: bool = False  # the colour cue's chance shrinks as (1 - difficulty) (False: colour_cue at every d)
+    max_tint: float = 0.5  # std of the scene illuminant's log gain per channel at difficulty 1 (0 = none)
     palette_sign: bool = False  # class colours come from one of two palettes, named by a sign in the scene
     valid_fraction: float = 0.1  # share of scenes held out for the gate's derived dataset check
     test_fraction: float = 0.15  # share of scenes held out for the reported figures

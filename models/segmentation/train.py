@@ -94,7 +94,8 @@ def train_parent(
             best, best_state = curve[-1], copy.deepcopy(model.state_dict())
     assert best_state is not None, "no epoch ran"
     model.load_state_dict(best_state)
-    return model.eval(), {"valid_miou_full_depth_curve": curve, "train_seconds": time.perf_counter() - started}
+    return model.eval(), {"valid_miou_full_depth_curve": curve, "train_seconds": time.perf_counter() - started,
+                          "exit_weighting": cfg.exit_weighting, "train_config": asdict(cfg)}
 
 
 def exit_table(model: EcoM2F, scenes: Scenes, indices: np.ndarray, batch_size: int = 100) -> ExitTable:
