@@ -168,12 +168,12 @@ loadtest: $(DEV) $(PAYLOADS_STAMP)
 	  --param splitcompute.payloads=$(PAYLOADS) \
 	  $(if $(LOADTEST_TARGET),--target $(LOADTEST_TARGET),--start-server $(LOADTEST_SERVICES)) $(LOADTEST_ARGS)
 
-# The query-decoder (Mask2Former head) parent that the segmentation report compares with the default FPN head
-# at about equal step-1 wall time (7 epochs of the heavier head vs the default 12); ~25 CPU-minutes, not in `make models`.
+# The query-decoder (Mask2Former head) parent that the segmentation report compares with the default FPN head at
+# about equal step-1 time (same 12 epochs; a step costs about the same); ~10 CPU-minutes, not in `make models`.
 SEGMENTATION_QUERY := artifacts/segmentation-query/eco_m2f.pt
 .PHONY: segmentation-query
 segmentation-query: $(DEV)
-	$(PY) -m models.segmentation.train --out $(dir $(SEGMENTATION_QUERY)) --epochs 7 --set head=query --no-progress
+	$(PY) -m models.segmentation.train --out $(dir $(SEGMENTATION_QUERY)) --set head=query --no-progress
 
 report-segmentation: $(REPOSITORY_STAMP)
 	$(PY) -m benchmarks.segmentation_report --repository $(REPOSITORY) \

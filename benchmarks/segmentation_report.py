@@ -274,6 +274,11 @@ def render(ckpt: dict, costs: dict, fixed: list[dict], sweep: list[dict], served
 
 
 SCENE_KEYS = ("colour_cue", "cue_fades", "max_tint", "palette_sign")
+NOTES = ["## Precision of the served stages", "",
+         "fp32. int8 stages are served only where the quantization report (`make quantize-report`, "
+         "reports/quantization.md) finds them faster than fp32 at <= 1% quality loss; on this CPU its int8 QDQ "
+         "segmentation stages pass the quality gate but run slower than fp32 (see that report's speed-up "
+         "column), so its segmentation default is fp32.", ""]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -300,7 +305,8 @@ def main(argv: list[str] | None = None) -> None:
     command = "python -m benchmarks.segmentation_report " + shlex.join(argv if argv is not None else sys.argv[1:])
     difficulty, spreads = by_difficulty(model, test, scenes.difficulty[scenes.test])
     sections = {"difficulty": difficulty, "goals": goals(fixed, sweep, spreads, served),
-                "heads": head_comparison([args.checkpoint, *args.compare], scenes.test, scenes) if args.compare else []}
+                "heads": head_comparison([args.checkpoint, *args.compare], scenes.test, scenes) if args.compare else [],
+                "notes": NOTES}
     text = render(ckpt, costs, fixed, sweep, served, len(scenes.test), command.strip(), plot_path.name, sections)
     args.out.write_text(text + "\n")
     print(text)

@@ -3,17 +3,20 @@
 Yao et al., "Efficient Transformer Encoders for Mask2Former-style models" (ECO-M2F, 2024):
 - The backbone gives multi-scale features; the transformer encoder runs over the flattened
   low-resolution scales (here strides 8 and 16, with sine positions and a level embedding, as
-  Mask2Former's pixel decoder does); a shared head turns the encoder output of ANY exit layer
+  Mask2Former's pixel decoder does), globally or within `attention_radius` pixels (local like
+  deformable attention); a shared head turns the encoder output of ANY exit layer
   k in {first_exit .. L} into a segmentation (the paper's exits at layers 2..L).
-- Step 1 trains the parent with a loss at every exit (paper sec. 3.2, the sum of per-exit losses).
+- Step 1 trains the parent with a loss at every exit (paper sec. 3.2), each exit's loss scaled by
+  its depth k as the official code does (models/segmentation/train.py, `exit_weighting`).
 - Steps 2-3 (models/segmentation/gating.py): k* = argmax_k (q_k - beta * k) per training image,
   then a small gating network on the encoder's INPUT tokens (pooled to a low resolution)
   predicts k* (paper sec. 3.3-3.4).
 
-The head is a per-pixel FPN head (encoder output fused with the stride-4 backbone features, one
-class logit map), not Mask2Former's query decoder with masked attention: the paper's subject is
-the encoder, the query decoder's Hungarian-matched mask loss needs far more training than the
-few CPU minutes this family is allowed, and the head is shared across exits either way.
+The shared head is either a per-pixel FPN head (encoder output fused with the stride-4 backbone
+features, one class logit map; the default, cheapest to train) or Mask2Former's query decoder
+(`head="query"`, models/segmentation/query_decoder.py: masked cross-attention, Hungarian-matched
+set loss, semantic inference by the einsum). Both map (tokens, stride-4 features) -> (B, C, H, W)
+class scores, so the exported stages and the service are the same for either.
 
 The model is also split into the stages the service orchestrates (exported as separate graphs):
 `BackboneGateStage` (image -> encoder input tokens, stride-4 pixel features, exit logits),

@@ -1,6 +1,7 @@
 """Mask2Former's set loss for semantic segmentation (Cheng et al., CVPR 2022, sec. 3.3 and 4):
 
 - targets: one binary mask per class present in the image (background included), with its class;
+  the losses of a batch are computed batched, only the assignment runs per image;
 - Hungarian matching of queries to targets (scipy's linear_sum_assignment) on the cost
   2 * (-p_q(c)) + 5 * BCE + 5 * dice, the masks compared on K random points (sec. 3.3, "point
   sampling": PointRend-style uniform points here, no importance sampling);
@@ -21,61 +22,70 @@ NO_OBJECT_WEIGHT = 0.1  # the "no object" class's weight in the cross-entropy (M
 POINTS = 256  # sampled points per mask (the 64 x 64 image has 4096 pixels)
 
 
-def semantic_targets(labels: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(B, H, W) class ids -> per image (classes (K,), masks (K, H, W) float) of the classes present."""
-    targets = []
-    for label in labels:
-        classes = torch.unique(label)
-        targets.append((classes, (label[None] == classes[:, None, None]).float()))
-    return targets
+def sampled_targets(labels: torch.Tensor, points: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """labels (B, H, W), points (B, P, 2) in [0, 1] (x, y) -> (B, C, P) float: 1 where the point's
+    pixel belongs to class c (nearest pixel: the label map has no sub-pixel values)."""
+    b, h, w = labels.shape
+    cols = (points[..., 0] * w).long().clamp(0, w - 1)
+    rows = (points[..., 1] * h).long().clamp(0, h - 1)
+    ids = labels[torch.arange(b)[:, None], rows, cols]  # (B, P)
+    return F.one_hot(ids, n_classes).transpose(1, 2).float()
 
 
 def point_sample(masks: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """masks (N, h, w), points (P, 2) in [0, 1] (x, y) -> (N, P) bilinear samples."""
-    grid = (2 * points - 1)[None, None].expand(len(masks), -1, -1, -1)  # (N, 1, P, 2)
-    return F.grid_sample(masks[:, None], grid, align_corners=False)[:, 0, 0]
+    """masks (B, Q, h, w), points (B, P, 2) in [0, 1] (x, y) -> (B, Q, P) bilinear samples."""
+    return F.grid_sample(masks, (2 * points - 1)[:, None], align_corners=False)[:, :, 0]
 
 
 def dice_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """(Q, P), (K, P) -> (Q, K) 1 - dice of every pair."""
+    """(B, Q, P), (B, K, P) -> (B, Q, K) 1 - dice of every pair."""
     p = logits.sigmoid()
-    return 1 - (2 * p @ targets.T + 1) / (p.sum(-1)[:, None] + targets.sum(-1)[None] + 1)
+    return 1 - (2 * p @ targets.transpose(1, 2) + 1) / (p.sum(-1)[..., None] + targets.sum(-1)[:, None] + 1)
 
 
 def bce_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """(Q, P), (K, P) -> (Q, K) mean BCE of every pair."""
+    """(B, Q, P), (B, K, P) -> (B, Q, K) mean BCE of every pair."""
     positive = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="none")
     negative = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none")
-    return (positive @ targets.T + negative @ (1 - targets).T) / logits.shape[1]
+    return (positive @ targets.transpose(1, 2) + negative @ (1 - targets).transpose(1, 2)) / logits.shape[-1]
 
 
 @torch.no_grad()
-def hungarian(class_logits: torch.Tensor, mask_points: torch.Tensor, classes: torch.Tensor,
-              target_points: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """One image: (Q, C+1), (Q, P), (K,), (K, P) -> (query rows, target columns) of the matching."""
-    cost = (-CLASS_WEIGHT * class_logits.softmax(-1)[:, classes] + MASK_WEIGHT * bce_cost(mask_points, target_points)
-            + DICE_WEIGHT * dice_cost(mask_points, target_points))  # (Q, K)
-    return linear_sum_assignment(cost.numpy())
+def hungarian(class_logits: torch.Tensor, mask_points: torch.Tensor, present: torch.Tensor,
+              target_points: torch.Tensor) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(B, Q, C+1), (B, Q, P), (B, C) bool classes present, (B, C, P) -> per image (query rows,
+    class ids) of the matching (the classes present are the targets)."""
+    n_classes = present.shape[1]
+    cost = (-CLASS_WEIGHT * class_logits.softmax(-1)[..., :n_classes]
+            + MASK_WEIGHT * bce_cost(mask_points, target_points)
+            + DICE_WEIGHT * dice_cost(mask_points, target_points)).numpy()  # (B, Q, C)
+    matches = []
+    for i in range(len(cost)):
+        classes = np.flatnonzero(present[i].numpy())
+        rows, cols = linear_sum_assignment(cost[i][:, classes])
+        matches.append((rows, classes[cols]))
+    return matches
 
 
-def set_loss(class_logits: torch.Tensor, mask_logits: torch.Tensor,
-             targets: list[tuple[torch.Tensor, torch.Tensor]], generator: torch.Generator) -> torch.Tensor:
-    """One prediction step: (B, Q, C+1), (B, Q, h, w) and the images' targets -> scalar loss."""
-    b, q, n_classes = class_logits.shape
-    no_object = n_classes - 1
+def set_loss(class_logits: torch.Tensor, mask_logits: torch.Tensor, labels: torch.Tensor,
+             generator: torch.Generator) -> torch.Tensor:
+    """One prediction step: (B, Q, C+1), (B, Q, h, w) and the labels (B, H, W) -> scalar loss."""
+    b, q, n_outputs = class_logits.shape
+    no_object = n_outputs - 1
+    points = torch.rand(b, POINTS, 2, generator=generator)
+    mask_points = point_sample(mask_logits, points)  # (B, Q, P)
+    target_points = sampled_targets(labels, points, no_object)  # (B, C, P)
+    present = F.one_hot(labels.flatten(1), no_object).amax(1).bool()  # (B, C)
+    matches = hungarian(class_logits.detach(), mask_points.detach(), present, target_points)
+    image = torch.cat([torch.full((len(r),), i) for i, (r, _) in enumerate(matches)])
+    query = torch.from_numpy(np.concatenate([r for r, _ in matches])).long()
+    target = torch.from_numpy(np.concatenate([c for _, c in matches])).long()
     class_targets = torch.full((b, q), no_object, dtype=torch.long)
-    matched_masks, matched_targets = [], []
-    for i, (classes, masks) in enumerate(targets):
-        points = torch.rand(POINTS, 2, generator=generator)
-        mask_points, target_points = point_sample(mask_logits[i], points), point_sample(masks, points)
-        rows, cols = hungarian(class_logits[i].detach(), mask_points.detach(), classes, target_points)
-        class_targets[i, rows] = classes[cols]
-        matched_masks.append(mask_points[rows])
-        matched_targets.append(target_points[cols])
-    weights = torch.ones(n_classes)
+    class_targets[image, query] = target
+    weights = torch.ones(n_outputs)
     weights[no_object] = NO_OBJECT_WEIGHT
     class_loss = F.cross_entropy(class_logits.reshape(b * q, -1), class_targets.reshape(-1), weight=weights)
-    predicted, wanted = torch.cat(matched_masks), torch.cat(matched_targets)  # (M, P)
+    predicted, wanted = mask_points[image, query], target_points[image, target]  # (M, P)
     mask_loss = F.binary_cross_entropy_with_logits(predicted, wanted)
     p = predicted.sigmoid()
     dice = 1 - (2 * (p * wanted).sum(-1) + 1) / (p.sum(-1) + wanted.sum(-1) + 1)
@@ -85,5 +95,4 @@ def set_loss(class_logits: torch.Tensor, mask_logits: torch.Tensor,
 def decoder_loss(predictions: list[tuple[torch.Tensor, torch.Tensor]], labels: torch.Tensor,
                  generator: torch.Generator) -> torch.Tensor:
     """Mean set loss over every prediction step of the decoder (final + auxiliary)."""
-    targets = semantic_targets(labels)
-    return torch.stack([set_loss(c, m, targets, generator) for c, m in predictions]).mean()
+    return torch.stack([set_loss(c, m, labels, generator) for c, m in predictions]).mean()

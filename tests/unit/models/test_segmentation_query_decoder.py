@@ -12,28 +12,30 @@ import torch
 
 from exporters.onnx_export import check_parity, export_onnx
 from models.segmentation.eco_m2f import EcoM2F, EcoM2FConfig, HeadStage, attention_bias
-from models.segmentation.matching import decoder_loss, hungarian, semantic_targets
+from models.segmentation.matching import decoder_loss, hungarian, sampled_targets
 from models.segmentation.query_decoder import QueryDecoder, semantic_logits
 
 TINY_QUERY = EcoM2FConfig(n_layers=3, d_model=32, n_heads=2, ffn_dim=64, widths=(16, 24, 32), head_dim=16,
                           head="query", n_queries=6, decoder_layers=2)
 
 
-def test_hungarian_matching_pairs_each_target_with_the_query_that_predicts_it() -> None:
-    points = torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]])  # two targets on 4 points
-    classes = torch.tensor([3, 1])
-    class_logits = torch.full((3, 6), -5.0)
-    class_logits[2, 3], class_logits[0, 1] = 5.0, 5.0  # query 2 says class 3, query 0 says class 1
-    mask_points = torch.tensor([[-9.0, -9.0, 9.0, 9.0], [0.0, 0.0, 0.0, 0.0], [9.0, 9.0, -9.0, -9.0]])
-    rows, cols = hungarian(class_logits, mask_points, classes, points)
-    assert dict(zip(cols.tolist(), rows.tolist(), strict=True)) == {0: 2, 1: 0}
+def test_hungarian_matching_pairs_each_class_present_with_the_query_that_predicts_it() -> None:
+    # 4 points, 5 classes; class 3 covers points 0-1, class 1 points 2-3; the others are absent
+    targets = torch.zeros(1, 5, 4)
+    targets[0, 3, :2], targets[0, 1, 2:] = 1.0, 1.0
+    present = torch.tensor([[False, True, False, True, False]])
+    class_logits = torch.full((1, 3, 6), -5.0)
+    class_logits[0, 2, 3], class_logits[0, 0, 1] = 5.0, 5.0  # query 2 says class 3, query 0 says class 1
+    mask_points = torch.tensor([[[-9.0, -9.0, 9.0, 9.0], [0.0, 0.0, 0.0, 0.0], [9.0, 9.0, -9.0, -9.0]]])
+    ((rows, classes),) = hungarian(class_logits, mask_points, present, targets)
+    assert dict(zip(classes.tolist(), rows.tolist(), strict=True)) == {3: 2, 1: 0}
 
 
-def test_semantic_targets_hold_one_mask_per_class_present() -> None:
-    labels = torch.tensor([[[0, 0], [2, 2]], [[4, 4], [4, 4]]])
-    (classes_a, masks_a), (classes_b, masks_b) = semantic_targets(labels)
-    assert classes_a.tolist() == [0, 2] and masks_a.sum().item() == 4 and masks_a[1, 1].tolist() == [1.0, 1.0]
-    assert classes_b.tolist() == [4] and masks_b.shape == (1, 2, 2)
+def test_sampled_targets_read_the_class_at_each_point() -> None:
+    labels = torch.tensor([[[0, 0], [2, 2]]])  # (1, 2, 2): bottom row is class 2
+    points = torch.tensor([[[0.25, 0.25], [0.75, 0.75], [0.25, 0.9]]])  # (x, y)
+    targets = sampled_targets(labels, points, n_classes=3)  # (1, 3, 3)
+    assert targets[0].argmax(0).tolist() == [0, 2, 2] and targets.sum().item() == 3
 
 
 def test_semantic_inference_is_the_einsum_of_class_probabilities_and_masks() -> None:
