@@ -67,12 +67,23 @@ def scheme_recipe(scheme: StaticScheme, label: str = "") -> Recipe:
     return recipe
 
 
+def _has_qdq(path: Path) -> bool:
+    return any(n.op_type == "QuantizeLinear" for n in onnx.load(str(path), load_external_data=False).graph.node)
+
+
 def int8_qat(src: Path, dst: Path, family: QuantFamily, graph: str) -> RecipeOutput:
+    """The family's QAT fine-tune. A graph exported with its own Q/DQ (the fake quantizers' scales and
+    zero points) is served as it is; a float graph gets the int8-static-minmax conversion."""
     with tempfile.TemporaryDirectory() as tmp:
-        finetuned = family.qat(graph, Path(tmp) / "qat_float.onnx")
+        finetuned = family.qat(graph, Path(tmp) / "qat.onnx")
+        if _has_qdq(finetuned):
+            shutil.copyfile(finetuned, dst)
+            return RecipeOutput(dst, ["fine-tuned with fake quantization (straight-through estimator); served "
+                                      "with the Q/DQ scales and zero points of its own fake quantizers (no "
+                                      "fresh calibration)"])
         static(finetuned, dst, family, graph)
     return RecipeOutput(dst, ["fine-tuned with fake quantization (straight-through estimator), then the "
-                              f"int8-static-minmax conversion ({BASE_SCHEME.describe()})"])
+                              f"int8-static-minmax conversion with a fresh calibration ({BASE_SCHEME.describe()})"])
 
 
 def int4_weight_only(src: Path, dst: Path, family: QuantFamily, graph: str) -> RecipeOutput:

@@ -56,8 +56,11 @@ def _ablation_row(name: str, rows: dict[str, dict[str, Any]]) -> str:
 
 def _family(fam: dict[str, Any]) -> list[str]:
     rows = {r["recipe"]: r for r in fam["rows"]}
+    st = fam["stamp"]
     lines = [f"## {fam['family']} ({fam['metric']}; gate: relative loss <= {fam['max_relative_loss']:.1%}; "
-             f"default: `{fam['default']}`)", "", *COLUMNS]
+             f"default: `{fam['default']}`)", "",
+             f"Measured by `{st['command']}` at commit {st['commit']}, {st['utc']}; intra-op threads {st['threads']}; "
+             f"load average before / after: {st['load_before']} / {st['load_after']}.", "", *COLUMNS]
     lines += [_recipe_row(r) for r in fam["rows"] if r["recipe"] not in ABLATIONS]
     if any(name in rows for name in ABLATIONS):
         lines += ["", f"Single-factor ablations ({fam['family']}): each row differs from its reference in exactly "
@@ -69,12 +72,12 @@ def _family(fam: dict[str, Any]) -> list[str]:
 
 
 def render(results: dict[str, Any]) -> str:
-    stamp = results["stamp"]
+    stamp = results["families"][0]["stamp"]
     lines = ["# Quantization recipes: quality, size, CPU latency, kernels", "",
-             f"Command: `{stamp['command']}`. Commit {stamp['commit']}, {stamp['utc']}. Machine: {stamp['machine']}, "
-             f"onnxruntime {stamp['onnxruntime']} CPUExecutionProvider, intra-op threads {stamp['threads']}; "
-             f"load average before / after: {stamp['load_before']} / {stamp['load_after']} (2 cores shared with "
-             "other work). Latency: p50 of interleaved rounds in one run, all recipes of a family side by side; "
+             "Command: `make quantize-report` (`python -m exporters.quantize.report`; each family's section names "
+             f"the exact command, commit and load average it was measured under). Machine: {stamp['machine']}, "
+             f"onnxruntime {stamp['onnxruntime']} CPUExecutionProvider, 2 cores shared with other work. Latency: "
+             "p50 of interleaved rounds in one run, all recipes of a family side by side; "
              "ratios are the figures to read, absolute milliseconds move with the load. Quality gate: relative "
              "loss of the family's metric vs fp32. Quality figures are deterministic for one checkpoint, one "
              "calibration set and one test set: no seeds and no interval on these differences. The same recipes at "

@@ -33,6 +33,7 @@ from exporters.repository import set_default_alias, write_variant
 
 log = logging.getLogger(__name__)
 ALL_RECIPES = {**RECIPES, **ABLATION_RECIPES}
+FAMILY_ORDER = ["ctr", "segmentation", "audio-passt", "audio-bow"]
 BATCHES = (1, 32)
 # A recipe replaces fp32 as the default only when clearly faster: repeated runs of this report on the
 # shared 2-core machine moved the same recipe's batch-32 speed-up by up to +-0.2.
@@ -160,7 +161,11 @@ def _stamp(argv: list[str] | None, threads: int) -> dict[str, Any]:
             "commit": commit.stdout.strip() or "unknown", "machine": f"{platform.machine()}, {os.cpu_count()} cores",
             "onnxruntime": ort.__version__, "threads": threads or f"onnxruntime default ({os.cpu_count()})",
             "utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg())}
+            "load_before": _load()}
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -172,13 +177,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--families", nargs="+", default=None, help="only these families (e.g. ctr audio-passt)")
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads per session (0: ORT's default)")
     parser.add_argument("--report", type=Path, default=Path("reports/quantization.md"))
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other families of the existing report (each section carries its own stamp)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    results: dict[str, Any] = {"stamp": _stamp(argv, args.threads), "families": []}
+    stamp = _stamp(argv, args.threads)
+    results: dict[str, Any] = {"families": []}
     recipes = ["fp32", *[r for r in args.recipes if r != "fp32"]]
     with tempfile.TemporaryDirectory() as tmp:
         # Absolute paths: the recipes run inside their work directory.
@@ -192,10 +200,15 @@ def main(argv: list[str] | None = None) -> None:
             for r in rows:
                 r.pop("paths", None)
             results["families"].append({"family": family.family, "metric": family.metric, "rows": rows,
-                                        "max_relative_loss": family.max_relative_loss, "default": default})
+                                        "max_relative_loss": family.max_relative_loss, "default": default,
+                                        "stamp": {**stamp, "load_after": _load()}})
     if not results["families"]:
         raise SystemExit(f"no family to quantize in {args.repository} (run `make models` first)")
-    results["stamp"]["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    if args.merge and args.report.with_suffix(".json").is_file():
+        done = {f["family"] for f in results["families"]}
+        previous = json.loads(args.report.with_suffix(".json").read_text())["families"]
+        kept = [f for f in previous if f["family"] not in done and "stamp" in f]
+        results["families"] = sorted(kept + results["families"], key=lambda f: FAMILY_ORDER.index(f["family"]))
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(render(results))
     args.report.with_suffix(".json").write_text(json.dumps(results, indent=2, default=str))
