@@ -155,3 +155,27 @@ def test_mixed_recipes_quantize_what_they_report(block, tmp_path) -> None:
     assert kernel_summary(out.path)["integer_ops"].get("MatMulNBits", 0) == chosen
     kept = mixed(block, tmp_path / "mixed.onnx", RandomCalibration(), "block")
     assert "candidates (2 act x act MatMuls)" in kept.notes[0]
+
+
+def test_the_ablation_table_attributes_each_change_to_its_reference() -> None:
+    from exporters.quantize.render import render
+
+    kernels = {"g": {"verdict": "integer kernels", "integer_ops": {"QLinearMatMul": 2}}}
+    qdq = {"max_weight_scales": 1, "weight_zero_points": "uint8 {128}", "activation_zero_points": "uint8 {7}",
+           "activation_scales": [0.1, 0.2]}
+
+    def row(recipe: str, quality: float, ms: float) -> dict:
+        return {"recipe": recipe, "status": "ok", "quality": quality, "relative_loss": (0.8 - quality) / 0.8,
+                "passed": quality >= 0.792, "size_bytes": 1024, "size_ratio": 1.0, "latency_ms": {"1": ms, "32": ms},
+                "speedup": {"32": 1.0}, "kernels": kernels, "notes": [], "qdq": qdq}
+
+    stamp = {"command": "python -m exporters.quantize.report", "commit": "abc", "utc": "now", "machine": "m",
+             "onnxruntime": "1", "threads": 1, "load_before": "1", "load_after": "2"}
+    rows = [row("fp32", 0.80, 10.0), row(BASE_RECIPE, 0.79, 8.0), row("abl-sym-weights", 0.78, 8.0),
+            row("abl-per-channel", 0.79, 4.0)]
+    text = render({"families": [{"family": "ctr", "metric": "GAUC", "max_relative_loss": 0.01, "default": "fp32",
+                                 "rows": rows, "stamp": stamp}]})
+    # sym-weights vs the base: 0.78 / 0.79 - 1; per-channel vs sym-weights (its reference), 2x faster.
+    assert "| abl-sym-weights | weights symmetric | int8-static-minmax | 0.7800 | -1.27% | +2.50% | FAILED | 1.00x |" in text
+    assert "| abl-per-channel | weights per-channel | abl-sym-weights | 0.7900 | +1.28% | +1.25% | FAILED | 2.00x |" in text
+    assert "abl-entropy" not in text  # not run: no row
