@@ -13,17 +13,18 @@ def _result(family: str, int8_ms: float, int8_bytes: int) -> dict:
     kernels = {"verdict": "integer kernels", "integer_ops": {"QLinearMatMul": 6}, "float_ops": {}}
     return {"family": family, "shapes": "tiny", "cases": cases, "threads": ["t=1", "t=2"],
             "latency_ms": {"fp32": timing, "int8-dynamic": fast},
-            "built": {"fp32": {"size_bytes": 400, "notes": [], "kernels": kernels},
-                      "int8-dynamic": {"size_bytes": int8_bytes, "notes": ["int8"], "kernels": kernels}}}
+            "built": {"fp32": {"size_bytes": 40, "paper_size_bytes": 400, "notes": [], "kernels": kernels},
+                      "int8-dynamic": {"size_bytes": 30, "paper_size_bytes": int8_bytes, "notes": ["int8"],
+                                       "kernels": kernels}}}
 
 
 def test_goal_uses_batch_32_at_all_threads_and_the_size_ratio() -> None:
     met = goal_lines([_result("PaSST-base 1 s", int8_ms=60.0, int8_bytes=100)])
-    assert met == ["- PaSST-base 1 s int8-dynamic: 1.67x at b=32 (1 s), t=2; 4.00x smaller -> met"]
+    assert met == ["- PaSST-base 1 s int8-dynamic: 1.67x at b=32 (1 s), t=2; 4.00x smaller at the paper's depth -> met"]
     slow = goal_lines([_result("PaSST-base 1 s", int8_ms=80.0, int8_bytes=100)])  # t=1 is 20x, but t=2 counts
-    assert slow[0].endswith("1.25x at b=32 (1 s), t=2; 4.00x smaller -> NOT met")
+    assert slow[0].endswith("1.25x at b=32 (1 s), t=2; 4.00x smaller at the paper's depth -> NOT met")
     big = goal_lines([_result("ECO-M2F encoder", int8_ms=50.0, int8_bytes=200)])
-    assert big[0].endswith("2.00x smaller -> NOT met")
+    assert big[0].endswith("2.00x smaller at the paper's depth -> NOT met")  # the graph's own 1.33x is not used
     assert goal_lines([_result("DIN", int8_ms=10.0, int8_bytes=10)]) == []  # not a transformer family
 
 
@@ -31,7 +32,7 @@ def test_report_states_ratios_per_thread_count() -> None:
     stamp = {"command": "c", "commit": "x", "utc": "now", "machine": "m", "cpu_flags": ["avx512_vnni"],
              "onnxruntime": "1", "rounds": 3, "runs": 2, "load_before": "1", "load_after": "2"}
     text = render(stamp, [_result("PaSST-base 1 s", int8_ms=60.0, int8_bytes=100)])
-    assert "| int8-dynamic | 0.0 | 4.00 | 10.0 | 20.00x | 10.0 | 20.00x | 60.0 | 1.67x | 60.0 | 1.67x |" in text
+    assert "| int8-dynamic | 0.0 | 0.0 | 4.00 | 10.0 | 20.00x | 10.0 | 20.00x | 60.0 | 1.67x | 60.0 | 1.67x |" in text
     assert "avx512_vnni" in text and "no AMX flag" in text
 
 
