@@ -73,9 +73,11 @@ def _has_qdq(path: Path) -> bool:
 
 def int8_qat(src: Path, dst: Path, family: QuantFamily, graph: str) -> RecipeOutput:
     """The family's QAT fine-tune. A graph exported with its own Q/DQ (the fake quantizers' scales and
-    zero points) is served as it is; a float graph gets the int8-static-minmax conversion."""
+    zero points: a family's `qat_qdq`, in the base scheme) is served as it is; a float graph gets the
+    int8-static-minmax conversion with a fresh calibration."""
+    deployable = getattr(family, "qat_qdq", None)
     with tempfile.TemporaryDirectory() as tmp:
-        finetuned = family.qat(graph, Path(tmp) / "qat.onnx")
+        finetuned = (deployable or family.qat)(graph, Path(tmp) / "qat.onnx")
         if _has_qdq(finetuned):
             shutil.copyfile(finetuned, dst)
             return RecipeOutput(dst, ["fine-tuned with fake quantization (straight-through estimator); served "
