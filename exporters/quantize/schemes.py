@@ -34,7 +34,7 @@ from exporters.quantize.family import QuantFamily
 log = logging.getLogger(__name__)
 CALIBRATION_BATCHES = 16
 QUANTIZABLE = ("MatMul", "Gemm", "Conv")
-ENTROPY_BINS = 2048
+ENTROPY_BINS = 512
 
 
 @dataclass
@@ -139,11 +139,13 @@ def quantize_with_scheme(src: Path, dst: Path, batches: list[dict[str, np.ndarra
 
 
 def _entropy_ranges(model: Path, batches: list[dict[str, np.ndarray]], work: Path) -> Path:
-    """Entropy (KL) ranges over a 2,048-bin histogram, written as an ORT calibration cache.
+    """Entropy (KL) ranges over a 512-bin histogram, written as an ORT calibration cache.
 
     Through quantize_static, ORT's entropy calibrator builds 128 histogram bins for 128 quantized
     bins: the KL search then has a single candidate, the full range, and returns min-max ranges
-    (measured: identical scales). TensorRT's procedure uses 2,048 bins."""
+    (measured: identical scales). TensorRT's procedure uses 2,048 bins; ORT's pure-Python KL search
+    over 2,048 bins took ~4 minutes per segmentation stage on this machine, 512 gives 192 candidate
+    thresholds per tensor."""
     calibrator = create_calibrator(model, list(QUANTIZABLE), augmented_model_path=str(work / "augmented.onnx"),
                                    calibrate_method=CalibrationMethod.Entropy,
                                    extra_options={"num_bins": ENTROPY_BINS, "num_quantized_bins": 128})
