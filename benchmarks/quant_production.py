@@ -338,7 +338,8 @@ def render(stamp: dict[str, Any], results: list[dict[str, Any]]) -> str:
              f"onnxruntime {stamp['onnxruntime']} CPUExecutionProvider. Load average before / after: "
              f"{stamp['load_before']} / {stamp['load_after']} (2 cores shared with other work: read the "
              f"ratios, measured side by side). p50 of {stamp['rounds']} interleaved rounds x {stamp['runs']} runs "
-             "after one warm-up run; `t=N` = intra-op threads. Quality is not measured here (random weights): "
+             "(cases under 0.1 s get enough runs for ~0.2 s of fp32 time per visit, up to 30) after one warm-up "
+             "run; `t=N` = intra-op threads. Quality is not measured here (random weights): "
              "reports/quantization.md measures the same recipes on the trained small models.", "",
              "Goal of issue 18 (int8 >= 1.5x fp32 at batch 32 for the transformer families, >= 3.5x smaller):", "",
              *goal_lines(results), ""]
