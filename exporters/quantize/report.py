@@ -179,12 +179,29 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--report", type=Path, default=Path("reports/quantization.md"))
     parser.add_argument("--merge", action="store_true",
                         help="keep the other families of the existing report (each section carries its own stamp)")
+    parser.add_argument("--combine", type=Path, nargs="+", default=None, metavar="JSON",
+                        help="measure nothing: write the report from these reports' families (e.g. runs of "
+                             "different families made at the same time), each section with its own stamp")
     return parser
+
+
+def _write(results: dict[str, Any], report: Path) -> None:
+    results["families"].sort(key=lambda f: FAMILY_ORDER.index(f["family"]))
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(render(results))
+    report.with_suffix(".json").write_text(json.dumps(results, indent=2, default=str))
+    plot(results, report.with_suffix(".png"))
+    print(report.read_text())
 
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.combine:
+        found = {f["family"]: f for path in args.combine for f in json.loads(path.read_text())["families"]
+                 if "stamp" in f}
+        command = "python -m exporters.quantize.report " + " ".join(argv if argv is not None else sys.argv[1:])
+        return _write({"families": list(found.values()), "combined_by": command}, args.report)
     stamp = _stamp(argv, args.threads)
     results: dict[str, Any] = {"families": []}
     recipes = ["fp32", *[r for r in args.recipes if r != "fp32"]]
@@ -207,13 +224,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.merge and args.report.with_suffix(".json").is_file():
         done = {f["family"] for f in results["families"]}
         previous = json.loads(args.report.with_suffix(".json").read_text())["families"]
-        kept = [f for f in previous if f["family"] not in done and "stamp" in f]
-        results["families"] = sorted(kept + results["families"], key=lambda f: FAMILY_ORDER.index(f["family"]))
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(render(results))
-    args.report.with_suffix(".json").write_text(json.dumps(results, indent=2, default=str))
-    plot(results, args.report.with_suffix(".png"))
-    print(args.report.read_text())
+        results["families"] += [f for f in previous if f["family"] not in done and "stamp" in f]
+    _write(results, args.report)
 
 
 if __name__ == "__main__":
