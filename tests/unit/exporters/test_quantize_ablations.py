@@ -157,9 +157,7 @@ def test_mixed_recipes_quantize_what_they_report(block, tmp_path) -> None:
     assert "candidates (2 act x act MatMuls)" in kept.notes[0]
 
 
-def test_the_ablation_table_attributes_each_change_to_its_reference() -> None:
-    from exporters.quantize.render import render
-
+def _family_results(family: str) -> dict:
     kernels = {"g": {"verdict": "integer kernels", "integer_ops": {"QLinearMatMul": 2}}}
     qdq = {"max_weight_scales": 1, "weight_zero_points": "uint8 {128}", "activation_zero_points": "uint8 {7}",
            "activation_scales": [0.1, 0.2]}
@@ -169,15 +167,37 @@ def test_the_ablation_table_attributes_each_change_to_its_reference() -> None:
                 "passed": quality >= 0.792, "size_bytes": 1024, "size_ratio": 1.0, "latency_ms": {"1": ms, "32": ms},
                 "speedup": {"32": 1.0}, "kernels": kernels, "notes": [], "qdq": qdq}
 
-    stamp = {"command": "python -m exporters.quantize.report", "commit": "abc", "utc": "now", "machine": "m",
-             "onnxruntime": "1", "threads": 1, "load_before": "1", "load_after": "2"}
+    stamp = {"command": f"python -m exporters.quantize.report --families {family}", "commit": "abc", "utc": "now",
+             "machine": "m", "onnxruntime": "1", "threads": 1, "load_before": "1", "load_after": "2"}
     rows = [row("fp32", 0.80, 10.0), row(BASE_RECIPE, 0.79, 8.0), row("abl-sym-weights", 0.78, 8.0),
             row("abl-per-channel", 0.79, 4.0)]
-    text = render({"families": [{"family": "ctr", "metric": "GAUC", "max_relative_loss": 0.01, "default": "fp32",
-                                 "rows": rows, "stamp": stamp}]})
+    return {"family": family, "metric": "GAUC", "max_relative_loss": 0.01, "default": "fp32", "rows": rows,
+            "stamp": stamp}
+
+
+def test_the_ablation_table_attributes_each_change_to_its_reference() -> None:
+    from exporters.quantize.render import render
+
+    text = render({"families": [_family_results("ctr")]})
     # sym-weights vs the base: 0.78 / 0.79 - 1; per-channel vs sym-weights (its reference), 2x faster.
     assert ("| abl-sym-weights | weights symmetric | int8-static-minmax | 0.7800 | -1.27% | +2.50% | FAILED "
             "| 1.00x |") in text
     assert ("| abl-per-channel | weights per-channel | abl-sym-weights | 0.7900 | +1.28% | +1.25% | FAILED "
             "| 2.00x |") in text
     assert "abl-entropy" not in text  # not run: no row
+
+
+def test_combine_writes_every_family_with_its_own_stamp(tmp_path) -> None:
+    import json
+
+    from exporters.quantize.report import main
+
+    (tmp_path / "a.json").write_text(json.dumps({"families": [_family_results("segmentation")]}))
+    (tmp_path / "b.json").write_text(json.dumps({"families": [_family_results("ctr")]}))
+    main(["--combine", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--report", str(tmp_path / "q.md")])
+    text = (tmp_path / "q.md").read_text()
+    assert text.index("## ctr") < text.index("## segmentation")  # the report's family order
+    assert "`python -m exporters.quantize.report --families segmentation`" in text
+    assert "`python -m exporters.quantize.report --families ctr`" in text
+    assert "combined by `python -m exporters.quantize.report --combine" in text
+    assert (tmp_path / "q.png").stat().st_size > 0
