@@ -168,16 +168,20 @@ loadtest: $(DEV) $(PAYLOADS_STAMP)
 	  --param splitcompute.payloads=$(PAYLOADS) \
 	  $(if $(LOADTEST_TARGET),--target $(LOADTEST_TARGET),--start-server $(LOADTEST_SERVICES)) $(LOADTEST_ARGS)
 
-# The query-decoder (Mask2Former head) parent that the segmentation report compares with the default FPN head at
-# about equal step-1 time (5 epochs: a step costs ~2x the FPN head's 12); ~10 CPU-minutes, not in `make models`.
-SEGMENTATION_QUERY := artifacts/segmentation-query/eco_m2f.pt
-.PHONY: segmentation-query
-segmentation-query: $(DEV)
-	$(PY) -m models.segmentation.train --out $(dir $(SEGMENTATION_QUERY)) --epochs 5 --set head=query --no-progress
+# The parents the segmentation report compares with the default one (one conv per backbone stage, local encoder
+# attention): the same FPN head on a 2-conv backbone with global attention, and Mask2Former's query decoder on that
+# backbone for 5 epochs (a step costs ~2x the FPN head's); ~15 CPU-minutes together, not in `make models`.
+SEGMENTATION_COMPARE := artifacts/segmentation-fpn-global/eco_m2f.pt artifacts/segmentation-query/eco_m2f.pt
+.PHONY: segmentation-compare
+segmentation-compare: $(DEV)
+	$(PY) -m models.segmentation.train --out artifacts/segmentation-fpn-global --stage-convs 2 \
+		--set attention_radius=0 --no-progress
+	$(PY) -m models.segmentation.train --out artifacts/segmentation-query --stage-convs 2 --set attention_radius=0 \
+		--epochs 5 --set head=query --no-progress
 
 report-segmentation: $(REPOSITORY_STAMP)
 	$(PY) -m benchmarks.segmentation_report --repository $(REPOSITORY) \
-		$(if $(wildcard $(SEGMENTATION_QUERY)),--compare $(SEGMENTATION_QUERY))
+		$(if $(wildcard $(SEGMENTATION_COMPARE)),--compare $(wildcard $(SEGMENTATION_COMPARE)))
 
 bench-audio: $(REPOSITORY_STAMP)
 	$(PY) -m benchmarks.audio_report --repository $(REPOSITORY)

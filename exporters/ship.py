@@ -147,7 +147,8 @@ def ship_families(source: Path, target: Path, families: list[str], provenance: d
     (target / "aliases.json").write_text(json.dumps({k: v for k, v in aliases.items() if v in names},
                                                     indent=2, sort_keys=True) + "\n")
     update = {"families": families, **{k: provenance[k] for k in ("built_by", "code_revision", "shipped_by")}}
-    summary.update(models=names, size_bytes=size, updates=[*summary.get("updates", []), update])
+    kept = [u for u in summary.get("updates", []) if not set(u["families"]) <= set(families)]  # superseded
+    summary.update(models=names, size_bytes=size, updates=[*kept, update])
     (target / SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
 

@@ -48,13 +48,13 @@ class EcoM2FConfig:
     n_layers: int = 6  # encoder layers L
     first_exit: int = 2  # shallowest exit (paper: 2); exits are first_exit..n_layers
     head_dim: int = 32  # channels of the per-pixel head
-    stage_convs: int = 2  # 3x3 convs per backbone stage; fewer = smaller receptive field, more encoder work
+    stage_convs: int = 1  # 3x3 convs per backbone stage; fewer = smaller receptive field, more encoder work
     gate_pool: int = 2  # gate pools each token scale to gate_pool x gate_pool
     gate_hidden: int = 64  # gate MLP hidden width
     # Encoder attention reach in pixels (token centres within this Chebyshev distance attend to each
     # other; 0 = global). Local like Mask2Former's deformable attention, whose sampling points sit
     # near each query's reference point: every layer widens what a token sees, so depth buys context.
-    attention_radius: float = 0.0
+    attention_radius: float = 8.0
     head: str = "fpn"  # the exits' shared head: "fpn" (per-pixel) or "query" (Mask2Former decoder)
     n_queries: int = 12  # query head: learnable queries
     decoder_layers: int = 3  # query head: masked-attention decoder layers

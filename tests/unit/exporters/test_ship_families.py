@@ -39,3 +39,6 @@ def test_shipping_one_family_replaces_its_models_and_keeps_the_others(tmp_path: 
     assert json.loads((shipped / SUMMARY).read_text())["updates"][-1]["families"] == ["segmentation"]
     head = json.loads((shipped / "segmentation-head-fp32" / MANIFEST).read_text())
     assert head["code_revision"] == "r2" and head["size_bytes"] > len(b"new head")
+    again = ship_families(second, shipped, ["segmentation"],
+                          {"built_by": "seg build 2", "code_revision": "r3", "shipped_by": "ship --families"})
+    assert [u["code_revision"] for u in again["updates"]] == ["r3"]  # a later update supersedes the earlier one
