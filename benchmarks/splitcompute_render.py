@@ -91,6 +91,39 @@ def bd_table(rows: list[Comparison]) -> list[str]:
     return lines
 
 
+def without_curve(points: list[RatePoint], rows: list[Comparison]) -> str:
+    """The baselines that got no BD-rate (fewer than two efficient points), with their accuracy span."""
+    compared = {row.baseline for row in rows}
+    missing = [(name, series) for name, series in curves(points).items()
+               if not name.startswith(STUDENT) and name not in compared]
+    if not missing:
+        return ""
+    return "No BD-rate (fewer than two efficient points, so no curve to integrate): " + "; ".join(
+        f"{name} ({len(series)} setting{'s' if len(series) > 1 else ''}, test accuracy "
+        f"{100 * min(p.accuracy for p in series):.1f}%-{100 * max(p.accuracy for p in series):.1f}%)"
+        for name, series in missing) + "."
+
+
+def goal_lines(comparisons: dict[str, list[Comparison]]) -> list[str]:
+    """One line per goal and student curve: the BD-rates against the goal's baseline(s)."""
+    lines = []
+    for prefix, goal in BD_GOALS.items():
+        for student, rows in comparisons.items():
+            matched = [r for r in rows if r.baseline.startswith(prefix)]
+            label = student.replace(STUDENT, "Entropic Student", 1)
+            if not matched:
+                lines.append(f"- {label} vs {prefix} (goal <= {100 * goal:.0f}%): **not measurable**, no such curve "
+                             "(see below).")
+                continue
+            for r in matched:
+                values = [v for v in r.bd.values() if v is not None]
+                met = len(values) == len(r.bd) and all(v.value <= goal for v in values)
+                lines.append(f"- {label} vs {r.baseline} (goal <= {100 * goal:.0f}%): "
+                             f"{_bd_cell(r.bd['bytes_full'])} bytes sent, {_bd_cell(r.bd['bytes_payload'])} without "
+                             f"headers: **{'met' if met else 'missed'}**.")
+    return lines
+
+
 def ratio_table(rows: list[Comparison]) -> list[str]:
     head = " | ".join(f"{100 * a:.0f}%" for a in MATCHED_ACCURACIES)
     lines = [f"| baseline curve | {head} |", "|---|" + "---:|" * len(MATCHED_ACCURACIES)]

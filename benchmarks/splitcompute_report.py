@@ -33,10 +33,12 @@ from benchmarks.splitcompute_render import (
     ablation_table,
     bd_table,
     curve_table,
+    goal_lines,
     latency_lines,
     plot,
     rate_gap_lines,
     ratio_table,
+    without_curve,
 )
 from benchmarks.splitcompute_studies import ABLATION_BETA, ABLATIONS
 from exporters.onnx_export import export_onnx
@@ -86,11 +88,14 @@ def measure_points(artifacts: Path, data: Any, teachers: dict[str, TeacherCNN]) 
         student, checkpoint = load_student(path)
         point = student_point(student, checkpoint["metrics"]["beta"], images, labels)
         students.append(replace(point, method=STUDENT_AUGMENTED))
-    codecs = {float(torch.load(p, map_location="cpu", weights_only=True)["config"]["lmbda"]): load_image_codec(p)
-              for p in sorted((artifacts / "studies").glob("image_codec_lambda*.pt"))}
+    checkpoints = {p: torch.load(p, map_location="cpu", weights_only=True)
+                   for p in sorted((artifacts / "studies").glob("image_codec_lambda*.pt"))}
+    codecs = {float(c["config"]["lmbda"]): load_image_codec(p) for p, c in checkpoints.items()}
+    psnr = {f"lambda={c['config']['lmbda']:g}": c["metrics"]["valid_psnr_db"] for c in checkpoints.values()}
+    learned = [replace(p, setting=f"{p.setting} (valid PSNR {psnr[p.setting]:.1f} dB)")
+               for p in image_codec_points(codecs, teachers, images, labels)]
     return (sorted(students, key=lambda p: (p.method, p.bytes_full)) + codec_points(teachers, images, labels)
-            + feature_points(teachers["teacher"], data.split("valid")[0], images, labels)
-            + image_codec_points(codecs, teachers, images, labels))
+            + feature_points(teachers["teacher"], data.split("valid")[0], images, labels) + learned)
 
 
 def render(points: list[RatePoint], comparisons: dict[str, list[Comparison]], ablation: list[dict[str, Any]],
@@ -103,6 +108,8 @@ def render(points: list[RatePoint], comparisons: dict[str, list[Comparison]], ab
         "`python -m exporters.build --families splitcompute` (teacher and betas 0.01, 0.05, 0.25) and "
         "`make splitcompute-studies` (the other betas, the codec-augmented teacher, the learned image codec, the "
         "stage-1 ablation); missing studies are left out of this report.", "",
+        "## Goals (BD-rate of the student vs the baseline, over the accuracy range both cover)", "",
+        *goal_lines(comparisons), "",
         "## Rate-accuracy curves", "",
         "Teachers on uncompressed input: " + ", ".join(f"{k} **{100 * v:.1f}%**" for k, v in teachers.items()) + ".",
         "", f"![rate-accuracy]({context['png']})", ""]
@@ -113,7 +120,9 @@ def render(points: list[RatePoint], comparisons: dict[str, list[Comparison]], ab
               "lossless = `lossless=True`) = the VP8/VP8L chunk payload; PNG = the IDAT payload. The feature and "
               "learned-codec baselines send the student's 17-byte frame header too. The codec-augmented teacher is "
               "the teacher fine-tuned on JPEG 4:2:0 / 4:4:4 / WebP-decoded images at random qualities "
-              "(models/splitcompute/augment.py).", ""]
+              "(models/splitcompute/augment.py). The learned image codec (models/splitcompute/image_codec.py) is "
+              "trained for MSE only, 5 epochs per lambda on one CPU thread; a codec that does not keep the class "
+              "gratings leaves the teacher at chance, whatever its rate.", ""]
     lines += ["## BD-rate of the student vs each baseline", "",
               "Bjontegaard delta rate with accuracy in place of PSNR: log(bytes) as a function of test accuracy on "
               "each curve's efficient frontier, fitted by a piecewise-cubic Hermite interpolant (PCHIP), the "
@@ -123,6 +132,8 @@ def render(points: list[RatePoint], comparisons: dict[str, list[Comparison]], ab
               "every JPEG/WebP/PNG setting with either teacher (the strongest input-compression baseline).", ""]
     for student, rows in comparisons.items():
         lines += ["", f"### {student.replace(STUDENT, 'Entropic Student', 1)}", "", *bd_table(rows)]
+    if comparisons:
+        lines += ["", without_curve(points, next(iter(comparisons.values())))]
     lines += ["", "## Byte ratio at matched accuracy", "",
               "Baseline bytes / student bytes at fixed test accuracies, both interpolated on their curves in log-rate "
               "(bytes sent / no headers); n/a where a curve does not reach the accuracy.", ""]

@@ -37,7 +37,7 @@ from models.splitcompute.train import (
     train_student,
 )
 
-SWEEP_BETAS = (0.35, 0.5, 0.7, 1.0, 1.4, 2.0, 4.0)  # added to the default build's (0.01, 0.05, 0.25); >= 2 collapse
+SWEEP_BETAS = (0.5, 0.7, 1.0, 1.4, 2.0, 4.0)  # added to the default build's (0.01, 0.05, 0.25); >= 2 collapse
 # The same student recipe distilled from the codec-augmented teacher (a better teacher: 96.7% vs 93.0% on test)
 AUGMENTED_BETAS = (0.005, 0.02, 0.1, 0.25, 0.5, 0.7, 1.0, 1.4)
 CODEC_LAMBDAS = (0.016, 0.004, 0.064)  # image autoencoder: rate (bpp) + lambda * 255^2 * MSE
