@@ -197,7 +197,7 @@ bench-splitcompute: $(REPOSITORY_STAMP)
 	$(PY) -m benchmarks.splitcompute_report --artifacts artifacts/splitcompute --repository $(REPOSITORY)
 
 # The long splitcompute trainings the report reads when present (more betas, the codec-augmented teacher,
-# the learned image codec, the stage-1 ablation): ~30-40 CPU-minutes, cached in artifacts/splitcompute/studies.
+# the learned image codec, the stage-1 ablation): ~1.5 h on the shared 2 cores, cached in artifacts/splitcompute/studies.
 splitcompute-studies: $(REPOSITORY_STAMP)
 	OMP_NUM_THREADS=1 nice -n 10 $(PY) -m benchmarks.splitcompute_studies --artifacts artifacts/splitcompute
 

@@ -10,7 +10,8 @@ checkpoint exists is skipped), so a rerun only trains what is missing:
 
 Reads the default build's teacher (artifacts/splitcompute/teacher.pt, written by
 `python -m exporters.build --families splitcompute`). Runs on one torch thread; start it with
-`nice -n 10` on a shared machine (`make splitcompute-studies` does). About 30-40 min on 2 cores.
+`nice -n 10` on a shared machine (`make splitcompute-studies` does). About 1.5 hours here with other
+work on the 2 cores (image codec ~14 min per lambda, GDN ablation ~20 min, each student ~1-2 min).
 """
 
 from __future__ import annotations
