@@ -62,7 +62,7 @@ def test_local_encoder_attention_reaches_only_tokens_within_the_radius() -> None
     g8, _ = cfg.token_grids
     reached = set(torch.nonzero(bias[0] == 0).flatten().tolist())
     assert reached == {0, 1, g8, g8 + 1, g8 * g8}  # itself, 3 stride-8 neighbours, the stride-16 token at (8, 8)
-    assert torch.count_nonzero(attention_bias(EcoM2FConfig())) == 0  # radius 0: global attention
+    assert torch.count_nonzero(attention_bias(EcoM2FConfig(attention_radius=0))) == 0  # radius 0: global
 
 
 def test_the_set_loss_falls_when_the_query_head_trains_on_one_batch() -> None:
