@@ -79,7 +79,8 @@ def qat_seed(checkpoint: Path, data: ClickData, seed: int) -> dict[str, dict[str
     return results
 
 
-def run_qat(seeds: list[int], out: Path, quick: bool = False, log: Any = print) -> dict[str, Any]:
+def run_qat(seeds: list[int], out: Path, quick: bool = False, log: Any = print,
+            train_missing: bool = True) -> dict[str, Any]:
     """Every seed (cached in <out>/runs/qat-s<seed>.json) -> {"records", "settings"}."""
     torch.set_num_threads(1)
     data = make_click_data(world("dice", quick))
@@ -88,10 +89,14 @@ def run_qat(seeds: list[int], out: Path, quick: bool = False, log: Any = print) 
     started = time.perf_counter()
     for seed in seeds:
         checkpoint = out / "checkpoints" / f"din_dice-s{seed}.pt"
+        if not checkpoint.is_file() and not train_missing:
+            continue
         path = out / "runs" / f"qat-s{seed}.json"
         key = json.loads(json.dumps({**settings, "seed": seed, "world": asdict(data.config),
                                      "checkpoint_mtime": checkpoint.stat().st_mtime}))
         saved = json.loads(path.read_text()) if path.is_file() else {}
+        if saved.get("key") != key and not train_missing:
+            continue
         if saved.get("key") != key:
             results = qat_seed(checkpoint, data, seed)
             saved = {"key": key, "records": [{"name": n, "seed": seed, "test": r} for n, r in results.items()]}

@@ -107,6 +107,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--parts", default="dice,reg,qat", help="comma-separated: dice, reg, qat")
     parser.add_argument("--quick", action="store_true", help="tiny worlds, 2 epochs: smoke test")
+    parser.add_argument("--cached-only", action="store_true", help="render the cached runs, train nothing")
     return parser.parse_args(argv)
 
 
@@ -114,11 +115,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = _parse(argv)
     started = time.perf_counter()
     seeds, wanted = list(range(args.seeds)), args.parts.split(",")
-    parts: dict[str, Any] = {p: run_part(p, seeds, args.out, args.quick) for p in ("dice", "reg") if p in wanted}
+    train = not args.cached_only
+    parts: dict[str, Any] = {p: run_part(p, seeds, args.out, args.quick, train_missing=train)
+                             for p in ("dice", "reg") if p in wanted}
     if "qat" in wanted:
         from exporters.ctr_qat_study import run_qat  # onnxruntime and the quantization recipes
 
-        parts["qat"] = run_qat(seeds, args.out, args.quick)
+        parts["qat"] = run_qat(seeds, args.out, args.quick, train_missing=train)
     command = "python -m exporters.ctr_report " + shlex.join(argv if argv is not None else sys.argv[1:])
     text, figures = render(parts, command.strip(), time.perf_counter() - started)
     report = args.report or args.out / "quality.md"

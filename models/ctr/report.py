@@ -72,7 +72,7 @@ def reading(result: dict[str, Any], a: str, b: str) -> str:
 
 def _pm(pair: tuple[float, float] | list[float], digits: int = 4) -> str:
     mean, sd = pair
-    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+    return f"{mean:.{digits}f} (1 seed)" if np.isnan(sd) else f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
 
 def model_table(grouped: dict[str, dict[int, dict[str, Any]]], labels: dict[str, str],

@@ -100,14 +100,18 @@ def _cached(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
     return saved if saved.get("key") == json.loads(json.dumps(key)) else None
 
 
-def run_once(run: Run, seed: int, data: ClickData, out: Path, quick: bool = False) -> list[dict[str, Any]]:
-    """Train one run with one seed (or load it from <out>/runs/); -> its result records."""
+def run_once(run: Run, seed: int, data: ClickData, out: Path, quick: bool = False,
+             train_missing: bool = True) -> list[dict[str, Any]]:
+    """Train one run with one seed (or load it from <out>/runs/); -> its result records (none
+    when it is not cached and `train_missing` is off)."""
     cfg = train_config(run, seed, quick)
     key = {"run": asdict(run), "seed": seed, "world": asdict(data.config), "train": asdict(cfg), "model": MODEL}
     path = out / "runs" / f"{run.name}-s{seed}.json"
     cached = _cached(path, key)
     if cached is not None:
         return list(cached["records"])
+    if not train_missing:
+        return []
     model, metrics = train_variant(run.variant, data, cfg, progress=False, **MODEL)
     save_checkpoint(out / "checkpoints" / f"{run.name}-s{seed}.pt", model, metrics, data)
     records = [{"name": run.name, "seed": seed, "metrics": metrics, "test": test_scores(model, data)}]
@@ -130,7 +134,7 @@ def _valid(model: torch.nn.Module, data: ClickData) -> tuple[np.ndarray, np.ndar
 
 
 def run_part(part: str, seeds: list[int], out: Path, quick: bool = False,
-             log: Any = print) -> dict[str, Any]:
+             log: Any = print, train_missing: bool = True) -> dict[str, Any]:
     """Every run of a part for every seed -> {"world", "oracle", "records", ...}."""
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -138,7 +142,7 @@ def run_part(part: str, seeds: list[int], out: Path, quick: bool = False,
     records: list[dict[str, Any]] = []
     for seed in seeds:
         for run in PARTS[part]:
-            records += run_once(run, seed, data, out, quick)
+            records += run_once(run, seed, data, out, quick, train_missing)
             log(f"{part}: {run.name} seed {seed} done ({time.perf_counter() - started:.0f} s)")
     frequency = data.id_frequencies(data.train_users)["item"][1:]
     return {"world": asdict(data.config), "model": MODEL, "train": asdict(TRAIN), "oracle": oracle_scores(data),
