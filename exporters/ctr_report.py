@@ -60,8 +60,11 @@ def render(parts: dict[str, Any], command: str, wall: float) -> tuple[str, dict[
     trained = sum(r["metrics"]["train_seconds"] for p in ("dice", "reg") if p in parts
                   for r in parts[p]["records"] if "train_seconds" in r["metrics"])
     lines = ["# CTR quality: Deep Interest Network on synthetic click logs", "",
-             f"Produced by `{command}` ({wall:.0f} s wall for this invocation; the trainings it ran or "
-             f"reused from the run cache took {trained / 60:.0f} CPU-min, one torch thread each).", "",
+             f"Produced by `{command}` (= `make report-ctr`; {wall:.0f} s wall for this invocation; the "
+             f"trainings it ran or reused from the run cache took {trained / 60:.0f} min of wall time summed over "
+             "runs, one torch thread each, on a shared 2-core machine).", "",
+             "The served din-fp32 is trained by `python -m models.ctr.train` on the larger default world; this "
+             "study shrinks the world and the model so that seeds and variants fit on the CPU.", "",
              f"Model: embeddings {MODEL['item_dim']} (item) + {MODEL['category_dim']} (category), activation "
              f"unit hidden {MODEL['attention_hidden']}, MLP {MODEL['mlp_hidden']}. Training: Adam lr {TRAIN.lr}, "
              f"{TRAIN.batch_size} users per batch, shuffled unbucketed batches unless stated, MBA "
