@@ -137,3 +137,19 @@ def test_compare_resolves_a_real_gap_and_not_a_null_one():
     assert reading(compare(b, a), "b", "a") == "a better"
     result = compare(b, null)
     assert reading(result, "b", "c").startswith("not resolved") and result["seeds"] == [0, 1, 2]
+
+
+def test_claims_say_supported_contradicted_or_not_resolved_from_the_interval():
+    from exporters.ctr_report import claims
+
+    def figure(low, high):
+        return {"bootstrap": [(low + high) / 2, low, high]}
+
+    figures = {"dice": {"comparisons": {"din_prelu - base": figure(0.01, 0.02),
+                                        "din_dice - din_prelu": figure(-0.001, 0.003)}},
+               "reg": {"comparisons": {"reg_mba - reg_l2": figure(-0.014, -0.008)}}}
+    text = "\n".join(claims(figures))
+    assert "BaseModel (the paper): **supported**" in text
+    assert "Dice beats PReLU (the paper): **not resolved**" in text
+    assert "MBA beats plain L2 on every row (the paper's motivation for MBA): **contradicted**" in text
+    assert "QAT" not in text  # claims without figures are left out, not guessed
