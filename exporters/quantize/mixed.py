@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-from exporters.quantize.family import QuantFamily, RecipeRefused
+from exporters.quantize.family import QuantFamily
 from exporters.quantize.schemes import QUANTIZABLE, RecipeOutput, kept_in_float, outputs, sqnr_db, static
 
 WEIGHT, ACTIVATIONS = "weight", "activation x activation"
@@ -94,6 +94,9 @@ def mixed(src: Path, dst: Path, family: QuantFamily, graph: str) -> RecipeOutput
 
 def int4_matmuls(src: Path, dst: Path, nodes: list[str]) -> None:
     """4-bit block-wise symmetric weights (MatMulNBits) for exactly `nodes`, the rest unchanged."""
+    if not nodes:  # the quantizer reads an empty include list as "every MatMul"
+        shutil.copyfile(src, dst)
+        return
     quantizer = MatMulNBitsQuantizer(onnx.load(str(src)), bits=4, block_size=INT4_BLOCK, is_symmetric=True,
                                      nodes_to_include=list(nodes), op_types_to_quantize=("MatMul",))
     quantizer.process()
@@ -134,8 +137,9 @@ def build_mix(src: Path, dst: Path, family: QuantFamily, graph: str, int4_nodes:
 def mixed_int4_int8(src: Path, dst: Path, family: QuantFamily, graph: str) -> RecipeOutput:
     floats = kept_in_float(family, graph)
     weight_matmuls = [n for n in _weight_matmuls(src) if n not in floats]
-    if not weight_matmuls:
-        raise RecipeRefused("no weight MatMul to put in 4 bits")
+    if not weight_matmuls:  # e.g. a convolutional stage of a staged family: all int8
+        static(src, dst, family, graph)
+        return RecipeOutput(dst, ["no weight MatMul in this graph: all int8 QDQ (base scheme)"])
     batches, reference = _reference(src, family, graph)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -149,6 +149,11 @@ def test_a_4_8_bit_mix_runs_both_kernels(block, tmp_path) -> None:
     assert ops.get("QLinearMatMul", 0) + ops.get("QGemm", 0) >= 4  # 2 weight MatMuls + the attention products
 
 
+def test_an_empty_4_bit_set_quantizes_nothing_to_4_bits(block, tmp_path) -> None:
+    build_mix(block, tmp_path / "mix.onnx", RandomCalibration(), "block", [])
+    assert "MatMulNBits" not in kernel_summary(tmp_path / "mix.onnx")["integer_ops"]
+
+
 def test_mixed_recipes_quantize_what_they_report(block, tmp_path) -> None:
     out = mixed_int4_int8(block, tmp_path / "mix.onnx", RandomCalibration(), "block")
     chosen = int(out.notes[0].split(" of ")[0])  # the budget decides; the graph must match the note
