@@ -95,8 +95,11 @@ class _Tokens(torch.nn.Module):
 def segmentation(work: Path, layers: int) -> Workload:
     from models.segmentation.eco_m2f import EcoM2FConfig, EncoderLayer
 
-    cfg = EcoM2FConfig(d_model=256, n_heads=8, ffn_dim=1024, n_layers=layers)
-    model = _Tokens(torch.nn.ModuleList(EncoderLayer(cfg) for _ in range(layers)), 2560, 256)
+    cfg = EcoM2FConfig(d_model=256, n_heads=8, ffn_dim=1024, n_layers=layers, attention_radius=0.0)
+    encoder = torch.nn.ModuleList(EncoderLayer(cfg) for _ in range(layers))
+    for layer in encoder:  # global attention over any token count: the (T, T) bias of a fixed grid -> a scalar 0
+        layer.attention_bias = torch.zeros(())
+    model = _Tokens(encoder, 2560, 256)
     graph = export_onnx(model, work / "segmentation.onnx")
     rng = np.random.default_rng(0)
     big, small = (rng.standard_normal((b, t, 256)).astype(np.float32) for b, t in ((1, 2560), (32, 640)))
