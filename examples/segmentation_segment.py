@@ -16,7 +16,7 @@ from services.segmentation.client import SegmentationClient
 
 def scene_png() -> bytes:
     pixels = np.full((64, 64, 3), 30, np.uint8)
-    pixels[16:48, 16:48] = (200, 60, 60)  # one square on a dark background
+    pixels[16:48, 16:48] = (51, 191, 64)  # one square in the "square" class colour on a dark background
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     return buffer.getvalue()

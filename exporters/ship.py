@@ -178,6 +178,12 @@ def ship(source: Path, target: Path, provenance: dict[str, Any]) -> dict[str, An
     return summary
 
 
+def _updates(summary: dict[str, Any]) -> str:
+    """The families re-shipped after the whole repository was (ship --families)."""
+    return "".join(f"; {', '.join(u['families'])} re-shipped from `{u['built_by']}` at revision {u['code_revision']}"
+                   for u in summary.get("updates", []))
+
+
 def describe(repository: Path) -> str:
     """One line on where the served models came from."""
     summary_path = repository / SUMMARY
@@ -185,7 +191,7 @@ def describe(repository: Path) -> str:
         s = json.loads(summary_path.read_text())
         return (f"models: {repository}/ (shipped with the project: {len(s['models'])} models, "
                 f"{s['size_bytes'] / 2**20:.1f} MiB, trained by `{s['built_by']}` at revision {s['code_revision']}; "
-                f"`make models` retrains them into model_repository/)")
+                f"`make models` retrains them into model_repository/{_updates(s)})")
     names = sorted(p.parent.name for p in repository.glob("*/config.pbtxt"))
     return f"models: {repository}/ ({len(names)} models built on this machine by `make models`)"
 
