@@ -118,6 +118,17 @@ def shippable(source: Path, families: list[str] | None = None) -> list[Path]:
     return found
 
 
+def _copy_with_manifests(models: list[Path], target: Path, provenance: dict[str, Any]) -> list[dict[str, Any]]:
+    """Copies each model directory into `target` and writes its manifest beside it."""
+    manifests = []
+    for model in models:
+        shutil.copytree(model, target / model.name)
+        manifest = model_manifest(target / model.name, provenance)
+        (target / model.name / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        manifests.append(manifest)
+    return manifests
+
+
 def ship_families(source: Path, target: Path, families: list[str], provenance: dict[str, Any]) -> dict[str, Any]:
     """Replaces only `families`' models (and their manifests) in an existing shipped repository; the
     other families' models, manifests and aliases stay as they are, and SHIPPED.json records the
@@ -130,12 +141,7 @@ def ship_families(source: Path, target: Path, families: list[str], provenance: d
         meta = _latest_meta(old) if old.is_dir() else None
         if meta is not None and meta.get("family") in families:
             shutil.rmtree(old)
-    manifests = []
-    for model in models:
-        shutil.copytree(model, target / model.name)
-        manifest = model_manifest(target / model.name, provenance)
-        (target / model.name / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        manifests.append(manifest)
+    _copy_with_manifests(models, target, provenance)
     names = sorted(p.name for p in target.iterdir() if (p / MANIFEST).is_file())
     size = sum(json.loads((target / n / MANIFEST).read_text())["size_bytes"] for n in names)
     if size > MAX_BYTES:
@@ -167,12 +173,7 @@ def ship(source: Path, target: Path, provenance: dict[str, Any]) -> dict[str, An
     aliases = json.loads((source / "aliases.json").read_text()) if (source / "aliases.json").is_file() else {}
     (target / "aliases.json").write_text(json.dumps({k: v for k, v in aliases.items() if v in names},
                                                     indent=2, sort_keys=True) + "\n")
-    manifests = []
-    for model in models:
-        shutil.copytree(model, target / model.name)
-        manifest = model_manifest(target / model.name, provenance)
-        (target / model.name / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        manifests.append(manifest)
+    manifests = _copy_with_manifests(models, target, provenance)
     summary = {**provenance, "models": sorted(names), "size_bytes": sum(m["size_bytes"] for m in manifests)}
     (target / SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
