@@ -6,11 +6,14 @@ minutes and writes reports/reliability.md. One implementation, two durations.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import os
 import signal
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import grpc
 import psutil
@@ -24,11 +27,15 @@ COMPUTED = "infersuite_model_compute_duration_seconds_count"
 
 async def overload(channel: grpc.aio.Channel, make_request: RequestFactory, sustainable_rps: float,
                    duration_s: float, factor: float = 3.0, recovery_s: float = 2.0,
-                   timeout_s: float = 5.0) -> dict[str, object]:
+                   timeout_s: float = 5.0, trace: ExecutionTrace | None = None) -> dict[str, object]:
     """`factor` x the sustainable rate for `duration_s`, then 0.5 x at once (recovery), overlapping
     the overload's tail so a backlog would show. Recovery figures: when the first recovery request
     was answered OK (after the overload's end), the OK share of the whole recovery phase, and when
-    (after the overload's end) the refused ones were sent."""
+    (after the overload's end) the refused ones were sent.
+
+    With a `trace` of the server's own times (the known-cost model keeps one), the waits are also
+    counted in executions instead of seconds (`executions_waited`): what admission control bounds,
+    whatever the machine's load."""
 
     async def recovery() -> LoadResult:
         await asyncio.sleep(duration_s)
@@ -38,7 +45,10 @@ async def overload(channel: grpc.aio.Channel, make_request: RequestFactory, sust
     hot, cool = await asyncio.gather(
         open_loop(channel, make_request, factor * sustainable_rps, duration_s, timeout_s, seed=1), recovery())
     first_ok = min((o.intended + o.latency_s for o in cool.outcomes if o.code == "OK"), default=None)
-    return {"overload": hot.summary(), "recovery": cool.summary(),
+    counted = {} if trace is None else {
+        "overload_in_executions": executions_waited(trace, hot),
+        "recovery_in_executions": executions_waited(trace, cool, RECOVERY_IDS, since=hot.started + duration_s)}
+    return {**counted, "overload": hot.summary(), "recovery": cool.summary(),
             "throughput_vs_sustainable": round(hot.throughput() / sustainable_rps, 3),
             "first_ok_after_overload_s": None if first_ok is None else round(first_ok, 3),
             "recovery_ok_share": round(cool.codes()["OK"] / max(cool.sent, 1), 4),
@@ -63,9 +73,54 @@ async def sustainable_rate(channel: grpc.aio.Channel, make_request: RequestFacto
 RECOVERY_IDS, SHORT_IDS, FLOOD_IDS = 500_000, 1_000_000, 2_000_000  # request ids per phase (traceable)
 
 
+class ExecutionTrace(Protocol):
+    """The server's own times (time.monotonic()) per request id, kept by a model that can trace them."""
+    started: Mapping[int, float]  # its execution began
+    finished: Mapping[int, float]  # its execution ended
+    arrived: Mapping[int, float]  # it reached the handler
+    refused: Mapping[int, float]  # the runtime answered it with an error instead of computing it
+
+
+def executions_waited(trace: ExecutionTrace, result: LoadResult, id_offset: int = 0,
+                      since: float | None = None) -> dict[str, object]:
+    """A phase's waits counted in executions of the one-at-a-time model rather than in seconds, from
+    the server's own times: a busy machine stretches seconds (the event loop, the model's sleep, the
+    client and the loopback all slow down together) but not how many executions a request waited
+    behind, which is what a bounded queue and early refusal promise.
+
+    busy_share: the share of the phase's duration the model spent executing (work-conserving: ~1 under
+    overload, however slow each execution ran);
+    ok_max: most executions begun between an OK request's arrival and its own execution's start;
+    refused_max: most begun between a refused request's arrival and its refusal (0 or 1: never queued);
+    with `since` (the overload's end, client time): first_ok_after, the executions begun from `since`
+    to the start of the first OK request that arrived after it, and refused_after: for each refused
+    request that arrived after `since`, the executions begun from `since` to its arrival."""
+    starts = sorted(trace.started.values())
+
+    def between(begin: float, end: float) -> int:
+        return max(0, bisect.bisect_left(starts, end) - bisect.bisect_right(starts, begin))
+
+    ids = [id_offset + o.index for o in result.outcomes]
+    ok = [i for i, o in zip(ids, result.outcomes, strict=True) if o.code == "OK"]
+    refused = [i for i in ids if i in trace.refused]
+    begin, end = result.started, result.started + result.duration_s
+    busy = sum(max(0.0, min(trace.finished.get(i, end), end) - max(t, begin)) for i, t in trace.started.items())
+    figures: dict[str, object] = {
+        "busy_share": round(busy / result.duration_s, 3),
+        "ok_max": max((between(trace.arrived[i], trace.started[i]) for i in ok), default=0),
+        "refused_max": max((between(trace.arrived[i], trace.refused[i]) for i in refused), default=0)}
+    if since is not None:
+        first = min((trace.started[i] for i in ok if trace.arrived[i] >= since), default=None)
+        figures["first_ok_after"] = -1 if first is None else between(since, first)
+        late = [i for i in refused if trace.arrived[i] >= since]
+        figures["refused_after"] = sorted(between(since, trace.arrived[i]) for i in late)
+    return figures
+
+
 async def deadlines_and_cancellation(channel: grpc.aio.Channel, make_request: RequestFactory,
                                      metrics_url: str, model: str, capacity_rps: float, duration_s: float,
-                                     short_deadline_s: float) -> dict[str, object]:
+                                     short_deadline_s: float,
+                                     trace: ExecutionTrace | None = None) -> dict[str, object]:
     """Live requests at 50% of capacity, while (a) requests whose deadline is shorter than the
     queue ahead and (b) a flood of requests the client cancels arrive at 2x capacity each.
 
@@ -86,7 +141,8 @@ async def deadlines_and_cancellation(channel: grpc.aio.Channel, make_request: Re
                 for reason in ("deadline", "expired", "cancelled", "queue_full")}
     executions = metric(after, COMPUTED, model=model) - metric(before, COMPUTED, model=model)
     deadline_of = {SHORT_IDS + o.index: o.sent + short_deadline_s for o in short.outcomes if o.code != "OK"}
-    return {"live": live.summary(), "short_deadline": short.summary(), "cancelled_flood": flood,
+    counted = {} if trace is None else {"live_in_executions": executions_waited(trace, live)}
+    return {**counted, "live": live.summary(), "short_deadline": short.summary(), "cancelled_flood": flood,
             "rejected_before_compute": rejected, "executions": executions,
             "ok_total": live.codes()["OK"] + short.codes()["OK"],
             "requests_total": live.sent + short.sent + flood["sent"],

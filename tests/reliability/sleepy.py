@@ -39,12 +39,19 @@ class SleepyModel:
         self.outputs = [TensorSpec("y", "FP32", (-1, 4))]
         self.compute_s = compute_s
         self.executions = 0
-        self.started: dict[int, float] = {}  # request id (x[0, 0]) -> time.monotonic() its execution began
+        # Request id (x[0, 0]) -> time.monotonic() on the server: its execution began / ended / it reached
+        # the handler / the runtime refused it (any error before an answer). The reliability scenarios
+        # count waits in executions from these (tests/reliability/scenarios.py: ExecutionTrace).
+        self.started: dict[int, float] = {}
+        self.finished: dict[int, float] = {}
+        self.arrived: dict[int, float] = {}
+        self.refused: dict[int, float] = {}
 
     async def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.executions += 1
         self.started[int(inputs["x"][0, 0])] = time.monotonic()
         await asyncio.sleep(self.compute_s)
+        self.finished[int(inputs["x"][0, 0])] = time.monotonic()
         return {"y": inputs["x"] + 1}
 
     async def close(self) -> None:
@@ -70,7 +77,14 @@ class SleepyService:
         async def infer(request: bytes, context: aio.ServicerContext) -> bytes:
             if len(request) != 16:
                 raise InvalidArgument(f"request must be 4 float32 values (16 bytes), got {len(request)} bytes")
-            outputs = await runtime.models.infer(MODEL, {"x": np.frombuffer(request, np.float32)[None]})
+            x = np.frombuffer(request, np.float32)[None]
+            model = self.model
+            model.arrived[int(x[0, 0])] = time.monotonic()
+            try:
+                outputs = await runtime.models.infer(MODEL, {"x": x})
+            except Exception:
+                model.refused[int(x[0, 0])] = time.monotonic()
+                raise
             return outputs["y"].tobytes()
 
         handler = grpc.unary_unary_rpc_method_handler(infer)
