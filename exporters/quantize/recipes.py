@@ -37,13 +37,29 @@ __all__ = ["ABLATION_RECIPES", "RECIPES", "RecipeOutput", "nodes_before"]
 Recipe = Callable[[Path, Path, QuantFamily, str], RecipeOutput]
 
 
+def _without_repeated_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The float16 converter casts a blocked op's float input back to float32 once per consumer: two
+    Resize nodes sharing one `scales` tensor get two identical Cast nodes writing the same output, which
+    onnxruntime refuses (two nodes with the same name). Identical nodes compute the same tensor: keep one."""
+    seen: set[bytes] = set()
+    kept = []
+    for node in model.graph.node:
+        key = node.SerializeToString(deterministic=True)
+        if key not in seen:
+            seen.add(key)
+            kept.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    return model
+
+
 def fp32(src: Path, dst: Path, family: QuantFamily, graph: str) -> RecipeOutput:
     shutil.copyfile(src, dst)
     return RecipeOutput(dst)
 
 
 def fp16(src: Path, dst: Path, family: QuantFamily, graph: str) -> RecipeOutput:
-    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    model = _without_repeated_nodes(convert_float_to_float16(onnx.load(str(src)), keep_io_types=True))
     onnx.save(model, str(dst))
     return RecipeOutput(dst, ["float16 weights and activations, float32 I/O; a GPU recipe"])
 

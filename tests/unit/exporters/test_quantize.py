@@ -83,3 +83,25 @@ def test_gate_marks_failures_and_the_default_is_the_fastest_passing_cpu_recipe(f
     assert repo.canonical("din") == "din-fp32"
     assert repo.resolve("din-broken").meta["quality_gate"] == "FAILED"
     assert repo.resolve("din-broken").config.name == "din-broken"
+
+
+def test_fp16_keeps_one_cast_for_a_float32_input_shared_by_blocked_ops(tmp_path) -> None:
+    """Two Resize nodes (kept float32 by the converter) share one `scales` tensor: the converter writes
+    the same Cast twice, which onnxruntime refuses; the recipe keeps one and the graph runs."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 2, 2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    scales = helper.make_tensor("s", TensorProto.FLOAT, [4], [1.0, 1.0, 2.0, 2.0])
+    nodes = [helper.make_node("Identity", ["s"], ["s2"]),
+             helper.make_node("Resize", ["x", "", "s2"], ["a"], mode="nearest"),
+             helper.make_node("Resize", ["x", "", "s2"], ["b"], mode="nearest"),
+             helper.make_node("Add", ["a", "b"], ["y"])]
+    src = tmp_path / "resize.onnx"
+    onnx.save(helper.make_model(helper.make_graph(nodes, "resize", [x], [y], [scales]), ir_version=9,
+                                opset_imports=[helper.make_opsetid("", 18)]), str(src))
+    out = tmp_path / "resize16.onnx"
+    RECIPES["fp16"](src, out, None, "resize")
+    casts = [n for n in onnx.load(str(out)).graph.node if n.op_type == "Cast" and n.input == ["s2"]]
+    assert len(casts) == 1, casts
+    image = np.arange(4, dtype=np.float32).reshape(1, 1, 2, 2)
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"x": image})[0]
+    np.testing.assert_allclose(got, 2 * np.repeat(np.repeat(image, 2, axis=2), 2, axis=3))
