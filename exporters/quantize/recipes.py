@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import onnx
+import onnxruntime as ort
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -33,7 +34,7 @@ from exporters.quantize.schemes import (
     static,
 )
 
-__all__ = ["ABLATION_RECIPES", "RECIPES", "RecipeOutput", "nodes_before"]
+__all__ = ["ABLATION_RECIPES", "RECIPES", "RecipeOutput", "fold_constant_quantization", "nodes_before"]
 Recipe = Callable[[Path, Path, QuantFamily, str], RecipeOutput]
 
 
@@ -95,13 +96,33 @@ def int8_qat(src: Path, dst: Path, family: QuantFamily, graph: str) -> RecipeOut
     with tempfile.TemporaryDirectory() as tmp:
         finetuned = (deployable or family.qat)(graph, Path(tmp) / "qat.onnx")
         if _has_qdq(finetuned):
-            shutil.copyfile(finetuned, dst)
+            fold_constant_quantization(finetuned, dst)
             return RecipeOutput(dst, ["fine-tuned with fake quantization (straight-through estimator); served "
                                       "with the Q/DQ scales and zero points of its own fake quantizers (no "
-                                      "fresh calibration)"])
+                                      "fresh calibration); weights stored 8-bit"])
         static(finetuned, dst, family, graph)
     return RecipeOutput(dst, ["fine-tuned with fake quantization (straight-through estimator), then the "
                               f"int8-static-minmax conversion with a fresh calibration ({BASE_SCHEME.describe()})"])
+
+
+def fold_constant_quantization(src: Path, dst: Path) -> Path:
+    """A Q/DQ graph exported from torch quantizes its float weights at run time (QuantizeLinear on a
+    constant, sometimes through the arithmetic that built it, e.g. a split-and-summed weight): the file
+    keeps float weights and is larger than fp32. onnxruntime's basic level (constant folding only:
+    standard ONNX ops, provider-independent) computes those once and stores the 8-bit weights, which
+    the DequantizeLinear nodes read as quantize_static's own output does. Activation Q/DQ stay."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(dst)
+    ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
+    model = onnx.load(str(dst))  # onnxruntime declares every domain it knows; keep those the nodes use
+    used = {node.domain for node in model.graph.node} | {""}
+    kept = [opset for opset in model.opset_import if opset.domain in used]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(dst))
+    return dst
 
 
 def int4_weight_only(src: Path, dst: Path, family: QuantFamily, graph: str) -> RecipeOutput:

@@ -105,3 +105,28 @@ def test_fp16_keeps_one_cast_for_a_float32_input_shared_by_blocked_ops(tmp_path)
     image = np.arange(4, dtype=np.float32).reshape(1, 1, 2, 2)
     got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"x": image})[0]
     np.testing.assert_allclose(got, 2 * np.repeat(np.repeat(image, 2, axis=2), 2, axis=3))
+
+
+def test_qat_graph_stores_its_weights_in_8_bits_and_computes_the_same(family, tmp_path) -> None:
+    """The QAT export quantizes float weights at run time; the recipe folds those QuantizeLinear nodes
+    into 8-bit initializers offline: smaller than fp32, identical outputs, activations still Q/DQ."""
+    from exporters.quantize.recipes import fold_constant_quantization
+
+    exported = family.qat_qdq("din", tmp_path / "qat.onnx")
+    folded = fold_constant_quantization(exported, tmp_path / "folded.onnx")
+    graph = onnx.load(str(folded)).graph
+    assert [o.domain for o in onnx.load(str(folded)).opset_import] == [""]  # standard ONNX only
+    produced = {o for n in graph.node for o in n.output} | {i.name for i in graph.input}
+    computed_quantize = [n for n in graph.node if n.op_type == "QuantizeLinear"]
+    assert all(n.input[0] in produced for n in computed_quantize)  # none left on a constant
+    assert 0 < len(computed_quantize) < 16  # the activations' Q/DQ stay
+    eight_bit = [i for i in graph.initializer if i.data_type in (TensorProto.UINT8, TensorProto.INT8)]
+    assert sum(int(np.prod(i.dims)) for i in eight_bit) >= 1000, [i.name for i in eight_bit]
+    fp32 = family.graphs()["din"]
+    assert folded.stat().st_size < fp32.stat().st_size < exported.stat().st_size
+    inputs = family.latency_inputs("din", 4)
+    want = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"]).run(None, inputs)
+    have = ort.InferenceSession(str(folded), providers=["CPUExecutionProvider"]).run(None, inputs)
+    for w, h in zip(want, have, strict=True):
+        assert np.isfinite(h).all()
+        np.testing.assert_array_equal(h, w)
