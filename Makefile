@@ -179,9 +179,15 @@ segmentation-compare: $(DEV)
 	$(PY) -m models.segmentation.train --out artifacts/segmentation-query --stage-convs 2 --set attention_radius=0 \
 		--epochs 5 --set head=query --no-progress
 
-report-segmentation: $(REPOSITORY_STAMP)
+report-segmentation: $(REPOSITORY_STAMP) report-segmentation-gate
 	$(PY) -m benchmarks.segmentation_report --repository $(REPOSITORY) \
 		$(if $(wildcard $(SEGMENTATION_COMPARE)),--compare $(wildcard $(SEGMENTATION_COMPARE)))
+
+# Which gate design beats a fixed-depth mix of equal compute (steps 2-3 only, the parent frozen; settings
+# chosen on the validation scenes, 3 seeds on test) -> reports/segmentation_gate.md; ~20 CPU-minutes on one thread.
+.PHONY: report-segmentation-gate
+report-segmentation-gate: $(REPOSITORY_STAMP)
+	$(PY) -m benchmarks.segmentation_gate_study
 
 bench-audio: $(REPOSITORY_STAMP)
 	$(PY) -m benchmarks.audio_report --repository $(REPOSITORY)

@@ -8,6 +8,14 @@ each exit k (here per-image mIoU in [0, 1]), and the ideal exit
 so one more encoder layer must buy at least beta of per-image mIoU to be worth running.
 Step 3 (sec. 3.4): the gate (pooled encoder-input tokens -> MLP -> exit logits) is trained with
 cross-entropy on k*, the parent frozen. Changing beta re-runs only these two steps.
+
+Two options beyond the paper (`TrainConfig.gate_quality`, `TrainConfig.gate_target`):
+- q_k as each image's share of the DATASET mIoU the service is judged by (`marginal_quality`):
+  per-image mIoU swings by a whole class's IoU when a few stray pixels name a class the image
+  lacks, which no pooled feature predicts, while the dataset mIoU barely moves.
+- regression instead of classification: the gate predicts every exit's gain q_k - q_first and
+  the service picks argmax_k (gain_k - beta * k); the cost is folded into the last layer's bias
+  (`fold_exit_cost`), so exit_logits keep their meaning (argmax = exit) and one fit serves every beta.
 """
 
 from __future__ import annotations
@@ -20,6 +28,9 @@ from torch.nn import functional as F
 
 from models.segmentation.eco_m2f import ExitGate
 from models.segmentation.metrics import mean_iou
+
+GATE_QUALITIES = ("image_miou", "dataset_miou")  # what q_k measures (see the module docstring)
+GATE_TARGETS = ("ideal_exit", "gain")  # classification on k* (paper) or regression on q_k - q_first
 
 
 @dataclass
@@ -45,6 +56,58 @@ def ideal_exits(quality: np.ndarray, exits: list[int], beta: float) -> np.ndarra
     return np.argmax(quality - beta * np.asarray(exits, dtype=np.float64)[None, :], axis=1)
 
 
+def _batch_mean_iou(matrices: np.ndarray) -> np.ndarray:
+    """mean_iou of every (C, C) confusion matrix in a (..., C, C) stack -> (...)."""
+    inter = np.diagonal(matrices, axis1=-2, axis2=-1).astype(np.float64)
+    union = matrices.sum(-2) + matrices.sum(-1) - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, inter / np.maximum(union, 1), np.nan)
+    return np.nanmean(iou, axis=-1)
+
+
+def marginal_quality(confusions: np.ndarray, reference: int = 0) -> np.ndarray:
+    """(N, E) each image's first-order effect on the set's dataset mIoU at every exit:
+
+        q_ik = N * (mIoU(S - C_i,ref + C_ik) - mIoU(S)),   S = sum_i C_i,ref
+
+    (image i alone moved from the reference exit column to exit k, everyone else at the
+    reference), scaled by N into "dataset mIoU if every image were like this one" units, so q_i,ref = 0
+    and beta keeps the per-image-mIoU scale. confusions: (N, E, C, C) rows = ground truth."""
+    confusions = confusions.astype(np.int64)
+    total = confusions[:, reference].sum(0)  # (C, C)
+    moved = total - confusions[:, reference, None] + confusions  # (N, E, C, C)
+    return len(confusions) * (_batch_mean_iou(moved) - mean_iou(total))
+
+
+def exit_quality(table: ExitTable, measure: str) -> np.ndarray:
+    """(N, E) the q_k that steps 2-3 use: per-image mIoU (paper) or the image's dataset-mIoU share."""
+    if measure not in GATE_QUALITIES:
+        raise ValueError(f"gate quality {measure!r} is unknown (use one of {', '.join(GATE_QUALITIES)})")
+    return table.quality if measure == "image_miou" else marginal_quality(table.confusions)
+
+
+def derived_targets(table: ExitTable, beta: float, quality: str = "image_miou",
+                    target: str = "ideal_exit") -> np.ndarray:
+    """Step 2: (N,) k* columns (classification, paper) or (N, E) gains q_k - q_first (regression)."""
+    measured = exit_quality(table, quality)
+    if target == "ideal_exit":
+        return ideal_exits(measured, table.exits, beta)
+    if target == "gain":
+        return measured - measured[:, :1]
+    raise ValueError(f"gate target {target!r} is unknown (use one of {', '.join(GATE_TARGETS)})")
+
+
+def fold_exit_cost(gate: ExitGate, exits: list[int], beta: float) -> ExitGate:
+    """Regression gate: subtract beta * (k - first exit) from exit k's output (the last layer's
+    bias), so argmax of the exit logits is argmax_k (predicted gain_k - beta * k). In place."""
+    cost = beta * (torch.tensor(exits, dtype=torch.float32) - exits[0])
+    last = gate.mlp[-1]
+    assert isinstance(last, torch.nn.Linear)
+    with torch.no_grad():
+        last.bias.sub_(cost)
+    return gate
+
+
 def train_gate(
     gate: ExitGate,
     features: np.ndarray,
@@ -53,20 +116,29 @@ def train_gate(
     epochs: int = 60,
     batch_size: int = 128,
     lr: float = 3e-3,
+    weight_decay: float = 1e-2,
     seed: int = 0,
 ) -> ExitGate:
-    """Fits the gate's MLP to the derived dataset (features = `ExitGate.pooled` of the images)."""
+    """Fits the gate's MLP to the derived dataset (features = `ExitGate.pooled` of the images):
+    cross-entropy on k* when targets are (N,) exit columns, mean squared error when they are
+    (N, E) per-exit gains (the regression gate)."""
     torch.manual_seed(seed)
     for module in gate.mlp:
         if isinstance(module, (torch.nn.Linear, torch.nn.LayerNorm)):
             module.reset_parameters()
-    x, y = torch.from_numpy(features).float(), torch.from_numpy(targets).long()
-    optimizer = torch.optim.AdamW(gate.mlp.parameters(), lr=lr, weight_decay=1e-2)
+    regression = targets.ndim == 2
+    n_exits = gate.mlp[-1].out_features
+    if regression and targets.shape[1] != n_exits:
+        raise ValueError(f"{targets.shape[1]} gain columns for a gate of {n_exits} exits")
+    x = torch.from_numpy(features).float()
+    y = torch.from_numpy(targets).float() if regression else torch.from_numpy(targets).long()
+    objective = F.mse_loss if regression else F.cross_entropy
+    optimizer = torch.optim.AdamW(gate.mlp.parameters(), lr=lr, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(seed)
     gate.train()
     for _ in range(epochs):
         for rows in torch.randperm(len(x), generator=generator).split(batch_size):
-            loss = F.cross_entropy(gate.mlp(x[rows]), y[rows])
+            loss = objective(gate.mlp(x[rows]), y[rows])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -21,7 +21,16 @@ from tqdm import tqdm
 
 from models.segmentation.data import SceneConfig, Scenes, iterate_batches, make_scenes
 from models.segmentation.eco_m2f import EcoM2F, EcoM2FConfig, stage_gflops
-from models.segmentation.gating import ExitTable, gate_choice, ideal_exits, policy_row, train_gate
+from models.segmentation.gating import (
+    ExitTable,
+    derived_targets,
+    exit_quality,
+    fold_exit_cost,
+    gate_choice,
+    ideal_exits,
+    policy_row,
+    train_gate,
+)
 from models.segmentation.metrics import per_image_miou
 
 DEFAULT_BETA = 0.01  # the paper's headline setting
@@ -34,6 +43,13 @@ class TrainConfig:
     lr: float = 2e-3  # AdamW peak learning rate (cosine decay)
     weight_decay: float = 1e-2
     gate_epochs: int = 80  # passes over the derived dataset (step 3)
+    gate_weight_decay: float = 1e-2  # AdamW weight decay of the gate's MLP (step 3)
+    # Step 2's q_k: "image_miou" (paper: each image's own mIoU) or "dataset_miou" (the image's
+    # first-order share of the set's mIoU, models/segmentation/gating.py `marginal_quality`).
+    gate_quality: str = "image_miou"
+    # Step 3's target: "ideal_exit" (paper: cross-entropy on k*) or "gain" (regression on q_k - q_first,
+    # the exit cost beta * k folded into the gate's last bias).
+    gate_target: str = "ideal_exit"
     seed: int = 0  # initialisation and batch order
     # How step 1 weighs the exits' losses: "depth" scales exit k's loss by k (normalised to sum 1), as
     # the official ECO-M2F code does; "uniform" is a plain mean over exits.
@@ -121,10 +137,14 @@ def exit_table(model: EcoM2F, scenes: Scenes, indices: np.ndarray, batch_size: i
 
 
 def fit_gate(model: EcoM2F, train: ExitTable, beta: float, cfg: TrainConfig) -> np.ndarray:
-    """Steps 2 and 3 for one beta: derived dataset k*, then the gate (in place). -> k* columns."""
-    targets = ideal_exits(train.quality, train.exits, beta)
-    train_gate(model.gate, train.gate_features, targets, epochs=cfg.gate_epochs, seed=cfg.seed)
-    return targets
+    """Steps 2 and 3 for one beta: the derived dataset (k*, or per-exit gains for the regression
+    gate), then the gate (in place). -> k* columns of the derived dataset."""
+    targets = derived_targets(train, beta, cfg.gate_quality, cfg.gate_target)
+    train_gate(model.gate, train.gate_features, targets, epochs=cfg.gate_epochs,
+               weight_decay=cfg.gate_weight_decay, seed=cfg.seed)
+    if cfg.gate_target == "gain":
+        fold_exit_cost(model.gate, train.exits, beta)
+    return ideal_exits(exit_quality(train, cfg.gate_quality), train.exits, beta)
 
 
 def evaluate_policies(model: EcoM2F, table: ExitTable, costs: dict[str, float]) -> list[dict[str, Any]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -16,7 +18,15 @@ from models.segmentation.eco_m2f import (
     gflops_at_exit,
     stage_gflops,
 )
-from models.segmentation.gating import ExitTable, ideal_exits, train_gate
+from models.segmentation.gating import (
+    ExitTable,
+    derived_targets,
+    fold_exit_cost,
+    gate_choice,
+    ideal_exits,
+    marginal_quality,
+    train_gate,
+)
 from models.segmentation.metrics import confusion, mean_iou, per_image_miou
 
 SMALL = EcoM2FConfig(n_layers=3, d_model=32, n_heads=2, ffn_dim=64, widths=(16, 24, 32), head_dim=16)
@@ -134,3 +144,52 @@ def test_gate_learns_a_separable_derived_dataset() -> None:
     with torch.no_grad():
         predicted = gate.mlp(torch.from_numpy(features)).argmax(1).numpy()
     assert np.mean(predicted == targets) > 0.9
+
+
+def _random_confusions(rng: np.random.Generator, n: int, e: int, c: int) -> np.ndarray:
+    return rng.integers(0, 50, size=(n, e, c, c)).astype(np.int32)
+
+
+def test_marginal_quality_is_each_images_first_order_share_of_the_dataset_miou() -> None:
+    confusions = _random_confusions(np.random.default_rng(0), 6, 3, 4)
+    confusions[2, 1, 3, :] = 0  # image 2 at exit 1 never sees class 3: a NaN-free, absent-class row
+    q = marginal_quality(confusions)
+    total = confusions[:, 0].sum(0)
+    for i, k in [(0, 0), (2, 1), (5, 2)]:
+        moved = total - confusions[i, 0] + confusions[i, k]
+        assert q[i, k] == pytest.approx(6 * (mean_iou(moved) - mean_iou(total)))
+    np.testing.assert_array_equal(q[:, 0], 0.0)  # the reference exit moves nothing
+    assert np.isfinite(q).all()
+
+
+def test_derived_targets_are_k_star_or_per_exit_gains_and_unknown_names_are_refused() -> None:
+    rng = np.random.default_rng(1)
+    quality = rng.uniform(0, 1, (5, 3))
+    table = ExitTable([2, 3, 4], quality, _random_confusions(rng, 5, 3, 3), np.zeros((5, 1)))
+    np.testing.assert_array_equal(derived_targets(table, 0.05), ideal_exits(quality, [2, 3, 4], 0.05))
+    gains = derived_targets(table, 0.05, target="gain")
+    np.testing.assert_allclose(gains, quality - quality[:, :1])
+    shares = derived_targets(table, 0.0, quality="dataset_miou", target="gain")
+    np.testing.assert_allclose(shares, marginal_quality(table.confusions))
+    with pytest.raises(ValueError, match="gate target 'soft' is unknown"):
+        derived_targets(table, 0.0, target="soft")
+    with pytest.raises(ValueError, match="gate quality 'pq' is unknown"):
+        derived_targets(table, 0.0, quality="pq")
+
+
+def test_a_regression_gate_learns_gains_and_its_folded_cost_picks_argmax_of_gain_minus_beta_k() -> None:
+    rng = np.random.default_rng(2)
+    features = rng.normal(size=(400, 2 * 4 * SMALL.d_model)).astype(np.float32)
+    gains = np.stack([np.zeros(400), 0.05 * features[:, 0]], 1).astype(np.float32)  # SMALL: exits 2 and 3
+    gate = train_gate(EcoM2F(SMALL).gate, features, gains, epochs=40)
+    with torch.no_grad():
+        raw = gate.mlp(torch.from_numpy(features)).numpy()
+    assert np.corrcoef(raw[:, 1], gains[:, 1])[0, 1] > 0.9
+    exits, beta = SMALL.exits, 0.03
+    folded = fold_exit_cost(copy.deepcopy(gate), exits, beta)
+    want = np.argmax(raw - beta * (np.asarray(exits) - exits[0]), axis=1)
+    np.testing.assert_array_equal(gate_choice(folded, features), want)
+    assert 0.55 < np.mean(want == 0) < 0.9  # the cost keeps images with a small predicted gain at exit 2
+    assert (gate_choice(fold_exit_cost(copy.deepcopy(gate), exits, 10.0), features) == 0).all()
+    with pytest.raises(ValueError, match="3 gain columns for a gate of 2 exits"):
+        train_gate(gate, features, np.zeros((400, 3), np.float32), epochs=1)

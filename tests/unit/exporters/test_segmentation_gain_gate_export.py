@@ -1,0 +1,38 @@
+"""The regression gate (per-exit gains of the dataset-mIoU share, exit cost folded into its bias)
+exports in the same BackboneGateStage graph: onnxruntime's exit logits equal torch's, and the staged
+loop picks torch's exits (export_segmentation fails on any disagreement)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from exporters.segmentation import export_segmentation, holdout_images, stage_names
+from models.segmentation.data import SceneConfig
+from models.segmentation.eco_m2f import EcoM2FConfig
+from models.segmentation.train import TrainConfig, load_checkpoint, run
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_a_finer_pooled_regression_gate_exports_with_torch_parity(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    model_cfg = EcoM2FConfig(n_layers=3, d_model=32, n_heads=2, ffn_dim=64, widths=(16, 24, 32), head_dim=16,
+                             gate_hidden=16, gate_pool=4)
+    train_cfg = TrainConfig(epochs=1, batch_size=16, gate_epochs=5, gate_quality="dataset_miou", gate_target="gain")
+    run(SceneConfig(n_images=60, seed=5), model_cfg, train_cfg, beta=0.005, out=tmp_path, progress=False)
+    backbone = export_segmentation(tmp_path / "eco_m2f.pt", tmp_path / "repo", holdout=6)
+    meta = json.loads((backbone / "meta.json").read_text())
+    assert meta["end_to_end_parity"]["min_mask_pixel_agreement"] >= 0.999
+    model, checkpoint = load_checkpoint(tmp_path / "eco_m2f.pt")
+    image, _ = holdout_images(checkpoint, 6)
+    session = ort.InferenceSession(str(tmp_path / "repo" / stage_names(3)["backbone"] / "1" / "model.onnx"))
+    got = session.run(["exit_logits"], {"image": image})[0]
+    with torch.no_grad():
+        want = model.gate(model.forward_features(torch.from_numpy(image))[0]).numpy()
+    assert got.shape == (6, 2) and np.isfinite(got).all()
+    np.testing.assert_allclose(got, want, atol=1e-4)
