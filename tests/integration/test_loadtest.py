@@ -61,7 +61,7 @@ async def test_open_loop_p99_shows_a_one_second_stall_that_closed_loop_hides():
     assert open_intended["p99_ms"] >= 800.0  # the stall is in the open-loop tail
     assert open_intended["p99_ms"] >= open_actual["p99_ms"]  # never better than from the actual send
     assert closed["max_ms"] >= 1000.0  # the closed loop did live through the stall ...
-    assert closed["p99_ms"] < 100.0  # ... and its p99 hides it
+    assert closed["p99_ms"] < 0.2 * closed["max_ms"]  # ... and its p99 hides it (a loaded machine's slack)
     assert closed_ok > 500  # enough samples that one stalled call is below the 1% tail
 
 
