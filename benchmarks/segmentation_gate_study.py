@@ -139,14 +139,30 @@ def evaluate(model: EcoM2F, design: GateDesign, setting: GateSetting, tables: di
     for beta in BETAS:
         choices = [gate_choice(fit_design(model, design, setting, train, beta, seed, cache), evaluated.gate_features)
                    for seed in seeds]
-        rows.append({"beta": beta, **versus_mix(evaluated, choices)})
+        rows.append({"beta": beta, "exits": evaluated.exits, **versus_mix(evaluated, choices)})
     return rows
 
 
-def study(model: EcoM2F, tables: dict[str, dict]) -> list[dict[str, Any]]:
+def gain_r2(model: EcoM2F, design: GateDesign, setting: GateSetting, tables: dict[str, dict],
+            cache: dict[Any, ExitGate]) -> list[float]:
+    """Regression designs: R^2 on the validation scenes of the predicted gain at every exit after the
+    first (seed mean): how much of an image's gain from depth the gate's features can tell."""
+    source = (design.features, setting.pool)
+    valid = tables["valid"][source]
+    truth = derived_targets(valid, 0.0, design.quality, "gain")[:, 1:]  # (N, E - 1)
+    scores = []
+    for seed in SEEDS:
+        gate = fit_design(model, design, setting, tables["train"][source], 0.0, seed, cache)
+        with torch.no_grad():
+            predicted = gate.mlp(torch.from_numpy(valid.gate_features).float()).numpy()[:, 1:]
+        scores.append(1 - ((predicted - truth) ** 2).mean(0) / truth.var(0))
+    return np.mean(scores, axis=0).tolist()
+
+
+def study(model: EcoM2F, tables: dict[str, dict], designs: tuple[GateDesign, ...] = DESIGNS) -> list[dict[str, Any]]:
     """Per design: every setting's validation score, the selected setting, its valid and test rows."""
     results = []
-    for design in DESIGNS:
+    for design in designs:
         cache: dict[Any, ExitGate] = {}
         settings = [GateSetting(*s) for s in itertools.product(design.pools, design.weight_decays, design.epochs)]
         scored = [(float(np.mean([r["diff"] for r in evaluate(model, design, s, tables, "valid", cache,
@@ -157,7 +173,8 @@ def study(model: EcoM2F, tables: dict[str, dict]) -> list[dict[str, Any]]:
         for row in test:
             test_table = tables["test"][design.features, best.pool]
             row["interval"] = seed_mean_interval(test_table, row["choices"], row["mixes"])
-        results.append({"design": design, "setting": best, "scored": scored, "valid": valid, "test": test})
+        r2 = gain_r2(model, design, best, tables, cache) if design.target == "gain" else None
+        results.append({"design": design, "setting": best, "scored": scored, "valid": valid, "test": test, "r2": r2})
         print(f"{design.label}: {best} (valid {100 * best_score:+.2f})", flush=True)
     return results
 
@@ -188,6 +205,13 @@ def render(results: list[dict[str, Any]], command: str, checkpoint: Path, n_imag
         lines.append(f"| {r['design'].label} | " + " | ".join(
             f"{100 * v['diff']:+.2f} @ {v['layers']:.2f}" for v in r["valid"])
             + f" | {100 * np.mean([v['diff'] for v in r['valid']]):+.2f} |")
+    lines += ["", "## How predictable is an image's gain from depth? (regression designs, validation scenes)", "",
+              "R^2 of the gate's predicted gain q_k - q_first at each deeper exit (1 - MSE / variance; 0 = no "
+              "better than the mean gain), seed mean.", "",
+              "| design | " + " | ".join(f"exit {k}" for k in results[0]["test"][0]["exits"][1:]) + " |",
+              "|---|" + "---|" * (len(results[0]["test"][0]["exits"]) - 1)]
+    lines += [f"| {r['design'].label} | " + " | ".join(f"{v:+.3f}" for v in r["r2"]) + " |"
+              for r in results if r["r2"] is not None]
     lines += ["", "## Every setting tried (validation score, seed 0: mean over betas of gate - mix, points)", "",
               "| design | setting | validation score |", "|---|---|---|"]
     for r in results:

@@ -35,3 +35,29 @@ def test_a_gate_no_better_than_chance_gets_an_interval_around_zero() -> None:
     low, high = seed_mean_interval(table, result["choices"], result["mixes"])
     assert low < 0 < high
     assert seed_mean_interval(table, result["mixes"], result["mixes"]) == (0.0, 0.0)
+
+
+def test_the_study_selects_a_setting_per_design_on_validation_and_renders_every_beta() -> None:
+    from benchmarks.segmentation_gate_study import GateDesign, render, study
+    from benchmarks.segmentation_report import BETAS
+    from models.segmentation.eco_m2f import EcoM2F, EcoM2FConfig
+
+    rng = np.random.default_rng(0)
+    cfg = EcoM2FConfig(d_model=8, gate_hidden=8)
+
+    def split(n: int) -> ExitTable:
+        confusions = rng.integers(0, 30, (n, len(cfg.exits), 3, 3)).astype(np.int32)
+        return ExitTable(cfg.exits, rng.uniform(0, 1, (n, len(cfg.exits))), confusions,
+                         rng.normal(size=(n, 2 * 4 * cfg.d_model)).astype(np.float32))
+
+    tables = {name: {("input", 2): split(n)} for name, n in (("train", 60), ("valid", 30), ("test", 30))}
+    designs = (GateDesign("k*", "image_miou", "ideal_exit", pools=(2,), weight_decays=(0.01,), epochs=(1,)),
+               GateDesign("gains", "dataset_miou", "gain", pools=(2,), weight_decays=(0.01, 1.0), epochs=(1,)))
+    results = study(EcoM2F(cfg), tables, designs)
+    assert [len(r["scored"]) for r in results] == [1, 2] and results[0]["r2"] is None
+    assert len(results[1]["r2"]) == len(cfg.exits) - 1 and np.isfinite(results[1]["r2"]).all()
+    assert all(len(r["test"]) == len(BETAS) and r["test"][0]["interval"][0] <= r["test"][0]["interval"][1]
+               for r in results)
+    text = render(results, "python -m benchmarks.segmentation_gate_study", "ckpt.pt", {"train": 60, "valid": 30,
+                                                                                      "test": 30})
+    assert text.count("| gains |") == 5 and "| k* | pool 2, wd 0.01, 1 epochs |" in text
