@@ -76,9 +76,11 @@ class SegmentationQuantization:
         self._n_layers = int(self.pipeline["n_layers"])
         self._first_exit = int(self.pipeline["exits"][0])
         self._n_classes = len(self.pipeline["class_names"])
-        names = seg_export.stage_names(self._n_layers)
+        self._gate_after = int(self.pipeline.get("gate_after_layer", 0))  # > 0: the gate is its own stage
+        names = seg_export.stage_names(self._n_layers, gate=self._gate_after > 0)
+        gate = [names["gate"]] if "gate" in names else []
         self._paths = {self._prefix(n): repository / n / "1" / "model.onnx"
-                       for n in [names["backbone"], *names["encoder_layers"], names["head"]]}
+                       for n in [names["backbone"], *names["encoder_layers"], names["head"], *gate]}
         ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
         self._images, self._labels = seg_export.holdout_images(ckpt, 160)
         self._feeds: dict[str, list[dict[str, np.ndarray]]] = {}
@@ -102,10 +104,12 @@ class SegmentationQuantization:
         layers = [session(f"segmentation-encoder{k}") for k in range(1, self._n_layers + 1)]
         for batch in itertools.islice(seg_export.calibration_batches(count, CALIBRATION_BATCH), count):
             feeds["segmentation-backbone"].append(batch)
-            tokens, pixel_features, _ = backbone.run(None, batch)
+            tokens, pixel_features = backbone.run(None, batch)[:2]
             for k, layer in enumerate(layers, start=1):
                 feeds[f"segmentation-encoder{k}"].append({"tokens": tokens})
                 tokens = layer.run(None, {"tokens": tokens})[0]
+                if k == self._gate_after:
+                    feeds["segmentation-gate"].append({"tokens": tokens})
             feeds["segmentation-head"].append({"tokens": tokens, "pixel_features": pixel_features})
         self._feeds = feeds
         return feeds
@@ -117,7 +121,8 @@ class SegmentationQuantization:
         staged = seg_export.StagedOnnx({
             "backbone": graphs["segmentation-backbone"], "head": graphs["segmentation-head"],
             "encoder_layers": [graphs[f"segmentation-encoder{k}"] for k in range(1, self._n_layers + 1)],
-        }, self._first_exit)
+            "gate": graphs.get("segmentation-gate"),
+        }, self._first_exit, self._gate_after)
         return float(seg_export.onnx_quality(staged, self._images, self._labels, self._n_classes)["miou"])
 
     def latency_inputs(self, graph: str, batch: int) -> dict[str, np.ndarray]:

@@ -6,6 +6,9 @@ segmentation service runs as a loop (backbone+gate -> the chosen number of encod
     segmentation-backbone-<recipe>     image (B, 3, H, W) -> tokens, pixel_features, exit_logits
     segmentation-encoder<k>-<recipe>   tokens (B, T, D) -> tokens_out           (k = 1..L)
     segmentation-head-<recipe>         tokens, pixel_features -> logits (B, C, H, W)
+    segmentation-gate-<recipe>         tokens after layer k -> exit_logits (only when the gate reads
+                                       the tokens after encoder layer k = gate_after_layer; the
+                                       backbone then gives no exit_logits)
 
 Every graph keeps dim 0 = batch and gets a dynamic_batching block, so requests that chose
 different depths still share the backbone, the head and every encoder layer they both run.
@@ -35,6 +38,7 @@ from models.segmentation.eco_m2f import (
     EcoM2F,
     EncoderLayerStage,
     ExportStage,
+    GateStage,
     HeadStage,
     gflops_at_exit,
     stage_gflops,
@@ -46,42 +50,52 @@ STAGE_ATOL = 1e-4  # per-stage |torch - onnxruntime| limit (float32 reassociatio
 PARITY_BATCHES = (1, 3, 8)
 
 
-def stage_names(n_layers: int, recipe: str = "fp32", family: str = "segmentation") -> dict[str, Any]:
+def stage_names(n_layers: int, recipe: str = "fp32", family: str = "segmentation",
+                gate: bool = False) -> dict[str, Any]:
+    """Graph names of the stages; `gate`: the gate is its own stage (gate_after_layer > 0)."""
     return {"backbone": f"{family}-backbone-{recipe}",
             "encoder_layers": [f"{family}-encoder{k}-{recipe}" for k in range(1, n_layers + 1)],
-            "head": f"{family}-head-{recipe}"}
+            "head": f"{family}-head-{recipe}", **({"gate": f"{family}-gate-{recipe}"} if gate else {})}
 
 
 class StagedOnnx:
     """The service's loop over onnxruntime sessions (reference for parity and ONNX quality)."""
 
-    def __init__(self, paths: dict[str, Any], first_exit: int):
+    def __init__(self, paths: dict[str, Any], first_exit: int, gate_after_layer: int = 0):
         def session(path: Path) -> ort.InferenceSession:
             return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
         self.backbone = session(paths["backbone"])
         self.layers = [session(p) for p in paths["encoder_layers"]]
         self.head = session(paths["head"])
-        self.first_exit = first_exit
+        self.gate = session(paths["gate"]) if gate_after_layer else None
+        self.first_exit, self.gate_after_layer = first_exit, gate_after_layer
 
     @classmethod
-    def from_repository(cls, repository: Path, n_layers: int, first_exit: int, recipe: str = "fp32") -> StagedOnnx:
-        names = stage_names(n_layers, recipe)
+    def from_repository(cls, repository: Path, n_layers: int, first_exit: int, recipe: str = "fp32",
+                        gate_after_layer: int = 0) -> StagedOnnx:
+        names = stage_names(n_layers, recipe, gate=gate_after_layer > 0)
         path = lambda name: repository / name / "1" / "model.onnx"  # noqa: E731
         return cls({"backbone": path(names["backbone"]), "head": path(names["head"]),
-                    "encoder_layers": [path(n) for n in names["encoder_layers"]]}, first_exit)
+                    "encoder_layers": [path(n) for n in names["encoder_layers"]],
+                    **({"gate": path(names["gate"])} if "gate" in names else {})}, first_exit, gate_after_layer)
 
     def run(self, image: np.ndarray, exit_layer: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """image (B, 3, H, W) -> (logits (B, C, H, W), exit layer per image (B,))."""
-        tokens, pixel_features, exit_logits = self.backbone.run(None, {"image": image})
-        exits = (np.argmax(exit_logits, 1) + self.first_exit if exit_layer is None
-                 else np.full(len(image), exit_layer))
+        outputs = self.backbone.run(None, {"image": image})
+        tokens, pixel_features = outputs[:2]
+        # Until the gate has run every image counts as going to full depth (all run layers <= first exit).
+        exits = np.full(len(image), len(self.layers) if exit_layer is None else exit_layer)
+        if exit_layer is None and self.gate is None:
+            exits = np.argmax(outputs[2], 1) + self.first_exit
         logits = np.empty((len(image), *self.head.get_outputs()[0].shape[1:2], *image.shape[2:]), np.float32)
         for depth, layer in enumerate(self.layers, start=1):
             if not (exits >= depth).any():
                 break
             running = exits >= depth  # only images that still need this layer run it
             tokens[running] = layer.run(None, {"tokens": tokens[running]})[0]
+            if exit_layer is None and self.gate is not None and depth == self.gate_after_layer:
+                exits = np.argmax(self.gate.run(None, {"tokens": tokens})[0], 1) + self.first_exit
             done = exits == depth
             if done.any():
                 logits[done] = self.head.run(None, {"tokens": tokens[done], "pixel_features": pixel_features[done]})[0]
@@ -96,7 +110,8 @@ def _stage_parity(stage: ExportStage, path: Path, real: tuple[torch.Tensor, ...]
 def _real_stage_inputs(model: EcoM2F, image: torch.Tensor) -> dict[str, tuple[torch.Tensor, ...]]:
     with torch.no_grad():
         tokens, pixel_features = model.forward_features(image)
-    return {"backbone": (image,), "layer": (tokens,), "head": (tokens, pixel_features)}
+        gate_tokens = model.gate_tokens(tokens)
+    return {"backbone": (image,), "layer": (tokens,), "head": (tokens, pixel_features), "gate": (gate_tokens,)}
 
 
 def end_to_end_parity(model: EcoM2F, staged: StagedOnnx, image: np.ndarray) -> dict[str, float]:
@@ -131,7 +146,8 @@ def export_segmentation(checkpoint_path: Path, repository: Path, recipe: str = "
                         serving: ServingConfig | None = None, holdout: int = 48) -> Path:
     """Exports all stages, fails on a parity miss, writes them; -> the backbone's version dir."""
     model, checkpoint = load_checkpoint(checkpoint_path)
-    cfg, names = model.config, stage_names(model.config.n_layers, recipe)
+    cfg = model.config
+    names = stage_names(cfg.n_layers, recipe, gate=cfg.gate_after_layer > 0)
     image, _ = holdout_images(checkpoint, holdout)
     real = _real_stage_inputs(model, torch.from_numpy(image[:8]))
     costs = stage_gflops(model)
@@ -145,6 +161,8 @@ def export_segmentation(checkpoint_path: Path, repository: Path, recipe: str = "
         stages += [(name, EncoderLayerStage(model, k), real["layer"], f"encoder_layer_{k}")
                    for k, name in enumerate(names["encoder_layers"], start=1)]
         stages.append((names["head"], HeadStage(model), real["head"], "head"))
+        if "gate" in names:
+            stages.append((names["gate"], GateStage(model), real["gate"], "gate"))
         paths, parity = {}, {}
         # A bar per export step on a terminal (disable=None): eight graphs, each exported and checked.
         for name, stage, inputs, _kind in tqdm(stages, desc="segmentation export + parity", unit="graph",
@@ -152,10 +170,12 @@ def export_segmentation(checkpoint_path: Path, repository: Path, recipe: str = "
             paths[name] = export_onnx(stage, Path(tmp) / f"{name}.onnx")
             parity[name] = _stage_parity(stage, paths[name], inputs)
         staged = StagedOnnx({"backbone": paths[names["backbone"]], "head": paths[names["head"]],
-                             "encoder_layers": [paths[n] for n in names["encoder_layers"]]}, cfg.first_exit)
+                             "encoder_layers": [paths[n] for n in names["encoder_layers"]],
+                             "gate": paths.get(names.get("gate", ""))}, cfg.first_exit, cfg.gate_after_layer)
         e2e = end_to_end_parity(model, staged, image)
         pipeline = {"stages": names, "image_size": cfg.image_size, "n_layers": cfg.n_layers,
-                    "exits": cfg.exits, "class_names": list(CLASS_NAMES[:cfg.n_classes]), "beta": checkpoint["beta"],
+                    "exits": cfg.exits, "gate_after_layer": cfg.gate_after_layer,
+                    "class_names": list(CLASS_NAMES[:cfg.n_classes]), "beta": checkpoint["beta"],
                     "stage_gflops": costs, "gflops_full_depth": gflops_at_exit(costs, cfg.n_layers)}
         for name, _, _, kind in stages:
             meta = {**common, "stage": kind, "parity_max_abs_diff": parity[name]}

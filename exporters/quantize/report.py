@@ -121,7 +121,9 @@ def publish(family: QuantFamily, rows: list[dict[str, Any]], repository: Path) -
                                       f"segmentation-head-{r['recipe']}", "encoder_layers": [
                                           f"segmentation-encoder{k}-{r['recipe']}"
                                           for k in range(1, len(pipeline.get("stages", {}).get("encoder_layers", []))
-                                                         + 1)]}
+                                                         + 1)],
+                                      **({"gate": f"segmentation-gate-{r['recipe']}"}
+                                         if pipeline.get("stages", {}).get("gate") else {})}
                 meta["pipeline"] = pipeline
             write_variant(repository, f"{graph}-fp32", f"{graph}-{r['recipe']}", Path(path), meta,
                           tensorrt_precision=TENSORRT_PRECISION.get(r["recipe"]))

@@ -21,6 +21,8 @@ class scores, so the exported stages and the service are the same for either.
 The model is also split into the stages the service orchestrates (exported as separate graphs):
 `BackboneGateStage` (image -> encoder input tokens, stride-4 pixel features, exit logits),
 `EncoderLayerStage` (one layer, tokens -> tokens) and `HeadStage` (tokens, pixel features -> logits).
+With `gate_after_layer` = k > 0 the backbone stage gives no exit logits and `GateStage` (tokens after
+layer k -> exit logits) runs after the k-th encoder-layer stage.
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ class EcoM2FConfig:
     stage_convs: int = 1  # 3x3 convs per backbone stage; fewer = smaller receptive field, more encoder work
     gate_pool: int = 2  # gate pools each token scale to gate_pool x gate_pool
     gate_hidden: int = 64  # gate MLP hidden width
+    # Which tokens the gate reads: 0 = the encoder's input tokens (the gate runs in the backbone stage);
+    # k in 1..first_exit = the tokens after encoder layer k (its own stage, `GateStage`, run after layer k:
+    # every image runs those layers anyway, so the gate adds no encoder compute).
+    gate_after_layer: int = 0
     # Encoder attention reach in pixels (token centres within this Chebyshev distance attend to each
     # other; 0 = global). Local like Mask2Former's deformable attention, whose sampling points sit
     # near each query's reference point: every layer widens what a token sees, so depth buys context.
@@ -245,13 +251,16 @@ class EcoM2F(nn.Module):
             raise ValueError(f"head {cfg.head!r} is unknown (use fpn or query)")
         self.head: SegmentationHead | MaskClassificationHead = (
             SegmentationHead(cfg) if cfg.head == "fpn" else MaskClassificationHead(cfg, self.positions))
+        if not 0 <= cfg.gate_after_layer <= cfg.first_exit:
+            raise ValueError(f"gate_after_layer {cfg.gate_after_layer} must lie in 0..first_exit ({cfg.first_exit})")
         self.gate = ExitGate(cfg)
         self.register_buffer("mean", torch.tensor([0.5, 0.5, 0.5]).reshape(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor([0.25, 0.25, 0.25]).reshape(1, 3, 1, 1), persistent=False)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> EcoM2F:
-        config = {**config, "widths": tuple(config["widths"])}
+        # Checkpoints from before gate_after_layer existed gated the encoder's input tokens.
+        config = {"gate_after_layer": 0, **config, "widths": tuple(config["widths"])}
         return cls(EcoM2FConfig(**config))
 
     def to_dict(self) -> dict[str, Any]:
@@ -266,6 +275,12 @@ class EcoM2F(nn.Module):
         t8 = self.project8(f8).flatten(2).transpose(1, 2) + self.level_embedding[0]  # (B, T8, D)
         t16 = self.project16(f16).flatten(2).transpose(1, 2) + self.level_embedding[1]  # (B, T16, D)
         return torch.cat([t8, t16], dim=1) + self.positions, pixel_features
+
+    def gate_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Encoder input tokens (B, T, D) -> the tokens the gate reads (after gate_after_layer layers)."""
+        for layer in self.layers[: self.config.gate_after_layer]:
+            tokens = layer(tokens)
+        return tokens
 
     def forward_exits(self, image: torch.Tensor) -> list[torch.Tensor]:
         """Logits (B, C, H, W) at every exit first_exit..L, from ONE pass through the encoder."""
@@ -293,13 +308,17 @@ class EcoM2F(nn.Module):
         Per-image depths in a batch: each image leaves the loop at its own exit (reference
         semantics for the service, not a fast path)."""
         tokens, pixel_features = self.forward_features(image)
-        if exit_layer is None:
-            exits = self.gate(tokens).argmax(dim=1) + self.config.first_exit  # (B,)
-        else:
-            exits = torch.full((image.shape[0],), exit_layer, dtype=torch.long)
+        gate_after, first_exit = self.config.gate_after_layer, self.config.first_exit
+        # Until the gate has run, every image counts as going to full depth (all run layers <= first_exit).
+        fixed = self.config.n_layers if exit_layer is None else exit_layer
+        exits = torch.full((image.shape[0],), fixed, dtype=torch.long)
+        if exit_layer is None and gate_after == 0:
+            exits = self.gate(tokens).argmax(dim=1) + first_exit  # (B,)
         logits = torch.empty(image.shape[0], self.config.n_classes, image.shape[2], image.shape[3])
         for depth, layer in enumerate(self.layers, start=1):
             tokens = layer(tokens)
+            if exit_layer is None and depth == gate_after:
+                exits = self.gate(tokens).argmax(dim=1) + first_exit
             done = exits == depth
             if done.any():
                 logits[done] = self.head(tokens[done], pixel_features[done])
@@ -322,22 +341,42 @@ class ExportStage(nn.Module):
 
 
 class BackboneGateStage(ExportStage):
-    """image (B, 3, H, W) -> tokens (B, T, D), pixel_features (B, w0, H/4, W/4), exit_logits (B, E)."""
+    """image (B, 3, H, W) -> tokens (B, T, D), pixel_features (B, w0, H/4, W/4), exit_logits (B, E);
+    no exit_logits when the gate reads later tokens (gate_after_layer > 0: `GateStage`)."""
 
     input_names = ("image",)
-    output_names = ("tokens", "pixel_features", "exit_logits")
 
     def __init__(self, model: EcoM2F):
         super().__init__()
         self.model = model
+        self.gated = model.config.gate_after_layer == 0
+        self.output_names = ("tokens", "pixel_features", *(("exit_logits",) if self.gated else ()))
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         tokens, pixel_features = self.model.forward_features(image)
-        return tokens, pixel_features, self.model.gate(tokens)
+        return (tokens, pixel_features, self.model.gate(tokens)) if self.gated else (tokens, pixel_features)
 
     def example_inputs(self, batch: int = 2) -> tuple[torch.Tensor, ...]:
         size = self.model.config.image_size
         return (torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(batch)),)
+
+
+class GateStage(ExportStage):
+    """tokens after encoder layer gate_after_layer (B, T, D) -> exit_logits (B, E)."""
+
+    input_names = ("tokens",)
+    output_names = ("exit_logits",)
+
+    def __init__(self, model: EcoM2F):
+        super().__init__()
+        self.gate, self.config = model.gate, model.config
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.gate(tokens)
+
+    def example_inputs(self, batch: int = 2) -> tuple[torch.Tensor, ...]:
+        shape = (batch, self.config.n_tokens, self.config.d_model)
+        return (torch.randn(*shape, generator=torch.Generator().manual_seed(batch)),)
 
 
 class EncoderLayerStage(ExportStage):
@@ -395,8 +434,9 @@ def stage_gflops(model: EcoM2F) -> dict[str, float]:
         return counter.get_total_flops() / 1e9
 
     per_layer = [count(EncoderLayerStage(model, i)) for i in range(1, model.config.n_layers + 1)]
+    gate_stage = count(GateStage(model)) if model.config.gate_after_layer else 0.0
     return {
-        "backbone_gate": count(BackboneGateStage(model)),
+        "backbone_gate": count(BackboneGateStage(model)) + gate_stage,
         "encoder_layer": max(per_layer),
         "head": count(HeadStage(model)),
     }

@@ -122,7 +122,7 @@ def exit_table(model: EcoM2F, scenes: Scenes, indices: np.ndarray, batch_size: i
     for image, labels in iterate_batches(scenes, indices, batch_size):
         with torch.no_grad():
             tokens, _ = model.forward_features(torch.from_numpy(image))
-            features.append(model.gate.pooled(tokens).numpy())
+            features.append(model.gate.pooled(model.gate_tokens(tokens)).numpy())
             predicted = np.stack([lg.argmax(1).numpy() for lg in model.forward_exits(torch.from_numpy(image))], 1)
         b, e = predicted.shape[:2]  # (B, E, H, W)
         quality.append(np.stack([per_image_miou(predicted[:, k], labels, n_classes) for k in range(e)], 1))

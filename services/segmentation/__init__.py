@@ -26,12 +26,13 @@ class SegmentationService:
         self._runtime: Runtime | None = None
 
     def required_models(self) -> list[str]:
-        """The backbone, then the encoder-layer and head graphs its meta.json names."""
+        """The backbone, then the encoder-layer, head (and gate) graphs its meta.json names."""
         repository = self._runtime.models.repository if self._runtime is not None else None
         if repository is None or self.settings.backbone_model not in repository.names():
             return [self.settings.backbone_model]  # loading it fails with the repository's own message
         stages = repository.resolve(self.settings.backbone_model).meta["pipeline"]["stages"]
-        return [self.settings.backbone_model, *stages["encoder_layers"], stages["head"]]
+        gate = [stages["gate"]] if stages.get("gate") else []
+        return [self.settings.backbone_model, *stages["encoder_layers"], stages["head"], *gate]
 
     def register(self, server: HandlerRegistry, runtime: Runtime) -> None:
         from protos import segmentation_pb2_grpc

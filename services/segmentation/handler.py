@@ -2,6 +2,9 @@
 
     backbone+gate -> exit layer (effort) -> that many encoder-layer graphs -> head -> argmax
 
+(or, when the backbone's meta.json names a gate stage after layer k: backbone -> k encoder layers
+-> gate -> exit layer -> the remaining encoder layers -> head; k never exceeds the first exit).
+
 Every stage is a model of the repository with dim 0 = batch, so the runtime's dynamic batcher
 can merge concurrent requests per stage: requests that chose different depths still share the
 backbone, the head and the encoder layers they both run.
@@ -80,17 +83,20 @@ class Pipeline:
     exits: list[int]
     class_names: list[str]
     stage_gflops: dict[str, float]
+    gate: str | None = None  # the gate's own stage when it reads the tokens after layer gate_after_layer
+    gate_after_layer: int = 0  # 0: the backbone gives the exit logits
 
     @classmethod
     def from_meta(cls, backbone: str, meta: dict[str, Any]) -> Pipeline:
         pipeline = meta["pipeline"]
         stages = pipeline["stages"]
         return cls(backbone, list(stages["encoder_layers"]), stages["head"], int(pipeline["image_size"]),
-                   [int(k) for k in pipeline["exits"]], list(pipeline["class_names"]), pipeline["stage_gflops"])
+                   [int(k) for k in pipeline["exits"]], list(pipeline["class_names"]), pipeline["stage_gflops"],
+                   stages.get("gate"), int(pipeline.get("gate_after_layer", 0)))
 
     @property
     def models(self) -> list[str]:
-        return [self.backbone, *self.encoder_layers, self.head]
+        return [self.backbone, *self.encoder_layers, self.head, *([self.gate] if self.gate else [])]
 
     @classmethod
     def derive(cls, models: ModelSet, backbone_name: str) -> Pipeline:
@@ -104,6 +110,10 @@ class Pipeline:
         if not pipeline.exits or pipeline.exits != sorted(pipeline.exits) or \
                 not 1 <= pipeline.exits[0] <= pipeline.exits[-1] <= len(pipeline.encoder_layers):
             raise ValueError(f"exits {pipeline.exits} do not fit {len(pipeline.encoder_layers)} encoder layers")
+        if (pipeline.gate is None) != (pipeline.gate_after_layer == 0) or \
+                not 0 <= pipeline.gate_after_layer <= pipeline.exits[0]:
+            raise ValueError(f"a gate stage after layer {pipeline.gate_after_layer} does not fit "
+                             f"exits {pipeline.exits}")
         return pipeline
 
     def gflops(self, exit_layer: int) -> float:
@@ -173,10 +183,15 @@ class SegmentationHandler:
                          effort: Effort) -> tuple[np.ndarray, int]:
         """One image (1, 3, S, S) through the staged graphs -> (class mask (S, S) uint8, exit layer)."""
         backbone = await models.infer(pipeline.backbone, {"image": image})
-        gate_exit = int(np.argmax(backbone["exit_logits"][0])) + pipeline.exits[0]
-        exit_layer = choose_exit(pipeline, effort, gate_exit)
         tokens = backbone["tokens"]  # (1, T, D)
-        for name in pipeline.encoder_layers[:exit_layer]:
+        gate_after = pipeline.gate_after_layer  # <= the first exit: every image runs these layers
+        for name in pipeline.encoder_layers[:gate_after]:
+            tokens = (await models.infer(name, {"tokens": tokens}))["tokens_out"]
+        exit_logits = backbone["exit_logits"] if pipeline.gate is None else \
+            (await models.infer(pipeline.gate, {"tokens": tokens}))["exit_logits"]
+        gate_exit = int(np.argmax(exit_logits[0])) + pipeline.exits[0]
+        exit_layer = choose_exit(pipeline, effort, gate_exit)
+        for name in pipeline.encoder_layers[gate_after:exit_layer]:
             tokens = (await models.infer(name, {"tokens": tokens}))["tokens_out"]
         head = await models.infer(pipeline.head, {"tokens": tokens,
                                                         "pixel_features": backbone["pixel_features"]})

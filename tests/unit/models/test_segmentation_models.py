@@ -14,6 +14,7 @@ from models.segmentation.eco_m2f import (
     EcoM2F,
     EcoM2FConfig,
     EncoderLayerStage,
+    GateStage,
     HeadStage,
     gflops_at_exit,
     stage_gflops,
@@ -193,3 +194,26 @@ def test_a_regression_gate_learns_gains_and_its_folded_cost_picks_argmax_of_gain
     assert (gate_choice(fold_exit_cost(copy.deepcopy(gate), exits, 10.0), features) == 0).all()
     with pytest.raises(ValueError, match="3 gain columns for a gate of 2 exits"):
         train_gate(gate, features, np.zeros((400, 3), np.float32), epochs=1)
+
+
+def test_a_gate_after_layer_2_reads_those_tokens_and_its_stages_compose_to_the_model() -> None:
+    torch.manual_seed(0)
+    cfg = EcoM2FConfig(**{**SMALL.__dict__, "gate_after_layer": 2, "gate_pool": 1})
+    model = EcoM2F(cfg).eval()
+    image = torch.rand(8, 3, 64, 64)
+    with torch.no_grad():  # shift exit 3's logit so that half of the images go deeper
+        raw = model.gate(model.gate_tokens(model.forward_features(image)[0]))
+        model.gate.mlp[-1].bias[1] -= (raw[:, 1] - raw[:, 0]).median() + 1e-6
+        logits, exits = model(image)
+        backbone = BackboneGateStage(model)(image)
+        assert len(backbone) == 2  # tokens, pixel_features: no exit logits from the backbone
+        tokens = backbone[0]
+        for k in (1, 2):
+            tokens = EncoderLayerStage(model, k)(tokens)
+        want = GateStage(model)(tokens).argmax(1) + cfg.first_exit
+        torch.testing.assert_close(model.gate(model.gate_tokens(backbone[0])), GateStage(model)(tokens))
+    assert exits.tolist() == want.tolist() and set(exits.tolist()) == {2, 3}
+    for i, k in enumerate(exits.tolist()):
+        torch.testing.assert_close(logits[i], model(image[i:i + 1], k)[0][0])
+    with pytest.raises(ValueError, match="gate_after_layer 3 must lie in 0..first_exit"):
+        EcoM2F(EcoM2FConfig(**{**SMALL.__dict__, "gate_after_layer": 3}))

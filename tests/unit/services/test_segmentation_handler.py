@@ -49,11 +49,41 @@ def _head(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {"logits": logits}
 
 
+GATE_AFTER_EXIT = 5  # the gate stage's choice, when the tokens it reads went through exactly 2 layers
+GATE_STAGE_META = {"pipeline": {**META["pipeline"], "gate_after_layer": 2,
+                                "stages": {**META["pipeline"]["stages"], "gate": "seg-gate"}}}
+
+
+def _backbone_without_gate(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    outputs = _backbone(inputs)
+    del outputs["exit_logits"]
+    return outputs
+
+
+def _gate_stage(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    exit_logits = np.zeros((inputs["tokens"].shape[0], 5), np.float32)
+    exit_logits[:, GATE_AFTER_EXIT - 2 if inputs["tokens"][0, 0, 0] == 2.0 else 0] = 1.0
+    return {"exit_logits": exit_logits}
+
+
 @pytest.fixture
 async def setup(tmp_path):
+    async for ready in _setup(tmp_path, {"seg-backbone": FakeModel("seg-backbone", _backbone, META)}):
+        yield ready
+
+
+@pytest.fixture
+async def setup_gate_stage(tmp_path):
+    models = {"seg-backbone": FakeModel("seg-backbone", _backbone_without_gate, GATE_STAGE_META),
+              "seg-gate": FakeModel("seg-gate", _gate_stage)}
+    async for ready in _setup(tmp_path, models):
+        yield ready
+
+
+async def _setup(tmp_path, models):
     metrics = Metrics()
     manager = ModelManager(ModelRepository(tmp_path), backend=None, metrics=metrics)  # type: ignore[arg-type]
-    models = {"seg-backbone": FakeModel("seg-backbone", _backbone, META), "seg-head": FakeModel("seg-head", _head)}
+    models = {**models, "seg-head": FakeModel("seg-head", _head)}
     models.update({name: FakeModel(name, _layer) for name in LAYERS})
     for model in models.values():
         manager.attach(model, BatchingPolicy(max_batch_size=8, max_queue_delay_s=0.0))
@@ -91,6 +121,19 @@ async def test_auto_runs_the_gates_depth_once_through_each_stage(setup) -> None:
     assert len(models["seg-head"].calls) == 1
     assert result.gflops == pytest.approx(0.02 + 4 * 0.01 + 0.005)
     assert result.gflops_full_depth == pytest.approx(0.02 + 6 * 0.01 + 0.005)
+
+
+async def test_a_gate_stage_after_layer_2_reads_those_tokens_and_the_loop_continues_from_layer_3(
+        setup_gate_stage) -> None:
+    handler, models, _ = setup_gate_stage
+    result = await _segment(handler, _png(RGB))
+    assert result.exit_layer == GATE_AFTER_EXIT
+    assert np.all(np.frombuffer(result.mask, np.uint8) == GATE_AFTER_EXIT % CLASSES)
+    assert [len(models[name].calls) for name in LAYERS] == [1, 1, 1, 1, 1, 0]
+    assert len(models["seg-gate"].calls) == 1 and len(models["seg-head"].calls) == 1
+    assert result.gflops == pytest.approx(0.02 + 5 * 0.01 + 0.005)
+    fixed = await _segment(handler, _png(RGB), Effort("exit_layer", 2))
+    assert fixed.exit_layer == 2 and [len(models[name].calls) for name in LAYERS] == [2, 2, 1, 1, 1, 0]
 
 
 async def test_fixed_exit_layer_overrides_the_gate(setup) -> None:
