@@ -215,5 +215,5 @@ def test_a_gate_after_layer_2_reads_those_tokens_and_its_stages_compose_to_the_m
     assert exits.tolist() == want.tolist() and set(exits.tolist()) == {2, 3}
     for i, k in enumerate(exits.tolist()):
         torch.testing.assert_close(logits[i], model(image[i:i + 1], k)[0][0])
-    with pytest.raises(ValueError, match="gate_after_layer 3 must lie in 0..first_exit"):
+    with pytest.raises(ValueError, match=r"gate_after_layer 3 must lie in 0\.\.first_exit"):
         EcoM2F(EcoM2FConfig(**{**SMALL.__dict__, "gate_after_layer": 3}))
