@@ -19,6 +19,7 @@ The backbone's meta.json carries the pipeline (graph names, exits, GFLOPs per st
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Iterator
 from dataclasses import replace
@@ -72,8 +73,10 @@ class StagedOnnx:
         self.first_exit, self.gate_after_layer = first_exit, gate_after_layer
 
     @classmethod
-    def from_repository(cls, repository: Path, n_layers: int, first_exit: int, recipe: str = "fp32",
-                        gate_after_layer: int = 0) -> StagedOnnx:
+    def from_repository(cls, repository: Path, n_layers: int, first_exit: int, recipe: str = "fp32") -> StagedOnnx:
+        """The stages of a repository (the backbone's meta.json says whether the gate is its own stage)."""
+        backbone_meta = repository / stage_names(n_layers, recipe)["backbone"] / "1" / "meta.json"
+        gate_after_layer = int(json.loads(backbone_meta.read_text())["pipeline"].get("gate_after_layer", 0))
         names = stage_names(n_layers, recipe, gate=gate_after_layer > 0)
         path = lambda name: repository / name / "1" / "model.onnx"  # noqa: E731
         return cls({"backbone": path(names["backbone"]), "head": path(names["head"]),

@@ -51,12 +51,13 @@ class EcoM2FConfig:
     first_exit: int = 2  # shallowest exit (paper: 2); exits are first_exit..n_layers
     head_dim: int = 32  # channels of the per-pixel head
     stage_convs: int = 1  # 3x3 convs per backbone stage; fewer = smaller receptive field, more encoder work
-    gate_pool: int = 2  # gate pools each token scale to gate_pool x gate_pool
+    gate_pool: int = 1  # gate pools each token scale to gate_pool x gate_pool (the study's pick on validation)
     gate_hidden: int = 64  # gate MLP hidden width
     # Which tokens the gate reads: 0 = the encoder's input tokens (the gate runs in the backbone stage);
     # k in 1..first_exit = the tokens after encoder layer k (its own stage, `GateStage`, run after layer k:
-    # every image runs those layers anyway, so the gate adds no encoder compute).
-    gate_after_layer: int = 0
+    # every image runs those layers anyway, so the gate adds no encoder compute). 2 won on validation and test
+    # (`make report-segmentation-gate`, reports/segmentation_gate.md); checkpoints without the field use 0.
+    gate_after_layer: int = 2
     # Encoder attention reach in pixels (token centres within this Chebyshev distance attend to each
     # other; 0 = global). Local like Mask2Former's deformable attention, whose sampling points sit
     # near each query's reference point: every layer widens what a token sees, so depth buys context.

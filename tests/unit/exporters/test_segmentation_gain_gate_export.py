@@ -23,7 +23,7 @@ from models.segmentation.train import TrainConfig, load_checkpoint, run
 def test_a_finer_pooled_regression_gate_exports_with_torch_parity(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     model_cfg = EcoM2FConfig(n_layers=3, d_model=32, n_heads=2, ffn_dim=64, widths=(16, 24, 32), head_dim=16,
-                             gate_hidden=16, gate_pool=4)
+                             gate_hidden=16, gate_pool=4, gate_after_layer=0)
     train_cfg = TrainConfig(epochs=1, batch_size=16, gate_epochs=5, gate_quality="dataset_miou", gate_target="gain")
     run(SceneConfig(n_images=60, seed=5), model_cfg, train_cfg, beta=0.005, out=tmp_path, progress=False)
     backbone = export_segmentation(tmp_path / "eco_m2f.pt", tmp_path / "repo", holdout=6)
@@ -55,7 +55,7 @@ def test_a_gate_after_layer_2_exports_as_its_own_stage_and_the_staged_loop_picks
     backbone = export_segmentation(tmp_path / "eco_m2f.pt", tmp_path / "repo", holdout=8)  # fails on exit misses
     pipeline = json.loads((backbone / "meta.json").read_text())["pipeline"]
     assert pipeline["gate_after_layer"] == 2 and pipeline["stages"]["gate"] == "segmentation-gate-fp32"
-    staged = StagedOnnx.from_repository(tmp_path / "repo", n_layers=3, first_exit=2, gate_after_layer=2)
+    staged = StagedOnnx.from_repository(tmp_path / "repo", n_layers=3, first_exit=2)
     assert [o.name for o in staged.backbone.get_outputs()] == ["tokens", "pixel_features"]
     logits, exits = staged.run(image)
     with torch.no_grad():

@@ -30,7 +30,9 @@ from models.segmentation.gating import (
 )
 from models.segmentation.metrics import confusion, mean_iou, per_image_miou
 
-SMALL = EcoM2FConfig(n_layers=3, d_model=32, n_heads=2, ffn_dim=64, widths=(16, 24, 32), head_dim=16)
+# The gate on the encoder's input tokens, pooled 2 x 2 (the paper's placement; the default reads layer 2's).
+SMALL = EcoM2FConfig(n_layers=3, d_model=32, n_heads=2, ffn_dim=64, widths=(16, 24, 32), head_dim=16, gate_pool=2,
+                     gate_after_layer=0)
 
 
 def test_scenes_are_reproducible_from_the_seed_and_split_disjointly() -> None:
