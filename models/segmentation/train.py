@@ -3,6 +3,8 @@ dataset with beta, gating network) for the deployed beta.
 
     python -m models.segmentation.train --out artifacts/segmentation          # default, ~5 min on 2 cores
     python -m models.segmentation.train --out /tmp/seg --quick                # a smoke run in seconds
+    python -m models.segmentation.train --regate artifacts/segmentation/eco_m2f.pt --out /tmp/regated
+                                       # steps 2-3 only: the trained parent with a new gate (current defaults)
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from models.segmentation.data import SceneConfig, Scenes, iterate_batches, make_scenes
-from models.segmentation.eco_m2f import EcoM2F, EcoM2FConfig, stage_gflops
+from models.segmentation.eco_m2f import EcoM2F, EcoM2FConfig, ExitGate, stage_gflops
 from models.segmentation.gating import (
     ExitTable,
     derived_targets,
@@ -202,6 +204,33 @@ def run(
     return model, metrics
 
 
+GATE_FIELDS = ("gate_pool", "gate_hidden", "gate_after_layer")  # the EcoM2FConfig fields of the gate alone
+
+
+def regate(checkpoint: Path, model_cfg: EcoM2FConfig, cfg: TrainConfig, beta: float,
+           out: Path) -> tuple[EcoM2F, dict[str, Any]]:
+    """Steps 2-3 only on a trained parent: a new gate (model_cfg's gate fields, cfg's step-2/3
+    settings), every parent weight kept. Writes <out>/eco_m2f.pt and <out>/quality.json."""
+    started = time.perf_counter()
+    torch.set_num_threads(cfg.threads)
+    model, ckpt = load_checkpoint(checkpoint)
+    model.config = replace(model.config, **{name: getattr(model_cfg, name) for name in GATE_FIELDS})
+    model.gate = ExitGate(model.config)
+    scene_cfg = SceneConfig(**ckpt["scene_config"])
+    scenes = make_scenes(scene_cfg)
+    targets = fit_gate(model, exit_table(model, scenes, scenes.train), beta, cfg)
+    costs = stage_gflops(model)
+    step1 = ckpt["metrics"].get("train_config", {})
+    metrics = {**ckpt["metrics"], "beta": beta, "stage_gflops": costs,
+               "derived_exit_counts": np.bincount(targets, minlength=len(model.config.exits)).tolist(),
+               "test": evaluate_policies(model, exit_table(model, scenes, scenes.test), costs),
+               "train_config": {**step1, **{k: v for k, v in asdict(cfg).items() if k.startswith("gate_")}},
+               "regated_from": checkpoint.name, "regate_seconds": time.perf_counter() - started}
+    save_checkpoint(out / "eco_m2f.pt", model, metrics, scene_cfg, beta)
+    (out / "quality.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return model, metrics
+
+
 def apply_overrides(pairs: list[str], *configs: Any) -> tuple[Any, ...]:
     """FIELD=VALUE pairs applied to whichever config dataclass has the field (value parsed as
     JSON, so numbers, true/false and lists work; anything else is taken as a string)."""
@@ -230,6 +259,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="override a SceneConfig, EcoM2FConfig or TrainConfig field (repeatable)")
     parser.add_argument("--quick", action="store_true", help="tiny data, 1 epoch: smoke test")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars and epoch lines")
+    parser.add_argument("--regate", type=Path, default=None, metavar="CHECKPOINT",
+                        help="steps 2-3 only: keep this trained parent, fit a new gate (the gate settings above)")
     args = parser.parse_args(argv)
     scene_cfg, cfg = SceneConfig(), TrainConfig()
     if args.quick:
@@ -240,13 +271,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cfg = replace(cfg, epochs=args.epochs)
     model_cfg = EcoM2FConfig() if args.stage_convs is None else EcoM2FConfig(stage_convs=args.stage_convs)
     scene_cfg, model_cfg, cfg = apply_overrides(args.set, scene_cfg, model_cfg, cfg)
-    _, metrics = run(scene_cfg, model_cfg, cfg, args.beta, args.out, progress=not args.no_progress)
+    if args.regate is not None:
+        _, metrics = regate(args.regate, model_cfg, cfg, args.beta, args.out)
+    else:
+        _, metrics = run(scene_cfg, model_cfg, cfg, args.beta, args.out, progress=not args.no_progress)
     for row in metrics["test"]:
         print(
             f"{row['policy']:>8}: mIoU {100 * row['miou']:.2f}  layers {row['mean_layers']:.2f}  "
             f"GFLOPs {row['gflops']:.4f}"
         )
-    print(f"wall {metrics['wall_seconds']:.0f} s")
+    print(f"wall {metrics.get('regate_seconds', metrics['wall_seconds']):.0f} s")
     return metrics
 
 

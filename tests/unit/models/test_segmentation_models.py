@@ -219,3 +219,24 @@ def test_a_gate_after_layer_2_reads_those_tokens_and_its_stages_compose_to_the_m
         torch.testing.assert_close(logits[i], model(image[i:i + 1], k)[0][0])
     with pytest.raises(ValueError, match=r"gate_after_layer 3 must lie in 0\.\.first_exit"):
         EcoM2F(EcoM2FConfig(**{**SMALL.__dict__, "gate_after_layer": 3}))
+
+
+def test_regating_keeps_every_parent_weight_and_fits_a_gate_of_the_new_design(tmp_path) -> None:
+    from models.segmentation.train import TrainConfig, load_checkpoint, regate, run
+
+    torch.set_num_threads(1)
+    scenes = SceneConfig(n_images=40, seed=5)
+    old = TrainConfig(epochs=1, batch_size=16, gate_epochs=2, gate_quality="image_miou", gate_target="ideal_exit")
+    run(scenes, SMALL, old, beta=0.01, out=tmp_path / "parent", progress=False)
+    new_gate = EcoM2FConfig(gate_pool=1, gate_after_layer=2, gate_hidden=8)
+    regate(tmp_path / "parent" / "eco_m2f.pt", new_gate, TrainConfig(gate_epochs=2), beta=0.01,
+           out=tmp_path / "regated")
+    parent, _ = load_checkpoint(tmp_path / "parent" / "eco_m2f.pt")
+    model, checkpoint = load_checkpoint(tmp_path / "regated" / "eco_m2f.pt")
+    kept = {k: v for k, v in parent.state_dict().items() if not k.startswith("gate.")}
+    assert kept and all(torch.equal(v, model.state_dict()[k]) for k, v in kept.items())
+    assert (model.config.gate_after_layer, model.config.gate_pool, model.config.gate_hidden) == (2, 1, 8)
+    assert model.config.d_model == SMALL.d_model and model.gate.mlp[1].in_features == 2 * SMALL.d_model
+    trained = checkpoint["metrics"]["train_config"]
+    assert trained["epochs"] == 1 and trained["gate_target"] == "gain" and trained["gate_quality"] == "dataset_miou"
+    assert [row["policy"] for row in checkpoint["metrics"]["test"]][-1] == "gate"
