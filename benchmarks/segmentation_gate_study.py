@@ -64,14 +64,15 @@ class GateSetting:
 
 
 DESIGNS = (
-    GateDesign("paper as shipped: k* of per-image mIoU, classification (pool 2, wd 0.01, 80 epochs)",
+    GateDesign("paper, the default before this study: k* of per-image mIoU, classification (pool 2, wd 0.01, "
+               "80 epochs)",
                "image_miou", "ideal_exit", pools=(2,), weight_decays=(1e-2,), epochs=(80,)),
     GateDesign("paper, tuned: k* of per-image mIoU, classification", "image_miou", "ideal_exit"),
     GateDesign("per-image mIoU gains, regression", "image_miou", "gain"),
     GateDesign("k* of dataset-mIoU share, classification", "dataset_miou", "ideal_exit", pools=(2,)),
     GateDesign("dataset-mIoU share gains, regression", "dataset_miou", "gain"),
     GateDesign("dataset-mIoU share gains, regression, on the tokens after layer 2 (the training default since "
-               "this study: gate stage after layer 2)", "dataset_miou", "gain", features="layer2", pools=(1, 2)),
+               "this study: a gate stage after layer 2)", "dataset_miou", "gain", features="layer2", pools=(1, 2)),
 )
 
 
