@@ -184,7 +184,7 @@ report-segmentation: $(REPOSITORY_STAMP) report-segmentation-gate
 		$(if $(wildcard $(SEGMENTATION_COMPARE)),--compare $(wildcard $(SEGMENTATION_COMPARE)))
 
 # Which gate design beats a fixed-depth mix of equal compute (steps 2-3 only, the parent frozen; settings
-# chosen on the validation scenes, 3 seeds on test) -> reports/segmentation_gate.md; ~20 CPU-minutes on one thread.
+# chosen on the validation scenes, 3 seeds on test) -> reports/segmentation_gate.md; ~5 minutes on one thread here.
 .PHONY: report-segmentation-gate
 report-segmentation-gate: $(REPOSITORY_STAMP)
 	$(PY) -m benchmarks.segmentation_gate_study
