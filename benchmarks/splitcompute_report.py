@@ -40,10 +40,10 @@ from benchmarks.splitcompute_render import (
     ratio_table,
     without_curve,
 )
-from benchmarks.splitcompute_studies import ABLATION_BETA, ABLATIONS
+from benchmarks.splitcompute_studies import ABLATION_BETA, ABLATIONS, CODEC_LAMBDAS, codec_study_config
 from exporters.onnx_export import export_onnx
 from models.splitcompute.data import ShapeDataConfig, make_shape_data
-from models.splitcompute.image_codec import load_image_codec
+from models.splitcompute.image_codec import checkpoint_name, load_image_codec
 from models.splitcompute.teacher import TeacherCNN
 from models.splitcompute.train import TrainConfig, load_student, load_teacher
 
@@ -80,6 +80,21 @@ def ablation_rows(artifacts: Path, images: np.ndarray, labels: np.ndarray) -> li
     return rows
 
 
+def image_codec_checkpoints(artifacts: Path) -> list[Path]:
+    """The studies' learned image codecs of the current configuration (`codec_study_config`); a cached
+    checkpoint of another configuration has another name (`checkpoint_name`) and is not read."""
+    paths = [artifacts / "studies" / checkpoint_name(codec_study_config(lam)) for lam in CODEC_LAMBDAS]
+    return [p for p in paths if p.is_file()]
+
+
+def codec_training_line() -> str:
+    """How the report's learned image codec is configured and trained, from the one config it uses."""
+    cfg = codec_study_config(CODEC_LAMBDAS[0])
+    side = 96 // 2**cfg.downsamplings
+    return (f"{cfg.downsamplings} stride-2 downsamplings ({side}x{side}x{cfg.latent_channels} latent at 96 px), "
+            f"{cfg.channels} channels, {cfg.epochs} epochs per lambda on one CPU thread")
+
+
 def measure_points(artifacts: Path, data: Any, teachers: dict[str, TeacherCNN]) -> list[RatePoint]:
     images, labels = data.split("test")
     students = [student_point(load_student(path)[0], beta, images, labels)
@@ -88,8 +103,7 @@ def measure_points(artifacts: Path, data: Any, teachers: dict[str, TeacherCNN]) 
         student, checkpoint = load_student(path)
         point = student_point(student, checkpoint["metrics"]["beta"], images, labels)
         students.append(replace(point, method=STUDENT_AUGMENTED))
-    checkpoints = {p: torch.load(p, map_location="cpu", weights_only=True)
-                   for p in sorted((artifacts / "studies").glob("image_codec_lambda*.pt"))}
+    checkpoints = {p: torch.load(p, map_location="cpu", weights_only=True) for p in image_codec_checkpoints(artifacts)}
     codecs = {float(c["config"]["lmbda"]): load_image_codec(p) for p, c in checkpoints.items()}
     psnr = {f"lambda={c['config']['lmbda']:g}": c["metrics"]["valid_psnr_db"] for c in checkpoints.values()}
     learned = [replace(p, setting=f"{p.setting} (valid PSNR {psnr[p.setting]:.1f} dB)")
@@ -121,7 +135,7 @@ def render(points: list[RatePoint], comparisons: dict[str, list[Comparison]], ab
               "learned-codec baselines send the student's 17-byte frame header too. The codec-augmented teacher is "
               "the teacher fine-tuned on JPEG 4:2:0 / 4:4:4 / WebP-decoded images at random qualities "
               "(models/splitcompute/augment.py). The learned image codec (models/splitcompute/image_codec.py) is "
-              "trained for MSE only, 5 epochs per lambda on one CPU thread; a codec that does not keep the class "
+              f"trained for MSE only, {codec_training_line()}; a codec that does not keep the class "
               "gratings leaves the teacher at chance, whatever its rate.", ""]
     lines += ["## BD-rate of the student vs each baseline", "",
               "Bjontegaard delta rate with accuracy in place of PSNR: log(bytes) as a function of test accuracy on "

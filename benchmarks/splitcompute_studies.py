@@ -26,7 +26,7 @@ import torch
 
 from models.splitcompute.augment import AugmentConfig, finetune_with_codecs
 from models.splitcompute.data import ShapeData, ShapeDataConfig, make_shape_data
-from models.splitcompute.image_codec import ImageCodecConfig, train_image_codec
+from models.splitcompute.image_codec import ImageCodecConfig, checkpoint_name, train_image_codec
 from models.splitcompute.student import StudentConfig
 from models.splitcompute.train import (
     Checkpointable,
@@ -41,7 +41,8 @@ from models.splitcompute.train import (
 SWEEP_BETAS = (0.5, 0.7, 1.0, 1.4, 2.0, 4.0)  # added to the default build's (0.01, 0.05, 0.25); >= 2 collapse
 # The same student recipe distilled from the codec-augmented teacher (a better teacher: 96.7% vs 93.0% on test)
 AUGMENTED_BETAS = (0.005, 0.02, 0.1, 0.25, 0.5, 0.7, 1.0, 1.4)
-CODEC_LAMBDAS = (0.016, 0.004, 0.064)  # image autoencoder: rate (bpp) + lambda * 255^2 * MSE
+# image autoencoder (ImageCodecConfig's defaults otherwise): rate (bpp) + lambda * 255^2 * MSE
+CODEC_LAMBDAS = (0.001, 0.004, 0.016, 0.064)
 JOBS = ("sweep", "augmented", "sweep-augmented", "image-codec", "ablation")  # in the order they run
 ABLATION_BETA = 0.25  # the stage-1 variants are compared at one beta
 ABLATIONS: dict[str, TrainConfig] = {
@@ -49,6 +50,11 @@ ABLATIONS: dict[str, TrainConfig] = {
     "tail-distillation": TrainConfig(tail_distillation=True),
     "gdn-scratch": TrainConfig(stage1_epochs=6, tail_distillation=True, student=StudentConfig(encoder="gdn")),
 }
+
+
+def codec_study_config(lmbda: float) -> ImageCodecConfig:
+    """The learned image codec the studies train (and the report reads) at `lmbda`."""
+    return ImageCodecConfig(lmbda=lmbda)
 
 
 def _job(path: Path, train: Callable[[], tuple[Checkpointable, dict]], data_cfg: ShapeDataConfig) -> None:
@@ -62,7 +68,7 @@ def _job(path: Path, train: Callable[[], tuple[Checkpointable, dict]], data_cfg:
     print(f"{path.name}: {json.dumps(metrics)}", flush=True)
 
 
-def run(artifacts: Path, only: set[str] | None = None) -> None:
+def run(artifacts: Path, only: set[str] | None = None, lambdas: tuple[float, ...] = CODEC_LAMBDAS) -> None:
     out = artifacts / "studies"
     summary = json.loads((artifacts / "summary.json").read_text())
     data_cfg = ShapeDataConfig(**summary["data_config"])
@@ -84,9 +90,10 @@ def run(artifacts: Path, only: set[str] | None = None) -> None:
             _job(out / f"student_augmented_beta{beta:g}.pt",
                  lambda b=beta: train_student(augmented, data, b, cfg, augmented_logits), data_cfg)  # type: ignore[misc]
     if "image-codec" in wanted:
-        for lam in CODEC_LAMBDAS:
-            _job(out / f"image_codec_lambda{lam:g}.pt",
-                 lambda m=lam: train_image_codec(data, ImageCodecConfig(lmbda=m)), data_cfg)  # type: ignore[misc]
+        for lam in lambdas:
+            codec_cfg = codec_study_config(lam)
+            _job(out / checkpoint_name(codec_cfg),
+                 lambda c=codec_cfg: train_image_codec(data, c), data_cfg)  # type: ignore[misc]
     if "ablation" in wanted:
         for name, variant in ABLATIONS.items():
             _job(out / f"student_{name}_beta{ABLATION_BETA:g}.pt",
@@ -99,9 +106,11 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts/splitcompute"))
     parser.add_argument("--only", nargs="+", choices=JOBS)
+    parser.add_argument("--lambdas", nargs="+", type=float, choices=CODEC_LAMBDAS, default=CODEC_LAMBDAS,
+                        help="the image codec's lambdas to train (a subset, to run two processes side by side)")
     args = parser.parse_args(argv)
     with single_thread():
-        run(args.artifacts, set(args.only) if args.only else None)
+        run(args.artifacts, set(args.only) if args.only else None, tuple(args.lambdas))
 
 
 if __name__ == "__main__":

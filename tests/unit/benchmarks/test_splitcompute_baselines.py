@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,9 +12,11 @@ import torch
 from benchmarks.splitcompute_baselines import feature_points, image_codec_points, tile_channels
 from benchmarks.splitcompute_compare import BEST_INPUT_CODEC, compare
 from benchmarks.splitcompute_rates import HEADERLESS, RatePoint, compress, decompress
+from benchmarks.splitcompute_report import image_codec_checkpoints
+from benchmarks.splitcompute_studies import CODEC_LAMBDAS, codec_study_config
 from models.splitcompute.augment import AugmentConfig, augment
 from models.splitcompute.data import ShapeDataConfig, make_shape_data
-from models.splitcompute.image_codec import FactorizedPriorAutoencoder, ImageCodecConfig
+from models.splitcompute.image_codec import FactorizedPriorAutoencoder, ImageCodecConfig, checkpoint_name
 from models.splitcompute.student import EntropicStudent, StudentConfig
 from models.splitcompute.teacher import TeacherCNN
 from models.splitcompute.train import _distillation_loss, single_thread
@@ -70,7 +75,7 @@ def test_the_learned_image_codec_range_codes_its_latent_at_the_prior_s_rate() ->
     (point,) = image_codec_points({0.01: model}, {"teacher": TeacherCNN().eval()}, *DATA.split("test"))
     assert point.estimated_bytes is not None and point.estimated_bytes > 0
     assert abs(point.bytes_payload - point.estimated_bytes) <= 0.05 * point.estimated_bytes + 4
-    reconstruction = model.decode_image(torch.zeros(2, 8, 6, 6))
+    reconstruction = model.decode_image(torch.zeros(2, 8, 24, 24))  # 2 downsamplings: 96 -> 24
     assert reconstruction.shape == (2, 3, 96, 96) and reconstruction.dtype == np.uint8
 
 
@@ -102,3 +107,14 @@ def test_the_comparison_reports_the_student_against_the_input_codec_envelope() -
     bd = rows[BEST_INPUT_CODEC].bd["bytes_full"]
     assert bd is not None and bd.value == pytest.approx(-0.95) and (bd.accuracy_low, bd.accuracy_high) == (0.6, 0.9)
     assert rows[BEST_INPUT_CODEC].ratios["bytes_payload"][0.8] == pytest.approx(100 / 9)
+
+
+def test_the_report_reads_only_image_codecs_of_the_studies_configuration(tmp_path: Path) -> None:
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    (studies / "image_codec_lambda0.016.pt").touch()  # a cache of the earlier 4-deep configuration
+    other = replace(codec_study_config(0.016), epochs=codec_study_config(0.016).epochs + 1)
+    (studies / checkpoint_name(other)).touch()
+    current = studies / checkpoint_name(codec_study_config(CODEC_LAMBDAS[1]))
+    current.touch()
+    assert image_codec_checkpoints(tmp_path) == [current]
