@@ -19,13 +19,18 @@ from models.segmentation.eco_m2f import EcoM2FConfig
 from models.segmentation.train import TrainConfig, load_checkpoint, run
 
 
-@pytest.mark.filterwarnings("ignore")
-def test_a_finer_pooled_regression_gate_exports_with_torch_parity(tmp_path: Path) -> None:
+def _train_tiny(out: Path, gate_pool: int, gate_after_layer: int) -> None:
+    """A 3-layer parent (1 epoch) with a regression gate on dataset-mIoU share gains, in `out`."""
     torch.set_num_threads(1)
     model_cfg = EcoM2FConfig(n_layers=3, d_model=32, n_heads=2, ffn_dim=64, widths=(16, 24, 32), head_dim=16,
-                             gate_hidden=16, gate_pool=4, gate_after_layer=0)
+                             gate_hidden=16, gate_pool=gate_pool, gate_after_layer=gate_after_layer)
     train_cfg = TrainConfig(epochs=1, batch_size=16, gate_epochs=5, gate_quality="dataset_miou", gate_target="gain")
-    run(SceneConfig(n_images=60, seed=5), model_cfg, train_cfg, beta=0.005, out=tmp_path, progress=False)
+    run(SceneConfig(n_images=60, seed=5), model_cfg, train_cfg, beta=0.005, out=out, progress=False)
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_a_finer_pooled_regression_gate_exports_with_torch_parity(tmp_path: Path) -> None:
+    _train_tiny(tmp_path, gate_pool=4, gate_after_layer=0)
     backbone = export_segmentation(tmp_path / "eco_m2f.pt", tmp_path / "repo", holdout=6)
     meta = json.loads((backbone / "meta.json").read_text())
     assert meta["end_to_end_parity"]["min_mask_pixel_agreement"] >= 0.999
@@ -41,11 +46,7 @@ def test_a_finer_pooled_regression_gate_exports_with_torch_parity(tmp_path: Path
 
 @pytest.mark.filterwarnings("ignore")
 def test_a_gate_after_layer_2_exports_as_its_own_stage_and_the_staged_loop_picks_torchs_exits(tmp_path: Path) -> None:
-    torch.set_num_threads(1)
-    model_cfg = EcoM2FConfig(n_layers=3, d_model=32, n_heads=2, ffn_dim=64, widths=(16, 24, 32), head_dim=16,
-                             gate_hidden=16, gate_pool=1, gate_after_layer=2)
-    train_cfg = TrainConfig(epochs=1, batch_size=16, gate_epochs=5, gate_quality="dataset_miou", gate_target="gain")
-    run(SceneConfig(n_images=60, seed=5), model_cfg, train_cfg, beta=0.005, out=tmp_path, progress=False)
+    _train_tiny(tmp_path, gate_pool=1, gate_after_layer=2)
     model, checkpoint = load_checkpoint(tmp_path / "eco_m2f.pt")
     image, _ = holdout_images(checkpoint, 8)
     with torch.no_grad():  # shift exit 3's logit so that about half of the held-out images go deeper
