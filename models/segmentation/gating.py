@@ -27,7 +27,7 @@ import torch
 from torch.nn import functional as F
 
 from models.segmentation.eco_m2f import ExitGate
-from models.segmentation.metrics import mean_iou
+from models.segmentation.metrics import iou_per_class, mean_iou
 
 GATE_QUALITIES = ("image_miou", "dataset_miou")  # what q_k measures (see the module docstring)
 GATE_TARGETS = ("ideal_exit", "gain")  # classification on k* (paper) or regression on q_k - q_first
@@ -56,15 +56,6 @@ def ideal_exits(quality: np.ndarray, exits: list[int], beta: float) -> np.ndarra
     return np.argmax(quality - beta * np.asarray(exits, dtype=np.float64)[None, :], axis=1)
 
 
-def _batch_mean_iou(matrices: np.ndarray) -> np.ndarray:
-    """mean_iou of every (C, C) confusion matrix in a (..., C, C) stack -> (...)."""
-    inter = np.diagonal(matrices, axis1=-2, axis2=-1).astype(np.float64)
-    union = matrices.sum(-2) + matrices.sum(-1) - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, inter / np.maximum(union, 1), np.nan)
-    return np.nanmean(iou, axis=-1)
-
-
 def marginal_quality(confusions: np.ndarray, reference: int = 0) -> np.ndarray:
     """(N, E) each image's first-order effect on the set's dataset mIoU at every exit:
 
@@ -76,7 +67,7 @@ def marginal_quality(confusions: np.ndarray, reference: int = 0) -> np.ndarray:
     confusions = confusions.astype(np.int64)
     total = confusions[:, reference].sum(0)  # (C, C)
     moved = total - confusions[:, reference, None] + confusions  # (N, E, C, C)
-    return len(confusions) * (_batch_mean_iou(moved) - mean_iou(total))
+    return len(confusions) * (np.nanmean(iou_per_class(moved), axis=-1) - mean_iou(total))
 
 
 def exit_quality(table: ExitTable, measure: str) -> np.ndarray:

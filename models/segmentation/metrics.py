@@ -13,9 +13,10 @@ def confusion(predicted: np.ndarray, labels: np.ndarray, n_classes: int) -> np.n
 
 
 def iou_per_class(matrix: np.ndarray) -> np.ndarray:
-    """IoU of every class (NaN for a class absent from both ground truth and predictions)."""
-    inter = np.diag(matrix).astype(np.float64)
-    union = matrix.sum(0) + matrix.sum(1) - inter
+    """IoU of every class (NaN for a class absent from both ground truth and predictions); a
+    (..., C, C) stack of matrices gives (..., C)."""
+    inter = np.diagonal(matrix, axis1=-2, axis2=-1).astype(np.float64)
+    union = matrix.sum(-2) + matrix.sum(-1) - inter
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(union > 0, inter / np.maximum(union, 1), np.nan)
 

@@ -189,19 +189,23 @@ def run(
     torch.set_num_threads(cfg.threads)
     scenes = make_scenes(scene_cfg)
     model, metrics = train_parent(scenes, model_cfg, cfg, progress)
-    train_table = exit_table(model, scenes, scenes.train)
-    targets = fit_gate(model, train_table, beta, cfg)
+    metrics = _gate_and_save(model, scenes, scene_cfg, cfg, beta, out, metrics, "wall_seconds", started)
+    return model, metrics
+
+
+def _gate_and_save(model: EcoM2F, scenes: Scenes, scene_cfg: SceneConfig, cfg: TrainConfig, beta: float,
+                   out: Path, metrics: dict[str, Any], seconds_key: str, started: float) -> dict[str, Any]:
+    """Steps 2-3 on the trained parent, the test policies, then <out>/eco_m2f.pt and <out>/quality.json;
+    metrics[seconds_key] = the wall time since `started`."""
+    targets = fit_gate(model, exit_table(model, scenes, scenes.train), beta, cfg)
     costs = stage_gflops(model)
-    metrics.update(
-        beta=beta,
-        stage_gflops=costs,
-        derived_exit_counts=np.bincount(targets, minlength=len(model.config.exits)).tolist(),
-        test=evaluate_policies(model, exit_table(model, scenes, scenes.test), costs),
-        wall_seconds=time.perf_counter() - started,
-    )
+    metrics = {**metrics, "beta": beta, "stage_gflops": costs,
+               "derived_exit_counts": np.bincount(targets, minlength=len(model.config.exits)).tolist(),
+               "test": evaluate_policies(model, exit_table(model, scenes, scenes.test), costs)}
+    metrics[seconds_key] = time.perf_counter() - started
     save_checkpoint(out / "eco_m2f.pt", model, metrics, scene_cfg, beta)
     (out / "quality.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    return model, metrics
+    return metrics
 
 
 GATE_FIELDS = ("gate_pool", "gate_hidden", "gate_after_layer")  # the EcoM2FConfig fields of the gate alone
@@ -217,17 +221,11 @@ def regate(checkpoint: Path, model_cfg: EcoM2FConfig, cfg: TrainConfig, beta: fl
     model.config = replace(model.config, **{name: getattr(model_cfg, name) for name in GATE_FIELDS})
     model.gate = ExitGate(model.config)
     scene_cfg = SceneConfig(**ckpt["scene_config"])
-    scenes = make_scenes(scene_cfg)
-    targets = fit_gate(model, exit_table(model, scenes, scenes.train), beta, cfg)
-    costs = stage_gflops(model)
     step1 = ckpt["metrics"].get("train_config", {})
-    metrics = {**ckpt["metrics"], "beta": beta, "stage_gflops": costs,
-               "derived_exit_counts": np.bincount(targets, minlength=len(model.config.exits)).tolist(),
-               "test": evaluate_policies(model, exit_table(model, scenes, scenes.test), costs),
-               "train_config": {**step1, **{k: v for k, v in asdict(cfg).items() if k.startswith("gate_")}},
-               "regated_from": checkpoint.name, "regate_seconds": time.perf_counter() - started}
-    save_checkpoint(out / "eco_m2f.pt", model, metrics, scene_cfg, beta)
-    (out / "quality.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    metrics = {**ckpt["metrics"], "regated_from": checkpoint.name,
+               "train_config": {**step1, **{k: v for k, v in asdict(cfg).items() if k.startswith("gate_")}}}
+    metrics = _gate_and_save(model, make_scenes(scene_cfg), scene_cfg, cfg, beta, out, metrics,
+                             "regate_seconds", started)
     return model, metrics
 
 

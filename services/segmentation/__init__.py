@@ -30,9 +30,10 @@ class SegmentationService:
         repository = self._runtime.models.repository if self._runtime is not None else None
         if repository is None or self.settings.backbone_model not in repository.names():
             return [self.settings.backbone_model]  # loading it fails with the repository's own message
-        stages = repository.resolve(self.settings.backbone_model).meta["pipeline"]["stages"]
-        gate = [stages["gate"]] if stages.get("gate") else []
-        return [self.settings.backbone_model, *stages["encoder_layers"], stages["head"], *gate]
+        from services.segmentation.handler import Pipeline
+
+        return Pipeline.from_meta(self.settings.backbone_model,
+                                  repository.resolve(self.settings.backbone_model).meta).models
 
     def register(self, server: HandlerRegistry, runtime: Runtime) -> None:
         from protos import segmentation_pb2_grpc
