@@ -2,6 +2,8 @@
 
 config.pbtxt is built as Triton's own `ModelConfig` protobuf and printed in text format, so
 a field Triton does not know cannot be written; the runtime parses it with the same schema.
+meta.json is validated against its own schema (modelmeta) before it is written, and the runtime
+validates it again when it loads the version.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any
 import onnx
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
+
+from modelmeta import SCHEMA_VERSION, validate_meta
 
 ONNX_TO_TRITON = {
     onnx.TensorProto.FLOAT: mc.TYPE_FP32, onnx.TensorProto.FLOAT16: mc.TYPE_FP16,
@@ -87,7 +91,10 @@ def set_tensorrt(config: mc.ModelConfig, precision: str | None) -> None:
 
 def write_model(repository: Path, name: str, onnx_path: Path, meta: dict[str, Any],
                 serving: ServingConfig, version: int = 1) -> Path:
-    """Copies the graph into <repository>/<name>/<version>/ with config.pbtxt and meta.json."""
+    """Copies the graph into <repository>/<name>/<version>/ with config.pbtxt and meta.json; a meta
+    its schema refuses (modelmeta.MetaError) is refused before anything is written."""
+    full_meta = checked_meta(name, version, {**meta, "model_sha256": sha256_file(onnx_path),
+                                             "size_bytes": onnx_path.stat().st_size})
     model_dir = repository / name
     version_dir = model_dir / str(version)
     version_dir.mkdir(parents=True, exist_ok=True)
@@ -96,8 +103,7 @@ def write_model(repository: Path, name: str, onnx_path: Path, meta: dict[str, An
         shutil.copyfile(onnx_path, target)
     config = model_config(name, target, serving)
     (model_dir / "config.pbtxt").write_text(text_format.MessageToString(config))
-    full_meta = {**meta, "model_sha256": sha256_file(target), "size_bytes": target.stat().st_size}
-    (version_dir / "meta.json").write_text(json.dumps(full_meta, indent=2, sort_keys=True) + "\n")
+    _write_meta(version_dir, full_meta)
     return version_dir
 
 
@@ -110,15 +116,28 @@ def write_variant(repository: Path, source: str, name: str, onnx_path: Path, met
     config.name = name
     set_tensorrt(config, tensorrt_precision)
     source_meta = json.loads((source_dir / str(version) / "meta.json").read_text())
+    merged = checked_meta(name, version, {**source_meta, **meta, "source_model": source,
+                                          "model_sha256": sha256_file(onnx_path),
+                                          "size_bytes": onnx_path.stat().st_size})
     version_dir = repository / name / str(version)
     version_dir.mkdir(parents=True, exist_ok=True)
     target = version_dir / "model.onnx"
     shutil.copyfile(onnx_path, target)
     (repository / name / "config.pbtxt").write_text(text_format.MessageToString(config))
-    merged = {**source_meta, **meta, "source_model": source, "model_sha256": sha256_file(target),
-              "size_bytes": target.stat().st_size}
-    (version_dir / "meta.json").write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
+    _write_meta(version_dir, merged)
     return version_dir
+
+
+def checked_meta(name: str, version: int, meta: dict[str, Any]) -> dict[str, Any]:
+    """meta.json's content at the current schema version, once the schema accepts it (MetaError
+    names the model, the version and the field otherwise). Every exporter writes through here."""
+    stamped = {**meta, "schema_version": SCHEMA_VERSION}
+    validate_meta(stamped, model=name, version=version)
+    return stamped
+
+
+def _write_meta(version_dir: Path, meta: dict[str, Any]) -> None:
+    (version_dir / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
 def set_default_alias(repository: Path, alias: str, model: str, overwrite: bool = True) -> None:

@@ -20,6 +20,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from services.runtime.errors import NotFound, Unavailable
+from services.runtime.meta import load_meta
 
 CONFIG_FILE = "config.pbtxt"
 MODEL_FILE = "model.onnx"
@@ -79,4 +80,5 @@ class ModelRepository:
         version_dir = model_dir / chosen
         meta_path = version_dir / META_FILE
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        load_meta(name, chosen, meta)  # its schema (modelmeta): a bad or missing field fails the load, named
         return RepositoryModel(name, chosen, version_dir / MODEL_FILE, config, meta)

@@ -1,0 +1,206 @@
+"""Each family's own meta.json fields, on top of the common ones (modelmeta/base.py).
+
+A file's `family` picks its schema (`FAMILY_SCHEMAS`); a family not listed (a plugin family, or a
+user's own model) is validated against the common fields only and keeps its block as extra keys.
+What a family's service cannot run without is required here, so a missing vocabulary or codec is
+refused when the model loads, naming the field, instead of when the service derives its state.
+
+The family blocks allow unknown keys (extra="allow"): they are read by the family's own service,
+which takes what it knows, and an exporter may add provenance (a new figure, a setting) without a
+schema version bump or a refusal by an older server. A key the runtime must enforce belongs in
+`limits` or `batching`, which refuse unknown keys.
+
+Readers: services/ctr/handler.py (`vocabularies`), services/segmentation/handler.py
+(`Pipeline.from_meta`), services/splitcompute/codec.py (`Codec.from_meta`) and edge.py,
+services/audio/handler.py (`window_sizes`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveInt,
+    StrictInt,
+    model_validator,
+)
+
+from modelmeta.base import ModelMeta
+
+ModelName = Annotated[str, Field(min_length=1)]
+Count = Annotated[StrictInt, Field(gt=0)]  # an integer in the JSON, never 600.0 (the ctr handler checks the type)
+
+
+class _Block(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+# ---- ctr: Deep Interest Network
+
+
+class Vocabulary(_Block):
+    """Embedding table sizes; ids 1..n are valid, 0 is padding."""
+
+    n_items: Count
+    n_categories: Count
+
+
+class CtrMeta(ModelMeta):
+    family: Literal["ctr"]
+    vocabulary: Vocabulary
+    layout: str | None = None  # "rows": candidates concatenated across users (models/ctr/din_rows.py)
+    variant: str | None = None  # pooling/activation, e.g. "attention/dice"
+
+
+# ---- segmentation: ECO-M2F, one graph per stage; the backbone's meta.json carries the pipeline
+
+
+class SegmentationStages(_Block):
+    """The graph (model name) of each stage."""
+
+    backbone: ModelName
+    encoder_layers: list[ModelName] = Field(min_length=1)
+    head: ModelName
+    gate: ModelName | None = None  # the gate's own graph when it reads the tokens after gate_after_layer
+
+
+class StageGflops(_Block):
+    backbone_gate: NonNegativeFloat
+    encoder_layer: NonNegativeFloat  # per layer
+    head: NonNegativeFloat
+
+
+class SegmentationPipeline(_Block):
+    """The staged model: which graphs run, where it may exit, and what each stage costs."""
+
+    stages: SegmentationStages
+    image_size: PositiveInt
+    exits: list[PositiveInt] = Field(min_length=1)  # encoder depths it may exit after, ascending
+    class_names: list[str] = Field(min_length=1)
+    stage_gflops: StageGflops
+    gate_after_layer: NonNegativeInt = 0  # 0: the backbone gives the exit logits
+    n_layers: PositiveInt | None = None
+    beta: float | None = None  # the gate's compute penalty at training
+    gflops_full_depth: NonNegativeFloat | None = None
+
+    @model_validator(mode="after")
+    def _exits_fit_the_stages(self) -> SegmentationPipeline:
+        layers = len(self.stages.encoder_layers)
+        if self.exits != sorted(self.exits) or self.exits[-1] > layers:
+            raise ValueError(f"exits {self.exits} are not ascending within the {layers} encoder layers")
+        if self.n_layers is not None and self.n_layers != layers:
+            raise ValueError(f"n_layers {self.n_layers} but stages name {layers} encoder layers")
+        if (self.stages.gate is None) != (self.gate_after_layer == 0) or self.gate_after_layer > self.exits[0]:
+            raise ValueError(f"a gate stage {self.stages.gate!r} after layer {self.gate_after_layer} does not fit "
+                             f"exits {self.exits} (a gate graph goes with 1 <= gate_after_layer <= the first exit)")
+        return self
+
+
+class EndToEndParity(_Block):
+    """The staged onnxruntime loop vs torch on held-out images (exporters/segmentation.py)."""
+
+    max_abs_logit_diff: NonNegativeFloat
+    min_mask_pixel_agreement: Annotated[float, Field(ge=0.0, le=1.0)]
+    images: PositiveInt
+
+
+SegmentationStage = Annotated[str, Field(pattern=r"^(backbone_gate|gate|head|encoder_layer_[1-9][0-9]*)$")]
+
+
+class SegmentationMeta(ModelMeta):
+    family: Literal["segmentation"]
+    stage: SegmentationStage
+    pipeline: SegmentationPipeline | None = None
+    end_to_end_parity: EndToEndParity | None = None
+
+
+class SegmentationBackboneMeta(SegmentationMeta):
+    """The backbone graph: the service reads the whole pipeline from it."""
+
+    stage: Literal["backbone_gate"]
+    pipeline: SegmentationPipeline
+
+
+# ---- splitcompute: Entropic Student; both graphs carry the codec the edge encodes with
+
+
+class CodecTables(_Block):
+    """The entropy coder's tables (services/splitcompute/codec.py)."""
+
+    version: Annotated[int, Field(ge=0, lt=1 << 32)]  # u32 on the wire: a hash of the encoder weights and tables
+    latent_shape: tuple[PositiveInt, PositiveInt, PositiveInt]  # (C, h, w) of one image's latent
+    radius: NonNegativeInt  # symbols -R..R
+    pmf: list[list[NonNegativeFloat]] = Field(min_length=1)  # (C, 2R + 1) probability per channel and symbol
+
+    @model_validator(mode="after")
+    def _tables_fit_the_latent(self) -> CodecTables:
+        if len(self.pmf) != self.latent_shape[0]:
+            raise ValueError(f"pmf has {len(self.pmf)} rows, latent_shape {list(self.latent_shape)} has "
+                             f"{self.latent_shape[0]} channels")
+        if widths := sorted({len(row) for row in self.pmf} - {2 * self.radius + 1}):
+            raise ValueError(f"pmf rows of {widths} symbols; radius {self.radius} needs {2 * self.radius + 1}")
+        return self
+
+
+class SplitComputeMeta(ModelMeta):
+    family: Literal["splitcompute"]
+    codec: CodecTables
+    class_names: list[str] | None = None
+    image_size: PositiveInt | None = None  # the edge encoder's input side
+    graph: str | None = None  # "edge encoder" or "decoder + tail"
+
+
+# ---- audio: PaSST and bag-of-words embedders
+
+
+class AudioFrontEnd(_Block):
+    """The log-mel front end inside the graph (models/audio): provenance, not read by the service."""
+
+    sample_rate: PositiveInt | None = None
+    window_samples: PositiveInt | None = None
+    n_fft: PositiveInt | None = None
+    hop_length: PositiveInt | None = None
+    win_length: PositiveInt | None = None
+    n_mels: PositiveInt | None = None
+
+
+class AudioMeta(ModelMeta):
+    family: Literal["audio"]
+    sample_rate: PositiveInt  # the rate the graph takes; the service resamples to it
+    window_samples: PositiveInt  # one window of the graph's input, in samples at sample_rate
+    embedding_size: PositiveInt | None = None
+    front_end: AudioFrontEnd | None = None
+
+    @model_validator(mode="after")
+    def _front_end_agrees(self) -> AudioMeta:
+        front = self.front_end
+        for name in ("sample_rate", "window_samples"):
+            if front is not None and getattr(front, name) not in (None, getattr(self, name)):
+                raise ValueError(f"front_end.{name} {getattr(front, name)} differs from {name} {getattr(self, name)}")
+        return self
+
+
+def _segmentation(raw: Mapping[str, Any]) -> type[ModelMeta]:
+    return SegmentationBackboneMeta if raw.get("stage") == "backbone_gate" else SegmentationMeta
+
+
+# family -> the schema of one of its files (a function where the schema depends on the file's stage).
+FAMILY_SCHEMAS: dict[str, Callable[[Mapping[str, Any]], type[ModelMeta]]] = {
+    "ctr": lambda raw: CtrMeta,
+    "segmentation": _segmentation,
+    "splitcompute": lambda raw: SplitComputeMeta,
+    "audio": lambda raw: AudioMeta,
+}
+
+
+def schema_for(raw: Mapping[str, Any]) -> type[ModelMeta]:
+    """The schema of one meta.json: its family's, or the common one."""
+    family = raw.get("family")
+    chooser = FAMILY_SCHEMAS.get(family) if isinstance(family, str) else None
+    return chooser(raw) if chooser is not None else ModelMeta
