@@ -18,7 +18,8 @@ async def serve(settings: RuntimeSettings, services: list[ServiceModule] | None 
     await server.start()
     log = logging.getLogger("infersuite")
     print(f"infersuite: gRPC on port {port}, metrics on port {server.metrics_port}", flush=True)
-    log.info("gRPC listening on %s:%d (services: %s)", settings.host, port, ", ".join(settings.services))
+    hosted = ", ".join(s.name for s in server.services) or "none: OIP only"
+    log.info("gRPC listening on %s:%d (services: %s)", settings.host, port, hosted)
     if server.metrics_port is not None:
         log.info("Prometheus metrics on http://%s:%d/metrics", settings.metrics_host, server.metrics_port)
 

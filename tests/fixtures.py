@@ -89,7 +89,7 @@ class EchoService:
     name = "echo"
     grpc_service_names = ("infersuite.test.Echo",)
 
-    def required_models(self) -> list[str]:
+    def required_models(self, repository: object) -> list[str]:
         return []
 
     def register(self, server: HandlerRegistry, runtime: Runtime) -> None:

@@ -7,6 +7,7 @@ from services.audio.handler import AudioHandler
 from services.audio.servicer import AudioServicer
 from services.audio.settings import AudioSettings
 from services.runtime import HandlerRegistry, Runtime
+from services.runtime.repository import ModelRepository
 
 
 class AudioService:
@@ -16,7 +17,7 @@ class AudioService:
     def __init__(self, settings: AudioSettings | None = None):
         self.settings = settings or AudioSettings()
 
-    def required_models(self) -> list[str]:
+    def required_models(self, repository: ModelRepository) -> list[str]:
         return [self.settings.passt_model, self.settings.bow_model]
 
     def register(self, server: HandlerRegistry, runtime: Runtime) -> None:

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from services.ctr.handler import CtrHandler, ScoreQuery, ScoreResult
     from services.ctr.settings import CtrSettings
     from services.runtime import HandlerRegistry, Runtime
+    from services.runtime.repository import ModelRepository
 
 
 class CtrService:
@@ -24,7 +25,7 @@ class CtrService:
 
         self.settings = settings or CtrSettings()
 
-    def required_models(self) -> list[str]:
+    def required_models(self, repository: ModelRepository) -> list[str]:
         return [self.settings.model, *self.settings.extra_models]
 
     def register(self, server: HandlerRegistry, runtime: Runtime) -> None:

@@ -25,8 +25,8 @@ from services.runtime.reload import ModelReloader
 
 log = logging.getLogger(__name__)
 
-# (service names on the health endpoint, the models they need) per hosted service.
-ServiceNeeds = Sequence[tuple[Sequence[str], Sequence[str]]]
+# (service names on the health endpoint, the models they need now) per hosted service, asked at every call.
+ServiceNeeds = Callable[[], Sequence[tuple[Sequence[str], Sequence[str]]]]
 
 
 class ModelControl:
@@ -35,12 +35,12 @@ class ModelControl:
         self._models, self._reloader, self._services = models, reloader, services
         self._set_health, self._enabled, self._drain_s = set_health, enabled, drain_s
 
-    def _check(self, name: str, parameters: Sequence[str]) -> str:
+    def _check(self, name: str, parameters: Sequence[str], accepted: frozenset[str] = frozenset()) -> str:
         if not self._enabled:
             raise FailedPrecondition("explicit model control is off on this server "
                                      "(INFERSUITE_MODEL_CONTROL_MODE=explicit turns it on)")
-        if parameters:
-            raise InvalidArgument(f"load/unload parameters are not supported (got {', '.join(sorted(parameters))})")
+        if unknown := sorted(set(parameters) - accepted):
+            raise InvalidArgument(f"load/unload parameters are not supported (got {', '.join(unknown)})")
         if not name:
             raise InvalidArgument("model_name is empty")
         canonical = self._models.repository.canonical(name)
@@ -60,14 +60,16 @@ class ModelControl:
         await self._update_health()
 
     async def unload(self, name: str, parameters: Sequence[str] = ()) -> None:
-        name = self._check(name, parameters)
+        # tritonclient's unload_model() always sends unload_dependents (Triton's ensembles); no model here
+        # depends on another through the server, so either value unloads exactly this model.
+        name = self._check(name, parameters, frozenset({"unload_dependents"}))
         if self._models.is_ready(name):
             await self._models.unload(name, self._drain_s)
         await self._update_health()
 
     async def _update_health(self) -> None:
         everything = True
-        for grpc_names, required in self._services:
+        for grpc_names, required in self._services():
             serving = all(self._models.is_ready(self._models.repository.canonical(m)) for m in required)
             everything = everything and serving
             for grpc_name in grpc_names:

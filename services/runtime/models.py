@@ -18,9 +18,10 @@ import numpy as np
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
+from services.runtime.autocomplete import ModelConfig, complete_config
 from services.runtime.backends.base import Backend, LoadedModel
 from services.runtime.batching import BatchingPolicy, DynamicBatcher
-from services.runtime.errors import InferSuiteError, NonFiniteOutput, NotFound, Unavailable
+from services.runtime.errors import InferSuiteError, InvalidArgument, NonFiniteOutput, NotFound, Unavailable
 from services.runtime.limits import ModelLimits, model_limits
 from services.runtime.metrics import Metrics
 from services.runtime.padding import BatchLayout
@@ -31,16 +32,15 @@ from services.runtime.stats import ModelStats
 log = logging.getLogger(__name__)
 
 
-def batching_policy(entry: RepositoryModel, model: LoadedModel, settings: RuntimeSettings) -> BatchingPolicy:
-    """The scheduler's policy: config.pbtxt's dynamic_batching block, or for a model of the rows
-    layout (which Triton cannot batch, so its config has max_batch_size 0) meta.json `batching.rows`."""
+def batching_policy(config: ModelConfig, model: LoadedModel, settings: RuntimeSettings) -> BatchingPolicy:
+    """The scheduler's policy: the (completed) config's dynamic_batching block, or for a model of the
+    rows layout (which Triton cannot batch, so its config has max_batch_size 0) meta.json `batching.rows`."""
     rows = BatchLayout.from_meta(model.meta).rows
     if rows is not None:
         return BatchingPolicy(
             max_batch_size=rows.max_rows, max_queue_delay_s=rows.max_queue_delay_us / 1e6,
             max_queue_size=settings.max_queue_size, max_padding_fraction=settings.max_padding_fraction,
             instance_count=model.instance_count, combine=settings.dynamic_batching, max_cells=rows.max_cells)
-    config = entry.config
     dynamic = config.dynamic_batching if config.HasField("dynamic_batching") else None
     combine = dynamic is not None and settings.dynamic_batching and config.max_batch_size > 1
     queue_size = dynamic.default_queue_policy.max_queue_size if dynamic is not None else 0
@@ -85,10 +85,20 @@ class _ComputeCpuCollector(Collector):
 
 
 @dataclass(frozen=True, eq=False)
+class PreparedModel:
+    """A loaded, warmed-up version not serving yet, with its completed config and batching policy."""
+
+    model: LoadedModel
+    config: ModelConfig  # config.pbtxt completed from the graph (what ModelConfig answers)
+    policy: BatchingPolicy
+
+
+@dataclass(frozen=True, eq=False)
 class ServedModel:
     """One loaded version behind its own scheduler; retired (drained, closed) as one."""
 
     model: LoadedModel
+    config: ModelConfig
     scheduler: DynamicBatcher
     stats: ModelStats  # the model's (kept across versions)
     inflight: Any  # the model's in-flight gauge child (no label lookup per request)
@@ -162,26 +172,30 @@ class ModelManager:
             self._expected.add(name)
             self._metrics.model_ready.labels(name).set(0)
             self._metrics.load_failures.labels(name)  # the series exists at 0 before any failure (alerts see the first)
-            entry = self.repository.resolve(name)
+            entry: RepositoryModel | None = None
             try:
-                model, policy = await self.prepare(entry)
+                entry = self.repository.resolve(name)
+                prepared = await self.prepare(entry)
             except Unavailable:
                 raise  # the backend is not up yet (the server retries): not a broken model
-            except Exception as exc:
-                self.record_failure(name, entry.version, exc)
+            except Exception as exc:  # a file that does not parse is a failed load too (RepositoryIndex names it)
+                versions = self.repository.versions(name)
+                self.record_failure(name, entry.version if entry else (versions[-1] if versions else ""), exc)
                 raise
-            self.attach(model, policy)
+            self.publish([self.schedule(prepared)])
 
-    async def prepare(self, entry: RepositoryModel) -> tuple[LoadedModel, BatchingPolicy]:
-        """Loads and warms up one version without serving it (services/runtime/reload.py swaps it in)."""
+    async def prepare(self, entry: RepositoryModel) -> PreparedModel:
+        """Loads and warms up one version without serving it (services/runtime/reload.py swaps it in);
+        its config is completed from the graph (services/runtime/autocomplete.py)."""
         model = await self._backend.load(entry)
         try:
-            self._limits_for(model, entry.config.max_batch_size)  # a bad limits block fails the load
+            config = complete_config(entry.config, model.inputs, model.outputs, self._settings.default_max_batch_size)
+            self._limits_for(model, config.max_batch_size)  # a bad limits block fails the load
             await self._warm_up(model)
         except BaseException:
             await model.close()
             raise
-        return model, batching_policy(entry, model, self._settings)
+        return PreparedModel(model, config, batching_policy(config, model, self._settings))
 
     def record_failure(self, name: str, version: str, exc: BaseException) -> LoadFailure:
         """Counts and keeps a failed load. The reason reaches any OIP caller (RepositoryIndex): our own
@@ -194,12 +208,18 @@ class ModelManager:
         log.error("model %s version %s failed to load: %s: %s", name, version, type(exc).__name__, exc)
         return failure
 
-    def schedule(self, model: LoadedModel, policy: BatchingPolicy) -> ServedModel:
-        """A scheduler for a loaded model, not serving yet (`publish` serves it)."""
+    def schedule(self, prepared: PreparedModel) -> ServedModel:
+        """A scheduler for a prepared model, not serving yet (`publish` serves it)."""
+        model, policy = prepared.model, prepared.policy
         stats = self.stats.setdefault(model.name, ModelStats())
         scheduler = DynamicBatcher(model, policy, BatchLayout.from_meta(model.meta), self._metrics, stats)
-        return ServedModel(model, scheduler, stats, self._metrics.inflight.labels(model.name),
+        return ServedModel(model, prepared.config, scheduler, stats, self._metrics.inflight.labels(model.name),
                            self._limits_for(model, policy.max_batch_size))
+
+    def attach(self, model: LoadedModel, policy: BatchingPolicy) -> None:
+        """Serves an already loaded model behind a scheduler with `policy` (its config derived from its tensors)."""
+        config = complete_config(ModelConfig(name=model.name), model.inputs, model.outputs, 0)
+        self.publish([self.schedule(PreparedModel(model, config, policy))])
 
     def _limits_for(self, model: LoadedModel, max_batch_size: int) -> ModelLimits:
         return model_limits(model.name, model.inputs, model.meta, max_batch_size,
@@ -230,10 +250,6 @@ class ModelManager:
                 log.info("model %s v%s ready (%s)", name, entry.model.version, entry.scheduler.policy)
         return replaced
 
-    def attach(self, model: LoadedModel, policy: BatchingPolicy) -> None:
-        """Serves an already loaded model behind a scheduler with `policy`."""
-        self.publish([self.schedule(model, policy)])
-
     def model_set(self, names: Iterable[str]) -> ModelSet:
         """The versions served now of `names` (each must be loaded), as one consistent set."""
         return ModelSet(self, {(canonical := self.canonical(n)): self.served(canonical) for n in names})
@@ -255,8 +271,8 @@ class ModelManager:
             if name in self._expected:
                 raise Unavailable(f"model {name!r} is not loaded yet (loading, or its load failed: see the server log)")
             if name in self.repository.names():
-                raise Unavailable(f"model {name!r} is not loaded: it is in the repository but no service hosted "
-                                  "here uses it (an edge-side graph, or a service this process does not host)")
+                raise Unavailable(f"model {name!r} is in the repository but not loaded (explicit model control: "
+                                  "load it with RepositoryModelLoad or INFERSUITE_LOAD_MODELS)")
             raise NotFound(f"model {name!r} is not served here (loaded: {', '.join(self._served) or 'none'})")
         return served
 
@@ -291,19 +307,24 @@ class ModelManager:
         start, ok = time.perf_counter(), False
         try:
             result = await served.scheduler.submit(inputs)
-            self._check_finite(served.model.name, result)
+            self._check_finite(served.model.name, result, inputs)
             ok = True
             return result
         finally:
             served.stats.record_request(ok, time.perf_counter() - start)
             inflight.dec()
 
-    def _check_finite(self, name: str, outputs: Mapping[str, np.ndarray]) -> None:
-        """A NaN/Inf anywhere in a float output fails the request (INTERNAL) and is counted. The sum
-        is one pass without a temporary array; a NaN or Inf anywhere makes it non-finite, and only
+    def _check_finite(self, name: str, outputs: Mapping[str, np.ndarray], inputs: Mapping[str, np.ndarray]) -> None:
+        """A NaN/Inf anywhere in a float output fails the request and is counted: INVALID_ARGUMENT when the
+        request itself sent NaN/Inf in a float input (the client's fault, named), else INTERNAL (the model's).
+        The sum is one pass without a temporary array; a NaN or Inf anywhere makes it non-finite, and only
         then (or on a finite overflow of the sum) are the values themselves checked."""
         for output, values in outputs.items():
             if values.dtype.kind in "fc" and not np.isfinite(values.sum()) and not np.isfinite(values).all():
+                for input_name, sent in inputs.items():
+                    if sent.dtype.kind in "fc" and not np.isfinite(sent).all():
+                        raise InvalidArgument(f"input {input_name!r} holds NaN or Inf values (model {name!r} "
+                                              "answers only finite outputs)")
                 self._metrics.nonfinite_outputs.labels(name).inc()
                 log.error("model %s output %r holds %d NaN/Inf value(s)", name, output,
                           int(values.size - np.count_nonzero(np.isfinite(values))))

@@ -30,7 +30,7 @@ from services.runtime.backends.base import LoadedModel
 from services.runtime.errors import InferSuiteError
 from services.runtime.lifecycle import ServiceModels, Snapshot
 from services.runtime.models import ModelManager, ModelSet, ServedModel
-from services.runtime.repository import RepositoryModel
+from services.runtime.repository import RepositoryError, RepositoryModel
 
 log = logging.getLogger(__name__)
 
@@ -88,13 +88,16 @@ class _Swap:
 
 class ModelReloader:
     def __init__(self, models: ModelManager, lifecycles: Mapping[str, ServiceModels[Any]],
-                 required: Mapping[str, Callable[[], list[str]]], drain_s: float = 10.0):
+                 required: Mapping[str, Callable[[], list[str]]], drain_s: float = 10.0,
+                 discover: Callable[[], list[str]] | None = None):
         """`required`: service -> its model names now; `lifecycles`: service -> its ServiceModels
-        (the runtime's registry, filled as services register)."""
+        (the runtime's registry, filled as services register); `discover`: the models to serve besides
+        the services' (model control none: every model in the repository, so polling loads new ones)."""
         self._models = models
         self._lifecycles = lifecycles
         self._required = required
         self._drain_s = drain_s
+        self._discover = discover
         self._failed: dict[str, frozenset[tuple[str, str, float]]] = {}  # set -> the versions that failed
         self._lock = asyncio.Lock()  # one reload at a time: two swaps of one set must not interleave
 
@@ -109,6 +112,8 @@ class ModelReloader:
                   self._required.items()}
         claimed = {name for names in groups.values() for name in names}
         groups.update({name: [name] for name in self._models.loaded() if name not in claimed})
+        if self._discover is not None:
+            groups.update({name: [name] for name in self._discover() if name not in claimed})
         return groups
 
     def _plan(self, names: list[str], pinned: Mapping[str, str]) -> list[RepositoryModel]:
@@ -133,13 +138,13 @@ class ModelReloader:
         try:
             for entry in plan:
                 try:
-                    model, policy = await self._models.prepare(entry)
+                    version = await self._models.prepare(entry)
                 except Exception as exc:
                     raise _SetFailed([entry], exc) from None
-                prepared[entry.name] = self._models.schedule(model, policy)
+                prepared[entry.name] = self._models.schedule(version)
                 if entry.name in loaded:
                     try:
-                        check_signature(model, loaded[entry.name])
+                        check_signature(version.model, loaded[entry.name])
                     except SignatureChanged as exc:
                         raise _SetFailed([entry], exc) from None
         except BaseException:
@@ -172,7 +177,10 @@ class ModelReloader:
         the set not served (unloaded by explicit control); swaps the whole set on success."""
         async with self._lock:
             names = self._groups().get(group, [group])  # a model of no service's set is its own set
-            plan = self._plan(names, pinned or {})
+            try:
+                plan = self._plan(names, pinned or {})
+            except RepositoryError as exc:  # a file that does not parse: a failed load, named in RepositoryIndex
+                return self._unreadable(group, names, exc)
             if not plan:
                 return []
             try:
@@ -183,6 +191,20 @@ class ModelReloader:
             self._failed.pop(group, None)
         await self._retire(swap)
         return swap.outcomes
+
+    def _unreadable(self, group: str, names: list[str], exc: RepositoryError) -> list[ReloadOutcome]:
+        """A repository file of the set does not parse: reported once per change of the files (not every poll)."""
+        culprit = next((n for n in names if n in exc.message), names[0])
+        versions = self._models.repository.versions(culprit)
+        version = versions[-1] if versions else ""
+        key = frozenset({(culprit, version, self._mtime(culprit, version) if version else 0.0),
+                         (culprit, "config", max((f.stat().st_mtime for f in (self._models.repository.root / culprit)
+                                                  .glob("*") if f.is_file()), default=0.0))})
+        if self._failed.get(group) == key:
+            return []
+        self._failed[group] = key
+        reason = self._models.record_failure(culprit, version, exc).reason
+        return [ReloadOutcome(culprit, version, "failed", reason)]
 
     def _failed_outcomes(self, plan: list[RepositoryModel], failed: _SetFailed) -> list[ReloadOutcome]:
         outcomes = []
@@ -221,7 +243,10 @@ class ModelReloader:
         return await self.reload_set(group)
 
     def _needs_reload(self, group: str, names: list[str]) -> bool:
-        plan = self._plan(names, {})
+        try:
+            plan = self._plan(names, {})
+        except RepositoryError:
+            return True  # reload_set reports it, once per change of the files
         return bool(plan) and self._failed.get(group) != self._plan_key(plan)
 
     async def poll_once(self) -> list[ReloadOutcome]:

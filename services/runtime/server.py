@@ -9,11 +9,11 @@ the grace period to finish while new ones are refused.
 from __future__ import annotations
 
 import asyncio
-import importlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from grpc import aio
@@ -26,7 +26,7 @@ from services.runtime.backends.triton import TritonBackend
 from services.runtime.control import ModelControl
 from services.runtime.errors import Unavailable
 from services.runtime.executor import CpuExecutor
-from services.runtime.interceptor import HandlerRegistry, HandlerWrapper, RegisteringServer
+from services.runtime.interceptor import HandlerWrapper, RegisteringServer
 from services.runtime.lifecycle import ServiceModels
 from services.runtime.metrics import Metrics
 from services.runtime.models import ModelManager, ModelSet
@@ -36,6 +36,7 @@ from services.runtime.reflection import add_reflection
 from services.runtime.reload import ModelReloader
 from services.runtime.repository import ModelRepository
 from services.runtime.security import BearerToken, server_credentials
+from services.runtime.service import ServiceModule, load_services
 from services.runtime.settings import RuntimeSettings
 
 log = logging.getLogger(__name__)
@@ -72,28 +73,6 @@ class Runtime:
         lifecycle.publish(lifecycle.prepare(self.models.model_set(names)))
 
 
-class ServiceModule(Protocol):
-    """What a service package exposes as `SERVICE`."""
-
-    name: str
-    grpc_service_names: tuple[str, ...]
-
-    def required_models(self) -> list[str]: ...
-
-    def register(self, server: HandlerRegistry, runtime: Runtime) -> None: ...
-
-
-def load_services(names: Sequence[str]) -> list[ServiceModule]:
-    services = []
-    for name in names:
-        try:
-            module = importlib.import_module(f"services.{name}")
-        except ModuleNotFoundError:
-            raise ValueError(f"unknown service {name!r}") from None
-        services.append(module.SERVICE)
-    return services
-
-
 class _UnknownMethods(grpc.GenericRpcHandler):
     """Catch-all for calls to a service or method this server does not have: UNIMPLEMENTED, counted
     in infersuite_refused_calls_total{reason="unknown_method"} (label values never come from the caller)."""
@@ -122,8 +101,9 @@ class InferSuiteServer:
         self.models = ModelManager(repository, backend, self.metrics, settings)
         self.runtime = Runtime(settings, self.models, self.metrics)
         # Hot reload (new version beside the old, swapped only on success); polls when repository_poll_s > 0.
-        self.reloader = ModelReloader(self.models, self.runtime.lifecycles,
-                                      {s.name: s.required_models for s in services}, drain_s=settings.grace_period_s)
+        required = {s.name: functools.partial(s.required_models, repository) for s in services}
+        self.reloader = ModelReloader(self.models, self.runtime.lifecycles, required, drain_s=settings.grace_period_s,
+                                      discover=self._platform_models if settings.model_control_mode == "none" else None)
         self._polling: asyncio.Task[None] | None = None
         options = [("grpc.max_receive_message_length", settings.max_message_bytes),
                    ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -163,7 +143,10 @@ class InferSuiteServer:
                 self.serving = serving  # OIP ServerReady answers the same
             await self.health.set(name, SERVING if serving else NOT_SERVING)
 
-        needs = [(s.grpc_service_names, s.required_models()) for s in self.services]
+        # Asked at every load/unload: a service's list can depend on the repository (segmentation's stages).
+        def needs() -> list[tuple[tuple[str, ...], list[str]]]:
+            return [(s.grpc_service_names, s.required_models(self.models.repository)) for s in self.services]
+
         return ModelControl(self.models, self.reloader, needs, set_health,
                             self.settings.model_control_mode == "explicit", self.settings.grace_period_s)
 
@@ -182,17 +165,42 @@ class InferSuiteServer:
             self.metrics_port = self.metrics.start_http(self.settings.metrics_host, self.settings.metrics_port)
         self._loading = asyncio.create_task(self._load_models())
 
-    async def _load_service(self, service: ServiceModule) -> None:
-        """Loads a service's models; retries while the backend is unavailable (e.g. Triton starting)."""
+    async def _load(self, what: str, names: Callable[[], list[str]]) -> list[str]:
+        """Loads models; retries while the backend is unavailable (e.g. Triton starting)."""
         while True:
             try:
-                names = service.required_models()
-                await self.models.load(names)
-                break
+                wanted = names()
+                await self.models.load(wanted)
+                return wanted
             except Unavailable as exc:
-                log.warning("service %s waits for its models: %s", service.name, exc.message)
+                log.warning("%s waits for its models: %s", what, exc.message)
                 await asyncio.sleep(self.settings.load_retry_s)
+
+    async def _load_service(self, service: ServiceModule) -> None:
+        names = await self._load(f"service {service.name}", functools.partial(service.required_models,
+                                                                             self.models.repository))
         self.runtime.initialize(service.name, names)
+
+    def _platform_models(self) -> list[str]:
+        """The models served besides the services' own: every model in the repository (model control
+        none, Triton's default), or the start-up list of explicit control (`load_models`, "*" = all)."""
+        repository = self.models.repository
+        wanted = self.settings.load_models
+        if self.settings.model_control_mode == "none" or "*" in wanted:
+            return repository.names()
+        return [repository.canonical(name) for name in wanted]
+
+    async def _load_platform_models(self) -> None:
+        """Each model alone: one that fails is reported (log, counter, RepositoryIndex) and the rest still
+        load; the server is ready only once every model it was asked to serve is (Triton's strict readiness)."""
+        for name in self._platform_models():
+            if self.models.is_ready(name):
+                continue
+            try:
+                await self._load(f"model {name}", lambda name=name: [name])  # type: ignore[misc]
+            except Exception as exc:
+                self.load_error = self.load_error or exc
+                log.error("model %s could not be loaded: %s", name, exc)
 
     async def set_serving(self, names: Sequence[str]) -> None:
         """Health SERVING for these entries ("" = the whole server)."""
@@ -212,6 +220,7 @@ class InferSuiteServer:
             ready.extend(service.grpc_service_names)
             if self.on_ready is None:
                 await self.set_serving(service.grpc_service_names)
+        await self._load_platform_models()
         if self.load_error is None:
             ready.append("")
             log.info("all models loaded")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def parse_cpu_list(text: str) -> list[int]:
@@ -34,8 +35,9 @@ class RuntimeSettings(BaseSettings):
     """Address of the Prometheus /metrics HTTP endpoint."""
     metrics_port: int = Field(9464, ge=-1, le=65535)
     """Port of the /metrics endpoint; 0 lets the OS pick one, -1 disables it."""
-    services: list[str] = ["ctr", "segmentation", "splitcompute", "audio"]
-    """Services this process hosts (package names under `services/`)."""
+    services: list[str] = ["*"]
+    """Families this process hosts (package names under `services/`, a JSON list); "*" = every family
+    package found there (services/runtime/service.py); [] = none: the Open Inference Protocol only."""
     model_repository: Path = Path("model_repository")
     """Triton-layout model repository: <name>/config.pbtxt, <name>/<version>/model.onnx."""
     backend: Literal["onnxruntime", "triton"] = "onnxruntime"
@@ -51,8 +53,17 @@ class RuntimeSettings(BaseSettings):
     """Seconds between checks of the model repository for a newer version of each served model,
     loaded beside the serving one and swapped in only if it loads (services/runtime/reload.py); 0 = off."""
     model_control_mode: Literal["none", "explicit"] = "none"
-    """explicit: OIP RepositoryModelLoad/RepositoryModelUnload load, reload and unload models at run time
-    (Triton's --model-control-mode=explicit; guard it with auth_token); none: they answer FAILED_PRECONDITION."""
+    """none (Triton's default): every model in the repository is served from start-up, the hosted services'
+    models among them, and RepositoryModelLoad/Unload answer FAILED_PRECONDITION. explicit (Triton's
+    --model-control-mode=explicit; guard it with auth_token): only the hosted services' models and
+    `load_models` load at start-up, and OIP RepositoryModelLoad/Unload load, reload and unload models."""
+    load_models: Annotated[list[str], NoDecode] = []
+    """explicit mode: the models to load at start-up besides the services' (Triton's --load-model),
+    comma-separated or a JSON list; "*" = every model in the repository."""
+    default_max_batch_size: int = Field(4, ge=0)
+    """max_batch_size of a model whose config.pbtxt sets none (or that has none) and whose graph has a
+    dynamic first axis on every input and output (Triton's default-max-batch-size, 4); 0 = never batch them
+    (services/runtime/autocomplete.py)."""
     execution_providers: list[str] = []
     """onnxruntime providers in order of preference; empty = the best available
     (TensorRT, CUDA, then CPU)."""
@@ -113,6 +124,14 @@ class RuntimeSettings(BaseSettings):
     """When set, every RPC except health checks and reflection needs `authorization: Bearer <token>`."""
     log_level: str = "INFO"
     """Python logging level."""
+
+    @field_validator("load_models", mode="before")
+    @classmethod
+    def _model_list(cls, value: object) -> object:
+        if isinstance(value, str):  # INFERSUITE_LOAD_MODELS=a,b or '["a", "b"]'
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else [n.strip() for n in text.split(",") if n.strip()]
+        return value
 
     @field_validator("cpu_affinity")
     @classmethod

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from services.runtime import HandlerRegistry, Runtime
+    from services.runtime.repository import ModelRepository
     from services.segmentation.handler import Effort, RawPixels, SegmentationHandler, SegmentQuery, SegmentResult
     from services.segmentation.settings import SegmentationSettings
 
@@ -23,12 +24,10 @@ class SegmentationService:
         from services.segmentation.settings import SegmentationSettings
 
         self.settings = settings or SegmentationSettings()
-        self._runtime: Runtime | None = None
 
-    def required_models(self) -> list[str]:
+    def required_models(self, repository: ModelRepository) -> list[str]:
         """The backbone, then the encoder-layer, head (and gate) graphs its meta.json names."""
-        repository = self._runtime.models.repository if self._runtime is not None else None
-        if repository is None or self.settings.backbone_model not in repository.names():
+        if self.settings.backbone_model not in repository.names():
             return [self.settings.backbone_model]  # loading it fails with the repository's own message
         from services.segmentation.handler import Pipeline
 
@@ -40,7 +39,6 @@ class SegmentationService:
         from services.segmentation.handler import SegmentationHandler
         from services.segmentation.servicer import SegmentationServicer
 
-        self._runtime = runtime
         handler = SegmentationHandler(self.settings, runtime)
         segmentation_pb2_grpc.add_SegmentationServiceServicer_to_server(SegmentationServicer(handler), server)
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
 
     from services.runtime import HandlerRegistry, Runtime
+    from services.runtime.repository import ModelRepository
     from services.splitcompute.settings import SplitComputeSettings
 
 
@@ -24,7 +25,7 @@ class SplitComputeService:
 
         self.settings = settings or SplitComputeSettings()
 
-    def required_models(self) -> list[str]:
+    def required_models(self, repository: ModelRepository) -> list[str]:
         return [self.settings.model, *self.settings.extra_models]
 
     def register(self, server: HandlerRegistry, runtime: Runtime) -> None:

@@ -106,7 +106,8 @@ EXPECTED = {"ctr_score.py": "click probabilities:", "audio_embed.py": "scene emb
 
 
 async def test_every_example_runs_against_a_real_server(site: Path, tmp_path: Path) -> None:
-    assert sorted(p.name for p in (ROOT / "examples").glob("*.py")) == sorted(EXPECTED)
+    # own_model.py (any model, tritonclient) runs on user models in tests/integration/test_user_models.py
+    assert sorted(p.name for p in (ROOT / "examples").glob("*.py")) == sorted([*EXPECTED, "own_model.py"])
     server, port = await _serve()
     try:
         for script, expected in EXPECTED.items():
@@ -115,19 +116,19 @@ async def test_every_example_runs_against_a_real_server(site: Path, tmp_path: Pa
                                               *args)
             assert code == 0 and expected in output, f"{script}:\n{output[-2000:]}"
             assert "nan" not in output.lower()
-        await _edge_model_says_why_it_is_not_served(port)
+        await _every_repository_model_is_served(port)
     finally:
         await server.stop(0)
 
 
-async def _edge_model_says_why_it_is_not_served(port: int) -> None:
-    """The edge encoder is in the repository but runs on devices: OIP says so, not "see the server log"."""
+async def _every_repository_model_is_served(port: int) -> None:
+    """Model control none (Triton's default): the edge encoder no service uses is served over OIP too."""
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            await stub.ModelMetadata(service_pb2.ModelMetadataRequest(name="splitcompute-encoder-fp32"), timeout=5)
-    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert "no service hosted here uses it" in (err.value.details() or "")
+        reply = await stub.ModelMetadata(service_pb2.ModelMetadataRequest(name="splitcompute-encoder-fp32"), timeout=5)
+        index = await stub.RepositoryIndex(service_pb2.RepositoryIndexRequest(), timeout=5)
+    assert reply.name == "splitcompute-encoder-fp32" and reply.inputs
+    assert {m.state for m in index.models} == {"READY"} and len(index.models) == len(list(SHIPPED.glob("*/1")))
 
 
 async def test_examples_over_mutual_tls_with_a_bearer_token(site: Path, tmp_path: Path, pki: Path) -> None:  # noqa: F811

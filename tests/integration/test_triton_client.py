@@ -25,6 +25,8 @@ async def remote(tiny_ctr, tmp_path_factory):
     repository = tmp_path_factory.mktemp("remote") / "repo"
     shutil.copytree(tiny_ctr.repository, repository)
     shutil.copytree(repository / "din-fp32", repository / "din-copy")
+    config = repository / "din-copy" / "config.pbtxt"  # the name in a config must be its directory's (as Triton)
+    config.write_text(config.read_text().replace('name: "din-fp32"', 'name: "din-copy"'))
     settings = RuntimeSettings(port=0, metrics_port=-1, host="127.0.0.1", model_repository=repository)
     server, port = await build_server(settings, [CtrService(CtrSettings(model="din-fp32",
                                                                         extra_models=["din-copy"]))])

@@ -66,7 +66,7 @@ class SleepyService:
         self.model = SleepyModel(compute_s)
         self.max_queue_size = max_queue_size
 
-    def required_models(self) -> list[str]:
+    def required_models(self, repository: object) -> list[str]:
         return []  # attached directly at registration
 
     def register(self, server: aio.Server, runtime: Runtime) -> None:

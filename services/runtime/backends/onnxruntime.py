@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime as ort
 
 from services.runtime.errors import InvalidArgument, Unavailable
-from services.runtime.repository import RepositoryModel
+from services.runtime.repository import RepositoryError, RepositoryModel
 from services.runtime.settings import RuntimeSettings
 from services.runtime.tensors import ONNX_TYPE_TO_DATATYPE, TensorSpec
 
@@ -33,10 +33,14 @@ def choose_providers(requested: list[str]) -> list[str]:
     return chosen
 
 
-def _specs(args: list[Any]) -> list[TensorSpec]:
+def _specs(model: str, args: list[Any]) -> list[TensorSpec]:
+    unsupported = [f"{a.name!r} ({a.type})" for a in args if a.type not in ONNX_TYPE_TO_DATATYPE]
+    if unsupported:
+        raise RepositoryError(f"model {model!r} has tensors of types this server cannot exchange: "
+                              f"{', '.join(unsupported)} (it serves {', '.join(ONNX_TYPE_TO_DATATYPE)})")
     return [
         TensorSpec(a.name, ONNX_TYPE_TO_DATATYPE[a.type],
-                   tuple(d if isinstance(d, int) else -1 for d in a.shape))
+                   tuple(d if isinstance(d, int) and d >= 0 else -1 for d in a.shape))
         for a in args
     ]
 
@@ -51,8 +55,8 @@ class OnnxRuntimeModel:
         self.name, self.version, self.meta = model.name, model.version, model.meta
         self.instance_count = instance_count
         self._session = session
-        self.inputs = _specs(session.get_inputs())
-        self.outputs = _specs(session.get_outputs())
+        self.inputs = _specs(model.name, session.get_inputs())
+        self.outputs = _specs(model.name, session.get_outputs())
         self._output_names = [o.name for o in self.outputs]
         self._executor = ThreadPoolExecutor(instance_count, thread_name_prefix=f"ort-{model.name}")
         self.compute_cpu_s = 0.0  # CPU seconds spent inside session.run (read by the metrics collector)
@@ -101,7 +105,7 @@ class OnnxRuntimeBackend:
 
     async def load(self, model: RepositoryModel) -> OnnxRuntimeModel:
         if not model.model_path.is_file():
-            raise Unavailable(f"model {model.name!r} version {model.version} has no {model.model_path.name}")
+            raise RepositoryError(f"model {model.name!r} version {model.version} has no {model.model_path.name}")
         session = await asyncio.to_thread(self._session, model)
         log.info("loaded %s v%s on %s", model.name, model.version, session.get_providers())
         return OnnxRuntimeModel(model, session, _instance_count(model, self._settings.instance_count))

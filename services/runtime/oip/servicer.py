@@ -84,7 +84,7 @@ class OipServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def ModelMetadata(self, request, context: aio.ServicerContext):
         model = self._model(request.name, request.version)
-        config = self._models.repository.resolve(model.name, model.version).config
+        config = self._models.served(model.name).config
         response = service_pb2.ModelMetadataResponse(name=model.name, versions=[model.version],
                                                      platform=config.platform or config.backend)
         for spec in model.inputs:
@@ -95,8 +95,8 @@ class OipServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def ModelConfig(self, request, context: aio.ServicerContext):
         model = self._model(request.name, request.version)
-        entry = self._models.repository.resolve(model.name, model.version)
-        return service_pb2.ModelConfigResponse(config=entry.config)
+        # config.pbtxt completed from the graph (services/runtime/autocomplete.py), as Triton answers it
+        return service_pb2.ModelConfigResponse(config=self._models.served(model.name).config)
 
     async def ModelInfer(self, request, context: aio.ServicerContext):
         model = self._model(request.model_name, request.model_version)

@@ -167,3 +167,29 @@ async def test_a_changed_meta_value_alone_rederives_the_state(served) -> None:
         ("stage-b", "2", "swapped", ("offset",))]
     answer, state, versions = await _request(served.lifecycle, 0.0)
     assert (answer, state, versions) == (6.0, 6.0, {"stage-a": "1", "stage-b": "2"})
+
+
+async def test_polling_with_model_control_none_loads_new_models_and_reports_a_broken_file_once(served, caplog) -> None:
+    """Triton's poll mode: a model directory added to the repository is served at the next poll; one
+    whose config.pbtxt does not parse is reported (RepositoryIndex reason, counter, one ERROR line) once,
+    not on every poll, and retried when its files change."""
+    reloader = ModelReloader(served.manager, {}, {"pipeline": lambda: list(STAGES)}, drain_s=1.0,
+                             discover=served.manager.repository.names)
+    assert await reloader.poll_once() == []
+    _write_version(served.root, "newcomer", 1, {"offset": 5.0})
+    outcomes = await reloader.poll_once()
+    assert [(o.model, o.state) for o in outcomes] == [("newcomer", "swapped")]
+    assert served.manager.is_ready("newcomer")
+    out = await served.manager.infer("newcomer", {"x": np.zeros((1, 1), np.float32)})
+    assert float(out["y"][0, 0]) == 5.0
+    _write_version(served.root, "typo", 1, {"offset": 1.0})
+    (served.root / "typo" / "config.pbtxt").write_text("max_batch_sise: 4\n")
+    with caplog.at_level("ERROR"):
+        first = await reloader.poll_once()
+        again = await reloader.poll_once()
+    assert [(o.model, o.state) for o in first] == [("typo", "failed")] and again == []
+    assert "typo/config.pbtxt does not parse" in served.manager.load_failures["typo"].reason
+    assert len([r for r in caplog.records if "typo" in r.getMessage()]) == 1
+    assert not any(r.exc_info for r in caplog.records)
+    (served.root / "typo" / "config.pbtxt").write_text(CONFIG.format(name="typo"))
+    assert [(o.model, o.state) for o in await reloader.poll_once()] == [("typo", "swapped")]

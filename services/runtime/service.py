@@ -1,0 +1,72 @@
+"""What a model family is to the runtime, and how families are found: by convention, never by a list.
+
+A family is a package `services/<name>/` whose `SERVICE` attribute is a `ServiceModule`:
+
+    name                      the family's name (its package name; INFERSUITE_SERVICES selects by it)
+    grpc_service_names        its gRPC services, each also a grpc.health entry
+    required_models(repo)     the models its requests need, read from the repository at call time (a
+                              family may derive the list from a model's meta.json, as segmentation
+                              does from its backbone's); the runtime loads them in every model-control
+                              mode and asks again on every load, unload and reload
+    register(server, runtime) adds its servicers; a family that derives state from its models
+                              (vocabularies, codec tables, pipelines) hands `runtime.service_models`
+                              its `derive`, Triton's initialize: called on every new model set before
+                              it serves, refusing the set by raising; the replaced set is finalized
+                              (drained, closed) once its last request is done (services/runtime/lifecycle.py)
+
+Every family, and every layer's part of it (exporters, loadtest generators, dashboards, deploy
+files), is discovered by its package or file name: adding a family is adding its packages
+(docs/families.md has the checklist).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from services.runtime.interceptor import HandlerRegistry
+    from services.runtime.repository import ModelRepository
+    from services.runtime.server import Runtime
+
+ALL = "*"  # INFERSUITE_SERVICES: every family found
+NOT_FAMILIES = frozenset({"runtime"})  # packages under services/ that are not families
+
+
+class ServiceModule(Protocol):
+    """What a family package exposes as `SERVICE`."""
+
+    name: str
+    grpc_service_names: tuple[str, ...]
+
+    def required_models(self, repository: ModelRepository) -> list[str]: ...
+
+    def register(self, server: HandlerRegistry, runtime: Runtime) -> None: ...
+
+
+def discover_services() -> list[str]:
+    """The family packages under `services/` (sorted), found by convention: a package with `SERVICE`."""
+    import services
+
+    names = []
+    for module in pkgutil.iter_modules(services.__path__):
+        family = module.ispkg and module.name not in NOT_FAMILIES and not module.name.startswith("_")
+        if family and hasattr(importlib.import_module(f"services.{module.name}"), "SERVICE"):
+            names.append(module.name)
+    return sorted(names)
+
+
+def load_services(names: Sequence[str]) -> list[ServiceModule]:
+    """The `SERVICE` of each named family ("*" = every family found)."""
+    if ALL in names:
+        names = discover_services()
+    services = []
+    for name in names:
+        try:
+            module = importlib.import_module(f"services.{name}")
+        except ModuleNotFoundError:
+            raise ValueError(f"unknown service {name!r} (families here: {', '.join(discover_services())})") from None
+        services.append(module.SERVICE)
+    return services
