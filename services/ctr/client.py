@@ -1,24 +1,19 @@
-"""A small typed asyncio client for the ctr service."""
+"""A small typed asyncio client for the ctr service, on the suite's one client base (services/client.py)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Unpack
 
-import grpc
 import numpy as np
 
 from protos import ctr_pb2, ctr_pb2_grpc
-from services.channel import ChannelSecurity, aio_channel
+from services.client import AsyncClient, AsyncClientOptions, InferSuiteClientError, each
 
 
-class CtrClientError(Exception):
-    """A failed call: the gRPC status code name and the server's message."""
-
-    def __init__(self, code: grpc.StatusCode, message: str):
-        super().__init__(f"{code.name}: {message}")
-        self.code = code
-        self.message = message
+class CtrClientError(InferSuiteClientError):
+    """InferSuiteClientError raised by CtrClient (the name user code catches since the first release)."""
 
 
 @dataclass(frozen=True)
@@ -51,9 +46,6 @@ class StreamedScores:
     error: CtrClientError | None
 
 
-_STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
-
-
 def _request(item: ScoreInput, request_id: str = "") -> ctr_pb2.ScoreRequest:
     return ctr_pb2.ScoreRequest(
         history_item_ids=list(item.history_item_ids), history_category_ids=list(item.history_category_ids),
@@ -72,40 +64,25 @@ def _scores(response: ctr_pb2.ScoreResponse) -> Scores:
 def _streamed(response: ctr_pb2.ScoreStreamResponse) -> StreamedScores:
     if response.WhichOneof("outcome") == "result":
         return StreamedScores(response.request_id, _scores(response.result), None)
-    code = _STATUS_CODES.get(response.error.code, grpc.StatusCode.UNKNOWN)
-    return StreamedScores(response.request_id, None, CtrClientError(code, response.error.message))
+    error = CtrClientError.from_status(response.error.code, response.error.message)
+    return StreamedScores(response.request_id, None, error)
 
 
 async def _messages(requests: Iterable[tuple[str, ScoreInput]] | AsyncIterable[tuple[str, ScoreInput]],
                     ) -> AsyncIterator[ctr_pb2.ScoreRequest]:
-    if isinstance(requests, AsyncIterable):
-        async for request_id, item in requests:
-            yield _request(item, request_id)
-    else:
-        for request_id, item in requests:
-            yield _request(item, request_id)
+    async for request_id, item in each(requests):
+        yield _request(item, request_id)
 
 
-class CtrClient:
-    """`async with CtrClient("localhost:50051") as ctr: await ctr.score(...)`; `security` adds TLS and a token."""
+class CtrClient(AsyncClient):
+    """`async with CtrClient("localhost:50051") as ctr: await ctr.score(...)`; options (security,
+    timeout_s=5.0, stream_timeout_s=None, ...): `services.client.AsyncClientOptions`."""
 
-    def __init__(self, target: str, *, timeout_s: float = 5.0, channel: grpc.aio.Channel | None = None,
-                 max_message_bytes: int = 16 * 1024 * 1024, security: ChannelSecurity | None = None):
-        options = [("grpc.max_receive_message_length", max_message_bytes),
-                   ("grpc.max_send_message_length", max_message_bytes)]
-        self._channel = channel or aio_channel(target, security, options)
-        self._metadata = (security or ChannelSecurity()).metadata
+    error = CtrClientError
+
+    def __init__(self, target: str, **options: Unpack[AsyncClientOptions]):
+        super().__init__(target, **options)
         self._stub = ctr_pb2_grpc.CtrServiceStub(self._channel)
-        self._timeout_s = timeout_s
-
-    async def __aenter__(self) -> CtrClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        await self._channel.close()
 
     async def score(
         self,
@@ -120,27 +97,17 @@ class CtrClient:
     ) -> Scores:
         request = _request(ScoreInput(history_item_ids, history_category_ids, candidate_item_ids,
                                       candidate_category_ids, explain, model))
-        try:
-            response = await self._stub.Score(request, timeout=timeout_s or self._timeout_s,
-                                              metadata=self._metadata)
-        except grpc.aio.AioRpcError as err:
-            raise CtrClientError(err.code(), err.details() or "") from None
-        return _scores(response)
+        return _scores(await self._unary(self._stub.Score, request, timeout_s))
 
-    async def score_stream(
+    def score_stream(
         self,
         requests: Iterable[tuple[str, ScoreInput]] | AsyncIterable[tuple[str, ScoreInput]],
         *,
         timeout_s: float | None = None,
     ) -> AsyncIterator[StreamedScores]:
-        """Sends (request_id, input) pairs on one ScoreStream call and yields one answer per request,
-        in the order the server finishes them. A request's own error comes back in its answer; an
-        error of the whole stream raises CtrClientError. timeout_s bounds the whole stream (None: none)."""
-        call = self._stub.ScoreStream(_messages(requests), timeout=timeout_s, metadata=self._metadata)
-        try:
-            async for response in call:
-                yield _streamed(response)
-        except grpc.aio.AioRpcError as err:
-            raise CtrClientError(err.code(), err.details() or "") from None
-        finally:
-            call.cancel()
+        """Sends (request_id, input) pairs on one ScoreStream call as they are produced and yields one
+        answer per request, in the order the server finishes them. A request's own error comes back in
+        its answer; an error of the whole stream raises CtrClientError. timeout_s bounds the whole
+        stream (None: the client's stream_timeout_s, by default no deadline)."""
+        responses = self._stream(self._stub.ScoreStream, _messages(requests), timeout_s)
+        return (_streamed(response) async for response in responses)

@@ -1,25 +1,20 @@
-"""A small typed asyncio client for the segmentation service."""
+"""A small typed asyncio client for the segmentation service, on the suite's one client base (services/client.py)."""
 
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import Unpack
 
-import grpc
 import numpy as np
 from PIL import Image
 
 from protos import segmentation_pb2, segmentation_pb2_grpc
-from services.channel import ChannelSecurity, aio_channel
+from services.client import AsyncClient, AsyncClientOptions, InferSuiteClientError
 
 
-class SegmentationClientError(Exception):
-    """A failed call: the gRPC status code name and the server's message."""
-
-    def __init__(self, code: grpc.StatusCode, message: str):
-        super().__init__(f"{code.name}: {message}")
-        self.code = code
-        self.message = message
+class SegmentationClientError(InferSuiteClientError):
+    """InferSuiteClientError raised by SegmentationClient (the name user code catches since the first release)."""
 
 
 @dataclass(frozen=True)
@@ -49,24 +44,16 @@ def _mask(response: segmentation_pb2.SegmentResponse) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(response.mask)))
 
 
-class SegmentationClient:
-    """`async with SegmentationClient("localhost:50051") as seg: await seg.segment(png_bytes)`."""
+class SegmentationClient(AsyncClient):
+    """`async with SegmentationClient("localhost:50051") as seg: await seg.segment(png_bytes)`; options
+    (security, timeout_s=10.0, ...): `services.client.AsyncClientOptions`."""
 
-    def __init__(self, target: str, *, timeout_s: float = 10.0, channel: grpc.aio.Channel | None = None,
-                 security: ChannelSecurity | None = None):
-        self._channel = channel or aio_channel(target, security)
-        self._metadata = (security or ChannelSecurity()).metadata
+    error = SegmentationClientError
+
+    def __init__(self, target: str, **options: Unpack[AsyncClientOptions]):
+        options.setdefault("timeout_s", 10.0)  # a large image at full depth takes longer than a ctr score
+        super().__init__(target, **options)
         self._stub = segmentation_pb2_grpc.SegmentationServiceStub(self._channel)
-        self._timeout_s = timeout_s
-
-    async def __aenter__(self) -> SegmentationClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        await self._channel.close()
 
     async def segment(self, image: bytes | np.ndarray, *, exit_layer: int | None = None,
                       gflops_budget: float | None = None, raw_mask: bool = False,
@@ -82,10 +69,6 @@ class SegmentationClient:
             pixels = pixels[:, :, None] if pixels.ndim == 2 else pixels
             request.raw.CopyFrom(segmentation_pb2.RawImage(pixels=pixels.tobytes(), height=pixels.shape[0],
                                                            width=pixels.shape[1], channels=pixels.shape[2]))
-        try:
-            response = await self._stub.Segment(request, timeout=timeout_s or self._timeout_s,
-                                                metadata=self._metadata)
-        except grpc.aio.AioRpcError as err:
-            raise SegmentationClientError(err.code(), err.details() or "") from None
+        response = await self._unary(self._stub.Segment, request, timeout_s)
         return Segmentation(_mask(response), list(response.class_names), response.exit_layer, response.gflops,
                             response.gflops_full_depth, response.model.name, response.model.version)

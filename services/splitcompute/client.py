@@ -1,23 +1,20 @@
-"""A small typed asyncio client for the splitcompute service (payloads come from the edge SDK)."""
+"""A small typed asyncio client for the splitcompute service (payloads come from the edge SDK), on the
+suite's one client base (services/client.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Unpack
 
-import grpc
 import numpy as np
 
 from protos import splitcompute_pb2, splitcompute_pb2_grpc
-from services.channel import ChannelSecurity, aio_channel
+from services.client import AsyncClient, AsyncClientOptions, InferSuiteClientError
 
 
-class SplitComputeClientError(Exception):
-    """A failed call: the gRPC status code and the server's message."""
-
-    def __init__(self, code: grpc.StatusCode, message: str):
-        super().__init__(f"{code.name}: {message}")
-        self.code = code
-        self.message = message
+class SplitComputeClientError(InferSuiteClientError):
+    """InferSuiteClientError raised by SplitComputeClient and EdgeDevice (the name user code catches since
+    the first release)."""
 
 
 @dataclass(frozen=True)
@@ -52,37 +49,19 @@ def codec_from_proto(response: splitcompute_pb2.GetCodecResponse) -> CodecVersio
                         response.encoder_model, response.wire_format, tuple(response.class_names))
 
 
-class SplitComputeClient:
-    """`async with SplitComputeClient("localhost:50051") as sc: await sc.classify(payload)`."""
+class SplitComputeClient(AsyncClient):
+    """`async with SplitComputeClient("localhost:50051") as sc: await sc.classify(payload)`; options
+    (security, timeout_s=5.0, ...): `services.client.AsyncClientOptions`."""
 
-    def __init__(self, target: str, *, timeout_s: float = 5.0, channel: grpc.aio.Channel | None = None,
-                 security: ChannelSecurity | None = None):
-        self._channel = channel or aio_channel(target, security)
-        self._metadata = (security or ChannelSecurity()).metadata
+    error = SplitComputeClientError
+
+    def __init__(self, target: str, **options: Unpack[AsyncClientOptions]):
+        super().__init__(target, **options)
         self._stub = splitcompute_pb2_grpc.SplitComputeServiceStub(self._channel)
-        self._timeout_s = timeout_s
-
-    async def __aenter__(self) -> SplitComputeClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        await self._channel.close()
 
     async def classify(self, payload: bytes, *, timeout_s: float | None = None) -> Classification:
-        try:
-            response = await self._stub.Classify(splitcompute_pb2.ClassifyRequest(payload=payload),
-                                                 timeout=timeout_s or self._timeout_s, metadata=self._metadata)
-        except grpc.aio.AioRpcError as err:
-            raise SplitComputeClientError(err.code(), err.details() or "") from None
-        return classification_from_proto(response)
+        request = splitcompute_pb2.ClassifyRequest(payload=payload)
+        return classification_from_proto(await self._unary(self._stub.Classify, request, timeout_s))
 
     async def get_codec(self, *, timeout_s: float | None = None) -> CodecVersion:
-        try:
-            response = await self._stub.GetCodec(splitcompute_pb2.GetCodecRequest(),
-                                                 timeout=timeout_s or self._timeout_s, metadata=self._metadata)
-        except grpc.aio.AioRpcError as err:
-            raise SplitComputeClientError(err.code(), err.details() or "") from None
-        return codec_from_proto(response)
+        return codec_from_proto(await self._unary(self._stub.GetCodec, splitcompute_pb2.GetCodecRequest(), timeout_s))

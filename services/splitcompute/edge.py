@@ -17,13 +17,13 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Unpack
 
-import grpc
 import numpy as np
 import onnxruntime as ort
 
 from protos import splitcompute_pb2, splitcompute_pb2_grpc
-from services.channel import ChannelSecurity, blocking_channel
+from services.client import BlockingClient, BlockingClientOptions
 from services.splitcompute import wire
 from services.splitcompute.client import Classification, SplitComputeClientError, classification_from_proto
 from services.splitcompute.codec import Codec
@@ -105,46 +105,30 @@ class EdgeEncoder:
         return EncodedImage(payload, symbols, self.codec.estimated_bits(symbols), stages)
 
 
-class EdgeDevice:
-    """Encoder + a gRPC channel to the splitcompute service (blocking calls, as a device loop wants)."""
+class EdgeDevice(BlockingClient):
+    """Encoder + a gRPC channel to the splitcompute service (blocking calls, as a device loop wants);
+    options (security, timeout_s=5.0, ...): `services.client.BlockingClientOptions`."""
 
-    def __init__(self, bundle: Path | str, target: str, *, timeout_s: float = 5.0, threads: int = 1,
-                 security: ChannelSecurity | None = None):
+    error = SplitComputeClientError
+
+    def __init__(self, bundle: Path | str, target: str, *, threads: int = 1, **options: Unpack[BlockingClientOptions]):
         self.encoder = EdgeEncoder(bundle, threads=threads)
-        self._channel = blocking_channel(target, security)
-        self._metadata = (security or ChannelSecurity()).metadata
+        super().__init__(target, **options)
         self._stub = splitcompute_pb2_grpc.SplitComputeServiceStub(self._channel)
-        self._timeout_s = timeout_s
 
-    def __enter__(self) -> EdgeDevice:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def server_codec_version(self) -> int:
+    def server_codec_version(self, *, timeout_s: float | None = None) -> int:
         """The server's current codec version (compare with `self.encoder.codec_version`)."""
-        try:
-            return self._stub.GetCodec(splitcompute_pb2.GetCodecRequest(), timeout=self._timeout_s,
-                                       metadata=self._metadata).codec_version
-        except grpc.RpcError as err:
-            raise SplitComputeClientError(err.code(), err.details() or "") from None
+        return self._unary(self._stub.GetCodec, splitcompute_pb2.GetCodecRequest(), timeout_s).codec_version
 
-    def send(self, payload: bytes) -> Classification:
-        try:
-            response = self._stub.Classify(splitcompute_pb2.ClassifyRequest(payload=payload), timeout=self._timeout_s,
-                                           metadata=self._metadata)
-        except grpc.RpcError as err:
-            raise SplitComputeClientError(err.code(), err.details() or "") from None
-        return classification_from_proto(response)
+    def send(self, payload: bytes, *, timeout_s: float | None = None) -> Classification:
+        request = splitcompute_pb2.ClassifyRequest(payload=payload)
+        return classification_from_proto(self._unary(self._stub.Classify, request, timeout_s))
 
-    def classify(self, image: np.ndarray) -> EdgeResult:
-        """Encode, code, send one image; report bytes and the time of every stage."""
+    def classify(self, image: np.ndarray, *, timeout_s: float | None = None) -> EdgeResult:
+        """Encode, code, send one image; report bytes and the time of every stage. timeout_s bounds the call."""
+        self._timeout(timeout_s)  # a bad timeout fails before the encoder runs
         encoded = self.encoder.encode(image)
         start = time.perf_counter()
-        classification = self.send(encoded.payload)
+        classification = self.send(encoded.payload, timeout_s=timeout_s)
         stages = {**encoded.stage_seconds, "round_trip": time.perf_counter() - start}
         return EdgeResult(classification, encoded.payload_bytes, stages)
