@@ -24,6 +24,7 @@ from typing import Literal
 import tritonclient.grpc as triton
 from tritonclient.utils import InferenceServerException
 
+from benchmarks.peers.onnx_model import describe_session
 from benchmarks.peers.proc import process_tree, tree_cpu_seconds
 
 PeerKind = Literal["mlserver", "kserve"]
@@ -31,6 +32,16 @@ PEER_KINDS: tuple[PeerKind, ...] = ("mlserver", "kserve")
 MODEL_NAME = "din-fp32"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = "127.0.0.1"
+
+
+# How each peer runs the model, as its docs advise for a CPU model served from Python: the model inline on the
+# serving thread (no executor hop, no extra process), one onnxruntime intra-op thread (describe_session).
+PREDICT = {
+    "mlserver": "async predict awaited inline on the event loop; parallel_workers=0 (no inference worker process, "
+                "no IPC hop); debug=false (no per-call access log); one process",
+    "kserve": "synchronous predict, which KServe runs on its event loop's thread; KSERVE_LOGLEVEL=WARNING; one "
+              "process (KServe's --workers forks only its REST server, not gRPC)",
+}
 
 
 class PeerError(RuntimeError):
@@ -50,8 +61,9 @@ class PeerProcess:
     """A running peer: its OIP gRPC address, its process (and any it forks), its log."""
 
     def __init__(self, kind: PeerKind, popen: subprocess.Popen, grpc_address: str, workdir: tempfile.TemporaryDirectory,
-                 log_path: Path):
+                 log_path: Path, configuration: dict[str, str] | None = None):
         self.kind = kind
+        self.configuration = configuration or {}  # what a report prints: version, command, settings
         self.grpc_address = grpc_address
         self.log_path = log_path
         self._popen = popen
@@ -115,13 +127,34 @@ def start_peer(kind: PeerKind, onnx_path: Path, cores: set[int], intra_op_thread
         popen = subprocess.Popen(pinned, cwd=root, env={**os.environ, **env, "PYTHONPATH": str(REPO_ROOT)},
                                  stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                  start_new_session=True)
-    peer = PeerProcess(kind, popen, f"{LOOPBACK}:{grpc_port}", workdir, log_path)
+    peer = PeerProcess(kind, popen, f"{LOOPBACK}:{grpc_port}", workdir, log_path,
+                       describe(kind, root, command, env, intra_op_threads, cores))
     try:
         _wait_until_ready(peer, popen, model_name, ready_timeout_s)
     except BaseException:
         peer.stop(grace_s=2.0)
         raise
     return peer
+
+
+def describe(kind: PeerKind, root: Path, command: list[str], env: dict[str, str], intra_op_threads: int,
+             cores: set[int]) -> dict[str, str]:
+    """A started peer's configuration, from what start_peer actually passed it."""
+    described = {"version": pinned_version(kind), "cores": ",".join(map(str, sorted(cores))),
+                 "model": describe_session(intra_op_threads), "predict": PREDICT[kind],
+                 "command": " ".join(Path(command[0]).name if i == 0 else a for i, a in enumerate(command)),
+                 "environment": " ".join(f"{k}={v}" for k, v in sorted(env.items())) or "-"}
+    for name in ("settings.json", f"{MODEL_NAME}/model-settings.json"):  # MLServer's
+        if (root / name).is_file():
+            text = json.dumps(json.loads((root / name).read_text()), sort_keys=True)
+            described[name] = text.replace(str(root), "<its work directory>").replace(str(REPO_ROOT) + "/", "")
+    return described
+
+
+def pinned_version(kind: PeerKind) -> str:
+    """`kind==X.Y.Z` from benchmarks/peers/requirements-<kind>.txt (what `make peers` installs)."""
+    requirements = Path(__file__).with_name(f"requirements-{kind}.txt").read_text().splitlines()
+    return next((line.split("#")[0].strip() for line in requirements if line.lower().startswith(f"{kind}==")), kind)
 
 
 def _wait_until_ready(peer: PeerProcess, popen: subprocess.Popen, model_name: str, timeout_s: float) -> None:

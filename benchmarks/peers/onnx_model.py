@@ -40,14 +40,25 @@ class BadInputs(ValueError):
     """The request's tensors do not fit the graph; each peer maps it to its own invalid-input error."""
 
 
+# Session config entries every peer sets. set_denormal_as_zero: the peers create the session on the thread that
+# runs it (their event loop's), so it covers both.
+SESSION_CONFIG = {"session.intra_op.allow_spinning": "0", "session.set_denormal_as_zero": "1"}
+
+
+def describe_session(intra_op_threads: int) -> str:
+    """The session settings OnnxModel uses, in words, for a benchmark report."""
+    entries = ", ".join(f"{key}={value}" for key, value in SESSION_CONFIG.items())
+    return (f"onnxruntime intra_op_num_threads={intra_op_threads}, inter_op_num_threads=1, {entries}, "
+            "graph_optimization_level=ORT_ENABLE_ALL, CPUExecutionProvider")
+
+
 class OnnxModel:
     def __init__(self, onnx_path: Path, intra_op_threads: int = 1):
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        # The peers create the session on the thread that runs it (their event loop's), so this covers both.
-        options.add_session_config_entry("session.set_denormal_as_zero", "1")
+        for key, value in SESSION_CONFIG.items():
+            options.add_session_config_entry(key, value)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         self.inputs = [_spec(arg) for arg in self.session.get_inputs()]

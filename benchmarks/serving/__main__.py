@@ -7,7 +7,19 @@ is bare onnxruntime on the server's core. Rounds are interleaved (each round run
 in a rotated order) because this machine's speed drifts by +-30% between minutes; the report gives
 min / median / max over rounds. Per step: req/s, p50/p99, candidates/s, server CPU per request (its
 process tree, from /proc) split into model execution (the runtime's
-infersuite_model_compute_cpu_seconds_total) and everything else.
+infersuite_model_compute_cpu_seconds_total) and everything else. The bare-onnxruntime ceiling is one
+of the servers of each round, so the ceiling, the suite and the peers share the same minutes.
+
+The run proves the machine was quiet (validity.py, machine.py): it does not start while the load
+average or /proc/stat shows other work (it waits up to --quiet-wait seconds, then exits 3; --force
+starts anyway and the report says so), and every measured window reads each benchmark core's busy
+time from /proc/stat and every process's CPU from /proc/<pid>/stat. A saturated pinned step whose
+server core was less than 95% busy, or any step where foreign work took more than 5% of a core,
+makes the run invalid. An invalid run still writes its report, stamped INVALID at the top with the
+reasons and the foreign processes named, and then exits 1. Written rather than refused because a
+starved run is evidence worth keeping (which step, which core, which process, how much), and a
+20-minute run that leaves nothing behind teaches nothing; the stamp is the report's first line, so
+no figure can be read without it, the .json says "valid": false, and the exit status fails `make`.
 """
 
 from __future__ import annotations
@@ -26,7 +38,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from benchmarks.serving import profile, report, servers
+from benchmarks.serving import profile, report, servers, validity
 from benchmarks.serving.loadgen import LoadSpec
 from benchmarks.serving.workload import MIXES, MODEL, make_requests, mean_candidates
 
@@ -50,6 +62,7 @@ class Bench:
             self.files[(mix, "infer")] = self._write(f"infer-{mix}", [r.infer_request() for r in requests])
         self.files[("-", "echo")] = self._write("echo", [b"x" * 64])
         self.steps: list[dict[str, Any]] = []
+        self.configurations: dict[str, dict[str, str]] = {}  # by server name, as the report prints them
 
     def _write(self, name: str, payloads: list[bytes]) -> str:
         path = self.work / f"{name}.pkl"
@@ -59,12 +72,15 @@ class Bench:
     def load(self, server: Any, method: str, payload: tuple[str, str], clients: int,
              **extra: Any) -> dict[str, Any]:
         target = getattr(server, "target", None) or server.grpc_address  # the suite's or a peer's
+        self.configurations.setdefault(getattr(server, "name", None) or server.kind, server.configuration)
+        generator_cores = sorted(extra.pop("cores", self.generator_cores))
         spec = LoadSpec(target=target, method=method,
                         requests_file=self.files[payload], clients=clients,
                         seconds=extra.pop("seconds", self.args.seconds),
-                        warmup_s=self.args.warmup, cores=sorted(extra.pop("cores", self.generator_cores)),
-                        server_pid=server.pid,
-                        metrics_url=getattr(server, "metrics_url", ""), **extra)
+                        warmup_s=self.args.warmup, cores=generator_cores,
+                        server_pid=server.pid, metrics_url=getattr(server, "metrics_url", ""),
+                        server_cores=sorted(self.server_cores), own_root_pid=os.getpid(),
+                        pinned=not set(generator_cores) & self.server_cores, **extra)
         spec_path = self.work / "spec.json"
         spec_path.write_text(json.dumps(spec.__dict__))
         done = subprocess.run([sys.executable, "-m", "benchmarks.serving.loadgen", str(spec_path)],
@@ -81,8 +97,11 @@ class Bench:
     def record(self, **step: Any) -> dict[str, Any]:
         self.steps.append(step)
         keys = ("throughput_rps", "p99_ms", "server_cpu_ms_per_request", "other_cpu_ms_per_request", "errors")
-        print(json.dumps({k: v for k, v in step.items() if k in keys or not isinstance(v, (int, float))
-                          or k in ("clients", "round", "rate")}), flush=True)
+        print(json.dumps({k: v for k, v in step.items() if k in keys or k in ("clients", "round", "rate")
+                          or isinstance(v, str)}), flush=True)
+        for flag in validity.step_flags(step):
+            print(f"FLAGGED {validity.step_label(step)}: {flag}; offenders "
+                  f"{step.get('machine', {}).get('offenders', [])}", flush=True)
         return step
 
 
@@ -109,17 +128,25 @@ def _servers(bench: Bench) -> Factories:
     repo, cores = bench.args.repository, bench.server_cores
     return {
         "infersuite": lambda: servers.suite(repo, cores),
-        "infersuite, batching off": lambda: servers.suite(repo, cores, INFERSUITE_DYNAMIC_BATCHING="false"),
+        "infersuite, batching off": lambda: servers.suite(repo, cores, "infersuite, batching off",
+                                                          INFERSUITE_DYNAMIC_BATCHING="false"),
         **_peers(bench, cores),
     }
 
 
+CEILING = "bare onnxruntime"
+
+
 def _closed_loop_rounds(bench: Bench) -> None:
+    """Each round runs the ceiling and every server once, in a rotated order, then the empty-RPC floor."""
     factories = _servers(bench)
-    names = list(factories)
+    names = [CEILING, *factories]
     for round_ in range(bench.args.rounds):
         order = names[round_ % len(names):] + names[:round_ % len(names)]
         for name in order:
+            if name == CEILING:
+                _ceilings(bench, round_)
+                continue
             with factories[name]() as server:
                 for mix in bench.args.mixes:
                     steps = [("OIP ModelInfer", INFER, "infer", c) for c in bench.args.clients]
@@ -164,7 +191,8 @@ def _both_cores(bench: Bench) -> None:
     cores = ",".join(map(str, sorted(both)))
     chosen: Factories = {
         f"infersuite, {n} worker{'s' * (n > 1)}": (lambda n=n: servers.suite(  # type: ignore[misc]
-            bench.args.repository, both, INFERSUITE_WORKERS=str(n), INFERSUITE_CPU_AFFINITY=cores)) for n in (1, 2)}
+            bench.args.repository, both, f"infersuite, {n} worker{'s' * (n > 1)}", INFERSUITE_WORKERS=str(n),
+            INFERSUITE_CPU_AFFINITY=cores)) for n in (1, 2)}
     chosen.update(_peers(bench, both))
     mix = bench.args.mixes[0]
     for name, factory in chosen.items():
@@ -176,19 +204,34 @@ def _both_cores(bench: Bench) -> None:
 
 def _profile(bench: Bench) -> dict[str, Any]:
     """py-spy samples of the suite at saturation (ctr Score, first mix, 64 clients): top functions."""
-    _, table = profile.profile(bench.args.repository, bench.work, None, bench.args.mixes[0], 6.0,
-                               max(bench.args.clients), bench.server_cores, bench.generator_cores, {})
+    result, table = profile.profile(bench.args.repository, bench.work, None, bench.args.mixes[0], 6.0,
+                                    max(bench.args.clients), bench.server_cores, bench.generator_cores, {})
+    bench.record(kind="profile", server="infersuite", mix=bench.args.mixes[0], api="ctr Score",
+                 clients=max(bench.args.clients), machine=result.get("machine"))
     return table
 
 
-def _ceilings(bench: Bench) -> dict[str, dict[str, float]]:
+def _ceilings(bench: Bench, round_: int) -> None:
+    """One pass of bare onnxruntime per mix on the server's core (benchmarks/serving/ceiling.py)."""
     core = min(bench.server_cores)
-    found = {}
     for mix in bench.args.mixes:
         done = subprocess.run([sys.executable, "-m", "benchmarks.serving.ceiling", str(bench.args.repository), mix,
-                               str(core), str(bench.args.ceiling_seconds)], capture_output=True, text=True, check=True)
-        found[mix] = json.loads(done.stdout)
-        print(json.dumps({"ceiling": mix, **found[mix]}), flush=True)
+                               str(core), str(bench.args.ceiling_seconds), "1"], capture_output=True, text=True,
+                              check=True)
+        found = json.loads(done.stdout)
+        bench.configurations.setdefault(CEILING, {"cores": str(core), "model": ", ".join(
+            f"{k}={v}" for k, v in found["session"].items())})
+        bench.record(kind="ceiling", round=round_, server=CEILING, mix=mix, rates=found["rates"],
+                     machine=found["machine"])
+
+
+def ceilings_by_round(steps: list[dict[str, Any]]) -> dict[str, dict[str, list[float]]]:
+    """mix -> batch size -> req/s in each round (the report gives min / median / max)."""
+    found: dict[str, dict[str, list[float]]] = {}
+    for step in steps:
+        if step["kind"] == "ceiling":
+            for size, rate in step["rates"].items():
+                found.setdefault(step["mix"], {}).setdefault(str(size), []).append(rate)
     return found
 
 
@@ -213,11 +256,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-peers", dest="peers", action="store_false", help="leave MLServer and KServe out")
     parser.add_argument("--skip", nargs="*", default=[], choices=["open", "extras", "profile"])
     parser.add_argument("--out", type=Path, default=Path("reports/serving.md"))
+    parser.add_argument("--quiet-wait", type=float, default=120.0,
+                        help="seconds to wait for a quiet machine before refusing to start")
+    parser.add_argument("--force", action="store_true",
+                        help="start on a busy machine anyway (the report is then stamped INVALID)")
     args = parser.parse_args(argv)
     started = time.time()
+    gate = validity.wait_until_quiet(set(args.server_cores) | set(args.generator_cores), wait_s=args.quiet_wait)
+    if not gate["quiet"] and not args.force:
+        sys.exit(f"refusing to benchmark on a busy machine: {'; '.join(gate['reasons'])}; foreign processes: "
+                 f"{gate['offenders'] or 'none visible in /proc'}. Benchmarks never run beside training or other "
+                 "benchmarks (docs/benchmarking.md); --force runs anyway and stamps the report INVALID.")
     with _workdir() as work:
         bench = Bench(args, work)
-        ceilings = _ceilings(bench)
         _closed_loop_rounds(bench)
         if "open" not in args.skip:
             _open_loop(bench)
@@ -229,10 +280,15 @@ def main(argv: list[str] | None = None) -> None:
         "python -m benchmarks.serving " + " ".join(sys.argv[1:] if argv is None else argv)
     context = {"command": command, "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
                "minutes": (time.time() - started) / 60, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-               "load_average": os.getloadavg(), "server_cores": sorted(bench.server_cores),
+               "load_average_before": gate["load_average"], "load_average_after": list(os.getloadavg()),
+               "gate": gate, "configurations": bench.configurations, "server_cores": sorted(bench.server_cores),
                "generator_cores": sorted(bench.generator_cores), "seconds": args.seconds, "warmup": args.warmup,
                "rounds": args.rounds, "mean_candidates": {m: mean_candidates(r) for m, r in bench.requests.items()}}
-    report.write(args.out, context, ceilings, bench.steps, profile)
+    verdict = validity.verdict(bench.steps, gate if not gate["quiet"] else {})
+    report.write(args.out, context, ceilings_by_round(bench.steps), bench.steps, profile, verdict)
+    if not verdict.valid:
+        sys.exit(f"INVALID run ({verdict.steps_flagged} of {verdict.steps_checked} steps flagged): {args.out} is "
+                 "stamped INVALID; do not commit it. First reasons: " + "; ".join(verdict.reasons[:3]))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ Requests are serialized once, before the run, and sent as bytes through a generi
 stream-stream call, so the generator spends its CPU on gRPC, not on protobuf; replies are checked
 for size only (their content is checked by the tests). Closed loop: `clients` callers, each sending
 its next request when the previous answer arrives. Open loop: Poisson arrivals at `rate` per second,
-latency counted from the intended send time (no coordinated omission).
+latency counted from the intended send time (no coordinated omission). At both edges of the measured
+window it reads the server's CPU and the machine (machine.py: every core's busy time, every process's
+CPU) and returns the window's machine report (validity.window_report) with the result.
 
 Run as `python -m benchmarks.serving.loadgen <spec.json>`; prints one JSON line with the result.
 """
@@ -26,6 +28,8 @@ import numpy as np
 from hdrh.histogram import HdrHistogram
 
 from benchmarks.peers.proc import tree_cpu_seconds
+from benchmarks.serving import validity
+from benchmarks.serving.machine import Sample, Window, take_sample
 
 
 @dataclass
@@ -43,6 +47,9 @@ class LoadSpec:
     metadata: list[tuple[str, str]] = field(default_factory=list)
     server_pid: int = 0  # > 0: the server's CPU (its process tree) is read at the window's edges
     metrics_url: str = ""  # the server's /metrics: model execution CPU read at the window's edges
+    server_cores: list[int] = field(default_factory=list)  # where the server runs: its cores' busy share is read
+    pinned: bool = True  # False: servers and generator share their cores (read as one set)
+    own_root_pid: int = 0  # the benchmark's driver (0: this process's parent); its tree is not foreign work
 
 
 def _histogram() -> HdrHistogram:
@@ -138,12 +145,14 @@ def _model_cpu_s(metrics_url: str) -> float:
                if line.startswith("infersuite_model_compute_cpu_seconds_total{"))
 
 
-def _server_cpu(spec: LoadSpec) -> tuple[float, float]:
-    return (tree_cpu_seconds(spec.server_pid) if spec.server_pid else 0.0), _model_cpu_s(spec.metrics_url)
+def _server_cpu(spec: LoadSpec) -> tuple[float, float, Sample]:
+    machine = take_sample(spec.own_root_pid or os.getppid())
+    return (tree_cpu_seconds(spec.server_pid) if spec.server_pid else 0.0), _model_cpu_s(spec.metrics_url), machine
 
 
-async def _sample_window(run: _Run, edges: list[tuple[float, float]]) -> None:
-    """Reads the server's CPU (process tree, and model execution from /metrics) at both window edges."""
+async def _sample_window(run: _Run, edges: list[tuple[float, float, Sample]]) -> None:
+    """Reads the server's CPU (process tree, and model execution from /metrics) and the machine's
+    cores and processes (machine.py) at both window edges."""
     await asyncio.sleep(max(run.measure_from - time.perf_counter(), 0))
     edges.append(await asyncio.to_thread(_server_cpu, run.spec))
     await asyncio.sleep(max(run.stop_at - time.perf_counter(), 0))
@@ -157,7 +166,7 @@ async def run_load(spec: LoadSpec) -> dict:
         await channel.channel_ready()
         run = _Run(spec, payloads)
         cpu0 = time.process_time()
-        edges: list[tuple[float, float]] = []
+        edges: list[tuple[float, float, Sample]] = []
         sampler = asyncio.ensure_future(_sample_window(run, edges))
         if spec.streaming:
             stream_call = channel.stream_stream(spec.method)
@@ -180,6 +189,8 @@ async def run_load(spec: LoadSpec) -> dict:
             "generator_cpu_s": cpu, "server_cpu_s": server_cpu, "model_cpu_s": model_cpu,
             "server_cpu_ms_per_request": server_cpu * per_request, "model_cpu_ms_per_request": model_cpu * per_request,
             "other_cpu_ms_per_request": (server_cpu - model_cpu) * per_request if spec.metrics_url else None,
+            "machine": validity.window_report(Window(edges[0][2], edges[1][2]), spec.server_cores, spec.cores,
+                                              spec.pinned),
             "spec": asdict(spec)}
 
 

@@ -36,7 +36,8 @@ def profile(repository: Path, work: Path, tree: Path | None, mix: str, seconds: 
     payloads.write_bytes(pickle.dumps([r.score_request() for r in requests]))
     with servers.suite(repository, server_cores, tree=tree, **env) as server:
         spec = LoadSpec(server.target, SCORE, str(payloads), clients=clients, seconds=seconds, warmup_s=2.0,
-                        cores=sorted(generator_cores), server_pid=server.pid)
+                        cores=sorted(generator_cores), server_pid=server.pid, server_cores=sorted(server_cores),
+                        own_root_pid=os.getpid())
         (work / "spec.json").write_text(json.dumps(spec.__dict__))
         load = subprocess.Popen([sys.executable, "-m", "benchmarks.serving.loadgen", str(work / "spec.json")],
                                 stdout=subprocess.PIPE, text=True)

@@ -1,4 +1,5 @@
-"""reports/serving.md (+ .json, + .png) from one `make bench-serving` run."""
+"""reports/serving.md (+ .json, + .png) from one `make bench-serving` run: stamped INVALID at the top
+when the run's validity checks failed (validity.py), with a section on those checks either way."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import json
 import statistics
 from pathlib import Path
 from typing import Any
+
+from benchmarks.serving import validity
 
 GOALS = {"other_cpu_ms": 0.30, "batching_small": 2.0, "batching_ranking": 1.5, "peer_ratio": 1.5,
          "of_ceiling_ranking": 0.70, "p99_ms": 50.0}
@@ -46,9 +49,21 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _server_core(run: dict, field: str) -> float | None:
+    """The server core's figure in a step's machine report (the first server core; None when unread)."""
+    cores = [c for c in (run.get("machine") or {}).get("cores", []) if c["role"] in ("server", "shared")]
+    return cores[0][field] if cores else None
+
+
+def _median_of(runs: list[dict], field: str) -> float | None:
+    values = [v for v in (_server_core(r, field) for r in runs) if v is not None]
+    return _median(values) if values else None
+
+
 def _closed_table(groups: dict[tuple, list[dict]]) -> list[str]:
     lines = ["| server | mix | API | clients | req/s min / median / max | p50 ms | p99 ms | candidates/s | "
-             "server CPU ms/req | model ms/req | other ms/req | cores busy | errors |", "|" + "---|" * 13]
+             "server CPU ms/req | model ms/req | other ms/req | server core busy | own share of it | errors |",
+             "|" + "---|" * 14]
     for (server, mix, api, clients), runs in groups.items():
         rates = sorted(r["throughput_rps"] for r in runs)
         other = [r["other_cpu_ms_per_request"] for r in runs if r.get("other_cpu_ms_per_request") is not None]
@@ -59,7 +74,7 @@ def _closed_table(groups: dict[tuple, list[dict]]) -> list[str]:
             f"{_median([r.get('candidates_per_s', 0.0) for r in runs]):.0f} | "
             f"{_median([r['server_cpu_ms_per_request'] for r in runs]):.3f} | "
             f"{_fmt(_median(model) if model else None, 3)} | {_fmt(_median(other) if other else None, 3)} | "
-            f"{_median([r['throughput_rps'] * r['server_cpu_ms_per_request'] / 1000 for r in runs]):.2f} | "
+            f"{_fmt(_median_of(runs, 'busy_share'))} | {_fmt(_median_of(runs, 'own_share_of_busy'))} | "
             f"{sum(r['errors'] for r in runs)} |")
     return lines
 
@@ -156,6 +171,56 @@ def _other_tables(steps: list[dict]) -> list[str]:
     return lines
 
 
+def _validity_lines(context: dict, steps: list[dict], verdict: validity.Verdict) -> list[str]:
+    gate = context["gate"]
+    saturated = [r for r in steps if validity.saturated(r) and (r.get("machine") or {}).get("pinned")]
+    busy = [b for b in (_server_core(r, "busy_share") for r in saturated) if b is not None]
+    foreign = [c["foreign_share"] for r in steps for c in (r.get("machine") or {}).get("cores", [])]
+    lines = ["## Validity of this run", "",
+             f"- **{'valid' if verdict.valid else 'INVALID'}**: {verdict.steps_flagged} of {verdict.steps_checked} "
+             f"measured steps flagged.",
+             f"- Before the run: {'quiet' if gate['quiet'] else 'BUSY, started with --force'} after "
+             f"{gate['waited_s']:.0f} s of sampling; load average before {_loads(context['load_average_before'])}, "
+             f"after {_loads(context['load_average_after'])} (1, 5, 15 min; during the run the benchmark's own "
+             "server and generator count in it).",
+             f"- Saturated pinned steps ({len(saturated)}: closed loop and streaming at >= "
+             f"{validity.SATURATING_CLIENTS} clients, the ceiling, the profile): server core busy "
+             + (f"min {min(busy):.3f}, median {_median(busy):.3f}" if busy else "not read")
+             + f" (/proc/stat; flagged below {validity.BUSY_AT_SATURATION}).",
+             "- Foreign work (core busy time beyond irq/softirq and the benchmark's own processes), any "
+             f"benchmark core, any step: max {max(foreign, default=float('nan')):.1%} "
+             f"(flagged above {validity.FOREIGN_SHARE_MAX:.0%}).",
+             "", "Every step's machine report (per core: busy, own share of busy, foreign, irq/softirq, steal; the "
+             "foreign processes that used CPU) is in the .json beside this file."]
+    if verdict.reasons:
+        lines += ["", "Flagged:", "", *[f"- {reason}" for reason in verdict.reasons]]
+    return lines
+
+
+def _loads(values: list[float]) -> str:
+    return ", ".join(f"{v:.2f}" for v in values)
+
+
+def _configuration_lines(configurations: dict[str, dict[str, str]]) -> list[str]:
+    lines = ["## What each server ran (as configured for this run)", ""]
+    for name, settings in configurations.items():
+        lines.append(f"- **{name}**: " + "; ".join(f"{key}: `{value}`" for key, value in settings.items()))
+    return lines
+
+
+def _ceiling_lines(ceilings: dict[str, dict[str, list[float]]]) -> list[str]:
+    sizes = list(next(iter(ceilings.values())))
+    lines = ["## Bare onnxruntime ceiling on the server core (req/s by batch size, min / median / max over rounds)",
+             "", "| mix | " + " | ".join(f"batch {b}" for b in sizes) + " |", "|---|" + "---|" * len(sizes)]
+    for mix, rates in ceilings.items():
+        lines.append(f"| {mix} | " + " | ".join(f"{min(v):.0f} / {_median(v):.0f} / {max(v):.0f}"
+                                                for v in rates.values()) + " |")
+    return [*lines, "", "Measured in every round beside the suite and the peers (one pass per round, in the rotated "
+            "order). Batches are formed as the runtime's batcher forms them: 64 waiting requests sorted by "
+            "history length, cut into batches of B, in the rows layout (candidates concatenated, histories "
+            "padded to the batch's longest)."]
+
+
 def _profile_lines(profile: dict) -> list[str]:
     if not profile:
         return []
@@ -199,39 +264,41 @@ def _plot(path: Path, groups: dict[tuple, list[dict]], steps: list[dict]) -> Non
     plt.close(fig)
 
 
-def write(out: Path, context: dict, ceilings: dict, steps: list[dict], profile: dict) -> None:
+def write(out: Path, context: dict, ceilings_by_round: dict[str, dict[str, list[float]]], steps: list[dict],
+          profile: dict, verdict: validity.Verdict) -> None:
     groups = _closed(steps)
+    ceilings = {mix: {size: _median(rates) for size, rates in by_size.items()}
+                for mix, by_size in ceilings_by_round.items()}
     lines = [
+        *validity.stamp(verdict),
         "# Serving efficiency: where the server's CPU goes, and the suite against its ceiling and its peers", "",
         f"Command: `{context['command']}` ({context['started']}, {context['minutes']:.0f} min). Machine: "
-        f"{context['machine']}; load average at the end {', '.join(f'{x:.1f}' for x in context['load_average'])} "
-        "(other work shared this machine). Server pinned to cores "
+        f"{context['machine']}; load average before {_loads(context['load_average_before'])}, after "
+        f"{_loads(context['load_average_after'])}. Server pinned to cores "
         f"{context['server_cores']}, load generator to {context['generator_cores']} (its own process, requests "
         f"serialized in advance). {context['rounds']} interleaved rounds, {context['warmup']} s warm-up + "
         f"{context['seconds']} s measured per step; figures are medians over rounds. Model `din-fp32` (the rows "
         "layout), one onnxruntime intra-op thread everywhere; the peers serve the same ONNX file. Mean candidates "
         "per request: " + ", ".join(f"{m} {v:.1f}" for m, v in context["mean_candidates"].items()) + ".", "",
+        *_validity_lines(context, steps, verdict), "",
         *_summary(context, ceilings, steps, groups), "",
+        *_configuration_lines(context.get("configurations", {})), "",
         "## Closed loop", "", *_closed_table(groups), "",
         "Server CPU is the server's whole process tree (all threads) over the measured window, from /proc; model "
         "is the CPU its onnxruntime executor threads spent inside `session.run` "
         "(`infersuite_model_compute_cpu_seconds_total`); other = the rest (gRPC, protobuf, conversion, batching, "
-        "metrics, the event loop). Cores busy = req/s x server CPU per request: below 1.0 on one core, the "
-        "server waited while requests were outstanding (the peers on one core: a thread it hands work to is "
-        "not scheduled until the running one yields; on both cores they do not idle, see the last tables).", "",
-        "## Bare onnxruntime ceiling on the server core (req/s by batch size)", "",
-        "| mix | " + " | ".join(f"batch {b}" for b in next(iter(ceilings.values()))) + " |",
-        "|---|" + "---|" * len(next(iter(ceilings.values()))),
-        *[f"| {mix} | " + " | ".join(f"{v:.0f}" for v in rates.values()) + " |" for mix, rates in ceilings.items()],
-        "", "Batches are formed as the runtime's batcher forms them: 64 waiting requests sorted by history length, "
-        "cut into batches of B, in the rows layout (candidates concatenated, histories padded to the batch's "
-        "longest).",
+        "metrics, the event loop). Server core busy = the share of the measured window the server's core was "
+        "busy, from /proc/stat (not from the server's own CPU, which cannot tell a starved server from an idle "
+        "one); own share of it = the part of that busy time the benchmark's own processes account for (the rest "
+        "is irq/softirq work, mostly loopback networking, or foreign work).", "",
+        *_ceiling_lines(ceilings_by_round),
         *_other_tables(steps), *_profile_lines(profile),
         "", f"![throughput and open-loop latency]({out.with_suffix('.png').name})", "",
     ]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
-    out.with_suffix(".json").write_text(json.dumps({"context": context, "ceilings": ceilings, "steps": steps,
-                                                    "profile": profile}, indent=1))
+    out.with_suffix(".json").write_text(json.dumps({"valid": verdict.valid, "verdict": verdict.__dict__,
+                                                    "context": context, "ceilings": ceilings_by_round,
+                                                    "steps": steps, "profile": profile}, indent=1))
     _plot(out.with_suffix(".png"), groups, steps)
     print("\n".join(lines))

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -31,6 +31,7 @@ class RunningServer:
     process: subprocess.Popen
     port: int
     metrics_port: int | None
+    configuration: dict[str, str] = field(default_factory=dict)  # what a report prints about it
 
     @property
     def pid(self) -> int:
@@ -91,7 +92,12 @@ def suite(repository: Path, cores: set[int], name: str = "infersuite", tree: Pat
         match = re.search(r"gRPC on port (\d+), metrics on port (\d+)", line)
         if not match:
             raise RuntimeError(f"the suite did not start: {line!r}")
-        server = RunningServer(name, process, int(match.group(1)), int(match.group(2)))
+        settings = " ".join(f"{k}={v}" for k, v in sorted(environment.items())
+                            if k.startswith("INFERSUITE_") and not k.endswith(("PORT", "HOST", "REPOSITORY")))
+        server = RunningServer(name, process, int(match.group(1)), int(match.group(2)),
+                               {"cores": ",".join(map(str, sorted(cores))), "settings": settings,
+                                "model": "the runtime's embedded onnxruntime backend (INFERSUITE_INTRA_OP_THREADS "
+                                         "default 1)"})
         _wait_serving(server.port)
         yield server
     finally:
@@ -107,7 +113,9 @@ def echo(cores: set[int]) -> Iterator[RunningServer]:
         match = re.search(r"port (\d+)", line)
         if not match:
             raise RuntimeError(f"the echo server did not start: {line!r}")
-        yield RunningServer("empty RPC (grpc.aio echo)", process, int(match.group(1)), None)
+        yield RunningServer("empty RPC (grpc.aio echo)", process, int(match.group(1)), None,
+                            {"cores": ",".join(map(str, sorted(cores))),
+                             "settings": "grpc.aio server, one generic unary method that returns its request"})
     finally:
         _stop(process)
 
