@@ -17,9 +17,10 @@ Foreign work on a core set is what the cores were busy with beyond the kernel's 
 benchmark's own processes: a residual, so it also catches work /proc cannot name (another
 container's processes, steal). With tick-based accounting the kernel charges irq/softirq ticks to
 the interrupted process too, so the residual can understate foreign work by up to the kernel share
-(5-8% of a core on loopback gRPC here), never overstate it. Own CPU is placed on a core when the process's affinity is that one
-core (the benchmark pins every server and generator); an own process allowed on several cores is
-subtracted from every set it may have run on, which can only hide foreign work, never invent it.
+(5-8% of a core on loopback gRPC here), never overstate it. Own CPU is placed on a core when the
+process's affinity is that one core (the benchmark pins every server and generator); an own process
+allowed on several cores is subtracted from every set it may have run on, which can only hide
+foreign work, never invent it.
 """
 
 from __future__ import annotations
