@@ -157,7 +157,8 @@ quantize-report: $(REPOSITORY_STAMP)
 bench-quant-production: $(DEV)
 	$(PY) -m benchmarks.quant_production $(BENCH_QUANT_ARGS)
 
-LOADTEST_SERVICES ?= ctr,segmentation,splitcompute,audio
+# * = every family found (services/families.py), or a comma list of them
+LOADTEST_SERVICES ?= *
 LOADTEST_TARGET ?=
 LOADTEST_ARGS ?=
 # Short closed-loop sweep (1, 4, 16 clients, 5 s steps) for every service the suite hosts, the OIP endpoint
@@ -166,7 +167,7 @@ LOADTEST_OUT ?= artifacts/loadtest
 loadtest: $(DEV) $(PAYLOADS_STAMP)
 	$(PY) -m loadtest suite --repository $(SERVE_REPOSITORY) --out-dir $(LOADTEST_OUT) \
 	  --param splitcompute.payloads=$(PAYLOADS) \
-	  $(if $(LOADTEST_TARGET),--target $(LOADTEST_TARGET),--start-server $(LOADTEST_SERVICES)) $(LOADTEST_ARGS)
+	  $(if $(LOADTEST_TARGET),--target $(LOADTEST_TARGET),--start-server '$(LOADTEST_SERVICES)') $(LOADTEST_ARGS)
 
 # The parents the segmentation report compares with the default one (one conv per backbone stage, local encoder
 # attention): the same FPN head on a 2-conv backbone with global attention, and Mask2Former's query decoder on that

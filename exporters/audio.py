@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnxruntime as ort
@@ -24,6 +24,9 @@ from models.audio.data import AudioDataConfig, make_audio_data
 from models.audio.metrics import linear_probe_accuracy, retrieval_map
 from models.audio.passt import Passt
 from models.audio.train import load_checkpoint
+
+if TYPE_CHECKING:
+    from exporters.quantize.family import QuantFamily
 
 PARITY_BATCHES = (1, 3, 8)
 # PaSST: float32 reassociation of a 3-block transformer; BoW: histograms are exact counts / P,
@@ -102,7 +105,7 @@ def quality(onnx_path: Path, data_config: AudioDataConfig | None = None) -> dict
             "retrieval_map": retrieval_map(test, data.test_labels)}
 
 
-def build_audio(artifacts: Path, repository: Path, quick: bool) -> Path:
+def build(artifacts: Path, repository: Path, quick: bool) -> Path:
     """`python -m exporters.build --families audio`: trains when no checkpoint exists, then exports
     audio-passt-fp32 and audio-bow-fp32."""
     checkpoints = artifacts / "audio"
@@ -112,3 +115,18 @@ def build_audio(artifacts: Path, repository: Path, quick: bool) -> Path:
         train.main(["--out", str(checkpoints), *(["--quick"] if quick else [])])
     export_embedder(checkpoints / "bow.pt", repository, "audio-bow-fp32")
     return export_embedder(checkpoints / "passt.pt", repository, "audio-passt-fp32").parent
+
+
+def quant_families(repository: Path, artifacts: Path) -> list[QuantFamily]:
+    """What the quantization report measures: each embedder that is built (PaSST, then bag-of-words)."""
+    from exporters.family_quant import AudioQuantization
+
+    return [AudioQuantization(repository, embedder) for embedder in ("passt", "bow")
+            if (repository / f"audio-{embedder}-fp32").is_dir()]
+
+
+def seed_configs() -> list[Any]:
+    """The default data and training configs, whose seeds the shipped manifests record."""
+    from models.audio.train import TrainConfig
+
+    return [AudioDataConfig(), TrainConfig()]

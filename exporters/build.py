@@ -1,5 +1,6 @@
 """`python -m exporters.build`: trains (when no checkpoint exists) and exports the default
-models of every family into a Triton-layout model repository."""
+models of every family into a Triton-layout model repository. The families are found by
+convention (exporters/families.py): each one's `exporters/<family>.py` defines `build`."""
 
 from __future__ import annotations
 
@@ -10,43 +11,29 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from exporters.audio import build_audio
-from exporters.ctr import export_din
-from exporters.repository import set_default_alias
-from exporters.segmentation import build_segmentation
-from exporters.splitcompute import build_splitcompute
+from exporters.families import builders
 from models.console import one_line_per_warning_kind
-
-
-def build_ctr(artifacts: Path, repository: Path, quick: bool) -> Path:
-    checkpoint = artifacts / "ctr" / "din_dice.pt"
-    if not checkpoint.is_file():
-        from models.ctr import train  # torch training only when needed
-
-        train.main(["--out", str(checkpoint.parent), *(["--quick"] if quick else [])])
-    written = export_din(checkpoint, repository, "din-fp32")
-    set_default_alias(repository, "din", "din-fp32", overwrite=False)
-    return written
-
-
-FAMILIES = {"ctr": build_ctr, "splitcompute": build_splitcompute, "segmentation": build_segmentation,
-            "audio": build_audio}
+from services.families import MissingFamilyPart, family_names
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m exporters.build", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("model_repository"), help="model repository")
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"), help="training checkpoints")
-    parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
+    parser.add_argument("--families", nargs="+", default=family_names(), choices=family_names())
     parser.add_argument("--quick", action="store_true", help="tiny training runs (smoke tests)")
     args = parser.parse_args(argv)
+    try:
+        build = builders(args.families)
+    except MissingFamilyPart as err:
+        raise SystemExit(str(err)) from None
     logging.basicConfig(level=logging.WARNING)
     kinds = one_line_per_warning_kind()
     start = time.perf_counter()
     bar = tqdm(args.families, desc="families", unit="family")
     for family in bar:
         bar.set_description(f"families ({family}: train + export)")
-        written = FAMILIES[family](args.artifacts, args.out, args.quick)
+        written = build[family](args.artifacts, args.out, args.quick)
         tqdm.write(f"{family}: wrote {written} ({time.perf_counter() - start:.0f} s so far)")
     repeats = f"; {kinds.suppressed} repeated warnings not shown" if kinds.suppressed else ""
     print(f"model repository {args.out} ready in {time.perf_counter() - start:.0f} s{repeats}")

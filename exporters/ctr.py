@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -13,6 +13,9 @@ from exporters.repository import ServingConfig, sha256_file, write_model
 from models.ctr.din import DeepInterestNetwork
 from models.ctr.din_rows import DinRows, grid_to_rows
 from models.ctr.train import read_checkpoint
+
+if TYPE_CHECKING:
+    from exporters.quantize.family import QuantFamily
 
 # How the runtime's batcher combines DIN requests (services/runtime/padding.py): histories are
 # stacked per user and padded to the batch's longest; candidates are rows, concatenated, each
@@ -97,3 +100,37 @@ def export_din(checkpoint: Path, repository: Path, name: str = "din-fp32",
             "torch_version": torch.__version__,
         }
         return write_model(repository, name, onnx_path, meta, serving or ServingConfig(max_batch_size=0))
+
+
+# --- the family's exporter part (found by exporters.families by this module's name) --------------
+
+def build(artifacts: Path, repository: Path, quick: bool) -> Path:
+    """`python -m exporters.build --families ctr`: trains DIN when no checkpoint exists, exports din-fp32."""
+    from exporters.repository import set_default_alias
+
+    checkpoint = artifacts / "ctr" / "din_dice.pt"
+    if not checkpoint.is_file():
+        from models.ctr import train  # torch training only when needed
+
+        train.main(["--out", str(checkpoint.parent), *(["--quick"] if quick else [])])
+    written = export_din(checkpoint, repository, "din-fp32")
+    set_default_alias(repository, "din", "din-fp32", overwrite=False)
+    return written
+
+
+def quant_families(repository: Path, artifacts: Path) -> list[QuantFamily]:
+    """What the quantization report measures: DIN, when built and its checkpoint is at hand."""
+    checkpoint = artifacts / "ctr" / "din_dice.pt"
+    if not ((repository / "din-fp32").is_dir() and checkpoint.is_file()):
+        return []
+    from exporters.ctr_quant import CtrQuantization
+
+    return [CtrQuantization(checkpoint, repository)]
+
+
+def seed_configs() -> list[Any]:
+    """The default data and training configs, whose seeds the shipped manifests record."""
+    from models.ctr.data import ClickDataConfig
+    from models.ctr.train import TrainConfig
+
+    return [ClickDataConfig(), TrainConfig()]

@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnxruntime as ort
@@ -46,6 +46,9 @@ from models.segmentation.eco_m2f import (
 )
 from models.segmentation.metrics import confusion, mean_iou
 from models.segmentation.train import load_checkpoint
+
+if TYPE_CHECKING:
+    from exporters.quantize.family import QuantFamily
 
 STAGE_ATOL = 1e-4  # per-stage |torch - onnxruntime| limit (float32 reassociation in convs/attention)
 PARITY_BATCHES = (1, 3, 8)
@@ -213,7 +216,7 @@ def onnx_quality(staged: StagedOnnx, image: np.ndarray, labels: np.ndarray, n_cl
     return {"miou": mean_iou(matrix), "mean_layers": float(np.concatenate(layers).mean())}
 
 
-def build_segmentation(artifacts: Path, repository: Path, quick: bool) -> Path:
+def build(artifacts: Path, repository: Path, quick: bool) -> Path:
     """`python -m exporters.build --families segmentation`: train all three steps when no
     checkpoint exists, then export the stages."""
     checkpoint = artifacts / "segmentation" / "eco_m2f.pt"
@@ -222,3 +225,20 @@ def build_segmentation(artifacts: Path, repository: Path, quick: bool) -> Path:
 
         train.main(["--out", str(checkpoint.parent), *(["--quick"] if quick else [])])
     return export_segmentation(checkpoint, repository)
+
+
+def quant_families(repository: Path, artifacts: Path) -> list[QuantFamily]:
+    """What the quantization report measures: the staged pipeline, when built and its checkpoint is at hand."""
+    checkpoint = artifacts / "segmentation" / "eco_m2f.pt"
+    if not ((repository / "segmentation-backbone-fp32").is_dir() and checkpoint.is_file()):
+        return []
+    from exporters.family_quant import SegmentationQuantization
+
+    return [SegmentationQuantization(repository, checkpoint)]
+
+
+def seed_configs() -> list[Any]:
+    """The default data and training configs, whose seeds the shipped manifests record."""
+    from models.segmentation.train import TrainConfig
+
+    return [SceneConfig(), TrainConfig()]

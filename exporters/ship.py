@@ -62,20 +62,11 @@ def quality_figures(quality: Any) -> dict[str, float]:
 
 
 def training_seeds() -> dict[str, int]:
-    """The seeds the default build trains with: every family's data and training config default."""
-    from models.audio.data import AudioDataConfig
-    from models.audio.train import TrainConfig as AudioTrain
-    from models.ctr.data import ClickDataConfig
-    from models.ctr.train import TrainConfig as CtrTrain
-    from models.segmentation.data import SceneConfig
-    from models.segmentation.train import TrainConfig as SegmentationTrain
-    from models.splitcompute.data import ShapeDataConfig
-    from models.splitcompute.train import TrainConfig as SplitTrain
+    """The seeds the default build trains with: every family's data and training config default
+    (each family's `seed_configs()` in exporters/<family>.py)."""
+    from exporters.families import seed_configs
 
-    configs = [AudioDataConfig(), AudioTrain(), ClickDataConfig(), CtrTrain(), SceneConfig(), SegmentationTrain(),
-               ShapeDataConfig(), SplitTrain()]
-    return {type(c).__module__.rsplit(".", 2)[-2] + "." + type(c).__name__: int(c.seed)  # type: ignore[attr-defined]
-            for c in configs}
+    return {type(c).__module__.rsplit(".", 2)[-2] + "." + type(c).__name__: int(c.seed) for c in seed_configs()}
 
 
 def code_revision() -> str:

@@ -87,7 +87,7 @@ def export_splitcompute(checkpoint: Path, repository: Path, prefix: str = "split
     return written
 
 
-def build_splitcompute(artifacts: Path, repository: Path, quick: bool) -> Path:
+def build(artifacts: Path, repository: Path, quick: bool) -> Path:
     """exporters.build entry: trains the teacher + beta sweep when no summary exists, exports the default."""
     out = artifacts / "splitcompute"
     summary = out / "summary.json"
@@ -124,3 +124,10 @@ def server_accuracy(server_onnx: Path, checkpoint: Path, data_cfg: ShapeDataConf
     probabilities = np.concatenate([session.run(["probabilities"], {"latent": latents[i:i + 256]})[0]
                                     for i in range(0, len(latents), 256)])
     return float((probabilities.argmax(axis=1) == labels).mean())
+
+
+def seed_configs() -> list[Any]:
+    """The default data and training configs, whose seeds the shipped manifests record."""
+    from models.splitcompute.train import TrainConfig
+
+    return [ShapeDataConfig(), TrainConfig()]

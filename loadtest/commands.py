@@ -14,7 +14,7 @@ import grpc
 from loadtest import report
 from loadtest.cli import RunError, UsageError, command_line, parse_params, steps_from, target_from
 from loadtest.engine import StepSpec, Target
-from loadtest.generators import GeneratorError, available, create
+from loadtest.generators import GeneratorError, available, create, missing_families
 from loadtest.runner import Runner
 from loadtest.server_metrics import MetricsScraper, scrape
 from loadtest.workers import GeneratorSpec, WorkerError, WorkerPool
@@ -150,6 +150,8 @@ def clients(count: int) -> str:
 def cmd_list(args: argparse.Namespace) -> int:
     for name, summary in available().items():
         print(f"{name:14s} {summary}")
+    for family, why in missing_families().items():
+        print(f"{family:14s} NO GENERATOR: {why}")
     return 0
 
 

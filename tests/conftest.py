@@ -9,7 +9,11 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.fixtures_audio", "tests.fixtures_segmentation", "tests.fixtures_splitcompute"]
+from services.families import family_names
+
+# Each family's session fixtures live in tests/fixtures_<family>.py, found by name (ctr's are below).
+pytest_plugins = [f"tests.fixtures_{family}" for family in family_names()
+                  if (Path(__file__).parent / f"fixtures_{family}.py").is_file()]
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,16 @@
 """Writes docker/grafana/dashboards/infersuite.json, the suite's Grafana dashboard.
 
-`python docker/grafana/build_dashboard.py` regenerates it; `--check` exits 1 when the committed
-JSON differs (tests/deploy runs it). Panels read the raw histograms with $__rate_interval, so
-they work without the recording rules; the error ratio reads the recorded series.
+`python docker/generate.py` regenerates it with the other deploy files (or `python
+docker/grafana/build_dashboard.py` alone); `--check` exits 1 when the committed JSON differs
+(tests/deploy runs it). Each family's panels come from its docker/families/<family>.toml. Panels read
+the raw histograms with $__rate_interval, so they work without the recording rules; the error ratio
+reads the recorded series.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -44,7 +47,8 @@ def row(title: str) -> dict:
     return {"type": "row", "title": title, "collapsed": False, "panels": []}
 
 
-def panels() -> list[dict]:
+def panels(family_panels: list[dict]) -> list[dict]:
+    """The suite's panels, then each family's (declared in docker/families/<family>.toml)."""
     return [
         row("Requests"),
         timeseries("Request rate", "reqps", [(
@@ -88,25 +92,22 @@ def panels() -> list[dict]:
             f"sum by (model) (increase(infersuite_model_load_failures_total{{{MODEL}}}[$__rate_interval]))",
             "{{model}}")], "A new version failed to load or warm up; the previous version keeps serving."),
         row("Families"),
-        timeseries("ctr: candidates and history per request (p50 / p99)", "short", [
-            (quantile(0.5, "infersuite_ctr_candidates", "job", ""), "candidates p50"),
-            (quantile(0.99, "infersuite_ctr_candidates", "job", ""), "candidates p99"),
-            (quantile(0.5, "infersuite_ctr_history_length", "job", ""), "history p50"),
-            (quantile(0.99, "infersuite_ctr_history_length", "job", ""), "history p99")]),
-        timeseries("segmentation: encoder layers used (mean) by effort", "short", [
-            (mean("infersuite_segmentation_encoder_layers", "effort"), "{{effort}}")]),
-        timeseries("segmentation: GFLOPs per request (mean) by effort", "short", [
-            (mean("infersuite_segmentation_gflops", "effort"), "{{effort}}")]),
-        timeseries("splitcompute: payload bytes (p50 / p99) and bytes/s", "bytes", [
-            (quantile(0.5, "infersuite_splitcompute_payload_bytes", "job", ""), "payload p50"),
-            (quantile(0.99, "infersuite_splitcompute_payload_bytes", "job", ""), "payload p99"),
-            ("sum (rate(infersuite_splitcompute_payload_bytes_sum[$__rate_interval]))", "bytes/s on the wire")]),
-        timeseries("splitcompute: entropy decode p99", "s", [
-            (quantile(0.99, "infersuite_splitcompute_entropy_decode_duration_seconds", "job", ""), "decode p99")]),
-        timeseries("audio: seconds of audio processed per second", "short", [(
-            "sum by (method, embedder) (rate(infersuite_audio_input_duration_seconds_sum[$__rate_interval]))",
-            "{{method}} {{embedder}}")]),
+        *(family_panel(panel) for panel in family_panels),
     ]
+
+
+def family_target(spec: dict) -> tuple[str, str]:
+    """A docker/families/<family>.toml target: {quantile, metric}, {mean, by} or {expr}, with its legend."""
+    if "quantile" in spec:
+        return quantile(spec["quantile"], spec["metric"], "job", ""), spec["legend"]
+    if "mean" in spec:
+        return mean(spec["mean"], spec["by"]), spec["legend"]
+    return spec["expr"], spec["legend"]
+
+
+def family_panel(spec: dict) -> dict:
+    return timeseries(spec["title"], spec["unit"], [family_target(t) for t in spec["targets"]],
+                      spec.get("description", ""))
 
 
 def layout(items: list[dict]) -> list[dict]:
@@ -130,7 +131,7 @@ def variable(name: str, query: str) -> dict:
             "includeAll": True, "multi": True, "allValue": ".*", "current": {"text": "All", "value": "$__all"}}
 
 
-def dashboard() -> dict:
+def dashboard(family_panels: list[dict]) -> dict:
     return {
         "uid": "infersuite-overview", "title": "infersuite", "tags": ["infersuite"], "editable": False,
         "schemaVersion": 39, "version": 1, "refresh": "10s", "time": {"from": "now-30m", "to": "now"},
@@ -139,17 +140,27 @@ def dashboard() -> dict:
             variable("service", f'label_values(infersuite_requests_total{{service=~"{SERVICES}"}}, service)'),
             variable("model", "label_values(infersuite_model_ready, model)")]},
         "annotations": {"list": []},
-        "panels": layout(panels()),
+        "panels": layout(panels(family_panels)),
     }
 
 
+def render(family_panels: list[dict]) -> str:
+    return json.dumps(dashboard(family_panels), indent=2) + "\n"
+
+
 def main() -> int:
+    """Regenerates (or --check-s) the dashboard alone; docker/generate.py writes it with every deploy file."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--check", action="store_true", help="exit 1 if the committed JSON is stale")
-    text = json.dumps(dashboard(), indent=2) + "\n"
-    if parser.parse_args().check:
+    check = parser.parse_args().check
+    spec = importlib.util.spec_from_file_location("generate", Path(__file__).resolve().parents[1] / "generate.py")
+    assert spec is not None and spec.loader is not None
+    generate = sys.modules["generate"] = importlib.util.module_from_spec(spec)  # dataclasses look it up
+    spec.loader.exec_module(generate)
+    text = render([panel for family in generate.families() for panel in family.panels])
+    if check:
         if OUT.read_text() != text:
-            print(f"{OUT} is stale: run python {Path(__file__).as_posix()}", file=sys.stderr)
+            print(f"{OUT} is stale: run python docker/generate.py", file=sys.stderr)
             return 1
         return 0
     OUT.write_text(text)

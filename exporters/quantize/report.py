@@ -24,16 +24,17 @@ import numpy as np
 import onnxruntime as ort
 from tqdm import tqdm
 
+from exporters import families as family_parts
 from exporters.quantize.family import QuantFamily, RecipeRefused
 from exporters.quantize.inspect import kernel_summary, scheme_facts
 from exporters.quantize.recipes import ABLATION_RECIPES, RECIPES
 from exporters.quantize.render import plot, render
 from exporters.quantize.schemes import SCHEMES
 from exporters.repository import set_default_alias, write_variant
+from services.families import family_names
 
 log = logging.getLogger(__name__)
 ALL_RECIPES = {**RECIPES, **ABLATION_RECIPES}
-FAMILY_ORDER = ["ctr", "segmentation", "audio-passt", "audio-bow"]
 BATCHES = (1, 32)
 # A recipe replaces fp32 as the default only when clearly faster: repeated runs of this report on the
 # shared 2-core machine moved the same recipe's batch-32 speed-up by up to +-0.2.
@@ -140,21 +141,18 @@ def publish(family: QuantFamily, rows: list[dict[str, Any]], repository: Path) -
 
 
 def families(repository: Path, artifacts: Path) -> list[QuantFamily]:
-    found: list[QuantFamily] = []
-    if (repository / "din-fp32").is_dir() and (artifacts / "ctr" / "din_dice.pt").is_file():
-        from exporters.ctr_quant import CtrQuantization
-
-        found.append(CtrQuantization(artifacts / "ctr" / "din_dice.pt", repository))
-    if (repository / "segmentation-backbone-fp32").is_dir() and (artifacts / "segmentation" / "eco_m2f.pt").is_file():
-        from exporters.family_quant import SegmentationQuantization
-
-        found.append(SegmentationQuantization(repository, artifacts / "segmentation" / "eco_m2f.pt"))
-    for embedder in ("passt", "bow"):
-        if (repository / f"audio-{embedder}-fp32").is_dir():
-            from exporters.family_quant import AudioQuantization
-
-            found.append(AudioQuantization(repository, embedder))
+    """Each family's `quant_families` (exporters/<family>.py); the families it measures nothing of are named."""
+    found, not_measured = family_parts.quant_families(repository, artifacts)
+    for family, why in not_measured.items():
+        print(f"quantization report: {family} not measured ({why})", file=sys.stderr)
     return found
+
+
+def _section_order(section: dict[str, Any]) -> int:
+    """Sections follow the service families' order ("audio-passt" belongs to audio); unknown ones go last."""
+    names = family_names()
+    family = next((n for n in names if section["family"] == n or section["family"].startswith(f"{n}-")), None)
+    return names.index(family) if family else len(names)
 
 
 def _stamp(argv: list[str] | None, threads: int) -> dict[str, Any]:
@@ -188,7 +186,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _write(results: dict[str, Any], report: Path) -> None:
-    results["families"].sort(key=lambda f: FAMILY_ORDER.index(f["family"]))
+    results["families"].sort(key=_section_order)
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(render(results))
     report.with_suffix(".json").write_text(json.dumps(results, indent=2, default=str))

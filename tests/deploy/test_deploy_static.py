@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from services.families import family_names
 from tests.deploy.dashboard_queries import (
     DASHBOARD,
     METRIC_TOKEN,
@@ -27,7 +28,7 @@ from tests.deploy.dashboard_queries import (
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
 RULES = sorted((DOCKER / "prometheus" / "rules").glob("*.yml"))
-SUITE = ("ctr", "segmentation", "splitcompute", "audio")
+SUITE = tuple(family_names())  # every family found (services/families.py), never listed
 K8S_VERSIONS = ("1.29.0", "1.37.0")  # the oldest cluster the manifests target (grpc probes GA in 1.27) and the newest
 
 
@@ -134,6 +135,13 @@ def test_recording_and_alert_rules_behave_as_specified() -> None:
 def test_dashboard_json_is_the_generated_one() -> None:
     result = subprocess.run([sys.executable, "docker/grafana/build_dashboard.py", "--check"], cwd=REPO,
                             capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_deploy_files_naming_the_families_are_the_generated_ones() -> None:
+    """compose, k8s/<family>.yaml, kustomization, prometheus.yml, the dashboard: from docker/generate.py."""
+    result = subprocess.run([sys.executable, "docker/generate.py", "--check"], cwd=REPO, capture_output=True,
+                            text=True)
     assert result.returncode == 0, result.stderr
 
 
