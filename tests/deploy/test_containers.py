@@ -37,15 +37,11 @@ pytestmark = [
 if MISSING:
     print(f"tests/deploy/test_containers.py skipped: {', '.join(MISSING)} not installed")
 
-# Families whose tiny session fixture exists on this checkout (ctr's lives in tests/conftest.py).
-for _family in ("splitcompute", "audio", "segmentation"):
-    try:
-        _module = importlib.import_module(f"tests.fixtures_{_family}")
-    except ModuleNotFoundError:
-        continue
-    if hasattr(_module, f"tiny_{_family}"):
-        globals()[f"tiny_{_family}"] = getattr(_module, f"tiny_{_family}")
-FIXTURES = ["ctr", *(family for family in ("splitcompute", "audio", "segmentation") if f"tiny_{family}" in globals())]
+# Families whose tiny session fixture is registered (ctr's lives in tests/conftest.py, the others are the
+# plugins it names): requested by name in `deployed`, never bound into this module (a module-level copy of
+# a fixture trains its model again; tests/unit/test_fixture_hygiene.py keeps such rebinding out).
+FIXTURES = ["ctr", *(family for family in ("splitcompute", "audio", "segmentation")
+                     if hasattr(importlib.import_module(f"tests.fixtures_{family}"), f"tiny_{family}"))]
 REQUESTS = 4
 
 
@@ -92,12 +88,13 @@ async def deployed(request, tmp_path_factory):
     start, tag = time.perf_counter(), str(os.getpid())
     containers = {service: stack.run_container(service, repository, tag) for service in fixtures}
     try:
-        waits = await asyncio.gather(*(stack.wait_serving(c, timeout_s=180) for c in containers.values()))
+        await asyncio.gather(*(stack.wait_serving(c, timeout_s=180) for c in containers.values()))
+        logs_at_serving = {service: c.logs() for service, c in containers.items()}  # read once SERVING was seen
         timings["containers serving"] = time.perf_counter() - start
         params = {s: _generator_params(s, fixtures[s], repository, workdir) for s in containers}
         yield {"containers": containers, "params": params, "workdir": workdir, "timings": timings,
                "repository": repository,
-               "serving_s": dict(zip(containers, waits, strict=True))}
+               "logs_at_serving": logs_at_serving}
     finally:
         for container in containers.values():
             stack.remove(container)
@@ -108,8 +105,10 @@ async def deployed(request, tmp_path_factory):
 def test_every_service_with_a_model_runs_in_a_container(deployed) -> None:
     assert "ctr" in deployed["containers"]
     assert set(deployed["containers"]) == set(FIXTURES)
-    for service, seconds in deployed["serving_s"].items():
-        assert seconds < 180, service
+    for service, logs in deployed["logs_at_serving"].items():
+        # An order, not a duration (wait_serving's 180 s is only how long a cold start may take): by the time
+        # health said SERVING, the container had logged its models loaded and warmed up.
+        assert re.search(r"model \S+ v\S+ ready", logs), (service, logs[-3000:])
 
 
 def test_the_image_health_check_reports_serving(deployed) -> None:
@@ -173,6 +172,8 @@ async def test_prometheus_scrapes_the_containers_and_computes_p99(deployed) -> N
         prometheus.close()
     assert {s["metric"]["service"] for s in direct} == {stack.GRPC_SERVICES[s] for s in containers}
     for series in [*p99, *direct]:
+        # Not a latency target: 10 s is the top finite bucket (LATENCY_BUCKETS), so this says the rule computed a
+        # real quantile from the histograms (not NaN, not +Inf, not an empty 0).
         assert 0 < float(series["value"][1]) <= 10.0, series
     assert all(float(s["value"][1]) == 0.0 for s in errors), errors
 

@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import grpc
@@ -65,22 +64,45 @@ async def test_stop_drains_in_flight_and_refuses_new_requests(echo_server) -> No
     await stopping
 
 
+GRACE_S = 5.0  # tests/integration/echo_server.py
+
+
+def _read_until(proc: subprocess.Popen, *patterns: str) -> dict[str, re.Match]:
+    """Reads the process's output until every pattern has matched a line; their first matches."""
+    found: dict[str, re.Match] = {}
+    seen: list[str] = []
+    while len(found) < len(patterns):
+        line = proc.stdout.readline()
+        assert line, f"the server exited before printing {set(patterns) - set(found)}: {seen}"
+        seen.append(line)
+        found.update({p: m for p in patterns if p not in found and (m := re.search(p, line))})
+    return found
+
+
 def test_sigterm_drains_in_flight_requests_then_exits() -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    """Ordered by the server's own timers, not timed by the test's clock: SIGTERM lands once the server
+    has begun both sleeps (its trace says so); the one shorter than the 5 s grace period completes, the
+    one longer than it (60 s) is cut when the grace period ends, and the process exits 0. A server that
+    ignored the grace period would answer the long one "done"; one that did not drain would fail the
+    short one. However slow the machine, the 1 s timer fires before the 5 s one and that before 60 s."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.Popen([sys.executable, "-m", "tests.integration.echo_server"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        line = proc.stdout.readline()
-        port = int(re.search(r"gRPC on port (\d+)", line).group(1))
+        port = int(_read_until(proc, r"gRPC on port (\d+)")[r"gRPC on port (\d+)"].group(1))
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            grpc.channel_ready_future(channel).result(timeout=10)
-            slow = channel.unary_unary("/infersuite.test.Echo/Sleep").future(b"1.0", timeout=10)
-            time.sleep(0.3)
-            sent = time.monotonic()
+            grpc.channel_ready_future(channel).result(timeout=60)
+            sleep = channel.unary_unary("/infersuite.test.Traced/Sleep")
+            short, long = sleep.future(b"1.0", timeout=120), sleep.future(b"60.0", timeout=120)
+            _read_until(proc, "trace: sleep 1.0 began", "trace: sleep 60.0 began")
             proc.send_signal(signal.SIGTERM)
-            assert slow.result() == b"done"  # the in-flight request completed after SIGTERM
-            assert proc.wait(timeout=10) == 0
-            assert time.monotonic() - sent < 5.0 + 2.0  # within the grace period (+ exit slack)
+            assert short.result() == b"done"  # in flight at SIGTERM, completed within the grace period
+            with pytest.raises(grpc.RpcError):
+                long.result()  # cut when the grace period ended, never answered "done"
+            # Generous: the grace period is 5 s; a server that waited for the 60 s sleep would take 60 s.
+            assert proc.wait(timeout=45) == 0
+        trace = [line.strip() for line in proc.stdout.read().splitlines() if line.startswith("trace:")]
+        assert "trace: sleep 1.0 ended" in trace and "trace: sleep 60.0 ended" not in trace, trace
     finally:
         proc.kill()
         proc.wait()

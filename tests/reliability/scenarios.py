@@ -70,7 +70,7 @@ async def sustainable_rate(channel: grpc.aio.Channel, make_request: RequestFacto
     return best, steps
 
 
-RECOVERY_IDS, SHORT_IDS, FLOOD_IDS = 500_000, 1_000_000, 2_000_000  # request ids per phase (traceable)
+RECOVERY_IDS, SHORT_IDS, FLOOD_IDS, BACKLOG_IDS = 500_000, 1_000_000, 2_000_000, 3_000_000  # ids per phase (traceable)
 
 
 class ExecutionTrace(Protocol):
@@ -196,11 +196,20 @@ class ShutdownFigures:
     exit_after_s: float
     exit_code: int | None
     grace_s: float
+    drained_after_s: float | None = None  # SIGTERM -> the last request sent before it was answered
 
 
 async def graceful_shutdown(proc: subprocess.Popen, port: int, make_request: RequestFactory, rate: float,
-                            before_s: float, after_s: float, grace_s: float) -> ShutdownFigures:
-    """Load at `rate`; SIGTERM `before_s` into it; load goes on `after_s` more."""
+                            before_s: float, after_s: float, grace_s: float, backlog: int = 0,
+                            end_watch: bool = False) -> ShutdownFigures:
+    """Load at `rate`; SIGTERM `before_s` into it; load goes on `after_s` more. With a `backlog`, that
+    many requests are sent at once just before the signal, which lands once the server answered the
+    first of them (so it holds the rest): a drain of known length in executions, which refusals of new
+    requests must not wait for (`first_refusal_after_s` < `drained_after_s`, an order, not a duration).
+
+    The health Watch stream is itself an in-flight call, so while it is open the server waits out its
+    whole grace period; `end_watch` closes it at NOT_SERVING, as a balancer that has taken the server
+    out of rotation would, so the exit shows whether the server stops once its requests are drained."""
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
         statuses: list[tuple[float, int]] = []
@@ -209,29 +218,49 @@ async def graceful_shutdown(proc: subprocess.Popen, port: int, make_request: Req
             try:
                 async for reply in watch:
                     statuses.append((time.monotonic(), reply.status))
+                    if end_watch and reply.status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                        watch.cancel()
+                        return
             except grpc.aio.AioRpcError:
                 pass
 
         follower = asyncio.create_task(follow_health())
         load = asyncio.create_task(open_loop(channel, make_request, rate, before_s + after_s, timeout_s=10.0))
         await asyncio.sleep(before_s)
+        queued = [asyncio.create_task(_answered(channel, make_request(BACKLOG_IDS + i))) for i in range(backlog)]
+        if queued:
+            await asyncio.wait(queued, return_when=asyncio.FIRST_COMPLETED)
         signalled = time.monotonic()
         os.kill(proc.pid, signal.SIGTERM)
         result = await load
+        held = await asyncio.gather(*queued)
         exit_code = await asyncio.to_thread(_wait, proc, grace_s + 10)
         exited = time.monotonic() - signalled
         follower.cancel()
     start = result.started
     before = [o for o in result.outcomes if start + o.intended < signalled]
     after = [o for o in result.outcomes if start + o.intended >= signalled]
+    answers_before = [start + o.intended + o.latency_s for o in before] + [at for _, at in held]
     refusals = [start + o.intended + o.latency_s - signalled for o in after if o.code == "UNAVAILABLE"]
     not_serving = [t - signalled for t, status in statuses if status == health_pb2.HealthCheckResponse.NOT_SERVING
                    and t >= signalled - 0.05]
     return ShutdownFigures(
-        len(before), sum(start + o.intended + o.latency_s > signalled for o in before),
-        _count(o.code for o in before), _count(o.code for o in after),
+        len(before) + len(held), sum(at > signalled for at in answers_before),
+        _count([*(o.code for o in before), *(code for code, _ in held)]), _count(o.code for o in after),
         round(min(not_serving), 4) if not_serving else None, round(min(refusals), 4) if refusals else None,
-        round(exited, 3), exit_code, grace_s)
+        round(exited, 3), exit_code, grace_s,
+        round(max(answers_before) - signalled, 4) if answers_before else None)
+
+
+async def _answered(channel: grpc.aio.Channel, request: tuple[str, bytes]) -> tuple[str, float]:
+    """(status code name, time.monotonic() of the answer) of one call."""
+    method, payload = request
+    try:
+        await channel.unary_unary(method)(payload, timeout=30.0)
+        code = "OK"
+    except grpc.aio.AioRpcError as err:
+        code = err.code().name
+    return code, time.monotonic()
 
 
 def _wait(proc: subprocess.Popen, timeout: float) -> int | None:

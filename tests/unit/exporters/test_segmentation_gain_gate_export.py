@@ -28,6 +28,7 @@ def _train_tiny(out: Path, gate_pool: int, gate_after_layer: int) -> None:
     run(SceneConfig(n_images=60, seed=5), model_cfg, train_cfg, beta=0.005, out=out, progress=False)
 
 
+@pytest.mark.slow  # a torch export or training of several seconds: not in `make test-fast`
 @pytest.mark.filterwarnings("ignore")
 def test_a_finer_pooled_regression_gate_exports_with_torch_parity(tmp_path: Path) -> None:
     _train_tiny(tmp_path, gate_pool=4, gate_after_layer=0)
@@ -44,6 +45,7 @@ def test_a_finer_pooled_regression_gate_exports_with_torch_parity(tmp_path: Path
     np.testing.assert_allclose(got, want, atol=1e-4)
 
 
+@pytest.mark.slow  # a torch export or training of several seconds: not in `make test-fast`
 @pytest.mark.filterwarnings("ignore")
 def test_a_gate_after_layer_2_exports_as_its_own_stage_and_the_staged_loop_picks_torchs_exits(tmp_path: Path) -> None:
     _train_tiny(tmp_path, gate_pool=1, gate_after_layer=2)

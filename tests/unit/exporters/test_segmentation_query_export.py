@@ -17,6 +17,7 @@ from models.segmentation.eco_m2f import EcoM2FConfig
 from models.segmentation.train import TrainConfig, load_checkpoint, run
 
 
+@pytest.mark.slow  # a torch export or training of several seconds: not in `make test-fast`
 @pytest.mark.filterwarnings("ignore")
 def test_a_query_head_model_exports_as_staged_graphs_with_the_fpn_heads_interface(tmp_path: Path) -> None:
     torch.set_num_threads(1)

@@ -84,6 +84,7 @@ def test_the_set_loss_falls_when_the_query_head_trains_on_one_batch() -> None:
                                        labels, torch.Generator().manual_seed(1)))
 
 
+@pytest.mark.slow  # a torch export or training of several seconds: not in `make test-fast`
 @pytest.mark.filterwarnings("ignore")
 def test_the_query_head_exports_as_the_same_head_stage_with_parity(tmp_path: Path) -> None:
     torch.manual_seed(0)

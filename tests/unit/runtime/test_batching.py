@@ -9,13 +9,14 @@ from collections.abc import Mapping
 import numpy as np
 import pytest
 
-from services.runtime import DeadlineExceeded, InvalidArgument, ResourceExhausted
+from services.runtime import DeadlineExceeded, InvalidArgument, ResourceExhausted, batching
 from services.runtime.batching import BatchingPolicy, DynamicBatcher
 from services.runtime.context import request_deadline
 from services.runtime.metrics import Metrics
 from services.runtime.padding import RaggedDim, padding_fraction
 from services.runtime.stats import ModelStats
 from tests.fixtures import FakeModel
+from tests.virtual_clock import patch_monotonic, run_virtual
 
 SEQ = [RaggedDim("seq", {"tokens": 1}, {"per_token": 1})]
 
@@ -139,15 +140,27 @@ async def test_more_rows_than_max_batch_size_is_invalid() -> None:
     await batcher.close()
 
 
-async def test_a_lone_request_at_low_load_does_not_wait_for_company() -> None:
-    model = FakeModel("m", _outputs)
-    batcher = _batcher(model, max_queue_delay_s=0.5)
-    for _ in range(3):  # arrivals 0.6 s apart: no company expected within the 0.5 s delay
-        start = time.perf_counter()
-        await batcher.submit(_request([1, 2]))
-        assert time.perf_counter() - start < 0.45  # waiting for company would take the whole 0.5 s delay
-        await asyncio.sleep(0.6)
-    await batcher.close()
+def test_a_lone_request_at_low_load_does_not_wait_for_company(monkeypatch) -> None:
+    """On a fake clock (tests/virtual_clock.py): arrivals 0.6 s apart, so no company is expected within
+    the 0.5 s queue delay, are each answered at the virtual instant they arrive. Waiting for company
+    would show as exactly 0.5 s, however slow or loaded the machine."""
+    patch_monotonic(monkeypatch, batching)
+
+    async def lone_arrivals() -> tuple[list[float], list[tuple[int, ...]]]:
+        loop, model = asyncio.get_running_loop(), FakeModel("m", _outputs)
+        batcher = _batcher(model, max_queue_delay_s=0.5)
+        waits = []
+        for _ in range(3):
+            sent = loop.time()
+            await batcher.submit(_request([1, 2]))
+            waits.append(loop.time() - sent)
+            await asyncio.sleep(0.6)
+        await batcher.close()
+        return waits, [call["tokens"].shape for call in model.calls]
+
+    waits, shapes = run_virtual(lone_arrivals())
+    assert waits == [0.0, 0.0, 0.0]
+    assert shapes == [(1, 2)] * 3  # one execution each, none merged or repeated
 
 
 ROWS_META = {"batching": {

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import io
 import struct
-import time
 import zlib
 from collections.abc import Mapping
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
 from services.runtime import InvalidArgument, Runtime, RuntimeSettings
 from services.runtime.batching import BatchingPolicy
@@ -199,19 +198,30 @@ def _png_header_only(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
-async def test_a_decompression_bomb_is_refused_from_its_header_without_decoding(setup) -> None:
+async def test_a_decompression_bomb_is_refused_from_its_header_without_decoding(setup, monkeypatch) -> None:
+    """Counted, not timed: PIL's pixel decoder (ImageFile.load) never runs for an oversized header. A
+    decoder that ran would be the regression, fast or slow (this IDAT is tiny, so even a decode that
+    allocated 30 GB lazily could finish quickly)."""
     handler, models, _ = setup
-    started = time.perf_counter()
+    decoded: list[tuple[int, int]] = []
+    load = ImageFile.ImageFile.load
+
+    def counting_load(image: ImageFile.ImageFile):  # type: ignore[no-untyped-def]
+        decoded.append(image.size)
+        return load(image)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", counting_load)
     bomb_message = r"image.encoded declares more than the maximum of 250000 pixels: refused before decoding"
     with pytest.raises(InvalidArgument, match=bomb_message):
         await _segment(handler, _png_header_only(100_000, 100_000))
-    assert time.perf_counter() - started < 1.0  # 30 GB of pixels were never allocated
     with pytest.raises(InvalidArgument, match="a side exceeds the maximum of 1000"):
         await _segment(handler, _png_header_only(2000, 10))
     with pytest.raises(InvalidArgument, match="refused before decoding"):
         await _segment(handler, _png_header_only(520, 500))  # just over the limit (PIL only warns there)
-
+    assert decoded == []  # 30 GB (and 1 MB) of pixels were never decoded
     assert not models["seg-backbone"].calls
+    await _segment(handler, _png(RGB))
+    assert set(decoded) == {(SIZE, SIZE)}  # the counter sees a real decode
 
 
 @pytest.mark.parametrize(("image", "message"), [
