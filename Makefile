@@ -22,7 +22,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 TRITON_STAMP := .triton/.installed
 
-.PHONY: hear-tools hear-validate setup serve-setup ship-models verify-models tools triton deploy-tools docker-tools docker docker-test protos models serve test lint bench-ctr bench-serving quantize-report loadtest bench-loadtest bench-loadtest-generator report-ctr report-quantization report-segmentation bench-audio bench-splitcompute splitcompute-studies splitcompute-payloads reliability-test reliability-report report-hostile peers peers-check clean
+.PHONY: hear-tools hear-validate setup serve-setup ship-models verify-models tools triton deploy-tools docker-tools docker docker-test protos models serve test test-fast lint bench-ctr bench-serving quantize-report loadtest bench-loadtest bench-loadtest-generator report-ctr report-quantization report-segmentation bench-audio bench-splitcompute splitcompute-studies splitcompute-payloads reliability-test reliability-report report-hostile peers peers-check clean
 .PHONY: audio-studies
 
 setup: $(SETUP_STAMP)
@@ -135,8 +135,16 @@ verify-models: $(DEV)
 	$(PY) -m exporters.build --out artifacts/verify/repository --artifacts artifacts/verify/checkpoints
 	$(PY) -m exporters.ship verify --retrained artifacts/verify/repository --shipped $(SHIPPED)
 
+# The whole suite; it ends with the PYTEST_DURATIONS slowest tests (what CI prints), PYTEST_ARGS adds options.
+PYTEST_DURATIONS ?= 30
+PYTEST_ARGS ?=
 test: $(DEV) tools triton deploy-tools docker-tools hear-tools
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=$(PYTEST_DURATIONS) $(PYTEST_ARGS)
+
+# The fast lane (well under 2 minutes): unit tests only, without the slow-marked torch exports, and a test
+# that opens a network socket fails (tests/no_sockets.py). Needs no promtool, Triton, podman or HEAR tools.
+test-fast: $(DEV)
+	$(PY) -m pytest -q -p tests.no_sockets -m "not slow" --durations=10 tests/unit $(PYTEST_ARGS)
 
 lint: $(DEV)
 	$(VENV)/bin/ruff check .
