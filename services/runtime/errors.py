@@ -42,6 +42,12 @@ class FailedPrecondition(InferSuiteError):
     code = "FAILED_PRECONDITION"
 
 
+class RepositoryError(FailedPrecondition):
+    """A model repository file is missing, does not parse or breaks its schema (config.pbtxt, meta.json,
+    aliases.json): the repository's fault, never the caller's. The message names the model (and file or
+    field) and no host path, so it may reach a caller and RepositoryIndex."""
+
+
 class Unavailable(InferSuiteError):
     """Not ready yet, shutting down, or the backend is unreachable."""
 

@@ -20,13 +20,10 @@ from services.runtime.context import request_deadline
 from services.runtime.errors import InferSuiteError, InvalidArgument, Unauthenticated
 from services.runtime.metrics import Metrics
 from services.runtime.security import UNAUTHENTICATED_MESSAGE, BearerToken
+from services.runtime.status import error_status
 
 log = logging.getLogger(__name__)
 
-INTERNAL_MESSAGE = "Internal server error"
-# Status messages travel in a trailer the client caps at 16 KiB: a message quoting a huge client
-# value (a 64 KiB model name) would make the client drop the whole status (tests/reliability).
-MAX_MESSAGE_CHARS = 2048
 
 
 class _Undecodable:
@@ -69,10 +66,6 @@ class _DecodedStream:
         return message
 
 
-def _short(message: str) -> str:
-    return message if len(message) <= MAX_MESSAGE_CHARS else message[:MAX_MESSAGE_CHARS] + "... (truncated)"
-
-
 class _Outcome:
     """The status a call ended with, filled in while the handler runs."""
 
@@ -82,14 +75,10 @@ class _Outcome:
 
 async def _abort_for(exc: BaseException, context: aio.ServicerContext, outcome: _Outcome) -> None:
     """Turns an exception into the matching gRPC status (always raises)."""
-    if isinstance(exc, InferSuiteError):
-        outcome.code = grpc.StatusCode[exc.code]
-        if exc.trailing_metadata:
-            context.set_trailing_metadata(exc.trailing_metadata)
-        await context.abort(outcome.code, _short(exc.message))
-    log.exception("unhandled error in handler", exc_info=exc)
-    outcome.code = grpc.StatusCode.INTERNAL
-    await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+    outcome.code, message = error_status(exc, "a handler")
+    if isinstance(exc, InferSuiteError) and exc.trailing_metadata:
+        context.set_trailing_metadata(exc.trailing_metadata)
+    await context.abort(outcome.code, message)
 
 
 ANSWERED_CODES = tuple(grpc.StatusCode[name] for name in (

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from modelmeta import MetaError, ModelMeta, read_meta_json, validate_meta
-from services.runtime.errors import InvalidArgument
+from services.runtime.errors import RepositoryError
 
 
-class InvalidModelMeta(InvalidArgument):
+class InvalidModelMeta(RepositoryError):
     """A version whose meta.json the schema refuses: a failed load of that version, never a request error.
     The message names no file path (RepositoryIndex shows it to callers)."""
 

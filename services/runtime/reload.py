@@ -69,7 +69,7 @@ def check_signature(new: LoadedModel, serving: LoadedModel) -> None:
     if _signature(new) != _signature(serving):
         raise SignatureChanged(f"inputs/outputs {_signature(new)} differ from the serving version's "
                                f"{_signature(serving)}")
-    if missing := sorted(set(serving.meta) - set(new.meta)):
+    if missing := sorted(set(serving.meta) - set(new.meta) - {"schema_version"}):  # absent = version 1
         raise SignatureChanged(f"meta.json lacks {', '.join(missing)} (the serving version has them)")
 
 

@@ -25,7 +25,7 @@ from typing import Any
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from services.runtime.errors import FailedPrecondition, NotFound
+from services.runtime.errors import NotFound, RepositoryError
 from services.runtime.meta import load_meta
 
 CONFIG_FILE = "config.pbtxt"
@@ -33,11 +33,6 @@ MODEL_FILE = "model.onnx"
 META_FILE = "meta.json"
 ALIASES_FILE = "aliases.json"  # {"din": "din-int8-qat"}: a family's default model, chosen by the exporters
 ONNX_PLATFORM = "onnxruntime_onnx"
-
-
-class RepositoryError(FailedPrecondition):
-    """A repository file is missing or does not parse; the message names the file (relative to the
-    repository root) and what is wrong, so it may reach a caller and RepositoryIndex."""
 
 
 @dataclass(frozen=True)

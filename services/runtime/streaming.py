@@ -25,29 +25,17 @@ from typing import Generic, TypeVar
 
 import grpc
 
-from services.runtime.errors import InferSuiteError, InvalidArgument
+from services.runtime.errors import InvalidArgument
 from services.runtime.metrics import Metrics
+from services.runtime.status import error_status
 
 log = logging.getLogger(__name__)
 
 RequestT = TypeVar("RequestT")
 ResponseT = TypeVar("ResponseT")
-INTERNAL_MESSAGE = "Internal server error"  # as the interceptor answers unknown errors
-MAX_MESSAGE_CHARS = 2048
 
 # Builds the response that reports a failed request (None: the message could not be decoded).
 Failed = Callable[[RequestT | None, grpc.StatusCode, str], ResponseT]
-
-
-def error_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    """The status a request's error is reported with; unknown errors stay in the log."""
-    if isinstance(exc, InferSuiteError):
-        message = exc.message
-        if len(message) > MAX_MESSAGE_CHARS:
-            message = message[:MAX_MESSAGE_CHARS] + "... (truncated)"
-        return grpc.StatusCode[exc.code], message
-    log.error("unhandled error in a stream request", exc_info=exc)
-    return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
 
 
 class _End:
@@ -69,7 +57,7 @@ class _Answering(Generic[RequestT, ResponseT]):
             response = await self._answer(request)
             self._count(grpc.StatusCode.OK)
         except Exception as exc:  # the request's own error, answered in its response
-            code, message = error_status(exc)
+            code, message = error_status(exc, "a stream request")
             self._count(code)
             response = self._failed(request, code, message)
         self.responses.put_nowait(response)

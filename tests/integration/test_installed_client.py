@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "shipped_models"
 BUNDLE = SHIPPED / "splitcompute-encoder-fp32" / "1"
 CLIENT_MODULES = ["services.ctr.client", "services.segmentation.client", "services.audio.client",
-                  "services.splitcompute.client", "services.splitcompute.edge", "services.channel"]
+                  "services.splitcompute.client", "services.splitcompute.edge", "services.channel", "services.client"]
 
 
 @pytest.fixture(scope="module")

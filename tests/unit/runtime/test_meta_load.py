@@ -1,5 +1,5 @@
 """The runtime validates meta.json when it resolves a version: a bad or missing field is a load error
-(InvalidArgument, an InferSuiteError so RepositoryIndex shows its message) naming the model, the
+(RepositoryError, an InferSuiteError so RepositoryIndex shows its message) naming the model, the
 version and the field; a valid file reaches the services as the dict it is."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from modelmeta import CtrMeta
-from services.runtime import InferSuiteError, InvalidArgument
+from services.runtime import InferSuiteError
+from services.runtime.errors import RepositoryError
 from services.runtime.meta import InvalidModelMeta, load_meta
 from services.runtime.repository import ModelRepository
 
@@ -50,21 +51,21 @@ def test_a_broken_field_fails_the_load_naming_model_version_and_field(repository
                                   "max_shape[1]: Input should be greater than or equal to -1 (got -5)")
     assert (refused.value.model, refused.value.version) == ("din-fp32", "2")
     assert refused.value.fields == ["limits.inputs.history_items.max_shape[1]"]
-    assert isinstance(refused.value, InvalidArgument) and isinstance(refused.value, InferSuiteError)
+    assert isinstance(refused.value, RepositoryError) and isinstance(refused.value, InferSuiteError)
     assert "/" not in refused.value.message.split(": meta.json")[0]  # no file path for RepositoryIndex
     assert ModelRepository(repository).resolve("din-fp32", "1").version == "1"  # the other version still resolves
 
 
 def test_a_missing_family_field_fails_the_load(repository: Path) -> None:
     _rewrite(repository, lambda m: m.pop("vocabulary"))
-    with pytest.raises(InvalidArgument, match=r"^model 'din-fp32' version 2: meta.json field vocabulary: "
+    with pytest.raises(RepositoryError, match=r"^model 'din-fp32' version 2: meta.json field vocabulary: "
                                               r"Field required$"):
         ModelRepository(repository).resolve("din-fp32")
 
 
 def test_a_future_schema_version_is_refused_by_its_number(repository: Path) -> None:
     _rewrite(repository, lambda m: m.update(schema_version=3))
-    with pytest.raises(InvalidArgument, match=r"version 2: meta.json field schema_version: 3 is newer"):
+    with pytest.raises(RepositoryError, match=r"version 2: meta.json field schema_version: 3 is newer"):
         ModelRepository(repository).resolve("din-fp32")
 
 
