@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from services.families import family_names
+
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
 K8S = DOCKER / "k8s"
-SUITE = ("ctr", "segmentation", "splitcompute", "audio")
+SUITE = tuple(family_names())  # every family found (services/families.py)
 DOCKERFILES = sorted(p for p in DOCKER.glob("Dockerfile*") if not p.name.endswith(".dockerignore"))
 
 
