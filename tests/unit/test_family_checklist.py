@@ -205,3 +205,16 @@ def test_an_exporter_without_its_functions_is_refused(tmp_path: Path, monkeypatc
                 generate)
     with pytest.raises(MissingFamilyPart, match=r"exporters/septet\.py defines no seed_configs\(\)"):
         exporter_parts.builders()
+
+
+def test_the_load_test_suite_names_a_served_family_it_has_no_generator_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    from loadtest import suite
+
+    served = ["grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection", "infersuite.ctr.v1.CtrService",
+              GRPC_SERVICE]
+    monkeypatch.setattr(suite, "list_services", lambda target: served)
+    monkeypatch.setattr(suite, "health_of", lambda target, service="": 1)  # SERVING
+    monkeypatch.setattr(suite, "_has_ctr_meta", lambda repository, params: False)
+    runs, skipped = suite.plan(None, Path("/nonexistent"))  # type: ignore[arg-type]
+    assert [name for name, _, _ in runs] == ["health", "ctr"]
+    assert list(skipped) == [GRPC_SERVICE] and "loadtest/generators/<family>.py" in skipped[GRPC_SERVICE]
