@@ -34,7 +34,7 @@ from services.runtime.tensors import DATATYPE_TO_NUMPY, TensorSpec
 from tests.reliability import hostile
 from tests.reliability.load import metric, scrape
 
-SERVICES = ["ctr", "segmentation", "splitcompute", "audio"]
+SERVICES = ["*"]  # every family found (services/runtime/service.py)
 MAX_CANDIDATES, MAX_DURATION_S, MAX_PAYLOAD = 500, 20.0, 8192
 
 
