@@ -184,8 +184,11 @@ def describe(repository: Path) -> str:
         return (f"models: {repository}/ (shipped with the project: {len(s['models'])} models, "
                 f"{s['size_bytes'] / 2**20:.1f} MiB, trained by `{s['built_by']}` at revision {s['code_revision']}; "
                 f"`make models` retrains them into model_repository/{_updates(s)})")
-    names = sorted(p.parent.name for p in repository.glob("*/config.pbtxt"))
-    return f"models: {repository}/ ({len(names)} models built on this machine by `make models`)"
+    # A model is a directory with config.pbtxt or a numeric version holding model.onnx (auto-complete).
+    names = {p.parent.name for p in repository.glob("*/config.pbtxt")}
+    names |= {p.parent.parent.name for p in repository.glob("*/*/model.onnx") if p.parent.name.isdigit()}
+    origin = "built on this machine by `make models`" if (repository / ".built").is_file() else "every one served"
+    return f"models: {repository}/ ({len(names)} models, {origin})"
 
 
 def compare(shipped: dict[str, Any], retrained_meta: dict[str, Any]) -> list[tuple[str, float, float, bool]]:

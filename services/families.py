@@ -15,7 +15,7 @@ import pkgutil
 import sys
 from collections.abc import Iterable
 
-NOT_FAMILIES = frozenset({"runtime"})  # packages under services/ that are not families (as in runtime/service.py)
+NOT_FAMILIES = frozenset({"runtime"})  # packages under services/ that are not families
 
 
 class MissingFamilyPart(LookupError):

@@ -22,9 +22,10 @@ files), is discovered by its package or file name: adding a family is adding its
 from __future__ import annotations
 
 import importlib
-import pkgutil
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
+
+from services.families import family_names
 
 if TYPE_CHECKING:
     from services.runtime.interceptor import HandlerRegistry
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
     from services.runtime.server import Runtime
 
 ALL = "*"  # INFERSUITE_SERVICES: every family found
-NOT_FAMILIES = frozenset({"runtime"})  # packages under services/ that are not families
 
 
 class ServiceModule(Protocol):
@@ -47,15 +47,9 @@ class ServiceModule(Protocol):
 
 
 def discover_services() -> list[str]:
-    """The family packages under `services/` (sorted), found by convention: a package with `SERVICE`."""
-    import services
-
-    names = []
-    for module in pkgutil.iter_modules(services.__path__):
-        family = module.ispkg and module.name not in NOT_FAMILIES and not module.name.startswith("_")
-        if family and hasattr(importlib.import_module(f"services.{module.name}"), "SERVICE"):
-            names.append(module.name)
-    return sorted(names)
+    """The family packages under `services/` (sorted; services/families.py lists them without importing)
+    that expose `SERVICE`."""
+    return [name for name in family_names() if hasattr(importlib.import_module(f"services.{name}"), "SERVICE")]
 
 
 def load_services(names: Sequence[str]) -> list[ServiceModule]:
