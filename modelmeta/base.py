@@ -49,7 +49,7 @@ class ModelMeta(BaseModel):
     kernels: str | None = None  # a variant's verdict: integer kernels, or only simulated
     notes: list[str] | None = None  # a variant's recipe notes
     limits: Limits | None = None  # per-request bounds (services/runtime/limits.py)
-    batching: Batching | None = None  # how requests combine (services/runtime/padding.py)
+    batching: Batching | None = None  # how requests combine (services/runtime/batch_layout.py)
 
     def extra_fields(self) -> dict[str, Any]:
         """The keys this schema does not name (a plugin family's own block, or a newer exporter's)."""

@@ -5,7 +5,7 @@ request may cost and how requests combine, so a misspelt key ("max_shap") would 
 bound. A new key the runtime must honour comes with a new schema_version, never as an extra key
 an older runtime would ignore.
 
-Readers: services/runtime/limits.py (`model_limits`) and services/runtime/padding.py
+Readers: services/runtime/limits.py (`model_limits`) and services/runtime/batch_layout.py
 (`BatchLayout.from_meta`); their docstrings show the blocks with comments.
 """
 
@@ -91,7 +91,7 @@ class Rows(_Strict):
 
 
 class Batching(_Strict):
-    """The `batching` block (services/runtime/padding.py)."""
+    """The `batching` block (services/runtime/batch_layout.py)."""
 
     ragged_dims: dict[TensorName, RaggedDim] = Field(default_factory=dict)
     rows: Rows | None = None

@@ -9,7 +9,7 @@ import signal
 
 from services.runtime import RuntimeSettings, ServiceModule, build_server
 from services.runtime.settings import parse_cpu_list
-from services.runtime.workers import check_port_free, serve_workers, worker_count
+from services.runtime.worker_pool import check_port_free, serve_workers, worker_count
 
 
 async def serve(settings: RuntimeSettings, services: list[ServiceModule] | None = None) -> None:

@@ -19,7 +19,7 @@ from services.audio.resampling import StreamingResampler, resample
 from services.audio.settings import AudioSettings
 from services.runtime import InvalidArgument, Runtime
 from services.runtime.lifecycle import Snapshot
-from services.runtime.models import ModelSet
+from services.runtime.model_manager import ModelSet
 
 MODEL_SAMPLE_RATE = 32000
 DURATION_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)

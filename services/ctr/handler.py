@@ -14,7 +14,7 @@ import numpy as np
 
 from services.ctr.settings import CtrSettings
 from services.runtime import InvalidArgument, NotFound, Runtime
-from services.runtime.models import ModelSet
+from services.runtime.model_manager import ModelSet
 
 
 @dataclass(frozen=True)

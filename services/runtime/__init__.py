@@ -11,7 +11,7 @@ from services.runtime.errors import (
     Unavailable,
     Unimplemented,
 )
-from services.runtime.interceptor import HandlerRegistry
+from services.runtime.handler_wrapper import HandlerRegistry
 from services.runtime.server import InferSuiteServer, Runtime, ServiceModule, build_server
 from services.runtime.settings import RuntimeSettings
 

@@ -10,7 +10,7 @@ failed batch fails every request in it.
 Admission: a full queue answers RESOURCE_EXHAUSTED at once (with a retry hint); a request whose
 deadline cannot be met given the queue ahead of it and the model's recent compute time is refused
 with DEADLINE_EXCEEDED before compute; cancelled and expired requests leave the queue and are
-never computed. How requests combine is the model's BatchLayout (services/runtime/padding.py):
+never computed. How requests combine is the model's BatchLayout (services/runtime/batch_layout.py):
 ragged axes padded with their waste capped, row inputs concatenated. A batch starts from the
 oldest request and takes the queued requests whose ragged sizes are closest to it, so padding
 stays small without starving anyone.
@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from services.runtime.backends.base import LoadedModel
+from services.runtime.batch_layout import BatchLayout, RaggedDim, RequestShape, padding_fraction
 from services.runtime.context import request_deadline
 from services.runtime.errors import (
     DeadlineExceeded,
@@ -36,7 +37,6 @@ from services.runtime.errors import (
     Unavailable,
 )
 from services.runtime.metrics import Metrics
-from services.runtime.padding import BatchLayout, RaggedDim, RequestShape, padding_fraction
 from services.runtime.stats import ModelStats
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Per-request context the interceptor sets and the scheduler reads, without passing grpc around."""
+"""Per-request context the call wrapper (handler_wrapper.py) sets and the scheduler reads, no grpc passed."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from services.runtime.models import ModelManager
+from services.runtime.model_manager import ModelManager
 from services.runtime.reload import ModelReloader
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
-"""The one error hierarchy of the suite. Handlers raise these; one interceptor maps them.
+"""The one error hierarchy of the suite. Handlers raise these; the call wrapper (handler_wrapper.py) maps them.
 
 Free of grpc on purpose: domain handlers raise them without knowing the transport. `code` is
-the name of the gRPC status code the interceptor answers with.
+the name of the gRPC status code the call wrapper answers with.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 from services.runtime.errors import Unavailable
-from services.runtime.models import ModelSet
+from services.runtime.model_manager import ModelSet
 
 T = TypeVar("T")
 

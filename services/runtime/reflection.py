@@ -15,7 +15,7 @@ import grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha._async import ReflectionServicer
 
-from services.runtime.interceptor import HandlerRegistry
+from services.runtime.handler_wrapper import HandlerRegistry
 
 V1_SERVICE_NAME = "grpc.reflection.v1.ServerReflection"
 

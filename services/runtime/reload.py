@@ -29,7 +29,7 @@ from typing import Any
 from services.runtime.backends.base import LoadedModel
 from services.runtime.errors import InferSuiteError
 from services.runtime.lifecycle import ServiceModels, Snapshot
-from services.runtime.models import ModelManager, ModelSet, ServedModel
+from services.runtime.model_manager import ModelManager, ModelSet, ServedModel
 from services.runtime.repository import RepositoryError, RepositoryModel
 
 log = logging.getLogger(__name__)

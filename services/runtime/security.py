@@ -31,7 +31,7 @@ UNAUTHENTICATED_MESSAGE = "missing or invalid bearer token"
 
 class BearerToken:
     """`authorization: Bearer <token>` on every call outside OPEN_SERVICES (constant-time comparison);
-    checked by the handler wrapper (services/runtime/interceptor.py)."""
+    checked by the handler wrapper (services/runtime/handler_wrapper.py)."""
 
     def __init__(self, token: str):
         self._expected = f"Bearer {token}".encode()

@@ -26,10 +26,10 @@ from services.runtime.backends.triton import TritonBackend
 from services.runtime.control import ModelControl
 from services.runtime.errors import Unavailable
 from services.runtime.executor import CpuExecutor
-from services.runtime.interceptor import HandlerWrapper, RegisteringServer
+from services.runtime.handler_wrapper import HandlerWrapper, RegisteringServer
 from services.runtime.lifecycle import ServiceModels
 from services.runtime.metrics import Metrics
-from services.runtime.models import ModelManager, ModelSet
+from services.runtime.model_manager import ModelManager, ModelSet
 from services.runtime.oip import SERVICE_NAME as OIP_SERVICE_NAME
 from services.runtime.oip import OipServicer
 from services.runtime.reflection import add_reflection
@@ -225,7 +225,7 @@ class InferSuiteServer:
             ready.append("")
             log.info("all models loaded")
         # One of several worker processes reports to its parent, which turns every worker SERVING
-        # together (services/runtime/workers.py); a single process serves at once.
+        # together (services/runtime/worker_pool.py); a single process serves at once.
         if self.on_ready is not None:
             await self.on_ready(ready)
         elif self.load_error is None:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Protocol
 from services.families import family_names
 
 if TYPE_CHECKING:
-    from services.runtime.interceptor import HandlerRegistry
+    from services.runtime.handler_wrapper import HandlerRegistry
     from services.runtime.repository import ModelRepository
     from services.runtime.server import Runtime
 

@@ -1,5 +1,5 @@
 """The one mapping of the error hierarchy (services/runtime/errors.py) to a gRPC status, used by the
-call wrapper (services/runtime/interceptor.py) and by each request of a stream (services/runtime/streaming.py)."""
+call wrapper (services/runtime/handler_wrapper.py) and by each request of a stream (services/runtime/streaming.py)."""
 
 from __future__ import annotations
 

@@ -70,7 +70,7 @@ class _Answering(Generic[RequestT, ResponseT]):
                     request = await requests.__anext__()
                 except StopAsyncIteration:
                     break
-                except InvalidArgument as exc:  # an undecodable message (services/runtime/interceptor.py)
+                except InvalidArgument as exc:  # an undecodable message (services/runtime/handler_wrapper.py)
                     self._count(grpc.StatusCode.INVALID_ARGUMENT)
                     self.responses.put_nowait(self._failed(None, grpc.StatusCode.INVALID_ARGUMENT, exc.message))
                     continue

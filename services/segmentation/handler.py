@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 
 from services.runtime import InvalidArgument, Runtime
-from services.runtime.models import ModelSet
+from services.runtime.model_manager import ModelSet
 from services.segmentation.imaging import (
     ImageLimits,
     decode_image,

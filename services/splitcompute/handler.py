@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from services.runtime import FailedPrecondition, InvalidArgument, Runtime
-from services.runtime.models import ModelSet
+from services.runtime.model_manager import ModelSet
 from services.splitcompute import wire
 from services.splitcompute.codec import Codec, CodecError
 from services.splitcompute.settings import SplitComputeSettings

@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from protos import ctr_pb2, ctr_pb2_grpc
-from services.runtime.workers import check_port_free
+from services.runtime.worker_pool import check_port_free
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

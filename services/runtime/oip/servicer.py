@@ -11,7 +11,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from services.runtime.control import ModelControl
 from services.runtime.errors import NotFound, ResourceExhausted, Unimplemented
 from services.runtime.metrics import Metrics
-from services.runtime.models import ModelManager
+from services.runtime.model_manager import ModelManager
 from services.runtime.oip.converters import decode_inputs, encode_response, requested_outputs
 from services.runtime.stats import ModelStats
 from services.runtime.streaming import RequestStream
@@ -55,7 +55,7 @@ class OipServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
                  control: ModelControl | None = None):
         self._models = models
         # ServerReady follows grpc.health's overall status: false while loading, while the workers of
-        # one port wait for each other (services/runtime/workers.py), and from the start of a drain.
+        # one port wait for each other (services/runtime/worker_pool.py), and from the start of a drain.
         self._serving = serving
         self._control = control
         self._max_bytes = max_message_bytes

@@ -8,7 +8,7 @@ from exporters.repository import ServingConfig, write_model
 from services.runtime import InvalidArgument, NonFiniteOutput, NotFound, RuntimeSettings, Unavailable
 from services.runtime.backends.onnxruntime import OnnxRuntimeBackend, choose_providers
 from services.runtime.metrics import Metrics
-from services.runtime.models import ModelManager
+from services.runtime.model_manager import ModelManager
 from services.runtime.repository import ModelRepository
 from tests.fixtures import write_add_one_onnx, write_nan_embedder_onnx
 

@@ -17,7 +17,7 @@ import pytest
 from services.runtime import Runtime, RuntimeSettings
 from services.runtime.lifecycle import ServiceModels
 from services.runtime.metrics import Metrics
-from services.runtime.models import ModelManager, ModelSet
+from services.runtime.model_manager import ModelManager, ModelSet
 from services.runtime.reload import ModelReloader
 from services.runtime.repository import ModelRepository, RepositoryModel
 from tests.fixtures import FakeModel

@@ -14,7 +14,7 @@ from services.ctr.settings import CtrSettings
 from services.runtime import InvalidArgument, Runtime, RuntimeSettings
 from services.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from services.runtime.metrics import Metrics
-from services.runtime.models import ModelManager
+from services.runtime.model_manager import ModelManager
 from services.runtime.repository import ModelRepository
 
 MAX_CANDIDATES = 500

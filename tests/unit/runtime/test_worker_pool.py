@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from services.runtime.metrics import Metrics
 from services.runtime.metrics_merge import WorkerText, merge, scrape
 from services.runtime.settings import RuntimeSettings, parse_cpu_list
-from services.runtime.workers import Supervisor, _Worker, worker_cores, worker_count, worker_settings
+from services.runtime.worker_pool import Supervisor, _Worker, worker_cores, worker_count, worker_settings
 
 
 def test_cpu_lists_read_like_taskset() -> None:

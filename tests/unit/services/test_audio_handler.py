@@ -11,7 +11,7 @@ from services.audio.settings import AudioSettings
 from services.runtime import InvalidArgument, Runtime, RuntimeSettings
 from services.runtime.batching import BatchingPolicy
 from services.runtime.metrics import Metrics
-from services.runtime.models import ModelManager
+from services.runtime.model_manager import ModelManager
 from services.runtime.repository import ModelRepository
 from tests.fixtures import FakeModel
 

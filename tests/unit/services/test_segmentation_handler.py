@@ -15,7 +15,7 @@ from PIL import Image, ImageFile
 from services.runtime import InvalidArgument, Runtime, RuntimeSettings
 from services.runtime.batching import BatchingPolicy
 from services.runtime.metrics import Metrics
-from services.runtime.models import ModelManager
+from services.runtime.model_manager import ModelManager
 from services.runtime.repository import ModelRepository
 from services.segmentation.handler import Effort, RawPixels, SegmentationHandler, SegmentQuery
 from services.segmentation.settings import SegmentationSettings

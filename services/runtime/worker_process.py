@@ -1,4 +1,4 @@
-"""One serving process of several (INFERSUITE_WORKERS > 1), started by services/runtime/workers.py.
+"""One serving process of several (INFERSUITE_WORKERS > 1), started by services/runtime/worker_pool.py.
 
 It is a whole server (its own onnxruntime sessions, batchers and registry) bound to the shared
 gRPC port (grpc sets SO_REUSEPORT on Linux, so the kernel spreads new connections over the

@@ -1,6 +1,6 @@
 """N serving processes on one gRPC port behind one /metrics endpoint (INFERSUITE_WORKERS).
 
-The parent serves no RPC. It starts the workers (services/runtime/worker.py) with the spawn
+The parent serves no RPC. It starts the workers (services/runtime/worker_process.py) with the spawn
 method: worker 0 first, because when port 0 is asked it picks the port, then the others, which
 bind the same port (SO_REUSEPORT). It turns every worker SERVING together once all have loaded
 their models, serves one /metrics that merges the workers' registries at scrape time
@@ -32,7 +32,7 @@ from typing import Any
 
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-from services.runtime import worker
+from services.runtime import worker_process
 from services.runtime.metrics_merge import scrape
 from services.runtime.settings import RuntimeSettings, parse_cpu_list
 
@@ -145,7 +145,7 @@ class Supervisor:
         context = multiprocessing.get_context("spawn")  # never fork a process that may hold grpc threads
         parent_end, child_end = context.Pipe()
         settings = worker_settings(self.settings, port, self.cores[index], self.count)
-        process = context.Process(target=worker.run, args=(index, settings, self.cores[index], child_end),
+        process = context.Process(target=worker_process.run, args=(index, settings, self.cores[index], child_end),
                                   name=f"infersuite-worker-{index}")
         process.start()
         child_end.close()  # so the parent sees EOF when the worker exits

@@ -20,11 +20,11 @@ from prometheus_client.registry import Collector
 
 from services.runtime.autocomplete import ModelConfig, complete_config
 from services.runtime.backends.base import Backend, LoadedModel
+from services.runtime.batch_layout import BatchLayout
 from services.runtime.batching import BatchingPolicy, DynamicBatcher
 from services.runtime.errors import InferSuiteError, InvalidArgument, NonFiniteOutput, NotFound, Unavailable
 from services.runtime.limits import ModelLimits, model_limits
 from services.runtime.metrics import Metrics
-from services.runtime.padding import BatchLayout
 from services.runtime.repository import ModelRepository, RepositoryModel
 from services.runtime.settings import RuntimeSettings
 from services.runtime.stats import ModelStats
