@@ -22,7 +22,9 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 TRITON_STAMP := .triton/.installed
 
-.PHONY: hear-tools hear-validate setup serve-setup ship-models verify-models tools triton deploy-tools docker-tools docker docker-test protos models serve test test-fast lint bench-ctr bench-serving quantize-report loadtest bench-loadtest bench-loadtest-generator report-ctr report-quantization report-segmentation bench-audio bench-splitcompute splitcompute-studies splitcompute-payloads reliability-test reliability-report report-hostile peers peers-check clean
+.PHONY: hear-tools hear-validate setup serve-setup ship-models verify-models tools triton deploy-tools docker-tools docker docker-test protos models serve test test-fast lint bench-ctr bench-serving quantize-report loadtest bench-loadtest bench-loadtest-generator report-ctr report-quantization report-segmentation report-audio report-splitcompute splitcompute-studies splitcompute-payloads reliability-test bench-reliability bench-hostile bench-quantization bench-metrics-cost peers peers-check clean
+# Old names of report and bench targets, kept as aliases of the new ones (at the end of this file).
+.PHONY: bench-audio bench-splitcompute bench-quant-production reliability-report report-hostile
 .PHONY: audio-studies
 
 setup: $(SETUP_STAMP)
@@ -151,7 +153,7 @@ lint: $(DEV)
 	$(VENV)/bin/mypy services models exporters benchmarks loadtest hear_infersuite
 
 bench-ctr: $(REPOSITORY_STAMP)
-	$(PY) -m benchmarks.ctr_latency --repository $(REPOSITORY)
+	$(PY) -m benchmarks.ctr.latency --repository $(REPOSITORY)
 
 # Every quantization recipe on every family present: quantized models into the repository, the
 # family defaults (aliases.json), reports/quantization.md + .json + .png.
@@ -161,9 +163,8 @@ quantize-report: $(REPOSITORY_STAMP)
 # The recipes at the papers' sizes with random weights (PaSST-base, ECO-M2F encoder at d=256, DIN with 1M items):
 # CPU p50 at batch 1 and 32, 1 and all threads, interleaved rounds (~10 min on 2 cores)
 # -> reports/quantization_production.md + .json. BENCH_QUANT_ARGS="--layers 2 ..." for more.
-.PHONY: bench-quant-production
-bench-quant-production: $(DEV)
-	$(PY) -m benchmarks.quant_production $(BENCH_QUANT_ARGS)
+bench-quantization: $(DEV)
+	$(PY) -m benchmarks.quantization.production $(BENCH_QUANT_ARGS)
 
 # * = every family found (services/families.py), or a comma list of them
 LOADTEST_SERVICES ?= *
@@ -189,39 +190,39 @@ segmentation-compare: $(DEV)
 		--epochs 5 --set head=query --no-progress
 
 report-segmentation: $(REPOSITORY_STAMP) report-segmentation-gate
-	$(PY) -m benchmarks.segmentation_report --repository $(REPOSITORY) \
+	$(PY) -m benchmarks.segmentation.report --repository $(REPOSITORY) \
 		$(if $(wildcard $(SEGMENTATION_COMPARE)),--compare $(wildcard $(SEGMENTATION_COMPARE)))
 
 # Which gate design beats a fixed-depth mix of equal compute (steps 2-3 only, the parent frozen; settings
 # chosen on the validation scenes, 3 seeds on test) -> reports/segmentation_gate.md; ~5 minutes on one thread here.
 .PHONY: report-segmentation-gate
 report-segmentation-gate: $(REPOSITORY_STAMP)
-	$(PY) -m benchmarks.segmentation_gate_study
+	$(PY) -m benchmarks.segmentation.gate_study
 
-bench-audio: $(REPOSITORY_STAMP)
-	$(PY) -m benchmarks.audio_report --repository $(REPOSITORY)
+report-audio: $(REPOSITORY_STAMP)
+	$(PY) -m benchmarks.audio.report --repository $(REPOSITORY)
 
 # Generality of the audio embeddings (held-out classes, other tasks, Patchout at equal compute): trains for
 # a few CPU-minutes -> artifacts/audio/generality.json; quantization quality on 1,000 windows ->
-# artifacts/audio/quant_quality.json. bench-audio renders both into reports/audio.md.
+# artifacts/audio/quant_quality.json. report-audio renders both into reports/audio.md.
 audio-studies: $(REPOSITORY_STAMP)
-	nice -n 10 $(PY) -m benchmarks.audio_generality
-	nice -n 10 $(PY) -m benchmarks.audio_quant_quality --repository $(REPOSITORY)
+	nice -n 10 $(PY) -m benchmarks.audio.generality
+	nice -n 10 $(PY) -m benchmarks.audio.quant_quality --repository $(REPOSITORY)
 
-bench-splitcompute: $(REPOSITORY_STAMP)
-	$(PY) -m benchmarks.splitcompute_report --artifacts artifacts/splitcompute --repository $(REPOSITORY)
+report-splitcompute: $(REPOSITORY_STAMP)
+	$(PY) -m benchmarks.splitcompute.report --artifacts artifacts/splitcompute --repository $(REPOSITORY)
 
 # The long splitcompute trainings the report reads when present (more betas, the codec-augmented teacher,
 # the learned image codec, the stage-1 ablation): ~1.5 h on the shared 2 cores, cached in artifacts/splitcompute/studies.
 splitcompute-studies: $(REPOSITORY_STAMP)
-	OMP_NUM_THREADS=1 nice -n 10 $(PY) -m benchmarks.splitcompute_studies --artifacts artifacts/splitcompute
+	OMP_NUM_THREADS=1 nice -n 10 $(PY) -m benchmarks.splitcompute.studies --artifacts artifacts/splitcompute
 
 # Edge-SDK wire frames for the splitcompute load test, remade when the served encoder (its codec) changes.
 splitcompute-payloads: $(PAYLOADS_STAMP)
 
 $(PAYLOADS_STAMP): $(DEV) $(SERVE_REPOSITORY)/splitcompute-encoder-fp32/1/meta.json
 	rm -rf $(PAYLOADS)
-	$(PY) -m benchmarks.splitcompute_payloads --bundle $(SERVE_REPOSITORY)/splitcompute-encoder-fp32/1 --out $(PAYLOADS)
+	$(PY) -m benchmarks.splitcompute.payloads --bundle $(SERVE_REPOSITORY)/splitcompute-encoder-fp32/1 --out $(PAYLOADS)
 	@touch $@
 
 # Reliability scenarios as tests (~2-3 min on 2 cores, incl. every family's tiny models).
@@ -229,13 +230,13 @@ reliability-test: $(DEV) tools triton
 	$(PY) -m pytest -q -m reliability tests/reliability
 
 # Every reliability scenario at full length (30 s of 3x overload, 10-minute soak; ~16 min): reports/reliability.md + .json
-reliability-report: $(DEV) triton
-	$(PY) -m benchmarks.reliability $(RELIABILITY_ARGS)
+bench-reliability: $(DEV) triton
+	$(PY) -m benchmarks.reliability.measure $(RELIABILITY_ARGS)
 
 # The whole hostile corpus on one serving process of all four services, and each model's worst-case
 # request memory at its declared limits: the hostile sections of reports/reliability.md (minutes).
-report-hostile: $(REPOSITORY_STAMP)
-	$(PY) -m benchmarks.hostile_report --repository $(REPOSITORY)
+bench-hostile: $(REPOSITORY_STAMP)
+	$(PY) -m benchmarks.reliability.hostile --repository $(REPOSITORY)
 
 # The committed reports: only report-* and bench-* targets write reports/ (builds write artifacts/).
 bench-loadtest:
@@ -248,7 +249,7 @@ bench-loadtest-generator: $(DEV)
 # regulariser comparison on a long-tail vocabulary, QAT vs PTQ vs an fp32 fine-tune control -> reports/ctr_quality.md
 # + .json (~40 CPU-min of training, one thread per run; runs are cached in artifacts/ctr_study/runs, so a rerun re-renders).
 report-ctr: $(DEV)
-	$(PY) -m exporters.ctr_report --out artifacts/ctr_study --report reports/ctr_quality.md
+	$(PY) -m benchmarks.ctr.report --out artifacts/ctr_study --report reports/ctr_quality.md
 
 report-quantization: quantize-report
 
@@ -257,6 +258,11 @@ report-quantization: quantize-report
 # interleaved rounds -> reports/serving.md + .json + .png (~20 min). BENCH_SERVING_ARGS="--rounds 1 ..." for less.
 bench-serving: $(REPOSITORY_STAMP) peers
 	$(PY) -m benchmarks.serving --repository $(REPOSITORY) $(BENCH_SERVING_ARGS)
+
+# What a metrics update costs in memory vs prometheus_client's multiprocess files, and the parent's merge per
+# scrape (docs/scaling.md) -> reports/metrics_cost.md.
+bench-metrics-cost: $(DEV)
+	$(PY) -m benchmarks.serving.metrics_cost
 
 # The Python peers for bench-serving (MLServer 1.7.1, KServe 0.21), each in its own venv under .peers/, from fully
 # pinned lock files plus the suite's own numpy/onnxruntime/grpcio/protobuf pins, so the peers run the same core.
@@ -278,3 +284,10 @@ peers-check: peers $(REPOSITORY_STAMP)
 
 clean:
 	rm -rf $(REPOSITORY) artifacts .triton protos/*_pb2*.py protos/*_pb2.pyi $(PROTO_STAMP)
+
+# Old target names, kept so existing docs, reports' command lines and users keep working.
+bench-audio: report-audio
+bench-splitcompute: report-splitcompute
+bench-quant-production: bench-quantization
+reliability-report: bench-reliability
+report-hostile: bench-hostile

@@ -1,4 +1,4 @@
-"""`python -m benchmarks.audio_denormal`: what 30 s of denormal samples (1e-44) cost against 30 s
+"""`python -m benchmarks.audio.denormal`: what 30 s of denormal samples (1e-44) cost against 30 s
 of a tone, before and after the finite-by-construction front end (issue: denormals cost ~60x).
 
 - before: the embedder exported with the previous front end (`x + 1e-12` before the log, no
@@ -10,7 +10,7 @@ of a tone, before and after the finite-by-construction front end (issue: denorma
 
 Each figure is the CPU time of this process for the 30 scene windows (one batch), best of 3, so it
 is one core's work whatever else the shared machine runs. Also says whether the output was finite.
-`benchmarks.audio_report` puts the table into reports/audio.md.
+`benchmarks.audio.report` puts the table into reports/audio.md.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def table(results: dict[str, dict[str, dict[str, tuple[float, bool]]]]) -> list[
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.audio_denormal", description=__doc__.split("\n\n")[0])
+        prog="python -m benchmarks.audio.denormal", description=__doc__.split("\n\n")[0])
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)

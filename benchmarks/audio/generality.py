@@ -1,6 +1,6 @@
-"""`python -m benchmarks.audio_generality`: do the embeddings generalise? HEAR-style protocol:
+"""`python -m benchmarks.audio.generality`: do the embeddings generalise? HEAR-style protocol:
 frozen embeddings, a probe trained on each downstream task -> artifacts/audio/generality.json
-(`benchmarks.audio_report` renders it into reports/audio.md).
+(`benchmarks.audio.report` renders it into reports/audio.md).
 
 1. Held-out classes: PaSST and the bag of words trained on 6 of the 10 synthetic classes
    (SEEN); a logistic-regression probe on their frozen scene embeddings is trained and scored on
@@ -163,7 +163,7 @@ def patchout_at_equal_compute(data: AudioData, budget_cpu_s: float, seeds: int) 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.audio_generality", description=__doc__.split("\n\n")[0])
+        prog="python -m benchmarks.audio.generality", description=__doc__.split("\n\n")[0])
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     parser.add_argument("--budget-cpu-s", type=float, default=30.0, help="CPU seconds per Patchout-study run")
     parser.add_argument("--seeds", type=int, default=3)
@@ -202,7 +202,7 @@ def report_lines(artifacts: Path) -> list[str]:
     """The reports/audio.md section from artifacts/audio/generality.json (or how to make it)."""
     path = artifacts / "audio" / "generality.json"
     if not path.is_file():
-        return [f"(no {path}: run `nice python -m benchmarks.audio_generality` to measure it)"]
+        return [f"(no {path}: run `nice python -m benchmarks.audio.generality` to measure it)"]
     r = json.loads(path.read_text())
     clips = r["held_out_clips"]
     lines = [f"Embedders trained on 6 classes ({', '.join(r['seen'])}); scored on the 4 held-out classes "

@@ -1,8 +1,8 @@
-"""`python -m benchmarks.audio_quant_quality`: every quantization recipe on both audio embedders
+"""`python -m benchmarks.audio.quant_quality`: every quantization recipe on both audio embedders
 of a model repository, scored with exporters/audio_quality.py (1,000 held-out windows: cosine
 similarity and SQNR vs fp32, the fp32-trained probe on the quantized embeddings with bootstrap
 intervals) -> artifacts/audio/quant_quality.json, rendered into reports/audio.md by
-`benchmarks.audio_report`. Speed and sizes are in reports/quantization.md (`make quantize-report`).
+`benchmarks.audio.report`. Speed and sizes are in reports/quantization.md (`make quantize-report`).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def measure(repository: Path, embedder: str, work: Path) -> dict[str, Any]:
 def report_lines(artifacts: Path) -> list[str]:
     path = artifacts / "audio" / "quant_quality.json"
     if not path.is_file():
-        return [f"(no {path}: run `python -m benchmarks.audio_quant_quality` to measure it)"]
+        return [f"(no {path}: run `python -m benchmarks.audio.quant_quality` to measure it)"]
     results = json.loads(path.read_text())
     lines = ["| embedder | recipe | windows | cosine mean (min) | SQNR dB | fp32-probe accuracy [95% CI] | "
              "agreement with fp32 [95% CI] | log-loss |", "|---|---|---|---|---|---|---|---|"]
@@ -62,7 +62,7 @@ def report_lines(artifacts: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.audio_quant_quality", description=__doc__.split("\n\n")[0])
+        prog="python -m benchmarks.audio.quant_quality", description=__doc__.split("\n\n")[0])
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     args = parser.parse_args(argv)

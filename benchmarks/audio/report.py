@@ -1,4 +1,4 @@
-"""`python -m benchmarks.audio_report`: the audio family's figures -> reports/audio.md (+ PNG).
+"""`python -m benchmarks.audio.report`: the audio family's figures -> reports/audio.md (+ PNG).
 
 On held-out synthetic audio (seed 7; training used seed 0), through the HEAR module
 (`hear_infersuite`, the exported ONNX graphs on onnxruntime, the service's windowing):
@@ -9,8 +9,8 @@ On held-out synthetic audio (seed 7; training used seed 0), through the HEAR mod
   the CPU-time figure next to it because the cores are shared with other jobs;
 - PaSST with vs without Patchout: seconds per training epoch and test accuracy (from training);
 - generality (held-out classes, other tasks, Patchout at equal compute) from
-  artifacts/audio/generality.json (`benchmarks.audio_generality`);
-- the CPU cost of denormal input before and after the finite front end (`benchmarks.audio_denormal`).
+  artifacts/audio/generality.json (`benchmarks.audio.generality`);
+- the CPU cost of denormal input before and after the finite front end (`benchmarks.audio.denormal`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ import numpy as np
 import torch
 
 import hear_infersuite as hear
-from benchmarks import audio_denormal, audio_generality, audio_quant_quality
+from benchmarks.audio import denormal as audio_denormal
+from benchmarks.audio import generality as audio_generality
+from benchmarks.audio import quant_quality as audio_quant_quality
 from hear_infersuite.api import TIMESTAMP_WINDOW_MS
 from models.audio.data import AudioDataConfig, make_audio_data
 from models.audio.metrics import (
@@ -146,7 +148,7 @@ def _denormal_lines(denormal: dict[str, Any] | None) -> list[str]:
     worst = max(cells[names[0]][0] / cells[names[1]][0] for cells in before for names in [list(cells)])
     lines = [f"CPU: {audio_denormal.cpu_model()}. {audio_denormal.SECONDS} s of audio at 32 kHz as "
              f"{audio_denormal.SECONDS} scene windows in one batch, one-thread session, CPU seconds of this "
-             "process, best of 3 (`python -m benchmarks.audio_denormal` prints the same table).", "",
+             "process, best of 3 (`python -m benchmarks.audio.denormal` prints the same table).", "",
              *audio_denormal.table(denormal)]
     if worst < 2.0:
         lines += ["", f"On this CPU denormal arithmetic cost at most {worst:.1f}x a tone even before the fix, so "
@@ -201,7 +203,7 @@ def render(results: dict[str, Any], artifacts: Path, command: str, data_config: 
         "before the log (models/audio/frontend.py); the service flushes denormal samples to zero "
         "(services/audio/samples.py) and its onnxruntime sessions set `session.set_denormal_as_zero`.", "",
         "## Quantization quality that can see a loss (from artifacts/audio/quant_quality.json)", "",
-        "`python -m benchmarks.audio_quant_quality`: each recipe on the repository's fp32 graph; 1,000 held-out "
+        "`python -m benchmarks.audio.quant_quality`: each recipe on the repository's fp32 graph; 1,000 held-out "
         "1 s windows (data seed 7); the probe is fit once on fp32 embeddings of 1,000 other windows and applied "
         "unchanged to the quantized embeddings (exporters/audio_quality.py, also the quantization gate's metric). "
         "Sizes and speed: reports/quantization.md (`make quantize-report`).", "",
@@ -211,7 +213,7 @@ def render(results: dict[str, Any], artifacts: Path, command: str, data_config: 
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.audio_report", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.audio.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
     parser.add_argument("--report", type=Path, default=Path("reports/audio.md"))
@@ -229,7 +231,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results[name]["onsets_1s"] = onsets(model, data)
         results[name]["speed"] = real_time_factor(args.repository / model_name)
         print(name, {k: v for k, v in results[name].items() if not k.startswith("onsets")}, flush=True)
-    command = "python -m benchmarks.audio_report " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = "python -m benchmarks.audio.report " + shlex.join(argv if argv is not None else sys.argv[1:])
     args.report.parent.mkdir(parents=True, exist_ok=True)
     plot_onsets(results, args.report.with_name("audio_onsets.png"))
     checkpoints = [args.artifacts / "audio" / f"{name}.pt" for name in EMBEDDERS]

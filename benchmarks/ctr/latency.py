@@ -80,7 +80,7 @@ def time_grpc(port: int, request: ctr_pb2.ScoreRequest, n: int, warmup: int) -> 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.ctr_latency", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.ctr.latency", description=__doc__.split("\n\n")[0])
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=200)
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     lines = [
         "# CTR Score latency: gRPC vs bare onnxruntime",
         "",
-        f"Command: `make bench-ctr` (`python -m benchmarks.ctr_latency --requests {args.requests}`); "
+        f"Command: `make bench-ctr` (`python -m benchmarks.ctr.latency --requests {args.requests}`); "
         f"model `{MODEL}`, {args.candidates} candidates, {args.history} behaviours, batch of one request, "
         f"sequential calls, {args.warmup} warm-up calls discarded. Machine: {platform.machine()}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}, onnxruntime {ort.__version__}.",

@@ -1,8 +1,8 @@
 """reports/ctr_quality.md: the DIN study (models/ctr/study.py) and QAT vs PTQ vs control
 (exporters/ctr_qat_study.py), with seeds and paired-bootstrap intervals (models/ctr/report.py).
 
-    python -m exporters.ctr_report --out artifacts/ctr_study --report reports/ctr_quality.md
-    python -m exporters.ctr_report --out /tmp/ctr --report /tmp/ctr.md --quick --seeds 2   # seconds
+    python -m benchmarks.ctr.report --out artifacts/ctr_study --report reports/ctr_quality.md
+    python -m benchmarks.ctr.report --out /tmp/ctr --report /tmp/ctr.md --quick --seeds 2   # seconds
 
 Trained runs are cached under <out>/runs/ (keyed by every setting), so a rerun re-renders.
 """
@@ -133,7 +133,7 @@ def render(parts: dict[str, Any], command: str, wall: float) -> tuple[str, dict[
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m exporters.ctr_report", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.ctr.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("artifacts/ctr_study"), help="run cache and checkpoints")
     parser.add_argument("--report", type=Path, default=None, help="markdown (default <out>/quality.md)")
     parser.add_argument("--seeds", type=int, default=3)
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         from exporters.ctr_qat_study import run_qat  # onnxruntime and the quantization recipes
 
         parts["qat"] = run_qat(seeds, args.out, args.quick, train_missing=train)
-    command = "python -m exporters.ctr_report " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = "python -m benchmarks.ctr.report " + shlex.join(argv if argv is not None else sys.argv[1:])
     text, figures = render(parts, command.strip(), time.perf_counter() - started)
     report = args.report or args.out / "quality.md"
     report.parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 with random weights (latency does not depend on weight values), exported with the same exporter and
 quantized with the same recipes as the trained models, timed side by side in interleaved rounds.
 
-`make bench-quant-production` -> reports/quantization_production.md + .json. Shapes and proxies:
+`make bench-quantization` -> reports/quantization_production.md + .json. Shapes and proxies:
 
 - PaSST-base (Koutini et al.): ViT-B widths (d=768, 12 heads, MLP 3072), patch 16 / stride 10 on
   128 mel bins, in-graph log-mel front end (kept in float, as served). Batch 1: one 10 s clip
@@ -357,7 +357,8 @@ def render(stamp: dict[str, Any], results: list[dict[str, Any]]) -> str:
 
 def _stamp(argv: list[str] | None, args: argparse.Namespace) -> dict[str, Any]:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
-    return {"command": "python -m benchmarks.quant_production " + " ".join(sys.argv[1:] if argv is None else argv),
+    command = "python -m benchmarks.quantization.production " + " ".join(sys.argv[1:] if argv is None else argv)
+    return {"command": command,
             "commit": commit.stdout.strip() or "unknown", "utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores", "cpu_flags": cpu_flags(),
             "onnxruntime": ort.__version__, "rounds": args.rounds, "runs": args.runs,
@@ -365,7 +366,7 @@ def _stamp(argv: list[str] | None, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.quant_production",
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.quantization.production",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--families", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
     parser.add_argument("--recipes", nargs="+", default=DEFAULT_RECIPES, choices=list(PRODUCTION_RECIPES))

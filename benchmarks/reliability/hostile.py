@@ -2,7 +2,7 @@
 hosting all four services: reports/reliability.md's "Hostile input" and "Worst-case request memory"
 sections (figures in reports/reliability_hostile.json).
 
-    python -m benchmarks.hostile_report --repository model_repository
+    python -m benchmarks.reliability.hostile --repository model_repository
 
 Peak RSS is the kernel's own high-water mark of the suite process (VmHWM), reset just before what is
 measured (/proc/<pid>/clear_refs), so it is the true peak, not a sample. A model's worst case is one
@@ -25,8 +25,8 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from benchmarks import reliability_report as report
-from benchmarks.reliability import ROOT, Suite
+from benchmarks.reliability import report
+from benchmarks.reliability.measure import ROOT, Suite
 from services.runtime.limits import ModelLimits, ValueRange, model_limits
 from services.runtime.repository import ModelRepository
 from services.runtime.settings import RuntimeSettings
@@ -192,7 +192,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.hostile_report", description=__doc__.split("\n\n")[0])
+        prog="python -m benchmarks.reliability.hostile", description=__doc__.split("\n\n")[0])
     parser.add_argument("--repository", type=Path, default=ROOT / "model_repository")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "reliability.md")
     args = parser.parse_args(argv)

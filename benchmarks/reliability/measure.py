@@ -1,8 +1,8 @@
 """Reliability report: every scenario of the reliability issue, its load, what was injected, the
 outcome and the figures, in reports/reliability.md (+ reliability.json with every number).
 
-    python -m benchmarks.reliability                                   # full: 30 s overload, 10 min soak
-    python -m benchmarks.reliability --overload-s 10 --soak-s 120      # reduced (the report says so)
+    python -m benchmarks.reliability.measure                                   # full: 30 s overload, 10 min soak
+    python -m benchmarks.reliability.measure --overload-s 10 --soak-s 120      # reduced (the report says so)
 
 The scenarios are the ones the reliability tests run (tests/reliability/scenarios.py), here for
 minutes and on real suite processes: the known-cost model (tests/reliability/sleepy.py) and the ctr
@@ -28,12 +28,12 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from benchmarks import reliability_report as report
+from benchmarks.reliability import report
 from tests.reliability import hostile, scenarios, sleepy
 from tests.reliability.load import metric, open_loop, scrape
 from tests.reliability.requests import ctr_requests
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CTR_MODEL = "din-fp32"
 CRASH_PREFIXES = ("crash-", "oom-", "timeout-")  # libFuzzer's artifacts
 
@@ -282,7 +282,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.reliability", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.reliability.measure",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--overload-s", type=float, default=30.0, help="length of the 3x overload (issue: 30 s)")
     parser.add_argument("--soak-s", type=float, default=600.0, help="length of the soak at 60%% (issue: 600 s)")
     parser.add_argument("--deadline-s", type=float, default=10.0, help="length of the deadline/cancel floods")
@@ -306,7 +307,7 @@ def main(argv: list[str] | None = None) -> None:
     results = asyncio.run(main_async(args))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=str))
-    report.write(args.out)  # with the hostile-corpus sections of benchmarks/hostile_report.py, if run
+    report.write(args.out)  # with the hostile-corpus sections of benchmarks/reliability/hostile.py, if run
     print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
 
 

@@ -1,4 +1,4 @@
-"""Renders reports/reliability.md from the figures benchmarks/reliability.py measured: per scenario
+"""Renders reports/reliability.md from the figures benchmarks/reliability/measure.py measured: per scenario
 the load, what was injected, each criterion of the reliability issue with PASS/FAIL, the figures."""
 
 from __future__ import annotations
@@ -141,11 +141,11 @@ def _other(results: dict[str, Any]) -> list[str]:
 
 
 def _hostile(h: dict[str, Any]) -> list[str]:
-    """Written by benchmarks/hostile_report.py: the whole corpus on a suite of all four services."""
+    """Written by benchmarks/reliability/hostile.py: the whole corpus on a suite of all four services."""
     c = h["corpus"]
     lines = [
         "## Hostile cases (every service and the Open Inference Protocol)",
-        "Written by `python -m benchmarks.hostile_report --repository model_repository`: the corpus of "
+        "Written by `python -m benchmarks.reliability.hostile --repository model_repository`: the corpus of "
         "tests/reliability/hostile.py against one suite process hosting all four services "
         f"({len(h['worst_case'])} models served).", "",
         "| hostile cases | by code | INTERNAL for client faults | peak RSS during the corpus |", "|---|---|---|---|",
@@ -183,7 +183,7 @@ def render(results: dict[str, Any]) -> str:
     reduced = args["overload_s"] < 30 or args["soak_s"] < 600
     lines = [
         "# Reliability report", "",
-        "Written by `python -m benchmarks.reliability "
+        "Written by `python -m benchmarks.reliability.measure "
         f"--overload-s {args['overload_s']:g} --soak-s {args['soak_s']:g} --fuzz-runs {args['fuzz_runs']}`. "
         f"Machine: {psutil.cpu_count()} cores, Python {platform.python_version()}; client and suite share it.",
         "",

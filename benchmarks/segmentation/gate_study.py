@@ -1,4 +1,4 @@
-"""`python -m benchmarks.segmentation_gate_study`: which ECO-M2F gate beats a fixed-depth mix of equal compute.
+"""`python -m benchmarks.segmentation.gate_study`: which ECO-M2F gate beats a fixed-depth mix of equal compute.
 
 The parent (artifacts/segmentation/eco_m2f.pt) stays frozen; only steps 2-3 change. Its per-exit
 outputs on the train / validation / test scenes are computed once; then, for every gate design:
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.segmentation_report import BETAS, equal_compute_choice
+from benchmarks.segmentation.report import BETAS, equal_compute_choice
 from models.segmentation.data import SceneConfig, Scenes, iterate_batches, make_scenes
 from models.segmentation.eco_m2f import EcoM2F, ExitGate
 from models.segmentation.gating import ExitTable, derived_targets, fold_exit_cost, gate_choice, train_gate
@@ -228,7 +228,7 @@ def render(results: list[dict[str, Any]], command: str, checkpoint: Path, n_imag
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.segmentation_gate_study", description=__doc__.split("\n\n")[0])
+        prog="python -m benchmarks.segmentation.gate_study", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, default=Path("artifacts/segmentation/eco_m2f.pt"))
     parser.add_argument("--out", type=Path, default=Path("reports/segmentation_gate.md"))
     args = parser.parse_args(argv)
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     pools = {p for d in DESIGNS for p in d.pools}
     tables = {split: gate_tables(model, scenes, getattr(scenes, split), pools) for split in ("train", "valid", "test")}
     results = study(model, tables)
-    command = "python -m benchmarks.segmentation_gate_study " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = "python -m benchmarks.segmentation.gate_study " + shlex.join(argv if argv is not None else sys.argv[1:])
     n_images = {split: len(getattr(scenes, split)) for split in ("train", "valid", "test")}
     text = render(results, command.strip(), args.checkpoint, n_images)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,9 @@
-"""`python -m benchmarks.segmentation_report`: the ECO-M2F quality-vs-compute report.
+"""`python -m benchmarks.segmentation.report`: the ECO-M2F quality-vs-compute report.
 
 From the trained checkpoint (artifacts/segmentation/eco_m2f.pt, `make models` builds it):
 - every fixed depth 2..L, and the gate retrained (steps 2 and 3 only, the parent frozen, the
   checkpoint's own gate design) for several beta values: mIoU, mean encoder layers, GFLOPs per
-  image on the held-out test scenes (other gate designs: benchmarks/segmentation_gate_study.py);
+  image on the held-out test scenes (other gate designs: benchmarks/segmentation/gate_study.py);
 - the fixed-depth baseline of EQUAL mean compute (images split between the two neighbouring
   depths so the mean layer count matches the gate's), seeded;
 - the goal check: >= 30% encoder compute saved at <= 1.0 mIoU point lost vs full depth;
@@ -346,7 +346,7 @@ NOTES = ["## Where encoder depth comes from, and why the goals that need more of
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.segmentation_report", description=__doc__.split("\n\n")[0])
+        prog="python -m benchmarks.segmentation.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, default=Path("artifacts/segmentation/eco_m2f.pt"))
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     parser.add_argument("--out", type=Path, default=Path("reports/segmentation.md"))
@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     plot_path = args.out.with_name(args.out.stem + "_quality.png")
     plot(fixed, sweep, plot_path)
-    command = "python -m benchmarks.segmentation_report " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = "python -m benchmarks.segmentation.report " + shlex.join(argv if argv is not None else sys.argv[1:])
     difficulty, spreads = by_difficulty(model, test, scenes.difficulty[scenes.test])
     sections = {"difficulty": difficulty, "goals": goals(fixed, sweep, spreads, served, model.config.head),
                 "heads": head_comparison([args.checkpoint, *args.compare], scenes.test, scenes) if args.compare else [],

@@ -1,7 +1,7 @@
 """CPU per metric update: prometheus_client in memory (what each worker does; the parent merges
 at scrape time) against its multiprocess mode (every update written to a memory-mapped file).
 
-    python -m benchmarks.metrics_cost            # -> reports/metrics_cost.md
+    python -m benchmarks.serving.metrics_cost            # -> reports/metrics_cost.md
 
 Each mode runs in its own process (multiprocess mode is chosen when prometheus_client is
 imported). Figures are the best of several repeats, in nanoseconds per update on a label child
@@ -21,7 +21,7 @@ from pathlib import Path
 
 OPERATIONS = ("counter inc", "gauge inc+dec", "histogram observe")
 UPDATES_PER_REQUEST = {"counter inc": 1, "gauge inc+dec": 1, "histogram observe": 4}  # see the report
-COMMAND = "python -m benchmarks.metrics_cost"
+COMMAND = "python -m benchmarks.serving.metrics_cost"
 
 
 def _measure(number: int, repeats: int) -> dict[str, float]:
@@ -72,8 +72,8 @@ def _run_mode(multiprocess: bool, number: int, repeats: int) -> dict[str, float]
     with tempfile.TemporaryDirectory() as directory:
         if multiprocess:
             env["PROMETHEUS_MULTIPROC_DIR"] = directory
-        out = subprocess.run([sys.executable, "-m", "benchmarks.metrics_cost", "--child", str(number), str(repeats)],
-                             env=env, check=True, capture_output=True, text=True).stdout
+        child = [sys.executable, "-m", "benchmarks.serving.metrics_cost", "--child", str(number), str(repeats)]
+        out = subprocess.run(child, env=env, check=True, capture_output=True, text=True).stdout
     return json.loads(out)
 
 
@@ -100,7 +100,7 @@ def _report(memory: dict[str, float], mapped: dict[str, float], merge_ms: dict[i
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.metrics_cost", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.serving.metrics_cost", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--child", nargs=2, type=int, help=argparse.SUPPRESS)
     parser.add_argument("--number", type=int, default=200_000)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks.splitcompute_rates import RatePoint, png_data_bytes, teacher_accuracy
+from benchmarks.splitcompute.rates import RatePoint, png_data_bytes, teacher_accuracy
 from models.splitcompute.data import to_float
 from models.splitcompute.image_codec import FactorizedPriorAutoencoder
 from models.splitcompute.teacher import TeacherCNN

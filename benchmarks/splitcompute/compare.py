@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from benchmarks.splitcompute_bdrate import BdRate, bd_rate, frontier, ratio_at
-from benchmarks.splitcompute_rates import RatePoint
+from benchmarks.splitcompute.bdrate import BdRate, bd_rate, frontier, ratio_at
+from benchmarks.splitcompute.rates import RatePoint
 
 STUDENT = "student"  # the default build's students (distilled from the teacher)
 STUDENT_AUGMENTED = "student (codec-augmented teacher)"  # the same recipe distilled from the fine-tuned teacher

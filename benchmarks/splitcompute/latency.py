@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from benchmarks.splitcompute_rates import compress, decompress
+from benchmarks.splitcompute.rates import compress, decompress
 from services.runtime import RuntimeSettings, build_server
 from services.splitcompute import SplitComputeService
 from services.splitcompute.edge import EdgeDevice

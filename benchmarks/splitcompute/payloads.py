@@ -1,4 +1,4 @@
-"""`python -m benchmarks.splitcompute_payloads --out DIR`: wire frames for load tests.
+"""`python -m benchmarks.splitcompute.payloads --out DIR`: wire frames for load tests.
 
 Encodes held-out images of the family's procedural data with the real edge SDK (the encoder
 bundle in the model repository) and writes one frame per file, DIR/000000.bin ..., the input of
@@ -31,7 +31,7 @@ def write_payloads(bundle: Path, out: Path, count: int, seed: int = 1234) -> lis
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.splitcompute_payloads",
+        prog="python -m benchmarks.splitcompute.payloads",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, default=Path("model_repository/splitcompute-encoder-fp32/1"))
     parser.add_argument("--out", type=Path, required=True)

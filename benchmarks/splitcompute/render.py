@@ -8,15 +8,15 @@ from typing import Any
 import matplotlib
 import matplotlib.ticker
 
-from benchmarks.splitcompute_compare import (
+from benchmarks.splitcompute.compare import (
     BEST_INPUT_CODEC,
     MATCHED_ACCURACIES,
     STUDENT,
     Comparison,
     curves,
 )
-from benchmarks.splitcompute_latency import LINKS_MBIT
-from benchmarks.splitcompute_rates import RatePoint
+from benchmarks.splitcompute.latency import LINKS_MBIT
+from benchmarks.splitcompute.rates import RatePoint
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt

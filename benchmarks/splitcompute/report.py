@@ -1,4 +1,4 @@
-"""`python -m benchmarks.splitcompute_report`: the splitcompute rate-accuracy and latency report.
+"""`python -m benchmarks.splitcompute.report`: the splitcompute rate-accuracy and latency report.
 
 Reads the trained teacher and the default beta sweep (artifacts/splitcompute, written by
 `python -m exporters.build --families splitcompute`), the long studies when present
@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.splitcompute_baselines import feature_points, image_codec_points
-from benchmarks.splitcompute_compare import STUDENT, STUDENT_AUGMENTED, Comparison, compare
-from benchmarks.splitcompute_latency import measure_latency
-from benchmarks.splitcompute_rates import INPUT_CODECS, RatePoint, codec_points, student_point, teacher_accuracy
-from benchmarks.splitcompute_render import (
+from benchmarks.splitcompute.baselines import feature_points, image_codec_points
+from benchmarks.splitcompute.compare import STUDENT, STUDENT_AUGMENTED, Comparison, compare
+from benchmarks.splitcompute.latency import measure_latency
+from benchmarks.splitcompute.rates import INPUT_CODECS, RatePoint, codec_points, student_point, teacher_accuracy
+from benchmarks.splitcompute.render import (
     ablation_table,
     bd_table,
     curve_table,
@@ -40,7 +40,7 @@ from benchmarks.splitcompute_render import (
     ratio_table,
     without_curve,
 )
-from benchmarks.splitcompute_studies import ABLATION_BETA, ABLATIONS, CODEC_LAMBDAS, codec_study_config
+from benchmarks.splitcompute.studies import ABLATION_BETA, ABLATIONS, CODEC_LAMBDAS, codec_study_config
 from exporters.onnx_export import export_onnx
 from models.splitcompute.data import ShapeDataConfig, make_shape_data
 from models.splitcompute.image_codec import checkpoint_name, load_image_codec
@@ -180,7 +180,7 @@ def load_teachers(artifacts: Path) -> dict[str, TeacherCNN]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.splitcompute_report",
+        prog="python -m benchmarks.splitcompute.report",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts/splitcompute"))
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     png = args.out.with_name(args.out.stem + "_rate_accuracy.png")
     plot(points, teacher_accuracy(teachers["teacher"], images, labels), png)
-    command = "python -m benchmarks.splitcompute_report " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = "python -m benchmarks.splitcompute.report " + shlex.join(sys.argv[1:] if argv is None else argv)
     context = {"command": command.strip(), "seconds": time.perf_counter() - started, "n_test": len(labels),
                "png": png.name, "latency": latency, "served": served,
                "teacher_accuracy": {k: teacher_accuracy(t, images, labels) for k, t in teachers.items()}}

@@ -1,4 +1,4 @@
-"""`python -m benchmarks.splitcompute_studies`: the long trainings behind reports/splitcompute.md.
+"""`python -m benchmarks.splitcompute.studies`: the long trainings behind reports/splitcompute.md.
 
 Everything is cached under artifacts/splitcompute/studies/ (one checkpoint per job; a job whose
 checkpoint exists is skipped), so a rerun only trains what is missing:
@@ -102,7 +102,7 @@ def run(artifacts: Path, only: set[str] | None = None, lambdas: tuple[float, ...
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.splitcompute_studies",
+        prog="python -m benchmarks.splitcompute.studies",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts/splitcompute"))
     parser.add_argument("--only", nargs="+", choices=JOBS)

@@ -81,7 +81,7 @@ def render(results: dict[str, Any]) -> str:
              "ratios are the figures to read, absolute milliseconds move with the load. Quality gate: relative "
              "loss of the family's metric vs fp32. Quality figures are deterministic for one checkpoint, one "
              "calibration set and one test set: no seeds and no interval on these differences. The same recipes at "
-             "production shapes: reports/quantization_production.md (`make bench-quant-production`)."
+             "production shapes: reports/quantization_production.md (`make bench-quantization`)."
              + (f" Sections measured by separate runs, combined by `{results['combined_by']}`."
                 if "combined_by" in results else ""), ""]
     for fam in results["families"]:

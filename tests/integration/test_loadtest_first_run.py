@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.splitcompute_payloads import write_payloads
+from benchmarks.splitcompute.payloads import write_payloads
 from loadtest.engine import Target
 from loadtest.generators import GeneratorError
 from loadtest.workers import GeneratorSpec, WorkerPool

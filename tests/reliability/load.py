@@ -1,5 +1,5 @@
 """Open-loop load with Poisson arrivals where every request's final status is kept, plus /metrics
-scraping. Shared by the reliability tests (seconds) and benchmarks/reliability.py (minutes).
+scraping. Shared by the reliability tests (seconds) and benchmarks/reliability/measure.py (minutes).
 
 Latency is measured from each request's INTENDED send time, so a stalled client or server cannot
 hide queueing (coordinated omission). A request that never got a status would be a missing entry;

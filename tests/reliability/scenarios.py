@@ -1,5 +1,5 @@
 """The reliability scenarios, each a function that drives load, injects one fault and returns its
-figures. The tests run them for seconds and assert; benchmarks/reliability.py runs them for
+figures. The tests run them for seconds and assert; benchmarks/reliability/measure.py runs them for
 minutes and writes reports/reliability.md. One implementation, two durations.
 """
 

@@ -1,7 +1,7 @@
 """A service over a model of KNOWN cost: each execution takes `compute_s` (one at a time, no
 batching), so capacity is exactly 1 / compute_s requests/s on any machine, however busy. The
 overload, deadline and shutdown scenarios use it to test the runtime's admission control with
-figures that do not depend on the CPU; benchmarks/reliability.py runs the same scenarios on the
+figures that do not depend on the CPU; benchmarks/reliability/measure.py runs the same scenarios on the
 real ctr model too.
 
     python -m tests.reliability.sleepy --compute-ms 10 --queue 8 --grace 5   # a suite process (SIGTERM tests)

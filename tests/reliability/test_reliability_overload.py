@@ -3,7 +3,7 @@ capacity is exactly 1 / COMPUTE_S requests/s. Waits are asserted in executions o
 (how many executions began while a request waited), not in milliseconds: a busy machine slows the
 event loop, the model and the client together, so a wall-clock p99 measures the machine, while
 the execution count measures what admission control promises (a bounded queue, refusals at once).
-benchmarks/reliability.py runs the same scenarios longer, on ctr too, and reports milliseconds."""
+benchmarks/reliability/measure.py runs the same scenarios longer, on ctr too, and reports milliseconds."""
 
 from __future__ import annotations
 

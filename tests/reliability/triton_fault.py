@@ -1,5 +1,5 @@
 """Triton killed mid-load under backend = triton, then brought back: the scenario the reliability
-test asserts and benchmarks/reliability.py reports."""
+test asserts and benchmarks/reliability/measure.py reports."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ figures (int8 >= 1.5x fp32 at batch 32 with all threads, >= 3.5x smaller), never
 
 from __future__ import annotations
 
-from benchmarks.quant_production import PRODUCTION_RECIPES, U8S8_PER_CHANNEL, goal_lines, render
+from benchmarks.quantization.production import PRODUCTION_RECIPES, U8S8_PER_CHANNEL, goal_lines, render
 
 
 def _result(family: str, int8_ms: float, int8_bytes: int) -> dict:

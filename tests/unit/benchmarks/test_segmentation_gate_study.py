@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.segmentation_gate_study import seed_mean_interval, versus_mix
+from benchmarks.segmentation.gate_study import seed_mean_interval, versus_mix
 from models.segmentation.gating import ExitTable
 
 
@@ -38,8 +38,8 @@ def test_a_gate_no_better_than_chance_gets_an_interval_around_zero() -> None:
 
 
 def test_the_study_selects_a_setting_per_design_on_validation_and_renders_every_beta() -> None:
-    from benchmarks.segmentation_gate_study import GateDesign, render, study
-    from benchmarks.segmentation_report import BETAS
+    from benchmarks.segmentation.gate_study import GateDesign, render, study
+    from benchmarks.segmentation.report import BETAS
     from models.segmentation.eco_m2f import EcoM2F, EcoM2FConfig
 
     rng = np.random.default_rng(0)
@@ -58,6 +58,6 @@ def test_the_study_selects_a_setting_per_design_on_validation_and_renders_every_
     assert len(results[1]["r2"]) == len(cfg.exits) - 1 and np.isfinite(results[1]["r2"]).all()
     assert all(len(r["test"]) == len(BETAS) and r["test"][0]["interval"][0] <= r["test"][0]["interval"][1]
                for r in results)
-    text = render(results, "python -m benchmarks.segmentation_gate_study", "ckpt.pt", {"train": 60, "valid": 30,
+    text = render(results, "python -m benchmarks.segmentation.gate_study", "ckpt.pt", {"train": 60, "valid": 30,
                                                                                       "test": 30})
     assert text.count("| gains |") == 5 and "| k* | pool 2, wd 0.01, 1 epochs |" in text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.segmentation_report import equal_compute_choice, goals
+from benchmarks.segmentation.report import equal_compute_choice, goals
 from models.segmentation.gating import ExitTable
 
 

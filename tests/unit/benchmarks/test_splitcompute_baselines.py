@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.splitcompute_baselines import feature_points, image_codec_points, tile_channels
-from benchmarks.splitcompute_compare import BEST_INPUT_CODEC, compare
-from benchmarks.splitcompute_rates import HEADERLESS, RatePoint, compress, decompress
-from benchmarks.splitcompute_report import image_codec_checkpoints
-from benchmarks.splitcompute_studies import CODEC_LAMBDAS, codec_study_config
+from benchmarks.splitcompute.baselines import feature_points, image_codec_points, tile_channels
+from benchmarks.splitcompute.compare import BEST_INPUT_CODEC, compare
+from benchmarks.splitcompute.rates import HEADERLESS, RatePoint, compress, decompress
+from benchmarks.splitcompute.report import image_codec_checkpoints
+from benchmarks.splitcompute.studies import CODEC_LAMBDAS, codec_study_config
 from models.splitcompute.augment import AugmentConfig, augment
 from models.splitcompute.data import ShapeDataConfig, make_shape_data
 from models.splitcompute.image_codec import FactorizedPriorAutoencoder, ImageCodecConfig, checkpoint_name

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from benchmarks.splitcompute_bdrate import bd_rate, frontier, ratio_at
+from benchmarks.splitcompute.bdrate import bd_rate, frontier, ratio_at
 
 RATES = np.array([100.0, 180.0, 400.0, 900.0, 2500.0])
 ACCURACIES = np.array([0.55, 0.68, 0.80, 0.86, 0.90])

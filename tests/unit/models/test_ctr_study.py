@@ -140,7 +140,7 @@ def test_compare_resolves_a_real_gap_and_not_a_null_one():
 
 
 def test_claims_say_supported_contradicted_or_not_resolved_from_the_interval():
-    from exporters.ctr_report import claims
+    from benchmarks.ctr.report import claims
 
     def figure(low, high):
         return {"bootstrap": [(low + high) / 2, low, high]}

@@ -1,0 +1,1 @@
+"""Quantization recipes at production shapes (`make bench-quantization`)."""
