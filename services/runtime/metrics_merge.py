@@ -11,7 +11,7 @@ describe the workers themselves: `infersuite_worker_up` and `infersuite_worker_r
 
 The merge reads the text format line by line, keeping each series' name and labels as the
 worker wrote them (prometheus_client's own exposition): about 30x cheaper than parsing it with
-prometheus_client.parser (reports/metrics_cost.md, written by `python -m benchmarks.metrics_cost`).
+prometheus_client.parser (reports/metrics_cost.md, written by `python -m benchmarks.serving.metrics_cost`).
 """
 
 from __future__ import annotations
