@@ -71,9 +71,12 @@ class FakeModel:
         self.outputs: list[TensorSpec] = []
         self._outputs = outputs
         self.calls: list[dict[str, np.ndarray]] = []
+        self.asked_outputs: list[list[str] | None] = []  # per execution: the outputs asked (None: all)
 
-    async def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    async def infer(self, inputs: Mapping[str, np.ndarray],
+                    outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         self.calls.append(dict(inputs))
+        self.asked_outputs.append(None if outputs is None else list(outputs))
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         return self._outputs(inputs)

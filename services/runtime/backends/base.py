@@ -3,7 +3,7 @@ these; batching and a remote (Triton) backend slot in behind the same two method
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -22,8 +22,10 @@ class LoadedModel(Protocol):
     meta: dict[str, Any]
     instance_count: int
 
-    async def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Runs one (possibly batched) execution; returns every output by name."""
+    async def infer(self, inputs: Mapping[str, np.ndarray],
+                    outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Runs one (possibly batched) execution; returns `outputs` by name (None: every output).
+        A backend may compute and return more than it was asked for, never less."""
         ...
 
     async def close(self) -> None: ...

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -61,10 +61,13 @@ class OnnxRuntimeModel:
         self._executor = ThreadPoolExecutor(instance_count, thread_name_prefix=f"ort-{model.name}")
         self.compute_cpu_s = 0.0  # CPU seconds spent inside session.run (read by the metrics collector)
 
-    def _run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _run(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        # Only the asked outputs: onnxruntime then skips the nodes that feed none of them
+        # (DIN's activation_weights when only click_probability is asked).
+        names = list(outputs) if outputs else self._output_names
         cpu = time.thread_time()
         try:
-            results = self._session.run(self._output_names, dict(inputs))
+            results = self._session.run(names, dict(inputs))
         except (ort.capi.onnxruntime_pybind11_state.InvalidArgument,
                 ort.capi.onnxruntime_pybind11_state.InvalidGraph) as exc:
             # The runtime's limits check first; onnxruntime's own text names graph nodes: the log only.
@@ -74,13 +77,14 @@ class OnnxRuntimeModel:
         finally:
             # The executor thread's CPU time: the whole execution when intra_op_threads is 1.
             self.compute_cpu_s += time.thread_time() - cpu
-        return dict(zip(self._output_names, results, strict=True))
+        return dict(zip(names, results, strict=True))
 
-    async def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    async def infer(self, inputs: Mapping[str, np.ndarray],
+                    outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         if self._executor is None:
             raise Unavailable(f"model {self.name!r} is unloaded")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._run, inputs)
+        return await loop.run_in_executor(self._executor, self._run, inputs, outputs)
 
     async def close(self) -> None:
         self._executor.shutdown(wait=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -76,19 +76,21 @@ class TritonModel:
             raise DeadlineExceeded(f"deadline passed before model {self.name!r} ran on Triton")
         return min(left, self._timeout_s)
 
-    async def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    async def infer(self, inputs: Mapping[str, np.ndarray],
+                    outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         tensors = []
         for spec in self.inputs:
             tensor = InferInput(spec.name, list(inputs[spec.name].shape), spec.datatype)
             tensor.set_data_from_numpy(np.ascontiguousarray(inputs[spec.name], dtype=spec.dtype))
             tensors.append(tensor)
-        outputs = [InferRequestedOutput(spec.name) for spec in self.outputs]
+        names = list(outputs) if outputs else [spec.name for spec in self.outputs]
         try:
-            result = await self.client.infer(self.name, tensors, model_version=self.version, outputs=outputs,
+            result = await self.client.infer(self.name, tensors, model_version=self.version,
+                                             outputs=[InferRequestedOutput(name) for name in names],
                                              client_timeout=self._timeout())
         except InferenceServerException as exc:
             raise triton_error(exc, self.name) from None
-        return {spec.name: result.as_numpy(spec.name) for spec in self.outputs}
+        return {name: result.as_numpy(name) for name in names}
 
     async def close(self) -> None:
         """Nothing of its own to release: the channel is the backend's, shared by every model."""
