@@ -128,7 +128,7 @@ class CtrHandler:
             "candidate_items": query.candidate_items.astype(np.int64, copy=False),  # (N,)
             "candidate_categories": query.candidate_categories.astype(np.int64, copy=False),
             "candidate_user": np.zeros(n, np.int64),
-        })
+        }, None if query.explain else ["click_probability"])  # the weights are computed only when asked
         self._candidates.observe(query.candidate_items.size)
         self._history.observe(used)
         weights = outputs["activation_weights"][:, :used] if query.explain else None  # (N, T)

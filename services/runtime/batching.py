@@ -71,7 +71,15 @@ class _Pending:
     future: asyncio.Future
     enqueued: float
     deadline: float | None
+    outputs: frozenset[str] | None = None  # the outputs the caller reads (None: every output)
     started: bool = field(default=False)
+
+
+def _union_of_outputs(batch: Sequence[_Pending]) -> list[str] | None:
+    """What one execution computes: every output any request of the batch reads (None: all of them)."""
+    if any(p.outputs is None for p in batch):
+        return None
+    return sorted(frozenset().union(*(p.outputs for p in batch if p.outputs is not None)))
 
 
 class DynamicBatcher:
@@ -132,13 +140,16 @@ class DynamicBatcher:
             raise InvalidArgument(f"{shape.rows} rows exceed the model's max_batch_size {self.policy.max_batch_size}")
         return shape
 
-    async def submit(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    async def submit(self, inputs: Mapping[str, np.ndarray],
+                     outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """The request's own outputs: those named in `outputs` (None: every output) and maybe more."""
         deadline = request_deadline.get()
         self._admit(deadline)
         shape = self._describe(inputs)
         now = time.monotonic()
         self._note_arrival(now)
-        pending = _Pending(inputs, shape, self._loop.create_future(), now, deadline)
+        pending = _Pending(inputs, shape, self._loop.create_future(), now, deadline,
+                           frozenset(outputs) if outputs else None)
         self._queue.append(pending)
         self._queued_rows += shape.rows
         self._depth.set(len(self._queue))
@@ -289,9 +300,10 @@ class DynamicBatcher:
         self._batch_size.observe(sum(s.rows for s in shapes))
         if shapes[0].sizes:
             self._padding.observe(padding_fraction([s.rows for s in shapes], [s.sizes for s in shapes]))
+        wanted = _union_of_outputs(batch)
         start = time.perf_counter()
         try:
-            outputs = await self.model.infer(inputs)
+            outputs = await (self.model.infer(inputs) if wanted is None else self.model.infer(inputs, wanted))
         except BaseException as exc:
             self._stats.record_failure(len(batch))
             for pending in batch:

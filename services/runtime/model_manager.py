@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,9 +142,10 @@ class ModelSet:
     def versions(self) -> dict[str, str]:
         return {name: served.model.version for name, served in self._served.items()}
 
-    async def infer(self, name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Runs on this set's version of `name`, whatever the manager serves now."""
-        return await self._manager.run(self._entry(name), inputs)
+    async def infer(self, name: str, inputs: Mapping[str, np.ndarray],
+                    outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Runs on this set's version of `name`, whatever the manager serves now (`outputs` as ModelManager.infer)."""
+        return await self._manager.run(self._entry(name), inputs, outputs)
 
 
 class ModelManager:
@@ -292,21 +293,24 @@ class ModelManager:
     def all_ready(self) -> bool:
         return self._expected.issubset(self._served)
 
-    async def infer(self, name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Queues the request on the served version's scheduler and waits for its own outputs."""
+    async def infer(self, name: str, inputs: Mapping[str, np.ndarray],
+                    outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Queues the request on the served version's scheduler and waits for its own outputs
+        (`outputs`: the ones the caller reads, None = every output; the result may hold more)."""
         served = self._served.get(name)
         if served is None:  # an alias, or not loaded (`served` raises the right error)
             served = self.served(name)
-        return await self.run(served, inputs)
+        return await self.run(served, inputs, outputs)
 
-    async def run(self, served: ServedModel, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    async def run(self, served: ServedModel, inputs: Mapping[str, np.ndarray],
+                  outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Runs on exactly that version (a ModelSet's, or the one served now)."""
         served.limits.check(inputs)  # before the request takes a queue slot or any memory downstream
         inflight = served.inflight
         inflight.inc()
         start, ok = time.perf_counter(), False
         try:
-            result = await served.scheduler.submit(inputs)
+            result = await served.scheduler.submit(inputs, outputs)
             self._check_finite(served.model.name, result, inputs)
             ok = True
             return result

@@ -102,7 +102,8 @@ class OipServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         model = self._model(request.model_name, request.model_version)
         inputs = decode_inputs(request, model.inputs, self._max_bytes, self._models.limits(model.name))
         names = requested_outputs(request, model.outputs)
-        outputs = await self._models.infer(model.name, inputs)
+        # Only the asked outputs are computed (all of them when the request names none).
+        outputs = await self._models.infer(model.name, inputs, names if request.outputs else None)
         response = encode_response(request, model.version, outputs, names)
         answer_bytes = sum(len(raw) for raw in response.raw_output_contents)
         if answer_bytes > self._max_bytes:  # gRPC would refuse to send it, after our metrics counted OK
