@@ -52,6 +52,7 @@ class BatchingPolicy:
     instance_count: int = 1  # concurrent executions
     combine: bool = True  # False: one request per execution (batching off), admission control still on
     max_cells: int = 1 << 30  # rows x padded ragged sizes per execution
+    inline_max_s: float = 0.0  # an idle model runs a request this cheap on the event loop; 0 = never
 
     @property
     def fire_size(self) -> int:
@@ -95,6 +96,8 @@ class DynamicBatcher:
         self._timer: asyncio.TimerHandle | None = None
         self._dispatch_soon = False
         self._per_request_ewma_s: float | None = None  # compute time per request of recent batches
+        self._per_cell_ewma_s: float | None = None  # compute time per useful cell (rows x ragged sizes)
+        self._run_now = getattr(model, "infer_now", None)  # a backend that can run on the calling thread
         self._interarrival_ewma_s: float | None = None
         self._last_arrival: float | None = None
         self._closed = False
@@ -148,6 +151,8 @@ class DynamicBatcher:
         shape = self._describe(inputs)
         now = time.monotonic()
         self._note_arrival(now)
+        if self._inline_fits(shape):
+            return self._run_inline(inputs, shape, outputs, deadline, now)
         pending = _Pending(inputs, shape, self._loop.create_future(), now, deadline,
                            frozenset(outputs) if outputs else None)
         self._queue.append(pending)
@@ -163,6 +168,48 @@ class DynamicBatcher:
                 self._drop(pending)
                 self._rejected["cancelled"].inc()
             raise
+
+    def _inline_fits(self, shape: RequestShape) -> bool:
+        """Idle model, nothing queued, and the request's expected execution within the inline bound."""
+        per_cell = self._per_cell_ewma_s
+        return (self._run_now is not None and per_cell is not None and self._running == 0 and not self._queue
+                and per_cell * self._layout.cells(shape.rows, shape.sizes) <= self.policy.inline_max_s)
+
+    def _run_inline(self, inputs: Mapping[str, np.ndarray], shape: RequestShape, outputs: Sequence[str] | None,
+                    deadline: float | None, now: float) -> dict[str, np.ndarray]:
+        """One execution on the event loop, with the bookkeeping of an executor batch of one."""
+        assert self._run_now is not None
+        if deadline is not None and deadline <= now:
+            self._rejected["expired"].inc()
+            raise DeadlineExceeded("deadline passed before compute; not computed")
+        self._queue_time.observe(0.0)
+        self._observe_shapes([shape])
+        self._running += 1
+        start = time.perf_counter()
+        try:
+            result = self._run_now(inputs, list(outputs) if outputs else None)
+        except BaseException:
+            self._stats.record_failure(1)
+            raise
+        finally:
+            self._running -= 1
+        self._record_execution([shape], time.perf_counter() - start)
+        return result
+
+    def _observe_shapes(self, shapes: Sequence[RequestShape]) -> None:
+        self._batch_size.observe(sum(s.rows for s in shapes))
+        if shapes[0].sizes:
+            self._padding.observe(padding_fraction([s.rows for s in shapes], [s.sizes for s in shapes]))
+
+    def _record_execution(self, shapes: Sequence[RequestShape], elapsed: float) -> None:
+        """Compute-time estimates (admission, inline choice), the compute histogram and OIP statistics."""
+        share, ewma = elapsed / len(shapes), self._per_request_ewma_s
+        self._per_request_ewma_s = share if ewma is None else 0.8 * ewma + 0.2 * share
+        cells = max(sum(self._layout.cells(s.rows, s.sizes) for s in shapes), 1)
+        per_cell, ewma = elapsed / cells, self._per_cell_ewma_s
+        self._per_cell_ewma_s = per_cell if ewma is None else 0.8 * ewma + 0.2 * per_cell
+        self._compute_time.observe(elapsed)
+        self._stats.record_batch(len(shapes), elapsed)
 
     def _note_arrival(self, now: float) -> None:
         if self._last_arrival is not None:
@@ -297,9 +344,7 @@ class DynamicBatcher:
         shapes = [p.shape for p in batch]
         single = len(batch) == 1
         inputs = batch[0].inputs if single else self._layout.combine([p.inputs for p in batch], shapes)
-        self._batch_size.observe(sum(s.rows for s in shapes))
-        if shapes[0].sizes:
-            self._padding.observe(padding_fraction([s.rows for s in shapes], [s.sizes for s in shapes]))
+        self._observe_shapes(shapes)
         wanted = _union_of_outputs(batch)
         start = time.perf_counter()
         try:
@@ -312,11 +357,7 @@ class DynamicBatcher:
             if not isinstance(exc, Exception):
                 raise
             return
-        elapsed = time.perf_counter() - start
-        share, ewma = elapsed / len(batch), self._per_request_ewma_s
-        self._per_request_ewma_s = share if ewma is None else 0.8 * ewma + 0.2 * share
-        self._compute_time.observe(elapsed)
-        self._stats.record_batch(len(batch), elapsed)
+        self._record_execution(shapes, time.perf_counter() - start)
         results = [outputs] if single else self._layout.split(outputs, shapes)
         for pending, result in zip(batch, results, strict=True):
             if not pending.future.done():

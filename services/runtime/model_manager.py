@@ -40,7 +40,8 @@ def batching_policy(config: ModelConfig, model: LoadedModel, settings: RuntimeSe
         return BatchingPolicy(
             max_batch_size=rows.max_rows, max_queue_delay_s=rows.max_queue_delay_us / 1e6,
             max_queue_size=settings.max_queue_size, max_padding_fraction=settings.max_padding_fraction,
-            instance_count=model.instance_count, combine=settings.dynamic_batching, max_cells=rows.max_cells)
+            instance_count=model.instance_count, combine=settings.dynamic_batching, max_cells=rows.max_cells,
+            inline_max_s=settings.inline_max_ms / 1e3)
     dynamic = config.dynamic_batching if config.HasField("dynamic_batching") else None
     combine = dynamic is not None and settings.dynamic_batching and config.max_batch_size > 1
     queue_size = dynamic.default_queue_policy.max_queue_size if dynamic is not None else 0
@@ -54,6 +55,7 @@ def batching_policy(config: ModelConfig, model: LoadedModel, settings: RuntimeSe
         max_padding_fraction=settings.max_padding_fraction,
         instance_count=model.instance_count,
         combine=combine,
+        inline_max_s=settings.inline_max_ms / 1e3,
     )
 
 

@@ -59,6 +59,7 @@ class OnnxRuntimeModel:
         self.outputs = _specs(model.name, session.get_outputs())
         self._output_names = [o.name for o in self.outputs]
         self._executor = ThreadPoolExecutor(instance_count, thread_name_prefix=f"ort-{model.name}")
+        self._closed = False
         self.compute_cpu_s = 0.0  # CPU seconds spent inside session.run (read by the metrics collector)
 
     def _run(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
@@ -86,7 +87,15 @@ class OnnxRuntimeModel:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._run, inputs, outputs)
 
+    def infer_now(self, inputs: Mapping[str, np.ndarray],
+                  outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """`infer` on the calling thread (the scheduler's inline path for short executions of an idle model)."""
+        if self._closed:
+            raise Unavailable(f"model {self.name!r} is unloaded")
+        return self._run(inputs, outputs)
+
     async def close(self) -> None:
+        self._closed = True
         self._executor.shutdown(wait=True)
 
 
