@@ -241,6 +241,19 @@ def _workdir() -> Iterator[Path]:
         yield Path(tmp)
 
 
+def _rerender(source: Path, out: Path, argv: list[str] | None) -> None:
+    """The report of an earlier run, from its .json: same measurements, today's checks and rendering."""
+    run = json.loads(source.read_text())
+    context, steps, gate = run["context"], run["steps"], run["context"]["gate"]
+    command = "python -m benchmarks.serving " + " ".join(sys.argv[1:] if argv is None else argv)
+    context["command"] = f"{context['command']}`, re-rendered from its .json by `{command}"
+    verdict = validity.verdict(steps, gate if not gate["quiet"] else {})
+    report.write(out, context, ceilings_by_round(steps), steps, run.get("profile", {}), verdict)
+    if not verdict.valid:
+        sys.exit(f"INVALID run ({verdict.steps_flagged} of {verdict.steps_checked} steps flagged): "
+                 + "; ".join(verdict.reasons[:3]))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.serving", description=__doc__.split("\n\n")[0])
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
@@ -260,7 +273,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="seconds to wait for a quiet machine before refusing to start")
     parser.add_argument("--force", action="store_true",
                         help="start on a busy machine anyway (the report is then stamped INVALID)")
+    parser.add_argument("--rerender", type=Path, metavar="JSON",
+                        help="rewrite --out from a run's own .json with the current validity rules and tables "
+                             "(no measurement; the report says it was re-rendered)")
     args = parser.parse_args(argv)
+    if args.rerender is not None:
+        _rerender(args.rerender, args.out, argv)
+        return
     started = time.time()
     gate = validity.wait_until_quiet(set(args.server_cores) | set(args.generator_cores), wait_s=args.quiet_wait)
     if not gate["quiet"] and not args.force:

@@ -184,7 +184,7 @@ def _validity_lines(context: dict, steps: list[dict], verdict: validity.Verdict)
              f"after {_loads(context['load_average_after'])} (1, 5, 15 min; during the run the benchmark's own "
              "server and generator count in it).",
              f"- Saturated pinned steps ({len(saturated)}: closed loop and streaming at >= "
-             f"{validity.SATURATING_CLIENTS} clients, the ceiling, the profile): server core busy "
+             f"{validity.SATURATING_CLIENTS} clients, the ceiling): server core busy "
              + (f"min {min(busy):.3f}, median {_median(busy):.3f}" if busy else "not read")
              + f" (/proc/stat; flagged below {validity.BUSY_AT_SATURATION}).",
              "- Foreign work (core busy time beyond irq/softirq and the benchmark's own processes), any "
