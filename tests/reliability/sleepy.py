@@ -13,7 +13,7 @@ import argparse
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -47,7 +47,8 @@ class SleepyModel:
         self.arrived: dict[int, float] = {}
         self.refused: dict[int, float] = {}
 
-    async def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    async def infer(self, inputs: Mapping[str, np.ndarray],
+                    outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:  # y is its only output
         self.executions += 1
         self.started[int(inputs["x"][0, 0])] = time.monotonic()
         await asyncio.sleep(self.compute_s)
