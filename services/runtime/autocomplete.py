@@ -22,7 +22,8 @@ from collections.abc import Iterable, Sequence
 from tritonclient.grpc import model_config_pb2
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
-from services.runtime.repository import CONFIG_FILE, ONNX_PLATFORM, RepositoryError
+from services.runtime.errors import RepositoryError
+from services.runtime.repository import CONFIG_FILE, ONNX_PLATFORM
 from services.runtime.tensors import TensorSpec
 
 

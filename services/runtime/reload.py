@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.runtime.backends.base import LoadedModel
-from services.runtime.errors import InferSuiteError
+from services.runtime.errors import InferSuiteError, RepositoryError
 from services.runtime.lifecycle import ServiceModels, Snapshot
 from services.runtime.model_manager import ModelManager, ModelSet, ServedModel
-from services.runtime.repository import RepositoryError, RepositoryModel
+from services.runtime.repository import RepositoryModel
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +101,10 @@ class ModelReloader:
         self._failed: dict[str, frozenset[tuple[str, str, float]]] = {}  # set -> the versions that failed
         self._lock = asyncio.Lock()  # one reload at a time: two swaps of one set must not interleave
 
-    def _mtime(self, name: str, version: str) -> float:
-        """The newest file of a version directory: any rewritten file makes the version worth a retry."""
-        directory = self._models.repository.root / name / version
-        return max((f.stat().st_mtime for f in directory.iterdir()), default=0.0) if directory.is_dir() else 0.0
+    def _mtime(self, *parts: str) -> float:
+        """The newest file under a model's (or a version's) directory: any rewritten file makes it worth a retry."""
+        directory = self._models.repository.root.joinpath(*parts)
+        return max((f.stat().st_mtime for f in directory.rglob("*") if f.is_file()), default=0.0)
 
     def _groups(self) -> dict[str, list[str]]:
         """Reload units: every service's model set, and each loaded model no service claims."""
@@ -197,9 +197,7 @@ class ModelReloader:
         culprit = next((n for n in names if n in exc.message), names[0])
         versions = self._models.repository.versions(culprit)
         version = versions[-1] if versions else ""
-        key = frozenset({(culprit, version, self._mtime(culprit, version) if version else 0.0),
-                         (culprit, "config", max((f.stat().st_mtime for f in (self._models.repository.root / culprit)
-                                                  .glob("*") if f.is_file()), default=0.0))})
+        key = frozenset({(culprit, version, self._mtime(culprit))})  # config.pbtxt, meta.json: any file of it
         if self._failed.get(group) == key:
             return []
         self._failed[group] = key

@@ -45,7 +45,6 @@ class RepositoryModel:
     model_path: Path
     config: model_config_pb2.ModelConfig
     meta: dict[str, Any] = field(default_factory=dict)
-    has_config_file: bool = True
 
 
 def parse_config(text: str) -> model_config_pb2.ModelConfig:
@@ -91,11 +90,11 @@ class ModelRepository:
     def versions(self, name: str) -> list[str]:
         return _numeric_versions(self.root / name)
 
-    def config(self, name: str) -> tuple[model_config_pb2.ModelConfig, bool]:
-        """config.pbtxt as written (and True), or an empty config naming the model (and False)."""
+    def config(self, name: str) -> model_config_pb2.ModelConfig:
+        """config.pbtxt as written, or an empty config naming the model."""
         path = self.root / name / CONFIG_FILE
         if not path.is_file():
-            return model_config_pb2.ModelConfig(name=name), False
+            return model_config_pb2.ModelConfig(name=name)
         try:
             config = parse_config(path.read_text())
         except (OSError, UnicodeDecodeError, text_format.ParseError) as exc:
@@ -103,7 +102,7 @@ class ModelRepository:
         if config.name and config.name != name:  # Triton refuses this too
             raise RepositoryError(f"{name}/{CONFIG_FILE} names the model {config.name!r}, not its directory {name!r}")
         config.name = name
-        return config, True
+        return config
 
     def resolve(self, name: str, version: str = "") -> RepositoryModel:
         """The requested version, or the latest when version is empty."""
@@ -115,11 +114,11 @@ class ModelRepository:
         chosen = version or versions[-1]
         if chosen not in versions:
             raise NotFound(f"model {name!r} has no version {chosen!r} (has {', '.join(versions)})")
-        config, written = self.config(name)
+        config = self.config(name)
         version_dir = self.root / name / chosen
         meta_path = version_dir / META_FILE
         meta = self._read_json(meta_path) if meta_path.is_file() else {}
         if not isinstance(meta, dict):
             raise RepositoryError(f"{name}/{chosen}/{META_FILE} must hold a JSON object")
         load_meta(name, chosen, meta)  # its schema (modelmeta): a bad or missing field fails the load, named
-        return RepositoryModel(name, chosen, version_dir / MODEL_FILE, config, meta, written)
+        return RepositoryModel(name, chosen, version_dir / MODEL_FILE, config, meta)

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from services.runtime.errors import InvalidArgument, Unavailable
-from services.runtime.repository import RepositoryError, RepositoryModel
+from services.runtime.errors import InvalidArgument, RepositoryError, Unavailable
+from services.runtime.repository import RepositoryModel
 from services.runtime.settings import RuntimeSettings
 from services.runtime.tensors import ONNX_TYPE_TO_DATATYPE, TensorSpec
 

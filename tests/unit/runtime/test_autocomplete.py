@@ -85,7 +85,7 @@ def test_a_directory_with_only_model_onnx_is_a_model(tmp_path: Path) -> None:
     repository = ModelRepository(tmp_path)
     assert repository.names() == ["bare"]
     entry = repository.resolve("bare")
-    assert entry.version == "1" and entry.config.name == "bare" and not entry.has_config_file and entry.meta == {}
+    assert entry.version == "1" and entry.config == model_config_pb2.ModelConfig(name="bare") and entry.meta == {}
 
 
 def test_unparsable_repository_files_name_the_file(tmp_path: Path) -> None:
