@@ -80,9 +80,8 @@ class RuntimeSettings(BaseSettings):
     longer ones go to the model's executor so health checks and other requests are not stalled.
     0 (default) = never inline. Off by default because an inline run blocks the loop, so a burst of
     requests to an idle model is read and run one by one and never combined (segmentation's shared
-    stages stopped batching). With 2 (DIN ranking mix, 1 client, 3 alternating rounds, load ~1) server
-    CPU per request was 0.87-0.92x of off; at 64 clients no difference. For latency-bound,
-    one-at-a-time traffic to a cheap model that gains nothing from batching."""
+    stages stopped batching). Meant for latency-bound, one-at-a-time traffic to a cheap model that
+    gains nothing from batching; no committed benchmark measures it yet."""
     dynamic_batching: bool = True
     """Combine concurrent requests into one execution for models whose config.pbtxt has a
     dynamic_batching block; false = one request per execution (queueing and admission stay on)."""
