@@ -22,7 +22,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 TRITON_STAMP := .triton/.installed
 
-.PHONY: hear-tools hear-validate setup serve-setup ship-models verify-models tools triton deploy-tools docker-tools docker docker-test protos models serve test test-fast lint bench-ctr bench-serving quantize-report loadtest bench-loadtest bench-loadtest-generator report-ctr report-quantization report-segmentation report-audio report-splitcompute splitcompute-studies splitcompute-payloads reliability-test bench-reliability bench-hostile bench-quantization bench-metrics-cost peers peers-check clean
+.PHONY: hear-tools hear-validate setup serve-setup ship-models verify-models tools triton deploy-tools docker-tools docker docker-test protos models serve test test-fast lint bench-ctr bench-serving quantize-report loadtest bench-loadtest bench-loadtest-generator report-ctr report-quantization report-segmentation report-audio report-splitcompute splitcompute-studies splitcompute-payloads reliability-test bench-reliability bench-overload bench-hostile bench-quantization bench-metrics-cost peers peers-check clean
 # Old names of report and bench targets, kept as aliases of the new ones (at the end of this file).
 .PHONY: bench-audio bench-splitcompute bench-quant-production reliability-report report-hostile
 .PHONY: audio-studies
@@ -232,6 +232,11 @@ reliability-test: $(DEV) tools triton
 # Every reliability scenario at full length (30 s of 3x overload, 10-minute soak; ~16 min): reports/reliability.md + .json
 bench-reliability: $(DEV) triton
 	$(PY) -m benchmarks.reliability.measure $(RELIABILITY_ARGS)
+
+# Overload inside the SLO (ctr at 3x for 60 s and 10x for 10 s, server and client pinned apart, the default
+# queue and queue-time bound, a control with the time bound off; ~5 min): reports/overload.md + .json
+bench-overload: $(DEV)
+	$(PY) -m benchmarks.reliability.overload $(OVERLOAD_ARGS)
 
 # The whole hostile corpus on one serving process of all four services, and each model's worst-case
 # request memory at its declared limits: the hostile sections of reports/reliability.md (minutes).

@@ -19,15 +19,16 @@ def _figures(data: dict[str, Any]) -> str:
     return "```json\n" + json.dumps(data, indent=1, default=str) + "\n```"
 
 
-def _overload(name: str, r: dict[str, Any], args: dict[str, Any]) -> list[str]:
+def overload_section(name: str, r: dict[str, Any], queue: str) -> list[str]:
+    """One overload run's verdicts (scenarios.overload's figures) under `## Overload: name`."""
     hot, cool = r["overload"], r["recovery"]
     excess = hot["codes"].get("RESOURCE_EXHAUSTED", 0)
     return [
         f"## Overload: {name}",
-        f"Load: open loop, Poisson arrivals at 3 x the sustainable {r['sustainable_rps']} req/s = "
-        f"{hot['offered_rps']} req/s for {hot['duration_s']} s, then 0.5 x for {cool['duration_s']} s starting the "
-        "moment the overload stops. Injected: the overload itself.",
-        f"Queue bound: {r['queue']} requests.",
+        f"Load: open loop, Poisson arrivals at {r.get('factor', 3.0):g} x the sustainable {r['sustainable_rps']} "
+        f"req/s = {hot['offered_rps']} req/s for {hot['duration_s']} s, then 0.5 x for {cool['duration_s']} s "
+        "starting the moment the overload stops. Injected: the overload itself.",
+        f"Queue bound: {queue}.",
         _check(hot["ok_p99_from_send_ms"] <= r["slo_ms"], f"accepted p99 {hot['ok_p99_from_send_ms']} ms from send "
                f"within the {r['slo_ms']} ms SLO ({hot['ok_p99_ms']} ms from the intended send time; the client's "
                f"own send lag p99 {hot['send_lag_p99_ms']} ms, p50 from intended {hot['ok_p50_ms']} ms)"),
@@ -196,8 +197,10 @@ def render(results: dict[str, Any]) -> str:
         f"behaviours per request, swept with max_queue_size {args['ctr_queue']}). The known-cost model serves exactly "
         f"{1000 / args['sleepy_compute_ms']:.0f} req/s ({args['sleepy_compute_ms']:g} ms per execution; "
         f"SLO {args['sleepy_slo_ms']:g} ms).", ""]
-    lines += _overload("known-cost model", results["sleepy_overload"], args)
-    lines += _overload("ctr (tiny DIN, onnxruntime)", results["ctr_overload"], args)
+    lines += overload_section("known-cost model", results["sleepy_overload"],
+                              f"{results['sleepy_overload']['queue']} requests")
+    lines += overload_section("ctr (tiny DIN, onnxruntime)", results["ctr_overload"],
+                              f"{results['ctr_overload']['queue']} requests")
     lines += _deadlines("known-cost model", results["sleepy_deadlines"])
     lines += _deadlines("ctr", results["ctr_deadlines"])
     lines += _shutdown("known-cost model", results["sleepy_shutdown"])

@@ -7,13 +7,22 @@ and the end of each execution), so a request costs the event loop no task switch
 Each request keeps its own future; a
 failed batch fails every request in it.
 
-Admission: a full queue answers RESOURCE_EXHAUSTED at once (with a retry hint); a request whose
+Admission, bounded in time as well as count: a full queue, or one holding more expected work than
+the model's queue-time bound (`max_queue_time_s`, Triton's default_queue_policy
+default_timeout_microseconds), answers RESOURCE_EXHAUSTED at once with a retry hint, and a request
+that still waits past the bound leaves the queue with the same answer; a request whose
 deadline cannot be met given the queue ahead of it and the model's recent compute time is refused
 with DEADLINE_EXCEEDED before compute; cancelled and expired requests leave the queue and are
 never computed. How requests combine is the model's BatchLayout (services/runtime/batch_layout.py):
 ragged axes padded with their waste capped, row inputs concatenated. A batch starts from the
 oldest request and takes the queued requests whose ragged sizes are closest to it, so padding
 stays small without starving anyone.
+
+Whether to combine at all is measured (services/runtime/combine_choice.py): the batcher combines
+only while combined executions cost less CPU per useful cell than single ones on the model's own
+traffic, so batching never makes a mix dearer than one request per execution. While it does not
+combine, a cheap request to an idle model runs on the event loop at once (`inline_max_s`), without
+the queue, the executor hand-off or a future.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import numpy as np
 
 from services.runtime.backends.base import LoadedModel
 from services.runtime.batch_layout import BatchLayout, RaggedDim, RequestShape, padding_fraction
+from services.runtime.combine_choice import CombineChoice
 from services.runtime.context import request_deadline
 from services.runtime.errors import (
     DeadlineExceeded,
@@ -52,7 +62,8 @@ class BatchingPolicy:
     instance_count: int = 1  # concurrent executions
     combine: bool = True  # False: one request per execution (batching off), admission control still on
     max_cells: int = 1 << 30  # rows x padded ragged sizes per execution
-    inline_max_s: float = 0.0  # an idle model runs a request this cheap on the event loop; 0 = never
+    inline_max_s: float = 0.0  # while not combining, an idle model runs a request this cheap on the loop; 0 = never
+    max_queue_time_s: float = 0.0  # longest expected (at admission) or actual wait in the queue; 0 = no bound
 
     @property
     def fire_size(self) -> int:
@@ -98,6 +109,9 @@ class DynamicBatcher:
         self._per_request_ewma_s: float | None = None  # compute time per request of recent batches
         self._per_cell_ewma_s: float | None = None  # compute time per useful cell (rows x ragged sizes)
         self._run_now = getattr(model, "infer_now", None)  # a backend that can run on the calling thread
+        self._choice = CombineChoice()
+        # Execution cost for the choice: the backend's own CPU counter when one execution runs at a time.
+        self._reads_cpu = policy.instance_count == 1 and isinstance(getattr(model, "compute_cpu_s", None), float)
         self._interarrival_ewma_s: float | None = None
         self._last_arrival: float | None = None
         self._closed = False
@@ -108,15 +122,21 @@ class DynamicBatcher:
         self._padding = metrics.padding_fraction.labels(name)
         self._depth = metrics.queue_depth.labels(name)
         self._compute_time = metrics.compute_time.labels(name, model.version)
+        self._combining_gauge = metrics.combining.labels(name)
+        self._combining_gauge.set(1 if policy.combine and policy.max_batch_size > 1 else 0)
         self._rejected = {reason: metrics.rejected.labels(name, reason)
-                          for reason in ("queue_full", "deadline", "cancelled", "expired")}
+                          for reason in ("queue_full", "queue_time", "deadline", "cancelled", "expired")}
+        self._inline_candidate = False  # a request yielded once before running inline
 
     # --- admission ------------------------------------------------------------------------
     def _expected_wait_s(self) -> float:
         """Queue ahead of a new request plus its own execution, from the recent compute time per
         request (batches of any layout: a request's share of its execution)."""
-        per_request = self._per_request_ewma_s or 0.0
-        return (len(self._queue) / self.policy.instance_count + 1) * per_request
+        return self._queue_ahead_s() + (self._per_request_ewma_s or 0.0)
+
+    def _queue_ahead_s(self) -> float:
+        """How long the queue ahead of a new request takes to run, by the recent compute time per request."""
+        return len(self._queue) / self.policy.instance_count * (self._per_request_ewma_s or 0.0)
 
     def _reject(self, reason: str, error: InferSuiteError) -> InferSuiteError:
         self._rejected[reason].inc()
@@ -130,6 +150,11 @@ class DynamicBatcher:
             raise self._reject("queue_full", ResourceExhausted(
                 f"model {self.model.name!r} queue is full ({self.policy.max_queue_size} requests); retry later",
                 retry_after_s=retry))
+        bound = self.policy.max_queue_time_s
+        if bound and self._queue and (ahead := self._queue_ahead_s()) > bound:
+            raise self._reject("queue_time", ResourceExhausted(
+                f"model {self.model.name!r} has about {ahead * 1000:.0f} ms of queued work, over its queue-time "
+                f"bound of {bound * 1000:.0f} ms; retry later", retry_after_s=max(ahead - bound, 0.001)))
         if deadline is not None and self._per_request_ewma_s is not None:
             left, need = deadline - time.monotonic(), self._expected_wait_s()
             if left < need:
@@ -152,7 +177,15 @@ class DynamicBatcher:
         now = time.monotonic()
         self._note_arrival(now)
         if self._inline_fits(shape):
-            return self._run_inline(inputs, shape, outputs, deadline, now)
+            # One yield first: requests already received (a backlog read after the last inline run) reach
+            # the scheduler now and queue, so a backlog stays visible to admission; alone, this one runs inline.
+            self._inline_candidate = True
+            try:
+                await asyncio.sleep(0)
+            finally:
+                self._inline_candidate = False
+            if self._inline_fits(shape):
+                return self._run_inline(inputs, shape, outputs, deadline, now)
         pending = _Pending(inputs, shape, self._loop.create_future(), now, deadline,
                            frozenset(outputs) if outputs else None)
         self._queue.append(pending)
@@ -169,11 +202,20 @@ class DynamicBatcher:
                 self._rejected["cancelled"].inc()
             raise
 
+    def _combining(self) -> bool:
+        """Whether the next execution may take several requests: the policy allows it and, on this
+        model's traffic, it saves CPU (or is being measured)."""
+        policy = self.policy
+        return policy.combine and policy.max_batch_size > 1 and self._choice.combine()
+
     def _inline_fits(self, shape: RequestShape) -> bool:
-        """Idle model, nothing queued, and the request's expected execution within the inline bound."""
+        """Not combining, idle model, nothing queued, and the request's expected execution within the
+        inline bound (an inline run blocks the loop, so requests arriving meanwhile could not combine)."""
         per_cell = self._per_cell_ewma_s
         return (self._run_now is not None and per_cell is not None and self._running == 0 and not self._queue
-                and per_cell * self._layout.cells(shape.rows, shape.sizes) <= self.policy.inline_max_s)
+                and not self._inline_candidate
+                and per_cell * self._layout.cells(shape.rows, shape.sizes) <= self.policy.inline_max_s
+                and not self._combining())
 
     def _run_inline(self, inputs: Mapping[str, np.ndarray], shape: RequestShape, outputs: Sequence[str] | None,
                     deadline: float | None, now: float) -> dict[str, np.ndarray]:
@@ -185,7 +227,7 @@ class DynamicBatcher:
         self._queue_time.observe(0.0)
         self._observe_shapes([shape])
         self._running += 1
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), self._cpu_now()
         try:
             result = self._run_now(inputs, list(outputs) if outputs else None)
         except BaseException:
@@ -193,21 +235,30 @@ class DynamicBatcher:
             raise
         finally:
             self._running -= 1
-        self._record_execution([shape], time.perf_counter() - start)
+        self._record_execution([shape], time.perf_counter() - start, self._cpu_now() - cpu)
         return result
+
+    def _cpu_now(self) -> float:
+        """The model's CPU counter where it has one (one execution at a time), else this thread's CPU time."""
+        return self.model.compute_cpu_s if self._reads_cpu else time.thread_time()  # type: ignore[attr-defined]
 
     def _observe_shapes(self, shapes: Sequence[RequestShape]) -> None:
         self._batch_size.observe(sum(s.rows for s in shapes))
         if shapes[0].sizes:
             self._padding.observe(padding_fraction([s.rows for s in shapes], [s.sizes for s in shapes]))
 
-    def _record_execution(self, shapes: Sequence[RequestShape], elapsed: float) -> None:
-        """Compute-time estimates (admission, inline choice), the compute histogram and OIP statistics."""
+    def _record_execution(self, shapes: Sequence[RequestShape], elapsed: float, cost_s: float) -> None:
+        """Compute-time estimates (admission, inline choice), the combining choice (`cost_s`: the
+        execution's CPU, or its wall time where the CPU is not measured), the compute histogram and
+        OIP statistics."""
         share, ewma = elapsed / len(shapes), self._per_request_ewma_s
         self._per_request_ewma_s = share if ewma is None else 0.8 * ewma + 0.2 * share
         cells = max(sum(self._layout.cells(s.rows, s.sizes) for s in shapes), 1)
         per_cell, ewma = elapsed / cells, self._per_cell_ewma_s
         self._per_cell_ewma_s = per_cell if ewma is None else 0.8 * ewma + 0.2 * per_cell
+        if self.policy.combine and self.policy.max_batch_size > 1:
+            self._choice.record(len(shapes), cells, cost_s)
+            self._combining_gauge.set(0 if self._choice.saves_cpu is False else 1)
         self._compute_time.observe(elapsed)
         self._stats.record_batch(len(shapes), elapsed)
 
@@ -258,7 +309,7 @@ class DynamicBatcher:
         Waiting while idle measured slower here: closed-loop clients all sit in the queue, nothing
         new arrives, and the core idles for the whole delay (reports/serving.md)."""
         policy = self.policy
-        if (not policy.combine or self._running == 0 or self._queued_rows >= policy.fire_size
+        if (not self._combining() or self._running == 0 or self._queued_rows >= policy.fire_size
                 or not self._company_expected()):
             return 0.0
         return max(self._queue[0].enqueued + policy.max_queue_delay_s - time.monotonic(), 0.0)
@@ -277,6 +328,13 @@ class DynamicBatcher:
         if pending.deadline is not None and pending.deadline <= now:
             self._rejected["expired"].inc()
             pending.future.set_exception(DeadlineExceeded("deadline passed while queued; not computed"))
+            return True
+        bound = self.policy.max_queue_time_s
+        if bound and now - pending.enqueued > bound:
+            self._rejected["queue_time"].inc()
+            pending.future.set_exception(ResourceExhausted(
+                f"waited {(now - pending.enqueued) * 1000:.0f} ms in model {self.model.name!r}'s queue, over its "
+                f"queue-time bound of {bound * 1000:.0f} ms; not computed, retry later", retry_after_s=bound))
             return True
         return False
 
@@ -297,7 +355,7 @@ class DynamicBatcher:
             return []
         anchor = live[0]
         batch = [anchor]
-        if self.policy.combine and len(live) > 1:
+        if len(live) > 1 and self._combining():
             batch += self._companions(anchor, live[1:])
         taken = set(map(id, batch))
         self._queue = [p for p in live if id(p) not in taken]
@@ -343,9 +401,12 @@ class DynamicBatcher:
     async def _run_batch(self, batch: list[_Pending]) -> None:
         shapes = [p.shape for p in batch]
         single = len(batch) == 1
+        loop_cpu = time.thread_time()
         inputs = batch[0].inputs if single else self._layout.combine([p.inputs for p in batch], shapes)
+        loop_cpu = time.thread_time() - loop_cpu
         self._observe_shapes(shapes)
         wanted = _union_of_outputs(batch)
+        model_cpu = self.model.compute_cpu_s if self._reads_cpu else 0.0  # type: ignore[attr-defined]
         start = time.perf_counter()
         try:
             outputs = await (self.model.infer(inputs) if wanted is None else self.model.infer(inputs, wanted))
@@ -357,8 +418,12 @@ class DynamicBatcher:
             if not isinstance(exc, Exception):
                 raise
             return
-        self._record_execution(shapes, time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        split_cpu = time.thread_time()
         results = [outputs] if single else self._layout.split(outputs, shapes)
+        loop_cpu += time.thread_time() - split_cpu
+        model_cost = self.model.compute_cpu_s - model_cpu if self._reads_cpu else elapsed  # type: ignore[attr-defined]
+        self._record_execution(shapes, elapsed, model_cost + loop_cpu)
         for pending, result in zip(batch, results, strict=True):
             if not pending.future.done():
                 pending.future.set_result(result)

@@ -123,8 +123,15 @@ class ModelLimits:
         for product in self.products:
             _check_product(self.model, product, shapes.get)
 
-    def check(self, inputs: Mapping[str, np.ndarray]) -> None:
-        """Shapes, element budget and value ranges of decoded inputs (every path, before queueing)."""
+    def check(self, inputs: Mapping[str, np.ndarray], shapes_checked: bool = False) -> None:
+        """Shapes, element budget and value ranges of decoded inputs (every path, before queueing);
+        `shapes_checked`: the caller ran `check_shapes` on these inputs' declared shapes before decoding
+        them, so only the values are left."""
+        if shapes_checked:
+            for limit in self.inputs:
+                if limit.values is not None and (array := inputs.get(limit.name)) is not None:
+                    limit.values.check(limit.name, array, inputs)
+            return
         total = 0
         for value in inputs.values():
             total += value.size

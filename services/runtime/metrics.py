@@ -70,6 +70,12 @@ class Metrics:
             "infersuite_model_queue_depth", "Requests waiting in the model's queue.",
             ["model"], registry=self.registry,
         )
+        self.combining = Gauge(
+            "infersuite_model_batching_combines", "1 while the model's batcher combines requests into one "
+            "execution (measured cheaper per useful cell on its traffic, or not yet measured; a short probe of "
+            "single executions keeps measuring), 0 when the model cannot combine or combining measured dearer.",
+            ["model"], registry=self.registry,
+        )
         self.rejected = Counter(
             "infersuite_model_rejected_requests", "Requests refused or dropped before compute, by reason.",
             ["model", "reason"], registry=self.registry,

@@ -41,10 +41,11 @@ def batching_policy(config: ModelConfig, model: LoadedModel, settings: RuntimeSe
             max_batch_size=rows.max_rows, max_queue_delay_s=rows.max_queue_delay_us / 1e6,
             max_queue_size=settings.max_queue_size, max_padding_fraction=settings.max_padding_fraction,
             instance_count=model.instance_count, combine=settings.dynamic_batching, max_cells=rows.max_cells,
-            inline_max_s=settings.inline_max_ms / 1e3)
+            inline_max_s=settings.inline_max_ms / 1e3, max_queue_time_s=settings.max_queue_time_ms / 1e3)
     dynamic = config.dynamic_batching if config.HasField("dynamic_batching") else None
     combine = dynamic is not None and settings.dynamic_batching and config.max_batch_size > 1
     queue_size = dynamic.default_queue_policy.max_queue_size if dynamic is not None else 0
+    timeout_us = dynamic.default_queue_policy.default_timeout_microseconds if dynamic is not None else 0
     delay_s = dynamic.max_queue_delay_microseconds / 1e6 if dynamic is not None and combine else 0.0
     preferred = tuple(dynamic.preferred_batch_size) if dynamic is not None and combine else ()
     return BatchingPolicy(
@@ -56,6 +57,7 @@ def batching_policy(config: ModelConfig, model: LoadedModel, settings: RuntimeSe
         instance_count=model.instance_count,
         combine=combine,
         inline_max_s=settings.inline_max_ms / 1e3,
+        max_queue_time_s=timeout_us / 1e6 if timeout_us else settings.max_queue_time_ms / 1e3,
     )
 
 
@@ -305,9 +307,11 @@ class ModelManager:
         return await self.run(served, inputs, outputs)
 
     async def run(self, served: ServedModel, inputs: Mapping[str, np.ndarray],
-                  outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        """Runs on exactly that version (a ModelSet's, or the one served now)."""
-        served.limits.check(inputs)  # before the request takes a queue slot or any memory downstream
+                  outputs: Sequence[str] | None = None, shapes_checked: bool = False) -> dict[str, np.ndarray]:
+        """Runs on exactly that version (a ModelSet's, or the one served now). `shapes_checked`: the
+        caller checked the inputs' shapes against `served.limits` before decoding them (OIP)."""
+        # Before the request takes a queue slot or any memory downstream.
+        served.limits.check(inputs, shapes_checked)
         inflight = served.inflight
         inflight.inc()
         start, ok = time.perf_counter(), False

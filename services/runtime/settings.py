@@ -74,17 +74,23 @@ class RuntimeSettings(BaseSettings):
     (all cores). Pool threads never spin-wait, so an idle pool leaves the core to the event loop."""
     instance_count: int = Field(1, ge=1)
     """Concurrent executions per model when its config.pbtxt sets no instance_group count."""
-    inline_max_ms: float = Field(0.0, ge=0.0)
-    """A request to an idle model whose expected execution (its recent CPU per cell times the request's
-    cells) is at most this many ms runs on the event loop at once, without the executor hand-off;
-    longer ones go to the model's executor so health checks and other requests are not stalled.
-    0 (default) = never inline. Off by default because an inline run blocks the loop, so a burst of
-    requests to an idle model is read and run one by one and never combined (segmentation's shared
-    stages stopped batching). Meant for latency-bound, one-at-a-time traffic to a cheap model that
-    gains nothing from batching; no committed benchmark measures it yet."""
+    inline_max_ms: float = Field(2.0, ge=0.0)
+    """While a model's batcher does not combine (no dynamic batching, or combining measured dearer on its
+    traffic: services/runtime/combine_choice.py), a request to the idle model whose expected execution
+    (its recent time per cell times the request's cells) is at most this many ms runs on the event loop
+    at once, without the queue and the executor hand-off; longer ones go to the model's executor so
+    health checks and other requests are not stalled. 0 = never inline. A combining model never runs
+    inline: requests arriving during an inline run could not join it."""
     dynamic_batching: bool = True
     """Combine concurrent requests into one execution for models whose config.pbtxt has a
     dynamic_batching block; false = one request per execution (queueing and admission stay on)."""
+    max_queue_time_ms: float = Field(50.0, ge=0.0)
+    """Each model's queue is bounded in time: a request is refused RESOURCE_EXHAUSTED (with a retry hint)
+    when the queued work ahead of it, by the model's recent compute time per request, exceeds this, and
+    a queued request that has waited longer leaves the queue with the same answer, uncomputed. The
+    default leaves half of a 100 ms SLO to compute and transport. A config.pbtxt's
+    dynamic_batching.default_queue_policy.default_timeout_microseconds overrides it per model
+    (as in Triton); 0 = bounded by count only."""
     max_queue_size: int = Field(256, ge=1)
     """Queued requests per model before RESOURCE_EXHAUSTED, when config.pbtxt sets no
     default_queue_policy.max_queue_size."""

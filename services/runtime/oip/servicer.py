@@ -11,7 +11,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from services.runtime.control import ModelControl
 from services.runtime.errors import NotFound, ResourceExhausted, Unimplemented
 from services.runtime.metrics import Metrics
-from services.runtime.model_manager import ModelManager
+from services.runtime.model_manager import ModelManager, ServedModel
 from services.runtime.oip.converters import decode_inputs, encode_response, requested_outputs
 from services.runtime.stats import ModelStats
 from services.runtime.streaming import RequestStream
@@ -62,11 +62,14 @@ class OipServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         self._stream = RequestStream(metrics, "inference.GRPCInferenceService", "ModelStreamInfer",
                                      stream_max_inflight)
 
+    def _served(self, name: str, version: str) -> ServedModel:
+        served = self._models.served(name)
+        if version and version != served.model.version:
+            raise NotFound(f"model {name!r} has no loaded version {version!r} (loaded: {served.model.version})")
+        return served
+
     def _model(self, name: str, version: str):
-        model = self._models.get(name)
-        if version and version != model.version:
-            raise NotFound(f"model {name!r} has no loaded version {version!r} (loaded: {model.version})")
-        return model
+        return self._served(name, version).model
 
     async def ServerLive(self, request, context: aio.ServicerContext):
         return service_pb2.ServerLiveResponse(live=True)
@@ -99,11 +102,13 @@ class OipServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         return service_pb2.ModelConfigResponse(config=self._models.served(model.name).config)
 
     async def ModelInfer(self, request, context: aio.ServicerContext):
-        model = self._model(request.model_name, request.model_version)
-        inputs = decode_inputs(request, model.inputs, self._max_bytes, self._models.limits(model.name))
+        served = self._served(request.model_name, request.model_version)
+        model = served.model
+        # Declared shapes are checked against the limits before decoding, values after (in `run`).
+        inputs = decode_inputs(request, model.inputs, self._max_bytes, served.limits)
         names = requested_outputs(request, model.outputs)
         # Only the asked outputs are computed (all of them when the request names none).
-        outputs = await self._models.infer(model.name, inputs, names if request.outputs else None)
+        outputs = await self._models.run(served, inputs, names if request.outputs else None, shapes_checked=True)
         response = encode_response(request, model.version, outputs, names)
         answer_bytes = sum(len(raw) for raw in response.raw_output_contents)
         if answer_bytes > self._max_bytes:  # gRPC would refuse to send it, after our metrics counted OK

@@ -1,5 +1,6 @@
-"""An idle model runs a cheap request on the event loop (no executor hand-off); expensive ones, busy
-models and INFERSUITE_INLINE_MAX_MS=0 keep the executor path, with the same bookkeeping either way."""
+"""A model that does not combine runs a cheap request on the event loop when idle (no executor
+hand-off); expensive ones, busy models, combining models and INFERSUITE_INLINE_MAX_MS=0 keep the
+executor path, with the same bookkeeping either way."""
 
 import asyncio
 import threading
@@ -35,9 +36,9 @@ class _InlineModel(FakeModel):
         return self._outputs(inputs)
 
 
-def _batcher(model: FakeModel, inline_max_s: float) -> tuple[DynamicBatcher, ModelStats]:
+def _batcher(model: FakeModel, inline_max_s: float, combine: bool = False) -> tuple[DynamicBatcher, ModelStats]:
     stats = ModelStats()
-    policy = BatchingPolicy(max_batch_size=8, max_queue_delay_s=0.0, inline_max_s=inline_max_s)
+    policy = BatchingPolicy(max_batch_size=8, max_queue_delay_s=0.0, inline_max_s=inline_max_s, combine=combine)
     return DynamicBatcher(model, policy, [], Metrics(), stats), stats
 
 
@@ -57,6 +58,19 @@ def test_cheap_requests_to_an_idle_model_run_inline_and_others_on_the_executor(
     asyncio.run(scenario())
 
 
+def test_a_combining_model_never_runs_inline() -> None:
+    async def scenario() -> None:
+        model = _InlineModel()
+        batcher, stats = _batcher(model, 1.0, combine=True)
+        x = np.zeros((1, 2), np.float32)
+        for _ in range(4):
+            await batcher.submit({"x": x})
+        assert model.inline_calls == 0 and len(model.calls) == 4 and stats.execution_count == 4
+        await batcher.close()
+
+    asyncio.run(scenario())
+
+
 def test_a_busy_model_queues_instead_of_running_inline() -> None:
     async def scenario() -> None:
         model = _InlineModel()
@@ -64,7 +78,8 @@ def test_a_busy_model_queues_instead_of_running_inline() -> None:
         batcher, _ = _batcher(model, 1.0)
         x = np.zeros((1, 2), np.float32)
         await batcher.submit({"x": x})
-        running = asyncio.ensure_future(batcher.submit({"x": x}))  # inline: done before it yields
+        running = asyncio.ensure_future(batcher.submit({"x": x}))  # inline: done after its one yield
+        await asyncio.sleep(0)
         await asyncio.sleep(0)
         assert running.done() and model.inline_calls == 1
         model.inline_calls = 0
@@ -96,10 +111,13 @@ def test_an_expired_deadline_is_not_computed_inline() -> None:
     asyncio.run(scenario())
 
 
-@pytest.mark.parametrize("inline_max_ms, on_loop", [(2.0, True), (0.0, False)])
-def test_onnxruntime_runs_on_the_loop_thread_only_when_inline(inline_max_ms: float, on_loop: bool) -> None:
+@pytest.mark.parametrize("inline_max_ms, batching, on_loop", [(2.0, False, True), (0.0, False, False),
+                                                             (2.0, True, False)])
+def test_onnxruntime_runs_on_the_loop_thread_only_when_inline(inline_max_ms: float, batching: bool,
+                                                              on_loop: bool) -> None:
     async def scenario() -> None:
-        settings = RuntimeSettings(model_repository=SHIPPED, intra_op_threads=1, inline_max_ms=inline_max_ms)
+        settings = RuntimeSettings(model_repository=SHIPPED, intra_op_threads=1, inline_max_ms=inline_max_ms,
+                                   dynamic_batching=batching)
         manager = ModelManager(ModelRepository(Path(SHIPPED)), OnnxRuntimeBackend(settings), Metrics(), settings)
         await manager.load([DIN])
         model: Any = manager.get(DIN)

@@ -1,0 +1,130 @@
+"""Overload inside the SLO: ctr (a tiny DIN on onnxruntime) at 3x its sustainable rate for 60 s and
+10x for 10 s, the server pinned to one core and this client to the other, with the default queue
+(256 requests) and the default queue-time bound; a control run at 3x with the time bound off
+(INFERSUITE_MAX_QUEUE_TIME_MS=0, bounded by count only) shows what the bound changes. Writes
+reports/overload.md (+ .json).
+
+    python -m benchmarks.reliability.overload            # make bench-overload (~5 minutes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from benchmarks.reliability.measure import ROOT, build_ctr_repository, ctr_suite, run_sweep
+from benchmarks.reliability.report import overload_section
+from tests.reliability import scenarios
+from tests.reliability.load import open_loop
+from tests.reliability.requests import ctr_requests
+
+DEFAULT_QUEUE = 256  # the runtime's default max_queue_size (services/runtime/settings.py)
+
+
+def _pin_client(cores: set[int]) -> None:
+    os.sched_setaffinity(0, cores)
+
+
+async def _overload(suite, make, sustainable: float, factor: float, duration_s: float) -> dict[str, Any]:
+    async with grpc.aio.insecure_channel(suite.target) as channel:
+        await open_loop(channel, make, 0.5 * sustainable, 2.0)  # warm-up (compute-time estimate)
+        figures = await scenarios.overload(channel, make, sustainable, duration_s, factor=factor, recovery_s=10.0)
+    return {**figures, "factor": factor}
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    server_core, client_core = args.server_core, args.client_core
+    _pin_client({client_core})
+    work = Path(tempfile.mkdtemp(prefix="overload-"))
+    repository, n_items, n_categories = build_ctr_repository(work, DEFAULT_QUEUE)
+    make = ctr_requests(n_items, n_categories, candidates=args.candidates, history=args.history)
+    pinned = {"INFERSUITE_CPU_AFFINITY": str(server_core), "INFERSUITE_WORKERS": "1"}
+    results: dict[str, Any] = {"args": vars(args), "load_before": os.getloadavg()}
+    suite = ctr_suite(repository, **pinned)
+    try:
+        await suite.ready()
+        rates = [args.rate_start * (1.25 ** i) for i in range(30)]
+        sustainable, sweep = await run_sweep(suite, make, rates, args.sweep_step_s, args.slo_ms)
+        results["sweep"] = {"sustainable_rps": round(sustainable, 1), "steps": sweep}
+        for factor, seconds in ((3.0, args.overload_s), (10.0, args.burst_s)):
+            results[f"x{factor:g}"] = {**await _overload(suite, make, sustainable, factor, seconds),
+                                       "sustainable_rps": round(sustainable, 1), "slo_ms": args.slo_ms}
+    finally:
+        suite.stop()
+    control = ctr_suite(repository, **pinned, INFERSUITE_MAX_QUEUE_TIME_MS="0")
+    try:
+        await control.ready()
+        results["control"] = {**await _overload(control, make, sustainable, 3.0, args.control_s),
+                               "sustainable_rps": round(sustainable, 1), "slo_ms": args.slo_ms}
+    finally:
+        control.stop()
+    results["load_after"] = os.getloadavg()
+    return results
+
+
+def render(results: dict[str, Any], command: str) -> str:
+    args = results["args"]
+    lines = [
+        "# Overload inside the SLO",
+        "",
+        f"Written by `{command}`. Machine: {os.cpu_count()} cores, Python {platform.python_version()}; "
+        f"the suite (one worker) pinned to core {args['server_core']}, this client to core {args['client_core']}. "
+        f"Load average before {results['load_before']}, after {results['load_after']}.",
+        "",
+        f"ctr: a tiny DIN on onnxruntime, requests of {args['candidates']} candidates and {args['history']} "
+        f"behaviours. Its queue: the default {DEFAULT_QUEUE} requests and the default queue-time bound "
+        "(`INFERSUITE_MAX_QUEUE_TIME_MS`, 50 ms): a request is refused RESOURCE_EXHAUSTED with "
+        "`grpc-retry-pushback-ms` when the queued work ahead of it exceeds the bound, and leaves the queue "
+        "uncomputed if it still waits longer. Sustainable rate (highest swept rate served entirely within the "
+        f"{args['slo_ms']} ms p99 SLO): {results['sweep']['sustainable_rps']} req/s.",
+        "",
+    ]
+    for key, name in (("x3", "3x, time bound on"), ("x10", "10x, time bound on"),
+                      ("control", "3x, control: time bound off (count bound only)")):
+        r = results[key]
+        lines += overload_section(f"ctr, {name}", r, f"{DEFAULT_QUEUE} requests"
+                                  + (", no time bound" if key == "control" else ", 50 ms of queued work"))
+    lines += ["## Sustainable-rate sweep", "```json", json.dumps(results["sweep"], indent=1), "```", ""]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.reliability.overload",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--overload-s", type=float, default=60.0, help="length of the 3x overload")
+    parser.add_argument("--burst-s", type=float, default=10.0, help="length of the 10x overload")
+    parser.add_argument("--control-s", type=float, default=20.0, help="length of the 3x control without time bound")
+    parser.add_argument("--slo-ms", type=float, default=100.0)
+    parser.add_argument("--candidates", type=int, default=100)
+    parser.add_argument("--history", type=int, default=50)
+    parser.add_argument("--rate-start", type=float, default=50.0)
+    parser.add_argument("--sweep-step-s", type=float, default=4.0)
+    parser.add_argument("--server-core", type=int, default=1)
+    parser.add_argument("--client-core", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "overload.md")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    start = time.monotonic()
+    results = asyncio.run(main_async(args))
+    results["seconds"] = round(time.monotonic() - start, 1)
+    command = "python -m benchmarks.reliability.overload " + " ".join(sys.argv[1:] if argv is None else argv)
+    args.out.write_text(render(results, command.strip()))
+    args.out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=str))
+    print(f"wrote {args.out} in {results['seconds']} s")
+
+
+if __name__ == "__main__":
+    main()

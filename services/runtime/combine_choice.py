@@ -1,0 +1,60 @@
+"""Whether combining requests saves CPU on one model, measured on the model's own traffic.
+
+Combining concurrent requests into one execution amortises the per-run overhead, but ragged
+inputs are padded to the longest request of the group, and the combine/split copies cost CPU too.
+On a mix of short and long histories (DIN ranking) the padding costs more than the overhead saved,
+so combining makes every request dearer; on small requests of one size it halves their cost. No
+fixed setting is right for both, so the batcher measures.
+
+Two estimates of CPU seconds per useful cell (rows x the ragged sizes the requests asked for):
+executions of one request, and executions of several (the model's CPU plus the combine and split
+copies; padding counts as waste because it is not a useful cell). Until each has `min_samples`
+executions the choice is Triton's (combine). Then combining stays on only while its estimate is
+below the single one. The last `probe_length` executions of every `probe_every` take the other
+choice (one request each while combining is the choice), so both estimates exist under any load and
+the road not taken follows a change of traffic mix.
+"""
+
+from __future__ import annotations
+
+
+class CombineChoice:
+    def __init__(self, *, min_samples: int = 32, probe_every: int = 512, probe_length: int = 32,
+                 weight: float = 0.05) -> None:
+        if not 0 < probe_length < probe_every:
+            raise ValueError("probe_length must be positive and shorter than probe_every")
+        self.min_samples, self.probe_every, self.probe_length, self.weight = (
+            min_samples, probe_every, probe_length, weight)
+        self._per_cell: dict[bool, float] = {}  # combined? -> CPU seconds per useful cell (moving average)
+        self._samples = {False: 0, True: 0}
+        self._executions = 0
+        self._saves: bool | None = None  # None: not measured yet
+
+    @property
+    def saves_cpu(self) -> bool | None:
+        """The measured verdict (None until both estimates have enough executions)."""
+        return self._saves
+
+    def estimate(self, combined: bool) -> float | None:
+        """CPU seconds per useful cell of single (False) or combined (True) executions."""
+        return self._per_cell.get(combined)
+
+    def combine(self) -> bool:
+        """Whether the next execution may take several requests."""
+        choice = True if self._saves is None else self._saves
+        probing = self._executions % self.probe_every >= self.probe_every - self.probe_length
+        return choice != probing
+
+    def record(self, requests: int, cells: int, cpu_s: float) -> None:
+        """One execution of `requests` requests holding `cells` useful cells, which cost `cpu_s`."""
+        if requests < 1 or cells < 1 or cpu_s < 0:
+            return
+        combined = requests > 1
+        per_cell = cpu_s / cells
+        self._samples[combined] += 1
+        weight = max(self.weight, 1.0 / self._samples[combined])  # a plain mean until 1/weight samples
+        previous = self._per_cell.get(combined, per_cell)
+        self._per_cell[combined] = previous + weight * (per_cell - previous)
+        self._executions += 1
+        if min(self._samples.values()) >= self.min_samples:
+            self._saves = self._per_cell[True] < self._per_cell[False]
