@@ -84,13 +84,15 @@ class RuntimeSettings(BaseSettings):
     dynamic_batching: bool = True
     """Combine concurrent requests into one execution for models whose config.pbtxt has a
     dynamic_batching block; false = one request per execution (queueing and admission stay on)."""
-    max_queue_time_ms: float = Field(50.0, ge=0.0)
-    """Each model's queue is bounded in time: a request is refused RESOURCE_EXHAUSTED (with a retry hint)
-    when the queued work ahead of it, by the model's recent compute time per request, exceeds this, and
-    a queued request that has waited longer leaves the queue with the same answer, uncomputed. The
-    default leaves half of a 100 ms SLO to compute and transport. A config.pbtxt's
-    dynamic_batching.default_queue_policy.default_timeout_microseconds overrides it per model
-    (as in Triton); 0 = bounded by count only."""
+    max_queue_time_ms: float = Field(0.0, ge=0.0)
+    """Bounds each model's queue in time as well as count: a request is refused RESOURCE_EXHAUSTED (with a
+    retry hint) when the queued work ahead of it, by the model's recent compute time per request, exceeds
+    this, and a queued request that has waited longer leaves the queue with the same answer, uncomputed.
+    A config.pbtxt's dynamic_batching.default_queue_policy.default_timeout_microseconds overrides it per
+    model (as in Triton). 0 (default, as Triton) = bounded by count only: a closed loop of many clients
+    on a saturated server waits longer than any SLO-sized bound (64 clients on one core: ~70 ms each),
+    and a bound would refuse part of that traffic. Set it to the queue's share of the SLO (e.g. 50 for a
+    100 ms p99) where latency matters more than taking every request (reports/overload.md)."""
     max_queue_size: int = Field(256, ge=1)
     """Queued requests per model before RESOURCE_EXHAUSTED, when config.pbtxt sets no
     default_queue_policy.max_queue_size."""
