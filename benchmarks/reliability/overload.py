@@ -1,7 +1,7 @@
 """Overload inside the SLO: ctr (a tiny DIN on onnxruntime) at 3x its sustainable rate for 60 s and
 10x for 10 s, the server pinned to one core and this client to the other, with the default queue
-(256 requests) and the default queue-time bound; a control run at 3x with the time bound off
-(INFERSUITE_MAX_QUEUE_TIME_MS=0, bounded by count only) shows what the bound changes. Writes
+(256 requests) and a queue-time bound of half the SLO (INFERSUITE_MAX_QUEUE_TIME_MS=50); a control
+run at 3x with the default (no time bound, the count only) shows what the bound changes. Writes
 reports/overload.md (+ .json).
 
     python -m benchmarks.reliability.overload            # make bench-overload (~5 minutes)
@@ -49,8 +49,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     repository, n_items, n_categories = build_ctr_repository(work, DEFAULT_QUEUE)
     make = ctr_requests(n_items, n_categories, candidates=args.candidates, history=args.history)
     pinned = {"INFERSUITE_CPU_AFFINITY": str(server_core), "INFERSUITE_WORKERS": "1"}
+    bounded = {**pinned, "INFERSUITE_MAX_QUEUE_TIME_MS": str(args.queue_time_ms)}
     results: dict[str, Any] = {"args": vars(args), "load_before": os.getloadavg()}
-    suite = ctr_suite(repository, **pinned)
+    suite = ctr_suite(repository, **bounded)
     try:
         await suite.ready()
         rates = [args.rate_start * (1.25 ** i) for i in range(30)]
@@ -61,7 +62,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                                        "sustainable_rps": round(sustainable, 1), "slo_ms": args.slo_ms}
     finally:
         suite.stop()
-    control = ctr_suite(repository, **pinned, INFERSUITE_MAX_QUEUE_TIME_MS="0")
+    control = ctr_suite(repository, **pinned)  # the default: no time bound
     try:
         await control.ready()
         results["control"] = {**await _overload(control, make, sustainable, 3.0, args.control_s),
@@ -82,8 +83,9 @@ def render(results: dict[str, Any], command: str) -> str:
         f"Load average before {results['load_before']}, after {results['load_after']}.",
         "",
         f"ctr: a tiny DIN on onnxruntime, requests of {args['candidates']} candidates and {args['history']} "
-        f"behaviours. Its queue: the default {DEFAULT_QUEUE} requests and the default queue-time bound "
-        "(`INFERSUITE_MAX_QUEUE_TIME_MS`, 50 ms): a request is refused RESOURCE_EXHAUSTED with "
+        f"behaviours. Its queue: the default {DEFAULT_QUEUE} requests and a queue-time bound "
+        f"(`INFERSUITE_MAX_QUEUE_TIME_MS={args['queue_time_ms']:g}`, half the SLO; the default is none): "
+        "a request is refused RESOURCE_EXHAUSTED with "
         "`grpc-retry-pushback-ms` when the queued work ahead of it exceeds the bound, and leaves the queue "
         "uncomputed if it still waits longer. Sustainable rate (highest swept rate served entirely within the "
         f"{args['slo_ms']} ms p99 SLO): {results['sweep']['sustainable_rps']} req/s.",
@@ -91,9 +93,8 @@ def render(results: dict[str, Any], command: str) -> str:
     ]
     for key, name in (("x3", "3x, time bound on"), ("x10", "10x, time bound on"),
                       ("control", "3x, control: time bound off (count bound only)")):
-        r = results[key]
-        lines += overload_section(f"ctr, {name}", r, f"{DEFAULT_QUEUE} requests"
-                                  + (", no time bound" if key == "control" else ", 50 ms of queued work"))
+        bound = "no time bound" if key == "control" else f"{args['queue_time_ms']:g} ms of queued work"
+        lines += overload_section(f"ctr, {name}", results[key], f"{DEFAULT_QUEUE} requests, {bound}")
     lines += ["## Sustainable-rate sweep", "```json", json.dumps(results["sweep"], indent=1), "```", ""]
     return "\n".join(lines)
 
@@ -105,6 +106,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--burst-s", type=float, default=10.0, help="length of the 10x overload")
     parser.add_argument("--control-s", type=float, default=20.0, help="length of the 3x control without time bound")
     parser.add_argument("--slo-ms", type=float, default=100.0)
+    parser.add_argument("--queue-time-ms", type=float, default=50.0, help="INFERSUITE_MAX_QUEUE_TIME_MS of the runs")
     parser.add_argument("--candidates", type=int, default=100)
     parser.add_argument("--history", type=int, default=50)
     parser.add_argument("--rate-start", type=float, default=50.0)

@@ -9,7 +9,8 @@ failed batch fails every request in it.
 
 Admission, bounded in time as well as count: a full queue, or one holding more expected work than
 the model's queue-time bound (`max_queue_time_s`, Triton's default_queue_policy
-default_timeout_microseconds), answers RESOURCE_EXHAUSTED at once with a retry hint, and a request
+default_timeout_microseconds), or an event loop running behind by over half that bound (received
+requests waiting for a handler), answers RESOURCE_EXHAUSTED at once with a retry hint, and a request
 that still waits past the bound leaves the queue with the same answer; a request whose
 deadline cannot be met given the queue ahead of it and the model's recent compute time is refused
 with DEADLINE_EXCEEDED before compute; cancelled and expired requests leave the queue and are
@@ -20,9 +21,10 @@ stays small without starving anyone.
 
 Whether to combine at all is measured (services/runtime/combine_choice.py): the batcher combines
 only while combined executions cost less CPU per useful cell than single ones on the model's own
-traffic, so batching never makes a mix dearer than one request per execution. While it does not
-combine, a cheap request to an idle model runs on the event loop at once (`inline_max_s`), without
-the queue, the executor hand-off or a future.
+traffic, so batching never makes a mix dearer than one request per execution. A cheap request to an
+idle model runs on the event loop (`inline_max_s`), without the queue, the executor hand-off or a
+future, after one yield: requests received with it (a burst, a backlog) reach the queue during that
+yield, and then all of them queue (and may combine), visible to admission.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from services.runtime.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from services.runtime.loop_lag import LoopLag, monitor
 from services.runtime.metrics import Metrics
 from services.runtime.stats import ModelStats
 
@@ -110,8 +113,10 @@ class DynamicBatcher:
         self._per_cell_ewma_s: float | None = None  # compute time per useful cell (rows x ragged sizes)
         self._run_now = getattr(model, "infer_now", None)  # a backend that can run on the calling thread
         self._choice = CombineChoice()
-        # Execution cost for the choice: the backend's own CPU counter when one execution runs at a time.
-        self._reads_cpu = policy.instance_count == 1 and isinstance(getattr(model, "compute_cpu_s", None), float)
+        # The choice's cost of an execution: the process's CPU since the previous execution ended (model,
+        # gRPC, decoding, batching: all the work that served its requests; other models' work is noise).
+        self._cpu_clock = time.process_time
+        self._cpu_at_last_end: float | None = None
         self._interarrival_ewma_s: float | None = None
         self._last_arrival: float | None = None
         self._closed = False
@@ -127,6 +132,8 @@ class DynamicBatcher:
         self._rejected = {reason: metrics.rejected.labels(name, reason)
                           for reason in ("queue_full", "queue_time", "deadline", "cancelled", "expired")}
         self._inline_candidate = False  # a request yielded once before running inline
+        # With a queue-time bound, the event loop's own backlog counts too (services/runtime/loop_lag.py).
+        self._loop_lag: LoopLag | None = monitor(self._loop) if policy.max_queue_time_s else None
 
     # --- admission ------------------------------------------------------------------------
     def _expected_wait_s(self) -> float:
@@ -151,6 +158,11 @@ class DynamicBatcher:
                 f"model {self.model.name!r} queue is full ({self.policy.max_queue_size} requests); retry later",
                 retry_after_s=retry))
         bound = self.policy.max_queue_time_s
+        if self._loop_lag is not None and (lag := self._loop_lag.lag_s()) > bound / 2:
+            raise self._reject("queue_time", ResourceExhausted(
+                f"the server is {lag * 1000:.0f} ms behind on received requests, over half of model "
+                f"{self.model.name!r}'s queue-time bound of {bound * 1000:.0f} ms; retry later",
+                retry_after_s=max(lag, 0.001)))
         if bound and self._queue and (ahead := self._queue_ahead_s()) > bound:
             raise self._reject("queue_time", ResourceExhausted(
                 f"model {self.model.name!r} has about {ahead * 1000:.0f} ms of queued work, over its queue-time "
@@ -209,13 +221,13 @@ class DynamicBatcher:
         return policy.combine and policy.max_batch_size > 1 and self._choice.combine()
 
     def _inline_fits(self, shape: RequestShape) -> bool:
-        """Not combining, idle model, nothing queued, and the request's expected execution within the
-        inline bound (an inline run blocks the loop, so requests arriving meanwhile could not combine)."""
+        """Idle model, nothing queued, no other request about to run inline, and the request's expected
+        execution within the inline bound. `submit` yields once and asks again, so requests received
+        together (a burst) queue and combine instead."""
         per_cell = self._per_cell_ewma_s
         return (self._run_now is not None and per_cell is not None and self._running == 0 and not self._queue
                 and not self._inline_candidate
-                and per_cell * self._layout.cells(shape.rows, shape.sizes) <= self.policy.inline_max_s
-                and not self._combining())
+                and per_cell * self._layout.cells(shape.rows, shape.sizes) <= self.policy.inline_max_s)
 
     def _run_inline(self, inputs: Mapping[str, np.ndarray], shape: RequestShape, outputs: Sequence[str] | None,
                     deadline: float | None, now: float) -> dict[str, np.ndarray]:
@@ -227,7 +239,7 @@ class DynamicBatcher:
         self._queue_time.observe(0.0)
         self._observe_shapes([shape])
         self._running += 1
-        start, cpu = time.perf_counter(), self._cpu_now()
+        start = time.perf_counter()
         try:
             result = self._run_now(inputs, list(outputs) if outputs else None)
         except BaseException:
@@ -235,30 +247,28 @@ class DynamicBatcher:
             raise
         finally:
             self._running -= 1
-        self._record_execution([shape], time.perf_counter() - start, self._cpu_now() - cpu)
+        self._record_execution([shape], time.perf_counter() - start)
         return result
-
-    def _cpu_now(self) -> float:
-        """The model's CPU counter where it has one (one execution at a time), else this thread's CPU time."""
-        return self.model.compute_cpu_s if self._reads_cpu else time.thread_time()  # type: ignore[attr-defined]
 
     def _observe_shapes(self, shapes: Sequence[RequestShape]) -> None:
         self._batch_size.observe(sum(s.rows for s in shapes))
         if shapes[0].sizes:
             self._padding.observe(padding_fraction([s.rows for s in shapes], [s.sizes for s in shapes]))
 
-    def _record_execution(self, shapes: Sequence[RequestShape], elapsed: float, cost_s: float) -> None:
-        """Compute-time estimates (admission, inline choice), the combining choice (`cost_s`: the
-        execution's CPU, or its wall time where the CPU is not measured), the compute histogram and
-        OIP statistics."""
+    def _record_execution(self, shapes: Sequence[RequestShape], elapsed: float) -> None:
+        """Compute-time estimates (admission, inline choice), the combining choice, the compute
+        histogram and OIP statistics."""
         share, ewma = elapsed / len(shapes), self._per_request_ewma_s
         self._per_request_ewma_s = share if ewma is None else 0.8 * ewma + 0.2 * share
         cells = max(sum(self._layout.cells(s.rows, s.sizes) for s in shapes), 1)
         per_cell, ewma = elapsed / cells, self._per_cell_ewma_s
         self._per_cell_ewma_s = per_cell if ewma is None else 0.8 * ewma + 0.2 * per_cell
         if self.policy.combine and self.policy.max_batch_size > 1:
-            self._choice.record(len(shapes), cells, cost_s)
-            self._combining_gauge.set(0 if self._choice.saves_cpu is False else 1)
+            cpu, last = self._cpu_clock(), self._cpu_at_last_end
+            self._cpu_at_last_end = cpu
+            if last is not None:
+                self._choice.record(cells, cpu - last)
+                self._combining_gauge.set(0 if self._choice.saves_cpu is False else 1)
         self._compute_time.observe(elapsed)
         self._stats.record_batch(len(shapes), elapsed)
 
@@ -401,12 +411,9 @@ class DynamicBatcher:
     async def _run_batch(self, batch: list[_Pending]) -> None:
         shapes = [p.shape for p in batch]
         single = len(batch) == 1
-        loop_cpu = time.thread_time()
         inputs = batch[0].inputs if single else self._layout.combine([p.inputs for p in batch], shapes)
-        loop_cpu = time.thread_time() - loop_cpu
         self._observe_shapes(shapes)
         wanted = _union_of_outputs(batch)
-        model_cpu = self.model.compute_cpu_s if self._reads_cpu else 0.0  # type: ignore[attr-defined]
         start = time.perf_counter()
         try:
             outputs = await (self.model.infer(inputs) if wanted is None else self.model.infer(inputs, wanted))
@@ -419,11 +426,8 @@ class DynamicBatcher:
                 raise
             return
         elapsed = time.perf_counter() - start
-        split_cpu = time.thread_time()
         results = [outputs] if single else self._layout.split(outputs, shapes)
-        loop_cpu += time.thread_time() - split_cpu
-        model_cost = self.model.compute_cpu_s - model_cpu if self._reads_cpu else elapsed  # type: ignore[attr-defined]
-        self._record_execution(shapes, elapsed, model_cost + loop_cpu)
+        self._record_execution(shapes, elapsed)
         for pending, result in zip(batch, results, strict=True):
             if not pending.future.done():
                 pending.future.set_result(result)

@@ -6,13 +6,15 @@ On a mix of short and long histories (DIN ranking) the padding costs more than t
 so combining makes every request dearer; on small requests of one size it halves their cost. No
 fixed setting is right for both, so the batcher measures.
 
-Two estimates of CPU seconds per useful cell (rows x the ragged sizes the requests asked for):
-executions of one request, and executions of several (the model's CPU plus the combine and split
-copies; padding counts as waste because it is not a useful cell). Until each has `min_samples`
-executions the choice is Triton's (combine). Then combining stays on only while its estimate is
-below the single one. The last `probe_length` executions of every `probe_every` take the other
-choice (one request each while combining is the choice), so both estimates exist under any load and
-the road not taken follows a change of traffic mix.
+Two estimates of CPU seconds per useful cell (rows x the ragged sizes the requests asked for), one
+while combining and one while running one request per execution. An execution's cost is the
+process's CPU since the previous execution ended: the model's run and everything that served its
+requests (gRPC, decoding, the scheduler's tasks and hand-offs, combine and split copies); padding
+counts as waste because it is not a useful cell. Until each estimate has `min_samples` executions
+the choice is Triton's (combine). Then combining stays on only while its estimate is below the
+single one. The last `probe_length` executions of every `probe_every` take the other choice, so both
+estimates exist under any load and the road not taken follows a change of traffic mix. Other models
+served by the same process add the same noise to both estimates.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class CombineChoice:
         return self._saves
 
     def estimate(self, combined: bool) -> float | None:
-        """CPU seconds per useful cell of single (False) or combined (True) executions."""
+        """CPU seconds per useful cell while running one request per execution (False) or combining (True)."""
         return self._per_cell.get(combined)
 
     def combine(self) -> bool:
@@ -45,11 +47,11 @@ class CombineChoice:
         probing = self._executions % self.probe_every >= self.probe_every - self.probe_length
         return choice != probing
 
-    def record(self, requests: int, cells: int, cpu_s: float) -> None:
-        """One execution of `requests` requests holding `cells` useful cells, which cost `cpu_s`."""
-        if requests < 1 or cells < 1 or cpu_s < 0:
+    def record(self, cells: int, cpu_s: float) -> None:
+        """One execution, under the current choice, holding `cells` useful cells, which cost `cpu_s`."""
+        if cells < 1 or cpu_s < 0:
             return
-        combined = requests > 1
+        combined = self.combine()
         per_cell = cpu_s / cells
         self._samples[combined] += 1
         weight = max(self.weight, 1.0 / self._samples[combined])  # a plain mean until 1/weight samples

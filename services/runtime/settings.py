@@ -75,12 +75,12 @@ class RuntimeSettings(BaseSettings):
     instance_count: int = Field(1, ge=1)
     """Concurrent executions per model when its config.pbtxt sets no instance_group count."""
     inline_max_ms: float = Field(2.0, ge=0.0)
-    """While a model's batcher does not combine (no dynamic batching, or combining measured dearer on its
-    traffic: services/runtime/combine_choice.py), a request to the idle model whose expected execution
-    (its recent time per cell times the request's cells) is at most this many ms runs on the event loop
-    at once, without the queue and the executor hand-off; longer ones go to the model's executor so
-    health checks and other requests are not stalled. 0 = never inline. A combining model never runs
-    inline: requests arriving during an inline run could not join it."""
+    """A request to an idle model with nothing queued, whose expected execution (the model's recent time
+    per cell times the request's cells) is at most this many ms, runs on the event loop without the queue
+    and the executor hand-off. It yields once first: requests received with it (a burst, a backlog) reach
+    the scheduler during that yield, and then all of them queue, may combine, and stay visible to
+    admission. Longer executions go to the model's executor so health checks and other requests are not
+    stalled. 0 = never inline."""
     dynamic_batching: bool = True
     """Combine concurrent requests into one execution for models whose config.pbtxt has a
     dynamic_batching block; false = one request per execution (queueing and admission stay on)."""

@@ -17,34 +17,36 @@ from tests.fixtures import FakeModel
 from tests.unit.runtime.test_batching import SEQ, _outputs, _request
 
 
+def _feed(choice: CombineChoice, executions: int, single: float, combined: float) -> list[bool]:
+    """Executions of 10 useful cells costing `single` or `combined` CPU seconds per cell, by the choice
+    in force; returns the choices."""
+    choices = []
+    for _ in range(executions):
+        choices.append(choice.combine())
+        choice.record(10, 10 * (combined if choices[-1] else single))
+    return choices
+
+
 def test_undecided_combines_and_a_measured_verdict_holds_outside_its_probes() -> None:
     choice = CombineChoice(min_samples=4, probe_every=20, probe_length=5)
     assert choice.combine() and choice.saves_cpu is None
-    for _ in range(4):
-        choice.record(1, 10, 1.0)  # 0.1 s per cell alone
-        choice.record(4, 40, 8.0)  # 0.2 s per cell combined (padding, copies)
+    # The probe of singles; once decided (after 4 of them), the probe window runs the other choice: combining.
+    assert _feed(choice, 20, single=0.1, combined=0.2) == [True] * 15 + [False] * 4 + [True]
     assert choice.saves_cpu is False
     assert choice.estimate(False) == pytest.approx(0.1) and choice.estimate(True) == pytest.approx(0.2)
-    decisions = []
-    for _ in range(20):
-        decisions.append(choice.combine())
-        choice.record(1, 10, 1.0)
-    assert decisions.count(True) == 5  # the probe: one window per period, then back to single
+    assert _feed(choice, 20, single=0.1, combined=0.2) == [False] * 15 + [True] * 5  # now combining is the probe
 
 
 def test_the_verdict_follows_a_change_of_traffic() -> None:
     choice = CombineChoice(min_samples=4, probe_every=20, probe_length=5, weight=0.5)
-    for _ in range(4):
-        choice.record(1, 10, 1.0)
-        choice.record(4, 40, 8.0)
+    _feed(choice, 20, single=0.1, combined=0.2)
     assert choice.saves_cpu is False
-    for _ in range(10):  # small equal requests: combined runs now cost a quarter per cell
-        choice.record(4, 40, 1.0)
-    assert choice.saves_cpu is True and choice.combine() in (True, False)
+    _feed(choice, 40, single=0.1, combined=0.05)  # small equal requests: combining now costs half per cell
+    assert choice.saves_cpu is True and choice.estimate(True) < choice.estimate(False)
 
 
-@pytest.mark.parametrize("bad", [(0, 1, 1.0), (1, 0, 1.0), (1, 1, -1.0)])
-def test_meaningless_samples_are_ignored(bad: tuple[int, int, float]) -> None:
+@pytest.mark.parametrize("bad", [(0, 1.0), (1, -1.0)])
+def test_meaningless_samples_are_ignored(bad: tuple[int, float]) -> None:
     choice = CombineChoice(min_samples=1, probe_every=4, probe_length=1)
     choice.record(*bad)
     assert choice.estimate(False) is None and choice.estimate(True) is None
@@ -88,6 +90,7 @@ def _batcher(model: _CostedModel, metrics: Metrics) -> DynamicBatcher:
                             inline_max_s=1.0)
     batcher = DynamicBatcher(model, policy, SEQ, metrics, ModelStats())
     batcher._choice = CombineChoice(min_samples=8, probe_every=64, probe_length=8)  # the default's shape, shorter
+    batcher._cpu_clock = lambda: model.compute_cpu_s  # the fake's CPU: its known cost law
     return batcher
 
 
@@ -95,7 +98,7 @@ def _gauge(metrics: Metrics) -> float:
     return metrics.registry.get_sample_value("infersuite_model_batching_combines", {"model": "m"})
 
 
-async def test_a_mix_where_padding_costs_more_than_it_saves_stops_combining_and_runs_inline() -> None:
+async def test_a_mix_where_padding_costs_more_than_it_saves_stops_combining() -> None:
     model = _CostedModel(fixed_s=1e-6, per_cell_s=1e-4)  # per-run overhead negligible: padding is pure loss
     metrics = Metrics()
     batcher = _batcher(model, metrics)
@@ -105,10 +108,10 @@ async def test_a_mix_where_padding_costs_more_than_it_saves_stops_combining_and_
     before = len(model.calls)
     await _closed_loop(batcher, [1, 60, 2, 50], rounds=20)  # concurrent clients queue (admission sees them)...
     calls = model.calls[before:]
-    assert sum(1 for c in calls if c["tokens"].shape[0] == 1) >= 0.9 * len(calls)  # ...and run one by one
+    assert sum(1 for c in calls if c["tokens"].shape[0] == 1) >= 0.8 * len(calls)  # ...and run one by one
     before = model.inline_calls
     await _closed_loop(batcher, [60], rounds=20)  # a lone client's requests run inline
-    assert model.inline_calls - before >= 20 - batcher._choice.probe_length  # all but a probe of combining
+    assert model.inline_calls - before == 20
     await batcher.close()
 
 
@@ -118,7 +121,6 @@ async def test_small_equal_requests_keep_combining() -> None:
     batcher = _batcher(model, metrics)
     await _closed_loop(batcher, [3] * 8, rounds=150)
     assert batcher._choice.saves_cpu is True and _gauge(metrics) == 1
-    # Inline runs (one request each) happen only in the probes of single executions.
-    assert model.inline_calls <= 0.2 * len(model.calls)
+    # Concurrent clients' requests queue (each yields before running inline) and share executions.
     assert sum(c["tokens"].shape[0] for c in model.calls if c["tokens"].shape[0] > 1) >= 0.8 * 8 * 150
     await batcher.close()

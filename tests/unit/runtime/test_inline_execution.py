@@ -1,6 +1,6 @@
-"""A model that does not combine runs a cheap request on the event loop when idle (no executor
-hand-off); expensive ones, busy models, combining models and INFERSUITE_INLINE_MAX_MS=0 keep the
-executor path, with the same bookkeeping either way."""
+"""A cheap request to an idle model runs on the event loop after one yield (no executor hand-off);
+requests received together queue and combine; expensive ones, busy models and
+INFERSUITE_INLINE_MAX_MS=0 keep the executor path, with the same bookkeeping either way."""
 
 import asyncio
 import threading
@@ -58,14 +58,19 @@ def test_cheap_requests_to_an_idle_model_run_inline_and_others_on_the_executor(
     asyncio.run(scenario())
 
 
-def test_a_combining_model_never_runs_inline() -> None:
+def test_a_lone_request_runs_inline_and_a_burst_queues_and_combines() -> None:
     async def scenario() -> None:
         model = _InlineModel()
         batcher, stats = _batcher(model, 1.0, combine=True)
         x = np.zeros((1, 2), np.float32)
-        for _ in range(4):
-            await batcher.submit({"x": x})
-        assert model.inline_calls == 0 and len(model.calls) == 4 and stats.execution_count == 4
+        await batcher.submit({"x": x})  # measures the cost on the executor path
+        await batcher.submit({"x": x})  # alone: inline
+        assert model.inline_calls == 1 and len(model.calls) == 1
+        answers = await asyncio.gather(*(batcher.submit({"x": x + i}) for i in range(4)))  # received together
+        for i, answer in enumerate(answers):
+            np.testing.assert_array_equal(answer["y"], x + i + 1)
+        assert model.inline_calls == 1  # each yielded first, saw the others and queued
+        assert stats.execution_count == 2 + len(model.calls) - 1 < 2 + 4  # the burst shared executions
         await batcher.close()
 
     asyncio.run(scenario())
@@ -112,7 +117,7 @@ def test_an_expired_deadline_is_not_computed_inline() -> None:
 
 
 @pytest.mark.parametrize("inline_max_ms, batching, on_loop", [(2.0, False, True), (0.0, False, False),
-                                                             (2.0, True, False)])
+                                                             (2.0, True, True)])
 def test_onnxruntime_runs_on_the_loop_thread_only_when_inline(inline_max_ms: float, batching: bool,
                                                               on_loop: bool) -> None:
     async def scenario() -> None:

@@ -5,6 +5,7 @@ leaves the queue uncomputed; both answer RESOURCE_EXHAUSTED with a retry hint.""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 
@@ -80,3 +81,32 @@ async def test_no_bound_keeps_the_count_bound_only() -> None:
     results = await asyncio.gather(*(batcher.submit({"x": x}) for _ in range(15)))
     assert len(results) == 15  # 150 ms of work queued, all of it served
     await batcher.close()
+
+
+async def test_a_loop_running_behind_refuses_new_work_until_it_catches_up() -> None:
+    model = FakeModel("m", lambda inputs: {"y": inputs["x"]})
+    metrics = Metrics()
+    batcher = _batcher(model, metrics, bound_s=0.02)
+    x = np.ones((1, 2), np.float32)
+    await batcher.submit({"x": x})
+    await asyncio.sleep(0.02)  # the monitor ticks on time: no lag
+    assert batcher._loop_lag is not None and batcher._loop_lag.lag_s() < 0.01
+    time.sleep(0.05)  # the loop is blocked (a backlog of received requests would do the same)
+    try:
+        await batcher.submit({"x": x})
+        raise AssertionError("accepted while the loop ran 50 ms behind a 20 ms bound")
+    except ResourceExhausted as exc:
+        assert "ms behind on received requests" in str(exc) and exc.retry_after_s and exc.retry_after_s >= 0.04
+    await asyncio.sleep(0.02)  # caught up
+    np.testing.assert_array_equal((await batcher.submit({"x": x}))["y"], x)
+    assert _rejected(metrics, "queue_time") == 1
+    await batcher.close()
+
+
+def test_no_bound_starts_no_loop_monitor() -> None:
+    async def scenario() -> None:
+        batcher = _batcher(FakeModel("m", lambda inputs: inputs), Metrics(), bound_s=0.0)
+        assert batcher._loop_lag is None
+        await batcher.close()
+
+    asyncio.run(scenario())
