@@ -138,7 +138,8 @@ CEILING = "bare onnxruntime"
 
 
 def _closed_loop_rounds(bench: Bench) -> None:
-    """Each round runs the ceiling and every server once, in a rotated order, then the empty-RPC floor."""
+    """Each round runs the ceiling and every server once, in a rotated order, then the empty-RPC floor of
+    each transport (grpc.aio, grpcio sync)."""
     factories = _servers(bench)
     names = [CEILING, *factories]
     for round_ in range(bench.args.rounds):
@@ -156,10 +157,11 @@ def _closed_loop_rounds(bench: Bench) -> None:
                         result = bench.load(server, method, (mix, kind), clients)
                         bench.record(kind="closed", round=round_, server=name, mix=mix, api=api, clients=clients,
                                      **result)
-        with servers.echo(bench.server_cores) as floor:
-            result = bench.load(floor, servers.ECHO_METHOD, ("-", "echo"), max(bench.args.clients))
-            bench.record(kind="floor", round=round_, server=floor.name, mix="-", api="empty unary RPC",
-                         clients=max(bench.args.clients), **result)
+        for transport in servers.ECHO_TRANSPORTS:
+            with servers.echo(bench.server_cores, transport) as floor:
+                result = bench.load(floor, servers.ECHO_METHOD, ("-", "echo"), max(bench.args.clients))
+                bench.record(kind="floor", round=round_, server=floor.name, mix="-", api="empty unary RPC",
+                             clients=max(bench.args.clients), **result)
 
 
 def _open_loop(bench: Bench) -> None:

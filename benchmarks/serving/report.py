@@ -114,8 +114,8 @@ def _summary(context: dict, ceilings: dict, steps: list[dict], groups: dict[tupl
                          + _goal(_median(other) if other else None, GOALS["other_cpu_ms"], higher=False, unit="ms"))
     floor = [r["server_cpu_ms_per_request"] for (s, *_), runs in groups.items() if s.startswith("empty") for r in runs]
     if floor:
-        lines.append(f"- Empty grpc.aio unary RPC, same generator, same core: {_median(floor):.3f} ms of server CPU "
-                     "per request (the floor).")
+        lines.append(f"- Empty unary RPC, same generator, same core: {_median(floor):.3f} ms of server CPU "
+                     "per request (the floor; both transports when both ran).")
     for mix, goal in (("small", GOALS["batching_small"]), ("ranking", GOALS["batching_ranking"])):
         if mix not in ceilings:
             continue
@@ -144,6 +144,78 @@ def _summary(context: dict, ceilings: dict, steps: list[dict], groups: dict[tupl
                      f"({next(iter(ceilings))} mix): "
                      f"infersuite {_fmt(mine_open, 0)} req/s, best peer {_fmt(peer_open, 0)} req/s: "
                      + _goal(_ratio(mine_open, peer_open), GOALS["peer_ratio"]))
+    return lines
+
+
+ISSUE_GOALS = {"unary_64": 1.5, "unary_1": 1.2, "stream": 2.0, "of_ceiling": 0.60, "open": 1.5, "small_batching": 2.0}
+
+
+def _cpu_by_round(groups: dict[tuple, list[dict]], server: str, mix: str, api: str, clients: int) -> dict[int, float]:
+    return {r["round"]: r["server_cpu_ms_per_request"] for r in groups.get((server, mix, api, clients), [])
+            if r.get("server_cpu_ms_per_request")}
+
+
+def _paired(numerator: dict[int, float], denominator: dict[int, float]) -> list[float]:
+    """Per-round ratios numerator / denominator over the rounds both were measured in."""
+    return [numerator[r] / denominator[r] for r in sorted(numerator) if denominator.get(r)]
+
+
+def _ratio_goal(label: str, ratios: list[float], goal: float) -> str:
+    if not ratios:
+        return f"- {label}: not measured"
+    spread = f" (rounds: {', '.join(f'{r:.2f}' for r in ratios)})" if len(ratios) > 1 else ""
+    return f"- {label}: " + _goal(_median(ratios), goal) + spread
+
+
+def _cpu_goals(ceilings: dict, steps: list[dict], groups: dict[tuple, list[dict]]) -> list[str]:
+    """Issue 26's goals: requests per server CPU-second against KServe, paired per round (KServe's CPU per
+    request / the suite's), the share of the ceiling with its physical limit, open loop, small-mix batching."""
+    if not any(k[0] == "kserve" for k in groups):
+        return []
+    top = max(c for (_, _, _, c) in groups)
+    kserve = {c: _cpu_by_round(groups, "kserve", "ranking", "OIP ModelInfer", c) for c in (1, top)}
+    lines = ["## Goals per server CPU (against KServe, ranking mix unless named; paired per-round ratios of "
+             "server CPU per request, median)", ""]
+    for api in ("OIP ModelInfer", "ctr Score"):
+        mine = _cpu_by_round(groups, "infersuite", "ranking", api, top)
+        lines.append(_ratio_goal(f"{api}, {top} clients, requests per server CPU-second vs KServe OIP",
+                                 _paired(kserve[top], mine), ISSUE_GOALS["unary_64"]))
+    lines.append(_ratio_goal("OIP ModelInfer, 1 client, vs KServe", _paired(
+        kserve[1], _cpu_by_round(groups, "infersuite", "ranking", "OIP ModelInfer", 1)), ISSUE_GOALS["unary_1"]))
+    stream = [s["server_cpu_ms_per_request"] for s in steps
+              if s["kind"] == "streaming" and s["api"] == "OIP ModelStreamInfer" and s.get("server_cpu_ms_per_request")]
+    if stream and kserve[top]:
+        lines.append(f"- OIP ModelStreamInfer, {top} clients, vs KServe unary (KServe's median over rounds, one "
+                     "streaming run): " + _goal(_median(list(kserve[top].values())) / _median(stream),
+                                                ISSUE_GOALS["stream"]))
+    floors: dict[str, list[float]] = collections.defaultdict(list)
+    for (server, *_), runs in groups.items():
+        if server.startswith("empty"):
+            floors[server] += [r["server_cpu_ms_per_request"] for r in runs]
+    aio = [v for name, values in floors.items() if "aio" in name for v in values]
+    if "ranking" in ceilings:
+        best, single = max(ceilings["ranking"].values()), ceilings["ranking"]["1"]
+        rate = _rate(groups, "infersuite", "ranking", "OIP ModelInfer", top)
+        limit = ""
+        if aio:
+            per_request_ms = _median(aio) + 1000.0 / single
+            limit = (f"; physical limit on grpc.aio: 1 / (empty-RPC floor {_median(aio):.3f} ms + bare model at "
+                     f"batch 1 {1000.0 / single:.3f} ms) = {1000.0 / per_request_ms:.0f} req/s = "
+                     f"{1000.0 / per_request_ms / best:.0%} of the ceiling")
+        lines.append(f"- Share of the one-core bare-onnxruntime ceiling ({best:.0f} req/s), OIP, {top} clients: "
+                     + _goal(_ratio(rate, best), ISSUE_GOALS["of_ceiling"], unit="%") + limit)
+    if any(s["kind"] == "open" for s in steps):
+        lines.append(f"- Open loop, highest tried rate with p99 <= {GOALS['p99_ms']:.0f} ms vs KServe: "
+                     + _goal(_ratio(_best_open(steps, "infersuite"), _best_open(steps, "kserve")),
+                             ISSUE_GOALS["open"]))
+    for api in ("OIP ModelInfer", "ctr Score"):
+        lines.append(_ratio_goal(f"Small mix, {api}, {top} clients, batching on vs off per server CPU", _paired(
+            _cpu_by_round(groups, "infersuite, batching off", "small", api, top),
+            _cpu_by_round(groups, "infersuite", "small", api, top)), ISSUE_GOALS["small_batching"]))
+    if floors:
+        lines.append("- Transport floors (empty unary RPC, same generator, same core, server CPU per request, "
+                     "median over rounds): " + "; ".join(f"{name}: {_median(values):.3f} ms"
+                                                        for name, values in sorted(floors.items())))
     return lines
 
 
@@ -281,6 +353,7 @@ def write(out: Path, context: dict, ceilings_by_round: dict[str, dict[str, list[
         "layout), one onnxruntime intra-op thread everywhere; the peers serve the same ONNX file. Mean candidates "
         "per request: " + ", ".join(f"{m} {v:.1f}" for m, v in context["mean_candidates"].items()) + ".", "",
         *_validity_lines(context, steps, verdict), "",
+        *_cpu_goals(ceilings, steps, groups), "",
         *_summary(context, ceilings, steps, groups), "",
         *_configuration_lines(context.get("configurations", {})), "",
         "## Closed loop", "", *_closed_table(groups), "",

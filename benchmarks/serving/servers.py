@@ -104,18 +104,28 @@ def suite(repository: Path, cores: set[int], name: str = "infersuite", tree: Pat
         _stop(process)
 
 
+SYNC_ECHO_THREADS = 4
+
+ECHO_TRANSPORTS = {
+    "aio": ("empty RPC (grpc.aio echo)", "grpc.aio server, one generic unary method that returns its request"),
+    "sync": ("empty RPC (grpcio sync echo)", f"grpcio's synchronous server, a thread pool of {SYNC_ECHO_THREADS}, "
+             "one generic unary method that returns its request"),
+}
+
+
 @contextlib.contextmanager
-def echo(cores: set[int]) -> Iterator[RunningServer]:
-    process = subprocess.Popen(_pinned([sys.executable, "-m", "benchmarks.serving.servers", "echo"], cores),
-                               stdout=subprocess.PIPE, text=True)
+def echo(cores: set[int], transport: str = "aio") -> Iterator[RunningServer]:
+    """The transport floor: an empty unary RPC on grpc.aio or on grpcio's synchronous server."""
+    name, settings = ECHO_TRANSPORTS[transport]
+    process = subprocess.Popen(_pinned([sys.executable, "-m", "benchmarks.serving.servers", "echo", transport],
+                                       cores), stdout=subprocess.PIPE, text=True)
     try:
         line = process.stdout.readline() if process.stdout else ""
         match = re.search(r"port (\d+)", line)
         if not match:
             raise RuntimeError(f"the echo server did not start: {line!r}")
-        yield RunningServer("empty RPC (grpc.aio echo)", process, int(match.group(1)), None,
-                            {"cores": ",".join(map(str, sorted(cores))),
-                             "settings": "grpc.aio server, one generic unary method that returns its request"})
+        yield RunningServer(name, process, int(match.group(1)), None,
+                            {"cores": ",".join(map(str, sorted(cores))), "settings": settings})
     finally:
         _stop(process)
 
@@ -134,5 +144,24 @@ async def _serve_echo() -> None:
     await server.wait_for_termination()
 
 
-if __name__ == "__main__" and sys.argv[1:] == ["echo"]:
-    asyncio.run(_serve_echo())
+def _serve_echo_sync() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def echo_bytes(request: bytes, context: grpc.ServicerContext) -> bytes:
+        return request
+
+    server = grpc.server(ThreadPoolExecutor(SYNC_ECHO_THREADS))
+    service, method = ECHO_METHOD.strip("/").split("/")
+    handlers = {method: grpc.unary_unary_rpc_method_handler(echo_bytes)}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    print(f"port {port}", flush=True)
+    server.wait_for_termination()
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["echo"]:
+    if sys.argv[2:] == ["sync"]:
+        _serve_echo_sync()
+    else:
+        asyncio.run(_serve_echo())
