@@ -1,7 +1,8 @@
 """Overload inside the SLO: ctr (a tiny DIN on onnxruntime) at 3x its sustainable rate for 60 s and
 10x for 10 s, the server pinned to one core and this client to the other, with the default queue
-(256 requests) and a queue-time bound of half the SLO (INFERSUITE_MAX_QUEUE_TIME_MS=50); a control
-run at 3x with the default (no time bound, the count only) shows what the bound changes. Writes
+(256 requests), a queue-time bound of half the SLO (INFERSUITE_MAX_QUEUE_TIME_MS=50) and gRPC core's
+backlog of received calls bounded (INFERSUITE_MAX_PENDING_RPCS=16); a control run at 3x with the
+defaults (neither bound: the queue's count only) shows what the bounds change. Writes
 reports/overload.md (+ .json).
 
     python -m benchmarks.reliability.overload            # make bench-overload (~5 minutes)
@@ -49,7 +50,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     repository, n_items, n_categories = build_ctr_repository(work, DEFAULT_QUEUE)
     make = ctr_requests(n_items, n_categories, candidates=args.candidates, history=args.history)
     pinned = {"INFERSUITE_CPU_AFFINITY": str(server_core), "INFERSUITE_WORKERS": "1"}
-    bounded = {**pinned, "INFERSUITE_MAX_QUEUE_TIME_MS": str(args.queue_time_ms)}
+    bounded = {**pinned, "INFERSUITE_MAX_QUEUE_TIME_MS": str(args.queue_time_ms),
+               "INFERSUITE_MAX_PENDING_RPCS": str(args.pending_rpcs)}
     results: dict[str, Any] = {"args": vars(args), "load_before": os.getloadavg()}
     suite = ctr_suite(repository, **bounded)
     try:
@@ -87,13 +89,17 @@ def render(results: dict[str, Any], command: str) -> str:
         f"(`INFERSUITE_MAX_QUEUE_TIME_MS={args['queue_time_ms']:g}`, half the SLO; the default is none): "
         "a request is refused RESOURCE_EXHAUSTED with "
         "`grpc-retry-pushback-ms` when the queued work ahead of it exceeds the bound, and leaves the queue "
-        "uncomputed if it still waits longer. Sustainable rate (highest swept rate served entirely within the "
-        f"{args['slo_ms']} ms p99 SLO): {results['sweep']['sustainable_rps']} req/s.",
+        "uncomputed if it still waits longer; gRPC core holds at most "
+        f"`INFERSUITE_MAX_PENDING_RPCS={args['pending_rpcs']}` received calls the server has not taken up yet "
+        "(more are refused RESOURCE_EXHAUSTED by gRPC itself, with rising probability up to twice that). "
+        "The control runs on the defaults: neither bound. Sustainable rate (highest swept rate served entirely "
+        f"within the {args['slo_ms']} ms p99 SLO): {results['sweep']['sustainable_rps']} req/s.",
         "",
     ]
     for key, name in (("x3", "3x, time bound on"), ("x10", "10x, time bound on"),
-                      ("control", "3x, control: time bound off (count bound only)")):
-        bound = "no time bound" if key == "control" else f"{args['queue_time_ms']:g} ms of queued work"
+                      ("control", "3x, control: the defaults (count bound only)")):
+        bound = "no time bound, gRPC's default backlog" if key == "control" else (
+            f"{args['queue_time_ms']:g} ms of queued work, {args['pending_rpcs']} pending calls in gRPC")
         lines += overload_section(f"ctr, {name}", results[key], f"{DEFAULT_QUEUE} requests, {bound}")
     lines += ["## Sustainable-rate sweep", "```json", json.dumps(results["sweep"], indent=1), "```", ""]
     return "\n".join(lines)
@@ -107,6 +113,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--control-s", type=float, default=20.0, help="length of the 3x control without time bound")
     parser.add_argument("--slo-ms", type=float, default=100.0)
     parser.add_argument("--queue-time-ms", type=float, default=50.0, help="INFERSUITE_MAX_QUEUE_TIME_MS of the runs")
+    parser.add_argument("--pending-rpcs", type=int, default=16, help="INFERSUITE_MAX_PENDING_RPCS of the runs")
     parser.add_argument("--candidates", type=int, default=100)
     parser.add_argument("--history", type=int, default=50)
     parser.add_argument("--rate-start", type=float, default=50.0)

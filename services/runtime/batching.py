@@ -305,6 +305,9 @@ class DynamicBatcher:
             batch = self._form_batch()
             if not batch:
                 continue
+            if self._batch_inline(batch):
+                self._execute_now(batch)
+                continue
             self._running += 1
             task = self._loop.create_task(self._execute(batch))
             self._tasks.add(task)
@@ -408,29 +411,65 @@ class DynamicBatcher:
             self._running -= 1
             self._dispatch()
 
-    async def _run_batch(self, batch: list[_Pending]) -> None:
+    def _batch_inline(self, batch: list[_Pending]) -> bool:
+        """A batch runs on the event loop when the model has one instance and its expected execution is
+        within the inline bound: on a worker's one core the executor thread would only take turns with
+        the loop, at the cost of a hand-off, a task and a wake-up per execution. Requests received
+        meanwhile wait for the loop and form the next batch."""
+        per_cell = self._per_cell_ewma_s
+        if self._run_now is None or per_cell is None or self.policy.instance_count != 1:
+            return False
+        cells = sum(self._layout.cells(p.shape.rows, p.shape.sizes) for p in batch)
+        return per_cell * cells <= self.policy.inline_max_s
+
+    def _prepare(self, batch: list[_Pending]) -> tuple[list[RequestShape], Mapping[str, np.ndarray], list[str] | None]:
         shapes = [p.shape for p in batch]
-        single = len(batch) == 1
-        inputs = batch[0].inputs if single else self._layout.combine([p.inputs for p in batch], shapes)
+        inputs = batch[0].inputs if len(batch) == 1 else self._layout.combine([p.inputs for p in batch], shapes)
         self._observe_shapes(shapes)
-        wanted = _union_of_outputs(batch)
-        start = time.perf_counter()
-        try:
-            outputs = await (self.model.infer(inputs) if wanted is None else self.model.infer(inputs, wanted))
-        except BaseException as exc:
-            self._stats.record_failure(len(batch))
-            for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        elapsed = time.perf_counter() - start
-        results = [outputs] if single else self._layout.split(outputs, shapes)
+        return shapes, inputs, _union_of_outputs(batch)
+
+    def _fail(self, batch: list[_Pending], exc: BaseException) -> None:
+        self._stats.record_failure(len(batch))
+        for pending in batch:
+            if not pending.future.done():
+                pending.future.set_exception(exc)
+
+    def _deliver(self, batch: list[_Pending], shapes: list[RequestShape], outputs: dict[str, np.ndarray],
+                 elapsed: float) -> None:
+        results = [outputs] if len(batch) == 1 else self._layout.split(outputs, shapes)
         self._record_execution(shapes, elapsed)
         for pending, result in zip(batch, results, strict=True):
             if not pending.future.done():
                 pending.future.set_result(result)
+
+    def _execute_now(self, batch: list[_Pending]) -> None:
+        """`_run_batch` on the event loop's thread (see `_batch_inline`)."""
+        assert self._run_now is not None
+        shapes, inputs, wanted = self._prepare(batch)
+        self._running += 1
+        start = time.perf_counter()
+        try:
+            outputs = self._run_now(inputs, wanted)
+        except BaseException as exc:
+            self._fail(batch, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        finally:
+            self._running -= 1
+        self._deliver(batch, shapes, outputs, time.perf_counter() - start)
+
+    async def _run_batch(self, batch: list[_Pending]) -> None:
+        shapes, inputs, wanted = self._prepare(batch)
+        start = time.perf_counter()
+        try:
+            outputs = await (self.model.infer(inputs) if wanted is None else self.model.infer(inputs, wanted))
+        except BaseException as exc:
+            self._fail(batch, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        self._deliver(batch, shapes, outputs, time.perf_counter() - start)
 
     async def drain(self, timeout_s: float) -> bool:
         """Waits until the queue is empty and no batch runs (a hot reload retires the old version

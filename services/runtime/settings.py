@@ -75,12 +75,13 @@ class RuntimeSettings(BaseSettings):
     instance_count: int = Field(1, ge=1)
     """Concurrent executions per model when its config.pbtxt sets no instance_group count."""
     inline_max_ms: float = Field(2.0, ge=0.0)
-    """A request to an idle model with nothing queued, whose expected execution (the model's recent time
-    per cell times the request's cells) is at most this many ms, runs on the event loop without the queue
-    and the executor hand-off. It yields once first: requests received with it (a burst, a backlog) reach
-    the scheduler during that yield, and then all of them queue, may combine, and stay visible to
-    admission. Longer executions go to the model's executor so health checks and other requests are not
-    stalled. 0 = never inline."""
+    """Executions expected to take at most this many ms (the model's recent time per cell times the cells)
+    run on the event loop's thread instead of the model's executor: a request to an idle model with
+    nothing queued, after one yield (requests received with it queue instead, and may combine), and any
+    batch of a model with one instance (on a worker's one core the executor thread only takes turns with
+    the loop, at the cost of a hand-off, a task and a wake-up). Requests received during the run wait
+    for the loop and form the next batch. Longer executions go to the executor so health checks and
+    other requests are not stalled. 0 = never inline."""
     dynamic_batching: bool = True
     """Combine concurrent requests into one execution for models whose config.pbtxt has a
     dynamic_batching block; false = one request per execution (queueing and admission stay on)."""
@@ -93,6 +94,13 @@ class RuntimeSettings(BaseSettings):
     on a saturated server waits longer than any SLO-sized bound (64 clients on one core: ~70 ms each),
     and a bound would refuse part of that traffic. Set it to the queue's share of the SLO (e.g. 50 for a
     100 ms p99) where latency matters more than taking every request (reports/overload.md)."""
+    max_pending_rpcs: int = Field(0, ge=0)
+    """Received calls that gRPC's core may hold before the server takes them up: past this, new calls are
+    refused RESOURCE_EXHAUSTED by gRPC itself ("Too many pending requests"), with a rising probability up
+    to twice this, where all are refused (gRPC's random early detection). Under overload this is where
+    requests wait unseen by any model queue: the event loop takes calls up only as fast as it serves or
+    refuses them. Such a refusal costs the server almost nothing, but carries no retry pushback.
+    0 (default) = gRPC's own limits (1000, hard 3000)."""
     max_queue_size: int = Field(256, ge=1)
     """Queued requests per model before RESOURCE_EXHAUSTED, when config.pbtxt sets no
     default_queue_policy.max_queue_size."""
