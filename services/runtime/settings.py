@@ -77,10 +77,11 @@ class RuntimeSettings(BaseSettings):
     inline_max_ms: float = Field(2.0, ge=0.0)
     """Executions expected to take at most this many ms (the model's recent time per cell times the cells)
     run on the event loop's thread instead of the model's executor: a request to an idle model with
-    nothing queued, after one yield (requests received with it queue instead, and may combine), and any
-    batch of a model with one instance (on a worker's one core the executor thread only takes turns with
-    the loop, at the cost of a hand-off, a task and a wake-up). Requests received during the run wait
-    for the loop and form the next batch. Longer executions go to the executor so health checks and
+    nothing queued, after one yield (requests received with it queue instead, and may combine), and,
+    while the model's batcher does not combine, every execution of a model with one instance (on a
+    worker's one core the executor thread only takes turns with the loop, at the cost of a hand-off, a
+    task and a wake-up; a combining batcher keeps the executor, so the loop takes up requests during a
+    run and batches grow). Longer executions go to the executor so health checks and
     other requests are not stalled. 0 = never inline."""
     dynamic_batching: bool = True
     """Combine concurrent requests into one execution for models whose config.pbtxt has a

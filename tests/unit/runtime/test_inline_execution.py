@@ -1,6 +1,6 @@
 """A cheap request to an idle model runs on the event loop after one yield (no executor hand-off);
-requests received together queue, combine and run as one batch (on the loop too when cheap); a busy
-model queues; expensive ones and INFERSUITE_INLINE_MAX_MS=0 keep the executor path, with the same
+requests received together queue, combine and run as one batch; while not combining, cheap batches
+run on the loop too; a busy model queues; expensive ones and INFERSUITE_INLINE_MAX_MS=0 keep the executor path, with the same
 bookkeeping either way."""
 
 import asyncio
@@ -70,8 +70,8 @@ def test_a_lone_request_runs_inline_and_a_burst_queues_and_combines() -> None:
         answers = await asyncio.gather(*(batcher.submit({"x": x + i}) for i in range(4)))  # received together
         for i, answer in enumerate(answers):
             np.testing.assert_array_equal(answer["y"], x + i + 1)
-        # Each yielded first, saw the others and queued; the queue ran as one batch (on the loop: one instance).
-        assert model.inline_calls == 2 and len(model.calls) == 1 and stats.execution_count == 3
+        # Each yielded first, saw the others and queued; the queue ran as one batch (on the executor: combining).
+        assert model.inline_calls == 1 and len(model.calls) == 2 and stats.execution_count == 3
         await batcher.close()
 
     asyncio.run(scenario())
