@@ -1,7 +1,7 @@
 """A cheap request to an idle model runs on the event loop after one yield (no executor hand-off);
 requests received together queue, combine and run as one batch; while not combining, cheap batches
-run on the loop too; a busy model queues; expensive ones and INFERSUITE_INLINE_MAX_MS=0 keep the executor path, with the same
-bookkeeping either way."""
+run on the loop too; a busy model queues; expensive ones and INFERSUITE_INLINE_MAX_MS=0 keep the
+executor path, with the same bookkeeping either way."""
 
 import asyncio
 import threading
