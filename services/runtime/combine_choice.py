@@ -27,7 +27,10 @@ class CombineChoice:
             raise ValueError("probe_length must be positive and shorter than probe_every")
         self.min_samples, self.probe_every, self.probe_length, self.weight = (
             min_samples, probe_every, probe_length, weight)
-        self._per_cell: dict[bool, float] = {}  # combined? -> CPU seconds per useful cell (moving average)
+        # combined? -> decayed sums of CPU seconds and of useful cells: their ratio is the estimate (a ratio
+        # of sums, not a mean of per-execution ratios, which small executions would dominate).
+        self._cpu: dict[bool, float] = {False: 0.0, True: 0.0}
+        self._cells: dict[bool, float] = {False: 0.0, True: 0.0}
         self._samples = {False: 0, True: 0}
         self._executions = 0
         self._saves: bool | None = None  # None: not measured yet
@@ -39,7 +42,8 @@ class CombineChoice:
 
     def estimate(self, combined: bool) -> float | None:
         """CPU seconds per useful cell while running one request per execution (False) or combining (True)."""
-        return self._per_cell.get(combined)
+        cells = self._cells[combined]
+        return self._cpu[combined] / cells if cells > 0 else None
 
     def combine(self) -> bool:
         """Whether the next execution may take several requests."""
@@ -52,11 +56,10 @@ class CombineChoice:
         if cells < 1 or cpu_s < 0:
             return
         combined = self.combine()
-        per_cell = cpu_s / cells
         self._samples[combined] += 1
-        weight = max(self.weight, 1.0 / self._samples[combined])  # a plain mean until 1/weight samples
-        previous = self._per_cell.get(combined, per_cell)
-        self._per_cell[combined] = previous + weight * (per_cell - previous)
+        keep = 1.0 - self.weight  # older executions count less, so a change of traffic shows
+        self._cpu[combined] = keep * self._cpu[combined] + cpu_s
+        self._cells[combined] = keep * self._cells[combined] + cells
         self._executions += 1
         if min(self._samples.values()) >= self.min_samples:
-            self._saves = self._per_cell[True] < self._per_cell[False]
+            self._saves = self._cpu[True] / self._cells[True] < self._cpu[False] / self._cells[False]
