@@ -105,17 +105,13 @@ def _goal(value: float | None, goal: float, higher: bool = True, unit: str = "x"
 
 def _summary(context: dict, ceilings: dict, steps: list[dict], groups: dict[tuple, list[dict]]) -> list[str]:
     top = max(c for (_, _, _, c) in groups) if groups else 64
-    lines = ["## Goals", ""]
+    lines = ["## Figures against the first serving issue's goals (kept for comparison across reports)", ""]
     for mix in ceilings:
         for api in ("ctr Score", "OIP ModelInfer"):
             runs = groups.get(("infersuite", mix, api, top), [])
             other = [r["other_cpu_ms_per_request"] for r in runs if r.get("other_cpu_ms_per_request") is not None]
             lines.append(f"- Server CPU outside model execution, {api}, {mix} mix, {top} clients: "
                          + _goal(_median(other) if other else None, GOALS["other_cpu_ms"], higher=False, unit="ms"))
-    floor = [r["server_cpu_ms_per_request"] for (s, *_), runs in groups.items() if s.startswith("empty") for r in runs]
-    if floor:
-        lines.append(f"- Empty unary RPC, same generator, same core: {_median(floor):.3f} ms of server CPU "
-                     "per request (the floor; both transports when both ran).")
     for mix, goal in (("small", GOALS["batching_small"]), ("ranking", GOALS["batching_ranking"])):
         if mix not in ceilings:
             continue
