@@ -25,6 +25,8 @@ import grpc
 
 from benchmarks.reliability.measure import ROOT, build_ctr_repository, ctr_suite, run_sweep
 from benchmarks.reliability.report import overload_section
+from benchmarks.serving.machine import Sample, Window, take_sample
+from benchmarks.serving.validity import FOREIGN_SHARE_MAX, window_report
 from tests.reliability import scenarios
 from tests.reliability.load import open_loop
 from tests.reliability.requests import ctr_requests
@@ -36,11 +38,25 @@ def _pin_client(cores: set[int]) -> None:
     os.sched_setaffinity(0, cores)
 
 
-async def _overload(suite, make, sustainable: float, factor: float, duration_s: float) -> dict[str, Any]:
+async def _overload(suite, make, sustainable: float, factor: float, duration_s: float,
+                    args: argparse.Namespace) -> dict[str, Any]:
     async with grpc.aio.insecure_channel(suite.target) as channel:
         await open_loop(channel, make, 0.5 * sustainable, 2.0)  # warm-up (compute-time estimate)
+        before = take_sample(os.getpid())
         figures = await scenarios.overload(channel, make, sustainable, duration_s, factor=factor, recovery_s=10.0)
-    return {**figures, "factor": factor}
+    return {**figures, "factor": factor, "machine": _machine(before, args)}
+
+
+def _machine(before: Sample, args: argparse.Namespace) -> dict[str, Any]:
+    """Per core since `before` (/proc/stat): busy, own and foreign shares, the load average, offenders."""
+    return window_report(Window(before, take_sample(os.getpid())), {args.server_core}, {args.client_core})
+
+
+def _foreign(results: dict[str, Any]) -> list[str]:
+    """The phases where work outside this benchmark took more than its share of a core."""
+    return [f"{phase}: {core['role']} core {core['cores']} {core['foreign_share']:.1%} foreign"
+            for phase, r in results.items() if isinstance(r, dict) and "machine" in r
+            for core in r["machine"]["cores"] if core["foreign_share"] > FOREIGN_SHARE_MAX]
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
@@ -57,17 +73,19 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     try:
         await suite.ready()
         rates = [args.rate_start * (1.25 ** i) for i in range(30)]
+        before = take_sample(os.getpid())
         sustainable, sweep = await run_sweep(suite, make, rates, args.sweep_step_s, args.slo_ms)
-        results["sweep"] = {"sustainable_rps": round(sustainable, 1), "steps": sweep}
+        results["sweep"] = {"sustainable_rps": round(sustainable, 1), "steps": sweep,
+                            "machine": _machine(before, args)}
         for factor, seconds in ((3.0, args.overload_s), (10.0, args.burst_s)):
-            results[f"x{factor:g}"] = {**await _overload(suite, make, sustainable, factor, seconds),
+            results[f"x{factor:g}"] = {**await _overload(suite, make, sustainable, factor, seconds, args),
                                        "sustainable_rps": round(sustainable, 1), "slo_ms": args.slo_ms}
     finally:
         suite.stop()
     control = ctr_suite(repository, **pinned)  # the default: no time bound
     try:
         await control.ready()
-        results["control"] = {**await _overload(control, make, sustainable, 3.0, args.control_s),
+        results["control"] = {**await _overload(control, make, sustainable, 3.0, args.control_s, args),
                                "sustainable_rps": round(sustainable, 1), "slo_ms": args.slo_ms}
     finally:
         control.stop()
@@ -77,7 +95,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 def render(results: dict[str, Any], command: str) -> str:
     args = results["args"]
+    foreign = _foreign(results)
     lines = [
+        *([f"> **INVALID: other work took more than {FOREIGN_SHARE_MAX:.0%} of a benchmark core; no figure below "
+           "may be quoted.** " + "; ".join(foreign), ""] if foreign else []),
         "# Overload inside the SLO",
         "",
         f"Written by `{command}`. Machine: {os.cpu_count()} cores, Python {platform.python_version()}; "
@@ -101,7 +122,16 @@ def render(results: dict[str, Any], command: str) -> str:
         bound = "no time bound, gRPC's default backlog" if key == "control" else (
             f"{args['queue_time_ms']:g} ms of queued work, {args['pending_rpcs']} pending calls in gRPC")
         lines += overload_section(f"ctr, {name}", results[key], f"{DEFAULT_QUEUE} requests, {bound}")
-    lines += ["## Sustainable-rate sweep", "```json", json.dumps(results["sweep"], indent=1), "```", ""]
+    lines += ["## The machine in each phase (/proc/stat, per core: busy share of the phase, the part of the busy "
+              "time the benchmark's own processes account for, foreign work)", "",
+              "| phase | core | role | busy | own share of busy | foreign | load average after |",
+              "|---|---|---|---|---|---|---|"]
+    for phase in ("sweep", "x3", "x10", "control"):
+        machine = results[phase]["machine"]
+        lines += [f"| {phase} | {core['cores'][0]} | {core['role']} | {core['busy_share']:.2f} | "
+                  f"{core['own_share_of_busy']:.2f} | {core['foreign_share']:.1%} | {machine['load_average']} |"
+                  for core in machine["cores"]]
+    lines += ["", "## Sustainable-rate sweep", "```json", json.dumps(results["sweep"], indent=1), "```", ""]
     return "\n".join(lines)
 
 
@@ -133,6 +163,8 @@ def main(argv: list[str] | None = None) -> None:
     args.out.write_text(render(results, command.strip()))
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=str))
     print(f"wrote {args.out} in {results['seconds']} s")
+    if _foreign(results):
+        sys.exit("INVALID run: " + "; ".join(_foreign(results)))
 
 
 if __name__ == "__main__":
