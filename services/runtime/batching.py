@@ -21,7 +21,7 @@ stays small without starving anyone.
 
 Whether to combine at all is measured (services/runtime/combine_choice.py): the batcher combines
 only while combined executions cost less CPU per useful cell than single ones on the model's own
-traffic, so batching never makes a mix dearer than one request per execution. A cheap request to an
+traffic, so combining does not stay on where it makes a mix dearer than one request per execution. A cheap request to an
 idle model runs on the event loop (`inline_max_s`), without the queue, the executor hand-off or a
 future, after one yield: requests received with it (a burst, a backlog) reach the queue during that
 yield, and then all of them queue (and may combine), visible to admission.
@@ -65,7 +65,7 @@ class BatchingPolicy:
     instance_count: int = 1  # concurrent executions
     combine: bool = True  # False: one request per execution (batching off), admission control still on
     max_cells: int = 1 << 30  # rows x padded ragged sizes per execution
-    inline_max_s: float = 0.0  # while not combining, an idle model runs a request this cheap on the loop; 0 = never
+    inline_max_s: float = 0.0  # executions this cheap may run on the event loop's thread; 0 = never
     max_queue_time_s: float = 0.0  # longest expected (at admission) or actual wait in the queue; 0 = no bound
 
     @property
@@ -112,6 +112,7 @@ class DynamicBatcher:
         self._per_request_ewma_s: float | None = None  # compute time per request of recent batches
         self._per_cell_ewma_s: float | None = None  # compute time per useful cell (rows x ragged sizes)
         self._run_now = getattr(model, "infer_now", None)  # a backend that can run on the calling thread
+        self._can_combine = policy.combine and policy.max_batch_size > 1  # the policy allows it at all
         self._choice = CombineChoice()
         # The choice's cost of an execution: the process's CPU since the previous execution ended (model,
         # gRPC, decoding, batching: all the work that served its requests; other models' work is noise).
@@ -128,7 +129,7 @@ class DynamicBatcher:
         self._depth = metrics.queue_depth.labels(name)
         self._compute_time = metrics.compute_time.labels(name, model.version)
         self._combining_gauge = metrics.combining.labels(name)
-        self._combining_gauge.set(1 if policy.combine and policy.max_batch_size > 1 else 0)
+        self._combining_gauge.set(1 if self._can_combine else 0)
         self._rejected = {reason: metrics.rejected.labels(name, reason)
                           for reason in ("queue_full", "queue_time", "deadline", "cancelled", "expired")}
         self._inline_candidate = False  # a request yielded once before running inline
@@ -217,8 +218,7 @@ class DynamicBatcher:
     def _combining(self) -> bool:
         """Whether the next execution may take several requests: the policy allows it and, on this
         model's traffic, it saves CPU (or is being measured)."""
-        policy = self.policy
-        return policy.combine and policy.max_batch_size > 1 and self._choice.combine()
+        return self._can_combine and self._choice.combine()
 
     def _inline_fits(self, shape: RequestShape) -> bool:
         """Idle model, nothing queued, no other request about to run inline, and the request's expected
@@ -238,17 +238,24 @@ class DynamicBatcher:
             raise DeadlineExceeded("deadline passed before compute; not computed")
         self._queue_time.observe(0.0)
         self._observe_shapes([shape])
+        result, elapsed = self._run_here(1, inputs, list(outputs) if outputs else None)
+        self._record_execution([shape], elapsed)
+        return result
+
+    def _run_here(self, requests: int, inputs: Mapping[str, np.ndarray],
+                  wanted: list[str] | None) -> tuple[dict[str, np.ndarray], float]:
+        """One execution of `requests` requests on the event loop's thread, counted as running like an
+        executor one; returns the outputs and the time it took (a failure is counted and raised)."""
+        assert self._run_now is not None
         self._running += 1
         start = time.perf_counter()
         try:
-            result = self._run_now(inputs, list(outputs) if outputs else None)
+            return self._run_now(inputs, wanted), time.perf_counter() - start
         except BaseException:
-            self._stats.record_failure(1)
+            self._stats.record_failure(requests)
             raise
         finally:
             self._running -= 1
-        self._record_execution([shape], time.perf_counter() - start)
-        return result
 
     def _observe_shapes(self, shapes: Sequence[RequestShape]) -> None:
         self._batch_size.observe(sum(s.rows for s in shapes))
@@ -263,12 +270,14 @@ class DynamicBatcher:
         cells = max(sum(self._layout.cells(s.rows, s.sizes) for s in shapes), 1)
         per_cell, ewma = elapsed / cells, self._per_cell_ewma_s
         self._per_cell_ewma_s = per_cell if ewma is None else 0.8 * ewma + 0.2 * per_cell
-        if self.policy.combine and self.policy.max_batch_size > 1:
+        if self._can_combine:
             cpu, last = self._cpu_clock(), self._cpu_at_last_end
             self._cpu_at_last_end = cpu
             if last is not None:
+                verdict = self._choice.saves_cpu
                 self._choice.record(cells, cpu - last)
-                self._combining_gauge.set(0 if self._choice.saves_cpu is False else 1)
+                if self._choice.saves_cpu is not verdict:  # the gauge changes only with the verdict
+                    self._combining_gauge.set(0 if self._choice.saves_cpu is False else 1)
         self._compute_time.observe(elapsed)
         self._stats.record_batch(len(shapes), elapsed)
 
@@ -431,8 +440,8 @@ class DynamicBatcher:
         self._observe_shapes(shapes)
         return shapes, inputs, _union_of_outputs(batch)
 
-    def _fail(self, batch: list[_Pending], exc: BaseException) -> None:
-        self._stats.record_failure(len(batch))
+    @staticmethod
+    def _fail(batch: list[_Pending], exc: BaseException) -> None:
         for pending in batch:
             if not pending.future.done():
                 pending.future.set_exception(exc)
@@ -447,20 +456,15 @@ class DynamicBatcher:
 
     def _execute_now(self, batch: list[_Pending]) -> None:
         """`_run_batch` on the event loop's thread (see `_batch_inline`)."""
-        assert self._run_now is not None
         shapes, inputs, wanted = self._prepare(batch)
-        self._running += 1
-        start = time.perf_counter()
         try:
-            outputs = self._run_now(inputs, wanted)
+            outputs, elapsed = self._run_here(len(batch), inputs, wanted)
         except BaseException as exc:
             self._fail(batch, exc)
             if not isinstance(exc, Exception):
                 raise
             return
-        finally:
-            self._running -= 1
-        self._deliver(batch, shapes, outputs, time.perf_counter() - start)
+        self._deliver(batch, shapes, outputs, elapsed)
 
     async def _run_batch(self, batch: list[_Pending]) -> None:
         shapes, inputs, wanted = self._prepare(batch)
@@ -468,6 +472,7 @@ class DynamicBatcher:
         try:
             outputs = await (self.model.infer(inputs) if wanted is None else self.model.infer(inputs, wanted))
         except BaseException as exc:
+            self._stats.record_failure(len(batch))
             self._fail(batch, exc)
             if not isinstance(exc, Exception):
                 raise
