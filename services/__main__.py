@@ -7,7 +7,10 @@ import logging
 import os
 import signal
 
+from pydantic import ValidationError
+
 from services.runtime import RuntimeSettings, ServiceModule, build_server
+from services.runtime.service import load_services
 from services.runtime.settings import parse_cpu_list
 from services.runtime.worker_pool import check_port_free, serve_workers, worker_count
 
@@ -33,15 +36,41 @@ async def serve(settings: RuntimeSettings, services: list[ServiceModule] | None 
     log.info("stopped")
 
 
+def settings_or_exit() -> RuntimeSettings:
+    """The settings from the environment, or one line per wrong INFERSUITE_* value and exit status 1."""
+    try:
+        return RuntimeSettings()
+    except ValidationError as exc:
+        lines = [f"infersuite: INFERSUITE_{'_'.join(map(str, e['loc'])).upper()}={e.get('input')!r}: {e['msg']}"
+                 for e in exc.errors()]
+        raise SystemExit("\n".join(lines)) from None
+
+
+def check_startup(settings: RuntimeSettings, count: int) -> None:
+    """What would otherwise fail later with a traceback (or a worker's), said in one line before anything starts."""
+    if settings.model_control_mode == "explicit" and count > 1:
+        raise ValueError(f"INFERSUITE_MODEL_CONTROL_MODE=explicit needs one serving process, not {count} workers: "
+                         "a load or unload would reach only the worker its connection lands on. Set "
+                         "INFERSUITE_WORKERS=1 (and scale with replicas), or use model control none "
+                         "(docs/scaling.md)")
+    load_services(settings.services)  # an unknown family name
+    # grpc sets SO_REUSEPORT: without this check a second server would silently share the port
+    check_port_free(settings.host, settings.port)
+    if settings.metrics_port > 0:
+        check_port_free(settings.metrics_host, settings.metrics_port, what="metrics port")
+
+
 def main() -> None:
-    settings = RuntimeSettings()
+    settings = settings_or_exit()
     logging.basicConfig(level=settings.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:  # grpc sets SO_REUSEPORT: without this check a second server would silently share the port
-        check_port_free(settings.host, settings.port)
+    count = worker_count(settings)
+    try:
+        check_startup(settings, count)
     except OSError as exc:
         raise SystemExit(f"infersuite: {exc.strerror}") from None
-    count = worker_count(settings)
+    except ValueError as exc:
+        raise SystemExit(f"infersuite: {exc}") from None
     if count > 1:  # N processes on one port behind one /metrics (docs/scaling.md)
         raise SystemExit(serve_workers(settings, count))
     cores = parse_cpu_list(settings.cpu_affinity)

@@ -5,9 +5,11 @@ serves it on a private localhost port; the parent's /metrics fetches every worke
 merges it: counters, histograms and summaries are summed by series (so rates and percentiles
 are those of the whole server), gauges keep one series per worker under a `worker` label
 (`sum without (worker)` or `min without (worker)` in PromQL says what fits each gauge).
-Per-process `*_created` timestamps are dropped: they mean nothing once summed. Two families
-describe the workers themselves: `infersuite_worker_up` and `infersuite_worker_requests_total`
-(each worker's share of the requests: how evenly the kernel spread the connections).
+Per-process `*_created` timestamps are dropped: they mean nothing once summed. Three families
+describe the workers themselves: `infersuite_worker_up`, `infersuite_worker_requests_total`
+(each worker's share of the requests: how evenly the kernel spread the connections) and
+`infersuite_worker_restarts_total` (workers the parent restarted after they died). A restarted
+worker's counters start again from 0, which Prometheus's rate() reads as a counter reset.
 
 The merge reads the text format line by line, keeping each series' name and labels as the
 worker wrote them (prometheus_client's own exposition): about 30x cheaper than parsing it with
@@ -79,7 +81,7 @@ def _merge_one(text: str, worker: str, families: dict[str, _Family]) -> float:
     return requests
 
 
-def merge(texts: Iterable[WorkerText]) -> str:
+def merge(texts: Iterable[WorkerText], restarts: int = 0) -> str:
     """The merged exposition text: the workers' families, then the per-worker families."""
     families: dict[str, _Family] = {}
     up, shares = [], []
@@ -96,7 +98,10 @@ def merge(texts: Iterable[WorkerText]) -> str:
     lines += ["# HELP infersuite_worker_up 1 when the worker's metrics could be read at this scrape.",
               "# TYPE infersuite_worker_up gauge", *up,
               "# HELP infersuite_worker_requests_total gRPC requests handled by each worker.",
-              "# TYPE infersuite_worker_requests_total counter", *shares]
+              "# TYPE infersuite_worker_requests_total counter", *shares,
+              "# HELP infersuite_worker_restarts_total Workers restarted by the parent after they died.",
+              "# TYPE infersuite_worker_restarts_total counter",
+              f"infersuite_worker_restarts_total {floatToGoString(restarts)}"]
     return "\n".join(lines) + "\n"
 
 
@@ -110,7 +115,8 @@ def fetch_text(port: int, timeout_s: float = 2.0) -> str | None:
         return None
 
 
-def scrape(worker_ports: Sequence[tuple[int, int | None]],
+def scrape(worker_ports: Sequence[tuple[int, int | None]], restarts: int = 0,
            fetch: Callable[[int], str | None] = fetch_text) -> str:
-    """Reads every worker's metrics ((index, port or None while it starts)) and merges them."""
-    return merge(WorkerText(worker, None if port is None else fetch(port)) for worker, port in worker_ports)
+    """Reads every worker's metrics ((index, port or None while it starts or is down)) and merges them."""
+    return merge((WorkerText(worker, None if port is None else fetch(port)) for worker, port in worker_ports),
+                 restarts)

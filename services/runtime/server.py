@@ -211,6 +211,11 @@ class InferSuiteServer:
             await self.health.set(name, SERVING)
         self.serving = self.serving or "" in names
 
+    async def hold(self) -> None:
+        """Health NOT_SERVING for every entry while requests are still answered (a worker of a server
+        that has fewer serving workers than INFERSUITE_MIN_WORKERS)."""
+        await self._set_health(NOT_SERVING)
+
     async def _load_models(self) -> None:
         ready: list[str] = []  # health entries whose models are loaded
         for service in self.services:

@@ -35,8 +35,8 @@ class RuntimeSettings(BaseSettings):
     """Address of the Prometheus /metrics HTTP endpoint."""
     metrics_port: int = Field(9464, ge=-1, le=65535)
     """Port of the /metrics endpoint; 0 lets the OS pick one, -1 disables it."""
-    services: list[str] = ["*"]
-    """Families this process hosts (package names under `services/`, a JSON list); "*" = every family
+    services: Annotated[list[str], NoDecode] = ["*"]
+    """Families this process hosts (package names under `services/`, comma-separated or a JSON list); "*" = every family
     package found there (services/runtime/service.py); [] = none: the Open Inference Protocol only."""
     model_repository: Path = Path("model_repository")
     """Triton-layout model repository: <name>/config.pbtxt, <name>/<version>/model.onnx."""
@@ -115,6 +115,14 @@ class RuntimeSettings(BaseSettings):
     """Serving processes sharing the gRPC port (`python -m services`), each with its own sessions and
     batchers, behind one /metrics endpoint; 0 = one per core this process may use (or per core of
     cpu_affinity). 1 = a single process, as `build_server` runs in tests (docs/scaling.md)."""
+    min_workers: int = Field(1, ge=1)
+    """With several workers: health stays SERVING while at least this many serve; below it every
+    live worker turns NOT_SERVING until restarted workers bring the count back."""
+    worker_restart_limit: int = Field(5, ge=0)
+    """A worker that dies is restarted (backoff 0.5 s doubling to 30 s); more than this many deaths
+    within worker_restart_window_s is a crash loop and ends the server (exit status 1)."""
+    worker_restart_window_s: float = Field(60.0, gt=0)
+    """The window of worker_restart_limit."""
     cpu_affinity: str = ""
     """Cores the workers run on, taskset style ("1", "0-3", "0,2,4-5"): worker i is pinned to the
     i-th core of the list (round robin); empty = no pinning (the cores the process may use)."""
@@ -150,10 +158,10 @@ class RuntimeSettings(BaseSettings):
     log_level: str = "INFO"
     """Python logging level."""
 
-    @field_validator("load_models", mode="before")
+    @field_validator("load_models", "services", mode="before")
     @classmethod
     def _model_list(cls, value: object) -> object:
-        if isinstance(value, str):  # INFERSUITE_LOAD_MODELS=a,b or '["a", "b"]'
+        if isinstance(value, str):  # INFERSUITE_LOAD_MODELS=a,b or '["a", "b"]' (INFERSUITE_SERVICES alike)
             text = value.strip()
             return json.loads(text) if text.startswith("[") else [n.strip() for n in text.split(",") if n.strip()]
         return value

@@ -7,10 +7,11 @@ parent over a pipe:
 
     worker -> parent: ("bound", grpc_port, metrics_port or None), ("ready", [health entries]),
                       ("error", message)
-    parent -> worker: ("serve", [health entries]), ("stop",)
+    parent -> worker: ("serve", [health entries]), ("hold",), ("stop",)
 
 Health stays NOT_SERVING until the parent has heard "ready" from every worker and says "serve",
-so a health check answers the same whichever worker the connection lands on. The worker drains
+so a health check answers the same whichever worker the connection lands on; "hold" turns it
+NOT_SERVING again (fewer workers serve than INFERSUITE_MIN_WORKERS asks). The worker drains
 (NOT_SERVING, then the grace period for in-flight requests) on "stop", on SIGTERM, or when the
 parent goes away (the pipe closes). It ignores SIGINT: Ctrl-C reaches the whole process group,
 and the parent drains every worker.
@@ -22,6 +23,7 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Awaitable
 from multiprocessing.connection import Connection
 
 import prometheus_client
@@ -44,7 +46,7 @@ def run(index: int, settings: RuntimeSettings, cores: list[int], conn: Connectio
         asyncio.run(_serve(settings, conn))
     except Exception as exc:
         log.exception("worker %d failed", index)
-        conn.send(("error", f"worker {index}: {type(exc).__name__}: {exc}"))
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
         raise SystemExit(1) from None
 
 
@@ -52,7 +54,12 @@ async def _serve(settings: RuntimeSettings, conn: Connection) -> None:
     server, port = await build_server(settings)
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
-    serving: list[asyncio.Task[None]] = []
+    serving: list[asyncio.Task[None]] = []  # health changes, applied one after the other in the parent's order
+
+    async def after(previous: asyncio.Task[None] | None, change: Awaitable[None]) -> None:
+        if previous is not None:
+            await previous
+        await change
 
     async def report_ready(entries: list[str]) -> None:
         conn.send(("ready", entries))
@@ -64,8 +71,9 @@ async def _serve(settings: RuntimeSettings, conn: Connection) -> None:
             loop.remove_reader(conn.fileno())
             stopping.set()
             return
-        if message[0] == "serve" and not stopping.is_set():
-            serving.append(asyncio.create_task(server.set_serving(message[1])))
+        if message[0] in ("serve", "hold") and not stopping.is_set():
+            change = server.set_serving(message[1]) if message[0] == "serve" else server.hold()
+            serving.append(asyncio.create_task(after(serving[-1] if serving else None, change)))
         elif message[0] == "stop":
             stopping.set()
 

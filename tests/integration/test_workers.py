@@ -30,13 +30,13 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
 class Suite:
-    def __init__(self, repository: Path, **env: str):
+    def __init__(self, repository: Path, stderr: bool = False, **env: str):
         environment = {**os.environ, "PYTHONPATH": str(ROOT), "INFERSUITE_WORKERS": "2", "INFERSUITE_PORT": "0",
                        "INFERSUITE_HOST": "127.0.0.1", "INFERSUITE_METRICS_HOST": "127.0.0.1",
                        "INFERSUITE_METRICS_PORT": "0", "INFERSUITE_SERVICES": '["ctr"]',
                        "INFERSUITE_MODEL_REPOSITORY": str(repository), "INFERSUITE_LOG_LEVEL": "WARNING", **env}
         self.proc = subprocess.Popen([sys.executable, "-m", "services"], cwd=ROOT, env=environment,
-                                     stdout=subprocess.PIPE, text=True)
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE if stderr else None, text=True)
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         match = re.search(r"gRPC on port (\d+), metrics on port (\d+) \(2 workers\)", line)
         if match is None:
@@ -179,21 +179,142 @@ def test_a_port_another_process_listens_on_is_refused_before_workers_share_it() 
     check_port_free("127.0.0.1", 0)  # port 0: the first worker picks one
 
 
-async def test_a_dead_worker_takes_the_server_down_and_the_other_drains(tiny_ctr) -> None:
+def test_a_taken_metrics_port_is_refused_in_one_line_before_start() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "INFERSUITE_HOST": "127.0.0.1", "INFERSUITE_PORT": "0",
+               "INFERSUITE_METRICS_HOST": "127.0.0.1", "INFERSUITE_METRICS_PORT": str(port)}
+        refused = subprocess.run([sys.executable, "-m", "services"], cwd=ROOT, env=env, capture_output=True,
+                                 text=True, timeout=60)
+    assert refused.returncode == 1, refused.stderr
+    assert refused.stderr.strip() == f"infersuite: metrics port {port} on 127.0.0.1 is in use: Address already in use"
+
+
+def _workers(suite: Suite) -> list:
+    """The worker processes, in start order (not multiprocessing's resource tracker)."""
     import psutil
 
-    crashing = Suite(tiny_ctr.repository, INFERSUITE_GRACE_PERIOD_S="2")
+    children = [c for c in psutil.Process(suite.proc.pid).children() if "spawn_main" in " ".join(c.cmdline())]
+    return sorted(children, key=lambda c: c.create_time())
+
+
+async def _until(condition, timeout_s: float, what: str, pause_s: float = 0.1):
+    deadline = time.monotonic() + timeout_s
+    while not (value := await asyncio.to_thread(condition)):
+        assert time.monotonic() < deadline, f"not within {timeout_s} s: {what}"
+        await asyncio.sleep(pause_s)
+    return value
+
+
+def _health(port: int) -> int:
+    """The overall health status on a fresh connection (so it lands on any worker); UNKNOWN (0) for a
+    connection reset (one the kernel had queued on a worker as it was killed)."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+        try:
+            return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5).status
+        except grpc.RpcError as err:
+            if err.code() != grpc.StatusCode.UNAVAILABLE:
+                raise
+            return health_pb2.HealthCheckResponse.UNKNOWN
+
+
+async def test_a_killed_worker_is_restarted_under_load_while_the_other_serves(tiny_ctr) -> None:
+    running = Suite(tiny_ctr.repository)
+    channels = _channels(running.port)
+    stop, log = asyncio.Event(), []
+
+    async def load(stub: ctr_pb2_grpc.CtrServiceStub, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        while not stop.is_set():
+            sent = time.monotonic()
+            try:
+                await stub.Score(_request(tiny_ctr, rng), timeout=20, wait_for_ready=True)
+                code = "OK"
+            except grpc.aio.AioRpcError as err:
+                code = err.code().name
+            log.append((sent, code))
+
     try:
-        await _wait_serving(crashing.port)
-        workers = [child for child in psutil.Process(crashing.proc.pid).children()
-                   if "spawn_main" in " ".join(child.cmdline())]  # not multiprocessing's resource tracker
-        assert len(workers) == 2
-        workers[0].kill()
-        exit_code = await asyncio.to_thread(crashing.proc.wait, 30)
-        assert exit_code == 1  # the orchestrator restarts the server whole
-        assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+        await _wait_serving(running.port)
+        loads = [asyncio.create_task(load(ctr_pb2_grpc.CtrServiceStub(c), i)) for i, c in enumerate(channels)]
+        await asyncio.sleep(1.0)
+        victim, survivor = _workers(running)
+        killed = time.monotonic()
+        victim.kill()
+        # /metrics keeps answering: the dead worker down, the other up, then the restart counted.
+        metrics = await _until(lambda: (m := running.metrics())[("infersuite_worker_up", (("worker", "0"),))] == 0
+                               and m, 10, "worker 0 reported down")
+        assert metrics[("infersuite_worker_up", (("worker", "1"),))] == 1
+        health_while_down = await asyncio.to_thread(_health, running.port)
+        await _until(lambda: running.metrics()[("infersuite_worker_restarts_total", ())] == 1
+                     and running.metrics()[("infersuite_worker_up", (("worker", "0"),))] == 1, 60, "worker 0 restarted")
+        await asyncio.sleep(1.0)  # load keeps going across the restart
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*loads), 30)
+        assert running.proc.poll() is None, "the server went down with its worker"
+        assert health_while_down == SERVING
+        # Fresh connections reach the restarted worker too, and it answers.
+        before = running.metrics()[("infersuite_worker_requests_total", (("worker", "0"),))]
+        fresh, rng = _channels(running.port), np.random.default_rng(9)
+        try:
+            for channel in fresh:
+                reply = await ctr_pb2_grpc.CtrServiceStub(channel).Score(_request(tiny_ctr, rng), timeout=10)
+                assert np.isfinite(reply.click_probabilities).all()
+        finally:
+            for channel in fresh:
+                await channel.close()
+        assert running.metrics()[("infersuite_worker_requests_total", (("worker", "0"),))] > before
+        assert len(_workers(running)) == 2 and survivor.is_running()
     finally:
-        crashing.stop()
+        stop.set()
+        for channel in channels:
+            await channel.close()
+        running.stop()
+    # Only calls on the killed worker's connections at the moment it died fail (UNAVAILABLE): one per
+    # connection at most, since each sends one at a time; every later call reconnects and is answered.
+    # wait_for_ready, as gRPC advises for a client of a replicated service: a reconnection the kernel
+    # had queued on the dying worker is reset, and without it calls would fail fast during grpc's
+    # reconnect backoff (1 s) instead of waiting for the next connection (a live worker's).
+    failed = [(sent, code) for sent, code in log if code != "OK"]
+    assert {code for _, code in failed} <= {"UNAVAILABLE"}, failed
+    assert len(failed) <= CONNECTIONS, failed
+    assert all(sent < killed + 1.0 for sent, _ in failed), failed
+    assert sum(1 for sent, code in log if code == "OK" and sent > killed + 1.0) > 10 * CONNECTIONS
+
+
+async def test_fewer_serving_workers_than_the_minimum_turn_health_not_serving_until_the_restart(tiny_ctr) -> None:
+    running = Suite(tiny_ctr.repository, INFERSUITE_MIN_WORKERS="2")
+    try:
+        await _wait_serving(running.port)
+        _workers(running)[1].kill()
+        seen = await _until(lambda: (status := _health(running.port)) != SERVING and status, 10, "NOT_SERVING", 0.02)
+        assert seen == health_pb2.HealthCheckResponse.NOT_SERVING
+        await _wait_serving(running.port, timeout_s=60)  # the restarted worker is ready: SERVING again
+        assert running.metrics()[("infersuite_worker_restarts_total", ())] == 1
+        assert running.proc.poll() is None
+    finally:
+        running.stop()
+
+
+async def test_a_crash_loop_ends_the_server_with_a_clear_message(tiny_ctr) -> None:
+    running = Suite(tiny_ctr.repository, stderr=True, INFERSUITE_WORKER_RESTART_LIMIT="1",
+                    INFERSUITE_GRACE_PERIOD_S="2")
+    try:
+        await _wait_serving(running.port)
+        first = _workers(running)[0]
+        first.kill()
+        await _until(lambda: running.metrics()[("infersuite_worker_restarts_total", ())] == 1
+                     and running.metrics()[("infersuite_worker_up", (("worker", "0"),))] == 1, 30, "the first restart")
+        assert first.pid not in [w.pid for w in _workers(running)]
+        _workers(running)[0].kill()  # the second death within the window: more than the limit of 1
+        exit_code = await asyncio.to_thread(running.proc.wait, 30)
+        assert exit_code == 1
+        errors = running.proc.stderr.read() if running.proc.stderr else ""
+        assert "crash loop: 2 worker deaths in 60 s (INFERSUITE_WORKER_RESTART_LIMIT=1)" in errors, errors
+    finally:
+        running.stop()
 
 
 async def test_a_worker_waits_for_the_parent_before_health_and_server_ready_say_serving(tiny_ctr) -> None:

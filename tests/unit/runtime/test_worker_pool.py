@@ -3,9 +3,11 @@ metrics view (checked by promtool) and the rule that every worker turns SERVING 
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import shutil
 import subprocess
+import time
 
 import pytest
 from prometheus_client import generate_latest
@@ -14,7 +16,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from services.runtime.metrics import Metrics
 from services.runtime.metrics_merge import WorkerText, merge, scrape
 from services.runtime.settings import RuntimeSettings, parse_cpu_list
-from services.runtime.worker_pool import Supervisor, _Worker, worker_cores, worker_count, worker_settings
+from services.runtime.worker_pool import (
+    Supervisor,
+    _Worker,
+    restart_backoff_s,
+    worker_cores,
+    worker_count,
+    worker_settings,
+)
 
 
 def test_cpu_lists_read_like_taskset() -> None:
@@ -37,6 +46,9 @@ def test_worker_count_and_settings_follow_the_cores() -> None:
     assert worker_count(RuntimeSettings(workers=3)) == 3
     assert worker_count(RuntimeSettings(cpu_affinity="2-4")) == 3
     assert worker_count(RuntimeSettings()) >= 1
+    # Explicit model control acts on the process that takes the call: one process unless asked otherwise.
+    assert worker_count(RuntimeSettings(model_control_mode="explicit", cpu_affinity="0-3")) == 1
+    assert worker_count(RuntimeSettings(model_control_mode="explicit", workers=2)) == 2  # refused by __main__
     shared = worker_settings(RuntimeSettings(port=0, metrics_port=9464), 5001, [2, 3], workers=2)
     assert (shared.port, shared.workers, shared.intra_op_threads) == (5001, 1, RuntimeSettings().intra_op_threads)
     # 0 ("onnxruntime's default: every core") would oversubscribe: a worker gets its own cores' worth.
@@ -87,8 +99,8 @@ def test_merged_exposition_passes_promtool() -> None:
     assert check.returncode == 0, check.stdout + check.stderr
 
 
-def _supervisor_with_pipes(count: int) -> tuple[Supervisor, list]:
-    supervisor = Supervisor(RuntimeSettings(workers=count), count)
+def _supervisor_with_pipes(count: int, **settings: object) -> tuple[Supervisor, list]:
+    supervisor = Supervisor(RuntimeSettings(workers=count, **settings), count)
     children = []
     for index in range(count):
         parent_end, child_end = multiprocessing.Pipe()
@@ -99,8 +111,75 @@ def _supervisor_with_pipes(count: int) -> tuple[Supervisor, list]:
 
 def test_no_worker_serves_until_every_worker_is_ready_then_all_serve_the_common_entries() -> None:
     supervisor, children = _supervisor_with_pipes(2)
-    supervisor._on_ready(0, ["", "infersuite.ctr.v1.CtrService", "infersuite.audio.v1.AudioService"])
+    first, second = supervisor.workers
+    supervisor._on_ready(first, ["", "infersuite.ctr.v1.CtrService", "infersuite.audio.v1.AudioService"])
     assert not any(child.poll(0.05) for child in children)  # worker 1 is still loading: nobody serves
-    supervisor._on_ready(1, ["infersuite.ctr.v1.CtrService"])  # its audio models failed to load
+    supervisor._on_ready(second, ["infersuite.ctr.v1.CtrService"])  # its audio models failed to load
     assert [child.recv() for child in children] == [("serve", ["infersuite.ctr.v1.CtrService"])] * 2
 
+
+
+def _received(children: list) -> list[list]:
+    return [[child.recv() for _ in iter(lambda c=child: c.poll(0.05), False)] for child in children]
+
+
+async def test_a_dead_worker_is_restarted_with_backoff_and_joins_what_the_others_serve(monkeypatch) -> None:
+    supervisor, children = _supervisor_with_pipes(2)
+    ctr = ["", "infersuite.ctr.v1.CtrService"]
+    for worker in supervisor.workers:
+        supervisor._on_ready(worker, ctr)
+    assert _received(children) == [[("serve", ctr)]] * 2
+    restarted: list[int] = []
+    monkeypatch.setattr(supervisor, "_restart", restarted.append)
+    before = asyncio.get_running_loop().time()
+    assert supervisor._on_death(supervisor.workers[0], "exited (status -9)") is None  # not a crash loop
+    assert supervisor._on_death(supervisor.workers[0], "pipe closed") is None  # the same death, seen twice
+    assert len(supervisor._deaths) == 1 and not supervisor.held and _received(children) == [[], []]
+    handle = supervisor._pending[0]
+    assert 0.5 <= handle.when() - before < 1.0  # first death: 0.5 s (the second would wait 1 s)
+    handle._run()
+    assert restarted == [0]
+    # The replacement (slot 0) reports ready with one entry missing: it serves what it has of the common set.
+    parent_end, child_end = multiprocessing.Pipe()
+    supervisor.workers[0] = _Worker(0, multiprocessing.Process(), parent_end)
+    supervisor._on_ready(supervisor.workers[0], ["infersuite.ctr.v1.CtrService"])
+    assert child_end.recv() == ("serve", ["infersuite.ctr.v1.CtrService"])
+    assert [restart_backoff_s(n) for n in (1, 2, 3, 7, 20)] == [0.5, 1.0, 2.0, 30.0, 30.0]
+
+
+async def test_below_min_workers_the_live_ones_hold_and_serve_again_once_enough_are_back(monkeypatch) -> None:
+    supervisor, children = _supervisor_with_pipes(3, min_workers=3)
+    for worker in supervisor.workers:
+        supervisor._on_ready(worker, [""])
+    _received(children)
+    monkeypatch.setattr(supervisor, "_restart", lambda index: None)
+    supervisor._on_death(supervisor.workers[2], "exited (status -9)")
+    assert supervisor.held and _received(children)[:2] == [[("hold",)], [("hold",)]]
+    parent_end, child_end = multiprocessing.Pipe()
+    supervisor.workers[2] = _Worker(2, multiprocessing.Process(), parent_end)
+    supervisor._on_ready(supervisor.workers[2], [""])
+    assert not supervisor.held
+    assert _received(children)[:2] == [[("serve", [""])], [("serve", [""])]] and child_end.recv() == ("serve", [""])
+    for handle in supervisor._pending.values():
+        handle.cancel()
+
+
+async def test_deaths_past_the_limit_in_the_window_or_during_start_up_end_the_server(monkeypatch) -> None:
+    starting, _ = _supervisor_with_pipes(2)
+    assert starting._on_death(starting.workers[1], "failed: ValueError: bad model") == 1  # nobody serves yet
+    supervisor, _ = _supervisor_with_pipes(2, worker_restart_limit=2, worker_restart_window_s=60)
+    for worker in supervisor.workers:
+        supervisor._on_ready(worker, [""])
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    for index in (0, 1):
+        assert supervisor._on_death(supervisor.workers[index], "exited (status -9)") is None
+        supervisor.workers[index].alive = True  # as if restarted
+    clock[0] += 61.0  # the first two deaths leave the window
+    assert supervisor._on_death(supervisor.workers[0], "exited (status -9)") is None
+    supervisor.workers[0].alive = True
+    assert supervisor._on_death(supervisor.workers[1], "exited (status -9)") is None
+    supervisor.workers[1].alive = True
+    assert supervisor._on_death(supervisor.workers[0], "exited (status 1)") == 1  # 3 deaths within 60 s > 2
+    for handle in supervisor._pending.values():
+        handle.cancel()
