@@ -5,6 +5,7 @@ the audio stream's requests are made one input chunk at a time."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -16,7 +17,15 @@ import pytest
 from protos import audio_pb2, common_pb2, ctr_pb2, segmentation_pb2
 from services.audio.client import AudioClient, AudioClientError, _stream_requests, raw_audio, wav_audio
 from services.channel import ChannelSecurity
-from services.client import AsyncClient, BlockingClient, InferSuiteClientError, checked_timeout
+from services.client import (
+    AsyncClient,
+    BlockingClient,
+    ClientClosedError,
+    InferSuiteClientError,
+    RetryPolicy,
+    checked_timeout,
+    message_options,
+)
 from services.ctr.client import CtrClient, CtrClientError, ScoreInput, _streamed
 from services.segmentation.client import SegmentationClient, SegmentationClientError
 from services.splitcompute.client import SplitComputeClient, SplitComputeClientError
@@ -75,18 +84,23 @@ class FakeChannel:
     def __init__(self, error: Exception | None = None):
         self.error = error
         self.calls: list[tuple[str, float | None, tuple]] = []
+        self.waits: list[bool] = []  # each call's wait_for_ready
 
     def _unary(self, path: str, response_deserializer: Callable[[bytes], Any], **_: Any) -> Callable[..., Any]:
-        async def call(request: Any, timeout: float | None = None, metadata: tuple = ()) -> Any:
+        async def call(request: Any, timeout: float | None = None, metadata: tuple = (),
+                       wait_for_ready: bool = False) -> Any:
             self.calls.append((path, timeout, metadata))
+            self.waits.append(wait_for_ready)
             if self.error is not None:
                 raise self.error
             return response_deserializer(ANSWERS.get(path, b""))
         return call
 
     def _stream(self, path: str, **_: Any) -> Callable[..., Any]:
-        def call(requests: Any, timeout: float | None = None, metadata: tuple = ()) -> FakeCall:
+        def call(requests: Any, timeout: float | None = None, metadata: tuple = (),
+                 wait_for_ready: bool = False) -> FakeCall:
             self.calls.append((path, timeout, metadata))
+            self.waits.append(wait_for_ready)
             return FakeCall()
         return call
 
@@ -136,7 +150,7 @@ async def test_every_failed_call_is_one_exception_type_with_the_status_code(clie
 def test_the_blocking_base_converts_the_blocking_error_and_edge_device_raises_its_old_name() -> None:
     client = BlockingClient("unused:1", channel=grpc.insecure_channel("unused:1"))
 
-    def fails(request: Any, timeout: float | None, metadata: tuple) -> None:
+    def fails(request: Any, timeout: float | None, metadata: tuple, wait_for_ready: bool) -> None:
         raise BlockingRpcError(grpc.StatusCode.UNAVAILABLE, "splitcompute-decoder not ready")
 
     with pytest.raises(InferSuiteClientError) as err:
@@ -170,7 +184,7 @@ def test_the_blocking_base_takes_the_same_per_call_timeouts() -> None:
     client = BlockingClient("unused:1", channel=grpc.insecure_channel("unused:1"), timeout_s=4.0)
     deadlines: list[float | None] = []
 
-    def answers(request: Any, timeout: float | None, metadata: tuple) -> str:
+    def answers(request: Any, timeout: float | None, metadata: tuple, wait_for_ready: bool) -> str:
         deadlines.append(timeout)
         return "ok"
 
@@ -252,3 +266,49 @@ async def test_a_chunk_with_another_channel_count_is_refused_by_its_index() -> N
     with pytest.raises(ValueError, match="chunk 2 has 2 channels; the stream's first chunk had 1"):
         _ = [r async for r in requests]
 
+
+
+@pytest.mark.parametrize(("client_type", "alias", "_"), CLIENTS)
+async def test_wait_for_ready_reaches_every_call_and_a_closed_client_raises_its_error(client_type, alias, _) -> None:
+    channel = FakeChannel()
+    client = client_type("unused:1", channel=channel, wait_for_ready=True)
+    for call in unary_calls(client_type):
+        await call(client, None)
+    assert channel.waits == [True] * len(unary_calls(client_type))
+    assert client_type("unused:1", channel=FakeChannel())._call_options(1.0)["wait_for_ready"] is False
+    await client.close()
+    for call in unary_calls(client_type):
+        with pytest.raises(ClientClosedError, match="FAILED_PRECONDITION: the client is closed") as err:
+            await call(client, None)
+        assert isinstance(err.value, InferSuiteClientError)
+    assert len(channel.calls) == len(unary_calls(client_type))  # nothing sent after close
+
+
+async def test_a_stream_on_a_closed_client_is_refused_at_the_call() -> None:
+    ctr, audio = CtrClient("unused:1", channel=FakeChannel()), AudioClient("unused:1", channel=FakeChannel())
+    await ctr.close()
+    await audio.close()
+    with pytest.raises(ClientClosedError):
+        ctr.score_stream([])
+    with pytest.raises(ClientClosedError):
+        audio.stream_timestamps([], 16000)
+    blocking = BlockingClient("unused:1", channel=grpc.insecure_channel("unused:1"))
+    blocking.close()
+    with pytest.raises(ClientClosedError):
+        blocking._unary(lambda *a, **k: None, b"", None)
+
+
+def test_a_retry_policy_becomes_grpc_s_service_config_and_bad_values_are_refused() -> None:
+    config = json.loads(RetryPolicy().service_config())
+    assert config["methodConfig"] == [{"name": [{}], "retryPolicy": {
+        "maxAttempts": 3, "initialBackoff": "0.1s", "maxBackoff": "2.0s", "backoffMultiplier": 2.0,
+        "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"]}}]
+    assert config["retryThrottling"] == {"maxTokens": 10, "tokenRatio": 0.1}
+    options = dict(message_options(1024, (("grpc.primary_user_agent", "x"),), RetryPolicy(max_attempts=5)))
+    assert options["grpc.enable_retries"] == 1 and '"maxAttempts": 5' in str(options["grpc.service_config"])
+    assert "grpc.service_config" not in dict(message_options(1024))
+    for bad in ({"max_attempts": 1}, {"max_attempts": 6}, {"initial_backoff_s": 0}, {"backoff_multiplier": math.nan},
+                {"retryable_codes": ("UNAVAILABLE", "NOT_A_CODE")}, {"retryable_codes": ()},
+                {"retryable_codes": ("OK",)}, {"throttle_max_tokens": 0}):
+        with pytest.raises(ValueError):
+            RetryPolicy(**bad)
