@@ -35,7 +35,7 @@ class CtrService:
         from services.runtime.streaming import RequestStream
 
         stream = RequestStream(runtime.metrics, self.grpc_service_names[0], "ScoreStream",
-                               runtime.settings.stream_max_inflight)
+                               runtime.settings.stream_max_inflight, runtime.inflight_bytes)
         servicer = CtrServicer(CtrHandler(self.settings, runtime), stream)
         ctr_pb2_grpc.add_CtrServiceServicer_to_server(servicer, server)
 

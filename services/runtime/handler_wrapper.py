@@ -18,6 +18,7 @@ from grpc import aio
 
 from services.runtime.context import request_deadline
 from services.runtime.errors import InferSuiteError, InvalidArgument, Unauthenticated
+from services.runtime.inflight_bytes import InflightBytes
 from services.runtime.metrics import Metrics
 from services.runtime.security import UNAUTHENTICATED_MESSAGE, BearerToken
 from services.runtime.status import error_status
@@ -122,8 +123,9 @@ class HandlerWrapper:
     in reports/serving.md). Servicers register through `RegisteringServer`, unchanged.
     """
 
-    def __init__(self, metrics: Metrics, auth: BearerToken | None = None):
+    def __init__(self, metrics: Metrics, auth: BearerToken | None = None, budget: InflightBytes | None = None):
         self._metrics, self._auth = metrics, auth
+        self._budget = budget or InflightBytes.on(metrics)
 
     def wrap(self, full_method: str, handler: grpc.RpcMethodHandler | None) -> Any:
         if handler is None:
@@ -165,13 +167,20 @@ class HandlerWrapper:
     def _wrap_unary_response(self, handler: grpc.RpcMethodHandler, metrics: _MethodMetrics,
                              auth: BearerToken | None) -> Any:
         inner = handler.unary_unary or handler.stream_unary
+        budget = self._budget
 
         async def behaviour(request: Any, context: aio.ServicerContext) -> Any:
             async with self._mapped(metrics, context, request, auth):
-                return await inner(request, context)
+                size = budget.admit(request)  # before the handler decodes anything (inflight_bytes.py)
+                try:
+                    return await inner(request, context)
+                finally:
+                    budget.release(size)
 
         async def stream_behaviour(requests: Any, context: aio.ServicerContext) -> Any:
-            return await behaviour(_DecodedStream(requests), context)
+            decoded = _DecodedStream(requests)
+            async with self._mapped(metrics, context, decoded, auth):
+                return await inner(decoded, context)
 
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(behaviour, _tolerant(handler.request_deserializer),
@@ -183,16 +192,25 @@ class HandlerWrapper:
                               auth: BearerToken | None) -> Any:
         inner = handler.unary_stream or handler.stream_stream
 
+        budget = self._budget
+
         async def behaviour(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
             if handler.stream_stream:
                 request = _DecodedStream(request)
             async with self._mapped(metrics, context, request, auth):
-                result = inner(request, context)
-                if hasattr(result, "__aiter__"):
-                    async for response in result:
-                        yield response
-                else:
-                    await result
+                # A unary request is counted for its whole answer; a stream's messages by the servicer's
+                # RequestStream, each while it is answered (services/runtime/streaming.py).
+                size = budget.admit(request) if handler.unary_stream else 0
+                try:
+                    result = inner(request, context)
+                    if hasattr(result, "__aiter__"):
+                        async for response in result:
+                            yield response
+                    else:
+                        await result
+                finally:
+                    if handler.unary_stream:
+                        budget.release(size)
 
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(behaviour, _tolerant(handler.request_deserializer),

@@ -90,9 +90,15 @@ class Metrics:
         )
         self.refused_calls = Counter(
             "infersuite_refused_calls", "Calls refused before any handler ran, by reason (unknown_method: "
-            "no such service or method here).", ["reason"], registry=self.registry,
+            "no such service or method here; inflight_bytes: over the process's budget of request bytes being "
+            "answered, INFERSUITE_MAX_INFLIGHT_BYTES, a stream's message counted alike).", ["reason"],
+            registry=self.registry,
         )
         self.refused_calls.labels("unknown_method")
+        self.inflight_bytes = Gauge(
+            "infersuite_inflight_request_bytes", "Serialized bytes of the requests being answered (unary calls "
+            "and streams' messages), against INFERSUITE_MAX_INFLIGHT_BYTES.", registry=self.registry,
+        )
         ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, process_resident_memory_bytes...
         self._http: tuple[WSGIServer, threading.Thread] | None = None
 

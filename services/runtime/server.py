@@ -27,6 +27,7 @@ from services.runtime.control import ModelControl
 from services.runtime.errors import Unavailable
 from services.runtime.executor import CpuExecutor
 from services.runtime.handler_wrapper import HandlerWrapper, RegisteringServer
+from services.runtime.inflight_bytes import InflightBytes
 from services.runtime.lifecycle import ServiceModels
 from services.runtime.metrics import Metrics
 from services.runtime.model_manager import ModelManager, ModelSet
@@ -56,9 +57,12 @@ class Runtime:
     lifecycles: dict[str, ServiceModels[Any]] = field(default_factory=dict)
     executor: CpuExecutor = field(init=False)
     """Where services run CPU-bound request work (services/runtime/executor.py), never on the loop."""
+    inflight_bytes: InflightBytes = field(init=False)
+    """The process's budget of request bytes being answered (services/runtime/inflight_bytes.py)."""
 
     def __post_init__(self) -> None:
         self.executor = CpuExecutor(self.settings.executor_threads, self.settings.executor_queue_size, self.metrics)
+        self.inflight_bytes = InflightBytes.on(self.metrics, self.settings.max_inflight_bytes)
 
     def service_models(self, service: str, derive: Callable[[ModelSet], T]) -> ServiceModels[T]:
         """Registers what `service` derives from its models; the runtime calls `derive` on every
@@ -116,7 +120,7 @@ class InferSuiteServer:
         auth = BearerToken(settings.auth_token.get_secret_value()) if settings.auth_token is not None else None
         self.grpc = aio.server(options=options)
         # Servicers register through this: every handler is wrapped once (errors, metrics, auth).
-        self.registrar = RegisteringServer(self.grpc, HandlerWrapper(self.metrics, auth))
+        self.registrar = RegisteringServer(self.grpc, HandlerWrapper(self.metrics, auth, self.runtime.inflight_bytes))
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.registrar)
         self.metrics_port: int | None = None
@@ -129,7 +133,8 @@ class InferSuiteServer:
     def _register(self) -> None:
         service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
             OipServicer(self.models, self.settings.max_message_bytes, self.metrics,
-                        self.settings.stream_max_inflight, lambda: self.serving, self._model_control()),
+                        self.settings.stream_max_inflight, lambda: self.serving, self._model_control(),
+                        self.runtime.inflight_bytes),
             self.registrar)
         names = [reflection.SERVICE_NAME, health.SERVICE_NAME, OIP_SERVICE_NAME]
         for service in self.services:

@@ -143,6 +143,11 @@ class RuntimeSettings(BaseSettings):
     """Connections are closed gracefully after this long, so clients re-resolve and spread over replicas."""
     max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     """Largest gRPC message accepted or sent."""
+    max_inflight_bytes: int = Field(128 * 1024 * 1024, ge=0)
+    """Budget of serialized request bytes being answered at once in this process (unary calls and each
+    message of a request stream); a request over it is refused with RESOURCE_EXHAUSTED and a retry
+    hint before it is decoded, queued or run (a lone request is always admitted); 0 = no budget
+    (services/runtime/inflight_bytes.py)."""
     max_request_elements: int = Field(4 * 1024 * 1024, ge=1)
     """Element budget of one request (all its inputs together) for a model whose meta.json declares
     no `limits.max_elements`; also the bound of any dynamic axis that nothing else bounds

@@ -7,7 +7,8 @@ through the same path as unary calls (`ModelManager.infer`), so the dynamic batc
 them with each other and with other clients' requests. Responses leave in completion order;
 clients match them by id.
 
-Bounded: at most `max_inflight` requests of a stream are being answered or waiting to be sent.
+Bounded: at most `max_inflight` requests of a stream are being answered or waiting to be sent, and
+each counts against the process's budget of request bytes (services/runtime/inflight_bytes.py).
 The next message is read only when one of them has been handed to gRPC, so a client that sends
 faster than the server answers (or stops reading answers) is pushed back by HTTP/2 flow control
 instead of queueing without limit. A message that is not a valid protobuf message of the
@@ -26,6 +27,7 @@ from typing import Generic, TypeVar
 import grpc
 
 from services.runtime.errors import InvalidArgument
+from services.runtime.inflight_bytes import InflightBytes
 from services.runtime.metrics import Metrics
 from services.runtime.status import error_status
 
@@ -46,15 +48,19 @@ class _Answering(Generic[RequestT, ResponseT]):
     """One stream in progress: reads requests while a slot is free, answers each in its own task."""
 
     def __init__(self, answer: Callable[[RequestT], Awaitable[ResponseT]], failed: Failed,
-                 max_inflight: int, count: Callable[[grpc.StatusCode], None]):
-        self._answer, self._failed, self._count = answer, failed, count
+                 max_inflight: int, count: Callable[[grpc.StatusCode], None], budget: InflightBytes):
+        self._answer, self._failed, self._count, self._budget = answer, failed, count, budget
         self.slots = asyncio.Semaphore(max_inflight)
         self.responses: asyncio.Queue[ResponseT | _End | BaseException] = asyncio.Queue()
         self.tasks: set[asyncio.Task[None]] = set()
 
     async def _one(self, request: RequestT) -> None:
         try:
-            response = await self._answer(request)
+            size = self._budget.admit(request)  # refused: this request's own RESOURCE_EXHAUSTED answer
+            try:
+                response = await self._answer(request)
+            finally:
+                self._budget.release(size)
             self._count(grpc.StatusCode.OK)
         except Exception as exc:  # the request's own error, answered in its response
             code, message = error_status(exc, "a stream request")
@@ -90,8 +96,10 @@ class _Answering(Generic[RequestT, ResponseT]):
 class RequestStream:
     """Answers the requests of streaming RPCs of one method; counts each request's outcome."""
 
-    def __init__(self, metrics: Metrics, service: str, method: str, max_inflight: int):
+    def __init__(self, metrics: Metrics, service: str, method: str, max_inflight: int,
+                 budget: InflightBytes | None = None):
         self._max_inflight = max_inflight
+        self._budget = budget or InflightBytes.on(metrics)
         self._labels = (metrics.stream_requests, service, method)
         self._counters = {grpc.StatusCode.OK: metrics.stream_requests.labels(service, method, "OK")}  # a 0 series
 
@@ -106,7 +114,8 @@ class RequestStream:
                         answer: Callable[[RequestT], Awaitable[ResponseT]],
                         failed: Failed) -> AsyncIterator[ResponseT]:
         """Yields one response per request, in completion order, until the client ends the stream."""
-        stream: _Answering[RequestT, ResponseT] = _Answering(answer, failed, self._max_inflight, self._count)
+        stream: _Answering[RequestT, ResponseT] = _Answering(answer, failed, self._max_inflight, self._count,
+                                                             self._budget)
         reader = asyncio.create_task(stream.read(requests.__aiter__()))
         try:
             while not isinstance(item := await stream.responses.get(), _End):

@@ -10,6 +10,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from services.runtime.control import ModelControl
 from services.runtime.errors import NotFound, ResourceExhausted, Unimplemented
+from services.runtime.inflight_bytes import InflightBytes
 from services.runtime.metrics import Metrics
 from services.runtime.model_manager import ModelManager, ServedModel
 from services.runtime.oip.converters import decode_inputs, encode_response, requested_outputs
@@ -52,7 +53,7 @@ def _stream_error(request: service_pb2.ModelInferRequest | None, code: grpc.Stat
 class OipServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     def __init__(self, models: ModelManager, max_message_bytes: int, metrics: Metrics,
                  stream_max_inflight: int = 64, serving: Callable[[], bool] = lambda: True,
-                 control: ModelControl | None = None):
+                 control: ModelControl | None = None, budget: InflightBytes | None = None):
         self._models = models
         # ServerReady follows grpc.health's overall status: false while loading, while the workers of
         # one port wait for each other (services/runtime/worker_pool.py), and from the start of a drain.
@@ -60,7 +61,7 @@ class OipServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         self._control = control
         self._max_bytes = max_message_bytes
         self._stream = RequestStream(metrics, "inference.GRPCInferenceService", "ModelStreamInfer",
-                                     stream_max_inflight)
+                                     stream_max_inflight, budget)
 
     def _served(self, name: str, version: str) -> ServedModel:
         served = self._models.served(name)
