@@ -142,24 +142,32 @@ def _request(name: str, limits: ModelLimits, specs: dict[str, TensorSpec]) -> se
     return request
 
 
+async def worst_case_request(oip: service_pb2_grpc.GRPCInferenceServiceStub, repository: ModelRepository,
+                             name: str, version: str = "") -> tuple[service_pb2.ModelInferRequest | None, bool]:
+    """The model's OIP request at its limits and whether meta.json declares them; None when only the
+    element budget bounds its dynamic axes (a request at it could need any memory)."""
+    entry = repository.resolve(name, version)
+    meta = await oip.ModelMetadata(service_pb2.ModelMetadataRequest(name=name))
+    specs = {t.name: TensorSpec(t.name, t.datatype, tuple(t.shape)) for t in meta.inputs}
+    limits = model_limits(name, list(specs.values()), entry.meta, entry.config.max_batch_size,
+                          RuntimeSettings().max_request_elements)
+    declared = "limits" in entry.meta
+    if not declared and any(d < 0 for s in specs.values() for d in s.shape[1:]):
+        return None, False
+    return _request(name, limits, specs), declared
+
+
 async def run_worst_cases(suite: Suite, peak: Peak, repository: ModelRepository) -> list[dict[str, Any]]:
-    default = RuntimeSettings().max_request_elements
     rows = []
     async with grpc.aio.insecure_channel(suite.target, options=[("grpc.max_send_message_length", -1)]) as channel:
         oip = service_pb2_grpc.GRPCInferenceServiceStub(channel)
         index = await oip.RepositoryIndex(service_pb2.RepositoryIndexRequest(ready=True))
         for model in sorted(index.models, key=lambda m: m.name):
-            entry = repository.resolve(model.name, model.version)
-            meta = await oip.ModelMetadata(service_pb2.ModelMetadataRequest(name=model.name))
-            specs = {t.name: TensorSpec(t.name, t.datatype, tuple(t.shape)) for t in meta.inputs}
-            limits = model_limits(model.name, list(specs.values()), entry.meta, entry.config.max_batch_size, default)
-            declared = "limits" in entry.meta
-            if not declared and any(d < 0 for s in specs.values() for d in s.shape[1:]):
-                # Only the element budget bounds its dynamic axes: a request at it could need any memory.
+            request, declared = await worst_case_request(oip, repository, model.name, model.version)
+            if request is None:
                 rows.append({"model": model.name, "declared": False, "code": "not sent: dynamic axes without "
                              "declared limits", "shapes": {}, "request_mib": 0, "peak_growth_mib": None})
                 continue
-            request = _request(model.name, limits, specs)
             before = peak.reset()
             try:
                 await oip.ModelInfer(request, timeout=300)

@@ -41,9 +41,9 @@ CRASH_PREFIXES = ("crash-", "oom-", "timeout-")  # libFuzzer's artifacts
 class Suite:
     """A suite process (python -m services, or the sleepy module) and its ports."""
 
-    def __init__(self, command: list[str], env: dict[str, str]):
+    def __init__(self, command: list[str], env: dict[str, str], stderr: bool = False):
         self.proc = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **env},
-                                     stdout=subprocess.PIPE, text=True)
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE if stderr else None, text=True)
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         match = re.search(r"gRPC on port (\d+), metrics on port (\d+)", line)
         if match is None:
@@ -75,12 +75,16 @@ def sleepy_suite(compute_ms: float, queue: int, grace_s: float = 5.0) -> Suite:
                   str(queue), "--grace", str(grace_s)], {})
 
 
+def ctr_settings(repository: Path, **env: str) -> dict[str, str]:
+    """The environment of a ctr suite process on `repository` (one worker unless `env` says otherwise)."""
+    return {"INFERSUITE_PORT": "0", "INFERSUITE_METRICS_PORT": "0", "INFERSUITE_HOST": "127.0.0.1",
+            "INFERSUITE_SERVICES": '["ctr"]', "INFERSUITE_MODEL_REPOSITORY": str(repository),
+            "INFERSUITE_LOG_LEVEL": "WARNING", "INFERSUITE_INTRA_OP_THREADS": "1",
+            "INFERSUITE_WORKERS": "1", **env}
+
+
 def ctr_suite(repository: Path, **env: str) -> Suite:
-    settings = {"INFERSUITE_PORT": "0", "INFERSUITE_METRICS_PORT": "0", "INFERSUITE_HOST": "127.0.0.1",
-                "INFERSUITE_SERVICES": '["ctr"]', "INFERSUITE_MODEL_REPOSITORY": str(repository),
-                "INFERSUITE_LOG_LEVEL": "WARNING", "INFERSUITE_INTRA_OP_THREADS": "1",
-                "INFERSUITE_WORKERS": "1", **env}
-    return Suite([sys.executable, "-m", "services"], settings)
+    return Suite([sys.executable, "-m", "services"], ctr_settings(repository, **env))
 
 
 def set_queue(repository: Path, queue: int) -> None:

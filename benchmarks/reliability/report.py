@@ -169,13 +169,79 @@ def _hostile(h: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _supervision(s: dict[str, Any]) -> list[str]:
+    """Written by benchmarks/reliability/supervision.py: a worker killed under load, a crash loop, the memory budget."""
+    lines = [
+        "## Worker killed under load (2 workers, ctr)",
+        f"Written by `{s['command'].strip()}`. Open-loop Poisson load at {s['args']['rate']:g} req/s over "
+        f"{s['worker_kill'][0]['connections']} connections for {s['args']['duration_s']:g} s; worker 0 SIGKILLed "
+        f"{s['args']['kill_at_s']:g} s in. Health is checked on a fresh connection every 100 ms.", "",
+        "| client calls | sent | by code | failures (s after the kill) | OK p99 before / first 2 s / later (ms) "
+        "| worker seen down / restarted (s after the kill) | health not SERVING | server up after |",
+        "|---|---|---|---|---|---|---|---|"]
+    for k in s["worker_kill"]:
+        p99 = k["ok_p99_ms"]
+        lines.append(
+            f"| {'wait_for_ready' if k['wait_for_ready'] else 'fail-fast (gRPC default)'} | {k['sent']} | "
+            f"{', '.join(f'{c} {n}' for c, n in sorted(k['codes'].items()))} | {k['failed_window_s'] or 'none'} | "
+            f"{p99['before_kill']} / {p99['first_2_s_after']} / {p99['later']} | {k['worker_down_seen_s']} / "
+            f"{k['worker_restarted_s']} | {len(k['health_not_serving_after_kill'])} of "
+            f"{sum(k['health_samples'].values())} | {'yes' if k['server_alive_after'] else 'NO'} |")
+    wait = next(k for k in s["worker_kill"] if k["wait_for_ready"])
+    lines += [
+        "",
+        _check(all(k["server_alive_after"] and k["worker_restarted_s"] is not None for k in s["worker_kill"]),
+               "the server stays up and the killed worker is restarted"),
+        _check(all(not k["health_not_serving_after_kill"] for k in s["worker_kill"]),
+               "health stays SERVING on fresh connections while one worker serves (INFERSUITE_MIN_WORKERS=1)"),
+        _check(set(wait["codes"]) <= {"OK", "UNAVAILABLE"} and wait["codes"].get("UNAVAILABLE", 0)
+               <= wait["connections"], "with wait_for_ready only calls in flight on the killed worker's connections "
+               f"fail (UNAVAILABLE, at most one per connection): {wait['codes'].get('UNAVAILABLE', 0)}"),
+        "",
+        "Fail-fast calls issued while a connection reconnects fail at once (gRPC's reconnect backoff, 1 s): a "
+        "reconnection that the kernel had queued on the dying worker is reset. Clients of a replicated server "
+        "should set wait_for_ready (the typed clients: `wait_for_ready=True`) and may add a retry policy.", ""]
+    c = s["crash_loop"]
+    lines += [
+        "## Crash loop",
+        f"INFERSUITE_WORKER_RESTART_LIMIT={c['restart_limit']}: worker 0 killed {c['kills']} times, each restart "
+        f"up again after {c['restart_s']} s.", "",
+        _check(c["exit_code"] == 1 and "crash loop" in c["log_line"],
+               f"the server ends with status {c['exit_code']} {c['exit_after_last_kill_s']} s after the last kill, "
+               f"saying: `{c['log_line']}`"), ""]
+    lines += [
+        "## Memory budget (INFERSUITE_MAX_INFLIGHT_BYTES)",
+        f"One serving process; {s['args']['clients']} clients at once, each sending din-fp32's OIP request at its "
+        f"declared limits ({s['memory_budget'][0]['request_bytes'] / 2**20:.1f} MiB) {s['args']['rounds']} times. "
+        "Peak RSS growth: VmHWM, reset after a first request alone.", "",
+        "| budget | by code | refused by the budget | peak RSS growth MiB | seconds |", "|---|---|---|---|---|"]
+    for m in s["memory_budget"]:
+        budget = "off" if m["budget_bytes"] == 0 else f"{m['budget_bytes'] / 2**20:.1f} MiB"
+        lines.append(f"| {budget} | {', '.join(f'{c} {n}' for c, n in sorted(m['codes'].items()))} | "
+                     f"{m['refused_by_budget']:.0f} | {m['peak_rss_growth_mib']} | {m['seconds']} |")
+    off, tight = s["memory_budget"][0], s["memory_budget"][-1]
+    lines += [
+        "", f"What the budget bounds is the memory of requests waiting to be answered: here the tight budget (at "
+        f"most {tight['budget_bytes'] // tight['request_bytes']} such requests in flight) changed the peak by "
+        f"{tight['peak_rss_growth_mib'] - off['peak_rss_growth_mib']:+.1f} MiB against no budget, so this peak is "
+        "not queued requests. It comes from the executions (one at a time on the model's one instance; a first "
+        "request alone: the worst-case table above) and from memory the allocators keep after repeated large runs "
+        "(not separated here). Per-request limits and the instance count bound that; the budget is for many "
+        "large requests arriving together (decoded images and audio, queued tensors)."]
+    return [*lines, "", _figures(s), ""]
+
+
 def write(out: Path) -> None:
-    """reports/reliability.md from reliability.json and, when present, reliability_hostile.json."""
+    """reports/reliability.md from reliability.json and, when present, reliability_hostile.json and
+    reliability_supervision.json."""
     results = json.loads(out.with_suffix(".json").read_text())
     hostile = out.with_name("reliability_hostile.json")
+    supervision = out.with_name("reliability_supervision.json")
     text = render(results)
     if hostile.is_file():
         text += "\n" + "\n".join(_hostile(json.loads(hostile.read_text())))
+    if supervision.is_file():
+        text += "\n" + "\n".join(_supervision(json.loads(supervision.read_text())))
     out.write_text(text)
 
 

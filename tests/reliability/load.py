@@ -12,7 +12,7 @@ import asyncio
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -79,21 +79,24 @@ class LoadResult:
 
 
 async def _one(channel: grpc.aio.Channel, index: int, request: Request, timeout_s: float, phase_start: float,
-               intended: float, result: LoadResult) -> None:
+               intended: float, result: LoadResult, wait_for_ready: bool = False) -> None:
     method, payload = request
     call = channel.unary_unary(method)
     sent = time.monotonic()
     try:
-        await call(payload, timeout=timeout_s)
+        await call(payload, timeout=timeout_s, wait_for_ready=wait_for_ready)
         code = "OK"
     except grpc.aio.AioRpcError as err:
         code = err.code().name
     result.outcomes.append(Outcome(index, intended, sent, time.monotonic() - phase_start - intended, code))
 
 
-async def open_loop(channel: grpc.aio.Channel, make_request: RequestFactory, rate: float, duration_s: float,
-                    timeout_s: float = 5.0, seed: int = 0) -> LoadResult:
-    """Poisson arrivals at `rate`/s for `duration_s`; waits for every request's status."""
+async def open_loop(channel: grpc.aio.Channel | Sequence[grpc.aio.Channel], make_request: RequestFactory,
+                    rate: float, duration_s: float, timeout_s: float = 5.0, seed: int = 0,
+                    wait_for_ready: bool = False) -> LoadResult:
+    """Poisson arrivals at `rate`/s for `duration_s`; waits for every request's status. With several
+    channels (connections), request i goes on channel i mod their number."""
+    channels = [channel] if isinstance(channel, grpc.aio.Channel) else list(channel)
     rng = np.random.default_rng(seed)
     offsets = np.cumsum(rng.exponential(1.0 / rate, size=int(rate * duration_s * 1.5) + 10))
     offsets = offsets[offsets < duration_s]
@@ -104,7 +107,8 @@ async def open_loop(channel: grpc.aio.Channel, make_request: RequestFactory, rat
         delay = start + offset - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(_one(channel, i, make_request(i), timeout_s, start, float(offset), result)))
+        tasks.append(asyncio.create_task(_one(channels[i % len(channels)], i, make_request(i), timeout_s, start,
+                                              float(offset), result, wait_for_ready)))
     _, pending = await asyncio.wait(tasks, timeout=timeout_s + 5) if tasks else (set(), set())
     result.unanswered = len(pending)
     for task in pending:
