@@ -332,9 +332,12 @@ class ModelManager:
         for output, values in outputs.items():
             if values.dtype.kind in "fc" and not np.isfinite(values.sum()) and not np.isfinite(values).all():
                 for input_name, sent in inputs.items():
-                    if sent.dtype.kind in "fc" and not np.isfinite(sent).all():
-                        raise InvalidArgument(f"input {input_name!r} holds NaN or Inf values (model {name!r} "
-                                              "answers only finite outputs)")
+                    if sent.dtype.kind in "fc" and not (finite := np.isfinite(sent)).all():
+                        first = np.unravel_index(int(np.argmin(finite)), sent.shape)
+                        raise InvalidArgument(
+                            f"input {input_name!r} holds {sent.size - np.count_nonzero(finite)} NaN or Inf value(s), "
+                            f"the first at index {list(map(int, first))} ({sent[first]}); model {name!r} answers "
+                            "only finite outputs")
                 self._metrics.nonfinite_outputs.labels(name).inc()
                 log.error("model %s output %r holds %d NaN/Inf value(s)", name, output,
                           int(values.size - np.count_nonzero(np.isfinite(values))))

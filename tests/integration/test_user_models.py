@@ -127,7 +127,8 @@ async def test_nan_or_inf_sent_by_the_client_is_its_fault_not_internal(user_serv
         for bad in (np.nan, np.inf):
             features = np.zeros((1, 8), np.float32)
             features[0, 3] = bad
-            with pytest.raises(InferenceServerException, match="input 'features' holds NaN or Inf") as raised:
+            with pytest.raises(InferenceServerException, match=r"input 'features' holds 1 NaN or Inf value\(s\), the "
+                               rf"first at index \[0, 3\] \({bad}\)") as raised:
                 await client.infer("mlp", [_input("features", features)])
             assert raised.value.status() == "StatusCode.INVALID_ARGUMENT"
     finally:
