@@ -467,6 +467,11 @@ class DynamicBatcher:
         self._deliver(batch, shapes, outputs, elapsed)
 
     async def _run_batch(self, batch: list[_Pending]) -> None:
+        # The execution's deadline is its requests' latest (none if one has none): a backend that bounds its
+        # call by the deadline (Triton) must not read whatever deadline this task's context inherited from the
+        # request or the earlier execution that happened to schedule it (its own, long gone, under load).
+        deadlines = [p.deadline for p in batch]
+        request_deadline.set(None if None in deadlines else max(d for d in deadlines if d is not None))
         shapes, inputs, wanted = self._prepare(batch)
         start = time.perf_counter()
         try:

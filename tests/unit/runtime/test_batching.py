@@ -199,3 +199,34 @@ async def test_rows_layout_concatenates_rows_and_offsets_user_indices() -> None:
     with pytest.raises(InvalidArgument, match=r"row_user.*valid: 0\.\.0"):
         await batcher.submit({**requests[1], "row_user": np.array([1], np.int64)})
     await batcher.close()
+
+
+async def test_an_execution_sees_its_own_requests_latest_deadline_not_the_one_its_task_inherited() -> None:
+    """A backend that bounds its call by the request deadline (Triton) reads it from the execution's
+    context. The execution after A's is scheduled from A's task, so it inherited A's deadline: B's
+    execution must see B's own (the Triton backend answered DEADLINE_EXCEEDED for healthy requests)."""
+    release = asyncio.Event()
+    seen: list[float | None] = []
+
+    class Recording(FakeModel):
+        async def infer(self, inputs, outputs=None):
+            seen.append(request_deadline.get())
+            await release.wait()
+            return await super().infer(inputs, outputs)
+
+    batcher = _batcher(Recording("m", _outputs), max_batch_size=1)
+    now = time.monotonic()
+
+    async def send(deadline: float | None, values: list[int]) -> dict[str, np.ndarray]:
+        request_deadline.set(deadline)  # as the handler wrapper does, in the request's own context
+        return await batcher.submit(_request(values))
+
+    first = asyncio.ensure_future(send(now + 30.0, [1]))
+    await asyncio.sleep(0)
+    queued = [asyncio.ensure_future(send(now + 600.0, [2])), asyncio.ensure_future(send(None, [3]))]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    release.set()
+    await asyncio.gather(first, *queued)
+    assert seen == [now + 30.0, now + 600.0, None]
+    await batcher.close()
