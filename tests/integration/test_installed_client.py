@@ -161,3 +161,44 @@ async def _check_container_health(port: int, pki: Path) -> None:  # noqa: F811
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         output, _ = await asyncio.wait_for(process.communicate(), timeout=60)
         assert process.returncode == expected_code and expected in output.decode(), output.decode()
+
+
+def _python(version: str) -> Path | None:
+    """The interpreter of another Python version (pyenv's, as on the project's machines), or None."""
+    import shutil
+
+    found = shutil.which(f"python{version}")
+    pyenv = Path.home() / ".pyenv" / "versions"
+    candidates = [Path(found)] if found else []
+    candidates += sorted(pyenv.glob(f"{version}.*/bin/python{version}")) if pyenv.is_dir() else []
+    for candidate in candidates:
+        probe = subprocess.run([str(candidate), "-c", "import sys; print(sys.version_info[:2])"],
+                               capture_output=True, text=True, timeout=60)
+        if probe.returncode == 0 and probe.stdout.strip() == str(tuple(map(int, version.split(".")))):
+            return candidate
+    return None
+
+
+@pytest.mark.parametrize("version", ["3.12", "3.13"])
+async def test_the_wheel_installs_and_its_client_runs_on_newer_pythons(wheel: Path, tmp_path: Path,
+                                                                        version: str) -> None:
+    """The client wheel declares Python 3.11-3.13: installed with its dependencies from the package index
+    into a fresh venv of that Python, the ctr example runs against a real server."""
+    interpreter = _python(version)
+    if interpreter is None:
+        pytest.skip(f"no Python {version} interpreter on this machine (pyenv install {version})")
+    venv = tmp_path / "venv"
+    subprocess.run([str(interpreter), "-m", "venv", str(venv)], check=True, capture_output=True, timeout=120)
+    installed = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(wheel)],
+                               capture_output=True, text=True, timeout=600)
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    server, port = await _serve()
+    try:
+        process = await asyncio.create_subprocess_exec(
+            str(venv / "bin" / "python"), str(ROOT / "examples" / "ctr_score.py"), cwd=tmp_path,
+            env={"PATH": os.environ.get("PATH", ""), "INFERSUITE_TARGET": f"127.0.0.1:{port}"},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        output, _ = await asyncio.wait_for(process.communicate(), timeout=120)
+    finally:
+        await server.stop(0)
+    assert process.returncode == 0 and EXPECTED["ctr_score.py"] in output.decode(), output.decode()[-2000:]
