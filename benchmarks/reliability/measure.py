@@ -130,8 +130,8 @@ async def run_deadlines(suite: Suite, make, capacity: float, duration_s: float, 
                                                              duration_s, short_deadline_s)
         after = scrape(suite.metrics_url)
     figures.pop("loss_times")
-    rows = metric(after, "infersuite_model_batch_size_sum", model=model) - \
-        metric(before, "infersuite_model_batch_size_sum", model=model)
+    rows = metric(after, "infersuite_model_batch_rows_sum", model=model) - \
+        metric(before, "infersuite_model_batch_rows_sum", model=model)
     figures["rows_computed"] = rows  # one row per request here: requests that reached compute
     return figures
 

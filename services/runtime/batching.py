@@ -125,6 +125,7 @@ class DynamicBatcher:
         name = model.name
         self._queue_time = metrics.queue_time.labels(name)
         self._batch_size = metrics.batch_size.labels(name)
+        self._batch_rows = metrics.batch_rows.labels(name)
         self._padding = metrics.padding_fraction.labels(name)
         self._depth = metrics.queue_depth.labels(name)
         self._compute_time = metrics.compute_time.labels(name, model.version)
@@ -258,7 +259,8 @@ class DynamicBatcher:
             self._running -= 1
 
     def _observe_shapes(self, shapes: Sequence[RequestShape]) -> None:
-        self._batch_size.observe(sum(s.rows for s in shapes))
+        self._batch_size.observe(len(shapes))
+        self._batch_rows.observe(sum(s.rows for s in shapes))
         if shapes[0].sizes:
             self._padding.observe(padding_fraction([s.rows for s in shapes], [s.sizes for s in shapes]))
 

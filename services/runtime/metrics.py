@@ -59,8 +59,12 @@ class Metrics:
             ["model"], buckets=LATENCY_BUCKETS, registry=self.registry,
         )
         self.batch_size = Histogram(
-            "infersuite_model_batch_size", "Rows per model execution.",
+            "infersuite_model_batch_size", "Requests per model execution (the dynamic batcher's batch size).",
             ["model"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=self.registry,
+        )
+        self.batch_rows = Histogram(
+            "infersuite_model_batch_rows", "Rows per model execution (a DIN request holds one row per candidate).",
+            ["model"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096), registry=self.registry,
         )
         self.padding_fraction = Histogram(
             "infersuite_model_padding_ratio", "Share of a batch's cells that are padding (ragged inputs).",

@@ -32,6 +32,9 @@ from services.runtime.stats import ModelStats
 log = logging.getLogger(__name__)
 
 
+ROWS_BATCHING_PARAMETER = "infersuite_dynamic_batching"  # in ModelConfig's parameters, for the rows layout
+
+
 def batching_policy(config: ModelConfig, model: LoadedModel, settings: RuntimeSettings) -> BatchingPolicy:
     """The scheduler's policy: the (completed) config's dynamic_batching block, or for a model of the
     rows layout (which Triton cannot batch, so its config has max_batch_size 0) meta.json `batching.rows`."""
@@ -200,7 +203,15 @@ class ModelManager:
         except BaseException:
             await model.close()
             raise
-        return PreparedModel(model, config, batching_policy(config, model, self._settings))
+        policy = batching_policy(config, model, self._settings)
+        rows = BatchLayout.from_meta(model.meta).rows
+        if rows is not None and policy.combine:  # ModelConfig shows the batching Triton's fields cannot say
+            config.parameters[ROWS_BATCHING_PARAMETER].string_value = (
+                f"rows layout (meta.json batching.rows): requests are combined along their rows "
+                f"({', '.join(sorted(rows.inputs))}), up to {rows.max_rows} rows and {rows.max_cells} cells per "
+                f"execution, max queue delay {rows.max_queue_delay_us} us; max_batch_size stays 0 because "
+                "Triton cannot batch this layout")
+        return PreparedModel(model, config, policy)
 
     def record_failure(self, name: str, version: str, exc: BaseException) -> LoadFailure:
         """Counts and keeps a failed load. The reason reaches any OIP caller (RepositoryIndex): our own

@@ -57,6 +57,9 @@ async def test_tritonclient_reads_metadata_readiness_config_and_statistics(serve
         # embedded runtime batches it from meta.json.
         assert config["config"]["platform"] == "onnxruntime_onnx" and "max_batch_size" not in config["config"]
         assert [i["dims"] for i in config["config"]["input"]][-1] == ["-1"]  # candidate_user (R,)
+        batching = config["config"]["parameters"]["infersuite_dynamic_batching"]["string_value"]
+        assert batching.startswith("rows layout (meta.json batching.rows): requests are combined along their rows "
+                                   "(candidate_categories, candidate_items, candidate_user), up to ")
         index = await client.get_model_repository_index(as_json=True)
         assert {"name": MODEL, "version": "1", "state": "READY"}.items() <= index["models"][0].items()
         server_meta = await client.get_server_metadata(as_json=True)

@@ -103,8 +103,8 @@ def _batch_stats(server, model: str) -> tuple[float, float]:
     """(rows, executions) the scheduler has run for `model` so far."""
     registry = server.metrics.registry
     labels = {"model": model}
-    return (registry.get_sample_value("infersuite_model_batch_size_sum", labels) or 0.0,
-            registry.get_sample_value("infersuite_model_batch_size_count", labels) or 0.0)
+    return (registry.get_sample_value("infersuite_model_batch_rows_sum", labels) or 0.0,
+            registry.get_sample_value("infersuite_model_batch_rows_count", labels) or 0.0)
 
 
 async def test_concurrent_requests_of_different_depths_share_the_batched_stages(seg_server, client,

@@ -54,11 +54,18 @@ async def test_combined_requests_score_exactly_as_alone(tiny_ctr) -> None:
     combined, manager = await _handler(tiny_ctr.repository, batching=True)
     executions = manager.stats["din-fp32"]
     before = executions.execution_count
+    registry = manager._metrics.registry
+    sample = lambda name: registry.get_sample_value(name, {"model": "din-fp32"}) or 0.0  # noqa: E731
+    sizes_before = {n: sample(n) for n in ("infersuite_model_batch_size_sum", "infersuite_model_batch_rows_sum")}
     results = await asyncio.gather(*(combined.score(q) for q in queries))
     ran = executions.execution_count - before
     await manager.close()
 
     assert ran < len(queries)  # they really shared executions
+    # The batch size counts requests (the sizing rule's unit); rows (candidates) are the second metric.
+    assert sample("infersuite_model_batch_size_sum") - sizes_before["infersuite_model_batch_size_sum"] == len(queries)
+    assert sample("infersuite_model_batch_rows_sum") - sizes_before["infersuite_model_batch_rows_sum"] == \
+        sum(q.candidate_items.size for q in queries)
     for query, want, got in zip(queries, expected, results, strict=True):
         assert got.click_probabilities.shape == (query.candidate_items.size,)
         assert got.activation_weights is not None and want.activation_weights is not None
