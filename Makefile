@@ -22,7 +22,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 TRITON_STAMP := .triton/.installed
 
-.PHONY: hear-tools hear-validate setup serve-setup ship-models verify-models tools triton deploy-tools docker-tools docker docker-test protos models serve test test-fast lint bench-ctr bench-serving quantize-report loadtest bench-loadtest bench-loadtest-generator report-ctr report-quantization report-segmentation report-audio report-splitcompute splitcompute-studies splitcompute-payloads reliability-test bench-reliability bench-overload bench-supervision bench-hostile bench-quantization bench-metrics-cost peers peers-check clean
+.PHONY: hear-tools hear-validate setup serve-setup ship-models verify-models tools triton deploy-tools docker-tools docker docker-test protos models serve test test-fast lint bench-ctr bench-serving quantize-report loadtest bench-loadtest bench-loadtest-generator report-ctr train-ctr report-ctr-user-data report-quantization report-segmentation report-audio report-splitcompute splitcompute-studies splitcompute-payloads reliability-test bench-reliability bench-overload bench-supervision bench-hostile bench-quantization bench-metrics-cost peers peers-check clean
 # Old names of report and bench targets, kept as aliases of the new ones (at the end of this file).
 .PHONY: bench-audio bench-splitcompute bench-quant-production reliability-report report-hostile
 .PHONY: audio-studies
@@ -261,6 +261,21 @@ bench-loadtest-generator: $(DEV)
 # + .json (~40 CPU-min of training, one thread per run; runs are cached in artifacts/ctr_study/runs, so a rerun re-renders).
 report-ctr: $(DEV)
 	$(PY) -m benchmarks.ctr.report --out artifacts/ctr_study --report reports/ctr_quality.md
+
+# Bring your own data, ctr: DIN on your click log (CSV with user,item,category,timestamp,clicked; your own
+# integer ids; models/ctr/user_data.py) -> artifacts/ctr-user/quality.md, and din-fp32 with its id vocabulary
+# in $(USER_REPOSITORY): serve it with `make serve SERVE_REPOSITORY=$(USER_REPOSITORY)`.
+USER_REPOSITORY ?= user_models
+train-ctr: $(DEV)
+	@test -n "$(DATA)" || { echo "usage: make train-ctr DATA=clicks.csv [USER_REPOSITORY=dir] [TRAIN_ARGS='--oov bucket --min-count 5']"; exit 2; }
+	$(PY) -m models.ctr.train --data $(DATA) --out artifacts/ctr-user --repository $(USER_REPOSITORY) $(TRAIN_ARGS)
+
+# The same path on the synthetic world written as a click log with external ids (known structure, one seed):
+# reports/ctr_user_data.md (~2 min).
+report-ctr-user-data: $(DEV)
+	$(PY) -m models.ctr.user_data example artifacts/ctr-user-example/clicks.csv
+	$(PY) -m models.ctr.train --data artifacts/ctr-user-example/clicks.csv --out artifacts/ctr-user-example \
+		--report reports/ctr_user_data.md --min-count 2 --no-progress
 
 report-quantization: quantize-report
 

@@ -44,11 +44,54 @@ class _Block(BaseModel):
 # ---- ctr: Deep Interest Network
 
 
+class ExternalIds(_Block):
+    """A model trained on a user's click log (models/ctr/user_data.py) takes the ids of the user's own
+    systems: row i + 1 of each embedding table is the i-th id listed; any other id is refused
+    (`oov` reject) or shares the learned row after the listed ones (`oov` bucket)."""
+
+    items: list[StrictInt] = Field(min_length=1)
+    categories: list[StrictInt] = Field(min_length=1)
+    oov: Literal["reject", "bucket"]
+    min_count: PositiveInt = 1
+
+    @model_validator(mode="after")
+    def _distinct(self) -> ExternalIds:
+        for kind in ("items", "categories"):
+            if len(set(getattr(self, kind))) != len(getattr(self, kind)):
+                raise ValueError(f"vocabulary.external.{kind} lists an id twice")
+        return self
+
+    def rows(self, kind: Literal["items", "categories"], ids: Any) -> tuple[Any, Any]:
+        """(embedding rows, known mask) of an int64 array of external ids; unknown ids get the bucket
+        row under `bucket`, 0 (padding: the caller refuses or drops them) under `reject`."""
+        import numpy as np
+
+        known = np.asarray(getattr(self, kind), np.int64)
+        order = np.argsort(known, kind="stable")
+        ids = np.asarray(ids, np.int64)
+        position = np.minimum(np.searchsorted(known[order], ids), len(known) - 1)
+        found = known[order][position] == ids
+        unknown = len(known) + 1 if self.oov == "bucket" else 0
+        return np.where(found, order[position] + 1, unknown).astype(np.int64), found
+
+    def table_rows(self, kind: Literal["items", "categories"]) -> int:
+        """The embedding table's rows besides padding: the listed ids, plus the bucket."""
+        return len(getattr(self, kind)) + (self.oov == "bucket")
+
+
 class Vocabulary(_Block):
-    """Embedding table sizes; ids 1..n are valid, 0 is padding."""
+    """Embedding table sizes; ids 1..n are valid, 0 is padding (unless `external` maps the user's ids)."""
 
     n_items: Count
     n_categories: Count
+    external: ExternalIds | None = None
+
+    @model_validator(mode="after")
+    def _sizes_match(self) -> Vocabulary:
+        if self.external is not None and (self.external.table_rows("items"), self.external.table_rows(
+                "categories")) != (self.n_items, self.n_categories):
+            raise ValueError("vocabulary.external lists other table sizes than n_items and n_categories")
+        return self
 
 
 class CtrMeta(ModelMeta):

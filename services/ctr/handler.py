@@ -4,14 +4,21 @@ Out-of-vocabulary policy: ids outside a model's vocabulary are REJECTED with INV
 naming the field and index. An out-of-vocabulary bucket would score unknown items with an
 embedding the model never learned, a silent wrong answer; a caller that wants that behaviour
 can map unknown ids itself. Ids start at 1; 0 is the model's padding id and is rejected too.
+
+A model trained on a user's click log (models/ctr/user_data.py) ships the user's own ids in
+meta.json (`vocabulary.external`): requests send those ids, mapped here to embedding rows, and an
+unknown id is refused (oov `reject`, naming the field, index and id) or scored with the row the
+model learned for rare ids (oov `bucket`, chosen at training).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Literal
 
 import numpy as np
 
+from modelmeta.families import ExternalIds
 from services.ctr.settings import CtrSettings
 from services.runtime import InvalidArgument, NotFound, Runtime
 from services.runtime.model_manager import ModelSet
@@ -52,16 +59,41 @@ def _check_vocabulary(ids: np.ndarray, field: str, size: int) -> None:
             f"({bad.size} id(s) out of range; unknown ids are rejected, not bucketed)")
 
 
-def vocabularies(models: ModelSet) -> dict[str, dict[str, int]]:
-    """Each model's vocabulary sizes (meta.json), rebuilt with every model set; refuses a set without them."""
+@dataclass(frozen=True)
+class ModelVocabulary:
+    n_items: int
+    n_categories: int
+    external: ExternalIds | None  # the user's own ids (models/ctr/user_data.py), or None: ids are rows
+
+
+def vocabularies(models: ModelSet) -> dict[str, ModelVocabulary]:
+    """Each model's vocabulary (meta.json), rebuilt with every model set; refuses a set without one."""
     found = {}
     for name in models.names:
         vocab = models.get(name).meta.get("vocabulary", {})
         sizes = {key: vocab.get(key) for key in ("n_items", "n_categories")}
         if not all(isinstance(size, int) and size > 0 for size in sizes.values()):
             raise ValueError(f"{name}'s meta.json vocabulary {vocab} lacks positive n_items and n_categories")
-        found[name] = sizes
+        external = ExternalIds.model_validate(vocab["external"]) if vocab.get("external") else None
+        found[name] = ModelVocabulary(sizes["n_items"], sizes["n_categories"], external)
     return found
+
+
+# (ScoreQuery attribute, vocabulary table, request field) of every id array
+_ID_FIELDS: tuple[tuple[str, Literal["items", "categories"], str], ...] = (
+    ("history_items", "items", "history_item_ids"), ("history_categories", "categories", "history_category_ids"),
+    ("candidate_items", "items", "candidate_item_ids"),
+    ("candidate_categories", "categories", "candidate_category_ids"))
+
+
+def _external_rows(vocab: ExternalIds, kind: Literal["items", "categories"], ids: np.ndarray,
+                   field: str) -> np.ndarray:
+    rows, known = vocab.rows(kind, ids)
+    if vocab.oov == "reject" and not known.all():
+        i = int(np.argmin(known))
+        raise InvalidArgument(f"{field}[{i}]={int(ids[i])} is not in the model's vocabulary "
+                              f"({int((~known).sum())} unknown id(s); this model was trained to reject them)")
+    return rows
 
 
 class CtrHandler:
@@ -79,7 +111,8 @@ class CtrHandler:
     def model_names(self) -> list[str]:
         return [self._settings.model, *self._settings.extra_models]
 
-    def _validate(self, query: ScoreQuery, vocab: dict[str, int]) -> None:
+    def _validate(self, query: ScoreQuery, vocab: ModelVocabulary) -> ScoreQuery:
+        """The query with embedding rows for ids (the user's own ids mapped when the model has them)."""
         _check_pair(query.history_items, query.history_categories, "history")
         _check_pair(query.candidate_items, query.candidate_categories, "candidate")
         n = query.candidate_items.size
@@ -89,10 +122,15 @@ class CtrHandler:
             raise InvalidArgument(
                 f"candidate_item_ids has {n} candidates, more than the maximum of "
                 f"{self._settings.max_candidates}")
-        _check_vocabulary(query.history_items, "history_item_ids", vocab["n_items"])
-        _check_vocabulary(query.history_categories, "history_category_ids", vocab["n_categories"])
-        _check_vocabulary(query.candidate_items, "candidate_item_ids", vocab["n_items"])
-        _check_vocabulary(query.candidate_categories, "candidate_category_ids", vocab["n_categories"])
+        if vocab.external is not None:
+            rows = {attribute: _external_rows(vocab.external, kind, getattr(query, attribute), field)
+                    for attribute, kind, field in _ID_FIELDS}
+            query = replace(query, history_items=rows["history_items"], history_categories=rows["history_categories"],
+                            candidate_items=rows["candidate_items"], candidate_categories=rows["candidate_categories"])
+        for attribute, kind, field in _ID_FIELDS:
+            size = vocab.n_items if kind == "items" else vocab.n_categories
+            _check_vocabulary(getattr(query, attribute), field, size)
+        return query
 
     def _model_name(self, requested: str, models: ModelSet) -> str:
         """The default model, or a requested one among those served (by name or alias)."""
@@ -106,10 +144,11 @@ class CtrHandler:
         with self._served.use() as snapshot:  # the vocabulary checked is the one of the model that runs
             return await self._score(query, snapshot.models, snapshot.state)
 
-    async def _score(self, query: ScoreQuery, models: ModelSet, vocabularies: dict[str, dict[str, int]]) -> ScoreResult:
+    async def _score(self, query: ScoreQuery, models: ModelSet,
+                     vocabularies: dict[str, ModelVocabulary]) -> ScoreResult:
         name = self._model_name(query.model, models)
         model = models.get(name)
-        self._validate(query, vocabularies[model.name])
+        query = self._validate(query, vocabularies[model.name])
         keep = self._settings.max_history
         items, categories = query.history_items[-keep:], query.history_categories[-keep:]
         used = int(items.size)
