@@ -22,7 +22,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 TRITON_STAMP := .triton/.installed
 
-.PHONY: hear-tools hear-validate setup serve-setup ship-models verify-models tools triton deploy-tools docker-tools docker docker-test protos models serve test test-fast lint bench-ctr bench-serving quantize-report loadtest bench-loadtest bench-loadtest-generator report-ctr train-ctr report-ctr-user-data report-quantization report-segmentation report-audio report-splitcompute splitcompute-studies splitcompute-payloads reliability-test bench-reliability bench-overload bench-supervision bench-hostile bench-quantization bench-metrics-cost peers peers-check clean
+.PHONY: hear-tools hear-validate setup serve-setup ship-models verify-models tools triton deploy-tools docker-tools docker docker-test protos models serve test test-fast lint bench-ctr bench-serving quantize-report loadtest bench-loadtest bench-loadtest-generator report-ctr train-ctr report-ctr-user-data eval-audio report-quantization report-segmentation report-audio report-splitcompute splitcompute-studies splitcompute-payloads reliability-test bench-reliability bench-overload bench-supervision bench-hostile bench-quantization bench-metrics-cost peers peers-check clean
 # Old names of report and bench targets, kept as aliases of the new ones (at the end of this file).
 .PHONY: bench-audio bench-splitcompute bench-quant-production reliability-report report-hostile
 .PHONY: audio-studies
@@ -269,6 +269,12 @@ USER_REPOSITORY ?= user_models
 train-ctr: $(DEV)
 	@test -n "$(DATA)" || { echo "usage: make train-ctr DATA=clicks.csv [USER_REPOSITORY=dir] [TRAIN_ARGS='--oov bucket --min-count 5']"; exit 2; }
 	$(PY) -m models.ctr.train --data $(DATA) --out artifacts/ctr-user --repository $(USER_REPOSITORY) $(TRAIN_ARGS)
+
+# Bring your own data, audio: the exported embedders (and log-mel statistics) under a linear probe on your
+# labelled recordings (DATA folder, LABELS csv: file,label[,split][,group]) -> artifacts/audio-user/quality.md
+eval-audio: $(DEV)
+	@test -n "$(DATA)" -a -n "$(LABELS)" || { echo "usage: make eval-audio DATA=recordings/ LABELS=labels.csv"; exit 2; }
+	$(PY) -m models.audio.user_data --data $(DATA) --labels $(LABELS) --repository $(SERVE_REPOSITORY)
 
 # The same path on the synthetic world written as a click log with external ids (known structure, one seed):
 # reports/ctr_user_data.md (~2 min).

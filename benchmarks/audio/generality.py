@@ -34,7 +34,7 @@ from sklearn.preprocessing import StandardScaler
 
 from models.audio.bow import BowConfig
 from models.audio.data import CLASSES, SAMPLE_RATE, AudioData, AudioDataConfig, make_audio_data
-from models.audio.frontend import FrontEndConfig, LogMel
+from models.audio.frontend import FrontEndConfig, LogMelStatistics
 from models.audio.passt import Passt, PasstConfig
 from models.audio.train import TrainConfig, clip_mels, load_checkpoint, train_bow, train_passt
 from services.audio import windows
@@ -62,18 +62,6 @@ def scene_embeddings(embed: Any, clips: np.ndarray, window: int = 32000) -> np.n
     flat = torch.from_numpy(np.concatenate(per_clip))
     out = torch.cat([embed(flat[i:i + 64]) for i in range(0, len(flat), 64)]).numpy()
     return out.reshape(len(clips), -1, out.shape[-1]).mean(1)
-
-
-class LogMelStatistics(torch.nn.Module):
-    """The no-learning reference: per mel bin mean and std over time of the log-mel window."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.front_end = LogMel(FrontEndConfig())
-
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        mel = self.front_end(waveform)[:, 0]  # (B, M, T)
-        return torch.cat([mel.mean(-1), mel.std(-1)], dim=-1)
 
 
 def _noisy(rng: np.random.Generator, signal: np.ndarray) -> np.ndarray:

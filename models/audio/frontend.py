@@ -151,3 +151,15 @@ class WaveformEmbedder(nn.Module):
 
     def example_inputs(self, batch: int = 2, generator: torch.Generator | None = None) -> tuple[torch.Tensor]:
         return (torch.randn(batch, self.front_config.window_samples, generator=generator) * 0.1,)
+
+
+class LogMelStatistics(nn.Module):
+    """The no-learning reference: per mel bin mean and std over time of the log-mel of a waveform."""
+
+    def __init__(self, config: FrontEndConfig | None = None) -> None:
+        super().__init__()
+        self.front_end = LogMel(config)
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        mel = self.front_end(waveform)[:, 0]  # (B, M, T)
+        return torch.cat([mel.mean(-1), mel.std(-1)], dim=-1)

@@ -15,13 +15,18 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 
+def linear_probe_predictions(train: np.ndarray, train_labels: np.ndarray, test: np.ndarray) -> np.ndarray:
+    """The test labels a logistic regression (standardised inputs) trained on frozen embeddings predicts."""
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0))
+    probe.fit(train, train_labels)
+    return np.asarray(probe.predict(test))
+
+
 def linear_probe_accuracy(
     train: np.ndarray, train_labels: np.ndarray, test: np.ndarray, test_labels: np.ndarray
 ) -> float:
     """Accuracy of a logistic regression trained on frozen embeddings."""
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0))
-    probe.fit(train, train_labels)
-    return float(np.mean(probe.predict(test) == test_labels))
+    return float(np.mean(linear_probe_predictions(train, train_labels, test) == test_labels))
 
 
 def retrieval_map(embeddings: np.ndarray, labels: np.ndarray) -> float:
