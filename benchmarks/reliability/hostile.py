@@ -205,10 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "reliability.md")
     args = parser.parse_args(argv)
     results = asyncio.run(main_async(args))
-    hostile_json = args.out.with_name("reliability_hostile.json")
-    hostile_json.write_text(json.dumps(results, indent=1) + "\n")
-    report.write(args.out)
-    print(f"wrote {hostile_json} and {args.out}")
+    report.write_section(args.out, "hostile", results)
 
 
 if __name__ == "__main__":

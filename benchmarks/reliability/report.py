@@ -231,6 +231,15 @@ def _supervision(s: dict[str, Any]) -> list[str]:
     return [*lines, "", _figures(s), ""]
 
 
+def write_section(out: Path, name: str, results: dict[str, Any]) -> Path:
+    """Saves one benchmark's figures beside the report (reliability_<name>.json) and re-renders it."""
+    figures = out.with_name(f"reliability_{name}.json")
+    figures.write_text(json.dumps(results, indent=1) + "\n")
+    write(out)
+    print(f"wrote {figures} and {out}")
+    return figures
+
+
 def write(out: Path) -> None:
     """reports/reliability.md from reliability.json and, when present, reliability_hostile.json and
     reliability_supervision.json."""

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
 from collections import Counter
@@ -221,10 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     results = asyncio.run(main_async(args))
     results["command"] = "python -m benchmarks.reliability.supervision " + " ".join(argv or sys.argv[1:])
-    figures = args.out.with_name("reliability_supervision.json")
-    figures.write_text(json.dumps(results, indent=1) + "\n")
-    report.write(args.out)
-    print(f"wrote {figures} and {args.out}")
+    report.write_section(args.out, "supervision", results)
 
 
 if __name__ == "__main__":
