@@ -170,20 +170,16 @@ def ship(source: Path, target: Path, provenance: dict[str, Any]) -> dict[str, An
     return summary
 
 
-def _updates(summary: dict[str, Any]) -> str:
-    """The families re-shipped after the whole repository was (ship --families)."""
-    return "".join(f"; {', '.join(u['families'])} re-shipped from `{u['built_by']}` at revision {u['code_revision']}"
-                   for u in summary.get("updates", []))
-
-
 def describe(repository: Path) -> str:
     """One line on where the served models came from."""
     summary_path = repository / SUMMARY
     if summary_path.is_file():
         s = json.loads(summary_path.read_text())
+        revisions = [s["code_revision"], *(u["code_revision"] for u in s.get("updates", []))]
         return (f"models: {repository}/ (shipped with the project: {len(s['models'])} models, "
-                f"{s['size_bytes'] / 2**20:.1f} MiB, trained by `{s['built_by']}` at revision {s['code_revision']}; "
-                f"`make models` retrains them into model_repository/{_updates(s)})")
+                f"{s['size_bytes'] / 2**20:.1f} MiB, built at revision{'s' if len(revisions) > 1 else ''} "
+                f"{', '.join(r[:7] for r in revisions)}; how, in {repository}/{SUMMARY}; `make models` retrains "
+                "them into model_repository/)")
     # A model is a directory with config.pbtxt or a numeric version holding model.onnx (auto-complete).
     names = {p.parent.name for p in repository.glob("*/config.pbtxt")}
     names |= {p.parent.parent.name for p in repository.glob("*/*/model.onnx") if p.parent.name.isdigit()}

@@ -58,6 +58,9 @@ def check_startup(settings: RuntimeSettings, count: int) -> None:
     check_port_free(settings.host, settings.port)
     if settings.metrics_port > 0:
         check_port_free(settings.metrics_host, settings.metrics_port, what="metrics port")
+    if not settings.model_repository.is_dir():  # as Triton, which does not start on a missing repository
+        raise ValueError(f"INFERSUITE_MODEL_REPOSITORY={settings.model_repository}: no such directory (`make models` "
+                         "builds model_repository/; `make serve` falls back to shipped_models/)")
 
 
 def main() -> None:

@@ -221,7 +221,8 @@ class ModelManager:
         failure = LoadFailure(version, f"version {version} failed to load: {type(exc).__name__}{detail}")
         self.load_failures[name] = failure
         self._metrics.load_failures.labels(name).inc()
-        log.error("model %s version %s failed to load: %s: %s", name, version, type(exc).__name__, exc)
+        log.error("model %s%s failed to load: %s: %s", name, f" version {version}" if version else "",
+                  type(exc).__name__, exc)
         return failure
 
     def schedule(self, prepared: PreparedModel) -> ServedModel:

@@ -24,7 +24,7 @@ from tritonclient.grpc import service_pb2_grpc
 from services.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from services.runtime.backends.triton import TritonBackend
 from services.runtime.control import ModelControl
-from services.runtime.errors import Unavailable
+from services.runtime.errors import InferSuiteError, Unavailable
 from services.runtime.executor import CpuExecutor
 from services.runtime.handler_wrapper import HandlerWrapper, RegisteringServer
 from services.runtime.inflight_bytes import InflightBytes
@@ -226,6 +226,10 @@ class InferSuiteServer:
         for service in self.services:
             try:
                 await self._load_service(service)
+            except InferSuiteError as exc:  # ours (a model not in the repository, a bad file): the message says it
+                self.load_error = exc
+                log.error("service %s could not load its models: %s", service.name, exc.message)
+                continue
             except Exception as exc:
                 self.load_error = exc
                 log.exception("service %s could not load its models", service.name)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from services.__main__ import check_startup, settings_or_exit
@@ -27,5 +29,12 @@ def test_an_unknown_family_or_explicit_control_over_workers_is_refused_with_the_
         check_startup(RuntimeSettings(services=["ctrx"], port=0, metrics_port=-1), 1)
     with pytest.raises(ValueError, match="explicit needs one serving process, not 2 workers"):
         check_startup(RuntimeSettings(model_control_mode="explicit", port=0, metrics_port=-1), 2)
-    check_startup(RuntimeSettings(model_control_mode="explicit", services=[], port=0, metrics_port=-1), 1)
+    check_startup(RuntimeSettings(model_control_mode="explicit", services=[], port=0, metrics_port=-1,
+                                  model_repository=Path(__file__).parent), 1)
+
+
+def test_a_missing_model_repository_is_refused_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"INFERSUITE_MODEL_REPOSITORY=.*nowhere: no such directory"):
+        check_startup(RuntimeSettings(services=[], port=0, metrics_port=-1, model_repository=tmp_path / "nowhere"), 1)
+    check_startup(RuntimeSettings(services=[], port=0, metrics_port=-1, model_repository=tmp_path), 1)
 
