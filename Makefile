@@ -276,12 +276,12 @@ eval-audio: $(DEV)
 	@test -n "$(DATA)" -a -n "$(LABELS)" || { echo "usage: make eval-audio DATA=recordings/ LABELS=labels.csv"; exit 2; }
 	$(PY) -m models.audio.user_data --data $(DATA) --labels $(LABELS) --repository $(SERVE_REPOSITORY)
 
-# The same path on the synthetic world written as a click log with external ids (known structure, one seed):
-# reports/ctr_user_data.md (~2 min).
+# The same path on the synthetic world written as a click log with external ids (known structure, 3 seeds):
+# reports/ctr_user_data.md (~5 min).
 report-ctr-user-data: $(DEV)
 	$(PY) -m models.ctr.user_data example artifacts/ctr-user-example/clicks.csv
 	$(PY) -m models.ctr.train --data artifacts/ctr-user-example/clicks.csv --out artifacts/ctr-user-example \
-		--report reports/ctr_user_data.md --min-count 2 --no-progress
+		--report reports/ctr_user_data.md --min-count 2 --seeds 3 --no-progress
 
 report-quantization: quantize-report
 

@@ -36,7 +36,7 @@ from models.ctr.din import (
     reestimate_dice_statistics,
     variant_config,
 )
-from models.ctr.metrics import rela_impr, score_report
+from models.ctr.metrics import per_user_auc, rela_impr, score_report
 
 INPUT_KEYS = DeepInterestNetwork.input_names
 
@@ -289,6 +289,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     own.add_argument("--valid-fraction", type=float, default=0.1, help="share of the time line for validation")
     own.add_argument("--test-fraction", type=float, default=0.1, help="share of the time line for test")
     own.add_argument("--max-history", type=int, default=50, help="behaviours kept per row")
+    own.add_argument("--seeds", type=int, default=1,
+                     help="training seeds (--seed, --seed + 1, ...): > 1 gives seed-level intervals")
     own.add_argument("--repository", type=Path, default=None,
                      help="export the best DIN as din-fp32 (alias din) into this model repository")
     return parser.parse_args(argv)
@@ -305,15 +307,24 @@ def main_user_data(args: argparse.Namespace, command: str) -> dict[str, Any]:
     train_cfg = TrainConfig(seed=args.seed)
     if args.epochs is not None:
         train_cfg = replace(train_cfg, epochs=args.epochs)
-    results = {}
-    for variant in VARIANTS:
-        model, metrics = train_variant(variant, data, train_cfg, progress=not args.no_progress)
-        save_checkpoint(args.out / f"{variant}.pt", model, metrics, data, vocabulary.model_dump())
-        results[variant] = metrics
+    results: dict[str, Any] = {}
+    per_seed: dict[str, list[dict[str, Any]]] = {variant: [] for variant in VARIANTS}
+    user_aucs: dict[str, list[dict[int, tuple[int, float]]]] = {variant: [] for variant in VARIANTS}
+    for seed in range(args.seed, args.seed + args.seeds):
+        for variant in VARIANTS:
+            model, metrics = train_variant(variant, data, replace(train_cfg, seed=seed), progress=not args.no_progress)
+            if seed == args.seed:  # the first seed's models are the ones kept and exported
+                save_checkpoint(args.out / f"{variant}.pt", model, metrics, data, vocabulary.model_dump())
+                results[variant] = metrics
+            per_seed[variant].append({"seed": seed, "test_gauc": metrics["test_gauc"], "test_auc": metrics["test_auc"]})
+            rows, scores = predict(model, data, data.test_users)
+            user_aucs[variant].append(per_user_auc(data.labels[rows], scores, data.user_index[rows]))
     quality = compare(results, {"auc": float("nan"), "gauc": float("nan")})  # no true probabilities here
     quality.update(wall_seconds=time.perf_counter() - started, data=summary, source=str(args.data),
                    test_users=len(data.test_users), test_impressions=len(data.impressions_of(data.test_users)),
-                   train_config=asdict(train_cfg))
+                   train_config=asdict(train_cfg), seeds=per_seed,
+                   gauc_vs_base={variant: seed_level_gauc_difference(user_aucs[variant], user_aucs["base"])
+                                 for variant in VARIANTS if variant != "base"})
     (args.out / "quality.json").write_text(json.dumps(quality, indent=2) + "\n")
     text = render_user_report(quality, command)
     report = args.report or args.out / "quality.md"
@@ -330,6 +341,20 @@ def main_user_data(args: argparse.Namespace, command: str) -> dict[str, Any]:
     return quality
 
 
+def seed_level_gauc_difference(variant: list[dict[int, tuple[int, float]]],
+                               control: list[dict[int, tuple[int, float]]]) -> dict[str, Any]:
+    """The GAUC difference variant - control as a hierarchical bootstrap over the training seeds and the
+    test users both score (models/statistics.py): per seed, each user's AUC difference, weighted by impressions."""
+    from models.statistics import hierarchical_bootstrap
+
+    users = sorted(set.intersection(*(set(a) for a in variant + control)))
+    differences = np.array([[v[u][1] - c[u][1] for u in users] for v, c in zip(variant, control, strict=True)])
+    weights = np.array([control[0][u][0] for u in users], np.float64)
+    interval = hierarchical_bootstrap(differences, weights)
+    return {"estimate": interval.estimate, "interval_95": [interval.low, interval.high], "seeds": interval.seeds,
+            "users": interval.units, "resamples": interval.resamples, "verdict": interval.verdict}
+
+
 def render_user_report(quality: dict[str, Any], command: str) -> str:
     """The user-data report: the data and its split, then test AUC/GAUC/RelaImpr per variant."""
     data = quality["data"]
@@ -344,13 +369,22 @@ def render_user_report(quality: dict[str, Any], command: str) -> str:
         *(f"| {k} | {data['rows'][k]} | {data['impressions'][k]} |" for k in ("train", "valid", "test")), "",
         "Test = the events after the second cut, scored against each user's earlier clicks; the epoch is "
         "chosen on validation GAUC. RelaImpr = paper eq. 11, vs the BaseModel (sum pooling). "
-        f"One training seed ({quality['train_config']['seed']}): the differences carry training variance this "
-        "run does not measure; rerun with other `--seed` values for an interval.", "",
+        f"Training seeds: {len(quality['seeds']['base'])} (the table shows the first seed's models, the ones "
+        "exported; the intervals below resample seeds and test users together).", "",
         "| variant | test AUC | test GAUC | RelaImpr GAUC | valid GAUC | best epoch |", "|---|---|---|---|---|---|"]
     names = {"base": "BaseModel (sum pooling, PReLU)", "din_prelu": "DIN (PReLU)", "din_dice": "DIN (Dice)"}
     for key, m in quality["variants"].items():
         lines.append(f"| {names.get(key, key)} | {m['test_auc']:.4f} | {m['test_gauc']:.4f} | "
                      f"{m['rela_impr_gauc']:+.2f}% | {m['valid_gauc']:.4f} | {m['best_epoch']} |")
+    from models.statistics import RULE
+
+    lines += ["", f"Test GAUC difference against the BaseModel over seeds and users ({RULE}):", "",
+              "| variant | test GAUC per seed | GAUC - BaseModel | 95% interval | seeds x users | verdict |",
+              "|---|---|---|---|---|---|"]
+    for key, d in quality["gauc_vs_base"].items():
+        per_seed = ", ".join(f"{r['test_gauc']:.4f}" for r in quality["seeds"][key])
+        lines.append(f"| {names.get(key, key)} | {per_seed} | {d['estimate']:+.4f} | [{d['interval_95'][0]:+.4f}, "
+                     f"{d['interval_95'][1]:+.4f}] | {d['seeds']} x {d['users']} | {d['verdict']} |")
     return "\n".join(lines) + "\n"
 
 
