@@ -169,13 +169,30 @@ def _hostile(h: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _machine_line(s: dict[str, Any]) -> str:
+    """Load average before the run, and per phase the cores' busy share and foreign work (/proc/stat)."""
+    phases = [*s["worker_kill"], s["crash_loop"], *s["memory_budget"]]
+    busy = [core["busy_share"] for r in phases for core in r["machine"]["cores"]]
+    foreign = [core["foreign_share"] for r in phases for core in r["machine"]["cores"]]
+    return (f"Machine: load average before the run {', '.join(f'{x:.2f}' for x in s['load_average_before'])}; "
+            f"over the {len(phases)} phases the cores were {min(busy):.0%}-{max(busy):.0%} busy (idle "
+            f"{1 - max(busy):.0%}-{1 - min(busy):.0%}), foreign work at most {max(foreign):.1%} (/proc/stat; the "
+            "workers and the client share the cores).")
+
+
 def _supervision(s: dict[str, Any]) -> list[str]:
     """Written by benchmarks/reliability/supervision.py: a worker killed under load, a crash loop, the memory budget."""
+    from benchmarks.reliability.supervision import foreign_phases
+
+    recorded = "load_average_before" in s
+    foreign = foreign_phases(s) if recorded else ["no machine report"]
     lines = [
+        *([f"> **INVALID: {'; '.join(foreign)}; no figure of these sections counts.**", ""] if foreign else []),
         "## Worker killed under load (2 workers, ctr)",
         f"Written by `{s['command'].strip()}`. Open-loop Poisson load at {s['args']['rate']:g} req/s over "
         f"{s['worker_kill'][0]['connections']} connections for {s['args']['duration_s']:g} s; worker 0 SIGKILLed "
-        f"{s['args']['kill_at_s']:g} s in. Health is checked on a fresh connection every 100 ms.", "",
+        f"{s['args']['kill_at_s']:g} s in. Health is checked on a fresh connection every 100 ms.",
+        *([_machine_line(s)] if recorded else []), "",
         "| client calls | sent | by code | failures (s after the kill) | OK p99 before / first 2 s / later (ms) "
         "| worker seen down / restarted (s after the kill) | health not SERVING | server up after |",
         "|---|---|---|---|---|---|---|---|"]

@@ -11,6 +11,8 @@ reports/reliability.md's sections "Worker killed under load", "Crash loop" and "
   down and restarted, whether the server stayed up.
 - Crash loop: a worker killed more often than INFERSUITE_WORKER_RESTART_LIMIT allows: exit status,
   the time to exit and the line the server logs.
+- Every phase records the machine (/proc/stat over the cores, load average); a phase where foreign work
+  took more than 5% of the cores marks the run INVALID (the report says so, the command exits non-zero).
 - Memory budget: one serving process; 16 clients at once, each sending DIN's OIP request at its
   declared limits 3 times, with INFERSUITE_MAX_INFLIGHT_BYTES off, at its default and at three
   requests' bytes. Peak RSS growth is the kernel's high-water mark (VmHWM, reset before each run).
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from collections import Counter
@@ -35,6 +38,8 @@ from tritonclient.grpc import service_pb2_grpc
 from benchmarks.reliability import report
 from benchmarks.reliability.hostile import Peak, worst_case_request
 from benchmarks.reliability.measure import ROOT, Suite, ctr_settings, ctr_suite
+from benchmarks.serving.machine import Sample, Window, take_sample
+from benchmarks.serving.validity import FOREIGN_SHARE_MAX, window_report
 from services.runtime.repository import ModelRepository
 from services.runtime.settings import RuntimeSettings
 from tests.reliability.load import metric, open_loop, scrape
@@ -42,6 +47,23 @@ from tests.reliability.requests import ctr_requests
 
 CONNECTIONS = 16
 DIN = "din-fp32"
+
+
+def _machine(before: Sample) -> dict[str, Any]:
+    """The machine over a phase (/proc/stat, all cores as one set: the workers and the client share them):
+    busy share, this benchmark's own share of it, foreign work, the load average, the offenders."""
+    return window_report(Window(before, take_sample(os.getpid())), sorted(os.sched_getaffinity(0)), [],
+                         pinned=False)
+
+
+def foreign_phases(results: dict[str, Any]) -> list[str]:
+    """The phases where work outside this benchmark took more than FOREIGN_SHARE_MAX of the cores."""
+    phases = [(f"worker kill ({'wait_for_ready' if k['wait_for_ready'] else 'fail-fast'})", k)
+              for k in results["worker_kill"]]
+    phases += [("crash loop", results["crash_loop"])]
+    phases += [(f"memory budget {m['budget_bytes']}", m) for m in results["memory_budget"]]
+    return [f"{name}: {core['foreign_share']:.1%} foreign" for name, r in phases
+            for core in r["machine"]["cores"] if core["foreign_share"] > FOREIGN_SHARE_MAX]
 
 
 def _workers(pid: int) -> list[psutil.Process]:
@@ -72,7 +94,7 @@ async def worker_kill(repository: Path, rate: float, duration_s: float, kill_at_
     try:
         await suite.ready()
         await open_loop(channels, make, rate, 2.0)  # warm-up: every connection open
-        victim = _workers(suite.proc.pid)[0]
+        victim, sample = _workers(suite.proc.pid)[0], take_sample(os.getpid())
         load = asyncio.create_task(open_loop(channels, make, rate, duration_s, timeout_s=5.0,
                                              wait_for_ready=wait_for_ready))
         start = time.monotonic()
@@ -97,6 +119,7 @@ async def worker_kill(repository: Path, rate: float, duration_s: float, kill_at_
             await asyncio.sleep(0.05)
         result = await load
         await watcher
+        machine = _machine(sample)
         samples = await asyncio.to_thread(scrape, suite.metrics_url)
         shares = {w: metric(samples, "infersuite_worker_requests_total", worker=w) for w in ("0", "1")}
         alive = suite.proc.poll() is None
@@ -125,7 +148,7 @@ async def worker_kill(repository: Path, rate: float, duration_s: float, kill_at_
         "health_samples": dict(Counter(status for _, status in health)),
         "health_not_serving_after_kill": [(round(t - kill_at_s, 2), s) for t, s in health
                                           if s != "SERVING" and t >= kill_at_s],
-        "server_alive_after": alive, "requests_per_worker": shares,
+        "server_alive_after": alive, "requests_per_worker": shares, "machine": machine,
     }
 
 
@@ -136,6 +159,7 @@ async def crash_loop(repository: Path, limit: int) -> dict[str, Any]:
     kills, restarts = 0, []
     try:
         await suite.ready()
+        sample = take_sample(os.getpid())
         while suite.proc.poll() is None and kills <= limit:
             _workers(suite.proc.pid)[0].kill()
             kills += 1
@@ -151,12 +175,13 @@ async def crash_loop(repository: Path, limit: int) -> dict[str, Any]:
                 await asyncio.sleep(0.05)
         exit_code = await asyncio.to_thread(suite.proc.wait, 60)
         exited_s = time.monotonic() - last_kill
+        machine = _machine(sample)
         errors = suite.proc.stderr.read() if suite.proc.stderr else ""
     finally:
         suite.stop()
     line = next((x for x in errors.splitlines() if "crash loop" in x), "")
     return {"restart_limit": limit, "kills": kills, "restart_s": restarts, "exit_code": exit_code,
-            "exit_after_last_kill_s": round(exited_s, 2), "log_line": line.split(": ", 1)[-1]}
+            "exit_after_last_kill_s": round(exited_s, 2), "log_line": line.split(": ", 1)[-1], "machine": machine}
 
 
 async def memory_budget(repository: Path, budget: int, clients: int, rounds: int) -> dict[str, Any]:
@@ -169,7 +194,7 @@ async def memory_budget(repository: Path, budget: int, clients: int, rounds: int
             request, _ = await worst_case_request(oip, ModelRepository(repository), DIN)
             assert request is not None, "din-fp32 declares its limits"
             await oip.ModelInfer(request, timeout=300)  # warm: the first one alone
-            peak = Peak(suite.proc.pid)
+            peak, sample = Peak(suite.proc.pid), take_sample(os.getpid())
             before = peak.reset()
             codes: Counter[str] = Counter()
             start = time.monotonic()
@@ -185,24 +210,27 @@ async def memory_budget(repository: Path, budget: int, clients: int, rounds: int
             await asyncio.gather(*(client() for _ in range(clients)))
             elapsed = time.monotonic() - start
             growth = peak.peak_mib() - before
+            machine = _machine(sample)
         refused = metric(await asyncio.to_thread(scrape, suite.metrics_url), "infersuite_refused_calls_total",
                          reason="inflight_bytes")
     finally:
         suite.stop()
     return {"budget_bytes": budget, "request_bytes": request.ByteSize(), "clients": clients,
             "rounds": rounds, "codes": dict(codes), "refused_by_budget": refused,
-            "peak_rss_growth_mib": round(growth, 1), "seconds": round(elapsed, 1)}
+            "peak_rss_growth_mib": round(growth, 1), "seconds": round(elapsed, 1), "machine": machine}
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     repository = args.repository.resolve()
+    load_before = list(os.getloadavg())
     kills = [await worker_kill(repository, args.rate, args.duration_s, args.kill_at_s, wait)
              for wait in (False, True)]
     loop = await crash_loop(repository, limit=2)
     memory = [await memory_budget(repository, 0, args.clients, args.rounds)]  # no budget
     for budget in (RuntimeSettings().max_inflight_bytes, 3 * memory[0]["request_bytes"]):
         memory.append(await memory_budget(repository, budget, args.clients, args.rounds))
-    return {"args": {"repository": str(args.repository), "rate": args.rate, "duration_s": args.duration_s,
+    return {"load_average_before": load_before,
+            "args": {"repository": str(args.repository), "rate": args.rate, "duration_s": args.duration_s,
                      "kill_at_s": args.kill_at_s, "clients": args.clients, "rounds": args.rounds},
             "worker_kill": kills, "crash_loop": loop, "memory_budget": memory}
 
@@ -221,6 +249,8 @@ def main(argv: list[str] | None = None) -> None:
     results = asyncio.run(main_async(args))
     results["command"] = "python -m benchmarks.reliability.supervision " + " ".join(argv or sys.argv[1:])
     report.write_section(args.out, "supervision", results)
+    if foreign_phases(results):
+        sys.exit("INVALID run: " + "; ".join(foreign_phases(results)))
 
 
 if __name__ == "__main__":

@@ -165,13 +165,19 @@ class InferSuiteServer:
             for name in service.grpc_service_names:
                 await self.health.set(name, status)
 
-    async def start(self) -> None:
-        """Starts serving at once (health NOT_SERVING) and loads models in the background."""
+    async def start(self, load_first: bool = False) -> None:
+        """Starts serving at once (health NOT_SERVING) and loads models in the background; `load_first`
+        (a restarted worker, services/runtime/worker_pool.py): loads first and listens only then, so the
+        kernel hands it no connection of a port the others serve while it could only answer NOT_SERVING."""
         await self._set_health(NOT_SERVING)
+        if load_first:
+            self._loading = asyncio.create_task(self._load_models())
+            await asyncio.shield(self._loading)
         await self.grpc.start()
         if self.settings.metrics_port >= 0:
             self.metrics_port = self.metrics.start_http(self.settings.metrics_host, self.settings.metrics_port)
-        self._loading = asyncio.create_task(self._load_models())
+        if not load_first:
+            self._loading = asyncio.create_task(self._load_models())
 
     async def _load(self, what: str, names: Callable[[], list[str]]) -> list[str]:
         """Loads models; retries while the backend is unavailable (e.g. Triton starting)."""

@@ -158,11 +158,12 @@ class Supervisor:
         self._events: asyncio.Queue[tuple[_Worker | None, tuple[Any, ...]]] = asyncio.Queue()
         self._http: _MetricsServer | None = None
 
-    def _spawn(self, index: int, port: int) -> None:
+    def _spawn(self, index: int, port: int, serve_when_ready: list[str] | None = None) -> None:
         context = multiprocessing.get_context("spawn")  # never fork a process that may hold grpc threads
         parent_end, child_end = context.Pipe()
         settings = worker_settings(self.settings, port, self.cores[index], self.count)
-        process = context.Process(target=worker_process.run, args=(index, settings, self.cores[index], child_end),
+        process = context.Process(target=worker_process.run, args=(index, settings, self.cores[index], child_end,
+                                                                       serve_when_ready),
                                   name=f"infersuite-worker-{index}")
         process.start()
         child_end.close()  # so the parent sees EOF when the worker exits
@@ -273,7 +274,8 @@ class Supervisor:
         old.conn.close()
         self.restarts += 1
         assert self.port is not None
-        self._spawn(index, self.port)
+        # It listens only once ready, serving what the others do (unless they are held: then it waits).
+        self._spawn(index, self.port, None if self.held else sorted(self.serving or ()))
 
     async def run(self) -> int:
         """Serves until SIGTERM/SIGINT (exit status 0), a start-up failure or a crash loop (1)."""

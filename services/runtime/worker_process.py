@@ -34,7 +34,8 @@ from services.runtime.settings import RuntimeSettings
 log = logging.getLogger(__name__)
 
 
-def run(index: int, settings: RuntimeSettings, cores: list[int], conn: Connection) -> None:
+def run(index: int, settings: RuntimeSettings, cores: list[int], conn: Connection,
+        serve_when_ready: list[str] | None = None) -> None:
     """The worker process's entry point (multiprocessing, spawn start method)."""
     if cores:
         os.sched_setaffinity(0, cores)
@@ -43,14 +44,17 @@ def run(index: int, settings: RuntimeSettings, cores: list[int], conn: Connectio
                         format=f"%(asctime)s %(levelname)s worker-{index} %(name)s: %(message)s")
     prometheus_client.disable_created_metrics()  # per-process timestamps: dropped by the merge anyway
     try:
-        asyncio.run(_serve(settings, conn))
+        asyncio.run(_serve(settings, conn, serve_when_ready))
     except Exception as exc:
         log.exception("worker %d failed", index)
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         raise SystemExit(1) from None
 
 
-async def _serve(settings: RuntimeSettings, conn: Connection) -> None:
+async def _serve(settings: RuntimeSettings, conn: Connection, serve_when_ready: list[str] | None) -> None:
+    """`serve_when_ready`: a restarted worker of a serving server, told what the others serve: it loads
+    its models before it listens and turns those entries SERVING itself, so no connection the kernel
+    hands it finds it NOT_SERVING (the parent's "serve" that follows its "ready" changes nothing)."""
     server, port = await build_server(settings)
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
@@ -62,6 +66,8 @@ async def _serve(settings: RuntimeSettings, conn: Connection) -> None:
         await change
 
     async def report_ready(entries: list[str]) -> None:
+        if serve_when_ready is not None:
+            await server.set_serving([entry for entry in serve_when_ready if entry in entries])
         conn.send(("ready", entries))
 
     def on_message() -> None:
@@ -78,7 +84,7 @@ async def _serve(settings: RuntimeSettings, conn: Connection) -> None:
             stopping.set()
 
     server.on_ready = report_ready
-    await server.start()
+    await server.start(load_first=serve_when_ready is not None)
     conn.send(("bound", port, server.metrics_port))
     loop.add_reader(conn.fileno(), on_message)
     loop.add_signal_handler(signal.SIGTERM, stopping.set)

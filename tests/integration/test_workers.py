@@ -248,13 +248,23 @@ async def test_a_killed_worker_is_restarted_under_load_while_the_other_serves(ti
                                and m, 10, "worker 0 reported down")
         assert metrics[("infersuite_worker_up", (("worker", "1"),))] == 1
         health_while_down = await asyncio.to_thread(_health, running.port)
+        seen: list[int] = []  # health on fresh connections until the restarted worker has served a while
+
+        async def watch_health() -> None:
+            while not stop.is_set():
+                seen.append(await asyncio.to_thread(_health, running.port))
+                await asyncio.sleep(0.05)
+
+        watcher = asyncio.create_task(watch_health())
         await _until(lambda: running.metrics()[("infersuite_worker_restarts_total", ())] == 1
                      and running.metrics()[("infersuite_worker_up", (("worker", "0"),))] == 1, 60, "worker 0 restarted")
         await asyncio.sleep(1.0)  # load keeps going across the restart
         stop.set()
-        await asyncio.wait_for(asyncio.gather(*loads), 30)
+        await asyncio.wait_for(asyncio.gather(*loads, watcher), 30)
         assert running.proc.poll() is None, "the server went down with its worker"
         assert health_while_down == SERVING
+        # The restarted worker listens only once it serves: no fresh connection ever found NOT_SERVING.
+        assert health_pb2.HealthCheckResponse.NOT_SERVING not in seen and seen.count(SERVING) > 10, seen
         # Fresh connections reach the restarted worker too, and it answers.
         before = running.metrics()[("infersuite_worker_requests_total", (("worker", "0"),))]
         fresh, rng = _channels(running.port), np.random.default_rng(9)
