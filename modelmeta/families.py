@@ -27,6 +27,7 @@ from pydantic import (
     NonNegativeFloat,
     NonNegativeInt,
     PositiveInt,
+    PrivateAttr,
     StrictInt,
     model_validator,
 )
@@ -61,17 +62,23 @@ class ExternalIds(_Block):
                 raise ValueError(f"vocabulary.external.{kind} lists an id twice")
         return self
 
+    _sorted: dict[str, tuple[Any, Any]] = PrivateAttr(default_factory=dict)  # kind -> (sorted ids, their rows - 1)
+
     def rows(self, kind: Literal["items", "categories"], ids: Any) -> tuple[Any, Any]:
         """(embedding rows, known mask) of an int64 array of external ids; unknown ids get the bucket
-        row under `bucket`, 0 (padding: the caller refuses or drops them) under `reject`."""
+        row under `bucket`, 0 (padding: the caller refuses or drops them) under `reject`. The sorted
+        table is built once per vocabulary (the ctr service maps every request's ids with it)."""
         import numpy as np
 
-        known = np.asarray(getattr(self, kind), np.int64)
-        order = np.argsort(known, kind="stable")
+        if kind not in self._sorted:
+            known = np.asarray(getattr(self, kind), np.int64)
+            order = np.argsort(known, kind="stable")
+            self._sorted[kind] = (known[order], order)
+        ordered, order = self._sorted[kind]
         ids = np.asarray(ids, np.int64)
-        position = np.minimum(np.searchsorted(known[order], ids), len(known) - 1)
-        found = known[order][position] == ids
-        unknown = len(known) + 1 if self.oov == "bucket" else 0
+        position = np.minimum(np.searchsorted(ordered, ids), len(ordered) - 1)
+        found = ordered[position] == ids
+        unknown = len(ordered) + 1 if self.oov == "bucket" else 0
         return np.where(found, order[position] + 1, unknown).astype(np.int64), found
 
     def table_rows(self, kind: Literal["items", "categories"]) -> int:
