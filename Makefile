@@ -22,7 +22,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 TRITON_STAMP := .triton/.installed
 
-.PHONY: hear-tools hear-validate setup serve-setup ship-models verify-models tools triton deploy-tools docker-tools docker docker-test protos models serve test test-fast lint bench-ctr bench-serving quantize-report loadtest bench-loadtest bench-loadtest-generator report-ctr train-ctr report-ctr-user-data eval-audio report-quantization report-segmentation report-audio report-splitcompute splitcompute-studies splitcompute-payloads reliability-test bench-reliability bench-overload bench-supervision bench-hostile bench-quantization bench-metrics-cost peers peers-check clean
+.PHONY: hear-tools hear-validate setup serve-setup ship-models verify-models tools triton deploy-tools docker-tools docker docker-test protos models serve test test-fast lint bench-ctr bench-serving quantize-report loadtest bench-loadtest bench-loadtest-generator report-ctr train-ctr report-ctr-user-data train-splitcompute report-splitcompute-user-data eval-audio report-quantization report-segmentation report-audio report-splitcompute splitcompute-studies splitcompute-payloads reliability-test bench-reliability bench-overload bench-supervision bench-hostile bench-quantization bench-metrics-cost peers peers-check clean
 # Old names of report and bench targets, kept as aliases of the new ones (at the end of this file).
 .PHONY: bench-audio bench-splitcompute bench-quant-production reliability-report report-hostile
 .PHONY: audio-studies
@@ -275,6 +275,21 @@ train-ctr: $(DEV)
 eval-audio: $(DEV)
 	@test -n "$(DATA)" -a -n "$(LABELS)" || { echo "usage: make eval-audio DATA=recordings/ LABELS=labels.csv"; exit 2; }
 	$(PY) -m models.audio.user_data --data $(DATA) --labels $(LABELS) --repository $(SERVE_REPOSITORY)
+
+# Bring your own data, split computing: an image folder (one sub-folder per class, or train/ val/ test/) ->
+# teacher + Entropic Student per beta, the rate-accuracy report against JPEG/WebP on your test split
+# (artifacts/splitcompute-user/quality.md), the default student exported into USER_REPOSITORY.
+train-splitcompute: $(DEV)
+	@test -n "$(DATA)" || { echo "usage: make train-splitcompute DATA=images/ [USER_REPOSITORY=dir] [TRAIN_ARGS='--seeds 3 --image-size 128']"; exit 2; }
+	$(PY) -m benchmarks.splitcompute.user_data --data $(DATA) --out artifacts/splitcompute-user \
+		--report artifacts/splitcompute-user/quality.md --repository $(USER_REPOSITORY) $(TRAIN_ARGS)
+
+# The same path on the synthetic gratings written as an image folder of mixed sizes and formats (its own seed,
+# 300 images per class, 3 training seeds): reports/splitcompute_user_data.md (~15 min).
+report-splitcompute-user-data: $(DEV)
+	$(PY) -m models.splitcompute.user_data example artifacts/splitcompute-user-example/images --per-class 300
+	$(PY) -m benchmarks.splitcompute.user_data --data artifacts/splitcompute-user-example/images \
+		--out artifacts/splitcompute-user-example --report reports/splitcompute_user_data.md --seeds 3 --teacher-epochs 8
 
 # The same path on the synthetic world written as a click log with external ids (known structure, 3 seeds):
 # reports/ctr_user_data.md (~5 min).

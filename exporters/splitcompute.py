@@ -25,9 +25,10 @@ import torch
 
 from exporters.onnx_export import OPSET, check_parity, export_onnx
 from exporters.repository import ServingConfig, sha256_file, write_model
-from models.splitcompute.data import CLASS_NAMES, ShapeDataConfig, make_shape_data, to_float
+from models.splitcompute.data import CLASS_NAMES, ShapeDataConfig, to_float
 from models.splitcompute.student import EdgeEncoder, EntropicStudent, ServerHead
 from models.splitcompute.train import load_student, quantized_latents
+from models.splitcompute.user_data import data_config_from_dict, load_data
 
 ENCODER_ATOL = 1e-4  # float latents before rounding
 SERVER_ATOL = 1e-5  # probabilities
@@ -68,7 +69,8 @@ def export_splitcompute(checkpoint: Path, repository: Path, prefix: str = "split
     codec = codec_meta(student)
     common = {"family": "splitcompute", "architecture": "entropic-student", "recipe": recipe,
               "source_checkpoint": checkpoint.name, "source_checkpoint_sha256": sha256_file(checkpoint),
-              "quality": ckpt.get("metrics", {}), "codec": codec, "class_names": list(CLASS_NAMES),
+              "quality": ckpt.get("metrics", {}), "codec": codec,
+              "class_names": list(ckpt.get("class_names", CLASS_NAMES)),
               "image_size": student.config.image_size, "onnx_opset": OPSET, "torch_version": torch.__version__}
     written = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -104,7 +106,7 @@ def calibration_batches(checkpoint: Path, count: int, batch_size: int,
     """Fixed-shape calibration inputs for both graphs from the training images:
     {"encoder": {"image": (B, 3, H, W)}, "server": {"latent": (B, C, h, w)}} per batch."""
     student, ckpt = load_student(checkpoint)
-    data = make_shape_data(data_cfg or ShapeDataConfig(**ckpt["data_config"]))
+    data = load_data(data_cfg or data_config_from_dict(ckpt["data_config"]))
     images = data.split("train")[0][:count * batch_size]
     _, radius = student.prior.pmf_table()
     latents = quantized_latents(student, images, radius).numpy()
@@ -116,7 +118,7 @@ def calibration_batches(checkpoint: Path, count: int, batch_size: int,
 def server_accuracy(server_onnx: Path, checkpoint: Path, data_cfg: ShapeDataConfig | None = None) -> float:
     """Quality of a (possibly quantized) server graph: test accuracy on the codec's symbols."""
     student, ckpt = load_student(checkpoint)
-    data = make_shape_data(data_cfg or ShapeDataConfig(**ckpt["data_config"]))
+    data = load_data(data_cfg or data_config_from_dict(ckpt["data_config"]))
     images, labels = data.split("test")
     _, radius = student.prior.pmf_table()
     latents = quantized_latents(student, images, radius).numpy()

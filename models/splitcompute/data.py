@@ -49,12 +49,13 @@ class ShapeDataConfig:
 
 @dataclass
 class ShapeData:
-    config: ShapeDataConfig
+    config: ShapeDataConfig  # or models.splitcompute.user_data.ImageFolderConfig for a user's images
     images: np.ndarray  # (N, 3, H, W) uint8
     labels: np.ndarray  # (N,) int64 class index into CLASS_NAMES
     train: np.ndarray  # indices of the training split
     valid: np.ndarray  # indices of the validation split
     test: np.ndarray  # indices of the test split
+    class_names: tuple[str, ...] = CLASS_NAMES  # label -> name (a user's image folder has its own)
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """(images (n, 3, H, W) uint8, labels (n,)) of the split `name`."""

@@ -13,6 +13,8 @@ Matsubara et al., "Supervised Compression for Resource-Constrained Edge Computin
 
     python -m models.splitcompute.train --out artifacts/splitcompute            # ~5 min on 2 cores
     python -m models.splitcompute.train --out /tmp/sc --quick                   # seconds
+    python -m models.splitcompute.train --data my_images --out artifacts/sc-mine --repository my_models
+        # your own images, one folder per class (models/splitcompute/user_data.py)
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from models.splitcompute.data import ShapeData, ShapeDataConfig, iterate_batches, make_shape_data, to_float
+from models.splitcompute.data import CLASS_NAMES, ShapeData, ShapeDataConfig, iterate_batches, to_float
 from models.splitcompute.entropy import bits
 from models.splitcompute.student import Encoder, EntropicStudent, StudentConfig
 from models.splitcompute.teacher import TeacherCNN
@@ -247,7 +249,9 @@ def train_student(
 
 
 def save_checkpoint(path: Path, model: Checkpointable, metrics: dict[str, Any],
-                    data_cfg: ShapeDataConfig) -> None:
+                    data_cfg: Any, class_names: tuple[str, ...] = CLASS_NAMES) -> None:
+    """`data_cfg`: the ShapeDataConfig or ImageFolderConfig the model trained on (recorded, so exports
+    can calibrate and evaluate on the same data); `class_names`: label -> name, shipped with the model."""
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(
         {
@@ -255,9 +259,16 @@ def save_checkpoint(path: Path, model: Checkpointable, metrics: dict[str, Any],
             "config": model.config_dict(),
             "metrics": metrics,
             "data_config": asdict(data_cfg),
+            "class_names": list(class_names),
         },
         path,
     )
+
+
+def fit_to_data(cfg: TrainConfig, data: ShapeData) -> TrainConfig:
+    """The architecture sized to the data: the input side and the number of classes."""
+    teacher = replace(cfg.student.teacher, n_classes=len(data.class_names))
+    return replace(cfg, student=replace(cfg.student, image_size=int(data.images.shape[-1]), teacher=teacher))
 
 
 def load_teacher(path: Path) -> TeacherCNN:
@@ -282,19 +293,22 @@ def choose_default(results: list[dict[str, Any]], teacher_accuracy: float) -> di
     return max(results, key=lambda r: r["valid_accuracy"])
 
 
-def run(out: Path, data_cfg: ShapeDataConfig, cfg: TrainConfig, log: bool = True) -> dict[str, Any]:
+def run(out: Path, data_cfg: Any, cfg: TrainConfig, log: bool = True) -> dict[str, Any]:
     """Teacher, then every beta; writes teacher.pt, student_beta<b>.pt and summary.json into `out`."""
     with single_thread():
         return _run(out, data_cfg, cfg, log)
 
 
-def _run(out: Path, data_cfg: ShapeDataConfig, cfg: TrainConfig, log: bool) -> dict[str, Any]:
+def _run(out: Path, data_cfg: Any, cfg: TrainConfig, log: bool) -> dict[str, Any]:
+    from models.splitcompute.user_data import describe, load_data
+
     started = time.perf_counter()
-    data = make_shape_data(data_cfg)
+    data = load_data(data_cfg, progress=log)
+    cfg = fit_to_data(cfg, data)
     if log:
-        print(f"data: {len(data.labels)} images ({time.perf_counter() - started:.0f} s)", flush=True)
+        print(f"data: {describe(data)} ({time.perf_counter() - started:.0f} s)", flush=True)
     teacher, teacher_metrics = train_teacher(data, cfg)
-    save_checkpoint(out / "teacher.pt", teacher, teacher_metrics, data_cfg)
+    save_checkpoint(out / "teacher.pt", teacher, teacher_metrics, data_cfg, data.class_names)
     if log:
         print(f"teacher: {teacher_metrics} ({time.perf_counter() - started:.0f} s)", flush=True)
     teacher_logits = torch.from_numpy(predict_teacher(teacher, data.split("train")[0]))
@@ -302,7 +316,7 @@ def _run(out: Path, data_cfg: ShapeDataConfig, cfg: TrainConfig, log: bool) -> d
     for beta in cfg.betas:
         student, metrics = train_student(teacher, data, beta, cfg, teacher_logits)
         metrics["checkpoint"] = f"student_beta{beta:g}.pt"
-        save_checkpoint(out / metrics["checkpoint"], student, metrics, data_cfg)
+        save_checkpoint(out / metrics["checkpoint"], student, metrics, data_cfg, data.class_names)
         results.append(metrics)
         if log:
             print(f"student: {metrics}", flush=True)
@@ -312,6 +326,8 @@ def _run(out: Path, data_cfg: ShapeDataConfig, cfg: TrainConfig, log: bool) -> d
         "default": choose_default(results, teacher_metrics["valid_accuracy"])["checkpoint"],
         "train_config": {k: v for k, v in asdict(cfg).items() if k != "student"},
         "data_config": asdict(data_cfg),
+        "class_names": list(data.class_names),
+        "data": describe(data),
         "seconds": time.perf_counter() - started,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -329,11 +345,40 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=Path("artifacts/splitcompute"))
     parser.add_argument("--quick", action="store_true", help="tiny data and epochs (smoke runs)")
     parser.add_argument("--betas", type=float, nargs="+", help="override the beta sweep")
+    parser.add_argument("--seed", type=int, default=0, help="training seed (initialisation and batch order)")
+    own = parser.add_argument_group("your own images (models/splitcompute/user_data.py)")
+    own.add_argument("--data", type=Path, default=None,
+                     help="an image folder (one sub-folder per class, or train/ val/ test/ holding those)")
+    own.add_argument("--image-size", type=int, default=96, help="the model's square input side (multiple of 8)")
+    own.add_argument("--valid-share", type=float, default=0.15, help="per class, when the folder has no val/")
+    own.add_argument("--test-share", type=float, default=0.15, help="per class, when the folder has no test/")
+    own.add_argument("--epochs", type=int, default=None, help="teacher epochs (the student stages take half each)")
+    own.add_argument("--repository", type=Path, default=None,
+                     help="export the default student (splitcompute-encoder-fp32 + splitcompute-server-fp32) here")
     args = parser.parse_args(argv)
+    data_cfg: Any
     data_cfg, cfg = (QUICK_DATA, QUICK_TRAIN) if args.quick else (ShapeDataConfig(), TrainConfig())
+    if args.data is not None:
+        from models.splitcompute.user_data import ImageFolderConfig
+
+        data_cfg = ImageFolderConfig(str(args.data), args.image_size, args.valid_share, args.test_share)
     if args.betas:
         cfg = replace(cfg, betas=tuple(args.betas))
-    return run(args.out, data_cfg, cfg)
+    if args.epochs:
+        cfg = replace(cfg, teacher_epochs=args.epochs, stage1_epochs=max(1, args.epochs // 2),
+                      stage2_epochs=max(1, args.epochs // 2))
+    cfg = replace(cfg, seed=args.seed)
+    try:
+        summary = run(args.out, data_cfg, cfg)
+    except ValueError as exc:  # the data's fault: one line, no traceback
+        raise SystemExit(f"error: {exc}") from None
+    if args.repository is not None:
+        from exporters.splitcompute import export_splitcompute
+
+        written = export_splitcompute(args.out / summary["default"], args.repository)
+        print(f"exported {summary['default']} as {', '.join(p.parent.name for p in written.values())} into "
+              f"{args.repository}: make serve SERVE_REPOSITORY={args.repository}")
+    return summary
 
 
 if __name__ == "__main__":

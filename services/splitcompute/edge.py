@@ -4,6 +4,7 @@ no torch, no server code.
     from services.splitcompute.edge import EdgeDevice
     with EdgeDevice("bundle/splitcompute-encoder-fp32/1", "server:50051") as device:
         result = device.classify(image)          # (H, W, 3) uint8, e.g. np.asarray(PIL image)
+        result = device.classify(photo, fit=True)  # any size: fitted as at training (imaging.py)
         print(result.top_class_name, result.payload_bytes, result.stage_seconds)
 
 A bundle is the encoder graph's version directory of the model repository: model.onnx plus
@@ -27,6 +28,7 @@ from services.client import BlockingClient, BlockingClientOptions
 from services.splitcompute import wire
 from services.splitcompute.client import Classification, SplitComputeClientError, classification_from_proto
 from services.splitcompute.codec import Codec
+from services.splitcompute.imaging import fit_image
 
 
 @dataclass(frozen=True)
@@ -92,9 +94,12 @@ class EdgeEncoder:
         """Float latents (N, C, h, w) of a batch, no coding (reference pipelines, benchmarks)."""
         return self._session.run(["latent"], {"image": as_model_input(images, self.image_size)})[0]
 
-    def encode(self, image: np.ndarray) -> EncodedImage:
-        """One image -> one frame."""
+    def encode(self, image: np.ndarray, *, fit: bool = False) -> EncodedImage:
+        """One image -> one frame. fit=True takes an image of any size and fits it to the model's input
+        the way the training images were (services/splitcompute/imaging.py); else it must be that size."""
         start = time.perf_counter()
+        if fit:
+            image = fit_image(image, self.image_size)
         latent = self.latents(image)[0]  # (C, h, w)
         encoded = time.perf_counter()
         symbols = self.codec.quantize(latent)
@@ -124,10 +129,11 @@ class EdgeDevice(BlockingClient):
         request = splitcompute_pb2.ClassifyRequest(payload=payload)
         return classification_from_proto(self._unary(self._stub.Classify, request, timeout_s))
 
-    def classify(self, image: np.ndarray, *, timeout_s: float | None = None) -> EdgeResult:
-        """Encode, code, send one image; report bytes and the time of every stage. timeout_s bounds the call."""
+    def classify(self, image: np.ndarray, *, fit: bool = False, timeout_s: float | None = None) -> EdgeResult:
+        """Encode, code, send one image; report bytes and the time of every stage. timeout_s bounds the call;
+        fit=True: an image of any size, fitted as at training (`EdgeEncoder.encode`)."""
         self._timeout(timeout_s)  # a bad timeout fails before the encoder runs
-        encoded = self.encoder.encode(image)
+        encoded = self.encoder.encode(image, fit=fit)
         start = time.perf_counter()
         classification = self.send(encoded.payload, timeout_s=timeout_s)
         stages = {**encoded.stage_seconds, "round_trip": time.perf_counter() - start}
