@@ -1,8 +1,9 @@
 """Overload inside the SLO: ctr (a tiny DIN on onnxruntime) at 3x its sustainable rate for 60 s and
 10x for 10 s, the server pinned to one core and this client to the other, with the default queue
 (256 requests), a queue-time bound of half the SLO (INFERSUITE_MAX_QUEUE_TIME_MS=50) and gRPC core's
-backlog of received calls bounded (INFERSUITE_MAX_PENDING_RPCS=16); a control run at 3x with the
-defaults (neither bound: the queue's count only) shows what the bounds change. Writes
+backlog of received calls bounded (INFERSUITE_MAX_PENDING_RPCS=16) and calls in handlers at once bounded
+(INFERSUITE_MAX_CONCURRENT_RPCS=16: past it grpc.aio refuses before any handler runs); a control run at 3x
+with the defaults (no bound but the queue's count) shows what the bounds change. Writes
 reports/overload.md (+ .json).
 
     python -m benchmarks.reliability.overload            # make bench-overload (~5 minutes)
@@ -67,7 +68,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     make = ctr_requests(n_items, n_categories, candidates=args.candidates, history=args.history)
     pinned = {"INFERSUITE_CPU_AFFINITY": str(server_core), "INFERSUITE_WORKERS": "1"}
     bounded = {**pinned, "INFERSUITE_MAX_QUEUE_TIME_MS": str(args.queue_time_ms),
-               "INFERSUITE_MAX_PENDING_RPCS": str(args.pending_rpcs)}
+               "INFERSUITE_MAX_PENDING_RPCS": str(args.pending_rpcs),
+               "INFERSUITE_MAX_CONCURRENT_RPCS": str(args.concurrent_rpcs)}
     results: dict[str, Any] = {"args": vars(args), "load_before": os.getloadavg()}
     suite = ctr_suite(repository, **bounded)
     try:
@@ -112,7 +114,10 @@ def render(results: dict[str, Any], command: str) -> str:
         "`grpc-retry-pushback-ms` when the queued work ahead of it exceeds the bound, and leaves the queue "
         "uncomputed if it still waits longer; gRPC core holds at most "
         f"`INFERSUITE_MAX_PENDING_RPCS={args['pending_rpcs']}` received calls the server has not taken up yet "
-        "(more are refused RESOURCE_EXHAUSTED by gRPC itself, with rising probability up to twice that). "
+        "(more are refused RESOURCE_EXHAUSTED by gRPC itself, with rising probability up to twice that); "
+        f"`INFERSUITE_MAX_CONCURRENT_RPCS={args['concurrent_rpcs']}`"
+        + (" (0: no limit)" if not args["concurrent_rpcs"] else " calls in handlers at once, more refused "
+           "RESOURCE_EXHAUSTED by grpc.aio's compiled layer before any handler runs (no pushback)") + ". "
         "The control runs on the defaults: neither bound. Sustainable rate (highest swept rate served entirely "
         f"within the {args['slo_ms']} ms p99 SLO): {results['sweep']['sustainable_rps']} req/s.",
         "",
@@ -120,7 +125,8 @@ def render(results: dict[str, Any], command: str) -> str:
     for key, name in (("x3", "3x, time bound on"), ("x10", "10x, time bound on"),
                       ("control", "3x, control: the defaults (count bound only)")):
         bound = "no time bound, gRPC's default backlog" if key == "control" else (
-            f"{args['queue_time_ms']:g} ms of queued work, {args['pending_rpcs']} pending calls in gRPC")
+            f"{args['queue_time_ms']:g} ms of queued work, {args['pending_rpcs']} pending calls in gRPC, "
+            f"{args['concurrent_rpcs'] or 'no limit of'} concurrent calls")
         lines += overload_section(f"ctr, {name}", results[key], f"{DEFAULT_QUEUE} requests, {bound}")
     lines += ["## The machine in each phase (/proc/stat, per core: busy share of the phase, the part of the busy "
               "time the benchmark's own processes account for, foreign work)", "",
@@ -144,6 +150,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--slo-ms", type=float, default=100.0)
     parser.add_argument("--queue-time-ms", type=float, default=50.0, help="INFERSUITE_MAX_QUEUE_TIME_MS of the runs")
     parser.add_argument("--pending-rpcs", type=int, default=16, help="INFERSUITE_MAX_PENDING_RPCS of the runs")
+    parser.add_argument("--concurrent-rpcs", type=int, default=16,
+                        help="INFERSUITE_MAX_CONCURRENT_RPCS of the runs (0: no limit; the control never has one)")
     parser.add_argument("--candidates", type=int, default=100)
     parser.add_argument("--history", type=int, default=50)
     parser.add_argument("--rate-start", type=float, default=50.0)

@@ -118,7 +118,8 @@ class InferSuiteServer:
             options += [("grpc.server.max_pending_requests", settings.max_pending_rpcs),
                         ("grpc.server.max_pending_requests_hard_limit", 2 * settings.max_pending_rpcs)]
         auth = BearerToken(settings.auth_token.get_secret_value()) if settings.auth_token is not None else None
-        self.grpc = aio.server(options=options)
+        # Past max_concurrent_rpcs, grpc.aio's Cython layer refuses new calls before any handler (ours) runs.
+        self.grpc = aio.server(options=options, maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None)
         # Servicers register through this: every handler is wrapped once (errors, metrics, auth).
         self.registrar = RegisteringServer(self.grpc, HandlerWrapper(self.metrics, auth, self.runtime.inflight_bytes))
         self.health = health.aio.HealthServicer()

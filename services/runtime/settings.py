@@ -102,6 +102,15 @@ class RuntimeSettings(BaseSettings):
     requests wait unseen by any model queue: the event loop takes calls up only as fast as it serves or
     refuses them. Such a refusal costs the server almost nothing, but carries no retry pushback.
     0 (default) = gRPC's own limits (1000, hard 3000)."""
+    max_concurrent_rpcs: int = Field(0, ge=0)
+    """Calls one worker works on at once: unary calls in flight plus open streams (ModelStreamInfer,
+    ScoreStream, health Watch). Past it, grpc.aio's compiled layer answers a new call RESOURCE_EXHAUSTED
+    ("Concurrent RPC limit exceeded!") before any handler runs: no request is parsed, no Python of
+    ours runs, so under overload a refusal costs a fraction of what the model queue's admission does
+    (but carries no pushback and is not in infersuite_requests_total). Size it to the calls that fit
+    the SLO (about the queue-time bound over the cost per request, plus the open streams a worker
+    holds: streams and health checks count, and at the limit health checks are refused too).
+    0 (default) = no limit: every call is taken up and admission is the model queues'."""
     max_queue_size: int = Field(256, ge=1)
     """Queued requests per model before RESOURCE_EXHAUSTED, when config.pbtxt sets no
     default_queue_policy.max_queue_size."""
