@@ -282,10 +282,34 @@ class InferSuiteServer:
         await self.grpc.wait_for_termination()
 
 
+class GoneClientFilter(logging.Filter):
+    """grpc.aio logs a traceback at ERROR ("ExecuteBatchError raised in core by servicer method") when a
+    handler's status cannot be sent because its client already left: cancelled, past its deadline, or
+    disconnected, as happens by the thousand under overload. Nothing failed on the server: one WARNING
+    line naming the method instead."""
+
+    PREFIX = "ExecuteBatchError raised in core by servicer method"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and str(record.msg).startswith(self.PREFIX):
+            method = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg, record.args = "could not answer %s: its client had already gone", (method,)
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _quiet_gone_clients() -> None:
+    logger = logging.getLogger("grpc._cython.cygrpc")
+    if not any(isinstance(f, GoneClientFilter) for f in logger.filters):
+        logger.addFilter(GoneClientFilter())
+
+
 async def build_server(
     settings: RuntimeSettings, services: list[ServiceModule] | None = None
 ) -> tuple[InferSuiteServer, int]:
     """Builds (does not start) the server and binds its port; port 0 picks a free one."""
+    _quiet_gone_clients()
     server = InferSuiteServer(settings, services if services is not None else load_services(settings.services))
     server._register()
     address = f"{settings.host}:{settings.port}"
