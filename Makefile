@@ -26,6 +26,7 @@ TRITON_STAMP := .triton/.installed
 # Old names of report and bench targets, kept as aliases of the new ones (at the end of this file).
 .PHONY: bench-audio bench-splitcompute bench-quant-production reliability-report report-hostile
 .PHONY: audio-studies
+.PHONY: audio-tools audio-corpus
 
 setup: $(SETUP_STAMP)
 
@@ -34,6 +35,21 @@ tools:
 	@command -v promtool >/dev/null || { \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; }
+
+# Debian packages the audio corpus is built from (issue 25; ~20 MB installed; tests/unit/models/test_audio_corpus.py
+# renders a few clips with them and checks this list against models/audio/corpus).
+AUDIO_CORPUS_PACKAGES := espeak-ng espeak-ng-data fluidsynth timgm6mb-soundfont sound-theme-freedesktop \
+  oxygen-sounds yaru-theme-sound deepin-sound-theme sound-icons heroes-sound-effects
+audio-tools:
+	@test "$$(dpkg-query -W -f '$${db:Status-Status}\n' $(AUDIO_CORPUS_PACKAGES) 2>/dev/null | grep -cx installed)" \
+	  = "$(words $(AUDIO_CORPUS_PACKAGES))" || { \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(AUDIO_CORPUS_PACKAGES); }
+
+# The audio corpus of real recordings and renderings (issue 25) into artifacts/audio-corpus: manifest.md
+# states its size, sources, versions, licences and held-out splits (~10 minutes on 2 cores).
+audio-corpus: $(DEV) audio-tools
+	$(PY) -m models.audio.corpus build --out artifacts/audio-corpus
 
 $(SETUP_STAMP): requirements/serve.txt requirements/protos.txt requirements/dev.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -140,7 +156,7 @@ verify-models: $(DEV)
 # The whole suite; it ends with the PYTEST_DURATIONS slowest tests (what CI prints), PYTEST_ARGS adds options.
 PYTEST_DURATIONS ?= 30
 PYTEST_ARGS ?=
-test: $(DEV) tools triton deploy-tools docker-tools hear-tools
+test: $(DEV) tools triton deploy-tools docker-tools hear-tools audio-tools
 	$(PY) -m pytest -q --durations=$(PYTEST_DURATIONS) $(PYTEST_ARGS)
 
 # The fast lane (well under 2 minutes): unit tests only, without the slow-marked torch exports, and a test
