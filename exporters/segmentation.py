@@ -137,15 +137,39 @@ def end_to_end_parity(model: EcoM2F, staged: StagedOnnx, image: np.ndarray) -> d
 
 
 def holdout_images(checkpoint: dict[str, Any], count: int) -> tuple[np.ndarray, np.ndarray]:
-    """`count` test scenes of a smaller set drawn with the checkpoint's scene settings and seed.
+    """`count` test images of the checkpoint's data at the model's size: for a user's labelled images
+    (models/segmentation/user_data.py) the first of their test split; for the synthetic world, test scenes of a
+    smaller set drawn with the checkpoint's scene settings and seed.
 
     A smaller set draws its difficulties and scenes from a different point of the random stream,
     so these are fresh scenes of the training distribution, not training scenes."""
+    if checkpoint["scene_config"].get("source") == "label_maps":
+        from models.segmentation.user_data import data_config_from_dict, load_data
+
+        scenes = load_data(data_config_from_dict(checkpoint["scene_config"]), splits=("test",))
+        rows = scenes.test[:count]
+        return to_model_input(scenes.images[rows]), scenes.labels[rows]
     scene_cfg = SceneConfig(**checkpoint["scene_config"])
     n_images = min(scene_cfg.n_images, int(np.ceil(count / scene_cfg.test_fraction)) + 10)
     scenes = make_scenes(replace(scene_cfg, n_images=n_images))
     rows = scenes.test[:count]
     return to_model_input(scenes.images[rows]), scenes.labels[rows]
+
+
+def class_names(checkpoint: dict[str, Any], n_classes: int) -> list[str]:
+    """The classes a checkpoint was trained on: a user's (recorded at training) or the synthetic scenes'."""
+    return list(checkpoint.get("class_names") or CLASS_NAMES[:n_classes])
+
+
+def _user_data_fields(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """For a model trained on a user's images: the ignore index of their annotation files and how served
+    class ids relate to the annotations' values (ADE20K: the label minus 1). Nothing for the synthetic scenes."""
+    data = checkpoint["scene_config"]
+    if data.get("source") != "label_maps":
+        return {}
+    relation = "served class k = ADE20K label k + 1; label 0 ignored" if data["format"] == "ade20k" else \
+        "served class k = annotation value k"
+    return {"ignore_index": checkpoint["ignore_index"], "data_format": data["format"], "class_ids": relation}
 
 
 def export_segmentation(checkpoint_path: Path, repository: Path, recipe: str = "fp32",
@@ -181,7 +205,8 @@ def export_segmentation(checkpoint_path: Path, repository: Path, recipe: str = "
         e2e = end_to_end_parity(model, staged, image)
         pipeline = {"stages": names, "image_size": cfg.image_size, "n_layers": cfg.n_layers,
                     "exits": cfg.exits, "gate_after_layer": cfg.gate_after_layer,
-                    "class_names": list(CLASS_NAMES[:cfg.n_classes]), "beta": checkpoint["beta"],
+                    "class_names": class_names(checkpoint, cfg.n_classes), "beta": checkpoint["beta"],
+                    **_user_data_fields(checkpoint),
                     "stage_gflops": costs, "gflops_full_depth": gflops_at_exit(costs, cfg.n_layers)}
         for name, _, _, kind in stages:
             meta = {**common, "stage": kind, "parity_max_abs_diff": parity[name]}

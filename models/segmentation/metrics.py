@@ -1,14 +1,23 @@
 """Segmentation quality: dataset mIoU from a confusion matrix, and per-image mIoU (the q_k of
-ECO-M2F's derived dataset). Works on numpy arrays so the ONNX and gRPC paths can use it too."""
+ECO-M2F's derived dataset). Works on numpy arrays so the ONNX and gRPC paths can use it too.
+
+Pixels labelled IGNORE_LABEL count for no class: every figure here leaves them out (ground truth
+and prediction alike), as the training loss does (models/segmentation/train.py)."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+
+IGNORE_LABEL = 255  # label-map value of pixels that count for no class (a user's ignore index maps to it)
 
 
 def confusion(predicted: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
-    """(n_classes, n_classes) pixel counts, rows = ground truth, columns = prediction."""
-    index = labels.astype(np.int64).ravel() * n_classes + predicted.astype(np.int64).ravel()
+    """(n_classes, n_classes) pixel counts, rows = ground truth, columns = prediction (IGNORE_LABEL
+    pixels left out)."""
+    keep = labels.ravel() != IGNORE_LABEL
+    index = labels.ravel()[keep].astype(np.int64) * n_classes + predicted.ravel()[keep].astype(np.int64)
     return np.bincount(index, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
 
 
@@ -27,14 +36,19 @@ def mean_iou(matrix: np.ndarray) -> float:
 
 
 def per_image_miou(predicted: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
-    """(N,) mIoU of each image over the classes present in its ground truth or its prediction."""
-    pred = np.eye(n_classes, dtype=bool)[predicted.reshape(len(predicted), -1)]  # (N, P, C)
-    true = np.eye(n_classes, dtype=bool)[labels.reshape(len(labels), -1)]
+    """(N,) mIoU of each image over the classes present in its ground truth or its prediction
+    (IGNORE_LABEL pixels left out; NaN for an image with no other pixel)."""
+    flat = labels.reshape(len(labels), -1)
+    keep = (flat != IGNORE_LABEL)[..., None]  # (N, P, 1)
+    pred = np.eye(n_classes, dtype=bool)[predicted.reshape(len(predicted), -1)] & keep  # (N, P, C)
+    true = np.eye(n_classes, dtype=bool)[np.where(keep[..., 0], flat, 0)] & keep
     inter = (pred & true).sum(1)  # (N, C)
     union = (pred | true).sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
         iou = np.where(union > 0, inter / np.maximum(union, 1), np.nan)
-    return np.nanmean(iou, axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "mean of empty slice": an all-ignored image
+        return np.nanmean(iou, axis=1)
 
 
 def pixel_agreement(a: np.ndarray, b: np.ndarray) -> float:

@@ -5,6 +5,9 @@ dataset with beta, gating network) for the deployed beta.
     python -m models.segmentation.train --out /tmp/seg --quick                # a smoke run in seconds
     python -m models.segmentation.train --regate artifacts/segmentation/eco_m2f.pt --out /tmp/regated
                                        # steps 2-3 only: the trained parent with a new gate (current defaults)
+    python -m models.segmentation.train --data my_images --repository user_models
+                                       # your own labelled images (models/segmentation/user_data.py): the
+                                       # model sized to their classes, artifacts/segmentation-user/quality.md
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from models.segmentation.gating import (
     policy_row,
     train_gate,
 )
-from models.segmentation.metrics import per_image_miou
+from models.segmentation.metrics import IGNORE_LABEL, per_image_miou
 
 DEFAULT_BETA = 0.01  # the paper's headline setting
 
@@ -72,7 +75,14 @@ def exit_weights(exits: list[int], weighting: str) -> torch.Tensor:
 
 
 def _exit_loss(model: EcoM2F, image: torch.Tensor, labels: torch.Tensor, weighting: str) -> torch.Tensor:
-    """Step 1: cross-entropy at every exit first_exit..L (one encoder pass), weighted per exit."""
+    """Step 1: cross-entropy at every exit first_exit..L (one encoder pass), weighted per exit; IGNORE_LABEL
+    pixels become cross_entropy's default ignore_index (-100), so they add no loss."""
+    ignored = labels == IGNORE_LABEL
+    if ignored.any():
+        if model.config.head != "fpn":
+            raise ValueError("the query head's set loss does not honour an ignore index: train labels with "
+                             "ignored pixels with --set head=fpn")
+        labels = labels.masked_fill(ignored, -100)
     return (model.exit_losses(image, labels) * exit_weights(model.config.exits, weighting)).sum()
 
 
@@ -131,8 +141,9 @@ def exit_table(model: EcoM2F, scenes: Scenes, indices: np.ndarray, batch_size: i
         quality.append(np.stack([per_image_miou(predicted[:, k], labels, n_classes) for k in range(e)], 1))
         image_exit = np.arange(b * e).reshape(b, e, 1, 1)
         index = (image_exit * n_classes + labels[:, None]) * n_classes + predicted  # (B, E, H, W)
+        counted = np.broadcast_to(labels[:, None] != IGNORE_LABEL, index.shape)  # ignored pixels count nowhere
         confusions.append(
-            np.bincount(index.ravel(), minlength=b * e * n_classes**2)
+            np.bincount(index[counted], minlength=b * e * n_classes**2)
             .reshape(b, e, n_classes, n_classes)
             .astype(np.int32)
         )
@@ -159,8 +170,10 @@ def evaluate_policies(model: EcoM2F, table: ExitTable, costs: dict[str, float]) 
     return rows
 
 
-def save_checkpoint(path: Path, model: EcoM2F, metrics: dict[str, Any], scene_cfg: SceneConfig, beta: float) -> None:
-    """Checkpoint = {"state_dict", "config", "metrics", "scene_config", "beta"}."""
+def save_checkpoint(path: Path, model: EcoM2F, metrics: dict[str, Any], scene_cfg: Any, beta: float,
+                    data_meta: dict[str, Any] | None = None) -> None:
+    """Checkpoint = {"state_dict", "config", "metrics", "scene_config" (the data config: SceneConfig or
+    user_data.LabelMapConfig), "beta"} and, for a user's data, "class_names" and "ignore_index"."""
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(
         {
@@ -169,6 +182,7 @@ def save_checkpoint(path: Path, model: EcoM2F, metrics: dict[str, Any], scene_cf
             "metrics": metrics,
             "scene_config": asdict(scene_cfg),
             "beta": beta,
+            **(data_meta or {}),
         },
         path,
     )
@@ -182,18 +196,52 @@ def load_checkpoint(path: Path) -> tuple[EcoM2F, dict[str, Any]]:
 
 
 def run(
-    scene_cfg: SceneConfig, model_cfg: EcoM2FConfig, cfg: TrainConfig, beta: float, out: Path, progress: bool = True
+    scene_cfg: Any, model_cfg: EcoM2FConfig, cfg: TrainConfig, beta: float, out: Path, progress: bool = True
 ) -> tuple[EcoM2F, dict[str, Any]]:
-    """All three steps; writes <out>/eco_m2f.pt and <out>/quality.json."""
+    """All three steps on the synthetic scenes (SceneConfig) or a user's labelled images
+    (user_data.LabelMapConfig: the model is sized to their classes and image size); writes
+    <out>/eco_m2f.pt and <out>/quality.json."""
     started = time.perf_counter()
     torch.set_num_threads(cfg.threads)
-    scenes = make_scenes(scene_cfg)
+    if isinstance(scene_cfg, SceneConfig):
+        scenes = make_scenes(scene_cfg)
+    else:
+        scenes, model_cfg = _user_scenes(scene_cfg, model_cfg, progress)
     model, metrics = train_parent(scenes, model_cfg, cfg, progress)
+    if not isinstance(scene_cfg, SceneConfig):
+        metrics.update(_data_figures(scenes, model_cfg.n_classes))
     metrics = _gate_and_save(model, scenes, scene_cfg, cfg, beta, out, metrics, "wall_seconds", started)
     return model, metrics
 
 
-def _gate_and_save(model: EcoM2F, scenes: Scenes, scene_cfg: SceneConfig, cfg: TrainConfig, beta: float,
+def _user_scenes(data_cfg: Any, model_cfg: EcoM2FConfig, progress: bool) -> tuple[Scenes, EcoM2FConfig]:
+    """A user's data (the import pulls in the service's image policy) and the model config sized to it;
+    refuses data whose per-image confusion tables (steps 2-3) would not fit `data_cfg.max_bytes`."""
+    from models.segmentation.user_data import describe, load_data
+
+    scenes = load_data(data_cfg, progress)
+    model_cfg = replace(model_cfg, n_classes=len(scenes.class_names), image_size=data_cfg.image_size)  # type: ignore[attr-defined]
+    # exit_table keeps (N, E, C, C) int32 per split, marginal_quality two int64 copies of the training one
+    table_bytes = len(scenes.train) * len(model_cfg.exits) * model_cfg.n_classes ** 2 * 20
+    if table_bytes > data_cfg.max_bytes:
+        raise ValueError(f"{len(scenes.train)} training images x {len(model_cfg.exits)} exits x "
+                         f"{model_cfg.n_classes}^2 classes need {table_bytes / 2**30:.1f} GiB of confusion tables for "
+                         f"the gate (limit {data_cfg.max_bytes / 2**30:.1f} GiB): use fewer training images")
+    if progress:
+        tqdm.write(f"data: {describe(scenes)}")
+    return scenes, model_cfg
+
+
+def _data_figures(scenes: Scenes, n_classes: int) -> dict[str, Any]:
+    """A user's data in the metrics: the split sizes and each class's labelled training pixels (model size)."""
+    from models.segmentation.user_data import describe
+
+    train = scenes.labels[scenes.train].ravel()
+    return {"data": describe(scenes),
+            "train_pixels_per_class": np.bincount(train[train != IGNORE_LABEL], minlength=n_classes).tolist()}
+
+
+def _gate_and_save(model: EcoM2F, scenes: Scenes, scene_cfg: Any, cfg: TrainConfig, beta: float,
                    out: Path, metrics: dict[str, Any], seconds_key: str, started: float) -> dict[str, Any]:
     """Steps 2-3 on the trained parent, the test policies, then <out>/eco_m2f.pt and <out>/quality.json;
     metrics[seconds_key] = the wall time since `started`."""
@@ -203,9 +251,15 @@ def _gate_and_save(model: EcoM2F, scenes: Scenes, scene_cfg: SceneConfig, cfg: T
                "derived_exit_counts": np.bincount(targets, minlength=len(model.config.exits)).tolist(),
                "test": evaluate_policies(model, exit_table(model, scenes, scenes.test), costs)}
     metrics[seconds_key] = time.perf_counter() - started
-    save_checkpoint(out / "eco_m2f.pt", model, metrics, scene_cfg, beta)
+    save_checkpoint(out / "eco_m2f.pt", model, metrics, scene_cfg, beta, data_meta(scenes))
     (out / "quality.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def data_meta(scenes: Scenes) -> dict[str, Any]:
+    """What a checkpoint records about a user's data beyond its config (nothing for the synthetic scenes)."""
+    names = getattr(scenes, "class_names", ())
+    return {"class_names": list(names), "ignore_index": scenes.ignore_index} if names else {}  # type: ignore[attr-defined]
 
 
 GATE_FIELDS = ("gate_pool", "gate_hidden", "gate_after_layer")  # the EcoM2FConfig fields of the gate alone
@@ -220,11 +274,13 @@ def regate(checkpoint: Path, model_cfg: EcoM2FConfig, cfg: TrainConfig, beta: fl
     model, ckpt = load_checkpoint(checkpoint)
     model.config = replace(model.config, **{name: getattr(model_cfg, name) for name in GATE_FIELDS})
     model.gate = ExitGate(model.config)
-    scene_cfg = SceneConfig(**ckpt["scene_config"])
+    from models.segmentation.user_data import data_config_from_dict, load_data
+
+    scene_cfg = data_config_from_dict(ckpt["scene_config"])
     step1 = ckpt["metrics"].get("train_config", {})
     metrics = {**ckpt["metrics"], "regated_from": checkpoint.name,
                "train_config": {**step1, **{k: v for k, v in asdict(cfg).items() if k.startswith("gate_")}}}
-    metrics = _gate_and_save(model, make_scenes(scene_cfg), scene_cfg, cfg, beta, out, metrics,
+    metrics = _gate_and_save(model, load_data(scene_cfg), scene_cfg, cfg, beta, out, metrics,
                              "regate_seconds", started)
     return model, metrics
 
@@ -248,7 +304,8 @@ def apply_overrides(pairs: list[str], *configs: Any) -> tuple[Any, ...]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m models.segmentation.train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("artifacts/segmentation"), help="checkpoint dir")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="checkpoint dir (artifacts/segmentation, with --data artifacts/segmentation-user)")
     parser.add_argument("--beta", type=float, default=DEFAULT_BETA, help="deployed quality/compute trade-off")
     parser.add_argument("--epochs", type=int, default=None, help="override TrainConfig.epochs")
     parser.add_argument("--images", type=int, default=None, help="override SceneConfig.n_images")
@@ -259,20 +316,38 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars and epoch lines")
     parser.add_argument("--regate", type=Path, default=None, metavar="CHECKPOINT",
                         help="steps 2-3 only: keep this trained parent, fit a new gate (the gate settings above)")
+    own = parser.add_argument_group("your own labelled images (models/segmentation/user_data.py)")
+    own.add_argument("--data", type=Path, default=None, help="DIR with images/, annotations/ and classes.txt")
+    own.add_argument("--format", choices=["folder", "ade20k"], default="folder",
+                     help="ade20k: label 0 is ignored and label k is class k - 1")
+    own.add_argument("--image-size", type=int, default=64, help="the model's square input side (multiple of 16)")
+    own.add_argument("--repository", type=Path, default=None,
+                     help="export the trained model's staged graphs here (make serve SERVE_REPOSITORY=DIR)")
     args = parser.parse_args(argv)
-    scene_cfg, cfg = SceneConfig(), TrainConfig()
+    args.out = args.out or Path("artifacts/segmentation-user" if args.data else "artifacts/segmentation")
+    scene_cfg: Any = SceneConfig()
+    cfg = TrainConfig()
     if args.quick:
         scene_cfg, cfg = replace(scene_cfg, n_images=300), replace(cfg, epochs=1, gate_epochs=5)
     if args.images is not None:
         scene_cfg = replace(scene_cfg, n_images=args.images)
     if args.epochs is not None:
         cfg = replace(cfg, epochs=args.epochs)
+    if args.data is not None:
+        from models.segmentation.user_data import LabelMapConfig
+
+        scene_cfg = LabelMapConfig(str(args.data), args.format, args.image_size)
     model_cfg = EcoM2FConfig() if args.stage_convs is None else EcoM2FConfig(stage_convs=args.stage_convs)
     scene_cfg, model_cfg, cfg = apply_overrides(args.set, scene_cfg, model_cfg, cfg)
-    if args.regate is not None:
-        _, metrics = regate(args.regate, model_cfg, cfg, args.beta, args.out)
-    else:
-        _, metrics = run(scene_cfg, model_cfg, cfg, args.beta, args.out, progress=not args.no_progress)
+    try:
+        if args.regate is not None:
+            model, metrics = regate(args.regate, model_cfg, cfg, args.beta, args.out)
+        else:
+            model, metrics = run(scene_cfg, model_cfg, cfg, args.beta, args.out, progress=not args.no_progress)
+        if args.data is not None:
+            _report_and_export(model, metrics, args)
+    except ValueError as exc:  # the data's fault: one line, no traceback
+        raise SystemExit(f"error: {exc}") from None
     for row in metrics["test"]:
         print(
             f"{row['policy']:>8}: mIoU {100 * row['miou']:.2f}  layers {row['mean_layers']:.2f}  "
@@ -280,6 +355,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     print(f"wall {metrics.get('regate_seconds', metrics['wall_seconds']):.0f} s")
     return metrics
+
+
+def _report_and_export(model: EcoM2F, metrics: dict[str, Any], args: argparse.Namespace) -> None:
+    """A user's data: the test report at the images' own size (<out>/quality.md), then the export."""
+    from models.segmentation.user_report import write_report
+
+    report = write_report(model, args.out / "eco_m2f.pt", args.out / "quality.md")
+    print(f"test at the images' own size: mIoU {100 * report['miou']:.2f}, pixel accuracy "
+          f"{100 * report['pixel_accuracy']:.2f}, mean encoder layers {report['mean_layers']:.2f} "
+          f"(report: {args.out / 'quality.md'})")
+    metrics["test_original_size"] = report
+    if args.repository is not None:
+        from exporters.segmentation import export_segmentation  # the CLI's export step, as splitcompute's train does
+
+        written = export_segmentation(args.out / "eco_m2f.pt", args.repository)
+        print(f"exported the staged graphs ({written.parent.name}, ...) into {args.repository}: "
+              f"make serve SERVE_REPOSITORY={args.repository}")
 
 
 if __name__ == "__main__":
