@@ -305,7 +305,7 @@ train-splitcompute: $(DEV)
 report-splitcompute-user-data: $(DEV)
 	$(PY) -m models.splitcompute.user_data example artifacts/splitcompute-user-example/images --per-class 300
 	$(PY) -m benchmarks.splitcompute.user_data --data artifacts/splitcompute-user-example/images \
-		--out artifacts/splitcompute-user-example --report reports/splitcompute_user_data.md --seeds 3 --teacher-epochs 8
+		--out artifacts/splitcompute-user-example --report reports/splitcompute_user_data.md --seeds 3 --teacher-epochs 16 --student-epochs 3
 
 # The same path on the synthetic world written as a click log with external ids (known structure, 3 seeds):
 # reports/ctr_user_data.md (~5 min).
