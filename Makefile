@@ -301,7 +301,7 @@ train-splitcompute: $(DEV)
 		--report artifacts/splitcompute-user/quality.md --repository $(USER_REPOSITORY) $(TRAIN_ARGS)
 
 # The same path on the synthetic gratings written as an image folder of mixed sizes and formats (its own seed,
-# 300 images per class, 3 training seeds): reports/splitcompute_user_data.md (~15 min).
+# 300 images per class, 3 training seeds): reports/splitcompute_user_data.md (~8 min).
 report-splitcompute-user-data: $(DEV)
 	$(PY) -m models.splitcompute.user_data example artifacts/splitcompute-user-example/images --per-class 300
 	$(PY) -m benchmarks.splitcompute.user_data --data artifacts/splitcompute-user-example/images \
