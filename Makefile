@@ -22,7 +22,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 TRITON_STAMP := .triton/.installed
 
-.PHONY: hear-tools hear-validate setup serve-setup ship-models verify-models tools triton deploy-tools docker-tools docker docker-test protos models serve test test-fast lint bench-ctr bench-serving quantize-report loadtest bench-loadtest bench-loadtest-generator report-ctr train-ctr report-ctr-user-data train-splitcompute report-splitcompute-user-data eval-audio report-quantization report-segmentation report-audio report-splitcompute splitcompute-studies splitcompute-payloads reliability-test bench-reliability bench-overload bench-supervision bench-hostile bench-quantization bench-metrics-cost peers peers-check clean
+.PHONY: hear-tools hear-validate setup serve-setup ship-models verify-models tools triton deploy-tools docker-tools docker docker-test protos models serve test test-fast lint bench-ctr bench-serving quantize-report loadtest bench-loadtest bench-loadtest-generator report-ctr train-ctr report-ctr-user-data train-splitcompute report-splitcompute-user-data train-segmentation eval-audio report-quantization report-segmentation report-audio report-splitcompute splitcompute-studies splitcompute-payloads reliability-test bench-reliability bench-overload bench-supervision bench-hostile bench-quantization bench-metrics-cost peers peers-check clean
 # Old names of report and bench targets, kept as aliases of the new ones (at the end of this file).
 .PHONY: bench-audio bench-splitcompute bench-quant-production reliability-report report-hostile
 .PHONY: audio-studies
@@ -306,6 +306,13 @@ report-splitcompute-user-data: $(DEV)
 	$(PY) -m models.splitcompute.user_data example artifacts/splitcompute-user-example/images --per-class 300
 	$(PY) -m benchmarks.splitcompute.user_data --data artifacts/splitcompute-user-example/images \
 		--out artifacts/splitcompute-user-example --report reports/splitcompute_user_data.md --seeds 3 --teacher-epochs 16 --student-epochs 3
+
+# Bring your own data, segmentation: DIR/images + DIR/annotations (one-byte PNG class indices) + classes.txt,
+# or the ADE20K layout (TRAIN_ARGS='--format ade20k') -> ECO-M2F sized to your classes, the test report at
+# each image's own size (artifacts/segmentation-user/quality.md), the staged graphs exported into USER_REPOSITORY.
+train-segmentation: $(DEV)
+	@test -n "$(DATA)" || { echo "usage: make train-segmentation DATA=dir/ [USER_REPOSITORY=dir] [TRAIN_ARGS='--format ade20k --image-size 128']"; exit 2; }
+	$(PY) -m models.segmentation.train --data $(DATA) --out artifacts/segmentation-user --repository $(USER_REPOSITORY) $(TRAIN_ARGS)
 
 # The same path on the synthetic world written as a click log with external ids (known structure, 3 seeds):
 # reports/ctr_user_data.md (~5 min).
