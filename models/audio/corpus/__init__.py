@@ -6,7 +6,7 @@ voices, words, instruments and packages for evaluation.
     python -m models.audio.corpus build --out artifacts/audio-corpus [--max-clips N] [--seed S]
 """
 
-from models.audio.corpus.build import MANIFEST, SOURCES, build
+from models.audio.corpus.builder import MANIFEST, SOURCES, build
 from models.audio.corpus.held_out import TASKS, HeldOut
 
 __all__ = ["MANIFEST", "SOURCES", "TASKS", "HeldOut", "build"]

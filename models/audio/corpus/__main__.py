@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from models.audio.corpus.build import build
+from models.audio.corpus.builder import build
 
 
 def main(argv: list[str] | None = None) -> None:
