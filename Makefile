@@ -22,7 +22,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 TRITON_STAMP := .triton/.installed
 
-.PHONY: hear-tools hear-validate setup serve-setup ship-models verify-models tools triton deploy-tools docker-tools docker docker-test protos models serve test test-fast lint bench-ctr bench-serving quantize-report loadtest bench-loadtest bench-loadtest-generator report-ctr train-ctr report-ctr-user-data train-splitcompute report-splitcompute-user-data train-segmentation eval-audio report-quantization report-segmentation report-audio report-splitcompute splitcompute-studies splitcompute-payloads reliability-test bench-reliability bench-overload bench-supervision bench-hostile bench-quantization bench-metrics-cost peers peers-check clean
+.PHONY: hear-tools hear-validate setup serve-setup ship-models verify-models tools triton deploy-tools docker-tools docker docker-test protos models serve test test-fast lint bench-ctr bench-serving quantize-report loadtest bench-loadtest bench-loadtest-generator report-ctr train-ctr report-ctr-user-data train-splitcompute report-splitcompute-user-data train-segmentation report-segmentation-user-data eval-audio report-quantization report-segmentation report-audio report-splitcompute splitcompute-studies splitcompute-payloads reliability-test bench-reliability bench-overload bench-supervision bench-hostile bench-quantization bench-metrics-cost peers peers-check clean
 # Old names of report and bench targets, kept as aliases of the new ones (at the end of this file).
 .PHONY: bench-audio bench-splitcompute bench-quant-production reliability-report report-hostile
 .PHONY: audio-studies
@@ -313,6 +313,15 @@ report-splitcompute-user-data: $(DEV)
 train-segmentation: $(DEV)
 	@test -n "$(DATA)" || { echo "usage: make train-segmentation DATA=dir/ [USER_REPOSITORY=dir] [TRAIN_ARGS='--format ade20k --image-size 128']"; exit 2; }
 	$(PY) -m models.segmentation.train --data $(DATA) --out artifacts/segmentation-user --repository $(USER_REPOSITORY) $(TRAIN_ARGS)
+
+# Segmentation's path on the synthetic scenes written as a labelled folder (its own seed, 1,200 images of mixed
+# sizes with ignored outlines, one training seed): reports/segmentation_user_data.md.
+report-segmentation-user-data: $(DEV)
+	rm -rf artifacts/segmentation-user-example
+	$(PY) -m models.segmentation.user_data example artifacts/segmentation-user-example/scenes --images 1200
+	$(PY) -m models.segmentation.train --data artifacts/segmentation-user-example/scenes \
+		--out artifacts/segmentation-user-example --no-progress
+	cp artifacts/segmentation-user-example/quality.md reports/segmentation_user_data.md
 
 # The same path on the synthetic world written as a click log with external ids (known structure, 3 seeds):
 # reports/ctr_user_data.md (~5 min).
