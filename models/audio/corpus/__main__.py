@@ -1,14 +1,19 @@
-"""python -m models.audio.corpus build --out DIR [--max-clips N] [--seed S] [--jobs J]"""
+"""python -m models.audio.corpus build --out DIR [--max-clips N] [--seed S] [--jobs J]
+python -m models.audio.corpus evaluate --corpus DIR --repository shipped_models [--report FILE]"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
+import sys
+import time
 from pathlib import Path
 
 from models.audio.corpus.builder import build
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m models.audio.corpus")
     commands = parser.add_subparsers(dest="command", required=True)
     make = commands.add_parser("build", help="render the corpus into a folder, with its manifest and tasks")
@@ -16,10 +21,33 @@ def main(argv: list[str] | None = None) -> None:
     make.add_argument("--max-clips", type=int, default=None, help="at most this many clips per source (seeded draw)")
     make.add_argument("--seed", type=int, default=0, help="draws the held-out sources and any subsample")
     make.add_argument("--jobs", type=int, default=3, help="renderers at once (they mostly wait on subprocesses)")
-    args = parser.parse_args(argv)
-    manifest = build(args.out, args.seed, args.max_clips, args.jobs)
-    totals = manifest["totals"]
-    print(f"{args.out}: {totals['clips']} clips, {totals['hours']:.2f} h; summary in {args.out / 'manifest.md'}")
+    score = commands.add_parser("evaluate", help="linear probes on the held-out tasks: embedders vs log-mel statistics")
+    score.add_argument("--corpus", type=Path, required=True, help="a folder `build` wrote")
+    score.add_argument("--repository", type=Path, default=Path("shipped_models"),
+                       help="model repository holding audio-passt-fp32 and audio-bow-fp32")
+    score.add_argument("--task", action="append", default=None, help="only this task (repeatable)")
+    score.add_argument("--seed", type=int, default=0)
+    score.add_argument("--report", type=Path, default=Path("artifacts/audio-corpus-eval/quality.md"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    if args.command == "build":
+        manifest = build(args.out, args.seed, args.max_clips, args.jobs)
+        totals = manifest["totals"]
+        print(f"{args.out}: {totals['clips']} clips, {totals['hours']:.2f} h; summary in {args.out / 'manifest.md'}")
+        return
+    from models.audio.corpus.evaluate import evaluate, render  # torch only for this command
+
+    started = time.perf_counter()
+    result = evaluate(args.corpus, args.repository, args.seed, args.task)
+    command = "python -m models.audio.corpus " + shlex.join(argv if argv is not None else sys.argv[1:])
+    text = render(result, command, time.perf_counter() - started)
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    args.report.write_text(text)
+    args.report.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    print(text)
 
 
 if __name__ == "__main__":

@@ -236,3 +236,24 @@ def test_the_manifest_of_a_built_corpus_names_versions_licences_and_sizes():
     for source in manifest["sources"].values():
         assert all(p["version"] and p["licences"] for p in source["packages"]) and source["clips"] > 0
     assert manifest["totals"]["clips"] == len(manifest["clips"])
+
+
+def test_evaluate_probes_every_embedder_on_a_task_and_reports_intervals_and_controls(tmp_path):
+    from models.audio.corpus.__main__ import main  # torch and onnxruntime only here
+    from models.audio.user_data import BASELINE, EMBEDDERS
+
+    corpus_build.build(tmp_path / "corpus", seed=0, sources=[_fake_speech(36 * 20)])
+    report = tmp_path / "eval" / "quality.md"
+    main(["evaluate", "--corpus", str(tmp_path / "corpus"), "--repository", str(ROOT / "shipped_models"),
+          "--task", "word_unseen_voice", "--report", str(report)])
+    result = json.loads(report.with_suffix(".json").read_text())
+    task = result["tasks"]["word_unseen_voice"]
+    assert list(result["tasks"]) == ["word_unseen_voice"] and task["classes"] == 19  # 'off' renders silent
+    assert task["train"] == 5 * 19 and task["test"] == 4 * 19
+    assert set(task["embedders"]) == {BASELINE, *EMBEDDERS}
+    baseline = task["embedders"][BASELINE]  # each fake word is one pure tone: its spectrum names it
+    assert baseline["accuracy"] == 1.0 and baseline["interval_95"] == [1.0, 1.0]
+    assert baseline["shuffled_label_control"] < 0.3
+    for r in task["embedders"].values():
+        assert 0.0 <= r["interval_95"][0] <= r["accuracy"] <= r["interval_95"][1] <= 1.0
+    assert "| word_unseen_voice | 19 | 95 / 76 | PaSST |" in report.read_text()

@@ -1,0 +1,97 @@
+"""A first HEAR-style evaluation on the corpus's held-out sources (issue 25 step 3, started): for each task
+of the manifest, a linear probe on frozen scene embeddings of the exported embedders (PaSST, bag of
+words) next to log-mel statistics (per mel bin mean and std, nothing learned), trained on the task's
+train clips and scored on its test clips (other voices, words, instruments or packages), with a bootstrap
+95% interval over test clips and a shuffled-label control. The probe, the features and the audio loading
+are models/audio/user_data.py's; each clip is embedded once and shared by the tasks that use it.
+
+    python -m models.audio.corpus evaluate --corpus artifacts/audio-corpus --repository shipped_models
+
+Not yet (issue 25 step 3): the hear-eval-kit MLP with its validation grid search, the untrained PaSST
+and public HEAR baselines, the timestamp (onset) task."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hear_infersuite import api as hear
+from models.audio.corpus.builder import MANIFEST
+from models.audio.frontend import FrontEndConfig, LogMelStatistics
+from models.audio.user_data import BASELINE, EMBEDDERS, load_audio, probe, read_labels
+
+BATCH = 64  # one-second clips embedded together
+
+
+def _embed_all(audio: dict[str, np.ndarray], embed: Callable[[np.ndarray], np.ndarray]) -> dict[str, np.ndarray]:
+    """file -> feature vector; clips of equal length go through `embed` in batches of BATCH."""
+    by_length: dict[int, list[str]] = {}
+    for file, samples in audio.items():
+        by_length.setdefault(samples.size, []).append(file)
+    features: dict[str, np.ndarray] = {}
+    for files in by_length.values():
+        for start in range(0, len(files), BATCH):
+            chunk = files[start:start + BATCH]
+            vectors = embed(np.stack([audio[f] for f in chunk]))  # (n, samples) -> (n, dim)
+            features.update(zip(chunk, vectors, strict=True))
+    return features
+
+
+def _scene_embedder(model: hear.HearModel) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda batch: hear.get_scene_embeddings(torch.from_numpy(batch), model).numpy()
+
+
+def feature_sets(audio: dict[str, np.ndarray], repository: Path) -> dict[str, dict[str, np.ndarray]]:
+    statistics, rate = LogMelStatistics(FrontEndConfig()).eval(), FrontEndConfig().sample_rate
+    sets = {}
+    with torch.no_grad():
+        sets[BASELINE] = _embed_all(audio, lambda batch: statistics(torch.from_numpy(batch)).numpy())
+    for title, model_name in EMBEDDERS.items():
+        model = hear.load_model(str(repository / model_name), threads=0)
+        if model.sample_rate != rate:
+            raise ValueError(f"{model_name} runs at {model.sample_rate} Hz, the corpus's clips at {rate} Hz")
+        sets[title] = _embed_all(audio, _scene_embedder(model))
+    return sets
+
+
+def evaluate(corpus: Path, repository: Path, seed: int = 0, tasks: list[str] | None = None) -> dict[str, Any]:
+    manifest = json.loads((corpus / MANIFEST).read_text())
+    chosen = {name: task for name, task in manifest["tasks"].items() if tasks is None or name in tasks}
+    task_clips = {name: read_labels(corpus, corpus / task["labels_csv"]) for name, task in chosen.items()}
+    rate = FrontEndConfig().sample_rate
+    audio = {str(c.path): load_audio(c.path, rate) for clips in task_clips.values() for c in clips}
+    features = feature_sets(audio, repository)
+    results: dict[str, Any] = {}
+    for name, clips in task_clips.items():
+        labels = sorted({c.label for c in clips})
+        y = np.array([labels.index(c.label) for c in clips])
+        train = [i for i, c in enumerate(clips) if c.split == "train"]
+        test = [i for i, c in enumerate(clips) if c.split == "test"]
+        results[name] = {
+            "description": chosen[name]["description"], "classes": len(labels), "train": len(train),
+            "test": len(test), "chance": round(1 / len(labels), 4),
+            "embedders": {title: probe(np.stack([vectors[str(c.path)] for c in clips]), y, train, test, seed)
+                          for title, vectors in features.items()}}
+    return {"corpus": str(corpus), "repository": str(repository), "seed": seed, "tasks": results}
+
+
+def render(result: dict[str, Any], command: str, seconds: float) -> str:
+    lines = [
+        "# Audio embeddings on the corpus's held-out sources (issue 25)", "",
+        f"Produced by `{command}` ({seconds:.0f} s wall). Linear probe (standardised logistic regression) on "
+        "frozen scene embeddings, trained on each task's train clips, scored on its test clips, whose voices, "
+        "words, instruments or package neither the embedders' training nor the probe saw; interval: bootstrap "
+        "95% over test clips; control: the probe trained on shuffled labels.", "",
+        "| task | classes | train / test clips | embedder | accuracy | 95% interval | shuffled control |",
+        "|---|---|---|---|---|---|---|"]
+    for name, task in result["tasks"].items():
+        for title, r in task["embedders"].items():
+            lines.append(f"| {name} | {task['classes']} | {task['train']} / {task['test']} | {title} | "
+                         f"{r['accuracy']:.3f} | {r['interval_95'][0]:.3f}-{r['interval_95'][1]:.3f} | "
+                         f"{r['shuffled_label_control']:.3f} |")
+    return "\n".join(lines) + "\n"
