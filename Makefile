@@ -26,7 +26,7 @@ TRITON_STAMP := .triton/.installed
 # Old names of report and bench targets, kept as aliases of the new ones (at the end of this file).
 .PHONY: bench-audio bench-splitcompute bench-quant-production reliability-report report-hostile
 .PHONY: audio-studies
-.PHONY: audio-tools audio-corpus
+.PHONY: audio-tools audio-corpus report-audio-corpus
 
 setup: $(SETUP_STAMP)
 
@@ -50,6 +50,15 @@ audio-tools:
 # states its size, sources, versions, licences and held-out splits (541 s on this 2-core machine; a rebuild is byte-identical).
 audio-corpus: $(DEV) audio-tools
 	$(PY) -m models.audio.corpus build --out artifacts/audio-corpus
+
+# The shipped audio embedders and log-mel statistics on the corpus's held-out voices, words, instruments and
+# packages (linear probe, bootstrap intervals, shuffled-label controls): reports/audio_corpus.md, with the
+# corpus's manifest (sources, versions, licences, size) beside it. Builds the corpus first when absent.
+report-audio-corpus: $(DEV) audio-tools
+	@test -f artifacts/audio-corpus/manifest.json || $(MAKE) audio-corpus
+	$(PY) -m models.audio.corpus evaluate --corpus artifacts/audio-corpus --repository shipped_models \
+		--report reports/audio_corpus.md
+	cp artifacts/audio-corpus/manifest.md reports/audio_corpus_manifest.md
 
 $(SETUP_STAMP): requirements/serve.txt requirements/protos.txt requirements/dev.txt
 	@test -x $(PY) || python3 -m venv $(VENV)

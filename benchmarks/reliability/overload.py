@@ -70,7 +70,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     bounded = {**pinned, "INFERSUITE_MAX_QUEUE_TIME_MS": str(args.queue_time_ms),
                "INFERSUITE_MAX_PENDING_RPCS": str(args.pending_rpcs),
                "INFERSUITE_MAX_CONCURRENT_RPCS": str(args.concurrent_rpcs)}
-    results: dict[str, Any] = {"args": vars(args), "load_before": os.getloadavg()}
+    out = args.out.resolve()  # recorded relative to the repository: reports never name this machine's paths
+    recorded = {**vars(args), "out": str(out.relative_to(ROOT)) if out.is_relative_to(ROOT) else out.name}
+    results: dict[str, Any] = {"args": recorded, "load_before": os.getloadavg()}
     suite = ctr_suite(repository, **bounded)
     try:
         await suite.ready()
