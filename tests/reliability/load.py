@@ -75,7 +75,20 @@ class LoadResult:
                 "ok_p99_ms": round(self.percentile_ms(99), 2), "ok_p99_from_send_ms": self.from_send_ms(99),
                 "rejected_p99_ms": round(self.percentile_ms(99, "RESOURCE_EXHAUSTED"), 2),
                 "rejected_p99_from_send_ms": self.from_send_ms(99, "RESOURCE_EXHAUSTED"),
-                "send_lag_p99_ms": round(float(np.percentile(lags, 99)) * 1000, 2) if lags else 0.0}
+                "send_lag_p99_ms": round(float(np.percentile(lags, 99)) * 1000, 2) if lags else 0.0,
+                "ok_p99_ms_by_10s": self.p99_by_window(10.0),
+                "send_lag_p99_ms_by_10s": self.p99_by_window(10.0, lag=True)}
+
+    def p99_by_window(self, window_s: float, lag: bool = False) -> list[float | None]:
+        """p99 (ms, from the intended send) of the OK answers to requests meant for each `window_s` of the
+        phase, or with `lag` of the client's own send lag over all requests: tells a tail spread over the
+        phase from one burst, and the server's from the client's (None: nothing in that window)."""
+        count = max(1, int(np.ceil(self.duration_s / window_s)))
+        bins: list[list[float]] = [[] for _ in range(count)]
+        for o in self.outcomes:
+            if lag or o.code == "OK":
+                bins[min(count - 1, int(o.intended // window_s))].append(self.send_lag_s(o) if lag else o.latency_s)
+        return [round(float(np.percentile(b, 99)) * 1000, 1) if b else None for b in bins]
 
 
 async def _one(channel: grpc.aio.Channel, index: int, request: Request, timeout_s: float, phase_start: float,
