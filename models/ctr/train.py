@@ -282,7 +282,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     own = parser.add_argument_group("your own data (models/ctr/user_data.py)")
     own.add_argument("--data", type=Path, default=None, help="a click log to train on instead of the synthetic world")
     own.add_argument("--format", choices=["clicklog"], default="clicklog",
-                     help="clicklog: CSV with user,item,category,timestamp,clicked")
+                     help="clicklog: CSV or Parquet (by suffix) with user,item,category,timestamp,clicked")
     own.add_argument("--min-count", type=int, default=1, help="an item needs this many training events to get a row")
     own.add_argument("--oov", choices=["reject", "bucket"], default="reject",
                      help="ids outside the vocabulary: refused, or one shared learned row")

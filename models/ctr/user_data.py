@@ -5,7 +5,9 @@ The format (`--format clicklog`): a CSV file with a header naming at least `user
 `category`, `timestamp` and `clicked` (other columns are ignored). `user`, `item` and `category`
 are the integer ids of the user's own systems (any int64, not necessarily dense); `timestamp` is any
 number that orders events (seconds, milliseconds); `clicked` is 1 for a click and 0 for an
-impression without one. Parquet and the Amazon reviews layout are not read yet.
+impression without one. A Parquet file (`.parquet`, read with pyarrow) holds the same columns:
+integer ids, a numeric timestamp or an Arrow timestamp (read as seconds), `clicked` as an integer or
+boolean; nulls are refused. The Amazon reviews layout is not read yet.
 
 The vocabulary (`modelmeta.families.ExternalIds`, meta.json `vocabulary.external`) maps the
 external item and category ids to embedding rows: ids seen at least `min_count` times in the
@@ -61,8 +63,10 @@ class ClickLog:
 
 
 def read_click_log(path: Path) -> ClickLog:
-    """The CSV click log at `path` (see the module docstring); a bad file raises ClickLogError naming
-    the line and the column."""
+    """The click log at `path`, CSV or Parquet by suffix (see the module docstring); a bad file raises
+    ClickLogError naming the line (row) and the column."""
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return _read_parquet(path)
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
         missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
@@ -87,6 +91,53 @@ def read_click_log(path: Path) -> ClickLog:
     return ClickLog(np.array(columns["user"], np.int64), np.array(columns["item"], np.int64),
                     np.array(columns["category"], np.int64), np.array(columns["timestamp"], np.float64),
                     np.array(columns["clicked"], np.float32))
+
+
+def _read_parquet(path: Path) -> ClickLog:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise ClickLogError(f"{path}: not a readable Parquet file ({exc})") from None
+    missing = [c for c in COLUMNS if c not in schema.names]
+    if missing:
+        raise ClickLogError(f"{path}: the file lacks the column(s) {missing} (needs {list(COLUMNS)})")
+    table = pq.read_table(path, columns=list(COLUMNS))
+    if not table.num_rows:
+        raise ClickLogError(f"{path}: no events")
+    arrays: dict[str, np.ndarray] = {}
+    for column in COLUMNS:
+        chunked = table.column(column)
+        if chunked.null_count:
+            first = int(np.flatnonzero(chunked.is_null().to_numpy(zero_copy_only=False))[0])
+            raise ClickLogError(f"{path}: column {column!r} is null at row {first} ({chunked.null_count} nulls)")
+        kind = chunked.type
+        if column == "timestamp":
+            if pa.types.is_timestamp(kind):
+                seconds = chunked.cast(pa.timestamp("us")).cast(pa.int64()).to_numpy() / 1e6
+            elif pa.types.is_integer(kind) or pa.types.is_floating(kind):
+                seconds = chunked.to_numpy().astype(np.float64)
+            else:
+                raise ClickLogError(f"{path}: column 'timestamp' is {kind}, not a number or a timestamp")
+            if not np.isfinite(seconds).all():
+                raise ClickLogError(f"{path}: column 'timestamp' must be finite (row "
+                                    f"{int(np.flatnonzero(~np.isfinite(seconds))[0])})")
+            arrays[column] = seconds
+        elif column == "clicked" and pa.types.is_boolean(kind):
+            arrays[column] = chunked.to_numpy(zero_copy_only=False).astype(np.float32)
+        elif pa.types.is_integer(kind):
+            values = chunked.to_numpy().astype(np.int64)
+            if column == "clicked" and not np.isin(values, (0, 1)).all():
+                bad = int(np.flatnonzero(~np.isin(values, (0, 1)))[0])
+                raise ClickLogError(f"{path}: column 'clicked' must be 0 or 1, got {values[bad]} at row {bad}")
+            arrays[column] = values.astype(np.float32) if column == "clicked" else values
+        else:
+            raise ClickLogError(f"{path}: column {column!r} is {kind}, not an integer"
+                                + (" or a boolean" if column == "clicked" else "")
+                                + (" (string ids are not read yet)" if pa.types.is_string(kind) else ""))
+    return ClickLog(arrays["user"], arrays["item"], arrays["category"], arrays["timestamp"], arrays["clicked"])
 
 
 def _first_seen_ids(ids: np.ndarray, counts_from: np.ndarray, min_count: int) -> np.ndarray:
