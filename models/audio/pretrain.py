@@ -1,0 +1,291 @@
+"""PaSST pretrained on the audio corpus's "pretrain" clips (issue 25 step 2, a first run), then scored on
+the corpus's held-out tasks beside the shipped embedders and log-mel statistics.
+
+    python -m models.audio.pretrain --corpus artifacts/audio-corpus --out artifacts/audio-pretrain [--epochs N]
+
+Objective: multi-task classification over the labels the manifest gives. One linear head per label on
+the pooled embedding ([class token, mean patch token], what a caller gets); a clip's loss is the sum of
+the cross-entropies of the heads its labels fill (every clip: its source; speech: word and voice; notes:
+GM family, pitch class, octave; events: the coarse kind, where that kind occurs at least twice). Only
+clips whose manifest split is "pretrain" are read: the held-out voices, words, instruments and packages
+that the evaluation probes train and test on are never seen. The PaSST architecture is the shipped one
+(`models.audio.passt`, same default config): patch embedding, frequency and time positional encodings,
+Patchout in training. Every clip gives one 1 s window (clips longer than a second: their first second;
+shorter: zero padded), its log-mel computed once.
+
+Evaluation: `models.audio.corpus.evaluate`'s protocol and functions (each clip embedded once, linear probe,
+bootstrap interval, shuffled control), the pretrained PaSST embedded in torch with the service's scene
+windows (`services.audio.windows`, the same windows as the exported graph; torch and the ONNX graph agree
+to 1e-4, exporters/audio.py), plus the same PaSST untrained as a control. Writes pretrain.pt (loadable by
+`models.audio.train.load_checkpoint`, exportable by `exporters.audio.export_embedder`), quality.md, quality.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from models.audio.corpus import evaluate as corpus_eval
+from models.audio.corpus.builder import MANIFEST
+from models.audio.frontend import FrontEndConfig, LogMel
+from models.audio.passt import Passt, PasstConfig
+from models.audio.user_data import load_audio, probe, read_labels
+from services.audio.windows import scene_windows
+
+PRETRAIN_SPLIT = "pretrain"
+MISSING = -1  # target of a head a clip has no label for (ignored by the loss)
+# head -> (the source whose clips carry it, or None for every clip; the label field)
+HEADS: dict[str, tuple[str | None, str]] = {
+    "source": (None, "source"),
+    "word": ("speech", "word"),
+    "voice": ("speech", "voice"),
+    "family": ("notes", "family"),
+    "pitch_class": ("notes", "pitch_class"),
+    "octave": ("notes", "octave"),
+    "event_kind": ("events", "kind"),
+}
+MIN_CLIPS_PER_CLASS = 2  # a value seen once (many event kinds) teaches a head nothing: left unlabelled
+PRETRAINED, UNTRAINED = "PaSST pretrained on the corpus", "PaSST untrained (same config, same seed)"
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    epochs: int = 6  # passes over the pretrain clips
+    batch_size: int = 64  # windows per step
+    lr: float = 2e-3  # AdamW peak learning rate (one-cycle)
+    weight_decay: float = 0.05
+    seed: int = 0
+
+
+def pretrain_records(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The manifest's clips that pretraining may read; held-out ones never pass."""
+    return [record for record in manifest["clips"] if record["split"] == PRETRAIN_SPLIT]
+
+
+def _label(record: dict[str, Any], head: str) -> str | None:
+    source, field = HEADS[head]
+    if source is not None and record["source"] != source:
+        return None
+    value = record["source"] if field == "source" else record["labels"].get(field)
+    return None if value is None else str(value)
+
+
+def build_vocabularies(records: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """head -> its classes, sorted: the values at least MIN_CLIPS_PER_CLASS clips carry (none when fewer
+    than two: the head is then left out)."""
+    vocabularies = {}
+    for head in HEADS:
+        counts = Counter(label for r in records if (label := _label(r, head)) is not None)
+        classes = sorted(v for v, n in counts.items() if n >= MIN_CLIPS_PER_CLASS)
+        vocabularies[head] = classes if len(classes) > 1 else []  # one class: nothing to tell apart
+    return vocabularies
+
+
+def encode_targets(records: list[dict[str, Any]], vocabularies: dict[str, list[str]]) -> torch.Tensor:
+    """(N, heads) class indices in HEADS order, MISSING where a clip does not carry the head's label."""
+    index = {head: {v: i for i, v in enumerate(values)} for head, values in vocabularies.items()}
+    rows = [[index[head].get(_label(r, head) or "", MISSING) for head in vocabularies] for r in records]
+    return torch.tensor(rows, dtype=torch.long)
+
+
+class MultiTaskHeads(nn.Module):
+    """One linear classifier per label on the pooled embedding (B, D) -> {head: (B, classes)}."""
+
+    def __init__(self, embedding_size: int, vocabularies: dict[str, list[str]]):
+        super().__init__()
+        self.heads = nn.ModuleDict({h: nn.Linear(embedding_size, len(v)) for h, v in vocabularies.items() if v})
+
+    def forward(self, embedding: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {name: head(embedding) for name, head in self.heads.items()}
+
+
+def multitask_loss(logits: dict[str, torch.Tensor], targets: torch.Tensor,
+                   head_order: list[str]) -> tuple[torch.Tensor, dict[str, float]]:
+    """Sum over heads of the mean cross-entropy over the clips that carry the head's label: a clip adds
+    to every head it has a label for. Heads no clip of the batch carries are skipped."""
+    total, parts = torch.zeros(()), {}
+    for column, head in enumerate(head_order):
+        labelled = targets[:, column] != MISSING
+        if head not in logits or not bool(labelled.any()):
+            continue
+        loss = F.cross_entropy(logits[head][labelled], targets[labelled, column])
+        total, parts[head] = total + loss, float(loss.detach())
+    return total, parts
+
+
+def first_windows(audio: list[np.ndarray], window: int) -> np.ndarray:
+    """(N, window) float32: each clip's first window, zero padded when shorter."""
+    return np.stack([scene_windows(a[:window], window)[0] for a in audio])
+
+
+@torch.no_grad()
+def window_mels(windows: np.ndarray, front: FrontEndConfig, batch: int = 256) -> torch.Tensor:
+    """(N, window) -> (N, 1, M, T) log-mel, the model's own front end."""
+    log_mel = LogMel(front)
+    return torch.cat([log_mel(torch.from_numpy(windows[i:i + batch])) for i in range(0, len(windows), batch)])
+
+
+def train_step(model: Passt, heads: MultiTaskHeads, optimizer: torch.optim.Optimizer, mels: torch.Tensor,
+               targets: torch.Tensor, head_order: list[str]) -> tuple[float, dict[str, float]]:
+    model.train()
+    heads.train()
+    loss, parts = multitask_loss(heads(model.embed(mels)), targets, head_order)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach()), parts
+
+
+def pretrain(mels: torch.Tensor, targets: torch.Tensor, vocabularies: dict[str, list[str]], config: PretrainConfig,
+             model_config: PasstConfig | None = None, log: Callable[[str], None] = print
+             ) -> tuple[Passt, MultiTaskHeads, dict[str, Any]]:
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    model = Passt(model_config or PasstConfig())
+    heads = MultiTaskHeads(model.embedding_size, vocabularies)
+    parameters = [*model.parameters(), *heads.parameters()]
+    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = -(-len(mels) // config.batch_size)
+    total, warmup = config.epochs * steps_per_epoch, max(1, config.epochs * steps_per_epoch // 10)
+    # linear warm-up over a tenth of the steps, then cosine decay to 0 (defined for any step count)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / total)))
+    head_order, history = list(vocabularies), []
+    started = time.perf_counter()
+    for epoch in range(config.epochs):
+        epoch_started, losses = time.perf_counter(), []
+        sums: Counter[str] = Counter()
+        for batch in torch.randperm(len(mels), generator=generator).split(config.batch_size):
+            loss, parts = train_step(model, heads, optimizer, mels[batch], targets[batch], head_order)
+            schedule.step()
+            losses.append(loss)
+            sums.update(parts)
+        history.append({"epoch": epoch + 1, "mean_loss": round(float(np.mean(losses)), 4),
+                        "head_losses": {h: round(v / len(losses), 4) for h, v in sums.items()},
+                        "seconds": round(time.perf_counter() - epoch_started, 1)})
+        log(json.dumps(history[-1]))
+    metrics = {"train_seconds": round(time.perf_counter() - started, 1), "history": history,
+               "clips": len(mels), "steps": total}
+    return model.eval(), heads.eval(), metrics
+
+
+def torch_scene_embedder(model: Passt, batch: int = 256) -> Callable[[np.ndarray], np.ndarray]:
+    """(n, samples) clips of one length -> (n, D): the mean embedding of the service's scene windows."""
+    window = model.front_config.window_samples
+
+    @torch.no_grad()
+    def embed(clips: np.ndarray) -> np.ndarray:
+        windows = np.concatenate([scene_windows(c, window) for c in clips])  # (n * W, window)
+        out = torch.cat([model(torch.from_numpy(windows[i:i + batch])) for i in range(0, len(windows), batch)])
+        return out.reshape(len(clips), -1, out.shape[-1]).mean(1).numpy()
+
+    return embed
+
+
+def evaluate_models(corpus: Path, repository: Path, models: dict[str, Passt], seed: int = 0) -> dict[str, Any]:
+    """corpus.evaluate's result layout, with the torch models' scene embeddings as extra embedders."""
+    manifest = json.loads((corpus / MANIFEST).read_text())
+    task_clips = {name: read_labels(corpus, corpus / task["labels_csv"]) for name, task in manifest["tasks"].items()}
+    rate = FrontEndConfig().sample_rate
+    audio = {str(c.path): load_audio(c.path, rate) for clips in task_clips.values() for c in clips}
+    features = corpus_eval.feature_sets(audio, repository)
+    for title, model in models.items():
+        features[title] = corpus_eval._embed_all(audio, torch_scene_embedder(model.eval()))
+    results: dict[str, Any] = {}
+    for name, clips in task_clips.items():
+        labels = sorted({c.label for c in clips})
+        y = np.array([labels.index(c.label) for c in clips])
+        train = [i for i, c in enumerate(clips) if c.split == "train"]
+        test = [i for i, c in enumerate(clips) if c.split == "test"]
+        results[name] = {
+            "description": manifest["tasks"][name]["description"], "classes": len(labels), "train": len(train),
+            "test": len(test), "chance": round(1 / len(labels), 4),
+            "embedders": {title: probe(np.stack([vectors[str(c.path)] for c in clips]), y, train, test, seed)
+                          for title, vectors in features.items()}}
+    return {"corpus": str(corpus), "repository": str(repository), "seed": seed, "tasks": results}
+
+
+def save(path: Path, model: Passt, heads: MultiTaskHeads, vocabularies: dict[str, list[str]],
+         metrics: dict[str, Any]) -> Path:
+    """The layout of models.audio.train's checkpoints (kind, config, state_dict, metrics) plus the heads."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"kind": "Passt", "config": model.to_config(), "state_dict": model.state_dict(),
+                "metrics": metrics, "heads": heads.state_dict(), "vocabularies": vocabularies}, path)
+    return path
+
+
+def render(result: dict[str, Any], metrics: dict[str, Any], command: str, seconds: float) -> str:
+    history = metrics["history"]
+    intro = [
+        "# PaSST pretrained on the audio corpus, on its held-out tasks (issue 25 step 2, first run)", "",
+        f"Produced by `{command}` ({seconds:.0f} s wall, of which pretraining {metrics['train_seconds']:.0f} s "
+        f"on {metrics['threads']} CPU threads: {metrics['clips']} pretrain clips x {len(history)} epochs, "
+        f"{metrics['steps']} steps, {history[-1]['seconds']:.0f} s for the last epoch). Loss per epoch "
+        f"(sum over heads): {', '.join(str(h['mean_loss']) for h in history)}; last epoch per head: "
+        f"{', '.join(f'{k} {v}' for k, v in history[-1]['head_losses'].items())}.", "",
+        f"Config: {json.dumps(metrics['pretrain_config'])}; PaSST {json.dumps(metrics['passt_config'])}.", ""]
+    table = corpus_eval.render(result, command, seconds).split("\n")
+    body = [line for line in table[2:] if not line.startswith("Produced by")]
+    return "\n".join(intro + body)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m models.audio.pretrain", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", type=Path, default=Path("artifacts/audio-corpus"))
+    parser.add_argument("--out", type=Path, default=Path("artifacts/audio-pretrain"))
+    parser.add_argument("--repository", type=Path, default=Path("shipped_models"),
+                        help="holds the shipped audio-passt-fp32 and audio-bow-fp32 (read only)")
+    parser.add_argument("--epochs", type=int, default=PretrainConfig.epochs)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-clips", type=int, default=None, help="a seeded subsample of the pretrain clips")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-eval", action="store_true", help="pretrain only")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    config = PretrainConfig(epochs=args.epochs, seed=args.seed)
+    records = pretrain_records(json.loads((args.corpus / MANIFEST).read_text()))
+    if args.max_clips is not None and args.max_clips < len(records):
+        keep = np.random.default_rng(args.seed).choice(len(records), args.max_clips, replace=False)
+        records = [records[i] for i in sorted(keep.tolist())]
+    vocabularies = build_vocabularies(records)
+    front = FrontEndConfig()
+    audio = [load_audio(args.corpus / r["file"], front.sample_rate) for r in records]
+    mels = window_mels(first_windows(audio, front.window_samples), front)
+    print(f"{len(records)} pretrain clips loaded in {time.perf_counter() - started:.0f} s; heads: "
+          f"{ {h: len(v) for h, v in vocabularies.items()} }", file=sys.stderr, flush=True)
+    model, heads, metrics = pretrain(mels, encode_targets(records, vocabularies), vocabularies, config,
+                                     log=lambda line: print(line, file=sys.stderr, flush=True))
+    metrics.update(threads=args.threads, pretrain_config=asdict(config), passt_config=asdict(model.config),
+                   vocabulary_sizes={h: len(v) for h, v in vocabularies.items()})
+    save(args.out / "pretrain.pt", model, heads, vocabularies, metrics)
+    if args.no_eval:
+        return metrics
+    torch.manual_seed(config.seed)
+    untrained = Passt(model.config).eval()
+    result = evaluate_models(args.corpus, args.repository, {PRETRAINED: model, UNTRAINED: untrained}, args.seed)
+    result["pretraining"] = metrics
+    command = "python -m models.audio.pretrain " + shlex.join(argv if argv is not None else sys.argv[1:])
+    text = render(result, metrics, command, time.perf_counter() - started)
+    (args.out / "quality.md").write_text(text)
+    (args.out / "quality.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(text)
+    return result
+
+
+if __name__ == "__main__":
+    main()
