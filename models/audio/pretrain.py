@@ -42,6 +42,7 @@ from torch.nn import functional as F
 from models.audio.corpus import evaluate as corpus_eval
 from models.audio.corpus.builder import MANIFEST
 from models.audio.frontend import FrontEndConfig, LogMel
+from models.audio.metrics import linear_probe_predictions
 from models.audio.passt import Passt, PasstConfig
 from models.audio.user_data import load_audio, probe, read_labels
 from services.audio.windows import scene_windows
@@ -196,6 +197,19 @@ def torch_scene_embedder(model: Passt, batch: int = 256) -> Callable[[np.ndarray
     return embed
 
 
+def paired_difference(a: np.ndarray, b: np.ndarray, labels: np.ndarray, train: list[int], test: list[int],
+                      seed: int, resamples: int = 2000) -> dict[str, Any]:
+    """Accuracy of the probe on features `a` minus that on `b`, with a paired bootstrap 95% interval (the
+    same resampled test clips for both)."""
+    right = [(linear_probe_predictions(f[train], labels[train], f[test]) == labels[test]).astype(np.float64)
+             for f in (a, b)]
+    difference = right[0] - right[1]
+    rng = np.random.default_rng(seed)
+    means = difference[rng.integers(0, len(difference), (resamples, len(difference)))].mean(axis=1)
+    return {"difference": round(float(difference.mean()), 4),
+            "interval_95": [round(float(np.quantile(means, q)), 4) for q in (0.025, 0.975)]}
+
+
 def evaluate_models(corpus: Path, repository: Path, models: dict[str, Passt], seed: int = 0) -> dict[str, Any]:
     """corpus.evaluate's result layout, with the torch models' scene embeddings as extra embedders."""
     manifest = json.loads((corpus / MANIFEST).read_text())
@@ -216,6 +230,10 @@ def evaluate_models(corpus: Path, repository: Path, models: dict[str, Passt], se
             "test": len(test), "chance": round(1 / len(labels), 4),
             "embedders": {title: probe(np.stack([vectors[str(c.path)] for c in clips]), y, train, test, seed)
                           for title, vectors in features.items()}}
+        matrix = {title: np.stack([vectors[str(c.path)] for c in clips]) for title, vectors in features.items()}
+        results[name]["differences"] = {
+            f"{first} - {second}": paired_difference(matrix[first], matrix[second], y, train, test, seed)
+            for first in list(models)[:1] for second in matrix if second != first}
     return {"corpus": str(corpus), "repository": str(repository), "seed": seed, "tasks": results}
 
 
@@ -240,7 +258,37 @@ def render(result: dict[str, Any], metrics: dict[str, Any], command: str, second
         f"Config: {json.dumps(metrics['pretrain_config'])}; PaSST {json.dumps(metrics['passt_config'])}.", ""]
     table = corpus_eval.render(result, command, seconds).split("\n")
     body = [line for line in table[2:] if not line.startswith("Produced by")]
-    return "\n".join(intro + body)
+    differences = [
+        "", "Paired differences (accuracy of the first minus the second, the same probe protocol; interval: "
+        "paired bootstrap 95% over the same test clips):", "",
+        "| task | difference | accuracy difference | 95% interval |", "|---|---|---|---|"]
+    for name, task in result["tasks"].items():
+        for pair, d in task["differences"].items():
+            differences.append(f"| {name} | {pair} | {d['difference']:+.3f} | "
+                               f"{d['interval_95'][0]:+.3f} to {d['interval_95'][1]:+.3f} |")
+    return "\n".join(intro + body + differences) + "\n"
+
+
+def _pretrain_from_corpus(corpus: Path, out: Path, config: PretrainConfig, max_clips: int | None,
+                          threads: int) -> tuple[Passt, dict[str, Any]]:
+    """Loads the pretrain clips (a seeded subsample of `max_clips`), pretrains, saves out/pretrain.pt."""
+    started = time.perf_counter()
+    records = pretrain_records(json.loads((corpus / MANIFEST).read_text()))
+    if max_clips is not None and max_clips < len(records):
+        keep = np.random.default_rng(config.seed).choice(len(records), max_clips, replace=False)
+        records = [records[i] for i in sorted(keep.tolist())]
+    vocabularies = build_vocabularies(records)
+    front = FrontEndConfig()
+    audio = [load_audio(corpus / r["file"], front.sample_rate) for r in records]
+    mels = window_mels(first_windows(audio, front.window_samples), front)
+    print(f"{len(records)} pretrain clips loaded in {time.perf_counter() - started:.0f} s; heads: "
+          f"{ {h: len(v) for h, v in vocabularies.items()} }", file=sys.stderr, flush=True)
+    model, heads, metrics = pretrain(mels, encode_targets(records, vocabularies), vocabularies, config,
+                                     log=lambda line: print(line, file=sys.stderr, flush=True))
+    metrics.update(threads=threads, pretrain_config=asdict(config), passt_config=asdict(model.config),
+                   vocabulary_sizes={h: len(v) for h, v in vocabularies.items()})
+    save(out / "pretrain.pt", model, heads, vocabularies, metrics)
+    return model, metrics
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -254,25 +302,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--max-clips", type=int, default=None, help="a seeded subsample of the pretrain clips")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-eval", action="store_true", help="pretrain only")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="evaluate this pretrain.pt instead of pretraining (its recorded metrics are reported)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     config = PretrainConfig(epochs=args.epochs, seed=args.seed)
-    records = pretrain_records(json.loads((args.corpus / MANIFEST).read_text()))
-    if args.max_clips is not None and args.max_clips < len(records):
-        keep = np.random.default_rng(args.seed).choice(len(records), args.max_clips, replace=False)
-        records = [records[i] for i in sorted(keep.tolist())]
-    vocabularies = build_vocabularies(records)
-    front = FrontEndConfig()
-    audio = [load_audio(args.corpus / r["file"], front.sample_rate) for r in records]
-    mels = window_mels(first_windows(audio, front.window_samples), front)
-    print(f"{len(records)} pretrain clips loaded in {time.perf_counter() - started:.0f} s; heads: "
-          f"{ {h: len(v) for h, v in vocabularies.items()} }", file=sys.stderr, flush=True)
-    model, heads, metrics = pretrain(mels, encode_targets(records, vocabularies), vocabularies, config,
-                                     log=lambda line: print(line, file=sys.stderr, flush=True))
-    metrics.update(threads=args.threads, pretrain_config=asdict(config), passt_config=asdict(model.config),
-                   vocabulary_sizes={h: len(v) for h, v in vocabularies.items()})
-    save(args.out / "pretrain.pt", model, heads, vocabularies, metrics)
+    if args.checkpoint is not None:
+        checkpoint = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+        model = Passt.from_config(checkpoint["config"])
+        model.load_state_dict(checkpoint["state_dict"])
+        metrics = checkpoint["metrics"]
+        config = PretrainConfig(**metrics["pretrain_config"])
+    else:
+        model, metrics = _pretrain_from_corpus(args.corpus, args.out, config, args.max_clips, args.threads)
     if args.no_eval:
         return metrics
     torch.manual_seed(config.seed)
@@ -281,6 +324,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result["pretraining"] = metrics
     command = "python -m models.audio.pretrain " + shlex.join(argv if argv is not None else sys.argv[1:])
     text = render(result, metrics, command, time.perf_counter() - started)
+    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "quality.md").write_text(text)
     (args.out / "quality.json").write_text(json.dumps(result, indent=1) + "\n")
     print(text)

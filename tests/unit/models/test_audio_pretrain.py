@@ -123,3 +123,15 @@ def test_one_training_step_changes_the_loss_and_stays_finite() -> None:
         assert torch.isfinite(p).all()
     embedding = pretrain.torch_scene_embedder(model)(np.stack(audio[1:4]))
     assert embedding.shape == (3, model.embedding_size) and np.isfinite(embedding).all()
+
+
+def test_paired_difference_of_a_feature_set_with_itself_is_zero_and_noise_loses() -> None:
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 20)
+    informative = labels[:, None] + 0.1 * rng.standard_normal((60, 4))
+    noise = rng.standard_normal((60, 4))
+    train, test = list(range(0, 60, 2)), list(range(1, 60, 2))
+    same = pretrain.paired_difference(informative, informative, labels, train, test, seed=0)
+    assert same == {"difference": 0.0, "interval_95": [0.0, 0.0]}
+    better = pretrain.paired_difference(informative, noise, labels, train, test, seed=0)
+    assert better["difference"] > 0.3 and better["interval_95"][0] > 0
