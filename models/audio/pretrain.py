@@ -1,7 +1,8 @@
 """PaSST pretrained on the audio corpus's "pretrain" clips (issue 25 step 2, a first run), then scored on
 the corpus's held-out tasks beside the shipped embedders and log-mel statistics.
 
-    python -m models.audio.pretrain --corpus artifacts/audio-corpus --out artifacts/audio-pretrain [--epochs N] [--seed S]
+    python -m models.audio.pretrain --corpus artifacts/audio-corpus --out artifacts/audio-pretrain \
+        [--epochs N] [--seed S]
 
 Objective: multi-task classification over the labels the manifest gives. One linear head per label on
 the pooled embedding ([class token, mean patch token], what a caller gets); a clip's loss is the sum of
