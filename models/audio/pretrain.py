@@ -43,9 +43,8 @@ from torch.nn import functional as F
 from models.audio.corpus import evaluate as corpus_eval
 from models.audio.corpus.builder import MANIFEST
 from models.audio.frontend import FrontEndConfig, LogMel
-from models.audio.metrics import linear_probe_predictions
 from models.audio.passt import Passt, PasstConfig
-from models.audio.user_data import load_audio, probe, read_labels
+from models.audio.user_data import load_audio
 from services.audio.windows import scene_windows
 
 PRETRAIN_SPLIT = "pretrain"
@@ -198,44 +197,11 @@ def torch_scene_embedder(model: Passt, batch: int = 256) -> Callable[[np.ndarray
     return embed
 
 
-def paired_difference(a: np.ndarray, b: np.ndarray, labels: np.ndarray, train: list[int], test: list[int],
-                      seed: int, resamples: int = 2000) -> dict[str, Any]:
-    """Accuracy of the probe on features `a` minus that on `b`, with a paired bootstrap 95% interval (the
-    same resampled test clips for both)."""
-    right = [(linear_probe_predictions(f[train], labels[train], f[test]) == labels[test]).astype(np.float64)
-             for f in (a, b)]
-    difference = right[0] - right[1]
-    rng = np.random.default_rng(seed)
-    means = difference[rng.integers(0, len(difference), (resamples, len(difference)))].mean(axis=1)
-    return {"difference": round(float(difference.mean()), 4),
-            "interval_95": [round(float(np.quantile(means, q)), 4) for q in (0.025, 0.975)]}
-
-
 def evaluate_models(corpus: Path, repository: Path, models: dict[str, Passt], seed: int = 0) -> dict[str, Any]:
-    """corpus.evaluate's result layout, with the torch models' scene embeddings as extra embedders."""
-    manifest = json.loads((corpus / MANIFEST).read_text())
-    task_clips = {name: read_labels(corpus, corpus / task["labels_csv"]) for name, task in manifest["tasks"].items()}
-    rate = FrontEndConfig().sample_rate
-    audio = {str(c.path): load_audio(c.path, rate) for clips in task_clips.values() for c in clips}
-    features = corpus_eval.feature_sets(audio, repository)
-    for title, model in models.items():
-        features[title] = corpus_eval._embed_all(audio, torch_scene_embedder(model.eval()))
-    results: dict[str, Any] = {}
-    for name, clips in task_clips.items():
-        labels = sorted({c.label for c in clips})
-        y = np.array([labels.index(c.label) for c in clips])
-        train = [i for i, c in enumerate(clips) if c.split == "train"]
-        test = [i for i, c in enumerate(clips) if c.split == "test"]
-        results[name] = {
-            "description": manifest["tasks"][name]["description"], "classes": len(labels), "train": len(train),
-            "test": len(test), "chance": round(1 / len(labels), 4),
-            "embedders": {title: probe(np.stack([vectors[str(c.path)] for c in clips]), y, train, test, seed)
-                          for title, vectors in features.items()}}
-        matrix = {title: np.stack([vectors[str(c.path)] for c in clips]) for title, vectors in features.items()}
-        results[name]["differences"] = {
-            f"{first} - {second}": paired_difference(matrix[first], matrix[second], y, train, test, seed)
-            for first in list(models)[:1] for second in matrix if second != first}
-    return {"corpus": str(corpus), "repository": str(repository), "seed": seed, "tasks": results}
+    """corpus.evaluate with the torch models' scene embeddings as extra embedders, the first model's paired
+    differences against every other embedder."""
+    extra = {title: torch_scene_embedder(model.eval()) for title, model in models.items()}
+    return corpus_eval.evaluate(corpus, repository, seed, extra=extra, reference=next(iter(models)))
 
 
 def save(path: Path, model: Passt, heads: MultiTaskHeads, vocabularies: dict[str, list[str]],

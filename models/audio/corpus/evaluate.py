@@ -23,6 +23,7 @@ import torch
 from hear_infersuite import api as hear
 from models.audio.corpus.builder import MANIFEST
 from models.audio.frontend import FrontEndConfig, LogMelStatistics
+from models.audio.metrics import linear_probe_predictions
 from models.audio.user_data import BASELINE, EMBEDDERS, load_audio, probe, read_labels
 
 BATCH = 64  # one-second clips embedded together
@@ -59,24 +60,48 @@ def feature_sets(audio: dict[str, np.ndarray], repository: Path) -> dict[str, di
     return sets
 
 
-def evaluate(corpus: Path, repository: Path, seed: int = 0, tasks: list[str] | None = None) -> dict[str, Any]:
+def paired_difference(a: np.ndarray, b: np.ndarray, labels: np.ndarray, train: list[int], test: list[int],
+                      seed: int, resamples: int = 2000) -> dict[str, Any]:
+    """Accuracy of the probe on features `a` minus that on `b`, with a paired bootstrap 95% interval (the
+    same resampled test clips for both)."""
+    right = [(linear_probe_predictions(f[train], labels[train], f[test]) == labels[test]).astype(np.float64)
+             for f in (a, b)]
+    difference = right[0] - right[1]
+    rng = np.random.default_rng(seed)
+    means = difference[rng.integers(0, len(difference), (resamples, len(difference)))].mean(axis=1)
+    return {"difference": round(float(difference.mean()), 4),
+            "interval_95": [round(float(np.quantile(means, q)), 4) for q in (0.025, 0.975)]}
+
+
+def evaluate(corpus: Path, repository: Path, seed: int = 0, tasks: list[str] | None = None,
+             extra: dict[str, Callable[[np.ndarray], np.ndarray]] | None = None,
+             reference: str | None = None) -> dict[str, Any]:
+    """Every task's probe per embedder: the repository's, log-mel statistics and `extra` (title -> clips
+    (N, samples) -> scene embeddings). With `reference`, each task also gets that embedder's paired
+    differences against every other one."""
     manifest = json.loads((corpus / MANIFEST).read_text())
     chosen = {name: task for name, task in manifest["tasks"].items() if tasks is None or name in tasks}
     task_clips = {name: read_labels(corpus, corpus / task["labels_csv"]) for name, task in chosen.items()}
     rate = FrontEndConfig().sample_rate
     audio = {str(c.path): load_audio(c.path, rate) for clips in task_clips.values() for c in clips}
     features = feature_sets(audio, repository)
+    for title, embed in (extra or {}).items():
+        features[title] = _embed_all(audio, embed)
     results: dict[str, Any] = {}
     for name, clips in task_clips.items():
         labels = sorted({c.label for c in clips})
         y = np.array([labels.index(c.label) for c in clips])
         train = [i for i, c in enumerate(clips) if c.split == "train"]
         test = [i for i, c in enumerate(clips) if c.split == "test"]
+        matrix = {title: np.stack([vectors[str(c.path)] for c in clips]) for title, vectors in features.items()}
         results[name] = {
             "description": chosen[name]["description"], "classes": len(labels), "train": len(train),
             "test": len(test), "chance": round(1 / len(labels), 4),
-            "embedders": {title: probe(np.stack([vectors[str(c.path)] for c in clips]), y, train, test, seed)
-                          for title, vectors in features.items()}}
+            "embedders": {title: probe(m, y, train, test, seed) for title, m in matrix.items()}}
+        if reference is not None:
+            results[name]["differences"] = {
+                f"{reference} - {other}": paired_difference(matrix[reference], matrix[other], y, train, test, seed)
+                for other in matrix if other != reference}
     return {"corpus": str(corpus), "repository": str(repository), "seed": seed, "tasks": results}
 
 

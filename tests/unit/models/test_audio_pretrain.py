@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from models.audio import pretrain
+from models.audio.corpus import evaluate as corpus_eval
 from models.audio.frontend import FrontEndConfig
 from models.audio.passt import Passt, PasstConfig
 
@@ -131,7 +132,7 @@ def test_paired_difference_of_a_feature_set_with_itself_is_zero_and_noise_loses(
     informative = labels[:, None] + 0.1 * rng.standard_normal((60, 4))
     noise = rng.standard_normal((60, 4))
     train, test = list(range(0, 60, 2)), list(range(1, 60, 2))
-    same = pretrain.paired_difference(informative, informative, labels, train, test, seed=0)
+    same = corpus_eval.paired_difference(informative, informative, labels, train, test, seed=0)
     assert same == {"difference": 0.0, "interval_95": [0.0, 0.0]}
-    better = pretrain.paired_difference(informative, noise, labels, train, test, seed=0)
+    better = corpus_eval.paired_difference(informative, noise, labels, train, test, seed=0)
     assert better["difference"] > 0.3 and better["interval_95"][0] > 0
