@@ -99,26 +99,46 @@ def decompress(data: bytes) -> np.ndarray:
 
 
 @torch.no_grad()
-def teacher_accuracy(teacher: TeacherCNN, images: np.ndarray, labels: np.ndarray) -> float:
+def teacher_correct(teacher: TeacherCNN, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per image: 1.0 where the teacher's class is right, else 0.0."""
     logits = torch.cat([teacher(torch.from_numpy(to_float(images[i:i + 250]))) for i in range(0, len(images), 250)])
-    return float((logits.argmax(dim=1).numpy() == labels).mean())
+    return (logits.argmax(dim=1).numpy() == labels).astype(np.float64)
+
+
+def teacher_accuracy(teacher: TeacherCNN, images: np.ndarray, labels: np.ndarray) -> float:
+    return float(teacher_correct(teacher, images, labels).mean())
+
+
+@dataclass(frozen=True)
+class Coded:
+    """One codec setting applied to every image on its own: the decoded images and each file's sizes."""
+
+    codec: str  # curve name, e.g. "JPEG 4:4:4"
+    setting: str  # "q=30" or "lossless"
+    decoded: np.ndarray  # (N, 3, H, W) uint8
+    full: np.ndarray  # (N,) bytes of each whole file
+    payload: np.ndarray  # (N,) bytes without container headers
+
+
+def coded_images(images: np.ndarray, codecs: dict[str, tuple[str, dict[str, Any], tuple[int | None, ...]]]
+                 = INPUT_CODECS) -> list[Coded]:
+    """Every setting of `codecs` (INPUT_CODECS' layout) applied to each image of (N, 3, H, W) uint8."""
+    out = []
+    hwc = images.transpose(0, 2, 3, 1)
+    for name, (fmt, options, qualities) in codecs.items():
+        for quality in qualities:
+            files = [compress(image, fmt, quality, **options) for image in hwc]
+            out.append(Coded(name, "lossless" if quality is None else f"q={quality}",
+                             np.stack([decompress(f) for f in files]), np.array([len(f) for f in files], np.float64),
+                             np.array([HEADERLESS[fmt](f) for f in files], np.float64)))
+    return out
 
 
 def codec_points(teachers: dict[str, TeacherCNN], images: np.ndarray, labels: np.ndarray) -> list[RatePoint]:
     """Every input codec setting, its decoded images classified by each teacher (curve "<codec> -> <teacher>")."""
-    points = []
-    hwc = images.transpose(0, 2, 3, 1)
-    for name, (fmt, options, qualities) in INPUT_CODECS.items():
-        for quality in qualities:
-            files = [compress(image, fmt, quality, **options) for image in hwc]
-            decoded = np.stack([decompress(f) for f in files])
-            full = float(np.mean([len(f) for f in files]))
-            payload = float(np.mean([HEADERLESS[fmt](f) for f in files]))
-            setting = "lossless" if quality is None else f"q={quality}"
-            for teacher_name, teacher in teachers.items():
-                points.append(RatePoint(f"{name} -> {teacher_name}", setting,
-                                        teacher_accuracy(teacher, decoded, labels), full, payload))
-    return points
+    return [RatePoint(f"{c.codec} -> {teacher_name}", c.setting, teacher_accuracy(teacher, c.decoded, labels),
+                      float(c.full.mean()), float(c.payload.mean()))
+            for c in coded_images(images) for teacher_name, teacher in teachers.items()]
 
 
 def student_codec(student: EntropicStudent, version: int = 1) -> Codec:
@@ -127,8 +147,10 @@ def student_codec(student: EntropicStudent, version: int = 1) -> Codec:
 
 
 @torch.no_grad()
-def student_point(student: EntropicStudent, beta: float, images: np.ndarray, labels: np.ndarray) -> RatePoint:
-    """Codes every image on its own (batch 1) and classifies the decoded symbols."""
+def student_per_image(student: EntropicStudent, images: np.ndarray,
+                      labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Codes every image on its own (batch 1), decodes and classifies the symbols: per image the body bytes,
+    the prior's estimated bytes and whether the class is right (1.0 / 0.0)."""
     codec = student_codec(student)
     symbols = quantized_latents(student, images, codec.radius).numpy().astype(np.int32)  # (N, C, h, w)
     bodies = [codec.encode(s) for s in symbols]
@@ -136,7 +158,13 @@ def student_point(student: EntropicStudent, beta: float, images: np.ndarray, lab
     if not torch.equal(decoded, torch.from_numpy(symbols.astype(np.float32))):
         raise AssertionError("entropy decoding did not reproduce the symbols")
     logits = torch.cat([student.tail(student.decoder(decoded[i:i + 250])) for i in range(0, len(decoded), 250)])
-    body = float(np.mean([len(b) for b in bodies]))
-    estimate = float(np.mean([codec.estimated_bits(s) for s in symbols])) / 8
-    return RatePoint("student", f"beta={beta:g}", float((logits.argmax(dim=1).numpy() == labels).mean()),
-                     body + wire.HEADER_BYTES, body, estimate)
+    return (np.array([len(b) for b in bodies], np.float64),
+            np.array([codec.estimated_bits(s) for s in symbols], np.float64) / 8,
+            (logits.argmax(dim=1).numpy() == labels).astype(np.float64))
+
+
+def student_point(student: EntropicStudent, beta: float, images: np.ndarray, labels: np.ndarray) -> RatePoint:
+    """The student's curve point: mean bytes (frame and body) and accuracy, each image coded on its own."""
+    body, estimate, correct = student_per_image(student, images, labels)
+    return RatePoint("student", f"beta={beta:g}", float(correct.mean()), float(body.mean()) + wire.HEADER_BYTES,
+                     float(body.mean()), float(estimate.mean()))

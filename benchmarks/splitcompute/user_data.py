@@ -24,16 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from benchmarks.splitcompute.bdrate import bd_rate
-from benchmarks.splitcompute.rates import HEADERLESS, compress, decompress, student_codec
-from models.splitcompute.data import ShapeData, to_float
+from benchmarks.splitcompute.rates import Coded, coded_images, student_per_image, teacher_correct
+from models.splitcompute.data import ShapeData
 from models.splitcompute.train import (
     TrainConfig,
     load_student,
     load_teacher,
-    quantized_latents,
     run,
     single_thread,
 )
@@ -63,40 +61,11 @@ class PerImage:
         return float(self.correct.mean())
 
 
-@torch.no_grad()
-def student_per_image(path: Path, images: np.ndarray, labels: np.ndarray) -> PerImage:
-    """Each image coded on its own by the range coder (batch 1, as a device sends), decoded, classified."""
+def student_points(path: Path, images: np.ndarray, labels: np.ndarray) -> PerImage:
+    """The checkpoint's student, each image range-coded on its own (rates.student_per_image)."""
     student, ckpt = load_student(path)
-    codec = student_codec(student)
-    symbols = quantized_latents(student, images, codec.radius).numpy().astype(np.int32)
-    bodies = [codec.encode(s) for s in symbols]
-    decoded = torch.from_numpy(np.stack([codec.decode(b) for b in bodies]))
-    if not torch.equal(decoded, torch.from_numpy(symbols.astype(np.float32))):
-        raise AssertionError("entropy decoding did not reproduce the symbols")
-    logits = torch.cat([student.tail(student.decoder(decoded[i:i + 250])) for i in range(0, len(decoded), 250)])
-    payload = np.array([len(b) for b in bodies], np.float64)
-    return PerImage("student", f"beta={ckpt['metrics']['beta']:g}", payload + wire.HEADER_BYTES, payload,
-                    (logits.argmax(dim=1).numpy() == labels).astype(np.float64))
-
-
-def decoded_codecs(images: np.ndarray) -> list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray]]:
-    """(curve, setting, decoded images, full bytes, payload bytes) for every codec setting."""
-    out = []
-    hwc = images.transpose(0, 2, 3, 1)
-    for name, (fmt, options, qualities) in CODECS.items():
-        for quality in qualities:
-            files = [compress(image, fmt, quality, **options) for image in hwc]
-            setting = "lossless" if quality is None else f"q={quality}"
-            out.append((name, setting, np.stack([decompress(f) for f in files]),
-                        np.array([len(f) for f in files], np.float64),
-                        np.array([HEADERLESS[fmt](f) for f in files], np.float64)))
-    return out
-
-
-@torch.no_grad()
-def teacher_correct(teacher: torch.nn.Module, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    logits = torch.cat([teacher(torch.from_numpy(to_float(images[i:i + 250]))) for i in range(0, len(images), 250)])
-    return (logits.argmax(dim=1).numpy() == labels).astype(np.float64)
+    body, _, correct = student_per_image(student, images, labels)
+    return PerImage("student", f"beta={ckpt['metrics']['beta']:g}", body + wire.HEADER_BYTES, body, correct)
 
 
 def match_on_validation(student_valid: PerImage, codec_valid: list[PerImage]) -> int:
@@ -109,17 +78,17 @@ def match_on_validation(student_valid: PerImage, codec_valid: list[PerImage]) ->
 
 
 def evaluate_seed(out: Path, summary: dict[str, Any], data: ShapeData,
-                  decoded: dict[str, list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray]]]) -> dict[str, Any]:
+                  decoded: dict[str, list[Coded]]) -> dict[str, Any]:
     """Every curve point on valid and test for one trained seed; the validation-matched settings."""
     teacher = load_teacher(out / "teacher.pt")
     points: dict[str, dict[str, list[PerImage]]] = {"valid": {}, "test": {}}
     for split in ("valid", "test"):
         images, labels = data.split(split)
-        points[split]["student"] = [student_per_image(out / s["checkpoint"], images, labels)
+        points[split]["student"] = [student_points(out / s["checkpoint"], images, labels)
                                     for s in summary["students"]]
-        for name, setting, pictures, full, payload in decoded[split]:
-            points[split].setdefault(name, []).append(
-                PerImage(name, setting, full, payload, teacher_correct(teacher, pictures, labels)))
+        for c in decoded[split]:
+            points[split].setdefault(c.codec, []).append(
+                PerImage(c.codec, c.setting, c.full, c.payload, teacher_correct(teacher, c.decoded, labels)))
     default = next(i for i, s in enumerate(summary["students"]) if s["checkpoint"] == summary["default"])
     matched = {name: match_on_validation(points["valid"]["student"][default], points["valid"][name]) for name in CODECS}
     return {"points": points, "default": default, "matched": matched,
@@ -249,7 +218,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.betas:
         cfg = replace(cfg, betas=tuple(args.betas))
     summaries, seeds = [], []
-    decoded = {split: decoded_codecs(data.split(split)[0]) for split in ("valid", "test")}
+    decoded = {split: coded_images(data.split(split)[0], CODECS) for split in ("valid", "test")}
     for seed in range(args.seeds):
         out = args.out / f"seed{seed}"
         summaries.append(run(out, data_cfg, replace(cfg, seed=seed)))
