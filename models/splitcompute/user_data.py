@@ -62,8 +62,8 @@ def _images_of(folder: Path) -> tuple[list[Path], int]:
     return files, skipped
 
 
-def _classes(folder: Path) -> dict[str, list[Path]]:
-    return {d.name: [] for d in sorted(folder.iterdir()) if d.is_dir() and not d.name.startswith(".")}
+def _classes(folder: Path) -> list[str]:
+    return [d.name for d in sorted(folder.iterdir()) if d.is_dir() and not d.name.startswith(".")]
 
 
 def scan_folder(cfg: ImageFolderConfig) -> FolderScan:
