@@ -56,8 +56,10 @@ def parity_inputs(model: Passt | BagOfWords, seed: int = 0) -> list[tuple[torch.
     return [*sets, (torch.from_numpy(np.stack(list(edges.values()))),)]
 
 
-def export_embedder(checkpoint: Path, repository: Path, name: str, serving: ServingConfig = SERVING) -> Path:
-    """Exports, fails on a parity miss, writes <repository>/<name>/1/ with its meta.json."""
+def export_embedder(checkpoint: Path, repository: Path, name: str, serving: ServingConfig = SERVING,
+                    quality: dict[str, Any] | None = None) -> Path:
+    """Exports, fails on a parity miss, writes <repository>/<name>/1/ with its meta.json; its `quality` is
+    the checkpoint's training metrics unless given (the corpus-pretrained PaSST: exporters/audio_pretrained.py)."""
     model, ckpt = load_checkpoint(checkpoint)
     architecture = "passt" if isinstance(model, Passt) else "bow"
     with tempfile.TemporaryDirectory() as tmp:
@@ -71,7 +73,7 @@ def export_embedder(checkpoint: Path, repository: Path, name: str, serving: Serv
             "front_end": asdict(model.front_config),
             "model_config": ckpt["config"],
             "source_checkpoint": checkpoint.name, "source_checkpoint_sha256": sha256_file(checkpoint),
-            "quality": ckpt.get("metrics", {}),
+            "quality": ckpt.get("metrics", {}) if quality is None else quality,
             "parity_max_abs_diff": parity, "onnx_opset": OPSET, "torch_version": torch.__version__,
         }
         return write_model(repository, name, onnx_path, meta, serving)

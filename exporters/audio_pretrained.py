@@ -1,0 +1,161 @@
+"""`python -m exporters.audio_pretrained` (`make ship-audio-pretrained`): ships the PaSST pretrained on the
+audio corpus (`models/audio/pretrain.py`, issue 25) as the default `audio-passt-fp32`.
+
+    python -m exporters.audio_pretrained export --checkpoint artifacts/audio-pretrain/seed0-e40/pretrain.pt \
+        --out artifacts/ship-audio/repository --quantization-report reports/audio_passt_quantization.md
+    python -m exporters.audio_pretrained ship --checkpoint <the same> --out <the same> --quantization-report \
+        <the same> --to shipped_models --built-by "make ship-audio-pretrained ..."
+
+1. Export through `exporters.audio.export_embedder`, the exporter of the synthetic-world PaSST: the same
+   graph (waveform (B, 32000) -> embedding (B, 128), log-mel front end inside), the same parity gate
+   (torch vs ONNX within 1e-4 on synthetic windows and the edge windows: silence, 1e-30, 1e20, denormals),
+   the same meta.json layout. The pretrained model has the shipped architecture and front end
+   (`PasstConfig()`, `FrontEndConfig()`: 32 kHz, 1 s windows), so the service and the HEAR module take
+   it unchanged; a checkpoint with another front end is refused here rather than the service adapted.
+   Its meta.json `quality` holds the pretraining's summary and the held-out corpus figures of the run
+   that produced the checkpoint (`quality.json` beside it) instead of synthetic-world figures.
+2. The quantization gate `make quantize-report` applies (`exporters.quantize.report`, the deployable
+   recipes, audio-passt only): each recipe's relative loss of the fp32-trained probe's accuracy on
+   1,000 held-out synthetic windows, 1% bound. Written to `--quantization-report`.
+3. `ship` (after `make ship-audio-pretrained` ran hearvalidator on the export): only `audio-passt-fp32`
+   goes into the shipped repository (bag-of-words stays as it was): its files, a manifest
+   (`exporters.ship.model_manifest`) and an entry in SHIPPED.json's `updates` naming the checkpoint, its
+   sha256, the pretraining seed and the commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from exporters.audio import export_embedder
+from exporters.repository import sha256_file
+from exporters.ship import MANIFEST, MAX_BYTES, SUMMARY, code_revision, model_manifest
+from models.audio.frontend import FrontEndConfig
+
+MODEL = "audio-passt-fp32"
+QUANT_FAMILY = "audio-passt"
+PRETRAINED = "PaSST pretrained on the corpus"  # models.audio.pretrain's title for the pretrained embedder
+DEPLOYABLE_RECIPES = ("fp16", "int8-dynamic", "int8-static-minmax", "int8-static-perchannel", "int8-qat",
+                      "int4-weight-only", "mixed", "mixed-int4-int8")
+
+
+def checked_checkpoint(checkpoint: Path) -> dict[str, Any]:
+    """The pretrained checkpoint, refused unless it is a PaSST with the front end the service was shipped with."""
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if ckpt.get("kind") != "Passt" or "pretrain_config" not in ckpt.get("metrics", {}):
+        raise SystemExit(f"{checkpoint}: not a checkpoint of python -m models.audio.pretrain")
+    if ckpt["config"]["front_end"] != asdict(FrontEndConfig()):
+        raise SystemExit(f"{checkpoint}: front end {ckpt['config']['front_end']} is not the shipped one "
+                         f"{asdict(FrontEndConfig())}")
+    return ckpt
+
+
+def pretrained_quality(ckpt: dict[str, Any], held_out: dict[str, Any]) -> dict[str, Any]:
+    """meta.json's quality: the pretraining's summary, then each held-out task's linear-probe accuracy of the
+    pretrained PaSST (`heldout_<task>_accuracy`, checked by `exporters.ship verify` at +-0.03) and its interval."""
+    metrics = ckpt["metrics"]
+    quality: dict[str, Any] = {
+        "pretrain_epochs": metrics["pretrain_config"]["epochs"], "pretrain_seed": metrics["pretrain_config"]["seed"],
+        "pretrain_clips": metrics["clips"], "pretrain_steps": metrics["steps"],
+        "pretrain_seconds": metrics["train_seconds"], "last_loss": metrics["history"][-1]["mean_loss"],
+        "heldout_protocol": "linear probe on scene embeddings, corpus held-out tasks (models.audio.corpus.evaluate)",
+    }
+    for task, result in held_out["tasks"].items():
+        figures = result["embedders"][PRETRAINED]
+        quality[f"heldout_{task}_accuracy"] = figures["accuracy"]
+        quality[f"heldout_{task}_interval_95"] = figures["interval_95"]
+    return quality
+
+
+def export(checkpoint: Path, repository: Path) -> Path:
+    """<repository>/audio-passt-fp32/1/ from the pretrained checkpoint and the quality.json beside it."""
+    ckpt = checked_checkpoint(checkpoint)
+    held_out_path = checkpoint.parent / "quality.json"
+    if not held_out_path.is_file():
+        raise SystemExit(f"{held_out_path} is missing: python -m models.audio.pretrain writes it unless --no-eval")
+    quality = pretrained_quality(ckpt, json.loads(held_out_path.read_text()))
+    return export_embedder(checkpoint, repository, MODEL, quality=quality)
+
+
+def quantization_gate(repository: Path, report: Path) -> dict[str, Any]:
+    """`make quantize-report`'s gate on the exported graph (its quantized variants written beside it)."""
+    from exporters.quantize import report as quantize_report
+
+    quantize_report.main(["--repository", str(repository), "--families", QUANT_FAMILY,
+                          "--recipes", *DEPLOYABLE_RECIPES, "--report", str(report)])
+    return gate_result(report)
+
+
+def gate_result(report: Path) -> dict[str, Any]:
+    """{"default": the recipe the gate would serve, "passed": {recipe: within the 1% bound}} from its report."""
+    section = json.loads(report.with_suffix(".json").read_text())["families"][0]
+    return {"default": section["default"],
+            "passed": {r["recipe"]: bool(r.get("passed")) for r in section["rows"] if r["status"] == "ok"}}
+
+
+def ship_model(repository: Path, shipped: Path, provenance: dict[str, Any]) -> dict[str, Any]:
+    """Replaces <shipped>/audio-passt-fp32 with the exported one and its manifest; SHIPPED.json gets the new
+    total size and an `updates` entry (the other models, their manifests and aliases.json stay as they are)."""
+    target = shipped / MODEL
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(repository / MODEL, target)
+    (target / MANIFEST).write_text(json.dumps(model_manifest(target, provenance), indent=2, sort_keys=True) + "\n")
+    summary = json.loads((shipped / SUMMARY).read_text())
+    names = sorted(p.name for p in shipped.iterdir() if (p / MANIFEST).is_file())
+    size = sum(json.loads((shipped / n / MANIFEST).read_text())["size_bytes"] for n in names)
+    if size > MAX_BYTES:
+        raise SystemExit(f"{size / 2**20:.1f} MiB of models: over the {MAX_BYTES / 2**20:.0f} MiB the project ships")
+    update = {"families": ["audio"], "models": [MODEL], **provenance}
+    kept = [u for u in summary.get("updates", []) if u.get("models") != [MODEL]]  # superseded by this one
+    summary.update(models=names, size_bytes=size, updates=[*kept, update])
+    (shipped / SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m exporters.audio_pretrained", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, purpose in (("export", "export and run the quantization gate"),
+                          ("ship", "replace audio-passt-fp32 in the shipped repository with the export")):
+        command = commands.add_parser(name, help=purpose)
+        command.add_argument("--checkpoint", type=Path, required=True, help="pretrain.pt of models.audio.pretrain")
+        command.add_argument("--out", type=Path, default=Path("artifacts/ship-audio/repository"))
+        command.add_argument("--quantization-report", type=Path, default=Path("artifacts/ship-audio/quantization.md"))
+    ship = commands.choices["ship"]
+    ship.add_argument("--to", type=Path, default=Path("shipped_models"))
+    ship.add_argument("--built-by", required=True, help="the commands that pretrained and exported (SHIPPED.json)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    if args.command == "export":
+        version_dir = export(args.checkpoint, args.out)
+        parity = json.loads((version_dir / "meta.json").read_text())["parity_max_abs_diff"]
+        print(f"exported {version_dir} (parity {parity:.2e}); quantization gate: "
+              f"{quantization_gate(args.out, args.quantization_report)}")
+        return
+    exported = json.loads((args.out / MODEL / "1" / "meta.json").read_text())
+    if exported["source_checkpoint_sha256"] != sha256_file(args.checkpoint):
+        raise SystemExit(f"{args.out / MODEL} was not exported from {args.checkpoint}: run the export first")
+    command = "python -m exporters.audio_pretrained " + " ".join(sys.argv[1:] if argv is None else argv)
+    seed = checked_checkpoint(args.checkpoint)["metrics"]["pretrain_config"]["seed"]
+    provenance = {"built_by": args.built_by, "code_revision": code_revision(), "shipped_by": command,
+                  "seeds": {"audio.PretrainConfig": seed}, "source_checkpoint": str(args.checkpoint),
+                  "source_checkpoint_sha256": exported["source_checkpoint_sha256"],
+                  "quantization_gate": gate_result(args.quantization_report)}
+    summary = ship_model(args.out, args.to, provenance)
+    print(f"shipped {MODEL} into {args.to} ({summary['size_bytes'] / 2**20:.1f} MiB in all)")
+
+
+if __name__ == "__main__":
+    main()
