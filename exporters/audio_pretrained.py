@@ -86,10 +86,14 @@ def export(checkpoint: Path, repository: Path) -> Path:
 
 
 def quantization_gate(repository: Path, report: Path) -> dict[str, Any]:
-    """`make quantize-report`'s gate on the exported graph (its quantized variants written beside it)."""
+    """`make quantize-report`'s gate on the exported graph. It runs on a copy (<repository>-quantized): the
+    report rewrites the fp32 model's meta.json as one of its recipe rows, and the export ships as written."""
     from exporters.quantize import report as quantize_report
 
-    quantize_report.main(["--repository", str(repository), "--families", QUANT_FAMILY,
+    work = repository.with_name(repository.name + "-quantized")
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(repository / MODEL, work / MODEL)
+    quantize_report.main(["--repository", str(work), "--families", QUANT_FAMILY,
                           "--recipes", *DEPLOYABLE_RECIPES, "--report", str(report)])
     return gate_result(report)
 
@@ -145,8 +149,8 @@ def main(argv: list[str] | None = None) -> None:
               f"{quantization_gate(args.out, args.quantization_report)}")
         return
     exported = json.loads((args.out / MODEL / "1" / "meta.json").read_text())
-    if exported["source_checkpoint_sha256"] != sha256_file(args.checkpoint):
-        raise SystemExit(f"{args.out / MODEL} was not exported from {args.checkpoint}: run the export first")
+    if exported["source_checkpoint_sha256"] != sha256_file(args.checkpoint) or "quality_gate" in exported:
+        raise SystemExit(f"{args.out / MODEL} is not the export of {args.checkpoint}: run the export first")
     command = "python -m exporters.audio_pretrained " + " ".join(sys.argv[1:] if argv is None else argv)
     seed = checked_checkpoint(args.checkpoint)["metrics"]["pretrain_config"]["seed"]
     provenance = {"built_by": args.built_by, "code_revision": code_revision(), "shipped_by": command,
