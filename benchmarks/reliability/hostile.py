@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from benchmarks.reliability import report
-from benchmarks.reliability.measure import ROOT, Suite
+from benchmarks.reliability.measure import ROOT, checkout_suite
+from loadtest.local_suite import ServerProcess, loopback_settings
 from services.runtime.limits import ModelLimits, ValueRange, model_limits
 from services.runtime.repository import ModelRepository
 from services.runtime.settings import RuntimeSettings
@@ -75,7 +74,7 @@ async def corpus(channel: grpc.aio.Channel, repository: ModelRepository) -> list
             *hostile.audio_cases(MAX_DURATION_S)]
 
 
-async def run_corpus(suite: Suite, peak: Peak, repository: ModelRepository) -> dict[str, Any]:
+async def run_corpus(suite: ServerProcess, peak: Peak, repository: ModelRepository) -> dict[str, Any]:
     async with grpc.aio.insecure_channel(suite.target) as channel:
         cases = await corpus(channel, repository)
         known_good = hostile.ctr_cases(**_vocabulary(repository), max_candidates=MAX_CANDIDATES)[-1]
@@ -157,7 +156,7 @@ async def worst_case_request(oip: service_pb2_grpc.GRPCInferenceServiceStub, rep
     return _request(name, limits, specs), declared
 
 
-async def run_worst_cases(suite: Suite, peak: Peak, repository: ModelRepository) -> list[dict[str, Any]]:
+async def run_worst_cases(suite: ServerProcess, peak: Peak, repository: ModelRepository) -> list[dict[str, Any]]:
     rows = []
     async with grpc.aio.insecure_channel(suite.target, options=[("grpc.max_send_message_length", -1)]) as channel:
         oip = service_pb2_grpc.GRPCInferenceServiceStub(channel)
@@ -182,15 +181,14 @@ async def run_worst_cases(suite: Suite, peak: Peak, repository: ModelRepository)
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    env = {"INFERSUITE_PORT": "0", "INFERSUITE_METRICS_PORT": "0", "INFERSUITE_HOST": "127.0.0.1",
-           "INFERSUITE_SERVICES": json.dumps(SERVICES), "INFERSUITE_MODEL_REPOSITORY": str(args.repository.resolve()),
-           "INFERSUITE_LOG_LEVEL": "ERROR", "INFERSUITE_INTRA_OP_THREADS": "1",
-           "INFERSUITE_WORKERS": "1",  # one serving process: its peak RSS is the one measured
-           "INFERSUITE_CTR_MAX_CANDIDATES": str(MAX_CANDIDATES), "INFERSUITE_AUDIO_MAX_DURATION_S": str(MAX_DURATION_S),
-           "INFERSUITE_SPLITCOMPUTE_MAX_PAYLOAD_BYTES": str(MAX_PAYLOAD)}
-    suite = Suite([sys.executable, "-m", "services"], env)
+    # One serving process (loopback_settings' default workers=1): its peak RSS is the one measured.
+    env = loopback_settings(args.repository.resolve(), SERVICES, log_level="ERROR", INFERSUITE_INTRA_OP_THREADS="1",
+                            INFERSUITE_CTR_MAX_CANDIDATES=str(MAX_CANDIDATES),
+                            INFERSUITE_AUDIO_MAX_DURATION_S=str(MAX_DURATION_S),
+                            INFERSUITE_SPLITCOMPUTE_MAX_PAYLOAD_BYTES=str(MAX_PAYLOAD))
+    suite = checkout_suite(env)
     try:
-        await suite.ready(timeout=600)
+        await suite.ready(timeout_s=600)
         repository, peak = ModelRepository(args.repository), Peak(suite.proc.pid)
         return {"repository": str(args.repository), "corpus": await run_corpus(suite, peak, repository),
                 "worst_case": await run_worst_cases(suite, peak, repository)}

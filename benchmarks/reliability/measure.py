@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from benchmarks.reliability import report
+from loadtest.local_suite import SUITE_COMMAND, ServerProcess, loopback_settings
 from tests.reliability import hostile, scenarios, sleepy
 from tests.reliability.load import metric, open_loop, scrape
 from tests.reliability.requests import ctr_requests
@@ -38,53 +40,24 @@ CTR_MODEL = "din-fp32"
 CRASH_PREFIXES = ("crash-", "oom-", "timeout-")  # libFuzzer's artifacts
 
 
-class Suite:
-    """A suite process (python -m services, or the sleepy module) and its ports."""
-
-    def __init__(self, command: list[str], env: dict[str, str], stderr: bool = False):
-        self.proc = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **env},
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE if stderr else None, text=True)
-        line = self.proc.stdout.readline() if self.proc.stdout else ""
-        match = re.search(r"gRPC on port (\d+), metrics on port (\d+)", line)
-        if match is None:
-            self.proc.kill()
-            raise RuntimeError(f"suite did not start: {line!r}")
-        self.port, self.metrics_port = int(match.group(1)), int(match.group(2))
-        self.target, self.metrics_url = f"127.0.0.1:{self.port}", f"http://127.0.0.1:{match.group(2)}/metrics"
-
-    async def ready(self, timeout: float = 180) -> None:
-        async with grpc.aio.insecure_channel(self.target) as channel:
-            health, limit = health_pb2_grpc.HealthStub(channel), time.monotonic() + timeout
-            while (await health.Check(health_pb2.HealthCheckRequest(), timeout=5)).status != \
-                    health_pb2.HealthCheckResponse.SERVING:
-                if time.monotonic() > limit:
-                    raise RuntimeError("suite never became SERVING")
-                await asyncio.sleep(0.2)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+def checkout_suite(env: Mapping[str, str], command: Sequence[str] = SUITE_COMMAND,
+                   stderr: int | None = None) -> ServerProcess:
+    """A suite process (python -m services, or the sleepy module) run from this checkout."""
+    return ServerProcess({"PYTHONPATH": str(ROOT), **env}, command=command, cwd=ROOT, stderr=stderr)
 
 
-def sleepy_suite(compute_ms: float, queue: int, grace_s: float = 5.0) -> Suite:
-    return Suite([sys.executable, "-m", "tests.reliability.sleepy", "--compute-ms", str(compute_ms), "--queue",
-                  str(queue), "--grace", str(grace_s)], {})
+def sleepy_suite(compute_ms: float, queue: int, grace_s: float = 5.0) -> ServerProcess:
+    return checkout_suite({}, [sys.executable, "-m", "tests.reliability.sleepy", "--compute-ms", str(compute_ms),
+                               "--queue", str(queue), "--grace", str(grace_s)])
 
 
 def ctr_settings(repository: Path, **env: str) -> dict[str, str]:
     """The environment of a ctr suite process on `repository` (one worker unless `env` says otherwise)."""
-    return {"INFERSUITE_PORT": "0", "INFERSUITE_METRICS_PORT": "0", "INFERSUITE_HOST": "127.0.0.1",
-            "INFERSUITE_SERVICES": '["ctr"]', "INFERSUITE_MODEL_REPOSITORY": str(repository),
-            "INFERSUITE_LOG_LEVEL": "WARNING", "INFERSUITE_INTRA_OP_THREADS": "1",
-            "INFERSUITE_WORKERS": "1", **env}
+    return {**loopback_settings(repository, INFERSUITE_INTRA_OP_THREADS="1"), **env}
 
 
-def ctr_suite(repository: Path, **env: str) -> Suite:
-    return Suite([sys.executable, "-m", "services"], ctr_settings(repository, **env))
+def ctr_suite(repository: Path, **env: str) -> ServerProcess:
+    return checkout_suite(ctr_settings(repository, **env))
 
 
 def set_queue(repository: Path, queue: int) -> None:
@@ -108,7 +81,7 @@ def build_ctr_repository(work: Path, queue: int) -> tuple[Path, int, int]:
     return work / "repo", data.config.n_items, data.config.n_categories
 
 
-async def run_overload(suite: Suite, make, sustainable: float, duration_s: float, slo_ms: float,
+async def run_overload(suite: ServerProcess, make, sustainable: float, duration_s: float, slo_ms: float,
                        queue: int) -> dict[str, Any]:
     async with grpc.aio.insecure_channel(suite.target) as channel:
         await open_loop(channel, make, 0.5 * sustainable, 2.0)  # warm-up (compute-time estimate)
@@ -116,13 +89,13 @@ async def run_overload(suite: Suite, make, sustainable: float, duration_s: float
     return {**figures, "sustainable_rps": round(sustainable, 1), "slo_ms": slo_ms, "queue": queue}
 
 
-async def run_sweep(suite: Suite, make, rates: list[float], step_s: float, slo_ms: float):
+async def run_sweep(suite: ServerProcess, make, rates: list[float], step_s: float, slo_ms: float):
     async with grpc.aio.insecure_channel(suite.target) as channel:
         await open_loop(channel, make, rates[0], 2.0)  # warm-up
         return await scenarios.sustainable_rate(channel, make, rates, step_s, slo_ms)
 
 
-async def run_deadlines(suite: Suite, make, capacity: float, duration_s: float, model: str,
+async def run_deadlines(suite: ServerProcess, make, capacity: float, duration_s: float, model: str,
                         short_deadline_s: float) -> dict[str, Any]:
     async with grpc.aio.insecure_channel(suite.target) as channel:
         before = scrape(suite.metrics_url)
@@ -136,13 +109,13 @@ async def run_deadlines(suite: Suite, make, capacity: float, duration_s: float, 
     return figures
 
 
-async def run_shutdown(suite: Suite, make, rate: float, grace_s: float) -> dict[str, Any]:
+async def run_shutdown(suite: ServerProcess, make, rate: float, grace_s: float) -> dict[str, Any]:
     figures = await scenarios.graceful_shutdown(suite.proc, suite.port, make, rate, before_s=3.0, after_s=2.0,
                                                 grace_s=grace_s)
     return {**figures.__dict__, "rate_rps": rate}
 
 
-async def run_reload(suite: Suite, repository: Path, make) -> dict[str, Any]:
+async def run_reload(suite: ServerProcess, repository: Path, make) -> dict[str, Any]:
     """Broken version 2 dropped into the repository the suite polls, then a good one, under load."""
     url = suite.metrics_url
     async with grpc.aio.insecure_channel(suite.target) as channel:
@@ -164,7 +137,7 @@ async def run_reload(suite: Suite, repository: Path, make) -> dict[str, Any]:
             "executions_on_v2_after_good_copy": served}
 
 
-async def run_hostile(suite: Suite, n_items: int, n_categories: int) -> dict[str, Any]:
+async def run_hostile(suite: ServerProcess, n_items: int, n_categories: int) -> dict[str, Any]:
     async with grpc.aio.insecure_channel(suite.target) as channel:
         model = await service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelMetadata(
             service_pb2.ModelMetadataRequest(name=CTR_MODEL))
@@ -205,7 +178,7 @@ def run_fuzz(runs: int, work: Path) -> list[dict[str, Any]]:
     return results
 
 
-async def run_soak(suite: Suite, make, rate: float, duration_s: float) -> dict[str, Any]:
+async def run_soak(suite: ServerProcess, make, rate: float, duration_s: float) -> dict[str, Any]:
     async with grpc.aio.insecure_channel(suite.target) as channel:
         return await scenarios.soak(channel, make, suite.proc.pid, rate, duration_s, warmup_s=min(30.0, duration_s / 4))
 

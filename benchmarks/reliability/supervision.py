@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -32,14 +33,15 @@ from typing import Any
 import grpc
 import numpy as np
 import psutil
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from tritonclient.grpc import service_pb2_grpc
 
 from benchmarks.reliability import report
 from benchmarks.reliability.hostile import Peak, worst_case_request
-from benchmarks.reliability.measure import ROOT, Suite, ctr_settings, ctr_suite
+from benchmarks.reliability.measure import ROOT, checkout_suite, ctr_settings, ctr_suite
 from benchmarks.serving.machine import Sample, Window, take_sample
 from benchmarks.serving.validity import FOREIGN_SHARE_MAX, window_report
+from loadtest.local_suite import check_health
 from services.runtime.repository import ModelRepository
 from services.runtime.settings import RuntimeSettings
 from tests.reliability.load import metric, open_loop, scrape
@@ -73,13 +75,11 @@ def _workers(pid: int) -> list[psutil.Process]:
 
 
 def _health_now(target: str) -> str:
-    """The overall health on a fresh connection (it lands on any live worker)."""
-    with grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
-        try:
-            status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2).status
-            return str(health_pb2.HealthCheckResponse.ServingStatus.Name(status))
-        except grpc.RpcError as err:
-            return err.code().name
+    """The overall health on a fresh connection (it lands on any live worker), or the call's error code."""
+    try:
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(check_health(target, fresh=True)))
+    except grpc.RpcError as err:
+        return err.code().name
 
 
 async def worker_kill(repository: Path, rate: float, duration_s: float, kill_at_s: float,
@@ -153,9 +153,8 @@ async def worker_kill(repository: Path, rate: float, duration_s: float, kill_at_
 
 
 async def crash_loop(repository: Path, limit: int) -> dict[str, Any]:
-    suite = Suite([sys.executable, "-m", "services"], ctr_settings(
-        repository, INFERSUITE_WORKERS="2", INFERSUITE_GRACE_PERIOD_S="2", INFERSUITE_WORKER_RESTART_LIMIT=str(limit)),
-        stderr=True)
+    suite = checkout_suite(ctr_settings(repository, INFERSUITE_WORKERS="2", INFERSUITE_GRACE_PERIOD_S="2",
+                                        INFERSUITE_WORKER_RESTART_LIMIT=str(limit)), stderr=subprocess.PIPE)
     kills, restarts = 0, []
     try:
         await suite.ready()

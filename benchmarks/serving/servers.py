@@ -13,16 +13,17 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 from grpc import aio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from loadtest.local_suite import ServerProcess, loopback_settings
 
 ECHO_METHOD = "/infersuite.bench.Echo/Echo"
+ECHO_STARTED = re.compile(r"port (?P<port>\d+)")  # what _serve_echo prints once bound
 
 
 @dataclass
@@ -46,31 +47,14 @@ class RunningServer:
         return f"http://127.0.0.1:{self.metrics_port}/metrics" if self.metrics_port else ""
 
 
-def _pinned(command: list[str], cores: set[int]) -> list[str]:
-    return ["taskset", "--cpu-list", ",".join(map(str, sorted(cores))), *command]
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _wait_serving(port: int, timeout_s: float = 180.0) -> None:
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            with contextlib.suppress(grpc.RpcError):
-                serving = health_pb2.HealthCheckResponse.SERVING
-                if health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == serving:
-                    return
-            time.sleep(0.2)
-    raise RuntimeError(f"the suite on port {port} never became SERVING")
+def _configuration(cores: set[int], settings: dict[str, str]) -> dict[str, str]:
+    """What a report prints about a suite process: its cores, the INFERSUITE_* it ran with (the caller's
+    environment included), its model backend."""
+    environment = {**os.environ, **settings}
+    described = " ".join(f"{k}={v}" for k, v in sorted(environment.items())
+                         if k.startswith("INFERSUITE_") and not k.endswith(("PORT", "HOST", "REPOSITORY")))
+    return {"cores": ",".join(map(str, sorted(cores))), "settings": described,
+            "model": "the runtime's embedded onnxruntime backend (INFERSUITE_INTRA_OP_THREADS default 1)"}
 
 
 @contextlib.contextmanager
@@ -78,30 +62,12 @@ def suite(repository: Path, cores: set[int], name: str = "infersuite", tree: Pat
           **env: str) -> Iterator[RunningServer]:
     """The suite serving ctr only, pinned to `cores`, metrics on a free port, SERVING on return.
     `tree`: another checkout of the project to run instead of this one (a before/after profile)."""
-    environment = {**os.environ, "INFERSUITE_PORT": "0", "INFERSUITE_METRICS_PORT": "0",
-                   "INFERSUITE_METRICS_HOST": "127.0.0.1", "INFERSUITE_HOST": "127.0.0.1",
-                   "INFERSUITE_SERVICES": '["ctr"]', "INFERSUITE_CTR_MODEL": "din-fp32",
-                   "INFERSUITE_MODEL_REPOSITORY": str(repository), "INFERSUITE_LOG_LEVEL": "WARNING",
-                   "INFERSUITE_WORKERS": "1", **env}
+    settings = {**loopback_settings(repository, INFERSUITE_CTR_MODEL="din-fp32"), **env}
     if tree is not None:
-        environment["PYTHONPATH"] = str(tree.resolve())
-    process = subprocess.Popen(_pinned([sys.executable, "-m", "services"], cores), env=environment,
-                               stdout=subprocess.PIPE, text=True, cwd=tree)
-    try:
-        line = process.stdout.readline() if process.stdout else ""
-        match = re.search(r"gRPC on port (\d+), metrics on port (\d+)", line)
-        if not match:
-            raise RuntimeError(f"the suite did not start: {line!r}")
-        settings = " ".join(f"{k}={v}" for k, v in sorted(environment.items())
-                            if k.startswith("INFERSUITE_") and not k.endswith(("PORT", "HOST", "REPOSITORY")))
-        server = RunningServer(name, process, int(match.group(1)), int(match.group(2)),
-                               {"cores": ",".join(map(str, sorted(cores))), "settings": settings,
-                                "model": "the runtime's embedded onnxruntime backend (INFERSUITE_INTRA_OP_THREADS "
-                                         "default 1)"})
-        _wait_serving(server.port)
-        yield server
-    finally:
-        _stop(process)
+        settings["PYTHONPATH"] = str(tree.resolve())
+    with ServerProcess(settings, cores=cores, cwd=tree) as process:
+        process.wait_ready(timeout_s=180)
+        yield RunningServer(name, process.proc, process.port, process.metrics_port, _configuration(cores, settings))
 
 
 SYNC_ECHO_THREADS = 4
@@ -117,17 +83,10 @@ ECHO_TRANSPORTS = {
 def echo(cores: set[int], transport: str = "aio") -> Iterator[RunningServer]:
     """The transport floor: an empty unary RPC on grpc.aio or on grpcio's synchronous server."""
     name, settings = ECHO_TRANSPORTS[transport]
-    process = subprocess.Popen(_pinned([sys.executable, "-m", "benchmarks.serving.servers", "echo", transport],
-                                       cores), stdout=subprocess.PIPE, text=True)
-    try:
-        line = process.stdout.readline() if process.stdout else ""
-        match = re.search(r"port (\d+)", line)
-        if not match:
-            raise RuntimeError(f"the echo server did not start: {line!r}")
-        yield RunningServer(name, process, int(match.group(1)), None,
+    command = [sys.executable, "-m", "benchmarks.serving.servers", "echo", transport]
+    with ServerProcess(command=command, cores=cores, started=ECHO_STARTED) as process:
+        yield RunningServer(name, process.proc, process.port, None,
                             {"cores": ",".join(map(str, sorted(cores))), "settings": settings})
-    finally:
-        _stop(process)
 
 
 async def _serve_echo() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -20,6 +19,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from loadtest.local_suite import ServerProcess, check_health, loopback_settings
 from protos import ctr_pb2, ctr_pb2_grpc
 from services.runtime.worker_pool import check_port_free
 
@@ -29,46 +29,30 @@ CONNECTIONS = 16  # separate TCP connections: the kernel spreads them over the w
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
-class Suite:
+class Suite(ServerProcess):
+    """`python -m services` with two workers serving ctr; stop() kills at once (nothing here needs a drain)."""
+
     def __init__(self, repository: Path, stderr: bool = False, **env: str):
-        environment = {**os.environ, "PYTHONPATH": str(ROOT), "INFERSUITE_WORKERS": "2", "INFERSUITE_PORT": "0",
-                       "INFERSUITE_HOST": "127.0.0.1", "INFERSUITE_METRICS_HOST": "127.0.0.1",
-                       "INFERSUITE_METRICS_PORT": "0", "INFERSUITE_SERVICES": '["ctr"]',
-                       "INFERSUITE_MODEL_REPOSITORY": str(repository), "INFERSUITE_LOG_LEVEL": "WARNING", **env}
-        self.proc = subprocess.Popen([sys.executable, "-m", "services"], cwd=ROOT, env=environment,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE if stderr else None, text=True)
-        line = self.proc.stdout.readline() if self.proc.stdout else ""
-        match = re.search(r"gRPC on port (\d+), metrics on port (\d+) \(2 workers\)", line)
-        if match is None:
-            self.proc.kill()
-            raise RuntimeError(f"the suite did not start: {line!r}")
-        self.port, self.metrics_port = int(match.group(1)), int(match.group(2))
+        super().__init__(loopback_settings(repository, workers=2, PYTHONPATH=str(ROOT), **env), cwd=ROOT,
+                         stderr=subprocess.PIPE if stderr else None)
+        if "(2 workers)" not in self.announcement:
+            self.stop()
+            raise RuntimeError(f"the suite did not start 2 workers: {self.announcement!r}")
 
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as reply:
+        with urllib.request.urlopen(self.metrics_url, timeout=10) as reply:
             text = reply.read().decode()
         return {(s.name, tuple(sorted(s.labels.items()))): s.value
                 for family in text_string_to_metric_families(text) for s in family.samples}
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
+    def stop(self, grace_s: float = 0.0) -> int:
+        return super().stop(grace_s)
 
 
 def _channels(port: int) -> list[grpc.aio.Channel]:
     # A local subchannel pool per channel: otherwise grpc shares one connection between them.
     return [grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
             for _ in range(CONNECTIONS)]
-
-
-async def _wait_serving(port: int, timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while (await health.Check(health_pb2.HealthCheckRequest(), timeout=5)).status != SERVING:
-            assert time.monotonic() < deadline, "the suite never became SERVING"
-            await asyncio.sleep(0.2)
 
 
 def _request(tiny_ctr, rng: np.random.Generator) -> ctr_pb2.ScoreRequest:
@@ -84,7 +68,7 @@ def _request(tiny_ctr, rng: np.random.Generator) -> ctr_pb2.ScoreRequest:
 async def suite(tiny_ctr):
     running = Suite(tiny_ctr.repository)
     try:
-        await _wait_serving(running.port)
+        await running.ready()
         yield running
     finally:
         running.stop()
@@ -140,7 +124,7 @@ async def test_sigterm_drains_every_worker_and_loses_nothing(tiny_ctr) -> None:
     stop_at: list[float] = []
     channels = _channels(draining.port)
     try:
-        await _wait_serving(draining.port)
+        await draining.ready()
         loads = [asyncio.create_task(_load(ctr_pb2_grpc.CtrServiceStub(c), tiny_ctr, stop_at, log))
                  for c in channels for _ in range(2)]
         await asyncio.sleep(1.5)
@@ -211,13 +195,12 @@ async def _until(condition, timeout_s: float, what: str, pause_s: float = 0.1):
 def _health(port: int) -> int:
     """The overall health status on a fresh connection (so it lands on any worker); UNKNOWN (0) for a
     connection reset (one the kernel had queued on a worker as it was killed)."""
-    with grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
-        try:
-            return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5).status
-        except grpc.RpcError as err:
-            if err.code() != grpc.StatusCode.UNAVAILABLE:
-                raise
-            return health_pb2.HealthCheckResponse.UNKNOWN
+    try:
+        return check_health(f"127.0.0.1:{port}", timeout_s=5, fresh=True)
+    except grpc.RpcError as err:
+        if err.code() != grpc.StatusCode.UNAVAILABLE:
+            raise
+        return health_pb2.HealthCheckResponse.UNKNOWN
 
 
 async def test_a_killed_worker_is_restarted_under_load_while_the_other_serves(tiny_ctr) -> None:
@@ -237,7 +220,7 @@ async def test_a_killed_worker_is_restarted_under_load_while_the_other_serves(ti
             log.append((sent, code))
 
     try:
-        await _wait_serving(running.port)
+        await running.ready()
         loads = [asyncio.create_task(load(ctr_pb2_grpc.CtrServiceStub(c), i)) for i, c in enumerate(channels)]
         await asyncio.sleep(1.0)
         victim, survivor = _workers(running)
@@ -297,11 +280,11 @@ async def test_a_killed_worker_is_restarted_under_load_while_the_other_serves(ti
 async def test_fewer_serving_workers_than_the_minimum_turn_health_not_serving_until_the_restart(tiny_ctr) -> None:
     running = Suite(tiny_ctr.repository, INFERSUITE_MIN_WORKERS="2")
     try:
-        await _wait_serving(running.port)
+        await running.ready()
         _workers(running)[1].kill()
         seen = await _until(lambda: (status := _health(running.port)) != SERVING and status, 10, "NOT_SERVING", 0.02)
         assert seen == health_pb2.HealthCheckResponse.NOT_SERVING
-        await _wait_serving(running.port, timeout_s=60)  # the restarted worker is ready: SERVING again
+        await running.ready(timeout_s=60)  # the restarted worker is ready: SERVING again
         assert running.metrics()[("infersuite_worker_restarts_total", ())] == 1
         assert running.proc.poll() is None
     finally:
@@ -312,7 +295,7 @@ async def test_a_crash_loop_ends_the_server_with_a_clear_message(tiny_ctr) -> No
     running = Suite(tiny_ctr.repository, stderr=True, INFERSUITE_WORKER_RESTART_LIMIT="1",
                     INFERSUITE_GRACE_PERIOD_S="2")
     try:
-        await _wait_serving(running.port)
+        await running.ready()
         first = _workers(running)[0]
         first.kill()
         await _until(lambda: running.metrics()[("infersuite_worker_restarts_total", ())] == 1
