@@ -22,7 +22,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 TRITON_STAMP := .triton/.installed
 
-.PHONY: hear-tools hear-validate setup serve-setup ship-models verify-models tools triton deploy-tools docker-tools docker docker-test protos models serve test test-fast lint bench-ctr bench-serving quantize-report loadtest bench-loadtest bench-loadtest-generator report-ctr train-ctr report-ctr-user-data train-splitcompute report-splitcompute-user-data train-segmentation report-segmentation-user-data eval-audio report-quantization report-segmentation report-audio report-splitcompute splitcompute-studies splitcompute-payloads reliability-test bench-reliability bench-overload bench-supervision bench-hostile bench-quantization bench-metrics-cost peers peers-check clean
+.PHONY: hear-tools hear-validate setup serve-setup ship-models verify-models tools triton deploy-tools docker-tools docker docker-test protos models serve test test-fast lint bench-ctr bench-serving quantize-report loadtest bench-loadtest bench-loadtest-generator report-ctr train-ctr report-ctr-user-data train-splitcompute report-splitcompute-user-data train-segmentation report-segmentation-user-data eval-audio report-quantization report-segmentation report-audio report-splitcompute splitcompute-studies splitcompute-payloads reliability-test bench-reliability bench-overload bench-supervision bench-hostile bench-quantization bench-metrics-cost bench-transport peers peers-check clean
 # Old names of report and bench targets, kept as aliases of the new ones (at the end of this file).
 .PHONY: bench-audio bench-splitcompute bench-quant-production reliability-report report-hostile
 .PHONY: audio-studies
@@ -384,6 +384,13 @@ report-quantization: quantize-report
 # interleaved rounds -> reports/serving.md + .json + .png (~20 min). BENCH_SERVING_ARGS="--rounds 1 ..." for less.
 bench-serving: $(REPOSITORY_STAMP) peers
 	$(PY) -m benchmarks.serving --repository $(REPOSITORY) $(BENCH_SERVING_ARGS)
+
+# The two transports side by side (INFERSUITE_TRANSPORT aio vs sync; docs/scaling.md), ranking mix, 1 and 64
+# clients, with the ceiling, KServe, MLServer and both empty-RPC floors in the same rounds (~10 min, alone)
+# -> reports/serving_transport.md.
+bench-transport: $(DEV) peers
+	$(PY) -m benchmarks.serving --repository $(SHIPPED) --mixes ranking --clients 1 64 --skip open extras profile \
+		--out reports/serving_transport.md
 
 # What a metrics update costs in memory vs prometheus_client's multiprocess files, and the parent's merge per
 # scrape (docs/scaling.md) -> reports/metrics_cost.md.

@@ -130,11 +130,13 @@ def _servers(bench: Bench) -> Factories:
         "infersuite": lambda: servers.suite(repo, cores),
         "infersuite, batching off": lambda: servers.suite(repo, cores, "infersuite, batching off",
                                                           INFERSUITE_DYNAMIC_BATCHING="false"),
+        SYNC: lambda: servers.suite(repo, cores, SYNC, INFERSUITE_TRANSPORT="sync"),
         **_peers(bench, cores),
     }
 
 
 CEILING = "bare onnxruntime"
+SYNC = "infersuite, sync transport"
 
 
 def _closed_loop_rounds(bench: Bench) -> None:

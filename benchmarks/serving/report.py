@@ -178,6 +178,15 @@ def _cpu_goals(ceilings: dict, steps: list[dict], groups: dict[tuple, list[dict]
                                  _paired(kserve[top], mine), ISSUE_GOALS["unary_64"]))
     lines.append(_ratio_goal("OIP ModelInfer, 1 client, vs KServe", _paired(
         kserve[1], _cpu_by_round(groups, "infersuite", "ranking", "OIP ModelInfer", 1)), ISSUE_GOALS["unary_1"]))
+    sync = "infersuite, sync transport"  # INFERSUITE_TRANSPORT=sync (services/runtime/sync_transport.py)
+    for clients, goal in ((top, ISSUE_GOALS["unary_64"]), (1, ISSUE_GOALS["unary_1"])):
+        mine = _cpu_by_round(groups, sync, "ranking", "OIP ModelInfer", clients)
+        if mine:
+            lines.append(_ratio_goal(f"OIP ModelInfer on the sync transport, {clients} client(s), vs KServe",
+                                     _paired(kserve[clients], mine), goal))
+            lines.append(_ratio_goal(f"OIP ModelInfer, {clients} client(s), sync transport vs grpc.aio per server CPU",
+                                     _paired(_cpu_by_round(groups, "infersuite", "ranking", "OIP ModelInfer", clients),
+                                             mine), 1.0))
     stream = [s["server_cpu_ms_per_request"] for s in steps
               if s["kind"] == "streaming" and s["api"] == "OIP ModelStreamInfer" and s.get("server_cpu_ms_per_request")]
     if stream and kserve[top]:

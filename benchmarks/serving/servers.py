@@ -52,7 +52,7 @@ def _configuration(cores: set[int], settings: dict[str, str]) -> dict[str, str]:
     environment included), its model backend."""
     environment = {**os.environ, **settings}
     described = " ".join(f"{k}={v}" for k, v in sorted(environment.items())
-                         if k.startswith("INFERSUITE_") and not k.endswith(("PORT", "HOST", "REPOSITORY")))
+                         if k.startswith("INFERSUITE_") and not k.endswith(("_PORT", "_HOST", "_REPOSITORY")))
     return {"cores": ",".join(map(str, sorted(cores))), "settings": described,
             "model": "the runtime's embedded onnxruntime backend (INFERSUITE_INTRA_OP_THREADS default 1)"}
 

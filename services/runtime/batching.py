@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,7 +41,7 @@ import numpy as np
 from services.runtime.backends.base import LoadedModel
 from services.runtime.batch_layout import BatchLayout, RaggedDim, RequestShape, padding_fraction
 from services.runtime.combine_choice import CombineChoice
-from services.runtime.context import request_deadline
+from services.runtime.context import request_alive, request_deadline
 from services.runtime.errors import (
     DeadlineExceeded,
     InferSuiteError,
@@ -53,6 +54,8 @@ from services.runtime.metrics import Metrics
 from services.runtime.stats import ModelStats
 
 log = logging.getLogger(__name__)
+
+SYNC_WAIT_SLICE_S = 0.02  # how often a thread waiting for an instance looks at its deadline and its client
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,7 @@ class _Pending:
     deadline: float | None
     outputs: frozenset[str] | None = None  # the outputs the caller reads (None: every output)
     started: bool = field(default=False)
+    alive: Callable[[], bool] | None = None  # whether its caller still waits (None: cancellation tells)
 
 
 def _union_of_outputs(batch: Sequence[_Pending]) -> list[str] | None:
@@ -136,6 +140,20 @@ class DynamicBatcher:
         self._inline_candidate = False  # a request yielded once before running inline
         # With a queue-time bound, the event loop's own backlog counts too (services/runtime/loop_lag.py).
         self._loop_lag: LoopLag | None = monitor(self._loop) if policy.max_queue_time_s else None
+        # The synchronous transport's path (`run_sync`): its threads wait for a free instance here.
+        self._instances = threading.BoundedSemaphore(policy.instance_count)
+        self._sync_lock = threading.Lock()
+        self._sync_waiting = 0
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop this scheduler lives on (callers on other threads hand work to it)."""
+        return self._loop
+
+    @property
+    def runs_sync(self) -> bool:
+        """Whether `run_sync` can run on the calling thread (the backend runs a model in-process)."""
+        return self._run_now is not None
 
     # --- admission ------------------------------------------------------------------------
     def _expected_wait_s(self) -> float:
@@ -201,7 +219,7 @@ class DynamicBatcher:
             if self._inline_fits(shape):
                 return self._run_inline(inputs, shape, outputs, deadline, now)
         pending = _Pending(inputs, shape, self._loop.create_future(), now, deadline,
-                           frozenset(outputs) if outputs else None)
+                           frozenset(outputs) if outputs else None, alive=request_alive.get())
         self._queue.append(pending)
         self._queued_rows += shape.rows
         self._depth.set(len(self._queue))
@@ -349,6 +367,9 @@ class DynamicBatcher:
     def _expire(self, pending: _Pending, now: float) -> bool:
         if pending.future.done():  # cancelled by the caller
             return True
+        if pending.alive is not None and not pending.alive():  # its caller left; the cancel is on its way
+            pending.future.cancel()  # `submit` counts it
+            return True
         if pending.deadline is not None and pending.deadline <= now:
             self._rejected["expired"].inc()
             pending.future.set_exception(DeadlineExceeded("deadline passed while queued; not computed"))
@@ -373,17 +394,37 @@ class DynamicBatcher:
         """The oldest live request, then the queued requests of the same signature whose ragged sizes
         are closest to it, while rows, cells and the padding share stay within the policy."""
         now = time.monotonic()
+        if not self._combining():
+            return self._start(self._oldest_live(now), now)
         live = self._live_queue(now)
         if not live:
             self._depth.set(0)
             return []
         anchor = live[0]
         batch = [anchor]
-        if len(live) > 1 and self._combining():
+        if len(live) > 1:
             batch += self._companions(anchor, live[1:])
         taken = set(map(id, batch))
         self._queue = [p for p in live if id(p) not in taken]
         self._queued_rows -= sum(p.shape.rows for p in batch)
+        return self._start(batch, now)
+
+    def _oldest_live(self, now: float) -> list[_Pending]:
+        """The oldest queued request that is still wanted, alone (a batch of one while not combining).
+        Only the front is looked at: a queued request whose client left or whose deadline passed fails
+        when it reaches the front (a cancelled call already left the queue), instead of a scan of the
+        whole queue for every execution, which grew with the number of clients."""
+        queue = self._queue
+        while queue:
+            pending = queue.pop(0)
+            self._queued_rows -= pending.shape.rows
+            if not self._expire(pending, now):
+                return [pending]
+        return []
+
+    def _start(self, batch: list[_Pending], now: float) -> list[_Pending]:
+        """Marks the batch's requests as started (no longer cancellable from the queue) and records
+        their time in the queue."""
         self._depth.set(len(self._queue))
         for pending in batch:
             pending.started = True
@@ -485,6 +526,92 @@ class DynamicBatcher:
                 raise
             return
         self._deliver(batch, shapes, outputs, time.perf_counter() - start)
+
+    # --- the synchronous transport's path ---------------------------------------------------
+    def run_sync(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None, deadline: float | None,
+                 wanted: Callable[[], bool]) -> dict[str, np.ndarray]:
+        """One request on the calling thread (a thread of grpcio's synchronous server, services/runtime/
+        sync_transport.py): no queue, future or hand-off; the thread waits for a free instance of the model
+        instead, and onnxruntime releases the GIL while it computes. Requests are not combined on this
+        path. Admission as `submit`'s, with the threads waiting for an instance as the queue: full at
+        max_queue_size, refused by queued work over the queue-time bound or a deadline it cannot meet; a
+        waiter leaves uncomputed when its deadline or the bound passes, or when `wanted()` turns false
+        (the client left)."""
+        if not self.runs_sync:
+            raise Unavailable(f"model {self.model.name!r} cannot run on the calling thread")
+        with self._sync_lock:
+            self._admit_sync(deadline)
+            self._sync_waiting += 1
+        enqueued = time.monotonic()
+        try:
+            shape = self._describe(inputs)
+            self._note_arrival(enqueued)
+            self._wait_for_instance(enqueued, deadline, wanted)
+        finally:
+            with self._sync_lock:
+                self._sync_waiting -= 1
+        try:
+            waited = time.monotonic() - enqueued
+            self._queue_time.observe(waited)
+            self._observe_shapes([shape])
+            assert self._run_now is not None
+            start = time.perf_counter()
+            try:
+                result = self._run_now(inputs, list(outputs) if outputs else None)
+            except BaseException:
+                with self._sync_lock:
+                    self._stats.record_failure(1)
+                raise
+            with self._sync_lock:  # the estimates and statistics, one thread at a time
+                self._stats.queue_ns += int(waited * 1e9)
+                self._record_execution([shape], time.perf_counter() - start)
+            return result
+        finally:
+            self._instances.release()
+
+    def _admit_sync(self, deadline: float | None) -> None:
+        if self._closed:
+            raise Unavailable(f"model {self.model.name!r} is shutting down")
+        waiting, per_request = self._sync_waiting, self._per_request_ewma_s or 0.0
+        if waiting >= self.policy.max_queue_size:
+            raise self._reject("queue_full", ResourceExhausted(
+                f"model {self.model.name!r} queue is full ({self.policy.max_queue_size} requests); retry later",
+                retry_after_s=max(waiting * per_request, 0.001)))
+        ahead = waiting / self.policy.instance_count * per_request
+        bound = self.policy.max_queue_time_s
+        if bound and ahead > bound:
+            raise self._reject("queue_time", ResourceExhausted(
+                f"model {self.model.name!r} has about {ahead * 1000:.0f} ms of queued work, over its queue-time "
+                f"bound of {bound * 1000:.0f} ms; retry later", retry_after_s=max(ahead - bound, 0.001)))
+        if deadline is not None and self._per_request_ewma_s is not None:
+            left, need = deadline - time.monotonic(), ahead + per_request
+            if left < need:
+                raise self._reject("deadline", DeadlineExceeded(
+                    f"deadline cannot be met: {left * 1000:.1f} ms left, about {need * 1000:.1f} ms of queue "
+                    f"and compute ahead on model {self.model.name!r}"))
+
+    def _wait_for_instance(self, enqueued: float, deadline: float | None, wanted: Callable[[], bool]) -> None:
+        """Takes an instance (the caller releases it); raises when the request must leave uncomputed."""
+        bound = self.policy.max_queue_time_s
+        while not self._instances.acquire(timeout=SYNC_WAIT_SLICE_S):
+            now = time.monotonic()
+            if self._closed:
+                raise Unavailable(f"model {self.model.name!r} was unloaded")
+            if deadline is not None and deadline <= now:
+                self._rejected["expired"].inc()
+                raise DeadlineExceeded("deadline passed while queued; not computed")
+            if bound and now - enqueued > bound:
+                self._rejected["queue_time"].inc()
+                raise ResourceExhausted(
+                    f"waited {(now - enqueued) * 1000:.0f} ms in model {self.model.name!r}'s queue, over its "
+                    f"queue-time bound of {bound * 1000:.0f} ms; not computed, retry later", retry_after_s=bound)
+            if not wanted():
+                self._rejected["cancelled"].inc()
+                raise Unavailable("the client left before its request was computed")
+        if deadline is not None and deadline <= time.monotonic():
+            self._instances.release()
+            self._rejected["expired"].inc()
+            raise DeadlineExceeded("deadline passed while queued; not computed")
 
     async def drain(self, timeout_s: float) -> bool:
         """Waits until the queue is empty and no batch runs (a hot reload retires the old version

@@ -27,14 +27,14 @@ log = logging.getLogger(__name__)
 
 
 
-class _Undecodable:
+class Undecodable:
     """Stands in for a request whose bytes are not a valid protobuf message of the method's type."""
 
     def __init__(self, type_name: str):
         self.type_name = type_name
 
 
-def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+def tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
     """grpc answers UNKNOWN (naming the Python exception) when a deserializer raises; this turns
     undecodable bytes into a value the handler wrapper refuses with INVALID_ARGUMENT instead."""
     if deserializer is None:
@@ -44,7 +44,7 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
         try:
             return deserializer(data)
         except DecodeError:
-            return _Undecodable(getattr(getattr(deserializer, "__self__", None), "__name__", "request"))
+            return Undecodable(getattr(getattr(deserializer, "__self__", None), "__name__", "request"))
 
     return deserialize
 
@@ -62,7 +62,7 @@ class _DecodedStream:
 
     async def __anext__(self) -> Any:
         message = await self._messages.__anext__()
-        if isinstance(message, _Undecodable):
+        if isinstance(message, Undecodable):
             raise InvalidArgument(f"a message of the stream is not a valid {message.type_name} protobuf message")
         return message
 
@@ -96,7 +96,7 @@ def _deadline(context: aio.ServicerContext) -> float | None:
     return None if remaining is None else time.monotonic() + remaining
 
 
-class _MethodMetrics:
+class MethodMetrics:
     """The metric children of one RPC method, looked up once instead of per call."""
 
     def __init__(self, metrics: Metrics, service: str, method: str):
@@ -131,14 +131,14 @@ class HandlerWrapper:
         if handler is None:
             return None
         service, _, method = full_method.lstrip("/").rpartition("/")
-        metrics = _MethodMetrics(self._metrics, service, method)
+        metrics = MethodMetrics(self._metrics, service, method)
         auth = self._auth if self._auth is not None and self._auth.guards(full_method) else None
         if handler.unary_unary or handler.stream_unary:
             return self._wrap_unary_response(handler, metrics, auth)
         return self._wrap_stream_response(handler, metrics, auth)
 
     @contextlib.asynccontextmanager
-    async def _mapped(self, metrics: _MethodMetrics, context: aio.ServicerContext, request: Any,
+    async def _mapped(self, metrics: MethodMetrics, context: aio.ServicerContext, request: Any,
                       auth: BearerToken | None) -> AsyncIterator[None]:
         """One call: deadline in context, errors mapped to gRPC codes, metrics recorded."""
         start, outcome = time.perf_counter(), _Outcome()
@@ -147,7 +147,7 @@ class HandlerWrapper:
         try:
             if auth is not None and not auth.accepts(context):
                 raise Unauthenticated(UNAUTHENTICATED_MESSAGE)
-            if isinstance(request, _Undecodable):
+            if isinstance(request, Undecodable):
                 raise InvalidArgument(f"the request is not a valid {request.type_name} protobuf message")
             yield
         except aio.AbortError:
@@ -164,7 +164,7 @@ class HandlerWrapper:
             metrics.count(outcome.code)
             metrics.latency.observe(time.perf_counter() - start)
 
-    def _wrap_unary_response(self, handler: grpc.RpcMethodHandler, metrics: _MethodMetrics,
+    def _wrap_unary_response(self, handler: grpc.RpcMethodHandler, metrics: MethodMetrics,
                              auth: BearerToken | None) -> Any:
         inner = handler.unary_unary or handler.stream_unary
         budget = self._budget
@@ -183,12 +183,12 @@ class HandlerWrapper:
                 return await inner(decoded, context)
 
         if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(behaviour, _tolerant(handler.request_deserializer),
+            return grpc.unary_unary_rpc_method_handler(behaviour, tolerant(handler.request_deserializer),
                                                        handler.response_serializer)
-        return grpc.stream_unary_rpc_method_handler(stream_behaviour, _tolerant(handler.request_deserializer),
+        return grpc.stream_unary_rpc_method_handler(stream_behaviour, tolerant(handler.request_deserializer),
                                                     handler.response_serializer)
 
-    def _wrap_stream_response(self, handler: grpc.RpcMethodHandler, metrics: _MethodMetrics,
+    def _wrap_stream_response(self, handler: grpc.RpcMethodHandler, metrics: MethodMetrics,
                               auth: BearerToken | None) -> Any:
         inner = handler.unary_stream or handler.stream_stream
 
@@ -213,16 +213,16 @@ class HandlerWrapper:
                         budget.release(size)
 
         if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(behaviour, _tolerant(handler.request_deserializer),
+            return grpc.unary_stream_rpc_method_handler(behaviour, tolerant(handler.request_deserializer),
                                                         handler.response_serializer)
-        return grpc.stream_stream_rpc_method_handler(behaviour, _tolerant(handler.request_deserializer),
+        return grpc.stream_stream_rpc_method_handler(behaviour, tolerant(handler.request_deserializer),
                                                      handler.response_serializer)
 
 
 class _WrappedGeneric(grpc.GenericRpcHandler):
     """A generic handler whose answers are wrapped (once per method, then cached)."""
 
-    def __init__(self, inner: grpc.GenericRpcHandler, wrapper: HandlerWrapper):
+    def __init__(self, inner: grpc.GenericRpcHandler, wrapper: Wrapper):
         self._inner, self._wrapper = inner, wrapper
         self._cache: dict[str, Any] = {}
 
@@ -244,11 +244,15 @@ class HandlerRegistry(Protocol):
     def add_registered_method_handlers(self, service_name: str, method_handlers: dict[str, Any]) -> None: ...
 
 
-class RegisteringServer:
-    """What `add_*Servicer_to_server` functions are given: registers on the real grpc.aio server,
-    every handler wrapped by `wrapper`."""
+class Wrapper(Protocol):
+    def wrap(self, full_method: str, handler: grpc.RpcMethodHandler | None) -> Any: ...
 
-    def __init__(self, server: aio.Server, wrapper: HandlerWrapper):
+
+class RegisteringServer:
+    """What `add_*Servicer_to_server` functions are given: registers on the real server (grpc.aio's,
+    or the synchronous transport), every handler wrapped by `wrapper`."""
+
+    def __init__(self, server: Any, wrapper: Wrapper):
         self._server, self._wrapper = server, wrapper
 
     def add_generic_rpc_handlers(self, handlers: Any) -> None:

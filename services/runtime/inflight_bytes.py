@@ -14,6 +14,7 @@ pending-call limit (INFERSUITE_MAX_PENDING_RPCS).
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from prometheus_client import Counter, Gauge
@@ -30,6 +31,7 @@ class InflightBytes:
     def __init__(self, limit: int, gauge: Gauge, refusals: Counter):
         self.limit, self.bytes, self.requests = limit, 0, 0
         self._gauge, self._refusals = gauge, refusals
+        self._lock = threading.Lock()  # the synchronous transport admits from several threads
 
     @classmethod
     def on(cls, metrics: Metrics, limit: int = 0) -> InflightBytes:
@@ -42,20 +44,22 @@ class InflightBytes:
         if not self.limit:
             return 0
         size = len(request) if isinstance(request, bytes | bytearray) else int(request.ByteSize())  # raw: len
-        if self.limit and self.requests and self.bytes + size > self.limit:
-            self._refusals.inc()
-            raise ResourceExhausted(
-                f"the server is answering {self.bytes} bytes of requests, and this {size}-byte request would "
-                f"exceed its budget of {self.limit} (INFERSUITE_MAX_INFLIGHT_BYTES); retry later",
-                retry_after_s=RETRY_AFTER_S)
-        self.bytes += size
-        self.requests += 1
-        self._gauge.set(self.bytes)
+        with self._lock:
+            if self.limit and self.requests and self.bytes + size > self.limit:
+                self._refusals.inc()
+                raise ResourceExhausted(
+                    f"the server is answering {self.bytes} bytes of requests, and this {size}-byte request would "
+                    f"exceed its budget of {self.limit} (INFERSUITE_MAX_INFLIGHT_BYTES); retry later",
+                    retry_after_s=RETRY_AFTER_S)
+            self.bytes += size
+            self.requests += 1
+            self._gauge.set(self.bytes)
         return size
 
     def release(self, size: int) -> None:
         if not self.limit:
             return
-        self.bytes -= size
-        self.requests -= 1
-        self._gauge.set(self.bytes)
+        with self._lock:
+            self.bytes -= size
+            self.requests -= 1
+            self._gauge.set(self.bytes)

@@ -8,9 +8,11 @@ need (services/runtime/lifecycle.py swaps it whole); the OIP endpoint through `M
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +24,7 @@ from services.runtime.autocomplete import ModelConfig, complete_config
 from services.runtime.backends.base import Backend, LoadedModel
 from services.runtime.batch_layout import BatchLayout
 from services.runtime.batching import BatchingPolicy, DynamicBatcher
+from services.runtime.context import request_deadline
 from services.runtime.errors import InferSuiteError, InvalidArgument, NonFiniteOutput, NotFound, Unavailable
 from services.runtime.limits import ModelLimits, model_limits
 from services.runtime.metrics import Metrics
@@ -167,6 +170,7 @@ class ModelManager:
         self._expected: set[str] = set()  # asked to load: loading, loaded or failed
         self._aliases: dict[str, str] = {}  # alias -> model (the repository's aliases.json)
         self.load_failures: dict[str, LoadFailure] = {}  # model -> its last failed load (cleared on success)
+        self._sync_stats = threading.Lock()  # statistics recorded from the synchronous transport's threads
         metrics.registry.register(_ComputeCpuCollector(self))
 
     async def load(self, names: Iterable[str]) -> None:
@@ -334,6 +338,29 @@ class ModelManager:
             return result
         finally:
             served.stats.record_request(ok, time.perf_counter() - start)
+            inflight.dec()
+
+    def run_sync(self, served: ServedModel, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None,
+                 shapes_checked: bool, wanted: Callable[[], bool]) -> dict[str, np.ndarray]:
+        """`run` on the calling thread, for the synchronous transport (services/runtime/sync_transport.py):
+        the model runs on this thread when its backend runs in-process (DynamicBatcher.run_sync), else the
+        request is handed to the event loop's `run`. `wanted()` turns false when the client has left."""
+        scheduler = served.scheduler
+        if not scheduler.runs_sync:
+            return asyncio.run_coroutine_threadsafe(
+                self.run(served, inputs, outputs, shapes_checked), scheduler.loop).result()
+        served.limits.check(inputs, shapes_checked)
+        inflight = served.inflight
+        inflight.inc()
+        start, ok = time.perf_counter(), False
+        try:
+            result = scheduler.run_sync(inputs, outputs, request_deadline.get(), wanted)
+            self._check_finite(served.model.name, result, inputs)
+            ok = True
+            return result
+        finally:
+            with self._sync_stats:
+                served.stats.record_request(ok, time.perf_counter() - start)
             inflight.dec()
 
     def _check_finite(self, name: str, outputs: Mapping[str, np.ndarray], inputs: Mapping[str, np.ndarray]) -> None:

@@ -39,6 +39,7 @@ from services.runtime.repository import ModelRepository
 from services.runtime.security import BearerToken, server_credentials
 from services.runtime.service import ServiceModule, load_services
 from services.runtime.settings import RuntimeSettings
+from services.runtime.sync_transport import SyncHandlerWrapper, SyncTransport, refuse_unknown
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -81,11 +82,13 @@ class _UnknownMethods(grpc.GenericRpcHandler):
     """Catch-all for calls to a service or method this server does not have: UNIMPLEMENTED, counted
     in infersuite_refused_calls_total{reason="unknown_method"} (label values never come from the caller)."""
 
-    def __init__(self, metrics: Metrics):
+    def __init__(self, metrics: Metrics, sync: bool = False):
         self._count = metrics.refused_calls.labels("unknown_method")
+        self._handler = grpc.stream_stream_rpc_method_handler(  # any arity: nothing is read
+            refuse_unknown(self._count.inc) if sync else self._refuse)
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
-        return grpc.stream_stream_rpc_method_handler(self._refuse)  # any arity: nothing is read
+        return self._handler
 
     async def _refuse(self, requests: Any, context: aio.ServicerContext) -> AsyncIterator[bytes]:
         self._count.inc()
@@ -94,7 +97,8 @@ class _UnknownMethods(grpc.GenericRpcHandler):
 
 
 class InferSuiteServer:
-    """A grpc.aio server plus the runtime parts that live and die with it."""
+    """A gRPC server (grpc.aio, or grpcio's synchronous one: `transport`) plus the runtime parts that
+    live and die with it."""
 
     def __init__(self, settings: RuntimeSettings, services: list[ServiceModule]):
         self.settings = settings
@@ -118,10 +122,18 @@ class InferSuiteServer:
             options += [("grpc.server.max_pending_requests", settings.max_pending_rpcs),
                         ("grpc.server.max_pending_requests_hard_limit", 2 * settings.max_pending_rpcs)]
         auth = BearerToken(settings.auth_token.get_secret_value()) if settings.auth_token is not None else None
-        # Past max_concurrent_rpcs, grpc.aio's Cython layer refuses new calls before any handler (ours) runs.
-        self.grpc = aio.server(options=options, maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None)
+        budget = self.runtime.inflight_bytes
+        self.grpc: aio.Server | SyncTransport
+        wrapper: HandlerWrapper | SyncHandlerWrapper
+        if settings.transport == "sync":  # calls on a thread pool (services/runtime/sync_transport.py)
+            self.grpc = SyncTransport(options, settings.transport_threads, settings.max_concurrent_rpcs or None)
+            wrapper = SyncHandlerWrapper(asyncio.get_running_loop(), self.metrics, auth, budget)
+        else:
+            # Past max_concurrent_rpcs, grpc.aio's Cython layer refuses new calls before any handler (ours) runs.
+            self.grpc = aio.server(options=options, maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None)
+            wrapper = HandlerWrapper(self.metrics, auth, budget)
         # Servicers register through this: every handler is wrapped once (errors, metrics, auth).
-        self.registrar = RegisteringServer(self.grpc, HandlerWrapper(self.metrics, auth, self.runtime.inflight_bytes))
+        self.registrar = RegisteringServer(self.grpc, wrapper)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.registrar)
         self.metrics_port: int | None = None
@@ -144,7 +156,7 @@ class InferSuiteServer:
         # The asyncio servicer, under v1 and v1alpha (services/runtime/reflection.py).
         add_reflection(names, self.registrar)
         # Last: answers (and counts) the methods no handler above knows, which gRPC would refuse unseen.
-        self.grpc.add_generic_rpc_handlers((_UnknownMethods(self.metrics),))
+        self.grpc.add_generic_rpc_handlers((_UnknownMethods(self.metrics, self.settings.transport == "sync"),))
 
     def _model_control(self) -> ModelControl:
         async def set_health(name: str, serving: bool) -> None:

@@ -117,6 +117,15 @@ class RuntimeSettings(BaseSettings):
     max_padding_fraction: float = Field(0.5, ge=0.0, le=1.0)
     """Largest share of padding a batch of ragged requests may hold; requests that would exceed
     it wait for the next batch."""
+    transport: Literal["aio", "sync"] = "aio"
+    """How gRPC calls reach the runtime: `aio` (grpc.aio, every call a coroutine on the event loop) or
+    `sync` (grpcio's synchronous server: calls on a pool of `transport_threads` threads; OIP ModelInfer
+    runs on its call's thread to the end, uncombined; every other method is handed to the event loop).
+    An empty RPC costs about half the server CPU on `sync`; every call in progress, open streams
+    included, holds a thread (services/runtime/sync_transport.py, reports/serving.md)."""
+    transport_threads: int = Field(8, ge=1)
+    """Threads of the `sync` transport (per serving process): calls worked on at once, open streams
+    included; calls past it wait in gRPC's queue unless max_concurrent_rpcs refuses them."""
     stream_max_inflight: int = Field(64, ge=1)
     """Requests of one streaming RPC (OIP ModelStreamInfer, ctr ScoreStream) answered or waiting to be
     sent at once; the stream's next message is read only when one has been sent."""

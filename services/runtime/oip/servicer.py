@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from typing import ClassVar
 
 import grpc
+import numpy as np
 from grpc import aio
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
@@ -102,21 +104,39 @@ class OipServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         # config.pbtxt completed from the graph (services/runtime/autocomplete.py), as Triton answers it
         return service_pb2.ModelConfigResponse(config=self._models.served(model.name).config)
 
-    async def ModelInfer(self, request, context: aio.ServicerContext):
+    def _decoded(self, request: service_pb2.ModelInferRequest) -> tuple[ServedModel, dict[str, np.ndarray],
+                                                                         list[str]]:
         served = self._served(request.model_name, request.model_version)
         model = served.model
         # Declared shapes are checked against the limits before decoding, values after (in `run`).
         inputs = decode_inputs(request, model.inputs, self._max_bytes, served.limits)
-        names = requested_outputs(request, model.outputs)
-        # Only the asked outputs are computed (all of them when the request names none).
-        outputs = await self._models.run(served, inputs, names if request.outputs else None, shapes_checked=True)
-        response = encode_response(request, model.version, outputs, names)
+        return served, inputs, requested_outputs(request, model.outputs)
+
+    def _response(self, request: service_pb2.ModelInferRequest, served: ServedModel,
+                  outputs: dict[str, np.ndarray], names: list[str]) -> service_pb2.ModelInferResponse:
+        response = encode_response(request, served.model.version, outputs, names)
         answer_bytes = sum(len(raw) for raw in response.raw_output_contents)
         if answer_bytes > self._max_bytes:  # gRPC would refuse to send it, after our metrics counted OK
             raise ResourceExhausted(
                 f"the answer holds {answer_bytes} bytes of outputs, over the server's message limit of "
                 f"{self._max_bytes}: ask for fewer outputs or send fewer rows", retry_after_s=None)
         return response
+
+    async def ModelInfer(self, request, context: aio.ServicerContext):
+        served, inputs, names = self._decoded(request)
+        # Only the asked outputs are computed (all of them when the request names none).
+        outputs = await self._models.run(served, inputs, names if request.outputs else None, shapes_checked=True)
+        return self._response(request, served, outputs, names)
+
+    def model_infer_sync(self, request: service_pb2.ModelInferRequest,
+                         context: grpc.ServicerContext) -> service_pb2.ModelInferResponse:
+        """ModelInfer on a thread of the synchronous transport (services/runtime/sync_transport.py)."""
+        served, inputs, names = self._decoded(request)
+        outputs = self._models.run_sync(served, inputs, names if request.outputs else None, True, context.is_active)
+        return self._response(request, served, outputs, names)
+
+    # Methods the synchronous transport runs on its own threads instead of handing them to the event loop.
+    SYNC_METHODS: ClassVar[dict[str, str]] = {"ModelInfer": "model_infer_sync"}
 
     async def ModelStreamInfer(self, requests: AsyncIterator[service_pb2.ModelInferRequest],
                                context: aio.ServicerContext) -> AsyncIterator[service_pb2.ModelStreamInferResponse]:

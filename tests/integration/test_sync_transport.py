@@ -1,0 +1,237 @@
+"""The synchronous transport (INFERSUITE_TRANSPORT=sync, services/runtime/sync_transport.py): the same
+answers as grpc.aio, the client's faults answered as theirs, streams, auth, and the model's admission
+on the calling thread (queue full, a deadline it cannot meet, a client that left)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import grpc
+import numpy as np
+import onnxruntime as ort
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from services.ctr import CtrService, CtrSettings
+from services.runtime import Runtime
+from services.runtime.batching import BatchingPolicy
+from services.runtime.tensors import TensorSpec
+from tests.fixtures import serving
+from tests.reliability.load import metric, scrape
+
+pytestmark = pytest.mark.integration
+MODEL = "din-fp32"
+INFER = "/inference.GRPCInferenceService/ModelInfer"
+
+
+def _request(n_items: int, n_categories: int, seed: int) -> service_pb2.ModelInferRequest:
+    rng = np.random.default_rng(seed)
+    history, candidates = int(rng.integers(1, 12)), int(rng.integers(1, 9))
+    feeds = {
+        "history_items": rng.integers(1, n_items + 1, (1, history)), "history_categories":
+        rng.integers(1, n_categories + 1, (1, history)), "history_mask": np.ones((1, history), np.float32),
+        "candidate_items": rng.integers(1, n_items + 1, candidates), "candidate_categories":
+        rng.integers(1, n_categories + 1, candidates), "candidate_user": np.zeros(candidates, np.int64)}
+    request = service_pb2.ModelInferRequest(model_name=MODEL, id=f"r{seed}")
+    for name, value in feeds.items():
+        value = value.astype(np.float32 if name == "history_mask" else np.int64)
+        request.inputs.add(name=name, datatype="FP32" if value.dtype == np.float32 else "INT64", shape=value.shape)
+        request.raw_input_contents.append(value.tobytes())
+    return request
+
+
+def _feeds(request: service_pb2.ModelInferRequest) -> dict[str, np.ndarray]:
+    return {t.name: np.frombuffer(raw, np.float32 if t.datatype == "FP32" else np.int64).reshape(tuple(t.shape))
+            for t, raw in zip(request.inputs, request.raw_input_contents, strict=True)}
+
+
+async def _answers(port: int, requests: list[service_pb2.ModelInferRequest]) -> list[service_pb2.ModelInferResponse]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        return list(await asyncio.gather(*(stub.ModelInfer(r, timeout=30) for r in requests)))
+
+
+async def test_sync_answers_equal_aio_and_bare_onnxruntime(tiny_ctr) -> None:
+    requests = [_request(tiny_ctr.n_items, tiny_ctr.n_categories, seed) for seed in range(24)]
+    answers = {}
+    for transport in ("aio", "sync"):
+        async with serving([CtrService(CtrSettings())], tiny_ctr.repository, transport=transport) as served:
+            answers[transport] = await _answers(served.port, requests)
+    session = ort.InferenceSession(str(tiny_ctr.repository / MODEL / "1" / "model.onnx"))
+    for request, sync, aio in zip(requests, answers["sync"], answers["aio"], strict=True):
+        assert sync.id == request.id and sync.model_name == MODEL
+        assert [o.name for o in sync.outputs] == [o.name for o in aio.outputs]
+        expected = session.run(None, _feeds(request))
+        for index, want in enumerate(expected):  # aio may have combined it with others: padding moves ulps
+            for answer in (sync, aio):
+                got = np.frombuffer(answer.raw_output_contents[index], np.float32)
+                got = got.reshape(tuple(answer.outputs[index].shape))
+                assert np.isfinite(got).all() and np.allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+async def sync_ctr(tiny_ctr):
+    async with serving([CtrService(CtrSettings())], tiny_ctr.repository, transport="sync",
+                       transport_threads=4) as served:
+        yield served
+
+
+async def test_client_faults_are_the_clients_and_counted(sync_ctr, tiny_ctr) -> None:
+    good = _request(tiny_ctr.n_items, tiny_ctr.n_categories, 0)
+    wrong_type = service_pb2.ModelInferRequest()
+    wrong_type.CopyFrom(good)
+    wrong_type.inputs[0].datatype = "FP32"
+    before = scrape(sync_ctr.metrics_url)
+    async with grpc.aio.insecure_channel(sync_ctr.address) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        cases = [(stub.ModelInfer(wrong_type, timeout=10), grpc.StatusCode.INVALID_ARGUMENT, "datatype FP32"),
+                 (channel.unary_unary(INFER)(b"\xff\xff\xff", timeout=10), grpc.StatusCode.INVALID_ARGUMENT,
+                  "not a valid ModelInferRequest"),
+                 (stub.ModelInfer(service_pb2.ModelInferRequest(model_name="nope"), timeout=10),
+                  grpc.StatusCode.NOT_FOUND, "'nope'"),
+                 (channel.unary_unary("/no.Such/Method")(b"", timeout=10), grpc.StatusCode.UNIMPLEMENTED,
+                  "unknown service or method")]
+        for call, code, words in cases:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await call
+            assert err.value.code() == code and words in err.value.details(), err.value.details()
+        ok = await stub.ModelInfer(good, timeout=10)
+        assert ok.id == good.id
+        health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+    after = scrape(sync_ctr.metrics_url)
+
+    def grew(code: str) -> float:
+        labels = {"method": "ModelInfer", "code": code}
+        return metric(after, "infersuite_requests_total", **labels) - metric(
+            before, "infersuite_requests_total", **labels)
+
+    assert grew("INVALID_ARGUMENT") == 2 and grew("NOT_FOUND") == 1 and grew("OK") == 1
+    assert grew("INTERNAL") == 0
+
+
+async def test_a_stream_answers_each_request_and_reads_on_after_a_bad_message(sync_ctr, tiny_ctr) -> None:
+    requests = [_request(tiny_ctr.n_items, tiny_ctr.n_categories, seed).SerializeToString() for seed in range(6)]
+    requests.insert(3, b"\xff\xff\xff")  # not a ModelInferRequest: answered with an error, the stream goes on
+    async with grpc.aio.insecure_channel(sync_ctr.address) as channel:
+        call = channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer",
+                                     response_deserializer=service_pb2.ModelStreamInferResponse.FromString)
+        answers = [answer async for answer in call(iter(requests), timeout=30)]
+    assert sorted(a.infer_response.id for a in answers if not a.error_message) == [f"r{i}" for i in range(6)]
+    errors = [a.error_message for a in answers if a.error_message]
+    assert len(errors) == 1 and "not a valid ModelInferRequest" in errors[0]
+
+
+async def test_bearer_token_guards_the_synchronous_path(tiny_ctr) -> None:
+    good = _request(tiny_ctr.n_items, tiny_ctr.n_categories, 1)
+    async with serving([CtrService(CtrSettings())], tiny_ctr.repository, transport="sync",
+                       auth_token="s3cret") as served, grpc.aio.insecure_channel(served.address) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.ModelInfer(good, timeout=10)
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        answer = await stub.ModelInfer(good, timeout=10, metadata=(("authorization", "Bearer s3cret"),))
+        assert answer.id == good.id
+        health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING  # health needs no token
+
+
+async def test_health_watch_follows_the_server(sync_ctr) -> None:
+    """health Watch (an asyncio servicer that answers through context.write) streams each change."""
+    async with grpc.aio.insecure_channel(sync_ctr.address) as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=30)
+        first = await watch.read()
+        assert first.status == health_pb2.HealthCheckResponse.SERVING
+        await sync_ctr.server.hold()  # every entry NOT_SERVING, as below INFERSUITE_MIN_WORKERS
+        try:
+            second = await asyncio.wait_for(watch.read(), 10)
+            assert second.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        finally:
+            await sync_ctr.server.set_serving(["", *CtrService.grpc_service_names])
+        third = await asyncio.wait_for(watch.read(), 10)
+        assert third.status == health_pb2.HealthCheckResponse.SERVING
+        watch.cancel()
+
+
+class SlowModel:
+    """y = x + 1 in `compute_s` of wall time, on the calling thread (`infer_now`, as onnxruntime runs)."""
+
+    def __init__(self, compute_s: float):
+        self.name, self.version, self.instance_count, self.meta = "slow", "1", 1, {}
+        self.inputs = [TensorSpec("x", "FP32", (-1, 4))]
+        self.outputs = [TensorSpec("y", "FP32", (-1, 4))]
+        self.compute_s, self.computed = compute_s, []
+        self._lock = threading.Lock()
+
+    def infer_now(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, Any]:
+        time.sleep(self.compute_s)
+        with self._lock:
+            self.computed.append(float(inputs["x"][0, 0]))
+        return {"y": inputs["x"] + 1}
+
+    async def infer(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, Any]:
+        return await asyncio.to_thread(self.infer_now, inputs, outputs)
+
+    async def close(self) -> None:
+        return None
+
+
+class SlowService:
+    name = "slow"
+    grpc_service_names: tuple[str, ...] = ()
+
+    def __init__(self, model: SlowModel, max_queue_size: int):
+        self.model, self.max_queue_size = model, max_queue_size
+
+    def required_models(self, repository: object) -> list[str]:
+        return []
+
+    def register(self, server: Any, runtime: Runtime) -> None:
+        runtime.models.attach(self.model, BatchingPolicy(max_batch_size=0, max_queue_delay_s=0.0, combine=False,
+                                                         max_queue_size=self.max_queue_size))
+
+
+def _slow_request(value: float) -> service_pb2.ModelInferRequest:
+    request = service_pb2.ModelInferRequest(model_name="slow")
+    request.inputs.add(name="x", datatype="FP32", shape=[1, 4])
+    request.raw_input_contents.append(np.full((1, 4), value, np.float32).tobytes())
+    return request
+
+
+async def test_admission_on_the_calling_thread(tmp_path) -> None:
+    """One instance busy for 1 s: a second request waits for it, a third finds the queue (of 1) full, one
+    whose deadline cannot be met is refused at once, and one whose client leaves while waiting is never
+    computed."""
+    model = SlowModel(compute_s=1.0)
+    (tmp_path / "repo").mkdir()
+    async with serving([SlowService(model, max_queue_size=1)], tmp_path / "repo", transport="sync",
+                       transport_threads=8, warmup_runs=0) as served, \
+            grpc.aio.insecure_channel(served.address) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        await stub.ModelInfer(_slow_request(0), timeout=30)  # the model's cost is known from here on
+        running = asyncio.ensure_future(stub.ModelInfer(_slow_request(1), timeout=30))
+        await asyncio.sleep(0.3)
+        waiting = asyncio.ensure_future(stub.ModelInfer(_slow_request(2), timeout=30))
+        await asyncio.sleep(0.3)
+        with pytest.raises(grpc.aio.AioRpcError) as full:
+            await stub.ModelInfer(_slow_request(3), timeout=30)
+        assert full.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "queue is full" in full.value.details()
+        assert (await running).outputs[0].name == "y"
+        assert np.frombuffer((await waiting).raw_output_contents[0], np.float32).tolist() == [3.0] * 4
+        running = asyncio.ensure_future(stub.ModelInfer(_slow_request(4), timeout=30))
+        await asyncio.sleep(0.3)
+        with pytest.raises(grpc.aio.AioRpcError) as late:
+            await stub.ModelInfer(_slow_request(5), timeout=0.4)
+        assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "deadline cannot be met" in late.value.details()
+        leaving = stub.ModelInfer(_slow_request(6), timeout=30)
+        await asyncio.sleep(0.2)
+        leaving.cancel()
+        await running
+        await asyncio.sleep(0.3)  # the waiter sees its client gone within one wait slice
+    assert model.computed == [0.0, 1.0, 2.0, 4.0]  # 3 refused, 5 refused, 6 left before its turn
