@@ -302,7 +302,8 @@ def _profile_lines(profile: dict) -> list[str]:
     if not profile:
         return []
     lines = ["", f"## Profile of the suite at saturation (ctr Score, 64 clients; py-spy, {profile['samples']} samples, "
-             "Python frames; native gRPC/protobuf work shows as the asyncio callback that runs it)", "",
+             "Python frames" + (", only the thread holding the GIL" if profile.get("gil_only") else "")
+             + "; native gRPC/protobuf work shows as the asyncio callback that runs it)", "",
              "Server CPU per request by thread (/proc):", "",
              *[f"- {name}: {ms:.3f} ms" for name, ms in sorted(profile.get("threads_ms_per_request", {}).items())],
              "",
@@ -341,6 +342,86 @@ def _plot(path: Path, groups: dict[tuple, list[dict]], steps: list[dict]) -> Non
     plt.close(fig)
 
 
+def _median_field(groups: dict[tuple, list[dict]], key: tuple, field: str) -> float | None:
+    values = [r[field] for r in groups.get(key, []) if r.get(field) is not None]
+    return _median(values) if values else None
+
+
+def _budget_lines(ceilings: dict, steps: list[dict], groups: dict[tuple, list[dict]]) -> list[str]:
+    """Each per-CPU goal as a budget of server CPU per request, beside what the same run measured as its
+    unavoidable parts (the empty-RPC floor of each transport, bare onnxruntime at batch 1) and the suite's
+    own parts (its model CPU and the rest): a goal whose budget is below floor + bare model cannot be met by
+    any server on that transport; otherwise the line says how much of the rest would have to go."""
+    if not any(k[0] == "kserve" for k in groups) or "ranking" not in ceilings:
+        return []
+    top = max(c for (_, _, _, c) in groups)
+    floors = {transport: [r["server_cpu_ms_per_request"] for (server, *_), runs in groups.items()
+                          if server.startswith("empty") and transport in server for r in runs]
+              for transport in ("aio", "sync")}
+    floor = {t: _median(v) for t, v in floors.items() if v}
+    if not floor:
+        return []
+    bare = 1000.0 / ceilings["ranking"]["1"]
+    lines = ["## Why each missed goal is missed: the budget per request (same run)", "",
+             f"Unavoidable on one core, per ranking request: bare onnxruntime at batch 1 {bare:.3f} ms, plus the "
+             "empty-RPC floor of the transport: " + ", ".join(f"{t} {v:.3f} ms" for t, v in sorted(floor.items()))
+             + ". A goal is a budget of server CPU per request; below floor + bare model no server on that "
+             "transport meets it.", ""]
+
+    def budget(label: str, limit: float, server: str, api: str, clients: int) -> None:
+        key = (server, "ranking", api, clients)
+        cpu, model = (_median_field(groups, key, f) for f in ("server_cpu_ms_per_request", "model_cpu_ms_per_request"))
+        if cpu is None:
+            return
+        transport = "sync" if "sync" in server else "aio"
+        least = floor.get(transport, floor.get("aio", 0.0)) + bare
+        verdict = (f"impossible on {transport} (floor + bare model {least:.3f} ms > budget)" if least > limit
+                   else f"floor + bare model {least:.3f} ms leaves {limit - least:.3f} ms for the request path")
+        parts = f"model {model:.3f} ms ({model - bare:+.3f} vs bare), rest {cpu - model:.3f} ms" if model else ""
+        lines.append(f"- {label}: budget {limit:.3f} ms; measured {cpu:.3f} ms ({parts}); {verdict}"
+                     + ("" if cpu <= limit else f"; {cpu - limit:.3f} ms over"))
+
+    kserve_top = _median_field(groups, ("kserve", "ranking", "OIP ModelInfer", top), "server_cpu_ms_per_request")
+    kserve_one = _median_field(groups, ("kserve", "ranking", "OIP ModelInfer", 1), "server_cpu_ms_per_request")
+    if kserve_top:
+        for server in ("infersuite", "infersuite, sync transport"):
+            budget(f"{server}, OIP ModelInfer at {top} clients >= {ISSUE_GOALS['unary_64']}x KServe "
+                   f"({kserve_top:.3f} ms)", kserve_top / ISSUE_GOALS["unary_64"], server, "OIP ModelInfer", top)
+        budget(f"ctr Score at {top} clients >= {ISSUE_GOALS['unary_64']}x KServe",
+               kserve_top / ISSUE_GOALS["unary_64"], "infersuite", "ctr Score", top)
+        stream = [x["server_cpu_ms_per_request"] for x in steps if x["kind"] == "streaming"
+                  and x["api"] == "OIP ModelStreamInfer" and x.get("server_cpu_ms_per_request")]
+        if stream:
+            limit = kserve_top / ISSUE_GOALS["stream"]
+            lines.append(f"- OIP ModelStreamInfer >= {ISSUE_GOALS['stream']}x KServe unary: budget {limit:.3f} ms; "
+                         f"measured {_median(stream):.3f} ms per message; a stream message skips most of the "
+                         f"per-call floor, but the bare model alone is {bare:.3f} ms"
+                         + (" > budget: impossible" if bare > limit else ""))
+    if kserve_one:
+        for server in ("infersuite", "infersuite, sync transport"):
+            budget(f"{server}, OIP ModelInfer at 1 client >= {ISSUE_GOALS['unary_1']}x KServe ({kserve_one:.3f} ms)",
+                   kserve_one / ISSUE_GOALS["unary_1"], server, "OIP ModelInfer", 1)
+    best = max(ceilings["ranking"].values())
+    lines.append(f"- >= {ISSUE_GOALS['of_ceiling']:.0%} of the one-core ceiling ({best:.0f} req/s): budget "
+                 f"{1000.0 / (best * ISSUE_GOALS['of_ceiling']):.3f} ms per request; the floor + bare model bound is "
+                 + ", ".join(f"{t} {1000.0 / (v + bare) / best:.0%}" for t, v in sorted(floor.items()))
+                 + " of the ceiling")
+    if "small" in ceilings:
+        gain = max(ceilings["small"].values()) / ceilings["small"]["1"]
+        key = ("infersuite, batching off", "small", "OIP ModelInfer", top)
+        cpu, model = (_median_field(groups, key, f) for f in ("server_cpu_ms_per_request", "model_cpu_ms_per_request"))
+        if cpu and model:
+            bound = cpu / (cpu - model + model / gain)
+            lines.append(f"- Small mix, batching on >= {ISSUE_GOALS['small_batching']}x off per CPU: with batching "
+                         f"off a request costs {cpu:.3f} ms, of which the model {model:.3f} ms; batching can save at "
+                         f"most the model's share (bare onnxruntime's best batch is {gain:.2f}x batch 1 here), so "
+                         f"the best possible ratio is {bound:.2f}x while the rest ({cpu - model:.3f} ms) stays per "
+                         "request")
+    lines += ["", "The open-loop goal follows the per-CPU ones: on one core, the highest rate within the p99 bound "
+              "is about the core's requests per CPU-second, less the headroom queueing needs."]
+    return lines
+
+
 def write(out: Path, context: dict, ceilings_by_round: dict[str, dict[str, list[float]]], steps: list[dict],
           profile: dict, verdict: validity.Verdict) -> None:
     groups = _closed(steps)
@@ -359,6 +440,7 @@ def write(out: Path, context: dict, ceilings_by_round: dict[str, dict[str, list[
         "per request: " + ", ".join(f"{m} {v:.1f}" for m, v in context["mean_candidates"].items()) + ".", "",
         *_validity_lines(context, steps, verdict), "",
         *_cpu_goals(ceilings, steps, groups), "",
+        *_budget_lines(ceilings, steps, groups), "",
         *_summary(context, ceilings, steps, groups), "",
         *_configuration_lines(context.get("configurations", {})), "",
         "## Closed loop", "", *_closed_table(groups), "",
