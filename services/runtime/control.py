@@ -8,8 +8,9 @@ together with `INFERSUITE_AUTH_TOKEN` or a network policy. With it on:
   version beside it and swaps it in only if it loads (services/runtime/reload.py), as Triton's
   reload does. A failed load is reported like any other (log, load-failure counter, RepositoryIndex).
 - unload stops serving the model: new requests get UNAVAILABLE, queued ones get the grace period.
-- health follows: a service whose models are not all loaded reports NOT_SERVING, and SERVING again
-  once they are.
+- health follows (the server's `follow_models`, after every load and unload, as after start-up and
+  each repository poll): a service whose models are not all loaded reports NOT_SERVING, and SERVING
+  again once its set is loaded back and derived.
 With INFERSUITE_WORKERS > 1 a call reaches one worker and changes that worker only: use explicit
 control with one worker per process.
 """
@@ -25,15 +26,13 @@ from services.runtime.reload import ModelReloader
 
 log = logging.getLogger(__name__)
 
-# (service names on the health endpoint, the models they need now) per hosted service, asked at every call.
-ServiceNeeds = Callable[[], Sequence[tuple[Sequence[str], Sequence[str]]]]
-
 
 class ModelControl:
-    def __init__(self, models: ModelManager, reloader: ModelReloader, services: ServiceNeeds,
-                 set_health: Callable[[str, bool], Awaitable[None]], enabled: bool, drain_s: float):
-        self._models, self._reloader, self._services = models, reloader, services
-        self._set_health, self._enabled, self._drain_s = set_health, enabled, drain_s
+    def __init__(self, models: ModelManager, reloader: ModelReloader, follow_models: Callable[[], Awaitable[None]],
+                 enabled: bool, drain_s: float):
+        """`follow_models`: sets health from the models served now (the reloader calls it after each load)."""
+        self._models, self._reloader, self._follow_models = models, reloader, follow_models
+        self._enabled, self._drain_s = enabled, drain_s
 
     def _check(self, name: str, parameters: Sequence[str], accepted: frozenset[str] = frozenset()) -> str:
         if not self._enabled:
@@ -50,14 +49,14 @@ class ModelControl:
 
     async def load(self, name: str, parameters: Sequence[str] = ()) -> None:
         name = self._check(name, parameters)
-        # The model's whole service set is (re)loaded and swapped together, so the service derives its
-        # state from the versions that serve (services/runtime/lifecycle.py).
+        # The model's whole service set goes through the model-set transaction (services/runtime/reload.py):
+        # (re)loaded, derived and swapped together; health follows it.
         failed = [o for o in await self._reloader.load(name) if o.state == "failed"]
+        self._log_loaded()
         if failed:
             stays = "the serving version stays" if self._models.is_ready(name) else "it is not served"
             raise Unavailable(f"model {name!r} version {failed[0].version} failed to load; {stays} "
                               "(RepositoryIndex shows the reason)")
-        await self._update_health()
 
     async def unload(self, name: str, parameters: Sequence[str] = ()) -> None:
         # tritonclient's unload_model() always sends unload_dependents (Triton's ensembles); no model here
@@ -65,14 +64,8 @@ class ModelControl:
         name = self._check(name, parameters, frozenset({"unload_dependents"}))
         if self._models.is_ready(name):
             await self._models.unload(name, self._drain_s)
-        await self._update_health()
+        await self._follow_models()
+        self._log_loaded()
 
-    async def _update_health(self) -> None:
-        everything = True
-        for grpc_names, required in self._services():
-            serving = all(self._models.is_ready(self._models.repository.canonical(m)) for m in required)
-            everything = everything and serving
-            for grpc_name in grpc_names:
-                await self._set_health(grpc_name, serving)
-        await self._set_health("", everything)
+    def _log_loaded(self) -> None:
         log.info("model control: loaded %s", ", ".join(sorted(self._models.loaded())) or "none")

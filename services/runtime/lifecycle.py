@@ -5,8 +5,9 @@ it computes from its models' meta.json). The runtime calls it whenever the servi
 loaded or swapped, on the NEW set, before that set serves (initialize); a `derive` that raises
 refuses the set, and the previous one keeps serving. A request holds one `Snapshot` (the model set
 plus what was derived from it) from start to end (execute), so it never mixes versions or reads
-derived state of another set; the replaced snapshot is retired (finalize: its models drained and
-closed) once its last request has finished, or after the drain period.
+derived state of another set; the replaced snapshot is retired once its last request has finished,
+or after the drain period (finalize: the service's `finalize` gets the state its `derive` built, then
+the replaced models are drained and closed). The current snapshot is finalized too when the server stops.
 
     with service_models.use() as snapshot:      # one consistent set for the whole request
         codec = snapshot.state.codecs[version]
@@ -16,6 +17,7 @@ closed) once its last request has finished, or after the drain period.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Generic, TypeVar
@@ -24,6 +26,7 @@ from services.runtime.errors import Unavailable
 from services.runtime.model_manager import ModelSet
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class Snapshot(Generic[T]):
@@ -63,13 +66,20 @@ def _no_state(models: ModelSet) -> None:
     return None
 
 
+def _nothing_to_release(state: Any) -> None:
+    return None
+
+
 class ServiceModels(Generic[T]):
     """One service's current snapshot. `prepare` derives the state of a candidate set (and may
-    refuse it by raising); `publish` makes a prepared snapshot the current one."""
+    refuse it by raising); `publish` makes a prepared snapshot the current one; `retire` finalizes a
+    replaced one (`finalize(state)`: the service releases what `derive` built; default: nothing)."""
 
-    def __init__(self, service: str, derive: Callable[[ModelSet], T]):
+    def __init__(self, service: str, derive: Callable[[ModelSet], T],
+                 finalize: Callable[[T], None] | None = None):
         self.service = service
         self._derive = derive
+        self._finalize: Callable[[T], None] = finalize or _nothing_to_release
         self._current: Snapshot[T] | None = None
         self._generation = 0
 
@@ -101,3 +111,20 @@ class ServiceModels(Generic[T]):
         old, self._current = self._current, snapshot
         self._generation = snapshot.generation
         return old
+
+    async def retire(self, snapshot: Snapshot[T], timeout_s: float) -> bool:
+        """Finalize: waits until no request uses `snapshot` (or `timeout_s`), then hands its state to the
+        service's `finalize`; True if it was idle in time. A `finalize` that raises is logged, never raised:
+        the swap or the stop it belongs to has already happened."""
+        idle = await snapshot.retire(timeout_s)
+        try:
+            self._finalize(snapshot.state)
+        except Exception:
+            log.exception("the %s service's finalize failed on model set %d", self.service, snapshot.generation)
+        return idle
+
+    async def close(self, timeout_s: float) -> None:
+        """At stop: the current snapshot stops serving and is retired (finalized)."""
+        current, self._current = self._current, None
+        if current is not None:
+            await self.retire(current, timeout_s)

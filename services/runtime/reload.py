@@ -1,6 +1,9 @@
-"""Hot reload of a service's model set: newer versions are loaded BESIDE the serving ones and the
-whole set is swapped in only once every model has loaded and warmed up and the service accepted
-it; anything that fails keeps the previous set serving.
+"""The model-set transaction: a service's models are loaded BESIDE the serving ones and the whole
+set is swapped in only once every model has loaded and warmed up and the service accepted it (its
+`derive` ran on the new set); anything that fails keeps the previous set serving, or, at start-up,
+leaves the service without a set (NOT_SERVING, its models not served). Start-up, repository polling
+and explicit control (services/runtime/control.py) all go through `reload_set`, and health is
+recomputed after each (`on_change`).
 
 Like Triton's repository polling (`--model-control-mode=poll`): the reloader compares each
 service's models with the latest numeric version directories of the repository (`poll_once`, or
@@ -15,19 +18,19 @@ broken files are not retried on every poll; a version directory with a changed f
 mtime) is. A swap lists the meta.json entries whose VALUES changed (the service re-derived them).
 
 The swap is atomic for callers: requests that started on the old set finish on it (it is retired
-once they are done, or after `drain_s`), new ones get the new set at once.
+once they are done, or after `drain_s`, then finalized), new ones get the new set at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from services.runtime.backends.base import LoadedModel
-from services.runtime.errors import InferSuiteError, RepositoryError
+from services.runtime.errors import InferSuiteError, NotFound, RepositoryError, Unavailable
 from services.runtime.lifecycle import ServiceModels, Snapshot
 from services.runtime.model_manager import ModelManager, ModelSet, ServedModel
 from services.runtime.repository import RepositoryModel
@@ -52,6 +55,14 @@ class SignatureChanged(InferSuiteError):
 class SetRefused(InferSuiteError):
     """The service's lifecycle refused the new model set (its `derive` raised on the new meta.json
     values); the message is the service's own, safe for RepositoryIndex."""
+
+
+class SetNotServed(InferSuiteError):
+    """A service's model set could not be served at start-up; the message names each model and why."""
+
+    @classmethod
+    def of(cls, group: str, failed: list[ReloadOutcome]) -> SetNotServed:
+        return cls(f"the {group} model set is not served: " + "; ".join(f"{o.model}: {o.reason}" for o in failed))
 
 
 def _signature(model: LoadedModel) -> list[tuple[str, str, tuple[int, ...]]]:
@@ -84,20 +95,24 @@ class _Swap:
     outcomes: list[ReloadOutcome]
     replaced: list[ServedModel]
     old_snapshot: Snapshot[Any] | None
+    lifecycle: ServiceModels[Any] | None
 
 
 class ModelReloader:
     def __init__(self, models: ModelManager, lifecycles: Mapping[str, ServiceModels[Any]],
                  required: Mapping[str, Callable[[], list[str]]], drain_s: float = 10.0,
-                 discover: Callable[[], list[str]] | None = None):
+                 discover: Callable[[], list[str]] | None = None,
+                 on_change: Callable[[], Awaitable[None]] | None = None):
         """`required`: service -> its model names now; `lifecycles`: service -> its ServiceModels
         (the runtime's registry, filled as services register); `discover`: the models to serve besides
-        the services' (model control none: every model in the repository, so polling loads new ones)."""
+        the services' (model control none: every model in the repository, so polling loads new ones);
+        `on_change`: awaited after every transaction that tried something (the server's health follows)."""
         self._models = models
         self._lifecycles = lifecycles
         self._required = required
         self._drain_s = drain_s
         self._discover = discover
+        self._on_change = on_change
         self._failed: dict[str, frozenset[tuple[str, str, float]]] = {}  # set -> the versions that failed
         self._lock = asyncio.Lock()  # one reload at a time: two swaps of one set must not interleave
 
@@ -106,15 +121,35 @@ class ModelReloader:
         directory = self._models.repository.root.joinpath(*parts)
         return max((f.stat().st_mtime for f in directory.rglob("*") if f.is_file()), default=0.0)
 
+    def _canonical(self, name: str) -> str:
+        """The model an alias names: as the manager resolved it when it served it, else as aliases.json says."""
+        resolved = self._models.canonical(name)
+        return resolved if resolved != name else self._models.repository.canonical(name)
+
+    def _set_names(self, service: str) -> list[str]:
+        return [self._canonical(n) for n in self._required[service]()]
+
     def _groups(self) -> dict[str, list[str]]:
-        """Reload units: every service's model set, and each loaded model no service claims."""
-        groups = {service: [self._models.canonical(n) for n in required()] for service, required in
-                  self._required.items()}
+        """Reload units: every service's model set, and each loaded model no service claims. A service
+        whose list cannot be read now (a broken meta.json it reads) has an empty set here: it is not
+        polled until the list reads again, and never stops the other sets' transactions."""
+        groups: dict[str, list[str]] = {}
+        for service in self._required:
+            try:
+                groups[service] = self._set_names(service)
+            except Exception as exc:
+                log.warning("the %s model set's list cannot be read: %s", service, exc)
+                groups[service] = []
         claimed = {name for names in groups.values() for name in names}
         groups.update({name: [name] for name in self._models.loaded() if name not in claimed})
         if self._discover is not None:
             groups.update({name: [name] for name in self._discover() if name not in claimed})
         return groups
+
+    def claimed(self) -> set[str]:
+        """The models some service's set holds (loaded with that set, never alone)."""
+        groups = self._groups()
+        return {name for service in self._required for name in groups[service]}
 
     def _plan(self, names: list[str], pinned: Mapping[str, str]) -> list[RepositoryModel]:
         """The versions to load: the pinned or latest one of each model, where it is newer than the
@@ -170,29 +205,45 @@ class ModelReloader:
         for outcome in outcomes:
             log.info("model %s v%s swapped in as part of %s; meta.json values changed: %s", outcome.model,
                      outcome.version, group, ", ".join(outcome.meta_changed) or "none")
-        return _Swap(outcomes, replaced, old)
+        return _Swap(outcomes, replaced, old, lifecycle)
 
-    async def reload_set(self, group: str, pinned: Mapping[str, str] | None = None) -> list[ReloadOutcome]:
-        """Loads the newer (or `pinned`) versions of one set beside the serving ones, and any model of
-        the set not served (unloaded by explicit control); swaps the whole set on success."""
+    async def reload_set(self, group: str, pinned: Mapping[str, str] | None = None, *,
+                         wait_for_backend: bool = False) -> list[ReloadOutcome]:
+        """The transaction: loads the newer (or `pinned`) versions of one set beside the serving ones,
+        and any model of the set not served (first load, or unloaded by explicit control); the service
+        derives its state from the whole new set, and both are published together, or nothing is.
+        `wait_for_backend` (start-up): a backend not up yet raises Unavailable instead of failing the set."""
+        outcomes = await self._transaction(group, pinned or {}, wait_for_backend)
+        if outcomes is not None and self._on_change is not None:
+            await self._on_change()
+        return outcomes or []
+
+    async def _transaction(self, group: str, pinned: Mapping[str, str],
+                           wait_for_backend: bool) -> list[ReloadOutcome] | None:
+        """reload_set's work; None when there was nothing to do."""
         async with self._lock:
-            names = self._groups().get(group, [group])  # a model of no service's set is its own set
+            # A model of no service's set is its own set; a service's list that cannot be read raises here.
+            names = self._set_names(group) if group in self._required else [group]
             try:
-                plan = self._plan(names, pinned or {})
-            except RepositoryError as exc:  # a file that does not parse: a failed load, named in RepositoryIndex
-                return self._unreadable(group, names, exc)
-            if not plan:
-                return []
+                plan = self._plan(names, pinned)
+            except (RepositoryError, NotFound) as exc:  # a file that does not parse or a model that is not
+                # there: a failed load, named in RepositoryIndex (once per change of the files)
+                return self._unreadable(group, names, exc) or None
+            lifecycle = self._lifecycles.get(group)
+            if not plan and (lifecycle is None or lifecycle.loaded):  # a service's first set publishes even
+                return None                                            # when its models already serve
             try:
                 swap = await self._swap(group, names, plan)
             except _SetFailed as failed:
+                if wait_for_backend and isinstance(failed.cause, Unavailable):
+                    raise failed.cause from None  # the caller retries (Triton starting): not a broken set
                 self._failed[group] = self._plan_key(plan)
                 return self._failed_outcomes(plan, failed)
             self._failed.pop(group, None)
         await self._retire(swap)
         return swap.outcomes
 
-    def _unreadable(self, group: str, names: list[str], exc: RepositoryError) -> list[ReloadOutcome]:
+    def _unreadable(self, group: str, names: list[str], exc: InferSuiteError) -> list[ReloadOutcome]:
         """A repository file of the set does not parse: reported once per change of the files (not every poll)."""
         culprit = next((n for n in names if n in exc.message), names[0])
         versions = self._models.repository.versions(culprit)
@@ -216,10 +267,12 @@ class ModelReloader:
         return outcomes
 
     async def _retire(self, swap: _Swap) -> None:
-        """Finalize: the old snapshot's requests finish on it, then its replaced models close."""
+        """Finalize: the old snapshot's requests finish on it, the service finalizes its state, then
+        the replaced models close."""
         loop = asyncio.get_running_loop()
         limit = loop.time() + self._drain_s
-        if swap.old_snapshot is not None and not await swap.old_snapshot.retire(self._drain_s):
+        if (swap.old_snapshot is not None and swap.lifecycle is not None
+                and not await swap.lifecycle.retire(swap.old_snapshot, self._drain_s)):
             log.warning("requests on the replaced model set still ran after %.1f s; they fail UNAVAILABLE",
                         self._drain_s)
         for served in swap.replaced:
@@ -243,7 +296,7 @@ class ModelReloader:
     def _needs_reload(self, group: str, names: list[str]) -> bool:
         try:
             plan = self._plan(names, {})
-        except RepositoryError:
+        except (RepositoryError, NotFound):
             return True  # reload_set reports it, once per change of the files
         return bool(plan) and self._failed.get(group) != self._plan_key(plan)
 

@@ -1,9 +1,12 @@
 """Server bootstrap: `build_server(settings) -> (server, port)`.
 
 The runtime knows no model family: services are found by name (`services.<name>` exposes
-`SERVICE`, a `ServiceModule`). Health is NOT_SERVING until every model a service needs is
-loaded and warmed up; on stop, health turns NOT_SERVING first, then in-flight requests get
-the grace period to finish while new ones are refused.
+`SERVICE`, a `ServiceModule`). Every service's model set goes through one transaction
+(services/runtime/reload.py) at start-up, on repository polling and on explicit control, and health
+follows it: a service is SERVING while its set serves (loaded, warmed up, derived) and every model
+it needs is loaded, NOT_SERVING otherwise, with the reason in the log. On stop, health turns
+NOT_SERVING first, then in-flight requests get the grace period to finish while new ones are
+refused, then each service's set is finalized and the models close.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from services.runtime.model_manager import ModelManager, ModelSet
 from services.runtime.oip import SERVICE_NAME as OIP_SERVICE_NAME
 from services.runtime.oip import OipServicer
 from services.runtime.reflection import add_reflection
-from services.runtime.reload import ModelReloader
+from services.runtime.reload import ModelReloader, SetNotServed
 from services.runtime.repository import ModelRepository
 from services.runtime.security import BearerToken, server_credentials
 from services.runtime.service import ServiceModule, load_services
@@ -65,15 +68,19 @@ class Runtime:
         self.executor = CpuExecutor(self.settings.executor_threads, self.settings.executor_queue_size, self.metrics)
         self.inflight_bytes = InflightBytes.on(self.metrics, self.settings.max_inflight_bytes)
 
-    def service_models(self, service: str, derive: Callable[[ModelSet], T]) -> ServiceModels[T]:
+    def service_models(self, service: str, derive: Callable[[ModelSet], T],
+                       finalize: Callable[[T], None] | None = None) -> ServiceModels[T]:
         """Registers what `service` derives from its models; the runtime calls `derive` on every
-        load or swap of the service's model set, before that set serves (services/runtime/lifecycle.py)."""
-        lifecycle = ServiceModels(service, derive)
+        load or swap of the service's model set, before that set serves, and `finalize` (default:
+        nothing) with the state of a set once it is retired, or at stop (services/runtime/lifecycle.py)."""
+        lifecycle = ServiceModels(service, derive, finalize)
         self.lifecycles[service] = lifecycle
         return lifecycle
 
     def initialize(self, service: str, names: list[str]) -> None:
-        """Serves the loaded `names` as the service's first model set (raises if it refuses them)."""
+        """Serves the loaded `names` as the service's first model set (raises if it refuses them). For
+        handler tests and embedders that load models themselves; the server goes through the model-set
+        transaction (services/runtime/reload.py) instead."""
         lifecycle = self.lifecycles.setdefault(service, ServiceModels.without_state(service))
         lifecycle.publish(lifecycle.prepare(self.models.model_set(names)))
 
@@ -111,7 +118,8 @@ class InferSuiteServer:
         # Hot reload (new version beside the old, swapped only on success); polls when repository_poll_s > 0.
         required = {s.name: functools.partial(s.required_models, repository) for s in services}
         self.reloader = ModelReloader(self.models, self.runtime.lifecycles, required, drain_s=settings.grace_period_s,
-                                      discover=self._platform_models if settings.model_control_mode == "none" else None)
+                                      discover=self._platform_models if settings.model_control_mode == "none" else None,
+                                      on_change=self._follow_models)
         self._polling: asyncio.Task[None] | None = None
         options = [("grpc.max_receive_message_length", settings.max_message_bytes),
                    ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -140,6 +148,8 @@ class InferSuiteServer:
         self._loading: asyncio.Task[None] | None = None
         self.load_error: BaseException | None = None
         self.serving = False  # the overall health entry is SERVING (OIP ServerReady answers the same)
+        self._health_follows = False  # after start-up (one process) until stop: each transaction sets health
+        self._not_serving: dict[str, str] = {}  # service -> why its entries are NOT_SERVING (logged on change)
         # When set, called with the ready health entries instead of turning them SERVING (a worker).
         self.on_ready: Callable[[list[str]], Awaitable[None]] | None = None
 
@@ -152,6 +162,8 @@ class InferSuiteServer:
         names = [reflection.SERVICE_NAME, health.SERVICE_NAME, OIP_SERVICE_NAME]
         for service in self.services:
             service.register(self.registrar, self.runtime)
+            # A service that derives nothing still has its set swapped whole and health following it.
+            self.runtime.lifecycles.setdefault(service.name, ServiceModels.without_state(service.name))
             names.extend(service.grpc_service_names)
         # The asyncio servicer, under v1 and v1alpha (services/runtime/reflection.py).
         add_reflection(names, self.registrar)
@@ -159,17 +171,47 @@ class InferSuiteServer:
         self.grpc.add_generic_rpc_handlers((_UnknownMethods(self.metrics, self.settings.transport == "sync"),))
 
     def _model_control(self) -> ModelControl:
-        async def set_health(name: str, serving: bool) -> None:
-            if name == "":
-                self.serving = serving  # OIP ServerReady answers the same
-            await self.health.set(name, SERVING if serving else NOT_SERVING)
-
-        # Asked at every load/unload: a service's list can depend on the repository (segmentation's stages).
-        def needs() -> list[tuple[tuple[str, ...], list[str]]]:
-            return [(s.grpc_service_names, s.required_models(self.models.repository)) for s in self.services]
-
-        return ModelControl(self.models, self.reloader, needs, set_health,
+        return ModelControl(self.models, self.reloader, self._follow_models,
                             self.settings.model_control_mode == "explicit", self.settings.grace_period_s)
+
+    def _why_not_serving(self, service: ServiceModule) -> str | None:
+        """None when the service's set serves and every model it needs now is loaded; else the reason.
+        Asked after every transaction: a service's list can depend on the repository (segmentation's stages)."""
+        lifecycle = self.runtime.lifecycles.get(service.name)
+        try:
+            required = [self.models.canonical(n) for n in service.required_models(self.models.repository)]
+        except Exception as exc:
+            return f"its list of models cannot be read: {exc}"
+        if missing := [name for name in required if not self.models.is_ready(name)]:
+            failure = self.models.load_failures.get(missing[0])
+            return f"model {missing[0]} is not loaded" + (f" ({failure.reason})" if failure else "")
+        if lifecycle is None or not lifecycle.loaded:
+            return "its model set was never served"
+        return None
+
+    async def _follow_models(self) -> None:
+        """Health from the models served now, after every model-set transaction and explicit unload (one
+        process, after start-up, until stop): a service's entries, and the overall one (every service
+        serving and every model asked for loaded); each change of a service's state is logged with why."""
+        if not self._health_follows:
+            return
+        everything = self.models.all_ready
+        for service in self.services:
+            reason = self._why_not_serving(service)
+            if reason != self._not_serving.get(service.name):
+                if reason is None:
+                    log.info("service %s is SERVING again", service.name)
+                else:
+                    log.warning("service %s is NOT_SERVING: %s", service.name, reason)
+            if reason is None:
+                self._not_serving.pop(service.name, None)
+            else:
+                self._not_serving[service.name] = reason
+            everything = everything and reason is None
+            for name in service.grpc_service_names:
+                await self.health.set(name, NOT_SERVING if reason else SERVING)
+        self.serving = everything  # OIP ServerReady answers the same
+        await self.health.set("", SERVING if everything else NOT_SERVING)
 
     async def _set_health(self, status: int) -> None:
         self.serving = status == SERVING
@@ -192,21 +234,29 @@ class InferSuiteServer:
         if not load_first:
             self._loading = asyncio.create_task(self._load_models())
 
-    async def _load(self, what: str, names: Callable[[], list[str]]) -> list[str]:
-        """Loads models; retries while the backend is unavailable (e.g. Triton starting)."""
+    async def _load(self, what: str, load: Callable[[], Awaitable[T]]) -> T:
+        """Runs a load; retries while the backend is unavailable (e.g. Triton starting)."""
         while True:
             try:
-                wanted = names()
-                await self.models.load(wanted)
-                return wanted
+                return await load()
             except Unavailable as exc:
                 log.warning("%s waits for its models: %s", what, exc.message)
                 await asyncio.sleep(self.settings.load_retry_s)
 
     async def _load_service(self, service: ServiceModule) -> None:
-        names = await self._load(f"service {service.name}", functools.partial(service.required_models,
-                                                                             self.models.repository))
-        self.runtime.initialize(service.name, names)
+        """The service's first model set, through the same transaction as a reload: a model that does not
+        load or a set its `derive` refuses leaves the service without a set (its models not served)."""
+        names = service.required_models(self.models.repository)
+        for name in names:  # the series exist at 0 before any failure (alerts see the first), as ModelManager.load does
+            self.metrics.model_ready.labels(self.models.repository.canonical(name)).set(0)
+            self.metrics.load_failures.labels(self.models.repository.canonical(name))
+        outcomes = await self._load(f"service {service.name}", functools.partial(
+            self.reloader.reload_set, service.name, wait_for_backend=True))
+        if failed := [o for o in outcomes if o.state == "failed"]:
+            raise SetNotServed.of(service.name, failed)
+        # Every model of the set serves now, so this loads nothing: it records the alias names the service
+        # uses (aliases.json), which ModelManager learns only in `load`.
+        await self.models.load(names)
 
     def _platform_models(self) -> list[str]:
         """The models served besides the services' own: every model in the repository (model control
@@ -219,12 +269,14 @@ class InferSuiteServer:
 
     async def _load_platform_models(self) -> None:
         """Each model alone: one that fails is reported (log, counter, RepositoryIndex) and the rest still
-        load; the server is ready only once every model it was asked to serve is (Triton's strict readiness)."""
+        load; the server is ready only once every model it was asked to serve is (Triton's strict readiness).
+        A model of a service's set is loaded with that set only, never alone (not when the set was refused)."""
+        claimed = self.reloader.claimed()
         for name in self._platform_models():
-            if self.models.is_ready(name):
+            if self.models.is_ready(name) or name in claimed:
                 continue
             try:
-                await self._load(f"model {name}", lambda name=name: [name])  # type: ignore[misc]
+                await self._load(f"model {name}", functools.partial(self.models.load, [name]))
             except Exception as exc:
                 self.load_error = self.load_error or exc
                 log.error("model %s could not be loaded: %s", name, exc)
@@ -264,8 +316,9 @@ class InferSuiteServer:
         # together (services/runtime/worker_pool.py); a single process serves at once.
         if self.on_ready is not None:
             await self.on_ready(ready)
-        elif self.load_error is None:
-            await self.set_serving([""])
+        else:  # health follows every transaction from now on
+            self._health_follows = True
+            await self._follow_models()
         if self.settings.repository_poll_s > 0:
             self._polling = asyncio.create_task(self.reloader.run(self.settings.repository_poll_s))
 
@@ -278,7 +331,9 @@ class InferSuiteServer:
             raise self.load_error
 
     async def stop(self, grace: float | None = None) -> None:
-        """NOT_SERVING first, then drain in-flight requests for `grace` seconds, then stop."""
+        """NOT_SERVING first, then drain in-flight requests for `grace` seconds, then finalize each
+        service's model set and close the models."""
+        self._health_follows = False
         await self._set_health(NOT_SERVING)
         if self.settings.shutdown_drain_s > 0:
             await asyncio.sleep(self.settings.shutdown_drain_s)  # still serving: balancers see NOT_SERVING first
@@ -286,6 +341,8 @@ class InferSuiteServer:
             if task is not None and not task.done():
                 task.cancel()
         await self.grpc.stop(self.settings.grace_period_s if grace is None else grace)
+        for lifecycle in self.runtime.lifecycles.values():
+            await lifecycle.close(0.0)  # the requests are over (answered, or cut when the grace period ended)
         await self.models.close()
         self.runtime.executor.shutdown()
         self.metrics.stop_http()

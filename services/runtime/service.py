@@ -11,8 +11,11 @@ A family is a package `services/<name>/` whose `SERVICE` attribute is a `Service
     register(server, runtime) adds its servicers; a family that derives state from its models
                               (vocabularies, codec tables, pipelines) hands `runtime.service_models`
                               its `derive`, Triton's initialize: called on every new model set before
-                              it serves, refusing the set by raising; the replaced set is finalized
-                              (drained, closed) once its last request is done (services/runtime/lifecycle.py)
+                              it serves (start-up, polling, explicit load: one transaction,
+                              services/runtime/reload.py), refusing the set by raising; and optionally
+                              its `finalize(state)`, Triton's finalize (default: nothing): called with
+                              a replaced set's state once its last request is done, and with the
+                              serving one's at stop, before the models close (services/runtime/lifecycle.py)
 
 Every family, and every layer's part of it (exporters, loadtest generators, dashboards, deploy
 files), is discovered by its package or file name: adding a family is adding its packages
