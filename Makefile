@@ -22,7 +22,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 TRITON_STAMP := .triton/.installed
 
-.PHONY: hear-tools hear-validate setup serve-setup ship-models verify-models tools triton deploy-tools docker-tools docker docker-test protos models serve test test-fast lint bench-ctr bench-serving quantize-report loadtest bench-loadtest bench-loadtest-generator report-ctr train-ctr report-ctr-user-data train-splitcompute report-splitcompute-user-data train-segmentation report-segmentation-user-data eval-audio report-quantization report-segmentation report-audio report-splitcompute splitcompute-studies splitcompute-payloads reliability-test bench-reliability bench-overload bench-supervision bench-hostile bench-quantization bench-metrics-cost bench-transport peers peers-check clean
+.PHONY: hear-tools hear-validate setup serve-setup ship-models verify-models tools triton deploy-tools docker-tools docker docker-test protos models serve test test-fast lint bench-ctr bench-serving quantize-report loadtest bench-loadtest bench-loadtest-generator report-ctr train-ctr report-ctr-user-data train-splitcompute report-splitcompute-user-data train-segmentation report-segmentation-user-data eval-audio report-quantization report-segmentation report-audio report-splitcompute splitcompute-studies splitcompute-payloads reliability-test bench-reliability bench-overload bench-supervision bench-hostile bench-quantization bench-metrics-cost bench-transport bench-hostile-sync peers peers-check clean
 # Old names of report and bench targets, kept as aliases of the new ones (at the end of this file).
 .PHONY: bench-audio bench-splitcompute bench-quant-production reliability-report report-hostile
 .PHONY: audio-studies
@@ -311,6 +311,13 @@ bench-supervision: $(DEV)
 # request memory at its declared limits: the hostile sections of reports/reliability.md (minutes).
 bench-hostile: $(REPOSITORY_STAMP)
 	$(PY) -m benchmarks.reliability.hostile --repository $(REPOSITORY)
+
+# The same corpus on the synchronous transport (INFERSUITE_TRANSPORT=sync, docs/scaling.md), on the shipped models
+# -> reports/sync_transport/reliability.md (its own folder: the grpc.aio figures above stay as they are).
+bench-hostile-sync: $(DEV)
+	mkdir -p reports/sync_transport
+	INFERSUITE_TRANSPORT=sync $(PY) -m benchmarks.reliability.hostile --repository $(SHIPPED) \
+		--out reports/sync_transport/reliability.md
 
 # The committed reports: only report-* and bench-* targets write reports/ (builds write artifacts/).
 bench-loadtest:

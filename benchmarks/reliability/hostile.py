@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -190,7 +191,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     try:
         await suite.ready(timeout_s=600)
         repository, peak = ModelRepository(args.repository), Peak(suite.proc.pid)
-        return {"repository": str(args.repository), "corpus": await run_corpus(suite, peak, repository),
+        return {"repository": str(args.repository), "transport": os.environ.get("INFERSUITE_TRANSPORT", "aio"),
+                "corpus": await run_corpus(suite, peak, repository),
                 "worst_case": await run_worst_cases(suite, peak, repository)}
     finally:
         suite.stop()

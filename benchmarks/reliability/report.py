@@ -141,14 +141,22 @@ def _other(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _hostile_command(h: dict[str, Any]) -> str:
+    transport = h.get("transport", "aio")
+    repository = Path(h.get("repository", "model_repository"))
+    repository_arg = repository.name if repository.is_absolute() else str(repository)
+    return (f"{'INFERSUITE_TRANSPORT=sync ' if transport == 'sync' else ''}python -m benchmarks.reliability.hostile "
+            f"--repository {repository_arg}")
+
+
 def _hostile(h: dict[str, Any]) -> list[str]:
     """Written by benchmarks/reliability/hostile.py: the whole corpus on a suite of all four services."""
     c = h["corpus"]
     lines = [
         "## Hostile cases (every service and the Open Inference Protocol)",
-        "Written by `python -m benchmarks.reliability.hostile --repository model_repository`: the corpus of "
-        "tests/reliability/hostile.py against one suite process hosting all four services "
-        f"({len(h['worst_case'])} models served).", "",
+        f"Written by `{_hostile_command(h)}`: the corpus of tests/reliability/hostile.py against one suite "
+        f"process hosting all four services ({len(h['worst_case'])} models served, gRPC transport "
+        f"{h.get('transport', 'aio')}).", "",
         "| hostile cases | by code | INTERNAL for client faults | peak RSS during the corpus |", "|---|---|---|---|",
         f"| {c['cases']} | {', '.join(f'{k} {v}' for k, v in c['codes'].items())} | {c['internal_errors']:.0f} | "
         f"{c['peak_rss_mib']} MiB (from {c['rss_before_mib']} MiB) |", "",
@@ -260,10 +268,11 @@ def write_section(out: Path, name: str, results: dict[str, Any]) -> Path:
 def write(out: Path) -> None:
     """reports/reliability.md from reliability.json and, when present, reliability_hostile.json and
     reliability_supervision.json."""
-    results = json.loads(out.with_suffix(".json").read_text())
+    main = out.with_suffix(".json")
     hostile = out.with_name("reliability_hostile.json")
     supervision = out.with_name("reliability_supervision.json")
-    text = render(results)
+    # Without the main run's figures (a section run on its own into another folder): only the sections.
+    text = render(json.loads(main.read_text())) if main.is_file() else "# Reliability report (sections only)\n"
     if hostile.is_file():
         text += "\n" + "\n".join(_hostile(json.loads(hostile.read_text())))
     if supervision.is_file():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -105,6 +105,9 @@ class Metrics:
         )
         ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, process_resident_memory_bytes...
         self._http: tuple[WSGIServer, threading.Thread] | None = None
+        # Other GET paths of this listener, each answering a JSON body (a worker's /statistics, read by its
+        # siblings: services/runtime/model_manager.py).
+        self.routes: dict[str, Callable[[], bytes]] = {}
 
     def histogram(
         self, name: str, doc: str, labels: Sequence[str] = (), buckets: Sequence[float] = LATENCY_BUCKETS
@@ -117,8 +120,8 @@ class Metrics:
     def start_http(self, host: str, port: int) -> int:
         """Serves /metrics (and nothing else: 404) over HTTP on a daemon thread; returns the bound port."""
         server_class = _IPv6Server if ":" in host else ThreadingWSGIServer
-        server = make_server(host.strip("[]"), port, _only_metrics(make_wsgi_app(self.registry)), server_class,
-                             handler_class=_QuietHandler)
+        server = make_server(host.strip("[]"), port, _only_metrics(make_wsgi_app(self.registry), self.routes),
+                             server_class, handler_class=_QuietHandler)
         thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
         thread.start()
         self._http = (server, thread)
@@ -136,9 +139,13 @@ class Metrics:
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-def _only_metrics(app: WsgiApp) -> WsgiApp:
-    """The exposition app on /metrics; 404 on every other path."""
+def _only_metrics(app: WsgiApp, routes: Mapping[str, Callable[[], bytes]] | None = None) -> WsgiApp:
+    """The exposition app on /metrics, `routes` (JSON bodies) on their paths; 404 on every other path."""
     def serve(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        route = (routes or {}).get(environ.get("PATH_INFO", ""))
+        if route is not None:
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [route()]
         if environ.get("PATH_INFO") != "/metrics":
             start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
             return [b"not found: metrics are served at /metrics\n"]

@@ -9,9 +9,12 @@ need (services/runtime/lifecycle.py swaps it whole); the OIP endpoint through `M
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -171,7 +174,27 @@ class ModelManager:
         self._aliases: dict[str, str] = {}  # alias -> model (the repository's aliases.json)
         self.load_failures: dict[str, LoadFailure] = {}  # model -> its last failed load (cleared on success)
         self._sync_stats = threading.Lock()  # statistics recorded from the synchronous transport's threads
+        # The private metrics ports of the other workers of this port (services/runtime/worker_pool.py tells
+        # each worker): OIP statistics add theirs, so every connection reads the same figures.
+        self.sibling_ports: list[int] = []
+        metrics.routes["/statistics"] = self._statistics_json
         metrics.registry.register(_ComputeCpuCollector(self))
+
+    def _statistics_json(self) -> bytes:
+        return json.dumps({name: dataclasses.asdict(stats) for name, stats in list(self.stats.items())}).encode()
+
+    async def statistics(self) -> dict[str, ModelStats]:
+        """Every model's OIP statistics over all workers of this port: this process's plus its siblings'
+        (read from their private metrics listeners; a sibling that does not answer, restarting, is left out
+        and logged)."""
+        totals = {name: ModelStats().plus(stats) for name, stats in list(self.stats.items())}
+        if not self.sibling_ports:
+            return totals
+        replies = await asyncio.gather(*(asyncio.to_thread(_sibling_statistics, port) for port in self.sibling_ports))
+        for reply in replies:
+            for name, fields in (reply or {}).items():
+                totals[name] = totals.get(name, ModelStats()).plus(ModelStats(**fields))
+        return totals
 
     async def load(self, names: Iterable[str]) -> None:
         """Loads and warms up every named model (latest version)."""
@@ -404,3 +427,16 @@ class ModelManager:
         close_backend = getattr(self._backend, "close", None)  # a remote backend's shared channel
         if close_backend is not None:
             await close_backend()
+
+
+SIBLING_TIMEOUT_S = 1.0
+
+
+def _sibling_statistics(port: int) -> dict[str, dict[str, int]] | None:
+    """A sibling worker's statistics from its private localhost listener; None if it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/statistics", timeout=SIBLING_TIMEOUT_S) as reply:
+            return json.loads(reply.read())  # type: ignore[no-any-return]
+    except (OSError, ValueError) as exc:
+        log.warning("statistics of the worker on port %d unreadable (left out): %s", port, exc)
+        return None

@@ -27,6 +27,11 @@ class ModelStats:
     def record_failure(self, requests: int) -> None:
         self.execution_count += 1
 
+    def plus(self, other: ModelStats) -> ModelStats:
+        """Both processes' statistics together (workers of one port: services/runtime/model_manager.py)."""
+        summed = {name: getattr(self, name) + getattr(other, name) for name in _COUNTS}
+        return ModelStats(**summed, last_inference_ms=max(self.last_inference_ms, other.last_inference_ms))
+
     def record_request(self, ok: bool, seconds: float) -> None:
         if ok:
             self.success_count += 1
@@ -34,3 +39,7 @@ class ModelStats:
         else:
             self.failure_count += 1
             self.failure_ns += int(seconds * 1e9)
+
+
+_COUNTS = ("success_count", "success_ns", "failure_count", "failure_ns", "queue_ns", "compute_ns", "execution_count",
+           "inference_count")

@@ -196,8 +196,16 @@ class Supervisor:
         threading.Thread(target=self._http.serve_forever, args=(0.1,), name="metrics", daemon=True).start()
         self.metrics_port = int(self._http.server_port)
 
+    def _share_siblings(self) -> None:
+        """Tells each live worker the private metrics ports of the others: OIP ModelStatistics, answered by
+        whichever worker a connection lands on, adds theirs (services/runtime/model_manager.py)."""
+        listening = [w for w in self.workers if w.alive and w.bound and w.metrics_port is not None]
+        for worker in listening:
+            self._send(worker, ("siblings", [w.metrics_port for w in listening if w is not worker]))
+
     def _on_bound(self, worker: _Worker, port: int, metrics_port: int | None) -> None:
         worker.metrics_port, worker.bound = metrics_port, True
+        self._share_siblings()
         if self.port is None:  # worker 0: the port is known now (it may have been 0); the others bind it too
             self.port = port
             for later in range(1, self.count):
@@ -250,6 +258,7 @@ class Supervisor:
         if not worker.alive:
             return None  # its "error" came first; this is the pipe closing after it
         worker.alive, worker.serving = False, False
+        self._share_siblings()  # its statistics go with it; the others stop asking it
         if self.serving is None:
             log.error("worker %d %s during start-up: stopping every worker", worker.index, why)
             return 1

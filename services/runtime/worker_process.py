@@ -80,6 +80,8 @@ async def _serve(settings: RuntimeSettings, conn: Connection, serve_when_ready: 
         if message[0] in ("serve", "hold") and not stopping.is_set():
             change = server.set_serving(message[1]) if message[0] == "serve" else server.hold()
             serving.append(asyncio.create_task(after(serving[-1] if serving else None, change)))
+        elif message[0] == "siblings":  # the other workers' private metrics ports (OIP statistics)
+            server.models.sibling_ports = list(message[1])
         elif message[0] == "stop":
             stopping.set()
 

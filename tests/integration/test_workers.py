@@ -1,5 +1,6 @@
 """`python -m services` with INFERSUITE_WORKERS=2 in a real subprocess: both workers answer on one
-port, /metrics is one view whose counters equal the requests sent, and SIGTERM drains every worker."""
+port, /metrics and OIP ModelStatistics are one view whose counts equal the requests sent, and SIGTERM
+drains every worker."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from loadtest.local_suite import ServerProcess, check_health, loopback_settings
 from protos import ctr_pb2, ctr_pb2_grpc
@@ -86,6 +88,13 @@ async def test_both_workers_answer_on_one_port_and_metrics_are_one_view(suite, t
                 reply = await ctr_pb2_grpc.CtrServiceStub(channel).Score(_request(tiny_ctr, rng), timeout=10)
                 assert len(reply.click_probabilities) > 0 and np.isfinite(reply.click_probabilities).all()
                 sent += 1
+        # OIP statistics are the whole server's on every connection, whichever worker answers it.
+        answered = set()
+        for channel in channels:
+            stats = await service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelStatistics(
+                service_pb2.ModelStatisticsRequest(name="din-fp32"), timeout=10)
+            answered.add(stats.model_stats[0].inference_stats.success.count)
+        assert answered == {sent}, answered
     finally:
         for channel in channels:
             await channel.close()

@@ -152,10 +152,11 @@ class OipServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def ModelStatistics(self, request, context: aio.ServicerContext):
         names = [request.name] if request.name else sorted(self._models.loaded())
+        models = [self._model(name, request.version) for name in names]
+        totals = await self._models.statistics()  # every worker of this port's, not only this one's
         response = service_pb2.ModelStatisticsResponse()
-        for name in names:
-            model = self._model(name, request.version)
-            response.model_stats.append(_statistics(name, model.version, self._models.stats[name]))
+        for name, model in zip(names, models, strict=True):
+            response.model_stats.append(_statistics(name, model.version, totals.get(model.name, ModelStats())))
         return response
 
     async def RepositoryIndex(self, request, context: aio.ServicerContext):

@@ -183,3 +183,32 @@ async def test_deaths_past_the_limit_in_the_window_or_during_start_up_end_the_se
     assert supervisor._on_death(supervisor.workers[0], "exited (status 1)") == 1  # 3 deaths within 60 s > 2
     for handle in supervisor._pending.values():
         handle.cancel()
+
+
+async def test_each_worker_is_told_its_siblings_metrics_ports_for_the_whole_servers_statistics() -> None:
+    supervisor, children = _supervisor_with_pipes(2)
+    first, second = supervisor.workers
+    supervisor.port = 5000  # as if worker 0 had bound it already (no worker is spawned here)
+    supervisor._on_bound(first, 5000, 7001)
+    assert _received(children) == [[("siblings", [])], []]
+    supervisor._on_bound(second, 5000, 7002)
+    assert _received(children) == [[("siblings", [7002])], [("siblings", [7001])]]
+    supervisor.serving = frozenset({""})
+    supervisor._pending = {}
+    supervisor._on_death(second, "exited (status -9)")
+    supervisor._pending[1].cancel()
+    assert _received(children)[0] == [("siblings", [])]  # the dead one's statistics go with it
+
+
+def test_statistics_of_two_workers_add_up() -> None:
+    from services.runtime.stats import ModelStats
+
+    one, two = ModelStats(), ModelStats()
+    one.record_request(True, 0.002)
+    one.record_batch(1, 0.001)
+    two.record_request(False, 0.003)
+    two.record_batch(2, 0.004)
+    both = one.plus(two)
+    assert (both.success_count, both.failure_count, both.execution_count, both.inference_count) == (1, 1, 2, 3)
+    assert both.success_ns == 2_000_000 and both.compute_ns == 5_000_000
+    assert both.last_inference_ms == max(one.last_inference_ms, two.last_inference_ms)
