@@ -14,7 +14,10 @@ Training of Patchout Audio Transformers" (HEAR 2021):
 - pre-norm transformer blocks (ViT), the class token's output feeds the classifier.
 
 The embedding a caller gets is [class token, mean of patch tokens] after the final norm
-(HEAR's PaSST also concatenates a token and more, here at a small width).
+(HEAR's PaSST also concatenates a token and more, here at a small width); `pooling="stats"` adds the
+patch tokens' standard deviation (the statistics pooling of Snyder et al., "X-vectors: Robust DNN
+Embeddings for Speaker Recognition", ICASSP 2018: mean and std over frames), an option the corpus
+pretraining studies for voice.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class PasstConfig:
     drop_freq_rows: int = 2  # structured patchout: frequency rows dropped per training batch
     drop_time_cols: int = 2  # structured patchout: time columns dropped per training batch
     drop_patches: float = 0.1  # unstructured patchout: share of the remaining patches dropped
+    pooling: str = "mean"  # scene embedding: "mean" [class, mean patch]; "stats" adds the patch std (x-vector)
 
 
 class Attention(nn.Module):
@@ -74,7 +78,7 @@ class Block(nn.Module):
 
 
 class Passt(WaveformEmbedder):
-    """waveform (B, window_samples) -> embedding (B, 2 * dim); `classify` gives logits."""
+    """waveform (B, window_samples) -> embedding (B, 2 * dim, or 3 * dim pooling stats); `classify` gives logits."""
 
 
     def __init__(self, config: PasstConfig | None = None, front: FrontEndConfig | None = None):
@@ -98,7 +102,7 @@ class Passt(WaveformEmbedder):
 
     @property
     def embedding_size(self) -> int:
-        return 2 * self.config.dim
+        return (3 if self.config.pooling == "stats" else 2) * self.config.dim
 
     def patchout(self, patches: torch.Tensor) -> torch.Tensor:
         """(B, C, F', T') -> (B, P, C): structured then unstructured patchout (training only)."""
@@ -132,7 +136,11 @@ class Passt(WaveformEmbedder):
 
     def embed(self, mel: torch.Tensor) -> torch.Tensor:
         tokens = self.forward_features(mel)
-        return torch.cat([tokens[:, 0], tokens[:, 1:].mean(dim=1)], dim=-1)  # (B, 2C)
+        patches = tokens[:, 1:]  # (B, P, C)
+        pooled = [tokens[:, 0], patches.mean(dim=1)]
+        if self.config.pooling == "stats":  # statistics pooling (Snyder et al., x-vectors, ICASSP 2018)
+            pooled.append((patches.var(dim=1, unbiased=False) + 1e-6).sqrt())  # eps: a finite gradient at var 0
+        return torch.cat(pooled, dim=-1)  # (B, 2C) or (B, 3C)
 
     def to_config(self) -> dict[str, Any]:
         return {"passt": asdict(self.config), "front_end": asdict(self.front_config)}

@@ -197,11 +197,13 @@ def torch_scene_embedder(model: Passt, batch: int = 256) -> Callable[[np.ndarray
     return embed
 
 
-def evaluate_models(corpus: Path, repository: Path, models: dict[str, Passt], seed: int = 0) -> dict[str, Any]:
+def evaluate_models(corpus: Path, repository: Path, models: dict[str, Passt], seed: int = 0,
+                    validation: bool = False) -> dict[str, Any]:
     """corpus.evaluate with the torch models' scene embeddings as extra embedders, the first model's paired
-    differences against every other embedder."""
+    differences against every other embedder (on the validation split of the train clips with `validation`)."""
     extra = {title: torch_scene_embedder(model.eval()) for title, model in models.items()}
-    return corpus_eval.evaluate(corpus, repository, seed, extra=extra, reference=next(iter(models)))
+    return corpus_eval.evaluate(corpus, repository, seed, extra=extra, reference=next(iter(models)),
+                                validation=validation)
 
 
 def save(path: Path, model: Passt, heads: MultiTaskHeads, vocabularies: dict[str, list[str]],
@@ -211,6 +213,14 @@ def save(path: Path, model: Passt, heads: MultiTaskHeads, vocabularies: dict[str
     torch.save({"kind": "Passt", "config": model.to_config(), "state_dict": model.state_dict(),
                 "metrics": metrics, "heads": heads.state_dict(), "vocabularies": vocabularies}, path)
     return path
+
+
+def load(path: Path) -> tuple[Passt, dict[str, Any]]:
+    """(the pretrained PaSST in eval mode, its pretraining metrics) from a `save`d checkpoint."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    model = Passt.from_config(checkpoint["config"])
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval(), checkpoint["metrics"]
 
 
 def render(result: dict[str, Any], metrics: dict[str, Any], command: str, seconds: float) -> str:
@@ -237,7 +247,7 @@ def render(result: dict[str, Any], metrics: dict[str, Any], command: str, second
 
 
 def _pretrain_from_corpus(corpus: Path, out: Path, config: PretrainConfig, max_clips: int | None,
-                          threads: int) -> tuple[Passt, dict[str, Any]]:
+                          threads: int, model_config: PasstConfig) -> tuple[Passt, dict[str, Any]]:
     """Loads the pretrain clips (a seeded subsample of `max_clips`), pretrains, saves out/pretrain.pt."""
     started = time.perf_counter()
     records = pretrain_records(json.loads((corpus / MANIFEST).read_text()))
@@ -250,7 +260,7 @@ def _pretrain_from_corpus(corpus: Path, out: Path, config: PretrainConfig, max_c
     mels = window_mels(first_windows(audio, front.window_samples), front)
     print(f"{len(records)} pretrain clips loaded in {time.perf_counter() - started:.0f} s; heads: "
           f"{ {h: len(v) for h, v in vocabularies.items()} }", file=sys.stderr, flush=True)
-    model, heads, metrics = pretrain(mels, encode_targets(records, vocabularies), vocabularies, config,
+    model, heads, metrics = pretrain(mels, encode_targets(records, vocabularies), vocabularies, config, model_config,
                                      log=lambda line: print(line, file=sys.stderr, flush=True))
     metrics.update(threads=threads, pretrain_config=asdict(config), passt_config=asdict(model.config),
                    vocabulary_sizes={h: len(v) for h, v in vocabularies.items()})
@@ -269,6 +279,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--max-clips", type=int, default=None, help="a seeded subsample of the pretrain clips")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-eval", action="store_true", help="pretrain only")
+    parser.add_argument("--pooling", choices=("mean", "stats"), default=PasstConfig.pooling,
+                        help="scene embedding pooling (models.audio.passt.PasstConfig.pooling)")
+    parser.add_argument("--validation", action="store_true",
+                        help="probe on a validation split of each task's train clips (test clips unread): for choices")
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="evaluate this pretrain.pt instead of pretraining (its recorded metrics are reported)")
     args = parser.parse_args(argv)
@@ -276,24 +290,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     config = PretrainConfig(epochs=args.epochs, seed=args.seed)
     if args.checkpoint is not None:
-        checkpoint = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
-        model = Passt.from_config(checkpoint["config"])
-        model.load_state_dict(checkpoint["state_dict"])
-        metrics = checkpoint["metrics"]
+        model, metrics = load(args.checkpoint)
         config = PretrainConfig(**metrics["pretrain_config"])
     else:
-        model, metrics = _pretrain_from_corpus(args.corpus, args.out, config, args.max_clips, args.threads)
+        model, metrics = _pretrain_from_corpus(args.corpus, args.out, config, args.max_clips, args.threads,
+                                               PasstConfig(pooling=args.pooling))
     if args.no_eval:
         return metrics
     torch.manual_seed(config.seed)
     untrained = Passt(model.config).eval()
-    result = evaluate_models(args.corpus, args.repository, {PRETRAINED: model, UNTRAINED: untrained}, args.seed)
+    result = evaluate_models(args.corpus, args.repository, {PRETRAINED: model, UNTRAINED: untrained}, args.seed,
+                             args.validation)
     result["pretraining"] = metrics
     command = "python -m models.audio.pretrain " + shlex.join(argv if argv is not None else sys.argv[1:])
     text = render(result, metrics, command, time.perf_counter() - started)
+    if args.validation:
+        text = text.replace("\n\n", "\n\n**Validation split, not the test**: each probe fits on 70% of the groups of a "
+                            "task's train clips and is scored on the other 30% (`corpus.evaluate.validation_split`); "
+                            "the test clips are not read, and the train / test column reads fit / validation.\n\n", 1)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "quality.md").write_text(text)
-    (args.out / "quality.json").write_text(json.dumps(result, indent=1) + "\n")
+    name = "validation" if args.validation else "quality"  # quality.json is what exporters/audio_pretrained.py ships
+    (args.out / f"{name}.md").write_text(text)
+    (args.out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
     print(text)
     return result
 

@@ -24,12 +24,14 @@ from hear_infersuite import api as hear
 from models.audio.corpus.builder import MANIFEST
 from models.audio.frontend import FrontEndConfig, LogMelStatistics
 from models.audio.metrics import linear_probe_predictions
-from models.audio.user_data import BASELINE, EMBEDDERS, load_audio, probe, read_labels
+from models.audio.user_data import BASELINE, EMBEDDERS, Clip, load_audio, probe, read_labels
 
 BATCH = 64  # one-second clips embedded together
+VALIDATION_SHARE = 0.3  # of a task's train groups, held out to validate choices made before the test
+VALIDATION_SEED = 0  # one validation split for every model compared on it
 
 
-def _embed_all(audio: dict[str, np.ndarray], embed: Callable[[np.ndarray], np.ndarray]) -> dict[str, np.ndarray]:
+def embed_all(audio: dict[str, np.ndarray], embed: Callable[[np.ndarray], np.ndarray]) -> dict[str, np.ndarray]:
     """file -> feature vector; clips of equal length go through `embed` in batches of BATCH."""
     by_length: dict[int, list[str]] = {}
     for file, samples in audio.items():
@@ -51,12 +53,12 @@ def feature_sets(audio: dict[str, np.ndarray], repository: Path) -> dict[str, di
     statistics, rate = LogMelStatistics(FrontEndConfig()).eval(), FrontEndConfig().sample_rate
     sets = {}
     with torch.no_grad():
-        sets[BASELINE] = _embed_all(audio, lambda batch: statistics(torch.from_numpy(batch)).numpy())
+        sets[BASELINE] = embed_all(audio, lambda batch: statistics(torch.from_numpy(batch)).numpy())
     for title, model_name in EMBEDDERS.items():
         model = hear.load_model(str(repository / model_name), threads=0)
         if model.sample_rate != rate:
             raise ValueError(f"{model_name} runs at {model.sample_rate} Hz, the corpus's clips at {rate} Hz")
-        sets[title] = _embed_all(audio, _scene_embedder(model))
+        sets[title] = embed_all(audio, _scene_embedder(model))
     return sets
 
 
@@ -73,26 +75,52 @@ def paired_difference(a: np.ndarray, b: np.ndarray, labels: np.ndarray, train: l
             "interval_95": [round(float(np.quantile(means, q)), 4) for q in (0.025, 0.975)]}
 
 
+def validation_split(clips: list[Clip], seed: int, share: float = VALIDATION_SHARE) -> tuple[list[int], list[int]]:
+    """(fit, validation) indices within a task's train clips only: a seeded `share` of their groups (voices,
+    words, programs, packages) validates, so a choice made on it never sees a test clip. A group is held out
+    only while every label keeps a group to fit on: a label seen only in validation would score 0 for every
+    embedder (instrument family has one train program per family, so it gets no validation clips)."""
+    train = [i for i, c in enumerate(clips) if c.split == "train"]
+    groups = sorted({clips[i].group for i in train})
+    labels_of = {g: {clips[i].label for i in train if clips[i].group == g} for g in groups}
+    wanted, held = max(1, round(share * len(groups))), set()
+    for group in np.random.default_rng(seed).permutation(groups).tolist():  # split_clips's draw
+        kept = set().union(*(labels_of[g] for g in groups if g not in held and g != group))
+        if kept == set().union(*labels_of.values()):
+            held.add(group)
+        if len(held) == wanted:
+            break
+    return ([i for i in train if clips[i].group not in held], [i for i in train if clips[i].group in held])
+
+
 def evaluate(corpus: Path, repository: Path, seed: int = 0, tasks: list[str] | None = None,
              extra: dict[str, Callable[[np.ndarray], np.ndarray]] | None = None,
-             reference: str | None = None) -> dict[str, Any]:
+             reference: str | None = None, validation: bool = False) -> dict[str, Any]:
     """Every task's probe per embedder: the repository's, log-mel statistics and `extra` (title -> clips
     (N, samples) -> scene embeddings). With `reference`, each task also gets that embedder's paired
-    differences against every other one."""
+    differences against every other one. With `validation`, each probe fits and scores inside the task's
+    train clips (`validation_split`); the test clips are not read."""
     manifest = json.loads((corpus / MANIFEST).read_text())
     chosen = {name: task for name, task in manifest["tasks"].items() if tasks is None or name in tasks}
     task_clips = {name: read_labels(corpus, corpus / task["labels_csv"]) for name, task in chosen.items()}
+    if validation:  # only the train clips are read
+        task_clips = {name: [c for c in clips if c.split == "train"] for name, clips in task_clips.items()}
     rate = FrontEndConfig().sample_rate
     audio = {str(c.path): load_audio(c.path, rate) for clips in task_clips.values() for c in clips}
     features = feature_sets(audio, repository)
     for title, embed in (extra or {}).items():
-        features[title] = _embed_all(audio, embed)
+        features[title] = embed_all(audio, embed)
     results: dict[str, Any] = {}
     for name, clips in task_clips.items():
         labels = sorted({c.label for c in clips})
         y = np.array([labels.index(c.label) for c in clips])
-        train = [i for i, c in enumerate(clips) if c.split == "train"]
-        test = [i for i, c in enumerate(clips) if c.split == "test"]
+        if validation:
+            train, test = validation_split(clips, VALIDATION_SEED)
+            if not test or len({y[i] for i in train}) < 2:  # one group (event kinds: one theme) cannot validate
+                continue
+        else:
+            train = [i for i, c in enumerate(clips) if c.split == "train"]
+            test = [i for i, c in enumerate(clips) if c.split == "test"]
         matrix = {title: np.stack([vectors[str(c.path)] for c in clips]) for title, vectors in features.items()}
         results[name] = {
             "description": chosen[name]["description"], "classes": len(labels), "train": len(train),

@@ -136,3 +136,36 @@ def test_paired_difference_of_a_feature_set_with_itself_is_zero_and_noise_loses(
     assert same == {"difference": 0.0, "interval_95": [0.0, 0.0]}
     better = corpus_eval.paired_difference(informative, noise, labels, train, test, seed=0)
     assert better["difference"] > 0.3 and better["interval_95"][0] > 0
+
+
+def test_validation_split_reads_only_train_clips_and_keeps_groups_whole() -> None:
+    from pathlib import Path
+
+    from models.audio.user_data import Clip
+
+    clips = [Clip(Path(f"{g}-{k}.wav"), f"label{k % 3}", g, "train") for g in "abcdefghij" for k in range(6)]
+    clips += [Clip(Path(f"t{k}.wav"), f"label{k % 3}", "t", "test") for k in range(6)]
+    fit, validation = corpus_eval.validation_split(clips, seed=0)
+    assert sorted(fit + validation) == list(range(60))  # every train clip, no test clip
+    fit_groups, validation_groups = {clips[i].group for i in fit}, {clips[i].group for i in validation}
+    assert not fit_groups & validation_groups and len(validation_groups) == 3  # 30% of 10 groups
+    assert corpus_eval.validation_split(clips, seed=0) == (fit, validation)
+    one_group_per_label = [Clip(Path(f"{g}-{k}.wav"), f"family{g}", g, "train") for g in "abcd" for k in range(3)]
+    one_group_per_label += [Clip(Path(f"e-{k}.wav"), "familya", "e", "train") for k in range(3)]
+    fit, validation = corpus_eval.validation_split(one_group_per_label, seed=0)
+    assert {one_group_per_label[i].group for i in validation} in ({"a"}, {"e"})  # only family a has a spare group
+    assert {one_group_per_label[i].label for i in fit} == {"familya", "familyb", "familyc", "familyd"}
+
+
+def test_statistics_pooling_appends_the_patch_tokens_std() -> None:
+    torch.manual_seed(0)
+    mean_model = Passt(PasstConfig(dim=16, depth=1, heads=2)).eval()
+    stats_model = Passt(PasstConfig(dim=16, depth=1, heads=2, pooling="stats")).eval()
+    stats_model.load_state_dict(mean_model.state_dict())  # pooling adds no parameter
+    waveform = torch.randn(3, FrontEndConfig().window_samples) * 0.1
+    with torch.no_grad():
+        mean_embedding, stats_embedding = mean_model(waveform), stats_model(waveform)
+        tokens = mean_model.forward_features(mean_model.front_end(waveform))[:, 1:]
+    assert stats_model.embedding_size == stats_embedding.shape[1] == 48
+    torch.testing.assert_close(stats_embedding[:, :32], mean_embedding)
+    torch.testing.assert_close(stats_embedding[:, 32:], tokens.std(dim=1, unbiased=False), atol=1e-5, rtol=1e-4)
