@@ -21,6 +21,16 @@ audio corpus (`models/audio/pretrain.py`, issue 25) as the default `audio-passt-
    goes into the shipped repository (bag-of-words stays as it was): its files, a manifest
    (`exporters.ship.model_manifest`) and an entry in SHIPPED.json's `updates` naming the checkpoint, its
    sha256, the pretraining seed and the commands.
+4. `verify` (`make verify-models`, `make verify-audio-pretrained`): `exporters.build` does not build this
+   model, so it is checked against the path that did. By default the recorded checkpoint (manifest
+   `source_checkpoint`, refused unless its sha256 is the recorded one) is exported again and the new graph's
+   embeddings must equal the shipped graph's within the parity bound, its figures the shipped ones within their
+   tolerances (those figures are the recorded run's quality.json, re-read, not re-measured). With `--pretrain`
+   the recorded pretraining (its seed, epochs and pooling) runs again with its held-out evaluation, and the
+   re-measured figures must land within the tolerances (a retrained graph is not expected to equal the shipped one).
+
+    python -m exporters.audio_pretrained verify --shipped shipped_models --out artifacts/verify/audio-pretrained \
+        [--pretrain --corpus artifacts/audio-corpus]
 """
 
 from __future__ import annotations
@@ -33,11 +43,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from exporters.audio import export_embedder
+from exporters.audio import PARITY_ATOL, export_embedder
+from exporters.onnx_export import reference_session
 from exporters.repository import sha256_file
-from exporters.ship import MANIFEST, MAX_BYTES, SUMMARY, code_revision, model_manifest
+from exporters.ship import MANIFEST, MAX_BYTES, SUMMARY, code_revision, compare, model_manifest
 from models.audio.frontend import FrontEndConfig
 
 MODEL = "audio-passt-fp32"
@@ -125,6 +137,82 @@ def ship_model(repository: Path, shipped: Path, provenance: dict[str, Any]) -> d
     return summary
 
 
+def recorded_pretraining(model_dir: Path, corpus: Path, out: Path) -> list[str]:
+    """models.audio.pretrain's arguments that rebuild the shipped checkpoint: the seed and epochs its manifest
+    records, the pooling of its exported model config ("mean" before the option existed)."""
+    manifest = json.loads((model_dir / MANIFEST).read_text())
+    quality = manifest["quality"]
+    meta = json.loads((model_dir / manifest["version"] / "meta.json").read_text())
+    pooling = meta.get("model_config", {}).get("passt", {}).get("pooling", "mean")
+    return ["--corpus", str(corpus), "--out", str(out), "--epochs", str(int(quality["pretrain_epochs"])),
+            "--seed", str(int(manifest["seeds"]["audio.PretrainConfig"])), "--pooling", pooling]
+
+
+def graph_difference(shipped_onnx: Path, rebuilt_onnx: Path, window: int, seed: int = 0) -> float:
+    """Largest |embedding difference| of two graphs on the same windows: noise at three levels and silence."""
+    rng = np.random.default_rng(seed)
+    windows = np.concatenate([rng.standard_normal((6, window)).astype(np.float32) * np.float32(level)
+                              for level in (1e-3, 0.1, 1.0)] + [np.zeros((1, window), np.float32)])
+    outputs = [reference_session(p).run(["embedding"], {"waveform": windows})[0] for p in (shipped_onnx, rebuilt_onnx)]
+    if outputs[0].shape != outputs[1].shape:
+        return float("inf")
+    return float(np.abs(outputs[0] - outputs[1]).max())
+
+
+def _source_checkpoint(manifest: dict[str, Any]) -> Path:
+    checkpoint = Path(manifest["source_checkpoint"])
+    if not checkpoint.is_file():
+        raise SystemExit(f"{MODEL}: its recorded checkpoint {checkpoint} is not here (artifacts/ is not committed): "
+                         "`make verify-audio-pretrained AUDIO_VERIFY=pretrain` re-runs the recorded pretraining")
+    if sha256_file(checkpoint) != manifest["source_checkpoint_sha256"]:
+        raise SystemExit(f"{MODEL}: {checkpoint} is not the recorded checkpoint (sha256 "
+                         f"{manifest['source_checkpoint_sha256'][:12]} recorded, {sha256_file(checkpoint)[:12]} found)")
+    return checkpoint
+
+
+def verify(shipped: Path, out: Path, pretrain_again: bool = False, corpus: Path = Path("artifacts/audio-corpus")
+           ) -> bool:
+    """Rebuilds the shipped audio-passt-fp32 the way its manifest says it was built (module docstring, 4) and
+    compares; prints what it did and every check."""
+    model_dir = shipped / MODEL
+    manifest = json.loads((model_dir / MANIFEST).read_text())
+    if "source_checkpoint" not in manifest:
+        raise SystemExit(f"{model_dir} was not shipped by exporters.audio_pretrained: exporters.ship verify checks it")
+    if pretrain_again:
+        from models.audio import pretrain
+
+        args = recorded_pretraining(model_dir, corpus, out / "pretrain")
+        print(f"{MODEL}: re-running the recorded pretraining: python -m models.audio.pretrain {' '.join(args)}")
+        pretrain.main(args)
+        checkpoint = out / "pretrain" / "pretrain.pt"
+    else:
+        checkpoint = _source_checkpoint(manifest)
+        print(f"{MODEL}: re-exporting the recorded checkpoint {checkpoint} (sha256 "
+              f"{manifest['source_checkpoint_sha256'][:12]} as recorded); its figures are re-read from "
+              f"{checkpoint.parent / 'quality.json'}, not re-measured")
+    version_dir = export(checkpoint, out / "repository")
+    ok = True
+    for name, digest in sorted(manifest["files"].items()):  # the shipped files are the ones the manifest describes
+        if sha256_file(model_dir / name) != digest:
+            print(f"{MODEL:<28} {name}: CHANGED since it was shipped (sha256 differs from its manifest)")
+            ok = False
+    if ok:
+        print(f"{MODEL:<28} {len(manifest['files'])} shipped files match their manifest's sha256")
+    for name, old, new, good in compare(manifest, json.loads((version_dir / "meta.json").read_text())):
+        print(f"{MODEL:<28} {name:<44} shipped {old:>10.4f} rebuilt {new:>10.4f} "
+              f"{'ok' if good else 'OUT OF TOLERANCE'} ({manifest['tolerances'][name]})")
+        ok &= good
+    if not pretrain_again:  # the same checkpoint must give the shipped graph
+        window = json.loads((version_dir / "meta.json").read_text())["window_samples"]
+        shipped_onnx = model_dir / manifest["version"] / "model.onnx"
+        difference = graph_difference(shipped_onnx, version_dir / "model.onnx", window)
+        good = difference <= PARITY_ATOL
+        print(f"{MODEL:<28} {'embedding max |shipped - rebuilt|':<44} {difference:.2e} "
+              f"{'ok' if good else 'NOT THE SHIPPED GRAPH'} (bound {PARITY_ATOL:g})")
+        ok &= good
+    return ok
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m exporters.audio_pretrained", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -137,11 +225,21 @@ def _parser() -> argparse.ArgumentParser:
     ship = commands.choices["ship"]
     ship.add_argument("--to", type=Path, default=Path("shipped_models"))
     ship.add_argument("--built-by", required=True, help="the commands that pretrained and exported (SHIPPED.json)")
+    check = commands.add_parser("verify", help="rebuild the shipped audio-passt-fp32 the recorded way and compare")
+    check.add_argument("--shipped", type=Path, default=Path("shipped_models"))
+    check.add_argument("--out", type=Path, default=Path("artifacts/verify/audio-pretrained"))
+    check.add_argument("--pretrain", action="store_true", help="re-run the recorded pretraining (~11 min)")
+    check.add_argument("--corpus", type=Path, default=Path("artifacts/audio-corpus"))
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    if args.command == "verify":
+        if not verify(args.shipped, args.out, args.pretrain, args.corpus):
+            raise SystemExit(f"{MODEL} does not reproduce from the recorded build (see above)")
+        print(f"{MODEL} reproduces from its recorded build")
+        return
     if args.command == "export":
         version_dir = export(args.checkpoint, args.out)
         parity = json.loads((version_dir / "meta.json").read_text())["parity_max_abs_diff"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from exporters import audio_pretrained
+from exporters import audio_pretrained, ship
 from exporters.ship import MANIFEST, SUMMARY, quality_figures, sha256
 from models.audio import pretrain
 from models.audio.frontend import FrontEndConfig
@@ -91,3 +91,68 @@ def test_shipping_replaces_only_the_passt_and_records_how(exported, tmp_path) ->
     assert after["size_bytes"] == sum(sizes) and after["updates"][-1]["models"] == ["audio-passt-fp32"]
     again = audio_pretrained.ship_model(repository, shipped, provenance)  # a re-ship supersedes, never piles up
     assert [u.get("models") for u in again["updates"]].count(["audio-passt-fp32"]) == 1
+
+
+def _manifest(root: Path, model: str, **provenance) -> None:
+    (root / model / "1").mkdir(parents=True)
+    (root / model / MANIFEST).write_text(json.dumps({
+        "model": model, "version": "1", "built_by": "make ship-audio-pretrained", **provenance,
+        "quality": {"heldout_voice_unseen_word_accuracy": 0.7}, "tolerances": {"heldout_voice_unseen_word_accuracy":
+                                                                                {"abs": 0.03}}}))
+
+
+def test_exporters_build_verify_leaves_the_pretrained_passt_to_its_own_check_and_stays_strict_elsewhere(
+        tmp_path, capsys) -> None:
+    shipped, retrained = tmp_path / "shipped", tmp_path / "retrained"
+    _manifest(shipped, "audio-passt-fp32", source_checkpoint="artifacts/x/pretrain.pt")
+    retrained.mkdir()
+    assert ship.verify(retrained, shipped)  # not compared with exporters.build's output, and said so
+    assert "python -m exporters.audio_pretrained verify" in capsys.readouterr().out
+    _manifest(shipped, "audio-bow-fp32")
+    assert not ship.verify(retrained, shipped)  # a model exporters.build should have built is still missing
+    shutil.rmtree(shipped)
+    _manifest(shipped, "audio-passt-fp32")  # shipped by make ship-models: no source_checkpoint, compared as before
+    assert not ship.verify(retrained, shipped)
+
+
+def _ship(exported, tmp_path: Path) -> Path:
+    checkpoint, repository = exported
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    shutil.copyfile(SHIPPED / SUMMARY, shipped / SUMMARY)
+    audio_pretrained.ship_model(repository, shipped, {
+        "built_by": "test", "code_revision": "abc", "shipped_by": "test", "seeds": {"audio.PretrainConfig": 3},
+        "source_checkpoint": str(checkpoint), "source_checkpoint_sha256": sha256(checkpoint)})
+    return shipped
+
+
+@pytest.mark.slow  # needs the export above, and exports again
+def test_verify_re_exports_the_recorded_checkpoint_and_finds_a_graph_that_is_not_its_export(
+        exported, tmp_path, capsys) -> None:
+    shipped = _ship(exported, tmp_path)
+    assert audio_pretrained.verify(shipped, tmp_path / "verify")
+    out = capsys.readouterr().out
+    assert "re-exporting the recorded checkpoint" in out and "OUT OF TOLERANCE" not in out
+    other = tmp_path / "other"
+    other.mkdir()
+    audio_pretrained.export(_checkpoint(other, seed=4), other / "repo")
+    shutil.copyfile(other / "repo" / "audio-passt-fp32" / "1" / "model.onnx", shipped / "audio-passt-fp32" / "1" /
+                    "model.onnx")  # another seed's graph under the recorded checkpoint's manifest
+    assert not audio_pretrained.verify(shipped, tmp_path / "verify-other")
+    out = capsys.readouterr().out
+    assert "NOT THE SHIPPED GRAPH" in out and "1/model.onnx: CHANGED since it was shipped" in out
+
+
+@pytest.mark.slow  # needs the export above
+def test_verify_refuses_a_missing_or_changed_checkpoint_and_names_the_pretraining(exported, tmp_path) -> None:
+    shipped = _ship(exported, tmp_path)
+    manifest_path = shipped / "audio-passt-fp32" / MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    manifest_path.write_text(json.dumps({**manifest, "source_checkpoint_sha256": "0" * 64}))
+    with pytest.raises(SystemExit, match="is not the recorded checkpoint"):
+        audio_pretrained.verify(shipped, tmp_path / "verify")
+    manifest_path.write_text(json.dumps({**manifest, "source_checkpoint": str(tmp_path / "gone.pt")}))
+    with pytest.raises(SystemExit, match="AUDIO_VERIFY=pretrain"):
+        audio_pretrained.verify(shipped, tmp_path / "verify")
+    args = audio_pretrained.recorded_pretraining(shipped / "audio-passt-fp32", Path("corpus"), Path("out"))
+    assert args == ["--corpus", "corpus", "--out", "out", "--epochs", "2", "--seed", "3", "--pooling", "mean"]
