@@ -196,17 +196,28 @@ class ModelManager:
                 totals[name] = totals.get(name, ModelStats()).plus(ModelStats(**fields))
         return totals
 
-    async def load(self, names: Iterable[str]) -> None:
-        """Loads and warms up every named model (latest version)."""
+    def expect(self, names: Iterable[str]) -> list[str]:
+        """Marks models as asked for without loading them (a service's set, loaded by its transaction:
+        services/runtime/reload.py): their aliases are known, a call meanwhile hears "not loaded yet", and
+        their ready and failure series exist at 0 (alerts see the first failure). Returns the canonical names."""
+        canonical = []
         for requested in names:
             name = self.repository.canonical(requested)
             if name != requested:
                 self._aliases[requested] = name
+            canonical.append(name)
             if name in self._served:
                 continue
             self._expected.add(name)
             self._metrics.model_ready.labels(name).set(0)
-            self._metrics.load_failures.labels(name)  # the series exists at 0 before any failure (alerts see the first)
+            self._metrics.load_failures.labels(name)
+        return canonical
+
+    async def load(self, names: Iterable[str]) -> None:
+        """Loads and warms up every named model (latest version)."""
+        for name in self.expect(names):
+            if name in self._served:
+                continue
             entry: RepositoryModel | None = None
             try:
                 entry = self.repository.resolve(name)
@@ -245,7 +256,8 @@ class ModelManager:
         errors keep their message; a library's text (paths, graph internals) goes to the log only."""
         own = isinstance(exc, InferSuiteError) or type(exc).__module__.startswith("services.")
         detail = f": {str(exc)[:300]}" if own else " (the server log has the details)"
-        failure = LoadFailure(version, f"version {version} failed to load: {type(exc).__name__}{detail}")
+        which = f"version {version}" if version else "the model (no version in the repository)"
+        failure = LoadFailure(version, f"{which} failed to load: {type(exc).__name__}{detail}")
         self.load_failures[name] = failure
         self._metrics.load_failures.labels(name).inc()
         log.error("model %s%s failed to load: %s: %s", name, f" version {version}" if version else "",

@@ -246,17 +246,12 @@ class InferSuiteServer:
     async def _load_service(self, service: ServiceModule) -> None:
         """The service's first model set, through the same transaction as a reload: a model that does not
         load or a set its `derive` refuses leaves the service without a set (its models not served)."""
-        names = service.required_models(self.models.repository)
-        for name in names:  # the series exist at 0 before any failure (alerts see the first), as ModelManager.load does
-            self.metrics.model_ready.labels(self.models.repository.canonical(name)).set(0)
-            self.metrics.load_failures.labels(self.models.repository.canonical(name))
+        # Asked for from now on: aliases known, "not loaded yet" meanwhile, metric series at 0.
+        self.models.expect(service.required_models(self.models.repository))
         outcomes = await self._load(f"service {service.name}", functools.partial(
             self.reloader.reload_set, service.name, wait_for_backend=True))
         if failed := [o for o in outcomes if o.state == "failed"]:
             raise SetNotServed.of(service.name, failed)
-        # Every model of the set serves now, so this loads nothing: it records the alias names the service
-        # uses (aliases.json), which ModelManager learns only in `load`.
-        await self.models.load(names)
 
     def _platform_models(self) -> list[str]:
         """The models served besides the services' own: every model in the repository (model control

@@ -95,6 +95,8 @@ async def test_a_family_refused_at_start_up_is_not_serving_and_its_models_do_not
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await _infer(channel, "beta-model")
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        # Asked for by its family, so "not loaded yet", not the explicit-control hint of an unasked model.
+        assert "not loaded yet" in err.value.details() and "explicit" not in err.value.details(), err.value.details()
         index = {m.name: m for m in (await oip.RepositoryIndex(service_pb2.RepositoryIndexRequest())).models}
         refused = index["beta-model"]
         assert refused.state == "UNAVAILABLE" and "tables of version 1 are broken" in refused.reason
