@@ -27,7 +27,7 @@ TRITON_STAMP := .triton/.installed
 .PHONY: bench-audio bench-splitcompute bench-quant-production reliability-report report-hostile
 .PHONY: audio-studies
 .PHONY: audio-tools audio-corpus report-audio-corpus pretrain-audio report-audio-pretrain ship-audio-pretrained
-.PHONY: verify-audio-pretrained
+.PHONY: verify-audio-pretrained pretrain-audio-stats report-audio-pooling
 
 setup: $(SETUP_STAMP)
 
@@ -193,6 +193,19 @@ verify-audio-pretrained: $(DEV)
 	rm -rf artifacts/verify/audio-pretrained
 	$(PY) -m exporters.audio_pretrained verify --shipped $(SHIPPED) --out artifacts/verify/audio-pretrained \
 	  $(if $(filter pretrain,$(AUDIO_VERIFY)),--pretrain --corpus artifacts/audio-corpus)
+
+# Statistics pooling (PasstConfig.pooling="stats": the patch tokens' std beside the mean) pretrained like
+# pretrain-audio, seeds 0 and 1 (~8 min each): artifacts/audio-pretrain/stats-seed<s>-e40/pretrain.pt.
+pretrain-audio-stats: $(DEV) audio-tools
+	@test -f artifacts/audio-corpus/manifest.json || $(MAKE) audio-corpus
+	for seed in 0 1; do $(PY) -m models.audio.pretrain --corpus artifacts/audio-corpus \
+	  --out artifacts/audio-pretrain/stats-seed$$seed-e40 --epochs 40 --seed $$seed --pooling stats --no-eval || exit 1; done
+
+# Statistics vs mean pooling on validation (the choice) and the held-out test, hierarchical bootstrap over the
+# two seeds and the clips (benchmarks/audio/pooling.py, ~6 min): reports/audio_pooling.md. Needs the checkpoints of
+# pretrain-audio-stats and of report-audio-pretrain at seeds 0 and 1 (artifacts/audio-pretrain/seed<s>-e40).
+report-audio-pooling: $(DEV) audio-tools
+	$(PY) -m benchmarks.audio.pooling --corpus artifacts/audio-corpus --seeds 0 1 --report reports/audio_pooling.md
 
 serve: $(SERVE_STAMP) $(PROTO_STAMP)
 	@$(PY) -m exporters.ship describe $(SERVE_REPOSITORY)
