@@ -14,6 +14,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from loadtest.local_suite import ServerProcess
 from services.runtime import RuntimeSettings, build_server
 from tests.fixtures import EchoService
 
@@ -85,11 +86,11 @@ def test_sigterm_drains_in_flight_requests_then_exits() -> None:
     one longer than it (60 s) is cut when the grace period ends, and the process exits 0. A server that
     ignored the grace period would answer the long one "done"; one that did not drain would fail the
     short one. However slow the machine, the 1 s timer fires before the 5 s one and that before 60 s."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.Popen([sys.executable, "-m", "tests.integration.echo_server"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # The one launcher (loadtest/local_suite.py) reads the start line; the trace lines stay on the pipe.
+    server = ServerProcess({"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))},
+                           command=[sys.executable, "-m", "tests.integration.echo_server"], cwd=ROOT)
+    proc, port = server.proc, server.port
     try:
-        port = int(_read_until(proc, r"gRPC on port (\d+)")[r"gRPC on port (\d+)"].group(1))
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             grpc.channel_ready_future(channel).result(timeout=60)
             sleep = channel.unary_unary("/infersuite.test.Traced/Sleep")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from loadtest.local_suite import ServerProcess
 from tests.reliability import sleepy
 from tests.reliability.scenarios import graceful_shutdown
 
@@ -21,16 +21,11 @@ COMPUTE_MS, BACKLOG, GRACE_S = 40.0, 50, 20.0
 
 
 def start_sleepy(compute_ms: float, queue: int, grace_s: float) -> tuple[subprocess.Popen, int]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.Popen([sys.executable, "-m", "tests.reliability.sleepy", "--compute-ms", str(compute_ms),
-                             "--queue", str(queue), "--grace", str(grace_s)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
-    line = proc.stdout.readline() if proc.stdout else ""
-    match = re.search(r"gRPC on port (\d+)", line)
-    if match is None:
-        proc.kill()
-        raise RuntimeError(f"sleepy server did not start: {line!r}")
-    return proc, int(match.group(1))
+    """The sleepy suite process through the one launcher (loadtest/local_suite.py): its process and port."""
+    server = ServerProcess({"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))},
+                           command=[sys.executable, "-m", "tests.reliability.sleepy", "--compute-ms", str(compute_ms),
+                                    "--queue", str(queue), "--grace", str(grace_s)], cwd=ROOT)
+    return server.proc, server.port
 
 
 async def test_sigterm_under_load_drains_in_flight_refuses_new_and_exits_within_grace() -> None:
