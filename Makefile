@@ -359,11 +359,13 @@ report-ctr: $(DEV)
 	$(PY) -m benchmarks.ctr.report --out artifacts/ctr_study --report reports/ctr_quality.md
 
 # Bring your own data, ctr: DIN on your click log (CSV with user,item,category,timestamp,clicked; your own
-# integer ids; models/ctr/user_data.py) -> artifacts/ctr-user/quality.md, and din-fp32 with its id vocabulary
-# in $(USER_REPOSITORY): serve it with `make serve SERVE_REPOSITORY=$(USER_REPOSITORY)`.
+# integer ids; models/ctr/user_data.py) or on Amazon reviews (DATA=reviews_<Category>_5.json[.gz], the metadata
+# meta_<Category>.json[.gz] found beside it or TRAIN_ARGS='--meta FILE'; models/ctr/amazon.py) -> artifacts/ctr-user/
+# quality.md, and din-fp32 with its id vocabulary (Amazon: and string_ids.json, asin -> id) in $(USER_REPOSITORY):
+# serve it with `make serve SERVE_REPOSITORY=$(USER_REPOSITORY)`.
 USER_REPOSITORY ?= user_models
 train-ctr: $(DEV)
-	@test -n "$(DATA)" || { echo "usage: make train-ctr DATA=clicks.csv [USER_REPOSITORY=dir] [TRAIN_ARGS='--oov bucket --min-count 5']"; exit 2; }
+	@test -n "$(DATA)" || { echo "usage: make train-ctr DATA=clicks.csv|reviews_Books_5.json.gz [USER_REPOSITORY=dir] [TRAIN_ARGS='--oov bucket --min-count 5']"; exit 2; }
 	$(PY) -m models.ctr.train --data $(DATA) --out artifacts/ctr-user --repository $(USER_REPOSITORY) $(TRAIN_ARGS)
 
 # Bring your own data, audio: the exported embedders (and log-mel statistics) under a linear probe on your
@@ -402,6 +404,18 @@ report-segmentation-user-data: $(DEV)
 	$(PY) -m models.segmentation.train --data artifacts/segmentation-user-example/scenes \
 		--out artifacts/segmentation-user-example --no-progress
 	cp artifacts/segmentation-user-example/quality.md reports/segmentation_user_data.md
+
+# The Amazon path on a generated dataset in that layout (models/ctr/amazon_example.py: 2,000 users, ~20,000 reviews,
+# gzip; 3 training seeds) -> reports/ctr_amazon.md, then the reader's peak RSS on a generated $(AMAZON_MEMORY_USERS)
+# users (~1,000,000 reviews) appended to it (~7 min on 2 cores).
+.PHONY: report-ctr-amazon
+AMAZON_MEMORY_USERS ?= 100000
+report-ctr-amazon: $(DEV)
+	$(PY) -m models.ctr.amazon_example example artifacts/ctr-amazon-example
+	$(PY) -m models.ctr.train --data artifacts/ctr-amazon-example/reviews_Synthetic_5.json.gz \
+		--out artifacts/ctr-amazon-example --report reports/ctr_amazon.md --min-count 2 --seeds 3 --no-progress
+	$(PY) -m models.ctr.amazon_example example artifacts/ctr-amazon-memory --users $(AMAZON_MEMORY_USERS) --items 50000
+	$(PY) -m models.ctr.amazon_example measure artifacts/ctr-amazon-memory/reviews_Synthetic_5.json.gz >> reports/ctr_amazon.md
 
 # The same path on the synthetic world written as a click log with external ids (known structure, 3 seeds):
 # reports/ctr_user_data.md (~5 min).

@@ -9,6 +9,8 @@ the true click probability.
     python -m models.ctr.train --out /tmp/ctr --quick         # a smoke run in seconds
     python -m models.ctr.train --data clicks.csv --out artifacts/my_ctr --repository my_models
                                                               # your click log (models/ctr/user_data.py)
+    python -m models.ctr.train --data reviews_Books_5.json.gz --meta meta_Books.json.gz --out artifacts/my_ctr
+                                                              # Amazon reviews (models/ctr/amazon.py)
 """
 
 from __future__ import annotations
@@ -280,14 +282,20 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny data, 1 epoch: smoke test")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     own = parser.add_argument_group("your own data (models/ctr/user_data.py)")
-    own.add_argument("--data", type=Path, default=None, help="a click log to train on instead of the synthetic world")
-    own.add_argument("--format", choices=["clicklog"], default="clicklog",
-                     help="clicklog: CSV or Parquet (by suffix) with user,item,category,timestamp,clicked")
+    own.add_argument("--data", type=Path, default=None,
+                     help="a click log, or an Amazon reviews file, to train on instead of the synthetic world")
+    own.add_argument("--format", choices=["clicklog", "amazon"], default=None,
+                     help="clicklog: CSV or Parquet with user,item,category,timestamp,clicked; amazon: reviews JSON "
+                          "lines + --meta (models/ctr/amazon.py); default: by the file's name")
+    own.add_argument("--meta", type=Path, default=None,
+                     help="amazon: the metadata file (default: meta_<Category>.json[.gz] beside the reviews)")
     own.add_argument("--min-count", type=int, default=1, help="an item needs this many training events to get a row")
     own.add_argument("--oov", choices=["reject", "bucket"], default="reject",
                      help="ids outside the vocabulary: refused, or one shared learned row")
-    own.add_argument("--valid-fraction", type=float, default=0.1, help="share of the time line for validation")
-    own.add_argument("--test-fraction", type=float, default=0.1, help="share of the time line for test")
+    own.add_argument("--valid-fraction", type=float, default=0.1,
+                     help="clicklog: share of the time line for validation (amazon: each user's last review but one)")
+    own.add_argument("--test-fraction", type=float, default=0.1,
+                     help="clicklog: share of the time line for test (amazon: each user's last review)")
     own.add_argument("--max-history", type=int, default=50, help="behaviours kept per row")
     own.add_argument("--seeds", type=int, default=1,
                      help="training seeds (--seed, --seed + 1, ...): > 1 gives seed-level intervals")
@@ -299,11 +307,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main_user_data(args: argparse.Namespace, command: str) -> dict[str, Any]:
     """Every variant on the user's click log, time split; the report compares DIN with the BaseModel on
     the test period; the DIN (Dice) checkpoint carries the id vocabulary and is exported when asked."""
-    from models.ctr.user_data import TimeSplit, click_data, read_click_log
+    from models.ctr.user_data import TimeSplit, load_user_data
 
     started = time.perf_counter()
     split = TimeSplit(args.valid_fraction, args.test_fraction, args.max_history, args.min_count, args.oov)
-    data, vocabulary, summary = click_data(read_click_log(args.data), split)
+    loaded = load_user_data(args.data, args.format, split, args.meta, args.seed)
+    data, vocabulary, summary = loaded.data, loaded.vocabulary, loaded.summary
     train_cfg = TrainConfig(seed=args.seed)
     if args.epochs is not None:
         train_cfg = replace(train_cfg, epochs=args.epochs)
@@ -326,6 +335,8 @@ def main_user_data(args: argparse.Namespace, command: str) -> dict[str, Any]:
                    gauc_vs_base={variant: seed_level_gauc_difference(user_aucs[variant], user_aucs["base"])
                                  for variant in VARIANTS if variant != "base"})
     (args.out / "quality.json").write_text(json.dumps(quality, indent=2) + "\n")
+    for name, content in loaded.beside_model.items():  # amazon: string_ids.json
+        (args.out / name).write_text(json.dumps(content, indent=1) + "\n")
     text = render_user_report(quality, command)
     report = args.report or args.out / "quality.md"
     report.parent.mkdir(parents=True, exist_ok=True)
@@ -335,7 +346,9 @@ def main_user_data(args: argparse.Namespace, command: str) -> dict[str, Any]:
         from exporters.ctr import export_din
         from exporters.repository import set_default_alias
 
-        export_din(args.out / "din_dice.pt", args.repository, "din-fp32")
+        version_dir = export_din(args.out / "din_dice.pt", args.repository, "din-fp32")
+        for name in loaded.beside_model:
+            (version_dir / name).write_bytes((args.out / name).read_bytes())
         set_default_alias(args.repository, "din", "din-fp32")
         print(f"exported din-fp32 into {args.repository}: make serve SERVE_REPOSITORY={args.repository}")
     return quality
@@ -358,17 +371,23 @@ def seed_level_gauc_difference(variant: list[dict[int, tuple[int, float]]],
 def render_user_report(quality: dict[str, Any], command: str) -> str:
     """The user-data report: the data and its split, then test AUC/GAUC/RelaImpr per variant."""
     data = quality["data"]
+    described = (f"{data['events']} events of {data['users']} users; vocabulary {data['vocabulary']['items']} items "
+                 f"(min count {data['vocabulary']['min_count']}), {data['vocabulary']['categories']} categories, "
+                 f"unknown ids: {data['vocabulary']['oov']} ({data['events_dropped_oov']} events dropped); time cuts "
+                 f"at {data['cuts'][0]:g} and {data['cuts'][1]:g}.") if "cuts" in data else ""
+    test_rule = "Test = the events after the second cut, scored against each user's earlier clicks"
+    if data.get("format") == "amazon":
+        from models.ctr.amazon import describe
+
+        described, test_rule = describe(data)
     lines = [
-        "# CTR quality: Deep Interest Network on your click log", "",
-        f"Produced by `{command}` ({quality['wall_seconds']:.0f} s wall) from `{quality['source']}`: "
-        f"{data['events']} events of {data['users']} users; vocabulary {data['vocabulary']['items']} items "
-        f"(min count {data['vocabulary']['min_count']}), {data['vocabulary']['categories']} categories, unknown ids: "
-        f"{data['vocabulary']['oov']} ({data['events_dropped_oov']} events dropped); time cuts at "
-        f"{data['cuts'][0]:g} and {data['cuts'][1]:g}.", "",
+        "# CTR quality: Deep Interest Network on your "
+        + ("Amazon reviews" if data.get("format") == "amazon" else "click log"), "",
+        f"Produced by `{command}` ({quality['wall_seconds']:.0f} s wall) from `{quality['source']}`: {described}", "",
         "| split | rows | impressions |", "|---|---|---|",
         *(f"| {k} | {data['rows'][k]} | {data['impressions'][k]} |" for k in ("train", "valid", "test")), "",
-        "Test = the events after the second cut, scored against each user's earlier clicks; the epoch is "
-        "chosen on validation GAUC. RelaImpr = paper eq. 11, vs the BaseModel (sum pooling). "
+        f"{test_rule}; the epoch is chosen on validation GAUC. "
+        "RelaImpr = paper eq. 11, vs the BaseModel (sum pooling). "
         f"Training seeds: {len(quality['seeds']['base'])} (the table shows the first seed's models, the ones "
         "exported; the intervals below resample seeds and test users together).", "",
         "| variant | test AUC | test GAUC | RelaImpr GAUC | valid GAUC | best epoch |", "|---|---|---|---|---|---|"]

@@ -7,7 +7,8 @@ are the integer ids of the user's own systems (any int64, not necessarily dense)
 number that orders events (seconds, milliseconds); `clicked` is 1 for a click and 0 for an
 impression without one. A Parquet file (`.parquet`, read with pyarrow) holds the same columns:
 integer ids, a numeric timestamp or an Arrow timestamp (read as seconds), `clicked` as an integer or
-boolean; nulls are refused. The Amazon reviews layout is not read yet.
+boolean; nulls are refused. The Amazon reviews layout the DIN paper used (`--format amazon`, string
+ids) is read by models/ctr/amazon.py; `detect_format` tells the two apart where the name is unambiguous.
 
 The vocabulary (`modelmeta.families.ExternalIds`, meta.json `vocabulary.external`) maps the
 external item and category ids to embedding rows: ids seen at least `min_count` times in the
@@ -149,12 +150,18 @@ def _first_seen_ids(ids: np.ndarray, counts_from: np.ndarray, min_count: int) ->
 
 def build_vocabulary(log: ClickLog, in_training: np.ndarray, min_count: int, oov: OovPolicy) -> ExternalIds:
     """The vocabulary of the training period's events (items: `min_count`; categories: every one seen)."""
+    return build_vocabulary_of_ids(log.items, log.categories, in_training, min_count, oov)
+
+
+def build_vocabulary_of_ids(item_ids: np.ndarray, category_ids: np.ndarray, in_training: np.ndarray,
+                            min_count: int, oov: OovPolicy) -> ExternalIds:
+    """`build_vocabulary` on the events' integer item and category ids (the Amazon reader's catalogue ids too)."""
     if min_count < 1:
         raise ValueError(f"min_count must be >= 1, got {min_count}")
     if oov not in ("reject", "bucket"):
         raise ValueError(f"oov must be 'reject' or 'bucket', got {oov!r}")
-    items = _first_seen_ids(log.items, log.items[in_training], min_count)
-    categories = _first_seen_ids(log.categories, log.categories[in_training], 1)
+    items = _first_seen_ids(item_ids, item_ids[in_training], min_count)
+    categories = _first_seen_ids(category_ids, category_ids[in_training], 1)
     if not len(items) or not len(categories):
         raise ClickLogError(f"no item is seen {min_count} or more times in the training period: lower --min-count")
     return ExternalIds(items=items.tolist(), categories=categories.tolist(), oov=oov, min_count=min_count)
@@ -234,6 +241,46 @@ def click_data(log: ClickLog, split: TimeSplit) -> tuple[ClickData, ExternalIds,
                "vocabulary": {"items": len(vocabulary.items), "categories": len(vocabulary.categories),
                               "oov": vocabulary.oov, "min_count": vocabulary.min_count}}
     return data, vocabulary, summary
+
+
+DataFormat = Literal["clicklog", "amazon"]
+
+
+def detect_format(path: Path) -> DataFormat:
+    """The format a file's name says (a trailing .gz aside): .csv, .parquet, .pq -> clicklog; .json,
+    .jsonl -> amazon (the reviews file); anything else is refused, asking for --format."""
+    name = path.name.lower().removesuffix(".gz")
+    if name.endswith((".csv", ".parquet", ".pq")):
+        return "clicklog"
+    if name.endswith((".json", ".jsonl")):
+        return "amazon"
+    raise ClickLogError(f"{path}: cannot tell the format from the name: pass --format clicklog or --format amazon")
+
+
+@dataclass(frozen=True)
+class UserData:
+    data: ClickData
+    vocabulary: ExternalIds
+    summary: dict[str, Any]
+    beside_model: dict[str, dict[str, Any]]  # file name -> JSON shipped beside the exported model
+
+
+def load_user_data(path: Path, data_format: DataFormat | None, split: TimeSplit, meta: Path | None = None,
+                   seed: int = 0) -> UserData:
+    """The user's data in `data_format` (None: `detect_format`) as DIN's rows. The Amazon layout also
+    ships string_ids.json (models/ctr/amazon.py); `meta` is its metadata file, `seed` its negatives'."""
+    data_format = data_format or detect_format(path)
+    if data_format == "amazon":
+        from models.ctr.amazon import AmazonSplit, amazon_click_data, find_metadata, read_amazon
+
+        meta = meta or find_metadata(path)
+        amazon = AmazonSplit(split.max_history, split.min_count, split.oov, seed)
+        data, vocabulary, summary, ids = amazon_click_data(read_amazon(path, meta), amazon)
+        return UserData(data, vocabulary, {**summary, "meta": str(meta)}, {"string_ids.json": ids.to_json()})
+    if meta is not None:
+        raise ClickLogError(f"{meta}: a metadata file is read with --format amazon only, not with a click log")
+    data, vocabulary, summary = click_data(read_click_log(path), split)
+    return UserData(data, vocabulary, summary, {})
 
 
 def write_click_log(path: Path, data: ClickData, item_ids: Sequence[int], category_ids: Sequence[int],
