@@ -53,6 +53,7 @@ from models.ctr.user_data import ClickLogError, OovPolicy, build_vocabulary_of_i
 REVIEW_FIELDS = ("reviewerID", "asin", "unixReviewTime")
 UNCATEGORISED = "(uncategorised)"  # the category of items without one (see the module docstring)
 UNKNOWN_ID = 0  # what a client sends for a string that string_ids.json does not list
+_BLOCK_ROWS = 65_536  # rows whose histories are gathered at once
 
 
 class AmazonFormatError(ClickLogError):
@@ -249,11 +250,17 @@ def _negatives(user_of_row: np.ndarray, reviewed_keys: np.ndarray, n_items: int,
 def _histories(kept: np.ndarray, before: np.ndarray, lengths: np.ndarray, item_rows: np.ndarray,
                category_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(R, T) item and category rows of each row's history: the `lengths` usable reviews (`kept`, sorted
-    positions) just before `before`; T = the longest, 0-padded at the end."""
+    positions) just before `before`; T = the longest, 0-padded at the end. Filled in blocks of rows, so
+    the temporaries stay a block's size beside the two (R, T) results."""
     slot = np.arange(int(lengths.max()))[None, :]  # (1, T)
-    valid = slot < lengths[:, None]  # (R, T)
-    taken = kept[np.where(valid, (before - lengths)[:, None] + slot, 0)]  # (R, T) sorted positions
-    return np.where(valid, item_rows[taken], 0), np.where(valid, category_rows[taken], 0)
+    items, categories = (np.zeros((len(lengths), slot.shape[1]), np.int64) for _ in range(2))
+    for start in range(0, len(lengths), _BLOCK_ROWS):
+        block = slice(start, start + _BLOCK_ROWS)
+        valid = slot < lengths[block, None]  # (b, T)
+        taken = kept[np.where(valid, (before[block] - lengths[block])[:, None] + slot, 0)]  # (b, T) sorted positions
+        items[block] = np.where(valid, item_rows[taken], 0)
+        categories[block] = np.where(valid, category_rows[taken], 0)
+    return items, categories
 
 
 def _paired_rows(history_items: np.ndarray, history_categories: np.ndarray, lengths: np.ndarray,

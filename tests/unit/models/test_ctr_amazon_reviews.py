@@ -189,3 +189,15 @@ def test_the_memory_measure_states_each_stage(tmp_path: Path) -> None:
     assert text.startswith("\n## Peak memory\n\n") and "reviews of 40 users" in text
     stages = [float(m) for m in re.findall(r"(?:imports|both files|history width \d+\)) (\d+) MiB", text)]
     assert len(stages) == 3 and stages == sorted(stages) and stages[0] > 0  # peaks never fall
+
+
+def test_histories_gathered_in_blocks_equal_one_gather(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import models.ctr.amazon as amazon
+
+    read = read_amazon(*write_amazon_example(tmp_path, users=50, items=70, seed=4, compress=False))
+    whole = amazon_click_data(read, AmazonSplit())[0]
+    monkeypatch.setattr(amazon, "_BLOCK_ROWS", 7)
+    blocks = amazon_click_data(read, AmazonSplit())[0]
+    assert len(whole.history_lengths) > 7 * 10
+    assert np.array_equal(whole.history_items, blocks.history_items)
+    assert np.array_equal(whole.history_categories, blocks.history_categories)
