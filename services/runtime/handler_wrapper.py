@@ -114,6 +114,22 @@ class MethodMetrics:
         child.inc()
 
 
+def per_method(metrics: Metrics, auth: BearerToken | None, full_method: str) -> tuple[MethodMetrics,
+                                                                                     BearerToken | None]:
+    """What a wrapper keeps per method (either transport): its metric children, and the token check
+    when the method is guarded."""
+    service, _, method = full_method.lstrip("/").rpartition("/")
+    return MethodMetrics(metrics, service, method), auth if auth is not None and auth.guards(full_method) else None
+
+
+def refuse_early(auth: BearerToken | None, context: Any, request: Any) -> None:
+    """A call's first checks (either transport): the bearer token, then a request that did not decode."""
+    if auth is not None and not auth.accepts(context):
+        raise Unauthenticated(UNAUTHENTICATED_MESSAGE)
+    if isinstance(request, Undecodable):
+        raise InvalidArgument(f"the request is not a valid {request.type_name} protobuf message")
+
+
 class HandlerWrapper:
     """Wraps every RPC handler once, when it is registered: request deadline in context, optional
     bearer-token check, errors mapped to gRPC codes, request metrics recorded.
@@ -130,9 +146,7 @@ class HandlerWrapper:
     def wrap(self, full_method: str, handler: grpc.RpcMethodHandler | None) -> Any:
         if handler is None:
             return None
-        service, _, method = full_method.lstrip("/").rpartition("/")
-        metrics = MethodMetrics(self._metrics, service, method)
-        auth = self._auth if self._auth is not None and self._auth.guards(full_method) else None
+        metrics, auth = per_method(self._metrics, self._auth, full_method)
         if handler.unary_unary or handler.stream_unary:
             return self._wrap_unary_response(handler, metrics, auth)
         return self._wrap_stream_response(handler, metrics, auth)
@@ -145,10 +159,7 @@ class HandlerWrapper:
         deadline = _deadline(context)
         request_deadline.set(deadline)
         try:
-            if auth is not None and not auth.accepts(context):
-                raise Unauthenticated(UNAUTHENTICATED_MESSAGE)
-            if isinstance(request, Undecodable):
-                raise InvalidArgument(f"the request is not a valid {request.type_name} protobuf message")
+            refuse_early(auth, context, request)
             yield
         except aio.AbortError:
             code = context.code()

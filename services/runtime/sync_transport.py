@@ -38,11 +38,18 @@ from typing import Any
 import grpc
 
 from services.runtime.context import request_alive, request_deadline
-from services.runtime.errors import InferSuiteError, InvalidArgument, Unauthenticated
-from services.runtime.handler_wrapper import DEADLINE_SLACK_S, MethodMetrics, Undecodable, tolerant
+from services.runtime.errors import InferSuiteError, InvalidArgument
+from services.runtime.handler_wrapper import (
+    DEADLINE_SLACK_S,
+    MethodMetrics,
+    Undecodable,
+    per_method,
+    refuse_early,
+    tolerant,
+)
 from services.runtime.inflight_bytes import InflightBytes
 from services.runtime.metrics import Metrics
-from services.runtime.security import UNAUTHENTICATED_MESSAGE, BearerToken
+from services.runtime.security import BearerToken
 from services.runtime.status import error_status
 
 log = logging.getLogger(__name__)
@@ -175,9 +182,8 @@ class SyncHandlerWrapper:
     def wrap(self, full_method: str, handler: grpc.RpcMethodHandler | None) -> Any:
         if handler is None:
             return None
-        service, _, method = full_method.lstrip("/").rpartition("/")
-        metrics = MethodMetrics(self._metrics, service, method)
-        auth = self._auth if self._auth is not None and self._auth.guards(full_method) else None
+        metrics, auth = per_method(self._metrics, self._auth, full_method)
+        method = full_method.rpartition("/")[2]
         deserialize, serialize = tolerant(handler.request_deserializer), handler.response_serializer
         if handler.unary_unary:
             inner = handler.unary_unary
@@ -203,10 +209,7 @@ class SyncHandlerWrapper:
         request_deadline.set(deadline)
         request_alive.set(context.is_active)  # the model queue drops a request whose client left
         try:
-            if auth is not None and not auth.accepts(context):
-                raise Unauthenticated(UNAUTHENTICATED_MESSAGE)
-            if isinstance(request, Undecodable):
-                raise InvalidArgument(f"the request is not a valid {request.type_name} protobuf message")
+            refuse_early(auth, context, request)
             yield
             if not context.is_active():
                 code = _gone(deadline)
