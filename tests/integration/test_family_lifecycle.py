@@ -140,9 +140,10 @@ async def test_an_open_health_watch_does_not_hold_stop_past_its_grace_period(tra
         assert (await watch.read()).status == SERVING
         loop = asyncio.get_running_loop()
         began = loop.time()
-        await asyncio.wait_for(server.stop(grace_s), grace_s + 5)  # bounded, so a hang fails instead of waiting
+        await asyncio.wait_for(server.stop(grace_s), grace_s + 10)  # bounded, so a hang fails instead of waiting
         took = loop.time() - began
-        assert took < grace_s + 1.0, f"stop took {took:.2f} s with an open Watch (grace {grace_s} s)"
+        # A Watch that held the stop would hold it for its own 60 s deadline; the margin is for a loaded machine.
+        assert took < grace_s + 5.0, f"stop took {took:.2f} s with an open Watch (grace {grace_s} s)"
         statuses, code = await asyncio.wait_for(_read_to_the_end(watch), 5)  # the stream ended with the server
         assert statuses in ([], [NOT_SERVING]) and code != grpc.StatusCode.DEADLINE_EXCEEDED, (statuses, code)
 
