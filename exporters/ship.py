@@ -20,6 +20,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -153,22 +154,50 @@ def ship_families(source: Path, target: Path, families: list[str], provenance: d
     return summary
 
 
-def ship(source: Path, target: Path, provenance: dict[str, Any]) -> dict[str, Any]:
-    models = shippable(source)
+def built_elsewhere(target: Path) -> list[str]:
+    """Shipped models that exporters.build does not build (VERIFIED_ELSEWHERE) whose manifest records the
+    build that made them (`source_checkpoint`): a whole re-ship keeps them unless told to replace them."""
+    return [name for name in VERIFIED_ELSEWHERE if (target / name / MANIFEST).is_file()
+            and "source_checkpoint" in json.loads((target / name / MANIFEST).read_text())]
+
+
+def ship(source: Path, target: Path, provenance: dict[str, Any],
+         replace_built_elsewhere: bool = False) -> dict[str, Any]:
+    """Replaces the shipped repository with the source's fp32 models, except the models built elsewhere
+    (`built_elsewhere`), which stay as shipped with their SHIPPED.json update (say `replace_built_elsewhere`
+    to ship the source's build of them instead)."""
+    keep = [] if replace_built_elsewhere or not target.exists() else built_elsewhere(target)
+    models = [m for m in shippable(source) if m.name not in keep]
     if not models:
         raise SystemExit(f"no fp32 models in {source}: build them first (python -m exporters.build)")
     size = sum(p.stat().st_size for m in models for p in m.rglob("*") if p.is_file())
+    size += sum(json.loads((target / name / MANIFEST).read_text())["size_bytes"] for name in keep)
     if size > MAX_BYTES:
         raise SystemExit(f"{size / 2**20:.1f} MiB of models: over the {MAX_BYTES / 2**20:.0f} MiB the project ships")
-    if target.exists():
-        shutil.rmtree(target)
-    target.mkdir(parents=True)
-    names = {m.name for m in models}
+    kept_updates = []
+    with tempfile.TemporaryDirectory() as stash:
+        for name in keep:
+            shutil.copytree(target / name, Path(stash) / name)
+            print(f"{name}: kept as shipped (built elsewhere: `{VERIFIED_ELSEWHERE[name]}` checks it; "
+                  "--replace-built-elsewhere ships this build's instead)")
+        if keep and (target / SUMMARY).is_file():
+            kept_updates = [u for u in json.loads((target / SUMMARY).read_text()).get("updates", [])
+                            if set(u.get("models", [])) & set(keep)]
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir(parents=True)
+        for name in keep:
+            shutil.copytree(Path(stash) / name, target / name)
+    names = {m.name for m in models} | set(keep)
     aliases = json.loads((source / "aliases.json").read_text()) if (source / "aliases.json").is_file() else {}
     (target / "aliases.json").write_text(json.dumps({k: v for k, v in aliases.items() if v in names},
                                                     indent=2, sort_keys=True) + "\n")
     manifests = _copy_with_manifests(models, target, provenance)
-    summary = {**provenance, "models": sorted(names), "size_bytes": sum(m["size_bytes"] for m in manifests)}
+    kept_bytes = sum(json.loads((target / name / MANIFEST).read_text())["size_bytes"] for name in keep)
+    summary = {**provenance, "models": sorted(names),
+               "size_bytes": sum(m["size_bytes"] for m in manifests) + kept_bytes}
+    if kept_updates:
+        summary["updates"] = kept_updates
     (target / SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
 
@@ -230,6 +259,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--to", type=Path, default=Path("shipped_models"))
     s.add_argument("--built-by", default=BUILD_COMMAND, help="the command that trained and exported the source")
     s.add_argument("--revision", default=None, help="code revision the source was built from (default: git describe)")
+    s.add_argument("--replace-built-elsewhere", action="store_true",
+                   help="also replace the shipped models exporters.build does not build "
+                        f"({', '.join(VERIFIED_ELSEWHERE)}) with this source's build of them (kept otherwise)")
     s.add_argument("--families", nargs="+", default=None,
                    help="replace only these families' models in an existing shipped repository")
     d = commands.add_parser("describe", help="one line: where a repository's models came from")
@@ -248,7 +280,7 @@ def main(argv: list[str] | None = None) -> None:
         provenance = {"built_by": args.built_by, "code_revision": args.revision or code_revision(),
                       "seeds": training_seeds(), "shipped_by": "python -m exporters.ship " + " ".join(
                           sys.argv[1:] if argv is None else argv)}
-        summary = (ship(args.source, args.to, provenance) if args.families is None
+        summary = (ship(args.source, args.to, provenance, args.replace_built_elsewhere) if args.families is None
                    else ship_families(args.source, args.to, args.families, provenance))
         print(f"shipped {len(summary['models'])} models ({summary['size_bytes'] / 2**20:.1f} MiB) into {args.to}")
     elif not verify(args.retrained, args.shipped):
