@@ -29,6 +29,7 @@ from pydantic import (
     PositiveInt,
     PrivateAttr,
     StrictInt,
+    StrictStr,
     model_validator,
 )
 
@@ -48,28 +49,50 @@ class _Block(BaseModel):
 class ExternalIds(_Block):
     """A model trained on a user's click log (models/ctr/user_data.py) takes the ids of the user's own
     systems: row i + 1 of each embedding table is the i-th id listed; any other id is refused
-    (`oov` reject) or shares the learned row after the listed ones (`oov` bucket)."""
+    (`oov` reject) or shares the learned row after the listed ones (`oov` bucket). The ids are integers,
+    or strings (asins, SKUs, UUIDs: a click log read with `--ids string`), both tables of one kind; a
+    string id is never empty (the empty string is the OIP padding key, services/ctr/handler.py)."""
 
-    items: list[StrictInt] = Field(min_length=1)
-    categories: list[StrictInt] = Field(min_length=1)
+    items: list[StrictInt] | list[StrictStr] = Field(min_length=1)
+    categories: list[StrictInt] | list[StrictStr] = Field(min_length=1)
     oov: Literal["reject", "bucket"]
     min_count: PositiveInt = 1
 
     @model_validator(mode="after")
     def _distinct(self) -> ExternalIds:
+        if len({type(self.items[0]), type(self.categories[0])}) != 1:
+            raise ValueError("vocabulary.external lists integer ids for one table and strings for the other")
         for kind in ("items", "categories"):
             if len(set(getattr(self, kind))) != len(getattr(self, kind)):
                 raise ValueError(f"vocabulary.external.{kind} lists an id twice")
+            if "" in getattr(self, kind):
+                raise ValueError(f"vocabulary.external.{kind} lists the empty string (reserved for padding)")
         return self
 
     _sorted: dict[str, tuple[Any, Any]] = PrivateAttr(default_factory=dict)  # kind -> (sorted ids, their rows - 1)
+    _by_key: dict[str, dict[str, int]] = PrivateAttr(default_factory=dict)  # kind -> {string id: row}
+
+    @property
+    def string_ids(self) -> bool:
+        """Whether the ids are strings (else integers)."""
+        return isinstance(self.items[0], str)
+
+    def longest_id_bytes(self) -> int:
+        """The longest string id in UTF-8 bytes (0 for integer ids)."""
+        if not self.string_ids:
+            return 0
+        return max(len(str(key).encode()) for key in [*self.items, *self.categories])
 
     def rows(self, kind: Literal["items", "categories"], ids: Any) -> tuple[Any, Any]:
-        """(embedding rows, known mask) of an int64 array of external ids; unknown ids get the bucket
-        row under `bucket`, 0 (padding: the caller refuses or drops them) under `reject`. The sorted
-        table is built once per vocabulary (the ctr service maps every request's ids with it)."""
+        """(embedding rows, known mask) of an int64 array of external ids (a sequence of strings for a
+        string vocabulary); unknown ids get the bucket row under `bucket`, 0 (padding: the caller refuses
+        or drops them) under `reject`. The lookup table is built once per vocabulary (the ctr service maps
+        every request's ids with it)."""
         import numpy as np
 
+        unknown = self.table_rows(kind) if self.oov == "bucket" else 0
+        if self.string_ids:
+            return self._rows_of_keys(kind, ids, unknown)
         if kind not in self._sorted:
             known = np.asarray(getattr(self, kind), np.int64)
             order = np.argsort(known, kind="stable")
@@ -78,8 +101,17 @@ class ExternalIds(_Block):
         ids = np.asarray(ids, np.int64)
         position = np.minimum(np.searchsorted(ordered, ids), len(ordered) - 1)
         found = ordered[position] == ids
-        unknown = len(ordered) + 1 if self.oov == "bucket" else 0
         return np.where(found, order[position] + 1, unknown).astype(np.int64), found
+
+    def _rows_of_keys(self, kind: Literal["items", "categories"], keys: Any, unknown: int) -> tuple[Any, Any]:
+        import numpy as np
+
+        if kind not in self._by_key:
+            self._by_key[kind] = {key: row for row, key in enumerate(getattr(self, kind), start=1)}
+        lookup = self._by_key[kind].get
+        rows = np.fromiter((lookup(key, 0) for key in keys), np.int64, len(keys))
+        found = rows > 0
+        return np.where(found, rows, unknown), found
 
     def table_rows(self, kind: Literal["items", "categories"]) -> int:
         """The embedding table's rows besides padding: the listed ids, plus the bucket."""

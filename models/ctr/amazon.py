@@ -332,8 +332,9 @@ def amazon_click_data(reviews: AmazonReviews, split: AmazonSplit
 
 def string_ids(reviews: AmazonReviews, vocabulary: ExternalIds) -> StringIds:
     """The strings of the vocabulary's items and categories with their catalogue ids."""
-    items = {reviews.asins[i - 1]: i for i in vocabulary.items}
-    return StringIds(items=items, categories={reviews.category_names[c - 1]: c for c in vocabulary.categories},
+    items = {reviews.asins[int(i) - 1]: int(i) for i in vocabulary.items}  # catalogue ids: integers
+    categories = {reviews.category_names[int(c) - 1]: int(c) for c in vocabulary.categories}
+    return StringIds(items=items, categories=categories,
                      item_categories={asin: int(reviews.item_category[i]) for asin, i in items.items()})
 
 

@@ -289,6 +289,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                           "lines + --meta (models/ctr/amazon.py); default: by the file's name")
     own.add_argument("--meta", type=Path, default=None,
                      help="amazon: the metadata file (default: meta_<Category>.json[.gz] beside the reviews)")
+    own.add_argument("--ids", choices=["int", "string"], default="int",
+                     help="clicklog: the user, item and category ids are integers or strings (asins, SKUs, UUIDs); "
+                          "the vocabulary shipped with the model holds them as written")
     own.add_argument("--min-count", type=int, default=1, help="an item needs this many training events to get a row")
     own.add_argument("--oov", choices=["reject", "bucket"], default="reject",
                      help="ids outside the vocabulary: refused, or one shared learned row")
@@ -311,7 +314,7 @@ def main_user_data(args: argparse.Namespace, command: str) -> dict[str, Any]:
 
     started = time.perf_counter()
     split = TimeSplit(args.valid_fraction, args.test_fraction, args.max_history, args.min_count, args.oov)
-    loaded = load_user_data(args.data, args.format, split, args.meta, args.seed)
+    loaded = load_user_data(args.data, args.format, split, args.meta, args.seed, args.ids)
     data, vocabulary, summary = loaded.data, loaded.vocabulary, loaded.summary
     train_cfg = TrainConfig(seed=args.seed)
     if args.epochs is not None:

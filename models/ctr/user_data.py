@@ -3,16 +3,23 @@ time split into training, validation and test rows.
 
 The format (`--format clicklog`): a CSV file with a header naming at least `user`, `item`,
 `category`, `timestamp` and `clicked` (other columns are ignored). `user`, `item` and `category`
-are the integer ids of the user's own systems (any int64, not necessarily dense); `timestamp` is any
+are the ids of the user's own systems: integers (any int64, not necessarily dense; the default,
+`ids="int"`) or strings (`ids="string"`, `--ids string`: asins, SKUs, UUIDs, taken as written after
+stripping surrounding blanks, never empty, at most MAX_ID_BYTES UTF-8 bytes each); `timestamp` is any
 number that orders events (seconds, milliseconds); `clicked` is 1 for a click and 0 for an
 impression without one. A Parquet file (`.parquet`, read with pyarrow) holds the same columns:
-integer ids, a numeric timestamp or an Arrow timestamp (read as seconds), `clicked` as an integer or
-boolean; nulls are refused. The Amazon reviews layout the DIN paper used (`--format amazon`, string
-ids) is read by models/ctr/amazon.py; `detect_format` tells the two apart where the name is unambiguous.
+integer ids (string columns with `ids="string"`; an integer column is then read as its decimal text),
+a numeric timestamp or an Arrow timestamp (read as seconds), `clicked` as an integer or boolean;
+nulls are refused. String ids are interned once as they are read: the arrays hold catalogue codes
+(1, 2, ... in order of first appearance) and `ClickLog.item_keys` / `category_keys` the strings.
+The Amazon reviews layout the DIN paper used (`--format amazon`, string ids) is read by
+models/ctr/amazon.py; `detect_format` tells the two apart where the name is unambiguous.
 
 The vocabulary (`modelmeta.families.ExternalIds`, meta.json `vocabulary.external`) maps the
 external item and category ids to embedding rows: ids seen at least `min_count` times in the
-training period get rows 1..n in order of their first appearance (0 stays padding). What happens to
+training period get rows 1..n in order of their first appearance (0 stays padding); a log with string
+ids ships a vocabulary of those strings, which the ctr service maps directly (Score's `*_keys` fields,
+OIP BYTES tensors). What happens to
 any other id is chosen at training and shipped with the model (`oov`): `reject` (training drops the
 events that hold one; serving answers INVALID_ARGUMENT naming the field and index) or `bucket` (one
 shared row n+1, learned from the rare ids of training; serving maps every unknown id to it).
@@ -44,7 +51,10 @@ from modelmeta.families import ExternalIds
 from models.ctr.data import ClickData, ClickDataConfig
 
 COLUMNS = ("user", "item", "category", "timestamp", "clicked")
+ID_COLUMNS = ("user", "item", "category")
 OovPolicy = Literal["reject", "bucket"]
+IdKind = Literal["int", "string"]
+MAX_ID_BYTES = 256  # the longest string id read at training (UTF-8 bytes); the ctr service's default bound too
 
 
 class ClickLogError(ValueError):
@@ -53,21 +63,49 @@ class ClickLogError(ValueError):
 
 @dataclass(frozen=True)
 class ClickLog:
-    users: np.ndarray  # (E,) int64 external user ids
-    items: np.ndarray  # (E,) int64 external item ids
-    categories: np.ndarray  # (E,) int64 external category ids
+    users: np.ndarray  # (E,) int64 external user ids (string ids: codes)
+    items: np.ndarray  # (E,) int64 external item ids (string ids: codes 1.. into item_keys)
+    categories: np.ndarray  # (E,) int64 external category ids (string ids: codes 1.. into category_keys)
     timestamps: np.ndarray  # (E,) float64
     clicked: np.ndarray  # (E,) float32 1.0 / 0.0
+    item_keys: list[str] | None = None  # string ids: code c -> item_keys[c - 1]; None: the ids are integers
+    category_keys: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.users)
 
 
-def read_click_log(path: Path) -> ClickLog:
-    """The click log at `path`, CSV or Parquet by suffix (see the module docstring); a bad file raises
-    ClickLogError naming the line (row) and the column."""
+class _Interned:
+    """String ids -> codes 1, 2, ... in order of first appearance (each string kept once)."""
+
+    def __init__(self) -> None:
+        self.codes: dict[str, int] = {}
+
+    def code(self, key: str) -> int:
+        return self.codes.setdefault(key, len(self.codes) + 1)
+
+    def keys(self) -> list[str]:
+        return list(self.codes)
+
+
+def _string_id(path: Path, where: str, column: str, text: str) -> str:
+    """A string id as read (blanks around it stripped); empty or too long ids are refused."""
+    if not text:
+        raise ClickLogError(f"{path}:{where}: column {column!r} is empty (a string id needs at least one character)")
+    if len(text) > MAX_ID_BYTES // 4 and len(text.encode()) > MAX_ID_BYTES:
+        raise ClickLogError(f"{path}:{where}: column {column!r} holds a {len(text.encode())}-byte id, over the "
+                            f"limit of {MAX_ID_BYTES} bytes")
+    return text
+
+
+def read_click_log(path: Path, ids: IdKind = "int") -> ClickLog:
+    """The click log at `path`, CSV or Parquet by suffix (see the module docstring), its ids integers or
+    strings (`ids`); a bad file raises ClickLogError naming the line (row) and the column."""
+    if ids not in ("int", "string"):
+        raise ValueError(f"ids must be 'int' or 'string', got {ids!r}")
     if path.suffix.lower() in (".parquet", ".pq"):
-        return _read_parquet(path)
+        return _read_parquet(path, ids)
+    interned = {column: _Interned() for column in ID_COLUMNS} if ids == "string" else None
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
         missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
@@ -77,11 +115,15 @@ def read_click_log(path: Path) -> ClickLog:
         for line, row in enumerate(reader, start=2):
             for column in COLUMNS:
                 text = (row.get(column) or "").strip()
+                if interned is not None and column in interned:
+                    columns[column].append(interned[column].code(_string_id(path, str(line), column, text)))
+                    continue
                 try:
                     value: Any = float(text) if column == "timestamp" else int(text)
                 except ValueError:
+                    hint = " (string ids: pass --ids string)" if column in ID_COLUMNS and text else ""
                     raise ClickLogError(f"{path}:{line}: column {column!r} holds {text!r}, not "
-                                        f"{'a number' if column == 'timestamp' else 'an integer'}") from None
+                                        f"{'a number' if column == 'timestamp' else 'an integer'}{hint}") from None
                 if column == "clicked" and value not in (0, 1):
                     raise ClickLogError(f"{path}:{line}: column 'clicked' must be 0 or 1, got {value}")
                 if column == "timestamp" and not np.isfinite(value):
@@ -91,10 +133,11 @@ def read_click_log(path: Path) -> ClickLog:
         raise ClickLogError(f"{path}: no events after the header")
     return ClickLog(np.array(columns["user"], np.int64), np.array(columns["item"], np.int64),
                     np.array(columns["category"], np.int64), np.array(columns["timestamp"], np.float64),
-                    np.array(columns["clicked"], np.float32))
+                    np.array(columns["clicked"], np.float32),
+                    *((interned["item"].keys(), interned["category"].keys()) if interned is not None else ()))
 
 
-def _read_parquet(path: Path) -> ClickLog:
+def _read_parquet(path: Path, ids: IdKind) -> ClickLog:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -109,6 +152,7 @@ def _read_parquet(path: Path) -> ClickLog:
     if not table.num_rows:
         raise ClickLogError(f"{path}: no events")
     arrays: dict[str, np.ndarray] = {}
+    keys: dict[str, list[str]] = {}
     for column in COLUMNS:
         chunked = table.column(column)
         if chunked.null_count:
@@ -126,6 +170,8 @@ def _read_parquet(path: Path) -> ClickLog:
                 raise ClickLogError(f"{path}: column 'timestamp' must be finite (row "
                                     f"{int(np.flatnonzero(~np.isfinite(seconds))[0])})")
             arrays[column] = seconds
+        elif ids == "string" and column in ID_COLUMNS:
+            arrays[column], keys[column] = _parquet_string_ids(path, column, chunked)
         elif column == "clicked" and pa.types.is_boolean(kind):
             arrays[column] = chunked.to_numpy(zero_copy_only=False).astype(np.float32)
         elif pa.types.is_integer(kind):
@@ -137,8 +183,35 @@ def _read_parquet(path: Path) -> ClickLog:
         else:
             raise ClickLogError(f"{path}: column {column!r} is {kind}, not an integer"
                                 + (" or a boolean" if column == "clicked" else "")
-                                + (" (string ids are not read yet)" if pa.types.is_string(kind) else ""))
-    return ClickLog(arrays["user"], arrays["item"], arrays["category"], arrays["timestamp"], arrays["clicked"])
+                                + (" (string ids: pass --ids string)" if _is_text(kind) else ""))
+    return ClickLog(arrays["user"], arrays["item"], arrays["category"], arrays["timestamp"], arrays["clicked"],
+                    keys.get("item"), keys.get("category"))
+
+
+def _is_text(kind: Any) -> bool:
+    import pyarrow as pa
+
+    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
+
+
+def _parquet_string_ids(path: Path, column: str, chunked: Any) -> tuple[np.ndarray, list[str]]:
+    """(codes 1.. in order of first appearance, the strings) of a string or integer Parquet column."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kind = chunked.type
+    if pa.types.is_integer(kind):
+        chunked = chunked.cast(pa.string())
+    elif not _is_text(kind):
+        raise ClickLogError(f"{path}: column {column!r} is {kind}, not strings or integers (--ids string)")
+    chunked = pc.utf8_trim_whitespace(chunked)
+    encoded = chunked.combine_chunks().dictionary_encode()  # dictionary in order of first appearance
+    strings = encoded.dictionary.to_pylist()
+    for row, key in enumerate(strings):
+        if not key or len(key.encode()) > MAX_ID_BYTES:
+            first = int(np.flatnonzero(encoded.indices.to_numpy() == row)[0])
+            _string_id(path, f"row {first}", column, key)
+    return encoded.indices.to_numpy().astype(np.int64) + 1, strings
 
 
 def _first_seen_ids(ids: np.ndarray, counts_from: np.ndarray, min_count: int) -> np.ndarray:
@@ -149,8 +222,19 @@ def _first_seen_ids(ids: np.ndarray, counts_from: np.ndarray, min_count: int) ->
 
 
 def build_vocabulary(log: ClickLog, in_training: np.ndarray, min_count: int, oov: OovPolicy) -> ExternalIds:
-    """The vocabulary of the training period's events (items: `min_count`; categories: every one seen)."""
+    """The vocabulary of the training period's events (items: `min_count`; categories: every one seen),
+    in the log's codes for string ids (`string_vocabulary` turns it into the strings)."""
     return build_vocabulary_of_ids(log.items, log.categories, in_training, min_count, oov)
+
+
+def string_vocabulary(log: ClickLog, coded: ExternalIds) -> ExternalIds:
+    """`coded` (a vocabulary of the log's string-id codes) with the strings themselves, same rows."""
+    if log.item_keys is None or log.category_keys is None:
+        return coded
+    items, categories = log.item_keys, log.category_keys
+    return ExternalIds(items=[items[int(code) - 1] for code in coded.items],
+                       categories=[categories[int(code) - 1] for code in coded.categories],
+                       oov=coded.oov, min_count=coded.min_count)
 
 
 def build_vocabulary_of_ids(item_ids: np.ndarray, category_ids: np.ndarray, in_training: np.ndarray,
@@ -235,12 +319,13 @@ def click_data(log: ClickLog, split: TimeSplit) -> tuple[ClickData, ExternalIds,
         train_users=np.arange(n_train), valid_users=np.arange(n_train, n_train + n_valid),
         test_users=np.arange(n_train + n_valid, len(every)))
     summary = {"events": len(log), "users": len(np.unique(log.users)),
+               "ids": "int" if log.item_keys is None else "string",
                "events_dropped_oov": int((~usable).sum()), "cuts": [float(valid_cut), float(test_cut)],
                "rows": {k: len(v) for k, v in rows.items()},
                "impressions": {k: int(sum(len(i) for _, i in v)) for k, v in rows.items()},
                "vocabulary": {"items": len(vocabulary.items), "categories": len(vocabulary.categories),
                               "oov": vocabulary.oov, "min_count": vocabulary.min_count}}
-    return data, vocabulary, summary
+    return data, string_vocabulary(log, vocabulary), summary
 
 
 DataFormat = Literal["clicklog", "amazon"]
@@ -266,24 +351,28 @@ class UserData:
 
 
 def load_user_data(path: Path, data_format: DataFormat | None, split: TimeSplit, meta: Path | None = None,
-                   seed: int = 0) -> UserData:
+                   seed: int = 0, ids: IdKind = "int") -> UserData:
     """The user's data in `data_format` (None: `detect_format`) as DIN's rows. The Amazon layout also
-    ships string_ids.json (models/ctr/amazon.py); `meta` is its metadata file, `seed` its negatives'."""
+    ships string_ids.json (models/ctr/amazon.py); `meta` is its metadata file, `seed` its negatives'.
+    `ids`: a click log's ids are integers or strings (the vocabulary then holds the strings)."""
     data_format = data_format or detect_format(path)
+    if data_format == "amazon" and ids != "int":
+        raise ClickLogError(f"{path}: --ids string reads a click log; the Amazon layout's asins and categories "
+                            "are strings already (their catalogue ids ship in string_ids.json)")
     if data_format == "amazon":
         from models.ctr.amazon import AmazonSplit, amazon_click_data, find_metadata, read_amazon
 
         meta = meta or find_metadata(path)
         amazon = AmazonSplit(split.max_history, split.min_count, split.oov, seed)
-        data, vocabulary, summary, ids = amazon_click_data(read_amazon(path, meta), amazon)
-        return UserData(data, vocabulary, {**summary, "meta": str(meta)}, {"string_ids.json": ids.to_json()})
+        data, vocabulary, summary, catalogue = amazon_click_data(read_amazon(path, meta), amazon)
+        return UserData(data, vocabulary, {**summary, "meta": str(meta)}, {"string_ids.json": catalogue.to_json()})
     if meta is not None:
         raise ClickLogError(f"{meta}: a metadata file is read with --format amazon only, not with a click log")
-    data, vocabulary, summary = click_data(read_click_log(path), split)
+    data, vocabulary, summary = click_data(read_click_log(path, ids), split)
     return UserData(data, vocabulary, summary, {})
 
 
-def write_click_log(path: Path, data: ClickData, item_ids: Sequence[int], category_ids: Sequence[int],
+def write_click_log(path: Path, data: ClickData, item_ids: Sequence[int | str], category_ids: Sequence[int | str],
                     seed: int = 0) -> None:
     """A synthetic world (models.ctr.data) written as a click log with external ids (`item_ids[i]` for
     item i): every user's behaviours as clicks, then their impressions, on one time line per user."""
@@ -305,8 +394,9 @@ def write_click_log(path: Path, data: ClickData, item_ids: Sequence[int], catego
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m models.ctr.user_data example PATH`: the synthetic world as a click log with external
-    ids (items 1,000,000 + 7 i, categories 500 + i), to try `--data` on a log with known structure."""
+    """`python -m models.ctr.user_data example PATH [--string-ids]`: the synthetic world as a click log with
+    external ids (items 1,000,000 + 7 i, categories 500 + i; with --string-ids items "sku-<7 i>" and
+    categories "cat-<i>"), to try `--data` on a log with known structure."""
     import argparse
 
     from models.ctr.data import make_click_data
@@ -316,10 +406,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("path", type=Path)
     parser.add_argument("--users", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--string-ids", action="store_true",
+                        help="string item and category ids (train with --ids string)")
     args = parser.parse_args(argv)
     data = make_click_data(ClickDataConfig(n_users=args.users, seed=args.seed))
-    items = [0, *(1_000_000 + 7 * i for i in range(1, data.config.n_items + 1))]
-    categories = [0, *(500 + i for i in range(1, data.config.n_categories + 1))]
+    items: list[int | str] = [0, *(1_000_000 + 7 * i for i in range(1, data.config.n_items + 1))]
+    categories: list[int | str] = [0, *(500 + i for i in range(1, data.config.n_categories + 1))]
+    if args.string_ids:
+        items = [0, *(f"sku-{7 * i:06d}" for i in range(1, data.config.n_items + 1))]
+        categories = [0, *(f"cat-{i}" for i in range(1, data.config.n_categories + 1))]
     args.path.parent.mkdir(parents=True, exist_ok=True)
     write_click_log(args.path, data, items, categories, seed=args.seed)
     print(f"wrote {args.path}: {data.n_users} users, {len(data.labels) + int(data.history_lengths.sum())} events")

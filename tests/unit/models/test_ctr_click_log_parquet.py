@@ -44,7 +44,7 @@ def test_an_arrow_timestamp_column_is_read_as_seconds(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("column, values, message", [
     ("item", pa.array([1, None]), r"column 'item' is null at row 1"),
-    ("item", pa.array(["a", "b"]), r"column 'item' is string, not an integer \(string ids are not read yet\)"),
+    ("item", pa.array(["a", "b"]), r"column 'item' is string, not an integer \(string ids: pass --ids string\)"),
     ("clicked", pa.array([1, 2]), r"column 'clicked' must be 0 or 1, got 2 at row 1"),
     ("timestamp", pa.array([1.0, float("inf")]), r"column 'timestamp' must be finite \(row 1\)"),
     ("timestamp", pa.array(["x", "y"]), r"column 'timestamp' is string, not a number or a timestamp"),
