@@ -17,11 +17,11 @@ Where a report's committed .json keeps only per-seed summaries (each seed's mean
 shared test units, and a bootstrap over units of the seed-averaged difference), the per-unit table is
 gone and the bootstrap above cannot be run. `seed_level_interval` then gives the interval that keeps
 training variance in: a Student-t interval over the per-seed differences (df = seeds - 1, the honest
-width with a handful of seeds, where a percentile bootstrap of 3 values is far too narrow), its standard
-error widened in quadrature by the units-only bootstrap's (test-set sampling, which the seeds share and
-so their spread does not show; this counts the seed x unit interaction twice: conservative). Its rule is
-`SEED_RULE`. `percentile_of` places one random draw (e.g. the single seeded baseline a report used)
-among many draws of the same random procedure.
+width with a handful of seeds, where a percentile bootstrap of 3 values is far too narrow), its half-width
+combined in quadrature with the units-only bootstrap's (test-set sampling, which the seeds share and so
+their spread does not show; the seed x unit interaction is counted twice: conservative). It is never
+narrower than either part. Its rule is `SEED_RULE`. `percentile_of` places one random draw (e.g. the
+single seeded baseline a report used) among many draws of the same random procedure.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from scipy import stats
 RULE = ("supported: the 95% interval of a hierarchical bootstrap over training seeds and test units "
         "(5,000 resamples, paired) lies above 0; contradicted: below 0; unresolved: it holds 0")
 SEED_RULE = ("supported: the 95% Student-t interval over training seeds of the per-seed paired difference "
-             "(df = seeds - 1; its standard error widened in quadrature by the test-unit bootstrap's) lies above 0; "
+             "(df = seeds - 1; its half-width combined in quadrature with the test-unit bootstrap's) lies above 0; "
              "contradicted: below 0; unresolved: it holds 0 or there is one seed")
 
 
@@ -109,25 +109,27 @@ def seed_level_interval(per_seed: np.ndarray, unit_interval: tuple[float, float]
                         level: float = 0.95) -> Interval:
     """`per_seed` (seeds,): the variant minus the control for each training seed, each over the same test
     units. `unit_interval`: a units-only bootstrap interval (at `level`) of the seed-averaged difference, or
-    None. The interval is mean +- t(level, seeds - 1) * sqrt(sd^2 / seeds + se_units^2); with one seed it
+    None. The interval is mean +- sqrt((t(level, seeds - 1) * sd / sqrt(seeds))^2 + (units-only half-width)^2),
+    never narrower than either part; with one seed it
     is the units-only interval (or the point) and the verdict says that training variance is not measured."""
     values = np.asarray(per_seed, np.float64)
     if values.ndim != 1 or values.size < 1 or not np.isfinite(values).all():
         raise ValueError(f"per_seed must be a finite 1-d array with at least one seed, got {values!r}")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
-    unit_se = 0.0
+    unit_half = 0.0
     if unit_interval is not None:
         low, high = unit_interval
         if not (np.isfinite(low) and np.isfinite(high)) or high < low:
             raise ValueError(f"unit_interval must be a finite (low, high), got {unit_interval}")
-        unit_se = (high - low) / (2 * stats.norm.ppf(0.5 + level / 2))
+        unit_half = (high - low) / 2
     estimate, seeds = float(values.mean()), values.size
     if seeds < 2:
-        half = unit_se * stats.norm.ppf(0.5 + level / 2)
-        return Interval(estimate, estimate - half, estimate + half, 1, units, 0, level)
-    se = float(np.sqrt(values.var(ddof=1) / seeds + unit_se**2))
-    half = float(stats.t.ppf(0.5 + level / 2, seeds - 1)) * se
+        return Interval(estimate, estimate - unit_half, estimate + unit_half, 1, units, 0, level)
+    # Half-widths, not standard errors, are combined: the seed share keeps its t(seeds - 1) quantile (a
+    # pooled Welch-Satterthwaite df would let a little unit noise narrow the interval).
+    seed_half = float(stats.t.ppf(0.5 + level / 2, seeds - 1)) * float(values.std(ddof=1)) / np.sqrt(seeds)
+    half = float(np.hypot(seed_half, unit_half))
     return Interval(estimate, estimate - half, estimate + half, seeds, units, 0, level)
 
 

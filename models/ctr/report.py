@@ -2,9 +2,12 @@
 
 A record is one model (or graph) scored on a world's test users with one seed:
 {"name", "seed", "test": {"auc", "gauc", "per_user": {user: [impressions, auc]}}, "metrics"?}.
-A comparison A - B uses the seeds both have: the per-seed GAUC differences (mean +- sd), and the
-seed-averaged per-user AUC differences resampled over test users (models.ctr.metrics.paired_bootstrap),
-which gives the interval of the GAUC difference that the test set's size allows.
+A comparison A - B uses the seeds both have: the per-seed GAUC differences (mean +- sd); the verdict's
+interval, which includes training variance: the hierarchical bootstrap over seeds x test users
+(models.statistics, 5,000 resamples, impressions as weights), or, when only a report's .json is left
+(per-seed summaries, no per-user table), models.statistics.seed_level_interval; and, beside it, the
+seed-averaged per-user AUC differences resampled over test users only (models.ctr.metrics.paired_bootstrap),
+which treats the trained models as fixed: it ignores training variance and is never the verdict.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from models.ctr.metrics import paired_bootstrap, rela_impr
+from models.statistics import RULE, SEED_RULE, Interval, hierarchical_bootstrap, seed_level_interval
 
 
 def by_name(records: list[dict[str, Any]]) -> dict[str, dict[int, dict[str, Any]]]:
@@ -56,18 +60,41 @@ def compare(a: dict[int, dict[str, Any]], b: dict[int, dict[str, Any]], resample
     weights = np.array([a[seeds[0]]["test"]["per_user"][u][0] for u in users], dtype=np.float64)
     point, low, high = paired_bootstrap(weights, _per_user(a, seeds, users) - _per_user(b, seeds, users), resamples)
     per_seed = [a[s]["test"]["gauc"] - b[s]["test"]["gauc"] for s in seeds]
+    per_seed_users = np.array([[a[s]["test"]["per_user"][u][1] - b[s]["test"]["per_user"][u][1] for u in users]
+                               for s in seeds])  # (S, U)
+    found = hierarchical_bootstrap(per_seed_users, weights)
     return {"seeds": seeds, "per_seed": per_seed, "per_seed_mean_sd": mean_sd(per_seed),
-            "bootstrap": [point, low, high], "users": len(users)}
+            "bootstrap": [point, low, high], "users": len(users),
+            "seed_level": [found.estimate, found.low, found.high], "seed_level_method": "hierarchical"}
+
+
+def interval_of(result: dict[str, Any]) -> Interval:
+    """The verdict's interval of a comparison: its hierarchical bootstrap when the run kept one, else the
+    seed-level interval from its per-seed differences and users-only bootstrap (a re-render of an older
+    .json)."""
+    seeds, users = len(result["seeds"]), int(result["users"])
+    if result.get("seed_level_method") == "hierarchical":
+        estimate, low, high = result["seed_level"]
+        return Interval(estimate, low, high, seeds, users, 5000, 0.95)
+    return seed_level_interval(np.asarray(result["per_seed"]), tuple(result["bootstrap"][1:]), units=users)
+
+
+def rule_of(figures: dict[str, Any]) -> str:
+    """The rule a report's comparisons were judged by (both, when a re-render mixes old and new runs)."""
+    methods = {r.get("seed_level_method", "seed-t") for r in figures.values()}
+    return " / ".join(text for method, text in (("hierarchical", RULE), ("seed-t", SEED_RULE)) if method in methods)
 
 
 def reading(result: dict[str, Any], a: str, b: str) -> str:
-    """Plain words for an interval: which side it excludes, if any."""
-    _, low, high = result["bootstrap"]
-    if low > 0:
+    """Plain words for the seed-level interval: which side it excludes, if any."""
+    interval = interval_of(result)
+    if interval.seeds < 2:
+        return interval.verdict
+    if interval.low > 0:
         return f"{a} better"
-    if high < 0:
+    if interval.high < 0:
         return f"{b} better"
-    return "not resolved (interval spans 0)"
+    return "unresolved (interval holds 0)"
 
 
 def _pm(pair: tuple[float, float] | list[float], digits: int = 4) -> str:
@@ -98,16 +125,23 @@ def model_table(grouped: dict[str, dict[int, dict[str, Any]]], labels: dict[str,
 def comparison_table(grouped: dict[str, dict[int, dict[str, Any]]], labels: dict[str, str],
                      pairs: list[tuple[str, str]]) -> tuple[list[str], dict[str, Any]]:
     """Markdown rows for A - B comparisons, and the figures as a dict for the JSON."""
-    lines = ["| A - B | seeds | ΔGAUC per seed (mean ± sd) | ΔGAUC, paired bootstrap over users [95% interval] "
-             "| reading |", "|---|---|---|---|---|"]
-    figures = {}
+    figures = {f"{a} - {b}": compare(grouped[a], grouped[b]) for a, b in pairs if a in grouped and b in grouped}
+    return comparison_rows(figures, labels, pairs), figures
+
+
+def comparison_rows(figures: dict[str, Any], labels: dict[str, str], pairs: list[tuple[str, str]]) -> list[str]:
+    """The comparison table from the figures (a run's, or a committed .json's on a re-render)."""
+    lines = ["| A - B | seeds | ΔGAUC per seed (mean ± sd) | ΔGAUC, seed-level 95% interval (training variance "
+             "included) | reading | users-only paired bootstrap (ignores training variance) |",
+             "|---|---|---|---|---|---|"]
     for a, b in pairs:
-        if a not in grouped or b not in grouped:
+        result = figures.get(f"{a} - {b}")
+        if result is None:
             continue
-        result = compare(grouped[a], grouped[b])
-        point, low, high = result["bootstrap"]
+        interval = interval_of(result)
+        _, low, high = result["bootstrap"]
         label_a, label_b = labels.get(a, a), labels.get(b, b)
         lines.append(f"| {label_a} - {label_b} | {len(result['seeds'])} | {_pm(result['per_seed_mean_sd'])} | "
-                     f"{point:+.4f} [{low:+.4f}, {high:+.4f}] | {reading(result, label_a, label_b)} |")
-        figures[f"{a} - {b}"] = result
-    return lines, figures
+                     f"{interval.estimate:+.4f} [{interval.low:+.4f}, {interval.high:+.4f}] | "
+                     f"{reading(result, label_a, label_b)} | [{low:+.4f}, {high:+.4f}] |")
+    return lines

@@ -136,20 +136,26 @@ def test_compare_resolves_a_real_gap_and_not_a_null_one():
     assert reading(compare(a, b), "a", "b") == "a better"
     assert reading(compare(b, a), "b", "a") == "a better"
     result = compare(b, null)
-    assert reading(result, "b", "c").startswith("not resolved") and result["seeds"] == [0, 1, 2]
+    assert reading(result, "b", "c").startswith("unresolved") and result["seeds"] == [0, 1, 2]
+    assert result["seed_level_method"] == "hierarchical" and len(result["seed_level"]) == 3
 
 
-def test_claims_say_supported_contradicted_or_not_resolved_from_the_interval():
+def test_claims_say_supported_contradicted_or_unresolved_from_the_seed_level_interval():
     from benchmarks.ctr.report import claims
 
-    def figure(low, high):
-        return {"bootstrap": [(low + high) / 2, low, high]}
+    def figure(per_seed, low, high):  # an older .json: per-seed differences and a users-only bootstrap
+        return {"seeds": list(range(len(per_seed))), "per_seed": per_seed, "users": 100,
+                "bootstrap": [float(np.mean(per_seed)), low, high]}
 
-    figures = {"dice": {"comparisons": {"din_prelu - base": figure(0.01, 0.02),
-                                        "din_dice - din_prelu": figure(-0.001, 0.003)}},
-               "reg": {"comparisons": {"reg_mba - reg_l2": figure(-0.014, -0.008)}}}
-    text = "\n".join(claims(figures))
+    figures = {"dice": {"comparisons": {"din_prelu - base": figure([0.010, 0.011, 0.012], 0.009, 0.013),
+                                        # users alone would call this supported; the seeds disagree
+                                        "din_dice - din_prelu": figure([0.004, -0.003, 0.002], 0.0001, 0.004)},
+                        "models": {"base": {"gauc": [0.67, 0.001]}, "din_prelu": {"gauc": [0.681, 0.001]}}},
+               "reg": {"comparisons": {"reg_mba - reg_l2": figure([-0.010, -0.012, -0.011], -0.014, -0.008)}}}
+    text = "\n".join(claims(figures, oracle_gauc=0.78))
     assert "BaseModel (the paper): **supported**" in text
-    assert "Dice beats PReLU (the paper): **not resolved**" in text
-    assert "MBA beats plain L2 on every row (the paper's motivation for MBA): **contradicted**" in text
+    assert "Dice beats PReLU (the paper): **unresolved**" in text
+    assert "Student-t" in text  # the rule is printed
+    assert "Not a claim of the paper" in text and "MBA's GAUC is lower than L2's" in text
+    assert "recovers **10%**" in text  # 0.011 of the 0.11 gap to the oracle
     assert "QAT" not in text  # claims without figures are left out, not guessed
