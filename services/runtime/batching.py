@@ -469,10 +469,19 @@ class DynamicBatcher:
         would only take turns with the loop, at the cost of a hand-off, a task and a wake-up. While it
         combines, the executor stays: the loop then takes up requests during the run, and batches grow
         (measured: small equal requests at 64 clients cost 0.73 ms each with combined batches on the loop,
-        0.64-0.67 ms on the executor, reports/serving.md)."""
+        0.64-0.67 ms on the executor, reports/serving.md).
+
+        Not under a queue-time bound: grpc.aio takes up one new call per turn of the event loop (it asks
+        gRPC core for the next call only after handling the last), so executions run back to back on
+        the loop slow that take-up to about one call per execution. Under an open-loop overload the
+        calls not yet taken up wait outside the process's sight (in gRPC core and the client's flow
+        control), where neither the queue-time bound nor a concurrency limit can refuse them: measured
+        at 3x the sustainable rate, accepted p99 1.5-3.9 s with every execution on the loop, 0.07-0.10 s
+        on the executor (reports/overload.md). A bound says latency comes first, so executions stay
+        off the loop; without one, the loop's lower CPU per request is kept."""
         per_cell = self._per_cell_ewma_s
         if (self._run_now is None or per_cell is None or self.policy.instance_count != 1
-                or self._combining()):
+                or self.policy.max_queue_time_s or self._combining()):
             return False
         cells = sum(self._layout.cells(p.shape.rows, p.shape.sizes) for p in batch)
         return per_cell * cells <= self.policy.inline_max_s

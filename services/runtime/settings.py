@@ -82,7 +82,10 @@ class RuntimeSettings(BaseSettings):
     worker's one core the executor thread only takes turns with the loop, at the cost of a hand-off, a
     task and a wake-up; a combining batcher keeps the executor, so the loop takes up requests during a
     run and batches grow). Longer executions go to the executor so health checks and
-    other requests are not stalled. 0 = never inline."""
+    other requests are not stalled. With a queue-time bound (max_queue_time_ms, or the model's
+    default_queue_policy) only the first case runs inline: executions run back to back on the loop
+    slow grpc.aio's take-up of new calls, and under overload those calls would wait where admission
+    cannot see them (services/runtime/batching.py). 0 = never inline."""
     dynamic_batching: bool = True
     """Combine concurrent requests into one execution for models whose config.pbtxt has a
     dynamic_batching block; false = one request per execution (queueing and admission stay on)."""

@@ -152,3 +152,37 @@ def test_onnxruntime_runs_on_the_loop_thread_only_when_inline(inline_max_ms: flo
         await manager.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("queue_time_s, queued_on_loop", [(0.0, True), (0.05, False)])
+def test_under_a_queue_time_bound_queued_requests_run_on_the_executor(queue_time_s: float,
+                                                                       queued_on_loop: bool) -> None:
+    """Executions back to back on the loop would slow grpc.aio's take-up of new calls; with a bound
+    (latency first) a queued request runs on the executor, a lone one to an idle model still inline."""
+    async def scenario() -> None:
+        model = _InlineModel()
+        model.delay_s = 0.02
+        stats = ModelStats()
+        policy = BatchingPolicy(max_batch_size=8, max_queue_delay_s=0.0, inline_max_s=1.0, combine=False,
+                                max_queue_time_s=queue_time_s)
+        batcher = DynamicBatcher(model, policy, [], Metrics(), stats)
+        x = np.zeros((1, 2), np.float32)
+        await batcher.submit({"x": x})  # measures the cost on the executor path
+        await batcher.submit({"x": x})  # alone, idle model: inline either way
+        assert model.inline_calls == 1
+        batcher._per_cell_ewma_s = None  # unknown cost: this one takes the executor and keeps the model busy
+        slow = asyncio.ensure_future(batcher.submit({"x": x}))
+        await asyncio.sleep(0.005)
+        batcher._per_cell_ewma_s = 0.0
+        queued = [asyncio.ensure_future(batcher.submit({"x": x + i})) for i in range(2)]
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert len(batcher._queue) == 2
+        await slow
+        for i, answer in enumerate(await asyncio.gather(*queued)):
+            np.testing.assert_array_equal(answer["y"], x + i + 1)
+        assert model.inline_calls == (3 if queued_on_loop else 1)
+        assert stats.execution_count == 5 and stats.inference_count == 5
+        await batcher.close()
+
+    asyncio.run(scenario())
