@@ -27,6 +27,7 @@ from services.runtime.autocomplete import ModelConfig, complete_config
 from services.runtime.backends.base import Backend, LoadedModel
 from services.runtime.batch_layout import BatchLayout
 from services.runtime.batching import BatchingPolicy, DynamicBatcher
+from services.runtime.bytes_inputs import BytesInputRegistry
 from services.runtime.context import request_deadline
 from services.runtime.errors import InferSuiteError, InvalidArgument, NonFiniteOutput, NotFound, Unavailable
 from services.runtime.limits import ModelLimits, model_limits
@@ -177,6 +178,8 @@ class ModelManager:
         # The private metrics ports of the other workers of this port (services/runtime/worker_pool.py tells
         # each worker): OIP statistics add theirs, so every connection reads the same figures.
         self.sibling_ports: list[int] = []
+        # Inputs a family's models also take as OIP BYTES tensors (services/runtime/bytes_inputs.py).
+        self.bytes_inputs = BytesInputRegistry()
         metrics.routes["/statistics"] = self._statistics_json
         metrics.registry.register(_ComputeCpuCollector(self))
 

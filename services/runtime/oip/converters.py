@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from tritonclient.grpc import service_pb2
 
+from services.runtime import bytes_inputs
+from services.runtime.bytes_inputs import BytesInputs
 from services.runtime.errors import InvalidArgument
 from services.runtime.limits import ModelLimits
 from services.runtime.tensors import DATATYPE_TO_NUMPY, NUMPY_TO_DATATYPE, TensorSpec
@@ -75,8 +77,17 @@ def check_declared(request: service_pb2.ModelInferRequest, limits: ModelLimits) 
     limits.check_shapes({t.name: tuple(t.shape) for t in request.inputs})
 
 
+def _decode_bytes(tensor: service_pb2.ModelInferRequest.InferInputTensor, spec: TensorSpec, raw: bytes | None,
+                  strings: BytesInputs | None, model: str) -> np.ndarray:
+    """A BYTES tensor for an input the model's family maps (services/runtime/bytes_inputs.py)."""
+    shape = tuple(tensor.shape)
+    _check_shape(tensor.name, shape, spec)
+    return bytes_inputs.decode(tensor.name, spec.datatype, shape, raw, tensor.contents.bytes_contents, strings, model)
+
+
 def decode_inputs(request: service_pb2.ModelInferRequest, specs: Sequence[TensorSpec],
-                  max_bytes: int, limits: ModelLimits) -> dict[str, np.ndarray]:
+                  max_bytes: int, limits: ModelLimits, strings: BytesInputs | None = None) -> dict[str, np.ndarray]:
+    """The request's inputs as numpy; `strings`: the inputs the model also takes as BYTES (None: none)."""
     check_declared(request, limits)
     expected = {s.name: s for s in specs}
     raw = list(request.raw_input_contents)
@@ -88,6 +99,9 @@ def decode_inputs(request: service_pb2.ModelInferRequest, specs: Sequence[Tensor
                                   f"(inputs: {', '.join(expected)})")
         if tensor.name in decoded:
             raise InvalidArgument(f"input {tensor.name!r} is given twice")
+        if tensor.datatype == bytes_inputs.BYTES and spec.datatype != bytes_inputs.BYTES:
+            decoded[tensor.name] = _decode_bytes(tensor, spec, raw[i] if raw else None, strings, request.model_name)
+            continue
         decoded[tensor.name] = _decode_one(tensor, spec, raw[i] if raw else None, max_bytes)
     missing = [name for name in expected if name not in decoded]
     if missing:

@@ -10,6 +10,7 @@ import numpy as np
 from grpc import aio
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from services.runtime import bytes_inputs
 from services.runtime.control import ModelControl
 from services.runtime.errors import NotFound, ResourceExhausted, Unimplemented
 from services.runtime.inflight_bytes import InflightBytes
@@ -93,8 +94,10 @@ class OipServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         config = self._models.served(model.name).config
         response = service_pb2.ModelMetadataResponse(name=model.name, versions=[model.version],
                                                      platform=config.platform or config.backend)
+        strings = self._models.bytes_inputs.of(model)  # inputs the model's family also takes as BYTES
         for spec in model.inputs:
-            response.inputs.add(name=spec.name, datatype=spec.datatype, shape=list(spec.shape))
+            response.inputs.add(name=spec.name, datatype=bytes_inputs.datatype(spec.name, spec.datatype, strings),
+                                shape=list(spec.shape))
         for spec in model.outputs:
             response.outputs.add(name=spec.name, datatype=spec.datatype, shape=list(spec.shape))
         return response
@@ -109,7 +112,8 @@ class OipServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         served = self._served(request.model_name, request.model_version)
         model = served.model
         # Declared shapes are checked against the limits before decoding, values after (in `run`).
-        inputs = decode_inputs(request, model.inputs, self._max_bytes, served.limits)
+        inputs = decode_inputs(request, model.inputs, self._max_bytes, served.limits,
+                               self._models.bytes_inputs.of(model))
         return served, inputs, requested_outputs(request, model.outputs)
 
     def _response(self, request: service_pb2.ModelInferRequest, served: ServedModel,
