@@ -32,12 +32,14 @@ class CtrService:
         from protos import ctr_pb2_grpc
         from services.ctr.handler import CtrHandler
         from services.ctr.servicer import CtrServicer
+        from services.ctr.string_ids import string_id_inputs
         from services.runtime.streaming import RequestStream
 
         stream = RequestStream(runtime.metrics, self.grpc_service_names[0], "ScoreStream",
                                runtime.settings.stream_max_inflight, runtime.inflight_bytes)
         servicer = CtrServicer(CtrHandler(self.settings, runtime), stream)
         ctr_pb2_grpc.add_CtrServiceServicer_to_server(servicer, server)
+        runtime.models.bytes_inputs.add(string_id_inputs(self.settings))  # OIP BYTES ids of string vocabularies
 
 
 _EXPORTS = {"CtrHandler": "handler", "ScoreQuery": "handler", "ScoreResult": "handler", "CtrSettings": "settings"}

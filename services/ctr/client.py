@@ -25,14 +25,17 @@ class Scores:
     model_version: str
 
 
+Ids = Sequence[int] | Sequence[str]  # integer ids, or the string ids of a model whose vocabulary holds strings
+
+
 @dataclass(frozen=True)
 class ScoreInput:
     """One request of a stream: the arguments of `CtrClient.score`."""
 
-    history_item_ids: Sequence[int]
-    history_category_ids: Sequence[int]
-    candidate_item_ids: Sequence[int]
-    candidate_category_ids: Sequence[int]
+    history_item_ids: Ids
+    history_category_ids: Ids
+    candidate_item_ids: Ids
+    candidate_category_ids: Ids
     explain: bool = False
     model: str = ""
 
@@ -46,12 +49,17 @@ class StreamedScores:
     error: CtrClientError | None
 
 
+_ID_FIELDS = ("history_item_ids", "history_category_ids", "candidate_item_ids", "candidate_category_ids")
+
+
 def _request(item: ScoreInput, request_id: str = "") -> ctr_pb2.ScoreRequest:
-    return ctr_pb2.ScoreRequest(
-        history_item_ids=list(item.history_item_ids), history_category_ids=list(item.history_category_ids),
-        candidate_item_ids=list(item.candidate_item_ids),
-        candidate_category_ids=list(item.candidate_category_ids),
-        explain=item.explain, model=item.model, request_id=request_id)
+    """Integer ids go to the `*_ids` fields, strings (str or numpy str) to the `*_keys` fields."""
+    fields = {}
+    for name in _ID_FIELDS:
+        values = list(getattr(item, name))
+        strings = bool(values) and isinstance(values[0], str)
+        fields[name.replace("_ids", "_keys") if strings else name] = values
+    return ctr_pb2.ScoreRequest(**fields, explain=item.explain, model=item.model, request_id=request_id)
 
 
 def _scores(response: ctr_pb2.ScoreResponse) -> Scores:
@@ -86,15 +94,18 @@ class CtrClient(AsyncClient):
 
     async def score(
         self,
-        history_item_ids: Sequence[int],
-        history_category_ids: Sequence[int],
-        candidate_item_ids: Sequence[int],
-        candidate_category_ids: Sequence[int],
+        history_item_ids: Ids,
+        history_category_ids: Ids,
+        candidate_item_ids: Ids,
+        candidate_category_ids: Ids,
         *,
         explain: bool = False,
         model: str = "",
         timeout_s: float | None = None,
     ) -> Scores:
+        """Scores the candidates for the history. Ids are integers, or strings (asins, SKUs, UUIDs) for a
+        model whose vocabulary holds strings: `score(["sku-1"], ["shoes"], ["sku-9"], ["shoes"])` sends
+        them in the request's `*_keys` fields; a model with integer ids refuses them (CtrClientError)."""
         request = _request(ScoreInput(history_item_ids, history_category_ids, candidate_item_ids,
                                       candidate_category_ids, explain, model))
         return _scores(await self._unary(self._stub.Score, request, timeout_s))

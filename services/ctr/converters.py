@@ -6,11 +6,19 @@ import grpc
 import numpy as np
 
 from protos import common_pb2, ctr_pb2
-from services.ctr.handler import ScoreQuery, ScoreResult
+from services.ctr.handler import ScoreKeys, ScoreQuery, ScoreResult
 
 
 def _ids(values: object) -> np.ndarray:
     return np.asarray(values, dtype=np.int64).reshape(-1)
+
+
+def _keys(request: ctr_pb2.ScoreRequest) -> ScoreKeys | None:
+    """The string ids, or None when the request sends none (the repeated fields themselves: nothing is
+    copied before the handler has checked their counts)."""
+    keys = ScoreKeys(request.history_item_keys, request.history_category_keys, request.candidate_item_keys,
+                     request.candidate_category_keys)
+    return keys if any(len(field) for field in vars(keys).values()) else None
 
 
 def query_from_proto(request: ctr_pb2.ScoreRequest) -> ScoreQuery:
@@ -21,6 +29,7 @@ def query_from_proto(request: ctr_pb2.ScoreRequest) -> ScoreQuery:
         candidate_categories=_ids(request.candidate_category_ids),
         explain=request.explain,
         model=request.model,
+        keys=_keys(request),
     )
 
 

@@ -18,3 +18,9 @@ class CtrSettings(BaseSettings):
     """Longest behaviour history used; longer ones keep their most recent behaviours."""
     max_candidates: int = Field(500, ge=1)
     """Most candidates one request may score."""
+    max_id_bytes: int = Field(256, ge=1)
+    """Longest string id (UTF-8 bytes) a request may send: Score's `*_keys` fields and OIP BYTES id tensors
+    of a model whose vocabulary holds strings. A model listing a longer id is refused at load."""
+    max_history_keys: int = Field(1000, ge=1)
+    """Most string behaviours one Score request may send (every id is looked up, as integer ids are
+    checked, before the history is cut to max_history; this bounds that work)."""
