@@ -64,13 +64,18 @@ def overlap(reference: PchipInterpolator, tested: PchipInterpolator) -> tuple[fl
     return (low, high) if high > low else None
 
 
-def bd_rate(reference: Curve, tested: Curve) -> BdRate | None:
-    """BD-rate of `tested` vs `reference`, each (rates, accuracies); None when they share no accuracy range."""
+def bd_rate(reference: Curve, tested: Curve, accuracy_floor: float | None = None) -> BdRate | None:
+    """BD-rate of `tested` vs `reference`, each (rates, accuracies), over the accuracies both cover (from
+    `accuracy_floor` up, when given: the high-accuracy range); None when no such range is left."""
     ref, test = log_rate_curve(*reference), log_rate_curve(*tested)
     span = overlap(ref, test)
     if span is None:
         return None
     low, high = span
+    if accuracy_floor is not None:
+        low = max(low, accuracy_floor)
+        if high <= low:
+            return None
     integral = float(test.integrate(low, high)) - float(ref.integrate(low, high))  # exact: piecewise cubics
     return BdRate(float(np.expm1(integral / (high - low))), low, high)
 

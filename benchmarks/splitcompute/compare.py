@@ -4,7 +4,7 @@ curve's efficient frontier, interpolated in log-rate; see splitcompute_bdrate)."
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from benchmarks.splitcompute.bdrate import BdRate, bd_rate, frontier, ratio_at
 from benchmarks.splitcompute.rates import RatePoint
@@ -15,6 +15,7 @@ BEST_INPUT_CODEC = "best input codec (every JPEG/WebP/PNG setting, either teache
 INPUT_CODEC_PREFIXES = ("JPEG", "WebP", "PNG")
 # Accuracies fixed before looking at any curve: the matched-accuracy table's columns.
 MATCHED_ACCURACIES = (0.70, 0.80, 0.85, 0.88, 0.90)
+HIGH_ACCURACY = 0.85  # the headline range starts here: where a deployment would operate (issue 27)
 SIZE_MEASURES = ("bytes_full", "bytes_payload")  # sent (frame / whole file), no headers (body / bitstream)
 
 
@@ -23,6 +24,7 @@ class Comparison:
     baseline: str  # curve name
     bd: dict[str, BdRate | None]  # size measure -> BD-rate of the student vs this baseline
     ratios: dict[str, dict[float, float | None]]  # size measure -> accuracy -> baseline bytes / student bytes
+    bd_high: dict[str, BdRate | None] = field(default_factory=dict)  # the same from HIGH_ACCURACY up
 
 
 def curves(points: list[RatePoint]) -> dict[str, list[RatePoint]]:
@@ -57,5 +59,18 @@ def compare(points: list[RatePoint], student_curve: str = STUDENT) -> list[Compa
         bd = {m: bd_rate(_series(baseline, m), _series(student, m)) for m in SIZE_MEASURES}
         ratios = {m: {a: ratio_at(_series(baseline, m), _series(student, m), a) for a in MATCHED_ACCURACIES}
                   for m in SIZE_MEASURES}
-        rows.append(Comparison(name, bd, ratios))
+        high = {m: bd_rate(_series(baseline, m), _series(student, m), HIGH_ACCURACY) for m in SIZE_MEASURES}
+        rows.append(Comparison(name, bd, ratios, high))
     return rows
+
+
+def codec_context(points: list[RatePoint], teacher: str) -> dict[str, object] | None:
+    """How the learned image codec stands against JPEG 4:4:4 with the same teacher: its BD-rate (positive =
+    more bytes than JPEG) and its bytes / JPEG's at the matched accuracies both reach; None without both."""
+    named = curves(points)
+    codec, jpeg = named.get(f"learned image codec -> {teacher}", []), named.get(f"JPEG 4:4:4 -> {teacher}", [])
+    if not all(is_curve(c, m) for c in (codec, jpeg) for m in SIZE_MEASURES):
+        return None
+    ratios = {m: {a: None if (r := ratio_at(_series(jpeg, m), _series(codec, m), a)) is None else 1 / r
+                  for a in MATCHED_ACCURACIES} for m in SIZE_MEASURES}
+    return {"bd": {m: bd_rate(_series(jpeg, m), _series(codec, m)) for m in SIZE_MEASURES}, "ratios": ratios}

@@ -10,9 +10,11 @@ import matplotlib.ticker
 
 from benchmarks.splitcompute.compare import (
     BEST_INPUT_CODEC,
+    HIGH_ACCURACY,
     MATCHED_ACCURACIES,
     STUDENT,
     Comparison,
+    codec_context,
     curves,
 )
 from benchmarks.splitcompute.latency import LINKS_MBIT
@@ -22,7 +24,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 BD_GOALS = {BEST_INPUT_CODEC: -0.90, "learned image codec": -0.50}  # curve name prefix -> BD-rate goal
+HIGH_RANGE_GOAL = -0.50  # issue 27: without headers vs the best input codec, from HIGH_ACCURACY up, seed intervals
 RATE_GAP_GOAL = 0.05  # |coded body - estimate| / estimate
+ONE_SEED = "one seed: training variance not measured"
 
 
 def plot(points: list[RatePoint], teacher: float, path: Path) -> None:
@@ -77,17 +81,24 @@ def _span(value: Any) -> str:
     return "" if value is None else f"{100 * value.accuracy_low:.1f}% - {100 * value.accuracy_high:.1f}%"
 
 
+def _met(row: Comparison, goal: float) -> bool:
+    """The goal holds without headers over the whole common range and from HIGH_ACCURACY up."""
+    values = [row.bd.get("bytes_payload"), row.bd_high.get("bytes_payload")]
+    return all(v is not None and v.value <= goal for v in values)
+
+
 def bd_table(rows: list[Comparison]) -> list[str]:
-    lines = ["| baseline curve | BD-rate, bytes sent | over test accuracy | BD-rate, no headers | "
-             "over test accuracy | goal |", "|---|---:|---|---:|---|---|"]
+    high = f"{100 * HIGH_ACCURACY:.0f}%"
+    lines = [f"| baseline curve | BD-rate, no headers | over test accuracy | from {high} up, no headers | over | "
+             f"BD-rate, bytes sent | over test accuracy | from {high} up, bytes sent | goal |",
+             "|---|---:|---|---:|---|---:|---|---:|---|"]
     for row in rows:
         full, payload = row.bd["bytes_full"], row.bd["bytes_payload"]
+        high_full, high_payload = row.bd_high.get("bytes_full"), row.bd_high.get("bytes_payload")
         goal = _goal(row.baseline)
-        verdict = "" if goal is None else (
-            f"<= {100 * goal:.0f}%: " + ("met" if all(v is not None and v.value <= goal for v in row.bd.values())
-                                          else "missed"))
-        lines.append(f"| {row.baseline} | {_bd_cell(full)} | {_span(full)} | {_bd_cell(payload)} | "
-                     f"{_span(payload)} | {verdict} |")
+        verdict = "" if goal is None else f"<= {100 * goal:.0f}%: " + ("met" if _met(row, goal) else "missed")
+        lines.append(f"| {row.baseline} | {_bd_cell(payload)} | {_span(payload)} | {_bd_cell(high_payload)} | "
+                     f"{_span(high_payload)} | {_bd_cell(full)} | {_span(full)} | {_bd_cell(high_full)} | {verdict} |")
     return lines
 
 
@@ -104,9 +115,18 @@ def without_curve(points: list[RatePoint], rows: list[Comparison]) -> str:
         for name, series in missing) + "."
 
 
-def goal_lines(comparisons: dict[str, list[Comparison]]) -> list[str]:
-    """One line per goal and student curve: the BD-rates against the goal's baseline(s)."""
-    lines = []
+def goal_lines(comparisons: dict[str, list[Comparison]], points: list[RatePoint] | None = None) -> list[str]:
+    """One line per goal and student curve: the header-free BD-rates (whole common range and from
+    HIGH_ACCURACY up) against the goal, the header-inclusive ones beside them; then the learned codec's
+    standing against JPEG, without which its BD-rate reads stronger than it is."""
+    high = f"{100 * HIGH_ACCURACY:.0f}%"
+    lines = [f"Headline: BD-rate without container headers (the codecs' own bitstreams; the student's range-coded "
+             f"body), over the accuracy range both curves cover and from {high} test accuracy up (where a "
+             "deployment operates); bytes sent with headers beside them. A goal is met when both header-free "
+             f"figures reach it. Every student and learned-codec point comes from one training run (one seed per "
+             "beta or lambda): training variance is not measured, the figures are descriptive, and no goal below is "
+             "a supported claim under the rule of models/statistics.py (a verdict needs an interval over training "
+             "seeds).", ""]
     for prefix, goal in BD_GOALS.items():
         for student, rows in comparisons.items():
             matched = [r for r in rows if r.baseline.startswith(prefix)]
@@ -116,11 +136,39 @@ def goal_lines(comparisons: dict[str, list[Comparison]]) -> list[str]:
                              "(see below).")
                 continue
             for r in matched:
-                values = [v for v in r.bd.values() if v is not None]
-                met = len(values) == len(r.bd) and all(v.value <= goal for v in values)
-                lines.append(f"- {label} vs {r.baseline} (goal <= {100 * goal:.0f}%): "
-                             f"{_bd_cell(r.bd['bytes_full'])} bytes sent, {_bd_cell(r.bd['bytes_payload'])} without "
-                             f"headers: **{'met' if met else 'missed'}**.")
+                payload, full = r.bd["bytes_payload"], r.bd["bytes_full"]
+                high_payload, high_full = r.bd_high.get("bytes_payload"), r.bd_high.get("bytes_full")
+                lines.append(f"- {label} vs {r.baseline} (goal <= {100 * goal:.0f}%): **{_bd_cell(payload)}** "
+                             f"without headers over {_span(payload)} ({_bd_cell(full)} bytes sent, over "
+                             f"{_span(full)}); from {high} up **{_bd_cell(high_payload)}** without headers "
+                             f"({_bd_cell(high_full)} bytes sent): **{'met' if _met(r, goal) else 'missed'}** "
+                             f"({ONE_SEED}).")
+                if r.baseline == BEST_INPUT_CODEC:
+                    ok = high_payload is not None and high_payload.value <= HIGH_RANGE_GOAL
+                    lines.append(f"  Issue 27's goal for it (<= {100 * HIGH_RANGE_GOAL:.0f}% without headers from "
+                                 f"{high} up, with seed intervals): {_bd_cell(high_payload)}, "
+                                 f"**{'reached on one seed, not shown' if ok else 'missed'}** (no seeds).")
+    return lines + codec_context_lines(points or [])
+
+
+def codec_context_lines(points: list[RatePoint]) -> list[str]:
+    """The learned image codec against JPEG 4:4:4 with the same teacher (bytes sent / without headers)."""
+    lines = []
+    for teacher in ("teacher", "codec-augmented teacher"):
+        context = codec_context(points, teacher)
+        if context is None:
+            continue
+        sent = [r for r in context["ratios"]["bytes_full"].values() if r is not None]
+        bare = [r for r in context["ratios"]["bytes_payload"].values() if r is not None]
+        reached = [a for a, r in context["ratios"]["bytes_full"].items() if r is not None]
+        if not sent:
+            continue
+        lines.append(f"- Context for the learned-codec rows: with the {teacher}, the learned image codec needs "
+                     f"{min(sent):.2f}-{max(sent):.2f}x JPEG 4:4:4's bytes sent ({min(bare):.2f}-{max(bare):.2f}x "
+                     f"without headers) at the same test accuracy ({', '.join(f'{100 * a:.0f}%' for a in reached)}; "
+                     f"BD-rate vs JPEG 4:4:4 {_bd_cell(context['bd']['bytes_full'])} sent, "
+                     f"{_bd_cell(context['bd']['bytes_payload'])} without headers): it is weaker than JPEG, so a "
+                     "student's BD-rate against it says little about a learned codec trained to convergence.")
     return lines
 
 
@@ -142,7 +190,8 @@ def ablation_table(rows: list[dict[str, Any]]) -> list[str]:
     for r in rows:
         lines.append(f"| {r['stage1']} | {r['encoder']} | {r['epochs']} | {100 * r['valid_accuracy']:.1f}% | "
                      f"{100 * r['point'].accuracy:.1f}% | {r['point'].bytes_full:.1f} | {r['train_seconds']:.0f} |")
-    return lines
+    return [*lines, "", f"Each row is one training run ({ONE_SEED}): a row at chance (10 classes: 10%) says "
+            "that this run did not train, not that its encoder cannot; no row is a claim about the paper's recipe."]
 
 
 def latency_lines(latency: dict, served: RatePoint) -> list[str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import sys
 import tempfile
@@ -122,8 +123,11 @@ def render(points: list[RatePoint], comparisons: dict[str, list[Comparison]], ab
         "`python -m exporters.build --families splitcompute` (teacher and betas 0.01, 0.05, 0.25) and "
         "`make splitcompute-studies` (the other betas, the codec-augmented teacher, the learned image codec, the "
         "stage-1 ablation); missing studies are left out of this report.", "",
-        "## Goals (BD-rate of the student vs the baseline, over the accuracy range both cover)", "",
-        *goal_lines(comparisons), "",
+        *([f"Re-rendered from its .json by `{context['rerendered_by']}`: nothing was retrained or re-measured; the "
+           "BD-rates, goals and readings are recomputed from the run's curve points.", ""]
+          if context.get("rerendered_by") else []),
+        "## Goals (BD-rate of the student vs the baseline)", "",
+        *goal_lines(comparisons, points), "",
         "## Rate-accuracy curves", "",
         "Teachers on uncompressed input: " + ", ".join(f"{k} **{100 * v:.1f}%**" for k, v in teachers.items()) + ".",
         "", f"![rate-accuracy]({context['png']})", ""]
@@ -186,7 +190,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     parser.add_argument("--out", type=Path, default=Path("reports/splitcompute.md"))
     parser.add_argument("--latency-images", type=int, default=100)
+    parser.add_argument("--rerender", type=Path, metavar="JSON",
+                        help="rewrite --out from a run's .json: no model is loaded, nothing is measured")
     args = parser.parse_args(argv)
+    if args.rerender is not None:
+        command = "python -m benchmarks.splitcompute.report " + shlex.join(sys.argv[1:] if argv is None else argv)
+        print(rerender(args.rerender, args.out, command.strip()))
+        return
     started = time.perf_counter()
     torch.set_num_threads(1)  # see models.splitcompute.train.single_thread: faster on the shared cores
     summary = json.loads((args.artifacts / "summary.json").read_text())
@@ -213,11 +223,68 @@ def main(argv: list[str] | None = None) -> None:
                "teacher_accuracy": {k: teacher_accuracy(t, images, labels) for k, t in teachers.items()}}
     text = render(points, comparisons, ablation, context)
     args.out.write_text(text)
-    args.out.with_suffix(".json").write_text(json.dumps(
-        {"teacher_accuracy": context["teacher_accuracy"], "points": [asdict(p) for p in points],
-         "comparisons": {k: [asdict(c) for c in v] for k, v in comparisons.items()}, "latency": latency},
-        indent=2, default=str) + "\n")
+    write_json(args.out.with_suffix(".json"), points, comparisons, ablation, context)
     print(text)
+
+
+def write_json(path: Path, points: list[RatePoint], comparisons: dict[str, list[Comparison]],
+               ablation: list[dict[str, Any]], context: dict[str, Any]) -> None:
+    """Everything `rerender` needs to write the report again without a model."""
+    report = {"command": context["command"], "seconds": context["seconds"], "n_test": context["n_test"],
+              "png": context["png"], **({"rerendered_by": context["rerendered_by"]} if "rerendered_by" in context
+                                        else {})}
+    path.write_text(json.dumps(
+        {"teacher_accuracy": context["teacher_accuracy"], "points": [asdict(p) for p in points],
+         "comparisons": {k: [asdict(c) for c in v] for k, v in comparisons.items()}, "latency": context["latency"],
+         "ablation": [{**r, "point": asdict(r["point"])} for r in ablation], "served": asdict(context["served"]),
+         "report": report}, indent=2, default=str) + "\n")
+
+
+def _legacy_ablation(text: str) -> list[dict[str, Any]]:
+    """The stage-1 ablation rows of a report whose .json predates "ablation" (read from its own table)."""
+    section = text.split(f"## Stage-1 ablation (beta = {ABLATION_BETA:g})", 1)[-1]
+    rows = []
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) != 7 or not cells[2].isdigit():
+            continue
+        point = RatePoint(STUDENT, f"beta={ABLATION_BETA:g}", float(cells[4].rstrip("%")) / 100, float(cells[5]),
+                          None)  # type: ignore[arg-type]  # not in the table: only bytes sent
+        rows.append({"stage1": cells[0], "encoder": cells[1], "epochs": int(cells[2]),
+                     "valid_accuracy": float(cells[3].rstrip("%")) / 100, "train_seconds": float(cells[6]),
+                     "point": point})
+    return rows
+
+
+def rerender(source: Path, out: Path, command: str) -> str:
+    """The report of an earlier run from its .json: today's comparisons, goals and tables over the run's
+    points, nothing re-measured. Older .json files lack the ablation rows, the served point and the run's
+    command: those are read once from the report they were written with and kept in the .json from then on."""
+    run = json.loads(source.read_text())
+    old_text = out.read_text() if out.is_file() else ""
+    points = [RatePoint(**p) for p in run["points"]]
+    meta = run.get("report") or {}
+    if not meta:
+        found = re.search(r"^Generated by `([^`]+)` in ([0-9.]+) s\. Held-out test split of the procedural texture "
+                          r"data \(([0-9]+) images", old_text, re.M)
+        if found is None:
+            raise ValueError(f"{source} has no 'report' entry and {out} does not name the run's command")
+        meta = {"command": found.group(1), "seconds": float(found.group(2)), "n_test": int(found.group(3)),
+                "png": out.stem + "_rate_accuracy.png"}
+    if "served" in run:
+        served = RatePoint(**run["served"])
+    else:
+        setting = re.search(r"^Served student \(.*?\): (beta=[0-9.]+),", old_text, re.M).group(1)
+        served = next(p for p in points if p.method == STUDENT and p.setting == setting)
+    ablation = ([{**r, "point": RatePoint(**r["point"])} for r in run["ablation"]] if "ablation" in run
+                else _legacy_ablation(old_text))
+    comparisons = {name: rows for name in (STUDENT, STUDENT_AUGMENTED) if (rows := compare(points, name))}
+    context = {**meta, "latency": run["latency"], "served": served, "teacher_accuracy": run["teacher_accuracy"],
+               "rerendered_by": command}
+    text = render(points, comparisons, ablation, context)
+    out.write_text(text)
+    write_json(source, points, comparisons, ablation, context)
+    return text
 
 
 if __name__ == "__main__":
