@@ -84,12 +84,14 @@ class BatchLayout:
         return cls(ragged_dims_from_meta(meta), RowsSpec.from_meta(rows) if rows else None)
 
     # --- one request ----------------------------------------------------------------------
-    def describe(self, inputs: Mapping[str, np.ndarray]) -> RequestShape:
+    def describe(self, inputs: Mapping[str, np.ndarray], signature: bool = True) -> RequestShape:
+        """The request's size; `signature` False: a request that is never combined (its signature is ())."""
         groups, rows = self._axis0(inputs)
         sizes = self._sizes(inputs)
         if self.rows is not None:
             self._check_indices(inputs, groups)
-        return RequestShape(groups, rows if self.rows is not None else groups, sizes, self._signature(inputs))
+        return RequestShape(groups, rows if self.rows is not None else groups, sizes,
+                            self._signature(inputs) if signature else ())
 
     def _axis0(self, inputs: Mapping[str, np.ndarray]) -> tuple[int, int]:
         group_sizes: set[int] = set()

@@ -140,8 +140,11 @@ class DynamicBatcher:
         self._inline_candidate = False  # a request yielded once before running inline
         # With a queue-time bound, the event loop's own backlog counts too (services/runtime/loop_lag.py).
         self._loop_lag: LoopLag | None = monitor(self._loop) if policy.max_queue_time_s else None
-        # The synchronous transport's path (`run_sync`): its threads wait for a free instance here.
-        self._instances = threading.BoundedSemaphore(policy.instance_count)
+        # The synchronous transport's path (`run_sync`): its threads wait for a free instance here. One
+        # instance (the default) is a plain lock: taking and handing it over happens in C, where the
+        # semaphore runs Python (a Condition, a lock per waiter) on every request.
+        self._instances = (threading.Lock() if policy.instance_count == 1
+                           else threading.BoundedSemaphore(policy.instance_count))
         self._sync_lock = threading.Lock()
         self._sync_waiting = 0
 
@@ -194,8 +197,8 @@ class DynamicBatcher:
                     f"deadline cannot be met: {left * 1000:.1f} ms left, about {need * 1000:.1f} ms of queue "
                     f"and compute ahead on model {self.model.name!r}"))
 
-    def _describe(self, inputs: Mapping[str, np.ndarray]) -> RequestShape:
-        shape = self._layout.describe(inputs)
+    def _describe(self, inputs: Mapping[str, np.ndarray], signature: bool = True) -> RequestShape:
+        shape = self._layout.describe(inputs, signature)
         if self.policy.max_batch_size > 0 and shape.rows > self.policy.max_batch_size:
             raise InvalidArgument(f"{shape.rows} rows exceed the model's max_batch_size {self.policy.max_batch_size}")
         return shape
@@ -553,7 +556,7 @@ class DynamicBatcher:
             self._sync_waiting += 1
         enqueued = time.monotonic()
         try:
-            shape = self._describe(inputs)
+            shape = self._describe(inputs, signature=False)  # never combined: no batch signature needed
             self._note_arrival(enqueued)
             self._wait_for_instance(enqueued, deadline, wanted)
         finally:

@@ -1,9 +1,9 @@
-"""OIP ModelInfer <-> numpy, with every malformed request turned into a clear INVALID_ARGUMENT."""
+"""OIP ModelInfer requests -> numpy, each malformed request turned into a clear INVALID_ARGUMENT."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from tritonclient.grpc import service_pb2
@@ -12,7 +12,7 @@ from services.runtime import bytes_inputs
 from services.runtime.bytes_inputs import BytesInputs
 from services.runtime.errors import InvalidArgument
 from services.runtime.limits import ModelLimits
-from services.runtime.tensors import DATATYPE_TO_NUMPY, NUMPY_TO_DATATYPE, TensorSpec
+from services.runtime.tensors import TensorSpec
 
 # Which typed `contents` field carries each datatype (FP16 travels only as raw bytes).
 CONTENTS_FIELD = {
@@ -117,15 +117,3 @@ def requested_outputs(request: service_pb2.ModelInferRequest, specs: Sequence[Te
         raise InvalidArgument(f"unknown output(s) {', '.join(unknown)} (outputs: {', '.join(names)})")
     return wanted
 
-
-def encode_response(request: service_pb2.ModelInferRequest, version: str,
-                    outputs: Mapping[str, np.ndarray], names: Sequence[str]) -> service_pb2.ModelInferResponse:
-    response = service_pb2.ModelInferResponse(model_name=request.model_name, model_version=version, id=request.id)
-    for name in names:
-        value = np.ascontiguousarray(outputs[name])
-        datatype = NUMPY_TO_DATATYPE.get(value.dtype)
-        if datatype is None or datatype not in DATATYPE_TO_NUMPY:
-            raise TypeError(f"output {name} has unsupported dtype {value.dtype}")
-        response.outputs.add(name=name, datatype=datatype, shape=list(value.shape))
-        response.raw_output_contents.append(value.tobytes())
-    return response

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import ClassVar
 
@@ -12,11 +13,12 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from services.runtime import bytes_inputs
 from services.runtime.control import ModelControl
-from services.runtime.errors import NotFound, ResourceExhausted, Unimplemented
+from services.runtime.errors import NotFound, Unimplemented
 from services.runtime.inflight_bytes import InflightBytes
 from services.runtime.metrics import Metrics
 from services.runtime.model_manager import ModelManager, ServedModel
-from services.runtime.oip.converters import decode_inputs, encode_response, requested_outputs
+from services.runtime.oip.converters import decode_inputs
+from services.runtime.oip.plan import InferPlan
 from services.runtime.stats import ModelStats
 from services.runtime.streaming import RequestStream
 
@@ -63,6 +65,7 @@ class OipServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         self._serving = serving
         self._control = control
         self._max_bytes = max_message_bytes
+        self._plans: weakref.WeakKeyDictionary[ServedModel, InferPlan] = weakref.WeakKeyDictionary()
         self._stream = RequestStream(metrics, "inference.GRPCInferenceService", "ModelStreamInfer",
                                      stream_max_inflight, budget)
 
@@ -107,37 +110,37 @@ class OipServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         # config.pbtxt completed from the graph (services/runtime/autocomplete.py), as Triton answers it
         return service_pb2.ModelConfigResponse(config=self._models.served(model.name).config)
 
-    def _decoded(self, request: service_pb2.ModelInferRequest) -> tuple[ServedModel, dict[str, np.ndarray],
-                                                                         list[str]]:
-        served = self._served(request.model_name, request.model_version)
-        model = served.model
-        # Declared shapes are checked against the limits before decoding, values after (in `run`).
-        inputs = decode_inputs(request, model.inputs, self._max_bytes, served.limits,
-                               self._models.bytes_inputs.of(model))
-        return served, inputs, requested_outputs(request, model.outputs)
+    def _plan(self, served: ServedModel) -> InferPlan:
+        plan = self._plans.get(served)
+        if plan is None:  # once per served version (two threads may both build it: the same plan)
+            model = served.model
+            plan = self._plans[served] = InferPlan(model.inputs, model.outputs, served.limits, self._max_bytes)
+        return plan
 
-    def _response(self, request: service_pb2.ModelInferRequest, served: ServedModel,
-                  outputs: dict[str, np.ndarray], names: list[str]) -> service_pb2.ModelInferResponse:
-        response = encode_response(request, served.model.version, outputs, names)
-        answer_bytes = sum(len(raw) for raw in response.raw_output_contents)
-        if answer_bytes > self._max_bytes:  # gRPC would refuse to send it, after our metrics counted OK
-            raise ResourceExhausted(
-                f"the answer holds {answer_bytes} bytes of outputs, over the server's message limit of "
-                f"{self._max_bytes}: ask for fewer outputs or send fewer rows", retry_after_s=None)
-        return response
+    def _decoded(self, request: service_pb2.ModelInferRequest) -> tuple[ServedModel, InferPlan,
+                                                                         dict[str, np.ndarray], list[str]]:
+        served = self._served(request.model_name, request.model_version)
+        model, plan = served.model, self._plan(served)
+        # Declared shapes are checked against the limits before decoding, values after (in `run`): in one
+        # pass by the version's plan, or step by step, naming what is wrong (services/runtime/oip/plan.py).
+        inputs = plan.decoded_raw(request)
+        if inputs is None:
+            inputs = decode_inputs(request, model.inputs, self._max_bytes, served.limits,
+                                   self._models.bytes_inputs.of(model))
+        return served, plan, inputs, plan.requested(request)
 
     async def ModelInfer(self, request, context: aio.ServicerContext):
-        served, inputs, names = self._decoded(request)
+        served, plan, inputs, names = self._decoded(request)
         # Only the asked outputs are computed (all of them when the request names none).
         outputs = await self._models.run(served, inputs, names if request.outputs else None, shapes_checked=True)
-        return self._response(request, served, outputs, names)
+        return plan.encode(request, served.model.version, outputs, names)
 
     def model_infer_sync(self, request: service_pb2.ModelInferRequest,
                          context: grpc.ServicerContext) -> service_pb2.ModelInferResponse:
         """ModelInfer on a thread of the synchronous transport (services/runtime/sync_transport.py)."""
-        served, inputs, names = self._decoded(request)
+        served, plan, inputs, names = self._decoded(request)
         outputs = self._models.run_sync(served, inputs, names if request.outputs else None, True, context.is_active)
-        return self._response(request, served, outputs, names)
+        return plan.encode(request, served.model.version, outputs, names)
 
     # Methods the synchronous transport runs on its own threads instead of handing them to the event loop.
     SYNC_METHODS: ClassVar[dict[str, str]] = {"ModelInfer": "model_infer_sync"}
