@@ -374,7 +374,8 @@ def seed_level_gauc_difference(variant: list[dict[int, tuple[int, float]]],
 def render_user_report(quality: dict[str, Any], command: str) -> str:
     """The user-data report: the data and its split, then test AUC/GAUC/RelaImpr per variant."""
     data = quality["data"]
-    described = (f"{data['events']} events of {data['users']} users; vocabulary {data['vocabulary']['items']} items "
+    described = (f"{data['events']} events of {data['users']} users; {data.get('ids', 'int')} ids; vocabulary "
+                 f"{data['vocabulary']['items']} items "
                  f"(min count {data['vocabulary']['min_count']}), {data['vocabulary']['categories']} categories, "
                  f"unknown ids: {data['vocabulary']['oov']} ({data['events_dropped_oov']} events dropped); time cuts "
                  f"at {data['cuts'][0]:g} and {data['cuts'][1]:g}.") if "cuts" in data else ""
