@@ -18,7 +18,7 @@ from tritonclient.grpc import InferInput
 from tritonclient.utils import InferenceServerException
 
 from services.ctr import CtrService, CtrSettings
-from services.ctr.client import CtrClient, CtrClientError
+from services.ctr.client import CtrClient, CtrClientError, ScoreInput
 from tests.fixtures import serving
 
 pytestmark = pytest.mark.integration
@@ -159,6 +159,13 @@ async def test_unknown_ids_are_refused_by_reject_and_share_the_bucket_row(traine
                                                  r"vocabulary \(1 unknown id\(s\)") as refused:
             await ctr.score(history, categories, [items[2], "sku-nope"], [CATEGORY(1)] * 2)
         assert refused.value.code.name == "INVALID_ARGUMENT"
+        # ScoreStream: each request's own answer, the unknown id refused in its answer only
+        stream = [("good", ScoreInput(history, categories, [items[2]], [CATEGORY(1)])),
+                  ("bad", ScoreInput(history, categories, ["sku-nope"], [CATEGORY(1)]))]
+        answers = {a.request_id: a async for a in ctr.score_stream(stream)}
+        assert answers["good"].scores is not None and np.isfinite(answers["good"].scores.click_probabilities).all()
+        assert answers["bad"].error is not None and answers["bad"].error.code.name == "INVALID_ARGUMENT"
+        assert "candidate_item_keys[0]='sku-nope' is not in the model's vocabulary" in str(answers["bad"].error)
         oip = triton_aio.InferenceServerClient(served.address)
         try:
             inputs = _oip_inputs([history], [categories], [items[2], items[3], "sku-nope"], [CATEGORY(1)] * 3,
@@ -248,3 +255,20 @@ async def test_misuse_and_oversized_ids_are_invalid_argument(trained: Path) -> N
                 assert oip_refused.value.status() == "StatusCode.INVALID_ARGUMENT", message
         finally:
             await oip.close()
+
+
+async def test_the_synchronous_transport_maps_bytes_ids_too(trained: Path) -> None:
+    items = json.loads((trained / "repo-bucket" / "din-fp32" / "1" / "meta.json").read_text())[
+        "vocabulary"]["external"]["items"]
+    inputs = _oip_inputs([[items[0], items[1]], [items[2]]], [[CATEGORY(1)] * 2, [CATEGORY(2)]],
+                         [items[3], "unknown", items[4]], [CATEGORY(1), CATEGORY(2), CATEGORY(3)], [0, 1, 1])
+    answers = []
+    for transport in ("aio", "sync"):
+        async with serving([CtrService()], trained / "repo-bucket", metrics_port=-1, transport=transport) as served:
+            oip = triton_aio.InferenceServerClient(served.address)
+            try:
+                answers.append((await oip.infer("din-fp32", inputs)).as_numpy("click_probability"))
+            finally:
+                await oip.close()
+    assert answers[0].shape == (3,) and np.isfinite(answers[0]).all()
+    np.testing.assert_allclose(answers[1], answers[0], atol=1e-6)

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from services.ctr.handler import CtrHandler, ScoreKeys, ScoreQuery, vocabularies
 from services.ctr.settings import CtrSettings
@@ -205,3 +207,19 @@ def test_the_registry_builds_one_mapping_per_served_version() -> None:
     assert first is not None and registry.of(model) is first and built == ["1"]
     model.version = "2"
     assert registry.of(model) is not first and built == ["1", "2"]
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(shape=st.lists(st.integers(0, 4), max_size=2), raw=st.one_of(st.none(), st.binary(max_size=80)),
+       listed=st.lists(st.sampled_from([b"sku-b", b"", b"nope", b"\xff", b"123456789", "sku-ä".encode()]),
+                       max_size=6), name=st.sampled_from(["history_items", "candidate_items", "candidate_user"]))
+def test_any_bytes_tensor_decodes_to_the_shape_s_rows_or_is_refused_naming_the_input(shape, raw, listed,
+                                                                                    name) -> None:
+    model, strings = _oip()
+    try:
+        rows = decode(name, "INT64", tuple(shape), raw, listed, strings, model.name)
+    except InvalidArgument as exc:  # never another exception, and the message names the input
+        assert f"'{name}'" in exc.message, exc.message
+        return
+    assert rows.shape == tuple(shape) and rows.dtype == np.int64
+    assert ((rows >= 0) & (rows <= len(ITEMS))).all()  # a listed row or padding, nothing else under reject
