@@ -311,24 +311,33 @@ def _table(result: dict[str, Any]) -> list[str]:
 
 
 def goal_lines(results: list[dict[str, Any]]) -> list[str]:
-    """The issue's goal, checked against the measured figures: int8 >= 1.5x fp32 at batch 32 (all
-    threads) and >= 3.5x smaller, for the transformer families."""
+    """The issue's goal, checked against the measured figures: int8 >= 1.5x fp32 at batch 32 and >= 3.5x
+    smaller, for the transformer families. The figure is the one-thread ratio: on this shared machine a
+    session of more threads competes with the other work for the second core (fp32 on 2 threads ran slower
+    than on 1), so a multi-thread ratio is shown beside it, and flagged where fp32 got no faster from the
+    extra threads, but never decides the verdict."""
     lines = []
     for r in results:
         if r["family"] not in TRANSFORMERS:
             continue
-        t = r["threads"][-1]
         case = next((c for c in r["cases"] if c.startswith("b=32")), None)
         if case is None:
             continue
+        fp32, one = r["latency_ms"]["fp32"], r["threads"][0]
         for name in INT8:
             if name not in r["latency_ms"]:
                 continue
-            speed = r["latency_ms"]["fp32"][t][case] / r["latency_ms"][name][t][case]
+            speed = {t: fp32[t][case] / r["latency_ms"][name][t][case] for t in r["threads"]}
             smaller = r["built"]["fp32"]["paper_size_bytes"] / r["built"][name]["paper_size_bytes"]
-            verdict = "met" if speed >= 1.5 and smaller >= 3.5 else "NOT met"
-            lines.append(f"- {r['family']} {name}: {speed:.2f}x at {case}, {t}; {smaller:.2f}x smaller at the paper's "
-                         f"depth -> {verdict}")
+            verdict = "met" if speed[one] >= 1.5 and smaller >= 3.5 else "NOT met"
+            beside = "; ".join(
+                f"{t}: {speed[t]:.2f}x" + (f", not read: fp32 ran slower on {t} ({fp32[t][case]:.1f} ms) than on "
+                                            f"{one} ({fp32[one][case]:.1f} ms), a loaded machine"
+                                            if fp32[t][case] >= fp32[one][case] else "")
+                for t in r["threads"][1:])
+            lines.append(f"- {r['family']} {name}: {speed[one]:.2f}x at {case}, {one}"
+                         + (f" ({beside})" if beside else "")
+                         + f"; {smaller:.2f}x smaller at the paper's depth -> {verdict}")
     return lines
 
 
@@ -344,7 +353,12 @@ def render(stamp: dict[str, Any], results: list[dict[str, Any]]) -> str:
              "(cases under 0.1 s get enough runs for ~0.2 s of fp32 time per visit, up to 30) after one warm-up "
              "run; `t=N` = intra-op threads. Quality is not measured here (random weights): "
              "reports/quantization.md measures the same recipes on the trained small models.", "",
-             "Goal of issue 18 (int8 >= 1.5x fp32 at batch 32 for the transformer families, >= 3.5x smaller):", "",
+             *([f"Re-rendered from its .json by `{stamp['rerendered_by']}`: nothing re-measured.", ""]
+               if stamp.get("rerendered_by") else []),
+             "Goal of issue 18 (int8 >= 1.5x fp32 at batch 32 for the transformer families, >= 3.5x smaller), read "
+             "at one intra-op thread (the multi-thread ratio beside it moves with the load of the shared machine). "
+             f"Timings are one run of {stamp['rounds']} interleaved rounds: no repeat-level interval, so a ratio "
+             "near the 1.5x line is not resolved:", "",
              *goal_lines(results), ""]
     for r in results:
         lines += [f"## {r['family']}: {r['shapes']}", "", *_table(r), ""]
@@ -375,7 +389,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--report", type=Path, default=Path("reports/quantization_production.md"))
+    parser.add_argument("--rerender", type=Path, metavar="JSON", help="rewrite --report from a run's .json")
     args = parser.parse_args(argv)
+    if args.rerender is not None:
+        run = json.loads(args.rerender.read_text())
+        run["stamp"]["rerendered_by"] = ("python -m benchmarks.quantization.production "
+                                         + " ".join(sys.argv[1:] if argv is None else argv))
+        args.report.write_text(render(run["stamp"], run["results"]))
+        args.rerender.write_text(json.dumps(run, indent=2))
+        print(args.report.read_text())
+        return
     stamp = _stamp(argv, args)
     recipes = ["fp32", *[r for r in args.recipes if r != "fp32"]]
     results = []

@@ -54,6 +54,14 @@ def _ablation_row(name: str, rows: dict[str, dict[str, Any]]) -> str:
             f"{r['qdq']['activation_zero_points']} | {_scale_ratio(r, ref)} | {kernels_cell(r)} |")
 
 
+ENTROPY_NOTE = ("abl-entropy is onnxruntime's entropy (KL) calibrator as this scheme uses it, not entropy calibration "
+                "as TensorRT defines it: onnxruntime builds each histogram on [-max|x|, +max|x|] and returns a "
+                "symmetric threshold range (-T, +T), here over 512 bins searched for 128 quantized bins, and that "
+                "range is then used with the base scheme's asymmetric uint8 activations. TensorRT's procedure "
+                "(symmetric int8 activations, a 2,048-bin histogram of |x|, >= 64 calibration batches) is not "
+                "measured here, so a FAILED abl-entropy row says that this pairing fails, not that the method does.")
+
+
 def _family(fam: dict[str, Any]) -> list[str]:
     rows = {r["recipe"]: r for r in fam["rows"]}
     st = fam["stamp"]
@@ -66,6 +74,8 @@ def _family(fam: dict[str, Any]) -> list[str]:
         lines += ["", f"Single-factor ablations ({fam['family']}): each row differs from its reference in exactly "
                   "the factor named (checked on the produced graphs: the last columns are read from them).", "",
                   *ABLATION_COLUMNS, *[_ablation_row(name, rows) for name in ABLATIONS if name in rows]]
+        if "abl-entropy" in rows:
+            lines += ["", ENTROPY_NOTE]
     notes = [f"- {r['recipe']}: {'; '.join(dict.fromkeys(r['notes']))}" for r in fam["rows"]
              if r["notes"] and r["recipe"] not in ABLATIONS]
     return [*lines, "", "Notes:", *notes, ""]
@@ -83,7 +93,9 @@ def render(results: dict[str, Any]) -> str:
              "calibration set and one test set: no seeds and no interval on these differences. The same recipes at "
              "production shapes: reports/quantization_production.md (`make bench-quantization`)."
              + (f" Sections measured by separate runs, combined by `{results['combined_by']}`."
-                if "combined_by" in results else ""), ""]
+                if "combined_by" in results else "")
+             + (f" Re-rendered from its .json by `{results['rerendered_by']}`: nothing re-measured."
+                if "rerendered_by" in results else ""), ""]
     for fam in results["families"]:
         lines += _family(fam)
     return "\n".join(lines)

@@ -182,21 +182,31 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--combine", type=Path, nargs="+", default=None, metavar="JSON",
                         help="measure nothing: write the report from these reports' families (e.g. runs of "
                              "different families made at the same time), each section with its own stamp")
+    parser.add_argument("--rerender", type=Path, default=None, metavar="JSON",
+                        help="measure nothing: write --report again from a run's own .json (today's rendering)")
     return parser
 
 
-def _write(results: dict[str, Any], report: Path) -> None:
-    results["families"].sort(key=_section_order)
+def _write(results: dict[str, Any], report: Path, rerender: bool = False) -> None:
+    """A re-render keeps the run's section order and its plot (same figures)."""
+    if not rerender:
+        results["families"].sort(key=_section_order)
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(render(results))
     report.with_suffix(".json").write_text(json.dumps(results, indent=2, default=str))
-    plot(results, report.with_suffix(".png"))
+    if not rerender:
+        plot(results, report.with_suffix(".png"))
     print(report.read_text())
 
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.rerender:
+        results = json.loads(args.rerender.read_text())
+        results["rerendered_by"] = "python -m exporters.quantize.report " + " ".join(
+            argv if argv is not None else sys.argv[1:])
+        return _write(results, args.report, rerender=True)
     if args.combine:
         found = {f["family"]: f for path in args.combine for f in json.loads(path.read_text())["families"]
                  if "stamp" in f}
