@@ -7,7 +7,7 @@ are the ids of the user's own systems: integers (any int64, not necessarily dens
 `ids="int"`) or strings (`ids="string"`, `--ids string`: asins, SKUs, UUIDs, taken as written after
 stripping surrounding blanks, never empty, at most MAX_ID_BYTES UTF-8 bytes each); `timestamp` is any
 number that orders events (seconds, milliseconds); `clicked` is 1 for a click and 0 for an
-impression without one. A Parquet file (`.parquet`, read with pyarrow) holds the same columns:
+impression without one. A Parquet file (`.parquet`, models/ctr/click_log_parquet.py) holds the same columns:
 integer ids (string columns with `ids="string"`; an integer column is then read as its decimal text),
 a numeric timestamp or an Arrow timestamp (read as seconds), `clicked` as an integer or boolean;
 nulls are refused. String ids are interned once as they are read: the arrays hold catalogue codes
@@ -88,7 +88,7 @@ class _Interned:
         return list(self.codes)
 
 
-def _string_id(path: Path, where: str, column: str, text: str) -> str:
+def checked_string_id(path: Path, where: str, column: str, text: str) -> str:
     """A string id as read (blanks around it stripped); empty or too long ids are refused."""
     if not text:
         raise ClickLogError(f"{path}:{where}: column {column!r} is empty (a string id needs at least one character)")
@@ -104,7 +104,9 @@ def read_click_log(path: Path, ids: IdKind = "int") -> ClickLog:
     if ids not in ("int", "string"):
         raise ValueError(f"ids must be 'int' or 'string', got {ids!r}")
     if path.suffix.lower() in (".parquet", ".pq"):
-        return _read_parquet(path, ids)
+        from models.ctr.click_log_parquet import read_parquet
+
+        return read_parquet(path, ids)
     interned = {column: _Interned() for column in ID_COLUMNS} if ids == "string" else None
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
@@ -116,7 +118,7 @@ def read_click_log(path: Path, ids: IdKind = "int") -> ClickLog:
             for column in COLUMNS:
                 text = (row.get(column) or "").strip()
                 if interned is not None and column in interned:
-                    columns[column].append(interned[column].code(_string_id(path, str(line), column, text)))
+                    columns[column].append(interned[column].code(checked_string_id(path, str(line), column, text)))
                     continue
                 try:
                     value: Any = float(text) if column == "timestamp" else int(text)
@@ -135,83 +137,6 @@ def read_click_log(path: Path, ids: IdKind = "int") -> ClickLog:
                     np.array(columns["category"], np.int64), np.array(columns["timestamp"], np.float64),
                     np.array(columns["clicked"], np.float32),
                     *((interned["item"].keys(), interned["category"].keys()) if interned is not None else ()))
-
-
-def _read_parquet(path: Path, ids: IdKind) -> ClickLog:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        schema = pq.read_schema(path)
-    except (OSError, pa.ArrowException) as exc:
-        raise ClickLogError(f"{path}: not a readable Parquet file ({exc})") from None
-    missing = [c for c in COLUMNS if c not in schema.names]
-    if missing:
-        raise ClickLogError(f"{path}: the file lacks the column(s) {missing} (needs {list(COLUMNS)})")
-    table = pq.read_table(path, columns=list(COLUMNS))
-    if not table.num_rows:
-        raise ClickLogError(f"{path}: no events")
-    arrays: dict[str, np.ndarray] = {}
-    keys: dict[str, list[str]] = {}
-    for column in COLUMNS:
-        chunked = table.column(column)
-        if chunked.null_count:
-            first = int(np.flatnonzero(chunked.is_null().to_numpy(zero_copy_only=False))[0])
-            raise ClickLogError(f"{path}: column {column!r} is null at row {first} ({chunked.null_count} nulls)")
-        kind = chunked.type
-        if column == "timestamp":
-            if pa.types.is_timestamp(kind):
-                seconds = chunked.cast(pa.timestamp("us")).cast(pa.int64()).to_numpy() / 1e6
-            elif pa.types.is_integer(kind) or pa.types.is_floating(kind):
-                seconds = chunked.to_numpy().astype(np.float64)
-            else:
-                raise ClickLogError(f"{path}: column 'timestamp' is {kind}, not a number or a timestamp")
-            if not np.isfinite(seconds).all():
-                raise ClickLogError(f"{path}: column 'timestamp' must be finite (row "
-                                    f"{int(np.flatnonzero(~np.isfinite(seconds))[0])})")
-            arrays[column] = seconds
-        elif ids == "string" and column in ID_COLUMNS:
-            arrays[column], keys[column] = _parquet_string_ids(path, column, chunked)
-        elif column == "clicked" and pa.types.is_boolean(kind):
-            arrays[column] = chunked.to_numpy(zero_copy_only=False).astype(np.float32)
-        elif pa.types.is_integer(kind):
-            values = chunked.to_numpy().astype(np.int64)
-            if column == "clicked" and not np.isin(values, (0, 1)).all():
-                bad = int(np.flatnonzero(~np.isin(values, (0, 1)))[0])
-                raise ClickLogError(f"{path}: column 'clicked' must be 0 or 1, got {values[bad]} at row {bad}")
-            arrays[column] = values.astype(np.float32) if column == "clicked" else values
-        else:
-            raise ClickLogError(f"{path}: column {column!r} is {kind}, not an integer"
-                                + (" or a boolean" if column == "clicked" else "")
-                                + (" (string ids: pass --ids string)" if _is_text(kind) else ""))
-    return ClickLog(arrays["user"], arrays["item"], arrays["category"], arrays["timestamp"], arrays["clicked"],
-                    keys.get("item"), keys.get("category"))
-
-
-def _is_text(kind: Any) -> bool:
-    import pyarrow as pa
-
-    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
-
-
-def _parquet_string_ids(path: Path, column: str, chunked: Any) -> tuple[np.ndarray, list[str]]:
-    """(codes 1.. in order of first appearance, the strings) of a string or integer Parquet column."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    kind = chunked.type
-    if pa.types.is_integer(kind):
-        chunked = chunked.cast(pa.string())
-    elif not _is_text(kind):
-        raise ClickLogError(f"{path}: column {column!r} is {kind}, not strings or integers (--ids string)")
-    chunked = pc.utf8_trim_whitespace(chunked)
-    encoded = chunked.combine_chunks().dictionary_encode()  # dictionary in order of first appearance
-    strings = encoded.dictionary.to_pylist()
-    for row, key in enumerate(strings):
-        if not key or len(key.encode()) > MAX_ID_BYTES:
-            first = int(np.flatnonzero(encoded.indices.to_numpy() == row)[0])
-            _string_id(path, f"row {first}", column, key)
-    return encoded.indices.to_numpy().astype(np.int64) + 1, strings
 
 
 def _first_seen_ids(ids: np.ndarray, counts_from: np.ndarray, min_count: int) -> np.ndarray:
