@@ -245,12 +245,18 @@ def _workdir() -> Iterator[Path]:
         yield Path(tmp)
 
 
+RERENDERED = "`, re-rendered from its .json by `"
+
+
 def _rerender(source: Path, out: Path, argv: list[str] | None) -> None:
     """The report of an earlier run, from its .json: same measurements, today's checks and rendering."""
     run = json.loads(source.read_text())
     context, steps, gate = run["context"], run["steps"], run["context"]["gate"]
     command = "python -m benchmarks.serving " + " ".join(sys.argv[1:] if argv is None else argv)
-    context["command"] = f"{context['command']}`, re-rendered from its .json by `{command}"
+    # The run's own command is kept apart, so a second re-render replaces the stamp instead of appending one.
+    measured = context.get("measured_command") or context["command"].split(RERENDERED)[0]
+    context["measured_command"] = measured
+    context["command"] = f"{measured}{RERENDERED}{command}"
     verdict = validity.verdict(steps, gate if not gate["quiet"] else {})
     report.write(out, context, ceilings_by_round(steps), steps, run.get("profile", {}), verdict)
     if not verdict.valid:
