@@ -8,8 +8,9 @@ hint, before it is decoded into tensors, queued or run, which is where a request
 Unary calls are counted from the handler's start to its answer; each message of a request stream
 (OIP ModelStreamInfer, ctr ScoreStream) from its read to its answer, the refusal then being that
 message's own answer. The bytes have been received by then: what the budget bounds is the work
-that follows. Bytes still in gRPC core's buffers are bounded by max_message_bytes per call and the
-pending-call limit (INFERSUITE_MAX_PENDING_RPCS).
+that follows. Bytes still in gRPC core's buffers are bounded by max_message_bytes per call and HTTP/2
+flow control; how many received calls core holds before the server takes them up is not bounded
+(grpcio 1.81's Python server applies none of core's pending-call limits: measured, see docs/limits.md).
 """
 
 from __future__ import annotations

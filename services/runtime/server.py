@@ -126,9 +126,6 @@ class InferSuiteServer:
                    # Clients reconnect now and then, so new replicas behind a headless Service get traffic.
                    ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
                    ("grpc.max_connection_age_grace_ms", int(settings.grace_period_s * 1000))]
-        if settings.max_pending_rpcs:  # gRPC core's backlog of received calls not yet taken up
-            options += [("grpc.server.max_pending_requests", settings.max_pending_rpcs),
-                        ("grpc.server.max_pending_requests_hard_limit", 2 * settings.max_pending_rpcs)]
         auth = BearerToken(settings.auth_token.get_secret_value()) if settings.auth_token is not None else None
         budget = self.runtime.inflight_bytes
         self.grpc: aio.Server | SyncTransport

@@ -98,13 +98,6 @@ class RuntimeSettings(BaseSettings):
     on a saturated server waits longer than any SLO-sized bound (64 clients on one core: ~70 ms each),
     and a bound would refuse part of that traffic. Set it to the queue's share of the SLO (e.g. 50 for a
     100 ms p99) where latency matters more than taking every request (reports/overload.md)."""
-    max_pending_rpcs: int = Field(0, ge=0)
-    """Received calls that gRPC's core may hold before the server takes them up: past this, new calls are
-    refused RESOURCE_EXHAUSTED by gRPC itself ("Too many pending requests"), with a rising probability up
-    to twice this, where all are refused (gRPC's random early detection). Under overload this is where
-    requests wait unseen by any model queue: the event loop takes calls up only as fast as it serves or
-    refuses them. Such a refusal costs the server almost nothing, but carries no retry pushback.
-    0 (default) = gRPC's own limits (1000, hard 3000)."""
     max_concurrent_rpcs: int = Field(0, ge=0)
     """Calls one worker works on at once: unary calls in flight plus open streams (ModelStreamInfer,
     ScoreStream, health Watch). Past it, grpc.aio's compiled layer answers a new call RESOURCE_EXHAUSTED

@@ -3,12 +3,16 @@ scraping. Shared by the reliability tests (seconds) and benchmarks/reliability/m
 
 Latency is measured from each request's INTENDED send time, so a stalled client or server cannot
 hide queueing (coordinated omission). A request that never got a status would be a missing entry;
-`LoadResult.unanswered` counts them and must be 0.
+`LoadResult.unanswered` counts them and must be 0. The client's own garbage collector is off while a
+phase runs (`_collector_paused`): a minute of open-loop load piles up tens of thousands of objects, and
+its full collections stalled the client for up to 0.35 s, delays counted against the server.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import time
 import urllib.request
 from collections import Counter
@@ -104,6 +108,27 @@ async def _one(channel: grpc.aio.Channel, index: int, request: Request, timeout_
     result.outcomes.append(Outcome(index, intended, sent, time.monotonic() - phase_start - intended, code))
 
 
+_paused = 0  # phases running at once (an overload and its overlapping recovery)
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    """Python's cyclic garbage collector off (and what exists frozen) while any phase runs."""
+    global _paused
+    if _paused == 0:
+        gc.collect()
+        gc.freeze()
+        gc.disable()
+    _paused += 1
+    try:
+        yield
+    finally:
+        _paused -= 1
+        if _paused == 0:
+            gc.unfreeze()
+            gc.enable()
+
+
 async def open_loop(channel: grpc.aio.Channel | Sequence[grpc.aio.Channel], make_request: RequestFactory,
                     rate: float, duration_s: float, timeout_s: float = 5.0, seed: int = 0,
                     wait_for_ready: bool = False) -> LoadResult:
@@ -114,15 +139,16 @@ async def open_loop(channel: grpc.aio.Channel | Sequence[grpc.aio.Channel], make
     offsets = np.cumsum(rng.exponential(1.0 / rate, size=int(rate * duration_s * 1.5) + 10))
     offsets = offsets[offsets < duration_s]
     result = LoadResult(rate, duration_s)
-    start = result.started = time.monotonic()
-    tasks = []
-    for i, offset in enumerate(offsets):
-        delay = start + offset - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(_one(channels[i % len(channels)], i, make_request(i), timeout_s, start,
-                                              float(offset), result, wait_for_ready)))
-    _, pending = await asyncio.wait(tasks, timeout=timeout_s + 5) if tasks else (set(), set())
+    with _collector_paused():
+        start = result.started = time.monotonic()
+        tasks = []
+        for i, offset in enumerate(offsets):
+            delay = start + offset - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(_one(channels[i % len(channels)], i, make_request(i), timeout_s,
+                                                  start, float(offset), result, wait_for_ready)))
+        _, pending = await asyncio.wait(tasks, timeout=timeout_s + 5) if tasks else (set(), set())
     result.unanswered = len(pending)
     for task in pending:
         task.cancel()
