@@ -28,6 +28,8 @@ ids, so each reviewed asin and each category name gets a catalogue id (1, 2, ...
 appearance in the reviews; categories in the order their items appear), and the vocabulary maps those.
 `string_ids.json` beside the exported model maps the strings back to those ids (`StringIds`); a client
 sends 0 for a string the file does not list, which the model's OOV policy then refuses or buckets.
+With `--ids string` the vocabulary holds the asins and category names themselves instead (the same
+rows, no string_ids.json), and the ctr service takes the strings directly.
 Under `--oov reject`, rows whose positive or its category is out of vocabulary are dropped and such
 reviews leave the histories; under `bucket` they use the shared rows.
 """
@@ -48,7 +50,7 @@ import numpy as np
 
 from modelmeta.families import ExternalIds
 from models.ctr.data import ClickData, ClickDataConfig
-from models.ctr.user_data import ClickLogError, OovPolicy, build_vocabulary_of_ids
+from models.ctr.user_data import MAX_ID_BYTES, ClickLogError, OovPolicy, build_vocabulary_of_ids
 
 REVIEW_FIELDS = ("reviewerID", "asin", "unixReviewTime")
 UNCATEGORISED = "(uncategorised)"  # the category of items without one (see the module docstring)
@@ -212,6 +214,19 @@ class StringIds:
     items: dict[str, int]  # asin -> catalogue id (the items with an embedding row)
     categories: dict[str, int]  # category name -> catalogue id
     item_categories: dict[str, int]  # asin -> catalogue id of its category (what a candidate sends)
+
+    def string_vocabulary(self, vocabulary: ExternalIds) -> ExternalIds:
+        """`vocabulary` (catalogue ids) with the asins and category names themselves, the same rows: what
+        `--ids string` ships, so Score and OIP clients send the strings (services/ctr/string_ids.py)."""
+        asin_of = {catalogue: asin for asin, catalogue in self.items.items()}
+        name_of = {catalogue: name for name, catalogue in self.categories.items()}
+        names = [name_of[int(c)] for c in vocabulary.categories]
+        for name in names:
+            if not name or len(name.encode()) > MAX_ID_BYTES:
+                raise AmazonFormatError(f"the category {name!r} cannot be a string id (empty, or over {MAX_ID_BYTES} "
+                                        "bytes): train with --ids int, which ships string_ids.json instead")
+        return ExternalIds(items=[asin_of[int(i)] for i in vocabulary.items], categories=names, oov=vocabulary.oov,
+                           min_count=vocabulary.min_count)
 
     def to_json(self) -> dict[str, Any]:
         return {"format": "amazon", "unknown_id": UNKNOWN_ID,

@@ -291,7 +291,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                      help="amazon: the metadata file (default: meta_<Category>.json[.gz] beside the reviews)")
     own.add_argument("--ids", choices=["int", "string"], default="int",
                      help="clicklog: the user, item and category ids are integers or strings (asins, SKUs, UUIDs); "
-                          "the vocabulary shipped with the model holds them as written")
+                          "the vocabulary shipped with the model holds them as written. amazon: string ships the asins "
+                          "and category names as the vocabulary (served directly) instead of string_ids.json")
     own.add_argument("--min-count", type=int, default=1, help="an item needs this many training events to get a row")
     own.add_argument("--oov", choices=["reject", "bucket"], default="reject",
                      help="ids outside the vocabulary: refused, or one shared learned row")

@@ -279,17 +279,18 @@ def load_user_data(path: Path, data_format: DataFormat | None, split: TimeSplit,
                    seed: int = 0, ids: IdKind = "int") -> UserData:
     """The user's data in `data_format` (None: `detect_format`) as DIN's rows. The Amazon layout also
     ships string_ids.json (models/ctr/amazon.py); `meta` is its metadata file, `seed` its negatives'.
-    `ids`: a click log's ids are integers or strings (the vocabulary then holds the strings)."""
+    `ids`: a click log's ids are integers or strings (the vocabulary then holds the strings); for the
+    Amazon layout, "string" ships the asins and category names as the vocabulary instead of string_ids.json."""
     data_format = data_format or detect_format(path)
-    if data_format == "amazon" and ids != "int":
-        raise ClickLogError(f"{path}: --ids string reads a click log; the Amazon layout's asins and categories "
-                            "are strings already (their catalogue ids ship in string_ids.json)")
     if data_format == "amazon":
         from models.ctr.amazon import AmazonSplit, amazon_click_data, find_metadata, read_amazon
 
         meta = meta or find_metadata(path)
         amazon = AmazonSplit(split.max_history, split.min_count, split.oov, seed)
         data, vocabulary, summary, catalogue = amazon_click_data(read_amazon(path, meta), amazon)
+        if ids == "string":  # the asins and category names themselves, served directly
+            return UserData(data, catalogue.string_vocabulary(vocabulary), {**summary, "meta": str(meta),
+                                                                            "ids": "string"}, {})
         return UserData(data, vocabulary, {**summary, "meta": str(meta)}, {"string_ids.json": catalogue.to_json()})
     if meta is not None:
         raise ClickLogError(f"{meta}: a metadata file is read with --format amazon only, not with a click log")

@@ -272,3 +272,35 @@ async def test_the_synchronous_transport_maps_bytes_ids_too(trained: Path) -> No
                 await oip.close()
     assert answers[0].shape == (3,) and np.isfinite(answers[0]).all()
     np.testing.assert_allclose(answers[1], answers[0], atol=1e-6)
+
+
+async def test_amazon_reviews_trained_with_string_ids_are_scored_by_asin(tmp_path: Path) -> None:
+    """`--format amazon --ids string`: the vocabulary is the asins and category names; Score takes them."""
+    from models.ctr.amazon_example import write_amazon_example
+    from models.ctr.train import main, predict, read_checkpoint
+    from models.ctr.user_data import TimeSplit, load_user_data
+
+    reviews, _ = write_amazon_example(tmp_path / "data", users=60, items=90, seed=7)
+    main(["--data", str(reviews), "--ids", "string", "--epochs", "1", "--no-progress", "--min-count", "2",
+          "--out", str(tmp_path / "out"), "--repository", str(tmp_path / "repo")])
+    version = tmp_path / "repo" / "din-fp32" / "1"
+    external = json.loads((version / "meta.json").read_text())["vocabulary"]["external"]
+    assert not (version / "string_ids.json").exists() and all(isinstance(i, str) for i in external["items"])
+    data = load_user_data(reviews, None, TimeSplit(min_count=2), ids="string").data
+    model, _ = read_checkpoint(tmp_path / "out" / "din_dice.pt")
+    rows, torch_scores = predict(model, data, data.test_users)
+    expected = dict(zip(rows.tolist(), torch_scores.tolist(), strict=True))
+    served_scores, torch_for_served = [], []
+    async with serving([CtrService()], tmp_path / "repo", metrics_port=-1) as served, \
+            CtrClient(served.address) as ctr:
+        for user in data.test_users:
+            history, history_categories, candidates, candidate_categories = _user_rows(data, user)
+            scores = await ctr.score(_strings(np.array(history), external["items"]),
+                                     _strings(np.array(history_categories), external["categories"]),
+                                     _strings(np.array(candidates), external["items"]),
+                                     _strings(np.array(candidate_categories), external["categories"]))
+            served_scores += scores.click_probabilities.tolist()
+            lo, hi = data.impression_offsets[user], data.impression_offsets[user + 1]
+            torch_for_served += [expected[r] for r in range(lo, hi)]
+    assert len(served_scores) == 2 * len(data.test_users) >= 80
+    np.testing.assert_allclose(served_scores, torch_for_served, atol=1e-5)

@@ -111,8 +111,26 @@ def test_a_string_log_trains_rows_like_its_integer_twin(tmp_path: Path) -> None:
     assert strings.summary["ids"] == "string" and integers.summary["ids"] == "int"
     data, vocabulary, _ = click_data(read_click_log(tmp_path / "str.csv", "string"), split)
     assert vocabulary == strings.vocabulary and data.config.n_items == vocabulary.table_rows("items")
-    with pytest.raises(ClickLogError, match=r"--ids string reads a click log"):
-        load_user_data(tmp_path / "reviews.json", "amazon", split, ids="string")
+
+
+def test_amazon_reviews_with_ids_string_ship_the_asins_themselves(tmp_path: Path) -> None:
+    """The same rows as the catalogue-id vocabulary; the strings string_ids.json would have listed."""
+    from models.ctr.amazon_example import write_amazon_example
+
+    reviews, _ = write_amazon_example(tmp_path, users=60, items=90, seed=7, compress=False)
+    split = TimeSplit(min_count=2, oov="bucket")
+    catalogue, strings = load_user_data(reviews, None, split), load_user_data(reviews, None, split, ids="string")
+    for field in ("history_items", "history_categories", "candidate_items", "candidate_categories", "labels"):
+        np.testing.assert_array_equal(getattr(catalogue.data, field), getattr(strings.data, field))
+    shipped = catalogue.beside_model["string_ids.json"]
+    assert strings.beside_model == {} and strings.summary["ids"] == "string"
+    assert strings.vocabulary.string_ids and sorted(strings.vocabulary.items) == sorted(shipped["items"])
+    asins = list(shipped["items"])
+    rows, _ = catalogue.vocabulary.rows("items", np.array([shipped["items"][a] for a in asins]))
+    assert strings.vocabulary.rows("items", asins)[0].tolist() == rows.tolist()
+    names = list(shipped["categories"])
+    rows, _ = catalogue.vocabulary.rows("categories", np.array([shipped["categories"][n] for n in names]))
+    assert strings.vocabulary.rows("categories", names)[0].tolist() == rows.tolist()
 
 
 def test_the_schema_checks_a_string_vocabulary() -> None:
