@@ -54,3 +54,15 @@ def test_the_section_is_replaced_and_the_stamp_written_once(tmp_path: Path) -> N
     second = write_section(report, [SECTION, "", "second", ""])
     assert second.count(SECTION) == 1 and "first" not in second and "second" in second
     assert second.count("nothing retrained") == 1 and second.index("## Later") < second.index(SECTION)
+
+
+def test_the_gate_study_table_is_read_cell_by_cell() -> None:
+    from benchmarks.segmentation.mix import gate_study_rows
+
+    report = ("## Test: gate vs equal-compute fixed mix, per beta\n\n| design | selected | beta 0 | beta 0.01 | n |\n"
+              "|---|---|---|---|---|\n| gate A | pool 1 | 70.57 vs 70.48 @ 3.84 layers, +0.09 [-0.07, +0.22] | "
+              "69.92 vs 69.59 @ 2.81 layers, +0.33 [+0.05, +0.64] | 1 (0.01) |\n\n## Validation\n\n"
+              "| gate A | +0.24 @ 3.78 |\n")
+    (design, cells), = gate_study_rows(report)
+    assert design == "gate A" and [c["layers"] for c in cells] == [3.84, 2.81]
+    assert cells[1]["gate"] == pytest.approx(0.6992) and cells[1]["interval"] == pytest.approx([0.0005, 0.0064])
