@@ -6,6 +6,7 @@ import numpy as np
 
 from benchmarks.segmentation.gate_study import seed_mean_interval, versus_mix
 from models.segmentation.gating import ExitTable
+from models.segmentation.metrics import mean_iou
 
 
 def _table(n: int = 400) -> ExitTable:
@@ -21,7 +22,8 @@ def test_a_gate_that_sends_exactly_the_images_that_gain_deeper_beats_the_mix_bey
     knowing = np.arange(400) % 2  # odd images (the ones exit 2 fails) go to exit 3
     result = versus_mix(table, [knowing, knowing, knowing])
     assert abs(result["layers"] - 2.5) < 1e-9
-    assert all(abs(table.layers(m).mean() - 2.5) < 0.06 for m in result["mixes"])
+    assert all(m.shape == (400, 2, 2) for m in result["mixes"])  # expected confusions: half of each depth
+    assert result["mix"] == mean_iou(table.confusions.mean(1).sum(0))
     assert result["gate"] == 1.0 and result["diff"] > 0.1
     low, high = seed_mean_interval(table, result["choices"], result["mixes"])
     assert 0 < low <= result["diff"] <= high
@@ -34,7 +36,8 @@ def test_a_gate_no_better_than_chance_gets_an_interval_around_zero() -> None:
     result = versus_mix(table, guesses)
     low, high = seed_mean_interval(table, result["choices"], result["mixes"])
     assert low < 0 < high
-    assert seed_mean_interval(table, result["mixes"], result["mixes"]) == (0.0, 0.0)
+    same = [table.confusions[np.arange(400), c] for c in result["choices"]]
+    assert seed_mean_interval(table, result["choices"], same) == (0.0, 0.0)
 
 
 def test_the_study_selects_a_setting_per_design_on_validation_and_renders_every_beta() -> None:
