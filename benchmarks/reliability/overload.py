@@ -2,11 +2,12 @@
 10x for 10 s, the server pinned to one core and this client to the other, with the default queue
 (256 requests), a queue-time bound of half the SLO (INFERSUITE_MAX_QUEUE_TIME_MS=50) and calls in
 handlers at once bounded (INFERSUITE_MAX_CONCURRENT_RPCS=16: past it grpc.aio refuses before any handler
-runs); a control run at 3x with the defaults (no bound but the queue's count) shows what the bounds
-change. The client's garbage collector is off during each phase (tests/reliability/load.py). Writes
-reports/overload.md (+ .json).
+runs); the same on the synchronous transport (INFERSUITE_TRANSPORT=sync, its call limit at most its
+threads), at the same offered rates; a control run at 3x with the defaults
+(no bound but the queue's count) shows what the bounds change. The client's garbage collector is off
+during each phase (tests/reliability/load.py). Writes reports/overload.md (+ .json).
 
-    python -m benchmarks.reliability.overload            # make bench-overload (~5 minutes)
+    python -m benchmarks.reliability.overload            # make bench-overload (~6 minutes)
 """
 
 from __future__ import annotations
@@ -72,19 +73,26 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     out = args.out.resolve()  # recorded relative to the repository: reports never name this machine's paths
     recorded = {**vars(args), "out": str(out.relative_to(ROOT)) if out.is_relative_to(ROOT) else out.name}
     results: dict[str, Any] = {"args": recorded, "load_before": os.getloadavg()}
-    suite = ctr_suite(repository, **bounded)
-    try:
-        await suite.ready()
-        rates = [args.rate_start * (1.25 ** i) for i in range(30)]
-        before = take_sample(os.getpid())
-        sustainable, sweep = await run_sweep(suite, make, rates, args.sweep_step_s, args.slo_ms)
-        results["sweep"] = {"sustainable_rps": round(sustainable, 1), "steps": sweep,
-                            "machine": _machine(before, args)}
-        for factor, seconds in ((3.0, args.overload_s), (10.0, args.burst_s)):
-            results[f"x{factor:g}"] = {**await _overload(suite, make, sustainable, factor, seconds, args),
-                                       "sustainable_rps": round(sustainable, 1), "slo_ms": args.slo_ms}
-    finally:
-        suite.stop()
+    sync = {**bounded, "INFERSUITE_TRANSPORT": "sync",  # calls past the limit would wait for a thread
+            "INFERSUITE_MAX_CONCURRENT_RPCS": str(min(args.concurrent_rpcs, args.sync_threads)),
+            "INFERSUITE_TRANSPORT_THREADS": str(args.sync_threads)}
+    rate = 0.0
+    for prefix, env in (("", bounded), ("sync_", sync)):  # both at the offered rates of grpc.aio's sweep
+        suite = ctr_suite(repository, **env)
+        try:
+            await suite.ready()
+            if not prefix:
+                rates = [args.rate_start * (1.25 ** i) for i in range(30)]
+                before = take_sample(os.getpid())
+                rate, sweep = await run_sweep(suite, make, rates, args.sweep_step_s, args.slo_ms)
+                results["sweep"] = {"sustainable_rps": round(rate, 1), "steps": sweep,
+                                    "machine": _machine(before, args)}
+            for factor, seconds in ((3.0, args.overload_s), (10.0, args.burst_s)):
+                results[f"{prefix}x{factor:g}"] = {**await _overload(suite, make, rate, factor, seconds, args),
+                                                   "sustainable_rps": round(rate, 1), "slo_ms": args.slo_ms}
+        finally:
+            suite.stop()
+    sustainable = results["sweep"]["sustainable_rps"]
     control = ctr_suite(repository, **pinned)  # the default: no time bound
     try:
         await control.ready()
@@ -117,13 +125,27 @@ def render(results: dict[str, Any], command: str) -> str:
         f"`INFERSUITE_MAX_CONCURRENT_RPCS={args['concurrent_rpcs']}`"
         + (" (0: no limit)" if not args["concurrent_rpcs"] else " calls in handlers at once, more refused "
            "RESOURCE_EXHAUSTED by grpc.aio's compiled layer before any handler runs (no pushback)") + ". "
-        "The control runs on the defaults: neither bound. The client's garbage collector is off during each "
-        "phase (its collections stalled it for up to 0.35 s). Sustainable rate (highest swept rate served entirely "
-        f"within the {args['slo_ms']} ms p99 SLO): {results['sweep']['sustainable_rps']} req/s.",
+        f"The synchronous transport (`INFERSUITE_TRANSPORT=sync`, {args['sync_threads']} threads) runs the same "
+        "bounds with its call limit at most its threads, past it grpcio refuses RESOURCE_EXHAUSTED before any "
+        "handler runs (no pushback), at the same offered rates (3x and 10x grpc.aio's sustainable rate: a sweep "
+        "that needs every request answered OK stops on the synchronous transport at its first refusal, a burst "
+        "past its call limit of at most its threads, far below what it serves). "
+        "The control runs on the defaults (grpc.aio): neither bound. The client's garbage collector is off "
+        "during each phase (its collections stalled it for up to 0.35 s). Sustainable rate (highest swept rate "
+        "served entirely "
+        f"within the {args['slo_ms']} ms p99 SLO, on grpc.aio): {results['sweep']['sustainable_rps']} req/s.",
         "",
     ]
+    sync_limit = min(args["concurrent_rpcs"], args["sync_threads"])
     for key, name in (("x3", "3x, time bound on"), ("x10", "10x, time bound on"),
+                      ("sync_x3", "3x, time bound on, synchronous transport"),
+                      ("sync_x10", "10x, time bound on, synchronous transport"),
                       ("control", "3x, control: the defaults (count bound only)")):
+        if key.startswith("sync_"):
+            bound = (f"{args['queue_time_ms']:g} ms of queued work, {sync_limit} concurrent calls "
+                     f"(grpcio's limit, {args['sync_threads']} threads)")
+            lines += overload_section(f"ctr, {name}", results[key], f"{DEFAULT_QUEUE} requests, {bound}")
+            continue
         bound = "no time bound, gRPC's default backlog" if key == "control" else (
             f"{args['queue_time_ms']:g} ms of queued work, "
             f"{args['concurrent_rpcs'] or 'no limit of'} concurrent calls")
@@ -132,12 +154,12 @@ def render(results: dict[str, Any], command: str) -> str:
               "time the benchmark's own processes account for, foreign work)", "",
               "| phase | core | role | busy | own share of busy | foreign | load average after |",
               "|---|---|---|---|---|---|---|"]
-    for phase in ("sweep", "x3", "x10", "control"):
+    for phase in ("sweep", "x3", "x10", "sync_x3", "sync_x10", "control"):
         machine = results[phase]["machine"]
         lines += [f"| {phase} | {core['cores'][0]} | {core['role']} | {core['busy_share']:.2f} | "
                   f"{core['own_share_of_busy']:.2f} | {core['foreign_share']:.1%} | {machine['load_average']} |"
                   for core in machine["cores"]]
-    lines += ["", "## Sustainable-rate sweep", "```json", json.dumps(results["sweep"], indent=1), "```", ""]
+    lines += ["", "## Sustainable-rate sweep (grpc.aio)", "```json", json.dumps(results["sweep"], indent=1), "```", ""]
     return "\n".join(lines)
 
 
@@ -151,6 +173,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--queue-time-ms", type=float, default=50.0, help="INFERSUITE_MAX_QUEUE_TIME_MS of the runs")
     parser.add_argument("--concurrent-rpcs", type=int, default=16,
                         help="INFERSUITE_MAX_CONCURRENT_RPCS of the runs (0: no limit; the control never has one)")
+    parser.add_argument("--sync-threads", type=int, default=8,
+                        help="INFERSUITE_TRANSPORT_THREADS of the synchronous-transport runs (their call limit "
+                             "is at most this)")
     parser.add_argument("--candidates", type=int, default=100)
     parser.add_argument("--history", type=int, default=50)
     parser.add_argument("--rate-start", type=float, default=50.0)
