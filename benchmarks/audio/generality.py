@@ -213,4 +213,20 @@ def report_lines(artifacts: Path) -> list[str]:
         lines.append(f"| {name} | {p['epochs']} | {p['cpu_s_per_epoch']:.2f} | {p['mean']:.3f} +- {p['sd']:.3f} | "
                      + ", ".join(f"{run['test_accuracy']:.3f}" for run in p["runs"]) + " | "
                      + ", ".join(f"{run['train_cpu_s']:.0f}" for run in p["runs"]) + " |")
-    return lines
+    return lines + patchout_verdict(r["patchout_equal_compute"])
+
+
+def patchout_verdict(variants: dict[str, Any]) -> list[str]:
+    """With minus without Patchout, paired by training seed, at the seed level (models.statistics)."""
+    from models.statistics import SEED_RULE, seed_level_interval
+
+    with_runs, without_runs = (variants.get(k, {}).get("runs", []) for k in ("with Patchout", "without Patchout"))
+    paired = sorted(set(r["seed"] for r in with_runs) & set(r["seed"] for r in without_runs))
+    if not paired:
+        return []
+    accuracy = {(k, r["seed"]): r["test_accuracy"] for k, runs in (("with", with_runs), ("without", without_runs))
+                for r in runs}
+    found = seed_level_interval(np.array([accuracy["with", s] - accuracy["without", s] for s in paired]))
+    return ["", f"With minus without Patchout at equal compute, paired by seed: {found.estimate:+.3f} "
+            f"[{found.low:+.3f}, {found.high:+.3f}] test accuracy over {found.seeds} seeds: **{found.verdict}** "
+            f"(rule: {SEED_RULE}; the 123 scored clips are not resampled)."]

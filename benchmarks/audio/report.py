@@ -132,6 +132,9 @@ def _patchout_table(artifacts: Path) -> list[str]:
             m = quality_json[key]
             lines.append(f"| {label} | {m['test_accuracy']:.3f} | {m['epoch_seconds']:.1f} | "
                          f"{m['epoch_cpu_seconds']:.1f} | {m['patchout']} |")
+    if {"passt", "passt_no_patchout"} <= set(quality_json):
+        lines.append("\nOne training run each: the difference is unresolved (one seed: training variance not "
+                     "measured, models/statistics.py); the equal-compute comparison below has seeds.")
     bow = quality_json.get("bow", {})
     if bow:
         lines.append(f"\nBag-of-words MLP head (the paper's classifier on the histograms): test accuracy "
