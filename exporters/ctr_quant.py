@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -31,8 +32,10 @@ class CtrQuantization:
                  fp32: Path | None = None):
         self._checkpoint = checkpoint
         self._model, ckpt = read_checkpoint(checkpoint)
+        self.checkpoint_metrics: dict[str, Any] = ckpt.get("metrics", {})  # the training run's figures
         self.data: ClickData = data or make_click_data(ClickDataConfig(**ckpt["data_config"]))
         self._fp32 = fp32 or repository / name / "1" / "model.onnx"
+        self.test_reports: dict[str, dict[str, float]] = {}  # graph path -> {"auc", "gauc"} of each `evaluate`
 
     def graphs(self) -> dict[str, Path]:
         return {"din": self._fp32}
@@ -58,6 +61,7 @@ class CtrQuantization:
     def evaluate(self, graphs: dict[str, Path]) -> float:
         rows, scores = onnx_scores(graphs["din"], self.data, self.data.test_users)
         report = score_report(self.data.labels[rows], scores, self.data.user_index[rows])
+        self.test_reports[str(graphs["din"])] = {k: float(report[k]) for k in ("auc", "gauc")}
         return float(report["gauc"])
 
     def latency_inputs(self, graph: str, batch: int) -> dict[str, np.ndarray]:

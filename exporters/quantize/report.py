@@ -93,13 +93,25 @@ def measure_latency(family: QuantFamily, rows: list[dict[str, Any]], rounds: int
         r["latency_ms"] = {str(b): float(np.median(samples[(r["recipe"], b)]) * 1000) for b in BATCHES}
 
 
-def gate(rows: list[dict[str, Any]], family: QuantFamily) -> None:
+def quality_gate(rows: list[dict[str, Any]], family: QuantFamily) -> None:
+    """The gate itself: each measured recipe's relative quality loss vs the fp32 row and whether it is
+    within the family's `max_relative_loss`. The default world (`gate`) and a model trained on a user's
+    own data (exporters/ctr_user_quant.py) are judged by this one rule."""
     base = next(r for r in rows if r["recipe"] == "fp32")
     for r in rows:
         if r["status"] != "ok":
             continue
         r["relative_loss"] = (base["quality"] - r["quality"]) / abs(base["quality"])
-        r["passed"] = r["relative_loss"] <= family.max_relative_loss
+        r["passed"] = bool(r["relative_loss"] <= family.max_relative_loss)
+
+
+def gate(rows: list[dict[str, Any]], family: QuantFamily) -> None:
+    """`quality_gate`, plus each recipe's speed-up and size ratio vs fp32 (rows measured by `measure_latency`)."""
+    quality_gate(rows, family)
+    base = next(r for r in rows if r["recipe"] == "fp32")
+    for r in rows:
+        if r["status"] != "ok":
+            continue
         r["speedup"] = {b: base["latency_ms"][b] / r["latency_ms"][b] for b in r["latency_ms"]}
         r["size_ratio"] = base["size_bytes"] / r["size_bytes"]
 
@@ -128,16 +140,23 @@ def publish(family: QuantFamily, rows: list[dict[str, Any]], repository: Path) -
                 meta["pipeline"] = pipeline
             write_variant(repository, f"{graph}-fp32", f"{graph}-{r['recipe']}", Path(path), meta,
                           tensorrt_precision=TENSORRT_PRECISION.get(r["recipe"]))
+    best = default_recipe(rows)
+    for graph in family.graphs():
+        set_default_alias(repository, graph, f"{graph}-{best}")
+    return best
+
+
+def default_recipe(rows: list[dict[str, Any]]) -> str:
+    """The recipe the family alias serves: the fastest at batch 32 of those that passed the gate, when
+    at least MIN_DEFAULT_SPEEDUP faster than fp32; fp32 otherwise (rows through `gate`)."""
     # fp16 is a GPU recipe: on the CPU provider it is never the default (see the report's latency).
     gpu = "CUDAExecutionProvider" in ort.get_available_providers()
     passing = [r for r in rows if r.get("passed") and r["recipe"] not in ABLATION_RECIPES
                and (r["recipe"] != "fp16" or gpu)]
     best = min(passing, key=lambda r: r["latency_ms"][str(BATCHES[-1])])
     if best["speedup"][str(BATCHES[-1])] < MIN_DEFAULT_SPEEDUP:  # within noise of fp32: keep the exact model
-        best = next(r for r in rows if r["recipe"] == "fp32")
-    for graph in family.graphs():
-        set_default_alias(repository, graph, f"{graph}-{best['recipe']}")
-    return best["recipe"]
+        return "fp32"
+    return str(best["recipe"])
 
 
 def families(repository: Path, artifacts: Path) -> list[QuantFamily]:
