@@ -361,8 +361,9 @@ report-ctr: $(DEV)
 # Bring your own data, ctr: DIN on your click log (CSV with user,item,category,timestamp,clicked; your own
 # integer ids; models/ctr/user_data.py) or on Amazon reviews (DATA=reviews_<Category>_5.json[.gz], the metadata
 # meta_<Category>.json[.gz] found beside it or TRAIN_ARGS='--meta FILE'; models/ctr/amazon.py) -> artifacts/ctr-user/
-# quality.md, and din-fp32 with its id vocabulary (Amazon: and string_ids.json, asin -> id) in $(USER_REPOSITORY):
-# serve it with `make serve SERVE_REPOSITORY=$(USER_REPOSITORY)`.
+# quality.md, and din-fp32 with its id vocabulary (Amazon: and string_ids.json, asin -> id) in $(USER_REPOSITORY),
+# beside it the quantized recipes that pass the quantization gate on your test split (TRAIN_ARGS=--no-quantize: fp32
+# only; docs/ctr_own_data.md): serve it with `make serve SERVE_REPOSITORY=$(USER_REPOSITORY)`.
 USER_REPOSITORY ?= user_models
 train-ctr: $(DEV)
 	@test -n "$(DATA)" || { echo "usage: make train-ctr DATA=clicks.csv|reviews_Books_5.json.gz [USER_REPOSITORY=dir] [TRAIN_ARGS='--oov bucket --min-count 5']"; exit 2; }

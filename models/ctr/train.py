@@ -304,7 +304,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     own.add_argument("--seeds", type=int, default=1,
                      help="training seeds (--seed, --seed + 1, ...): > 1 gives seed-level intervals")
     own.add_argument("--repository", type=Path, default=None,
-                     help="export the best DIN as din-fp32 (alias din) into this model repository")
+                     help="export the best DIN as din-fp32 (alias din) into this model repository, with the "
+                          "quantized recipes that pass the quantization gate on your test split")
+    own.add_argument("--no-quantize", action="store_true",
+                     help="export din-fp32 only: skip the quantization recipes and their gate")
     return parser.parse_args(argv)
 
 
@@ -338,24 +341,43 @@ def main_user_data(args: argparse.Namespace, command: str) -> dict[str, Any]:
                    train_config=asdict(train_cfg), seeds=per_seed,
                    gauc_vs_base={variant: seed_level_gauc_difference(user_aucs[variant], user_aucs["base"])
                                  for variant in VARIANTS if variant != "base"})
-    (args.out / "quality.json").write_text(json.dumps(quality, indent=2) + "\n")
     for name, content in loaded.beside_model.items():  # amazon: string_ids.json
         (args.out / name).write_text(json.dumps(content, indent=1) + "\n")
-    text = render_user_report(quality, command)
+    gate_section = "\n## Quantization gate\n\nNot run: no --repository, nothing is exported.\n"
+    if args.repository is not None:
+        from exporters.ctr_user_quant import render_gate
+
+        quality["quantization_gate"] = export_user_model(args, data, loaded.beside_model, command)
+        gate_section = render_gate(quality["quantization_gate"], "--no-quantize")
+    (args.out / "quality.json").write_text(json.dumps(quality, indent=2) + "\n")
+    text = render_user_report(quality, command) + gate_section
     report = args.report or args.out / "quality.md"
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(text)
     print(text)
     if args.repository is not None:
-        from exporters.ctr import export_din
-        from exporters.repository import set_default_alias
-
-        version_dir = export_din(args.out / "din_dice.pt", args.repository, "din-fp32")
-        for name in loaded.beside_model:
-            (version_dir / name).write_bytes((args.out / name).read_bytes())
-        set_default_alias(args.repository, "din", "din-fp32")
-        print(f"exported din-fp32 into {args.repository}: make serve SERVE_REPOSITORY={args.repository}")
+        print(f"exported into {args.repository}: make serve SERVE_REPOSITORY={args.repository}")
     return quality
+
+
+def export_user_model(args: argparse.Namespace, data: ClickData, beside_model: dict[str, Any],
+                      command: str) -> dict[str, Any] | None:
+    """DIN (Dice) as din-fp32 (a checkpoint whose training did not finish is refused), then, unless
+    --no-quantize, the quantization gate on the user's splits (exporters/ctr_user_quant.py) -> its verdicts."""
+    from exporters.ctr import export_din
+    from exporters.ctr_user_quant import quantize_user_model, remove_variants, require_finished
+    from exporters.repository import set_default_alias
+
+    require_finished(read_checkpoint(args.out / "din_dice.pt")[1]["metrics"])
+    remove_variants(args.repository)  # a previous run's recipes were judged against another din-fp32
+    version_dir = export_din(args.out / "din_dice.pt", args.repository, "din-fp32")
+    for name in beside_model:
+        (version_dir / name).write_bytes((args.out / name).read_bytes())
+    set_default_alias(args.repository, "din", "din-fp32")
+    if args.no_quantize:
+        return None
+    return quantize_user_model(args.out / "din_dice.pt", args.repository, data, command,
+                               beside_model=tuple(beside_model))
 
 
 def seed_level_gauc_difference(variant: list[dict[int, tuple[int, float]]],
