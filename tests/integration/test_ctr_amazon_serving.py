@@ -28,7 +28,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for oov, compress in (("reject", True), ("bucket", False)):
         reviews, _ = write_amazon_example(root / f"data-{oov}", users=60, items=90, seed=7, compress=compress)
         main(["--data", str(reviews), "--epochs", "1", "--no-progress", "--oov", oov, "--min-count", "2",
-              "--out", str(root / oov), "--repository", str(root / f"repo-{oov}")])
+              "--out", str(root / oov), "--repository", str(root / f"repo-{oov}"),
+              "--no-quantize"])  # the served din stays fp32 (torch parity); test_ctr_user_quantization gates
     return root
 
 

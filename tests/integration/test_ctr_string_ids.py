@@ -38,7 +38,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory, tiny_ctr) -> Path:
     write_click_log(root / "clicks.csv", world, [0, *map(ITEM, range(1, 61))], [0, *map(CATEGORY, range(1, 7))])
     for oov in ("reject", "bucket"):
         main(["--data", str(root / "clicks.csv"), "--ids", "string", "--epochs", "1", "--no-progress", "--oov", oov,
-              "--min-count", "3", "--out", str(root / oov), "--repository", str(root / f"repo-{oov}")])
+              "--min-count", "3", "--out", str(root / oov), "--repository", str(root / f"repo-{oov}"),
+              "--no-quantize"])  # the served din stays fp32 (torch parity); test_ctr_user_quantization gates
     # a model with integer ids beside it, to show that it refuses strings
     copy = shutil.copytree(tiny_ctr.repository / "din-fp32", root / "repo-reject" / "din-integers")
     config = copy / "config.pbtxt"
@@ -282,7 +283,7 @@ async def test_amazon_reviews_trained_with_string_ids_are_scored_by_asin(tmp_pat
 
     reviews, _ = write_amazon_example(tmp_path / "data", users=60, items=90, seed=7)
     main(["--data", str(reviews), "--ids", "string", "--epochs", "1", "--no-progress", "--min-count", "2",
-          "--out", str(tmp_path / "out"), "--repository", str(tmp_path / "repo")])
+          "--out", str(tmp_path / "out"), "--repository", str(tmp_path / "repo"), "--no-quantize"])
     version = tmp_path / "repo" / "din-fp32" / "1"
     external = json.loads((version / "meta.json").read_text())["vocabulary"]["external"]
     assert not (version / "string_ids.json").exists() and all(isinstance(i, str) for i in external["items"])

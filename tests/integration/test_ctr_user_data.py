@@ -32,7 +32,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_click_log(root / "clicks.csv", world, [0, *map(ITEM, range(1, 61))], [0, *map(CATEGORY, range(1, 7))])
     for oov in ("reject", "bucket"):
         main(["--data", str(root / "clicks.csv"), "--epochs", "1", "--no-progress", "--oov", oov, "--min-count", "3",
-              "--out", str(root / oov), "--repository", str(root / f"repo-{oov}")])
+              "--out", str(root / oov), "--repository", str(root / f"repo-{oov}"),
+              "--no-quantize"])  # the vocabulary path; test_ctr_user_quantization runs the quantization gate
     return root
 
 
