@@ -130,9 +130,15 @@ async def test_served_quantized_models_answer_within_the_gate_s_tolerance(traine
         try:
             fp32 = await _served_gauc(oip, "din-fp32", data)
             assert fp32["gauc"] == pytest.approx(gate["fp32"]["gauc"], abs=1e-6)
-            for v in (v for v in gate["recipes"] if v["verdict"] == "passed"):
-                quantized = await _served_gauc(oip, v["exported"], data)
-                assert quantized["gauc"] == pytest.approx(v["test_gauc"], abs=1e-6), v["recipe"]
-                assert (fp32["gauc"] - quantized["gauc"]) / fp32["gauc"] <= gate["tolerance_relative_gauc_loss"]
+            answered = {v["recipe"]: (await _served_gauc(oip, v["exported"], data))["gauc"]
+                        for v in gate["recipes"] if v["verdict"] == "passed"}
         finally:
             await oip.close()
+    assert answered
+    gated = {v["recipe"]: v["test_gauc"] for v in gate["recipes"] if v["recipe"] in answered}
+    # int8-dynamic takes its activation ranges from each execution's rows: the served batches (64 users per
+    # request) are not the gate's (256), so only its tolerance is checked, not equality.
+    assert {r: g for r, g in answered.items() if r != "int8-dynamic"} == pytest.approx(
+        {r: g for r, g in gated.items() if r != "int8-dynamic"}, abs=1e-6)
+    for recipe, gauc in answered.items():
+        assert (fp32["gauc"] - gauc) / fp32["gauc"] <= gate["tolerance_relative_gauc_loss"], recipe

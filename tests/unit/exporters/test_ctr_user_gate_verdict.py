@@ -45,7 +45,8 @@ def test_the_report_names_each_failure_and_refusal() -> None:
     rows = _gated(0.80, 0.7925, 0.7900)
     result = {"tolerance_relative_gauc_loss": 0.01, "fp32": fp32, "default": "din-fp32",
               "recipes": [verdict(rows[1], fp32, {"gauc": 0.7925, "auc": 0.748}, 0.01) | {"exported": "din-near"},
-                          verdict(rows[2], fp32, {"gauc": 0.79, "auc": 0.74}, 0.01), verdict(rows[3], fp32, None, 0.01)]}
+                          verdict(rows[2], fp32, {"gauc": 0.79, "auc": 0.74}, 0.01),
+                          verdict(rows[3], fp32, None, 0.01)]}
     text = render_gate(result)
     assert "| near | 0.7925 | -0.0075 | 0.7480 | -0.0020 | +0.94% (<= 1.0%) | passed | din-near |" in text
     assert "| far | 0.7900 | -0.0100 | 0.7400 | -0.0100 | +1.25% (<= 1.0%) | failed | no |" in text
