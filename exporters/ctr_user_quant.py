@@ -19,7 +19,14 @@ from typing import Any
 
 from exporters.ctr_quant import CtrQuantization
 from exporters.quantize.recipes import RECIPES
-from exporters.quantize.report import TENSORRT_PRECISION, default_recipe, gate, measure_latency, run_recipe
+from exporters.quantize.report import (
+    MIN_DEFAULT_SPEEDUP,
+    TENSORRT_PRECISION,
+    default_recipe,
+    gate,
+    measure_latency,
+    run_recipe,
+)
 from exporters.repository import checked_meta, set_default_alias, write_variant
 from exporters.ship import MANIFEST, code_revision, model_manifest
 from models.ctr.data import ClickData
@@ -96,9 +103,10 @@ def quantize_user_model(checkpoint: Path, repository: Path, data: ClickData, com
                     shutil.copyfile(repository / SOURCE / "1" / name, repository / line["exported"] / "1" / name)
     default = default_recipe(rows)
     set_default_alias(repository, "din", f"din-{default}")
-    result = {"metric": family.metric, "split": "your test split (calibration: your validation split)",
-              "tolerance_relative_gauc_loss": family.max_relative_loss, "default": f"din-{default}",
-              "recipes": [v for v in verdicts if v["recipe"] != "fp32"], "fp32": fp32}
+    result: dict[str, Any] = {
+        "metric": family.metric, "split": "your test split (calibration: your validation split)",
+        "tolerance_relative_gauc_loss": family.max_relative_loss, "default": f"din-{default}",
+        "recipes": [v for v in verdicts if v["recipe"] != "fp32"], "fp32": fp32}
     _record_in_fp32_meta(repository, result)
     provenance = {"built_by": command, "code_revision": code_revision()}
     for model in [SOURCE, *(v["exported"] for v in result["recipes"] if "exported" in v)]:
@@ -136,7 +144,7 @@ def render_gate(result: dict[str, Any] | None, why_not: str = "") -> str:
              f"{tolerance:.1%} (relative) below fp32's ({result['fp32']['gauc']:.4f}; AUC "
              f"{result['fp32']['auc']:.4f}, onnxruntime). Passing recipes are exported as din-<recipe>; failed "
              f"or refused ones are not. The `din` alias serves {result['default']} (a passing recipe only when "
-             "at least 1.25x faster than fp32 at batch 32).", "",
+             f"at least {MIN_DEFAULT_SPEEDUP}x faster than fp32 at batch 32).", "",
              "| recipe | test GAUC | GAUC - fp32 | test AUC | AUC - fp32 | relative GAUC loss | verdict | exported |",
              "|---|---|---|---|---|---|---|---|"]
     for v in result["recipes"]:
