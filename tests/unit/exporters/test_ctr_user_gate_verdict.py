@@ -65,3 +65,17 @@ def test_an_unfinished_training_is_refused(metrics: dict, missing: str) -> None:
     with pytest.raises(UnfinishedTraining, match="ran no epoch"):
         require_finished({"epochs_run": 0, "best_epoch": 0, "test_gauc": 0.5, "test_auc": 0.5})
     require_finished({"epochs_run": 2, "best_epoch": 1, "test_gauc": 0.7, "test_auc": 0.7})
+
+
+def test_a_rerun_removes_the_previous_run_s_variants_of_din_fp32_only(tmp_path) -> None:
+    import json
+
+    from exporters.ctr_user_quant import remove_variants
+
+    for model, source in (("din-fp32", None), ("din-int8-dynamic", "din-fp32"), ("din-mixed", "din-fp32"),
+                          ("din-custom", "din-other")):
+        for version in ("1", "2"):
+            (tmp_path / model / version).mkdir(parents=True)
+            (tmp_path / model / version / "meta.json").write_text(json.dumps({"source_model": source}))
+    assert remove_variants(tmp_path) == ["din-int8-dynamic", "din-mixed"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["din-custom", "din-fp32"]
