@@ -52,7 +52,8 @@ def expected_confusions(confusions: np.ndarray, exits: list[int], mean_layers: f
     return (1 - share) * confusions[:, low] + share * confusions[:, high]
 
 
-def mix_summary(confusions: np.ndarray, exits: list[int], mean_layers: float, draws: int = DRAWS) -> dict[str, float]:
+def mix_summary(confusions: np.ndarray, exits: list[int], mean_layers: float,
+                draws: int = DRAWS) -> dict[str, Any]:
     """The expected mix (mean over draws, and the mIoU of the expected confusion), the spread of the draws,
     and where draw 0 falls among them."""
     from models.segmentation.metrics import mean_iou
@@ -66,7 +67,7 @@ def mix_summary(confusions: np.ndarray, exits: list[int], mean_layers: float, dr
 
 
 def gate_vs_expected(confusions: np.ndarray, exits: list[int], gate: np.ndarray, resamples: int = 5000,
-                     seed: int = 0) -> dict[str, float]:
+                     seed: int = 0) -> dict[str, Any]:
     """The deployed gate minus the analytic expected mix at the gate's own mean depth, with a 95% bootstrap
     interval over test images (paired: the same images for both). Test images only: one trained parent."""
     from models.segmentation.metrics import mean_iou
@@ -156,7 +157,7 @@ def section(rows: list[dict[str, Any]], fixed: list[float], command: str) -> lis
 GATE_CELL = re.compile(r"([0-9.]+) vs ([0-9.]+) @ ([0-9.]+) layers, ([+-][0-9.]+) \[([+-][0-9.]+), ([+-][0-9.]+)\]")
 
 
-def gate_study_rows(report: str) -> list[tuple[str, list[dict[str, float]]]]:
+def gate_study_rows(report: str) -> list[tuple[str, list[dict[str, Any]]]]:
     """Each design of the gate study's test table with, per beta, the seed-mean gate and draw-0 mix mIoU,
     the seed-mean layer count and the study's interval (as that run measured them)."""
     table = report.split("## Test: gate vs equal-compute fixed mix", 1)[-1].split("\n## ", 1)[0]
@@ -171,7 +172,7 @@ def gate_study_rows(report: str) -> list[tuple[str, list[dict[str, float]]]]:
     return rows
 
 
-def gate_study_section(designs: list[tuple[str, list[dict[str, float]]]], betas: list[float], confusions: np.ndarray,
+def gate_study_section(designs: list[tuple[str, list[dict[str, Any]]]], betas: list[float], confusions: np.ndarray,
                        exits: list[int], command: str) -> list[str]:
     """The study's designs against the analytic expected mix at each seed-mean layer count."""
     from models.segmentation.metrics import mean_iou

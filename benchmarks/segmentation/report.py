@@ -84,7 +84,7 @@ def checkpoint_gate_config(ckpt: dict[str, Any]) -> TrainConfig:
 def beta_sweep(model: EcoM2F, train: ExitTable, test: ExitTable, costs: dict[str, float],
                gate_cfg: TrainConfig) -> list[dict[str, Any]]:
     """Steps 2-3 per beta on a copy of the gate; each row carries its equal-compute baseline."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for beta in BETAS:
         gated = copy.deepcopy(model)
         fit_gate(gated, train, beta, gate_cfg)

@@ -5,6 +5,7 @@ curve's efficient frontier, interpolated in log-rate; see splitcompute_bdrate)."
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from benchmarks.splitcompute.bdrate import BdRate, bd_rate, frontier, ratio_at
 from benchmarks.splitcompute.rates import RatePoint
@@ -64,7 +65,7 @@ def compare(points: list[RatePoint], student_curve: str = STUDENT) -> list[Compa
     return rows
 
 
-def codec_context(points: list[RatePoint], teacher: str) -> dict[str, object] | None:
+def codec_context(points: list[RatePoint], teacher: str) -> dict[str, Any] | None:
     """How the learned image codec stands against JPEG 4:4:4 with the same teacher: its BD-rate (positive =
     more bytes than JPEG) and its bytes / JPEG's at the matched accuracies both reach; None without both."""
     named = curves(points)

@@ -274,7 +274,10 @@ def rerender(source: Path, out: Path, command: str) -> str:
     if "served" in run:
         served = RatePoint(**run["served"])
     else:
-        setting = re.search(r"^Served student \(.*?\): (beta=[0-9.]+),", old_text, re.M).group(1)
+        named = re.search(r"^Served student \(.*?\): (beta=[0-9.]+),", old_text, re.M)
+        if named is None:
+            raise ValueError(f"{out} does not name its served student")
+        setting = named.group(1)
         served = next(p for p in points if p.method == STUDENT and p.setting == setting)
     ablation = ([{**r, "point": RatePoint(**r["point"])} for r in run["ablation"]] if "ablation" in run
                 else _legacy_ablation(old_text))

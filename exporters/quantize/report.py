@@ -222,10 +222,10 @@ def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.rerender:
-        results = json.loads(args.rerender.read_text())
-        results["rerendered_by"] = "python -m exporters.quantize.report " + " ".join(
+        rendered = json.loads(args.rerender.read_text())
+        rendered["rerendered_by"] = "python -m exporters.quantize.report " + " ".join(
             argv if argv is not None else sys.argv[1:])
-        return _write(results, args.report, rerender=True)
+        return _write(rendered, args.report, rerender=True)
     if args.combine:
         found = {f["family"]: f for path in args.combine for f in json.loads(path.read_text())["families"]
                  if "stamp" in f}
