@@ -97,9 +97,10 @@ def load_model(model_file_path: str = "", threads: int = 0) -> HearModel:
 
 
 def _samples(audio: Any, ndim: int, what: str) -> np.ndarray:
-    """A tensor (any device, grad or not) or array -> C-contiguous float32 numpy, finite, denormals flushed."""
+    """A tensor (any device, grad or not) or array -> C-contiguous float32 numpy, finite, denormals flushed,
+    in a copy: the caller's tensor or array is never written (a CPU tensor's .numpy() shares its memory)."""
     values = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
-    values = np.ascontiguousarray(values, dtype=np.float32)
+    values = np.array(values, dtype=np.float32, order="C", copy=True)
     if values.ndim != ndim:
         raise ValueError(f"{what} must have {ndim} dimensions, got shape {tuple(values.shape)}")
     if not np.isfinite(values).all():

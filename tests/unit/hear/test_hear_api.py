@@ -72,6 +72,20 @@ def test_gain_does_not_change_the_embedding_from_1e_minus_30_to_1e20(model) -> N
         torch.testing.assert_close(scene, scenes[1], atol=1e-4, rtol=0)
 
 
+def test_the_callers_tensor_and_array_are_never_written(model) -> None:
+    """Denormal samples are flushed to zero on the way in, in a copy: a CPU tensor's .numpy() shares its
+    memory, so flushing that in place zeroed the caller's own tensor."""
+    samples = np.full((1, 32000), 1e-41, np.float32)  # subnormal in float32
+    samples[0, ::2] = 0.25
+    audio = torch.from_numpy(samples.copy())
+    hear_infersuite.get_scene_embeddings(audio, model)
+    hear_infersuite.get_timestamp_embeddings(audio, model)
+    assert np.array_equal(audio.numpy(), samples)  # the 1e-41 samples are still there
+    array = samples.copy()
+    hear_infersuite.get_scene_embeddings(array, model)
+    assert np.array_equal(array, samples)
+
+
 def test_bad_shapes_values_and_paths_are_rejected(model, tmp_path) -> None:
     with pytest.raises(ValueError, match=r"n_sounds, n_samples"):
         hear_infersuite.get_scene_embeddings(torch.zeros(100), model)
