@@ -5,8 +5,8 @@ PY := $(VENV)/bin/python
 SETUP_STAMP := $(VENV)/.installed-$(shell cat requirements/serve.txt requirements/protos.txt requirements/dev.txt | sha1sum | cut -c1-12)
 # Serving alone needs no torch: requirements/serve.txt + the stub generator.
 SERVE_STAMP := $(VENV)/.serve-$(shell cat requirements/serve.txt requirements/protos.txt | sha1sum | cut -c1-12)
-PROTO_SRC := $(wildcard protos/*.proto)
-PROTO_STAMP := protos/.generated
+PROTO_SRC := $(wildcard infersuite/protos/*.proto)
+PROTO_STAMP := infersuite/protos/.generated
 REPOSITORY ?= model_repository
 REPOSITORY_STAMP := $(REPOSITORY)/.built
 # The default models committed with the project (`make ship-models` rebuilds them from the current code).
@@ -209,7 +209,7 @@ report-audio-pooling: $(DEV) audio-tools
 
 serve: $(SERVE_STAMP) $(PROTO_STAMP)
 	@$(PY) -m exporters.ship describe $(SERVE_REPOSITORY)
-	INFERSUITE_MODEL_REPOSITORY=$(SERVE_REPOSITORY) $(PY) -m services
+	INFERSUITE_MODEL_REPOSITORY=$(SERVE_REPOSITORY) $(PY) -m infersuite.services
 
 # Rebuilds shipped_models/ from the current code: fresh training of every family (no cached
 # checkpoints), export, then the fp32 models + a manifest per model. Rerun after changing a model.
@@ -239,7 +239,7 @@ test-fast: $(DEV)
 
 lint: $(DEV)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy services models exporters benchmarks loadtest hear_infersuite
+	$(VENV)/bin/mypy infersuite models exporters benchmarks loadtest hear_infersuite
 
 bench-ctr: $(REPOSITORY_STAMP)
 	$(PY) -m benchmarks.ctr.latency --repository $(REPOSITORY)
@@ -255,7 +255,7 @@ quantize-report: $(REPOSITORY_STAMP)
 bench-quantization: $(DEV)
 	$(PY) -m benchmarks.quantization.production $(BENCH_QUANT_ARGS)
 
-# * = every family found (services/families.py), or a comma list of them
+# * = every family found (infersuite/services/families.py), or a comma list of them
 LOADTEST_SERVICES ?= *
 LOADTEST_TARGET ?=
 LOADTEST_ARGS ?=
@@ -464,7 +464,7 @@ peers-check: peers $(REPOSITORY_STAMP)
 	$(PY) -m benchmarks.peers.check --onnx $(REPOSITORY)/din-fp32/1/model.onnx
 
 clean:
-	rm -rf $(REPOSITORY) artifacts .triton protos/*_pb2*.py protos/*_pb2.pyi $(PROTO_STAMP)
+	rm -rf $(REPOSITORY) artifacts .triton infersuite/protos/*_pb2*.py infersuite/protos/*_pb2.pyi $(PROTO_STAMP)
 
 # Old target names, kept so existing docs, reports' command lines and users keep working.
 bench-audio: report-audio

@@ -17,7 +17,7 @@ class BuildPyWithStubs(build_py):
 
         well_known = Path(grpc_tools.__file__).parent / "_proto"
         out = Path(self.build_lib)
-        for proto in sorted(Path("protos").glob("*.proto")):
+        for proto in sorted(Path("infersuite/protos").glob("*.proto")):
             code = protoc.main(["protoc", "-I.", f"-I{well_known}", f"--python_out={out}", f"--pyi_out={out}",
                                 f"--grpc_python_out={out}", str(proto)])
             if code != 0:

@@ -3,7 +3,7 @@
     python docker/generate.py            # regenerate
     python docker/generate.py --check    # exit 1 when a committed file differs (tests/deploy runs it)
 
-The families are the service packages (services/runtime/service.py `discover_services`); each one's
+The families are the service packages (infersuite/services/runtime/service.py `discover_services`); each one's
 deploy part is `docker/families/<family>.toml` (host port, pod resources, dashboard panels). From
 them and docker/templates/ this writes docker/compose.yaml, docker/k8s/<family>.yaml,
 docker/k8s/kustomization.yaml, docker/prometheus/prometheus.yml and the Grafana dashboard
@@ -52,7 +52,7 @@ def families() -> list[FamilyDeploy]:
     """Every family found, in host-port order (the order of services, manifests and panels)."""
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    from services.runtime.service import discover_services, load_services
+    from infersuite.services.runtime.service import discover_services, load_services
 
     found = []
     for family, service in zip(discover_services(), load_services(discover_services()), strict=True):

@@ -10,8 +10,7 @@ import wave
 
 import numpy as np
 
-from services.audio.client import AudioClient, raw_audio, wav_audio
-from services.channel import security_from_env
+from infersuite.clients import AudioClient, raw_audio, security_from_env, wav_audio
 
 
 def tone_wav(seconds: float = 1.0, rate: int = 16_000) -> bytes:

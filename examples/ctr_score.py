@@ -7,8 +7,7 @@ TLS / token: see README "Auth, TLS and mutual TLS" (INFERSUITE_CLIENT_* variable
 import asyncio
 import os
 
-from services.channel import security_from_env
-from services.ctr.client import CtrClient
+from infersuite.clients import CtrClient, security_from_env
 
 
 async def main() -> None:

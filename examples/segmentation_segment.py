@@ -10,8 +10,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from services.channel import security_from_env
-from services.segmentation.client import SegmentationClient
+from infersuite.clients import SegmentationClient, security_from_env
 
 
 def scene_png() -> bytes:

@@ -10,8 +10,7 @@ import sys
 
 import numpy as np
 
-from services.channel import security_from_env
-from services.splitcompute.edge import EdgeDevice
+from infersuite.clients import EdgeDevice, security_from_env
 
 
 def main() -> None:

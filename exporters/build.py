@@ -12,8 +12,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from exporters.families import builders
+from infersuite.services.families import MissingFamilyPart, family_names
 from models.console import one_line_per_warning_kind
-from services.families import MissingFamilyPart, family_names
 
 
 def main(argv: list[str] | None = None) -> None:

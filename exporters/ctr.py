@@ -17,7 +17,7 @@ from models.ctr.train import read_checkpoint
 if TYPE_CHECKING:
     from exporters.quantize.family import QuantFamily
 
-# How the runtime's batcher combines DIN requests (services/runtime/batch_layout.py): histories are
+# How the runtime's batcher combines DIN requests (infersuite/services/runtime/batch_layout.py): histories are
 # stacked per user and padded to the batch's longest; candidates are rows, concatenated, each
 # pointing at its user, so a batch costs sum(N_i) x T_max. Triton cannot batch this layout (its
 # config gets max_batch_size 0 and serves one request per execution); the embedded runtime can.
@@ -34,7 +34,7 @@ ROWS = {
     "max_queue_delay_us": 2000,
 }
 
-# Worst-case request bounds (services/runtime/limits.py). DIN's memory grows with candidate rows x
+# Worst-case request bounds (infersuite/services/runtime/limits.py). DIN's memory grows with candidate rows x
 # history ("attention cells": the (R, T, H) activations), so one request's cells are capped besides
 # each axis; reports/reliability.md measures the peak memory of a request at these limits
 # (python -m benchmarks.reliability.hostile).

@@ -8,7 +8,7 @@
         -> list[QuantFamily]                        report measures (a family without it is named as
                                                     not measured, never left out silently)
 
-The families are the packages under services/ (services/families.py); a family without its
+The families are the packages under infersuite/services/ (infersuite/services/families.py); a family without its
 exporter module, or with one lacking `build`/`seed_configs`, is refused with the file to write.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from services.families import MissingFamilyPart, family_names, missing_part
+from infersuite.services.families import MissingFamilyPart, family_names, missing_part
 
 if TYPE_CHECKING:
     from exporters.quantize.family import QuantFamily

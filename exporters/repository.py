@@ -19,7 +19,7 @@ import onnx
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from modelmeta import SCHEMA_VERSION, validate_meta
+from infersuite.modelmeta import SCHEMA_VERSION, validate_meta
 
 ONNX_TO_TRITON = {
     onnx.TensorProto.FLOAT: mc.TYPE_FP32, onnx.TensorProto.FLOAT16: mc.TYPE_FP16,

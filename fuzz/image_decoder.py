@@ -1,12 +1,12 @@
-"""Fuzzes the segmentation service's image decoding (services/segmentation/imaging.py)."""
+"""Fuzzes the segmentation service's image decoding (infersuite/services/segmentation/imaging.py)."""
 
 from __future__ import annotations
 
 import atheris
 
-with atheris.instrument_imports(include=["services", "PIL"]):
-    from services.runtime import InvalidArgument
-    from services.segmentation.imaging import ImageLimits, decode_image, raw_image
+with atheris.instrument_imports(include=["infersuite", "PIL"]):
+    from infersuite.services.runtime import InvalidArgument
+    from infersuite.services.segmentation.imaging import ImageLimits, decode_image, raw_image
 
 from fuzz._harness import main
 

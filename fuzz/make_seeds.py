@@ -54,7 +54,7 @@ def _palette(rgb: np.ndarray) -> bytes:
 
 def splitcompute_seeds() -> dict[str, bytes]:
     from fuzz.splitcompute_payload import CODEC
-    from services.splitcompute import wire
+    from infersuite.services.splitcompute import wire
 
     rng = np.random.default_rng(0)
     symbols = np.clip(np.rint(rng.laplace(0, 1.5, CODEC.latent_shape)), -CODEC.radius, CODEC.radius).astype(np.int32)

@@ -14,13 +14,13 @@ from typing import Any
 import atheris
 import numpy as np
 
-with atheris.instrument_imports(include=["services"]):
-    from services.runtime import FailedPrecondition, InvalidArgument
-    from services.runtime.metrics import Metrics
-    from services.splitcompute import wire
-    from services.splitcompute.codec import Codec
-    from services.splitcompute.handler import CodecTables, SplitComputeHandler
-    from services.splitcompute.settings import SplitComputeSettings
+with atheris.instrument_imports(include=["infersuite"]):
+    from infersuite.services.runtime import FailedPrecondition, InvalidArgument
+    from infersuite.services.runtime.metrics import Metrics
+    from infersuite.services.splitcompute import wire
+    from infersuite.services.splitcompute.codec import Codec
+    from infersuite.services.splitcompute.handler import CodecTables, SplitComputeHandler
+    from infersuite.services.splitcompute.settings import SplitComputeSettings
 
 from fuzz._harness import main
 

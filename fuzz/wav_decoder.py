@@ -1,13 +1,13 @@
-"""Fuzzes the audio service's WAV and raw-PCM decoding (services/audio/decoding.py)."""
+"""Fuzzes the audio service's WAV and raw-PCM decoding (infersuite/services/audio/decoding.py)."""
 
 from __future__ import annotations
 
 import atheris
 
-with atheris.instrument_imports(include=["services"]):
-    from services.audio.decoding import decode_raw, decode_wav
-    from services.audio.settings import AudioSettings
-    from services.runtime import InvalidArgument
+with atheris.instrument_imports(include=["infersuite"]):
+    from infersuite.services.audio.decoding import decode_raw, decode_wav
+    from infersuite.services.audio.settings import AudioSettings
+    from infersuite.services.runtime import InvalidArgument
 
 from fuzz._harness import main
 

@@ -11,7 +11,7 @@ PMLR 176, 2022; hearbenchmark.com/hear-api) over the suite's exported ONNX embed
 Audio comes in as a torch tensor (any device, `requires_grad` allowed: the graph is not
 differentiable, so the embeddings are constants) at `model.sample_rate` (32 kHz); outputs are
 float32 tensors on the input's device. The windows are those of the gRPC service
-(`services.audio.windows`), run in batches, so both give the same embeddings.
+(`infersuite.services.audio.windows`), run in batches, so both give the same embeddings.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from services.audio import windows
-from services.audio.samples import flush_denormals
+from infersuite.services.audio import windows
+from infersuite.services.audio.samples import flush_denormals
 
 TIMESTAMP_HOP_MS = 50.0
 TIMESTAMP_WINDOW_MS = 500.0  # the service's default (AudioSettings.timestamp_window_ms)

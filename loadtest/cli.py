@@ -134,8 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
                             help="open-loop Poisson sweep instead (requests/s)")
     suite.add_argument("--workers", type=positive(int, "--workers", allow_zero=True), default=1)
     suite.add_argument("--start-server", metavar="SERVICES",
-                       help="start `python -m services` hosting these (comma list, * = every family) on free local "
-                            "ports, test it, stop it (overrides --target/--metrics-url)")
+                       help="start `python -m infersuite.services` hosting these (comma list, * = every family) on "
+                            "free local ports, test it, stop it (overrides --target/--metrics-url)")
     suite.add_argument("--skip", action="append", default=[], metavar="NAME",
                        help="leave out a generator or report (e.g. oip, oip-seg-head-fp32, health); repeatable")
     suite.add_argument("--param", action="append", default=[], metavar="SERVICE.KEY=VALUE",

@@ -1,6 +1,6 @@
 """The one launcher of a suite process, for the load test, the benchmarks and the tests.
 
-ServerProcess runs `python -m services` (or any server that prints the suite's start line) as a child
+ServerProcess runs `python -m infersuite.services` (or any server that prints the suite's start line) as a child
 process: settings through its environment, optionally pinned to cores with taskset, its output to a log
 file or to pipes. It reads the line that names the ports the server bound (port 0: the OS picks them),
 waits for grpc.health SERVING (sync or async) and fails at once, with the server's output, when the
@@ -29,8 +29,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
-SUITE_COMMAND = (sys.executable, "-m", "services")
-# The line `python -m services` prints once bound (services/__main__.py, services/runtime/worker_pool.py).
+SUITE_COMMAND = (sys.executable, "-m", "infersuite.services")
+# The line `python -m infersuite.services` prints once bound (infersuite/services/__main__.py,
+# infersuite/services/runtime/worker_pool.py).
 SUITE_STARTED = re.compile(r"gRPC on port (?P<port>\d+)(?:, metrics on port (?P<metrics_port>\d+|None))?")
 POLL_S = 0.2  # between health checks while waiting for SERVING
 OUTPUT_TAIL_CHARS = 4000  # of the server's output, in a failure's message
@@ -111,7 +112,7 @@ def _available(stream: IO[str] | None) -> str:
 
 
 def _described(command: Sequence[str]) -> str:
-    """`python -m services` rather than the interpreter's full path."""
+    """`python -m infersuite.services` rather than the interpreter's full path."""
     return " ".join(["python" if arg == sys.executable else arg for arg in command])
 
 

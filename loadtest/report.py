@@ -28,7 +28,7 @@ def git_revision() -> dict[str, Any]:
         done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, check=False)
         return done.stdout.strip() if done.returncode == 0 else ""
     return {"sha": git("rev-parse", "HEAD") or "unknown", "dirty": bool(git("status", "--porcelain", "--",
-                                                                              "loadtest", "services", "protos"))}
+                                                                              "loadtest", "infersuite"))}
 
 
 def machine() -> dict[str, Any]:

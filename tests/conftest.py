@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from services.families import family_names
+from infersuite.services.families import family_names
 
 # Each family's session fixtures live in tests/fixtures_<family>.py, found by name (ctr's are below).
 pytest_plugins = [f"tests.fixtures_{family}" for family in family_names()

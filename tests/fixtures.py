@@ -15,7 +15,7 @@ import onnx
 from grpc import aio
 from onnx import TensorProto, helper
 
-from services.runtime import (
+from infersuite.services.runtime import (
     HandlerRegistry,
     InferSuiteServer,
     InvalidArgument,
@@ -24,7 +24,7 @@ from services.runtime import (
     ServiceModule,
     build_server,
 )
-from services.runtime.tensors import TensorSpec
+from infersuite.services.runtime.tensors import TensorSpec
 
 
 def write_add_one_onnx(path: Path) -> Path:

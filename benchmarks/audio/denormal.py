@@ -27,10 +27,10 @@ import onnxruntime as ort
 import torch
 
 from exporters.onnx_export import export_onnx
+from infersuite.services.audio import windows
+from infersuite.services.audio.samples import flush_denormals
 from models.audio.frontend import LogMel
 from models.audio.train import load_checkpoint
-from services.audio import windows
-from services.audio.samples import flush_denormals
 
 SECONDS = 30
 RATE = 32000

@@ -34,12 +34,12 @@ from sklearn.metrics import r2_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from infersuite.services.audio import windows
 from models.audio.bow import BowConfig
 from models.audio.data import CLASSES, SAMPLE_RATE, AudioData, AudioDataConfig, make_audio_data
 from models.audio.frontend import FrontEndConfig, LogMelStatistics
 from models.audio.passt import Passt, PasstConfig
 from models.audio.train import TrainConfig, clip_mels, load_checkpoint, train_bow, train_passt
-from services.audio import windows
 
 SEEN = (0, 1, 2, 4, 6, 8)  # tone, harmonic, chirp_up, am_slow, clicks_slow, noise_low
 HELD_OUT = (3, 5, 7, 9)  # chirp_down, am_fast, clicks_fast, noise_high: new variants of seen kinds

@@ -204,7 +204,7 @@ def render(results: dict[str, Any], artifacts: Path, command: str, data_config: 
         "Before: the previous front end (`x + 1e-12` before the log, which the exporter folds away) gives NaN "
         "embeddings on silence and denormal input. After: each window scaled to peak 1 and the mel power clamped "
         "before the log (models/audio/frontend.py); the service flushes denormal samples to zero "
-        "(services/audio/samples.py) and its onnxruntime sessions set `session.set_denormal_as_zero`.", "",
+        "(infersuite/services/audio/samples.py) and its onnxruntime sessions set `session.set_denormal_as_zero`.", "",
         "## Quantization quality that can see a loss (from artifacts/audio/quant_quality.json)", "",
         "`python -m benchmarks.audio.quant_quality`: each recipe on the repository's fp32 graph; 1,000 held-out "
         "1 s windows (data seed 7); the probe is fit once on fp32 embeddings of 1,000 other windows and applied "

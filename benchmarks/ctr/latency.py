@@ -1,7 +1,7 @@
 """`make bench-ctr`: latency of Score (100 candidates, 50 behaviours) through gRPC vs the bare
 onnxruntime call on the same input, measured side by side in one run.
 
-The server runs in its own process (`python -m services`), as in production; the client and the
+The server runs in its own process (`python -m infersuite.services`), as in production; the client and the
 bare call run here. Both share this machine's cores, so the ratio, not the absolute figure, is
 the portable result.
 """
@@ -20,7 +20,7 @@ import numpy as np
 import onnxruntime as ort
 
 from benchmarks._server import start_server, stop_server
-from protos import ctr_pb2, ctr_pb2_grpc
+from infersuite.protos import ctr_pb2, ctr_pb2_grpc
 
 MODEL = "din-fp32"
 

@@ -1,7 +1,8 @@
 """One ONNX file in one onnxruntime session: what both peers' runtimes serve.
 
 Runs inside the peers' own venvs (numpy and onnxruntime only, nothing from infersuite). The session options are the
-ones the suite's embedded backend uses (services/runtime/backends/onnxruntime.py): intra-op threads as configured,
+ones the suite's embedded backend uses (infersuite/services/runtime/backends/onnxruntime.py): intra-op threads as
+configured,
 one inter-op thread, no spinning, denormals flushed to zero, every graph optimisation, the CPU provider, so that a
 benchmark compares serving stacks and not session settings. Keep the two in step.
 """

@@ -6,7 +6,7 @@ sections (figures in reports/reliability_hostile.json).
 
 Peak RSS is the kernel's own high-water mark of the suite process (VmHWM), reset just before what is
 measured (/proc/<pid>/clear_refs), so it is the true peak, not a sample. A model's worst case is one
-Open Inference Protocol request at its declared limits (services/runtime/limits.py): every input at
+Open Inference Protocol request at its declared limits (infersuite/services/runtime/limits.py): every input at
 its largest shape, shrunk until the axis products and the element budget hold.
 """
 
@@ -26,15 +26,15 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from benchmarks.reliability import report
 from benchmarks.reliability.measure import ROOT, checkout_suite
+from infersuite.services.runtime.limits import ModelLimits, ValueRange, model_limits
+from infersuite.services.runtime.repository import ModelRepository
+from infersuite.services.runtime.settings import RuntimeSettings
+from infersuite.services.runtime.tensors import DATATYPE_TO_NUMPY, TensorSpec
 from loadtest.local_suite import ServerProcess, loopback_settings
-from services.runtime.limits import ModelLimits, ValueRange, model_limits
-from services.runtime.repository import ModelRepository
-from services.runtime.settings import RuntimeSettings
-from services.runtime.tensors import DATATYPE_TO_NUMPY, TensorSpec
 from tests.reliability import hostile
 from tests.reliability.load import metric, scrape
 
-SERVICES = ["*"]  # every family found (services/runtime/service.py)
+SERVICES = ["*"]  # every family found (infersuite/services/runtime/service.py)
 MAX_CANDIDATES, MAX_DURATION_S, MAX_PAYLOAD = 500, 20.0, 8192
 
 
@@ -65,7 +65,7 @@ async def corpus(channel: grpc.aio.Channel, repository: ModelRepository) -> list
     oip = service_pb2_grpc.GRPCInferenceServiceStub(channel)
     inputs = (await oip.ModelMetadata(service_pb2.ModelMetadataRequest(name=din))).inputs
     codec = await channel.unary_unary(hostile.SPLIT + "GetCodec")(b"")
-    from protos import splitcompute_pb2
+    from infersuite.protos import splitcompute_pb2
 
     codec = splitcompute_pb2.GetCodecResponse.FromString(codec)
     return [*hostile.ctr_cases(vocabulary["n_items"], vocabulary["n_categories"], MAX_CANDIDATES),

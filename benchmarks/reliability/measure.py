@@ -42,7 +42,7 @@ CRASH_PREFIXES = ("crash-", "oom-", "timeout-")  # libFuzzer's artifacts
 
 def checkout_suite(env: Mapping[str, str], command: Sequence[str] = SUITE_COMMAND,
                    stderr: int | None = None) -> ServerProcess:
-    """A suite process (python -m services, or the sleepy module) run from this checkout."""
+    """A suite process (python -m infersuite.services, or the sleepy module) run from this checkout."""
     return ServerProcess({"PYTHONPATH": str(ROOT), **env}, command=command, cwd=ROOT, stderr=stderr)
 
 

@@ -33,7 +33,7 @@ from tests.reliability import scenarios
 from tests.reliability.load import open_loop
 from tests.reliability.requests import ctr_requests
 
-DEFAULT_QUEUE = 256  # the runtime's default max_queue_size (services/runtime/settings.py)
+DEFAULT_QUEUE = 256  # the runtime's default max_queue_size (infersuite/services/runtime/settings.py)
 
 
 def _pin_client(cores: set[int]) -> None:

@@ -165,7 +165,8 @@ def _hostile(h: dict[str, Any]) -> list[str]:
         _check(c["healthy_after"] and c["known_good_unchanged"], f"SERVING afterwards: {c['healthy_after']}; the "
                f"known-good request answers as before: {c['known_good_unchanged']}"), "",
         "## Worst-case request memory per model",
-        "One OIP request at each model's declared limits (services/runtime/limits.py; `declared`: the version's "
+        "One OIP request at each model's declared limits (infersuite/services/runtime/limits.py; `declared`: the "
+        "version's "
         "meta.json has a `limits` block, else config dims and INFERSUITE_MAX_REQUEST_ELEMENTS bound it); growth of "
         "the suite's peak RSS (VmHWM reset before the request).", "",
         "| model | limits declared | request shapes | request MiB | answer | peak RSS growth MiB |",

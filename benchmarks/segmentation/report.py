@@ -173,7 +173,7 @@ def goals(fixed: list[dict], sweep: list[dict], spread_by_bin: list[float], serv
 def served_agreement(repository: Path, model: EcoM2F, images: np.ndarray) -> dict[str, float]:
     """Held-out PNGs through the real server process vs the torch model with the deployed gate."""
     from benchmarks._server import start_server, stop_server
-    from services.segmentation.client import SegmentationClient
+    from infersuite.services.segmentation.client import SegmentationClient
 
     proc, port = start_server(repository, services='["segmentation"]', INFERSUITE_INTRA_OP_THREADS="1")
     try:
@@ -309,7 +309,8 @@ def render(ckpt: dict, costs: dict, fixed: list[dict], sweep: list[dict], served
                 "scales, self-attention, FFN; Hungarian matching; 2 x class CE + 5 x point-sampled BCE + 5 x dice "
                 "at every decoder step; semantic scores by the einsum of class probabilities and mask sigmoids.", ""]
     if served is not None:
-        out += ["## Served masks vs torch (held-out scenes, PNG through `python -m services`, effort auto)", "",
+        out += ["## Served masks vs torch (held-out scenes, PNG through `python -m infersuite.services`, "
+                "effort auto)", "",
                 f"- images: {served['images']}",
                 f"- pixel agreement of the masks: {100 * served['pixel_agreement']:.4f}% (goal >= 99.9%)",
                 f"- exit layer agreement (served gate vs torch gate): {100 * served['exit_agreement']:.2f}%",

@@ -1,6 +1,6 @@
 """The ceiling: bare onnxruntime (one intra-op thread, no gRPC) on the server's core, per batch size.
 
-Batches are formed as the runtime's batcher would form them (services/runtime/batch_layout.py's
+Batches are formed as the runtime's batcher would form them (infersuite/services/runtime/batch_layout.py's
 BatchLayout): from a window of 64 waiting requests (64 closed-loop clients), sorted by history
 length, chunked into batches of B. Interleaved passes over the batch sizes (3 by default), median
 per size. `make bench-serving` runs one pass in each of its rounds, beside the suite and the peers,
@@ -25,7 +25,7 @@ import onnxruntime as ort
 from benchmarks.serving import validity
 from benchmarks.serving.machine import Window, take_sample
 from benchmarks.serving.workload import MODEL, make_requests
-from services.runtime.batch_layout import BatchLayout
+from infersuite.services.runtime.batch_layout import BatchLayout
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
 PASSES = 3

@@ -48,8 +48,8 @@ def _merge_ms(workers: int, repeats: int) -> tuple[float, float]:
     from prometheus_client import generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
-    from services.runtime.metrics import Metrics
-    from services.runtime.metrics_merge import WorkerText, merge
+    from infersuite.services.runtime.metrics import Metrics
+    from infersuite.services.runtime.metrics_merge import WorkerText, merge
 
     metrics = Metrics()
     for model in ("din", "segmentation-encoder", "splitcompute-decoder", "audio-embedder"):
@@ -91,7 +91,7 @@ def _report(memory: dict[str, float], mapped: dict[str, float], merge_ms: dict[i
         "batch, the ctr service two more per request):",
         f"**{per_request['memory'] / 1000:.1f} µs in memory against {per_request['mapped'] / 1000:.1f} µs in "
         "multiprocess mode** per request. infersuite keeps each worker's registry in memory and merges the",
-        "workers' metrics when /metrics is scraped (services/runtime/metrics_merge.py), which costs nothing",
+        "workers' metrics when /metrics is scraped (infersuite/services/runtime/metrics_merge.py), which costs nothing",
         "per request; the parent pays per scrape instead:", "",
         "| workers merged (4 models' series each) | parent CPU per scrape, ms | parsing alone with "
         "prometheus_client.parser, ms |", "|---|---|---|",

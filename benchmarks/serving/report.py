@@ -178,7 +178,7 @@ def _cpu_goals(ceilings: dict, steps: list[dict], groups: dict[tuple, list[dict]
                                  _paired(kserve[top], mine), ISSUE_GOALS["unary_64"]))
     lines.append(_ratio_goal("OIP ModelInfer, 1 client, vs KServe", _paired(
         kserve[1], _cpu_by_round(groups, "infersuite", "ranking", "OIP ModelInfer", 1)), ISSUE_GOALS["unary_1"]))
-    sync = "infersuite, sync transport"  # INFERSUITE_TRANSPORT=sync (services/runtime/sync_transport.py)
+    sync = "infersuite, sync transport"  # INFERSUITE_TRANSPORT=sync (infersuite/services/runtime/sync_transport.py)
     for clients, goal in ((top, ISSUE_GOALS["unary_64"]), (1, ISSUE_GOALS["unary_1"])):
         mine = _cpu_by_round(groups, sync, "ranking", "OIP ModelInfer", clients)
         if mine:

@@ -26,12 +26,12 @@ import numpy as np
 from tritonclient.grpc import service_pb2
 
 from benchmarks.serving.workload import MODEL, make_requests
-from services.runtime import RuntimeSettings
-from services.runtime.backends.onnxruntime import OnnxRuntimeBackend
-from services.runtime.metrics import Metrics
-from services.runtime.model_manager import ModelManager
-from services.runtime.oip.servicer import OipServicer
-from services.runtime.repository import ModelRepository
+from infersuite.services.runtime import RuntimeSettings
+from infersuite.services.runtime.backends.onnxruntime import OnnxRuntimeBackend
+from infersuite.services.runtime.metrics import Metrics
+from infersuite.services.runtime.model_manager import ModelManager
+from infersuite.services.runtime.oip.servicer import OipServicer
+from infersuite.services.runtime.repository import ModelRepository
 
 
 class _Answers:

@@ -1,5 +1,5 @@
 """The servers a benchmark run measures, each in its own process pinned to the server cores:
-the suite (`python -m services`, one worker unless asked), and the empty-RPC floor (a grpc.aio
+the suite (`python -m infersuite.services`, one worker unless asked), and the empty-RPC floor (a grpc.aio
 server whose one generic unary method returns its request: gRPC's own cost, nothing else).
 
 `python -m benchmarks.serving.servers echo` runs the floor server alone.

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from tritonclient.grpc import service_pb2
 
-from protos import ctr_pb2
-from services.runtime.tensors import NUMPY_TO_DATATYPE
+from infersuite.protos import ctr_pb2
+from infersuite.services.runtime.tensors import NUMPY_TO_DATATYPE
 
 MIXES = {"ranking": ((1, 50), (20, 100)), "small": ((1, 20), (1, 10))}
 MODEL = "din-fp32"

@@ -22,12 +22,12 @@ import torch
 from PIL import Image
 
 from benchmarks.splitcompute.rates import RatePoint, png_data_bytes, teacher_accuracy
+from infersuite.services.splitcompute import wire
+from infersuite.services.splitcompute.codec import Codec
 from models.splitcompute.data import to_float
 from models.splitcompute.image_codec import FactorizedPriorAutoencoder
 from models.splitcompute.teacher import TeacherCNN
 from models.splitcompute.train import accuracy_of
-from services.splitcompute import wire
-from services.splitcompute.codec import Codec
 
 FEATURE_LEVELS = (255, 63, 15, 7, 3, 1)  # quantization levels over [0, f_max]: step = f_max / levels
 

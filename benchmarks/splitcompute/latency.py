@@ -20,9 +20,9 @@ import numpy as np
 import onnxruntime as ort
 
 from benchmarks.splitcompute.rates import compress, decompress
-from services.runtime import RuntimeSettings, build_server
-from services.splitcompute import SplitComputeService
-from services.splitcompute.edge import EdgeDevice
+from infersuite.services.runtime import RuntimeSettings, build_server
+from infersuite.services.splitcompute import SplitComputeService
+from infersuite.services.splitcompute.edge import EdgeDevice
 
 LINKS_MBIT = (1.0, 10.0)
 

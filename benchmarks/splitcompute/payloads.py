@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from infersuite.services.splitcompute.edge import EdgeEncoder
 from models.splitcompute.data import ShapeDataConfig, make_shape_data
-from services.splitcompute.edge import EdgeEncoder
 
 
 def write_payloads(bundle: Path, out: Path, count: int, seed: int = 1234) -> list[Path]:

@@ -14,12 +14,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from infersuite.services.splitcompute import wire
+from infersuite.services.splitcompute.codec import Codec
 from models.splitcompute.data import to_float
 from models.splitcompute.student import EntropicStudent
 from models.splitcompute.teacher import TeacherCNN
 from models.splitcompute.train import quantized_latents
-from services.splitcompute import wire
-from services.splitcompute.codec import Codec
 
 JPEG_QUALITIES = (5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95, 100)
 WEBP_QUALITIES = (0, 5, 10, 20, 30, 50, 70, 90, 100)

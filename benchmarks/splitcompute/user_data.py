@@ -27,6 +27,7 @@ import numpy as np
 
 from benchmarks.splitcompute.bdrate import bd_rate
 from benchmarks.splitcompute.rates import Coded, coded_images, student_per_image, teacher_correct
+from infersuite.services.splitcompute import wire
 from models.splitcompute.data import ShapeData
 from models.splitcompute.train import (
     TrainConfig,
@@ -37,7 +38,6 @@ from models.splitcompute.train import (
 )
 from models.splitcompute.user_data import ImageFolderConfig, describe, load_image_folder
 from models.statistics import RULE, hierarchical_bootstrap
-from services.splitcompute import wire
 
 CODECS: dict[str, tuple[str, dict[str, Any], tuple[int | None, ...]]] = {
     "JPEG 4:2:0": ("JPEG", {"optimize": True, "subsampling": 2}, (5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 100)),
@@ -145,7 +145,8 @@ def write_report(path: Path, command: str, data: ShapeData, summaries: list[dict
         "# Split computing on your images: the Entropic Student against JPEG and WebP",
         "",
         f"Produced by `{command}` ({seconds:.0f} s wall). Data: {describe(data)}; images fitted to "
-        f"{data.images.shape[-1]} px (services/splitcompute/imaging.py: RGB, shorter side to the size, centre crop). "
+        f"{data.images.shape[-1]} px (infersuite/services/splitcompute/imaging.py: RGB, shorter side to the size, "
+        "centre crop). "
         f"Training seeds: {len(seeds)} (same split; the split is drawn once).",
         "",
         "| seed | teacher test accuracy | default student (chosen on validation) | its test accuracy | "

@@ -31,7 +31,7 @@ from exporters.quantize.recipes import ABLATION_RECIPES, RECIPES
 from exporters.quantize.render import plot, render
 from exporters.quantize.schemes import SCHEMES
 from exporters.repository import set_default_alias, write_variant
-from services.families import family_names
+from infersuite.services.families import family_names
 
 log = logging.getLogger(__name__)
 ALL_RECIPES = {**RECIPES, **ABLATION_RECIPES}

@@ -75,7 +75,7 @@ class AudioGenerator:
         self.hop_ms, self.wav_share = _float(params, "hop_ms", 50.0), _float(params, "wav_share", 0.5)
 
     async def build(self, channel: grpc.aio.Channel, rng: np.random.Generator, size: int) -> RequestPool:
-        from protos import audio_pb2
+        from infersuite.protos import audio_pb2
 
         payloads: list[bytes] = []
         shapes: list[ClipShape] = []
@@ -110,7 +110,7 @@ def _finite(vector: object) -> bool:
 
 
 def check_audio(clip: ClipShape, response: bytes) -> str | None:
-    from protos import audio_pb2
+    from infersuite.protos import audio_pb2
 
     if clip.method == "scene":
         scene = audio_pb2.EmbedSceneResponse.FromString(response)

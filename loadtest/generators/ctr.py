@@ -80,7 +80,7 @@ class CtrGenerator:
         self.model = params.get("model", "")  # empty: the service's default model
 
     async def build(self, channel: grpc.aio.Channel, rng: np.random.Generator, size: int) -> RequestPool:
-        from protos import ctr_pb2
+        from infersuite.protos import ctr_pb2
 
         item_category = np.zeros(self.n_items + 1, np.int64)  # (n_items + 1,), [0] = padding
         item_category[1:] = rng.permutation(np.arange(self.n_items) % self.n_categories + 1)
@@ -104,7 +104,7 @@ class CtrGenerator:
 
 def check_score(shape: CtrShape, response: bytes) -> str | None:
     """N probabilities in [0, 1] for N candidates; 1 <= history_used <= the history sent."""
-    from protos import ctr_pb2
+    from infersuite.protos import ctr_pb2
 
     scores = ctr_pb2.ScoreResponse.FromString(response)
     probabilities = scores.click_probabilities

@@ -10,7 +10,7 @@ masks and index inputs (loadtest/generators/oip_layout.py). int_low/int_high ove
 Responses are checked: every output present, byte size = product(shape) x element size, float
 outputs finite.
 
-Stubs: `protos/grpc_service.proto` (package `inference`) when the repository has it, else the
+Stubs: `infersuite/protos/grpc_service.proto` (package `inference`) when the repository has it, else the
 identical messages shipped with tritonclient (same package and wire format).
 """
 
@@ -35,7 +35,7 @@ METHOD = "/inference.GRPCInferenceService/ModelInfer"
 def oip_messages() -> ModuleType:
     """The `inference` package's messages: the repository's stubs first, then tritonclient's."""
     try:
-        from protos import grpc_service_pb2  # type: ignore[attr-defined]  # when the lead adds the proto
+        from infersuite.protos import grpc_service_pb2  # type: ignore[attr-defined]  # when the lead adds the proto
         return grpc_service_pb2  # type: ignore[no-any-return]
     except ImportError:
         pass
@@ -43,7 +43,7 @@ def oip_messages() -> ModuleType:
         from tritonclient.grpc import service_pb2
         return service_pb2
     except ImportError:
-        raise GeneratorError("oip: no Open Inference Protocol stubs: add protos/grpc_service.proto and run "
+        raise GeneratorError("oip: no Open Inference Protocol stubs: add infersuite/protos/grpc_service.proto and run "
                              "`make protos` (or install tritonclient[grpc])") from None
 
 

@@ -92,7 +92,7 @@ class SegmentationGenerator:
             request.effort.exit_layer = self.exits[index % len(self.exits)]  # type: ignore[attr-defined]
 
     async def build(self, channel: grpc.aio.Channel, rng: np.random.Generator, size: int) -> RequestPool:
-        from protos import segmentation_pb2
+        from infersuite.protos import segmentation_pb2
 
         payloads, shapes = [], []
         # Images are costly to draw: make up to 64 distinct ones and cycle them with new efforts.
@@ -120,7 +120,7 @@ class SegmentationGenerator:
 
 
 def check_segment(shape: ImageShape, response: bytes) -> str | None:
-    from protos import segmentation_pb2
+    from infersuite.protos import segmentation_pb2
 
     answer = segmentation_pb2.SegmentResponse.FromString(response)
     if (answer.height, answer.width) != (shape.height, shape.width):

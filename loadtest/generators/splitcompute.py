@@ -33,13 +33,14 @@ class SplitComputeGenerator:
         check_unknown(params, {"payloads"}, self.name)
         if "payloads" not in params:
             raise GeneratorError("splitcompute: needs --param payloads=DIR of wire frames (*.bin) written by the "
-                                 "edge SDK (services/splitcompute/edge.py: EdgeEncoder(bundle).encode(image))")
+                                 "edge SDK (infersuite/services/splitcompute/edge.py: "
+                                 "EdgeEncoder(bundle).encode(image))")
         self.files = sorted(Path(params["payloads"]).glob("*.bin"))
         if not self.files:
             raise GeneratorError(f"splitcompute: no *.bin payloads in {params['payloads']}")
 
     async def build(self, channel: grpc.aio.Channel, rng: np.random.Generator, size: int) -> RequestPool:
-        from protos import splitcompute_pb2
+        from infersuite.protos import splitcompute_pb2
 
         get_codec = channel.unary_unary("/infersuite.splitcompute.v1.SplitComputeService/GetCodec",
                                         request_serializer=splitcompute_pb2.GetCodecRequest.SerializeToString,
@@ -61,7 +62,7 @@ class SplitComputeGenerator:
 
 
 def check_classify(frame: FrameShape, response: bytes) -> str | None:
-    from protos import splitcompute_pb2
+    from infersuite.protos import splitcompute_pb2
 
     answer = splitcompute_pb2.ClassifyResponse.FromString(response)
     probabilities = np.asarray(answer.probabilities, np.float64)

@@ -16,7 +16,7 @@ shorter: zero padded), its log-mel computed once.
 
 Evaluation: `models.audio.corpus.evaluate`'s protocol and functions (each clip embedded once, linear probe,
 bootstrap interval, shuffled control), the pretrained PaSST embedded in torch with the service's scene
-windows (`services.audio.windows`, the same windows as the exported graph; torch and the ONNX graph agree
+windows (`infersuite.services.audio.windows`, the same windows as the exported graph; torch and the ONNX graph agree
 to 1e-4, exporters/audio.py), plus the same PaSST untrained as a control. Writes pretrain.pt (loadable by
 `models.audio.train.load_checkpoint`, exportable by `exporters.audio.export_embedder`), quality.md, quality.json.
 """
@@ -40,12 +40,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from infersuite.services.audio.windows import scene_windows
 from models.audio.corpus import evaluate as corpus_eval
 from models.audio.corpus.builder import MANIFEST
 from models.audio.frontend import FrontEndConfig, LogMel
 from models.audio.passt import Passt, PasstConfig
 from models.audio.user_data import load_audio
-from services.audio.windows import scene_windows
 
 PRETRAIN_SPLIT = "pretrain"
 MISSING = -1  # target of a head a clip has no label for (ignored by the loss)

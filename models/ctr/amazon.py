@@ -23,7 +23,7 @@ reviewed, drawn uniformly from the vocabulary's items (label 0, seeded). Each us
 validation row; every other position is a training row. Reviews held out as a validation or test
 positive are outside the training period, which is what the vocabulary counts.
 
-String ids: the model's vocabulary (`modelmeta.families.ExternalIds`) and the Score API take integer
+String ids: the model's vocabulary (`infersuite.modelmeta.families.ExternalIds`) and the Score API take integer
 ids, so each reviewed asin and each category name gets a catalogue id (1, 2, ... in order of first
 appearance in the reviews; categories in the order their items appear), and the vocabulary maps those.
 `string_ids.json` beside the exported model maps the strings back to those ids (`StringIds`); a client
@@ -48,7 +48,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from modelmeta.families import ExternalIds
+from infersuite.modelmeta.families import ExternalIds
 from models.ctr.data import ClickData, ClickDataConfig
 from models.ctr.user_data import MAX_ID_BYTES, ClickLogError, OovPolicy, build_vocabulary_of_ids
 
@@ -217,7 +217,7 @@ class StringIds:
 
     def string_vocabulary(self, vocabulary: ExternalIds) -> ExternalIds:
         """`vocabulary` (catalogue ids) with the asins and category names themselves, the same rows: what
-        `--ids string` ships, so Score and OIP clients send the strings (services/ctr/string_ids.py)."""
+        `--ids string` ships, so Score and OIP clients send the strings (infersuite/services/ctr/string_ids.py)."""
         asin_of = {catalogue: asin for asin, catalogue in self.items.items()}
         name_of = {catalogue: name for name, catalogue in self.categories.items()}
         names = [name_of[int(c)] for c in vocabulary.categories]

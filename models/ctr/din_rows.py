@@ -5,7 +5,7 @@ The training layout (models/ctr/din.py) scores a (B, N) grid of candidates again
 history, so a batch of ragged requests costs B x N_max x T_max. Here every candidate is one row
 that carries the index of its user's history (`candidate_user`), so a batch of requests costs
 sum(N_i) x T_max: the runtime concatenates the requests' candidate rows and stacks their
-histories (services/runtime/batch_layout.py, meta.json `batching.rows`).
+histories (infersuite/services/runtime/batch_layout.py, meta.json `batching.rows`).
 
 Same weights, same maths (paper eq. 3 and Fig. 2): the behaviour part of the activation unit's
 first layer is computed once per user and gathered to its rows, the ad part once per row.

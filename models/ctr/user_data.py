@@ -15,7 +15,7 @@ nulls are refused. String ids are interned once as they are read: the arrays hol
 The Amazon reviews layout the DIN paper used (`--format amazon`, string ids) is read by
 models/ctr/amazon.py; `detect_format` tells the two apart where the name is unambiguous.
 
-The vocabulary (`modelmeta.families.ExternalIds`, meta.json `vocabulary.external`) maps the
+The vocabulary (`infersuite.modelmeta.families.ExternalIds`, meta.json `vocabulary.external`) maps the
 external item and category ids to embedding rows: ids seen at least `min_count` times in the
 training period get rows 1..n in order of their first appearance (0 stays padding); a log with string
 ids ships a vocabulary of those strings, which the ctr service maps directly (Score's `*_keys` fields,
@@ -47,7 +47,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from modelmeta.families import ExternalIds
+from infersuite.modelmeta.families import ExternalIds
 from models.ctr.data import ClickData, ClickDataConfig
 
 COLUMNS = ("user", "item", "category", "timestamp", "clicked")

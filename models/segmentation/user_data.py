@@ -17,7 +17,7 @@ and validation is drawn from training; with test/ too, all three are the folder'
 folders every image is drawn by `seed`: `test_share` (15%) for test and `valid_share` (10%) for validation,
 at least one image each, the rest for training. Validation picks the epoch; test is only reported.
 
-Resize policy = the service's (services/segmentation/imaging.py, whose functions are used here): the image
+Resize policy = the service's (infersuite/services/segmentation/imaging.py, whose functions are used here): the image
 bilinear to the model's square side, the label map nearest to it; at serving the mask goes back to the
 image's own size by nearest. An image is decoded as the service decodes it (RGB, 8-bit modes only).
 
@@ -40,13 +40,13 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from infersuite.services.runtime.errors import InvalidArgument
+from infersuite.services.segmentation.imaging import ImageLimits, decode_image, mask_to_size, to_model_input
 from models.segmentation.data import CLASS_NAMES, SceneConfig, Scenes, make_scene, make_scenes
 from models.segmentation.metrics import IGNORE_LABEL
-from services.runtime.errors import InvalidArgument
-from services.segmentation.imaging import ImageLimits, decode_image, mask_to_size, to_model_input
 
 FORMATS = ("folder", "ade20k")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # what services/segmentation/imaging.py decodes
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # what infersuite/services/segmentation/imaging.py decodes
 UNSERVED_SUFFIXES = (".webp", ".bmp", ".gif", ".tif", ".tiff")  # images the service would refuse
 SPLIT_FOLDERS = {"train": ("training", "train"), "valid": ("validation", "val"), "test": ("test", "testing")}
 SPLITS = ("train", "valid", "test")
@@ -284,7 +284,7 @@ def read_label_map(path: Path, classes: Classes, shape: tuple[int, int], cfg: La
 
 def fit_pair(image: np.ndarray, labels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """(H, W, 3) image and (H, W) labels -> (size, size, 3) and (size, size): the service's resize policy
-    (bilinear image, nearest labels, services/segmentation/imaging.py)."""
+    (bilinear image, nearest labels, infersuite/services/segmentation/imaging.py)."""
     fitted = np.rint(to_model_input(image, size)[0] * 255).astype(np.uint8).transpose(1, 2, 0)
     return np.ascontiguousarray(fitted), mask_to_size(labels, size, size)
 

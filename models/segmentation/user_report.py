@@ -1,7 +1,7 @@
 """The quality report of ECO-M2F trained on a user's labelled images (models/segmentation/user_data.py).
 
 The figures are those of the answer the service gives: each test image goes through the service's own
-resize (services/segmentation/imaging.py: bilinear to the model's side), the gated model picks its encoder
+resize (infersuite/services/segmentation/imaging.py: bilinear to the model's side), the gated model picks its encoder
 depth, and the mask goes back to the image's own size by nearest before it is compared with the image's
 own annotation (ignored pixels left out). Per class IoU, mean IoU over the classes present in the test
 ground truth or predictions, pixel accuracy, and the compute the gate chose.
@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from infersuite.services.segmentation.imaging import mask_to_size, to_model_input
 from models.segmentation.eco_m2f import EcoM2F, gflops_at_exit, stage_gflops
 from models.segmentation.metrics import IGNORE_LABEL, confusion, iou_per_class
 from models.segmentation.user_data import (
@@ -25,7 +26,6 @@ from models.segmentation.user_data import (
     read_label_map,
     scan_label_maps,
 )
-from services.segmentation.imaging import mask_to_size, to_model_input
 
 
 def evaluate_test_split(model: EcoM2F, data_cfg: LabelMapConfig) -> dict[str, Any]:

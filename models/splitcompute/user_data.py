@@ -6,7 +6,7 @@
 Class names are the folder names, sorted (class index = position, as torchvision's ImageFolder). Files
 are taken by suffix (.png .jpg .jpeg .webp .bmp .gif .tif .tiff, any case); other files and hidden
 entries are skipped and counted. Images of any size and mode are fitted to the model's square input
-by the family's one policy (services/splitcompute/imaging.py: RGB, shorter side to the size, centre
+by the family's one policy (infersuite/services/splitcompute/imaging.py: RGB, shorter side to the size, centre
 crop), which the edge SDK applies too (`fit=True`). Without your own splits, each class is split by
 `seed`: `test_share` and `valid_share` of its images (at least one each), the rest for training; a
 class needs 3 images. Validation picks the teacher's epoch and the default beta; test is only reported.
@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from infersuite.services.splitcompute.imaging import IMAGE_SUFFIXES, load_image
 from models.splitcompute.data import ShapeData, ShapeDataConfig, make_shape_data
-from services.splitcompute.imaging import IMAGE_SUFFIXES, load_image
 
 SPLIT_FOLDERS = {"train": ("train",), "valid": ("val", "valid", "validation"), "test": ("test",)}
 

@@ -49,7 +49,7 @@ def _generator_params(service: str, fixture: object, repository: Path, workdir: 
     if service == "ctr":
         return {"repository": str(repository)}
     if service == "splitcompute":
-        from services.splitcompute.edge import EdgeEncoder  # the edge SDK writes the frames, as on a device
+        from infersuite.services.splitcompute.edge import EdgeEncoder  # the edge SDK writes the frames, as on a device
 
         encoder, frames = EdgeEncoder(fixture.encoder_bundle), workdir / "frames"  # type: ignore[attr-defined]
         frames.mkdir(exist_ok=True)

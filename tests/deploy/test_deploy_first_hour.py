@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from services.families import family_names
+from infersuite.services.families import family_names
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
 K8S = DOCKER / "k8s"
-SUITE = tuple(family_names())  # every family found (services/families.py)
+SUITE = tuple(family_names())  # every family found (infersuite/services/families.py)
 DOCKERFILES = sorted(p for p in DOCKER.glob("Dockerfile*") if not p.name.endswith(".dockerignore"))
 
 

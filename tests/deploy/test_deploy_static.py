@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from services.families import family_names
+from infersuite.services.families import family_names
 from tests.deploy.dashboard_queries import (
     DASHBOARD,
     METRIC_TOKEN,
@@ -28,16 +28,16 @@ from tests.deploy.dashboard_queries import (
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
 RULES = sorted((DOCKER / "prometheus" / "rules").glob("*.yml"))
-SUITE = tuple(family_names())  # every family found (services/families.py), never listed
+SUITE = tuple(family_names())  # every family found (infersuite/services/families.py), never listed
 K8S_VERSIONS = ("1.29.0", "1.37.0")  # the oldest cluster the manifests target (grpc probes GA in 1.27) and the newest
 
 
 
 def grpc_service_names() -> dict[str, str]:
-    """service package -> full gRPC service name, read from protos/<svc>.proto."""
+    """service package -> full gRPC service name, read from infersuite/protos/<svc>.proto."""
     names = {}
     for svc in SUITE:
-        text = (REPO / "protos" / f"{svc}.proto").read_text()
+        text = (REPO / "infersuite" / "protos" / f"{svc}.proto").read_text()
         package = re.search(r"^package\s+([\w.]+);", text, re.MULTILINE).group(1)  # type: ignore[union-attr]
         service = re.search(r"^service\s+(\w+)", text, re.MULTILINE).group(1)  # type: ignore[union-attr]
         names[svc] = f"{package}.{service}"
@@ -51,10 +51,10 @@ def recorded_names() -> set[str]:
 
 def exported_metric_names() -> set[str]:
     """What the services export: the runtime's registry plus every family metric their code creates."""
-    from services.runtime.metrics import Metrics
+    from infersuite.services.runtime.metrics import Metrics
 
     names = {family.name for family in Metrics().registry.collect()}
-    for path in (REPO / "services").rglob("*.py"):
+    for path in (REPO / "infersuite" / "services").rglob("*.py"):
         names |= set(re.findall(r'"(infersuite_[a-z0-9_]+)"', path.read_text()))
     return {base_name(name) for name in names}
 
@@ -243,5 +243,5 @@ def test_images_serve_without_torch_as_a_non_root_user() -> None:
         text = (DOCKER / name).read_text()
         runtime = text.split(" AS runtime", 1)[1]
         assert re.search(r"^USER 10001", runtime, re.MULTILINE), name
-        assert "HEALTHCHECK" in runtime and 'ENTRYPOINT ["python", "-m", "services"]' in runtime, name
+        assert "HEALTHCHECK" in runtime and 'ENTRYPOINT ["python", "-m", "infersuite.services"]' in runtime, name
         assert "requirements/serve.txt" in text, name

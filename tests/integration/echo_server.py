@@ -8,8 +8,8 @@ import logging
 import grpc
 from grpc import aio
 
-from services.__main__ import serve
-from services.runtime import Runtime, RuntimeSettings
+from infersuite.services.__main__ import serve
+from infersuite.services.runtime import Runtime, RuntimeSettings
 from tests.fixtures import EchoService
 
 TRACED = "infersuite.test.Traced"

@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from protos import audio_pb2, audio_pb2_grpc, ctr_pb2, ctr_pb2_grpc
+from infersuite.protos import audio_pb2, audio_pb2_grpc, ctr_pb2, ctr_pb2_grpc
 
 SMALL_SCORE = ctr_pb2.ScoreRequest(history_item_ids=[1, 2, 3], history_category_ids=[1, 1, 2],
                                    candidate_item_ids=[4, 5], candidate_category_ids=[1, 2])

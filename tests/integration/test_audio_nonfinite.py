@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from exporters.repository import ServingConfig, write_model
-from services.audio import AudioService, AudioSettings
-from services.audio.client import AudioClient, AudioClientError, raw_audio
+from infersuite.services.audio import AudioService, AudioSettings
+from infersuite.services.audio.client import AudioClient, AudioClientError, raw_audio
 from tests.fixtures import serving, write_nan_embedder_onnx
 
 pytestmark = pytest.mark.integration

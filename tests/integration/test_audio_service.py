@@ -16,9 +16,9 @@ import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import hear_infersuite as hear
-from protos import audio_pb2, audio_pb2_grpc
-from services.audio import AudioService, AudioSettings
-from services.audio.client import AudioClient, AudioClientError, raw_audio, wav_audio
+from infersuite.protos import audio_pb2, audio_pb2_grpc
+from infersuite.services.audio import AudioService, AudioSettings
+from infersuite.services.audio.client import AudioClient, AudioClientError, raw_audio, wav_audio
 from tests.fixtures import serving
 
 pytestmark = pytest.mark.integration

@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from protos import ctr_pb2, ctr_pb2_grpc
-from services.client import RetryPolicy
-from services.ctr.client import CtrClient, CtrClientError
+from infersuite.protos import ctr_pb2, ctr_pb2_grpc
+from infersuite.services.client import RetryPolicy
+from infersuite.services.ctr.client import CtrClient, CtrClientError
 
 pytestmark = pytest.mark.integration
 

@@ -14,11 +14,11 @@ import grpc
 import numpy as np
 import pytest
 
-from services.audio import AudioService, AudioSettings
-from services.audio.client import AudioClient, AudioClientError, raw_audio
-from services.client import InferSuiteClientError
-from services.ctr import CtrService
-from services.ctr.client import CtrClient, CtrClientError, ScoreInput
+from infersuite.services.audio import AudioService, AudioSettings
+from infersuite.services.audio.client import AudioClient, AudioClientError, raw_audio
+from infersuite.services.client import InferSuiteClientError
+from infersuite.services.ctr import CtrService
+from infersuite.services.ctr.client import CtrClient, CtrClientError, ScoreInput
 from tests.fixtures import serving
 
 pytestmark = pytest.mark.integration

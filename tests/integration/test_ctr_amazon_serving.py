@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.ctr import CtrService
-from services.ctr.client import CtrClient
+from infersuite.services.ctr import CtrService
+from infersuite.services.ctr.client import CtrClient
 from tests.fixtures import serving
 
 pytestmark = pytest.mark.integration

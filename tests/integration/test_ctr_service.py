@@ -12,10 +12,10 @@ import pytest
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from infersuite.protos import ctr_pb2, ctr_pb2_grpc
+from infersuite.services.ctr import CtrService, CtrSettings
+from infersuite.services.ctr.client import CtrClient, CtrClientError
 from models.ctr.train import load_checkpoint
-from protos import ctr_pb2, ctr_pb2_grpc
-from services.ctr import CtrService, CtrSettings
-from services.ctr.client import CtrClient, CtrClientError
 from tests.fixtures import serving
 
 pytestmark = pytest.mark.integration

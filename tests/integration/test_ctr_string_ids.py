@@ -17,8 +17,8 @@ import tritonclient.grpc.aio as triton_aio
 from tritonclient.grpc import InferInput
 from tritonclient.utils import InferenceServerException
 
-from services.ctr import CtrService, CtrSettings
-from services.ctr.client import CtrClient, CtrClientError, ScoreInput
+from infersuite.services.ctr import CtrService, CtrSettings
+from infersuite.services.ctr.client import CtrClient, CtrClientError, ScoreInput
 from tests.fixtures import serving
 
 pytestmark = pytest.mark.integration

@@ -18,9 +18,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from services.runtime import Runtime, RuntimeSettings, build_server
-from services.runtime.model_manager import ModelSet
-from services.runtime.reload import SetNotServed
+from infersuite.services.runtime import Runtime, RuntimeSettings, build_server
+from infersuite.services.runtime.model_manager import ModelSet
+from infersuite.services.runtime.reload import SetNotServed
 from tests.fixtures import EchoService, serving
 
 pytestmark = pytest.mark.integration
@@ -78,7 +78,7 @@ async def _infer(channel: grpc.aio.Channel, model: str) -> service_pb2.ModelInfe
 
 async def test_a_family_refused_at_start_up_is_not_serving_and_its_models_do_not_answer(repository, caplog) -> None:
     alpha, beta = Family("alpha"), Family("beta", refused=("1",))
-    caplog.set_level(logging.INFO, logger="services.runtime")
+    caplog.set_level(logging.INFO, logger="infersuite.services.runtime")
     async with serving([alpha, beta], repository, metrics_port=-1, wait_ready=False) as served, \
             grpc.aio.insecure_channel(served.address) as channel:
         with pytest.raises(SetNotServed, match=r"the beta model set is not served: beta-model: .*refused the new "
@@ -101,7 +101,7 @@ async def test_a_family_refused_at_start_up_is_not_serving_and_its_models_do_not
         refused = index["beta-model"]
         assert refused.state == "UNAVAILABLE" and "tables of version 1 are broken" in refused.reason
     assert alpha.derived == [("alpha", "1")] and beta.derived == []
-    logged = [r.getMessage() for r in caplog.records if r.name == "services.runtime.server"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "infersuite.services.runtime.server"]
     assert any(m.startswith("service beta is NOT_SERVING: model beta-model is not loaded") and "broken" in m
                for m in logged), logged
 

@@ -17,19 +17,20 @@ import grpc
 import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from services.audio import AudioService
-from services.ctr import CtrService
-from services.runtime import RuntimeSettings, build_server
-from services.segmentation import SegmentationService
-from services.splitcompute import SplitComputeService
+from infersuite.services.audio import AudioService
+from infersuite.services.ctr import CtrService
+from infersuite.services.runtime import RuntimeSettings, build_server
+from infersuite.services.segmentation import SegmentationService
+from infersuite.services.splitcompute import SplitComputeService
 from tests.fixtures_pki import pki  # noqa: F401
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "shipped_models"
 BUNDLE = SHIPPED / "splitcompute-encoder-fp32" / "1"
-CLIENT_MODULES = ["services.ctr.client", "services.segmentation.client", "services.audio.client",
-                  "services.splitcompute.client", "services.splitcompute.edge", "services.channel", "services.client"]
+CLIENT_MODULES = ["infersuite.clients", "infersuite.services.ctr.client", "infersuite.services.segmentation.client",
+                  "infersuite.services.audio.client", "infersuite.services.splitcompute.client",
+                  "infersuite.services.splitcompute.edge", "infersuite.services.channel", "infersuite.services.client"]
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +61,10 @@ def test_wheel_carries_generated_stubs_and_declares_minimal_dependencies(wheel: 
         names = set(archive.namelist())
         metadata = next(archive.read(n).decode() for n in names if n.endswith("METADATA"))
     for proto in ("ctr", "segmentation", "splitcompute", "audio", "common"):
-        assert {f"protos/{proto}_pb2.py", f"protos/{proto}_pb2_grpc.py"} <= names
+        assert {f"infersuite/protos/{proto}_pb2.py", f"infersuite/protos/{proto}_pb2_grpc.py"} <= names
     assert {f"{m.replace('.', '/')}.py" for m in CLIENT_MODULES} <= names
-    assert not any(n.startswith(("tests/", "models/", "exporters/", "loadtest/")) for n in names)
+    top_level = {n.split("/", 1)[0] for n in names}  # one importable name, nothing that collides with others
+    assert {t for t in top_level if not t.endswith(".dist-info")} == {"infersuite"}, sorted(top_level)
     required = {line.split()[1].split("<")[0].split(">")[0].split("=")[0] for line in metadata.splitlines()
                 if line.startswith("Requires-Dist:") and "extra ==" not in line}
     assert required == {"grpcio", "protobuf", "numpy", "pillow"}
@@ -72,7 +74,8 @@ def test_clients_import_outside_the_repository_without_torch_or_pydantic(site: P
     probe = ("import importlib, json, sys\n"
              f"mods = [importlib.import_module(m) for m in {CLIENT_MODULES!r}]\n"
              "print(json.dumps({'files': [m.__file__ for m in mods], 'heavy': sorted(k for k in sys.modules\n"
-             "    if k.split('.')[0] in ('torch', 'pydantic', 'pydantic_settings') or k == 'services.runtime')}))\n")
+             "    if k.split('.')[0] in ('torch', 'pydantic', 'pydantic_settings')\n"
+             "    or k == 'infersuite.services.runtime')}))\n")
     done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(site)},
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]

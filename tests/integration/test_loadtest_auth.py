@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from services.ctr import CtrService
-from services.runtime import RuntimeSettings, build_server
+from infersuite.services.ctr import CtrService
+from infersuite.services.runtime import RuntimeSettings, build_server
 from tests.fixtures_pki import pki  # noqa: F401
 
 pytestmark = pytest.mark.integration

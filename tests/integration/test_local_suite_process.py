@@ -1,4 +1,4 @@
-"""The suite launcher (loadtest/local_suite.py) on a real `python -m services` (tiny DIN): pinned to a
+"""The suite launcher (loadtest/local_suite.py) on a real `python -m infersuite.services` (tiny DIN): pinned to a
 core, SERVING through the sync and the async wait, health per service, a clean SIGTERM exit; a suite
 that cannot start fails at once with its own message; the benchmarks' entry points run on it."""
 

@@ -11,7 +11,7 @@ import urllib.request
 import grpc
 import pytest
 
-from services.runtime import RuntimeSettings, build_server
+from infersuite.services.runtime import RuntimeSettings, build_server
 from tests.fixtures import EchoService
 from tests.reliability.load import scrape
 

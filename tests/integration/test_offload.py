@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from infersuite.services.audio import AudioService, AudioSettings
+from infersuite.services.ctr import CtrService, CtrSettings
 from loadtest.generators.audio import wav_bytes
-from services.audio import AudioService, AudioSettings
-from services.ctr import CtrService, CtrSettings
 from tests.fixtures import serving
 
 pytestmark = pytest.mark.integration

@@ -9,8 +9,8 @@ import tritonclient.grpc.aio as triton_aio
 from tritonclient.grpc import InferInput, InferRequestedOutput, service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from services.ctr import CtrService, CtrSettings
-from services.ctr.client import CtrClient
+from infersuite.services.ctr import CtrService, CtrSettings
+from infersuite.services.ctr.client import CtrClient
 from tests.fixtures import serving
 
 pytestmark = pytest.mark.integration

@@ -13,9 +13,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from services.ctr import CtrService, CtrSettings
-from services.ctr.client import CtrClient, CtrClientError
-from services.runtime import RuntimeSettings, build_server
+from infersuite.services.ctr import CtrService, CtrSettings
+from infersuite.services.ctr.client import CtrClient, CtrClientError
+from infersuite.services.runtime import RuntimeSettings, build_server
 from tests.reliability.load import metric, scrape
 
 pytestmark = pytest.mark.integration

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from services.audio import AudioService
-from services.ctr import CtrService
-from services.segmentation import SegmentationService
-from services.splitcompute import SplitComputeService
+from infersuite.services.audio import AudioService
+from infersuite.services.ctr import CtrService
+from infersuite.services.segmentation import SegmentationService
+from infersuite.services.splitcompute import SplitComputeService
 from tests.fixtures import serving
 from tests.fixtures_pki import pki  # noqa: F401
 

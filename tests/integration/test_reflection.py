@@ -7,7 +7,7 @@ import grpc
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2
 
-from services.runtime import RuntimeSettings, build_server
+from infersuite.services.runtime import RuntimeSettings, build_server
 from tests.fixtures import EchoService
 
 pytestmark = pytest.mark.integration

@@ -20,12 +20,12 @@ import grpc
 import numpy as np
 import pytest
 
-from protos import segmentation_pb2, segmentation_pb2_grpc, splitcompute_pb2, splitcompute_pb2_grpc
-from services.segmentation import SegmentationService, SegmentationSettings
-from services.splitcompute import SplitComputeService, wire
-from services.splitcompute.codec import Codec
-from services.splitcompute.edge import EdgeEncoder
-from services.splitcompute.settings import SplitComputeSettings
+from infersuite.protos import segmentation_pb2, segmentation_pb2_grpc, splitcompute_pb2, splitcompute_pb2_grpc
+from infersuite.services.segmentation import SegmentationService, SegmentationSettings
+from infersuite.services.splitcompute import SplitComputeService, wire
+from infersuite.services.splitcompute.codec import Codec
+from infersuite.services.splitcompute.edge import EdgeEncoder
+from infersuite.services.splitcompute.settings import SplitComputeSettings
 from tests.fixtures import serving
 from tests.graph_edits import new_version
 

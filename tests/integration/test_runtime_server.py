@@ -14,8 +14,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from infersuite.services.runtime import RuntimeSettings, build_server
 from loadtest.local_suite import ServerProcess
-from services.runtime import RuntimeSettings, build_server
 from tests.fixtures import EchoService
 
 pytestmark = pytest.mark.integration

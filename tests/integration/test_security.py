@@ -8,7 +8,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.runtime import RuntimeSettings, build_server
+from infersuite.services.runtime import RuntimeSettings, build_server
 from tests.fixtures import EchoService
 from tests.fixtures_pki import pki  # noqa: F401
 

@@ -16,11 +16,11 @@ import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
+from infersuite.protos import segmentation_pb2, segmentation_pb2_grpc
+from infersuite.services.segmentation import SegmentationService, SegmentationSettings
+from infersuite.services.segmentation.client import SegmentationClient, SegmentationClientError
 from models.segmentation.data import to_model_input
 from models.segmentation.train import load_checkpoint
-from protos import segmentation_pb2, segmentation_pb2_grpc
-from services.segmentation import SegmentationService, SegmentationSettings
-from services.segmentation.client import SegmentationClient, SegmentationClientError
 from tests.fixtures import serving
 
 pytestmark = pytest.mark.integration

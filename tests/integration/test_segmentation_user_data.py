@@ -14,10 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
+from infersuite.services.segmentation import SegmentationService, SegmentationSettings
+from infersuite.services.segmentation.client import SegmentationClient
+from infersuite.services.segmentation.imaging import mask_to_size, to_model_input
 from models.segmentation.train import load_checkpoint, main
-from services.segmentation import SegmentationService, SegmentationSettings
-from services.segmentation.client import SegmentationClient
-from services.segmentation.imaging import mask_to_size, to_model_input
 from tests.fixtures import serving
 
 pytestmark = pytest.mark.integration

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import hear_infersuite as hear
-from services.audio import AudioService, AudioSettings
-from services.audio.client import AudioClient, raw_audio
+from infersuite.services.audio import AudioService, AudioSettings
+from infersuite.services.audio.client import AudioClient, raw_audio
 from tests.fixtures import serving
 
 pytestmark = pytest.mark.integration

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from exporters.ship import MANIFEST, MAX_BYTES, SUMMARY, compare, quality_figures, sha256
-from services.runtime import RuntimeSettings
-from services.runtime.backends.onnxruntime import OnnxRuntimeBackend
-from services.runtime.repository import ModelRepository
+from infersuite.services.runtime import RuntimeSettings
+from infersuite.services.runtime.backends.onnxruntime import OnnxRuntimeBackend
+from infersuite.services.runtime.repository import ModelRepository
 
 SHIPPED = Path(__file__).resolve().parents[2] / "shipped_models"
 MANIFESTS = sorted(SHIPPED.glob(f"*/{MANIFEST}"))

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
+from infersuite.protos import splitcompute_pb2, splitcompute_pb2_grpc
+from infersuite.services.splitcompute import SplitComputeService, wire
+from infersuite.services.splitcompute.client import SplitComputeClient, SplitComputeClientError
+from infersuite.services.splitcompute.edge import EdgeDevice, EdgeEncoder
+from infersuite.services.splitcompute.settings import SplitComputeSettings
 from models.splitcompute.data import to_float
 from models.splitcompute.train import load_student, quantize, single_thread
-from protos import splitcompute_pb2, splitcompute_pb2_grpc
-from services.splitcompute import SplitComputeService, wire
-from services.splitcompute.client import SplitComputeClient, SplitComputeClientError
-from services.splitcompute.edge import EdgeDevice, EdgeEncoder
-from services.splitcompute.settings import SplitComputeSettings
 from tests.fixtures import serving
 
 pytestmark = pytest.mark.integration

@@ -14,13 +14,13 @@ from PIL import Image
 
 from benchmarks.splitcompute import user_data as report
 from exporters.splitcompute import export_splitcompute
+from infersuite.services.splitcompute import SplitComputeService
+from infersuite.services.splitcompute.edge import EdgeDevice, EdgeEncoder
+from infersuite.services.splitcompute.imaging import load_image
+from infersuite.services.splitcompute.settings import SplitComputeSettings
 from models.splitcompute.data import to_float
 from models.splitcompute.train import TrainConfig, load_student, quantize, run, single_thread
 from models.splitcompute.user_data import ImageFolderConfig
-from services.splitcompute import SplitComputeService
-from services.splitcompute.edge import EdgeDevice, EdgeEncoder
-from services.splitcompute.imaging import load_image
-from services.splitcompute.settings import SplitComputeSettings
 from tests.fixtures import serving
 
 pytestmark = pytest.mark.integration

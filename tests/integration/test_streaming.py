@@ -15,10 +15,10 @@ import tritonclient.grpc as triton_sync
 import tritonclient.grpc.aio as triton_aio
 from tritonclient.grpc import InferInput, service_pb2
 
-from protos import ctr_pb2
-from services.ctr import CtrService, CtrSettings
-from services.ctr.client import CtrClient, ScoreInput
-from services.runtime import RuntimeSettings, build_server
+from infersuite.protos import ctr_pb2
+from infersuite.services.ctr import CtrService, CtrSettings
+from infersuite.services.ctr.client import CtrClient, ScoreInput
+from infersuite.services.runtime import RuntimeSettings, build_server
 from tests.reliability import hostile
 
 pytestmark = pytest.mark.integration

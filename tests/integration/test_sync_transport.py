@@ -1,4 +1,4 @@
-"""The synchronous transport (INFERSUITE_TRANSPORT=sync, services/runtime/sync_transport.py): the same
+"""The synchronous transport (INFERSUITE_TRANSPORT=sync, infersuite/services/runtime/sync_transport.py): the same
 answers as grpc.aio, the client's faults answered as theirs, streams, auth, and the model's admission
 on the calling thread (queue full, a deadline it cannot meet, a client that left)."""
 
@@ -17,10 +17,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from services.ctr import CtrService, CtrSettings
-from services.runtime import Runtime
-from services.runtime.batching import BatchingPolicy
-from services.runtime.tensors import TensorSpec
+from infersuite.services.ctr import CtrService, CtrSettings
+from infersuite.services.runtime import Runtime
+from infersuite.services.runtime.batching import BatchingPolicy
+from infersuite.services.runtime.tensors import TensorSpec
 from tests.fixtures import serving
 from tests.reliability.load import metric, scrape
 

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from exporters import triton_local
-from services.ctr import CtrService, CtrSettings
-from services.ctr.client import CtrClient, CtrClientError
-from services.runtime import RuntimeSettings, build_server
+from infersuite.services.ctr import CtrService, CtrSettings
+from infersuite.services.ctr.client import CtrClient, CtrClientError
+from infersuite.services.runtime import RuntimeSettings, build_server
 from tests.local_triton import TritonNeverReady, skip_if_unavailable, wait_until_ready
 
 pytestmark = pytest.mark.integration

@@ -11,10 +11,17 @@ import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from services.ctr import CtrService, CtrSettings
-from services.runtime import InvalidArgument, NotFound, ResourceExhausted, RuntimeSettings, Unavailable, build_server
-from services.runtime.backends.triton import TritonBackend, triton_error
-from services.runtime.repository import ModelRepository
+from infersuite.services.ctr import CtrService, CtrSettings
+from infersuite.services.runtime import (
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    RuntimeSettings,
+    Unavailable,
+    build_server,
+)
+from infersuite.services.runtime.backends.triton import TritonBackend, triton_error
+from infersuite.services.runtime.repository import ModelRepository
 
 pytestmark = pytest.mark.integration
 

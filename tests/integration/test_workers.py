@@ -1,4 +1,4 @@
-"""`python -m services` with INFERSUITE_WORKERS=2 in a real subprocess: both workers answer on one
+"""`python -m infersuite.services` with INFERSUITE_WORKERS=2 in a real subprocess: both workers answer on one
 port, /metrics and OIP ModelStatistics are one view whose counts equal the requests sent, and SIGTERM
 drains every worker."""
 
@@ -21,9 +21,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from infersuite.protos import ctr_pb2, ctr_pb2_grpc
+from infersuite.services.runtime.worker_pool import check_port_free
 from loadtest.local_suite import ServerProcess, check_health, loopback_settings
-from protos import ctr_pb2, ctr_pb2_grpc
-from services.runtime.worker_pool import check_port_free
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +32,8 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
 class Suite(ServerProcess):
-    """`python -m services` with two workers serving ctr; stop() kills at once (nothing here needs a drain)."""
+    """`python -m infersuite.services` with two workers serving ctr; stop() kills at once (nothing here needs a
+    drain)."""
 
     def __init__(self, repository: Path, stderr: bool = False, **env: str):
         super().__init__(loopback_settings(repository, workers=2, PYTHONPATH=str(ROOT), **env), cwd=ROOT,
@@ -166,7 +167,7 @@ def test_a_port_another_process_listens_on_is_refused_before_workers_share_it() 
             check_port_free("127.0.0.1", port)
         env = {**os.environ, "PYTHONPATH": str(ROOT), "INFERSUITE_HOST": "127.0.0.1", "INFERSUITE_PORT": str(port),
                "INFERSUITE_WORKERS": "2", "INFERSUITE_METRICS_PORT": "-1"}
-        refused = subprocess.run([sys.executable, "-m", "services"], cwd=ROOT, env=env, capture_output=True,
+        refused = subprocess.run([sys.executable, "-m", "infersuite.services"], cwd=ROOT, env=env, capture_output=True,
                                  text=True, timeout=60)
         assert refused.returncode == 1 and f"port {port} on 127.0.0.1 is in use" in refused.stderr, refused.stderr
     check_port_free("127.0.0.1", 0)  # port 0: the first worker picks one
@@ -179,7 +180,7 @@ def test_a_taken_metrics_port_is_refused_in_one_line_before_start() -> None:
         port = listener.getsockname()[1]
         env = {**os.environ, "PYTHONPATH": str(ROOT), "INFERSUITE_HOST": "127.0.0.1", "INFERSUITE_PORT": "0",
                "INFERSUITE_METRICS_HOST": "127.0.0.1", "INFERSUITE_METRICS_PORT": str(port)}
-        refused = subprocess.run([sys.executable, "-m", "services"], cwd=ROOT, env=env, capture_output=True,
+        refused = subprocess.run([sys.executable, "-m", "infersuite.services"], cwd=ROOT, env=env, capture_output=True,
                                  text=True, timeout=60)
     assert refused.returncode == 1, refused.stderr
     assert refused.stderr.strip() == f"infersuite: metrics port {port} on 127.0.0.1 is in use: Address already in use"
@@ -324,8 +325,8 @@ async def test_a_worker_waits_for_the_parent_before_health_and_server_ready_say_
     with OIP ServerReady false, until told to serve; both turn together, and back on stop."""
     import tritonclient.grpc.aio as triton_aio
 
-    from services.ctr import CtrService, CtrSettings
-    from services.runtime import RuntimeSettings, build_server
+    from infersuite.services.ctr import CtrService, CtrSettings
+    from infersuite.services.runtime import RuntimeSettings, build_server
 
     settings = RuntimeSettings(port=0, metrics_port=-1, host="127.0.0.1", model_repository=tiny_ctr.repository)
     server, port = await build_server(settings, [CtrService(CtrSettings())])

@@ -18,7 +18,7 @@ import soundfile
 from PIL import Image
 from tritonclient.grpc import service_pb2
 
-from protos import audio_pb2, ctr_pb2, segmentation_pb2, splitcompute_pb2
+from infersuite.protos import audio_pb2, ctr_pb2, segmentation_pb2, splitcompute_pb2
 
 INVALID = frozenset({"INVALID_ARGUMENT"})
 CTR = "/infersuite.ctr.v1.CtrService/"

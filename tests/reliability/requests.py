@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from protos import ctr_pb2
+from infersuite.protos import ctr_pb2
 
 CTR_SCORE = "/infersuite.ctr.v1.CtrService/Score"
 

@@ -20,9 +20,9 @@ import grpc
 import numpy as np
 from grpc import aio
 
-from services.runtime import InvalidArgument, Runtime, RuntimeSettings
-from services.runtime.batching import BatchingPolicy
-from services.runtime.tensors import TensorSpec
+from infersuite.services.runtime import InvalidArgument, Runtime, RuntimeSettings
+from infersuite.services.runtime.batching import BatchingPolicy
+from infersuite.services.runtime.tensors import TensorSpec
 
 MODEL = "sleepy"
 METHOD = "/infersuite.reliability.Sleepy/Infer"
@@ -98,7 +98,7 @@ def request(index: int) -> tuple[str, bytes]:
 
 
 def main() -> None:
-    from services.__main__ import serve
+    from infersuite.services.__main__ import serve
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--compute-ms", type=float, default=10.0)

@@ -1,5 +1,5 @@
 """Backend faults: Triton killed mid-load (backend = triton), and a model version that fails to
-load while the previous one keeps serving (hot reload, services/runtime/reload.py)."""
+load while the previous one keeps serving (hot reload, infersuite/services/runtime/reload.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from exporters import triton_local
-from protos import ctr_pb2
-from services.ctr import CtrService, CtrSettings
-from services.runtime import RuntimeSettings, build_server
+from infersuite.protos import ctr_pb2
+from infersuite.services.ctr import CtrService, CtrSettings
+from infersuite.services.runtime import RuntimeSettings, build_server
 from tests.fixtures import write_add_one_onnx
 from tests.reliability.load import metric, open_loop, scrape
 from tests.reliability.requests import ctr_requests
@@ -41,7 +41,7 @@ async def test_killing_triton_mid_load_gives_prompt_unavailable_and_recovery(tin
     before, after = figures["codes_before_kill"], figures["codes_after_kill"]
     assert before and set(before) == {"OK"}, figures
     # Prompt, told by the codes rather than a stopwatch: every call carries a 2 s deadline that also caps the
-    # backend's call to Triton (services/runtime/backends/triton.py), so a call that waited on the dead
+    # backend's call to Triton (infersuite/services/runtime/backends/triton.py), so a call that waited on the dead
     # Triton (a hang, a wait-for-ready, a retry until its timeout) would end DEADLINE_EXCEEDED, not UNAVAILABLE.
     assert after and set(after) == {"UNAVAILABLE"}, figures
     assert set(figures["load"]["codes"]) == {"OK", "UNAVAILABLE"}, figures  # those in flight at the kill too

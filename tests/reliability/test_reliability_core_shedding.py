@@ -10,7 +10,7 @@ import asyncio
 import grpc
 import pytest
 
-from services.runtime import RuntimeSettings, build_server
+from infersuite.services.runtime import RuntimeSettings, build_server
 from tests.reliability import sleepy
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration]

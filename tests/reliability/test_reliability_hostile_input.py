@@ -13,12 +13,12 @@ import psutil
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from protos import splitcompute_pb2
-from services.audio import AudioService, AudioSettings
-from services.ctr import CtrService, CtrSettings
-from services.segmentation import SegmentationService, SegmentationSettings
-from services.splitcompute import SplitComputeService
-from services.splitcompute.settings import SplitComputeSettings
+from infersuite.protos import splitcompute_pb2
+from infersuite.services.audio import AudioService, AudioSettings
+from infersuite.services.ctr import CtrService, CtrSettings
+from infersuite.services.segmentation import SegmentationService, SegmentationSettings
+from infersuite.services.splitcompute import SplitComputeService
+from infersuite.services.splitcompute.settings import SplitComputeSettings
 from tests.fixtures import serving
 from tests.reliability import hostile
 from tests.reliability.load import metric, scrape

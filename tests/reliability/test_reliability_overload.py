@@ -10,7 +10,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from services.runtime import RuntimeSettings, build_server
+from infersuite.services.runtime import RuntimeSettings, build_server
 from tests.reliability import sleepy
 from tests.reliability.scenarios import deadlines_and_cancellation, overload, starts_before_loss
 

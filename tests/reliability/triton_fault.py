@@ -13,8 +13,8 @@ from typing import Any, cast
 import grpc
 
 from exporters import triton_local
-from services.ctr import CtrService, CtrSettings
-from services.runtime import RuntimeSettings, ServiceModule, build_server
+from infersuite.services.ctr import CtrService, CtrSettings
+from infersuite.services.runtime import RuntimeSettings, ServiceModule, build_server
 from tests.local_triton import wait_until_ready
 from tests.reliability.load import RequestFactory, metric, open_loop, scrape
 

@@ -16,14 +16,14 @@ import pytest
 import yaml
 
 import exporters
+import infersuite.services as services
 import loadtest.generators
-import services
 from exporters import build as exporters_build
 from exporters import families as exporter_parts
 from exporters.ship import training_seeds
+from infersuite.services.families import MissingFamilyPart, family_names
+from infersuite.services.runtime.service import discover_services, load_services
 from loadtest.generators import base as generator_base
-from services.families import MissingFamilyPart, family_names
-from services.runtime.service import discover_services, load_services
 
 REPO = Path(__file__).resolve().parents[2]
 GRPC_SERVICE = "infersuite.quintet.v1.QuintetService"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from exporters.repository import ServingConfig, write_model, write_variant
-from modelmeta import SCHEMA_VERSION, MetaError
+from infersuite.modelmeta import SCHEMA_VERSION, MetaError
 from tests.fixtures import write_add_one_onnx
 
 LIMITS = {"inputs": {"x": {"max_shape": [64, 4], "range": [-1.0, 1.0]}}, "max_elements": 256}

@@ -13,7 +13,7 @@ from onnx import TensorProto, helper
 from exporters.quantize import RECIPES, RecipeRefused
 from exporters.quantize.inspect import is_conv_heavy, kernel_summary
 from exporters.quantize.report import gate, publish
-from services.runtime.repository import ModelRepository
+from infersuite.services.runtime.repository import ModelRepository
 
 
 @pytest.fixture(scope="module")

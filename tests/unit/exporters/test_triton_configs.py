@@ -9,7 +9,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from exporters.triton_python import python_backend_config
-from services.runtime.repository import parse_config
+from infersuite.services.runtime.repository import parse_config
 
 ROOT = Path(__file__).resolve().parents[3]
 

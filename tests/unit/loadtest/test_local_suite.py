@@ -34,8 +34,9 @@ def _announces_then_runs(*, ignore_sigterm: bool = False, line: str = STARTED) -
 
 
 def test_pinned_prefixes_taskset_with_the_sorted_cores_and_leaves_an_unpinned_command_alone() -> None:
-    assert pinned(["python", "-m", "services"], {3, 1}) == ["taskset", "--cpu-list", "1,3", "python", "-m", "services"]
-    assert pinned(["python", "-m", "services"], None) == ["python", "-m", "services"]
+    assert pinned(["python", "-m", "infersuite.services"], {3, 1}) == ["taskset", "--cpu-list", "1,3", "python", "-m",
+                                                                       "infersuite.services"]
+    assert pinned(["python", "-m", "infersuite.services"], None) == ["python", "-m", "infersuite.services"]
 
 
 def test_loopback_settings_pick_os_ports_on_loopback_and_let_the_caller_override() -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from modelmeta import (
+from infersuite.modelmeta import (
     SCHEMA_VERSION,
     AudioMeta,
     CtrMeta,
@@ -164,7 +164,7 @@ def test_several_problems_are_listed_up_to_five() -> None:
 
 
 def test_the_schema_imports_neither_grpc_nor_torch_nor_onnxruntime() -> None:
-    probe = "import sys, modelmeta; print(sorted(m for m in ('grpc', 'torch', 'onnxruntime', 'services') if m in " \
-            "sys.modules))"
+    probe = ("import sys, infersuite.modelmeta; print(sorted(m for m in ('grpc', 'torch', 'onnxruntime', "
+             "'infersuite.services') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from modelmeta.families import ExternalIds, Vocabulary
+from infersuite.modelmeta.families import ExternalIds, Vocabulary
 from models.ctr.user_data import ClickLogError, TimeSplit, build_vocabulary, click_data, read_click_log
 
 

@@ -1,7 +1,7 @@
 """Click logs with string ids (models/ctr/user_data.py `ids="string"`, issue 24), no sockets: the
 reader keeps the strings as written (interned once), refuses empty and oversized ids naming line or
 row and column, the vocabulary holds the strings with the same min count and OOV policy as integer
-ids, and the schema (modelmeta.families.ExternalIds) checks a string vocabulary's shape."""
+ids, and the schema (infersuite.modelmeta.families.ExternalIds) checks a string vocabulary's shape."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
-from modelmeta.families import ExternalIds, Vocabulary
+from infersuite.modelmeta.families import ExternalIds, Vocabulary
 from models.ctr.user_data import (
     MAX_ID_BYTES,
     ClickLogError,

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from infersuite.services.segmentation.imaging import mask_to_size, to_model_input
 from models.segmentation.data import SceneConfig
 from models.segmentation.metrics import IGNORE_LABEL, confusion, mean_iou, per_image_miou
 from models.segmentation.user_data import (
@@ -21,7 +22,6 @@ from models.segmentation.user_data import (
     scan_label_maps,
     write_example,
 )
-from services.segmentation.imaging import mask_to_size, to_model_input
 
 CLASSES = "sky\nroad\ncar\nignore_index: 200\n"
 

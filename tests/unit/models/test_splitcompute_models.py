@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from infersuite.services.splitcompute.codec import Codec
 from models.splitcompute.data import CLASS_NAMES, ShapeDataConfig, make_shape_data
 from models.splitcompute.entropy import FactorizedPrior, bits
 from models.splitcompute.student import EdgeEncoder, EntropicStudent, ServerHead
 from models.splitcompute.train import choose_default, quantize, single_thread
-from services.splitcompute.codec import Codec
 
 SMALL = ShapeDataConfig(n_train=40, n_valid=10, n_test=10, seed=3)
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from tritonclient.grpc import model_config_pb2
 
-from services.runtime.autocomplete import complete_config
-from services.runtime.repository import ModelRepository, RepositoryError, parse_config
-from services.runtime.tensors import TensorSpec
+from infersuite.services.runtime.autocomplete import complete_config
+from infersuite.services.runtime.repository import ModelRepository, RepositoryError, parse_config
+from infersuite.services.runtime.tensors import TensorSpec
 from tests.fixtures import write_add_one_onnx
 
 X = TensorSpec("x", "FP32", (-1, 8))

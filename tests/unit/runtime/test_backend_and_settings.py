@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 
 from exporters.repository import ServingConfig, write_model
-from services.runtime import InvalidArgument, NonFiniteOutput, NotFound, RuntimeSettings, Unavailable
-from services.runtime.backends.onnxruntime import OnnxRuntimeBackend, choose_providers
-from services.runtime.metrics import Metrics
-from services.runtime.model_manager import ModelManager
-from services.runtime.repository import ModelRepository
+from infersuite.services.runtime import InvalidArgument, NonFiniteOutput, NotFound, RuntimeSettings, Unavailable
+from infersuite.services.runtime.backends.onnxruntime import OnnxRuntimeBackend, choose_providers
+from infersuite.services.runtime.metrics import Metrics
+from infersuite.services.runtime.model_manager import ModelManager
+from infersuite.services.runtime.repository import ModelRepository
 from tests.fixtures import write_add_one_onnx, write_nan_embedder_onnx
 
 

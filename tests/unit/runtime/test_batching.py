@@ -9,12 +9,12 @@ from collections.abc import Mapping
 import numpy as np
 import pytest
 
-from services.runtime import DeadlineExceeded, InvalidArgument, ResourceExhausted, batching
-from services.runtime.batch_layout import RaggedDim, padding_fraction
-from services.runtime.batching import BatchingPolicy, DynamicBatcher
-from services.runtime.context import request_deadline
-from services.runtime.metrics import Metrics
-from services.runtime.stats import ModelStats
+from infersuite.services.runtime import DeadlineExceeded, InvalidArgument, ResourceExhausted, batching
+from infersuite.services.runtime.batch_layout import RaggedDim, padding_fraction
+from infersuite.services.runtime.batching import BatchingPolicy, DynamicBatcher
+from infersuite.services.runtime.context import request_deadline
+from infersuite.services.runtime.metrics import Metrics
+from infersuite.services.runtime.stats import ModelStats
 from tests.fixtures import FakeModel
 from tests.virtual_clock import patch_monotonic, run_virtual
 
@@ -178,7 +178,7 @@ def _rows_outputs(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 async def test_rows_layout_concatenates_rows_and_offsets_user_indices() -> None:
     """Requests with several users each: rows are concatenated, their user indices shifted by the users
     of the requests before, and every request gets back exactly its rows and users, cut to its length."""
-    from services.runtime.batch_layout import BatchLayout
+    from infersuite.services.runtime.batch_layout import BatchLayout
 
     model = FakeModel("m", _rows_outputs, ROWS_META)
     layout = BatchLayout.from_meta(ROWS_META)

@@ -1,5 +1,5 @@
 """The batcher combines requests only while that saves CPU on the model's own traffic
-(services/runtime/combine_choice.py): a fake model whose CPU counter follows a known cost law."""
+(infersuite/services/runtime/combine_choice.py): a fake model whose CPU counter follows a known cost law."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pytest
 
-from services.runtime.batching import BatchingPolicy, DynamicBatcher
-from services.runtime.combine_choice import CombineChoice
-from services.runtime.metrics import Metrics
-from services.runtime.stats import ModelStats
+from infersuite.services.runtime.batching import BatchingPolicy, DynamicBatcher
+from infersuite.services.runtime.combine_choice import CombineChoice
+from infersuite.services.runtime.metrics import Metrics
+from infersuite.services.runtime.stats import ModelStats
 from tests.fixtures import FakeModel
 from tests.unit.runtime.test_batching import SEQ, _outputs, _request
 

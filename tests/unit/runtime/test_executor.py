@@ -8,9 +8,9 @@ import threading
 
 import pytest
 
-from services.runtime import ResourceExhausted
-from services.runtime.executor import CpuExecutor
-from services.runtime.metrics import Metrics
+from infersuite.services.runtime import ResourceExhausted
+from infersuite.services.runtime.executor import CpuExecutor
+from infersuite.services.runtime.metrics import Metrics
 
 
 def _gauge(metrics: Metrics, name: str) -> float | None:

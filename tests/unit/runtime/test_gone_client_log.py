@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from services.runtime.server import GoneClientFilter
+from infersuite.services.runtime.server import GoneClientFilter
 
 
 def _record(msg: str, level: int, args: tuple, exc: bool) -> logging.LogRecord:

@@ -1,4 +1,4 @@
-"""The OIP ModelInfer plan (services/runtime/oip/plan.py): it decodes a well-formed raw request to
+"""The OIP ModelInfer plan (infersuite/services/runtime/oip/plan.py): it decodes a well-formed raw request to
 exactly what the step-by-step decoder gives, and leaves every request that decoder would refuse (or
 decode from typed contents) to it, so refusals keep their code and message."""
 
@@ -13,17 +13,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2
 
-from services.runtime import InvalidArgument
-from services.runtime.batching import BatchingPolicy
-from services.runtime.errors import ResourceExhausted
-from services.runtime.limits import model_limits
-from services.runtime.metrics import Metrics
-from services.runtime.model_manager import ModelManager
-from services.runtime.oip.converters import decode_inputs
-from services.runtime.oip.plan import InferPlan
-from services.runtime.oip.servicer import OipServicer
-from services.runtime.repository import ModelRepository
-from services.runtime.tensors import TensorSpec
+from infersuite.services.runtime import InvalidArgument
+from infersuite.services.runtime.batching import BatchingPolicy
+from infersuite.services.runtime.errors import ResourceExhausted
+from infersuite.services.runtime.limits import model_limits
+from infersuite.services.runtime.metrics import Metrics
+from infersuite.services.runtime.model_manager import ModelManager
+from infersuite.services.runtime.oip.converters import decode_inputs
+from infersuite.services.runtime.oip.plan import InferPlan
+from infersuite.services.runtime.oip.servicer import OipServicer
+from infersuite.services.runtime.repository import ModelRepository
+from infersuite.services.runtime.tensors import TensorSpec
 from tests.fixtures import FakeModel
 
 # A rows-layout model in small: one history per request, candidates as rows.

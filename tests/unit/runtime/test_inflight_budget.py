@@ -1,4 +1,4 @@
-"""The process's budget of request bytes being answered (services/runtime/inflight_bytes.py), no
+"""The process's budget of request bytes being answered (infersuite/services/runtime/inflight_bytes.py), no
 sockets: admitted while the total fits, a lone request always, refusals RESOURCE_EXHAUSTED with a
 retry hint naming the numbers, the gauge back at 0 after every release."""
 
@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from protos import ctr_pb2
-from services.runtime.errors import RETRY_PUSHBACK_KEY, ResourceExhausted
-from services.runtime.inflight_bytes import InflightBytes
-from services.runtime.metrics import Metrics
+from infersuite.protos import ctr_pb2
+from infersuite.services.runtime.errors import RETRY_PUSHBACK_KEY, ResourceExhausted
+from infersuite.services.runtime.inflight_bytes import InflightBytes
+from infersuite.services.runtime.metrics import Metrics
 
 
 def _value(metrics: Metrics, name: str, **labels: str) -> float | None:
@@ -50,7 +50,7 @@ async def test_a_stream_message_over_the_budget_gets_its_own_refusal_and_the_str
 
     import grpc
 
-    from services.runtime.streaming import RequestStream
+    from infersuite.services.runtime.streaming import RequestStream
 
     metrics, release = Metrics(), asyncio.Event()
     stream = RequestStream(metrics, "svc", "Stream", max_inflight=8, budget=InflightBytes.on(metrics, limit=150))

@@ -12,14 +12,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from services.runtime import DeadlineExceeded, RuntimeSettings
-from services.runtime.backends.onnxruntime import OnnxRuntimeBackend
-from services.runtime.batching import BatchingPolicy, DynamicBatcher
-from services.runtime.context import request_deadline
-from services.runtime.metrics import Metrics
-from services.runtime.model_manager import ModelManager
-from services.runtime.repository import ModelRepository
-from services.runtime.stats import ModelStats
+from infersuite.services.runtime import DeadlineExceeded, RuntimeSettings
+from infersuite.services.runtime.backends.onnxruntime import OnnxRuntimeBackend
+from infersuite.services.runtime.batching import BatchingPolicy, DynamicBatcher
+from infersuite.services.runtime.context import request_deadline
+from infersuite.services.runtime.metrics import Metrics
+from infersuite.services.runtime.model_manager import ModelManager
+from infersuite.services.runtime.repository import ModelRepository
+from infersuite.services.runtime.stats import ModelStats
 from tests.fixtures import FakeModel
 from tests.unit.runtime.test_requested_outputs import DIN, SHIPPED, _feeds
 

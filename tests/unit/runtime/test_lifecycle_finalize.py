@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from services.runtime.lifecycle import ServiceModels
-from services.runtime.model_manager import ModelSet
+from infersuite.services.runtime.lifecycle import ServiceModels
+from infersuite.services.runtime.model_manager import ModelSet
 
 
 class _Empty(ModelSet):
@@ -42,7 +42,7 @@ async def test_a_finalize_that_raises_is_logged_and_a_default_finalize_does_noth
 
     lifecycle = ServiceModels("family", lambda models: 1, broken)
     lifecycle.publish(lifecycle.prepare(_Empty()))
-    with caplog.at_level(logging.ERROR, logger="services.runtime.lifecycle"):
+    with caplog.at_level(logging.ERROR, logger="infersuite.services.runtime.lifecycle"):
         await lifecycle.close(0.0)
     assert "the family service's finalize failed on model set 1" in caplog.text
     plain = ServiceModels.without_state("plain")

@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from services.runtime import Runtime, RuntimeSettings
-from services.runtime.lifecycle import ServiceModels
-from services.runtime.metrics import Metrics
-from services.runtime.model_manager import ModelManager, ModelSet
-from services.runtime.reload import ModelReloader
-from services.runtime.repository import ModelRepository, RepositoryModel
+from infersuite.services.runtime import Runtime, RuntimeSettings
+from infersuite.services.runtime.lifecycle import ServiceModels
+from infersuite.services.runtime.metrics import Metrics
+from infersuite.services.runtime.model_manager import ModelManager, ModelSet
+from infersuite.services.runtime.reload import ModelReloader
+from infersuite.services.runtime.repository import ModelRepository, RepositoryModel
 from tests.fixtures import FakeModel
 
 STAGES = ["stage-a", "stage-b"]

@@ -1,4 +1,4 @@
-"""Worst-case request bounds (services/runtime/limits.py): derived from config dims, declared in
+"""Worst-case request bounds (infersuite/services/runtime/limits.py): derived from config dims, declared in
 meta.json, checked on declared shapes before anything is allocated and on decoded arrays."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from exporters.ctr import din_limits
-from services.runtime import InvalidArgument
-from services.runtime.limits import model_limits
-from services.runtime.tensors import TensorSpec
+from infersuite.services.runtime import InvalidArgument
+from infersuite.services.runtime.limits import model_limits
+from infersuite.services.runtime.tensors import TensorSpec
 
 # DIN's rows layout: histories (U, T) per user, one row per candidate with its user's index.
 DIN = [TensorSpec("history_items", "INT64", (-1, -1)), TensorSpec("history_categories", "INT64", (-1, -1)),

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from modelmeta import CtrMeta
-from services.runtime import InferSuiteError
-from services.runtime.errors import RepositoryError
-from services.runtime.meta import InvalidModelMeta, load_meta
-from services.runtime.repository import ModelRepository
+from infersuite.modelmeta import CtrMeta
+from infersuite.services.runtime import InferSuiteError
+from infersuite.services.runtime.errors import RepositoryError
+from infersuite.services.runtime.meta import InvalidModelMeta, load_meta
+from infersuite.services.runtime.repository import ModelRepository
 
 SHIPPED = Path(__file__).resolve().parents[3] / "shipped_models"
 

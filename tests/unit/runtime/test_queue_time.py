@@ -9,10 +9,10 @@ import time
 
 import numpy as np
 
-from services.runtime import ResourceExhausted
-from services.runtime.batching import BatchingPolicy, DynamicBatcher
-from services.runtime.metrics import Metrics
-from services.runtime.stats import ModelStats
+from infersuite.services.runtime import ResourceExhausted
+from infersuite.services.runtime.batching import BatchingPolicy, DynamicBatcher
+from infersuite.services.runtime.metrics import Metrics
+from infersuite.services.runtime.stats import ModelStats
 from tests.fixtures import FakeModel
 
 

@@ -4,8 +4,8 @@ import pytest
 from google.protobuf import text_format
 
 from exporters.repository import ServingConfig, write_model
-from services.runtime import NotFound
-from services.runtime.repository import ModelRepository, parse_config
+from infersuite.services.runtime import NotFound
+from infersuite.services.runtime.repository import ModelRepository, parse_config
 from tests.fixtures import write_add_one_onnx
 
 

@@ -6,13 +6,13 @@ from typing import Any
 
 import numpy as np
 
-from services.runtime import RuntimeSettings
-from services.runtime.backends.onnxruntime import OnnxRuntimeBackend
-from services.runtime.batching import BatchingPolicy, DynamicBatcher
-from services.runtime.metrics import Metrics
-from services.runtime.model_manager import ModelManager
-from services.runtime.repository import ModelRepository
-from services.runtime.stats import ModelStats
+from infersuite.services.runtime import RuntimeSettings
+from infersuite.services.runtime.backends.onnxruntime import OnnxRuntimeBackend
+from infersuite.services.runtime.batching import BatchingPolicy, DynamicBatcher
+from infersuite.services.runtime.metrics import Metrics
+from infersuite.services.runtime.model_manager import ModelManager
+from infersuite.services.runtime.repository import ModelRepository
+from infersuite.services.runtime.stats import ModelStats
 from tests.fixtures import FakeModel
 
 SHIPPED = Path(__file__).resolve().parents[3] / "shipped_models"

@@ -9,13 +9,13 @@ import asyncio
 import numpy as np
 import pytest
 
-from services.ctr.handler import CtrHandler, ScoreQuery
-from services.ctr.settings import CtrSettings
-from services.runtime import InvalidArgument, Runtime, RuntimeSettings
-from services.runtime.backends.onnxruntime import OnnxRuntimeBackend
-from services.runtime.metrics import Metrics
-from services.runtime.model_manager import ModelManager
-from services.runtime.repository import ModelRepository
+from infersuite.services.ctr.handler import CtrHandler, ScoreQuery
+from infersuite.services.ctr.settings import CtrSettings
+from infersuite.services.runtime import InvalidArgument, Runtime, RuntimeSettings
+from infersuite.services.runtime.backends.onnxruntime import OnnxRuntimeBackend
+from infersuite.services.runtime.metrics import Metrics
+from infersuite.services.runtime.model_manager import ModelManager
+from infersuite.services.runtime.repository import ModelRepository
 
 MAX_CANDIDATES = 500
 

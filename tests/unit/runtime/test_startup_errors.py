@@ -1,5 +1,5 @@
 """Start-up misconfigurations end in one line naming the setting, never a traceback: the checks that
-`python -m services` runs before anything starts (services/__main__.py)."""
+`python -m infersuite.services` runs before anything starts (infersuite/services/__main__.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from services.__main__ import check_startup, settings_or_exit
-from services.runtime.settings import RuntimeSettings
+from infersuite.services.__main__ import check_startup, settings_or_exit
+from infersuite.services.runtime.settings import RuntimeSettings
 
 
 def test_a_wrong_setting_is_named_with_its_value(monkeypatch) -> None:

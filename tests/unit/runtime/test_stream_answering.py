@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from services.runtime import InvalidArgument, ResourceExhausted
-from services.runtime.metrics import Metrics
-from services.runtime.streaming import RequestStream
+from infersuite.services.runtime import InvalidArgument, ResourceExhausted
+from infersuite.services.runtime.metrics import Metrics
+from infersuite.services.runtime.streaming import RequestStream
 
 
 class Requests:

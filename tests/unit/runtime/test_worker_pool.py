@@ -13,10 +13,10 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.runtime.metrics import Metrics
-from services.runtime.metrics_merge import WorkerText, merge, scrape
-from services.runtime.settings import RuntimeSettings, parse_cpu_list
-from services.runtime.worker_pool import (
+from infersuite.services.runtime.metrics import Metrics
+from infersuite.services.runtime.metrics_merge import WorkerText, merge, scrape
+from infersuite.services.runtime.settings import RuntimeSettings, parse_cpu_list
+from infersuite.services.runtime.worker_pool import (
     Supervisor,
     _Worker,
     restart_backoff_s,
@@ -201,7 +201,7 @@ async def test_each_worker_is_told_its_siblings_metrics_ports_for_the_whole_serv
 
 
 def test_statistics_of_two_workers_add_up() -> None:
-    from services.runtime.stats import ModelStats
+    from infersuite.services.runtime.stats import ModelStats
 
     one, two = ModelStats(), ModelStats()
     one.record_request(True, 0.002)

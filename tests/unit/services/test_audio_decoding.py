@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import soundfile
 
-from services.audio.decoding import decode_raw, decode_wav
-from services.audio.settings import AudioSettings
-from services.runtime import InvalidArgument
+from infersuite.services.audio.decoding import decode_raw, decode_wav
+from infersuite.services.audio.settings import AudioSettings
+from infersuite.services.runtime import InvalidArgument
 
 SETTINGS = AudioSettings(max_duration_s=10.0)
 
@@ -104,7 +104,7 @@ def test_raw_samples_and_their_errors() -> None:
 
 
 def test_denormal_samples_are_flushed_to_zero_before_any_filtering() -> None:
-    from services.audio.resampling import StreamingResampler, resample
+    from infersuite.services.audio.resampling import StreamingResampler, resample
 
     samples = np.array([1e-44, -3e-39, 1.5e-38, 0.25, 1e-30], np.float32)  # two denormals, three normals
     raw = decode_raw(samples.tobytes(), 16000, 1, SETTINGS).samples

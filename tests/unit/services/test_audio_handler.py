@@ -6,13 +6,13 @@ from collections.abc import Mapping
 import numpy as np
 import pytest
 
-from services.audio.handler import AudioHandler, AudioInput, EmbedQuery, StreamOptions
-from services.audio.settings import AudioSettings
-from services.runtime import InvalidArgument, Runtime, RuntimeSettings
-from services.runtime.batching import BatchingPolicy
-from services.runtime.metrics import Metrics
-from services.runtime.model_manager import ModelManager
-from services.runtime.repository import ModelRepository
+from infersuite.services.audio.handler import AudioHandler, AudioInput, EmbedQuery, StreamOptions
+from infersuite.services.audio.settings import AudioSettings
+from infersuite.services.runtime import InvalidArgument, Runtime, RuntimeSettings
+from infersuite.services.runtime.batching import BatchingPolicy
+from infersuite.services.runtime.metrics import Metrics
+from infersuite.services.runtime.model_manager import ModelManager
+from infersuite.services.runtime.repository import ModelRepository
 from tests.fixtures import FakeModel
 
 WINDOW = 3200  # a 0.1 s window keeps the fake cheap; the handler reads it from meta.json

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from services.audio.resampling import StreamingResampler, resample
+from infersuite.services.audio.resampling import StreamingResampler, resample
 
 
 @pytest.mark.parametrize("rate", [8000, 16000, 22050, 44100, 48000, 96000, 32000])

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from services.audio import windows
+from infersuite.services.audio import windows
 
 
 def test_scene_windows_tile_the_clip_with_the_last_flush_at_the_end() -> None:

@@ -1,4 +1,4 @@
-"""The one client base under the typed clients (services/client.py), no sockets: every failed call is
+"""The one client base under the typed clients (infersuite/services/client.py), no sockets: every failed call is
 one exception type carrying the status code, raised `from None`; every method takes a per-call
 timeout, None is the client's default and 0/negative/NaN is a ValueError before anything is sent;
 the audio stream's requests are made one input chunk at a time."""
@@ -14,10 +14,10 @@ import grpc
 import numpy as np
 import pytest
 
-from protos import audio_pb2, common_pb2, ctr_pb2, segmentation_pb2
-from services.audio.client import AudioClient, AudioClientError, _stream_requests, raw_audio, wav_audio
-from services.channel import ChannelSecurity
-from services.client import (
+from infersuite.protos import audio_pb2, common_pb2, ctr_pb2, segmentation_pb2
+from infersuite.services.audio.client import AudioClient, AudioClientError, _stream_requests, raw_audio, wav_audio
+from infersuite.services.channel import ChannelSecurity
+from infersuite.services.client import (
     AsyncClient,
     BlockingClient,
     ClientClosedError,
@@ -26,10 +26,10 @@ from services.client import (
     checked_timeout,
     message_options,
 )
-from services.ctr.client import CtrClient, CtrClientError, ScoreInput, _streamed
-from services.segmentation.client import SegmentationClient, SegmentationClientError
-from services.splitcompute.client import SplitComputeClient, SplitComputeClientError
-from services.splitcompute.edge import EdgeDevice
+from infersuite.services.ctr.client import CtrClient, CtrClientError, ScoreInput, _streamed
+from infersuite.services.segmentation.client import SegmentationClient, SegmentationClientError
+from infersuite.services.splitcompute.client import SplitComputeClient, SplitComputeClientError
+from infersuite.services.splitcompute.edge import EdgeDevice
 
 BAD_TIMEOUTS = [0, 0.0, -1, -0.001, math.nan, math.inf, "5", True]
 

@@ -8,13 +8,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2
 
-from protos import ctr_pb2
-from services.ctr.converters import query_from_proto, result_to_proto
-from services.ctr.handler import ScoreResult
-from services.runtime import InvalidArgument
-from services.runtime.limits import model_limits
-from services.runtime.oip.converters import decode_inputs
-from services.runtime.tensors import TensorSpec
+from infersuite.protos import ctr_pb2
+from infersuite.services.ctr.converters import query_from_proto, result_to_proto
+from infersuite.services.ctr.handler import ScoreResult
+from infersuite.services.runtime import InvalidArgument
+from infersuite.services.runtime.limits import model_limits
+from infersuite.services.runtime.oip.converters import decode_inputs
+from infersuite.services.runtime.tensors import TensorSpec
 
 ids = st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), max_size=40)
 

@@ -5,13 +5,13 @@ from collections.abc import Mapping
 import numpy as np
 import pytest
 
-from services.ctr.handler import CtrHandler, ScoreQuery
-from services.ctr.settings import CtrSettings
-from services.runtime import InvalidArgument, NotFound, Runtime, RuntimeSettings
-from services.runtime.batching import BatchingPolicy
-from services.runtime.metrics import Metrics
-from services.runtime.model_manager import ModelManager
-from services.runtime.repository import ModelRepository
+from infersuite.services.ctr.handler import CtrHandler, ScoreQuery
+from infersuite.services.ctr.settings import CtrSettings
+from infersuite.services.runtime import InvalidArgument, NotFound, Runtime, RuntimeSettings
+from infersuite.services.runtime.batching import BatchingPolicy
+from infersuite.services.runtime.metrics import Metrics
+from infersuite.services.runtime.model_manager import ModelManager
+from infersuite.services.runtime.repository import ModelRepository
 from tests.fixtures import FakeModel
 
 VOCAB = {"vocabulary": {"n_items": 100, "n_categories": 10}, "batching": {

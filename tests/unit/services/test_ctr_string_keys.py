@@ -13,16 +13,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.ctr.handler import CtrHandler, ScoreKeys, ScoreQuery, vocabularies
-from services.ctr.settings import CtrSettings
-from services.ctr.string_ids import string_id_inputs
-from services.runtime import InvalidArgument, Runtime, RuntimeSettings
-from services.runtime.batching import BatchingPolicy
-from services.runtime.bytes_inputs import BytesInputRegistry, datatype, decode
-from services.runtime.metrics import Metrics
-from services.runtime.model_manager import ModelManager
-from services.runtime.repository import ModelRepository
-from services.runtime.tensors import TensorSpec
+from infersuite.services.ctr.handler import CtrHandler, ScoreKeys, ScoreQuery, vocabularies
+from infersuite.services.ctr.settings import CtrSettings
+from infersuite.services.ctr.string_ids import string_id_inputs
+from infersuite.services.runtime import InvalidArgument, Runtime, RuntimeSettings
+from infersuite.services.runtime.batching import BatchingPolicy
+from infersuite.services.runtime.bytes_inputs import BytesInputRegistry, datatype, decode
+from infersuite.services.runtime.metrics import Metrics
+from infersuite.services.runtime.model_manager import ModelManager
+from infersuite.services.runtime.repository import ModelRepository
+from infersuite.services.runtime.tensors import TensorSpec
 from tests.fixtures import FakeModel
 
 ITEMS, CATEGORIES = ["sku-ä", "sku-b", "sku-c"], ["shoes", "hats"]

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from services.runtime import InvalidArgument, Runtime, RuntimeSettings
-from services.runtime.batching import BatchingPolicy
-from services.runtime.metrics import Metrics
-from services.runtime.model_manager import ModelManager
-from services.runtime.repository import ModelRepository
-from services.segmentation.handler import Effort, RawPixels, SegmentationHandler, SegmentQuery
-from services.segmentation.settings import SegmentationSettings
+from infersuite.services.runtime import InvalidArgument, Runtime, RuntimeSettings
+from infersuite.services.runtime.batching import BatchingPolicy
+from infersuite.services.runtime.metrics import Metrics
+from infersuite.services.runtime.model_manager import ModelManager
+from infersuite.services.runtime.repository import ModelRepository
+from infersuite.services.segmentation.handler import Effort, RawPixels, SegmentationHandler, SegmentQuery
+from infersuite.services.segmentation.settings import SegmentationSettings
 from tests.fixtures import FakeModel
 
 SIZE, CLASSES, GATE_EXIT = 8, 5, 4

@@ -8,12 +8,13 @@ import sys
 import numpy as np
 import pytest
 
-from services.splitcompute.edge import as_model_input
+from infersuite.services.splitcompute.edge import as_model_input
 
 
 def test_the_edge_sdk_imports_without_torch_or_the_server_runtime() -> None:
-    code = ("import sys, services.splitcompute.edge as e; "
-            "bad = [m for m in ('torch', 'services.runtime', 'pydantic_settings', 'models') if m in sys.modules]; "
+    code = ("import sys, infersuite.services.splitcompute.edge as e; "
+            "bad = [m for m in ('torch', 'infersuite.services.runtime', 'pydantic_settings', 'models') "
+            "if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from services.splitcompute import imaging
-from services.splitcompute.imaging import ImageError, fit_image, load_image
+from infersuite.services.splitcompute import imaging
+from infersuite.services.splitcompute.imaging import ImageError, fit_image, load_image
 
 
 def test_a_wide_image_keeps_its_centre_and_its_aspect() -> None:

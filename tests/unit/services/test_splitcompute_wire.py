@@ -8,8 +8,8 @@ import zlib
 import numpy as np
 import pytest
 
-from services.splitcompute import wire
-from services.splitcompute.codec import Codec, CodecError
+from infersuite.services.splitcompute import wire
+from infersuite.services.splitcompute.codec import Codec, CodecError
 
 SHAPE = (4, 6, 6)
 
