@@ -27,6 +27,7 @@ TRITON_STAMP := .triton/.installed
 .PHONY: bench-audio bench-splitcompute bench-quant-production reliability-report report-hostile
 .PHONY: audio-studies
 .PHONY: audio-tools audio-corpus report-audio-corpus pretrain-audio report-audio-pretrain ship-audio-pretrained
+.PHONY: report-audio-pretrain-seeds
 .PHONY: verify-audio-pretrained pretrain-audio-stats report-audio-pooling
 
 setup: $(SETUP_STAMP)
@@ -74,6 +75,20 @@ report-audio-pretrain: $(DEV) audio-tools
 	@test -f artifacts/audio-corpus/manifest.json || $(MAKE) audio-corpus
 	$(PY) -m models.audio.pretrain --corpus artifacts/audio-corpus --out artifacts/audio-pretrain/seed0-e40 --epochs 40
 	cp artifacts/audio-pretrain/seed0-e40/quality.md reports/audio_pretrain.md
+
+# The same pretraining over training seeds (issues 25 and 27): each seed of AUDIO_PRETRAIN_SEEDS whose
+# artifacts/audio-pretrain/seed<s>-e40/quality.json is missing is pretrained and evaluated as above (~11 min each),
+# then models.audio.pretrain_seeds reads the quality.json files (seconds): per task, seed-level intervals of the
+# pretrained PaSST minus log-mel statistics and minus the untrained PaSST, and issue 25's goal per task:
+# reports/audio_pretrain_seeds.{md,json}.
+AUDIO_PRETRAIN_SEEDS ?= 0 1 2 3 4
+report-audio-pretrain-seeds: $(DEV) audio-tools
+	@test -f artifacts/audio-corpus/manifest.json || $(MAKE) audio-corpus
+	for seed in $(AUDIO_PRETRAIN_SEEDS); do test -f artifacts/audio-pretrain/seed$$seed-e40/quality.json || \
+	  $(PY) -m models.audio.pretrain --corpus artifacts/audio-corpus --out artifacts/audio-pretrain/seed$$seed-e40 \
+	  --epochs 40 --seed $$seed || exit 1; done
+	$(PY) -m models.audio.pretrain_seeds --runs $(foreach seed,$(AUDIO_PRETRAIN_SEEDS),artifacts/audio-pretrain/seed$(seed)-e40) \
+	  --report reports/audio_pretrain_seeds.md
 
 # The corpus-pretrained PaSST shipped as the default audio-passt-fp32 (exporters/audio_pretrained.py): the checkpoint of
 # report-audio-pretrain (pretrained here when missing, ~11 min; AUDIO_PRETRAIN_SEED=1 ships artifacts/.../seed1-e40),
