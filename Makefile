@@ -254,7 +254,7 @@ test-fast: $(DEV)
 
 lint: $(DEV)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy infersuite models exporters benchmarks loadtest hear_infersuite
+	$(VENV)/bin/mypy infersuite models exporters benchmarks hear_infersuite
 
 bench-ctr: $(REPOSITORY_STAMP)
 	$(PY) -m benchmarks.ctr.latency --repository $(REPOSITORY)
@@ -278,7 +278,7 @@ LOADTEST_ARGS ?=
 # of every ready model and the grpc.health floor -> artifacts/loadtest/ (bench-loadtest writes reports/loadtest/). LOADTEST_TARGET=host:port: a running suite.
 LOADTEST_OUT ?= artifacts/loadtest
 loadtest: $(DEV) $(PAYLOADS_STAMP)
-	$(PY) -m loadtest suite --repository $(SERVE_REPOSITORY) --out-dir $(LOADTEST_OUT) \
+	$(PY) -m infersuite.loadtest suite --repository $(SERVE_REPOSITORY) --out-dir $(LOADTEST_OUT) \
 	  --param splitcompute.payloads=$(PAYLOADS) \
 	  $(if $(LOADTEST_TARGET),--target $(LOADTEST_TARGET),--start-server '$(LOADTEST_SERVICES)') $(LOADTEST_ARGS)
 
@@ -365,7 +365,7 @@ bench-loadtest:
 	$(MAKE) loadtest LOADTEST_OUT=reports/loadtest
 
 bench-loadtest-generator: $(DEV)
-	$(PY) -m loadtest selfcheck --out reports/loadtest/generator --quiet
+	$(PY) -m infersuite.loadtest selfcheck --out reports/loadtest/generator --quiet
 
 # DIN with 3 seeds and paired-bootstrap intervals: BaseModel vs DIN-PReLU vs DIN-Dice (Dice statistics), the
 # regulariser comparison on a long-tail vocabulary, QAT vs PTQ vs an fp32 fine-tune control -> reports/ctr_quality.md

@@ -1,12 +1,12 @@
 """Starts the suite in its own process for a benchmark and waits until it is SERVING
-(loadtest/local_suite.py's launcher, as a benchmark's main wants it: a failure ends the command)."""
+(infersuite/loadtest/local_suite.py's launcher, as a benchmark's main wants it: a failure ends the command)."""
 
 from __future__ import annotations
 
 import subprocess
 from pathlib import Path
 
-from loadtest.local_suite import LaunchError, ServerProcess, loopback_settings, terminate
+from infersuite.loadtest.local_suite import LaunchError, ServerProcess, loopback_settings, terminate
 
 
 def start_server(repository: Path, services: str = '["ctr"]', **env: str) -> tuple[subprocess.Popen, int]:

@@ -26,11 +26,11 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from benchmarks.reliability import report
 from benchmarks.reliability.measure import ROOT, checkout_suite
+from infersuite.loadtest.local_suite import ServerProcess, loopback_settings
 from infersuite.services.runtime.limits import ModelLimits, ValueRange, model_limits
 from infersuite.services.runtime.repository import ModelRepository
 from infersuite.services.runtime.settings import RuntimeSettings
 from infersuite.services.runtime.tensors import DATATYPE_TO_NUMPY, TensorSpec
-from loadtest.local_suite import ServerProcess, loopback_settings
 from tests.reliability import hostile
 from tests.reliability.load import metric, scrape
 

@@ -30,7 +30,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from benchmarks.reliability import report
-from loadtest.local_suite import SUITE_COMMAND, ServerProcess, loopback_settings
+from infersuite.loadtest.local_suite import SUITE_COMMAND, ServerProcess, loopback_settings
 from tests.reliability import hostile, scenarios, sleepy
 from tests.reliability.load import metric, open_loop, scrape
 from tests.reliability.requests import ctr_requests

@@ -41,9 +41,9 @@ from benchmarks.reliability.hostile import Peak, worst_case_request
 from benchmarks.reliability.measure import ROOT, checkout_suite, ctr_settings, ctr_suite
 from benchmarks.serving.machine import Sample, Window, take_sample
 from benchmarks.serving.validity import FOREIGN_SHARE_MAX, window_report
+from infersuite.loadtest.local_suite import check_health
 from infersuite.services.runtime.repository import ModelRepository
 from infersuite.services.runtime.settings import RuntimeSettings
-from loadtest.local_suite import check_health
 from tests.reliability.load import metric, open_loop, scrape
 from tests.reliability.requests import ctr_requests
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import grpc
 from grpc import aio
 
-from loadtest.local_suite import ServerProcess, loopback_settings
+from infersuite.loadtest.local_suite import ServerProcess, loopback_settings
 
 ECHO_METHOD = "/infersuite.bench.Echo/Echo"
 ECHO_STARTED = re.compile(r"port (?P<port>\d+)")  # what _serve_echo prints once bound

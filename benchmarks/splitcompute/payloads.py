@@ -2,7 +2,7 @@
 
 Encodes held-out images of the family's procedural data with the real edge SDK (the encoder
 bundle in the model repository) and writes one frame per file, DIR/000000.bin ..., the input of
-`python -m loadtest ... --param splitcompute.payloads=DIR`.
+`python -m infersuite.loadtest ... --param splitcompute.payloads=DIR`.
 """
 
 from __future__ import annotations

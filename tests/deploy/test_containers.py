@@ -63,7 +63,7 @@ def _generator_params(service: str, fixture: object, repository: Path, workdir: 
 
 async def _send(target: str, service: str, params: dict[str, str], count: int) -> int:
     """`count` requests from the service's load-test generator; each response must pass its check."""
-    from loadtest.generators import create
+    from infersuite.loadtest.generators import create
 
     async with grpc.aio.insecure_channel(target) as channel:
         pool = await create(service, params).build(channel, np.random.default_rng(count), count)

@@ -1,6 +1,6 @@
 """`pip install .` outside the repository: the wheel carries stubs generated at build time, the four
 typed clients and the edge SDK import with grpc/protobuf/numpy (no torch, no pydantic, no runtime),
-and the README's examples (examples/*.py) run against a real server on the shipped models, in
+and the README's examples (infersuite/examples/*.py) run against a real server on the shipped models, in
 plaintext and over mutual TLS with a bearer token."""
 
 from __future__ import annotations
@@ -68,6 +68,19 @@ def test_wheel_carries_generated_stubs_and_declares_minimal_dependencies(wheel: 
     required = {line.split()[1].split("<")[0].split(">")[0].split("=")[0] for line in metadata.splitlines()
                 if line.startswith("Requires-Dist:") and "extra ==" not in line}
     assert required == {"grpcio", "protobuf", "numpy", "pillow"}
+    assert {"infersuite/loadtest/__main__.py", "infersuite/examples/ctr_score.py"} <= names
+    loadtest_extra = {line.split()[1].split("=")[0] for line in metadata.splitlines()
+                      if line.startswith("Requires-Dist:") and "extra == \"loadtest\"" in line}
+    assert {"psutil", "hdrhistogram", "matplotlib"} <= loadtest_extra, metadata
+
+
+def test_the_load_generator_runs_from_the_installed_wheel(site: Path, tmp_path: Path) -> None:
+    """python -m infersuite.loadtest from the wheel (its `loadtest` extra's packages come from this venv):
+    it lists the request generators of every family."""
+    done = subprocess.run([sys.executable, "-m", "infersuite.loadtest", "list"], cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(site)}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert all(family in done.stdout for family in ("ctr", "segmentation", "splitcompute", "audio")), done.stdout
 
 
 def test_clients_import_outside_the_repository_without_torch_or_pydantic(site: Path, tmp_path: Path) -> None:
@@ -95,9 +108,9 @@ async def _serve(**settings):
 
 
 async def _run_example(site: Path, cwd: Path, script: str, env: dict[str, str], *args: str) -> tuple[int, str]:
-    """Runs examples/<script> as a user would, from outside the repository, on the installed wheel."""
+    """Runs the wheel's infersuite.examples.<script> as a user would, from outside the repository."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, str(ROOT / "examples" / script), *args, cwd=cwd,
+        sys.executable, "-m", f"infersuite.examples.{Path(script).stem}", *args, cwd=cwd,
         env={**os.environ, "PYTHONPATH": str(site), **env},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     output, _ = await asyncio.wait_for(process.communicate(), timeout=120)
@@ -110,7 +123,8 @@ EXPECTED = {"ctr_score.py": "click probabilities:", "audio_embed.py": "scene emb
 
 async def test_every_example_runs_against_a_real_server(site: Path, tmp_path: Path) -> None:
     # own_model.py (any model, tritonclient) runs on user models in tests/integration/test_user_models.py
-    assert sorted(p.name for p in (ROOT / "examples").glob("*.py")) == sorted([*EXPECTED, "own_model.py"])
+    examples = sorted(p.name for p in (ROOT / "infersuite" / "examples").glob("*.py") if p.name != "__init__.py")
+    assert examples == sorted([*EXPECTED, "own_model.py"])
     server, port = await _serve()
     try:
         for script, expected in EXPECTED.items():
@@ -198,7 +212,7 @@ async def test_the_wheel_installs_and_its_client_runs_on_newer_pythons(wheel: Pa
     server, port = await _serve()
     try:
         process = await asyncio.create_subprocess_exec(
-            str(venv / "bin" / "python"), str(ROOT / "examples" / "ctr_score.py"), cwd=tmp_path,
+            str(venv / "bin" / "python"), "-m", "infersuite.examples.ctr_score", cwd=tmp_path,
             env={"PATH": os.environ.get("PATH", ""), "INFERSUITE_TARGET": f"127.0.0.1:{port}"},
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         output, _ = await asyncio.wait_for(process.communicate(), timeout=120)

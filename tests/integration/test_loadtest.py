@@ -13,12 +13,12 @@ import grpc
 import pytest
 from grpc import aio
 
-from loadtest.engine import LoadEngine, StepSpec, Target
-from loadtest.generators import create
-from loadtest.stats import summarize
-from loadtest.suite import start_trivial_server
-from loadtest.trivial_server import ECHO, StallGate, add_trivial_service
-from loadtest.workers import GeneratorSpec, WorkerPool
+from infersuite.loadtest.engine import LoadEngine, StepSpec, Target
+from infersuite.loadtest.generators import create
+from infersuite.loadtest.stats import summarize
+from infersuite.loadtest.suite import start_trivial_server
+from infersuite.loadtest.trivial_server import ECHO, StallGate, add_trivial_service
+from infersuite.loadtest.workers import GeneratorSpec, WorkerPool
 
 pytestmark = pytest.mark.integration
 
@@ -92,8 +92,8 @@ def _free_port() -> int:
 
 def test_an_unreachable_target_is_a_clear_error():
     done = subprocess.run(
-        [sys.executable, "-m", "loadtest", "run", "--service", "health", "--target", f"127.0.0.1:{_free_port()}",
-         "--connect-timeout", "1", "--metrics-url", "none", "--duration", "1"],
+        [sys.executable, "-m", "infersuite.loadtest", "run", "--service", "health", "--target",
+         f"127.0.0.1:{_free_port()}", "--connect-timeout", "1", "--metrics-url", "none", "--duration", "1"],
         capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 1
     assert "loadtest: error: cannot reach 127.0.0.1:" in done.stderr
@@ -146,7 +146,7 @@ async def test_tls_targets_through_the_command_line(tmp_path):
     add_trivial_service(server)
     port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([(key, cert)]))
     await server.start()
-    base = [sys.executable, "-m", "loadtest", "run", "--service", "raw", "--param", f"method={ECHO}",
+    base = [sys.executable, "-m", "infersuite.loadtest", "run", "--service", "raw", "--param", f"method={ECHO}",
             "--target", f"127.0.0.1:{port}", "--metrics-url", "none", "--concurrency", "2", "--duration", "0.5",
             "--warmup", "0.1", "--workers", "0", "--connect-timeout", "2", "--quiet", "--out", str(tmp_path / "r")]
     try:

@@ -21,7 +21,7 @@ SHIPPED = Path(__file__).resolve().parents[2] / "shipped_models"
 
 async def _loadtest(pki: Path, port: int, out: Path, *extra: str) -> tuple[str, dict | None]:  # noqa: F811
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "loadtest", "run", "--service", "oip", "--param", "model=din-fp32",
+        sys.executable, "-m", "infersuite.loadtest", "run", "--service", "oip", "--param", "model=din-fp32",
         "--param", f"repository={SHIPPED}",
         "--target", f"localhost:{port}", "--metrics-url", "none", "--ca-cert", str(pki / "ca.pem"),
         "--client-cert", str(pki / "client.pem"), "--client-key", str(pki / "client.key"),

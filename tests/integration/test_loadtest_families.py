@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import pytest
 
+from infersuite.loadtest.engine import LoadEngine, StepSpec, Target
+from infersuite.loadtest.generators import create
 from infersuite.services.audio import AudioService, AudioSettings
 from infersuite.services.runtime import RuntimeSettings, build_server
 from infersuite.services.segmentation import SegmentationService
 from infersuite.services.splitcompute import SplitComputeService
 from infersuite.services.splitcompute.edge import EdgeEncoder
-from loadtest.engine import LoadEngine, StepSpec, Target
-from loadtest.generators import create
 
 pytestmark = pytest.mark.integration
 STEP = StepSpec(mode="closed", concurrency=2, warmup_s=0.2, duration_s=1.0, deadline_s=10.0)

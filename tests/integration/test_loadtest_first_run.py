@@ -12,17 +12,17 @@ from pathlib import Path
 import pytest
 
 from benchmarks.splitcompute.payloads import write_payloads
-from loadtest.engine import Target
-from loadtest.generators import GeneratorError
-from loadtest.workers import GeneratorSpec, WorkerPool
+from infersuite.loadtest.engine import Target
+from infersuite.loadtest.generators import GeneratorError
+from infersuite.loadtest.workers import GeneratorSpec, WorkerPool
 
 pytestmark = pytest.mark.integration
 SHIPPED = Path(__file__).resolve().parents[2] / "shipped_models"
 
 
 def _suite(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "loadtest", "suite", "--repository", str(SHIPPED), "--out-dir", str(out),
-               "--duration", "0.5", "--warmup", "0.2", "--concurrency", "1", *args]
+    command = [sys.executable, "-m", "infersuite.loadtest", "suite", "--repository", str(SHIPPED),
+               "--out-dir", str(out), "--duration", "0.5", "--warmup", "0.2", "--concurrency", "1", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
 
 

@@ -1,4 +1,4 @@
-"""`python -m loadtest suite --start-server ctr`: the whole `make loadtest` path against a real
+"""`python -m infersuite.loadtest suite --start-server ctr`: the whole `make loadtest` path against a real
 suite process (tiny DIN), with the server's /metrics joined to the client figures."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_suite_writes_a_report_per_service_with_server_figures(tiny_ctr, tmp_path):
-    command = [sys.executable, "-m", "loadtest", "suite", "--start-server", "ctr",
+    command = [sys.executable, "-m", "infersuite.loadtest", "suite", "--start-server", "ctr",
                "--repository", str(tiny_ctr.repository), "--out-dir", str(tmp_path),
                "--duration", "1", "--warmup", "0.3", "--concurrency", "1,4"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)

@@ -1,5 +1,5 @@
-"""The suite launcher (loadtest/local_suite.py) on a real `python -m infersuite.services` (tiny DIN): pinned to a
-core, SERVING through the sync and the async wait, health per service, a clean SIGTERM exit; a suite
+"""The suite launcher (infersuite/loadtest/local_suite.py) on a real `python -m infersuite.services` (tiny DIN):
+pinned to a core, SERVING through the sync and the async wait, health per service, a clean SIGTERM exit; a suite
 that cannot start fails at once with its own message; the benchmarks' entry points run on it."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 
 from benchmarks._server import start_server, stop_server
 from benchmarks.serving import servers
-from loadtest.local_suite import SERVING, ServerExited, ServerProcess, check_health, loopback_settings
+from infersuite.loadtest.local_suite import SERVING, ServerExited, ServerProcess, check_health, loopback_settings
 
 pytestmark = pytest.mark.integration
 CTR = "infersuite.ctr.v1.CtrService"

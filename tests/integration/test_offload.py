@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from infersuite.loadtest.generators.audio import wav_bytes
 from infersuite.services.audio import AudioService, AudioSettings
 from infersuite.services.ctr import CtrService, CtrSettings
-from loadtest.generators.audio import wav_bytes
 from tests.fixtures import serving
 
 pytestmark = pytest.mark.integration

@@ -14,8 +14,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from infersuite.loadtest.local_suite import ServerProcess
 from infersuite.services.runtime import RuntimeSettings, build_server
-from loadtest.local_suite import ServerProcess
 from tests.fixtures import EchoService
 
 pytestmark = pytest.mark.integration
@@ -86,7 +86,7 @@ def test_sigterm_drains_in_flight_requests_then_exits() -> None:
     one longer than it (60 s) is cut when the grace period ends, and the process exits 0. A server that
     ignored the grace period would answer the long one "done"; one that did not drain would fail the
     short one. However slow the machine, the 1 s timer fires before the 5 s one and that before 60 s."""
-    # The one launcher (loadtest/local_suite.py) reads the start line; the trace lines stay on the pipe.
+    # The one launcher (infersuite/loadtest/local_suite.py) reads the start line; the trace lines stay on the pipe.
     server = ServerProcess({"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))},
                            command=[sys.executable, "-m", "tests.integration.echo_server"], cwd=ROOT)
     proc, port = server.proc, server.port

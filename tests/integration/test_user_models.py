@@ -205,11 +205,11 @@ async def test_explicit_mode_loads_the_start_up_list_then_what_is_asked(user_rep
 
 
 async def test_the_readme_example_runs_on_a_model_nobody_here_wrote(user_server) -> None:
-    """examples/own_model.py (README "Serve your own model"), as a user runs it."""
+    """infersuite/examples/own_model.py (README "Serve your own model"), as a user runs it."""
     root = Path(__file__).resolve().parents[2]
     for model, expected in [("sigmoid", "output y: shape [3, 4, 5]"), ("mlp", "output scores: shape [1, 3]")]:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, str(root / "examples" / "own_model.py"), model,
+            sys.executable, str(root / "infersuite" / "examples" / "own_model.py"), model,
             env={**os.environ, "INFERSUITE_TARGET": user_server.address},
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         output, _ = await asyncio.wait_for(process.communicate(), timeout=120)

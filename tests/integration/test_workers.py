@@ -21,9 +21,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from infersuite.loadtest.local_suite import ServerProcess, check_health, loopback_settings
 from infersuite.protos import ctr_pb2, ctr_pb2_grpc
 from infersuite.services.runtime.worker_pool import check_port_free
-from loadtest.local_suite import ServerProcess, check_health, loopback_settings
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.local_suite import ServerProcess
+from infersuite.loadtest.local_suite import ServerProcess
 from tests.reliability import sleepy
 from tests.reliability.scenarios import graceful_shutdown
 
@@ -21,7 +21,7 @@ COMPUTE_MS, BACKLOG, GRACE_S = 40.0, 50, 20.0
 
 
 def start_sleepy(compute_ms: float, queue: int, grace_s: float) -> tuple[subprocess.Popen, int]:
-    """The sleepy suite process through the one launcher (loadtest/local_suite.py): its process and port."""
+    """The sleepy suite process through the one launcher (infersuite/loadtest/local_suite.py): its process and port."""
     server = ServerProcess({"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))},
                            command=[sys.executable, "-m", "tests.reliability.sleepy", "--compute-ms", str(compute_ms),
                                     "--queue", str(queue), "--grace", str(grace_s)], cwd=ROOT)

@@ -16,14 +16,14 @@ import pytest
 import yaml
 
 import exporters
+import infersuite.loadtest.generators
 import infersuite.services as services
-import loadtest.generators
 from exporters import build as exporters_build
 from exporters import families as exporter_parts
 from exporters.ship import training_seeds
+from infersuite.loadtest.generators import base as generator_base
 from infersuite.services.families import MissingFamilyPart, family_names
 from infersuite.services.runtime.service import discover_services, load_services
-from loadtest.generators import base as generator_base
 
 REPO = Path(__file__).resolve().parents[2]
 GRPC_SERVICE = "infersuite.quintet.v1.QuintetService"
@@ -62,7 +62,7 @@ def seed_configs():
     return [QuintetConfig()]
 '''
 GENERATOR = f'''
-from loadtest.generators.base import register
+from infersuite.loadtest.generators.base import register
 
 
 class QuintetGenerator:
@@ -118,7 +118,7 @@ def _add_family(root: Path, monkeypatch: pytest.MonkeyPatch, name: str, layers: 
     """Writes `name`'s part of each given layer under `root` and puts it on that layer's path."""
     paths = {"service": (services, root / "services" / name / "__init__.py"),
              "exporter": (exporters, root / "exporters" / f"{name}.py"),
-             "generator": (loadtest.generators, root / "generators" / f"{name}.py")}
+             "generator": (infersuite.loadtest.generators, root / "generators" / f"{name}.py")}
     for layer, (package, path) in paths.items():
         if layer in layers:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -142,7 +142,7 @@ def quintet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, generate: ModuleTyp
 def test_the_four_families_have_every_layer_part(generate: ModuleType) -> None:
     assert family_names() == discover_services() == ["audio", "ctr", "segmentation", "splitcompute"]
     assert set(exporter_parts.builders()) == set(family_names())
-    assert loadtest.generators.missing_families() == {}
+    assert infersuite.loadtest.generators.missing_families() == {}
     assert [f.name for f in generate.families()] == ["ctr", "segmentation", "splitcompute", "audio"]  # by port
 
 
@@ -163,7 +163,8 @@ def test_a_fifth_family_is_found_by_every_layer_with_no_shared_list_edited(quint
     assert "defines no quant_families()" in not_measured["quintet"]
 
     # loadtest: its generator is registered and mapped to its gRPC service (suite discovery by reflection)
-    assert "quintet" in loadtest.generators.available() and loadtest.generators.missing_families() == {}
+    assert "quintet" in infersuite.loadtest.generators.available()
+    assert infersuite.loadtest.generators.missing_families() == {}
     assert generator_base.by_grpc_service()[GRPC_SERVICE] == "quintet"
 
     # deploy files and dashboard, as docker/generate.py writes them
@@ -193,7 +194,7 @@ def test_a_family_missing_a_layer_part_is_refused_by_name(tmp_path: Path, monkey
         exporter_parts.builders()
     with pytest.raises(SystemExit, match=r"exporters/sextet\.py"):
         exporters_build.main(["--out", str(tmp_path / "repo")])
-    assert "loadtest/generators/sextet.py" in loadtest.generators.missing_families()["sextet"]
+    assert "infersuite/loadtest/generators/sextet.py" in infersuite.loadtest.generators.missing_families()["sextet"]
     with pytest.raises(SystemExit, match=r"docker/families/sextet\.toml"):
         generate.families()
 
@@ -208,7 +209,7 @@ def test_an_exporter_without_its_functions_is_refused(tmp_path: Path, monkeypatc
 
 
 def test_the_load_test_suite_names_a_served_family_it_has_no_generator_for(monkeypatch: pytest.MonkeyPatch) -> None:
-    from loadtest import suite
+    from infersuite.loadtest import suite
 
     served = ["grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection", "infersuite.ctr.v1.CtrService",
               GRPC_SERVICE]
@@ -217,4 +218,4 @@ def test_the_load_test_suite_names_a_served_family_it_has_no_generator_for(monke
     monkeypatch.setattr(suite, "_has_ctr_meta", lambda repository, params: False)
     runs, skipped = suite.plan(None, Path("/nonexistent"))  # type: ignore[arg-type]
     assert [name for name, _, _ in runs] == ["health", "ctr"]
-    assert list(skipped) == [GRPC_SERVICE] and "loadtest/generators/<family>.py" in skipped[GRPC_SERVICE]
+    assert list(skipped) == [GRPC_SERVICE] and "infersuite/loadtest/generators/<family>.py" in skipped[GRPC_SERVICE]

@@ -2,8 +2,8 @@
 
 import pytest
 
-from loadtest.cli import build_parser, steps_from
-from loadtest.commands import main
+from infersuite.loadtest.cli import build_parser, steps_from
+from infersuite.loadtest.commands import main
 
 
 def _fails(argv, capsys):

@@ -7,11 +7,11 @@ import wave
 import numpy as np
 import pytest
 
+from infersuite.loadtest.generators import GeneratorError, create
+from infersuite.loadtest.generators.audio import ClipShape, check_audio
+from infersuite.loadtest.generators.segmentation import ImageShape, check_segment
+from infersuite.loadtest.generators.splitcompute import FrameShape, check_classify
 from infersuite.protos import audio_pb2, segmentation_pb2, splitcompute_pb2
-from loadtest.generators import GeneratorError, create
-from loadtest.generators.audio import ClipShape, check_audio
-from loadtest.generators.segmentation import ImageShape, check_segment
-from loadtest.generators.splitcompute import FrameShape, check_classify
 
 
 def _pool(name, params, size=40):

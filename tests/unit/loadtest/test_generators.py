@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 
+from infersuite.loadtest.generators import GeneratorError, create
+from infersuite.loadtest.generators.ctr import CtrShape, check_score
+from infersuite.loadtest.generators.oip import OutputSpec, check_infer, oip_messages
+from infersuite.loadtest.generators.oip_layout import values
 from infersuite.protos import ctr_pb2
-from loadtest.generators import GeneratorError, create
-from loadtest.generators.ctr import CtrShape, check_score
-from loadtest.generators.oip import OutputSpec, check_infer, oip_messages
-from loadtest.generators.oip_layout import values
 
 
 def _pool(name, params, seed=0, size=200):

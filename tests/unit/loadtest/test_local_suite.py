@@ -1,4 +1,4 @@
-"""The suite launcher (loadtest/local_suite.py) on stand-in processes, no network: it reads the start
+"""The suite launcher (infersuite/loadtest/local_suite.py) on stand-in processes, no network: it reads the start
 line, fails at once with the server's own output when the process ends first or prints something else,
 gives up after its timeout, and stops with SIGTERM, then SIGKILL."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.local_suite import (
+from infersuite.loadtest.local_suite import (
     LocalSuite,
     ServerExited,
     ServerNotReady,

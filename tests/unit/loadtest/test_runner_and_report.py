@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from loadtest import report
-from loadtest.engine import StepSpec
-from loadtest.runner import Runner, self_check
-from loadtest.server_metrics import MetricsScraper
-from loadtest.stats import StepStats, record_us
+from infersuite.loadtest import report
+from infersuite.loadtest.engine import StepSpec
+from infersuite.loadtest.runner import Runner, self_check
+from infersuite.loadtest.server_metrics import MetricsScraper
+from infersuite.loadtest.stats import StepStats, record_us
 
 
 class KneePool:
@@ -76,7 +76,8 @@ def test_report_files_hold_the_figures(tmp_path):
     runner = Runner(KneePool(knee=150.0), MetricsScraper(None))
     for rate in (100.0, 200.0):
         runner.run(_step(rate=rate))
-    meta = report.metadata("localhost:1", "ctr", {"command_line": "python -m loadtest run ..."}, {"n_items": 600})
+    meta = report.metadata("localhost:1", "ctr", {"command_line": "python -m infersuite.loadtest run ..."},
+                           {"n_items": 600})
     files = report.write(report.build(meta, runner.results), tmp_path)
     assert sorted(f.name for f in files) == ["latency_cdf.png", "latency_vs_load.png", "report.json", "report.md",
                                              "throughput_vs_load.png"]
@@ -91,4 +92,4 @@ def test_report_files_hold_the_figures(tmp_path):
     assert steps[0]["raw"][0]["histograms"]["latency_intended"]  # lossless histogram kept
     markdown = (tmp_path / "report.md").read_text()
     assert "| 100/s poisson | 200 | 10.01 (10.01) |" in markdown  # HDR: 3 significant digits
-    assert "python -m loadtest run ..." in markdown
+    assert "python -m infersuite.loadtest run ..." in markdown

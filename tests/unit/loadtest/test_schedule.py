@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from loadtest.schedule import arrival_offsets, load_trace, split_for_worker, trace_offsets, trace_rate
+from infersuite.loadtest.schedule import arrival_offsets, load_trace, split_for_worker, trace_offsets, trace_rate
 
 
 def test_constant_arrivals_are_evenly_spaced():

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from loadtest.server_metrics import HistogramSnapshot, MetricsScraper, delta, parse, rows
+from infersuite.loadtest.server_metrics import HistogramSnapshot, MetricsScraper, delta, parse, rows
 
 
 def _text(count_fast: int, count_slow: int) -> str:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from loadtest.stats import StepStats, cdf_points, new_histogram, record_us, summarize
+from infersuite.loadtest.stats import StepStats, cdf_points, new_histogram, record_us, summarize
 
 
 def test_percentiles_of_a_known_distribution_are_within_hdr_precision():

@@ -1,6 +1,6 @@
 """Ask any model the server serves for an answer, with NVIDIA's own client (README: "Serve your own model").
 
-    python examples/own_model.py MODEL       # INFERSUITE_TARGET=host:port, default localhost:50051
+    python -m infersuite.examples.own_model MODEL       # INFERSUITE_TARGET=host:port, default localhost:50051
 
 Reads the model's metadata and config over the Open Inference Protocol, sends one request of the
 right names, datatypes and shapes (dynamic axes of size 1; random floats, zero integers) and prints
@@ -37,5 +37,5 @@ def main(model: str) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        raise SystemExit("usage: python examples/own_model.py MODEL")
+        raise SystemExit("usage: python -m infersuite.examples.own_model MODEL")
     main(sys.argv[1])

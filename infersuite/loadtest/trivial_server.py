@@ -1,6 +1,6 @@
 """A trivial gRPC endpoint (`/infersuite.loadtest.Trivial/Echo` returns its request bytes; a
 StallGate can freeze it once for `stall_s`, `stall_at_s` after its first call) used to measure the
-generator itself and to test latency accounting. Run alone: `python -m loadtest.trivial_server`.
+generator itself and to test latency accounting. Run alone: `python -m infersuite.loadtest.trivial_server`.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ async def serve(host: str, port: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m loadtest.trivial_server", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m infersuite.loadtest.trivial_server", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()

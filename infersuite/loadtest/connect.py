@@ -39,7 +39,7 @@ class BearerToken(grpc.aio.UnaryUnaryClientInterceptor):
 
 def blocking_channel(target: Any) -> grpc.Channel:
     """A blocking channel to a loadtest Target (TLS settings and options as the load channels)."""
-    from loadtest.engine import _credentials, channel_options
+    from infersuite.loadtest.engine import _credentials, channel_options
 
     options = channel_options(target)
     if target.tls:

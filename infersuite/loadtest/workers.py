@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from loadtest.engine import LoadEngine, StepSpec, Target
-from loadtest.generators import GeneratorError, create
-from loadtest.stats import StepStats
+from infersuite.loadtest.engine import LoadEngine, StepSpec, Target
+from infersuite.loadtest.generators import GeneratorError, create
+from infersuite.loadtest.stats import StepStats
 
 START_MARGIN_S = 0.3  # workers get the step this long before it starts, so they all start on time
 

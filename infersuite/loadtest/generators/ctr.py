@@ -17,7 +17,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from loadtest.generators.base import GeneratorError, RequestPool, check_unknown, int_param, register
+from infersuite.loadtest.generators.base import GeneratorError, RequestPool, check_unknown, int_param, register
 
 DEFAULT_MODEL = "din"  # the family alias (<repository>/aliases.json) the ctr service answers with
 FALLBACK_MODEL = "din-fp32"

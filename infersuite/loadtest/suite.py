@@ -17,19 +17,19 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from loadtest import report
-from loadtest.cli import RunError, UsageError, command_line, parse_params, target_from
-from loadtest.commands import Display, _describe, check_reachable, clients, resolve_metrics_url
-from loadtest.connect import blocking_channel, token_metadata
-from loadtest.engine import StepSpec, Target
-from loadtest.generators import GeneratorError, create
-from loadtest.generators.base import by_grpc_service
-from loadtest.generators.oip import oip_messages
-from loadtest.local_suite import SERVING, LocalSuite
-from loadtest.runner import Runner, StepResult
-from loadtest.server_metrics import MetricsScraper
-from loadtest.trivial_server import ECHO
-from loadtest.workers import GeneratorSpec, WorkerError, WorkerPool
+from infersuite.loadtest import report
+from infersuite.loadtest.cli import RunError, UsageError, command_line, parse_params, target_from
+from infersuite.loadtest.commands import Display, _describe, check_reachable, clients, resolve_metrics_url
+from infersuite.loadtest.connect import blocking_channel, token_metadata
+from infersuite.loadtest.engine import StepSpec, Target
+from infersuite.loadtest.generators import GeneratorError, create
+from infersuite.loadtest.generators.base import by_grpc_service
+from infersuite.loadtest.generators.oip import oip_messages
+from infersuite.loadtest.local_suite import SERVING, LocalSuite
+from infersuite.loadtest.runner import Runner, StepResult
+from infersuite.loadtest.server_metrics import MetricsScraper
+from infersuite.loadtest.trivial_server import ECHO
+from infersuite.loadtest.workers import GeneratorSpec, WorkerError, WorkerPool
 
 
 def list_services(target: Target) -> list[str]:
@@ -85,7 +85,8 @@ def plan(target: Target, repository: Path, extra: dict[str, dict[str, str]] | No
     for service in list_services(target):
         name = generators.get(service)
         if name is None and not service.startswith("grpc."):  # a family service without a generator
-            skipped[service] = "no request generator for it (loadtest/generators/<family>.py; docs/families.md)"
+            skipped[service] = ("no request generator for it (infersuite/loadtest/generators/<family>.py; "
+                                "docs/families.md)")
             continue
         if name is None or name == "health":
             continue
@@ -201,7 +202,7 @@ def _load(step: dict[str, Any]) -> str:
 
 
 def start_trivial_server() -> tuple[subprocess.Popen[str], int]:
-    process = subprocess.Popen([sys.executable, "-m", "loadtest.trivial_server", "--port", "0"],
+    process = subprocess.Popen([sys.executable, "-m", "infersuite.loadtest.trivial_server", "--port", "0"],
                                stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
     line = process.stdout.readline()

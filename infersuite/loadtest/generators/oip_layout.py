@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from loadtest.generators.base import GeneratorError
+from infersuite.loadtest.generators.base import GeneratorError
 
 
 @dataclass(frozen=True)

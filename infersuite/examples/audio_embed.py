@@ -1,6 +1,6 @@
 """Scene and timestamp embeddings of one second of a 440 Hz tone (README: "Audio in a few lines").
 
-    python examples/audio_embed.py          # INFERSUITE_TARGET=host:port, default localhost:50051
+    python -m infersuite.examples.audio_embed          # INFERSUITE_TARGET=host:port, default localhost:50051
 """
 
 import asyncio

@@ -1,4 +1,4 @@
-"""What each subcommand does; `loadtest/cli.py` parses and validates, this module runs."""
+"""What each subcommand does; `infersuite/loadtest/cli.py` parses and validates, this module runs."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from urllib.parse import urlsplit
 
 import grpc
 
-from loadtest import report
-from loadtest.cli import RunError, UsageError, command_line, parse_params, steps_from, target_from
-from loadtest.engine import StepSpec, Target
-from loadtest.generators import GeneratorError, available, create, missing_families
-from loadtest.runner import Runner
-from loadtest.server_metrics import MetricsScraper, scrape
-from loadtest.workers import GeneratorSpec, WorkerError, WorkerPool
+from infersuite.loadtest import report
+from infersuite.loadtest.cli import RunError, UsageError, command_line, parse_params, steps_from, target_from
+from infersuite.loadtest.engine import StepSpec, Target
+from infersuite.loadtest.generators import GeneratorError, available, create, missing_families
+from infersuite.loadtest.runner import Runner
+from infersuite.loadtest.server_metrics import MetricsScraper, scrape
+from infersuite.loadtest.workers import GeneratorSpec, WorkerError, WorkerPool
 
 
 class Display:
@@ -51,7 +51,7 @@ class Display:
 
 def check_reachable(target: Target, timeout_s: float) -> None:
     """Raises RunError unless the target accepts a connection within `timeout_s`."""
-    from loadtest.connect import blocking_channel
+    from infersuite.loadtest.connect import blocking_channel
 
     channel = blocking_channel(target)
     try:
@@ -156,12 +156,13 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from loadtest.cli import build_parser
+    from infersuite.loadtest.cli import build_parser
 
     parser = build_parser()
     args = parser.parse_args(argv)  # argparse itself exits 2 with a one-line message on bad arguments
     handlers = {"run": cmd_run, "slo": lambda a: cmd_run(a, slo=True), "list": cmd_list,
-                "suite": _lazy("loadtest.suite", "cmd_suite"), "selfcheck": _lazy("loadtest.suite", "cmd_selfcheck")}
+                "suite": _lazy("infersuite.loadtest.suite", "cmd_suite"),
+                "selfcheck": _lazy("infersuite.loadtest.suite", "cmd_selfcheck")}
     try:
         return int(handlers[args.command](args))
     except UsageError as err:

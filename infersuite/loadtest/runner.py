@@ -15,10 +15,10 @@ from typing import Any
 
 import psutil
 
-from loadtest.engine import StepSpec
-from loadtest.server_metrics import MetricsScraper
-from loadtest.stats import StepStats, cdf_points, summarize
-from loadtest.workers import WorkerPool
+from infersuite.loadtest.engine import StepSpec
+from infersuite.loadtest.server_metrics import MetricsScraper
+from infersuite.loadtest.stats import StepStats, cdf_points, summarize
+from infersuite.loadtest.workers import WorkerPool
 
 GENERATOR_CPU_LIMIT = 85.0  # % of one core: above it a worker process cannot keep its schedule
 MACHINE_CPU_LIMIT = 90.0  # % of all cores: generator and server fight for the CPU

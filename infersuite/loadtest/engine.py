@@ -17,9 +17,9 @@ import grpc
 import numpy as np
 import psutil
 
-from loadtest.generators import GeneratorError, RequestGenerator, RequestPool
-from loadtest.schedule import Arrival, arrival_offsets, split_for_worker, trace_offsets
-from loadtest.stats import StepStats, record_us
+from infersuite.loadtest.generators import GeneratorError, RequestGenerator, RequestPool
+from infersuite.loadtest.schedule import Arrival, arrival_offsets, split_for_worker, trace_offsets
+from infersuite.loadtest.stats import StepStats, record_us
 
 ProgressFn = Callable[[int], None]
 
@@ -35,7 +35,7 @@ class Target:
     client_key: str | None = None
     server_name: str | None = None  # TLS name override (a certificate issued for another name)
     channels: int = 1  # HTTP/2 connections per process, used round-robin
-    token: str | None = None  # bearer token sent as `authorization` metadata (loadtest.connect)
+    token: str | None = None  # bearer token sent as `authorization` metadata (infersuite.loadtest.connect)
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def channel_options(target: Target, index: int = 0) -> list[tuple[str, object]]:
 
 
 def open_channel(target: Target, index: int = 0) -> grpc.aio.Channel:
-    from loadtest.connect import BearerToken
+    from infersuite.loadtest.connect import BearerToken
 
     options = channel_options(target, index)
     interceptors = [BearerToken(target.token)] if target.token else None

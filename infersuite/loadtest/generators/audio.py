@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
-from loadtest.generators.base import GeneratorError, RequestPool, check_unknown, register
+from infersuite.loadtest.generators.base import GeneratorError, RequestPool, check_unknown, register
 
 SAMPLE_RATES = (16000, 22050, 32000, 44100, 48000)
 PARAMS = {"method", "embedder", "min_s", "max_s", "hop_ms", "wav_share"}

@@ -1,4 +1,4 @@
-"""Command line: `python -m loadtest {run,slo,suite,selfcheck,list} ...` (see --help of each).
+"""Command line: `python -m infersuite.loadtest {run,slo,suite,selfcheck,list} ...` (see --help of each).
 
 Every user mistake ends in one line `loadtest: error: ...` and a non-zero exit, never a traceback:
 2 for bad arguments, 1 for a target or generator that cannot be used.
@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from loadtest.engine import StepSpec, Target
-from loadtest.schedule import load_trace
+from infersuite.loadtest.engine import StepSpec, Target
+from infersuite.loadtest.schedule import load_trace
 
 
 class UsageError(Exception):
@@ -91,7 +91,7 @@ def add_step_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_service_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--service", required=True, help="request generator: see `python -m loadtest list`")
+    parser.add_argument("--service", required=True, help="request generator: see `python -m infersuite.loadtest list`")
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                         help="generator parameter (repeatable), e.g. --param n_items=600")
 
@@ -167,7 +167,7 @@ def target_from(args: argparse.Namespace) -> Target:
         path = getattr(args, option, None)
         if path and not Path(path).is_file():
             raise UsageError(f"--{option.replace('_', '-')} {path}: no such file")
-    from loadtest.connect import read_token
+    from infersuite.loadtest.connect import read_token
 
     token_file = getattr(args, "token_file", None)
     if token_file and not Path(token_file).is_file():
@@ -192,9 +192,9 @@ def steps_from(args: argparse.Namespace) -> list[StepSpec]:
 
 
 def _trace_rate(trace: tuple[float, ...]) -> float:
-    from loadtest.schedule import trace_rate
+    from infersuite.loadtest.schedule import trace_rate
     return trace_rate(trace)
 
 
 def command_line() -> str:
-    return " ".join(shlex.quote(a) for a in ["python", "-m", "loadtest", *sys.argv[1:]])
+    return " ".join(shlex.quote(a) for a in ["python", "-m", "infersuite.loadtest", *sys.argv[1:]])

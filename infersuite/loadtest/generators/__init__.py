@@ -1,10 +1,10 @@
 """Per-service request generators, found by name (`create("ctr", params)`).
 
 Every module of this package is imported and registers its generators on import; a family's
-generator is `loadtest/generators/<family>.py` registering the family's name (the families are the
+generator is `infersuite/loadtest/generators/<family>.py` registering the family's name (the families are the
 packages under infersuite/services/, infersuite/services/families.py). A module whose protobuf stubs are not generated
 yet is not importable: it is listed by `unavailable()` with why, and a family with no generator
-by `missing_families()` (`python -m loadtest list` prints both), so nothing is left out silently.
+by `missing_families()` (`python -m infersuite.loadtest list` prints both), so nothing is left out silently.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+from infersuite.loadtest.generators import base
+from infersuite.loadtest.generators.base import GeneratorError, RequestGenerator, RequestPool, register
 from infersuite.services.families import family_names
-from loadtest.generators import base
-from loadtest.generators.base import GeneratorError, RequestGenerator, RequestPool, register
 
 NOT_GENERATORS = frozenset({"base", "oip_layout"})  # helper modules of this package
 _UNAVAILABLE: dict[str, str] = {}
@@ -27,7 +27,7 @@ def _import_all() -> None:
         try:
             importlib.import_module(f"{__name__}.{module.name}")
         except ModuleNotFoundError as err:  # stubs absent on this checkout (`make protos`)
-            if not (err.name or "").startswith(("loadtest.generators.", "infersuite.protos")):
+            if not (err.name or "").startswith(("infersuite.loadtest.generators.", "infersuite.protos")):
                 raise
             _UNAVAILABLE[module.name] = f"cannot import {err.name} (run `make protos`)"
 
@@ -53,7 +53,7 @@ def missing_families() -> dict[str, str]:
     """Family -> why it has no request generator."""
     _import_all()
     registered, broken = available(), unavailable()
-    return {family: broken.get(family, f"no loadtest/generators/{family}.py registering {family!r}")
+    return {family: broken.get(family, f"no infersuite/loadtest/generators/{family}.py registering {family!r}")
             for family in family_names() if family not in registered}
 
 

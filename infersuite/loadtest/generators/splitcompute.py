@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from loadtest.generators.base import GeneratorError, RequestPool, check_unknown, register
+from infersuite.loadtest.generators.base import GeneratorError, RequestPool, check_unknown, register
 
 
 @dataclass(frozen=True)

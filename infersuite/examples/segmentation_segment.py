@@ -1,6 +1,6 @@
 """Segment a synthetic 64x64 scene with the adaptive-depth gate (README: "Segmentation in a few lines").
 
-    python examples/segmentation_segment.py  # INFERSUITE_TARGET=host:port, default localhost:50051
+    python -m infersuite.examples.segmentation_segment  # INFERSUITE_TARGET=host:port, default localhost:50051
 """
 
 import asyncio

@@ -6,7 +6,7 @@ those names, datatypes and shapes as raw_input_contents (what tritonclient does)
 dimensions (-1) become --param batch=N (or LOW..HIGH, drawn per request) on dim 0 and --param
 dim=N (or LOW..HIGH) elsewhere, or an explicit --param shape.<input>=2x16. With --param
 repository=DIR the model's meta.json gives per-group sizes (dim.<group>=LOW..HIGH), vocabularies,
-masks and index inputs (loadtest/generators/oip_layout.py). int_low/int_high override the id range.
+masks and index inputs (infersuite/loadtest/generators/oip_layout.py). int_low/int_high override the id range.
 Responses are checked: every output present, byte size = product(shape) x element size, float
 outputs finite.
 
@@ -23,8 +23,8 @@ from typing import Any
 import grpc
 import numpy as np
 
-from loadtest.generators.base import GeneratorError, RequestPool, check_unknown, int_param, register
-from loadtest.generators.oip_layout import ModelLayout, ShapePlan, parse_span, read_meta, values
+from infersuite.loadtest.generators.base import GeneratorError, RequestPool, check_unknown, int_param, register
+from infersuite.loadtest.generators.oip_layout import ModelLayout, ShapePlan, parse_span, read_meta, values
 
 DTYPES = {"BOOL": np.bool_, "UINT8": np.uint8, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32,
           "INT64": np.int64, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,

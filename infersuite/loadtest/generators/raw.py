@@ -8,7 +8,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2
 
-from loadtest.generators.base import GeneratorError, RequestPool, check_unknown, int_param, register
+from infersuite.loadtest.generators.base import GeneratorError, RequestPool, check_unknown, int_param, register
 
 
 class HealthGenerator:

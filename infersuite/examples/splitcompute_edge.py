@@ -2,7 +2,7 @@
 probabilities (README: "Split computing in a few lines"). Needs onnxruntime, constriction, numpy,
 grpcio and protobuf only (`pip install ".[edge]"`).
 
-    python examples/splitcompute_edge.py BUNDLE   # BUNDLE: <repository>/splitcompute-encoder-fp32/1
+    python -m infersuite.examples.splitcompute_edge BUNDLE   # BUNDLE: <repository>/splitcompute-encoder-fp32/1
 """
 
 import os

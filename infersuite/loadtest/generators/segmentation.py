@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
-from loadtest.generators.base import GeneratorError, RequestPool, check_unknown, int_param, register
+from infersuite.loadtest.generators.base import GeneratorError, RequestPool, check_unknown, int_param, register
 
 PARAMS = {"min_side", "max_side", "max_shapes", "png_share", "effort"}
 
