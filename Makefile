@@ -24,7 +24,7 @@ TRITON_STAMP := .triton/.installed
 
 .PHONY: hear-tools hear-validate setup serve-setup ship-models verify-models tools triton deploy-tools docker-tools docker docker-test protos models serve test test-fast lint bench-ctr bench-serving quantize-report loadtest bench-loadtest bench-loadtest-generator report-ctr train-ctr report-ctr-user-data train-splitcompute report-splitcompute-user-data train-segmentation report-segmentation-user-data eval-audio report-quantization report-segmentation report-audio report-splitcompute splitcompute-studies splitcompute-payloads reliability-test bench-reliability bench-overload bench-supervision bench-hostile bench-quantization bench-metrics-cost bench-transport bench-hostile-sync peers peers-check clean
 # Old names of report and bench targets, kept as aliases of the new ones (at the end of this file).
-.PHONY: bench-audio bench-splitcompute bench-quant-production reliability-report report-hostile
+.PHONY: bench-audio bench-splitcompute bench-quant-production reliability-report report-hostile report-reliability
 .PHONY: audio-studies
 .PHONY: audio-tools audio-corpus report-audio-corpus pretrain-audio report-audio-pretrain ship-audio-pretrained
 .PHONY: report-audio-pretrain-seeds
@@ -486,4 +486,9 @@ bench-audio: report-audio
 bench-splitcompute: report-splitcompute
 bench-quant-production: bench-quantization
 reliability-report: bench-reliability
+
+# reports/reliability.md re-rendered from the .json files beside it (reliability.json, overload.json,
+# reliability_hostile.json, reliability_supervision.json); nothing is measured (seconds).
+report-reliability: $(DEV)
+	$(PY) -m benchmarks.reliability.report
 report-hostile: bench-hostile

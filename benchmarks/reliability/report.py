@@ -19,30 +19,43 @@ def _figures(data: dict[str, Any]) -> str:
     return "```json\n" + json.dumps(data, indent=1, default=str) + "\n```"
 
 
-def overload_section(name: str, r: dict[str, Any], queue: str) -> list[str]:
+def overload_goals(r: dict[str, Any]) -> dict[str, bool]:
+    """The issue's overload goals for one run (scenarios.overload's figures): accepted p99 within the SLO,
+    refusals answered fast, goodput >= 90% of the sustainable rate, every request answered, recovery."""
+    hot, cool = r["overload"], r["recovery"]
+    return {
+        "accepted p99 <= SLO": hot["ok_p99_from_send_ms"] <= r["slo_ms"],
+        "refusals fast": hot["codes"].get("RESOURCE_EXHAUSTED", 0) > 0 and hot["rejected_p99_from_send_ms"] <= 20,
+        "goodput >= 90%": r["throughput_vs_sustainable"] >= 0.9,
+        "every request answered": hot["unanswered"] == 0 and set(hot["codes"]) <= {"OK", "RESOURCE_EXHAUSTED"},
+        "recovery": (r["first_ok_after_overload_s"] is not None and r["first_ok_after_overload_s"] <= 0.5
+                     and sum(t > 0.5 for t in r["recovery_refusals_at_s"]) <= 0.01 * cool["sent"]),
+    }
+
+
+def overload_section(name: str, r: dict[str, Any], queue: str, note: str = "") -> list[str]:
     """One overload run's verdicts (scenarios.overload's figures) under `## Overload: name`."""
     hot, cool = r["overload"], r["recovery"]
     excess = hot["codes"].get("RESOURCE_EXHAUSTED", 0)
+    goals = overload_goals(r)
     return [
         f"## Overload: {name}",
+        *([note] if note else []),
         f"Load: open loop, Poisson arrivals at {r.get('factor', 3.0):g} x the sustainable {r['sustainable_rps']} "
         f"req/s = {hot['offered_rps']} req/s for {hot['duration_s']} s, then 0.5 x for {cool['duration_s']} s "
         "starting the moment the overload stops. Injected: the overload itself.",
         f"Queue bound: {queue}.",
-        _check(hot["ok_p99_from_send_ms"] <= r["slo_ms"], f"accepted p99 {hot['ok_p99_from_send_ms']} ms from send "
+        _check(goals["accepted p99 <= SLO"], f"accepted p99 {hot['ok_p99_from_send_ms']} ms from send "
                f"within the {r['slo_ms']} ms SLO ({hot['ok_p99_ms']} ms from the intended send time; the client's "
                f"own send lag p99 {hot['send_lag_p99_ms']} ms, p50 from intended {hot['ok_p50_ms']} ms)"),
-        _check(excess > 0 and hot["rejected_p99_from_send_ms"] <= 20, f"{excess} excess requests rejected "
+        _check(goals["refusals fast"], f"{excess} excess requests rejected "
                f"RESOURCE_EXHAUSTED, p99 {hot['rejected_p99_from_send_ms']} ms from send "
                f"({hot['rejected_p99_ms']} ms from intended)"),
-        _check(r["throughput_vs_sustainable"] >= 0.9, f"goodput {hot['ok_rps']} req/s = "
+        _check(goals["goodput >= 90%"], f"goodput {hot['ok_rps']} req/s = "
                f"{r['throughput_vs_sustainable']:.0%} of sustainable"),
-        _check(hot["unanswered"] == 0 and set(hot["codes"]) <= {"OK", "RESOURCE_EXHAUSTED"},
-               f"every one of {hot['sent']} requests got a status: {hot['codes']}"),
-        _check(r["first_ok_after_overload_s"] is not None and r["first_ok_after_overload_s"] <= 0.5
-               and sum(t > 0.5 for t in r["recovery_refusals_at_s"]) <= 0.01 * cool["sent"],
-               f"recovery: first OK {r['first_ok_after_overload_s']} s after the overload ended; at 0.5 x "
-               f"{r['recovery_ok_share']:.1%} OK, p99 {r['recovery_p99_ms']} ms; refusals sent at "
+        _check(goals["every request answered"], f"every one of {hot['sent']} requests got a status: {hot['codes']}"),
+        _check(goals["recovery"], f"recovery: first OK {r['first_ok_after_overload_s']} s after the overload "
+               f"ended; at 0.5 x {r['recovery_ok_share']:.1%} OK, p99 {r['recovery_p99_ms']} ms; refusals sent at "
                f"{r['recovery_refusals_at_s'][:10]} s after the end (<= 1% allowed past 0.5 s)"),
         _figures(r), ""]
 
@@ -257,6 +270,38 @@ def _supervision(s: dict[str, Any]) -> list[str]:
     return [*lines, "", _figures(s), ""]
 
 
+PINNED_PHASES = (("x3", "grpc.aio (default), 3x"), ("x10", "grpc.aio (default), 10x"),
+                 ("sync_x3", "synchronous transport, 3x"), ("sync_x10", "synchronous transport, 10x"),
+                 ("control", "control: grpc.aio, defaults (no time bound), 3x"))
+
+
+def pinned_overload(o: dict[str, Any]) -> list[str]:
+    """Written by benchmarks/reliability/overload.py (reports/overload.json): the issue's overload goals with the
+    suite and its client pinned to different cores, each phase's verdict per goal."""
+    args = o["args"]
+    lines = [
+        "## Overload inside the SLO: suite and client pinned apart (reports/overload.md)",
+        f"Written by `python -m benchmarks.reliability.overload` (`make bench-overload`; its figures: "
+        f"reports/overload.json, every detail in reports/overload.md). ctr on a tiny DIN, the suite (one worker) "
+        f"on core {args['server_core']}, the client on core {args['client_core']}; the sustainable rate "
+        f"{o['sweep']['sustainable_rps']} req/s (p99 within the {args['slo_ms']:g} ms SLO, grpc.aio). Bounds: "
+        f"INFERSUITE_MAX_QUEUE_TIME_MS={args['queue_time_ms']:g}, INFERSUITE_MAX_CONCURRENT_RPCS="
+        f"{args['concurrent_rpcs']} (grpc.aio) or min({args['concurrent_rpcs']}, {args['sync_threads']} threads) "
+        "(synchronous transport); the control has neither. This is where the issue's goals are measured; the "
+        "ctr overload section above runs client and suite on shared cores with a count bound only.", "",
+        "| phase | offered req/s | accepted p99 ms | refusals p99 ms | goodput vs sustainable | first OK after | "
+        "goals failed |", "|---|---|---|---|---|---|---|"]
+    for key, name in PINNED_PHASES:
+        if key not in o:
+            continue
+        r = o[key]
+        hot, failed = r["overload"], [goal for goal, ok in overload_goals(r).items() if not ok]
+        lines.append(f"| {name} | {hot['offered_rps']} | {hot['ok_p99_from_send_ms']} | "
+                     f"{hot['rejected_p99_from_send_ms']} | {r['throughput_vs_sustainable']:.0%} | "
+                     f"{r['first_ok_after_overload_s']} s | {', '.join(failed) if failed else 'none: all PASS'} |")
+    return [*lines, ""]
+
+
 def write_section(out: Path, name: str, results: dict[str, Any]) -> Path:
     """Saves one benchmark's figures beside the report (reliability_<name>.json) and re-renders it."""
     figures = out.with_name(f"reliability_{name}.json")
@@ -267,13 +312,16 @@ def write_section(out: Path, name: str, results: dict[str, Any]) -> Path:
 
 
 def write(out: Path) -> None:
-    """reports/reliability.md from reliability.json and, when present, reliability_hostile.json and
-    reliability_supervision.json."""
+    """reports/reliability.md from reliability.json and, when present, overload.json (the pinned overload
+    run), reliability_hostile.json and reliability_supervision.json."""
     main = out.with_suffix(".json")
+    pinned = out.with_name("overload.json")
     hostile = out.with_name("reliability_hostile.json")
     supervision = out.with_name("reliability_supervision.json")
     # Without the main run's figures (a section run on its own into another folder): only the sections.
     text = render(json.loads(main.read_text())) if main.is_file() else "# Reliability report (sections only)\n"
+    if pinned.is_file():
+        text += "\n" + "\n".join(pinned_overload(json.loads(pinned.read_text())))
     if hostile.is_file():
         text += "\n" + "\n".join(_hostile(json.loads(hostile.read_text())))
     if supervision.is_file():
@@ -302,7 +350,10 @@ def render(results: dict[str, Any]) -> str:
     lines += overload_section("known-cost model", results["sleepy_overload"],
                               f"{results['sleepy_overload']['queue']} requests")
     lines += overload_section("ctr (tiny DIN, onnxruntime)", results["ctr_overload"],
-                              f"{results['ctr_overload']['queue']} requests")
+                              f"{results['ctr_overload']['queue']} requests",
+                              "Client and suite share both cores here and the queue is bounded by count only "
+                              "(no queue-time bound): the issue's overload goals are measured with the two pinned "
+                              "apart and the time bound on, in the section 'Overload inside the SLO' below.")
     lines += _deadlines("known-cost model", results["sleepy_deadlines"])
     lines += _deadlines("ctr", results["ctr_deadlines"])
     lines += _shutdown("known-cost model", results["sleepy_shutdown"])
@@ -310,3 +361,17 @@ def render(results: dict[str, Any]) -> str:
     lines += _other(results)
     lines += ["## Sustainable-rate sweep (ctr)", _figures(results["ctr_sweep"])]
     return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m benchmarks.reliability.report`: re-renders reports/reliability.md from the .json files
+    beside it (nothing is measured)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.reliability.report", description=main.__doc__)
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[2] / "reports" / "reliability.md")
+    write(parser.parse_args(argv).out)
+
+
+if __name__ == "__main__":
+    main()
