@@ -121,6 +121,9 @@ async def test_score_and_oip_with_string_ids_equal_torch_and_the_integer_rows(tr
             metadata = await oip.get_model_metadata("din-fp32", as_json=True)
             shown = {i["name"]: i["datatype"] for i in metadata["inputs"]}
             assert shown == {**dict.fromkeys(ID_INPUTS, "BYTES"), "history_mask": "FP32", "candidate_user": "INT64"}
+            config = (await oip.get_model_config("din-fp32", as_json=True))["config"]  # agrees with the metadata
+            assert {i["name"]: i["data_type"] for i in config["input"]} == {
+                **dict.fromkeys(ID_INPUTS, "TYPE_STRING"), "history_mask": "TYPE_FP32", "candidate_user": "TYPE_INT64"}
             users = []
             for user in data.test_users:
                 length = int(data.history_lengths[user])
