@@ -7,8 +7,11 @@ and misuse are INVALID_ARGUMENT, and no answer holds a NaN."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -308,3 +311,20 @@ async def test_amazon_reviews_trained_with_string_ids_are_scored_by_asin(tmp_pat
             torch_for_served += [expected[r] for r in range(lo, hi)]
     assert len(served_scores) == 2 * len(data.test_users) >= 80
     np.testing.assert_allclose(served_scores, torch_for_served, atol=1e-5)
+
+
+async def test_the_load_generator_drives_a_string_id_model(trained: Path, tmp_path: Path) -> None:
+    """python -m infersuite.loadtest run --service ctr on a model trained with string ids: the requests carry
+    the model's own string ids (read from its meta.json) and every one is answered OK and checked."""
+    repository = trained / "repo-reject"  # unknown ids refused: a request with an invented id would fail
+    async with serving([CtrService()], repository, metrics_port=-1) as served:
+        done = await asyncio.to_thread(subprocess.run, [
+            sys.executable, "-m", "infersuite.loadtest", "run", "--service", "ctr", "--target", served.address,
+            "--param", f"repository={repository}", "--param", "model=din-fp32", "--metrics-url", "none",
+            "--concurrency", "2", "--duration", "0.5", "--warmup", "0.1", "--workers", "0", "--quiet",
+            "--out", str(tmp_path / "r")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    step = report["steps"][0]
+    assert step["ok"] > 0 and not step["errors"], step
+

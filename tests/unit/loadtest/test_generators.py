@@ -46,6 +46,26 @@ def test_ctr_reads_the_vocabulary_from_the_model_meta(tmp_path):
         create("ctr", {"repository": str(tmp_path), "model": "missing"})
 
 
+@pytest.mark.parametrize("kind", ["string", "integer"])
+def test_ctr_sends_the_external_ids_of_a_model_trained_on_a_users_log(tmp_path, kind):
+    items = ["B00A", "B00B", "B00C"] if kind == "string" else [9001, 9002, 9003]
+    categories = ["books", "toys"] if kind == "string" else [70, 71]
+    meta = tmp_path / "din-fp32" / "1" / "meta.json"
+    meta.parent.mkdir(parents=True)
+    meta.write_text(json.dumps({"vocabulary": {"n_items": 4, "n_categories": 3, "external": {
+        "items": items, "categories": categories, "oov": "reject", "min_count": 1}}}))
+    pool = _pool("ctr", {"repository": str(tmp_path), "model": "din-fp32"}, size=50)
+    requests = [ctr_pb2.ScoreRequest.FromString(p) for p in pool.payloads]
+    suffix = "keys" if kind == "string" else "ids"  # strings go in the *_keys fields, integers in *_ids
+    sent_items = {i for r in requests for side in ("history", "candidate") for i in getattr(r, f"{side}_item_{suffix}")}
+    sent_categories = {c for r in requests for side in ("history", "candidate")
+                       for c in getattr(r, f"{side}_category_{suffix}")}
+    assert sent_items == set(items) and sent_categories == set(categories)  # every id drawn, none invented
+    unused = ("history_item_ids", "candidate_item_ids") if kind == "string" else ("history_item_keys",)
+    assert all(not getattr(r, name) for r in requests for name in unused)
+    assert pool.description["ids"] == f"the model's {kind} ids"
+
+
 def test_ctr_check_catches_wrong_shapes_and_ranges():
     shape = CtrShape(candidates=3, history=5, explain=False)
     good = ctr_pb2.ScoreResponse(click_probabilities=[0.1, 0.5, 0.9], history_used=5)
