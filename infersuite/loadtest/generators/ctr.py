@@ -121,9 +121,9 @@ class CtrGenerator:
                        [vocabulary.categories[c] for c in rng.integers(0, self.n_categories, history.size).tolist()],
                        [vocabulary.items[i - 1] for i in candidates.tolist()],
                        [vocabulary.categories[c] for c in rng.integers(0, self.n_categories, candidates.size).tolist()]]
-                fields = _KEY_FIELDS if vocabulary.string_ids else _ID_FIELDS
-                request = ctr_pb2.ScoreRequest(**dict(zip(fields, ids, strict=True)), explain=self.explain,
-                                               model=self.model)
+                request = ctr_pb2.ScoreRequest(explain=self.explain, model=self.model)
+                for field, values in zip(_KEY_FIELDS if vocabulary.string_ids else _ID_FIELDS, ids, strict=True):
+                    getattr(request, field).extend(values)
             else:
                 request = ctr_pb2.ScoreRequest(
                     history_item_ids=history.tolist(), history_category_ids=item_category[history].tolist(),
