@@ -29,6 +29,7 @@ TRITON_STAMP := .triton/.installed
 .PHONY: audio-tools audio-corpus report-audio-corpus pretrain-audio report-audio-pretrain ship-audio-pretrained
 .PHONY: report-audio-pretrain-seeds
 .PHONY: verify-audio-pretrained pretrain-audio-stats report-audio-pooling
+.PHONY: bench-triton-front
 
 setup: $(SETUP_STAMP)
 
@@ -454,6 +455,12 @@ bench-serving: $(REPOSITORY_STAMP) peers
 bench-transport: $(DEV) peers
 	$(PY) -m benchmarks.serving --repository $(SHIPPED) --mixes ranking --clients 1 64 --skip open extras profile \
 		--out reports/serving_transport.md
+
+# The suite in front of a real Triton (issue 28): server CPU per request of Triton direct, the suite with
+# INFERSUITE_BACKEND=triton in front of it (both on the server core) and the suite on its embedded onnxruntime,
+# din-fp32 ranking mix, 1 and 64 clients, 3 interleaved rounds (~6 min, alone) -> reports/serving_triton.md + .json.
+bench-triton-front: $(DEV) triton
+	$(PY) -m benchmarks.serving.triton_front --repository $(SHIPPED) $(BENCH_TRITON_FRONT_ARGS)
 
 # What a metrics update costs in memory vs prometheus_client's multiprocess files, and the parent's merge per
 # scrape (docs/scaling.md) -> reports/metrics_cost.md.
