@@ -14,8 +14,9 @@ that the evaluation probes train and test on are never seen. The PaSST architect
 Patchout in training. Every clip gives one 1 s window (clips longer than a second: their first second;
 shorter: zero padded), its log-mel computed once.
 
-Evaluation: `models.audio.corpus.evaluate`'s protocol and functions (each clip embedded once, linear probe,
-bootstrap interval, shuffled control), the pretrained PaSST embedded in torch with the service's scene
+Evaluation: `models.audio.corpus.evaluate`'s protocol and functions (each clip embedded once, linear probe with
+its shuffled control, hear-eval-kit's MLP probe on MLP_EMBEDDERS, bootstrap intervals, per-clip correctness),
+the pretrained PaSST embedded in torch with the service's scene
 windows (`infersuite.services.audio.windows`, the same windows as the exported graph; torch and the ONNX graph agree
 to 1e-4, exporters/audio.py), plus the same PaSST untrained as a control. Writes pretrain.pt (loadable by
 `models.audio.train.load_checkpoint`, exportable by `exporters.audio.export_embedder`), quality.md, quality.json.
@@ -45,7 +46,7 @@ from models.audio.corpus import evaluate as corpus_eval
 from models.audio.corpus.builder import MANIFEST
 from models.audio.frontend import FrontEndConfig, LogMel
 from models.audio.passt import Passt, PasstConfig
-from models.audio.user_data import load_audio
+from models.audio.user_data import BASELINE, load_audio
 
 PRETRAIN_SPLIT = "pretrain"
 MISSING = -1  # target of a head a clip has no label for (ignored by the loss)
@@ -61,6 +62,9 @@ HEADS: dict[str, tuple[str | None, str]] = {
 }
 MIN_CLIPS_PER_CLASS = 2  # a value seen once (many event kinds) teaches a head nothing: left unlabelled
 PRETRAINED, UNTRAINED = "PaSST pretrained on the corpus", "PaSST untrained (same config, same seed)"
+# The MLP probe (a grid of trainings per task and embedder) runs on what the seeds are compared with; the shipped
+# embedders get the linear probe only (`python -m models.audio.corpus evaluate` gives them both).
+MLP_EMBEDDERS = (PRETRAINED, UNTRAINED, BASELINE)
 
 
 @dataclass(frozen=True)
@@ -198,12 +202,13 @@ def torch_scene_embedder(model: Passt, batch: int = 256) -> Callable[[np.ndarray
 
 
 def evaluate_models(corpus: Path, repository: Path, models: dict[str, Passt], seed: int = 0,
-                    validation: bool = False) -> dict[str, Any]:
+                    validation: bool = False, probes: tuple[str, ...] = corpus_eval.PROBES) -> dict[str, Any]:
     """corpus.evaluate with the torch models' scene embeddings as extra embedders, the first model's paired
-    differences against every other embedder (on the validation split of the train clips with `validation`)."""
+    differences against every other embedder (on the validation split of the train clips with `validation`),
+    per probe, with the per-clip correctness that pairs seeds clip by clip."""
     extra = {title: torch_scene_embedder(model.eval()) for title, model in models.items()}
     return corpus_eval.evaluate(corpus, repository, seed, extra=extra, reference=next(iter(models)),
-                                validation=validation)
+                                validation=validation, probes=probes, mlp_titles=MLP_EMBEDDERS)
 
 
 def save(path: Path, model: Passt, heads: MultiTaskHeads, vocabularies: dict[str, list[str]],
@@ -238,11 +243,12 @@ def render(result: dict[str, Any], metrics: dict[str, Any], command: str, second
     differences = [
         "", "Paired differences (accuracy of the first minus the second, the same probe protocol; interval: "
         "paired bootstrap 95% over the same test clips):", "",
-        "| task | difference | accuracy difference | 95% interval |", "|---|---|---|---|"]
+        "| task | probe | difference | accuracy difference | 95% interval |", "|---|---|---|---|---|"]
     for name, task in result["tasks"].items():
-        for pair, d in task["differences"].items():
-            differences.append(f"| {name} | {pair} | {d['difference']:+.3f} | "
-                               f"{d['interval_95'][0]:+.3f} to {d['interval_95'][1]:+.3f} |")
+        for probe, figures in (("linear", task), ("MLP", task.get("mlp", {}))):
+            for pair, d in figures.get("differences", {}).items():
+                differences.append(f"| {name} | {probe} | {pair} | {d['difference']:+.3f} | "
+                                   f"{d['interval_95'][0]:+.3f} to {d['interval_95'][1]:+.3f} |")
     return "\n".join(intro + body + differences) + "\n"
 
 
@@ -275,7 +281,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--repository", type=Path, default=Path("shipped_models"),
                         help="holds the shipped audio-passt-fp32 and audio-bow-fp32 (read only)")
     parser.add_argument("--epochs", type=int, default=PretrainConfig.epochs)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=None,
+                        help="pretraining and evaluation seed (default 0; with --checkpoint: the checkpoint's own)")
     parser.add_argument("--max-clips", type=int, default=None, help="a seeded subsample of the pretrain clips")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-eval", action="store_true", help="pretrain only")
@@ -283,15 +290,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="scene embedding pooling (models.audio.passt.PasstConfig.pooling)")
     parser.add_argument("--validation", action="store_true",
                         help="probe on a validation split of each task's train clips (test clips unread): for choices")
+    parser.add_argument("--probes", nargs="+", choices=corpus_eval.PROBES, default=list(corpus_eval.PROBES),
+                        help="held-out probes: linear (logistic regression; always run, quality.json's main figures), "
+                        "mlp (hear-eval-kit's grid-searched MLP; leave it out for a faster evaluation)")
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="evaluate this pretrain.pt instead of pretraining (its recorded metrics are reported)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    config = PretrainConfig(epochs=args.epochs, seed=args.seed)
+    config = PretrainConfig(epochs=args.epochs, seed=0 if args.seed is None else args.seed)
     if args.checkpoint is not None:
         model, metrics = load(args.checkpoint)
         config = PretrainConfig(**metrics["pretrain_config"])
+        if args.seed is not None and args.seed != config.seed:
+            raise SystemExit(f"--seed {args.seed} but {args.checkpoint} was pretrained with seed {config.seed}: "
+                             "leave --seed out to evaluate with the checkpoint's own")
     else:
         model, metrics = _pretrain_from_corpus(args.corpus, args.out, config, args.max_clips, args.threads,
                                                PasstConfig(pooling=args.pooling))
@@ -299,8 +312,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return metrics
     torch.manual_seed(config.seed)
     untrained = Passt(model.config).eval()
-    result = evaluate_models(args.corpus, args.repository, {PRETRAINED: model, UNTRAINED: untrained}, args.seed,
-                             args.validation)
+    result = evaluate_models(args.corpus, args.repository, {PRETRAINED: model, UNTRAINED: untrained}, config.seed,
+                             args.validation, tuple(args.probes))
     result["pretraining"] = metrics
     command = "python -m models.audio.pretrain " + shlex.join(argv if argv is not None else sys.argv[1:])
     text = render(result, metrics, command, time.perf_counter() - started)

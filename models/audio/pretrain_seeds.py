@@ -1,21 +1,28 @@
-"""The corpus-pretrained PaSST over training seeds (issues 25 and 27): seed-level intervals on the held-out tasks.
+"""The corpus-pretrained PaSST over training seeds (issues 25 and 27): intervals over seeds and test clips on the
+held-out tasks, for both probes (linear, MLP).
 
-    python -m models.audio.pretrain_seeds --runs artifacts/audio-pretrain/seed{0..4}-e40 \
+    python -m models.audio.pretrain_seeds --runs artifacts/audio-pretrain/eval-mlp/seed{0..4} \
         --report reports/audio_pretrain_seeds.md
 
-Reads only each run's quality.json (written by `python -m models.audio.pretrain --epochs 40 --seed S`); nothing
-is retrained. Per task: each seed's accuracy of the pretrained PaSST, the untrained PaSST of the same seed and
-log-mel statistics, and two comparisons, "pretrained minus log-mel statistics" and "pretrained minus untrained
-(same seed)", each judged on `models.statistics.seed_level_interval` over the seeds. quality.json keeps each
-seed's paired difference and its paired bootstrap interval over the test clips, not the per-clip correctness, so
-the hierarchical bootstrap cannot run. The units-only half-width of the seed-averaged difference is not
-recorded either; the mean of the seeds' half-widths stands in for it, an upper bound (the spread of a mean of
-the seeds' per-clip differences is at most the mean of their spreads), so the interval errs wide.
+Reads only each run's quality.json (written by `python -m models.audio.pretrain --seed S`, pretraining, or with
+`--checkpoint` re-evaluating a recorded checkpoint); nothing is retrained. Per task and probe: each seed's accuracy
+of the pretrained PaSST, the untrained PaSST of the same seed and log-mel statistics, and two comparisons,
+"pretrained minus log-mel statistics" and "pretrained minus untrained (same seed)".
+
+Where every run records which test clip each probe got right (`correct`, with the clips' ids in `test_clips`,
+models.audio.corpus.evaluate), the comparison is `models.statistics.hierarchical_bootstrap` over the table of
+per-clip differences, seeds x clips (paired: each seed's two embedders on the same clips, the clips the same in
+every seed, checked by id), RESAMPLES resamples. Older runs keep each seed's paired difference and its bootstrap
+interval over the test clips only; for them the fallback is `models.statistics.seed_level_interval` over the
+seeds, the mean of the seeds' units-only half-widths standing in for that of the seed-averaged difference, an upper
+bound (the spread of a mean of the seeds' per-clip differences is at most the mean of their spreads), so that
+interval errs wide. The MLP probe is compared only where every run has it.
 
 Issue 25's goal, per task: the pretrained PaSST above log-mel statistics by at least GOAL_MARGIN with the
-seed-level interval above 0 ("met"). Runs that cannot be compared are refused (ValueError): a task missing
-from a run, seeds scored on different test clips, a log-mel statistics accuracy that differs across seeds
-(nothing in it is trained or seeded), or pretrainings that differ in anything but the seed.
+interval above 0 ("met"). Runs that cannot be compared are refused (ValueError): a task missing from a run, seeds
+scored on different test clips, a log-mel statistics accuracy (per probe) that differs across seeds (nothing in it
+is trained, its probes are seeded alike), per-clip results that disagree with the recorded accuracy, or
+pretrainings that differ in anything but the seed.
 """
 
 from __future__ import annotations
@@ -31,10 +38,11 @@ from typing import Any
 
 import numpy as np
 
+from models.audio.corpus.evaluate import decode_correct
 from models.audio.passt import PasstConfig
 from models.audio.pretrain import PRETRAINED, UNTRAINED, PretrainConfig
 from models.audio.user_data import BASELINE
-from models.statistics import SEED_RULE, Interval, seed_level_interval
+from models.statistics import RULE, SEED_RULE, Interval, hierarchical_bootstrap, seed_level_interval
 
 GOAL_MARGIN = 0.05  # issue 25: PaSST above log-mel statistics by at least this accuracy on every task
 ISSUE_SEEDS = 5  # issue 27: claims rest on at least this many training seeds
@@ -44,6 +52,9 @@ EMBEDDERS = {PRETRAINED: "PaSST pretrained", UNTRAINED: "PaSST untrained", BASEL
 GOAL_COMPARISON, CONTROL_COMPARISON = "pretrained - log-mel statistics", "pretrained - untrained (same seed)"
 COMPARISONS = {GOAL_COMPARISON: BASELINE, CONTROL_COMPARISON: UNTRAINED}
 ROUNDING = 2e-4  # accuracies and differences are stored to 4 decimals: a recorded difference may miss by this
+RESAMPLES = 5000  # hierarchical bootstrap draws (seeds, then clips)
+PROBES = {"linear": "linear probe", "mlp": "MLP probe"}
+HIERARCHICAL, SEED_LEVEL = "hierarchical", "seed-level"
 
 
 @dataclass(frozen=True)
@@ -106,51 +117,102 @@ def task_names(runs: list[Run]) -> list[str]:
     return names
 
 
-def _task(run: Run, name: str) -> dict[str, Any]:
-    """One run's figures for a task, checked to hold the embedders and differences compared here."""
+def _figures(task: dict[str, Any], probe: str) -> dict[str, Any]:
+    """A task's figures of one probe: the linear probe's at the top (as before the MLP), the MLP's under "mlp"."""
+    return task if probe == "linear" else task.get(probe, {})
+
+
+def _task(run: Run, name: str, probe: str = "linear") -> dict[str, Any]:
+    """One run's figures for a task, checked to hold the probe's embedders and differences compared here."""
     task = run.quality["tasks"][name]
+    figures = _figures(task, probe)
     for title in EMBEDDERS:
-        if title not in task["embedders"]:
-            raise ValueError(f"seed {run.seed}, task {name}: no accuracy for {title!r}")
+        if title not in figures.get("embedders", {}):
+            raise ValueError(f"seed {run.seed}, task {name}: no {PROBES[probe]} accuracy for {title!r}")
     for other in COMPARISONS.values():
-        if f"{PRETRAINED} - {other}" not in task.get("differences", {}):
-            raise ValueError(f"seed {run.seed}, task {name}: no paired difference against {other!r}")
+        if f"{PRETRAINED} - {other}" not in figures.get("differences", {}):
+            raise ValueError(f"seed {run.seed}, task {name}: no {PROBES[probe]} paired difference against {other!r}")
     return task
 
 
-def _check_shared(runs: list[Run], name: str) -> None:
+def _check_shared(runs: list[Run], name: str, probe: str) -> None:
     """Same test and train clips and the same (deterministic) log-mel statistics accuracy in every run."""
-    tasks = [_task(run, name) for run in runs]
+    tasks = [_task(run, name, probe) for run in runs]
     for key in ("train", "test", "classes"):
         counts = {run.seed: task[key] for run, task in zip(runs, tasks, strict=True)}
         if len(set(counts.values())) > 1:
             raise ValueError(f"task {name}: the seeds' {key} clip counts differ ({counts}): not the same clips")
-    baseline = {run.seed: task["embedders"][BASELINE]["accuracy"] for run, task in zip(runs, tasks, strict=True)}
+    baseline = {run.seed: _figures(task, probe)["embedders"][BASELINE]["accuracy"]
+                for run, task in zip(runs, tasks, strict=True)}
     if len(set(baseline.values())) > 1:
-        raise ValueError(f"task {name}: {BASELINE} has accuracy {baseline} across seeds; it learns nothing and is "
-                         "not seeded, so the runs did not score the same features on the same clips")
+        raise ValueError(f"task {name}: {BASELINE} has accuracy {baseline} across seeds ({PROBES[probe]}); it learns "
+                         "nothing and is not seeded, so the runs did not score the same features on the same clips")
 
 
-def compare(runs: list[Run], name: str, other: str) -> dict[str, Any]:
-    """The pretrained PaSST minus `other` on one task: per-seed paired differences, their units-only
-    intervals, and the seed-level interval with its verdicts."""
+def per_clip(runs: list[Run], name: str, probe: str) -> dict[str, np.ndarray] | None:
+    """title -> (seeds, clips) 1 where the probe got the clip right, in one clip order for every seed; None when
+    a run lacks per-clip results. Refused: test clips that differ between seeds (by id or order), or per-clip
+    results that disagree with the run's recorded accuracy."""
+    tasks = [_task(run, name, probe) for run in runs]
+    if any(probe not in task.get("correct", {}) or "test_clips" not in task for task in tasks):
+        return None
+    clips = tasks[0]["test_clips"]
+    table: dict[str, list[np.ndarray]] = {title: [] for title in EMBEDDERS}
+    for run, task in zip(runs, tasks, strict=True):
+        if task["test_clips"] != clips:
+            raise ValueError(f"seed {run.seed}, task {name}: its test clips (ids or order) differ from seed "
+                             f"{runs[0].seed}'s: the seeds cannot be paired clip by clip")
+        for title, rows in table.items():
+            right = decode_correct(task["correct"][probe].get(title, ""))
+            recorded = _figures(task, probe)["embedders"][title]["accuracy"]
+            if right.size != len(clips) or abs(right.mean() - recorded) > ROUNDING:
+                raise ValueError(f"seed {run.seed}, task {name}: the per-clip {PROBES[probe]} results of {title!r} "
+                                 f"({right.size} clips) do not give its recorded accuracy {recorded}")
+            rows.append(right)
+    return {title: np.stack(rows) for title, rows in table.items()}
+
+
+def _hierarchical(runs: list[Run], right: dict[str, np.ndarray], other: str) -> dict[str, Any]:
+    """The pretrained PaSST minus `other` from per-clip results: hierarchical bootstrap over seeds x clips."""
+    differences = right[PRETRAINED] - right[other]  # (seeds, clips)
+    found = hierarchical_bootstrap(differences, resamples=RESAMPLES, seed=0)
+    clips_only = hierarchical_bootstrap(differences.mean(0, keepdims=True), resamples=RESAMPLES, seed=0)
+    per_seed = differences.mean(1)
+    # Cross-check: a percentile bootstrap of a handful of seeds runs narrow (models/statistics.py); the Student-t
+    # seed-level interval, its clip part now exact (the clips-only interval), says whether that matters.
+    student_t = seed_level_interval(per_seed, (clips_only.low, clips_only.high), units=found.units)
+    return {"method": HIERARCHICAL, "per_seed": dict(zip([run.seed for run in runs], per_seed.tolist(), strict=True)),
+            "mean": found.estimate, "sd_over_seeds": float(np.std(per_seed, ddof=1)) if len(runs) > 1 else None,
+            "seeds_above_0": int((per_seed > 0).sum()), "interval_95": [found.low, found.high],
+            "clips_only_interval_95": [clips_only.low, clips_only.high], "clips": found.units,
+            "student_t_interval_95": [student_t.low, student_t.high], "student_t_verdict": student_t.verdict,
+            "resamples": found.resamples, "verdict": found.verdict, "goal": goal_verdict(found)}
+
+
+def compare(runs: list[Run], name: str, other: str, probe: str = "linear",
+            right: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """The pretrained PaSST minus `other` on one task with one probe: from per-clip results `right`
+    (`per_clip`) the hierarchical bootstrap; without, per-seed paired differences, their units-only intervals
+    and the seed-level interval. Either way with its verdicts; each seed's recorded difference is checked."""
     per_seed, unit_intervals = [], []
     for run in runs:
-        task = _task(run, name)
-        recorded = task["differences"][f"{PRETRAINED} - {other}"]
-        accuracy = task["embedders"][PRETRAINED]["accuracy"] - task["embedders"][other]["accuracy"]
+        figures = _figures(_task(run, name, probe), probe)
+        recorded = figures["differences"][f"{PRETRAINED} - {other}"]
+        accuracy = figures["embedders"][PRETRAINED]["accuracy"] - figures["embedders"][other]["accuracy"]
         if abs(recorded["difference"] - accuracy) > ROUNDING:
             raise ValueError(f"seed {run.seed}, task {name}: the recorded difference {recorded['difference']} is not "
                              f"the accuracies' difference {accuracy:.4f}")
         per_seed.append(float(recorded["difference"]))
         unit_intervals.append([float(v) for v in recorded["interval_95"]])
+    if right is not None:
+        return _hierarchical(runs, right, other)
     unit_interval = (float(np.mean([i[0] for i in unit_intervals])), float(np.mean([i[1] for i in unit_intervals])))
     found = seed_level_interval(np.array(per_seed), unit_interval, units=int(_task(runs[0], name)["test"]))
     unit_half = (unit_interval[1] - unit_interval[0]) / 2
-    return {"per_seed": dict(zip([run.seed for run in runs], per_seed, strict=True)),
+    return {"method": SEED_LEVEL, "per_seed": dict(zip([run.seed for run in runs], per_seed, strict=True)),
             "per_seed_unit_interval_95": dict(zip([run.seed for run in runs], unit_intervals, strict=True)),
             "mean": found.estimate, "sd_over_seeds": float(np.std(per_seed, ddof=1)) if len(runs) > 1 else None,
-            "seeds_above_0": sum(value > 0 for value in per_seed),
+            "seeds_above_0": sum(value > 0 for value in per_seed), "interval_95": [found.low, found.high],
             "seed_level_interval_95": [found.low, found.high], "unit_half_width": unit_half,
             "seed_half_width": float(np.sqrt(max(((found.high - found.low) / 2) ** 2 - unit_half ** 2, 0.0))),
             "verdict": found.verdict, "goal": goal_verdict(found)}
@@ -168,28 +230,55 @@ def goal_verdict(found: Interval) -> str:
     return "met" if not reasons else "not met (" + "; ".join(reasons) + ")"
 
 
+def probes_of(runs: list[Run], names: list[str]) -> list[str]:
+    """The probes every run scored on every task: the linear one always, the MLP where all runs have it."""
+    mlp = all("mlp" in run.quality["tasks"][name] for run in runs for name in names)
+    return ["linear", "mlp"] if mlp else ["linear"]
+
+
+def probe_figures(runs: list[Run], name: str, probe: str) -> dict[str, Any]:
+    """One task's per-seed accuracies and both comparisons with one probe."""
+    _check_shared(runs, name, probe)
+    right = per_clip(runs, name, probe)
+    figures = {"method": SEED_LEVEL if right is None else HIERARCHICAL,
+               "accuracy": {title: {run.seed: _figures(_task(run, name, probe), probe)["embedders"][title]["accuracy"]
+                                    for run in runs} for title in EMBEDDERS},
+               "comparisons": {label: compare(runs, name, other, probe, right) for label, other in COMPARISONS.items()}}
+    if probe == "mlp":  # how each seed's MLP was validated (the same split in every run)
+        figures["validation"] = _figures(_task(runs[0], name), probe)["validation"]
+    return figures
+
+
 def aggregate(paths: list[Path]) -> dict[str, Any]:
-    """Every task's per-seed accuracies and both comparisons over the runs at `paths`."""
+    """Every task's per-seed accuracies and both comparisons over the runs at `paths`, per probe: the linear
+    probe's at the task's top level (as before the MLP), the MLP's under "mlp"."""
     runs = load_runs(paths)
     defaulted = _check_pretraining(runs)
-    tasks = {}
-    for name in task_names(runs):
-        _check_shared(runs, name)
+    names = task_names(runs)
+    probes, tasks = probes_of(runs, names), {}
+    for name in names:
         first = _task(runs[0], name)
-        tasks[name] = {
-            "description": first["description"], "classes": first["classes"], "train": first["train"],
-            "test": first["test"], "chance": first["chance"],
-            "accuracy": {title: {run.seed: _task(run, name)["embedders"][title]["accuracy"] for run in runs}
-                         for title in EMBEDDERS},
-            "comparisons": {label: compare(runs, name, other) for label, other in COMPARISONS.items()}}
-    met = [name for name, task in tasks.items() if task["comparisons"][GOAL_COMPARISON]["goal"] == "met"]
+        tasks[name] = {"description": first["description"], "classes": first["classes"], "train": first["train"],
+                       "test": first["test"], "chance": first["chance"], **probe_figures(runs, name, "linear")}
+        tasks[name].update({probe: probe_figures(runs, name, probe) for probe in probes[1:]})
+    methods = {_figures(task, probe)["method"] for task in tasks.values() for probe in probes}
     return {"seeds": [run.seed for run in runs],
             "runs": [{"seed": run.seed, "path": str(run.path), "epochs": run.quality["pretraining"]["pretrain_config"]
                       ["epochs"], "train_seconds": run.quality["pretraining"].get("train_seconds"),
                       "config_fields_defaulted": defaulted[run.seed]} for run in runs],
-            "goal": f"PaSST pretrained above log-mel statistics by >= {GOAL_MARGIN} (seed-level interval above 0) "
-                    "on every task",
-            "rule": SEED_RULE, "tasks": tasks, "tasks_meeting_goal": met}
+            "goal": f"PaSST pretrained above log-mel statistics by >= {GOAL_MARGIN} (interval above 0) on every task",
+            "probes": probes, "rule": RULE if methods == {HIERARCHICAL} else SEED_RULE,
+            "rules": {method: RULE if method == HIERARCHICAL else SEED_RULE for method in sorted(methods)},
+            "tasks": tasks, **{_goal_key(probe): _met(tasks, probe) for probe in probes}}
+
+
+def _goal_key(probe: str) -> str:
+    return "tasks_meeting_goal" if probe == "linear" else f"tasks_meeting_goal_{probe}"
+
+
+def _met(tasks: dict[str, Any], probe: str) -> list[str]:
+    return [name for name, task in tasks.items()
+            if _figures(task, probe)["comparisons"][GOAL_COMPARISON]["goal"] == "met"]
 
 
 def _signed(values: Any) -> str:
@@ -197,18 +286,23 @@ def _signed(values: Any) -> str:
 
 
 def _interval(comparison: dict[str, Any]) -> str:
-    low, high = comparison["seed_level_interval_95"]
+    low, high = comparison["interval_95"]
+    if comparison["method"] == HIERARCHICAL:
+        clip_low, clip_high = comparison["clips_only_interval_95"]
+        return f"{low:+.3f} to {high:+.3f} (clips only: {clip_low:+.3f} to {clip_high:+.3f})"
     return (f"{low:+.3f} to {high:+.3f} (± {comparison['seed_half_width']:.3f} seeds, "
             f"± {comparison['unit_half_width']:.3f} clips)")
 
 
-def comparison_table(result: dict[str, Any], label: str, goal: bool) -> list[str]:
+def comparison_table(result: dict[str, Any], label: str, goal: bool, probe: str = "linear") -> list[str]:
     seeds = ", ".join(str(s) for s in result["seeds"])
-    lines = [f"| task | test clips | per seed ({seeds}) | seeds above 0 | mean | sd over seeds | seed-level 95% "
+    methods = {_figures(task, probe)["method"] for task in result["tasks"].values()}
+    kind = "hierarchical (seeds x clips)" if methods == {HIERARCHICAL} else "seed-level"
+    lines = [f"| task | test clips | per seed ({seeds}) | seeds above 0 | mean | sd over seeds | {kind} 95% "
              "interval | rule verdict |" + (" goal |" if goal else ""),
              "|---|---|---|---|---|---|---|---|" + ("---|" if goal else "")]
     for name, task in result["tasks"].items():
-        c = task["comparisons"][label]
+        c = _figures(task, probe)["comparisons"][label]
         sd = "" if c["sd_over_seeds"] is None else f"{c['sd_over_seeds']:.3f}"
         lines.append(f"| {name} | {task['test']} | {_signed(c['per_seed'].values())} | "
                      f"{c['seeds_above_0']} of {len(c['per_seed'])} | {c['mean']:+.3f} | {sd} | "
@@ -216,13 +310,13 @@ def comparison_table(result: dict[str, Any], label: str, goal: bool) -> list[str
     return lines
 
 
-def accuracy_table(result: dict[str, Any]) -> list[str]:
+def accuracy_table(result: dict[str, Any], probe: str = "linear") -> list[str]:
     seeds = result["seeds"]
     lines = ["| task | chance | embedder | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
              "|---|---|---|" + "---|" * (len(seeds) + 1)]
     for name, task in result["tasks"].items():
         for title, short in EMBEDDERS.items():
-            values = list(task["accuracy"][title].values())
+            values = list(_figures(task, probe)["accuracy"][title].values())
             lines.append(f"| {name} | {task['chance']:.3f} | {short} | "
                          + " | ".join(f"{v:.3f}" for v in values) + f" | {np.mean(values):.3f} |")
     return lines
@@ -244,22 +338,68 @@ def _runs_line(result: dict[str, Any]) -> str:
             f"{short}{predates}")
 
 
-def _notes(result: dict[str, Any]) -> list[str]:
-    notes = ["- Log-mel statistics are computed, not trained, and the probe (logistic regression) draws nothing at "
-             "random: their accuracy is the same in every run on every task (checked; runs where it differs are "
-             "refused). Their bootstrap intervals in each quality.json still differ by seed, since each run's "
-             "bootstrap draws with its own seed."]
+def _probe_notes(result: dict[str, Any], probe: str) -> list[str]:
+    name_of = PROBES[probe]
     strict = [name for name, task in result["tasks"].items()
-              if task["comparisons"][GOAL_COMPARISON]["seed_level_interval_95"][0] >= GOAL_MARGIN]
-    notes.append(f"- Read strictly (the interval's low end, not only the mean, at or above {GOAL_MARGIN}), "
-                 f"{len(strict)} of {len(result['tasks'])} tasks meet the goal: {', '.join(strict) or 'none'}.")
+              if _figures(task, probe)["comparisons"][GOAL_COMPARISON]["interval_95"][0] >= GOAL_MARGIN]
+    notes = [f"- Read strictly (the interval's low end, not only the mean, at or above {GOAL_MARGIN}), "
+             f"{len(strict)} of {len(result['tasks'])} tasks meet the goal with the {name_of}: "
+             f"{', '.join(strict) or 'none'}."]
     for name, task in result["tasks"].items():
-        for label, c in task["comparisons"].items():
+        for label, c in _figures(task, probe)["comparisons"].items():
             above, seeds = c["seeds_above_0"], len(c["per_seed"])
-            if c["verdict"] == "unresolved" and above in (0, seeds) and c["unit_half_width"] > c["seed_half_width"]:
-                notes.append(f"- {name}, {label}: every seed {'above' if above else 'below'} 0, the interval holds 0 "
-                             f"through its clip part (± {c['unit_half_width']:.3f}, an upper bound) more than "
-                             f"through the seeds' spread (± {c['seed_half_width']:.3f}).")
+            if c["verdict"] != "unresolved" or above not in (0, seeds):
+                continue
+            side = "above" if above else "below"
+            if c["method"] == SEED_LEVEL and c["unit_half_width"] > c["seed_half_width"]:
+                notes.append(f"- {name_of}, {name}, {label}: every seed {side} 0, the interval holds 0 through its "
+                             f"clip part (± {c['unit_half_width']:.3f}, an upper bound) more than through the seeds' "
+                             f"spread (± {c['seed_half_width']:.3f}).")
+            elif c["method"] == HIERARCHICAL:
+                low, high = c["clips_only_interval_95"]
+                notes.append(f"- {name_of}, {name}, {label}: every seed {side} 0, yet the interval holds 0; resampling "
+                             f"the clips alone gives {low:+.3f} to {high:+.3f}.")
+    return notes + _cross_checks(result, probe)
+
+
+def _cross_checks(result: dict[str, Any], probe: str) -> list[str]:
+    """Where the Student-t seed-level interval disagrees with the hierarchical verdict, and where log-mel
+    statistics score below chance (a failed baseline probe, not a strong embedder, then carries the comparison)."""
+    notes = []
+    for name, task in result["tasks"].items():
+        figures = _figures(task, probe)
+        for label, c in figures["comparisons"].items():
+            if c["method"] == HIERARCHICAL and c["student_t_verdict"] != c["verdict"]:
+                low, high = c["student_t_interval_95"]
+                notes.append(f"- {PROBES[probe]}, {name}, {label}: the Student-t interval over the seeds (its clip "
+                             f"part exact) is {low:+.3f} to {high:+.3f}, {c['student_t_verdict']}, where the "
+                             f"hierarchical bootstrap says {c['verdict']}: a bootstrap of {len(c['per_seed'])} seeds "
+                             "runs narrow, so read this verdict with care.")
+        baseline = float(np.mean(list(figures["accuracy"][BASELINE].values())))
+        if baseline < task["chance"]:
+            notes.append(f"- {PROBES[probe]}, {name}: log-mel statistics score {baseline:.3f}, below chance "
+                         f"({task['chance']:.3f}); the comparison with them there measures a failed probe more than "
+                         "an embedding.")
+    return notes
+
+
+def _notes(result: dict[str, Any]) -> list[str]:
+    notes = ["- Log-mel statistics are computed, not trained, and their probes are seeded alike in every run (the "
+             "logistic regression draws nothing at random; the MLP's init, batch order and validation split are "
+             "fixed): their accuracy is the same in every run on every task (checked, per probe; runs where it "
+             "differs are refused)."]
+    for probe in result["probes"]:
+        notes += _probe_notes(result, probe)
+    if "mlp" in result["probes"]:
+        by_clips = [f"{name} ({task['mlp']['validation']['fit']} fit / {task['mlp']['validation']['validation']} "
+                    "validation clips)" for name, task in result["tasks"].items()
+                    if task["mlp"]["validation"]["held_out"] == "clips"]
+        if by_clips:
+            notes.append("- MLP probe: no group can be held out of the train clips of " + ", ".join(by_clips) + " "
+                         "(one train group per label, or one group in all), so their validation clips are a seeded "
+                         "share of each label's clips, from the same instruments or package as the fit clips: the "
+                         "grid and the epochs are chosen on data easier than the test, a weaker choice than on the "
+                         "other tasks.")
     for name, task in result["tasks"].items():
         if task["test"] < 100:
             notes.append(f"- {name} has only {task['test']} test clips ({task['train']} train clips, "
@@ -268,30 +408,62 @@ def _notes(result: dict[str, Any]) -> list[str]:
     return notes
 
 
+def _method_text(result: dict[str, Any]) -> str:
+    methods = set(result["rules"])
+    text = []
+    if HIERARCHICAL in methods:
+        text.append("Interval: `models.statistics.hierarchical_bootstrap` over the table of per-clip differences, "
+                    f"training seeds x test clips ({RESAMPLES:,} resamples: the seeds drawn with replacement, then "
+                    "the clips, the same clip draw for every seed; paired: each seed's two embedders probed on the "
+                    "same clips, the clips the same in every seed, checked by id). Beside it, the clips-only interval "
+                    "(the seed-averaged per-clip differences resampled over clips alone), which leaves training "
+                    "variance out.")
+    if SEED_LEVEL in methods:
+        text.append("Interval (runs without per-clip results): `models.statistics.seed_level_interval` over the "
+                    "seeds' paired differences (each seed: the pretrained PaSST and the other embedder probed on the "
+                    "same test clips). Those quality.json files keep each seed's paired bootstrap interval over the "
+                    "test clips, not the per-clip correctness, so the hierarchical bootstrap cannot run; the mean of "
+                    "the seeds' units-only half-widths stands in for that of the seed-averaged difference, which it "
+                    "bounds from above (up to bootstrap noise), so the interval errs wide. The two parts (seeds, "
+                    "clips) are shown beside it.")
+    return " ".join(text)
+
+
+def _probe_sections(result: dict[str, Any], probe: str) -> list[str]:
+    name_of, total = PROBES[probe], len(result["tasks"])
+    met = len(result[_goal_key(probe)])
+    lines = [f"## Pretrained PaSST minus log-mel statistics, {name_of}: {met} of {total} tasks meet the goal", ""]
+    lines += comparison_table(result, GOAL_COMPARISON, goal=True, probe=probe)
+    lines += ["", f"## Pretrained minus untrained PaSST (same config, same seed), {name_of}", ""]
+    lines += comparison_table(result, CONTROL_COMPARISON, goal=False, probe=probe)
+    return [*lines, ""]
+
+
+PROBE_TEXT = {
+    "linear": "linear probe: a standardised logistic regression trained on each task's train clips",
+    "mlp": "MLP probe (hear-eval-kit's protocol, `models.audio.metrics.mlp_probe_predictions`): one hidden layer, "
+           "dropout, Adam, early stopping; a learning rate x width x dropout grid chosen on a validation split of "
+           "each task's train clips (whole groups where the labels allow), refit on all train clips"}
+
+
 def render(result: dict[str, Any], command: str, written: str) -> str:
-    met, total = len(result["tasks_meeting_goal"]), len(result["tasks"])
     lines = [
         "# Corpus-pretrained PaSST over training seeds, on the corpus's held-out tasks (issues 25 and 27)", "",
         f"Written by `{command}` on {written}. It reads only each run's quality.json, written by "
-        "`python -m models.audio.pretrain --corpus artifacts/audio-corpus --out <run> --epochs 40 --seed S` "
-        "(`make report-audio-pretrain-seeds` runs the missing seeds, then this); nothing is retrained here.", "",
+        "`python -m models.audio.pretrain --corpus artifacts/audio-corpus --out <run> --epochs 40 --seed S` or, "
+        "re-evaluating that run's checkpoint, `... --checkpoint <run>/pretrain.pt --seed S --out <folder>` "
+        "(`make report-audio-pretrain-seeds` runs what is missing, then this); nothing is retrained here.", "",
         _runs_line(result), "",
-        f"Goal (issue 25): {result['goal']}. A task's goal verdict is **met** only when the seed-level 95% "
-        f"interval of the per-seed difference lies above 0 and the mean difference is >= {GOAL_MARGIN}.", "",
-        "Interval: `models.statistics.seed_level_interval` over the seeds' paired differences (each seed: the "
-        "pretrained PaSST and the other embedder probed on the same test clips). quality.json keeps each seed's "
-        "paired bootstrap interval over the test clips, not the per-clip correctness, so the hierarchical "
-        "bootstrap cannot run; the mean of the seeds' units-only half-widths stands in for that of the "
-        "seed-averaged difference, which it bounds from above (up to bootstrap noise), so the interval errs wide. "
-        "The two parts (seeds, clips) are shown beside it.", "",
-        f"Rule: {result['rule']}.", "",
-        f"## Pretrained PaSST minus log-mel statistics: {met} of {total} tasks meet the goal", ""]
-    lines += comparison_table(result, GOAL_COMPARISON, goal=True)
-    lines += ["", "## Pretrained minus untrained PaSST (same config, same seed)", ""]
-    lines += comparison_table(result, CONTROL_COMPARISON, goal=False)
-    lines += ["", "## Accuracy per seed (linear probe on the test clips)", ""]
-    lines += accuracy_table(result)
-    lines += ["", "## Notes", "", *_notes(result)]
+        f"Goal (issue 25): {result['goal']}. A task's goal verdict is **met** only when the 95% interval of the "
+        f"difference lies above 0 and the mean difference is >= {GOAL_MARGIN}.", "",
+        "Probes, scored on each task's test clips: " + "; ".join(PROBE_TEXT[p] for p in result["probes"]) + ".", "",
+        _method_text(result), "",
+        *(f"Rule ({method}): {rule}." for method, rule in result["rules"].items()), ""]
+    for probe in result["probes"]:
+        lines += _probe_sections(result, probe)
+    for probe in result["probes"]:
+        lines += [f"## Accuracy per seed ({PROBES[probe]} on the test clips)", "", *accuracy_table(result, probe), ""]
+    lines += ["## Notes", "", *_notes(result)]
     return "\n".join(lines) + "\n"
 
 

@@ -1,7 +1,8 @@
 """Seed-level aggregation of the corpus-pretrained PaSST's held-out figures (models/audio/pretrain_seeds.py), on
 fake quality.json files with known numbers: a steady +0.10 over log-mel statistics meets issue 25's goal, a
 difference that flips sign across seeds or a steady +0.03 does not, and runs that cannot be compared (a missing
-task, a log-mel accuracy that moves with the seed, a seed given twice) are refused with a clear error."""
+task, a log-mel accuracy that moves with the seed, a seed given twice) are refused with a clear error. Runs that
+record per-clip results are compared by the hierarchical bootstrap over seeds x clips, for both probes."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from models.audio.passt import PasstConfig
 from models.audio.pretrain import PRETRAINED, UNTRAINED, PretrainConfig
-from models.audio.pretrain_seeds import ISSUE_TASKS, aggregate, main
+from models.audio.pretrain_seeds import ISSUE_TASKS, aggregate, main, render
 from models.audio.user_data import BASELINE
+from models.statistics import RULE, SEED_RULE, hierarchical_bootstrap
 
 UNIT_HALF = 0.02  # every fake paired bootstrap interval: the difference +- this
 LOG_MEL = 0.5
@@ -129,3 +132,94 @@ def test_a_seed_given_twice_or_a_missing_run_is_refused(tmp_path: Path) -> None:
         aggregate([run, run])
     with pytest.raises(ValueError, match=r"seed7-e40/quality.json is missing"):
         aggregate([run, tmp_path / "seed7-e40"])
+
+
+CLIPS = 60  # test clips of every fake per-clip task
+
+
+def _right(rng: np.random.Generator, accuracy: float) -> np.ndarray:
+    """CLIPS 0/1 with exactly round(accuracy * CLIPS) ones, at random places."""
+    right = np.zeros(CLIPS)
+    right[rng.permutation(CLIPS)[:round(accuracy * CLIPS)]] = 1
+    return right
+
+
+def _clip_task(rights: dict[str, dict[str, np.ndarray]], clips: list[str]) -> dict[str, object]:
+    """A quality.json task with per-clip results, per probe: title -> (CLIPS,) 0/1."""
+    def figures(right: dict[str, np.ndarray]) -> dict[str, object]:
+        gains = {other: round(float((right[PRETRAINED] - right[other]).mean()), 4) for other in (UNTRAINED, BASELINE)}
+        return {"embedders": {t: {"accuracy": round(float(r.mean()), 4), "interval_95": [0, 1]}
+                              for t, r in right.items()},
+                "differences": {f"{PRETRAINED} - {other}": {"difference": gain, "interval_95": [-1, 1]}
+                                for other, gain in gains.items()}}
+    return {"description": "fake", "classes": 2, "train": 100, "test": CLIPS, "chance": 0.5,
+            **figures(rights["linear"]), "mlp": {**figures(rights["mlp"]), "validation":
+                                                 {"fit": 70, "validation": 30, "held_out": "groups"}},
+            "test_clips": clips, "correct": {probe: {t: "".join(str(int(v)) for v in r) for t, r in right.items()}
+                                             for probe, right in rights.items()}}
+
+
+def write_clip_run(root: Path, seed: int, baseline: dict[str, np.ndarray], gain: float,
+                   clips: list[str] | None = None) -> tuple[Path, dict[str, dict[str, np.ndarray]]]:
+    """A run whose pretrained PaSST gets `gain` more clips right than log-mel statistics (the same per-clip
+    results in every seed), the untrained PaSST half that, on every task."""
+    rng = np.random.default_rng(seed)
+    rights = {probe: {BASELINE: right, PRETRAINED: _right(rng, right.mean() + gain),
+                      UNTRAINED: _right(rng, right.mean() + gain / 2)} for probe, right in baseline.items()}
+    run = write_run(root, seed, {name: [(0.0, 0.0)] * (seed + 1) for name in DIFFERENCES})  # tasks replaced below
+    quality = json.loads((run / "quality.json").read_text())
+    quality["tasks"] = {name: _clip_task(rights, clips or [f"c{i}.wav" for i in range(CLIPS)]) for name in DIFFERENCES}
+    (run / "quality.json").write_text(json.dumps(quality))
+    return run, rights
+
+
+def test_per_clip_results_are_compared_by_a_hierarchical_bootstrap_for_both_probes(tmp_path: Path) -> None:
+    rng = np.random.default_rng(99)
+    baseline = {"linear": _right(rng, 0.5), "mlp": _right(rng, 0.4)}
+    written = [write_clip_run(tmp_path, seed, baseline, gain) for seed, gain in zip(range(5), (0.2, 0.1, 0.3, 0.15,
+                                                                                               0.25), strict=True)]
+    result = aggregate([run for run, _ in written])
+    assert result["probes"] == ["linear", "mlp"] and result["rules"] == {"hierarchical": RULE}
+    for probe, figures in (("linear", result["tasks"]["word_unseen_voice"]),
+                           ("mlp", result["tasks"]["word_unseen_voice"]["mlp"])):
+        assert figures["method"] == "hierarchical"
+        comparison = figures["comparisons"]["pretrained - log-mel statistics"]
+        table = np.stack([rights[probe][PRETRAINED] - rights[probe][BASELINE] for _, rights in written])
+        expected = hierarchical_bootstrap(table, resamples=5000, seed=0)
+        assert comparison["method"] == "hierarchical" and comparison["resamples"] == 5000
+        assert comparison["clips"] == CLIPS
+        assert comparison["mean"] == pytest.approx(0.2) and comparison["interval_95"] == [expected.low, expected.high]
+        assert comparison["per_seed"] == pytest.approx({0: 0.2, 1: 0.1, 2: 0.3, 3: 0.15, 4: 0.25})
+        assert comparison["clips_only_interval_95"][1] - comparison["clips_only_interval_95"][0] < (
+            expected.high - expected.low)  # the seeds' spread widens it
+        assert comparison["verdict"] == expected.verdict and "seed_level_interval_95" not in comparison
+        assert comparison["student_t_verdict"] == "supported"  # the cross-check agrees here
+    assert result["tasks_meeting_goal_mlp"] == result["tasks_meeting_goal"]
+    text = render(result, "cmd", "now")
+    assert "hierarchical (seeds x clips) 95% interval" in text and "MLP probe: " in text
+    assert "Rule (seed-level)" not in text and "5,000 resamples" in text
+
+
+def test_seeds_scored_on_other_clips_or_with_per_clip_results_off_their_accuracy_are_refused(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    baseline = {"linear": _right(rng, 0.5), "mlp": _right(rng, 0.5)}
+    runs = [write_clip_run(tmp_path, 0, baseline, 0.1)[0]]
+    runs.append(write_clip_run(tmp_path, 1, baseline, 0.1, clips=[f"c{i}.wav" for i in reversed(range(CLIPS))])[0])
+    with pytest.raises(ValueError, match=r"test clips \(ids or order\) differ from seed 0's"):
+        aggregate(runs)
+    run = runs[0]
+    quality = json.loads((run / "quality.json").read_text())
+    task = quality["tasks"]["voice_unseen_word"]
+    task["correct"]["mlp"][PRETRAINED] = "0" * CLIPS
+    (run / "quality.json").write_text(json.dumps(quality))
+    other = tmp_path / "other"
+    other.mkdir()
+    with pytest.raises(ValueError, match=r"per-clip MLP probe results of 'PaSST pretrained.* do not give"):
+        aggregate([run, write_clip_run(other, 1, baseline, 0.1)[0]])
+
+
+def test_runs_without_per_clip_results_keep_the_seed_level_interval(tmp_path: Path) -> None:
+    result = aggregate([write_run(tmp_path, seed) for seed in range(3)])
+    assert result["probes"] == ["linear"] and result["rules"] == {"seed-level": SEED_RULE}
+    comparison = result["tasks"]["word_unseen_voice"]["comparisons"]["pretrained - log-mel statistics"]
+    assert comparison["method"] == "seed-level" and comparison["interval_95"] == comparison["seed_level_interval_95"]
