@@ -46,6 +46,18 @@ def test_a_bad_file_is_refused_naming_the_line_and_column(tmp_path: Path) -> Non
         read_click_log(_log(tmp_path / "d.csv", [(1, 2, 3, 4.0, 2)]))
     with pytest.raises(ClickLogError, match=r"column 'timestamp' must be finite"):
         read_click_log(_log(tmp_path / "e.csv", [(1, 2, 3, "nan", 1)]))
+    with pytest.raises(ClickLogError, match=r"f.csv:3: column 'item' holds '9223372036854775808', outside the "
+                                            r"64-bit integers \(string ids: pass --ids string\)"):
+        read_click_log(_log(tmp_path / "f.csv", [(1, 2**63 - 1, 3, 4.0, 1), (1, 2**63, 3, 5.0, 0)]))
+
+
+def test_the_columns_come_back_as_int64_float64_float32_arrays(tmp_path: Path) -> None:
+    log = read_click_log(_log(tmp_path / "g.csv", [(-5, 2**63 - 1, 3, 1.5e12, 1), (7, 2, -3, 2.25, 0)]))
+    assert [a.dtype for a in (log.users, log.items, log.categories, log.timestamps, log.clicked)] == \
+        [np.int64, np.int64, np.int64, np.float64, np.float32]
+    assert log.users.tolist() == [-5, 7] and log.items.tolist() == [2**63 - 1, 2]
+    assert log.timestamps.tolist() == [1.5e12, 2.25] and log.clicked.tolist() == [1.0, 0.0]
+    log.users[0] = 1  # writable, as arrays built from lists were
 
 
 def test_the_vocabulary_keeps_frequent_training_ids_in_first_seen_order_and_maps_by_policy(tmp_path: Path) -> None:
