@@ -31,5 +31,5 @@ grep -m1 '^models:' serve.log || true
 printf 'first run: fresh clone -> make serve -> SERVING in %.0f s (%s CPUs, load average %s)\n' \
   "$elapsed" "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)"
 export INFERSUITE_TARGET="127.0.0.1:$port"
-for example in ctr_score audio_embed segmentation_segment; do .venv/bin/python -m "examples.$example"; done
+for example in ctr_score audio_embed segmentation_segment; do .venv/bin/python -m "infersuite.examples.$example"; done
 .venv/bin/python -m infersuite.examples.splitcompute_edge shipped_models/splitcompute-encoder-fp32/1
