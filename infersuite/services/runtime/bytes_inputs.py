@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
+from tritonclient.grpc import model_config_pb2
 
 from infersuite.services.runtime.backends.base import LoadedModel
 from infersuite.services.runtime.errors import InvalidArgument
@@ -70,6 +71,19 @@ class BytesInputRegistry:
 def datatype(name: str, graph_datatype: str, inputs: BytesInputs | None) -> str:
     """The datatype ModelMetadata shows for an input: BYTES where the model takes strings."""
     return BYTES if inputs is not None and name in inputs.names else graph_datatype
+
+
+def shown_config(config: model_config_pb2.ModelConfig, inputs: BytesInputs | None) -> model_config_pb2.ModelConfig:
+    """The config ModelConfig shows: TYPE_STRING where the model takes strings (a copy; `config` itself is
+    returned unchanged when the model takes none), as ModelMetadata shows BYTES."""
+    if inputs is None or not any(spec.name in inputs.names for spec in config.input):
+        return config
+    shown = model_config_pb2.ModelConfig()
+    shown.CopyFrom(config)
+    for spec in shown.input:
+        if spec.name in inputs.names:
+            spec.data_type = model_config_pb2.TYPE_STRING
+    return shown
 
 
 def _split_raw(name: str, raw: bytes, count: int, most: int) -> list[bytes]:

@@ -9,7 +9,7 @@ from typing import ClassVar
 import grpc
 import numpy as np
 from grpc import aio
-from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from infersuite.services.runtime import bytes_inputs
 from infersuite.services.runtime.control import ModelControl
@@ -109,15 +109,7 @@ class OipServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         model = self._model(request.name, request.version)
         # config.pbtxt completed from the graph (infersuite/services/runtime/autocomplete.py), as Triton answers it;
         # the inputs the model also takes as strings show TYPE_STRING, as ModelMetadata shows BYTES.
-        config = self._models.served(model.name).config
-        strings = self._models.bytes_inputs.of(model)
-        if strings is not None and any(spec.name in strings.names for spec in config.input):
-            shown = model_config_pb2.ModelConfig()
-            shown.CopyFrom(config)
-            for spec in shown.input:
-                if spec.name in strings.names:
-                    spec.data_type = model_config_pb2.TYPE_STRING
-            config = shown
+        config = bytes_inputs.shown_config(self._models.served(model.name).config, self._models.bytes_inputs.of(model))
         return service_pb2.ModelConfigResponse(config=config)
 
     def _plan(self, served: ServedModel) -> InferPlan:
