@@ -451,8 +451,12 @@ report-quantization: quantize-report
 # Where the server's CPU goes, batching on/off, streaming, workers, against bare onnxruntime and the Python
 # peers (MLServer, KServe; `make peers` installs them), server and load generator pinned to disjoint cores,
 # interleaved rounds -> reports/serving.md + .json + .png (~20 min). BENCH_SERVING_ARGS="--rounds 1 ..." for less.
+# Then the suite in front of a real Triton, with Triton direct beside it (bench-triton-front, ~6 min more):
+# BENCH_TRITON_FRONT=0 leaves it out.
+BENCH_TRITON_FRONT ?= 1
 bench-serving: $(REPOSITORY_STAMP) peers
 	$(PY) -m benchmarks.serving --repository $(REPOSITORY) $(BENCH_SERVING_ARGS)
+	@if [ "$(BENCH_TRITON_FRONT)" = 1 ]; then $(MAKE) --no-print-directory bench-triton-front; fi
 
 # The two transports side by side (INFERSUITE_TRANSPORT aio vs sync; docs/scaling.md), ranking mix, 1 and 64
 # clients, with the ceiling, KServe, MLServer and both empty-RPC floors in the same rounds (~10 min, alone)

@@ -8,7 +8,9 @@ in a rotated order) because this machine's speed drifts by +-30% between minutes
 min / median / max over rounds. Per step: req/s, p50/p99, candidates/s, server CPU per request (its
 process tree, from /proc) split into model execution (the runtime's
 infersuite_model_compute_cpu_seconds_total) and everything else. The bare-onnxruntime ceiling is one
-of the servers of each round, so the ceiling, the suite and the peers share the same minutes.
+of the servers of each round, so the ceiling, the suite and the peers share the same minutes; so is a
+minimal Python OIP server on grpcio's synchronous transport (benchmarks/serving/servers.py), the
+yardstick of what any Python server on grpcio reaches on this mix.
 
 The run proves the machine was quiet (validity.py, machine.py): it does not start while the load
 average or /proc/stat shows other work (it waits up to --quiet-wait seconds, then exits 3; --force
@@ -132,6 +134,7 @@ def _servers(bench: Bench) -> Factories:
                                                           INFERSUITE_DYNAMIC_BATCHING="false"),
         SYNC: lambda: servers.suite(repo, cores, SYNC, INFERSUITE_TRANSPORT="sync"),
         **_peers(bench, cores),
+        servers.MINIMAL: lambda: servers.minimal(repo, cores),
     }
 
 
@@ -169,7 +172,7 @@ def _closed_loop_rounds(bench: Bench) -> None:
 def _open_loop(bench: Bench) -> None:
     mix = bench.args.mixes[0]
     for name, factory in _servers(bench).items():
-        if name == "infersuite, batching off":
+        if name in ("infersuite, batching off", servers.MINIMAL):
             continue
         with factory() as server:
             for rate in OPEN_LOOP_RATES:

@@ -24,18 +24,20 @@ from benchmarks.serving import report, servers
 from benchmarks.serving.loadgen import LoadSpec
 from benchmarks.serving.workload import MIXES, MODEL, make_requests
 
-SCORE = "/infersuite.ctr.v1.CtrService/Score"
+METHODS = {"score": "/infersuite.ctr.v1.CtrService/Score",
+           "oip": "/inference.GRPCInferenceService/ModelInfer"}
 
 
 def profile(repository: Path, work: Path, tree: Path | None, mix: str, seconds: float, clients: int,
-            server_cores: set[int], generator_cores: set[int], env: dict[str, str]) -> tuple[dict, dict]:
+            server_cores: set[int], generator_cores: set[int], env: dict[str, str], api: str = "score",
+            native: bool = False) -> tuple[dict, dict]:
     """-> (load result, profile table) of one profiled run."""
     vocab = json.loads((repository / MODEL / "1" / "meta.json").read_text())["vocabulary"]
     requests = make_requests(mix, 2000, vocab["n_items"], vocab["n_categories"])
-    payloads = work / "score.pkl"
-    payloads.write_bytes(pickle.dumps([r.score_request() for r in requests]))
+    payloads = work / "requests.pkl"
+    payloads.write_bytes(pickle.dumps([r.score_request() if api == "score" else r.infer_request() for r in requests]))
     with servers.suite(repository, server_cores, tree=tree, **env) as server:
-        spec = LoadSpec(server.target, SCORE, str(payloads), clients=clients, seconds=seconds, warmup_s=2.0,
+        spec = LoadSpec(server.target, METHODS[api], str(payloads), clients=clients, seconds=seconds, warmup_s=2.0,
                         cores=sorted(generator_cores), server_pid=server.pid, server_cores=sorted(server_cores),
                         own_root_pid=os.getpid())
         (work / "spec.json").write_text(json.dumps(spec.__dict__))
@@ -46,8 +48,10 @@ def profile(repository: Path, work: Path, tree: Path | None, mix: str, seconds: 
         before = thread_cpu(server.pid)
         # --gil: only samples of the thread holding the GIL, so idle threads (the executor's, gRPC's poller
         # waiting) do not fill the table; onnxruntime's own work releases the GIL and shows as the model CPU.
-        subprocess.run([str(py_spy), "record", "--gil", "-p", str(server.pid), "-d", str(int(seconds)), "-r", "100",
-                        "-f", "raw", "-o", str(spy_out)], capture_output=True, timeout=seconds + 60)
+        # --native: C/C++ frames too (protobuf parsing, gRPC core, numpy), inside the Python stacks.
+        subprocess.run([str(py_spy), "record", "--gil", *(["--native"] * native), "-p", str(server.pid),
+                        "-d", str(int(seconds)), "-r", "100", "-f", "raw", "-o", str(spy_out)],
+                       capture_output=True, timeout=seconds + 60)
         after = thread_cpu(server.pid)
         result = json.loads((load.communicate(timeout=seconds + 120)[0]).strip().splitlines()[-1])
     table = report.profile_table(spy_out) if spy_out.exists() else {}
@@ -95,17 +99,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--env", nargs="*", default=[], help="KEY=VALUE settings for the server")
+    parser.add_argument("--api", default="score", choices=list(METHODS), help="ctr Score or OIP ModelInfer")
+    parser.add_argument("--native", action="store_true", help="sample native frames too (py-spy --native)")
     args = parser.parse_args(argv)
     env = dict(item.split("=", 1) for item in args.env)
     with tempfile.TemporaryDirectory() as tmp:
         result, table = profile(args.repository, Path(tmp), args.tree, args.mix, args.seconds, args.clients,
-                                {1}, {0}, env)
+                                {1}, {0}, env, args.api, args.native)
     command = "python -m benchmarks.serving.profile " + " ".join(sys.argv[1:] if argv is None else argv)
     revision = subprocess.run(["git", "-C", str(args.tree or "."), "rev-parse", "--short", "HEAD"],
                               capture_output=True, text=True).stdout.strip() or "unknown"
     lines = [f"# Profile of the suite at saturation: {args.label}", "",
              f"Command: `{command}` (code at commit {revision}{' plus uncommitted changes' * _dirty(args.tree)}; "
-             f"model {MODEL} as that commit's exporter writes it). ctr Score, {args.mix} mix, {args.clients} "
+             f"model {MODEL} as that commit's exporter writes it). {METHODS[args.api]}, {args.mix} mix, {args.clients} "
              "closed-loop clients; server on core 1, "
              f"load generator on core 0; load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}.", "",
              f"- throughput {result['throughput_rps']:.0f} req/s, p99 {result['p99_ms']:.1f} ms",

@@ -143,6 +143,7 @@ def _summary(context: dict, ceilings: dict, steps: list[dict], groups: dict[tupl
     return lines
 
 
+MINIMAL = "minimal Python OIP server (grpcio sync)"  # benchmarks/serving/servers.py's yardstick
 ISSUE_GOALS = {"unary_64": 1.5, "unary_1": 1.2, "stream": 2.0, "of_ceiling": 0.60, "open": 1.5, "small_batching": 2.0}
 
 
@@ -187,6 +188,12 @@ def _cpu_goals(ceilings: dict, steps: list[dict], groups: dict[tuple, list[dict]
             lines.append(_ratio_goal(f"OIP ModelInfer, {clients} client(s), sync transport vs grpc.aio per server CPU",
                                      _paired(_cpu_by_round(groups, "infersuite", "ranking", "OIP ModelInfer", clients),
                                              mine), 1.0))
+    for clients in (top, 1):  # a yardstick, not a goal: what any Python server on grpcio sync reaches at best
+        least = _cpu_by_round(groups, MINIMAL, "ranking", "OIP ModelInfer", clients)
+        if least:
+            lines.append(f"- Yardstick: {MINIMAL}, {clients} client(s), vs KServe: "
+                         f"**{_median(_paired(kserve[clients], least)):.2f}x** (rounds: "
+                         + ", ".join(f"{r:.2f}" for r in _paired(kserve[clients], least)) + ")")
     stream = [s["server_cpu_ms_per_request"] for s in steps
               if s["kind"] == "streaming" and s["api"] == "OIP ModelStreamInfer" and s.get("server_cpu_ms_per_request")]
     if stream and kserve[top]:
@@ -397,6 +404,21 @@ def _budget_lines(ceilings: dict, steps: list[dict], groups: dict[tuple, list[di
                          f"measured {_median(stream):.3f} ms per message; a stream message skips most of the "
                          f"per-call floor, but the bare model alone is {bare:.3f} ms"
                          + (" > budget: impossible" if bare > limit else ""))
+    for clients in (top, 1):
+        least = _median_field(groups, (MINIMAL, "ranking", "OIP ModelInfer", clients), "server_cpu_ms_per_request")
+        sync = _median_field(groups, ("infersuite, sync transport", "ranking", "OIP ModelInfer", clients),
+                             "server_cpu_ms_per_request")
+        kserve = kserve_top if clients == top else kserve_one
+        if least and sync and kserve:
+            goal = ISSUE_GOALS["unary_64" if clients == top else "unary_1"]
+            lines.append(f"- What Python on grpcio reaches, {clients} client(s): the {MINIMAL} (parse, raw views, "
+                         f"onnxruntime, raw outputs; nothing checked, limited or counted) costs {least:.3f} ms per "
+                         f"request, {least - (floor.get('sync', 0.0) + bare):+.3f} ms over the sync floor + bare model "
+                         f"(grpcio's per-call threads and Python beyond an empty RPC); the budget of "
+                         f"{goal}x KServe is {kserve / goal:.3f} ms"
+                         + (": no Python grpcio server met it in this run" if least > kserve / goal else "")
+                         + f". The suite's sync transport costs {sync - least:+.3f} ms more than it "
+                         "(its checks, limits, admission, statistics and metrics)")
     if kserve_one:
         for server in ("infersuite", "infersuite, sync transport"):
             budget(f"{server}, OIP ModelInfer at 1 client >= {ISSUE_GOALS['unary_1']}x KServe ({kserve_one:.3f} ms)",

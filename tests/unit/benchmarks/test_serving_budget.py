@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.serving.report import _budget_lines, _closed
+from benchmarks.serving.report import MINIMAL, _budget_lines, _closed, _cpu_goals
 
 
 def _step(server: str, mix: str, api: str, clients: int, cpu: float, model: float | None = None,
@@ -37,3 +37,25 @@ def test_a_budget_below_floor_plus_bare_model_is_impossible_and_the_batching_bou
 def test_no_kserve_or_no_floor_writes_nothing() -> None:
     steps = [_step("infersuite", "ranking", "OIP ModelInfer", 64, 1.0, 0.45)]
     assert _budget_lines({"ranking": {"1": 2500.0}}, steps, _closed(steps)) == []
+
+
+def test_the_minimal_server_is_the_yardstick_of_any_python_grpcio_server() -> None:
+    steps = [
+        _step("kserve", "ranking", "OIP ModelInfer", 64, 0.9),
+        _step("kserve", "ranking", "OIP ModelInfer", 1, 0.96),
+        _step("infersuite, sync transport", "ranking", "OIP ModelInfer", 64, 0.85, 0.41),
+        _step("infersuite, sync transport", "ranking", "OIP ModelInfer", 1, 0.95, 0.41),
+        _step(MINIMAL, "ranking", "OIP ModelInfer", 64, 0.66),
+        _step(MINIMAL, "ranking", "OIP ModelInfer", 1, 0.78),
+        _step("empty RPC (grpcio sync echo)", "-", "empty unary RPC", 64, 0.1),
+    ]
+    text = "\n".join(_budget_lines({"ranking": {"1": 2500.0}}, steps, _closed(steps)))
+    # 64 clients: 0.66 ms vs the sync floor 0.1 + bare 0.4 = +0.160; budget 0.9 / 1.5 = 0.600 ms: not met.
+    assert ("costs 0.660 ms per request, +0.160 ms over the sync floor + bare model (grpcio's per-call threads and "
+            "Python beyond an empty RPC); the budget of 1.5x KServe is 0.600 ms: no Python grpcio server met it in "
+            "this run. The suite's sync transport costs +0.190 ms more than it") in text
+    # 1 client: budget 0.96 / 1.2 = 0.800 ms, and 0.78 ms meets it: no "not met" sentence.
+    one = next(line for line in text.splitlines() if "What Python on grpcio reaches, 1 client" in line)
+    assert "the budget of 1.2x KServe is 0.800 ms. The suite's sync transport costs +0.170 ms more" in one
+    goals = "\n".join(_cpu_goals({"ranking": {"1": 2500.0}}, steps, _closed(steps)))
+    assert f"- Yardstick: {MINIMAL}, 64 client(s), vs KServe: **1.36x** (rounds: 1.36)" in goals
