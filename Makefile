@@ -400,7 +400,7 @@ eval-audio: $(DEV)
 # teacher + Entropic Student per beta, the rate-accuracy report against JPEG/WebP on your test split
 # (artifacts/splitcompute-user/quality.md), the default student exported into USER_REPOSITORY.
 train-splitcompute: $(DEV)
-	@test -n "$(DATA)" || { echo "usage: make train-splitcompute DATA=images/ [USER_REPOSITORY=dir] [TRAIN_ARGS='--seeds 3 --image-size 128']"; exit 2; }
+	@test -n "$(DATA)" || { echo "usage: make train-splitcompute DATA=images/ [USER_REPOSITORY=dir] [TRAIN_ARGS='--seeds 3 --image-size 128 --no-quantize']"; exit 2; }
 	$(PY) -m benchmarks.splitcompute.user_data --data $(DATA) --out artifacts/splitcompute-user \
 		--report artifacts/splitcompute-user/quality.md --repository $(USER_REPOSITORY) $(TRAIN_ARGS)
 

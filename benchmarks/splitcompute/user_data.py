@@ -206,6 +206,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--betas", type=float, nargs="+", default=None)
     parser.add_argument("--resamples", type=int, default=5000)
     parser.add_argument("--repository", type=Path, default=None, help="export seed 0's default student here")
+    parser.add_argument("--no-quantize", action="store_true",
+                        help="export without the quantization gate (an unfinished run is still refused)")
     args = parser.parse_args(argv)
     command = "python -m benchmarks.splitcompute.user_data " + " ".join(argv if argv is not None else sys.argv[1:])
     started = time.perf_counter()
@@ -234,10 +236,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.report.with_suffix(".json").write_text(json.dumps(figures, indent=1, default=str) + "\n")
     print(f"wrote {args.report}")
     if args.repository is not None:
-        from exporters.splitcompute import export_splitcompute
+        from exporters.splitcompute_user_quant import UnfinishedTraining
+        from models.splitcompute.user_data import export_trained
 
-        written = export_splitcompute(args.out / "seed0" / summaries[0]["default"], args.repository)
-        print(f"exported {', '.join(p.parent.name for p in written.values())} into {args.repository}: "
+        try:
+            exported = export_trained(args.out / "seed0", args.repository, command, not args.no_quantize, args.report)
+        except UnfinishedTraining as exc:
+            raise SystemExit(f"error: {exc}") from None
+        figures["quantization_gate"] = exported["quantization_gate"]
+        args.report.with_suffix(".json").write_text(json.dumps(figures, indent=1, default=str) + "\n")
+        print(f"exported seed 0's default student into {args.repository}: "
               f"make serve SERVE_REPOSITORY={args.repository}")
     return figures
 

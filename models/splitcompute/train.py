@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import copy
 import json
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -355,7 +356,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     own.add_argument("--epochs", type=int, default=None, help="teacher epochs (the student stages take half each)")
     own.add_argument("--repository", type=Path, default=None,
                      help="export the default student (splitcompute-encoder-fp32 + splitcompute-server-fp32) here")
+    own.add_argument("--no-quantize", action="store_true",
+                     help="export without the quantization gate (an unfinished run is still refused)")
     args = parser.parse_args(argv)
+    command = "python -m models.splitcompute.train " + " ".join(argv if argv is not None else sys.argv[1:])
     data_cfg: Any
     data_cfg, cfg = (QUICK_DATA, QUICK_TRAIN) if args.quick else (ShapeDataConfig(), TrainConfig())
     if args.data is not None:
@@ -373,11 +377,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     except ValueError as exc:  # the data's fault: one line, no traceback
         raise SystemExit(f"error: {exc}") from None
     if args.repository is not None:
-        from exporters.splitcompute import export_splitcompute
+        from exporters.splitcompute_user_quant import UnfinishedTraining
+        from models.splitcompute.user_data import export_trained
 
-        written = export_splitcompute(args.out / summary["default"], args.repository)
-        print(f"exported {summary['default']} as {', '.join(p.parent.name for p in written.values())} into "
-              f"{args.repository}: make serve SERVE_REPOSITORY={args.repository}")
+        try:
+            export_trained(args.out, args.repository, command, not args.no_quantize)
+        except UnfinishedTraining as exc:
+            raise SystemExit(f"error: {exc}") from None
+        print(f"exported {summary['default']} into {args.repository}: make serve SERVE_REPOSITORY={args.repository}")
     return summary
 
 

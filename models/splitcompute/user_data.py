@@ -15,12 +15,18 @@ Refused with a message naming the cause: a missing folder, fewer than 2 classes,
 images, a class in val/test that train lacks, an unreadable or oversized image (by file), an image side
 that is not a multiple of 8 (the latent is 1/8 of the input), and a data set over `max_bytes` once
 decoded (checked before decoding).
+
+    python -m models.splitcompute.user_data example DIR                      # the synthetic world as a folder
+    python -m models.splitcompute.user_data export RUN --repository DIR      # a finished run, through the
+        [--no-quantize] [--report quality.md]                                # quantization gate (docs/
+                                                                             # splitcompute_own_data.md)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -191,18 +197,60 @@ def write_example_folder(out: Path, per_class: int = 150, seed: int = 11) -> Pat
     return out
 
 
+def export_trained(run: Path, repository: Path, command: str, quantize: bool = True,
+                   report: Path | None = None) -> dict[str, Any]:
+    """A finished training run's default student (models.splitcompute.train.run's --out; a run that did not
+    finish is refused before anything is written) exported into `repository` as the default models are,
+    then, unless `quantize` is False, the quantization gate on the user's splits
+    (exporters/splitcompute_user_quant.py) -> {"checkpoint", "exported", "quantization_gate"}; `report`
+    (e.g. quality.md) gets the gate's section, in place of an earlier one."""
+    from exporters.splitcompute_user_quant import export_user_model, render_gate, write_gate_section
+
+    result = export_user_model(run, repository, command, quantize)
+    if report is not None:
+        write_gate_section(report, render_gate(result["quantization_gate"], "--no-quantize"))
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
-    """`python -m models.splitcompute.user_data example DIR`: writes the example image folder."""
+    """`python -m models.splitcompute.user_data example DIR`: writes the example image folder;
+    `python -m models.splitcompute.user_data export RUN --repository DIR [--no-quantize] [--report FILE]`:
+    exports a finished run's default student through the quantization gate."""
     import argparse
+    import sys
+
+    from exporters.splitcompute_user_quant import UnfinishedTraining
 
     parser = argparse.ArgumentParser(prog="python -m models.splitcompute.user_data", description=main.__doc__)
-    parser.add_argument("command", choices=["example"])
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--per-class", type=int, default=150)
-    parser.add_argument("--seed", type=int, default=11)
+    commands = parser.add_subparsers(dest="command", required=True)
+    example = commands.add_parser("example", help="write the synthetic world as an image folder")
+    example.add_argument("out", type=Path)
+    example.add_argument("--per-class", type=int, default=150)
+    example.add_argument("--seed", type=int, default=11)
+    export = commands.add_parser("export", help="export a finished run's default student through the gate")
+    export.add_argument("run", type=Path, help="a training run's folder (summary.json, teacher.pt, student_beta*.pt; "
+                                               "make train-splitcompute: artifacts/splitcompute-user/seed0)")
+    export.add_argument("--repository", type=Path, required=True, help="the model repository to export into")
+    export.add_argument("--no-quantize", action="store_true",
+                        help="skip the quantization gate (the fp32 models alone; an unfinished run is still refused)")
+    export.add_argument("--report", type=Path, default=None, help="a Markdown report to put the gate's section into")
     args = parser.parse_args(argv)
-    write_example_folder(args.out, args.per_class, args.seed)
-    print(f"wrote {args.per_class} images per class into {args.out}")
+    if args.command == "example":
+        write_example_folder(args.out, args.per_class, args.seed)
+        print(f"wrote {args.per_class} images per class into {args.out}")
+        return
+    command = "python -m models.splitcompute.user_data " + " ".join(argv if argv is not None else sys.argv[1:])
+    try:
+        result = export_trained(args.run, args.repository, command, not args.no_quantize, args.report)
+    except (UnfinishedTraining, ValueError) as exc:  # the run's or the data's fault: one line, no traceback
+        raise SystemExit(f"error: {exc}") from None
+    print(f"exported {', '.join(result['exported'])} into {args.repository}: "
+          f"make serve SERVE_REPOSITORY={args.repository}")
+    if result["quantization_gate"] is not None:
+        fp32 = result["quantization_gate"]["fp32"]
+        print(f"quantization gate: no recipe ran (the default family has none); served-path test accuracy "
+              f"{fp32['test_accuracy']:.4f} on {fp32['test_images']} images, {fp32['mean_frame_bytes']:.1f} bytes "
+              "per frame")
 
 
 if __name__ == "__main__":
