@@ -413,7 +413,9 @@ report-splitcompute-user-data: $(DEV)
 
 # Bring your own data, segmentation: DIR/images + DIR/annotations (one-byte PNG class indices) + classes.txt,
 # or the ADE20K layout (TRAIN_ARGS='--format ade20k') -> ECO-M2F sized to your classes, the test report at
-# each image's own size (artifacts/segmentation-user/quality.md), the staged graphs exported into USER_REPOSITORY.
+# each image's own size (artifacts/segmentation-user/quality.md), the staged graphs exported into USER_REPOSITORY
+# with the quantized recipes that pass the quantization gate on your test split (TRAIN_ARGS=--no-quantize skips
+# the gate); docs/segmentation_own_data.md.
 train-segmentation: $(DEV)
 	@test -n "$(DATA)" || { echo "usage: make train-segmentation DATA=dir/ [USER_REPOSITORY=dir] [TRAIN_ARGS='--format ade20k --image-size 128']"; exit 2; }
 	$(PY) -m models.segmentation.train --data $(DATA) --out artifacts/segmentation-user --repository $(USER_REPOSITORY) $(TRAIN_ARGS)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import shlex
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -322,8 +324,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                      help="ade20k: label 0 is ignored and label k is class k - 1")
     own.add_argument("--image-size", type=int, default=64, help="the model's square input side (multiple of 16)")
     own.add_argument("--repository", type=Path, default=None,
-                     help="export the trained model's staged graphs here (make serve SERVE_REPOSITORY=DIR)")
+                     help="export the trained model's staged graphs here (make serve SERVE_REPOSITORY=DIR), with "
+                          "the quantized recipes that pass the quantization gate on your test split")
+    own.add_argument("--no-quantize", action="store_true",
+                     help="export the fp32 stages only: skip the quantization recipes and their gate")
     args = parser.parse_args(argv)
+    args.command = "python -m models.segmentation.train " + shlex.join(sys.argv[1:] if argv is None else argv)
     args.out = args.out or Path("artifacts/segmentation-user" if args.data else "artifacts/segmentation")
     scene_cfg: Any = SceneConfig()
     cfg = TrainConfig()
@@ -366,12 +372,18 @@ def _report_and_export(model: EcoM2F, metrics: dict[str, Any], args: argparse.Na
           f"{100 * report['pixel_accuracy']:.2f}, mean encoder layers {report['mean_layers']:.2f} "
           f"(report: {args.out / 'quality.md'})")
     metrics["test_original_size"] = report
-    if args.repository is not None:
-        from exporters.segmentation import export_segmentation  # the CLI's export step, as splitcompute's train does
+    if args.repository is None:
+        from exporters.segmentation_user_quant import render_gate
+        from models.segmentation.user_report import add_gate_section
 
-        written = export_segmentation(args.out / "eco_m2f.pt", args.repository)
-        print(f"exported the staged graphs ({written.parent.name}, ...) into {args.repository}: "
-              f"make serve SERVE_REPOSITORY={args.repository}")
+        add_gate_section(args.out / "quality.md", render_gate(None, "no --repository, nothing is exported"), None)
+        return
+    from models.segmentation.user_data import export_user_model  # export, then the quantization gate
+
+    metrics["quantization_gate"] = export_user_model(args.out / "eco_m2f.pt", args.repository,
+                                                     quantize=not args.no_quantize, report=args.out / "quality.md",
+                                                     command=args.command)
+    print(f"exported the staged graphs into {args.repository}: make serve SERVE_REPOSITORY={args.repository}")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,11 @@ decode, an unreadable file, an image over `max_pixels` (read from the header, be
 `max_file_bytes`, an annotation that is not one byte per pixel or whose size differs from its image's (from
 the header), a label value that is neither a class nor the ignore index, and a data set whose decoded arrays
 would exceed `max_bytes` (checked before decoding).
+
+Export (`export_user_model`, `python -m models.segmentation.user_data export CHECKPOINT --repository DIR`): the
+staged fp32 graphs, then the quantization gate on the validation (calibration) and test (quality) splits
+(exporters/segmentation_user_quant.py; `--no-quantize` skips it); an unfinished checkpoint is refused first.
+docs/segmentation_own_data.md describes the whole path.
 """
 
 from __future__ import annotations
@@ -366,18 +371,65 @@ def write_example(out: Path, n_images: int = 400, seed: int = 11) -> Path:
     return out
 
 
+def export_user_model(checkpoint: Path, repository: Path, quantize: bool = True, report: Path | None = None,
+                      command: str = "", recipes: list[str] | None = None) -> dict[str, Any] | None:
+    """A model trained on your images into a model repository, the way the default family ships: an
+    unfinished checkpoint is refused before anything is written; the staged fp32 graphs (parity-checked),
+    then, unless `quantize` is False (`--no-quantize`), the quantization gate on your validation (calibration)
+    and test (quality) splits, passing recipes only (exporters/segmentation_user_quant.py). The gate's section
+    goes into `report` (quality.md; default: quality.md beside the checkpoint when it exists) -> the gate's
+    result (None when not run)."""
+    from exporters.segmentation_user_quant import export_user_model as export_and_gate
+    from exporters.segmentation_user_quant import render_gate
+    from models.segmentation.user_report import add_gate_section
+
+    command = command or f"python -m models.segmentation.user_data export {checkpoint} --repository {repository}" + \
+        ("" if quantize else " --no-quantize")
+    gate = export_and_gate(checkpoint, repository, command, quantize=quantize, recipes=recipes)
+    report = report or checkpoint.parent / "quality.md"
+    if report.is_file():
+        add_gate_section(report, render_gate(gate, "--no-quantize: the fp32 stages only"), gate)
+    return gate
+
+
 def main(argv: list[str] | None = None) -> None:
-    """`python -m models.segmentation.user_data example DIR`: writes the example data set."""
+    """`python -m models.segmentation.user_data example DIR`: writes the example data set.
+    `python -m models.segmentation.user_data export CHECKPOINT --repository DIR [--no-quantize]`: exports a
+    model trained on your images (`python -m models.segmentation.train --data`) with its quantization gate."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m models.segmentation.user_data", description=main.__doc__)
-    parser.add_argument("command", choices=["example"])
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--images", type=int, default=400)
-    parser.add_argument("--seed", type=int, default=11)
+    parser = argparse.ArgumentParser(prog="python -m models.segmentation.user_data", description=main.__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["example", "export"])
+    parser.add_argument("path", type=Path, metavar="DIR|CHECKPOINT",
+                        help="example: the folder to write; export: the checkpoint (e.g. artifacts/segmentation-user/"
+                             "eco_m2f.pt)")
+    parser.add_argument("--images", type=int, default=400, help="example: how many labelled images")
+    parser.add_argument("--seed", type=int, default=11, help="example: the scenes' seed")
+    parser.add_argument("--repository", type=Path, default=None, help="export: the model repository to write")
+    parser.add_argument("--no-quantize", action="store_true",
+                        help="export: the fp32 stages only: skip the quantization recipes and their gate")
+    parser.add_argument("--recipes", nargs="+", default=None, metavar="RECIPE",
+                        help="export: only these recipes (default: every deployable one of exporters/quantize)")
+    parser.add_argument("--report", type=Path, default=None,
+                        help="export: the quality report to add the gate's section to (default: quality.md beside "
+                             "the checkpoint)")
     args = parser.parse_args(argv)
-    write_example(args.out, args.images, args.seed)
-    print(f"wrote {args.images} labelled images into {args.out}")
+    if args.command == "example":
+        write_example(args.path, args.images, args.seed)
+        print(f"wrote {args.images} labelled images into {args.path}")
+        return
+    if args.repository is None:
+        parser.error("export needs --repository DIR")
+    from exporters.segmentation_user_quant import UnfinishedTraining, render_gate
+
+    try:
+        gate = export_user_model(args.path, args.repository, not args.no_quantize, args.report,
+                                 recipes=args.recipes)
+    except (UnfinishedTraining, ValueError, FileNotFoundError) as exc:  # the checkpoint's or the data's fault
+        raise SystemExit(f"error: {exc}") from None
+    print(render_gate(gate, "--no-quantize: the fp32 stages only").strip())
+    print(f"exported into {args.repository}: make serve SERVE_REPOSITORY={args.repository}")
 
 
 if __name__ == "__main__":

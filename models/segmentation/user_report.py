@@ -4,7 +4,8 @@ The figures are those of the answer the service gives: each test image goes thro
 resize (infersuite/services/segmentation/imaging.py: bilinear to the model's side), the gated model picks its encoder
 depth, and the mask goes back to the image's own size by nearest before it is compared with the image's
 own annotation (ignored pixels left out). Per class IoU, mean IoU over the classes present in the test
-ground truth or predictions, pixel accuracy, and the compute the gate chose.
+ground truth or predictions, pixel accuracy, and the compute the gate chose. Once the model is exported,
+`add_gate_section` appends the quantization gate's verdicts (exporters/segmentation_user_quant.py).
 """
 
 from __future__ import annotations
@@ -107,3 +108,21 @@ def write_report(model: EcoM2F, checkpoint_path: Path, out: Path) -> dict[str, A
     out.write_text(render(report, checkpoint, checkpoint["scene_config"]))
     out.with_suffix(".figures.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+GATE_HEADING = "\n## Quantization gate\n"
+
+
+def add_gate_section(report_path: Path, section: str, gate: dict[str, Any] | None) -> None:
+    """Puts the quantization gate's section (`exporters.segmentation_user_quant.render_gate`) at the end of the
+    report, in place of an earlier one, and its result into <name>.figures.json as "quantization_gate"
+    (null when not run)."""
+    text = report_path.read_text() if report_path.is_file() else ""
+    if GATE_HEADING in text:
+        text = text[:text.index(GATE_HEADING)]
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(text.rstrip("\n") + "\n" + section)
+    figures_path = report_path.with_suffix(".figures.json")
+    figures = json.loads(figures_path.read_text()) if figures_path.is_file() else {}
+    figures["quantization_gate"] = gate
+    figures_path.write_text(json.dumps(figures, indent=2) + "\n")

@@ -54,8 +54,10 @@ def trained(tmp_path_factory) -> Path:
         Image.fromarray(image).save(data / "images" / f"photo{i:02d}.{'jpg' if i % 3 == 0 else 'png'}", quality=95)
         Image.fromarray(labels).save(data / "annotations" / f"photo{i:02d}.png")
     (data / "classes.txt").write_text("\n".join(CLASSES) + "\nignore_index: 250\n")
+    # The quantization gate has its own tests (tests/unit/models/test_segmentation_user_quant.py).
     main(["--data", str(data), "--image-size", str(SIZE), "--out", str(root / "artifacts"), "--repository",
-          str(root / "repo"), "--epochs", "10", "--no-progress", *[a for s in TINY for a in ("--set", s)]])
+          str(root / "repo"), "--epochs", "10", "--no-progress", "--no-quantize",
+          *[a for s in TINY for a in ("--set", s)]])
     return root
 
 
