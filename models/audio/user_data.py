@@ -1,20 +1,40 @@
 """The audio embedders evaluated on a user's own labelled recordings: the HEAR-style linear probe on
-frozen scene embeddings of the exported embedders (PaSST, bag of words) next to log-mel statistics
-(per mel bin mean and std, nothing learned), on the user's held-out split.
+frozen embeddings of the exported embedders (PaSST, bag of words) next to log-mel statistics (per mel
+bin mean and std, nothing learned), on the user's held-out split; optionally the bag of words
+fine-tuned on the user's train split beside them.
 
     python -m models.audio.user_data --data DIR --labels labels.csv --repository shipped_models
+    python -m models.audio.user_data --format hear --data TASK_DIR --repository shipped_models
+    python -m models.audio.user_data ... --fine-tune 10 [--out-repository user_models]
 
-The layout: DIR holds the recordings (WAV, FLAC, OGG: whatever libsndfile reads, any rate, any
-channel count); labels.csv has a header with `file` (relative to DIR) and `label`, and optionally
-`split` (`train` or `test`) and `group` (a speaker, a recording session, a source: every clip of a
-group lands on the same side of the split, so the test is on sources the probe never saw). Without
-`split`, a seeded draw holds out `--test-fraction` of the groups (of the files when there is no
-`group`). Each clip is mixed to mono and resampled to the model's rate (scipy's polyphase filter).
+CSV layout (`--format csv`, the default): DIR holds the recordings (WAV, FLAC, OGG: whatever
+libsndfile reads, any rate, any channel count); labels.csv has a header with `file` (relative to DIR)
+and `label`, and optionally `split` (`train` or `test`) and `group` (a speaker, a recording session,
+a source: every clip of a group lands on the same side of the split, so the test is on sources the
+probe never saw). Without `split`, a seeded draw holds out `--test-fraction` of the groups (of the
+files when there is no `group`). Each clip is mixed to mono and resampled to the model's rate
+(scipy's polyphase filter).
 
-Reported per embedder: test accuracy of a logistic-regression probe (standardised inputs) with a
-bootstrap 95% interval over the test clips, and a control, the same probe trained on shuffled
-labels (chance; a control far above chance means the split leaks). Not yet: training or fine-tuning
-the embedders on this data, the HEAR task-folder layout, timestamp (event) tasks (issue 24).
+HEAR layout (`--format hear`, models/audio/hear_task.py): a HEAR 2021 task folder, task_metadata.json,
+<split>.json label files and <sample rate>/<split>/ audio; the audio folder at the model's rate is read
+(else the nearest, resampled, with a warning). Scene tasks (one label per file) are probed like the CSV
+layout: train + valid -> test, or with folds each fold held out in turn (the test figures pool every
+clip's held-out prediction). Event tasks: a frame-level probe on the timestamp embeddings
+(hear_infersuite's get_timestamp_embeddings, every 50 ms; log-mel statistics of the same centred
+windows as the baseline), one logistic regression per label, frames above 0.5 after a 250 ms median
+filter are active, each run of active frames an onset; scored by onset F-measure (every reference onset
+matched at most once within +-200 ms, a maximum matching as mir_eval.onset does, per label and file,
+micro-averaged).
+
+Reported per embedder: test accuracy (events: onset F-measure) with a bootstrap 95% interval over the
+test clips, and a control, the same probe trained on shuffled labels (chance; a control far above chance
+means the split leaks). `--fine-tune EPOCHS` (scene tasks and the CSV layout) adds the bag of words
+fine-tuned on the train split (models/audio/fine_tune.py: the epoch chosen on a validation part of the
+train split, the test clips never read for it; that part: HEAR's valid split, with folds the fold after the
+held-out one, else a seeded fifth of the train groups), scored by the same probe on the same test clips;
+`--out-repository` exports it as audio-bow-fp32 (ONNX, parity checked). Not yet: fine-tuning PaSST,
+fine-tuning on event tasks, multilabel scene tasks, exporting a fine-tuned embedder in folds mode
+(each fold fine-tunes its own), the MLP probe on this path.
 """
 
 from __future__ import annotations
@@ -25,7 +45,8 @@ import json
 import shlex
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from math import gcd
 from pathlib import Path
 from typing import Any
@@ -33,14 +54,27 @@ from typing import Any
 import numpy as np
 import soundfile
 import torch
+from scipy.ndimage import median_filter
 from scipy.signal import resample_poly
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from hear_infersuite import api as hear
+from infersuite.services.audio import windows as audio_windows
+from models.audio import fine_tune as tuning
+from models.audio.bow import BagOfWords
 from models.audio.frontend import FrontEndConfig, LogMelStatistics
-from models.audio.metrics import linear_probe_accuracy, linear_probe_predictions
+from models.audio.hear_task import EVENT, FOLDS, HearTask, HearTaskError, read_task
+from models.audio.metrics import linear_probe_predictions, onset_matches
 
 EMBEDDERS = {"PaSST": "audio-passt-fp32", "bag of words": "audio-bow-fp32"}
 BASELINE = "log-mel statistics (nothing learned)"
+FINE_TUNED = "bag of words fine-tuned on your train split"
+VALIDATION_FRACTION = 0.2  # of the train groups: where fine-tuning chooses its epoch (no validation split given)
+ONSET_TOLERANCE_S = 0.2  # HEAR's onset tolerance
+FRAME_THRESHOLD = 0.5  # event probe: a frame is active above this probability
+MEDIAN_FRAMES = 5  # event probe: median filter over 5 timestamps (250 ms at HEAR's 50 ms hop)
 
 
 class LabelsError(ValueError):
@@ -107,67 +141,377 @@ def _interval(correct: np.ndarray, resamples: int = 2000, seed: int = 0) -> list
 
 
 def probe(features: np.ndarray, labels: np.ndarray, train: list[int], test: list[int], seed: int) -> dict[str, Any]:
-    predicted = linear_probe_predictions(features[train], labels[train], features[test])
-    correct = (predicted == labels[test]).astype(np.float64)
-    shuffled = np.random.default_rng(seed).permutation(labels[train])
-    control = linear_probe_accuracy(features[train], shuffled, features[test], labels[test])
-    return {"accuracy": round(float(correct.mean()), 4), "interval_95": _interval(correct, seed=seed),
-            "shuffled_label_control": round(control, 4)}
+    return probe_folds([features], labels, [(train, test)], seed)
 
 
-def evaluate(data: Path, labels: Path, repository: Path, test_fraction: float = 0.25,
-             seed: int = 0) -> dict[str, Any]:
+def probe_folds(features: list[np.ndarray], labels: np.ndarray, folds: list[tuple[list[int], list[int]]],
+                seed: int) -> dict[str, Any]:
+    """The linear probe of each fold (its own features: one array for all folds, or one per fold), every test
+    clip's correctness pooled; the control pools the probes trained on shuffled labels alike."""
+    correct, control = [], []
+    for k, (train, test) in enumerate(folds):
+        x = features[k if len(features) > 1 else 0]
+        predicted = linear_probe_predictions(x[train], labels[train], x[test])
+        correct.append((predicted == labels[test]).astype(np.float64))
+        shuffled = np.random.default_rng(seed + k).permutation(labels[train])
+        control.append(linear_probe_predictions(x[train], shuffled, x[test]) == labels[test])
+    right = np.concatenate(correct)
+    return {"accuracy": round(float(right.mean()), 4), "interval_95": _interval(right, seed=seed),
+            "shuffled_label_control": round(float(np.concatenate(control).mean()), 4)}
+
+
+@dataclass
+class Prepared:
+    """Either layout, ready for the probes: clip labels, the evaluation folds and the audio at any rate."""
+
+    names: list[str]  # label names; y indexes them
+    y: np.ndarray  # (clips,)
+    folds: list[tuple[list[int], list[int]]]  # (train, test) clip indices per evaluation
+    validation: list[tuple[list[int], list[int]]]  # per fold, (fit, validation) of its train clips: fine-tuning
+    load: Callable[[int], list[np.ndarray]]  # sample rate -> every clip, mono float32 at that rate
+    groups: list[str]  # per clip: clips of a group stay on one side of a validation part
+    summary: dict[str, Any]  # what the report states about the data
+    task: HearTask | None = None
+    source_rates: dict[int, int] = field(default_factory=dict)  # HEAR: model rate -> the audio folder read
+    cache: dict[int, list[np.ndarray]] = field(default_factory=dict)
+
+    def audio(self, rate: int) -> list[np.ndarray]:
+        if rate not in self.cache:
+            self.cache[rate] = self.load(rate)
+        return self.cache[rate]
+
+
+def validation_part(train: list[int], groups: list[str], y: np.ndarray, seed: int) -> tuple[list[int], list[int]]:
+    """(fit, validation): a seeded VALIDATION_FRACTION of the train clips' groups held out for fine-tuning."""
+    names = sorted({groups[i] for i in train})
+    rng = np.random.default_rng(seed + 1)
+    held = set(rng.permutation(names)[:max(1, round(VALIDATION_FRACTION * len(names)))].tolist())
+    fit, validation = [i for i in train if groups[i] not in held], [i for i in train if groups[i] in held]
+    if len(set(y[fit])) < 2 or not validation:
+        raise LabelsError(f"fine-tuning needs a validation part of the train split: {len(train)} train clips in "
+                          f"{len(names)} groups leave {len(fit)} fit clips with {len(set(y[fit]))} label(s) and "
+                          f"{len(validation)} validation clips; add clips or groups")
+    return fit, validation
+
+
+def prepare_csv(data: Path, labels: Path, test_fraction: float, seed: int) -> Prepared:
     clips = read_labels(data, labels)
     train, test = split_clips(clips, test_fraction, seed)
     names = sorted({c.label for c in clips})
     y = np.array([names.index(c.label) for c in clips])
     if not train or not test or len(set(y[train])) < 2:
         raise LabelsError("the split leaves an empty side or a single training label: add clips or groups")
-    results: dict[str, Any] = {}
+    summary = {"clips": len(clips), "labels": names, "train": len(train), "test": len(test),
+               "groups": len({c.group for c in clips}), "split": "file" if all(c.split for c in clips) else
+               f"{test_fraction:g} of the groups held out (seed {seed})", "chance": round(1 / len(names), 4)}
+    return Prepared(names, y, [(train, test)], [([], [])], lambda rate: [load_audio(c.path, rate) for c in clips],
+                    [c.group for c in clips], summary)
+
+
+def prepare_task(root: Path) -> Prepared:
+    task = read_task(root)
+    names = list(task.vocabulary)
+    y = np.array([-1 if task.embedding_type == EVENT else names.index(c.labels[0]) for c in task.clips])
+    folds = task.folds()
+    for k, (train, test) in enumerate(folds):
+        if task.embedding_type != EVENT and len(set(y[train])) < 2:
+            raise HearTaskError([f"{root}: evaluation {k + 1} trains on a single label: add clips"])
+        if not test:
+            raise HearTaskError([f"{root}: evaluation {k + 1} has no test clips"])
+    if task.mode == FOLDS:  # HEAR's protocol: the fold after the held-out one validates
+        validation = [([i for i in train if task.clips[i].split != task.splits[(k + 1) % len(task.splits)]],
+                       task.indices(task.splits[(k + 1) % len(task.splits)])) for k, (train, _) in enumerate(folds)]
+        split = f"{len(folds)} folds, each held out in turn (test figures pool every clip's held-out prediction)"
+    else:
+        valid = task.indices("valid")
+        validation = [([i for i in folds[0][0] if i not in set(valid)], valid)] if valid else [([], [])]
+        split = "train" + (" + valid" if valid else "") + " -> test"
+    summary = {"clips": len(task.clips), "labels": names, "train": len(folds[0][0]), "test": len(folds[0][1]),
+               "groups": None, "split": split, "chance": round(1 / len(names), 4),
+               "task": task.name, "embedding_type": task.embedding_type, "sample_rates": list(task.sample_rates)}
+
+    sources: dict[int, int] = {}
+
+    def load(rate: int) -> list[np.ndarray]:
+        sources[rate] = task.rate_for(rate)
+        return [_task_audio(task.audio_path(c, sources[rate]), rate) for c in task.clips]
+
+    return Prepared(names, y, folds, validation, load, [c.file for c in task.clips], summary, task, sources)
+
+
+def _task_audio(path: Path, rate: int) -> np.ndarray:
+    try:
+        return load_audio(path, rate)
+    except (RuntimeError, soundfile.LibsndfileError, LabelsError) as error:
+        raise HearTaskError([f"{path}: unreadable audio ({error})"]) from error
+
+
+def _log_mel_statistics(audio: list[np.ndarray]) -> np.ndarray:
     statistics = LogMelStatistics(FrontEndConfig()).eval()
-    rate = FrontEndConfig().sample_rate
-    audio = [load_audio(c.path, rate) for c in clips]
     with torch.no_grad():
-        features = np.stack([statistics(torch.from_numpy(a)[None]).numpy()[0] for a in audio])
-    results[BASELINE] = probe(features, y, train, test, seed)
+        return np.stack([statistics(torch.from_numpy(a)[None]).numpy()[0] for a in audio])
+
+
+def _fine_tuned_features(prepared: Prepared, repository: Path, epochs: int, seed: int, progress: bool,
+                         learning_rate: float) -> tuple[list[np.ndarray], dict[str, Any], list[BagOfWords]]:
+    """Per fold: the bag of words fine-tuned on that fold's fit clips, every clip's scene embedding."""
+    front = FrontEndConfig()
+    windows = tuning.Windows(prepared.audio(front.sample_rate), front)
+    features, runs, models = [], [], []
+    for k, (train, _) in enumerate(prepared.folds):
+        fit, validation = prepared.validation[k]
+        if not validation:
+            fit, validation = validation_part(train, prepared.groups, prepared.y, seed)
+        model, start = tuning.read_back(repository / EMBEDDERS["bag of words"], len(prepared.names),
+                                        windows.waveforms[windows.of(fit)[:8]])
+        if model is None:
+            config, front_config, _ = tuning.shipped_config(repository / EMBEDDERS["bag of words"])
+            model = tuning.from_scratch(config, front_config, len(prepared.names), windows.mels[windows.of(fit)], seed)
+            start = f"trained from scratch on your fit clips (no shipped torch weights: {start})"
+        model, run = tuning.fine_tune(model, windows, prepared.y, fit, validation, epochs, seed, progress,
+                                      learning_rate)
+        features.append(tuning.scene_embeddings(model, windows))
+        runs.append({"start": start, "fit": len(fit), "validation": len(validation), **run})
+        models.append(model)
+    return features, {"epochs": epochs, "folds": runs}, models
+
+
+def evaluate_prepared(prepared: Prepared, repository: Path, seed: int = 0, fine_tune_epochs: int = 0,
+                      progress: bool = False, learning_rate: float = tuning.LEARNING_RATE
+                      ) -> tuple[dict[str, Any], list[Any]]:
+    """(the result, the fine-tuned models, one per fold): every embedder's probe on the same folds."""
+    if prepared.task is not None and prepared.task.embedding_type == EVENT:
+        if fine_tune_epochs:
+            raise HearTaskError([f"{prepared.task.root}: --fine-tune is for scene tasks only (not built for events)"])
+        return evaluate_events(prepared, repository, seed), []
+    results: dict[str, Any] = {}
+    rates: dict[str, int] = {}
+    rate = FrontEndConfig().sample_rate
+    results[BASELINE] = probe_folds([_log_mel_statistics(prepared.audio(rate))], prepared.y, prepared.folds, seed)
     for title, model_name in EMBEDDERS.items():
         model = hear.load_model(str(repository / model_name), threads=1)
-        at_rate = audio if model.sample_rate == rate else [load_audio(c.path, model.sample_rate) for c in clips]
         embedded = np.stack([hear.get_scene_embeddings(torch.from_numpy(a)[None], model).numpy()[0]
-                             for a in at_rate])
-        results[title] = probe(embedded, y, train, test, seed)
-    return {"clips": len(clips), "labels": names, "train": len(train), "test": len(test),
-            "groups": len({c.group for c in clips}), "split": "file" if all(c.split for c in clips) else
-            f"{test_fraction:g} of the groups held out (seed {seed})", "chance": round(1 / len(names), 4),
-            "embedders": results}
+                             for a in prepared.audio(model.sample_rate)])
+        results[title] = probe_folds([embedded], prepared.y, prepared.folds, seed)
+        rates[title] = model.sample_rate
+    models: list[Any] = []
+    result = {**prepared.summary, "embedders": results}
+    if fine_tune_epochs > 0:
+        features, result["fine_tune"], models = _fine_tuned_features(prepared, repository, fine_tune_epochs, seed,
+                                                                     progress, learning_rate)
+        results[FINE_TUNED] = probe_folds(features, prepared.y, prepared.folds, seed)
+    if prepared.task is not None:
+        result["audio_folder_rate"] = {t: prepared.source_rates[r] for t, r in rates.items()}
+    return result, models
+
+
+def evaluate(data: Path, labels: Path, repository: Path, test_fraction: float = 0.25, seed: int = 0,
+             fine_tune_epochs: int = 0) -> dict[str, Any]:
+    return evaluate_prepared(prepare_csv(data, labels, test_fraction, seed), repository, seed, fine_tune_epochs)[0]
+
+
+# --- event (timestamp) tasks ---------------------------------------------------------------------------------
+
+
+def frame_targets(task: HearTask, timestamps_ms: list[np.ndarray]) -> list[np.ndarray]:
+    """Per clip (T, labels) 0/1: a label is active at t when one of its events has start <= t <= end."""
+    index = {label: i for i, label in enumerate(task.vocabulary)}
+    targets = []
+    for clip, stamps in zip(task.clips, timestamps_ms, strict=True):
+        active = np.zeros((len(stamps), len(index)))
+        for event in clip.events:
+            active[(stamps >= event.start_ms) & (stamps <= event.end_ms), index[event.label]] = 1
+        targets.append(active)
+    return targets
+
+
+def predicted_onsets(probabilities: np.ndarray, timestamps_ms: np.ndarray) -> list[np.ndarray]:
+    """(T, labels) -> per label the onset times (s): the first timestamp of each run of active frames."""
+    active = median_filter((probabilities > FRAME_THRESHOLD).astype(np.int8), size=(MEDIAN_FRAMES, 1),
+                           mode="nearest") > 0
+    rising = active & ~np.vstack([np.zeros((1, active.shape[1]), bool), active[:-1]])
+    return [timestamps_ms[rising[:, j]] / 1000.0 for j in range(active.shape[1])]
+
+
+def _frame_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray) -> np.ndarray:
+    """(frames, labels) probabilities: one logistic regression (standardised inputs) per label; a label the
+    train frames never (or always) show gets its constant."""
+    out = np.zeros((len(test_x), train_y.shape[1]))
+    for j in range(train_y.shape[1]):
+        if len(np.unique(train_y[:, j])) < 2:
+            out[:, j] = train_y[0, j] if len(train_y) else 0.0
+            continue
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0))
+        out[:, j] = model.fit(train_x, train_y[:, j]).predict_proba(test_x)[:, 1]
+    return out
+
+
+def _onset_counts(task: HearTask, clip: int, probabilities: np.ndarray, stamps: np.ndarray) -> np.ndarray:
+    """(hits, reference onsets, estimated onsets) of one clip over its labels."""
+    counts = np.zeros(3)
+    for j, estimated in enumerate(predicted_onsets(probabilities, stamps)):
+        reference = np.array([e.start_ms / 1000.0 for e in task.clips[clip].events
+                              if e.label == task.vocabulary[j]])
+        counts += (onset_matches(reference, estimated, ONSET_TOLERANCE_S), len(reference), len(estimated))
+    return counts
+
+
+def _f_measure(counts: np.ndarray) -> float:
+    hits, references, estimated = counts.sum(0) if counts.ndim > 1 else counts
+    return float(2 * hits / max(references + estimated, 1))
+
+
+def event_probe(embeddings: list[np.ndarray], stamps: list[np.ndarray], task: HearTask,
+                folds: list[tuple[list[int], list[int]]], seed: int, resamples: int = 2000) -> dict[str, Any]:
+    """Onset F-measure of the frame probe over the pooled test clips, its bootstrap interval over those clips,
+    and the control: the same probe trained on the train frames' targets shuffled across frames."""
+    targets = frame_targets(task, stamps)
+    counts: list[np.ndarray] = []
+    control: list[np.ndarray] = []
+    for k, (train, test) in enumerate(folds):
+        train_x, train_y = np.concatenate([embeddings[i] for i in train]), np.concatenate([targets[i] for i in train])
+        shuffled = train_y[np.random.default_rng(seed + k).permutation(len(train_y))]
+        for trained_on, out in ((train_y, counts), (shuffled, control)):
+            probabilities = _frame_probe(train_x, trained_on, np.concatenate([embeddings[i] for i in test]))
+            bounds = np.cumsum([0, *(len(embeddings[i]) for i in test)])
+            out.extend(_onset_counts(task, i, probabilities[a:b], stamps[i])
+                       for i, a, b in zip(test, bounds[:-1], bounds[1:], strict=True))
+    per_clip = np.array(counts)
+    rng = np.random.default_rng(seed)
+    draws = [_f_measure(per_clip[rng.integers(0, len(per_clip), len(per_clip))]) for _ in range(resamples)]
+    hits, references, estimated = per_clip.sum(0)
+    return {"onset_f_measure": round(_f_measure(per_clip), 4),
+            "interval_95": [round(float(np.quantile(draws, q)), 4) for q in (0.025, 0.975)],
+            "shuffled_label_control": round(_f_measure(np.array(control)), 4),
+            "precision": round(float(hits / max(estimated, 1)), 4),
+            "recall": round(float(hits / max(references, 1)), 4)}
+
+
+def _statistics_at_timestamps(audio: list[np.ndarray], rate: int, hop_ms: float,
+                              window_ms: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Log-mel statistics of the windows the embedders see at each timestamp (centred, `window_ms` of audio)."""
+    front = FrontEndConfig()
+    statistics = LogMelStatistics(front).eval()
+    features, stamps = [], []
+    for sound in audio:
+        count = audio_windows.timestamp_count(len(sound), rate, hop_ms)
+        times = audio_windows.timestamps_ms(count, hop_ms)
+        cut = audio_windows.centred_windows(sound, 0, audio_windows.centre_sample(times, rate), front.window_samples,
+                                            round(window_ms * rate / 1000))
+        with torch.no_grad():
+            features.append(statistics(torch.from_numpy(cut)).numpy())
+        stamps.append(times)
+    return features, stamps
+
+
+def evaluate_events(prepared: Prepared, repository: Path, seed: int) -> dict[str, Any]:
+    task = prepared.task
+    assert task is not None
+    results, rates = {}, {}
+    for title, model_name in EMBEDDERS.items():
+        model = hear.load_model(str(repository / model_name), threads=1)
+        pairs = [hear.get_timestamp_embeddings(torch.from_numpy(a)[None], model)
+                 for a in prepared.audio(model.sample_rate)]
+        embeddings, stamps = [e.numpy()[0] for e, _ in pairs], [t.numpy()[0].astype(np.float64) for _, t in pairs]
+        results[title] = event_probe(embeddings, stamps, task, prepared.folds, seed)
+        rates[title] = model.sample_rate
+        if BASELINE not in results:  # the same windows as the first embedder, described by log-mel statistics
+            features, baseline_stamps = _statistics_at_timestamps(
+                prepared.audio(model.sample_rate), model.sample_rate, model.timestamp_hop_ms, model.timestamp_window_ms)
+            results[BASELINE] = event_probe(features, baseline_stamps, task, prepared.folds, seed)
+    tested = {i for _, test in prepared.folds for i in test}
+    return {**prepared.summary, "chance": None, "test_onsets": sum(len(task.clips[i].events) for i in tested),
+            "embedders": {BASELINE: results.pop(BASELINE), **results},
+            "audio_folder_rate": {t: prepared.source_rates[r] for t, r in rates.items()}}
+
+
+# --- report and command line ---------------------------------------------------------------------------------
 
 
 def render(result: dict[str, Any], command: str, seconds: float) -> str:
+    task = f"HEAR task {result['task']!r} ({result['embedding_type']}), " if "task" in result else ""
+    if result.get("embedding_type") == EVENT:
+        lines = [
+            "# Audio embeddings on your recordings (event onsets)", "",
+            f"Produced by `{command}` ({seconds:.0f} s wall): {task}{result['clips']} clips, {len(result['labels'])} "
+            f"labels ({', '.join(result['labels'])}); split: {result['split']} ({result['test_onsets']} test onsets). "
+            f"Frame-level linear probe on frozen timestamp embeddings (one logistic regression per label), onset "
+            f"F-measure within +-{ONSET_TOLERANCE_S * 1000:.0f} ms; interval: bootstrap over test clips; control: the "
+            "probe trained on shuffled frame labels.", "",
+            "| embedder | onset F-measure | 95% interval | precision | recall | shuffled-label control |",
+            "|---|---|---|---|---|---|"]
+        for name, r in result["embedders"].items():
+            lines.append(f"| {name} | {r['onset_f_measure']:.4f} | {r['interval_95'][0]:.4f}-{r['interval_95'][1]:.4f}"
+                         f" | {r['precision']:.4f} | {r['recall']:.4f} | {r['shuffled_label_control']:.4f} |")
+        return "\n".join(lines) + "\n"
+    groups = f", {result['groups']} groups" if result.get("groups") is not None else ""
     lines = [
         "# Audio embeddings on your recordings", "",
-        f"Produced by `{command}` ({seconds:.0f} s wall): {result['clips']} clips, {len(result['labels'])} labels "
-        f"({', '.join(result['labels'])}), {result['groups']} groups; split: {result['split']} "
+        f"Produced by `{command}` ({seconds:.0f} s wall): {task}{result['clips']} clips, {len(result['labels'])} "
+        f"labels ({', '.join(result['labels'])}){groups}; split: {result['split']} "
         f"({result['train']} train, {result['test']} test clips). Linear probe on frozen scene embeddings; interval: "
         f"bootstrap over test clips; control: the probe trained on shuffled labels (chance {result['chance']}).", "",
         "| embedder | test accuracy | 95% interval | shuffled-label control |", "|---|---|---|---|"]
     for name, r in result["embedders"].items():
         lines.append(f"| {name} | {r['accuracy']:.4f} | {r['interval_95'][0]:.4f}-{r['interval_95'][1]:.4f} | "
                      f"{r['shuffled_label_control']:.4f} |")
+    if "fine_tune" in result:
+        tuned = result["fine_tune"]
+        lines += ["", f"Fine-tuning ({tuned['epochs']} epochs of cross-entropy on the fit clips' windows, AdamW "
+                  f"{tuned['folds'][0]['learning_rate']:g}, "
+                  "the epoch chosen by a linear probe's accuracy on the validation clips, epoch 0 being the start; "
+                  "the test clips are not read):", ""]
+        for k, run in enumerate(tuned["folds"]):
+            curve = ", ".join(f"{h['epoch']}: {h['validation_accuracy']:.3f}" for h in run["history"] if "epoch" in h)
+            which = f"evaluation {k + 1}: " if len(tuned["folds"]) > 1 else ""
+            lines.append(f"- {which}start: {run['start']}; {run['fit']} fit, {run['validation']} validation clips; "
+                         f"validation accuracy by epoch {curve}; chosen epoch {run['chosen_epoch']} "
+                         f"({run['train_seconds']:.0f} s)")
+        if "exported" in tuned:
+            lines.append(f"- exported: `{tuned['exported']}`")
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m models.audio.user_data", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, required=True, help="folder of recordings")
-    parser.add_argument("--labels", type=Path, required=True, help="CSV: file,label[,split][,group]")
+    parser.add_argument("--format", choices=("csv", "hear"), default="csv",
+                        help="csv: --data folder + --labels CSV; hear: --data is a HEAR 2021 task folder")
+    parser.add_argument("--data", type=Path, required=True, help="folder of recordings, or the HEAR task folder")
+    parser.add_argument("--labels", type=Path, default=None, help="CSV: file,label[,split][,group] (csv format)")
     parser.add_argument("--repository", type=Path, default=Path("shipped_models"),
                         help="model repository holding audio-passt-fp32 and audio-bow-fp32")
     parser.add_argument("--test-fraction", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fine-tune", type=int, default=0, metavar="EPOCHS",
+                        help="also fine-tune the bag of words on the train split for EPOCHS (0: frozen only)")
+    parser.add_argument("--learning-rate", type=float, default=tuning.LEARNING_RATE, help="fine-tuning's AdamW rate")
+    parser.add_argument("--out-repository", type=Path, default=None,
+                        help="export the fine-tuned bag of words here as audio-bow-fp32 (with --fine-tune)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for fine-tuning")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--report", type=Path, default=Path("artifacts/audio-user/quality.md"))
     args = parser.parse_args(argv)
+    if args.format == "csv" and args.labels is None:
+        parser.error("--labels is required with --format csv")
+    if args.out_repository is not None and args.fine_tune < 1:
+        parser.error("--out-repository exports the fine-tuned embedder: give --fine-tune EPOCHS too")
+    if args.fine_tune < 0:
+        parser.error("--fine-tune takes a number of epochs >= 0")
+    torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    result = evaluate(args.data, args.labels, args.repository, args.test_fraction, args.seed)
+    try:
+        prepared = (prepare_task(args.data) if args.format == "hear"
+                    else prepare_csv(args.data, args.labels, args.test_fraction, args.seed))
+        if args.out_repository is not None and len(prepared.folds) > 1:
+            parser.error("--out-repository: with folds each fold fine-tunes its own embedder; none is exported")
+        result, models = evaluate_prepared(prepared, args.repository, args.seed, args.fine_tune,
+                                           not args.no_progress, args.learning_rate)
+    except (LabelsError, HearTaskError) as error:
+        parser.exit(2, f"{parser.prog}: {error}\n")
+    if args.out_repository is not None:
+        checkpoint = tuning.save_checkpoint(args.report.with_name("bow_fine_tuned.pt"), models[0],
+                                            result["fine_tune"], str(args.data))
+        result["fine_tune"]["exported"] = str(tuning.export(checkpoint, args.out_repository))
     command = "python -m models.audio.user_data " + shlex.join(argv if argv is not None else sys.argv[1:])
     text = render(result, command, time.perf_counter() - started)
     args.report.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,241 @@
+"""Fine-tuning the bag-of-words embedder (models/audio/bow.py) on a user's train split, for
+`python -m models.audio.user_data ... --fine-tune EPOCHS` (issue 24).
+
+Start: the shipped embedder, its weights read back from its ONNX graph (the encoder's MatMul weights, biases,
+codebooks and idf are initializers of the graph; the decoder and the synthetic-class head are not exported and
+are not needed) and checked against the graph on the user's own windows. When the repository has no graph that
+reads back (another architecture, a missing meta.json), the embedder is trained from scratch on the user's fit
+clips with models/audio/train.py's unsupervised recipe (patch autoencoder, k-means codebooks, idf), and the
+report says so.
+
+Training: every 1 s scene window of a fit clip (the service's windows, infersuite/services/audio/windows.py)
+labelled with its clip's label; cross-entropy of an MLP head (BowConfig.head_hidden, the user's classes) on the
+window's embedding. The head is first trained alone on the frozen embeddings (HEAD_EPOCHS; linear probing then
+fine-tuning, Kumar et al., ICLR 2022: a random head's gradients distort the features first), then everything
+at a low rate. The hard word assignment has no gradient, so a straight-through estimator trains the encoder
+and the codebooks: the forward value is the exported hard histogram, the backward pass is that of a softmax
+assignment over the codebook distances (temperature: their mean). The idf weights stay fixed.
+
+Selection: after every epoch (and before the first, epoch 0: the start itself) a linear probe fits the fit
+clips' scene embeddings and is scored on the validation clips, a part of the train split; the best epoch
+(the earliest on a tie) is kept. Test clips are never read here.
+
+Export: `export` writes the chosen embedder as a checkpoint in models/audio/train.py's layout and exports it
+through exporters/audio.py (`export_embedder`: ONNX, parity check, meta.json) as audio-bow-fp32 of an output
+repository.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from onnx import numpy_helper
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from infersuite.services.audio.windows import scene_windows
+from models.audio.bow import BagOfWords, BowConfig
+from models.audio.frontend import FrontEndConfig, LogMel
+from models.audio.metrics import linear_probe_accuracy
+from models.audio.train import TrainConfig, _fit_codebooks, _train_autoencoder
+
+READ_BACK_ATOL = 1e-4  # torch vs ONNX embeddings of the read-back weights (exporters/audio.py's parity tolerance)
+SOFT_EPSILON = 1e-4  # inside the square root of the soft histogram: its gradient at 0 is finite
+LEARNING_RATE = 1e-4  # AdamW, encoder + codebooks + head (1e-3 undid the shipped features within 2 epochs)
+BATCH = 32  # windows per step
+HEAD_EPOCHS = 50  # passes of the head alone over the frozen fit windows before fine-tuning
+HEAD_LEARNING_RATE = 3e-3  # AdamW, models/audio/train.py's head rate
+
+
+class Windows:
+    """The scene windows of every clip, their log-mel computed once: `mels` (W, 1, M, T), `owner` (W,) clip index."""
+
+    def __init__(self, audio: list[np.ndarray], front: FrontEndConfig, batch: int = 256) -> None:
+        per_clip = [scene_windows(a, front.window_samples) for a in audio]
+        self.waveforms = np.concatenate(per_clip)
+        self.owner = np.concatenate([np.full(len(w), i) for i, w in enumerate(per_clip)])
+        self.clips = len(audio)
+        log_mel = LogMel(front)
+        with torch.no_grad():
+            self.mels = torch.cat([log_mel(torch.from_numpy(self.waveforms[i:i + batch]))
+                                   for i in range(0, len(self.waveforms), batch)])
+
+    def of(self, clips: list[int]) -> np.ndarray:
+        """Indices of the windows of `clips`."""
+        return np.flatnonzero(np.isin(self.owner, clips))
+
+
+@torch.no_grad()
+def scene_embeddings(model: BagOfWords, windows: Windows, batch: int = 256) -> np.ndarray:
+    """(clips, D): the mean of each clip's window embeddings (the exported graph's scene embedding)."""
+    model.eval()
+    per_window = torch.cat([model.embed(windows.mels[i:i + batch]) for i in range(0, len(windows.mels), batch)])
+    sums = np.zeros((windows.clips, per_window.shape[1]))
+    np.add.at(sums, windows.owner, per_window.numpy())
+    return sums / np.bincount(windows.owner, minlength=windows.clips)[:, None]
+
+
+def straight_through_embed(model: BagOfWords, mel: torch.Tensor) -> torch.Tensor:
+    """(B, 1, M, T) -> (B, D): the value of `model.embed` (hard histograms), the gradient of soft ones."""
+    codes = model.codes(mel)
+    per_band = codes.reshape(codes.shape[0], model.config.bands, -1, codes.shape[-1])  # (B, bands, P, L)
+    hard, soft = [], []
+    for centroids in model.codebooks():
+        distance = (per_band.unsqueeze(-2) - centroids).pow(2).sum(-1)  # (B, bands, P, K)
+        words = (distance <= distance.amin(-1, keepdim=True)).float()
+        hard.append(words.sum(2) / words.sum((2, 3)).unsqueeze(-1))
+        soft.append(torch.softmax(-distance / distance.detach().mean().clamp(min=1e-12), dim=-1).mean(2))
+    hard_embedding = torch.cat(hard, -1).flatten(1).sqrt() * model.idf
+    soft_embedding = (torch.cat(soft, -1).flatten(1) + SOFT_EPSILON).sqrt() * model.idf
+    return hard_embedding.detach() + soft_embedding - soft_embedding.detach()
+
+
+def shipped_config(model_dir: Path) -> tuple[BowConfig, FrontEndConfig, dict[str, Any]]:
+    """The bag of words' config, front end and meta.json of a repository model (defaults when it has none)."""
+    meta_path = next(iter(sorted(model_dir.glob("[0-9]*/meta.json"), key=lambda p: int(p.parent.name))[-1:]), None)
+    meta = json.loads(meta_path.read_text()) if meta_path is not None else {}
+    config = meta.get("model_config", {})
+    if meta.get("architecture") != "bow" or "bow" not in config:
+        return BowConfig(), FrontEndConfig(), meta
+    model = BagOfWords.from_config(config)
+    return model.config, model.front_config, meta
+
+
+def read_back(model_dir: Path, classes: int, check: np.ndarray) -> tuple[BagOfWords | None, str]:
+    """The shipped bag of words as a torch model with a fresh head of `classes`, from its ONNX graph, checked on
+    the `check` windows (N, window) against the graph; (None, why) when it does not read back."""
+    config, front, meta = shipped_config(model_dir)
+    if meta.get("architecture") != "bow":
+        return None, f"{model_dir} holds no bag-of-words graph with its meta.json"
+    onnx_path = sorted(model_dir.glob("[0-9]*/model.onnx"), key=lambda p: int(p.parent.name))[-1]
+    initializers = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(onnx_path)).graph.initializer}
+    model = BagOfWords(replace(config, n_classes=classes), front)
+    state = model.state_dict()
+    patch = config.patch[0] * config.patch[1]
+    # torch.export keeps buffers' and biases' names; a Linear weight becomes an unnamed (in, out) MatMul constant
+    weights = {"autoencoder.encoder.0.weight": (patch, config.hidden),
+               "autoencoder.encoder.2.weight": (config.hidden, config.latent)}
+    for name, shape in weights.items():
+        matches = [v for k, v in initializers.items() if v.shape == shape and k not in state]
+        if len(matches) != 1:
+            return None, f"{onnx_path}: {len(matches)} constants of shape {shape} for {name}"
+        state[name] = torch.from_numpy(matches[0].T.copy())
+    named = ["autoencoder.encoder.0.bias", "autoencoder.encoder.2.bias", "idf",
+             *(f"codebook{i}" for i in range(len(config.codebooks)))]
+    for name in named:
+        if name not in initializers or initializers[name].shape != tuple(state[name].shape):
+            return None, f"{onnx_path}: no initializer {name} of shape {tuple(state[name].shape)}"
+        state[name] = torch.from_numpy(initializers[name].copy())
+    model.load_state_dict(state)
+    model.eval()
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        difference = float(np.abs(model(torch.from_numpy(check)).numpy()
+                                  - session.run(["embedding"], {"waveform": check})[0]).max())
+    if difference > READ_BACK_ATOL:
+        return None, f"{onnx_path}: the read-back weights differ from the graph by {difference:.2g}"
+    return model, (f"the shipped {model_dir.name} (weights read back from {onnx_path.name}; torch and ONNX agree to "
+                   f"{difference:.1g} on {len(check)} of your windows)")
+
+
+def from_scratch(config: BowConfig, front: FrontEndConfig, classes: int, mels: torch.Tensor,
+                 seed: int) -> BagOfWords:
+    """models/audio/train.py's unsupervised bag of words (autoencoder, codebooks, idf) on `mels` (fit windows)."""
+    torch.manual_seed(seed)
+    model = BagOfWords(replace(config, n_classes=classes), front)
+    train_config = TrainConfig(seed=seed)
+    _train_autoencoder(model, mels, train_config, torch.Generator().manual_seed(seed))
+    _fit_codebooks(model, mels, train_config)
+    model.fit_idf(mels)
+    return model.eval()
+
+
+def train_head(model: BagOfWords, mels: torch.Tensor, targets: torch.Tensor, epochs: int,
+               generator: torch.Generator) -> float | None:
+    """The head alone on the frozen embeddings of `mels` (linear probing before fine-tuning: a random head's
+    gradients would first distort the features); its last epoch's mean loss."""
+    with torch.no_grad():
+        embedded = torch.cat([model.embed(mels[i:i + 256]) for i in range(0, len(mels), 256)])
+    optimizer = torch.optim.AdamW(model.head.parameters(), lr=HEAD_LEARNING_RATE)
+    losses: list[float] = []
+    for _ in range(epochs):
+        losses = []
+        for batch in torch.randperm(len(embedded), generator=generator).split(BATCH):
+            loss = F.cross_entropy(model.head(embedded[batch]), targets[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+    return round(float(np.mean(losses)), 4) if losses else None
+
+
+def fine_tune(model: BagOfWords, windows: Windows, y: np.ndarray, fit: list[int], validation: list[int],
+              epochs: int, seed: int, progress: bool = True, learning_rate: float = LEARNING_RATE,
+              head_epochs: int = HEAD_EPOCHS) -> tuple[BagOfWords, dict[str, Any]]:
+    """Cross-entropy fine-tuning on the fit clips' windows; the epoch whose embeddings give the best
+    validation probe accuracy is kept (epoch 0: the start)."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    codebooks = model.codebooks()
+    for codebook in codebooks:
+        codebook.requires_grad_(True)
+    optimizer = torch.optim.AdamW([*model.autoencoder.encoder.parameters(), *codebooks, *model.head.parameters()],
+                                  lr=learning_rate)
+    fit_windows = torch.from_numpy(windows.of(fit))
+    targets = torch.from_numpy(y[windows.owner]).long()
+
+    def validation_accuracy() -> float:
+        embedded = scene_embeddings(model, windows)
+        return round(linear_probe_accuracy(embedded[fit], y[fit], embedded[validation], y[validation]), 6)
+
+    def snapshot() -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    started = time.perf_counter()
+    head_loss = train_head(model, windows.mels[fit_windows], targets[fit_windows], head_epochs, generator)
+    history: list[dict[str, Any]] = [{"epoch": 0, "head_loss": head_loss, "validation_accuracy": validation_accuracy()}]
+    best, best_state = history[0], snapshot()
+    try:
+        for epoch in tqdm(range(1, epochs + 1), desc="fine-tune bag of words", disable=not progress, leave=False):
+            model.train()
+            losses = []
+            for batch in fit_windows[torch.randperm(len(fit_windows), generator=generator)].split(BATCH):
+                loss = F.cross_entropy(model.head(straight_through_embed(model, windows.mels[batch])), targets[batch])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                losses.append(float(loss.detach()))
+            history.append({"epoch": epoch, "train_loss": round(float(np.mean(losses)), 4),
+                            "validation_accuracy": validation_accuracy()})
+            if history[-1]["validation_accuracy"] > best["validation_accuracy"]:
+                best, best_state = history[-1], snapshot()
+    except KeyboardInterrupt:  # Ctrl-C: keep the best epoch so far and go on to the report
+        history.append({"interrupted_after_epoch": history[-1]["epoch"]})
+    for codebook in codebooks:
+        codebook.requires_grad_(False)
+    model.load_state_dict(best_state)
+    return model.eval(), {"chosen_epoch": best["epoch"], "learning_rate": learning_rate, "history": history,
+                          "train_seconds": round(time.perf_counter() - started, 1)}
+
+
+def save_checkpoint(path: Path, model: BagOfWords, metrics: dict[str, Any], source: str) -> Path:
+    """models/audio/train.py's checkpoint layout (loadable by its load_checkpoint); `source`: the user's data."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"kind": "BagOfWords", "config": model.to_config(), "state_dict": model.state_dict(),
+                "metrics": metrics, "data_config": {"user_data": source}}, path)
+    return path
+
+
+def export(checkpoint: Path, repository: Path, name: str = "audio-bow-fp32") -> Path:
+    """ONNX export with the parity check, into <repository>/<name>/1/ (exporters/audio.py)."""
+    from exporters.audio import export_embedder  # the exporter (onnxscript) only when exporting
+
+    return export_embedder(checkpoint, repository, name)

@@ -1,0 +1,166 @@
+"""Fine-tuning the bag of words on a user's train split (models/audio/fine_tune.py, `--fine-tune` of
+models/audio/user_data.py): the shipped weights read back from the ONNX graph, the straight-through gradient,
+the from-scratch fallback, and one epoch end to end with the export into an output repository."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from hear_infersuite import api as hear
+from models.audio import fine_tune as tuning
+from models.audio.frontend import FrontEndConfig
+from models.audio.user_data import BASELINE, EMBEDDERS, FINE_TUNED, main
+
+ROOT = Path(__file__).resolve().parents[3]
+SHIPPED_BOW = ROOT / "shipped_models" / "audio-bow-fp32"
+
+
+def _clips(count: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(1.5 * 32000)) / 32000
+    return [(0.3 * np.sin(2 * np.pi * rng.uniform(150, 4000) * t) + 0.05 * rng.standard_normal(t.size))
+            .astype(np.float32) for _ in range(count)]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> object:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_the_shipped_weights_read_back_from_the_graph() -> None:
+    windows = tuning.Windows(_clips(3), FrontEndConfig())
+    assert len(windows.mels) == 6 and windows.owner.tolist() == [0, 0, 1, 1, 2, 2]  # 1.5 s: 2 windows each
+    model, start = tuning.read_back(SHIPPED_BOW, classes=3, check=windows.waveforms)
+    assert model is not None, start
+    assert "read back" in start and model.head[-1].out_features == 3
+    session = hear.load_model(str(SHIPPED_BOW), threads=1)
+    shipped = np.stack([hear.get_scene_embeddings(torch.from_numpy(a)[None], session).numpy()[0]
+                        for a in _clips(3)])
+    assert np.abs(tuning.scene_embeddings(model, windows) - shipped).max() < 1e-4
+
+
+def test_without_a_bow_graph_nothing_reads_back_and_scratch_training_works(tmp_path: Path) -> None:
+    model, why = tuning.read_back(tmp_path / "audio-bow-fp32", classes=2, check=np.zeros((1, 32000), np.float32))
+    assert model is None and "no bag-of-words graph" in why
+    config, front, _ = tuning.shipped_config(SHIPPED_BOW)
+    windows = tuning.Windows(_clips(40), front)
+    scratch = tuning.from_scratch(config, front, 2, windows.mels, seed=0)
+    embedded = tuning.scene_embeddings(scratch, windows)
+    assert embedded.shape == (40, scratch.embedding_size) and np.isfinite(embedded).all()
+    assert not torch.equal(scratch.idf, torch.ones_like(scratch.idf))  # idf fitted on these windows
+
+
+def test_the_straight_through_embedding_has_the_exported_value_and_a_gradient() -> None:
+    windows = tuning.Windows(_clips(2), FrontEndConfig())
+    model, _ = tuning.read_back(SHIPPED_BOW, classes=2, check=windows.waveforms)
+    assert model is not None
+    for codebook in model.codebooks():
+        codebook.requires_grad_(True)
+    embedded = tuning.straight_through_embed(model, windows.mels)
+    with torch.no_grad():
+        assert torch.allclose(embedded, model.embed(windows.mels), atol=1e-6)
+    embedded.pow(2).sum().backward()
+    encoder_gradient = model.autoencoder.encoder[0].weight.grad
+    assert encoder_gradient is not None and torch.isfinite(encoder_gradient).all()
+    assert float(encoder_gradient.abs().sum()) > 0
+    assert all(c.grad is not None and float(c.grad.abs().sum()) > 0 for c in model.codebooks())
+
+
+def test_the_head_learns_first_and_the_best_validation_epoch_is_kept() -> None:
+    low, high = _clips(6, seed=1), _clips(6, seed=2)
+    t = np.arange(len(low[0])) / 32000
+    audio = [(a + 0.5 * np.sin(2 * np.pi * f * t)).astype(np.float32) for a, f in
+             [*((a, 200.0) for a in low), *((a, 6000.0) for a in high)]]
+    y = np.array([0] * 6 + [1] * 6)
+    windows = tuning.Windows(audio, FrontEndConfig())
+    model, _ = tuning.read_back(SHIPPED_BOW, classes=2, check=windows.waveforms[:2])
+    assert model is not None
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    fit, validation = [0, 1, 2, 3, 6, 7, 8, 9], [4, 5, 10, 11]
+    tuned, run = tuning.fine_tune(model, windows, y, fit, validation, epochs=3, seed=0, progress=False)
+    assert run["history"][0]["head_loss"] < 0.3  # the head alone first: 200 Hz against 6 kHz (chance: ln 2)
+    losses = [h["train_loss"] for h in run["history"][1:]]
+    assert len(losses) == 3 and all(np.isfinite(losses)) and max(losses) < 0.5
+    best = max(run["history"], key=lambda h: h["validation_accuracy"])
+    assert run["chosen_epoch"] == best["epoch"]
+    changed = not torch.equal(tuned.autoencoder.encoder[0].weight, start["autoencoder.encoder.0.weight"])
+    assert changed == (run["chosen_epoch"] > 0)  # the chosen epoch's weights, the start's when epoch 0 won
+    assert all(not c.requires_grad for c in tuned.codebooks())
+
+
+def _recordings(folder: Path) -> Path:
+    rng = np.random.default_rng(3)
+    rows = ["file,label,group"]
+    for group in range(8):
+        for label, low, high in (("low", 150, 300), ("high", 2000, 4000)):
+            t = np.arange(int(32000 * rng.uniform(0.8, 1.6))) / 32000
+            tone = 0.3 * np.sin(2 * np.pi * rng.uniform(low, high) * t) + 0.02 * rng.standard_normal(t.size)
+            name = f"g{group}/{label}.wav"
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            soundfile.write(str(folder / name), tone.astype(np.float32), 32000)
+            rows.append(f"{name},{label},speaker{group}")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    return folder / "labels.csv"
+
+
+def test_one_epoch_end_to_end_with_export(tmp_path: Path) -> None:
+    labels = _recordings(tmp_path / "data")
+    report, out = tmp_path / "report" / "quality.md", tmp_path / "user_models"
+    result = main(["--data", str(tmp_path / "data"), "--labels", str(labels), "--repository",
+                   str(ROOT / "shipped_models"), "--report", str(report), "--fine-tune", "1", "--out-repository",
+                   str(out), "--no-progress"])
+    assert set(result["embedders"]) == {BASELINE, *EMBEDDERS, FINE_TUNED}
+    run, = result["fine_tune"]["folds"]
+    assert "read back" in run["start"] and run["chosen_epoch"] in (0, 1)
+    assert [h["epoch"] for h in run["history"]] == [0, 1] and np.isfinite(run["history"][1]["train_loss"])
+    assert run["fit"] + run["validation"] == result["train"] and run["validation"] > 0
+    for figures in result["embedders"].values():
+        low, high = figures["interval_95"]
+        assert 0.0 <= low <= figures["accuracy"] <= high <= 1.0
+    meta = json.loads((out / "audio-bow-fp32" / "1" / "meta.json").read_text())
+    assert meta["source_checkpoint"] == "bow_fine_tuned.pt" and meta["parity_max_abs_diff"] <= 1e-4
+    assert meta["model_config"]["bow"]["n_classes"] == 2
+    exported = hear.load_model(str(out / "audio-bow-fp32"), threads=1)
+    assert exported.scene_embedding_size == 320
+    text = report.read_text()
+    assert f"| {FINE_TUNED} |" in text and "chosen epoch" in text and "exported" in text
+
+
+def test_fine_tuning_refuses_a_train_split_too_small_to_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                                                 ) -> None:
+    data = tmp_path / "data"
+    labels = _recordings(data)
+    lines = labels.read_text().splitlines()
+    split = ["file,label,group,split"] + [f"{line},{'train' if i < 2 else 'test'}" for i, line in enumerate(lines[1:])]
+    labels.write_text("\n".join(split) + "\n")  # two train clips, one group each: no validation part
+    with pytest.raises(SystemExit):
+        main(["--data", str(data), "--labels", str(labels), "--repository", str(ROOT / "shipped_models"),
+              "--report", str(tmp_path / "r.md"), "--fine-tune", "1", "--no-progress"])
+    assert "fine-tuning needs a validation part of the train split" in capsys.readouterr().err
+
+
+def test_without_shipped_weights_the_report_says_it_trained_from_scratch(tmp_path: Path) -> None:
+    repository = tmp_path / "repository"
+    shutil.copytree(ROOT / "shipped_models" / EMBEDDERS["PaSST"], repository / EMBEDDERS["PaSST"])
+    shutil.copytree(SHIPPED_BOW, repository / EMBEDDERS["bag of words"])
+    meta_path = repository / EMBEDDERS["bag of words"] / "1" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["architecture"]  # the graph still serves, but nothing says how to read its weights back
+    meta_path.write_text(json.dumps(meta))
+    labels = _recordings(tmp_path / "data")
+    report = tmp_path / "quality.md"
+    result = main(["--data", str(tmp_path / "data"), "--labels", str(labels), "--repository", str(repository),
+                   "--report", str(report), "--fine-tune", "1", "--no-progress"])
+    run, = result["fine_tune"]["folds"]
+    assert run["start"].startswith("trained from scratch on your fit clips (no shipped torch weights:")
+    assert FINE_TUNED in result["embedders"] and "trained from scratch" in report.read_text()
