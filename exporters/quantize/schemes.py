@@ -27,7 +27,7 @@ from onnxruntime.quantization import (
     quant_pre_process,
     quantize_static,
 )
-from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+from onnxruntime.quantization.calibrate import TensorData, TensorsData, create_calibrator, save_tensors_data
 
 from exporters.quantize.family import QuantFamily
 
@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 CALIBRATION_BATCHES = 16
 QUANTIZABLE = ("MatMul", "Gemm", "Conv")
 ENTROPY_BINS = 512
+TENSORRT_BINS = 2048  # TensorRT's histogram of |x|
+TENSORRT_LEVELS = 128  # int8's positive levels: the KL search merges the kept bins into this many
+TENSORRT_CALIBRATION_BATCHES = 64  # "at least 64 batches" (issue 27; TensorRT's guidance is ~500 images)
 
 
 @dataclass
@@ -57,20 +60,35 @@ class StaticScheme:
     symmetric_activations: bool = False  # activation range centred on 0, else calibrated min..max
     int8_weights: bool = False  # signed int8 weight storage, else uint8
     int8_activations: bool = False  # signed int8 activation storage, else uint8 (needs int8_weights)
-    calibration: CalibrationMethod = CalibrationMethod.MinMax  # how activation ranges are chosen
+    # How activation ranges are chosen: one of onnxruntime's calibrators, or TENSORRT_ENTROPY (entropy
+    # calibration as TensorRT defines it, `tensorrt_entropy_threshold`).
+    calibration: CalibrationMethod | str = CalibrationMethod.MinMax
+
+    @property
+    def tensorrt_entropy(self) -> bool:
+        return self.calibration == TENSORRT_ENTROPY
+
+    @property
+    def ort_calibration(self) -> CalibrationMethod:
+        """The method quantize_static is told (TensorRT's ranges reach it as an entropy calibration cache)."""
+        return CalibrationMethod.Entropy if self.tensorrt_entropy else CalibrationMethod(self.calibration)
 
     def describe(self) -> str:
         def tensor(int8: bool, symmetric: bool) -> str:
             return f"{'int8' if int8 else 'uint8'} {'symmetric' if symmetric else 'asymmetric'}"
 
+        calibration = CALIBRATION_NAMES[self.calibration]
         return (f"QDQ; weights {tensor(self.int8_weights, self.symmetric_weights)} "
                 f"{'per-channel' if self.per_channel else 'per-tensor'}; activations "
-                f"{tensor(self.int8_activations, self.symmetric_activations)}; "
-                f"{CALIBRATION_NAMES[self.calibration]} calibration")
+                f"{tensor(self.int8_activations, self.symmetric_activations)}; {calibration} calibration")
 
 
-CALIBRATION_NAMES = {CalibrationMethod.MinMax: "min-max", CalibrationMethod.Percentile: "99.99th percentile",
-                     CalibrationMethod.Entropy: "entropy (KL)", CalibrationMethod.Distribution: "distribution"}
+TENSORRT_ENTROPY = "tensorrt-entropy"
+CALIBRATION_NAMES: dict[CalibrationMethod | str, str] = {
+    CalibrationMethod.MinMax: "min-max", CalibrationMethod.Percentile: "99.99th percentile",
+    CalibrationMethod.Entropy: "entropy (KL)", CalibrationMethod.Distribution: "distribution",
+    TENSORRT_ENTROPY: f"TensorRT's entropy (KL over a {TENSORRT_BINS:,}-bin |x| histogram, "
+                      f"{TENSORRT_CALIBRATION_BATCHES} batches)"}
 BASE_SCHEME = StaticScheme()
 BASE_RECIPE = "int8-static-minmax"
 
@@ -94,10 +112,19 @@ ABLATIONS: dict[str, Ablation] = {
                                BASE_RECIPE),
     "abl-entropy": Ablation("entropy calibration", StaticScheme(calibration=CalibrationMethod.Entropy), BASE_RECIPE),
 }
-SCHEMES: dict[str, StaticScheme] = {BASE_RECIPE: BASE_SCHEME, **{n: a.scheme for n, a in ABLATIONS.items()}}
 # TensorRT's explicit-quantization form; changes six factors at once (the ablations separate them).
 PER_CHANNEL_SCHEME = StaticScheme(per_channel=True, symmetric_weights=True, symmetric_activations=True,
                                   int8_weights=True, int8_activations=True, calibration=CalibrationMethod.Percentile)
+PER_CHANNEL_RECIPE = "int8-static-perchannel"
+# Entropy calibration in the form TensorRT uses it (symmetric int8 activations): one factor changed against
+# the per-channel recipe, its calibration (99.99th percentile there).
+ABLATIONS["abl-entropy-tensorrt"] = Ablation(
+    "TensorRT's entropy calibration",
+    StaticScheme(per_channel=True, symmetric_weights=True, symmetric_activations=True, int8_weights=True,
+                 int8_activations=True, calibration=TENSORRT_ENTROPY),
+    PER_CHANNEL_RECIPE)
+SCHEMES: dict[str, StaticScheme] = {BASE_RECIPE: BASE_SCHEME, PER_CHANNEL_RECIPE: PER_CHANNEL_SCHEME,
+                                    **{n: a.scheme for n, a in ABLATIONS.items()}}
 
 
 class _Reader(CalibrationDataReader):
@@ -128,13 +155,14 @@ def quantize_with_scheme(src: Path, dst: Path, batches: list[dict[str, np.ndarra
              "CalibPercentile": 99.99, "CalibMovingAverage": False}
     with tempfile.TemporaryDirectory() as tmp:
         model = preprocess(src, Path(tmp))
-        cache = _entropy_ranges(model, batches, Path(tmp)) if scheme.calibration == CalibrationMethod.Entropy else None
+        cache = ((_tensorrt_ranges if scheme.tensorrt_entropy else _entropy_ranges)(model, batches, Path(tmp))
+                 if scheme.ort_calibration == CalibrationMethod.Entropy else None)
         quantize_static(str(model), str(dst), None if cache else _Reader(batches), quant_format=QuantFormat.QDQ,
                         calibration_cache_path=cache,
                         per_channel=scheme.per_channel,
                         activation_type=QuantType.QInt8 if scheme.int8_activations else QuantType.QUInt8,
                         weight_type=QuantType.QInt8 if scheme.int8_weights else QuantType.QUInt8,
-                        calibrate_method=scheme.calibration, op_types_to_quantize=list(QUANTIZABLE),
+                        calibrate_method=scheme.ort_calibration, op_types_to_quantize=list(QUANTIZABLE),
                         nodes_to_exclude=exclude or [], extra_options=extra)
 
 
@@ -154,6 +182,61 @@ def _entropy_ranges(model: Path, batches: list[dict[str, np.ndarray]], work: Pat
     return work / "entropy_ranges.json"
 
 
+def tensorrt_entropy_threshold(hist: np.ndarray, edges: np.ndarray, levels: int = TENSORRT_LEVELS) -> float:
+    """The |x| threshold T of TensorRT's entropy calibration, from a histogram of |x| (`edges` as np.histogram's).
+
+    For every candidate cut i from `levels` to the last bin: the reference distribution P is the first i bins
+    with all the counts beyond the cut added to its last bin (clipping); Q is those i bins merged into `levels`
+    groups and spread back evenly over each group's non-empty bins (what int8 can represent); the cut with the
+    smallest KL(P || Q) wins and T is its upper edge. Values in |x| > T saturate to +-127 at serving.
+    The first bin (|x| about 0: ReLU zeros, padded positions, masks) is counted as the second, as NVIDIA's
+    own histogram calibrator does: otherwise its mass alone decides the cut and clips values that matter."""
+    hist = hist.astype(np.float64)
+    if hist.size > 1:
+        hist[0] = hist[1]
+    nonzero = np.flatnonzero(hist)
+    if nonzero.size == 0:
+        return float(edges[-1])
+    last = int(nonzero[-1]) + 1  # bins past the last non-empty one change nothing
+    if last <= levels:
+        return float(edges[last])
+    best_kl, best_cut = math.inf, last
+    for cut in range(levels, last + 1):
+        reference = hist[:cut].copy()
+        reference[-1] += hist[cut:].sum()
+        kept = hist[:cut]
+        group = np.minimum((np.arange(cut) * levels) // cut, levels - 1)  # the int8 level of each kept bin
+        mass = np.bincount(group, weights=kept, minlength=levels)
+        occupied = np.bincount(group, weights=kept > 0, minlength=levels)
+        spread = np.divide(mass, occupied, out=np.zeros(levels), where=occupied > 0)
+        expanded = np.where(kept > 0, spread[group], 0.0)
+        p, q = reference / reference.sum(), expanded / max(expanded.sum(), 1e-300)
+        support = p > 0
+        if np.any(q[support] == 0):  # P has mass where Q has none (its last, clipping bin): smooth Q there
+            q = np.where(support & (q == 0), 1e-10, q)
+            q = q / q.sum()
+        kl = float(np.sum(p[support] * np.log(p[support] / q[support])))
+        if kl < best_kl:
+            best_kl, best_cut = kl, cut
+    return float(edges[best_cut])
+
+
+def _tensorrt_ranges(model: Path, batches: list[dict[str, np.ndarray]], work: Path) -> Path:
+    """TensorRT's entropy calibration as an ORT calibration cache: onnxruntime's calibrator collects each
+    quantized tensor's |x| histogram (its percentile collector with symmetric ranges, TENSORRT_BINS bins; bins
+    widen as later batches raise the maximum), `tensorrt_entropy_threshold` picks T, the range is (-T, +T)."""
+    calibrator = create_calibrator(model, list(QUANTIZABLE), augmented_model_path=str(work / "augmented.onnx"),
+                                   calibrate_method=CalibrationMethod.Percentile,
+                                   extra_options={"num_bins": TENSORRT_BINS, "symmetric": True})
+    calibrator.collect_data(_Reader(batches))
+    thresholds = {}
+    for name, (hist, edges, *_rest) in calibrator.collector.histogram_dict.items():
+        threshold = np.float32(tensorrt_entropy_threshold(np.asarray(hist), np.asarray(edges)))
+        thresholds[name] = TensorData(lowest=-threshold, highest=threshold)
+    save_tensors_data(TensorsData(CalibrationMethod.Entropy, thresholds), work / "tensorrt_ranges.json")
+    return work / "tensorrt_ranges.json"
+
+
 def kept_in_float(family: QuantFamily | None, graph: str) -> list[str]:
     """Nodes the family asks to keep in float in every recipe (e.g. a signal-processing front end)."""
     hook = getattr(family, "float_nodes", None)
@@ -163,7 +246,8 @@ def kept_in_float(family: QuantFamily | None, graph: str) -> list[str]:
 def static(src: Path, dst: Path, family: QuantFamily, graph: str, scheme: StaticScheme = BASE_SCHEME,
            exclude: list[str] | None = None) -> None:
     """`quantize_with_scheme` on the family's calibration batches, its float nodes kept in float."""
-    quantize_with_scheme(src, dst, family.calibration(graph, CALIBRATION_BATCHES), scheme,
+    count = TENSORRT_CALIBRATION_BATCHES if scheme.tensorrt_entropy else CALIBRATION_BATCHES
+    quantize_with_scheme(src, dst, family.calibration(graph, count), scheme,
                          [*(exclude or []), *kept_in_float(family, graph)])
 
 

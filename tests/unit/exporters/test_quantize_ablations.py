@@ -206,3 +206,14 @@ def test_combine_writes_every_family_with_its_own_stamp(tmp_path) -> None:
     assert "`python -m exporters.quantize.report --families ctr`" in text
     assert "combined by `python -m exporters.quantize.report --combine" in text
     assert (tmp_path / "q.png").stat().st_size > 0
+
+
+def test_tensorrt_entropy_is_symmetric_int8_with_its_own_activation_ranges(block, schemes, tmp_path) -> None:
+    params = schemes["abl-entropy-tensorrt"]
+    assert {z.dtype for z in params["activation_zero_points"]} == {np.dtype(np.int8)}
+    assert set(_zero_points(params, "activation_zero_points")) == {0}  # symmetric: (-T, +T)
+    # Against the recipe it differs from only in calibration: same weights, other activation ranges.
+    reference = qdq_parameters(RECIPES["int8-static-perchannel"](block, tmp_path / "pc.onnx", RandomCalibration(),
+                                                                 "block").path)
+    assert sorted(params["weight_scales"]) == sorted(reference["weight_scales"])
+    assert not np.allclose(np.asarray(params["activation_scales"]), np.asarray(reference["activation_scales"]))
