@@ -22,7 +22,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 TRITON_STAMP := .triton/.installed
 
-.PHONY: hear-tools hear-validate setup serve-setup ship-models verify-models tools triton deploy-tools docker-tools docker docker-test protos models serve test test-fast lint bench-ctr bench-serving quantize-report loadtest bench-loadtest bench-loadtest-generator report-ctr train-ctr report-ctr-user-data train-splitcompute report-splitcompute-user-data train-segmentation report-segmentation-user-data eval-audio report-quantization report-segmentation report-audio report-splitcompute splitcompute-studies splitcompute-payloads reliability-test bench-reliability bench-overload bench-supervision bench-hostile bench-quantization bench-metrics-cost bench-transport bench-hostile-sync peers peers-check clean
+.PHONY: hear-tools hear-validate setup serve-setup ship-models verify-models tools triton deploy-tools docker-tools docker docker-test protos models serve test test-fast lint bench-ctr bench-serving quantize-report loadtest bench-loadtest bench-loadtest-generator report-ctr train-ctr report-ctr-user-data train-splitcompute report-splitcompute-user-data train-segmentation report-segmentation-user-data eval-audio train-audio report-quantization report-segmentation report-audio report-splitcompute splitcompute-studies splitcompute-payloads reliability-test bench-reliability bench-overload bench-supervision bench-hostile bench-quantization bench-metrics-cost bench-transport bench-hostile-sync peers peers-check clean
 # Old names of report and bench targets, kept as aliases of the new ones (at the end of this file).
 .PHONY: bench-audio bench-splitcompute bench-quant-production reliability-report report-hostile report-reliability
 .PHONY: audio-studies
@@ -391,10 +391,23 @@ train-ctr: $(DEV)
 	$(PY) -m models.ctr.train --data $(DATA) --out artifacts/ctr-user --repository $(USER_REPOSITORY) $(TRAIN_ARGS)
 
 # Bring your own data, audio: the exported embedders (and log-mel statistics) under a linear probe on your
-# labelled recordings (DATA folder, LABELS csv: file,label[,split][,group]) -> artifacts/audio-user/quality.md
+# labelled recordings (DATA folder, LABELS csv: file,label[,split][,group]; FORMAT=hear: DATA is a HEAR 2021 task
+# folder, no LABELS) -> artifacts/audio-user/quality.md; TRAIN_ARGS go to models.audio.user_data as they are
+# (e.g. '--seed 1 --test-fraction 0.3'); docs/audio_own_data.md.
+AUDIO_DATA_ARGS = $(if $(FORMAT),--format $(FORMAT)) --data $(DATA) $(if $(filter hear,$(FORMAT)),,--labels $(LABELS))
+AUDIO_USAGE = DATA=recordings/ LABELS=labels.csv | FORMAT=hear DATA=task_dir/
 eval-audio: $(DEV)
-	@test -n "$(DATA)" -a -n "$(LABELS)" || { echo "usage: make eval-audio DATA=recordings/ LABELS=labels.csv"; exit 2; }
-	$(PY) -m models.audio.user_data --data $(DATA) --labels $(LABELS) --repository $(SERVE_REPOSITORY)
+	@test -n "$(DATA)" -a \( "$(FORMAT)" = hear -o -n "$(LABELS)" \) || { echo "usage: make eval-audio $(AUDIO_USAGE) [TRAIN_ARGS='--seed 1']"; exit 2; }
+	$(PY) -m models.audio.user_data $(AUDIO_DATA_ARGS) --repository $(SERVE_REPOSITORY) $(TRAIN_ARGS)
+
+# The same with the bag of words fine-tuned on your train split (--fine-tune 10 unless TRAIN_ARGS gives
+# --fine-tune EPOCHS; the epoch chosen on a validation part of the train split) beside the frozen embedders in
+# artifacts/audio-user/quality.md, and exported as audio-bow-fp32 (ONNX, parity checked) into USER_REPOSITORY
+# (scene tasks and the CSV layout; not for a HEAR folds task, where each fold fine-tunes its own).
+train-audio: $(DEV)
+	@test -n "$(DATA)" -a \( "$(FORMAT)" = hear -o -n "$(LABELS)" \) || { echo "usage: make train-audio $(AUDIO_USAGE) [USER_REPOSITORY=dir] [TRAIN_ARGS='--fine-tune 20 --learning-rate 3e-5']"; exit 2; }
+	$(PY) -m models.audio.user_data $(AUDIO_DATA_ARGS) --repository $(SERVE_REPOSITORY) \
+		$(if $(findstring --fine-tune,$(TRAIN_ARGS)),,--fine-tune 10) --out-repository $(USER_REPOSITORY) $(TRAIN_ARGS)
 
 # Bring your own data, split computing: an image folder (one sub-folder per class, or train/ val/ test/) ->
 # teacher + Entropic Student per beta, the rate-accuracy report against JPEG/WebP on your test split

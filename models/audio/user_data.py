@@ -123,8 +123,13 @@ def split_clips(clips: list[Clip], test_fraction: float, seed: int) -> tuple[lis
 
 
 def load_audio(path: Path, rate: int) -> np.ndarray:
-    """Mono float32 at `rate`."""
-    samples, source_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    """Mono float32 at `rate`; LabelsError naming the file when it cannot be decoded."""
+    try:
+        samples, source_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
+        raise LabelsError(f"{path}: not readable as audio ({str(exc).splitlines()[0]})") from None
+    if samples.size == 0:
+        raise LabelsError(f"{path}: holds no samples")
     mono = samples.mean(axis=1)
     if source_rate != rate:
         common = gcd(int(source_rate), rate)

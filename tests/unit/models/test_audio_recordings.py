@@ -61,3 +61,16 @@ def test_the_report_compares_the_embedders_with_log_mel_statistics(tmp_path: Pat
         assert 0.0 <= figures["shuffled_label_control"] <= 1.0
     text = report.read_text()
     assert "| PaSST |" in text and f"({result['train']} train, {result['test']} test clips)" in text
+
+
+def test_a_file_that_is_not_audio_is_refused_naming_it(tmp_path: Path) -> None:
+    from models.audio.user_data import load_audio
+
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF not really a wave file")
+    with pytest.raises(LabelsError, match=r"broken.wav: not readable as audio \("):
+        load_audio(broken, 16_000)
+    empty = tmp_path / "empty.wav"
+    soundfile.write(str(empty), np.zeros(0, np.float32), 16_000)
+    with pytest.raises(LabelsError, match=r"empty.wav: holds no samples"):
+        load_audio(empty, 16_000)
