@@ -27,8 +27,8 @@ from exporters.quantize.report import (
     measure_latency,
     run_recipe,
 )
-from exporters.repository import checked_meta, set_default_alias, write_variant
-from exporters.ship import MANIFEST, code_revision, model_manifest
+from exporters.repository import record_quantization_gate, set_default_alias, write_variant
+from exporters.ship import write_manifests
 from models.ctr.data import ClickData
 
 SOURCE = "din-fp32"
@@ -107,11 +107,8 @@ def quantize_user_model(checkpoint: Path, repository: Path, data: ClickData, com
         "metric": family.metric, "split": "your test split (calibration: your validation split)",
         "tolerance_relative_gauc_loss": family.max_relative_loss, "default": f"din-{default}",
         "recipes": [v for v in verdicts if v["recipe"] != "fp32"], "fp32": fp32}
-    _record_in_fp32_meta(repository, result)
-    provenance = {"built_by": command, "code_revision": code_revision()}
-    for model in [SOURCE, *(v["exported"] for v in result["recipes"] if "exported" in v)]:
-        manifest = model_manifest(repository / model, provenance)
-        (repository / model / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    record_quantization_gate(repository / SOURCE / "1", {k: v for k, v in result.items() if k != "fp32"})
+    write_manifests(repository, [SOURCE, *(v["exported"] for v in result["recipes"] if "exported" in v)], command)
     return result
 
 
@@ -123,14 +120,6 @@ def _export(repository: Path, row: dict[str, Any], line: dict[str, Any]) -> str:
     write_variant(repository, SOURCE, name, Path(row["paths"]["din"]), meta,
                   tensorrt_precision=TENSORRT_PRECISION.get(row["recipe"]))
     return name
-
-
-def _record_in_fp32_meta(repository: Path, result: dict[str, Any]) -> None:
-    """din-fp32's meta.json gets `quantization_gate`: each recipe's verdict on the user's test split."""
-    path = repository / SOURCE / "1" / "meta.json"
-    meta = json.loads(path.read_text())
-    meta["quantization_gate"] = {k: v for k, v in result.items() if k != "fp32"}
-    path.write_text(json.dumps(checked_meta(SOURCE, 1, meta), indent=2, sort_keys=True) + "\n")
 
 
 def render_gate(result: dict[str, Any] | None, why_not: str = "") -> str:

@@ -92,8 +92,13 @@ class SegmentationQuantization:
     def graphs(self) -> dict[str, Path]:
         return dict(self._paths)
 
+    def calibration_images(self, count: int) -> list[dict[str, np.ndarray]]:
+        """Up to `count` {"image": batch} inputs of the backbone: synthetic calibration scenes (a user's model
+        calibrates on its validation images instead, exporters/segmentation_user_quant.py)."""
+        return list(itertools.islice(seg_export.calibration_batches(count, CALIBRATION_BATCH), count))
+
     def _stage_inputs(self, count: int) -> dict[str, list[dict[str, np.ndarray]]]:
-        """Inputs every stage sees when the fp32 pipeline runs full depth on calibration scenes."""
+        """Inputs every stage sees when the fp32 pipeline runs full depth on `calibration_images`."""
         if len(self._feeds.get("segmentation-backbone", [])) >= count:
             return self._feeds
 
@@ -102,7 +107,7 @@ class SegmentationQuantization:
         feeds: dict[str, list[dict[str, np.ndarray]]] = {key: [] for key in self._paths}
         backbone = session("segmentation-backbone")
         layers = [session(f"segmentation-encoder{k}") for k in range(1, self._n_layers + 1)]
-        for batch in itertools.islice(seg_export.calibration_batches(count, CALIBRATION_BATCH), count):
+        for batch in self.calibration_images(count):
             feeds["segmentation-backbone"].append(batch)
             tokens, pixel_features = backbone.run(None, batch)[:2]
             for k, layer in enumerate(layers, start=1):

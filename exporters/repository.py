@@ -136,6 +136,13 @@ def checked_meta(name: str, version: int, meta: dict[str, Any]) -> dict[str, Any
     return stamped
 
 
+def record_quantization_gate(version_dir: Path, verdict: dict[str, Any]) -> None:
+    """A model version's meta.json gets `quantization_gate`: the verdicts of the recipes run on it."""
+    meta = json.loads((version_dir / "meta.json").read_text())
+    meta["quantization_gate"] = verdict
+    _write_meta(version_dir, checked_meta(version_dir.parent.name, int(version_dir.name), meta))
+
+
 def _write_meta(version_dir: Path, meta: dict[str, Any]) -> None:
     (version_dir / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import torch
 
 from exporters import segmentation as seg_export
@@ -42,8 +41,8 @@ from exporters.quantize.report import (
     run_recipe,
 )
 from exporters.quantize.schemes import CALIBRATION_BATCHES
-from exporters.repository import checked_meta, set_default_alias, write_variant
-from exporters.ship import MANIFEST, code_revision, model_manifest
+from exporters.repository import checked_meta, record_quantization_gate, set_default_alias, write_variant
+from exporters.ship import write_manifests
 from infersuite.services.segmentation.imaging import mask_to_size, to_model_input
 from models.segmentation.metrics import confusion, iou_per_class
 from models.segmentation.user_data import (
@@ -148,29 +147,6 @@ class UserSegmentationQuantization(SegmentationQuantization):
         """`exporters.segmentation.stage_names`'s arguments for these stages (any recipe)."""
         return {"n_layers": self._n_layers, "gate": self._gate_after > 0}
 
-    def _stage_inputs(self, count: int) -> dict[str, list[dict[str, np.ndarray]]]:
-        """SegmentationQuantization's per-stage feeds (the fp32 pipeline at full depth) on the user's
-        validation images instead of synthetic scenes."""
-        if len(self._feeds.get(BACKBONE, [])) >= count:
-            return self._feeds
-
-        def session(key: str) -> ort.InferenceSession:
-            return ort.InferenceSession(str(self._paths[key]), providers=["CPUExecutionProvider"])
-        feeds: dict[str, list[dict[str, np.ndarray]]] = {key: [] for key in self._paths}
-        backbone = session(BACKBONE)
-        layers = [session(f"segmentation-encoder{k}") for k in range(1, self._n_layers + 1)]
-        for batch in self.calibration_images(count):
-            feeds[BACKBONE].append(batch)
-            tokens, pixel_features = backbone.run(None, batch)[:2]
-            for k, layer in enumerate(layers, start=1):
-                feeds[f"segmentation-encoder{k}"].append({"tokens": tokens})
-                tokens = layer.run(None, {"tokens": tokens})[0]
-                if k == self._gate_after:
-                    feeds["segmentation-gate"].append({"tokens": tokens})
-            feeds["segmentation-head"].append({"tokens": tokens, "pixel_features": pixel_features})
-        self._feeds = feeds
-        return feeds
-
     def evaluate(self, graphs: dict[str, Path]) -> float:
         """The staged graphs (the gate's depth) on the test split; each mask back to its image's size
         (nearest) against the image's own annotation, ignored pixels left out -> dataset mIoU."""
@@ -267,7 +243,7 @@ def quantize_user_model(checkpoint: Path, repository: Path, command: str,
         "serve": f"INFERSUITE_SEGMENTATION_BACKBONE_MODEL={BACKBONE}-{default}",
         "calibration": family.calibration_plan(), "test_images": family.test_images,
         "recipes": [v for v in verdicts if v["recipe"] != "fp32"], "fp32": fp32}
-    _record_in_fp32_meta(repository, result)
+    record_quantization_gate(repository / SOURCE / "1", {k: v for k, v in result.items() if k != "fp32"})
     write_manifests(repository, [SOURCE, *_stage_models(repository, SOURCE), *(
         m for v in result["recipes"] for m in v.get("exported", []))], command)
     return result
@@ -298,22 +274,6 @@ def _export(repository: Path, family: UserSegmentationQuantization, row: dict[st
                       tensorrt_precision=TENSORRT_PRECISION.get(recipe))
         written.append(f"{graph}-{recipe}")
     return written
-
-
-def _record_in_fp32_meta(repository: Path, result: dict[str, Any]) -> None:
-    """The fp32 backbone's meta.json gets `quantization_gate`: each recipe's verdict on the user's test split."""
-    path = repository / SOURCE / "1" / "meta.json"
-    meta = json.loads(path.read_text())
-    meta["quantization_gate"] = {k: v for k, v in result.items() if k != "fp32"}
-    path.write_text(json.dumps(checked_meta(SOURCE, 1, meta), indent=2, sort_keys=True) + "\n")
-
-
-def write_manifests(repository: Path, models: list[str], command: str) -> None:
-    """manifest.json of each model (files and their sha256, provenance), as `exporters.ship` records it."""
-    provenance = {"built_by": command, "code_revision": code_revision()}
-    for model in models:
-        manifest = model_manifest(repository / model, provenance)
-        (repository / model / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 def export_user_model(checkpoint: Path, repository: Path, command: str, quantize: bool = True,

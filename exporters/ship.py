@@ -79,6 +79,15 @@ def code_revision() -> str:
     return done.stdout.strip() or "unknown"
 
 
+def write_manifests(repository: Path, models: list[str], command: str) -> None:
+    """manifest.json of each of `models` in `repository` (files and their sha256, provenance, quality), built
+    by `command` at this code revision: what a model trained on a user's data ships with."""
+    provenance = {"built_by": command, "code_revision": code_revision()}
+    for model in models:
+        manifest = model_manifest(repository / model, provenance)
+        (repository / model / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
 def model_manifest(model_dir: Path, provenance: dict[str, Any]) -> dict[str, Any]:
     files = sorted(p for p in model_dir.rglob("*") if p.is_file() and p.name != MANIFEST)
     version_dirs = sorted((p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()),

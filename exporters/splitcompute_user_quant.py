@@ -30,8 +30,8 @@ import onnxruntime as ort
 import torch
 
 from exporters import splitcompute as splitcompute_exporter
-from exporters.repository import checked_meta
-from exporters.ship import MANIFEST, code_revision, model_manifest
+from exporters.repository import record_quantization_gate
+from exporters.ship import write_manifests
 from infersuite.services.splitcompute import wire
 from infersuite.services.splitcompute.edge import EdgeEncoder
 from models.splitcompute.data import ShapeData
@@ -172,20 +172,9 @@ def export_user_model(run: Path, repository: Path, command: str, quantize: bool 
             data = load_data(data_config_from_dict(_load(checkpoint)["data_config"]))
         result["quantization_gate"] = gate(written, data, checkpoint)
         for version_dir in written.values():
-            _record(version_dir, result["quantization_gate"])
-    provenance = {"built_by": command, "code_revision": code_revision()}
-    for version_dir in written.values():
-        manifest = model_manifest(version_dir.parent, provenance)
-        (version_dir.parent / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+            record_quantization_gate(version_dir, result["quantization_gate"])
+    write_manifests(repository, [version_dir.parent.name for version_dir in written.values()], command)
     return result
-
-
-def _record(version_dir: Path, verdict: dict[str, Any]) -> None:
-    path = version_dir / "meta.json"
-    meta = json.loads(path.read_text())
-    meta["quantization_gate"] = verdict
-    path.write_text(json.dumps(checked_meta(version_dir.parent.name, int(version_dir.name), meta),
-                               indent=2, sort_keys=True) + "\n")
 
 
 def render_gate(result: dict[str, Any] | None, why_not: str = "") -> str:
