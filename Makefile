@@ -30,6 +30,7 @@ TRITON_STAMP := .triton/.installed
 .PHONY: report-audio-pretrain-seeds
 .PHONY: verify-audio-pretrained pretrain-audio-stats report-audio-pooling
 .PHONY: bench-triton-front
+.PHONY: bench-data-throughput
 
 setup: $(SETUP_STAMP)
 
@@ -490,6 +491,12 @@ bench-triton-front: $(DEV) triton
 # scrape (docs/scaling.md) -> reports/metrics_cost.md.
 bench-metrics-cost: $(DEV)
 	$(PY) -m benchmarks.serving.metrics_cost
+
+# Data throughput per family through its user-data loader (rows, reviews, images, audio seconds per second, CPU,
+# peak RSS) against one training epoch it feeds, on generated examples (issue 24; ~4 min alone; SCALE=0.1 for a
+# quick look) -> reports/data_throughput.md + .json.
+bench-data-throughput: $(DEV)
+	$(PY) -m benchmarks.data_throughput $(if $(SCALE),--scale $(SCALE))
 
 # The Python peers for bench-serving (MLServer 1.7.1, KServe 0.21), each in its own venv under .peers/, from fully
 # pinned lock files plus the suite's own numpy/onnxruntime/grpcio/protobuf pins, so the peers run the same core.
