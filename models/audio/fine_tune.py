@@ -65,7 +65,7 @@ class Windows:
         self.clips = len(audio)
         log_mel = LogMel(front)
         with torch.no_grad():
-            self.mels = torch.cat([log_mel(torch.from_numpy(self.waveforms[i:i + batch]))
+            self.mels = torch.cat([log_mel.fft(torch.from_numpy(self.waveforms[i:i + batch]))
                                    for i in range(0, len(self.waveforms), batch)])
 
     def of(self, clips: list[int]) -> np.ndarray:

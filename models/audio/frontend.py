@@ -102,12 +102,27 @@ class LogMel(nn.Module):
         return torch.cat(parts, dim=-1)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        c = self.config
-        peak_amplitude = waveform.abs().amax(dim=1, keepdim=True).clamp(min=c.min_amplitude)  # (B, 1)
-        frames = self.frames(waveform / peak_amplitude)  # (B, T, win), |sample| <= 1
+        frames = self._normalised_frames(waveform)  # (B, T, win), |sample| <= 1
         spectrum = frames @ self.basis  # (B, T, 2K)
         real, imag = spectrum.chunk(2, dim=-1)  # (B, T, K) each
-        power = real * real + imag * imag
+        return self._normalised_log_mel(real * real + imag * imag)
+
+    def fft(self, waveform: torch.Tensor) -> torch.Tensor:
+        """`forward`'s values (to float rounding) by torch.fft.rfft instead of the DFT product the exported graph
+        needs: ~10x less CPU on the 1,024-point spectrum, for features computed offline (fine-tuning's windows).
+        Not exportable; the served graphs keep `forward`."""
+        c = self.config
+        window = torch.hann_window(c.win_length, periodic=True, dtype=waveform.dtype)
+        spectrum = torch.fft.rfft(self._normalised_frames(waveform) * window, n=c.n_fft)  # (B, T, K)
+        return self._normalised_log_mel(spectrum.real ** 2 + spectrum.imag ** 2)
+
+    def _normalised_frames(self, waveform: torch.Tensor) -> torch.Tensor:
+        peak_amplitude = waveform.abs().amax(dim=1, keepdim=True).clamp(min=self.config.min_amplitude)  # (B, 1)
+        return self.frames(waveform / peak_amplitude)
+
+    def _normalised_log_mel(self, power: torch.Tensor) -> torch.Tensor:
+        """(B, T, K) power spectrum -> (B, 1, M, T) normalised log-mel."""
+        c = self.config
         mel_db = 10.0 * torch.log10((power @ self.mel).clamp(min=c.min_power))  # (B, T, M)
         peak = mel_db.amax(dim=(1, 2), keepdim=True)  # (B, 1, 1)
         normalised = (torch.maximum(mel_db, peak + c.floor_db) - peak) / c.scale_db

@@ -23,6 +23,15 @@ def test_matches_the_numpy_fft_reference() -> None:
     np.testing.assert_allclose(got, log_mel_reference(audio), atol=1e-4)
 
 
+def test_the_fft_path_gives_the_exported_path_s_values() -> None:
+    audio = np.concatenate([_audio(32000), 0.01 * _audio(32000, seed=1), np.zeros((1, 32000), np.float32)])
+    front = LogMel()
+    with torch.no_grad():
+        np.testing.assert_allclose(front.fft(torch.from_numpy(audio)).numpy(), front(torch.from_numpy(audio)).numpy(),
+                                   atol=1e-3)
+        np.testing.assert_allclose(front.fft(torch.from_numpy(audio)).numpy(), log_mel_reference(audio), atol=1e-4)
+
+
 def test_a_crop_at_a_hop_multiple_equals_the_clip_spectrogram_crop() -> None:
     clip = _audio(64000)
     front = FrontEndConfig()
