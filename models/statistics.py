@@ -31,8 +31,16 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-RULE = ("supported: the 95% interval of a hierarchical bootstrap over training seeds and test units "
-        "(5,000 resamples, paired) lies above 0; contradicted: below 0; unresolved: it holds 0")
+RESAMPLES = 5000
+
+
+def rule(resamples: int = RESAMPLES) -> str:
+    """The rule as a report prints it, with the resamples its intervals were drawn with."""
+    return ("supported: the 95% interval of a hierarchical bootstrap over training seeds and test units "
+            f"({resamples:,} resamples, paired) lies above 0; contradicted: below 0; unresolved: it holds 0")
+
+
+RULE = rule()
 SEED_RULE = ("supported: the 95% Student-t interval over training seeds of the per-seed paired difference "
              "(df = seeds - 1; its half-width combined in quadrature with the test-unit bootstrap's) lies above 0; "
              "contradicted: below 0; unresolved: it holds 0 or there is one seed")
@@ -66,7 +74,7 @@ class Interval:
                 f"{self.verdict}")
 
 
-def hierarchical_bootstrap(differences: np.ndarray, weights: np.ndarray | None = None, resamples: int = 5000,
+def hierarchical_bootstrap(differences: np.ndarray, weights: np.ndarray | None = None, resamples: int = RESAMPLES,
                            level: float = 0.95, seed: int = 0) -> Interval:
     """`differences` (seeds, units): the variant minus the control per test unit, for each training seed
     (paired: both trained with that seed, scored on the same units). `weights` (units,) or (seeds, units),

@@ -37,7 +37,7 @@ from models.splitcompute.train import (
     single_thread,
 )
 from models.splitcompute.user_data import ImageFolderConfig, describe, load_image_folder
-from models.statistics import RULE, hierarchical_bootstrap
+from models.statistics import hierarchical_bootstrap, rule
 
 CODECS: dict[str, tuple[str, dict[str, Any], tuple[int | None, ...]]] = {
     "JPEG 4:2:0": ("JPEG", {"optimize": True, "subsampling": 2}, (5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 100)),
@@ -139,7 +139,7 @@ def _pct(value: float | None) -> str:
 
 
 def write_report(path: Path, command: str, data: ShapeData, summaries: list[dict[str, Any]],
-                 seeds: list[dict[str, Any]], comparison: dict[str, Any], seconds: float) -> None:
+                 seeds: list[dict[str, Any]], comparison: dict[str, Any], seconds: float, resamples: int) -> None:
     first = seeds[0]["points"]["test"]
     lines = [
         "# Split computing on your images: the Entropic Student against JPEG and WebP",
@@ -161,7 +161,7 @@ def write_report(path: Path, command: str, data: ShapeData, summaries: list[dict
               "For each codec, the setting with the fewest validation bytes whose validation accuracy through the "
               "teacher reaches the default student's. Test split, per image, paired per seed: bytes saved = the "
               "codec's bytes minus the student's (> 0: the student sends less); accuracy difference = the student's "
-              f"correctness minus the codec's. Rule: {RULE}.", "",
+              f"correctness minus the codec's. Rule: {rule(resamples)}.", "",
               "| codec | matched setting per seed | bytes saved, with headers | bytes saved, payload only | "
               "accuracy difference |", "|---|---|---|---|---|"]
     for name, c in comparison.items():
@@ -228,7 +228,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         with single_thread():
             seeds.append(evaluate_seed(out, summaries[-1], data, decoded))
     comparison = compare(seeds, args.resamples)
-    write_report(args.report, command, data, summaries, seeds, comparison, time.perf_counter() - started)
+    write_report(args.report, command, data, summaries, seeds, comparison, time.perf_counter() - started,
+                 args.resamples)
     figures = {"command": command, "data": describe(data), "class_names": list(data.class_names),
                "summaries": summaries,
                "comparison": {name: {k: (asdict(v) if hasattr(v, "estimate") else v) for k, v in c.items()}

@@ -287,7 +287,8 @@ def evaluate_prepared(prepared: Prepared, repository: Path, seed: int = 0, fine_
     """(the result, the fine-tuned models, one per fold): every embedder's probe on the same folds."""
     if prepared.task is not None and prepared.task.embedding_type == EVENT:
         if fine_tune_epochs:
-            raise HearTaskError([f"{prepared.task.root}: --fine-tune is for scene tasks only (not built for events)"])
+            raise LabelsError(f"--fine-tune is for scene tasks; {prepared.task.root} is an event task (fine-tuning on "
+                              "events is not built)")
         return evaluate_events(prepared, repository, seed), []
     results: dict[str, Any] = {}
     rates: dict[str, int] = {}

@@ -219,3 +219,14 @@ def test_event_task_end_to_end(tmp_path: Path) -> None:
         assert 0.0 <= low <= figures["onset_f_measure"] <= high <= 1.0
     assert result["embedders"][BASELINE]["onset_f_measure"] >= 0.5  # loud bursts after near silence
     assert "onset F-measure" in (tmp_path / "report.md").read_text()
+
+
+def test_fine_tuning_an_event_task_is_refused_without_blaming_the_folder(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    root = event_task(tmp_path / "task")
+    with pytest.raises(SystemExit) as raised:
+        main(["--format", "hear", "--data", str(root), "--repository", str(ROOT / "shipped_models"),
+              "--fine-tune", "1", "--report", str(tmp_path / "report.md")])
+    assert raised.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--fine-tune is for scene tasks; {root} is an event task" in err and "not usable" not in err

@@ -48,3 +48,10 @@ def test_weights_one_seed_reproducibility_and_refusals() -> None:
             hierarchical_bootstrap(bad)
     with pytest.raises(ValueError, match="weights"):
         hierarchical_bootstrap(np.ones((2, 2)), weights=np.array([0.0, 0.0]))
+
+
+def test_the_printed_rule_names_the_resamples_drawn() -> None:
+    from models.statistics import RULE, rule
+
+    assert "(5,000 resamples, paired)" in RULE
+    assert "(500 resamples, paired)" in rule(500)
