@@ -49,6 +49,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.serving.machine import Window, take_sample
+
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND = "python -m benchmarks.data_throughput"
 AUDIO_RATE = 32000  # models/audio/frontend.FrontEndConfig.sample_rate: what the audio loader resamples to
@@ -352,18 +354,43 @@ def machine() -> dict[str, Any]:
             "python": platform.python_version(), "load_average": list(os.getloadavg())}
 
 
+def cores_in(window: Window) -> dict[str, Any]:
+    """Every core over one family's measurement (/proc/stat): idle share, and the share of foreign work, i.e.
+    busy time beyond the kernel's and this benchmark's own process tree (its children included)."""
+    account = window.account(window.before.cores)
+    return {"idle_share": 1.0 - account.busy_share, "foreign_share": account.foreign_share,
+            "offenders": [f"{o.comm} ({o.cpu_s:.1f} s)" for o in window.offenders()]}
+
+
 def run(families: list[str], scale: float, repeats: int = 3, workdir: Path | None = None,
         command: str = COMMAND) -> dict[str, Any]:
     before = machine()
     started = time.perf_counter()
+    results = []
     with tempfile.TemporaryDirectory(prefix="data-throughput-", dir=workdir) as scratch:
-        results = [measure_family(family, Path(scratch), scale, repeats) for family in families]
+        for family in families:
+            first = take_sample(os.getpid())
+            row = measure_family(family, Path(scratch), scale, repeats)
+            row["cores"] = cores_in(Window(first, take_sample(os.getpid())))
+            results.append(row)
     return {"command": command, "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "scale": scale,
             "repeats": repeats, "machine": before, "load_average_after": list(os.getloadavg()),
             "wall_s": round(time.perf_counter() - started, 1), "families": results}
 
 
 # --- the report ------------------------------------------------------------------------------------------------
+
+
+def _cores_line(rows: list[dict[str, Any]]) -> str:
+    """Both cores during each family's measurement (/proc/stat): idle, and foreign work (others' processes)."""
+    measured = [row for row in rows if "cores" in row]
+    if not measured:
+        return "Core idle time not recorded."
+    parts = [f"{row['family']} idle {row['cores']['idle_share']:.0%}, foreign {row['cores']['foreign_share']:.1%}"
+             for row in measured]
+    offenders = sorted({o for row in measured for o in row["cores"]["offenders"]})
+    return ("All cores over each family's measurement (/proc/stat): " + "; ".join(parts) + "."
+            + (f" Other processes that used CPU meanwhile: {', '.join(offenders)}." if offenders else ""))
 
 
 def _size(row: dict[str, Any]) -> str:
@@ -408,7 +435,7 @@ def render(result: dict[str, Any]) -> str:
         f"{result['scale']:g}, {result['repeats']} timed loads after one warm-up, median). Machine: {m['cores']} "
         f"cores ({m['processor']}), Python {m['python']}; load average before "
         f"{' '.join(f'{v:.2f}' for v in m['load_average'])}, after "
-        f"{' '.join(f'{v:.2f}' for v in result['load_average_after'])}.", "",
+        f"{' '.join(f'{v:.2f}' for v in result['load_average_after'])}. " + _cores_line(result["families"]), "",
         "Each loader is timed in a fresh child process on an example data set generated for the run (the "
         "family's own example writer; audio: tones in noise written here). Peak RSS is that child's high-water "
         "mark (VmHWM) during a load, reset before each (/proc/self/clear_refs): the resident imports (torch, "

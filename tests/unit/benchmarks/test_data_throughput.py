@@ -42,6 +42,9 @@ def test_the_report_holds_the_table_and_what_it_shows(result: dict) -> None:
     row = next(line for line in text.splitlines() if line.startswith("| ctr-clicklog |"))
     assert len(header.split("|")) == len(row.split("|")) == 15
     assert "## What this shows" in text and "**ctr-clicklog**" in text
+    cores = result["families"][0]["cores"]  # /proc/stat over the family's measurement, in the header
+    assert 0.0 <= cores["idle_share"] <= 1.0 and 0.0 <= cores["foreign_share"] <= 1.0
+    assert f"ctr-clicklog idle {cores['idle_share']:.0%}, foreign {cores['foreign_share']:.1%}" in text
     json.dumps(result)  # the .json beside the report
 
 
