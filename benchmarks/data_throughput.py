@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.serving.machine import Window, take_sample
+from benchmarks.serving.machine import Window, all_cores, take_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND = "python -m benchmarks.data_throughput"
@@ -354,14 +354,6 @@ def machine() -> dict[str, Any]:
             "python": platform.python_version(), "load_average": list(os.getloadavg())}
 
 
-def cores_in(window: Window) -> dict[str, Any]:
-    """Every core over one family's measurement (/proc/stat): idle share, and the share of foreign work, i.e.
-    busy time beyond the kernel's and this benchmark's own process tree (its children included)."""
-    account = window.account(window.before.cores)
-    return {"idle_share": 1.0 - account.busy_share, "foreign_share": account.foreign_share,
-            "offenders": [f"{o.comm} ({o.cpu_s:.1f} s)" for o in window.offenders()]}
-
-
 def run(families: list[str], scale: float, repeats: int = 3, workdir: Path | None = None,
         command: str = COMMAND) -> dict[str, Any]:
     before = machine()
@@ -371,7 +363,7 @@ def run(families: list[str], scale: float, repeats: int = 3, workdir: Path | Non
         for family in families:
             first = take_sample(os.getpid())
             row = measure_family(family, Path(scratch), scale, repeats)
-            row["cores"] = cores_in(Window(first, take_sample(os.getpid())))
+            row["cores"] = all_cores(Window(first, take_sample(os.getpid())))
             results.append(row)
     return {"command": command, "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "scale": scale,
             "repeats": repeats, "machine": before, "load_average_after": list(os.getloadavg()),

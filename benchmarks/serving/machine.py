@@ -30,6 +30,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 PROC = Path("/proc")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")  # /proc/stat and /proc/<pid>/stat count in these
@@ -248,3 +249,11 @@ def take_sample(own_root: int, proc: Path = PROC) -> Sample:
     own = process_tree(processes, own_root)
     load = tuple(float(v) for v in (proc / "loadavg").read_text().split()[:3])
     return Sample(at, cores, processes, own, _affinity(own), (load[0], load[1], load[2]))
+
+
+def all_cores(window: Window) -> dict[str, Any]:
+    """Every core over `window`: idle share, the share of foreign work (busy beyond the kernel's and the
+    benchmark's own process tree, its children included) and the processes that did it."""
+    account = window.account(window.before.cores)
+    return {"idle_share": 1.0 - account.busy_share, "foreign_share": account.foreign_share,
+            "offenders": [f"{o.comm} ({o.cpu_s:.1f} s)" for o in window.offenders()]}

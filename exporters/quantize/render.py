@@ -64,13 +64,23 @@ ENTROPY_NOTE = ("abl-entropy is onnxruntime's entropy (KL) calibrator as this sc
                 "only in its calibration (99.99th percentile).")
 
 
+def _cores(stamp: dict[str, Any]) -> str:
+    """All cores during the latency runs (/proc/stat), where the run recorded them."""
+    cores = stamp.get("cores_during_latency")
+    if cores is None:
+        return "; core idle time not recorded"
+    offenders = f" ({', '.join(cores['offenders'])})" if cores["offenders"] else ""
+    return (f"; all cores during the latency runs (/proc/stat): idle {cores['idle_share']:.0%}, foreign work "
+            f"{cores['foreign_share']:.1%}{offenders}")
+
+
 def _family(fam: dict[str, Any]) -> list[str]:
     rows = {r["recipe"]: r for r in fam["rows"]}
     st = fam["stamp"]
     lines = [f"## {fam['family']} ({fam['metric']}; gate: relative loss <= {fam['max_relative_loss']:.1%}; "
              f"default: `{fam['default']}`)", "",
              f"Measured by `{st['command']}` at commit {st['commit']}, {st['utc']}; intra-op threads {st['threads']}; "
-             f"load average before / after: {st['load_before']} / {st['load_after']}.", "", *COLUMNS]
+             f"load average before / after: {st['load_before']} / {st['load_after']}{_cores(st)}.", "", *COLUMNS]
     lines += [_recipe_row(r) for r in fam["rows"] if r["recipe"] not in ABLATIONS]
     if any(name in rows for name in ABLATIONS):
         lines += ["", f"Single-factor ablations ({fam['family']}): each row differs from its reference in exactly "

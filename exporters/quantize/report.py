@@ -24,6 +24,7 @@ import numpy as np
 import onnxruntime as ort
 from tqdm import tqdm
 
+from benchmarks.serving.machine import Window, all_cores, take_sample
 from exporters import families as family_parts
 from exporters.quantize.family import QuantFamily, RecipeRefused
 from exporters.quantize.inspect import kernel_summary, scheme_facts
@@ -240,14 +241,16 @@ def main(argv: list[str] | None = None) -> None:
             if args.families and family.family not in args.families:
                 continue
             rows = [run_recipe(family, recipe, Path(tmp)) for recipe in tqdm(recipes, desc=family.family)]
+            first = take_sample(os.getpid())
             measure_latency(family, rows, threads=args.threads)
+            cores = all_cores(Window(first, take_sample(os.getpid())))
             gate(rows, family)
             default = publish(family, rows, args.repository)
             for r in rows:
                 r.pop("paths", None)
             results["families"].append({"family": family.family, "metric": family.metric, "rows": rows,
                                         "max_relative_loss": family.max_relative_loss, "default": default,
-                                        "stamp": {**stamp, "load_after": _load()}})
+                                        "stamp": {**stamp, "load_after": _load(), "cores_during_latency": cores}})
     if not results["families"]:
         raise SystemExit(f"no family to quantize in {args.repository} (run `make models` first)")
     if args.merge and args.report.with_suffix(".json").is_file():
