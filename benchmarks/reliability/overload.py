@@ -76,8 +76,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     sync = {**bounded, "INFERSUITE_TRANSPORT": "sync",  # calls past the limit would wait for a thread
             "INFERSUITE_MAX_CONCURRENT_RPCS": str(min(args.concurrent_rpcs, args.sync_threads)),
             "INFERSUITE_TRANSPORT_THREADS": str(args.sync_threads)}
+    bare = {**sync, "INFERSUITE_CALL_LIMIT_PUSHBACK": "false"}  # grpcio's own refusal past the call limit
     rate = 0.0
-    for prefix, env in (("", bounded), ("sync_", sync)):  # both at the offered rates of grpc.aio's sweep
+    both = ((3.0, args.overload_s), (10.0, args.burst_s))
+    for prefix, env, runs in (("", bounded, both), ("sync_", sync, both),  # at the offered rates of grpc.aio's sweep
+                              ("sync_bare_", bare, both[1:])):
         suite = ctr_suite(repository, **env)
         try:
             await suite.ready()
@@ -87,7 +90,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 rate, sweep = await run_sweep(suite, make, rates, args.sweep_step_s, args.slo_ms)
                 results["sweep"] = {"sustainable_rps": round(rate, 1), "steps": sweep,
                                     "machine": _machine(before, args)}
-            for factor, seconds in ((3.0, args.overload_s), (10.0, args.burst_s)):
+            for factor, seconds in runs:
                 results[f"{prefix}x{factor:g}"] = {**await _overload(suite, make, rate, factor, seconds, args),
                                                    "sustainable_rps": round(rate, 1), "slo_ms": args.slo_ms}
         finally:
@@ -126,8 +129,12 @@ def render(results: dict[str, Any], command: str) -> str:
         + (" (0: no limit)" if not args["concurrent_rpcs"] else " calls in handlers at once, more refused "
            "RESOURCE_EXHAUSTED by grpc.aio's compiled layer before any handler runs (no pushback)") + ". "
         f"The synchronous transport (`INFERSUITE_TRANSPORT=sync`, {args['sync_threads']} threads) runs the same "
-        "bounds with its call limit at most its threads, past it grpcio refuses RESOURCE_EXHAUSTED before any "
-        "handler runs (no pushback), at the same offered rates (3x and 10x grpc.aio's sustainable rate: a sweep "
+        "bounds with its call limit at most its threads, past it the suite's own limit refuses RESOURCE_EXHAUSTED "
+        "with pushback before reading the request, on grpcio's polling thread as grpcio's own refusal "
+        "(infersuite/services/runtime/call_limit.py); at 10x also with grpcio's own refusal "
+        "(`INFERSUITE_CALL_LIMIT_PUSHBACK=false`: no pushback, less server CPU per refusal), "
+        "at the same offered rates (3x and 10x grpc.aio's "
+        "sustainable rate: a sweep "
         "that needs every request answered OK stops on the synchronous transport at its first refusal, a burst "
         "past its call limit of at most its threads, far below what it serves). "
         "The control runs on the defaults (grpc.aio): neither bound. The client's garbage collector is off "
@@ -140,10 +147,15 @@ def render(results: dict[str, Any], command: str) -> str:
     for key, name in (("x3", "3x, time bound on"), ("x10", "10x, time bound on"),
                       ("sync_x3", "3x, time bound on, synchronous transport"),
                       ("sync_x10", "10x, time bound on, synchronous transport"),
+                      ("sync_bare_x10", "10x, time bound on, synchronous transport, grpcio's refusal (no pushback)"),
                       ("control", "3x, control: the defaults (count bound only)")):
+        if key not in results:  # a run from before the phase existed
+            continue
         if key.startswith("sync_"):
+            whose = ("grpcio's limit, INFERSUITE_CALL_LIMIT_PUSHBACK=false" if key.startswith("sync_bare_")
+                     else "the suite's limit")
             bound = (f"{args['queue_time_ms']:g} ms of queued work, {sync_limit} concurrent calls "
-                     f"(grpcio's limit, {args['sync_threads']} threads)")
+                     f"({whose}, {args['sync_threads']} threads)")
             lines += overload_section(f"ctr, {name}", results[key], f"{DEFAULT_QUEUE} requests, {bound}")
             continue
         bound = "no time bound, gRPC's default backlog" if key == "control" else (
@@ -154,7 +166,9 @@ def render(results: dict[str, Any], command: str) -> str:
               "time the benchmark's own processes account for, foreign work)", "",
               "| phase | core | role | busy | own share of busy | foreign | load average after |",
               "|---|---|---|---|---|---|---|"]
-    for phase in ("sweep", "x3", "x10", "sync_x3", "sync_x10", "control"):
+    for phase in ("sweep", "x3", "x10", "sync_x3", "sync_x10", "sync_bare_x10", "control"):
+        if phase not in results:
+            continue
         machine = results[phase]["machine"]
         lines += [f"| {phase} | {core['cores'][0]} | {core['role']} | {core['busy_share']:.2f} | "
                   f"{core['own_share_of_busy']:.2f} | {core['foreign_share']:.1%} | {machine['load_average']} |"

@@ -235,3 +235,38 @@ async def test_admission_on_the_calling_thread(tmp_path) -> None:
         await running
         await asyncio.sleep(0.3)  # the waiter sees its client gone within one wait slice
     assert model.computed == [0.0, 1.0, 2.0, 4.0]  # 3 refused, 5 refused, 6 left before its turn
+
+
+@pytest.mark.parametrize("pushback", [True, False])
+async def test_call_limit_refuses_at_once_with_pushback_or_grpcios_refusal(tmp_path, pushback: bool) -> None:
+    """INFERSUITE_MAX_CONCURRENT_RPCS=2 on the synchronous transport with 2 threads: with two slow calls in
+    progress a third is refused at once, RESOURCE_EXHAUSTED: by the suite's limit with grpc-retry-pushback-ms
+    and counted, or (call_limit_pushback=False) by grpcio's, without either. It was never computed, and
+    once the two are done a call is admitted again."""
+    model = SlowModel(compute_s=0.6)
+    (tmp_path / "repo").mkdir()
+    async with serving([SlowService(model, max_queue_size=8)], tmp_path / "repo", transport="sync",
+                       transport_threads=2, max_concurrent_rpcs=2, call_limit_pushback=pushback,
+                       warmup_runs=0) as served, grpc.aio.insecure_channel(served.address) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        busy = [asyncio.ensure_future(stub.ModelInfer(_slow_request(v), timeout=30)) for v in (1, 2)]
+        await asyncio.sleep(0.3)
+        started = time.monotonic()
+        call = stub.ModelInfer(_slow_request(3), timeout=30)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await call
+        waited = time.monotonic() - started
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        trailing = dict(await call.trailing_metadata())
+        if pushback:
+            assert "limit of 2 calls" in refused.value.details()
+            assert int(trailing["grpc-retry-pushback-ms"]) >= 1
+        else:
+            assert refused.value.details() == "Concurrent RPC limit exceeded!"
+            assert "grpc-retry-pushback-ms" not in trailing
+        assert waited < 0.3, f"the refusal waited {waited:.2f} s behind the calls in progress"
+        await asyncio.gather(*busy)
+        assert (await stub.ModelInfer(_slow_request(4), timeout=30)).outputs[0].name == "y"
+        samples = scrape(served.metrics_url)
+        assert metric(samples, "infersuite_refused_calls_total", reason="call_limit") == (1 if pushback else 0)
+    assert sorted(model.computed) == [1.0, 2.0, 4.0]

@@ -26,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 # A request for the driver: (method path, serialized request). Responses stay raw bytes.
 Request = tuple[str, bytes]
 RequestFactory = Callable[[int], Request]
+PUSHBACK = "grpc-retry-pushback-ms"  # gRPC's retry hint in a refusal's trailing metadata
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Outcome:
     sent: float  # time.monotonic() when the call was issued
     latency_s: float  # from the intended send to the final status
     code: str  # gRPC status code name
+    pushback: bool = False  # a refusal's trailing metadata held grpc-retry-pushback-ms
 
 
 @dataclass
@@ -75,6 +77,8 @@ class LoadResult:
         lags = [self.send_lag_s(o) for o in self.outcomes]
         return {"offered_rps": round(self.rate, 1), "duration_s": self.duration_s, "sent": self.sent,
                 "codes": dict(self.codes()), "unanswered": self.unanswered,
+                "refused_without_pushback": sum(o.code == "RESOURCE_EXHAUSTED" and not o.pushback
+                                                for o in self.outcomes),
                 "ok_rps": round(self.throughput(), 1), "ok_p50_ms": round(self.percentile_ms(50), 2),
                 "ok_p99_ms": round(self.percentile_ms(99), 2), "ok_p99_from_send_ms": self.from_send_ms(99),
                 "rejected_p99_ms": round(self.percentile_ms(99, "RESOURCE_EXHAUSTED"), 2),
@@ -100,12 +104,14 @@ async def _one(channel: grpc.aio.Channel, index: int, request: Request, timeout_
     method, payload = request
     call = channel.unary_unary(method)
     sent = time.monotonic()
+    pushback = False
     try:
         await call(payload, timeout=timeout_s, wait_for_ready=wait_for_ready)
         code = "OK"
     except grpc.aio.AioRpcError as err:
         code = err.code().name
-    result.outcomes.append(Outcome(index, intended, sent, time.monotonic() - phase_start - intended, code))
+        pushback = any(key == PUSHBACK for key, _ in err.trailing_metadata() or ())
+    result.outcomes.append(Outcome(index, intended, sent, time.monotonic() - phase_start - intended, code, pushback))
 
 
 _paused = 0  # phases running at once (an overload and its overlapping recovery)

@@ -95,7 +95,8 @@ class Metrics:
         self.refused_calls = Counter(
             "infersuite_refused_calls", "Calls refused before any handler ran, by reason (unknown_method: "
             "no such service or method here; inflight_bytes: over the process's budget of request bytes being "
-            "answered, INFERSUITE_MAX_INFLIGHT_BYTES, a stream's message counted alike).", ["reason"],
+            "answered, INFERSUITE_MAX_INFLIGHT_BYTES, a stream's message counted alike; call_limit: past "
+            "INFERSUITE_MAX_CONCURRENT_RPCS on the synchronous transport).", ["reason"],
             registry=self.registry,
         )
         self.refused_calls.labels("unknown_method")

@@ -131,7 +131,8 @@ class InferSuiteServer:
         self.grpc: aio.Server | SyncTransport
         wrapper: HandlerWrapper | SyncHandlerWrapper
         if settings.transport == "sync":  # calls on a thread pool (infersuite/services/runtime/sync_transport.py)
-            self.grpc = SyncTransport(options, settings.transport_threads, settings.max_concurrent_rpcs or None)
+            self.grpc = SyncTransport(options, settings.transport_threads, settings.max_concurrent_rpcs,
+                                      self.metrics.refused_calls, settings.call_limit_pushback)
             wrapper = SyncHandlerWrapper(asyncio.get_running_loop(), self.metrics, auth, budget)
         else:
             # Past max_concurrent_rpcs, grpc.aio's Cython layer refuses new calls before any handler (ours) runs.

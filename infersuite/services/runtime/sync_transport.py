@@ -19,8 +19,9 @@ CANCELLED (or DEADLINE_EXCEEDED past its deadline) and the work it handed to the
 
 What differs: every call in progress holds a thread, streams included (an open ModelStreamInfer,
 ScoreStream or health Watch holds one for its lifetime, plus one that reads its requests). Calls past
-the pool wait in gRPC's queue for a thread; set INFERSUITE_MAX_CONCURRENT_RPCS to at most
-`transport_threads` so that they are refused RESOURCE_EXHAUSTED instead (docs/limits.md).
+the pool wait in gRPC's queue for a thread; set INFERSUITE_MAX_CONCURRENT_RPCS so that they are
+refused RESOURCE_EXHAUSTED with pushback instead (at most `transport_threads` calls at once:
+infersuite/services/runtime/call_limit.py, docs/limits.md).
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import grpc
+from prometheus_client import Counter
 
+from infersuite.services.runtime.call_limit import CallLimit, LimitedPool
 from infersuite.services.runtime.context import request_alive, request_deadline
 from infersuite.services.runtime.errors import InferSuiteError, InvalidArgument
 from infersuite.services.runtime.handler_wrapper import (
@@ -329,9 +332,21 @@ def _pulled(call: _Call, answers: AsyncIterator[Any]) -> Iterator[Any]:
 class SyncTransport:
     """grpcio's synchronous server behind the few calls InferSuiteServer makes on grpc.aio's."""
 
-    def __init__(self, options: list[tuple[str, Any]], threads: int, maximum_concurrent_rpcs: int | None):
-        self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="grpc-sync")
-        self._server = grpc.server(self._pool, options=options, maximum_concurrent_rpcs=maximum_concurrent_rpcs)
+    def __init__(self, options: list[tuple[str, Any]], threads: int, call_limit: int, refused_calls: Counter,
+                 pushback: bool = True):
+        """`call_limit` 0: calls past the `threads` wait in gRPC's queue for one; else at most
+        min(call_limit, threads) calls at once, more refused RESOURCE_EXHAUSTED: with `pushback` by the
+        suite's limit (infersuite/services/runtime/call_limit.py), without it by grpcio's own, which costs
+        less server CPU per refusal but carries no retry hint and is not counted."""
+        self._pool: concurrent.futures.ThreadPoolExecutor
+        if call_limit and pushback:
+            limit = CallLimit(min(call_limit, threads), refused_calls)
+            self._pool = LimitedPool(threads, limit)
+            self._server = grpc.server(self._pool, options=options, interceptors=[limit])
+        else:
+            self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="grpc-sync")
+            self._server = grpc.server(self._pool, options=options,
+                                       maximum_concurrent_rpcs=min(call_limit, threads) if call_limit else None)
 
     def add_generic_rpc_handlers(self, handlers: Any) -> None:
         self._server.add_generic_rpc_handlers(handlers)

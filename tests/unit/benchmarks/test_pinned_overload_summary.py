@@ -21,7 +21,7 @@ def _phase(**changes: Any) -> dict[str, Any]:
              "recovery_refusals_at_s": [], "recovery_p99_ms": 6.0, "factor": 3.0, "sustainable_rps": 463.8,
              "slo_ms": 100.0}
     for key, value in changes.items():
-        target = phase["overload"] if key in phase["overload"] else phase
+        target = phase["overload"] if key in phase["overload"] or key == "refused_without_pushback" else phase
         target[key] = value
     return phase
 
@@ -36,6 +36,9 @@ def test_a_phase_inside_every_goal_passes_and_each_miss_is_named() -> None:
     assert not overload_goals(_phase(throughput_vs_sustainable=0.88))["goodput >= 90%"]
     assert not overload_goals(_phase(unanswered=3))["every request answered"]
     assert not overload_goals(_phase(first_ok_after_overload_s=None))["recovery"]
+    assert "every refusal with pushback" not in overload_goals(_phase())  # runs from before it was recorded
+    assert overload_goals(_phase(refused_without_pushback=0))["every refusal with pushback"]
+    assert not overload_goals(_phase(refused_without_pushback=1))["every refusal with pushback"]
     lines = pinned_overload({"args": ARGS, "sweep": {"sustainable_rps": 463.8}, "x3": _phase(),
                              "sync_x10": _phase(throughput_vs_sustainable=0.88, ok_p99_from_send_ms=150.0)})
     rows = [line for line in lines if line.startswith("| grpc.aio") or line.startswith("| synchronous")]
@@ -49,4 +52,4 @@ def test_the_report_takes_the_pinned_run_from_overload_json(tmp_path: Path) -> N
     write(tmp_path / "reliability.md")  # no reliability.json: the sections only
     text = (tmp_path / "reliability.md").read_text()
     assert "## Overload inside the SLO: suite and client pinned apart" in text
-    assert "| grpc.aio (default), 10x | 1391.2 | 40.0 | 6.0 | 110% | 0.05 s | none: all PASS |" in text
+    assert "| grpc.aio (default), 10x | 1391.2 | 40.0 | 6.0 | not recorded | 110% | 0.05 s | none: all PASS |" in text
