@@ -30,6 +30,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from benchmarks.reliability import report
+from benchmarks.serving.machine import Window, all_cores, take_sample
 from infersuite.loadtest.local_suite import SUITE_COMMAND, ServerProcess, loopback_settings
 from tests.reliability import hostile, scenarios, sleepy
 from tests.reliability.load import metric, open_loop, scrape
@@ -89,10 +90,11 @@ async def run_overload(suite: ServerProcess, make, sustainable: float, duration_
     return {**figures, "sustainable_rps": round(sustainable, 1), "slo_ms": slo_ms, "queue": queue}
 
 
-async def run_sweep(suite: ServerProcess, make, rates: list[float], step_s: float, slo_ms: float):
+async def run_sweep(suite: ServerProcess, make, rates: list[float], step_s: float, slo_ms: float,
+                    min_ok_share: float = 1.0):
     async with grpc.aio.insecure_channel(suite.target) as channel:
         await open_loop(channel, make, rates[0], 2.0)  # warm-up
-        return await scenarios.sustainable_rate(channel, make, rates, step_s, slo_ms)
+        return await scenarios.sustainable_rate(channel, make, rates, step_s, slo_ms, min_ok_share)
 
 
 async def run_deadlines(suite: ServerProcess, make, capacity: float, duration_s: float, model: str,
@@ -195,7 +197,12 @@ async def run_triton(repository: Path, make, work: Path) -> dict[str, Any]:
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="reliability-"))
-    results: dict[str, Any] = {"args": vars(args) | {"out": str(args.out)}}
+    out = args.out.resolve()  # recorded relative to the repository: reports never name this machine's paths
+    results: dict[str, Any] = {"args": vars(args) | {"out": str(out.relative_to(ROOT)) if out.is_relative_to(ROOT)
+                                                      else out.name}}
+    results["machine"] = {"started_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+                          "load_before": os.getloadavg()}
+    before = take_sample(os.getpid())
     known = 1000.0 / args.sleepy_compute_ms
     make = sleepy.request
     suite = sleepy_suite(args.sleepy_compute_ms, 32)  # a queue the floods cannot fill by themselves
@@ -255,6 +262,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     results["triton_kill"] = await run_triton(repository, make, work / "triton")
     results["fuzz"] = run_fuzz(args.fuzz_runs, work / "fuzz")
     shutil.rmtree(work, ignore_errors=True)
+    results["machine"] |= {"load_after": os.getloadavg(), "cores": all_cores(Window(before, take_sample(os.getpid())))}
     return results
 
 

@@ -34,6 +34,10 @@ from tests.reliability.load import open_loop
 from tests.reliability.requests import ctr_requests
 
 DEFAULT_QUEUE = 256  # the runtime's default max_queue_size (infersuite/services/runtime/settings.py)
+# A sweep step is sustained with p99 within the SLO and at most 1 request in 1,000 refused: the queue-time
+# bound is on during the sweep, and a single refusal (its estimate of the wait ahead) once cut a run's
+# sustainable rate a whole step (25%) below the rate it served at p99 13 ms, every goal easier with it.
+SWEEP_OK_SHARE = 0.999
 
 
 def _pin_client(cores: set[int]) -> None:
@@ -87,7 +91,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             if not prefix:
                 rates = [args.rate_start * (1.25 ** i) for i in range(30)]
                 before = take_sample(os.getpid())
-                rate, sweep = await run_sweep(suite, make, rates, args.sweep_step_s, args.slo_ms)
+                rate, sweep = await run_sweep(suite, make, rates, args.sweep_step_s, args.slo_ms, SWEEP_OK_SHARE)
                 results["sweep"] = {"sustainable_rps": round(rate, 1), "steps": sweep,
                                     "machine": _machine(before, args)}
             for factor, seconds in runs:
@@ -135,12 +139,13 @@ def render(results: dict[str, Any], command: str) -> str:
         "(`INFERSUITE_CALL_LIMIT_PUSHBACK=false`: no pushback, less server CPU per refusal), "
         "at the same offered rates (3x and 10x grpc.aio's "
         "sustainable rate: a sweep "
-        "that needs every request answered OK stops on the synchronous transport at its first refusal, a burst "
+        "that needs the requests answered OK stops on the synchronous transport at its first refusals, bursts "
         "past its call limit of at most its threads, far below what it serves). "
         "The control runs on the defaults (grpc.aio): neither bound. The client's garbage collector is off "
         "during each phase (its collections stalled it for up to 0.35 s). Sustainable rate (highest swept rate "
-        "served entirely "
-        f"within the {args['slo_ms']} ms p99 SLO, on grpc.aio): {results['sweep']['sustainable_rps']} req/s.",
+        "served "
+        f"within the {args['slo_ms']} ms p99 SLO with at most {1 - SWEEP_OK_SHARE:.1%} refused, on grpc.aio): "
+        f"{results['sweep']['sustainable_rps']} req/s.",
         "",
     ]
     sync_limit = min(args["concurrent_rpcs"], args["sync_threads"])

@@ -337,6 +337,16 @@ def write(out: Path) -> None:
     out.write_text(text)
 
 
+def _machine(machine: dict[str, Any] | None) -> str:
+    """The run's date and both cores over it (/proc/stat), or that a run from before it was recorded lacks them."""
+    if not machine:
+        return "Run before the report recorded its date and the cores' idle and foreign time (/proc/stat)."
+    cores = machine["cores"]
+    return (f"Run {machine['started_utc']} UTC; load average before {machine['load_before']}, after "
+            f"{machine['load_after']}; both cores over the run (/proc/stat): idle {cores['idle_share']:.0%}, "
+            f"foreign work {cores['foreign_share']:.1%} ({', '.join(cores['offenders']) or 'nobody else'}).")
+
+
 def render(results: dict[str, Any]) -> str:
     args = results["args"]
     reduced = args["overload_s"] < 30 or args["soak_s"] < 600
@@ -344,7 +354,8 @@ def render(results: dict[str, Any]) -> str:
         "# Reliability report", "",
         "Written by `python -m benchmarks.reliability.measure "
         f"--overload-s {args['overload_s']:g} --soak-s {args['soak_s']:g} --fuzz-runs {args['fuzz_runs']}`. "
-        f"Machine: {psutil.cpu_count()} cores, Python {platform.python_version()}; client and suite share it.",
+        f"Machine: {psutil.cpu_count()} cores, Python {platform.python_version()}; client and suite share it. "
+        + _machine(results.get("machine")),
         "",
         ("**Reduced run**: the issue asks for 30 s of overload and a 10-minute soak; this run used "
          f"{args['overload_s']:g} s and {args['soak_s']:g} s. Run the command without arguments for the full one.")

@@ -1,0 +1,156 @@
+"""Server CPU per call-limit refusal on the synchronous transport: the suite's refusal with pushback
+(infersuite/services/runtime/call_limit.py) against grpcio's own bare refusal (INFERSUITE_CALL_LIMIT_PUSHBACK=false),
+interleaved rounds, the server pinned to one core and this client to the other. A grpcio server with a
+limit of one call holds that call (it sleeps) while the client sends unary calls, 64 at a time, every
+one of them refused; the server's CPU time comes from /proc/<pid>/stat. Writes reports/refusal_cost.md.
+
+    python -m benchmarks.reliability.refusal_cost        # make bench-refusal-cost (~1 minute)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import concurrent.futures
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter
+
+from benchmarks.reliability.measure import ROOT
+from benchmarks.serving.machine import Window, all_cores, take_sample
+
+HOLD, REFUSED = "/bench.Refusal/Hold", "/bench.Refusal/Refused"
+
+
+def _serve(kind: str, core: int) -> None:
+    """The server process: one place, taken by a call to HOLD; every other call is refused."""
+    from infersuite.services.runtime.call_limit import CallLimit, LimitedPool
+
+    os.sched_setaffinity(0, {core})
+
+    def hold(request: bytes, context: grpc.ServicerContext) -> bytes:
+        time.sleep(3600)
+        return b""
+
+    class Handlers(grpc.GenericRpcHandler):
+        def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+            return grpc.unary_unary_rpc_method_handler(hold if details.method == HOLD else lambda r, c: b"")
+
+    if kind == "grpcio":
+        server = grpc.server(concurrent.futures.ThreadPoolExecutor(2), maximum_concurrent_rpcs=1)
+    else:
+        limit = CallLimit(1, Counter("refused", "refused", ["reason"], registry=CollectorRegistry()))
+        server = grpc.server(LimitedPool(2, limit), interceptors=[limit])
+    server.add_generic_rpc_handlers((Handlers(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    print(port, flush=True)
+    server.wait_for_termination()
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _round(kind: str, calls: int, args: argparse.Namespace) -> dict[str, object]:
+    server = subprocess.Popen([sys.executable, "-m", "benchmarks.reliability.refusal_cost", "--serve", kind,
+                               "--server-core", str(args.server_core)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        port = int(server.stdout.readline()) if server.stdout else 0
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            held = asyncio.ensure_future(channel.unary_unary(HOLD)(b"", timeout=600))
+            await asyncio.sleep(0.5)
+            refused = channel.unary_unary(REFUSED)
+            slots = asyncio.Semaphore(64)
+
+            async def one() -> tuple[str, bool]:
+                async with slots:
+                    try:
+                        await refused(b"x" * 100, timeout=10)
+                        return "OK", False
+                    except grpc.aio.AioRpcError as err:
+                        pushback = any(k == "grpc-retry-pushback-ms" for k, _ in err.trailing_metadata() or ())
+                        return err.code().name, pushback
+
+            await asyncio.gather(*(one() for _ in range(200)))  # warm-up
+            before, start = _cpu_s(server.pid), time.monotonic()
+            outcomes = await asyncio.gather(*(one() for _ in range(calls)))
+            seconds, cpu = time.monotonic() - start, _cpu_s(server.pid) - before
+            held.cancel()
+        codes = collections.Counter(code for code, _ in outcomes)
+        return {"kind": kind, "codes": dict(codes), "with_pushback": sum(p for _, p in outcomes),
+                "refusals_per_s": round(calls / seconds), "cpu_us_per_refusal": round(cpu / calls * 1e6, 1)}
+    finally:
+        server.kill()
+        server.wait()
+
+
+async def main_async(args: argparse.Namespace) -> tuple[list[dict[str, object]], dict[str, Any]]:
+    os.sched_setaffinity(0, {args.client_core})
+    rounds = []
+    before = take_sample(os.getpid())
+    for _ in range(args.rounds):
+        for kind in ("suite", "grpcio"):
+            rounds.append(await _round(kind, args.calls, args))
+            print(rounds[-1], flush=True)
+    return rounds, all_cores(Window(before, take_sample(os.getpid())))
+
+
+def render(rounds: list[dict[str, object]], machine: dict[str, Any], args: argparse.Namespace,
+           command: str) -> str:
+    def cpu(kind: str) -> list[float]:
+        return [float(str(r["cpu_us_per_refusal"])) for r in rounds if r["kind"] == kind]
+
+    suite, bare = statistics.median(cpu("suite")), statistics.median(cpu("grpcio"))
+    lines = [
+        "# Server CPU per call-limit refusal, synchronous transport", "",
+        f"Written by `{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Machine: "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}, grpcio {grpc.__version__}; server pinned to "
+        f"core {args.server_core}, client to core {args.client_core}; load average after {os.getloadavg()}. "
+        f"{args.rounds} interleaved rounds of {args.calls} unary calls, 64 at a time, each refused (a limit of one "
+        "call, held). Server CPU from /proc/<pid>/stat. Both cores over the run (/proc/stat): idle "
+        f"{machine['idle_share']:.0%}, foreign work {machine['foreign_share']:.1%} "
+        f"({', '.join(machine['offenders']) or 'nobody'}; valid when at most 5%).", "",
+        "| round | refusal | codes | with pushback | refusals/s | server CPU per refusal (us) |",
+        "|---|---|---|---|---|---|"]
+    for i, r in enumerate(rounds):
+        name = "the suite's (pushback)" if r["kind"] == "suite" else "grpcio's (INFERSUITE_CALL_LIMIT_PUSHBACK=false)"
+        lines.append(f"| {i // 2 + 1} | {name} | {r['codes']} | {r['with_pushback']} | {r['refusals_per_s']} | "
+                     f"{r['cpu_us_per_refusal']} |")
+    lines += ["", f"Median: the suite's refusal {suite:.1f} us, grpcio's {bare:.1f} us of server CPU: "
+              f"{suite - bare:+.1f} us ({suite / bare:.2f}x) for the retry hint, the count and grpcio's full "
+              "call path (a handler's receive-close, its context, the status sent apart).", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.reliability.refusal_cost",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=20000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--server-core", type=int, default=1)
+    parser.add_argument("--client-core", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "refusal_cost.md")
+    parser.add_argument("--serve", choices=("suite", "grpcio"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        _serve(args.serve, args.server_core)
+        return
+    rounds, machine = asyncio.run(main_async(args))
+    command = "python -m benchmarks.reliability.refusal_cost " + " ".join(sys.argv[1:] if argv is None else argv)
+    args.out.write_text(render(rounds, machine, args, command.strip()))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
