@@ -105,9 +105,10 @@ async def run_deadlines(suite: ServerProcess, make, capacity: float, duration_s:
                                                              duration_s, short_deadline_s)
         after = scrape(suite.metrics_url)
     figures.pop("loss_times")
-    rows = metric(after, "infersuite_model_batch_rows_sum", model=model) - \
-        metric(before, "infersuite_model_batch_rows_sum", model=model)
-    figures["rows_computed"] = rows  # one row per request here: requests that reached compute
+    # Requests that reached compute: the batch size counts requests (a DIN request holds one row per
+    # candidate, so the rows metric would count candidates).
+    figures["requests_computed"] = metric(after, "infersuite_model_batch_size_sum", model=model) - \
+        metric(before, "infersuite_model_batch_size_sum", model=model)
     return figures
 
 

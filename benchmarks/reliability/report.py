@@ -68,7 +68,8 @@ def overload_section(name: str, r: dict[str, Any], queue: str, note: str = "") -
 
 def _deadlines(name: str, r: dict[str, Any]) -> list[str]:
     live, rejected = r["live"], r["rejected_before_compute"]
-    computed = r.get("rows_computed", r["executions"])
+    # Runs before 7 Dec 08:00 kept rows (candidates, for DIN), not requests: those read as executions.
+    computed = r.get("requests_computed", r["executions"])
     return [
         f"## Deadlines and cancellation: {name}",
         f"Load: live requests at 50% of capacity ({live['offered_rps']} req/s) for {live['duration_s']} s. Injected "
@@ -77,11 +78,14 @@ def _deadlines(name: str, r: dict[str, Any]) -> list[str]:
         _check(live["codes"] == {"OK": live["sent"]}, f"live requests not starved: {live['codes']}, "
                f"p99 {live['ok_p99_ms']} ms"),
         _check(computed + sum(rejected.values()) <= r["requests_total"],
-               f"server counters: {int(computed)} requests computed + {int(sum(rejected.values()))} rejected before "
+               f"server counters: {int(computed)} "
+               f"{'requests computed' if 'requests_computed' in r else 'executions (this run kept no request count)'}"
+               f" + {int(sum(rejected.values()))} rejected before "
                f"compute {dict((k, int(v)) for k, v in rejected.items())} <= {r['requests_total']} sent (the rest were "
                "cancelled before reaching the model's queue)"),
-        f"- computed without an OK answer (execution had begun before the cancel/deadline arrived): "
-        f"{int(computed - r['ok_total'])} of {r['requests_total'] - r['ok_total']} non-OK requests",
+        *([f"- computed without an OK answer (execution had begun before the cancel/deadline arrived): "
+           f"{int(computed - r['ok_total'])} of {r['requests_total'] - r['ok_total']} non-OK requests"]
+          if "requests_computed" in r or "rows_computed" not in r else []),
         _figures(r), ""]
 
 

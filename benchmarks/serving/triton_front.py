@@ -301,7 +301,7 @@ def _split_lines(steps: list[dict[str, Any]]) -> list[str]:
 def render(context: dict[str, Any], steps: list[dict[str, Any]], verdict: validity.Verdict) -> list[str]:
     summary = summarise(steps)
     clients = context["clients"]
-    stamp = [line.replace("`make bench-serving`", f"`{context['command']}`") for line in validity.stamp(verdict)]
+    stamp = validity.stamp(verdict, command=context["command"])
     return [
         *stamp, "# The suite in front of Triton: server CPU per request (issue 28)", "",
         f"Written by `{context['command']}` ({context['started']}, {context['minutes']:.1f} min). Machine: "

@@ -130,13 +130,13 @@ def _offender_text(offenders: list[dict[str, Any]]) -> str:
                      + (f" over {o['windows']} windows" if o.get("windows", 1) > 1 else "") for o in offenders)
 
 
-def stamp(result: Verdict, shown: int = 12) -> list[str]:
-    """The lines an invalid report starts with (none for a valid one)."""
+def stamp(result: Verdict, shown: int = 12, command: str = "make bench-serving") -> list[str]:
+    """The lines an invalid report starts with (none for a valid one); `command` is what exited non-zero."""
     if result.valid:
         return []
     lines = ["> **INVALID: the machine was not quiet during this run; no figure below may be quoted.**",
              f"> {result.steps_flagged} of {result.steps_checked} measured steps were flagged"
-             f" (`make bench-serving` exited non-zero). Reasons:", ">"]
+             f" (`{command}` exited non-zero). Reasons:", ">"]
     lines += [f"> - {reason}" for reason in result.reasons[:shown]]
     if len(result.reasons) > shown:
         lines.append(f"> - ... and {len(result.reasons) - shown} more (the .json beside this file has every "
