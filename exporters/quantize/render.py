@@ -10,7 +10,7 @@ import numpy as np
 from exporters.quantize.schemes import ABLATIONS
 
 COLUMNS = ("| recipe | quality | rel. loss | gate | size KB | x smaller | p50 ms b=1 | p50 ms b=32 | speed-up b=32 "
-           "| kernels |", "|---|---|---|---|---|---|---|---|---|---|")
+           "| speed-up b=32 over rounds | kernels |", "|---|---|---|---|---|---|---|---|---|---|---|")
 ABLATION_COLUMNS = ("| ablation | factor changed | vs | quality | change vs reference | rel. loss vs fp32 | gate "
                     "| speed b=32 vs reference | weight scales/tensor | weight zero points | activation zero points "
                     "| act. scale / reference (median) | kernels |", "|---" * 13 + "|")
@@ -26,11 +26,17 @@ def kernels_cell(r: dict[str, Any]) -> str:
 
 def _recipe_row(r: dict[str, Any]) -> str:
     if r["status"] != "ok":
-        return f"| {r['recipe']} | refused: {r['notes'][0]} | | | | | | | | |"
+        return f"| {r['recipe']} | refused: {r['notes'][0]} | | | | | | | | | |"
     return (f"| {r['recipe']} | {r['quality']:.4f} | {r['relative_loss']:+.2%} | "
             f"{'passed' if r['passed'] else 'FAILED'} | {r['size_bytes'] / 1024:.0f} | {r['size_ratio']:.2f} | "
             f"{r['latency_ms']['1']:.3f} | {r['latency_ms']['32']:.3f} | {r['speedup']['32']:.2f}x | "
-            f"{kernels_cell(r)} |")
+            f"{_rounds(r)} | {kernels_cell(r)} |")
+
+
+def _rounds(r: dict[str, Any]) -> str:
+    """The batch-32 speed-up's range over the run's rounds (each round's medians, side by side)."""
+    rounds = r.get("speedup_rounds", {}).get("32")
+    return f"{min(rounds):.2f}-{max(rounds):.2f}x" if rounds else "not kept"
 
 
 def _scale_ratio(r: dict[str, Any], ref: dict[str, Any]) -> str:
@@ -100,7 +106,11 @@ def render(results: dict[str, Any]) -> str:
              f"the exact command, commit and load average it was measured under). Machine: {stamp['machine']}, "
              f"onnxruntime {stamp['onnxruntime']} CPUExecutionProvider, 2 cores shared with other work. Latency: "
              "p50 of interleaved rounds in one run, all recipes of a family side by side; "
-             "ratios are the figures to read, absolute milliseconds move with the load. Quality gate: relative "
+             "ratios are the figures to read, absolute milliseconds move with the load; the speed-up's range over "
+             "the rounds (each round's medians) shows how far one run moves it. Default: a recipe that passed the "
+             "gate and was at least 1.25x faster than fp32 at batch 32 in every round, the one whose slowest round "
+             "was fastest; fp32 when none was (sections measured before the rounds were kept: the pooled speed-up). "
+             "Quality gate: relative "
              "loss of the family's metric vs fp32. Quality figures are deterministic for one checkpoint, one "
              "calibration set and one test set: no seeds and no interval on these differences. The same recipes at "
              "production shapes: reports/quantization_production.md (`make bench-quantization`)."
