@@ -42,6 +42,7 @@ BATCHES = (1, 32)
 # recipe's batch-32 speed-up by up to +-0.3, and a rule on the pooled median alone flipped the default
 # between recipes from one run to the next.
 MIN_DEFAULT_SPEEDUP = 1.25
+# Rounds of 20 runs moved ctr's int8-dynamic speed-up over 0.91-1.78x within one quiet run: 100 per round.
 LATENCY_ROUNDS = 5
 # The TensorRT accelerator's precision per recipe; recipes TensorRT cannot build (dynamic int8, int4
 # MatMulNBits, per-tensor asymmetric QDQ) run on the CUDA execution provider instead.
@@ -78,22 +79,28 @@ def _session(path: str, threads: int = 0) -> ort.InferenceSession:
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
-def measure_latency(family: QuantFamily, rows: list[dict[str, Any]], rounds: int = LATENCY_ROUNDS, runs: int = 20,
-                    threads: int = 0) -> None:
+def measure_latency(family: QuantFamily, rows: list[dict[str, Any]], rounds: int = LATENCY_ROUNDS, runs: int = 100,
+                    threads: int = 0, round_budget_s: float = 0.5) -> None:
     """p50 per recipe and batch size, and each round's own p50 (`latency_ms_rounds`); recipes interleaved
-    within each round so drift hits all alike."""
+    within each round so drift hits all alike. Each recipe runs `runs` times per batch size and round, fewer
+    (at least 5) where the slowest recipe's warm-up run says that would take over `round_budget_s`."""
     live = [r for r in rows if r["status"] == "ok"]
     sessions = {(r["recipe"], g): _session(p, threads) for r in live for g, p in r["paths"].items()}
     feeds = {(g, b): family.latency_inputs(g, b) for g in family.graphs() for b in BATCHES}
     samples: dict[tuple[str, int], list[float]] = {(r["recipe"], b): [] for r in live for b in BATCHES}
+
+    def once(r: dict[str, Any], b: int) -> float:
+        start = time.perf_counter()
+        for g in r["paths"]:
+            sessions[(r["recipe"], g)].run(None, feeds[(g, b)])
+        return time.perf_counter() - start
+
+    slowest = {b: max((once(r, b) for r in live), default=0.0) for b in BATCHES}  # also the warm-up
+    count = {b: max(5, min(runs, int(round_budget_s / max(slowest[b], 1e-6)))) for b in BATCHES}
     for _ in range(rounds):
         for r in live:
             for b in BATCHES:
-                for _ in range(runs):
-                    start = time.perf_counter()
-                    for g in r["paths"]:
-                        sessions[(r["recipe"], g)].run(None, feeds[(g, b)])
-                    samples[(r["recipe"], b)].append(time.perf_counter() - start)
+                samples[(r["recipe"], b)] += [once(r, b) for _ in range(count[b])]
     for r in live:
         r["latency_ms"] = {str(b): float(np.median(samples[(r["recipe"], b)]) * 1000) for b in BATCHES}
         r["latency_ms_rounds"] = {str(b): [float(np.median(part)) * 1000
