@@ -22,7 +22,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 TRITON_STAMP := .triton/.installed
 
-.PHONY: hear-tools hear-validate setup serve-setup ship-models verify-models tools triton deploy-tools docker-tools docker docker-test protos models serve test test-fast lint bench-ctr bench-serving quantize-report loadtest bench-loadtest bench-loadtest-generator report-ctr train-ctr report-ctr-user-data train-splitcompute report-splitcompute-user-data train-segmentation report-segmentation-user-data eval-audio train-audio report-quantization report-segmentation report-audio report-splitcompute splitcompute-studies splitcompute-payloads reliability-test bench-reliability bench-overload bench-refusal-cost bench-supervision bench-hostile bench-quantization bench-metrics-cost bench-transport bench-hostile-sync peers peers-check clean
+.PHONY: hear-tools hear-validate setup serve-setup ship-models verify-models tools triton deploy-tools docker-tools docker docker-test protos models serve test test-fast lint bench-ctr bench-serving quantize-report loadtest bench-loadtest bench-loadtest-generator report-ctr train-ctr report-ctr-user-data train-splitcompute report-splitcompute-user-data train-segmentation report-segmentation-user-data eval-audio train-audio report-quantization report-segmentation report-audio report-splitcompute splitcompute-studies splitcompute-payloads reliability-test bench-reliability bench-overload bench-refusal-cost bench-stop-backlog bench-supervision bench-hostile bench-quantization bench-metrics-cost bench-transport bench-hostile-sync peers peers-check clean
 # Old names of report and bench targets, kept as aliases of the new ones (at the end of this file).
 .PHONY: bench-audio bench-splitcompute bench-quant-production reliability-report report-hostile report-reliability
 .PHONY: audio-studies
@@ -353,6 +353,10 @@ bench-overload: $(DEV)
 # (~1 min): reports/refusal_cost.md
 bench-refusal-cost: $(DEV)
 	$(PY) -m benchmarks.reliability.refusal_cost
+
+# Calls sent before a plain grpc.aio server's stop(grace) while it runs behind (~30 s): reports/stop_backlog.md
+bench-stop-backlog: $(DEV)
+	$(PY) -m benchmarks.reliability.stop_backlog
 
 # Supervised workers (one SIGKILLed under load, fail-fast and wait_for_ready clients; a crash loop) and the
 # budget of request bytes in flight (16 clients of worst-case DIN requests, budget off / default / tight),
