@@ -4,7 +4,9 @@
 
 For each family an example data set of a stated size is generated in a temporary folder by the family's own
 example writer (the audio family has none: clips of tones in noise are written here, WAV and FLAC at 16, 32
-and 44.1 kHz, mono and stereo, with a labels.csv), then:
+and 44.1 kHz, mono and stereo, with a labels.csv), and each other layout a family reads as that example
+rewritten (ctr-parquet: the click log as one Parquet file; segmentation-ade20k: the ADE20K scene-parsing layout;
+audio-hear: a HEAR 2021 scene task at the model's rate), then:
 
 - load: a fresh child process imports the loader, records its peak RSS, runs the loader once (warm-up, the
   files then sit in the page cache as they would after the first epoch's read), then `--repeats` more times
@@ -68,24 +70,38 @@ class Family:
     note: str  # what the training measure runs
     epochs: int  # epochs of one default training run after the one load (`runs` says which)
     runs: str
+    trains_as: str = ""  # another layout of this family's data: its loader differs, its training is that family's
+
+    @property
+    def trainer(self) -> str:
+        return self.trains_as or self.name
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("ctr-clicklog", "events", "training rows", lambda s: max(300, round(25_000 * s)), "users", 5000,
            "DIN (Dice), models/ctr/train.train_variant, 1 epoch", 24,
            "models/ctr/train --data: 3 variants x 8 epochs, one seed"),
+    Family("ctr-parquet", "events", "training rows", lambda s: max(300, round(25_000 * s)), "users", 5000,
+           "DIN (Dice), models/ctr/train.train_variant, 1 epoch", 24,
+           "models/ctr/train --data: 3 variants x 8 epochs, one seed", trains_as="ctr-clicklog"),
     Family("ctr-amazon", "reviews", "training rows", lambda s: max(300, round(40_000 * s)), "users", 20_000,
            "DIN (Dice), models/ctr/train.train_variant, 1 epoch", 24,
            "models/ctr/train --data: 3 variants x 8 epochs, one seed"),
     Family("segmentation", "images", "training images", lambda s: max(24, round(3000 * s)), "images", 1200,
            "ECO-M2F step 1, models/segmentation/train.train_parent, 1 epoch, 1 thread", 12,
            "step 1's 12 epochs; the gate's steps 2-3 not counted"),
+    Family("segmentation-ade20k", "images", "training images", lambda s: max(24, round(3000 * s)), "images", 1200,
+           "ECO-M2F step 1, models/segmentation/train.train_parent, 1 epoch, 1 thread", 12,
+           "step 1's 12 epochs; the gate's steps 2-3 not counted", trains_as="segmentation"),
     Family("splitcompute", "images", "training images", lambda s: max(4, round(300 * s)), "images per class", 1200,
            "teacher, models/splitcompute/train.train_teacher, 1 epoch, 1 thread", 4,
            "the teacher's 4 epochs; the student stages of the 3 betas not counted"),
     Family("audio", "audio seconds", "training windows (1 s)", lambda s: max(24, round(400 * s)), "clips of 3 s",
            200, "bag-of-words fine-tuning, models/audio/fine_tune.fine_tune, 1 epoch, 1 thread", 10,
            "make train-audio's --fine-tune 10; the frozen embedders' probes not counted"),
+    Family("audio-hear", "audio seconds", "training windows (1 s)", lambda s: max(24, round(400 * s)),
+           "clips of 3 s", 200, "bag-of-words fine-tuning, models/audio/fine_tune.fine_tune, 1 epoch, 1 thread", 10,
+           "make train-audio's --fine-tune 10; the frozen embedders' probes not counted", trains_as="audio"),
 )}
 
 
@@ -114,12 +130,83 @@ def _write_audio_example(folder: Path, clips: int, seed: int = 0) -> None:
     (folder / "labels.csv").write_text("\n".join(rows) + "\n")
 
 
+def _write_parquet_example(folder: Path, users: int) -> None:
+    """The click-log example (models/ctr/user_data's writer) as one Parquet file, the CSV removed."""
+    import pyarrow.csv
+    import pyarrow.parquet
+
+    from models.ctr import user_data
+
+    user_data.main(["example", str(folder / "clicks.csv"), "--users", str(users)])
+    pyarrow.parquet.write_table(pyarrow.csv.read_csv(folder / "clicks.csv"), folder / "clicks.parquet")
+    (folder / "clicks.csv").unlink()
+
+
+def _write_ade20k_example(folder: Path, images: int) -> None:
+    """The segmentation example (models/segmentation/user_data.write_example) in the ADE20K scene-parsing layout:
+    images/{training,validation}/ADE_<split>_<n>.jpg, annotations/... .png with label k+1 for class k and 0 for
+    the ignored outlines, objectInfo150.txt naming the classes; one image in ten in validation."""
+    import shutil
+
+    from PIL import Image
+
+    from models.segmentation.user_data import write_example as write_scenes
+
+    source = write_scenes(folder / "folder-layout", images)
+    names = [line for line in (source / "classes.txt").read_text().splitlines() if line and ":" not in line]
+    for i, image in enumerate(sorted((source / "images").iterdir())):
+        split = "validation" if i % 10 == 9 else "training"
+        stem = f"ADE_{'val' if split == 'validation' else 'train'}_{i:08d}"
+        for kind in ("images", "annotations"):
+            (folder / kind / split).mkdir(parents=True, exist_ok=True)
+        Image.open(image).convert("RGB").save(folder / "images" / split / f"{stem}.jpg", quality=95)
+        labels = np.asarray(Image.open(source / "annotations" / f"{image.stem}.png")).astype(np.int16)
+        ade = np.where(labels == 255, 0, labels + 1).astype(np.uint8)
+        Image.fromarray(ade).save(folder / "annotations" / split / f"{stem}.png")
+    (folder / "objectInfo150.txt").write_text("Idx\tRatio\tTrain\tVal\tName\n" + "".join(
+        f"{k + 1}\t0.1\t1\t1\t{name}\n" for k, name in enumerate(names)))
+    shutil.rmtree(source)
+
+
+def _write_hear_example(folder: Path, clips: int, seed: int = 0) -> None:
+    """A HEAR 2021 scene task (models/audio/hear_task.py): the tones of `_write_audio_example`, mono WAV at the
+    model's rate under 32000/<split>/, train/valid/test 60/20/20, <split>.json and task_metadata.json."""
+    import json
+
+    import soundfile
+
+    rng = np.random.default_rng(seed)
+    labels: dict[str, dict[str, list[str]]] = {"train": {}, "valid": {}, "test": {}}
+    for i in range(clips):
+        split = ("train", "train", "train", "valid", "test")[i % 5]
+        label = i % 4
+        t = np.arange(int(AUDIO_CLIP_SECONDS * AUDIO_RATE)) / AUDIO_RATE
+        audio = 0.3 * np.sin(2 * np.pi * (200 * 2 ** label) * rng.uniform(0.9, 1.1) * t) \
+            + 0.05 * rng.standard_normal(t.size)
+        name = f"clip{i:05d}.wav"
+        (folder / str(AUDIO_RATE) / split).mkdir(parents=True, exist_ok=True)
+        soundfile.write(str(folder / str(AUDIO_RATE) / split / name), audio.astype(np.float32), AUDIO_RATE,
+                        subtype="PCM_16")
+        labels[split][name] = [f"tone{label}"]
+    for split, named in labels.items():
+        (folder / f"{split}.json").write_text(json.dumps(named))
+    (folder / "task_metadata.json").write_text(json.dumps(
+        {"task_name": "tones", "mode": "train/valid/test", "embedding_type": "scene", "prediction_type": "multiclass",
+         "label_vocabulary": [f"tone{k}" for k in range(4)], "sample_rates": [AUDIO_RATE]}))
+
+
 def write_example(family: str, folder: Path, size: int) -> dict[str, Any]:
     """The family's example data set of `size` (Family.size_label) in `folder` -> {"files", "bytes"}."""
     if family == "ctr-clicklog":
         from models.ctr import user_data
 
         user_data.main(["example", str(folder / "clicks.csv"), "--users", str(size)])
+    elif family == "ctr-parquet":
+        _write_parquet_example(folder, size)
+    elif family == "segmentation-ade20k":
+        _write_ade20k_example(folder, size)
+    elif family == "audio-hear":
+        _write_hear_example(folder, size)
     elif family == "ctr-amazon":
         from models.ctr.amazon_example import write_amazon_example
 
@@ -145,34 +232,38 @@ def write_example(family: str, folder: Path, size: int) -> dict[str, Any]:
 
 def load(family: str, folder: Path) -> tuple[Any, float, dict[str, Any]]:
     """The family's loader on `folder` -> (what training consumes, units, details)."""
-    if family in ("ctr-clicklog", "ctr-amazon"):
+    if family in ("ctr-clicklog", "ctr-parquet", "ctr-amazon"):
         from models.ctr.user_data import TimeSplit, load_user_data
 
         if family == "ctr-clicklog":
             loaded = load_user_data(folder / "clicks.csv", "clicklog", TimeSplit())
+        elif family == "ctr-parquet":
+            loaded = load_user_data(folder / "clicks.parquet", "clicklog", TimeSplit())
         else:
             loaded = load_user_data(folder / "reviews_Synthetic_5.json.gz", "amazon", TimeSplit())
         return loaded, float(loaded.summary["events"]), {"rows": loaded.summary["rows"]}
-    if family == "segmentation":
+    if family in ("segmentation", "segmentation-ade20k"):
         from models.segmentation.user_data import LabelMapConfig, load_label_maps
 
-        scenes = load_label_maps(LabelMapConfig(str(folder)))
+        layout = "ade20k" if family.endswith("ade20k") else "folder"
+        scenes = load_label_maps(LabelMapConfig(str(folder), format=layout))
         return scenes, float(len(scenes.images)), {"image_size": int(scenes.images.shape[1])}
     if family == "splitcompute":
         from models.splitcompute.user_data import ImageFolderConfig, load_image_folder
 
         data = load_image_folder(ImageFolderConfig(str(folder)))
         return data, float(len(data.labels)), {"image_size": int(data.images.shape[-1])}
-    if family == "audio":
+    if family in ("audio", "audio-hear"):
         import torch
 
         from models.audio import fine_tune as tuning
         from models.audio.frontend import FrontEndConfig
-        from models.audio.user_data import prepare_csv
+        from models.audio.user_data import prepare_csv, prepare_task
 
         torch.set_num_threads(1)  # models/audio/user_data.main sets --threads (default 1) before it loads
         started = time.perf_counter()
-        prepared = prepare_csv(folder, folder / "labels.csv", 0.25, 0)
+        prepared = (prepare_task(folder) if family == "audio-hear"
+                    else prepare_csv(folder, folder / "labels.csv", 0.25, 0))
         audio = prepared.audio(AUDIO_RATE)
         decoded = time.perf_counter()
         windows = tuning.Windows(audio, FrontEndConfig())
@@ -194,6 +285,7 @@ def train_one_epoch(family: str, loaded: Any, fraction: float) -> dict[str, Any]
     import torch
 
     rng = np.random.default_rng(0)
+    family = FAMILIES[family].trainer
     if family in ("ctr-clicklog", "ctr-amazon"):
         from models.ctr.train import TrainConfig, train_variant
 
@@ -245,6 +337,7 @@ def train_one_epoch(family: str, loaded: Any, fraction: float) -> dict[str, Any]
 
 
 def _train_samples(family: str, loaded: Any) -> int:
+    family = FAMILIES[family].trainer
     if family in ("ctr-clicklog", "ctr-amazon"):
         return len(loaded.data.train_users)
     if family == "audio":
@@ -429,7 +522,10 @@ def render(result: dict[str, Any]) -> str:
         f"{' '.join(f'{v:.2f}' for v in m['load_average'])}, after "
         f"{' '.join(f'{v:.2f}' for v in result['load_average_after'])}. " + _cores_line(result["families"]), "",
         "Each loader is timed in a fresh child process on an example data set generated for the run (the "
-        "family's own example writer; audio: tones in noise written here). Peak RSS is that child's high-water "
+        "family's own example writer; audio: tones in noise written here; the other layouts of a family's data, "
+        "ctr-parquet, segmentation-ade20k and audio-hear, are its example rewritten here as a Parquet file, the "
+        "ADE20K scene-parsing layout and a HEAR 2021 task, and train as that family). Peak RSS is that child's "
+        "high-water "
         "mark (VmHWM) during a load, reset before each (/proc/self/clear_refs): the resident imports (torch, "
         "numpy, ...) included, their transient at import time not; the column after it is the load's own: "
         "that peak minus the RSS just before the load (the largest over the timed loads). "

@@ -61,3 +61,24 @@ def test_every_family_writes_a_loadable_example(tmp_path: Path) -> None:
             assert units == (written["files"] - 1) / 2 == size
         else:  # one folder per class
             assert units == written["files"] == size * 10
+
+
+def test_the_other_layouts_load_what_their_family_loads(tmp_path: Path) -> None:
+    """ctr-parquet, segmentation-ade20k and audio-hear: the family's example in another layout loads the same
+    amount through that layout's loader, and trains as that family."""
+    pairs = {"ctr-parquet": "ctr-clicklog", "segmentation-ade20k": "segmentation", "audio-hear": "audio"}
+    for layout, family in pairs.items():
+        assert bench.FAMILIES[layout].trainer == family
+        size = bench.FAMILIES[layout].size(0.0)
+        bench.write_example(layout, tmp_path / layout, size)
+        loaded, units, _ = bench.load(layout, tmp_path / layout)
+        if layout == "ctr-parquet":
+            assert (tmp_path / layout / "clicks.parquet").is_file()
+            assert not (tmp_path / layout / "clicks.csv").exists()
+            bench.write_example(family, tmp_path / family, size)
+            assert units == bench.load(family, tmp_path / family)[1]  # the same events, from Parquet
+        elif layout == "segmentation-ade20k":  # ADE label 0 (the outlines) ignored, k -> class k - 1
+            assert units == size and len(loaded.test) == size // 10 and len(loaded.class_names) > 1
+        else:  # 3 s clips at the model's rate, train/valid/test 60/20/20
+            assert units == pytest.approx(size * bench.AUDIO_CLIP_SECONDS)
+            assert loaded[0].summary["split"] == "train + valid -> test"
