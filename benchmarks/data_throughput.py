@@ -108,6 +108,13 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
 # --- example data ------------------------------------------------------------------------------------------
 
 
+def _tone_clip(label: int, rate: int, channels: int, rng: np.random.Generator) -> np.ndarray:
+    """AUDIO_CLIP_SECONDS of label's tone band (200 x 2^label Hz, +-10%) in noise, (samples, channels)."""
+    t = np.arange(int(AUDIO_CLIP_SECONDS * rate)) / rate
+    tone = 0.3 * np.sin(2 * np.pi * (200 * 2 ** label) * rng.uniform(0.9, 1.1) * t)
+    return np.stack([tone + 0.05 * rng.standard_normal(t.size) for _ in range(channels)], axis=1)
+
+
 def _write_audio_example(folder: Path, clips: int, seed: int = 0) -> None:
     """`clips` clips of AUDIO_CLIP_SECONDS: 4 labels (a tone band each) in noise, 8 groups (speakers); formats
     rotate over WAV 44.1 kHz stereo, FLAC 16 kHz mono and WAV 32 kHz mono (decode and resample both exercised)."""
@@ -120,9 +127,7 @@ def _write_audio_example(folder: Path, clips: int, seed: int = 0) -> None:
     for i in range(clips):
         rate, channels, suffix = formats[i % len(formats)]
         label = i % 4
-        t = np.arange(int(AUDIO_CLIP_SECONDS * rate)) / rate
-        tone = 0.3 * np.sin(2 * np.pi * (200 * 2 ** label) * rng.uniform(0.9, 1.1) * t)
-        audio = np.stack([tone + 0.05 * rng.standard_normal(t.size) for _ in range(channels)], axis=1)
+        audio = _tone_clip(label, rate, channels, rng)
         name = f"clip{i:05d}.{suffix}"
         soundfile.write(str(folder / name), audio.astype(np.float32), rate,
                         subtype="PCM_16")
@@ -180,9 +185,7 @@ def _write_hear_example(folder: Path, clips: int, seed: int = 0) -> None:
     for i in range(clips):
         split = ("train", "train", "train", "valid", "test")[i % 5]
         label = i % 4
-        t = np.arange(int(AUDIO_CLIP_SECONDS * AUDIO_RATE)) / AUDIO_RATE
-        audio = 0.3 * np.sin(2 * np.pi * (200 * 2 ** label) * rng.uniform(0.9, 1.1) * t) \
-            + 0.05 * rng.standard_normal(t.size)
+        audio = _tone_clip(label, AUDIO_RATE, 1, rng)
         name = f"clip{i:05d}.wav"
         (folder / str(AUDIO_RATE) / split).mkdir(parents=True, exist_ok=True)
         soundfile.write(str(folder / str(AUDIO_RATE) / split / name), audio.astype(np.float32), AUDIO_RATE,
