@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from benchmarks.reliability.measure import ROOT
 from benchmarks.serving.machine import Window, all_cores, take_sample
+from infersuite.services.runtime.errors import RETRY_PUSHBACK_KEY
 
 HOLD, REFUSED = "/bench.Refusal/Hold", "/bench.Refusal/Refused"
 
@@ -79,7 +80,7 @@ async def _round(kind: str, calls: int, args: argparse.Namespace) -> dict[str, o
                         await refused(b"x" * 100, timeout=10)
                         return "OK", False
                     except grpc.aio.AioRpcError as err:
-                        pushback = any(k == "grpc-retry-pushback-ms" for k, _ in err.trailing_metadata() or ())
+                        pushback = any(k == RETRY_PUSHBACK_KEY for k, _ in err.trailing_metadata() or ())
                         return err.code().name, pushback
 
             await asyncio.gather(*(one() for _ in range(200)))  # warm-up

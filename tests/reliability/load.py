@@ -23,10 +23,11 @@ import grpc
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
+from infersuite.services.runtime.errors import RETRY_PUSHBACK_KEY
+
 # A request for the driver: (method path, serialized request). Responses stay raw bytes.
 Request = tuple[str, bytes]
 RequestFactory = Callable[[int], Request]
-PUSHBACK = "grpc-retry-pushback-ms"  # gRPC's retry hint in a refusal's trailing metadata
 
 
 @dataclass
@@ -110,7 +111,7 @@ async def _one(channel: grpc.aio.Channel, index: int, request: Request, timeout_
         code = "OK"
     except grpc.aio.AioRpcError as err:
         code = err.code().name
-        pushback = any(key == PUSHBACK for key, _ in err.trailing_metadata() or ())
+        pushback = any(key == RETRY_PUSHBACK_KEY for key, _ in err.trailing_metadata() or ())
     result.outcomes.append(Outcome(index, intended, sent, time.monotonic() - phase_start - intended, code, pushback))
 
 

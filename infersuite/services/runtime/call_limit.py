@@ -63,7 +63,7 @@ class CallLimit(grpc.ServerInterceptor):
     def taken(self) -> tuple[bool, bool]:
         """(admitted, unary) for the call grpcio now hands to the pool: what the lookup just before it on
         this thread decided. grpcio looks a call's handler up and submits it on its one polling thread,
-        nothing between the two; a lookup not followed by a submit (grpcio's backstop refused the call)
+        nothing between the two; a lookup not followed by a submit (no handler: grpcio answers UNIMPLEMENTED)
         is overwritten by the next lookup. Submits from other threads are never calls."""
         decided = self._decided
         if decided is None or decided[0] != threading.get_ident():
