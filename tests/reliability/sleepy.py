@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -106,8 +107,12 @@ def main() -> None:
     parser.add_argument("--grace", type=float, default=5.0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    settings = RuntimeSettings(port=0, metrics_port=0, host="127.0.0.1", grace_period_s=args.grace)
-    asyncio.run(serve(settings, [SleepyService(args.compute_ms / 1000, args.queue)]))
+    # An empty repository of its own: the default (./model_repository) would load whatever the checkout built
+    # there beside the sleepy model, and the run would depend on the working directory.
+    with tempfile.TemporaryDirectory(prefix="sleepy-repository-") as repository:
+        settings = RuntimeSettings(port=0, metrics_port=0, host="127.0.0.1", grace_period_s=args.grace,
+                                   model_repository=repository)
+        asyncio.run(serve(settings, [SleepyService(args.compute_ms / 1000, args.queue)]))
 
 
 if __name__ == "__main__":
