@@ -22,7 +22,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 TRITON_STAMP := .triton/.installed
 
-.PHONY: hear-tools hear-validate setup serve-setup ship-models verify-models tools triton deploy-tools docker-tools docker docker-test protos models serve test test-fast lint bench-ctr bench-serving quantize-report loadtest bench-loadtest bench-loadtest-generator report-ctr train-ctr report-ctr-user-data train-splitcompute report-splitcompute-user-data train-segmentation report-segmentation-user-data eval-audio train-audio report-quantization report-segmentation report-audio report-splitcompute splitcompute-studies splitcompute-payloads reliability-test bench-reliability bench-overload bench-refusal-cost bench-stop-backlog bench-supervision bench-hostile bench-quantization bench-metrics-cost bench-transport bench-hostile-sync peers peers-check clean
+.PHONY: hear-tools hear-validate setup serve-setup ship-models verify-models tools triton deploy-tools docker-tools docker docker-test protos models serve test test-fast lint bench-ctr bench-serving quantize-report loadtest bench-loadtest bench-loadtest-generator report-ctr train-ctr report-ctr-user-data train-splitcompute report-splitcompute-user-data train-segmentation report-segmentation-user-data eval-audio train-audio report-quantization report-segmentation report-audio report-splitcompute splitcompute-studies splitcompute-payloads reliability-test bench-reliability bench-overload bench-refusal-cost bench-stop-backlog bench-shutdown bench-supervision bench-hostile bench-quantization bench-metrics-cost bench-transport bench-hostile-sync peers peers-check clean
 # Old names of report and bench targets, kept as aliases of the new ones (at the end of this file).
 .PHONY: bench-audio bench-splitcompute bench-quant-production reliability-report report-hostile report-reliability
 .PHONY: audio-studies
@@ -357,6 +357,11 @@ bench-refusal-cost: $(DEV)
 # Calls sent before a plain grpc.aio server's stop(grace) while it runs behind (~30 s): reports/stop_backlog.md
 bench-stop-backlog: $(DEV)
 	$(PY) -m benchmarks.reliability.stop_backlog
+
+# SIGTERM near capacity on the suite itself (ctr): the transport stopped at once vs new calls refused by the
+# suite first (shutdown_refuse_s), with and without a drain: reports/shutdown.md (~6 min).
+bench-shutdown: $(DEV)
+	$(PY) -m benchmarks.reliability.shutdown
 
 # Supervised workers (one SIGKILLed under load, fail-fast and wait_for_ready clients; a crash loop) and the
 # budget of request bytes in flight (16 clients of worst-case DIN requests, budget off / default / tight),

@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from infersuite.loadtest.local_suite import ServerProcess
 from infersuite.services.runtime import RuntimeSettings, build_server
+from infersuite.services.runtime.handler_wrapper import SHUTTING_DOWN
 from tests.fixtures import EchoService
 
 pytestmark = pytest.mark.integration
@@ -63,6 +64,32 @@ async def test_stop_drains_in_flight_and_refuses_new_requests(echo_server) -> No
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     assert await in_flight == b"done"
     await stopping
+
+
+async def test_stop_answers_new_calls_itself_until_they_stop_coming_then_stops() -> None:
+    """After SIGTERM's drain, new calls are answered by the server's handlers (the stop's own message, so not
+    by a transport already shut), health still answers NOT_SERVING, the call in flight completes, and the
+    stop waits for the calls to stop coming before it shuts the transport."""
+    settings = RuntimeSettings(port=0, metrics_port=-1, host="127.0.0.1", shutdown_refuse_s=30.0)
+    server, port = await build_server(settings, [EchoService()])
+    await server.start()
+    await server.wait_ready()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        in_flight = asyncio.ensure_future(_call(channel, "Sleep", b"0.5"))
+        await asyncio.sleep(0.1)
+        stopping = asyncio.ensure_future(server.stop(grace=5))
+        while not server.closing.refusing:
+            await asyncio.sleep(0.01)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await _call(channel, "Sleep", b"0")
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert err.value.details() == SHUTTING_DOWN
+        health = health_pb2_grpc.HealthStub(channel)
+        answer = await health.Check(health_pb2.HealthCheckRequest())
+        assert answer.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert await in_flight == b"done"
+        assert server.closing.refused == 1
+        await asyncio.wait_for(stopping, 20)  # no more calls came: the stop did not wait out its 30 s
 
 
 GRACE_S = 5.0  # tests/integration/echo_server.py

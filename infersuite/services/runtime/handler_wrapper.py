@@ -17,7 +17,7 @@ from google.protobuf.message import DecodeError
 from grpc import aio
 
 from infersuite.services.runtime.context import request_deadline
-from infersuite.services.runtime.errors import InferSuiteError, InvalidArgument, Unauthenticated
+from infersuite.services.runtime.errors import InferSuiteError, InvalidArgument, Unauthenticated, Unavailable
 from infersuite.services.runtime.inflight_bytes import InflightBytes
 from infersuite.services.runtime.metrics import Metrics
 from infersuite.services.runtime.security import UNAUTHENTICATED_MESSAGE, BearerToken
@@ -114,16 +114,43 @@ class MethodMetrics:
         child.inc()
 
 
-def per_method(metrics: Metrics, auth: BearerToken | None, full_method: str) -> tuple[MethodMetrics,
-                                                                                     BearerToken | None]:
-    """What a wrapper keeps per method (either transport): its metric children, and the token check
-    when the method is guarded."""
+SHUTTING_DOWN = "the server is shutting down: nothing was run for this call; retry on another replica"
+HEALTH_PREFIX = "/grpc.health.v1.Health/"
+
+
+class Closing:
+    """The server's stop as its calls see it (InferSuiteServer.stop). Once `refusing`, every new call but
+    health's is answered UNAVAILABLE by the server itself before anything runs (safe to retry), while the
+    calls taken up before go on. The server stops its transport only after that: a gRPC server's stop
+    cancels the calls it has received but not yet handed to its handlers (reports/stop_backlog.md), and
+    near capacity those include calls sent before the signal; answered here they get a retry-safe refusal
+    instead of CANCELLED. `last_refusal` tells the server when the calls stopped coming."""
+
+    def __init__(self) -> None:
+        self.refusing = False
+        self.last_refusal = 0.0
+        self.refused = 0
+
+    def refuse(self) -> None:
+        self.last_refusal = time.monotonic()
+        self.refused += 1
+        raise Unavailable(SHUTTING_DOWN)
+
+
+def per_method(metrics: Metrics, auth: BearerToken | None, full_method: str,
+               closing: Closing | None = None) -> tuple[MethodMetrics, BearerToken | None, Closing | None]:
+    """What a wrapper keeps per method (either transport): its metric children, the token check when the
+    method is guarded, and the server's stop (health's methods keep answering NOT_SERVING through it)."""
     service, _, method = full_method.lstrip("/").rpartition("/")
-    return MethodMetrics(metrics, service, method), auth if auth is not None and auth.guards(full_method) else None
+    return (MethodMetrics(metrics, service, method), auth if auth is not None and auth.guards(full_method) else None,
+            None if full_method.startswith(HEALTH_PREFIX) else closing)
 
 
-def refuse_early(auth: BearerToken | None, context: Any, request: Any) -> None:
-    """A call's first checks (either transport): the bearer token, then a request that did not decode."""
+def refuse_early(auth: BearerToken | None, context: Any, request: Any, closing: Closing | None = None) -> None:
+    """A call's first checks (either transport): the server's stop, the bearer token, then a request
+    that did not decode."""
+    if closing is not None and closing.refusing:
+        closing.refuse()
     if auth is not None and not auth.accepts(context):
         raise Unauthenticated(UNAUTHENTICATED_MESSAGE)
     if isinstance(request, Undecodable):
@@ -139,27 +166,29 @@ class HandlerWrapper:
     in reports/serving.md). Servicers register through `RegisteringServer`, unchanged.
     """
 
-    def __init__(self, metrics: Metrics, auth: BearerToken | None = None, budget: InflightBytes | None = None):
+    def __init__(self, metrics: Metrics, auth: BearerToken | None = None, budget: InflightBytes | None = None,
+                 closing: Closing | None = None):
         self._metrics, self._auth = metrics, auth
         self._budget = budget or InflightBytes.on(metrics)
+        self._closing = closing
 
     def wrap(self, full_method: str, handler: grpc.RpcMethodHandler | None) -> Any:
         if handler is None:
             return None
-        metrics, auth = per_method(self._metrics, self._auth, full_method)
+        metrics, auth, closing = per_method(self._metrics, self._auth, full_method, self._closing)
         if handler.unary_unary or handler.stream_unary:
-            return self._wrap_unary_response(handler, metrics, auth)
-        return self._wrap_stream_response(handler, metrics, auth)
+            return self._wrap_unary_response(handler, metrics, auth, closing)
+        return self._wrap_stream_response(handler, metrics, auth, closing)
 
     @contextlib.asynccontextmanager
     async def _mapped(self, metrics: MethodMetrics, context: aio.ServicerContext, request: Any,
-                      auth: BearerToken | None) -> AsyncIterator[None]:
+                      auth: BearerToken | None, closing: Closing | None) -> AsyncIterator[None]:
         """One call: deadline in context, errors mapped to gRPC codes, metrics recorded."""
         start, outcome = time.perf_counter(), _Outcome()
         deadline = _deadline(context)
         request_deadline.set(deadline)
         try:
-            refuse_early(auth, context, request)
+            refuse_early(auth, context, request, closing)
             yield
         except aio.AbortError:
             code = context.code()
@@ -176,12 +205,12 @@ class HandlerWrapper:
             metrics.latency.observe(time.perf_counter() - start)
 
     def _wrap_unary_response(self, handler: grpc.RpcMethodHandler, metrics: MethodMetrics,
-                             auth: BearerToken | None) -> Any:
+                             auth: BearerToken | None, closing: Closing | None) -> Any:
         inner = handler.unary_unary or handler.stream_unary
         budget = self._budget
 
         async def behaviour(request: Any, context: aio.ServicerContext) -> Any:
-            async with self._mapped(metrics, context, request, auth):
+            async with self._mapped(metrics, context, request, auth, closing):
                 size = budget.admit(request)  # before the handler decodes anything (inflight_bytes.py)
                 try:
                     return await inner(request, context)
@@ -190,7 +219,7 @@ class HandlerWrapper:
 
         async def stream_behaviour(requests: Any, context: aio.ServicerContext) -> Any:
             decoded = _DecodedStream(requests)
-            async with self._mapped(metrics, context, decoded, auth):
+            async with self._mapped(metrics, context, decoded, auth, closing):
                 return await inner(decoded, context)
 
         if handler.unary_unary:
@@ -200,7 +229,7 @@ class HandlerWrapper:
                                                     handler.response_serializer)
 
     def _wrap_stream_response(self, handler: grpc.RpcMethodHandler, metrics: MethodMetrics,
-                              auth: BearerToken | None) -> Any:
+                              auth: BearerToken | None, closing: Closing | None) -> Any:
         inner = handler.unary_stream or handler.stream_stream
 
         budget = self._budget
@@ -208,7 +237,7 @@ class HandlerWrapper:
         async def behaviour(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
             if handler.stream_stream:
                 request = _DecodedStream(request)
-            async with self._mapped(metrics, context, request, auth):
+            async with self._mapped(metrics, context, request, auth, closing):
                 # A unary request is counted for its whole answer; a stream's messages by the servicer's
                 # RequestStream, each while it is answered (infersuite/services/runtime/streaming.py).
                 size = budget.admit(request) if handler.unary_stream else 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -29,7 +30,7 @@ from infersuite.services.runtime.backends.triton import TritonBackend
 from infersuite.services.runtime.control import ModelControl
 from infersuite.services.runtime.errors import InferSuiteError, Unavailable
 from infersuite.services.runtime.executor import CpuExecutor
-from infersuite.services.runtime.handler_wrapper import HandlerWrapper, RegisteringServer
+from infersuite.services.runtime.handler_wrapper import Closing, HandlerWrapper, RegisteringServer
 from infersuite.services.runtime.inflight_bytes import InflightBytes
 from infersuite.services.runtime.lifecycle import ServiceModels
 from infersuite.services.runtime.metrics import Metrics
@@ -47,6 +48,9 @@ from infersuite.services.runtime.sync_transport import SyncHandlerWrapper, SyncT
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# On stop, new calls are refused until none has come for this long (Closing, RuntimeSettings.shutdown_refuse_s).
+REFUSE_QUIET_S = 0.05
+REFUSE_POLL_S = 0.01
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -128,16 +132,17 @@ class InferSuiteServer:
                    ("grpc.max_connection_age_grace_ms", int(settings.grace_period_s * 1000))]
         auth = BearerToken(settings.auth_token.get_secret_value()) if settings.auth_token is not None else None
         budget = self.runtime.inflight_bytes
+        self.closing = Closing()  # the stop as the calls see it (`stop`)
         self.grpc: aio.Server | SyncTransport
         wrapper: HandlerWrapper | SyncHandlerWrapper
         if settings.transport == "sync":  # calls on a thread pool (infersuite/services/runtime/sync_transport.py)
             self.grpc = SyncTransport(options, settings.transport_threads, settings.max_concurrent_rpcs,
                                       self.metrics.refused_calls, settings.call_limit_pushback)
-            wrapper = SyncHandlerWrapper(asyncio.get_running_loop(), self.metrics, auth, budget)
+            wrapper = SyncHandlerWrapper(asyncio.get_running_loop(), self.metrics, auth, budget, self.closing)
         else:
             # Past max_concurrent_rpcs, grpc.aio's Cython layer refuses new calls before any handler (ours) runs.
             self.grpc = aio.server(options=options, maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None)
-            wrapper = HandlerWrapper(self.metrics, auth, budget)
+            wrapper = HandlerWrapper(self.metrics, auth, budget, self.closing)
         # Servicers register through this: every handler is wrapped once (errors, metrics, auth).
         self.registrar = RegisteringServer(self.grpc, wrapper)
         self.health = health.aio.HealthServicer()
@@ -324,8 +329,8 @@ class InferSuiteServer:
             raise self.load_error
 
     async def stop(self, grace: float | None = None) -> None:
-        """NOT_SERVING first, then drain in-flight requests for `grace` seconds, then finalize each
-        service's model set and close the models."""
+        """NOT_SERVING first; after the drain, new calls refused until they stop coming; then the in-flight
+        requests get `grace` seconds; then each service's model set is finalized and the models closed."""
         self._health_follows = False
         await self._set_health(NOT_SERVING)
         if self.settings.shutdown_drain_s > 0:
@@ -333,12 +338,26 @@ class InferSuiteServer:
         for task in (self._loading, self._polling):
             if task is not None and not task.done():
                 task.cancel()
+        await self._refuse_new_calls(self.settings.shutdown_refuse_s)
         await self.grpc.stop(self.settings.grace_period_s if grace is None else grace)
         for lifecycle in self.runtime.lifecycles.values():
             await lifecycle.close(0.0)  # the requests are over (answered, or cut when the grace period ended)
         await self.models.close()
         self.runtime.executor.shutdown()
         self.metrics.stop_http()
+
+    async def _refuse_new_calls(self, longest_s: float) -> None:
+        """Every new call answered UNAVAILABLE by the handlers (Closing) until none has come for
+        REFUSE_QUIET_S, at most `longest_s`: what the transport received before is answered, not cancelled."""
+        if longest_s <= 0:
+            return
+        closing = self.closing
+        closing.refusing = True
+        start = closing.last_refusal = time.monotonic()
+        while (now := time.monotonic()) - closing.last_refusal < REFUSE_QUIET_S and now - start < longest_s:
+            await asyncio.sleep(REFUSE_POLL_S)
+        if closing.refused:
+            log.info("stopping: %d new call(s) refused UNAVAILABLE in %.2f s", closing.refused, now - start)
 
     async def wait_for_termination(self) -> None:
         await self.grpc.wait_for_termination()

@@ -162,6 +162,11 @@ class RuntimeSettings(BaseSettings):
     shutdown_drain_s: float = Field(0.0, ge=0)
     """On SIGTERM: how long health reports NOT_SERVING while requests are still accepted, so load
     balancers that poll health stop sending before the server starts refusing."""
+    shutdown_refuse_s: float = Field(1.0, ge=0)
+    """On SIGTERM, after the drain: for up to this long the server itself answers every new call
+    UNAVAILABLE before anything runs (safe to retry), until no call has come for 50 ms, and only then
+    stops its transport, whose stop would cancel the calls it had received but not yet handed over
+    (near capacity, calls sent before the signal: reports/shutdown.md). 0: the transport stops at once."""
     grace_period_s: float = Field(10.0, ge=0)
     """On SIGTERM: how long in-flight requests may take to finish before the server stops."""
     max_connection_age_s: float = Field(300.0, gt=0)

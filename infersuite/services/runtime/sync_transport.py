@@ -44,6 +44,7 @@ from infersuite.services.runtime.context import request_alive, request_deadline
 from infersuite.services.runtime.errors import InferSuiteError, InvalidArgument
 from infersuite.services.runtime.handler_wrapper import (
     DEADLINE_SLACK_S,
+    Closing,
     MethodMetrics,
     Undecodable,
     per_method,
@@ -178,33 +179,36 @@ class SyncHandlerWrapper:
     is registered."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, metrics: Metrics, auth: BearerToken | None = None,
-                 budget: InflightBytes | None = None):
+                 budget: InflightBytes | None = None, closing: Closing | None = None):
         self._loop, self._metrics, self._auth = loop, metrics, auth
         self._budget = budget or InflightBytes.on(metrics)
+        self._closing = closing
 
     def wrap(self, full_method: str, handler: grpc.RpcMethodHandler | None) -> Any:
         if handler is None:
             return None
-        metrics, auth = per_method(self._metrics, self._auth, full_method)
+        metrics, auth, closing = per_method(self._metrics, self._auth, full_method, self._closing)
         method = full_method.rpartition("/")[2]
         deserialize, serialize = tolerant(handler.request_deserializer), handler.response_serializer
         if handler.unary_unary:
             inner = handler.unary_unary
             native = getattr(getattr(inner, "__self__", None), "SYNC_METHODS", {}).get(method)
-            behaviour = self._unary(metrics, auth, getattr(inner.__self__, native) if native else None, inner)
+            behaviour = self._unary(metrics, auth, closing, getattr(inner.__self__, native) if native else None, inner)
             return grpc.unary_unary_rpc_method_handler(behaviour, deserialize, serialize)
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                self._stream_unary(metrics, auth, handler.stream_unary), deserialize, serialize)
+                self._stream_unary(metrics, auth, closing, handler.stream_unary), deserialize, serialize)
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                self._streaming(metrics, auth, handler.unary_stream, client_stream=False), deserialize, serialize)
+                self._streaming(metrics, auth, closing, handler.unary_stream, client_stream=False),
+                deserialize, serialize)
         return grpc.stream_stream_rpc_method_handler(
-            self._streaming(metrics, auth, handler.stream_stream, client_stream=True), deserialize, serialize)
+            self._streaming(metrics, auth, closing, handler.stream_stream, client_stream=True),
+            deserialize, serialize)
 
     @contextlib.contextmanager
     def _mapped(self, metrics: MethodMetrics, context: grpc.ServicerContext, request: Any,
-                auth: BearerToken | None) -> Iterator[None]:
+                auth: BearerToken | None, closing: Closing | None) -> Iterator[None]:
         """One call: deadline in context, errors mapped to gRPC codes, metrics recorded."""
         start, code = time.perf_counter(), grpc.StatusCode.OK
         remaining = context.time_remaining()
@@ -212,7 +216,7 @@ class SyncHandlerWrapper:
         request_deadline.set(deadline)
         request_alive.set(context.is_active)  # the model queue drops a request whose client left
         try:
-            refuse_early(auth, context, request)
+            refuse_early(auth, context, request, closing)
             yield
             if not context.is_active():
                 code = _gone(deadline)
@@ -237,12 +241,13 @@ class SyncHandlerWrapper:
             metrics.count(code)
             metrics.latency.observe(time.perf_counter() - start)
 
-    def _unary(self, metrics: MethodMetrics, auth: BearerToken | None, native: Callable[..., Any] | None,
+    def _unary(self, metrics: MethodMetrics, auth: BearerToken | None, closing: Closing | None,
+               native: Callable[..., Any] | None,
                inner: Callable[..., Any]) -> Callable[[Any, grpc.ServicerContext], Any]:
         budget, loop = self._budget, self._loop
 
         def behaviour(request: Any, context: grpc.ServicerContext) -> Any:
-            with self._mapped(metrics, context, request, auth):
+            with self._mapped(metrics, context, request, auth, closing):
                 size = budget.admit(request)  # before the handler decodes anything (inflight_bytes.py)
                 try:
                     if native is not None:
@@ -254,14 +259,14 @@ class SyncHandlerWrapper:
 
         return behaviour
 
-    def _stream_unary(self, metrics: MethodMetrics, auth: BearerToken | None,
+    def _stream_unary(self, metrics: MethodMetrics, auth: BearerToken | None, closing: Closing | None,
                       inner: Callable[..., Any]) -> Callable[[Iterator[Any], grpc.ServicerContext], Any]:
         loop = self._loop
 
         def behaviour(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
             stream = _ClientStream(requests, loop)
             try:
-                with self._mapped(metrics, context, None, auth):
+                with self._mapped(metrics, context, None, auth, closing):
                     return _Call(loop, context).run(inner(stream, _LoopContext(context)))
             finally:
                 stream.close()
@@ -269,7 +274,8 @@ class SyncHandlerWrapper:
 
         return behaviour
 
-    def _streaming(self, metrics: MethodMetrics, auth: BearerToken | None, inner: Callable[..., Any],
+    def _streaming(self, metrics: MethodMetrics, auth: BearerToken | None, closing: Closing | None,
+                   inner: Callable[..., Any],
                    client_stream: bool) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
         budget, loop = self._budget, self._loop
 
@@ -277,7 +283,7 @@ class SyncHandlerWrapper:
             stream = _ClientStream(request, loop) if client_stream else None
             call = _Call(loop, context)
             try:
-                with self._mapped(metrics, context, None if client_stream else request, auth):
+                with self._mapped(metrics, context, None if client_stream else request, auth, closing):
                     # A unary request is counted for its whole answer; a stream's messages by the servicer.
                     size = 0 if client_stream else budget.admit(request)
                     try:

@@ -322,7 +322,8 @@ class Supervisor:
         for w in self.workers:
             if w.alive:
                 self._send(w, ("stop",))
-        deadline = time.monotonic() + self.settings.shutdown_drain_s + self.settings.grace_period_s + 5.0
+        deadline = time.monotonic() + self.settings.shutdown_drain_s + self.settings.shutdown_refuse_s + \
+            self.settings.grace_period_s + 5.0
         while any(w.process.is_alive() for w in self.workers) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         for w in self.workers:
