@@ -34,7 +34,8 @@ train split, the test clips never read for it; that part: HEAR's valid split, wi
 held-out one, else a seeded fifth of the train groups), scored by the same probe on the same test clips;
 `--out-repository` exports it as audio-bow-fp32 (ONNX, parity checked). Not yet: fine-tuning PaSST,
 fine-tuning on event tasks, multilabel scene tasks, exporting a fine-tuned embedder in folds mode
-(each fold fine-tunes its own), the MLP probe on this path.
+(each fold fine-tunes its own). `--probe both` adds the MLP probe (hear-eval-kit's protocol: a grid chosen
+on validation clips inside the train split, refit on them) beside the linear one for every embedder.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ from models.audio import fine_tune as tuning
 from models.audio.bow import BagOfWords
 from models.audio.frontend import FrontEndConfig, LogMelStatistics
 from models.audio.hear_task import EVENT, FOLDS, HearTask, HearTaskError, read_task
-from models.audio.metrics import linear_probe_predictions, onset_matches
+from models.audio.metrics import linear_probe_predictions, mlp_probe_predictions, onset_matches
 
 EMBEDDERS = {"PaSST": "audio-passt-fp32", "bag of words": "audio-bow-fp32"}
 BASELINE = "log-mel statistics (nothing learned)"
@@ -149,6 +150,37 @@ def probe(features: np.ndarray, labels: np.ndarray, train: list[int], test: list
     return probe_folds([features], labels, [(train, test)], seed)
 
 
+def mlp_probe_folds(features: list[np.ndarray], labels: np.ndarray, folds: list[tuple[list[int], list[int]]],
+                    parts: list[tuple[list[int], list[int]]], classes: int, seed: int) -> dict[str, Any]:
+    """hear-eval-kit's protocol on each fold: the MLP grid (models/audio/metrics.py, MLP_GRID) trained on the fold's
+    fit clips, chosen by accuracy on its validation clips (`parts`, both inside its train clips), refit on both,
+    scored on its test clips; the control runs the same with the train clips' labels shuffled."""
+    correct, control, chosen = [], [], []
+    for k, (_, test) in enumerate(folds):
+        x = features[k if len(features) > 1 else 0]
+        fit, validation = parts[k]
+        predicted, trials = mlp_probe_predictions(x[fit], labels[fit], x[validation], labels[validation], x[test],
+                                                  classes, seed)
+        correct.append((predicted == labels[test]).astype(np.float64))
+        chosen.append(trials["chosen"])
+        order = fit + validation
+        shuffled = np.random.default_rng(seed + k).permutation(labels[order])
+        guessed, _ = mlp_probe_predictions(x[fit], shuffled[:len(fit)], x[validation], shuffled[len(fit):], x[test],
+                                           classes, seed)
+        control.append(guessed == labels[test])
+    right = np.concatenate(correct)
+    return {"accuracy": round(float(right.mean()), 4), "interval_95": _interval(right, seed=seed),
+            "shuffled_label_control": round(float(np.concatenate(control).mean()), 4), "chosen": chosen}
+
+
+def validation_parts(prepared: Prepared, seed: int) -> list[tuple[list[int], list[int]]]:
+    """Per fold, (fit, validation) inside its train clips: the task's own (HEAR's valid split, with folds the next
+    fold), else a seeded share of the train groups (`validation_part`)."""
+    return [prepared.validation[k] if prepared.validation[k][1]
+            else validation_part(train, prepared.groups, prepared.y, seed)
+            for k, (train, _) in enumerate(prepared.folds)]
+
+
 def probe_folds(features: list[np.ndarray], labels: np.ndarray, folds: list[tuple[list[int], list[int]]],
                 seed: int) -> dict[str, Any]:
     """The linear probe of each fold (its own features: one array for all folds, or one per fold), every test
@@ -193,9 +225,9 @@ def validation_part(train: list[int], groups: list[str], y: np.ndarray, seed: in
     held = set(rng.permutation(names)[:max(1, round(VALIDATION_FRACTION * len(names)))].tolist())
     fit, validation = [i for i in train if groups[i] not in held], [i for i in train if groups[i] in held]
     if len(set(y[fit])) < 2 or not validation:
-        raise LabelsError(f"fine-tuning needs a validation part of the train split: {len(train)} train clips in "
-                          f"{len(names)} groups leave {len(fit)} fit clips with {len(set(y[fit]))} label(s) and "
-                          f"{len(validation)} validation clips; add clips or groups")
+        raise LabelsError(f"fine-tuning and the MLP probe need a validation part of the train split: {len(train)} "
+                          f"train clips in {len(names)} groups leave {len(fit)} fit clips with {len(set(y[fit]))} "
+                          f"label(s) and {len(validation)} validation clips; add clips or groups")
     return fit, validation
 
 
@@ -282,30 +314,38 @@ def _fine_tuned_features(prepared: Prepared, repository: Path, epochs: int, seed
 
 
 def evaluate_prepared(prepared: Prepared, repository: Path, seed: int = 0, fine_tune_epochs: int = 0,
-                      progress: bool = False, learning_rate: float = tuning.LEARNING_RATE
+                      progress: bool = False, learning_rate: float = tuning.LEARNING_RATE, mlp: bool = False
                       ) -> tuple[dict[str, Any], list[Any]]:
-    """(the result, the fine-tuned models, one per fold): every embedder's probe on the same folds."""
+    """(the result, the fine-tuned models, one per fold): every embedder's probe on the same folds; with `mlp`,
+    the MLP probe (hear-eval-kit's protocol) beside the linear one, in result["mlp_probe"]."""
     if prepared.task is not None and prepared.task.embedding_type == EVENT:
         if fine_tune_epochs:
             raise LabelsError(f"--fine-tune is for scene tasks; {prepared.task.root} is an event task (fine-tuning on "
                               "events is not built)")
+        if mlp:
+            raise LabelsError(f"--probe mlp is for scene tasks; {prepared.task.root} is an event task (its probe "
+                              "is a frame-level linear one)")
         return evaluate_events(prepared, repository, seed), []
-    results: dict[str, Any] = {}
+    parts = validation_parts(prepared, seed) if mlp else []
+    features: dict[str, list[np.ndarray]] = {}
     rates: dict[str, int] = {}
     rate = FrontEndConfig().sample_rate
-    results[BASELINE] = probe_folds([_log_mel_statistics(prepared.audio(rate))], prepared.y, prepared.folds, seed)
+    features[BASELINE] = [_log_mel_statistics(prepared.audio(rate))]
     for title, model_name in EMBEDDERS.items():
         model = hear.load_model(str(repository / model_name), threads=1)
-        embedded = np.stack([hear.get_scene_embeddings(torch.from_numpy(a)[None], model).numpy()[0]
-                             for a in prepared.audio(model.sample_rate)])
-        results[title] = probe_folds([embedded], prepared.y, prepared.folds, seed)
+        features[title] = [np.stack([hear.get_scene_embeddings(torch.from_numpy(a)[None], model).numpy()[0]
+                                     for a in prepared.audio(model.sample_rate)])]
         rates[title] = model.sample_rate
     models: list[Any] = []
-    result = {**prepared.summary, "embedders": results}
+    result: dict[str, Any] = {**prepared.summary}
     if fine_tune_epochs > 0:
-        features, result["fine_tune"], models = _fine_tuned_features(prepared, repository, fine_tune_epochs, seed,
-                                                                     progress, learning_rate)
-        results[FINE_TUNED] = probe_folds(features, prepared.y, prepared.folds, seed)
+        features[FINE_TUNED], result["fine_tune"], models = _fine_tuned_features(
+            prepared, repository, fine_tune_epochs, seed, progress, learning_rate)
+    result["embedders"] = {title: probe_folds(x, prepared.y, prepared.folds, seed) for title, x in features.items()}
+    if mlp:
+        result["mlp_probe"] = {title: mlp_probe_folds(x, prepared.y, prepared.folds, parts, len(prepared.names), seed)
+                               for title, x in features.items()}
+        result["mlp_validation"] = [{"fit": len(fit), "validation": len(validation)} for fit, validation in parts]
     if prepared.task is not None:
         result["audio_folder_rate"] = {t: prepared.source_rates[r] for t, r in rates.items()}
     return result, models
@@ -461,6 +501,18 @@ def render(result: dict[str, Any], command: str, seconds: float) -> str:
     for name, r in result["embedders"].items():
         lines.append(f"| {name} | {r['accuracy']:.4f} | {r['interval_95'][0]:.4f}-{r['interval_95'][1]:.4f} | "
                      f"{r['shuffled_label_control']:.4f} |")
+    if "mlp_probe" in result:
+        sizes = "; ".join(f"{p['fit']} fit + {p['validation']} validation clips" for p in result["mlp_validation"])
+        lines += ["", "MLP probe (hear-eval-kit's protocol: one hidden layer, dropout, Adam, early stopping; learning "
+                  "rate x width x dropout chosen by accuracy on validation clips inside the train split "
+                  f"({sizes}), refit on both, scored on the same test clips):", "",
+                  "| embedder | test accuracy | 95% interval | shuffled-label control "
+                  "| chosen (rate, width, dropout) |",
+                  "|---|---|---|---|---|"]
+        for name, r in result["mlp_probe"].items():
+            chosen = "; ".join(f"{c['learning_rate']:g}, {c['hidden']}, {c['dropout']:g}" for c in r["chosen"])
+            lines.append(f"| {name} | {r['accuracy']:.4f} | {r['interval_95'][0]:.4f}-{r['interval_95'][1]:.4f} | "
+                         f"{r['shuffled_label_control']:.4f} | {chosen} |")
     if "fine_tune" in result:
         tuned = result["fine_tune"]
         lines += ["", f"Fine-tuning ({tuned['epochs']} epochs of cross-entropy on the fit clips' windows, AdamW "
@@ -493,6 +545,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--learning-rate", type=float, default=tuning.LEARNING_RATE, help="fine-tuning's AdamW rate")
     parser.add_argument("--out-repository", type=Path, default=None,
                         help="export the fine-tuned bag of words here as audio-bow-fp32 (with --fine-tune)")
+    parser.add_argument("--probe", choices=("linear", "both"), default="linear",
+                        help="both: the MLP probe (hear-eval-kit's protocol, a grid chosen on validation clips inside "
+                             "the train split) beside the linear one (scene tasks and the CSV layout)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for fine-tuning")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--report", type=Path, default=Path("artifacts/audio-user/quality.md"))
@@ -511,7 +566,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.out_repository is not None and len(prepared.folds) > 1:
             parser.error("--out-repository: with folds each fold fine-tunes its own embedder; none is exported")
         result, models = evaluate_prepared(prepared, args.repository, args.seed, args.fine_tune,
-                                           not args.no_progress, args.learning_rate)
+                                           not args.no_progress, args.learning_rate, args.probe == "both")
     except (LabelsError, HearTaskError) as error:
         parser.exit(2, f"{parser.prog}: {error}\n")
     if args.out_repository is not None:

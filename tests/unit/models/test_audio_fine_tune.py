@@ -146,7 +146,7 @@ def test_fine_tuning_refuses_a_train_split_too_small_to_validate(tmp_path: Path,
     with pytest.raises(SystemExit):
         main(["--data", str(data), "--labels", str(labels), "--repository", str(ROOT / "shipped_models"),
               "--report", str(tmp_path / "r.md"), "--fine-tune", "1", "--no-progress"])
-    assert "fine-tuning needs a validation part of the train split" in capsys.readouterr().err
+    assert "fine-tuning and the MLP probe need a validation part of the train split" in capsys.readouterr().err
 
 
 def test_without_shipped_weights_the_report_says_it_trained_from_scratch(tmp_path: Path) -> None:

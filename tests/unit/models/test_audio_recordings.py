@@ -63,6 +63,29 @@ def test_the_report_compares_the_embedders_with_log_mel_statistics(tmp_path: Pat
     assert "| PaSST |" in text and f"({result['train']} train, {result['test']} test clips)" in text
 
 
+def test_the_mlp_probe_is_chosen_on_validation_clips_of_the_train_split_and_reported_beside_the_linear_one(
+        tmp_path: Path) -> None:
+    from models.audio.user_data import prepare_csv, validation_parts
+
+    labels = _recordings(tmp_path)
+    prepared = prepare_csv(tmp_path, labels, test_fraction=0.25, seed=0)
+    (train, _), = prepared.folds
+    (fit, validation), = validation_parts(prepared, seed=0)
+    assert sorted(fit + validation) == sorted(train) and not set(fit) & set(validation)
+    assert not {prepared.groups[i] for i in fit} & {prepared.groups[i] for i in validation}  # whole groups
+    report = tmp_path / "report.md"
+    result = main(["--data", str(tmp_path), "--labels", str(labels), "--repository", str(ROOT / "shipped_models"),
+                   "--report", str(report), "--probe", "both"])
+    assert set(result["mlp_probe"]) == set(result["embedders"]) == {BASELINE, "PaSST", "bag of words"}
+    assert result["mlp_validation"] == [{"fit": len(fit), "validation": len(validation)}]
+    assert result["mlp_probe"][BASELINE]["accuracy"] == 1.0  # the two registers, as the linear probe finds
+    for figures in result["mlp_probe"].values():
+        low, high = figures["interval_95"]
+        assert 0.0 <= low <= figures["accuracy"] <= high <= 1.0 and 0.0 <= figures["shuffled_label_control"] <= 1.0
+        assert len(figures["chosen"]) == 1 and figures["chosen"][0]["hidden"] in (256, 1024)
+    assert "MLP probe (hear-eval-kit's protocol" in report.read_text()
+
+
 def test_a_file_that_is_not_audio_is_refused_naming_it(tmp_path: Path) -> None:
     from models.audio.user_data import load_audio
 
