@@ -10,9 +10,10 @@ PMLR 176, 2022):
 task_metadata.json needs `task_name`, `mode` ("train/valid/test" or "folds"; hear-preprocess's `split_mode`
 "trainvaltest" / "*folds" is read too) and `embedding_type` ("scene" or "event"); it may give
 `label_vocabulary` (a list: every label must be in it; else the labels found make the vocabulary, or
-hear-preprocess's labelvocabulary.csv with a `label` column), `prediction_type` (scene tasks: "multiclass"
-only, one label per file), `sample_rate` or `sample_rates` (else every numeric folder), `split_names`
-(else train, valid, test, where valid is optional, or fold00 .. fold<nfolds - 1> from `nfolds`).
+hear-preprocess's labelvocabulary.csv with a `label` column), `prediction_type` (scene tasks: "multiclass",
+one label per file, the default; or "multilabel", one or more per file), `sample_rate` or `sample_rates` (else
+every numeric folder), `split_names` (else train, valid, test, where valid is optional, or fold00 ..
+fold<nfolds - 1> from `nfolds`).
 
 Label files: scene {"file.wav": ["label"]}; event {"file.wav": [{"label": "dog", "start": 120.0, "end": 870.5}, ...]}
 with times in milliseconds. Every problem found is reported at once, one line each naming its file, as a
@@ -38,6 +39,7 @@ import soundfile
 METADATA = "task_metadata.json"
 TRAIN_VALID_TEST, FOLDS = "train/valid/test", "folds"
 SCENE, EVENT = "scene", "event"
+MULTICLASS, MULTILABEL = "multiclass", "multilabel"
 MAX_PROBLEMS = 50  # lines in one error; the rest are counted
 
 
@@ -77,6 +79,7 @@ class HearTask:
     vocabulary: tuple[str, ...]
     sample_rates: tuple[int, ...]  # ascending
     clips: tuple[TaskClip, ...]
+    prediction_type: str = MULTICLASS  # scene tasks: MULTICLASS or MULTILABEL
 
     def audio_path(self, clip: TaskClip, rate: int) -> Path:
         return self.root / str(rate) / clip.split / clip.file
@@ -175,14 +178,17 @@ def _vocabulary(root: Path, metadata: dict[str, Any], path: Path, problems: list
     return None
 
 
-def _scene_labels(value: Any, where: str, problems: list[str]) -> tuple[str, ...] | None:
+def _scene_labels(value: Any, where: str, problems: list[str], prediction: str) -> tuple[str, ...] | None:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         problems.append(f"{where}: a scene label must be a list of label strings, got {value!r}")
         return None
-    if len(value) != 1:
+    if prediction == MULTICLASS and len(value) != 1:
         problems.append(f"{where}: multiclass scene tasks need exactly one label per file, got {value!r}")
         return None
-    return tuple(value)
+    if prediction == MULTILABEL and (not value or len(set(value)) != len(value)):
+        problems.append(f"{where}: multilabel scene tasks need one or more distinct labels per file, got {value!r}")
+        return None
+    return tuple(sorted(value))
 
 
 def _events(value: Any, where: str, problems: list[str]) -> tuple[Event, ...] | None:
@@ -235,10 +241,10 @@ def read_task(root: Path) -> HearTask:
     kind = metadata.get("embedding_type")
     if kind is not None and kind not in (SCENE, EVENT):
         problems.append(f"{path}: 'embedding_type' must be {SCENE!r} or {EVENT!r}, got {kind!r}")
-    prediction = metadata.get("prediction_type", "multiclass")
-    if kind == SCENE and prediction != "multiclass":
-        problems.append(f"{path}: scene tasks must be 'multiclass' (one label per file); "
-                        f"prediction_type {prediction!r} is not supported")
+    prediction = metadata.get("prediction_type", MULTICLASS)
+    if kind == SCENE and prediction not in (MULTICLASS, MULTILABEL):
+        problems.append(f"{path}: scene tasks must be {MULTICLASS!r} (one label per file) or {MULTILABEL!r} (one or "
+                        f"more); prediction_type {prediction!r} is not supported")
     splits = _splits(root, metadata, mode, path, problems) if mode is not None else []
     rates = _sample_rates(root, metadata, path, problems)
     vocabulary = _vocabulary(root, metadata, path, problems)
@@ -260,7 +266,7 @@ def read_task(root: Path) -> HearTask:
             labels: tuple[str, ...] | None
             events: tuple[Event, ...] | None
             if kind == SCENE:
-                labels, events = _scene_labels(value, where, problems), ()
+                labels, events = _scene_labels(value, where, problems, prediction), ()
             else:
                 events = _events(value, where, problems)
                 labels = None if events is None else tuple(sorted({e.label for e in events}))
@@ -277,4 +283,5 @@ def read_task(root: Path) -> HearTask:
     if problems:
         raise HearTaskError(problems)
     return HearTask(root, str(metadata["task_name"]), mode or "", str(kind), tuple(splits),
-                    tuple(vocabulary if vocabulary is not None else found), tuple(rates), tuple(clips))
+                    tuple(vocabulary if vocabulary is not None else found), tuple(rates), tuple(clips),
+                    prediction if kind == SCENE else MULTICLASS)

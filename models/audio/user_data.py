@@ -33,8 +33,9 @@ fine-tuned on the train split (models/audio/fine_tune.py: the epoch chosen on a 
 train split, the test clips never read for it; that part: HEAR's valid split, with folds the fold after the
 held-out one, else a seeded fifth of the train groups), scored by the same probe on the same test clips;
 `--out-repository` exports it as audio-bow-fp32 (ONNX, parity checked). Not yet: fine-tuning PaSST,
-fine-tuning on event tasks, multilabel scene tasks, exporting a fine-tuned embedder in folds mode
-(each fold fine-tunes its own). `--probe both` adds the MLP probe (hear-eval-kit's protocol: a grid chosen
+fine-tuning on event tasks or multilabel scene tasks (a HEAR `prediction_type` "multilabel" task is scored by
+one linear probe per label, mean average precision), exporting a fine-tuned embedder in folds mode (each
+fold fine-tunes its own). `--probe both` adds the MLP probe (hear-eval-kit's protocol: a grid chosen
 on validation clips inside the train split, refit on them) beside the linear one for every embedder.
 """
 
@@ -58,6 +59,7 @@ import torch
 from scipy.ndimage import median_filter
 from scipy.signal import resample_poly
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -66,7 +68,7 @@ from infersuite.services.audio import windows as audio_windows
 from models.audio import fine_tune as tuning
 from models.audio.bow import BagOfWords
 from models.audio.frontend import FrontEndConfig, LogMelStatistics
-from models.audio.hear_task import EVENT, FOLDS, HearTask, HearTaskError, read_task
+from models.audio.hear_task import EVENT, FOLDS, MULTILABEL, HearTask, HearTaskError, read_task
 from models.audio.metrics import linear_probe_predictions, mlp_probe_predictions, onset_matches
 
 EMBEDDERS = {"PaSST": "audio-passt-fp32", "bag of words": "audio-bow-fp32"}
@@ -148,6 +150,49 @@ def _interval(correct: np.ndarray, resamples: int = 2000, seed: int = 0) -> list
 
 def probe(features: np.ndarray, labels: np.ndarray, train: list[int], test: list[int], seed: int) -> dict[str, Any]:
     return probe_folds([features], labels, [(train, test)], seed)
+
+
+def _label_scores(train: np.ndarray, targets: np.ndarray, test: np.ndarray) -> np.ndarray:
+    """(test clips, labels): per label, a logistic regression's probability (standardised inputs, as the linear
+    probe); a label constant over the train clips scores that constant."""
+    scores = np.empty((len(test), targets.shape[1]))
+    for j in range(targets.shape[1]):
+        column = targets[:, j]
+        if column.min() == column.max():
+            scores[:, j] = column[0]
+            continue
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0)).fit(train, column)
+        scores[:, j] = model.predict_proba(test)[:, 1]
+    return scores
+
+
+def mean_average_precision(targets: np.ndarray, scores: np.ndarray) -> float:
+    """HEAR's multilabel score: average precision per label (sklearn), averaged over the labels that have a
+    positive among these clips."""
+    present = targets.sum(axis=0) > 0
+    return float(average_precision_score(targets[:, present], scores[:, present], average="macro"))
+
+
+def multilabel_probe_folds(features: list[np.ndarray], targets: np.ndarray, folds: list[tuple[list[int], list[int]]],
+                           seed: int, resamples: int = 1000) -> dict[str, Any]:
+    """The linear probe of a multilabel task: one logistic regression per label on each fold's train clips, every
+    test clip's scores pooled over the folds, mean average precision; interval: bootstrap over the test clips;
+    control: the same probes trained on the train clips' label rows shuffled."""
+    truth, scores, control = [], [], []
+    for k, (train, test) in enumerate(folds):
+        x = features[k if len(features) > 1 else 0]
+        truth.append(targets[test])
+        scores.append(_label_scores(x[train], targets[train], x[test]))
+        shuffled = targets[train][np.random.default_rng(seed + k).permutation(len(train))]
+        control.append(_label_scores(x[train], shuffled, x[test]))
+    y, predicted = np.concatenate(truth), np.concatenate(scores)
+    rng = np.random.default_rng(seed)
+    draws = [mean_average_precision(y[rows], predicted[rows])
+             for rows in rng.integers(0, len(y), (resamples, len(y))) if y[rows].sum() > 0]
+    return {"mAP": round(mean_average_precision(y, predicted), 4),
+            "interval_95": [round(float(np.quantile(draws, q)), 4) for q in (0.025, 0.975)],
+            "shuffled_label_control": round(mean_average_precision(y, np.concatenate(control)), 4),
+            "labels_scored": int((y.sum(axis=0) > 0).sum())}
 
 
 def mlp_probe_folds(features: list[np.ndarray], labels: np.ndarray, folds: list[tuple[list[int], list[int]]],
@@ -248,11 +293,18 @@ def prepare_csv(data: Path, labels: Path, test_fraction: float, seed: int) -> Pr
 def prepare_task(root: Path) -> Prepared:
     task = read_task(root)
     names = list(task.vocabulary)
-    y = np.array([-1 if task.embedding_type == EVENT else names.index(c.labels[0]) for c in task.clips])
+    multilabel = task.embedding_type != EVENT and task.prediction_type == MULTILABEL
+    if multilabel:  # (clips, labels) of 0/1
+        y = np.array([[int(name in c.labels) for name in names] for c in task.clips])
+    else:
+        y = np.array([-1 if task.embedding_type == EVENT else names.index(c.labels[0]) for c in task.clips])
     folds = task.folds()
     for k, (train, test) in enumerate(folds):
-        if task.embedding_type != EVENT and len(set(y[train])) < 2:
-            raise HearTaskError([f"{root}: evaluation {k + 1} trains on a single label: add clips"])
+        varies = (y[train].min(axis=0) != y[train].max(axis=0)).any() if multilabel else len(set(y[train])) >= 2
+        if task.embedding_type != EVENT and not varies:
+            raise HearTaskError([f"{root}: evaluation {k + 1} trains on a single label"
+                                 + (" (no label is both present and absent in its train clips)" * multilabel)
+                                 + ": add clips"])
         if not test:
             raise HearTaskError([f"{root}: evaluation {k + 1} has no test clips"])
     if task.mode == FOLDS:  # HEAR's protocol: the fold after the held-out one validates
@@ -264,8 +316,9 @@ def prepare_task(root: Path) -> Prepared:
         validation = [([i for i in folds[0][0] if i not in set(valid)], valid)] if valid else [([], [])]
         split = "train" + (" + valid" if valid else "") + " -> test"
     summary = {"clips": len(task.clips), "labels": names, "train": len(folds[0][0]), "test": len(folds[0][1]),
-               "groups": None, "split": split, "chance": round(1 / len(names), 4),
-               "task": task.name, "embedding_type": task.embedding_type, "sample_rates": list(task.sample_rates)}
+               "groups": None, "split": split, "chance": None if multilabel else round(1 / len(names), 4),
+               "task": task.name, "embedding_type": task.embedding_type, "sample_rates": list(task.sample_rates),
+               "prediction_type": task.prediction_type}
 
     sources: dict[int, int] = {}
 
@@ -326,6 +379,10 @@ def evaluate_prepared(prepared: Prepared, repository: Path, seed: int = 0, fine_
             raise LabelsError(f"--probe mlp is for scene tasks; {prepared.task.root} is an event task (its probe "
                               "is a frame-level linear one)")
         return evaluate_events(prepared, repository, seed), []
+    multilabel = prepared.task is not None and prepared.task.prediction_type == MULTILABEL
+    if multilabel and (fine_tune_epochs or mlp):
+        raise LabelsError(f"{prepared.task.root if prepared.task else ''} is a multilabel scene task: its probe is "
+                          "the linear one per label (mAP); fine-tuning and the MLP probe are for multiclass tasks")
     parts = validation_parts(prepared, seed) if mlp else []
     features: dict[str, list[np.ndarray]] = {}
     rates: dict[str, int] = {}
@@ -341,7 +398,8 @@ def evaluate_prepared(prepared: Prepared, repository: Path, seed: int = 0, fine_
     if fine_tune_epochs > 0:
         features[FINE_TUNED], result["fine_tune"], models = _fine_tuned_features(
             prepared, repository, fine_tune_epochs, seed, progress, learning_rate)
-    result["embedders"] = {title: probe_folds(x, prepared.y, prepared.folds, seed) for title, x in features.items()}
+    score = multilabel_probe_folds if multilabel else probe_folds
+    result["embedders"] = {title: score(x, prepared.y, prepared.folds, seed) for title, x in features.items()}
     if mlp:
         result["mlp_probe"] = {title: mlp_probe_folds(x, prepared.y, prepared.folds, parts, len(prepared.names), seed)
                                for title, x in features.items()}
@@ -491,6 +549,20 @@ def render(result: dict[str, Any], command: str, seconds: float) -> str:
                          f" | {r['precision']:.4f} | {r['recall']:.4f} | {r['shuffled_label_control']:.4f} |")
         return "\n".join(lines) + "\n"
     groups = f", {result['groups']} groups" if result.get("groups") is not None else ""
+    if result.get("prediction_type") == MULTILABEL:
+        lines = [
+            "# Audio embeddings on your recordings (multilabel)", "",
+            f"Produced by `{command}` ({seconds:.0f} s wall): {task}{result['clips']} clips, {len(result['labels'])} "
+            f"labels ({', '.join(result['labels'])}), one or more per clip; split: {result['split']} "
+            f"({result['train']} train, {result['test']} test clips). Linear probe on frozen scene embeddings, one "
+            "logistic regression per label; mean average precision over the labels present among the test clips "
+            "(HEAR's mAP); interval: bootstrap over test clips; control: the probes trained on the train clips' "
+            "label rows shuffled.", "",
+            "| embedder | test mAP | 95% interval | shuffled-label control | labels scored |", "|---|---|---|---|---|"]
+        for name, r in result["embedders"].items():
+            lines.append(f"| {name} | {r['mAP']:.4f} | {r['interval_95'][0]:.4f}-{r['interval_95'][1]:.4f} | "
+                         f"{r['shuffled_label_control']:.4f} | {r['labels_scored']} |")
+        return "\n".join(lines) + "\n"
     lines = [
         "# Audio embeddings on your recordings", "",
         f"Produced by `{command}` ({seconds:.0f} s wall): {task}{result['clips']} clips, {len(result['labels'])} "

@@ -230,3 +230,62 @@ def test_fine_tuning_an_event_task_is_refused_without_blaming_the_folder(tmp_pat
     assert raised.value.code == 2
     err = capsys.readouterr().err
     assert f"--fine-tune is for scene tasks; {root} is an event task" in err and "not usable" not in err
+
+
+COMBINATIONS = (("low",), ("high",), ("noise",), ("high", "low"), ("high", "noise"))
+
+
+def multilabel_task(root: Path) -> Path:
+    """A multilabel scene task: each clip holds one or two of LABELS at once (a tone over noise, two tones)."""
+    rng = np.random.default_rng(1)
+    for split, count in (("train", 4), ("test", 2)):
+        labels = {}
+        for combination in COMBINATIONS:
+            for take in range(count):
+                seconds = rng.uniform(0.8, 1.2)
+                sound = sum(_sound(label, seconds, 32000, rng) for label in combination)
+                name = f"{'+'.join(combination)}{take}.wav"
+                _write(root, split, name, {32000: sound})
+                labels[name] = list(reversed(combination))  # any order in the file: read sorted
+        (root / f"{split}.json").write_text(json.dumps(labels))
+    (root / "task_metadata.json").write_text(json.dumps(
+        {"task_name": "tiny-multilabel", "mode": "train/valid/test", "embedding_type": "scene",
+         "prediction_type": "multilabel", "label_vocabulary": list(LABELS), "sample_rate": 32000}))
+    return root
+
+
+def test_a_multilabel_scene_task_is_scored_by_mean_average_precision(tmp_path: Path) -> None:
+    root = multilabel_task(tmp_path / "task")
+    task = read_task(root)
+    assert task.prediction_type == "multilabel" and {c.labels for c in task.clips} == set(COMBINATIONS)
+    prepared = prepare_task(root)
+    assert prepared.y.shape == (len(task.clips), len(LABELS)) and set(prepared.y.sum(axis=1)) == {1, 2}
+    report = tmp_path / "report.md"
+    result = main(["--format", "hear", "--data", str(root), "--repository", str(ROOT / "shipped_models"),
+                   "--report", str(report)])
+    assert set(result["embedders"]) == {BASELINE, *EMBEDDERS}
+    baseline = result["embedders"][BASELINE]
+    assert baseline["mAP"] >= 0.9 and baseline["labels_scored"] == 3  # tones and noise: a mel spectrum tells
+    assert baseline["shuffled_label_control"] < baseline["mAP"]
+    for figures in result["embedders"].values():
+        low, high = figures["interval_95"]
+        assert 0.0 <= low <= high <= 1.0 and 0.0 <= figures["mAP"] <= 1.0
+    assert "| test mAP |" in report.read_text()
+
+
+def test_multilabel_files_need_labels_and_refuse_what_is_built_for_one_label(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = multilabel_task(tmp_path / "task")
+    for extra in (["--fine-tune", "1"], ["--probe", "both"]):
+        with pytest.raises(SystemExit) as raised:
+            main(["--format", "hear", "--data", str(root), "--repository", str(ROOT / "shipped_models"),
+                  "--report", str(tmp_path / "report.md"), *extra])
+        assert raised.value.code == 2
+        assert f"{root} is a multilabel scene task" in capsys.readouterr().err
+    train = json.loads((root / "train.json").read_text())
+    train["low0.wav"], train["low1.wav"] = [], ["low", "low"]
+    (root / "train.json").write_text(json.dumps(train))
+    with pytest.raises(HearTaskError) as raised:
+        read_task(root)
+    assert len(raised.value.problems) == 2
+    assert all("multilabel scene tasks need one or more distinct labels per file" in p for p in raised.value.problems)
