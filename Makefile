@@ -64,6 +64,23 @@ report-audio-corpus: $(DEV) audio-tools
 		--report reports/audio_corpus.md
 	cp artifacts/audio-corpus/manifest.md reports/audio_corpus_manifest.md
 
+# The audio family's run on real packaged data (issue 24): recorded sound effects of Debian game packages (none
+# in the audio corpus) as a HEAR scene task of six kinds, 5 folds (models/audio/packaged_task.py), through the same
+# path as a user's task, linear and MLP probes -> reports/audio_packaged.md with the packages, versions, licences.
+AUDIO_PACKAGED_PACKAGES := btanks-data scorched3d-data lbreakout2-data mirrormagic-data chromium-bsu-data \
+  pingus-data tuxpaint-data frozen-bubble-data
+.PHONY: report-audio-packaged
+report-audio-packaged: $(DEV)
+	@test "$$(dpkg-query -W -f '$${db:Status-Status}\n' $(AUDIO_PACKAGED_PACKAGES) 2>/dev/null | grep -cx installed)" \
+	  = "$(words $(AUDIO_PACKAGED_PACKAGES))" || { \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(AUDIO_PACKAGED_PACKAGES); }
+	rm -rf artifacts/audio-packaged
+	$(PY) -m models.audio.packaged_task build artifacts/audio-packaged/task
+	$(PY) -m models.audio.user_data --format hear --data artifacts/audio-packaged/task --repository $(SHIPPED) \
+		--probe both --no-progress --report reports/audio_packaged.md
+	cat artifacts/audio-packaged/task/sources.md >> reports/audio_packaged.md
+
 # PaSST (shipped config, Patchout in training) pretrained on the corpus's pretrain clips only, one linear head per
 # label (source, word, voice, GM family, pitch class, octave, event kind), then probed on the held-out tasks beside
 # the shipped embedders, log-mel statistics and the untrained PaSST, with paired bootstrap differences:
@@ -438,6 +455,16 @@ report-splitcompute-user-data: $(DEV)
 	$(PY) -m models.splitcompute.user_data example artifacts/splitcompute-user-example/images --per-class 300
 	$(PY) -m benchmarks.splitcompute.user_data --data artifacts/splitcompute-user-example/images \
 		--out artifacts/splitcompute-user-example --report reports/splitcompute_user_data.md --seeds 3 --teacher-epochs 16 --student-epochs 3
+
+# Real images that ship inside an installed package: scikit-learn's handwritten digits (models/splitcompute/user_data.py
+# DIGITS_SOURCE: 1,797 8x8 images, 13 writers, CC BY 4.0) as an ImageFolder, through the same path as yours, 3 seeds
+# -> reports/splitcompute_digits.md (~5 min on 2 cores).
+.PHONY: report-splitcompute-digits
+report-splitcompute-digits: $(DEV)
+	rm -rf artifacts/splitcompute-digits
+	$(PY) -m models.splitcompute.user_data digits artifacts/splitcompute-digits/images
+	$(PY) -m benchmarks.splitcompute.user_data --data artifacts/splitcompute-digits/images --source digits \
+		--out artifacts/splitcompute-digits --report reports/splitcompute_digits.md --seeds 3 --teacher-epochs 16 --student-epochs 3
 
 # Bring your own data, segmentation: DIR/images + DIR/annotations (one-byte PNG class indices) + classes.txt,
 # or the ADE20K layout (TRAIN_ARGS='--format ade20k') -> ECO-M2F sized to your classes, the test report at

@@ -36,7 +36,7 @@ from models.splitcompute.train import (
     run,
     single_thread,
 )
-from models.splitcompute.user_data import ImageFolderConfig, describe, load_image_folder
+from models.splitcompute.user_data import DIGITS_SOURCE, ImageFolderConfig, describe, load_image_folder
 from models.statistics import hierarchical_bootstrap, rule
 
 CODECS: dict[str, tuple[str, dict[str, Any], tuple[int | None, ...]]] = {
@@ -139,7 +139,8 @@ def _pct(value: float | None) -> str:
 
 
 def write_report(path: Path, command: str, data: ShapeData, summaries: list[dict[str, Any]],
-                 seeds: list[dict[str, Any]], comparison: dict[str, Any], seconds: float, resamples: int) -> None:
+                 seeds: list[dict[str, Any]], comparison: dict[str, Any], seconds: float, resamples: int,
+                 source: str | None = None) -> None:
     first = seeds[0]["points"]["test"]
     lines = [
         "# Split computing on your images: the Entropic Student against JPEG and WebP",
@@ -147,7 +148,8 @@ def write_report(path: Path, command: str, data: ShapeData, summaries: list[dict
         f"Produced by `{command}` ({seconds:.0f} s wall). Data: {describe(data)}; images fitted to "
         f"{data.images.shape[-1]} px (infersuite/services/splitcompute/imaging.py: RGB, shorter side to the size, "
         "centre crop). "
-        f"Training seeds: {len(seeds)} (same split; the split is drawn once).",
+        f"Training seeds: {len(seeds)} (same split; the split is drawn once)."
+        + (f" Source of the images: {source}." if source else ""),
         "",
         "| seed | teacher test accuracy | default student (chosen on validation) | its test accuracy | "
         "its mean bytes sent (frame) |",
@@ -208,7 +210,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--repository", type=Path, default=None, help="export seed 0's default student here")
     parser.add_argument("--no-quantize", action="store_true",
                         help="export without the quantization gate (an unfinished run is still refused)")
+    parser.add_argument("--source", default=None, help="where the images come from and their licence (the report "
+                                                       "states it); --source digits: scikit-learn's digits")
     args = parser.parse_args(argv)
+    if args.source == "digits":
+        args.source = DIGITS_SOURCE
     command = "python -m benchmarks.splitcompute.user_data " + " ".join(argv if argv is not None else sys.argv[1:])
     started = time.perf_counter()
     data_cfg = ImageFolderConfig(str(args.data), args.image_size, args.valid_share, args.test_share)
@@ -229,7 +235,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             seeds.append(evaluate_seed(out, summaries[-1], data, decoded))
     comparison = compare(seeds, args.resamples)
     write_report(args.report, command, data, summaries, seeds, comparison, time.perf_counter() - started,
-                 args.resamples)
+                 args.resamples, args.source)
     figures = {"command": command, "data": describe(data), "class_names": list(data.class_names),
                "summaries": summaries,
                "comparison": {name: {k: (asdict(v) if hasattr(v, "estimate") else v) for k, v in c.items()}

@@ -17,6 +17,7 @@ that is not a multiple of 8 (the latent is 1/8 of the input), and a data set ove
 decoded (checked before decoding).
 
     python -m models.splitcompute.user_data example DIR                      # the synthetic world as a folder
+    python -m models.splitcompute.user_data digits DIR                       # real images: scikit-learn's digits
     python -m models.splitcompute.user_data export RUN --repository DIR      # a finished run, through the
         [--no-quantize] [--report quality.md]                                # quantization gate (docs/
                                                                              # splitcompute_own_data.md)
@@ -197,6 +198,27 @@ def write_example_folder(out: Path, per_class: int = 150, seed: int = 11) -> Pat
     return out
 
 
+DIGITS_SOURCE = ("scikit-learn's bundled copy of the UCI Optical Recognition of Handwritten Digits test set "
+                 "(sklearn.datasets.load_digits: 1,797 8x8 grey images of digits written by 13 people, 10 classes; "
+                 "Alpaydin and Kaynak, 1998; licence CC BY 4.0, shipped in the scikit-learn wheel, BSD-3-Clause), "
+                 "written as 8-bit PNG, one folder per digit")
+
+
+def write_digits_folder(out: Path) -> Path:
+    """Real handwritten digits that ship inside scikit-learn (DIGITS_SOURCE; nothing is downloaded) as an image
+    folder: <out>/<digit>/<index>.png, grey levels 0-16 scaled to 0-255, 8x8 as recorded (the family fits
+    every image to the model's input)."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for index, (image, label) in enumerate(zip(digits.images, digits.target, strict=True)):
+        folder = out / str(int(label))
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.round(image * 255 / 16).astype(np.uint8), mode="L").save(folder / f"{index:04d}.png")
+    return out
+
+
 def export_trained(run: Path, repository: Path, command: str, quantize: bool = True,
                    report: Path | None = None) -> dict[str, Any]:
     """A finished training run's default student (models.splitcompute.train.run's --out; a run that did not
@@ -227,6 +249,8 @@ def main(argv: list[str] | None = None) -> None:
     example.add_argument("out", type=Path)
     example.add_argument("--per-class", type=int, default=150)
     example.add_argument("--seed", type=int, default=11)
+    digits = commands.add_parser("digits", help="write scikit-learn's bundled handwritten digits as an image folder")
+    digits.add_argument("out", type=Path)
     export = commands.add_parser("export", help="export a finished run's default student through the gate")
     export.add_argument("run", type=Path, help="a training run's folder (summary.json, teacher.pt, student_beta*.pt; "
                                                "make train-splitcompute: artifacts/splitcompute-user/seed0)")
@@ -238,6 +262,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "example":
         write_example_folder(args.out, args.per_class, args.seed)
         print(f"wrote {args.per_class} images per class into {args.out}")
+        return
+    if args.command == "digits":
+        write_digits_folder(args.out)
+        print(f"wrote {DIGITS_SOURCE} into {args.out}")
         return
     command = "python -m models.splitcompute.user_data " + " ".join(argv if argv is not None else sys.argv[1:])
     try:
