@@ -98,6 +98,10 @@ def _shutdown(name: str, r: dict[str, Any]) -> list[str]:
                f"{r['in_flight_at_signal']} were in flight at the signal"
                + ("; none in flight: this run did not exercise the drain" if not r["in_flight_at_signal"] else "")
                + ")"),
+        _check(set(r["codes_before_signal"]) <= {"OK", "UNAVAILABLE"},
+               "none of them cancelled: each completed OK or was refused UNAVAILABLE before anything ran (safe to "
+               f"retry; the suite answers new calls itself before its transport stops: reports/shutdown.md): "
+               f"{r['codes_before_signal']}"),
         _check(set(r["codes_after_signal"]) <= {"UNAVAILABLE"}, f"new requests refused: {r['codes_after_signal']}, "
                f"first refusal {r['first_refusal_after_s']} s after SIGTERM"),
         _check(r["health_not_serving_after_s"] is not None, f"health Watch said NOT_SERVING "
