@@ -58,10 +58,10 @@ audio-corpus: $(DEV) audio-tools
 # The shipped audio embedders and log-mel statistics on the corpus's held-out voices, words, instruments and
 # packages (linear probe, bootstrap intervals, shuffled-label controls): reports/audio_corpus.md, with the
 # corpus's manifest (sources, versions, licences, size) beside it. Builds the corpus first when absent.
-report-audio-corpus: $(DEV) audio-tools
+report-audio-corpus: $(DEV) audio-tools hear-baseline
 	@test -f artifacts/audio-corpus/manifest.json || $(MAKE) audio-corpus
 	$(PY) -m models.audio.corpus evaluate --corpus artifacts/audio-corpus --repository shipped_models \
-		--report reports/audio_corpus.md
+		--report reports/audio_corpus.md --hear-baseline $(HEAR_BASELINE_VENV)/bin/python
 	cp artifacts/audio-corpus/manifest.md reports/audio_corpus_manifest.md
 
 # The audio family's run on real packaged data (issue 24): recorded sound effects of Debian game packages (none
@@ -172,6 +172,19 @@ $(HEAR_STAMP): requirements/hear.txt
 	$(HEAR_VENV)/bin/pip install -q --disable-pip-version-check -r requirements/hear.txt
 	$(HEAR_VENV)/bin/pip install -q --disable-pip-version-check --no-deps --ignore-requires-python $(HEARVALIDATOR)
 	@rm -f $(HEAR_VENV)/.installed-* && touch $@
+
+# The public HEAR 2021 baseline in its own venv (requirements/hear-baseline.txt says why); report-audio-corpus
+# probes it beside the shipped embedders when it is installed.
+HEAR_BASELINE_VENV := .hear-baseline-venv
+HEAR_BASELINE_STAMP := $(HEAR_BASELINE_VENV)/.installed-$(shell cat requirements/hear-baseline.txt | sha1sum | cut -c1-12)
+.PHONY: hear-baseline
+hear-baseline: $(HEAR_BASELINE_STAMP)
+
+$(HEAR_BASELINE_STAMP): requirements/hear-baseline.txt
+	@test -x $(HEAR_BASELINE_VENV)/bin/python || python3 -m venv $(HEAR_BASELINE_VENV)
+	$(HEAR_BASELINE_VENV)/bin/pip install -q --disable-pip-version-check -r requirements/hear-baseline.txt
+	$(HEAR_BASELINE_VENV)/bin/pip install -q --disable-pip-version-check --no-deps hearbaseline==2021.1.1
+	@rm -f $(HEAR_BASELINE_VENV)/.installed-* && touch $@
 
 # hearvalidator on both embedders of the model repository; fails unless it prints its success line.
 hear-validate: $(REPOSITORY_STAMP) hear-tools

@@ -1,5 +1,6 @@
 """python -m models.audio.corpus build --out DIR [--max-clips N] [--seed S] [--jobs J]
-python -m models.audio.corpus evaluate --corpus DIR --repository shipped_models [--report FILE]"""
+python -m models.audio.corpus evaluate --corpus DIR --repository shipped_models [--report FILE]
+    [--hear-baseline .hear-baseline-venv/bin/python]"""
 
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--task", action="append", default=None, help="only this task (repeatable)")
     score.add_argument("--seed", type=int, default=0)
     score.add_argument("--report", type=Path, default=Path("artifacts/audio-corpus-eval/quality.md"))
+    score.add_argument("--hear-baseline", default=None, metavar="PYTHON",
+                       help="also the public HEAR 2021 baseline (hearbaseline), run by this interpreter of its own "
+                            "environment (make hear-baseline: .hear-baseline-venv/bin/python)")
     return parser
 
 
@@ -38,10 +42,11 @@ def main(argv: list[str] | None = None) -> None:
         totals = manifest["totals"]
         print(f"{args.out}: {totals['clips']} clips, {totals['hours']:.2f} h; summary in {args.out / 'manifest.md'}")
         return
-    from models.audio.corpus.evaluate import evaluate, render  # torch only for this command
+    from models.audio.corpus.evaluate import HEAR_BASELINE, evaluate, render  # torch only for this command
 
     started = time.perf_counter()
-    result = evaluate(args.corpus, args.repository, args.seed, args.task)
+    modules = {HEAR_BASELINE: (args.hear_baseline, "hearbaseline")} if args.hear_baseline else None
+    result = evaluate(args.corpus, args.repository, args.seed, args.task, hear_modules=modules)
     command = "python -m models.audio.corpus " + shlex.join(argv if argv is not None else sys.argv[1:])
     text = render(result, command, time.perf_counter() - started)
     args.report.parent.mkdir(parents=True, exist_ok=True)

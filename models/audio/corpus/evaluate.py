@@ -22,6 +22,8 @@ Not yet (issue 25 step 3): public HEAR baselines, the timestamp (onset) task."""
 from __future__ import annotations
 
 import json
+import subprocess
+import tempfile
 from collections.abc import Callable, Collection
 from dataclasses import replace
 from pathlib import Path
@@ -193,12 +195,30 @@ def clip_id(clip: Clip, corpus: Path) -> str:
     return clip.path.relative_to(corpus).as_posix() if clip.path.is_relative_to(corpus) else str(clip.path)
 
 
+HEAR_BASELINE = "HEAR 2021 baseline (hearbaseline: log-mel, random projection)"
+EMBED_SCRIPT = Path(__file__).with_name("hear_module_embed.py")
+
+
+def hear_module_features(files: list[str], python: str, module: str, work: Path) -> dict[str, np.ndarray]:
+    """file -> scene embedding by a HEAR API `module` run by its own interpreter `python` (hear_module_embed.py)."""
+    listing, out = work / "files.txt", work / "embeddings.npz"
+    listing.write_text("\n".join(files) + "\n")
+    subprocess.run([python, str(EMBED_SCRIPT), "--module", module, "--files", str(listing), "--out", str(out)],
+                   check=True, timeout=3600)
+    saved = np.load(out)
+    if list(saved["files"]) != files:
+        raise ValueError(f"{module} embedded other files than asked")
+    return dict(zip(files, saved["embeddings"], strict=True))
+
+
 def evaluate(corpus: Path, repository: Path, seed: int = 0, tasks: list[str] | None = None,
              extra: dict[str, Callable[[np.ndarray], np.ndarray]] | None = None,
              reference: str | None = None, validation: bool = False,
-             probes: tuple[str, ...] = PROBES, mlp_titles: Collection[str] | None = None) -> dict[str, Any]:
+             probes: tuple[str, ...] = PROBES, mlp_titles: Collection[str] | None = None,
+             hear_modules: dict[str, tuple[str, str]] | None = None) -> dict[str, Any]:
     """Every task's `probes` per embedder (`probe_task`; the MLP for `mlp_titles` only, None: all): the
-    repository's, log-mel statistics and `extra` (title -> clips (N, samples) -> scene embeddings). With
+    repository's, log-mel statistics, `extra` (title -> clips (N, samples) -> scene embeddings) and
+    `hear_modules` (title -> (interpreter, HEAR API module), run out of process on the clips' files). With
     `reference`, each task also gets that embedder's paired differences against every other one. With
     `validation`, each probe fits and scores inside the task's train clips (`validation_split`); the test clips
     are not read."""
@@ -212,6 +232,9 @@ def evaluate(corpus: Path, repository: Path, seed: int = 0, tasks: list[str] | N
     features = feature_sets(audio, repository)
     for title, embed in (extra or {}).items():
         features[title] = embed_all(audio, embed)
+    for title, (python, module) in (hear_modules or {}).items():
+        with tempfile.TemporaryDirectory() as work:
+            features[title] = hear_module_features(sorted(audio), python, module, Path(work))
     results: dict[str, Any] = {}
     for name, clips in task_clips.items():
         labels = sorted({c.label for c in clips})
@@ -247,6 +270,10 @@ def render(result: dict[str, Any], command: str, seconds: float) -> str:
             lines.append(f"| {name} | {task['classes']} | {task['train']} / {task['test']} | {title} | "
                          f"{r['accuracy']:.3f} | {r['interval_95'][0]:.3f}-{r['interval_95'][1]:.3f} | "
                          f"{r['shuffled_label_control']:.3f} |")
+    if any(HEAR_BASELINE in task["embedders"] for task in result["tasks"].values()):
+        lines += ["", f"{HEAR_BASELINE}: the public module of HEAR 2021 (hearbaseline 2021.1.1, 4,096 dimensions, "
+                  "44.1 kHz: the corpus's 32 kHz clips resampled), run by its own environment (make hear-baseline; "
+                  "requirements/hear-baseline.txt says why it cannot share the project's)."]
     if any("mlp" in task for task in result["tasks"].values()):
         lines += ["", *render_mlp(result)]
     return "\n".join(lines) + "\n"

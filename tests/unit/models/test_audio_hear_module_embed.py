@@ -1,0 +1,47 @@
+"""A HEAR API module run out of process by its own interpreter (models/audio/corpus/hear_module_embed.py, how the
+corpus evaluation probes the public HEAR 2021 baseline): files read as mono, resampled to the module's rate,
+embedded in the order asked, on a stand-in module this test writes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from models.audio.corpus.evaluate import hear_module_features
+
+STAND_IN = '''
+import torch
+
+class Model(torch.nn.Module):
+    sample_rate = 16000
+    scene_embedding_size = 2
+
+def load_model(model_file_path=""):
+    return Model()
+
+def get_scene_embeddings(audio, model):
+    return torch.stack([torch.tensor([float(a.numel()), float(a.mean())]) for a in audio])
+'''
+
+
+def test_files_are_embedded_in_order_at_the_module_rate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "stand_in_hear.py").write_text(STAND_IN)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    files = []
+    for name, seconds, channels in (("a.wav", 1.0, 1), ("b.wav", 0.5, 2)):
+        audio = np.full((int(32000 * seconds), channels), 0.25, dtype=np.float32)
+        if channels == 2:
+            audio[:, 1] = 0.75  # the channel mean: 0.5
+        soundfile.write(str(tmp_path / name), audio, 32000)
+        files.append(str(tmp_path / name))
+    work = tmp_path / "work"
+    work.mkdir()
+    features = hear_module_features(files, sys.executable, "stand_in_hear", work)
+    assert list(features) == files
+    assert features[files[0]][0] == 16000 and features[files[1]][0] == 8000  # resampled 32 -> 16 kHz
+    assert features[files[0]][1] == pytest.approx(0.25, abs=0.01)
+    assert features[files[1]][1] == pytest.approx(0.5, abs=0.01)  # stereo read as the mean of its channels
