@@ -21,9 +21,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -95,6 +95,31 @@ async def run_sweep(suite: ServerProcess, make, rates: list[float], step_s: floa
     async with grpc.aio.insecure_channel(suite.target) as channel:
         await open_loop(channel, make, rates[0], 2.0)  # warm-up
         return await scenarios.sustainable_rate(channel, make, rates, step_s, slo_ms, min_ok_share)
+
+
+class SweptCtr(NamedTuple):
+    repository: Path
+    n_items: int
+    n_categories: int
+    make: Any  # request factory
+    sustainable: float  # req/s
+    steps: list[dict[str, Any]]
+
+
+async def swept_ctr(work: Path, queue: int, args: argparse.Namespace,
+                    start: Callable[[Path], ServerProcess]) -> SweptCtr:
+    """A tiny DIN repository in `work`, its request factory, and its sustainable rate swept on a suite `start`
+    serves (args: candidates, history, rate_start, sweep_step_s, slo_ms)."""
+    repository, n_items, n_categories = build_ctr_repository(work, queue)
+    make = ctr_requests(n_items, n_categories, candidates=args.candidates, history=args.history)
+    suite = start(repository)
+    try:
+        await suite.ready()
+        rates = [args.rate_start * (1.25 ** i) for i in range(30)]
+        sustainable, sweep = await run_sweep(suite, make, rates, args.sweep_step_s, args.slo_ms)
+    finally:
+        suite.stop()
+    return SweptCtr(repository, n_items, n_categories, make, sustainable, sweep)
 
 
 async def run_deadlines(suite: ServerProcess, make, capacity: float, duration_s: float, model: str,
@@ -222,16 +247,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         suite.stop()
 
-    repository, n_items, n_categories = build_ctr_repository(work, args.ctr_queue)
-    make = ctr_requests(n_items, n_categories, candidates=args.candidates, history=args.history)
-    suite = ctr_suite(repository)
-    try:
-        await suite.ready()
-        rates = [args.rate_start * (1.25 ** i) for i in range(30)]
-        sustainable, sweep = await run_sweep(suite, make, rates, args.sweep_step_s, args.slo_ms)
-        results["ctr_sweep"] = {"sustainable_rps": round(sustainable, 1), "steps": sweep}
-    finally:
-        suite.stop()
+    repository, n_items, n_categories, make, sustainable, sweep = await swept_ctr(work, args.ctr_queue, args, ctr_suite)
+    results["ctr_sweep"] = {"sustainable_rps": round(sustainable, 1), "steps": sweep}
     # The queue bound an operator sizes for the SLO: what the model serves in half the SLO at the sustainable rate.
     queue = max(4, int(0.5 * args.slo_ms / 1000 * sustainable))
     set_queue(repository, queue)

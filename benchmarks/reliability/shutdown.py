@@ -23,10 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.reliability.measure import ROOT, build_ctr_repository, ctr_settings, run_shutdown, run_sweep
+from benchmarks.reliability.measure import ROOT, ctr_settings, run_shutdown, swept_ctr
 from benchmarks.serving.machine import Window, all_cores, take_sample
 from infersuite.loadtest.local_suite import SUITE_COMMAND, ServerProcess
-from tests.reliability.requests import ctr_requests
 
 SERVER_CORES, CLIENT_CORE = {1}, 0
 CONFIGS = {  # name -> the suite's settings
@@ -44,15 +43,8 @@ def _suite(repository: Path, **env: str) -> ServerProcess:
 
 
 async def _measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    repository, n_items, n_categories = build_ctr_repository(work, queue=64)
-    make = ctr_requests(n_items, n_categories, candidates=args.candidates, history=args.history)
-    suite = _suite(repository)
-    try:
-        await suite.ready()
-        rates = [args.rate_start * (1.25 ** i) for i in range(30)]
-        sustainable, _ = await run_sweep(suite, make, rates, args.sweep_step_s, args.slo_ms)
-    finally:
-        suite.stop()
+    swept = await swept_ctr(work, 64, args, _suite)
+    repository, make, sustainable = swept.repository, swept.make, swept.sustainable
     runs: list[dict[str, Any]] = []
     for round_ in range(args.rounds):
         for load in args.loads:

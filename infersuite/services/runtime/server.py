@@ -367,15 +367,26 @@ class GoneClientFilter(logging.Filter):
     """grpc.aio logs a traceback at ERROR ("ExecuteBatchError raised in core by servicer method") when a
     handler's status cannot be sent because its client already left: cancelled, past its deadline, or
     disconnected, as happens by the thousand under overload. Nothing failed on the server: one WARNING
-    line naming the method instead."""
+    line naming the method instead. Likewise a handler cancelled when the grace period of a stop ends (an open
+    health Watch stream always is): grpc.aio logs its CancelledError at ERROR; one INFO line instead."""
 
     PREFIX = "ExecuteBatchError raised in core by servicer method"
+    UNHANDLED = "Exception not handled by _handle_exceptions in servicer method"
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.ERROR and str(record.msg).startswith(self.PREFIX):
+        if record.levelno < logging.ERROR:
+            return True
+        if str(record.msg).startswith(self.PREFIX):
             method = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
             record.msg, record.args = "could not answer %s: its client had already gone", (method,)
             record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info, record.exc_text = None, None
+        elif (str(record.msg).startswith(self.UNHANDLED) and record.exc_info is not None
+              and isinstance(record.exc_info[1], asyncio.CancelledError)):
+            method = record.getMessage().removeprefix(self.UNHANDLED).strip(" []") or "?"
+            record.msg = "call %s cancelled (the server's grace period ended, or its client left)"
+            record.args = (method,)
+            record.levelno, record.levelname = logging.INFO, "INFO"
             record.exc_info, record.exc_text = None, None
         return True
 
