@@ -93,7 +93,7 @@ def _report(results: dict[str, Any], args: argparse.Namespace, command: str) -> 
                          f"{_summed(runs, 'codes_before_signal')} | {_summed(runs, 'codes_after_signal')} | "
                          f"{', '.join(map(str, cancelled))} | "
                          f"{statistics.median(r['exit_after_s'] for r in runs):.2f} s |")
-    lines += ["", "Over every run of each configuration (both loads):", ""]
+    lines += ["", "Over every run of each configuration (every load):", ""]
     for name in CONFIGS:
         runs = [r for r in results["runs"] if r["config"] == name]
         before, after = _summed(runs, "codes_before_signal"), _summed(runs, "codes_after_signal")
