@@ -66,7 +66,8 @@ report-audio-corpus: $(DEV) audio-tools hear-baseline
 
 # The audio family's run on real packaged data (issue 24): recorded sound effects of Debian game packages (none
 # in the audio corpus) as a HEAR scene task of six kinds, 5 folds (models/audio/packaged_task.py), through the same
-# path as a user's task, linear and MLP probes -> reports/audio_packaged.md with the packages, versions, licences.
+# path as a user's task, linear and MLP probes -> reports/audio_packaged.md with the packages, versions, licences;
+# then the same clips in folds of whole packages (held-out games) -> reports/audio_packaged_by_package.md.
 AUDIO_PACKAGED_PACKAGES := btanks-data scorched3d-data lbreakout2-data mirrormagic-data chromium-bsu-data \
   pingus-data tuxpaint-data frozen-bubble-data
 .PHONY: report-audio-packaged
@@ -80,6 +81,10 @@ report-audio-packaged: $(DEV)
 	$(PY) -m models.audio.user_data --format hear --data artifacts/audio-packaged/task --repository $(SHIPPED) \
 		--probe both --no-progress --report reports/audio_packaged.md
 	cat artifacts/audio-packaged/task/sources.md >> reports/audio_packaged.md
+	$(PY) -m models.audio.packaged_task build artifacts/audio-packaged/by-package --split packages
+	$(PY) -m models.audio.user_data --format hear --data artifacts/audio-packaged/by-package --repository $(SHIPPED) \
+		--probe both --no-progress --report reports/audio_packaged_by_package.md
+	cat artifacts/audio-packaged/by-package/sources.md >> reports/audio_packaged_by_package.md
 
 # PaSST (shipped config, Patchout in training) pretrained on the corpus's pretrain clips only, one linear head per
 # label (source, word, voice, GM family, pitch class, octave, event kind), then probed on the held-out tasks beside

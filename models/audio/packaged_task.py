@@ -8,10 +8,15 @@ trained on any of these recordings.
 Labels: six kinds of sound read from each file's path by the rules in KINDS (first match wins); files that
 match none (music, ambience, game-specific noises) are left out and counted. Each file is one clip: mono,
 resampled to 32 kHz (models/audio/corpus/clips.py), at most MAX_SECONDS from its start, levels as recorded;
-silent files are dropped. Byte-identical files are kept once. Evaluation: HEAR's folds mode, FOLDS folds;
-the files of a group (one package's files whose names differ only by digits, e.g. carhorn1..carhorn6) share
-a fold, so the probe is never tested on a near-copy of a file it trained on. OUT/sources.md names every
-package, its version and the licences of its copyright file (dpkg's records on this machine).
+silent files are dropped. Byte-identical files are kept once. Evaluation: HEAR's folds mode, in one of two splits:
+
+- `--split groups` (the default): FOLDS folds; the files of a group (one package's files whose names differ only
+  by digits, e.g. carhorn1..carhorn6) share a fold, so the probe is never tested on a near-copy of a file it
+  trained on;
+- `--split packages`: PACKAGE_FOLDS, whole packages per fold (scorched3d, btanks, the six small ones), so the probe
+  is tested on sound effects of games it never heard: sound-event kinds from held-out packages.
+
+OUT/sources.md names every package, its version and the licences of its copyright file (dpkg's records here).
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ EXTENSIONS = (".wav", ".ogg", ".oga", ".flac")
 MAX_SECONDS = 10.0
 NUMBERED = re.compile(r"[-_]?\d+$")  # carhorn1 .. carhorn6: one group
 FOLDS = 5
+# --split packages: the two large packages each a fold of their own, the six small ones together.
+PACKAGE_FOLDS = {"scorched3d-data": 0, "btanks-data": 1}
 # (kind, pattern searched in "<package>/<path under the package's folder, lowercased, without suffix>").
 KINDS = (
     ("explosion", r"explo|boom|kabumm|nuke-explosion|napalm|/explosions/(exp|large|medium|small|xlarge|tank|crunch"
@@ -67,14 +74,15 @@ def fold_of(group: str) -> int:
     return int(hashlib.sha1(group.encode()).hexdigest(), 16) % FOLDS
 
 
-def build(out: Path, packages: tuple[str, ...] = PACKAGES) -> dict[str, object]:
+def build(out: Path, packages: tuple[str, ...] = PACKAGES, split: str = "groups") -> dict[str, object]:
     """Writes the task folder; -> what it holds (clips per kind, left out, per package)."""
+    folds = FOLDS if split == "groups" else len(set(PACKAGE_FOLDS.values())) + 1
     try:
         described = [describe(package) for package in packages]
     except PackageError as error:
         raise SystemExit(f"error: {error} (make report-audio-packaged installs every package of "
                          "models/audio/packaged_task.py)") from None
-    labels: dict[str, dict[str, list[str]]] = {f"fold{k:02d}": {} for k in range(FOLDS)}
+    labels: dict[str, dict[str, list[str]]] = {f"fold{k:02d}": {} for k in range(folds)}
     seen: set[str] = set()
     left_out = silent = 0
     per_package: dict[str, dict[str, int]] = {}
@@ -93,7 +101,9 @@ def build(out: Path, packages: tuple[str, ...] = PACKAGES) -> dict[str, object]:
             if is_silent(samples):
                 silent += 1
                 continue
-            fold = f"fold{fold_of(NUMBERED.sub('', name)):02d}"
+            index = (fold_of(NUMBERED.sub("", name)) if split == "groups"
+                     else PACKAGE_FOLDS.get(package, folds - 1))
+            fold = f"fold{index:02d}"
             file = re.sub(r"[^a-z0-9]+", "_", name).strip("_") + ".wav"
             write_clip(out / str(SAMPLE_RATE) / fold / file, samples)
             labels[fold][file] = [kind]
@@ -105,15 +115,20 @@ def build(out: Path, packages: tuple[str, ...] = PACKAGES) -> dict[str, object]:
         (out / f"{fold}.json").write_text(json.dumps(entries, indent=1, sort_keys=True) + "\n")
     kinds = [kind for kind, _ in KINDS]
     (out / "task_metadata.json").write_text(json.dumps(
-        {"task_name": "debian-game-sound-effects", "mode": "folds", "nfolds": FOLDS, "embedding_type": "scene",
+        {"task_name": f"debian-game-sound-effects-by-{split}", "mode": "folds", "nfolds": folds,
+         "embedding_type": "scene",
          "prediction_type": "multiclass", "label_vocabulary": kinds, "sample_rate": SAMPLE_RATE}, indent=1) + "\n")
     clips = {kind: sum(1 for entries in labels.values() for v in entries.values() if v == [kind]) for kind in kinds}
     lines = ["", "## Sources of the recordings", "",
              f"Built by `python -m models.audio.packaged_task build` from installed Debian packages only "
              f"(models/audio/packaged_task.py: the kinds are read from file paths by its KINDS rules). "
              f"{sum(clips.values())} clips ({', '.join(f'{k} {n}' for k, n in clips.items())}); {left_out} files "
-             f"matched no kind and {silent} were silent: left out. {FOLDS} folds, a group of near-copies in one "
-             "fold.", "", "| package | version | licences (its copyright file) | clips by kind |", "|---|---|---|---|"]
+             f"matched no kind and {silent} were silent: left out. "
+             + (f"{folds} folds, a group of near-copies in one fold." if split == "groups" else
+                f"{folds} folds of whole packages: " + ", ".join(
+                    [f"fold {k}: {name}" for name, k in PACKAGE_FOLDS.items()]
+                    + [f"fold {folds - 1}: the other packages"]) + "."),
+             "", "| package | version | licences (its copyright file) | clips by kind |", "|---|---|---|---|"]
     for about in described:
         counts = ", ".join(f"{k} {n}" for k, n in sorted(per_package.get(about.name, {}).items())) or "none"
         lines.append(f"| {about.name} | {about.version} | {', '.join(about.licences)} | {counts} |")
@@ -126,8 +141,10 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     built = commands.add_parser("build", help="write the HEAR task folder")
     built.add_argument("out", type=Path)
+    built.add_argument("--split", choices=("groups", "packages"), default="groups",
+                       help="folds of near-copy groups, or of whole packages (held-out games)")
     args = parser.parse_args(argv)
-    print(json.dumps(build(args.out), indent=1))
+    print(json.dumps(build(args.out, split=args.split), indent=1))
 
 
 if __name__ == "__main__":

@@ -64,6 +64,26 @@ def test_a_built_folder_is_a_valid_hear_task_naming_its_sources(tmp_path: Path,
         packaged_task.build(tmp_path / "small", packages=("toy-data",))
 
 
+def test_the_package_split_holds_whole_packages_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(1)
+    folders = {}
+    for package, names in (("scorched3d-data", ["dog", "explosion", "shot"]), ("btanks-data", ["cow", "cannon1"]),
+                           ("toy-data", ["boom", "menu/select"])):
+        folders[package] = tmp_path / package / "usr" / "share" / "games" / package / "sounds"
+        for name in names:
+            path = folders[package] / f"{name}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            soundfile.write(str(path), (0.3 * rng.standard_normal(8000)).astype(np.float32), 16000)
+    monkeypatch.setattr(packaged_task, "installed_files", lambda package: sorted(folders[package].rglob("*.wav")))
+    monkeypatch.setattr(packaged_task, "describe", lambda package: Package(package, "1.0", ("GPL-2+",), "copyright"))
+    out = tmp_path / "by-package"
+    packaged_task.build(out, packages=tuple(folders), split="packages")
+    task = read_task(out)
+    assert task.name == "debian-game-sound-effects-by-packages" and task.splits == ("fold00", "fold01", "fold02")
+    by_fold = {split: {c.file.split("_sounds_")[0] for c in task.clips if c.split == split} for split in task.splits}
+    assert by_fold == {"fold00": {"scorched3d_data"}, "fold01": {"btanks_data"}, "fold02": {"toy_data"}}
+
+
 def test_the_makefile_installs_every_package_the_task_reads() -> None:
     listed = re.search(r"^AUDIO_PACKAGED_PACKAGES := ((?:.*\\\n)*.*)$", (ROOT / "Makefile").read_text(), re.M)
     assert listed is not None and set(listed.group(1).replace("\\", " ").split()) == set(packaged_task.PACKAGES)
