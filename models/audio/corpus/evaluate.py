@@ -196,15 +196,16 @@ def clip_id(clip: Clip, corpus: Path) -> str:
 
 
 HEAR_BASELINE = "HEAR 2021 baseline (hearbaseline: log-mel, random projection)"
-EMBED_SCRIPT = Path(__file__).with_name("hear_module_embed.py")
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def hear_module_features(files: list[str], python: str, module: str, work: Path) -> dict[str, np.ndarray]:
-    """file -> scene embedding by a HEAR API `module` run by its own interpreter `python` (hear_module_embed.py)."""
+    """file -> scene embedding by a HEAR API `module` run by its own interpreter `python`
+    (models/audio/hear_module_embed.py, from the project's root)."""
     listing, out = work / "files.txt", work / "embeddings.npz"
     listing.write_text("\n".join(files) + "\n")
-    subprocess.run([python, str(EMBED_SCRIPT), "--module", module, "--files", str(listing), "--out", str(out)],
-                   check=True, timeout=3600)
+    subprocess.run([python, "-m", "models.audio.hear_module_embed", "--module", module, "--files", str(listing),
+                    "--out", str(out)], check=True, timeout=3600, cwd=ROOT)
     saved = np.load(out)
     if list(saved["files"]) != files:
         raise ValueError(f"{module} embedded other files than asked")

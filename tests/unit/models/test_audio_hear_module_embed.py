@@ -1,4 +1,4 @@
-"""A HEAR API module run out of process by its own interpreter (models/audio/corpus/hear_module_embed.py, how the
+"""A HEAR API module run out of process by its own interpreter (models/audio/hear_module_embed.py, how the
 corpus evaluation probes the public HEAR 2021 baseline): files read as mono, resampled to the module's rate,
 embedded in the order asked, on a stand-in module this test writes."""
 

@@ -3,10 +3,11 @@ model.sample_rate), run by that module's own Python: a module whose pinned depen
 environment (the public HEAR 2021 baseline, `hearbaseline`, pins numpy 1.19 and tensorflow) is evaluated beside
 the project's embedders from a virtual environment of its own (`make hear-baseline`).
 
-    PYTHON models/audio/corpus/hear_module_embed.py --module hearbaseline --files FILES.txt --out OUT.npz
+    PYTHON -m models.audio.hear_module_embed --module hearbaseline --files FILES.txt --out OUT.npz
 
-It needs only numpy, scipy, soundfile and torch besides the module and imports nothing of this project: run it
-by its path, with the module's interpreter. Each file is read as mono (channel mean), resampled to the
+It needs only numpy, scipy, soundfile and torch besides the module and imports nothing of this project (the
+packages above it, models and models.audio, import nothing): run it from the project's root with the module's
+interpreter. Each file is read as mono (channel mean), resampled to the
 module's rate with scipy's polyphase filter, embedded one file at a time; OUT.npz maps each line of FILES.txt
 (by position: arrays `embeddings` (files, dim) and `files`) to its scene embedding.
 """
@@ -34,7 +35,8 @@ def read_at(path: str, rate: int) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m models.audio.hear_module_embed",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--module", required=True, help="an importable HEAR API module, e.g. hearbaseline")
     parser.add_argument("--files", type=Path, required=True, help="one audio file per line")
     parser.add_argument("--out", type=Path, required=True)
