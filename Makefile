@@ -71,7 +71,7 @@ report-audio-corpus: $(DEV) audio-tools hear-baseline
 AUDIO_PACKAGED_PACKAGES := btanks-data scorched3d-data lbreakout2-data mirrormagic-data chromium-bsu-data \
   pingus-data tuxpaint-data frozen-bubble-data
 .PHONY: report-audio-packaged
-report-audio-packaged: $(DEV)
+report-audio-packaged: $(DEV) hear-baseline
 	@test "$$(dpkg-query -W -f '$${db:Status-Status}\n' $(AUDIO_PACKAGED_PACKAGES) 2>/dev/null | grep -cx installed)" \
 	  = "$(words $(AUDIO_PACKAGED_PACKAGES))" || { \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
@@ -79,11 +79,13 @@ report-audio-packaged: $(DEV)
 	rm -rf artifacts/audio-packaged
 	$(PY) -m models.audio.packaged_task build artifacts/audio-packaged/task
 	$(PY) -m models.audio.user_data --format hear --data artifacts/audio-packaged/task --repository $(SHIPPED) \
-		--probe both --no-progress --report reports/audio_packaged.md
+		--probe both --no-progress --report reports/audio_packaged.md \
+		--hear-baseline $(HEAR_BASELINE_VENV)/bin/python
 	cat artifacts/audio-packaged/task/sources.md >> reports/audio_packaged.md
 	$(PY) -m models.audio.packaged_task build artifacts/audio-packaged/by-package --split packages
 	$(PY) -m models.audio.user_data --format hear --data artifacts/audio-packaged/by-package --repository $(SHIPPED) \
-		--probe both --no-progress --report reports/audio_packaged_by_package.md
+		--probe both --no-progress --report reports/audio_packaged_by_package.md \
+		--hear-baseline $(HEAR_BASELINE_VENV)/bin/python
 	cat artifacts/audio-packaged/by-package/sources.md >> reports/audio_packaged_by_package.md
 
 # PaSST (shipped config, Patchout in training) pretrained on the corpus's pretrain clips only, one linear head per
@@ -178,8 +180,8 @@ $(HEAR_STAMP): requirements/hear.txt
 	$(HEAR_VENV)/bin/pip install -q --disable-pip-version-check --no-deps --ignore-requires-python $(HEARVALIDATOR)
 	@rm -f $(HEAR_VENV)/.installed-* && touch $@
 
-# The public HEAR 2021 baseline in its own venv (requirements/hear-baseline.txt says why); report-audio-corpus
-# probes it beside the shipped embedders when it is installed.
+# The public HEAR 2021 baseline in its own venv (requirements/hear-baseline.txt says why); report-audio-corpus and
+# report-audio-packaged probe it beside the shipped embedders (models.audio.user_data --hear-baseline PYTHON).
 HEAR_BASELINE_VENV := .hear-baseline-venv
 HEAR_BASELINE_STAMP := $(HEAR_BASELINE_VENV)/.installed-$(shell cat requirements/hear-baseline.txt | sha1sum | cut -c1-12)
 .PHONY: hear-baseline

@@ -45,7 +45,9 @@ import argparse
 import csv
 import json
 import shlex
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -78,6 +80,23 @@ VALIDATION_FRACTION = 0.2  # of the train groups: where fine-tuning chooses its 
 ONSET_TOLERANCE_S = 0.2  # HEAR's onset tolerance
 FRAME_THRESHOLD = 0.5  # event probe: a frame is active above this probability
 MEDIAN_FRAMES = 5  # event probe: median filter over 5 timestamps (250 ms at HEAR's 50 ms hop)
+
+
+HEAR_BASELINE = "HEAR 2021 baseline (hearbaseline: log-mel, random projection)"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def hear_module_features(files: list[str], python: str, module: str, work: Path) -> dict[str, np.ndarray]:
+    """file -> scene embedding by a HEAR API `module` run by its own interpreter `python`
+    (models/audio/hear_module_embed.py, from the project's root)."""
+    listing, out = work / "files.txt", work / "embeddings.npz"
+    listing.write_text("\n".join(files) + "\n")
+    subprocess.run([python, "-m", "models.audio.hear_module_embed", "--module", module, "--files", str(listing),
+                    "--out", str(out)], check=True, timeout=3600, cwd=ROOT)
+    saved = np.load(out)
+    if list(saved["files"]) != files:
+        raise ValueError(f"{module} embedded other files than asked")
+    return dict(zip(files, saved["embeddings"], strict=True))
 
 
 class LabelsError(ValueError):
@@ -255,6 +274,7 @@ class Prepared:
     summary: dict[str, Any]  # what the report states about the data
     task: HearTask | None = None
     source_rates: dict[int, int] = field(default_factory=dict)  # HEAR: model rate -> the audio folder read
+    files: list[str] = field(default_factory=list)  # per clip, its audio file (HEAR: at the task's highest rate)
     cache: dict[int, list[np.ndarray]] = field(default_factory=dict)
 
     def audio(self, rate: int) -> list[np.ndarray]:
@@ -287,7 +307,7 @@ def prepare_csv(data: Path, labels: Path, test_fraction: float, seed: int) -> Pr
                "groups": len({c.group for c in clips}), "split": "file" if all(c.split for c in clips) else
                f"{test_fraction:g} of the groups held out (seed {seed})", "chance": round(1 / len(names), 4)}
     return Prepared(names, y, [(train, test)], [([], [])], lambda rate: [load_audio(c.path, rate) for c in clips],
-                    [c.group for c in clips], summary)
+                    [c.group for c in clips], summary, files=[str(c.path) for c in clips])
 
 
 def prepare_task(root: Path) -> Prepared:
@@ -326,7 +346,8 @@ def prepare_task(root: Path) -> Prepared:
         sources[rate] = task.rate_for(rate)
         return [_task_audio(task.audio_path(c, sources[rate]), rate) for c in task.clips]
 
-    return Prepared(names, y, folds, validation, load, [c.file for c in task.clips], summary, task, sources)
+    return Prepared(names, y, folds, validation, load, [c.file for c in task.clips], summary, task, sources,
+                    files=[str(task.audio_path(c, max(task.sample_rates))) for c in task.clips])
 
 
 def _task_audio(path: Path, rate: int) -> np.ndarray:
@@ -367,11 +388,14 @@ def _fine_tuned_features(prepared: Prepared, repository: Path, epochs: int, seed
 
 
 def evaluate_prepared(prepared: Prepared, repository: Path, seed: int = 0, fine_tune_epochs: int = 0,
-                      progress: bool = False, learning_rate: float = tuning.LEARNING_RATE, mlp: bool = False
-                      ) -> tuple[dict[str, Any], list[Any]]:
+                      progress: bool = False, learning_rate: float = tuning.LEARNING_RATE, mlp: bool = False,
+                      hear_modules: dict[str, tuple[str, str]] | None = None) -> tuple[dict[str, Any], list[Any]]:
     """(the result, the fine-tuned models, one per fold): every embedder's probe on the same folds; with `mlp`,
-    the MLP probe (hear-eval-kit's protocol) beside the linear one, in result["mlp_probe"]."""
+    the MLP probe (hear-eval-kit's protocol) beside the linear one, in result["mlp_probe"]; `hear_modules`
+    (title -> (interpreter, HEAR API module)) are embedders run out of process on the clips' files."""
     if prepared.task is not None and prepared.task.embedding_type == EVENT:
+        if hear_modules:
+            raise LabelsError(f"--hear-baseline is for scene tasks; {prepared.task.root} is an event task")
         if fine_tune_epochs:
             raise LabelsError(f"--fine-tune is for scene tasks; {prepared.task.root} is an event task (fine-tuning on "
                               "events is not built)")
@@ -393,6 +417,10 @@ def evaluate_prepared(prepared: Prepared, repository: Path, seed: int = 0, fine_
         features[title] = [np.stack([hear.get_scene_embeddings(torch.from_numpy(a)[None], model).numpy()[0]
                                      for a in prepared.audio(model.sample_rate)])]
         rates[title] = model.sample_rate
+    for title, (python, module) in (hear_modules or {}).items():
+        with tempfile.TemporaryDirectory() as work:
+            vectors = hear_module_features(prepared.files, python, module, Path(work))
+        features[title] = [np.stack([vectors[f] for f in prepared.files])]
     models: list[Any] = []
     result: dict[str, Any] = {**prepared.summary}
     if fine_tune_epochs > 0:
@@ -573,6 +601,10 @@ def render(result: dict[str, Any], command: str, seconds: float) -> str:
     for name, r in result["embedders"].items():
         lines.append(f"| {name} | {r['accuracy']:.4f} | {r['interval_95'][0]:.4f}-{r['interval_95'][1]:.4f} | "
                      f"{r['shuffled_label_control']:.4f} |")
+    if HEAR_BASELINE in result["embedders"]:
+        lines += ["", f"{HEAR_BASELINE}: the public module of HEAR 2021 (hearbaseline 2021.1.1, 4,096 dimensions, "
+                  "44.1 kHz: your files resampled), run by its own environment (make hear-baseline; "
+                  "requirements/hear-baseline.txt says why it cannot share the project's)."]
     if "mlp_probe" in result:
         sizes = "; ".join(f"{p['fit']} fit + {p['validation']} validation clips" for p in result["mlp_validation"])
         lines += ["", "MLP probe (hear-eval-kit's protocol: one hidden layer, dropout, Adam, early stopping; learning "
@@ -620,6 +652,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--probe", choices=("linear", "both"), default="linear",
                         help="both: the MLP probe (hear-eval-kit's protocol, a grid chosen on validation clips inside "
                              "the train split) beside the linear one (scene tasks and the CSV layout)")
+    parser.add_argument("--hear-baseline", default=None, metavar="PYTHON",
+                        help="also the public HEAR 2021 baseline (hearbaseline), run by this interpreter of its own "
+                             "environment (make hear-baseline: .hear-baseline-venv/bin/python; scene tasks)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for fine-tuning")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--report", type=Path, default=Path("artifacts/audio-user/quality.md"))
@@ -638,7 +673,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.out_repository is not None and len(prepared.folds) > 1:
             parser.error("--out-repository: with folds each fold fine-tunes its own embedder; none is exported")
         result, models = evaluate_prepared(prepared, args.repository, args.seed, args.fine_tune,
-                                           not args.no_progress, args.learning_rate, args.probe == "both")
+                                           not args.no_progress, args.learning_rate, args.probe == "both",
+                                           {HEAR_BASELINE: (args.hear_baseline, "hearbaseline")}
+                                           if args.hear_baseline else None)
     except (LabelsError, HearTaskError) as error:
         parser.exit(2, f"{parser.prog}: {error}\n")
     if args.out_repository is not None:

@@ -22,7 +22,6 @@ Not yet (issue 25 step 3): public HEAR baselines, the timestamp (onset) task."""
 from __future__ import annotations
 
 import json
-import subprocess
 import tempfile
 from collections.abc import Callable, Collection
 from dataclasses import replace
@@ -36,7 +35,16 @@ from hear_infersuite import api as hear
 from models.audio.corpus.builder import MANIFEST
 from models.audio.frontend import FrontEndConfig, LogMelStatistics
 from models.audio.metrics import linear_probe_predictions, mlp_probe_predictions
-from models.audio.user_data import BASELINE, EMBEDDERS, Clip, load_audio, probe, read_labels
+from models.audio.user_data import (
+    BASELINE,
+    EMBEDDERS,
+    HEAR_BASELINE,
+    Clip,
+    hear_module_features,
+    load_audio,
+    probe,
+    read_labels,
+)
 
 BATCH = 64  # one-second clips embedded together
 VALIDATION_SHARE = 0.3  # of a task's train groups, held out to validate choices made before the test
@@ -193,23 +201,6 @@ def probe_task(matrix: dict[str, np.ndarray], y: np.ndarray, clips: list[Clip], 
 def clip_id(clip: Clip, corpus: Path) -> str:
     """A clip's file relative to the corpus (what pairs it across runs), else its path as read."""
     return clip.path.relative_to(corpus).as_posix() if clip.path.is_relative_to(corpus) else str(clip.path)
-
-
-HEAR_BASELINE = "HEAR 2021 baseline (hearbaseline: log-mel, random projection)"
-ROOT = Path(__file__).resolve().parents[3]
-
-
-def hear_module_features(files: list[str], python: str, module: str, work: Path) -> dict[str, np.ndarray]:
-    """file -> scene embedding by a HEAR API `module` run by its own interpreter `python`
-    (models/audio/hear_module_embed.py, from the project's root)."""
-    listing, out = work / "files.txt", work / "embeddings.npz"
-    listing.write_text("\n".join(files) + "\n")
-    subprocess.run([python, "-m", "models.audio.hear_module_embed", "--module", module, "--files", str(listing),
-                    "--out", str(out)], check=True, timeout=3600, cwd=ROOT)
-    saved = np.load(out)
-    if list(saved["files"]) != files:
-        raise ValueError(f"{module} embedded other files than asked")
-    return dict(zip(files, saved["embeddings"], strict=True))
 
 
 def evaluate(corpus: Path, repository: Path, seed: int = 0, tasks: list[str] | None = None,

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import soundfile
 
-from models.audio.corpus.evaluate import hear_module_features
+from models.audio.user_data import hear_module_features
+
+ROOT = Path(__file__).resolve().parents[3]
 
 STAND_IN = '''
 import torch
@@ -45,3 +47,24 @@ def test_files_are_embedded_in_order_at_the_module_rate(tmp_path: Path, monkeypa
     assert features[files[0]][0] == 16000 and features[files[1]][0] == 8000  # resampled 32 -> 16 kHz
     assert features[files[0]][1] == pytest.approx(0.25, abs=0.01)
     assert features[files[1]][1] == pytest.approx(0.5, abs=0.01)  # stereo read as the mean of its channels
+
+
+def test_the_user_path_probes_a_hear_module_beside_the_shipped_embedders(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from models.audio.user_data import evaluate_prepared, prepare_csv
+
+    (tmp_path / "stand_in_hear.py").write_text(STAND_IN)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = ["file,label,group"]
+    for group in range(6):
+        for label, seconds in (("short", 0.5), ("long", 1.0)):  # the stand-in's first dimension: the length
+            soundfile.write(str(data / f"{label}{group}.wav"), np.full(int(32000 * seconds), 0.1, np.float32), 32000)
+            rows.append(f"{label}{group}.wav,{label},g{group}")
+    (data / "labels.csv").write_text("\n".join(rows) + "\n")
+    prepared = prepare_csv(data, data / "labels.csv", test_fraction=0.34, seed=0)
+    result, _ = evaluate_prepared(prepared, ROOT / "shipped_models",
+                                  hear_modules={"stand-in": (sys.executable, "stand_in_hear")})
+    assert list(result["embedders"])[-1] == "stand-in"
+    assert result["embedders"]["stand-in"]["accuracy"] == 1.0  # the lengths tell the labels apart
