@@ -92,9 +92,11 @@ def build(out: Path, packages: tuple[str, ...] = PACKAGES, split: str = "groups"
                 continue
             name = _name(package, path)
             kind = kind_of(name)
+            if kind is None:
+                left_out += 1
+                continue
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            if kind is None or digest in seen:
-                left_out += kind is None
+            if digest in seen:
                 continue
             seen.add(digest)
             samples = read_mono(path)[:int(MAX_SECONDS * SAMPLE_RATE)]
@@ -107,7 +109,8 @@ def build(out: Path, packages: tuple[str, ...] = PACKAGES, split: str = "groups"
             file = re.sub(r"[^a-z0-9]+", "_", name).strip("_") + ".wav"
             write_clip(out / str(SAMPLE_RATE) / fold / file, samples)
             labels[fold][file] = [kind]
-            per_package.setdefault(package, {})[kind] = per_package.setdefault(package, {}).get(kind, 0) + 1
+            counts = per_package.setdefault(package, {})
+            counts[kind] = counts.get(kind, 0) + 1
     empty = [fold for fold, entries in labels.items() if not entries]
     if empty:
         raise SystemExit(f"error: folds {empty} hold no clip: too few groups of labelled files in {list(packages)}")
@@ -118,7 +121,7 @@ def build(out: Path, packages: tuple[str, ...] = PACKAGES, split: str = "groups"
         {"task_name": f"debian-game-sound-effects-by-{split}", "mode": "folds", "nfolds": folds,
          "embedding_type": "scene",
          "prediction_type": "multiclass", "label_vocabulary": kinds, "sample_rate": SAMPLE_RATE}, indent=1) + "\n")
-    clips = {kind: sum(1 for entries in labels.values() for v in entries.values() if v == [kind]) for kind in kinds}
+    clips = {kind: sum(counts.get(kind, 0) for counts in per_package.values()) for kind in kinds}
     lines = ["", "## Sources of the recordings", "",
              f"Built by `python -m models.audio.packaged_task build` from installed Debian packages only "
              f"(models/audio/packaged_task.py: the kinds are read from file paths by its KINDS rules). "
@@ -130,8 +133,8 @@ def build(out: Path, packages: tuple[str, ...] = PACKAGES, split: str = "groups"
                     + [f"fold {folds - 1}: the other packages"]) + "."),
              "", "| package | version | licences (its copyright file) | clips by kind |", "|---|---|---|---|"]
     for about in described:
-        counts = ", ".join(f"{k} {n}" for k, n in sorted(per_package.get(about.name, {}).items())) or "none"
-        lines.append(f"| {about.name} | {about.version} | {', '.join(about.licences)} | {counts} |")
+        found = ", ".join(f"{k} {n}" for k, n in sorted(per_package.get(about.name, {}).items())) or "none"
+        lines.append(f"| {about.name} | {about.version} | {', '.join(about.licences)} | {found} |")
     (out / "sources.md").write_text("\n".join(lines) + "\n")
     return {"clips": clips, "left_out": left_out, "silent": silent, "per_package": per_package}
 

@@ -83,6 +83,13 @@ MEDIAN_FRAMES = 5  # event probe: median filter over 5 timestamps (250 ms at HEA
 
 
 HEAR_BASELINE = "HEAR 2021 baseline (hearbaseline: log-mel, random projection)"
+
+
+def hear_baseline_note(audio: str) -> str:
+    """What a report says under its table when the HEAR 2021 baseline is a row; `audio`: what it was fed."""
+    return (f"{HEAR_BASELINE}: the public module of HEAR 2021 (hearbaseline 2021.1.1, 4,096 dimensions, 44.1 kHz: "
+            f"{audio} resampled), run by its own environment (make hear-baseline; requirements/hear-baseline.txt "
+            "says why it cannot share the project's).")
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -369,10 +376,7 @@ def _fine_tuned_features(prepared: Prepared, repository: Path, epochs: int, seed
     front = FrontEndConfig()
     windows = tuning.Windows(prepared.audio(front.sample_rate), front)
     features, runs, models = [], [], []
-    for k, (train, _) in enumerate(prepared.folds):
-        fit, validation = prepared.validation[k]
-        if not validation:
-            fit, validation = validation_part(train, prepared.groups, prepared.y, seed)
+    for fit, validation in validation_parts(prepared, seed):
         model, start = tuning.read_back(repository / EMBEDDERS["bag of words"], len(prepared.names),
                                         windows.waveforms[windows.of(fit)[:8]])
         if model is None:
@@ -562,11 +566,12 @@ def evaluate_events(prepared: Prepared, repository: Path, seed: int) -> dict[str
 
 def render(result: dict[str, Any], command: str, seconds: float) -> str:
     task = f"HEAR task {result['task']!r} ({result['embedding_type']}), " if "task" in result else ""
+    produced = (f"Produced by `{command}` ({seconds:.0f} s wall): {task}{result['clips']} clips, "
+                f"{len(result['labels'])} labels ({', '.join(result['labels'])})")
     if result.get("embedding_type") == EVENT:
         lines = [
             "# Audio embeddings on your recordings (event onsets)", "",
-            f"Produced by `{command}` ({seconds:.0f} s wall): {task}{result['clips']} clips, {len(result['labels'])} "
-            f"labels ({', '.join(result['labels'])}); split: {result['split']} ({result['test_onsets']} test onsets). "
+            f"{produced}; split: {result['split']} ({result['test_onsets']} test onsets). "
             f"Frame-level linear probe on frozen timestamp embeddings (one logistic regression per label), onset "
             f"F-measure within +-{ONSET_TOLERANCE_S * 1000:.0f} ms; interval: bootstrap over test clips; control: the "
             "probe trained on shuffled frame labels.", "",
@@ -580,8 +585,7 @@ def render(result: dict[str, Any], command: str, seconds: float) -> str:
     if result.get("prediction_type") == MULTILABEL:
         lines = [
             "# Audio embeddings on your recordings (multilabel)", "",
-            f"Produced by `{command}` ({seconds:.0f} s wall): {task}{result['clips']} clips, {len(result['labels'])} "
-            f"labels ({', '.join(result['labels'])}), one or more per clip; split: {result['split']} "
+            f"{produced}, one or more per clip; split: {result['split']} "
             f"({result['train']} train, {result['test']} test clips). Linear probe on frozen scene embeddings, one "
             "logistic regression per label; mean average precision over the labels present among the test clips "
             "(HEAR's mAP); interval: bootstrap over test clips; control: the probes trained on the train clips' "
@@ -593,8 +597,7 @@ def render(result: dict[str, Any], command: str, seconds: float) -> str:
         return "\n".join(lines) + "\n"
     lines = [
         "# Audio embeddings on your recordings", "",
-        f"Produced by `{command}` ({seconds:.0f} s wall): {task}{result['clips']} clips, {len(result['labels'])} "
-        f"labels ({', '.join(result['labels'])}){groups}; split: {result['split']} "
+        f"{produced}{groups}; split: {result['split']} "
         f"({result['train']} train, {result['test']} test clips). Linear probe on frozen scene embeddings; interval: "
         f"bootstrap over test clips; control: the probe trained on shuffled labels (chance {result['chance']}).", "",
         "| embedder | test accuracy | 95% interval | shuffled-label control |", "|---|---|---|---|"]
@@ -602,9 +605,7 @@ def render(result: dict[str, Any], command: str, seconds: float) -> str:
         lines.append(f"| {name} | {r['accuracy']:.4f} | {r['interval_95'][0]:.4f}-{r['interval_95'][1]:.4f} | "
                      f"{r['shuffled_label_control']:.4f} |")
     if HEAR_BASELINE in result["embedders"]:
-        lines += ["", f"{HEAR_BASELINE}: the public module of HEAR 2021 (hearbaseline 2021.1.1, 4,096 dimensions, "
-                  "44.1 kHz: your files resampled), run by its own environment (make hear-baseline; "
-                  "requirements/hear-baseline.txt says why it cannot share the project's)."]
+        lines += ["", hear_baseline_note("your files")]
     if "mlp_probe" in result:
         sizes = "; ".join(f"{p['fit']} fit + {p['validation']} validation clips" for p in result["mlp_validation"])
         lines += ["", "MLP probe (hear-eval-kit's protocol: one hidden layer, dropout, Adam, early stopping; learning "

@@ -40,6 +40,7 @@ from models.audio.user_data import (
     EMBEDDERS,
     HEAR_BASELINE,
     Clip,
+    hear_baseline_note,
     hear_module_features,
     load_audio,
     probe,
@@ -263,9 +264,7 @@ def render(result: dict[str, Any], command: str, seconds: float) -> str:
                          f"{r['accuracy']:.3f} | {r['interval_95'][0]:.3f}-{r['interval_95'][1]:.3f} | "
                          f"{r['shuffled_label_control']:.3f} |")
     if any(HEAR_BASELINE in task["embedders"] for task in result["tasks"].values()):
-        lines += ["", f"{HEAR_BASELINE}: the public module of HEAR 2021 (hearbaseline 2021.1.1, 4,096 dimensions, "
-                  "44.1 kHz: the corpus's 32 kHz clips resampled), run by its own environment (make hear-baseline; "
-                  "requirements/hear-baseline.txt says why it cannot share the project's)."]
+        lines += ["", hear_baseline_note("the corpus's 32 kHz clips")]
     if any("mlp" in task for task in result["tasks"].values()):
         lines += ["", *render_mlp(result)]
     return "\n".join(lines) + "\n"
