@@ -3,13 +3,15 @@ model.sample_rate), run by that module's own Python: a module whose pinned depen
 environment (the public HEAR 2021 baseline, `hearbaseline`, pins numpy 1.19 and tensorflow) is evaluated beside
 the project's embedders from a virtual environment of its own (`make hear-baseline`).
 
-    PYTHON -m models.audio.hear_module_embed --module hearbaseline --files FILES.txt --out OUT.npz
+    PYTHON -m models.audio.hear_module_embed --module hearbaseline --files FILES.txt --out OUT.npz [--timestamps]
 
 It needs only numpy, scipy, soundfile and torch besides the module and imports nothing of this project (the
 packages above it, models and models.audio, import nothing): run it from the project's root with the module's
 interpreter. Each file is read as mono (channel mean), resampled to the
 module's rate with scipy's polyphase filter, embedded one file at a time; OUT.npz maps each line of FILES.txt
-(by position: arrays `embeddings` (files, dim) and `files`) to its scene embedding.
+(by position: arrays `embeddings` (files, dim) and `files`) to its scene embedding. With --timestamps, the
+module's timestamp embeddings instead: `embeddings` (all files' timestamps, dim) concatenated in file order,
+`timestamps` (ms, the same rows) and `lengths` (timestamps per file).
 """
 
 from __future__ import annotations
@@ -40,17 +42,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--module", required=True, help="an importable HEAR API module, e.g. hearbaseline")
     parser.add_argument("--files", type=Path, required=True, help="one audio file per line")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--timestamps", action="store_true", help="timestamp embeddings instead of scene ones")
     args = parser.parse_args(argv)
     module = importlib.import_module(args.module)
     model = module.load_model()
     files = [line for line in args.files.read_text().splitlines() if line]
-    vectors = []
+    vectors, stamps = [], []
     with torch.no_grad():
         for file in files:
             audio = torch.from_numpy(read_at(file, int(model.sample_rate)))[None]
-            vectors.append(module.get_scene_embeddings(audio, model)[0].numpy())
-    np.savez(args.out, embeddings=np.stack(vectors), files=np.array(files))
-    print(f"{len(files)} scene embeddings by {args.module} ({vectors[0].size} dims) -> {args.out}")
+            if args.timestamps:
+                embeddings, times = module.get_timestamp_embeddings(audio, model)
+                vectors.append(embeddings[0].numpy())
+                stamps.append(times[0].numpy().astype(np.float64))
+            else:
+                vectors.append(module.get_scene_embeddings(audio, model)[0].numpy())
+    if args.timestamps:
+        np.savez(args.out, embeddings=np.concatenate(vectors), timestamps=np.concatenate(stamps),
+                 lengths=np.array([len(t) for t in stamps]), files=np.array(files))
+    else:
+        np.savez(args.out, embeddings=np.stack(vectors), files=np.array(files))
+    print(f"{len(files)} {'timestamp' if args.timestamps else 'scene'} embeddings by {args.module} "
+          f"({vectors[0].shape[-1]} dims) -> {args.out}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ clip's held-out prediction). Event tasks: a frame-level probe on the timestamp e
 windows as the baseline), one logistic regression per label, frames above 0.5 after a 250 ms median
 filter are active, each run of active frames an onset; scored by onset F-measure (every reference onset
 matched at most once within +-200 ms, a maximum matching as mir_eval.onset does, per label and file,
-micro-averaged).
+micro-averaged), with PaSST's paired difference from every other embedder (the same test clips resampled).
 
 Reported per embedder: test accuracy (events: onset F-measure) with a bootstrap 95% interval over the
 test clips, and a control, the same probe trained on shuffled labels (chance; a control far above chance
@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import shlex
 import subprocess
@@ -93,17 +94,29 @@ def hear_baseline_note(audio: str) -> str:
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def hear_module_features(files: list[str], python: str, module: str, work: Path) -> dict[str, np.ndarray]:
-    """file -> scene embedding by a HEAR API `module` run by its own interpreter `python`
-    (models/audio/hear_module_embed.py, from the project's root)."""
+def _run_hear_module(files: list[str], python: str, module: str, work: Path, *options: str) -> Any:
+    """models/audio/hear_module_embed.py's saved arrays for `files`, run by `python` from the project's root."""
     listing, out = work / "files.txt", work / "embeddings.npz"
     listing.write_text("\n".join(files) + "\n")
     subprocess.run([python, "-m", "models.audio.hear_module_embed", "--module", module, "--files", str(listing),
-                    "--out", str(out)], check=True, timeout=3600, cwd=ROOT)
+                    "--out", str(out), *options], check=True, timeout=3600, cwd=ROOT)
     saved = np.load(out)
     if list(saved["files"]) != files:
         raise ValueError(f"{module} embedded other files than asked")
-    return dict(zip(files, saved["embeddings"], strict=True))
+    return saved
+
+
+def hear_module_features(files: list[str], python: str, module: str, work: Path) -> dict[str, np.ndarray]:
+    """file -> scene embedding by a HEAR API `module` run by its own interpreter `python`."""
+    return dict(zip(files, _run_hear_module(files, python, module, work)["embeddings"], strict=True))
+
+
+def hear_module_timestamps(files: list[str], python: str, module: str,
+                           work: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per file in order, (timestamp embeddings (T, dim), timestamps in ms (T,)) by a HEAR API `module`."""
+    saved = _run_hear_module(files, python, module, work, "--timestamps")
+    bounds = np.cumsum([0, *saved["lengths"]])
+    return [(saved["embeddings"][a:b], saved["timestamps"][a:b]) for a, b in itertools.pairwise(bounds)]
 
 
 class LabelsError(ValueError):
@@ -398,15 +411,13 @@ def evaluate_prepared(prepared: Prepared, repository: Path, seed: int = 0, fine_
     the MLP probe (hear-eval-kit's protocol) beside the linear one, in result["mlp_probe"]; `hear_modules`
     (title -> (interpreter, HEAR API module)) are embedders run out of process on the clips' files."""
     if prepared.task is not None and prepared.task.embedding_type == EVENT:
-        if hear_modules:
-            raise LabelsError(f"--hear-baseline is for scene tasks; {prepared.task.root} is an event task")
         if fine_tune_epochs:
             raise LabelsError(f"--fine-tune is for scene tasks; {prepared.task.root} is an event task (fine-tuning on "
                               "events is not built)")
         if mlp:
             raise LabelsError(f"--probe mlp is for scene tasks; {prepared.task.root} is an event task (its probe "
                               "is a frame-level linear one)")
-        return evaluate_events(prepared, repository, seed), []
+        return evaluate_events(prepared, repository, seed, hear_modules), []
     multilabel = prepared.task is not None and prepared.task.prediction_type == MULTILABEL
     if multilabel and (fine_tune_epochs or mlp):
         raise LabelsError(f"{prepared.task.root if prepared.task else ''} is a multilabel scene task: its probe is "
@@ -520,7 +531,21 @@ def event_probe(embeddings: list[np.ndarray], stamps: list[np.ndarray], task: He
             "interval_95": [round(float(np.quantile(draws, q)), 4) for q in (0.025, 0.975)],
             "shuffled_label_control": round(_f_measure(np.array(control)), 4),
             "precision": round(float(hits / max(estimated, 1)), 4),
-            "recall": round(float(hits / max(references, 1)), 4)}
+            "recall": round(float(hits / max(references, 1)), 4),
+            "per_clip_counts": per_clip.astype(int).tolist()}  # (hits, reference, estimated) per test clip
+
+
+def paired_onset_difference(a: dict[str, Any], b: dict[str, Any], seed: int, resamples: int = 2000) -> dict[str, Any]:
+    """F-measure of `a` minus that of `b` (two `event_probe` results on the same test clips), with a paired
+    bootstrap 95% interval: the same resampled clips for both."""
+    first, second = np.array(a["per_clip_counts"]), np.array(b["per_clip_counts"])
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(resamples):
+        pick = rng.integers(0, len(first), len(first))
+        draws.append(_f_measure(first[pick]) - _f_measure(second[pick]))
+    return {"difference": round(_f_measure(first) - _f_measure(second), 4),
+            "interval_95": [round(float(np.quantile(draws, q)), 4) for q in (0.025, 0.975)]}
 
 
 def _statistics_at_timestamps(audio: list[np.ndarray], rate: int, hop_ms: float,
@@ -540,7 +565,11 @@ def _statistics_at_timestamps(audio: list[np.ndarray], rate: int, hop_ms: float,
     return features, stamps
 
 
-def evaluate_events(prepared: Prepared, repository: Path, seed: int) -> dict[str, Any]:
+def evaluate_events(prepared: Prepared, repository: Path, seed: int,
+                    hear_modules: dict[str, tuple[str, str]] | None = None) -> dict[str, Any]:
+    """The frame probe's onset F-measure per embedder: log-mel statistics of the same windows, the repository's
+    embedders, `hear_modules` (title -> (interpreter, HEAR API module), run out of process); and PaSST's paired
+    difference from each of the others (`paired_onset_difference`)."""
     task = prepared.task
     assert task is not None
     results, rates = {}, {}
@@ -555,13 +584,42 @@ def evaluate_events(prepared: Prepared, repository: Path, seed: int) -> dict[str
             features, baseline_stamps = _statistics_at_timestamps(
                 prepared.audio(model.sample_rate), model.sample_rate, model.timestamp_hop_ms, model.timestamp_window_ms)
             results[BASELINE] = event_probe(features, baseline_stamps, task, prepared.folds, seed)
+    for title, (python, module) in (hear_modules or {}).items():
+        with tempfile.TemporaryDirectory() as work:
+            timed = hear_module_timestamps(prepared.files, python, module, Path(work))
+        results[title] = event_probe([e for e, _ in timed], [t for _, t in timed], task, prepared.folds, seed)
     tested = {i for _, test in prepared.folds for i in test}
+    embedders = {BASELINE: results.pop(BASELINE), **results}
+    reference = next(iter(EMBEDDERS))
     return {**prepared.summary, "chance": None, "test_onsets": sum(len(task.clips[i].events) for i in tested),
-            "embedders": {BASELINE: results.pop(BASELINE), **results},
+            "embedders": embedders,
+            "paired": {f"{reference} - {title}": paired_onset_difference(embedders[reference], r, seed)
+                       for title, r in embedders.items() if title != reference},
             "audio_folder_rate": {t: prepared.source_rates[r] for t, r in rates.items()}}
 
 
 # --- report and command line ---------------------------------------------------------------------------------
+
+
+def event_table(result: dict[str, Any], audio: str) -> list[str]:
+    """An event task's report lines: the probe, the F-measure per embedder, PaSST's paired differences."""
+    lines = [
+        f"Frame-level linear probe on frozen timestamp embeddings (one logistic regression per label), onset "
+        f"F-measure within +-{ONSET_TOLERANCE_S * 1000:.0f} ms; interval: bootstrap over test clips; control: the "
+        "probe trained on shuffled frame labels.", "",
+        "| embedder | onset F-measure | 95% interval | precision | recall | shuffled-label control |",
+        "|---|---|---|---|---|---|"]
+    for name, r in result["embedders"].items():
+        lines.append(f"| {name} | {r['onset_f_measure']:.4f} | {r['interval_95'][0]:.4f}-{r['interval_95'][1]:.4f}"
+                     f" | {r['precision']:.4f} | {r['recall']:.4f} | {r['shuffled_label_control']:.4f} |")
+    if result.get("paired"):
+        lines += ["", "Paired differences (the same test clips resampled for both; bootstrap 95%):", "",
+                  "| difference | F-measure | 95% interval |", "|---|---|---|"]
+        lines += [f"| {name} | {d['difference']:+.4f} | {d['interval_95'][0]:+.4f} to {d['interval_95'][1]:+.4f} |"
+                  for name, d in result["paired"].items()]
+    if HEAR_BASELINE in result["embedders"]:
+        lines += ["", hear_baseline_note(audio)]
+    return lines
 
 
 def render(result: dict[str, Any], command: str, seconds: float) -> str:
@@ -569,18 +627,9 @@ def render(result: dict[str, Any], command: str, seconds: float) -> str:
     produced = (f"Produced by `{command}` ({seconds:.0f} s wall): {task}{result['clips']} clips, "
                 f"{len(result['labels'])} labels ({', '.join(result['labels'])})")
     if result.get("embedding_type") == EVENT:
-        lines = [
-            "# Audio embeddings on your recordings (event onsets)", "",
-            f"{produced}; split: {result['split']} ({result['test_onsets']} test onsets). "
-            f"Frame-level linear probe on frozen timestamp embeddings (one logistic regression per label), onset "
-            f"F-measure within +-{ONSET_TOLERANCE_S * 1000:.0f} ms; interval: bootstrap over test clips; control: the "
-            "probe trained on shuffled frame labels.", "",
-            "| embedder | onset F-measure | 95% interval | precision | recall | shuffled-label control |",
-            "|---|---|---|---|---|---|"]
-        for name, r in result["embedders"].items():
-            lines.append(f"| {name} | {r['onset_f_measure']:.4f} | {r['interval_95'][0]:.4f}-{r['interval_95'][1]:.4f}"
-                         f" | {r['precision']:.4f} | {r['recall']:.4f} | {r['shuffled_label_control']:.4f} |")
-        return "\n".join(lines) + "\n"
+        return "\n".join(["# Audio embeddings on your recordings (event onsets)", "",
+                          f"{produced}; split: {result['split']} ({result['test_onsets']} test onsets).",
+                          *event_table(result, "your audio")]) + "\n"
     groups = f", {result['groups']} groups" if result.get("groups") is not None else ""
     if result.get("prediction_type") == MULTILABEL:
         lines = [
@@ -655,7 +704,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                              "the train split) beside the linear one (scene tasks and the CSV layout)")
     parser.add_argument("--hear-baseline", default=None, metavar="PYTHON",
                         help="also the public HEAR 2021 baseline (hearbaseline), run by this interpreter of its own "
-                             "environment (make hear-baseline: .hear-baseline-venv/bin/python; scene tasks)")
+                             "environment (make hear-baseline: .hear-baseline-venv/bin/python)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for fine-tuning")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--report", type=Path, default=Path("artifacts/audio-user/quality.md"))

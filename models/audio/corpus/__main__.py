@@ -1,4 +1,5 @@
 """python -m models.audio.corpus build --out DIR [--max-clips N] [--seed S] [--jobs J]
+python -m models.audio.corpus onsets --corpus DIR     (re)writes the onset task of a corpus built before it existed
 python -m models.audio.corpus evaluate --corpus DIR --repository shipped_models [--report FILE]
     [--hear-baseline .hear-baseline-venv/bin/python]"""
 
@@ -11,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from models.audio.corpus.builder import build
+from models.audio.corpus.builder import add_onset_task, build
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -22,6 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     make.add_argument("--max-clips", type=int, default=None, help="at most this many clips per source (seeded draw)")
     make.add_argument("--seed", type=int, default=0, help="draws the held-out sources and any subsample")
     make.add_argument("--jobs", type=int, default=3, help="renderers at once (they mostly wait on subprocesses)")
+    onset = commands.add_parser("onsets", help="(re)write the timestamp task (event onsets) from the held-out clips")
+    onset.add_argument("--corpus", type=Path, required=True, help="a folder `build` wrote")
     score = commands.add_parser("evaluate", help="linear probes on the held-out tasks: embedders vs log-mel statistics")
     score.add_argument("--corpus", type=Path, required=True, help="a folder `build` wrote")
     score.add_argument("--repository", type=Path, default=Path("shipped_models"),
@@ -42,11 +45,16 @@ def main(argv: list[str] | None = None) -> None:
         totals = manifest["totals"]
         print(f"{args.out}: {totals['clips']} clips, {totals['hours']:.2f} h; summary in {args.out / 'manifest.md'}")
         return
+    if args.command == "onsets":
+        entry = add_onset_task(args.corpus)
+        print(f"{args.corpus / entry['folder']}: {entry['train']['mixtures']} train and {entry['test']['mixtures']} "
+              f"test mixtures, {entry['train']['events']} / {entry['test']['events']} events")
+        return
     from models.audio.corpus.evaluate import HEAR_BASELINE, evaluate, render  # torch only for this command
 
     started = time.perf_counter()
     modules = {HEAR_BASELINE: (args.hear_baseline, "hearbaseline")} if args.hear_baseline else None
-    result = evaluate(args.corpus, args.repository, args.seed, args.task, hear_modules=modules)
+    result = evaluate(args.corpus, args.repository, args.seed, args.task, hear_modules=modules, event_tasks=True)
     command = "python -m models.audio.corpus " + shlex.join(argv if argv is not None else sys.argv[1:])
     text = render(result, command, time.perf_counter() - started)
     args.report.parent.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from models.audio.corpus import clips, debian, events, held_out, notes, speech
+from models.audio.corpus import clips, debian, events, held_out, notes, onsets, speech
 from models.audio.corpus.manifest import render_markdown
 from models.audio.data import SAMPLE_RATE
 
@@ -112,7 +112,7 @@ def write_tasks(out: Path, records: list[dict[str, Any]], held: held_out.HeldOut
 
 
 def build(out: Path, seed: int = 0, max_clips: int | None = None, jobs: int = 3,
-          sources: Sequence[Source] = SOURCES) -> dict[str, Any]:
+          sources: Sequence[Source] = SOURCES, onset_mixtures: dict[str, int] = onsets.MIXTURES) -> dict[str, Any]:
     prepare(out)
     held = held_out.draw(seed)
     records: list[dict[str, Any]] = []
@@ -129,6 +129,7 @@ def build(out: Path, seed: int = 0, max_clips: int | None = None, jobs: int = 3,
             "clips": len(rendered), "hours": round(seconds / 3600, 4), "dropped_silent": silent,
             "held_out_clips": sum(r["split"] == "held_out" for r in rendered)}
     total_seconds = sum(r["duration_s"] for r in records)
+    timed = onsets.write_task(out, records, held, seed, TASKS_DIR, onset_mixtures)
     manifest = {
         "corpus": "infersuite audio corpus (issue 25): real recordings and renderings from Debian packages",
         "build": {"seed": seed, "max_clips_per_source": max_clips, "sample_rate": SAMPLE_RATE,
@@ -137,7 +138,30 @@ def build(out: Path, seed: int = 0, max_clips: int | None = None, jobs: int = 3,
                    "pretrain_clips": sum(r["split"] == "pretrain" for r in records),
                    "held_out_clips": sum(r["split"] == "held_out" for r in records)},
         "sources": described, "held_out": held.to_manifest(), "tasks": write_tasks(out, records, held),
-        "clips": records}
+        "event_tasks": {} if timed is None else {onsets.TASK: timed}, "clips": records}
+    write_manifest(out, manifest)
+    return manifest
+
+
+def write_manifest(out: Path, manifest: dict[str, Any]) -> None:
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     (out / SUMMARY).write_text(render_markdown(manifest))
-    return manifest
+
+
+def add_onset_task(corpus: Path) -> dict[str, Any]:
+    """(Re)writes the onset task of a corpus `build` wrote, from its held-out clips; returns the task's entry."""
+    manifest = json.loads((corpus / MANIFEST).read_text())
+    seed = manifest["build"]["seed"]
+    held = held_out.draw(seed)
+    if json.loads(json.dumps(held.to_manifest())) != manifest["held_out"]:  # tuples as JSON lists
+        raise SystemExit(f"{corpus / MANIFEST}: its held-out sources are not the ones seed {seed} draws here "
+                         "(built by other code): rebuild the corpus")
+    entry = onsets.write_task(corpus, manifest["clips"], held, seed, TASKS_DIR)
+    if entry is None:
+        raise SystemExit(f"{corpus}: fewer than two of speech, notes and events have held-out clips on both sides "
+                         "of their probe splits")
+    event_tasks = {**manifest.get("event_tasks", {}), onsets.TASK: entry}
+    # the key order of a fresh build: the event tasks just before the per-clip records
+    write_manifest(corpus, {key: value for key, value in manifest.items() if key not in ("event_tasks", "clips")}
+                   | {"event_tasks": event_tasks, "clips": manifest["clips"]})
+    return entry

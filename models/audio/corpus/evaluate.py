@@ -15,9 +15,11 @@ it. Per task, the test clips' ids are recorded once (`test_clips`, in scoring or
 which of them the probe got right (`correct`: a string of 0/1, one character per test clip), so runs of
 differently seeded embedders can be paired clip by clip (models/audio/pretrain_seeds.py).
 
-    python -m models.audio.corpus evaluate --corpus artifacts/audio-corpus --repository shipped_models
+The timestamp task (models/audio/corpus/onsets.py: event onsets in noise, HEAR's event format) is scored by the
+user path's frame-level probe (`models.audio.user_data.evaluate_events`: onset F-measure within +-200 ms, a
+bootstrap interval over test mixtures, PaSST's paired differences from the other embedders).
 
-Not yet (issue 25 step 3): public HEAR baselines, the timestamp (onset) task."""
+    python -m models.audio.corpus evaluate --corpus artifacts/audio-corpus --repository shipped_models"""
 
 from __future__ import annotations
 
@@ -40,9 +42,12 @@ from models.audio.user_data import (
     EMBEDDERS,
     HEAR_BASELINE,
     Clip,
+    evaluate_events,
+    event_table,
     hear_baseline_note,
     hear_module_features,
     load_audio,
+    prepare_task,
     probe,
     read_labels,
 )
@@ -208,15 +213,18 @@ def evaluate(corpus: Path, repository: Path, seed: int = 0, tasks: list[str] | N
              extra: dict[str, Callable[[np.ndarray], np.ndarray]] | None = None,
              reference: str | None = None, validation: bool = False,
              probes: tuple[str, ...] = PROBES, mlp_titles: Collection[str] | None = None,
-             hear_modules: dict[str, tuple[str, str]] | None = None) -> dict[str, Any]:
+             hear_modules: dict[str, tuple[str, str]] | None = None, event_tasks: bool = False) -> dict[str, Any]:
     """Every task's `probes` per embedder (`probe_task`; the MLP for `mlp_titles` only, None: all): the
     repository's, log-mel statistics, `extra` (title -> clips (N, samples) -> scene embeddings) and
     `hear_modules` (title -> (interpreter, HEAR API module), run out of process on the clips' files). With
     `reference`, each task also gets that embedder's paired differences against every other one. With
     `validation`, each probe fits and scores inside the task's train clips (`validation_split`); the test clips
-    are not read."""
+    are not read. With `event_tasks` (never with `validation`), the manifest's timestamp tasks too, in
+    result["event_tasks"], scored by `evaluate_events` with the repository's embedders and `hear_modules`."""
     manifest = json.loads((corpus / MANIFEST).read_text())
     chosen = {name: task for name, task in manifest["tasks"].items() if tasks is None or name in tasks}
+    timed = {} if validation or not event_tasks else {
+        name: task for name, task in manifest.get("event_tasks", {}).items() if tasks is None or name in tasks}
     task_clips = {name: read_labels(corpus, corpus / task["labels_csv"]) for name, task in chosen.items()}
     if validation:  # only the train clips are read
         task_clips = {name: [c for c in clips if c.split == "train"] for name, clips in task_clips.items()}
@@ -245,8 +253,10 @@ def evaluate(corpus: Path, repository: Path, seed: int = 0, tasks: list[str] | N
             "test": len(test), "chance": round(1 / len(labels), 4),
             **probe_task(matrix, y, clips, train, test, seed, reference, probes, mlp_titles),
             "test_clips": [clip_id(clips[i], corpus) for i in test]}
+    timed_results = {name: evaluate_events(prepare_task(corpus / task["folder"]), repository, seed, hear_modules)
+                     | {"description": task["description"]} for name, task in timed.items()}
     return {"corpus": str(corpus), "repository": str(repository), "seed": seed, "probes": list(probes),
-            "mlp_probe_seed": PROBE_SEED, "tasks": results}
+            "mlp_probe_seed": PROBE_SEED, "tasks": results, **({"event_tasks": timed_results} if timed else {})}
 
 
 def render(result: dict[str, Any], command: str, seconds: float) -> str:
@@ -267,6 +277,11 @@ def render(result: dict[str, Any], command: str, seconds: float) -> str:
         lines += ["", hear_baseline_note("the corpus's 32 kHz clips")]
     if any("mlp" in task for task in result["tasks"].values()):
         lines += ["", *render_mlp(result)]
+    for name, task in result.get("event_tasks", {}).items():
+        lines += ["", f"## Timestamp task: {name}", "",
+                  f"{task['description']}: {task['train']} train and {task['test']} test mixtures of 10 s "
+                  f"({task['test_onsets']} test onsets; the manifest says how they are built).",
+                  *event_table(task, "the mixtures' 32 kHz audio")]
     return "\n".join(lines) + "\n"
 
 

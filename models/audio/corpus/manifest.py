@@ -40,4 +40,14 @@ def render_markdown(manifest: dict[str, Any]) -> str:
         "| task | what | classes | train clips | test clips |", "|---|---|---|---|---|"]
     for name, task in manifest["tasks"].items():
         lines.append(f"| {name} | {task['description']} | {task['classes']} | {task['train']:,} | {task['test']:,} |")
+    if manifest.get("event_tasks"):
+        lines += ["", "## Timestamp (event onset) tasks (HEAR's event format, a folder each in tasks/)", "",
+                  "| task | what | labels | train: mixtures, events | test: mixtures, events | held-out sounds drawn "
+                  "from (train / test) |", "|---|---|---|---|---|---|"]
+        for name, task in manifest["event_tasks"].items():
+            train, test = task["train"], task["test"]
+            sounds = "; ".join(f"{label} {train['sounds'][label]} / {test['sounds'][label]}"
+                               for label in task["labels"])
+            lines.append(f"| {name} | {task['description']} | {', '.join(task['labels'])} | {train['mixtures']}, "
+                         f"{train['events']} | {test['mixtures']}, {test['events']} | {sounds} |")
     return "\n".join(lines) + "\n"

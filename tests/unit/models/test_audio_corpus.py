@@ -20,6 +20,7 @@ from models.audio.corpus import clips, debian, events, held_out, midi, notes, sp
 from models.audio.data import SAMPLE_RATE
 
 ROOT = Path(__file__).resolve().parents[3]
+FEW_MIXTURES = {"train": 4, "test": 3}  # of the onset task: enough to read, quick to write
 
 
 def _parse_smf(data: bytes) -> tuple[tuple[int, int, int], list[tuple[int, bytes]]]:
@@ -160,10 +161,12 @@ def _fake_speech(count: int) -> corpus_build.Source:
 
 def test_build_writes_a_deterministic_manifest_tasks_and_summary(tmp_path):
     source = _fake_speech(40 * 20)
-    first = corpus_build.build(tmp_path / "a", seed=3, max_clips=300, jobs=2, sources=[source])
-    corpus_build.build(tmp_path / "b", seed=3, max_clips=300, jobs=1, sources=[source])
+    first = corpus_build.build(tmp_path / "a", seed=3, max_clips=300, jobs=2, sources=[source],
+                               onset_mixtures=FEW_MIXTURES)
+    corpus_build.build(tmp_path / "b", seed=3, max_clips=300, jobs=1, sources=[source], onset_mixtures=FEW_MIXTURES)
     for name in ("manifest.json", "manifest.md", "tasks/word_unseen_voice.csv", "tasks/voice_unseen_word.csv"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert first["event_tasks"] == {}  # one source: no onset task (it needs two labels)
     described = first["sources"]["speech"]
     assert described["planned"] == 300 and described["clips"] == 300 - len(described["dropped_silent"])
     assert described["dropped_silent"] and all("/off_" in f for f in described["dropped_silent"])
@@ -176,7 +179,7 @@ def test_build_writes_a_deterministic_manifest_tasks_and_summary(tmp_path):
         assert soundfile.info(str(tmp_path / "a" / clip["file"])).samplerate == SAMPLE_RATE
     summary = (tmp_path / "a" / "manifest.md").read_text()
     assert f"{first['totals']['clips']:,} clips" in summary and "| speech | `dpkg`" in summary
-    other = corpus_build.build(tmp_path / "c", seed=4, max_clips=300, sources=[source])
+    other = corpus_build.build(tmp_path / "c", seed=4, max_clips=300, sources=[source], onset_mixtures=FEW_MIXTURES)
     assert other["held_out"] != first["held_out"]
 
 
@@ -242,7 +245,7 @@ def test_evaluate_probes_every_embedder_on_a_task_and_reports_intervals_and_cont
     from models.audio.corpus.__main__ import main  # torch and onnxruntime only here
     from models.audio.user_data import BASELINE, EMBEDDERS
 
-    corpus_build.build(tmp_path / "corpus", seed=0, sources=[_fake_speech(36 * 20)])
+    corpus_build.build(tmp_path / "corpus", seed=0, sources=[_fake_speech(36 * 20)], onset_mixtures=FEW_MIXTURES)
     report = tmp_path / "eval" / "quality.md"
     main(["evaluate", "--corpus", str(tmp_path / "corpus"), "--repository", str(ROOT / "shipped_models"),
           "--task", "word_unseen_voice", "--report", str(report)])
@@ -257,3 +260,54 @@ def test_evaluate_probes_every_embedder_on_a_task_and_reports_intervals_and_cont
     for r in task["embedders"].values():
         assert 0.0 <= r["interval_95"][0] <= r["accuracy"] <= r["interval_95"][1] <= 1.0
     assert "| word_unseen_voice | 19 | 95 / 76 | PaSST |" in report.read_text()
+    assert "event_tasks" not in result  # only the task asked for
+
+
+def _fake_note_render(item: notes.Note, out: Path) -> float | None:
+    """A decaying tone at the note's pitch."""
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    tone = 0.3 * np.exp(-3 * t) * np.sin(2 * np.pi * 440 * 2 ** ((item.note - 69) / 12) * t)
+    return clips.write_clip(out, tone.astype(np.float32))
+
+
+def _fake_notes(seed: int) -> corpus_build.Source:
+    """Two notes of each program the seed holds out, one of a program it does not."""
+    held, planned = set(held_out.draw(seed).programs), notes.plan()
+    chosen = [n for n in planned if n.velocity == planned[0].velocity]
+    chosen = [n for p in sorted(held) for n in [c for c in chosen if c.program == p][:2]]
+    other = next(n for n in planned if n.program not in held)
+    return corpus_build.Source("notes", ("dpkg",), "fake", "fake", lambda: [*chosen, other], _fake_note_render)
+
+
+def test_the_onset_task_is_built_with_the_corpus_and_scored_by_the_frame_probe(tmp_path):
+    from models.audio.corpus.__main__ import main
+    from models.audio.user_data import BASELINE, EMBEDDERS
+
+    sources = [_fake_speech(36 * 20), _fake_notes(0)]
+    manifest = corpus_build.build(tmp_path / "corpus", seed=0, sources=sources, onset_mixtures=FEW_MIXTURES)
+    entry = manifest["event_tasks"]["onset_unseen_sources"]
+    assert entry["labels"] == ["note", "speech"] and entry["train"]["mixtures"] == 4 and entry["test"]["mixtures"] == 3
+    assert entry["train"]["sounds"]["note"] == entry["test"]["sounds"]["note"] == 32  # 16 programs a side, 2 notes
+    assert "| onset_unseen_sources |" in (tmp_path / "corpus" / "manifest.md").read_text()
+    report = tmp_path / "eval" / "quality.md"
+    main(["evaluate", "--corpus", str(tmp_path / "corpus"), "--repository", str(ROOT / "shipped_models"),
+          "--task", "onset_unseen_sources", "--report", str(report)])
+    result = json.loads(report.with_suffix(".json").read_text())
+    assert result["tasks"] == {} and set(result["event_tasks"]) == {"onset_unseen_sources"}
+    task = result["event_tasks"]["onset_unseen_sources"]
+    assert set(task["embedders"]) == {BASELINE, *EMBEDDERS} and task["test"] == 3
+    for r in task["embedders"].values():
+        assert 0.0 <= r["interval_95"][0] <= r["onset_f_measure"] <= r["interval_95"][1] <= 1.0
+        assert len(r["per_clip_counts"]) == 3
+    assert set(task["paired"]) == {f"PaSST - {BASELINE}", "PaSST - bag of words"}
+    text = report.read_text()
+    assert "## Timestamp task: onset_unseen_sources" in text and "| PaSST - bag of words |" in text
+
+    shutil.rmtree(tmp_path / "corpus" / "tasks" / "onset_unseen_sources")  # a corpus from before the task
+    del manifest["event_tasks"]
+    (tmp_path / "corpus" / "manifest.json").write_text(json.dumps(manifest))
+    main(["onsets", "--corpus", str(tmp_path / "corpus")])  # adds it back, with the default mixture counts
+    rebuilt = json.loads((tmp_path / "corpus" / "manifest.json").read_text())
+    assert list(rebuilt)[-2:] == ["event_tasks", "clips"]
+    assert rebuilt["event_tasks"]["onset_unseen_sources"]["test"]["mixtures"] == 60
+    assert (tmp_path / "corpus" / "tasks" / "onset_unseen_sources" / "32000" / "test" / "test_059.wav").is_file()
