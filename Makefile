@@ -30,7 +30,7 @@ TRITON_STAMP := .triton/.installed
 .PHONY: report-audio-pretrain-seeds
 .PHONY: verify-audio-pretrained pretrain-audio-stats report-audio-pooling
 .PHONY: bench-triton-front
-.PHONY: bench-data-throughput
+.PHONY: bench-data-throughput bench-audio-rtf
 
 setup: $(SETUP_STAMP)
 
@@ -60,6 +60,7 @@ audio-corpus: $(DEV) audio-tools
 # corpus's manifest (sources, versions, licences, size) beside it. Builds the corpus first when absent.
 report-audio-corpus: $(DEV) audio-tools hear-baseline
 	@test -f artifacts/audio-corpus/manifest.json || $(MAKE) audio-corpus
+	@test -d artifacts/audio-corpus/tasks/onset_unseen_sources || $(PY) -m models.audio.corpus onsets --corpus artifacts/audio-corpus
 	$(PY) -m models.audio.corpus evaluate --corpus artifacts/audio-corpus --repository shipped_models \
 		--report reports/audio_corpus.md --hear-baseline $(HEAR_BASELINE_VENV)/bin/python
 	cp artifacts/audio-corpus/manifest.md reports/audio_corpus_manifest.md
@@ -265,6 +266,11 @@ pretrain-audio-stats: $(DEV) audio-tools
 # pretrain-audio-stats and of report-audio-pretrain at seeds 0 and 1 (artifacts/audio-pretrain/seed<s>-e40).
 report-audio-pooling: $(DEV) audio-tools
 	$(PY) -m benchmarks.audio.pooling --corpus artifacts/audio-corpus --seeds 0 1 --report reports/audio_pooling.md
+
+# Scene-embedding real-time factor of the shipped audio graphs against those shipped at e59cb36 (issue 25's goal:
+# within 20%), interleaved rounds in one run (benchmarks/audio/rtf.py, ~3 min; run alone): reports/audio_rtf.md.
+bench-audio-rtf: $(DEV)
+	$(PY) -m benchmarks.audio.rtf
 
 serve: $(SERVE_STAMP) $(PROTO_STAMP)
 	@$(PY) -m exporters.ship describe $(SERVE_REPOSITORY)
