@@ -287,11 +287,12 @@ def load_student(path: Path) -> tuple[EntropicStudent, dict[str, Any]]:
 
 
 def choose_default(results: list[dict[str, Any]], teacher_accuracy: float) -> dict[str, Any]:
-    """The lowest-rate student within 1 point of the teacher on validation, else the most accurate."""
+    """The lowest-rate student within 1 point of the teacher on validation, else the most accurate (of equally
+    accurate ones, the lowest-rate: a tie on validation is no reason to send more bytes)."""
     close = [r for r in results if r["valid_accuracy"] >= teacher_accuracy - 0.01]
     if close:
         return min(close, key=lambda r: r["valid_estimated_bytes_per_image"])
-    return max(results, key=lambda r: r["valid_accuracy"])
+    return max(results, key=lambda r: (r["valid_accuracy"], -r["valid_estimated_bytes_per_image"]))
 
 
 def run(out: Path, data_cfg: Any, cfg: TrainConfig, log: bool = True) -> dict[str, Any]:

@@ -96,3 +96,5 @@ def test_the_default_student_is_the_cheapest_within_a_point_of_the_teacher() -> 
     ]
     assert choose_default(results, teacher_accuracy=0.89)["checkpoint"] == "b"
     assert choose_default(results, teacher_accuracy=0.99)["checkpoint"] == "a"
+    tied = [*results, {"checkpoint": "d", "valid_accuracy": 0.90, "valid_estimated_bytes_per_image": 150}]
+    assert choose_default(tied, teacher_accuracy=0.99)["checkpoint"] == "d"  # as accurate as a, fewer bytes
