@@ -30,7 +30,7 @@ TRITON_STAMP := .triton/.installed
 .PHONY: report-audio-pretrain-seeds
 .PHONY: verify-audio-pretrained pretrain-audio-stats report-audio-pooling
 .PHONY: bench-triton-front
-.PHONY: bench-data-throughput bench-audio-rtf
+.PHONY: bench-data-throughput bench-audio-rtf report-audio-bow-corpus
 
 setup: $(SETUP_STAMP)
 
@@ -266,6 +266,14 @@ pretrain-audio-stats: $(DEV) audio-tools
 # pretrain-audio-stats and of report-audio-pretrain at seeds 0 and 1 (artifacts/audio-pretrain/seed<s>-e40).
 report-audio-pooling: $(DEV) audio-tools
 	$(PY) -m benchmarks.audio.pooling --corpus artifacts/audio-corpus --seeds 0 1 --report reports/audio_pooling.md
+
+# The shipped bag of words' architecture fitted on the corpus's pretraining clips (seeds 0-2), scored beside the
+# shipped embedders on the held-out tasks, hierarchical intervals over seeds x clips (models/audio/pretrain_bow.py,
+# ~10 min): reports/audio_bow_corpus.md.
+report-audio-bow-corpus: $(DEV) audio-tools
+	@test -f artifacts/audio-corpus/manifest.json || $(MAKE) audio-corpus
+	$(PY) -m models.audio.pretrain_bow --corpus artifacts/audio-corpus --seeds 0 1 2 \
+		--out artifacts/audio-bow-corpus --report reports/audio_bow_corpus.md
 
 # Scene-embedding real-time factor of the shipped audio graphs against those shipped at e59cb36 (issue 25's goal:
 # within 20%), interleaved rounds in one run (benchmarks/audio/rtf.py, ~3 min; run alone): reports/audio_rtf.md.

@@ -104,9 +104,12 @@ class BagOfWords(WaveformEmbedder):
         return self.histograms(self.codes(mel)).sqrt() * self.idf  # (B, D)
 
     @torch.no_grad()
-    def fit_idf(self, mel: torch.Tensor) -> None:
-        """idf = ln((1 + N) / (1 + windows holding the word)) + 1 over training windows (B, 1, M, T)."""
-        present = (self.histograms(self.codes(mel)) > 0).float().sum(0)  # (D,)
+    def fit_idf(self, mel: torch.Tensor, batch: int = 512) -> None:
+        """idf = ln((1 + N) / (1 + windows holding the word)) + 1 over training windows (B, 1, M, T), counted
+        `batch` windows at a time (the word assignment holds a distance per patch and centroid)."""
+        present = torch.zeros_like(self.idf)  # (D,)
+        for i in range(0, len(mel), batch):
+            present += (self.histograms(self.codes(mel[i:i + batch])) > 0).float().sum(0)
         self.idf.copy_(torch.log((1.0 + mel.shape[0]) / (1.0 + present)) + 1.0)
 
     def to_config(self) -> dict[str, Any]:

@@ -44,7 +44,7 @@ from torch.nn import functional as F
 from infersuite.services.audio.windows import scene_windows
 from models.audio.corpus import evaluate as corpus_eval
 from models.audio.corpus.builder import MANIFEST
-from models.audio.frontend import FrontEndConfig, LogMel
+from models.audio.frontend import FrontEndConfig, LogMel, WaveformEmbedder
 from models.audio.passt import Passt, PasstConfig
 from models.audio.user_data import BASELINE, load_audio
 
@@ -188,7 +188,7 @@ def pretrain(mels: torch.Tensor, targets: torch.Tensor, vocabularies: dict[str, 
     return model.eval(), heads.eval(), metrics
 
 
-def torch_scene_embedder(model: Passt, batch: int = 256) -> Callable[[np.ndarray], np.ndarray]:
+def torch_scene_embedder(model: WaveformEmbedder, batch: int = 256) -> Callable[[np.ndarray], np.ndarray]:
     """(n, samples) clips of one length -> (n, D): the mean embedding of the service's scene windows."""
     window = model.front_config.window_samples
 
