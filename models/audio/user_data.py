@@ -115,8 +115,10 @@ def hear_module_timestamps(files: list[str], python: str, module: str,
                            work: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per file in order, (timestamp embeddings (T, dim), timestamps in ms (T,)) by a HEAR API `module`."""
     saved = _run_hear_module(files, python, module, work, "--timestamps")
-    bounds = np.cumsum([0, *saved["lengths"]])
-    return [(saved["embeddings"][a:b], saved["timestamps"][a:b]) for a, b in itertools.pairwise(bounds)]
+    # each item read from the .npz decodes the whole array again: read once, then slice (views of one array)
+    embeddings, stamps, lengths = saved["embeddings"], saved["timestamps"], saved["lengths"]
+    bounds = np.cumsum([0, *lengths])
+    return [(embeddings[a:b], stamps[a:b]) for a, b in itertools.pairwise(bounds)]
 
 
 class LabelsError(ValueError):
