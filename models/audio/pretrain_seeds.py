@@ -18,6 +18,13 @@ seeds, the mean of the seeds' units-only half-widths standing in for that of the
 bound (the spread of a mean of the seeds' per-clip differences is at most the mean of their spreads), so that
 interval errs wide. The MLP probe is compared only where every run has it.
 
+With `--hear-baseline-from REPORT_JSON` (a corpus evaluation that probed the public HEAR 2021 baseline, e.g.
+reports/audio_corpus.json from `make report-audio-corpus`), a third comparison where the runs have per-clip results:
+"pretrained minus the HEAR 2021 baseline". The baseline has no training seeds of its own (a fixed random projection,
+probed by the same seeded probes), so its per-clip results are the same row in every seed; they pair with the runs
+only when the report scored the same test clips (by id, in order) and its log-mel statistics got the same clips
+right as the runs' (the same probe on the same features), else the report is refused.
+
 Issue 25's goal, per task: the pretrained PaSST above log-mel statistics by at least GOAL_MARGIN with the
 interval above 0 ("met"). Runs that cannot be compared are refused (ValueError): a task missing from a run, seeds
 scored on different test clips, a log-mel statistics accuracy (per probe) that differs across seeds (nothing in it
@@ -41,7 +48,7 @@ import numpy as np
 from models.audio.corpus.evaluate import decode_correct
 from models.audio.passt import PasstConfig
 from models.audio.pretrain import PRETRAINED, UNTRAINED, PretrainConfig
-from models.audio.user_data import BASELINE
+from models.audio.user_data import BASELINE, HEAR_BASELINE
 from models.statistics import RULE, SEED_RULE, Interval, hierarchical_bootstrap, seed_level_interval
 
 GOAL_MARGIN = 0.05  # issue 25: PaSST above log-mel statistics by at least this accuracy on every task
@@ -51,6 +58,7 @@ ISSUE_TASKS = ("word_unseen_voice", "voice_unseen_word", "family_unseen_instrume
 EMBEDDERS = {PRETRAINED: "PaSST pretrained", UNTRAINED: "PaSST untrained", BASELINE: "log-mel statistics"}
 GOAL_COMPARISON, CONTROL_COMPARISON = "pretrained - log-mel statistics", "pretrained - untrained (same seed)"
 COMPARISONS = {GOAL_COMPARISON: BASELINE, CONTROL_COMPARISON: UNTRAINED}
+HEAR_COMPARISON = "pretrained - HEAR 2021 baseline"  # only with --hear-baseline-from
 ROUNDING = 2e-4  # accuracies and differences are stored to 4 decimals: a recorded difference may miss by this
 RESAMPLES = 5000  # hierarchical bootstrap draws (seeds, then clips)
 PROBES = {"linear": "linear probe", "mlp": "MLP probe"}
@@ -236,22 +244,51 @@ def probes_of(runs: list[Run], names: list[str]) -> list[str]:
     return ["linear", "mlp"] if mlp else ["linear"]
 
 
-def probe_figures(runs: list[Run], name: str, probe: str) -> dict[str, Any]:
-    """One task's per-seed accuracies and both comparisons with one probe."""
+def hear_baseline_rows(report: dict[str, Any], name: str, probe: str, clips: list[str],
+                       log_mel: np.ndarray) -> np.ndarray | None:
+    """The HEAR 2021 baseline's per-clip results on task `name` with `probe` from a corpus evaluation `report`, in
+    the runs' clip order; None where the report has none. Refused (ValueError) when the report scored other clips
+    or its log-mel statistics got other clips right than the runs' (`log_mel`, (clips,))."""
+    task = report.get("tasks", {}).get(name)
+    if task is None or HEAR_BASELINE not in task.get("correct", {}).get(probe, {}):
+        return None
+    if task.get("test_clips") != clips:
+        raise ValueError(f"task {name}: the HEAR baseline's report scored other test clips (ids or order) than the "
+                         "runs: it cannot be paired with them")
+    theirs = decode_correct(task["correct"][probe][BASELINE])
+    if not np.array_equal(theirs, log_mel):
+        raise ValueError(f"task {name}: log-mel statistics got other clips right ({PROBES[probe]}) in the HEAR "
+                         "baseline's report than in the runs: not the same probe on the same features")
+    return decode_correct(task["correct"][probe][HEAR_BASELINE])
+
+
+def probe_figures(runs: list[Run], name: str, probe: str,
+                  hear_report: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One task's per-seed accuracies and both comparisons with one probe; with `hear_report` and per-clip
+    results, the third against the HEAR 2021 baseline (`hear_baseline_rows`)."""
     _check_shared(runs, name, probe)
     right = per_clip(runs, name, probe)
-    figures = {"method": SEED_LEVEL if right is None else HIERARCHICAL,
-               "accuracy": {title: {run.seed: _figures(_task(run, name, probe), probe)["embedders"][title]["accuracy"]
-                                    for run in runs} for title in EMBEDDERS},
-               "comparisons": {label: compare(runs, name, other, probe, right) for label, other in COMPARISONS.items()}}
+    figures: dict[str, Any] = {
+        "method": SEED_LEVEL if right is None else HIERARCHICAL,
+        "accuracy": {title: {run.seed: _figures(_task(run, name, probe), probe)["embedders"][title]["accuracy"]
+                             for run in runs} for title in EMBEDDERS},
+        "comparisons": {label: compare(runs, name, other, probe, right) for label, other in COMPARISONS.items()}}
+    rows = None if right is None or hear_report is None else hear_baseline_rows(
+        hear_report, name, probe, _task(runs[0], name, probe)["test_clips"], right[BASELINE][0])
+    if right is not None and rows is not None:
+        repeated = np.tile(rows, (len(runs), 1))  # no seeds of its own: the same row in every seed
+        figures["comparisons"][HEAR_COMPARISON] = _hierarchical(runs, {**right, HEAR_BASELINE: repeated},
+                                                                HEAR_BASELINE)
+        figures["hear_baseline_accuracy"] = float(rows.mean())
     if probe == "mlp":  # how each seed's MLP was validated (the same split in every run)
         figures["validation"] = _figures(_task(runs[0], name), probe)["validation"]
     return figures
 
 
-def aggregate(paths: list[Path]) -> dict[str, Any]:
+def aggregate(paths: list[Path], hear_report: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every task's per-seed accuracies and both comparisons over the runs at `paths`, per probe: the linear
-    probe's at the task's top level (as before the MLP), the MLP's under "mlp"."""
+    probe's at the task's top level (as before the MLP), the MLP's under "mlp"; with `hear_report`, the
+    comparison with the HEAR 2021 baseline too (`probe_figures`)."""
     runs = load_runs(paths)
     defaulted = _check_pretraining(runs)
     names = task_names(runs)
@@ -259,8 +296,9 @@ def aggregate(paths: list[Path]) -> dict[str, Any]:
     for name in names:
         first = _task(runs[0], name)
         tasks[name] = {"description": first["description"], "classes": first["classes"], "train": first["train"],
-                       "test": first["test"], "chance": first["chance"], **probe_figures(runs, name, "linear")}
-        tasks[name].update({probe: probe_figures(runs, name, probe) for probe in probes[1:]})
+                       "test": first["test"], "chance": first["chance"],
+                       **probe_figures(runs, name, "linear", hear_report)}
+        tasks[name].update({probe: probe_figures(runs, name, probe, hear_report) for probe in probes[1:]})
     methods = {_figures(task, probe)["method"] for task in tasks.values() for probe in probes}
     return {"seeds": [run.seed for run in runs],
             "runs": [{"seed": run.seed, "path": str(run.path), "epochs": run.quality["pretraining"]["pretrain_config"]
@@ -302,7 +340,9 @@ def comparison_table(result: dict[str, Any], label: str, goal: bool, probe: str 
              "interval | rule verdict |" + (" goal |" if goal else ""),
              "|---|---|---|---|---|---|---|---|" + ("---|" if goal else "")]
     for name, task in result["tasks"].items():
-        c = _figures(task, probe)["comparisons"][label]
+        c = _figures(task, probe)["comparisons"].get(label)
+        if c is None:  # the HEAR baseline's report lacks this task
+            continue
         sd = "" if c["sd_over_seeds"] is None else f"{c['sd_over_seeds']:.3f}"
         lines.append(f"| {name} | {task['test']} | {_signed(c['per_seed'].values())} | "
                      f"{c['seeds_above_0']} of {len(c['per_seed'])} | {c['mean']:+.3f} | {sd} | "
@@ -436,6 +476,12 @@ def _probe_sections(result: dict[str, Any], probe: str) -> list[str]:
     lines += comparison_table(result, GOAL_COMPARISON, goal=True, probe=probe)
     lines += ["", f"## Pretrained minus untrained PaSST (same config, same seed), {name_of}", ""]
     lines += comparison_table(result, CONTROL_COMPARISON, goal=False, probe=probe)
+    if any(HEAR_COMPARISON in _figures(task, probe)["comparisons"] for task in result["tasks"].values()):
+        lines += ["", f"## Pretrained PaSST minus the public HEAR 2021 baseline, {name_of}", "",
+                  f"The baseline's per-clip results from {result['hear_baseline_from']} (no training seeds: the same "
+                  "row in every seed; paired by clip id, its log-mel statistics checked to get the same clips right "
+                  "as the runs').", ""]
+        lines += comparison_table(result, HEAR_COMPARISON, goal=False, probe=probe)
     return [*lines, ""]
 
 
@@ -472,14 +518,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--runs", type=Path, nargs="+", required=True,
                         help="pretraining out dirs (python -m models.audio.pretrain --out), one per seed")
     parser.add_argument("--report", type=Path, required=True, help="markdown report; its .json is written beside it")
+    parser.add_argument("--hear-baseline-from", type=Path, default=None, metavar="REPORT_JSON",
+                        help="a corpus evaluation with the HEAR 2021 baseline's per-clip results "
+                             "(reports/audio_corpus.json): adds the comparison with it")
     args = parser.parse_args(argv)
     command = "python -m models.audio.pretrain_seeds " + shlex.join(argv if argv is not None else sys.argv[1:])
+    hear_report = None if args.hear_baseline_from is None else json.loads(args.hear_baseline_from.read_text())
     try:
-        result = aggregate(args.runs)
+        result = aggregate(args.runs, hear_report)
     except ValueError as error:
         parser.exit(2, f"refused: {error}\n")
     written = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    result = {"command": command, "written": written, **result}
+    result = {"command": command, "written": written, **result,
+              **({"hear_baseline_from": str(args.hear_baseline_from)} if hear_report is not None else {})}
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(render(result, command, written))
     args.report.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")

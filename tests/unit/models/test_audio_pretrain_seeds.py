@@ -223,3 +223,43 @@ def test_runs_without_per_clip_results_keep_the_seed_level_interval(tmp_path: Pa
     assert result["probes"] == ["linear"] and result["rules"] == {"seed-level": SEED_RULE}
     comparison = result["tasks"]["word_unseen_voice"]["comparisons"]["pretrained - log-mel statistics"]
     assert comparison["method"] == "seed-level" and comparison["interval_95"] == comparison["seed_level_interval_95"]
+
+
+def _hear_report(baseline: dict[str, np.ndarray], hear: dict[str, np.ndarray],
+                 clips: list[str] | None = None) -> dict[str, object]:
+    """A corpus evaluation's JSON holding log-mel statistics' and the HEAR baseline's per-clip results."""
+    from models.audio.user_data import HEAR_BASELINE
+
+    def row(right: np.ndarray) -> str:
+        return "".join(str(int(v)) for v in right)
+
+    task = {"test_clips": clips or [f"c{i}.wav" for i in range(CLIPS)],
+            "correct": {probe: {BASELINE: row(baseline[probe]), HEAR_BASELINE: row(hear[probe])}
+                        for probe in baseline}}
+    return {"tasks": {name: task for name in DIFFERENCES}}
+
+
+def test_the_hear_baseline_from_a_corpus_report_is_paired_clip_by_clip_in_every_seed(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    baseline = {"linear": _right(rng, 0.5), "mlp": _right(rng, 0.4)}
+    hear = {"linear": _right(rng, 0.6), "mlp": _right(rng, 0.3)}
+    written = [write_clip_run(tmp_path, seed, baseline, gain) for seed, gain in zip(range(3), (0.2, 0.1, 0.3),
+                                                                                     strict=True)]
+    runs = [run for run, _ in written]
+    result = aggregate(runs, _hear_report(baseline, hear))
+    for probe, figures in (("linear", result["tasks"]["word_unseen_voice"]),
+                           ("mlp", result["tasks"]["word_unseen_voice"]["mlp"])):
+        comparison = figures["comparisons"]["pretrained - HEAR 2021 baseline"]
+        table = np.stack([rights[probe][PRETRAINED] - hear[probe] for _, rights in written])
+        expected = hierarchical_bootstrap(table, resamples=5000, seed=0)
+        assert comparison["interval_95"] == [expected.low, expected.high]
+        assert comparison["per_seed"] == pytest.approx(dict(enumerate(table.mean(1))))
+        assert figures["hear_baseline_accuracy"] == pytest.approx(hear[probe].mean())
+    text = render({**result, "hear_baseline_from": "reports/audio_corpus.json"}, "cmd", "now")
+    assert "## Pretrained PaSST minus the public HEAR 2021 baseline, linear probe" in text
+    assert "minus the public HEAR 2021 baseline" not in render(aggregate(runs), "cmd", "now")  # only when asked
+    with pytest.raises(ValueError, match="other test clips"):
+        aggregate(runs, _hear_report(baseline, hear, clips=[f"c{i}.wav" for i in reversed(range(CLIPS))]))
+    moved = {"linear": 1 - baseline["linear"], "mlp": baseline["mlp"]}
+    with pytest.raises(ValueError, match="log-mel statistics got other clips right"):
+        aggregate(runs, _hear_report(moved, hear))
