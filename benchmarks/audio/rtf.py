@@ -38,13 +38,13 @@ BEFORE = "e59cb36"  # main when issue 25 was filed
 
 
 def extract(revision: str, model: str, out: Path) -> Path:
-    """The model's version-1 folder (model.onnx, meta.json) as committed at `revision`, under `out`."""
-    folder = out / revision / model / "1"
-    folder.mkdir(parents=True)
+    """The model's folder as committed at `revision` (its version 1: model.onnx, meta.json), under `out`."""
+    folder = out / revision / model
+    (folder / "1").mkdir(parents=True)
     for name in ("model.onnx", "meta.json"):
         blob = subprocess.run(["git", "show", f"{revision}:shipped_models/{model}/1/{name}"], cwd=ROOT,
                               check=True, capture_output=True).stdout
-        (folder / name).write_bytes(blob)
+        (folder / "1" / name).write_bytes(blob)
     return folder
 
 
@@ -53,7 +53,7 @@ def measure(before: str, rounds: int, repository: Path) -> dict[str, Any]:
                          text=True).stdout.strip()
     with tempfile.TemporaryDirectory() as work:
         paths = {(model, "before"): extract(before, model, Path(work)) for model in MODELS}
-        paths |= {(model, "now"): repository / model / "1" for model in MODELS}
+        paths |= {(model, "now"): repository / model for model in MODELS}
         sample = take_sample(os.getpid())
         runs: list[dict[str, Any]] = []
         for index in range(rounds):

@@ -16,7 +16,10 @@ def test_an_earlier_revisions_graph_is_read_from_git_byte_for_byte(tmp_path: Pat
     folder = rtf.extract("HEAD", "audio-bow-fp32", tmp_path)
     committed = subprocess.run(["git", "show", "HEAD:shipped_models/audio-bow-fp32/1/model.onnx"], cwd=ROOT,
                                check=True, capture_output=True).stdout
-    assert (folder / "model.onnx").read_bytes() == committed and (folder / "meta.json").is_file()
+    assert (folder / "1" / "model.onnx").read_bytes() == committed and (folder / "1" / "meta.json").is_file()
+    from hear_infersuite import api as hear
+
+    assert hear.load_model(str(folder)).sample_rate == 32000  # a folder the HEAR module loads, as the benchmark does
 
 
 def _result(foreign: float) -> dict:
