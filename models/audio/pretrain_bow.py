@@ -34,7 +34,7 @@ from models.audio.corpus import evaluate as corpus_eval
 from models.audio.frontend import FrontEndConfig
 from models.audio.pretrain import first_windows, pretrain_records, torch_scene_embedder, window_mels
 from models.audio.train import TrainConfig, _fit_codebooks, _train_autoencoder
-from models.audio.user_data import BASELINE, EMBEDDERS, load_audio
+from models.audio.user_data import BASELINE, EMBEDDERS, load_audio, write_report
 from models.statistics import RULE, hierarchical_bootstrap
 
 SHIPPED_BOW = "bag of words"  # models.audio.user_data.EMBEDDERS' title of the shipped audio-bow-fp32
@@ -158,11 +158,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.out.mkdir(parents=True, exist_ok=True)
     found = run(args.corpus, args.repository, args.seeds, args.out, args.max_clips)
     command = "python -m models.audio.pretrain_bow " + shlex.join(argv if argv is not None else sys.argv[1:])
-    text = render(found, command, time.perf_counter() - started)
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(text)
-    args.report.with_suffix(".json").write_text(json.dumps(found, indent=1) + "\n")
-    print(text)
+    write_report(args.report, render(found, command, time.perf_counter() - started), found)
     return found
 
 

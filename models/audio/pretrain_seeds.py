@@ -48,7 +48,7 @@ import numpy as np
 from models.audio.corpus.evaluate import decode_correct
 from models.audio.passt import PasstConfig
 from models.audio.pretrain import PRETRAINED, UNTRAINED, PretrainConfig
-from models.audio.user_data import BASELINE, HEAR_BASELINE
+from models.audio.user_data import BASELINE, HEAR_BASELINE, write_report
 from models.statistics import RULE, SEED_RULE, Interval, hierarchical_bootstrap, seed_level_interval
 
 GOAL_MARGIN = 0.05  # issue 25: PaSST above log-mel statistics by at least this accuracy on every task
@@ -531,10 +531,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     written = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     result = {"command": command, "written": written, **result,
               **({"hear_baseline_from": str(args.hear_baseline_from)} if hear_report is not None else {})}
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(render(result, command, written))
-    args.report.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    print(args.report.read_text())
+    write_report(args.report, render(result, command, written), result)
     return result
 
 

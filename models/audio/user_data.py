@@ -121,6 +121,14 @@ def hear_module_timestamps(files: list[str], python: str, module: str,
     return [(embeddings[a:b], stamps[a:b]) for a, b in itertools.pairwise(bounds)]
 
 
+def write_report(report: Path, text: str, result: dict[str, Any]) -> None:
+    """The Markdown report, its figures as JSON beside it (.json), and the report on stdout."""
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(text)
+    report.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    print(text)
+
+
 class LabelsError(ValueError):
     """labels.csv or a file it names is not usable; the message says which line and why."""
 
@@ -735,11 +743,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                             result["fine_tune"], str(args.data))
         result["fine_tune"]["exported"] = str(tuning.export(checkpoint, args.out_repository))
     command = "python -m models.audio.user_data " + shlex.join(argv if argv is not None else sys.argv[1:])
-    text = render(result, command, time.perf_counter() - started)
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(text)
-    args.report.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    print(text)
+    write_report(args.report, render(result, command, time.perf_counter() - started), result)
     return result
 
 

@@ -6,7 +6,6 @@ python -m models.audio.corpus evaluate --corpus DIR --repository shipped_models 
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import time
@@ -51,16 +50,13 @@ def main(argv: list[str] | None = None) -> None:
               f"test mixtures, {entry['train']['events']} / {entry['test']['events']} events")
         return
     from models.audio.corpus.evaluate import HEAR_BASELINE, evaluate, render  # torch only for this command
+    from models.audio.user_data import write_report
 
     started = time.perf_counter()
     modules = {HEAR_BASELINE: (args.hear_baseline, "hearbaseline")} if args.hear_baseline else None
     result = evaluate(args.corpus, args.repository, args.seed, args.task, hear_modules=modules, event_tasks=True)
     command = "python -m models.audio.corpus " + shlex.join(argv if argv is not None else sys.argv[1:])
-    text = render(result, command, time.perf_counter() - started)
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(text)
-    args.report.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    print(text)
+    write_report(args.report, render(result, command, time.perf_counter() - started), result)
 
 
 if __name__ == "__main__":
