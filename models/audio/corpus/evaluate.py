@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from hear_infersuite import api as hear
+from models.audio.corpus import onsets
 from models.audio.corpus.builder import MANIFEST
 from models.audio.frontend import FrontEndConfig, LogMelStatistics
 from models.audio.metrics import linear_probe_predictions, mlp_probe_predictions
@@ -253,10 +254,24 @@ def evaluate(corpus: Path, repository: Path, seed: int = 0, tasks: list[str] | N
             "test": len(test), "chance": round(1 / len(labels), 4),
             **probe_task(matrix, y, clips, train, test, seed, reference, probes, mlp_titles),
             "test_clips": [clip_id(clips[i], corpus) for i in test]}
-    timed_results = {name: evaluate_events(prepare_task(corpus / task["folder"]), repository, seed, hear_modules)
+    timed_results = {name: _timed_task(corpus / task["folder"], repository, seed, hear_modules)
                      | {"description": task["description"]} for name, task in timed.items()}
     return {"corpus": str(corpus), "repository": str(repository), "seed": seed, "probes": list(probes),
             "mlp_probe_seed": PROBE_SEED, "tasks": results, **({"event_tasks": timed_results} if timed else {})}
+
+
+def _timed_task(folder: Path, repository: Path, seed: int,
+                hear_modules: dict[str, tuple[str, str]] | None) -> dict[str, Any]:
+    """`evaluate_events` on a timestamp task folder; with its mixtures' ratios (onsets.RATIOS), each embedder's
+    F-measure per event-to-background ratio too (`f_by_ratio`)."""
+    prepared = prepare_task(folder)
+    result = evaluate_events(prepared, repository, seed, hear_modules)
+    if (folder / onsets.RATIOS).is_file() and prepared.task is not None and len(prepared.folds) == 1:
+        ratios = json.loads((folder / onsets.RATIOS).read_text())
+        files = [prepared.task.clips[i].file for i in prepared.folds[0][1]]
+        result["f_by_ratio_db"] = {title: onsets.f_by_ratio(r["per_clip_counts"], files, ratios)
+                                   for title, r in result["embedders"].items()}
+    return result
 
 
 def render(result: dict[str, Any], command: str, seconds: float) -> str:
@@ -280,8 +295,14 @@ def render(result: dict[str, Any], command: str, seconds: float) -> str:
     for name, task in result.get("event_tasks", {}).items():
         lines += ["", f"## Timestamp task: {name}", "",
                   f"{task['description']}: {task['train']} train and {task['test']} test mixtures of 10 s "
-                  f"({task['test_onsets']} test onsets; the manifest says how they are built).",
+                  f"({task['test_onsets']} test onsets; the manifest says how they are built).", "",
                   *event_table(task, "the mixtures' 32 kHz audio")]
+        if "f_by_ratio_db" in task:
+            keys = list(next(iter(task["f_by_ratio_db"].values())))
+            lines += ["", "Onset F-measure per event-to-background ratio (the test mixtures of each ratio pooled):", "",
+                      "| embedder | " + " | ".join(f"{k} dB" for k in keys) + " |", "|---|" + "---|" * len(keys)]
+            lines += [f"| {title} | " + " | ".join(f"{f[k]:.3f}" for k in keys) + " |"
+                      for title, f in task["f_by_ratio_db"].items()]
     return "\n".join(lines) + "\n"
 
 

@@ -14,8 +14,9 @@ event-to-background ratios of -6, 0 and +6 dB, scored by onset F-measure within 
   mixture's event-to-background ratio; a mixture whose peak would pass 0.99 is scaled down whole.
 
 Labels (TASK_DIR/train.json, test.json): each event's label, start and end in milliseconds; the audio in
-TASK_DIR/32000/<split>/. `models.audio.user_data --format hear` reads it as any HEAR event task; its frame-level
-probe and onset F-measure (`evaluate_events`) score it.
+TASK_DIR/32000/<split>/; each mixture's event-to-background ratio in TASK_DIR/RATIOS (file -> dB, beside the
+HEAR files: the evaluation reports the F-measure per ratio from it). `models.audio.user_data --format hear`
+reads it as any HEAR event task; its frame-level probe and onset F-measure (`evaluate_events`) score it.
 
     python -m models.audio.corpus onsets --corpus DIR     # adds the task to a corpus `build` wrote
 """
@@ -45,6 +46,7 @@ EVENT_RMS = 0.05
 EVENT_GAIN_DB = 3.0  # each event's level, uniform within +- this around EVENT_RMS
 EBR_DB = (-6.0, 0.0, 6.0)  # DCASE 2016 task 2's event-to-background ratios
 PEAK = 0.99
+RATIOS = "mixture_ratios.json"
 # label -> (corpus source, the task whose probe split says which held-out clips train and which test)
 LABELS = {"speech": ("speech", "word_unseen_voice"), "note": ("notes", "family_unseen_instrument"),
           "effect": ("events", "event_kind_unseen_package")}
@@ -136,6 +138,7 @@ def write_task(corpus: Path, records: list[dict[str, Any]], held: held_out.HeldO
     rng = np.random.default_rng([seed, 2016])
     summary: dict[str, Any] = {"folder": f"{tasks_dir}/{TASK}", "embedding_type": "event", "description": DESCRIPTION,
                                "labels": sorted(pools["train"]), "mixture_s": MIXTURE_S}
+    by_file: dict[str, float] = {}
     for split, count in mixtures.items():
         labels: dict[str, list[dict[str, Any]]] = {}
         ratios = []
@@ -145,6 +148,7 @@ def write_task(corpus: Path, records: list[dict[str, Any]], held: held_out.HeldO
             write_clip(folder / str(SAMPLE_RATE) / split / name, audio)
             labels[name] = events
             ratios.append(ratio)
+            by_file[name] = ratio
         (folder / f"{split}.json").write_text(json.dumps(labels, indent=1) + "\n")
         summary[split] = {"mixtures": count, "events": sum(len(e) for e in labels.values()),
                           "sounds": {label: len(sounds) for label, sounds in sorted(pools[split].items())},
@@ -154,4 +158,16 @@ def write_task(corpus: Path, records: list[dict[str, Any]], held: held_out.HeldO
                 "label_vocabulary": summary["labels"], "evaluation": ["event_onset_200ms_fms"],
                 "description": DESCRIPTION}
     (folder / "task_metadata.json").write_text(json.dumps(metadata, indent=1) + "\n")
+    (folder / RATIOS).write_text(json.dumps(by_file, indent=1) + "\n")
     return summary
+
+
+def f_by_ratio(per_clip_counts: list[list[int]], files: list[str], ratios: dict[str, float]) -> dict[str, float]:
+    """Onset F-measure over the test mixtures of each event-to-background ratio ('-6', '+0', '+6' dB), from an
+    event probe's (hits, reference onsets, estimated onsets) per test clip, `files` in the same order."""
+    totals: dict[str, list[int]] = {}
+    for counts, file in zip(per_clip_counts, files, strict=True):
+        key = f"{ratios[file]:+g}"
+        totals[key] = [a + b for a, b in zip(totals.get(key, [0, 0, 0]), counts, strict=True)]
+    return {key: round(2 * hits / max(references + estimated, 1), 4)
+            for key, (hits, references, estimated) in sorted(totals.items(), key=lambda kv: float(kv[0]))}

@@ -98,7 +98,10 @@ def test_train_and_test_events_come_from_their_own_sources_and_the_folder_reads_
         lengths = [e["end"] - e["start"] for events in labels.values() for e in events]
         assert len(lengths) == entry[split]["events"] and entry[split]["mixtures"] == len(labels)
         assert all(abs(length - 1000 * seconds) < 5 for length in lengths), split  # only its own side's sounds
-    task = read_task(folder)
+    ratios = json.loads((folder / onsets.RATIOS).read_text())
+    assert set(ratios) == {f"{split}_{i:03d}.wav" for split, n in (("train", 5), ("test", 4)) for i in range(n)}
+    assert set(ratios.values()) <= set(onsets.EBR_DB)
+    task = read_task(folder)  # the ratios file beside the HEAR files does not disturb the reader
     assert task.embedding_type == EVENT and task.vocabulary == ("effect", "note", "speech")
     assert sum(len(c.events) for c in task.clips) == entry["train"]["events"] + entry["test"]["events"]
     written = {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
@@ -120,3 +123,10 @@ def test_the_paired_difference_resamples_the_same_clips_for_both():
     result = paired_onset_difference(better, same, seed=0)
     assert result["difference"] == pytest.approx(1.0 - 2 * 3 / 11, abs=1e-4)  # F 1.0 vs 2*3/(5+6)
     assert 0.0 < result["interval_95"][0] <= result["difference"] <= result["interval_95"][1]
+
+
+def test_the_f_measure_per_ratio_pools_the_mixtures_of_each_ratio():
+    counts = [[2, 3, 2], [1, 2, 2], [0, 2, 1], [3, 3, 3]]  # hits, reference onsets, estimated onsets
+    files = ["a.wav", "b.wav", "c.wav", "d.wav"]
+    ratios = {"a.wav": 6.0, "b.wav": -6.0, "c.wav": -6.0, "d.wav": 0.0}
+    assert onsets.f_by_ratio(counts, files, ratios) == {"-6": round(2 * 1 / 7, 4), "+0": 1.0, "+6": 0.8}
