@@ -91,6 +91,8 @@ def hear_baseline_note(audio: str) -> str:
     return (f"{HEAR_BASELINE}: the public module of HEAR 2021 (hearbaseline 2021.1.1, 4,096 dimensions, 44.1 kHz: "
             f"{audio} resampled), run by its own environment (make hear-baseline; requirements/hear-baseline.txt "
             "says why it cannot share the project's).")
+
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -513,7 +515,8 @@ def _onset_counts(task: HearTask, clip: int, probabilities: np.ndarray, stamps: 
     return counts
 
 
-def _f_measure(counts: np.ndarray) -> float:
+def f_from_counts(counts: np.ndarray) -> float:
+    """Onset F-measure from (hits, reference onsets, estimated onsets), one row per clip or their sum."""
     hits, references, estimated = counts.sum(0) if counts.ndim > 1 else counts
     return float(2 * hits / max(references + estimated, 1))
 
@@ -535,11 +538,11 @@ def event_probe(embeddings: list[np.ndarray], stamps: list[np.ndarray], task: He
                        for i, a, b in zip(test, bounds[:-1], bounds[1:], strict=True))
     per_clip = np.array(counts)
     rng = np.random.default_rng(seed)
-    draws = [_f_measure(per_clip[rng.integers(0, len(per_clip), len(per_clip))]) for _ in range(resamples)]
+    draws = [f_from_counts(per_clip[rng.integers(0, len(per_clip), len(per_clip))]) for _ in range(resamples)]
     hits, references, estimated = per_clip.sum(0)
-    return {"onset_f_measure": round(_f_measure(per_clip), 4),
+    return {"onset_f_measure": round(f_from_counts(per_clip), 4),
             "interval_95": [round(float(np.quantile(draws, q)), 4) for q in (0.025, 0.975)],
-            "shuffled_label_control": round(_f_measure(np.array(control)), 4),
+            "shuffled_label_control": round(f_from_counts(np.array(control)), 4),
             "precision": round(float(hits / max(estimated, 1)), 4),
             "recall": round(float(hits / max(references, 1)), 4),
             "per_clip_counts": per_clip.astype(int).tolist()}  # (hits, reference, estimated) per test clip
@@ -553,8 +556,8 @@ def paired_onset_difference(a: dict[str, Any], b: dict[str, Any], seed: int, res
     draws = []
     for _ in range(resamples):
         pick = rng.integers(0, len(first), len(first))
-        draws.append(_f_measure(first[pick]) - _f_measure(second[pick]))
-    return {"difference": round(_f_measure(first) - _f_measure(second), 4),
+        draws.append(f_from_counts(first[pick]) - f_from_counts(second[pick]))
+    return {"difference": round(f_from_counts(first) - f_from_counts(second), 4),
             "interval_95": [round(float(np.quantile(draws, q)), 4) for q in (0.025, 0.975)]}
 
 

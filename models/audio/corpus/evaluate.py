@@ -45,6 +45,7 @@ from models.audio.user_data import (
     Clip,
     evaluate_events,
     event_table,
+    f_from_counts,
     hear_baseline_note,
     hear_module_features,
     load_audio,
@@ -260,6 +261,16 @@ def evaluate(corpus: Path, repository: Path, seed: int = 0, tasks: list[str] | N
             "mlp_probe_seed": PROBE_SEED, "tasks": results, **({"event_tasks": timed_results} if timed else {})}
 
 
+def f_by_ratio(per_clip_counts: list[list[int]], files: list[str], ratios: dict[str, float]) -> dict[str, float]:
+    """Onset F-measure over the test mixtures of each event-to-background ratio ('-6', '+0', '+6' dB), from an
+    event probe's (hits, reference onsets, estimated onsets) per test clip, `files` in the same order."""
+    by_ratio: dict[str, list[list[int]]] = {}
+    for counts, file in zip(per_clip_counts, files, strict=True):
+        by_ratio.setdefault(f"{ratios[file]:+g}", []).append(counts)
+    return {key: round(f_from_counts(np.array(rows)), 4)
+            for key, rows in sorted(by_ratio.items(), key=lambda item: float(item[0]))}
+
+
 def _timed_task(folder: Path, repository: Path, seed: int,
                 hear_modules: dict[str, tuple[str, str]] | None) -> dict[str, Any]:
     """`evaluate_events` on a timestamp task folder; with its mixtures' ratios (onsets.RATIOS), each embedder's
@@ -269,7 +280,7 @@ def _timed_task(folder: Path, repository: Path, seed: int,
     if (folder / onsets.RATIOS).is_file() and prepared.task is not None and len(prepared.folds) == 1:
         ratios = json.loads((folder / onsets.RATIOS).read_text())
         files = [prepared.task.clips[i].file for i in prepared.folds[0][1]]
-        result["f_by_ratio_db"] = {title: onsets.f_by_ratio(r["per_clip_counts"], files, ratios)
+        result["f_by_ratio_db"] = {title: f_by_ratio(r["per_clip_counts"], files, ratios)
                                    for title, r in result["embedders"].items()}
     return result
 

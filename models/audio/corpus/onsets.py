@@ -161,13 +161,3 @@ def write_task(corpus: Path, records: list[dict[str, Any]], held: held_out.HeldO
     (folder / RATIOS).write_text(json.dumps(by_file, indent=1) + "\n")
     return summary
 
-
-def f_by_ratio(per_clip_counts: list[list[int]], files: list[str], ratios: dict[str, float]) -> dict[str, float]:
-    """Onset F-measure over the test mixtures of each event-to-background ratio ('-6', '+0', '+6' dB), from an
-    event probe's (hits, reference onsets, estimated onsets) per test clip, `files` in the same order."""
-    totals: dict[str, list[int]] = {}
-    for counts, file in zip(per_clip_counts, files, strict=True):
-        key = f"{ratios[file]:+g}"
-        totals[key] = [a + b for a, b in zip(totals.get(key, [0, 0, 0]), counts, strict=True)]
-    return {key: round(2 * hits / max(references + estimated, 1), 4)
-            for key, (hits, references, estimated) in sorted(totals.items(), key=lambda kv: float(kv[0]))}

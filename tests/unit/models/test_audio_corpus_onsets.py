@@ -129,4 +129,6 @@ def test_the_f_measure_per_ratio_pools_the_mixtures_of_each_ratio():
     counts = [[2, 3, 2], [1, 2, 2], [0, 2, 1], [3, 3, 3]]  # hits, reference onsets, estimated onsets
     files = ["a.wav", "b.wav", "c.wav", "d.wav"]
     ratios = {"a.wav": 6.0, "b.wav": -6.0, "c.wav": -6.0, "d.wav": 0.0}
-    assert onsets.f_by_ratio(counts, files, ratios) == {"-6": round(2 * 1 / 7, 4), "+0": 1.0, "+6": 0.8}
+    from models.audio.corpus.evaluate import f_by_ratio
+
+    assert f_by_ratio(counts, files, ratios) == {"-6": round(2 * 1 / 7, 4), "+0": 1.0, "+6": 0.8}
