@@ -396,12 +396,12 @@ bench-reliability: $(DEV) triton
 	$(PY) -m benchmarks.reliability.measure $(RELIABILITY_ARGS)
 
 # Overload inside the SLO (ctr at 3x for 60 s and 10x for 10 s, server and client pinned apart, the default
-# queue and queue-time bound, a control with the time bound off; ~5 min): reports/overload.md + .json
+# queue and queue-time bound, a control with the time bound off; ~9 min): reports/overload.md + .json
 bench-overload: $(DEV)
 	$(PY) -m benchmarks.reliability.overload $(OVERLOAD_ARGS)
 
-# Server CPU per call-limit refusal on the synchronous transport, the suite's (pushback) vs grpcio's
-# (~1 min): reports/refusal_cost.md
+# Server CPU per call-limit refusal on either transport, the suite's (pushback) vs grpcio's
+# (~2 min): reports/refusal_cost.md
 bench-refusal-cost: $(DEV)
 	$(PY) -m benchmarks.reliability.refusal_cost
 

@@ -1,13 +1,14 @@
 """Overload inside the SLO: ctr (a tiny DIN on onnxruntime) at 3x its sustainable rate for 60 s and
 10x for 10 s, the server pinned to one core and this client to the other, with the default queue
 (256 requests), a queue-time bound of half the SLO (INFERSUITE_MAX_QUEUE_TIME_MS=50) and calls in
-handlers at once bounded (INFERSUITE_MAX_CONCURRENT_RPCS=16: past it grpc.aio refuses before any handler
-runs); the same on the synchronous transport (INFERSUITE_TRANSPORT=sync, its call limit at most its
+handlers at once bounded (INFERSUITE_MAX_CONCURRENT_RPCS=16: past it the suite refuses with pushback
+before decoding the request, or grpc.aio's own limit before any handler runs, without); the same on the
+synchronous transport (INFERSUITE_TRANSPORT=sync, its call limit at most its
 threads), at the same offered rates; a control run at 3x with the defaults
 (no bound but the queue's count) shows what the bounds change. The client's garbage collector is off
 during each phase (tests/reliability/load.py). Writes reports/overload.md (+ .json).
 
-    python -m benchmarks.reliability.overload            # make bench-overload (~6 minutes)
+    python -m benchmarks.reliability.overload            # make bench-overload (~9 minutes)
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 import grpc
 
 from benchmarks.reliability.measure import ROOT, build_ctr_repository, ctr_suite, run_sweep
-from benchmarks.reliability.report import overload_section
+from benchmarks.reliability.report import PINNED_PHASES, overload_section
 from benchmarks.serving.machine import Sample, Window, take_sample
 from benchmarks.serving.validity import FOREIGN_SHARE_MAX, window_report
 from tests.reliability import scenarios
@@ -80,11 +81,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     sync = {**bounded, "INFERSUITE_TRANSPORT": "sync",  # calls past the limit would wait for a thread
             "INFERSUITE_MAX_CONCURRENT_RPCS": str(min(args.concurrent_rpcs, args.sync_threads)),
             "INFERSUITE_TRANSPORT_THREADS": str(args.sync_threads)}
-    bare = {**sync, "INFERSUITE_CALL_LIMIT_PUSHBACK": "false"}  # grpcio's own refusal past the call limit
+    grpcios = {"INFERSUITE_CALL_LIMIT_PUSHBACK": "false"}  # grpcio's own refusal past the call limit
     rate = 0.0
     both = ((3.0, args.overload_s), (10.0, args.burst_s))
-    for prefix, env, runs in (("", bounded, both), ("sync_", sync, both),  # at the offered rates of grpc.aio's sweep
-                              ("sync_bare_", bare, both[1:])):
+    for prefix, env, runs in (("", bounded, both), ("aio_bare_", {**bounded, **grpcios}, both),
+                              ("sync_", sync, both),  # at the offered rates of grpc.aio's sweep
+                              ("sync_bare_", {**sync, **grpcios}, both[1:])):
         suite = ctr_suite(repository, **env)
         try:
             await suite.ready()
@@ -131,14 +133,15 @@ def render(results: dict[str, Any], command: str) -> str:
         "uncomputed if it still waits longer, and queued executions stay off the event loop; "
         f"`INFERSUITE_MAX_CONCURRENT_RPCS={args['concurrent_rpcs']}`"
         + (" (0: no limit)" if not args["concurrent_rpcs"] else " calls in handlers at once, more refused "
-           "RESOURCE_EXHAUSTED by grpc.aio's compiled layer before any handler runs (no pushback)") + ". "
+           "RESOURCE_EXHAUSTED with pushback by the suite's limit first thing in the handler, before the request is "
+           "decoded (infersuite/services/runtime/call_limit.py); also with grpc.aio's own limit "
+           "(`INFERSUITE_CALL_LIMIT_PUSHBACK=false`: refused by its compiled layer before any handler runs, no "
+           "pushback)") + ". "
         f"The synchronous transport (`INFERSUITE_TRANSPORT=sync`, {args['sync_threads']} threads) runs the same "
         "bounds with its call limit at most its threads, past it the suite's own limit refuses RESOURCE_EXHAUSTED "
-        "with pushback before reading the request, on grpcio's polling thread as grpcio's own refusal "
-        "(infersuite/services/runtime/call_limit.py); at 10x also with grpcio's own refusal "
-        "(`INFERSUITE_CALL_LIMIT_PUSHBACK=false`: no pushback, less server CPU per refusal), "
-        "at the same offered rates (3x and 10x grpc.aio's "
-        "sustainable rate: a sweep "
+        "with pushback before reading the request, on grpcio's polling thread as grpcio's own refusal; "
+        "at 10x also with grpcio's own refusal (no pushback, less server CPU per refusal), "
+        "at the same offered rates (3x and 10x grpc.aio's sustainable rate: a sweep "
         "that needs the requests answered OK stops on the synchronous transport at its first refusals, bursts "
         "past its call limit of at most its threads, far below what it serves). "
         "The control runs on the defaults (grpc.aio): neither bound. The client's garbage collector is off "
@@ -149,29 +152,25 @@ def render(results: dict[str, Any], command: str) -> str:
         "",
     ]
     sync_limit = min(args["concurrent_rpcs"], args["sync_threads"])
-    for key, name in (("x3", "3x, time bound on"), ("x10", "10x, time bound on"),
-                      ("sync_x3", "3x, time bound on, synchronous transport"),
-                      ("sync_x10", "10x, time bound on, synchronous transport"),
-                      ("sync_bare_x10", "10x, time bound on, synchronous transport, grpcio's refusal (no pushback)"),
-                      ("control", "3x, control: the defaults (count bound only)")):
+    for key, name in PINNED_PHASES:
         if key not in results:  # a run from before the phase existed
             continue
-        if key.startswith("sync_"):
-            whose = ("grpcio's limit, INFERSUITE_CALL_LIMIT_PUSHBACK=false" if key.startswith("sync_bare_")
-                     else "the suite's limit")
+        whose = "grpcio's limit, INFERSUITE_CALL_LIMIT_PUSHBACK=false" if "bare_" in key else "the suite's limit"
+        if key == "control":
+            bound = "no time bound, gRPC's default backlog"
+        elif key.startswith("sync_"):
             bound = (f"{args['queue_time_ms']:g} ms of queued work, {sync_limit} concurrent calls "
                      f"({whose}, {args['sync_threads']} threads)")
-            lines += overload_section(f"ctr, {name}", results[key], f"{DEFAULT_QUEUE} requests, {bound}")
-            continue
-        bound = "no time bound, gRPC's default backlog" if key == "control" else (
-            f"{args['queue_time_ms']:g} ms of queued work, "
-            f"{args['concurrent_rpcs'] or 'no limit of'} concurrent calls")
+        else:
+            bound = f"{args['queue_time_ms']:g} ms of queued work, " + (
+                f"{args['concurrent_rpcs']} concurrent calls ({whose})" if args["concurrent_rpcs"]
+                else "no limit of concurrent calls")
         lines += overload_section(f"ctr, {name}", results[key], f"{DEFAULT_QUEUE} requests, {bound}")
     lines += ["## The machine in each phase (/proc/stat, per core: busy share of the phase, the part of the busy "
               "time the benchmark's own processes account for, foreign work)", "",
               "| phase | core | role | busy | own share of busy | foreign | load average after |",
               "|---|---|---|---|---|---|---|"]
-    for phase in ("sweep", "x3", "x10", "sync_x3", "sync_x10", "sync_bare_x10", "control"):
+    for phase in ("sweep", *(key for key, _ in PINNED_PHASES)):
         if phase not in results:
             continue
         machine = results[phase]["machine"]

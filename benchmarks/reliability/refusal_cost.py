@@ -1,8 +1,10 @@
-"""Server CPU per call-limit refusal on the synchronous transport: the suite's refusal with pushback
+"""Server CPU per call-limit refusal on either transport: the suite's refusal with pushback
 (infersuite/services/runtime/call_limit.py) against grpcio's own bare refusal (INFERSUITE_CALL_LIMIT_PUSHBACK=false),
-interleaved rounds, the server pinned to one core and this client to the other. A grpcio server with a
-limit of one call holds that call (it sleeps) while the client sends unary calls, 64 at a time, every
-one of them refused; the server's CPU time comes from /proc/<pid>/stat. Writes reports/refusal_cost.md.
+on the synchronous transport and on grpc.aio (there the suite's limit sits in its handler wrapper,
+infersuite/services/runtime/handler_wrapper.py), interleaved rounds, the server pinned to one core and this
+client to the other. A server with a limit of one call holds that call (it sleeps) while the client sends
+unary calls, 64 at a time, every one of them refused; the server's CPU time comes from /proc/<pid>/stat.
+Writes reports/refusal_cost.md.
 
     python -m benchmarks.reliability.refusal_cost        # make bench-refusal-cost (~1 minute)
 """
@@ -30,6 +32,10 @@ from benchmarks.serving.machine import Window, all_cores, take_sample
 from infersuite.services.runtime.errors import RETRY_PUSHBACK_KEY
 
 HOLD, REFUSED = "/bench.Refusal/Hold", "/bench.Refusal/Refused"
+KINDS = {"suite": "synchronous transport, the suite's (pushback)",
+         "grpcio": "synchronous transport, grpcio's (INFERSUITE_CALL_LIMIT_PUSHBACK=false)",
+         "aio-suite": "grpc.aio, the suite's (pushback, in the handler wrapper)",
+         "aio-grpcio": "grpc.aio, grpcio's (INFERSUITE_CALL_LIMIT_PUSHBACK=false)"}
 
 
 def _serve(kind: str, core: int) -> None:
@@ -37,6 +43,9 @@ def _serve(kind: str, core: int) -> None:
     from infersuite.services.runtime.call_limit import CallLimit, LimitedPool
 
     os.sched_setaffinity(0, {core})
+    if kind.startswith("aio-"):
+        asyncio.run(_serve_aio(kind))
+        return
 
     def hold(request: bytes, context: grpc.ServicerContext) -> bytes:
         time.sleep(3600)
@@ -56,6 +65,36 @@ def _serve(kind: str, core: int) -> None:
     server.start()
     print(port, flush=True)
     server.wait_for_termination()
+
+
+async def _serve_aio(kind: str) -> None:
+    from infersuite.services.runtime.call_limit import AioCallLimit
+    from infersuite.services.runtime.handler_wrapper import HandlerWrapper, RegisteringServer
+    from infersuite.services.runtime.metrics import Metrics
+
+    async def hold(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        await asyncio.sleep(3600)
+        return b""
+
+    async def answer(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return b""
+
+    class Handlers(grpc.GenericRpcHandler):
+        def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+            return grpc.unary_unary_rpc_method_handler(hold if details.method == HOLD else answer)
+
+    if kind == "aio-grpcio":
+        server = grpc.aio.server(maximum_concurrent_rpcs=1)
+        server.add_generic_rpc_handlers((Handlers(),))
+    else:  # the runtime's own wrapper (errors, metrics, the limit), as build_server registers every handler
+        metrics = Metrics()
+        server = grpc.aio.server()
+        wrapper = HandlerWrapper(metrics, call_limit=AioCallLimit(1, metrics.refused_calls))
+        RegisteringServer(server, wrapper).add_generic_rpc_handlers((Handlers(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    print(port, flush=True)
+    await server.wait_for_termination()
 
 
 def _cpu_s(pid: int) -> float:
@@ -101,7 +140,7 @@ async def main_async(args: argparse.Namespace) -> tuple[list[dict[str, object]],
     rounds = []
     before = take_sample(os.getpid())
     for _ in range(args.rounds):
-        for kind in ("suite", "grpcio"):
+        for kind in KINDS:
             rounds.append(await _round(kind, args.calls, args))
             print(rounds[-1], flush=True)
     return rounds, all_cores(Window(before, take_sample(os.getpid())))
@@ -112,9 +151,8 @@ def render(rounds: list[dict[str, object]], machine: dict[str, Any], args: argpa
     def cpu(kind: str) -> list[float]:
         return [float(str(r["cpu_us_per_refusal"])) for r in rounds if r["kind"] == kind]
 
-    suite, bare = statistics.median(cpu("suite")), statistics.median(cpu("grpcio"))
     lines = [
-        "# Server CPU per call-limit refusal, synchronous transport", "",
+        "# Server CPU per call-limit refusal", "",
         f"Written by `{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Machine: "
         f"{os.cpu_count()} cores, Python {platform.python_version()}, grpcio {grpc.__version__}; server pinned to "
         f"core {args.server_core}, client to core {args.client_core}; load average after {os.getloadavg()}. "
@@ -125,13 +163,17 @@ def render(rounds: list[dict[str, object]], machine: dict[str, Any], args: argpa
         "| round | refusal | codes | with pushback | refusals/s | server CPU per refusal (us) |",
         "|---|---|---|---|---|---|"]
     for i, r in enumerate(rounds):
-        name = "the suite's (pushback)" if r["kind"] == "suite" else "grpcio's (INFERSUITE_CALL_LIMIT_PUSHBACK=false)"
-        lines.append(f"| {i // 2 + 1} | {name} | {r['codes']} | {r['with_pushback']} | {r['refusals_per_s']} | "
-                     f"{r['cpu_us_per_refusal']} |")
-    lines += ["", f"Median: the suite's refusal {suite:.1f} us, grpcio's {bare:.1f} us of server CPU: "
-              f"{suite - bare:+.1f} us ({suite / bare:.2f}x) for the retry hint, the count and grpcio's full "
-              "call path (a handler's receive-close, its context, the status sent apart).", ""]
-    return "\n".join(lines)
+        lines.append(f"| {i // len(KINDS) + 1} | {KINDS[str(r['kind'])]} | {r['codes']} | {r['with_pushback']} | "
+                     f"{r['refusals_per_s']} | {r['cpu_us_per_refusal']} |")
+    lines += ["", "Medians of server CPU per refusal:"]
+    for transport, prefix in (("synchronous transport", ""), ("grpc.aio", "aio-")):
+        if not cpu(prefix + "suite") or not cpu(prefix + "grpcio"):
+            continue
+        suite, bare = statistics.median(cpu(prefix + "suite")), statistics.median(cpu(prefix + "grpcio"))
+        lines.append(f"- {transport}: the suite's refusal {suite:.1f} us, grpcio's {bare:.1f} us: "
+                     f"{suite - bare:+.1f} us ({suite / bare:.2f}x) for the retry hint, the count and a handler's "
+                     "call path.")
+    return "\n".join([*lines, ""])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -142,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--server-core", type=int, default=1)
     parser.add_argument("--client-core", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "refusal_cost.md")
-    parser.add_argument("--serve", choices=("suite", "grpcio"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=tuple(KINDS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
         _serve(args.serve, args.server_core)

@@ -1,9 +1,18 @@
-"""The call limit of the synchronous transport (INFERSUITE_MAX_CONCURRENT_RPCS with INFERSUITE_TRANSPORT=sync).
+"""The call limit (INFERSUITE_MAX_CONCURRENT_RPCS) of either transport, with a retry hint.
 
-grpcio's own `maximum_concurrent_rpcs` refuses a call past the limit with RESOURCE_EXHAUSTED and no
-trailing metadata, so a client cannot tell when to come back. Here the limit is ours, decided where
-grpcio looks up each call's handler (a server interceptor, on grpcio's one polling thread, before the
-call reaches the thread pool):
+grpcio's own `maximum_concurrent_rpcs` (either transport) refuses a call past the limit with
+RESOURCE_EXHAUSTED and no trailing metadata, so a client cannot tell when to come back. Here the limit
+is ours (INFERSUITE_CALL_LIMIT_PUSHBACK=true, the default; false: grpcio's).
+
+grpc.aio (`AioCallLimit`): decided by the handler wrapper (infersuite/services/runtime/handler_wrapper.py)
+first thing in each call's handler, before the request is decoded: a unary request's bytes reach the
+handler undecoded and are decoded only when the call is admitted. A call past the limit is answered
+RESOURCE_EXHAUSTED with `grpc-retry-pushback-ms`; its place is the handler's until it returns. Health's
+methods are not limited (a probe that fails under overload gets a busy replica restarted), so its open
+Watch streams hold no place either.
+
+The synchronous transport (`CallLimit`): decided where grpcio looks up each call's handler (a server
+interceptor, on grpcio's one polling thread, before the call reaches the thread pool):
 
 - a call within the limit gets its own handler and a thread of the pool, and holds its place until
   that thread is done with it (whether or not its handler ran: a client may leave first);
@@ -13,8 +22,9 @@ call reaches the thread pool):
   grpcio's own refusal does: a refusal never waits behind the calls being served, and takes no
   thread from them.
 
-The pushback is the recent mean time of an admitted unary call (its thread's time, waits included):
-about when a place frees. Refusals are counted in infersuite_refused_calls_total{reason="call_limit"}.
+On both, the pushback is the recent mean time of an admitted unary call (its handler's time, or its
+thread's, waits included): about when a place frees. Refusals are counted in
+infersuite_refused_calls_total{reason="call_limit"}.
 """
 
 from __future__ import annotations
@@ -28,10 +38,51 @@ from typing import Any
 import grpc
 from prometheus_client import Counter
 
-from infersuite.services.runtime.errors import RETRY_PUSHBACK_KEY
+from infersuite.services.runtime.errors import RETRY_PUSHBACK_KEY, ResourceExhausted
 
 SMOOTHING = 0.05  # weight of the newest unary call in the mean call time behind the pushback
 FIRST_PUSHBACK_S = 0.01  # the pushback before any unary call has been timed
+
+
+def refusal(limit: int, mean_call_s: float) -> tuple[int, str]:
+    """The pushback (ms) and message of a call-limit refusal: the pushback is about when a place frees."""
+    pushback_ms = max(1, round(mean_call_s * 1000))
+    return pushback_ms, (f"this server process is working on its limit of {limit} calls at once "
+                         f"(INFERSUITE_MAX_CONCURRENT_RPCS); retry after {pushback_ms} ms")
+
+
+class AioCallLimit:
+    """grpc.aio: at most `limit` calls in handlers at once; past it, ResourceExhausted with pushback. Used
+    from the event loop's thread only."""
+
+    def __init__(self, limit: int, refused_calls: Counter):
+        self.limit = limit
+        self.active = 0
+        self.mean_call_s = FIRST_PUSHBACK_S
+        self._refusals = refused_calls.labels("call_limit")
+
+    def enter(self) -> float:
+        """Takes a place for a call (returns its start, for `leave`), or raises ResourceExhausted."""
+        if self.active >= self.limit:
+            self._refusals.inc()
+            pushback_ms, message = refusal(self.limit, self.mean_call_s)
+            raise ResourceExhausted(message, retry_after_s=pushback_ms / 1000)
+        self.active += 1
+        return time.monotonic()
+
+    def refuse(self, context: grpc.aio.ServicerContext) -> None:
+        """Ends a call past the limit RESOURCE_EXHAUSTED with pushback, by setting its status (no exception
+        travels through grpc.aio: the handler returns and grpc.aio sends the status alone)."""
+        self._refusals.inc()
+        pushback_ms, message = refusal(self.limit, self.mean_call_s)
+        context.set_trailing_metadata(((RETRY_PUSHBACK_KEY, str(pushback_ms)),))
+        context.set_code(grpc.StatusCode.RESOURCE_EXHAUSTED)
+        context.set_details(message)
+
+    def leave(self, started: float, unary: bool) -> None:
+        self.active -= 1
+        if unary:
+            self.mean_call_s += SMOOTHING * (time.monotonic() - started - self.mean_call_s)
 
 
 class CallLimit(grpc.ServerInterceptor):
@@ -84,11 +135,9 @@ class CallLimit(grpc.ServerInterceptor):
 
         def refuse(requests: Iterator[bytes], context: grpc.ServicerContext) -> None:
             self._refusals.inc()
-            pushback_ms = max(1, round(self.mean_call_s * 1000))
+            pushback_ms, message = refusal(self.limit, self.mean_call_s)
             context.set_trailing_metadata(((RETRY_PUSHBACK_KEY, str(pushback_ms)),))
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                          f"this server process is working on its limit of {self.limit} calls at once "
-                          f"(INFERSUITE_MAX_CONCURRENT_RPCS); retry after {pushback_ms} ms")
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
 
         refuse.experimental_thread_pool = _Inline()  # type: ignore[attr-defined]
         return refuse

@@ -96,7 +96,7 @@ class Metrics:
             "infersuite_refused_calls", "Calls refused before any handler ran, by reason (unknown_method: "
             "no such service or method here; inflight_bytes: over the process's budget of request bytes being "
             "answered, INFERSUITE_MAX_INFLIGHT_BYTES, a stream's message counted alike; call_limit: past "
-            "INFERSUITE_MAX_CONCURRENT_RPCS on the synchronous transport).", ["reason"],
+            "INFERSUITE_MAX_CONCURRENT_RPCS, the suite's own limit).", ["reason"],
             registry=self.registry,
         )
         self.refused_calls.labels("unknown_method")

@@ -27,6 +27,7 @@ from tritonclient.grpc import service_pb2_grpc
 
 from infersuite.services.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from infersuite.services.runtime.backends.triton import TritonBackend
+from infersuite.services.runtime.call_limit import AioCallLimit
 from infersuite.services.runtime.control import ModelControl
 from infersuite.services.runtime.errors import InferSuiteError, Unavailable
 from infersuite.services.runtime.executor import CpuExecutor
@@ -140,9 +141,13 @@ class InferSuiteServer:
                                       self.metrics.refused_calls, settings.call_limit_pushback)
             wrapper = SyncHandlerWrapper(asyncio.get_running_loop(), self.metrics, auth, budget, self.closing)
         else:
-            # Past max_concurrent_rpcs, grpc.aio's Cython layer refuses new calls before any handler (ours) runs.
-            self.grpc = aio.server(options=options, maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None)
-            wrapper = HandlerWrapper(self.metrics, auth, budget, self.closing)
+            # Past max_concurrent_rpcs: our limit, with pushback, first thing in each handler; or (without
+            # pushback) grpc.aio's Cython layer, before any handler runs (infersuite/services/runtime/call_limit.py).
+            ours = settings.max_concurrent_rpcs and settings.call_limit_pushback
+            self.grpc = aio.server(options=options,
+                                   maximum_concurrent_rpcs=None if ours else settings.max_concurrent_rpcs or None)
+            limit = AioCallLimit(settings.max_concurrent_rpcs, self.metrics.refused_calls) if ours else None
+            wrapper = HandlerWrapper(self.metrics, auth, budget, self.closing, limit)
         # Servicers register through this: every handler is wrapped once (errors, metrics, auth).
         self.registrar = RegisteringServer(self.grpc, wrapper)
         self.health = health.aio.HealthServicer()

@@ -101,23 +101,22 @@ class RuntimeSettings(BaseSettings):
     100 ms p99) where latency matters more than taking every request (reports/overload.md)."""
     max_concurrent_rpcs: int = Field(0, ge=0)
     """Calls one worker works on at once: unary calls in flight plus open streams (ModelStreamInfer,
-    ScoreStream, health Watch). Past it, on grpc.aio, its compiled layer answers a new call
-    RESOURCE_EXHAUSTED ("Concurrent RPC limit exceeded!") before any handler runs: no request is parsed,
-    no Python of ours runs, so under overload a refusal costs a fraction of what the model queue's
-    admission does (but carries no pushback and is not counted). On the synchronous transport the limit
-    is at most transport_threads and ours: a call past it is refused RESOURCE_EXHAUSTED with
-    `grpc-retry-pushback-ms` on gRPC's polling thread, before any request is read, and counted in
-    infersuite_refused_calls_total{reason="call_limit"} (infersuite/services/runtime/call_limit.py;
-    call_limit_pushback=false: grpcio's refusal instead). Size it to the calls that fit the SLO (about
-    the queue-time bound over the cost per request, plus the open streams a worker holds: streams and
-    health checks count, and at the limit health checks are refused too).
+    ScoreStream). Past it a new call is refused RESOURCE_EXHAUSTED with `grpc-retry-pushback-ms` (the
+    recent mean time of a call) before its request is decoded, and counted in
+    infersuite_refused_calls_total{reason="call_limit"} (infersuite/services/runtime/call_limit.py): on
+    grpc.aio first thing in its handler, where health's methods are not limited (probes answer under any
+    load); on the synchronous transport, where the limit is at most transport_threads, on gRPC's polling
+    thread before the call takes a thread (health counts there: its calls hold threads). With
+    call_limit_pushback=false, gRPC's own limit refuses instead: no pushback, uncounted, health counted,
+    at less server CPU per refusal. Size it to the calls that fit the SLO (about the queue-time bound
+    over the cost per request, plus the open streams a worker holds).
     0 (default) = no limit: every call is taken up and admission is the model queues'."""
     call_limit_pushback: bool = True
-    """On the synchronous transport: calls past max_concurrent_rpcs are refused by the suite's own limit,
-    with `grpc-retry-pushback-ms`, counted. False: by grpcio's, without pushback and uncounted, at about
-    30 us less server CPU per refusal (reports/refusal_cost.md: 82 vs 53 us), which keeps more goodput
-    where refusals outnumber admitted calls by ten to one (reports/overload.md measures both at 10x).
-    No effect on grpc.aio (no pushback there)."""
+    """Calls past max_concurrent_rpcs are refused by the suite's own limit, with `grpc-retry-pushback-ms`,
+    counted. False: by grpcio's (grpc.aio's compiled layer before any handler runs; grpcio's polling
+    thread on the synchronous transport), without pushback and uncounted, at less server CPU per refusal
+    (synchronous transport: 82 vs 53 us, reports/refusal_cost.md), which keeps more goodput where
+    refusals outnumber admitted calls by ten to one (reports/overload.md measures both)."""
     max_queue_size: int = Field(256, ge=1)
     """Queued requests per model before RESOURCE_EXHAUSTED, when config.pbtxt sets no
     default_queue_policy.max_queue_size."""
