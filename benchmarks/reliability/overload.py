@@ -1,10 +1,10 @@
 """Overload inside the SLO: ctr (a tiny DIN on onnxruntime) at 3x its sustainable rate for 60 s and
 10x for 10 s, the server pinned to one core and this client to the other, with the default queue
 (256 requests), a queue-time bound of half the SLO (INFERSUITE_MAX_QUEUE_TIME_MS=50) and calls in
-handlers at once bounded (INFERSUITE_MAX_CONCURRENT_RPCS=16: past it the suite refuses with pushback
-before decoding the request, or grpc.aio's own limit before any handler runs, without); the same on the
-synchronous transport (INFERSUITE_TRANSPORT=sync, its call limit at most its
-threads), at the same offered rates; a control run at 3x with the defaults
+handlers at once bounded (INFERSUITE_MAX_CONCURRENT_RPCS=16: past it grpc.aio's own limit refuses before
+any handler runs, without pushback, or with INFERSUITE_CALL_LIMIT_PUSHBACK=true the suite's, with
+pushback, before decoding the request); the same on the synchronous transport (INFERSUITE_TRANSPORT=sync,
+its call limit at most its threads), at the same offered rates; a control run at 3x with the defaults
 (no bound but the queue's count) shows what the bounds change. The client's garbage collector is off
 during each phase (tests/reliability/load.py). Writes reports/overload.md (+ .json).
 
@@ -81,12 +81,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     sync = {**bounded, "INFERSUITE_TRANSPORT": "sync",  # calls past the limit would wait for a thread
             "INFERSUITE_MAX_CONCURRENT_RPCS": str(min(args.concurrent_rpcs, args.sync_threads)),
             "INFERSUITE_TRANSPORT_THREADS": str(args.sync_threads)}
-    grpcios = {"INFERSUITE_CALL_LIMIT_PUSHBACK": "false"}  # grpcio's own refusal past the call limit
     rate = 0.0
     both = ((3.0, args.overload_s), (10.0, args.burst_s))
-    for prefix, env, runs in (("", bounded, both), ("aio_bare_", {**bounded, **grpcios}, both),
+    # The call limit's refusal: each transport's default (grpc.aio's own; the suite's with pushback on the
+    # synchronous transport), then the other one.
+    pushback = {**bounded, "INFERSUITE_CALL_LIMIT_PUSHBACK": "true"}
+    for prefix, env, runs in (("", bounded, both), ("aio_pushback_", pushback, both),
                               ("sync_", sync, both),  # at the offered rates of grpc.aio's sweep
-                              ("sync_bare_", {**sync, **grpcios}, both[1:])):
+                              ("sync_bare_", {**sync, "INFERSUITE_CALL_LIMIT_PUSHBACK": "false"}, both[1:])):
         suite = ctr_suite(repository, **env)
         try:
             await suite.ready()
@@ -133,10 +135,9 @@ def render(results: dict[str, Any], command: str) -> str:
         "uncomputed if it still waits longer, and queued executions stay off the event loop; "
         f"`INFERSUITE_MAX_CONCURRENT_RPCS={args['concurrent_rpcs']}`"
         + (" (0: no limit)" if not args["concurrent_rpcs"] else " calls in handlers at once, more refused "
-           "RESOURCE_EXHAUSTED with pushback by the suite's limit first thing in the handler, before the request is "
-           "decoded (infersuite/services/runtime/call_limit.py); also with grpc.aio's own limit "
-           "(`INFERSUITE_CALL_LIMIT_PUSHBACK=false`: refused by its compiled layer before any handler runs, no "
-           "pushback)") + ". "
+           "RESOURCE_EXHAUSTED by grpc.aio's compiled layer before any handler runs (its default: no pushback); also "
+           "with the suite's limit (`INFERSUITE_CALL_LIMIT_PUSHBACK=true`: refused with pushback first thing in the "
+           "handler, before the request is decoded, infersuite/services/runtime/call_limit.py)") + ". "
         f"The synchronous transport (`INFERSUITE_TRANSPORT=sync`, {args['sync_threads']} threads) runs the same "
         "bounds with its call limit at most its threads, past it the suite's own limit refuses RESOURCE_EXHAUSTED "
         "with pushback before reading the request, on grpcio's polling thread as grpcio's own refusal; "
@@ -155,7 +156,9 @@ def render(results: dict[str, Any], command: str) -> str:
     for key, name in PINNED_PHASES:
         if key not in results:  # a run from before the phase existed
             continue
-        whose = "grpcio's limit, INFERSUITE_CALL_LIMIT_PUSHBACK=false" if "bare_" in key else "the suite's limit"
+        whose = ("grpcio's limit" + (", INFERSUITE_CALL_LIMIT_PUSHBACK=false" if key.startswith("sync_") else "")
+                 if "bare_" in key or key in ("x3", "x10") else
+                 "the suite's limit" + (", INFERSUITE_CALL_LIMIT_PUSHBACK=true" if "pushback_" in key else ""))
         if key == "control":
             bound = "no time bound, gRPC's default backlog"
         elif key.startswith("sync_"):

@@ -291,9 +291,10 @@ def _supervision(s: dict[str, Any]) -> list[str]:
 
 
 # benchmarks/reliability/overload.py's phases: key in reports/overload.json, name in both reports.
-PINNED_PHASES = (("x3", "grpc.aio (default), 3x"), ("x10", "grpc.aio (default), 10x"),
-                 ("aio_bare_x3", "grpc.aio, grpcio's refusal (no pushback), 3x"),
-                 ("aio_bare_x10", "grpc.aio, grpcio's refusal (no pushback), 10x"),
+PINNED_PHASES = (("x3", "grpc.aio (default; grpcio's refusal, no pushback), 3x"),
+                 ("x10", "grpc.aio (default; grpcio's refusal, no pushback), 10x"),
+                 ("aio_pushback_x3", "grpc.aio, the suite's refusal (pushback), 3x"),
+                 ("aio_pushback_x10", "grpc.aio, the suite's refusal (pushback), 10x"),
                  ("sync_x3", "synchronous transport, 3x"), ("sync_x10", "synchronous transport, 10x"),
                  ("sync_bare_x10", "synchronous transport, grpcio's refusal (no pushback), 10x"),
                  ("control", "control: grpc.aio, defaults (no time bound), 3x"))

@@ -2,7 +2,8 @@
 
 grpcio's own `maximum_concurrent_rpcs` (either transport) refuses a call past the limit with
 RESOURCE_EXHAUSTED and no trailing metadata, so a client cannot tell when to come back. Here the limit
-is ours (INFERSUITE_CALL_LIMIT_PUSHBACK=true, the default; false: grpcio's).
+is ours (INFERSUITE_CALL_LIMIT_PUSHBACK=true; the default on the synchronous transport; on grpc.aio the
+default is grpc.aio's own limit, cheaper under heavy overload: reports/overload.md).
 
 grpc.aio (`AioCallLimit`): decided by the handler wrapper (infersuite/services/runtime/handler_wrapper.py)
 first thing in each call's handler, before the request is decoded: a unary request's bytes reach the

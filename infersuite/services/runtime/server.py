@@ -138,12 +138,12 @@ class InferSuiteServer:
         wrapper: HandlerWrapper | SyncHandlerWrapper
         if settings.transport == "sync":  # calls on a thread pool (infersuite/services/runtime/sync_transport.py)
             self.grpc = SyncTransport(options, settings.transport_threads, settings.max_concurrent_rpcs,
-                                      self.metrics.refused_calls, settings.call_limit_pushback)
+                                      self.metrics.refused_calls, settings.call_limit_pushback is not False)
             wrapper = SyncHandlerWrapper(asyncio.get_running_loop(), self.metrics, auth, budget, self.closing)
         else:
-            # Past max_concurrent_rpcs: our limit, with pushback, first thing in each handler; or (without
-            # pushback) grpc.aio's Cython layer, before any handler runs (infersuite/services/runtime/call_limit.py).
-            ours = settings.max_concurrent_rpcs and settings.call_limit_pushback
+            # Past max_concurrent_rpcs: grpc.aio's Cython layer refuses before any handler runs (the default); or,
+            # with pushback, our limit first thing in each handler (infersuite/services/runtime/call_limit.py).
+            ours = settings.max_concurrent_rpcs and settings.call_limit_pushback is True
             self.grpc = aio.server(options=options,
                                    maximum_concurrent_rpcs=None if ours else settings.max_concurrent_rpcs or None)
             limit = AioCallLimit(settings.max_concurrent_rpcs, self.metrics.refused_calls) if ours else None

@@ -101,22 +101,22 @@ class RuntimeSettings(BaseSettings):
     100 ms p99) where latency matters more than taking every request (reports/overload.md)."""
     max_concurrent_rpcs: int = Field(0, ge=0)
     """Calls one worker works on at once: unary calls in flight plus open streams (ModelStreamInfer,
-    ScoreStream). Past it a new call is refused RESOURCE_EXHAUSTED with `grpc-retry-pushback-ms` (the
-    recent mean time of a call) before its request is decoded, and counted in
-    infersuite_refused_calls_total{reason="call_limit"} (infersuite/services/runtime/call_limit.py): on
-    grpc.aio first thing in its handler, where health's methods are not limited (probes answer under any
-    load); on the synchronous transport, where the limit is at most transport_threads, on gRPC's polling
-    thread before the call takes a thread (health counts there: its calls hold threads). With
-    call_limit_pushback=false, gRPC's own limit refuses instead: no pushback, uncounted, health counted,
-    at less server CPU per refusal. Size it to the calls that fit the SLO (about the queue-time bound
-    over the cost per request, plus the open streams a worker holds).
+    ScoreStream). Past it a new call is refused RESOURCE_EXHAUSTED, by one of two limits
+    (call_limit_pushback). The suite's: with `grpc-retry-pushback-ms` (the recent mean time of a call),
+    before the request is decoded, counted in infersuite_refused_calls_total{reason="call_limit"}
+    (infersuite/services/runtime/call_limit.py); on the synchronous transport, where the limit is at most
+    transport_threads, on gRPC's polling thread before the call takes a thread; on grpc.aio first thing in
+    its handler, health's methods not limited. gRPC's own: no pushback, uncounted, health counted (on
+    grpc.aio its compiled layer refuses before any handler runs). Size it to the calls that fit the SLO
+    (about the queue-time bound over the cost per request, plus the open streams a worker holds).
     0 (default) = no limit: every call is taken up and admission is the model queues'."""
-    call_limit_pushback: bool = True
-    """Calls past max_concurrent_rpcs are refused by the suite's own limit, with `grpc-retry-pushback-ms`,
-    counted. False: by grpcio's (grpc.aio's compiled layer before any handler runs; grpcio's polling
-    thread on the synchronous transport), without pushback and uncounted, at less server CPU per refusal
-    (synchronous transport: 82 vs 53 us, reports/refusal_cost.md), which keeps more goodput where
-    refusals outnumber admitted calls by ten to one (reports/overload.md measures both)."""
+    call_limit_pushback: bool | None = None
+    """Which limit refuses calls past max_concurrent_rpcs: true = the suite's (pushback, counted), false =
+    gRPC's own (no pushback, uncounted, less server CPU per refusal). None (default) = the transport's
+    better one, measured at 3x and 10x overload (reports/overload.md): the suite's on the synchronous
+    transport (a refusal costs about 1.5x gRPC's there, and every goal held), gRPC's on grpc.aio (its
+    refusal from a handler costs about 1.3x the compiled layer's and, where refusals outnumber the calls
+    served ten to one, keeps the event loop behind: the accepted p99 went from 95 ms to 3 s)."""
     max_queue_size: int = Field(256, ge=1)
     """Queued requests per model before RESOURCE_EXHAUSTED, when config.pbtxt sets no
     default_queue_policy.max_queue_size."""
