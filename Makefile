@@ -26,7 +26,7 @@ TRITON_STAMP := .triton/.installed
 # Old names of report and bench targets, kept as aliases of the new ones (at the end of this file).
 .PHONY: bench-audio bench-splitcompute bench-quant-production reliability-report report-hostile report-reliability
 .PHONY: audio-studies
-.PHONY: audio-tools audio-corpus report-audio-corpus pretrain-audio report-audio-pretrain ship-audio-pretrained
+.PHONY: audio-tools audio-corpus report-audio-corpus report-audio-fine-tune pretrain-audio report-audio-pretrain ship-audio-pretrained
 .PHONY: report-audio-pretrain-seeds
 .PHONY: verify-audio-pretrained pretrain-audio-stats report-audio-pooling
 .PHONY: bench-triton-front
@@ -275,6 +275,14 @@ report-audio-bow-corpus: $(DEV) audio-tools
 	$(PY) -m models.audio.pretrain_bow --corpus artifacts/audio-corpus --seeds 0 1 2 \
 		--out artifacts/audio-bow-corpus --report reports/audio_bow_corpus.md
 
+# PaSST fine-tuned on each held-out corpus task's train split by the user path (--fine-tune-embedder passt;
+# 3 seeds, 10 epochs) against the frozen PaSST and log-mel statistics, hierarchical bootstrap over seeds x test
+# clips: reports/audio_fine_tune.md. Builds the corpus first when absent.
+report-audio-fine-tune: $(DEV) audio-tools
+	@test -f artifacts/audio-corpus/manifest.json || $(MAKE) audio-corpus
+	$(PY) -m models.audio.fine_tune_study --corpus artifacts/audio-corpus --repository shipped_models \
+		--embedder passt --seeds 0 1 2 --epochs 10 --no-progress --report reports/audio_fine_tune.md
+
 # Scene-embedding real-time factor of the shipped audio graphs against those shipped at e59cb36 (issue 25's goal:
 # within 20%), interleaved rounds in one run (benchmarks/audio/rtf.py, ~3 min; run alone): reports/audio_rtf.md.
 bench-audio-rtf: $(DEV)
@@ -466,14 +474,17 @@ eval-audio: $(DEV)
 	@test -n "$(DATA)" -a \( "$(FORMAT)" = hear -o -n "$(LABELS)" \) || { echo "usage: make eval-audio $(AUDIO_USAGE) [TRAIN_ARGS='--seed 1']"; exit 2; }
 	$(PY) -m models.audio.user_data $(AUDIO_DATA_ARGS) --repository $(SERVE_REPOSITORY) $(TRAIN_ARGS)
 
-# The same with the bag of words fine-tuned on your train split (--fine-tune 10 unless TRAIN_ARGS gives
-# --fine-tune EPOCHS; the epoch chosen on a validation part of the train split) beside the frozen embedders in
-# artifacts/audio-user/quality.md, and exported as audio-bow-fp32 (ONNX, parity checked) into USER_REPOSITORY
-# (scene tasks and the CSV layout; not for a HEAR folds task, where each fold fine-tunes its own).
+# The same with an embedder fine-tuned on your train split (EMBEDDER=bow, the bag of words, or EMBEDDER=passt;
+# --fine-tune 10 unless TRAIN_ARGS gives --fine-tune EPOCHS; the epoch chosen on a validation part of the train
+# split) beside the frozen embedders in artifacts/audio-user/quality.md, and exported as audio-bow-fp32 or
+# audio-passt-fp32 (ONNX, parity checked) into USER_REPOSITORY (scene tasks and the CSV layout; not for a HEAR
+# folds task, where each fold fine-tunes its own).
+EMBEDDER ?= bow
 train-audio: $(DEV)
-	@test -n "$(DATA)" -a \( "$(FORMAT)" = hear -o -n "$(LABELS)" \) || { echo "usage: make train-audio $(AUDIO_USAGE) [USER_REPOSITORY=dir] [TRAIN_ARGS='--fine-tune 20 --learning-rate 3e-5']"; exit 2; }
+	@test -n "$(DATA)" -a \( "$(FORMAT)" = hear -o -n "$(LABELS)" \) || { echo "usage: make train-audio $(AUDIO_USAGE) [EMBEDDER=bow|passt] [USER_REPOSITORY=dir] [TRAIN_ARGS='--fine-tune 20 --learning-rate 3e-5']"; exit 2; }
 	$(PY) -m models.audio.user_data $(AUDIO_DATA_ARGS) --repository $(SERVE_REPOSITORY) \
-		$(if $(findstring --fine-tune,$(TRAIN_ARGS)),,--fine-tune 10) --out-repository $(USER_REPOSITORY) $(TRAIN_ARGS)
+		$(if $(filter --fine-tune,$(TRAIN_ARGS)),,--fine-tune 10) --fine-tune-embedder $(EMBEDDER) \
+		--out-repository $(USER_REPOSITORY) $(TRAIN_ARGS)
 
 # Bring your own data, split computing: an image folder (one sub-folder per class, or train/ val/ test/) ->
 # teacher + Entropic Student per beta, the rate-accuracy report against JPEG/WebP on your test split

@@ -1,35 +1,42 @@
-"""Fine-tuning the bag-of-words embedder (models/audio/bow.py) on a user's train split, for
-`python -m models.audio.user_data ... --fine-tune EPOCHS` (issue 24).
+"""Fine-tuning an audio embedder, the bag of words (models/audio/bow.py) or PaSST (models/audio/passt.py), on a
+user's train split, for `python -m models.audio.user_data ... --fine-tune EPOCHS [--fine-tune-embedder E]`
+(issue 24).
 
-Start: the shipped embedder, its weights read back from its ONNX graph (the encoder's MatMul weights, biases,
-codebooks and idf are initializers of the graph; the decoder and the synthetic-class head are not exported and
-are not needed) and checked against the graph on the user's own windows. When the repository has no graph that
-reads back (another architecture, a missing meta.json), the embedder is trained from scratch on the user's fit
-clips with models/audio/train.py's unsupervised recipe (patch autoencoder, k-means codebooks, idf), and the
-report says so.
+Start: the shipped embedder, its weights read back from its ONNX graph (`read_back`: parameters and buffers keep
+their names in the graph; a Linear layer's weight becomes an unnamed (in, out) MatMul constant, taken in the
+graph's node order, which follows the layers' order; the training heads and the bag of words' decoder are not
+exported and not needed) and checked against the graph on the user's own windows. When the repository has no
+graph that reads back (another architecture, a missing meta.json), the embedder starts from scratch: the bag of
+words with models/audio/train.py's unsupervised recipe on the user's fit clips (patch autoencoder, k-means
+codebooks, idf), PaSST from a random initialisation; the report says so.
 
 Training: every 1 s scene window of a fit clip (the service's windows, infersuite/services/audio/windows.py)
-labelled with its clip's label; cross-entropy of an MLP head (BowConfig.head_hidden, the user's classes) on the
-window's embedding. The head is first trained alone on the frozen embeddings (HEAD_EPOCHS; linear probing then
-fine-tuning, Kumar et al., ICLR 2022: a random head's gradients distort the features first), then everything
-at a low rate. The hard word assignment has no gradient, so a straight-through estimator trains the encoder
-and the codebooks: the forward value is the exported hard histogram, the backward pass is that of a softmax
-assignment over the codebook distances (temperature: their mean). The idf weights stay fixed.
+labelled with its clip's label; cross-entropy of a head (the user's classes) on the window's embedding. The
+head is first trained alone on the frozen embeddings (HEAD_EPOCHS; linear probing then fine-tuning, Kumar et
+al., ICLR 2022: a random head's gradients distort the features first), then everything at a low rate.
+- The bag of words: its own MLP head (BowConfig.head_hidden). The hard word assignment has no gradient, so a
+  straight-through estimator trains the encoder and the codebooks: the forward value is the exported hard
+  histogram, the backward pass is that of a softmax assignment over the codebook distances (temperature: their
+  mean). The idf weights stay fixed.
+- PaSST: a linear head on the scene embedding ([class token, mean patch token]); every weight but the fixed
+  log-mel front end is trained, with patchout on in training as in the paper (structured rows and columns,
+  unstructured patches: PasstConfig), every patch seen at evaluation.
 
 Selection: after every epoch (and before the first, epoch 0: the start itself) a linear probe fits the fit
 clips' scene embeddings and is scored on the validation clips, a part of the train split; the best epoch
 (the earliest on a tie) is kept. Test clips are never read here.
 
 Export: `export` writes the chosen embedder as a checkpoint in models/audio/train.py's layout and exports it
-through exporters/audio.py (`export_embedder`: ONNX, parity check, meta.json) as audio-bow-fp32 of an output
-repository.
+through exporters/audio.py (`export_embedder`: ONNX, parity check, meta.json) as audio-bow-fp32 or
+audio-passt-fp32 of an output repository.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +45,19 @@ import onnx
 import onnxruntime as ort
 import torch
 from onnx import numpy_helper
+from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
 from infersuite.services.audio.windows import scene_windows
 from models.audio.bow import BagOfWords, BowConfig
-from models.audio.frontend import FrontEndConfig, LogMel
+from models.audio.frontend import FrontEndConfig, LogMel, WaveformEmbedder
 from models.audio.metrics import linear_probe_accuracy
+from models.audio.passt import Passt
 from models.audio.train import TrainConfig, _fit_codebooks, _train_autoencoder
 
+ARCHITECTURES = {"bow": "the bag of words", "passt": "PaSST"}  # meta.json's architecture -> its name here
+GRAPHS = {"bow": "bag-of-words", "passt": "PaSST"}  # the same, before "graph"
 READ_BACK_ATOL = 1e-4  # torch vs ONNX embeddings of the read-back weights (exporters/audio.py's parity tolerance)
 SOFT_EPSILON = 1e-4  # inside the square root of the soft histogram: its gradient at 0 is finite
 LEARNING_RATE = 1e-4  # AdamW, encoder + codebooks + head (1e-3 undid the shipped features within 2 epochs)
@@ -74,7 +85,7 @@ class Windows:
 
 
 @torch.no_grad()
-def scene_embeddings(model: BagOfWords, windows: Windows, batch: int = 256) -> np.ndarray:
+def scene_embeddings(model: WaveformEmbedder, windows: Windows, batch: int = 256) -> np.ndarray:
     """(clips, D): the mean of each clip's window embeddings (the exported graph's scene embedding)."""
     model.eval()
     per_window = torch.cat([model.embed(windows.mels[i:i + batch]) for i in range(0, len(windows.mels), batch)])
@@ -98,10 +109,15 @@ def straight_through_embed(model: BagOfWords, mel: torch.Tensor) -> torch.Tensor
     return hard_embedding.detach() + soft_embedding - soft_embedding.detach()
 
 
+def _meta(model_dir: Path) -> dict[str, Any]:
+    """The meta.json of a repository model's newest version ({} when it has none)."""
+    meta_path = next(iter(sorted(model_dir.glob("[0-9]*/meta.json"), key=lambda p: int(p.parent.name))[-1:]), None)
+    return json.loads(meta_path.read_text()) if meta_path is not None else {}
+
+
 def shipped_config(model_dir: Path) -> tuple[BowConfig, FrontEndConfig, dict[str, Any]]:
     """The bag of words' config, front end and meta.json of a repository model (defaults when it has none)."""
-    meta_path = next(iter(sorted(model_dir.glob("[0-9]*/meta.json"), key=lambda p: int(p.parent.name))[-1:]), None)
-    meta = json.loads(meta_path.read_text()) if meta_path is not None else {}
+    meta = _meta(model_dir)
     config = meta.get("model_config", {})
     if meta.get("architecture") != "bow" or "bow" not in config:
         return BowConfig(), FrontEndConfig(), meta
@@ -109,38 +125,55 @@ def shipped_config(model_dir: Path) -> tuple[BowConfig, FrontEndConfig, dict[str
     return model.config, model.front_config, meta
 
 
-def read_back(model_dir: Path, classes: int, check: np.ndarray) -> tuple[BagOfWords | None, str]:
-    """The shipped bag of words as a torch model with a fresh head of `classes`, from its ONNX graph, checked on
+def shipped_model(model_dir: Path, architecture: str, classes: int) -> WaveformEmbedder:
+    """A fresh embedder of the repository model's architecture and config (the defaults when its meta.json has
+    none), with a head of `classes`."""
+    meta = _meta(model_dir)
+    config = meta.get("model_config", {}) if meta.get("architecture") == architecture else {}
+    if architecture == "bow":
+        bow = BagOfWords.from_config(config) if "bow" in config else BagOfWords()
+        return BagOfWords(replace(bow.config, n_classes=classes), bow.front_config)
+    passt = Passt.from_config(config) if "passt" in config else Passt()
+    return Passt(replace(passt.config, n_classes=classes), passt.front_config)
+
+
+def _linear_weights(graph: onnx.GraphProto, initializers: dict[str, np.ndarray], named: set[str]) -> list[np.ndarray]:
+    """The unnamed (in, out) constants that MatMul nodes multiply by, in node order: the Linear layers' weights."""
+    return [initializers[node.input[1]] for node in graph.node
+            if node.op_type == "MatMul" and node.input[1] in initializers and node.input[1] not in named]
+
+
+def read_back(model_dir: Path, classes: int, check: np.ndarray,
+              architecture: str = "bow") -> tuple[WaveformEmbedder | None, str]:
+    """The shipped embedder as a torch model with a fresh head of `classes`, from its ONNX graph, checked on
     the `check` windows (N, window) against the graph; (None, why) when it does not read back."""
-    config, front, meta = shipped_config(model_dir)
-    if meta.get("architecture") != "bow":
-        return None, f"{model_dir} holds no bag-of-words graph with its meta.json"
+    meta = _meta(model_dir)
+    if meta.get("architecture") != architecture:
+        return None, f"{model_dir} holds no {GRAPHS[architecture]} graph with its meta.json"
     onnx_path = sorted(model_dir.glob("[0-9]*/model.onnx"), key=lambda p: int(p.parent.name))[-1]
-    initializers = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(onnx_path)).graph.initializer}
-    model = BagOfWords(replace(config, n_classes=classes), front)
+    graph = onnx.load(str(onnx_path)).graph
+    initializers = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    model = shipped_model(model_dir, architecture, classes)
     state = model.state_dict()
-    patch = config.patch[0] * config.patch[1]
-    # torch.export keeps buffers' and biases' names; a Linear weight becomes an unnamed (in, out) MatMul constant
-    weights = {"autoencoder.encoder.0.weight": (patch, config.hidden),
-               "autoencoder.encoder.2.weight": (config.hidden, config.latent)}
-    for name, shape in weights.items():
-        matches = [v for k, v in initializers.items() if v.shape == shape and k not in state]
-        if len(matches) != 1:
-            return None, f"{onnx_path}: {len(matches)} constants of shape {shape} for {name}"
-        state[name] = torch.from_numpy(matches[0].T.copy())
-    named = ["autoencoder.encoder.0.bias", "autoencoder.encoder.2.bias", "idf",
-             *(f"codebook{i}" for i in range(len(config.codebooks)))]
-    for name in named:
-        if name not in initializers or initializers[name].shape != tuple(state[name].shape):
-            return None, f"{onnx_path}: no initializer {name} of shape {tuple(state[name].shape)}"
-        state[name] = torch.from_numpy(initializers[name].copy())
+    for name, value in initializers.items():  # parameters and buffers under their own names
+        if name in state and value.shape == tuple(state[name].shape):
+            state[name] = torch.from_numpy(value.copy())
+    # The Linear layers the graph runs, in the order the model registers them (the heads and the bag of words'
+    # decoder come after those the embedding uses, and are not in the graph).
+    named = {*state, *(name for name, _ in model.named_buffers())}  # non-persistent buffers keep names too
+    constants = _linear_weights(graph, initializers, named)
+    linears = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)][:len(constants)]
+    for name, value in zip(linears, constants, strict=True):
+        if value.T.shape != tuple(state[f"{name}.weight"].shape):
+            return None, f"{onnx_path}: a MatMul constant of shape {value.shape} where {name} needs its transpose"
+        state[f"{name}.weight"] = torch.from_numpy(value.T.copy())
     model.load_state_dict(state)
     model.eval()
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     with torch.no_grad():
         difference = float(np.abs(model(torch.from_numpy(check)).numpy()
                                   - session.run(["embedding"], {"waveform": check})[0]).max())
-    if difference > READ_BACK_ATOL:
+    if not difference <= READ_BACK_ATOL:  # NaN included
         return None, f"{onnx_path}: the read-back weights differ from the graph by {difference:.2g}"
     return model, (f"the shipped {model_dir.name} (weights read back from {onnx_path.name}; torch and ONNX agree to "
                    f"{difference:.1g} on {len(check)} of your windows)")
@@ -158,18 +191,42 @@ def from_scratch(config: BowConfig, front: FrontEndConfig, classes: int, mels: t
     return model.eval()
 
 
-def train_head(model: BagOfWords, mels: torch.Tensor, targets: torch.Tensor, epochs: int,
+@dataclass
+class Tuning:
+    """What fine-tuning trains for one embedder: the head on its window embeddings, the parameters trained
+    after the head alone, and the training forward pass (B, 1, M, T) -> (B, D)."""
+
+    model: WaveformEmbedder
+    head: nn.Module
+    trained: list[torch.Tensor]
+    embed: Callable[[torch.Tensor], torch.Tensor]
+
+    @classmethod
+    def of(cls, model: WaveformEmbedder, classes: int) -> Tuning:
+        if isinstance(model, BagOfWords):
+            # the straight-through histograms train the encoder and the codebooks (requires_grad set by fine_tune)
+            return cls(model, model.head, [*model.autoencoder.encoder.parameters(), *model.codebooks(),
+                                           *model.head.parameters()],
+                       lambda mel: straight_through_embed(model, mel))
+        assert isinstance(model, Passt)
+        head = nn.Linear(model.embedding_size, classes)
+        trained = [p for name, p in model.named_parameters() if not name.startswith("head.")]
+        return cls(model, head, [*trained, *head.parameters()], model.embed)
+
+
+def train_head(tuning: Tuning, mels: torch.Tensor, targets: torch.Tensor, epochs: int,
                generator: torch.Generator) -> float | None:
     """The head alone on the frozen embeddings of `mels` (linear probing before fine-tuning: a random head's
     gradients would first distort the features); its last epoch's mean loss."""
+    tuning.model.eval()
     with torch.no_grad():
-        embedded = torch.cat([model.embed(mels[i:i + 256]) for i in range(0, len(mels), 256)])
-    optimizer = torch.optim.AdamW(model.head.parameters(), lr=HEAD_LEARNING_RATE)
+        embedded = torch.cat([tuning.model.embed(mels[i:i + 256]) for i in range(0, len(mels), 256)])
+    optimizer = torch.optim.AdamW(tuning.head.parameters(), lr=HEAD_LEARNING_RATE)
     losses: list[float] = []
     for _ in range(epochs):
         losses = []
         for batch in torch.randperm(len(embedded), generator=generator).split(BATCH):
-            loss = F.cross_entropy(model.head(embedded[batch]), targets[batch])
+            loss = F.cross_entropy(tuning.head(embedded[batch]), targets[batch])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -177,18 +234,18 @@ def train_head(model: BagOfWords, mels: torch.Tensor, targets: torch.Tensor, epo
     return round(float(np.mean(losses)), 4) if losses else None
 
 
-def fine_tune(model: BagOfWords, windows: Windows, y: np.ndarray, fit: list[int], validation: list[int],
+def fine_tune(model: WaveformEmbedder, windows: Windows, y: np.ndarray, fit: list[int], validation: list[int],
               epochs: int, seed: int, progress: bool = True, learning_rate: float = LEARNING_RATE,
-              head_epochs: int = HEAD_EPOCHS) -> tuple[BagOfWords, dict[str, Any]]:
+              head_epochs: int = HEAD_EPOCHS) -> tuple[WaveformEmbedder, dict[str, Any]]:
     """Cross-entropy fine-tuning on the fit clips' windows; the epoch whose embeddings give the best
     validation probe accuracy is kept (epoch 0: the start)."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    codebooks = model.codebooks()
+    tuning = Tuning.of(model, int(y.max()) + 1)
+    codebooks = model.codebooks() if isinstance(model, BagOfWords) else []
     for codebook in codebooks:
         codebook.requires_grad_(True)
-    optimizer = torch.optim.AdamW([*model.autoencoder.encoder.parameters(), *codebooks, *model.head.parameters()],
-                                  lr=learning_rate)
+    optimizer = torch.optim.AdamW(tuning.trained, lr=learning_rate)
     fit_windows = torch.from_numpy(windows.of(fit))
     targets = torch.from_numpy(y[windows.owner]).long()
 
@@ -200,15 +257,16 @@ def fine_tune(model: BagOfWords, windows: Windows, y: np.ndarray, fit: list[int]
         return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     started = time.perf_counter()
-    head_loss = train_head(model, windows.mels[fit_windows], targets[fit_windows], head_epochs, generator)
+    head_loss = train_head(tuning, windows.mels[fit_windows], targets[fit_windows], head_epochs, generator)
     history: list[dict[str, Any]] = [{"epoch": 0, "head_loss": head_loss, "validation_accuracy": validation_accuracy()}]
     best, best_state = history[0], snapshot()
+    name = ARCHITECTURES["bow" if isinstance(model, BagOfWords) else "passt"]
     try:
-        for epoch in tqdm(range(1, epochs + 1), desc="fine-tune bag of words", disable=not progress, leave=False):
-            model.train()
+        for epoch in tqdm(range(1, epochs + 1), desc=f"fine-tune {name}", disable=not progress, leave=False):
+            model.train()  # PaSST: patchout on
             losses = []
             for batch in fit_windows[torch.randperm(len(fit_windows), generator=generator)].split(BATCH):
-                loss = F.cross_entropy(model.head(straight_through_embed(model, windows.mels[batch])), targets[batch])
+                loss = F.cross_entropy(tuning.head(tuning.embed(windows.mels[batch])), targets[batch])
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -226,10 +284,11 @@ def fine_tune(model: BagOfWords, windows: Windows, y: np.ndarray, fit: list[int]
                           "train_seconds": round(time.perf_counter() - started, 1)}
 
 
-def save_checkpoint(path: Path, model: BagOfWords, metrics: dict[str, Any], source: str) -> Path:
+def save_checkpoint(path: Path, model: WaveformEmbedder, metrics: dict[str, Any], source: str) -> Path:
     """models/audio/train.py's checkpoint layout (loadable by its load_checkpoint); `source`: the user's data."""
+    assert isinstance(model, BagOfWords | Passt)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"kind": "BagOfWords", "config": model.to_config(), "state_dict": model.state_dict(),
+    torch.save({"kind": type(model).__name__, "config": model.to_config(), "state_dict": model.state_dict(),
                 "metrics": metrics, "data_config": {"user_data": source}}, path)
     return path
 

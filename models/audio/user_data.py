@@ -28,15 +28,16 @@ micro-averaged), with PaSST's paired difference from every other embedder (the s
 
 Reported per embedder: test accuracy (events: onset F-measure) with a bootstrap 95% interval over the
 test clips, and a control, the same probe trained on shuffled labels (chance; a control far above chance
-means the split leaks). `--fine-tune EPOCHS` (scene tasks and the CSV layout) adds the bag of words
-fine-tuned on the train split (models/audio/fine_tune.py: the epoch chosen on a validation part of the
-train split, the test clips never read for it; that part: HEAR's valid split, with folds the fold after the
-held-out one, else a seeded fifth of the train groups), scored by the same probe on the same test clips;
-`--out-repository` exports it as audio-bow-fp32 (ONNX, parity checked). Not yet: fine-tuning PaSST,
-fine-tuning on event tasks or multilabel scene tasks (a HEAR `prediction_type` "multilabel" task is scored by
-one linear probe per label, mean average precision), exporting a fine-tuned embedder in folds mode (each
-fold fine-tunes its own). `--probe both` adds the MLP probe (hear-eval-kit's protocol: a grid chosen
-on validation clips inside the train split, refit on them) beside the linear one for every embedder.
+means the split leaks). `--fine-tune EPOCHS` (scene tasks and the CSV layout) adds the bag of words, or
+PaSST with `--fine-tune-embedder passt`, fine-tuned on the train split (models/audio/fine_tune.py: the epoch
+chosen on a validation part of the train split, the test clips never read for it; that part: HEAR's valid
+split, with folds the fold after the held-out one, else a seeded fifth of the train groups), scored by the
+same probe on the same test clips; `--out-repository` exports it as audio-bow-fp32 or audio-passt-fp32 (ONNX,
+parity checked). Not yet: fine-tuning on event tasks or multilabel scene tasks (a HEAR `prediction_type`
+"multilabel" task is scored by one linear probe per label, mean average precision), exporting a fine-tuned
+embedder in folds mode (each fold fine-tunes its own). `--probe both` adds the MLP probe (hear-eval-kit's
+protocol: a grid chosen on validation clips inside the train split, refit on them) beside the linear one for
+every embedder.
 """
 
 from __future__ import annotations
@@ -69,14 +70,14 @@ from sklearn.preprocessing import StandardScaler
 from hear_infersuite import api as hear
 from infersuite.services.audio import windows as audio_windows
 from models.audio import fine_tune as tuning
-from models.audio.bow import BagOfWords
-from models.audio.frontend import FrontEndConfig, LogMelStatistics
+from models.audio.frontend import FrontEndConfig, LogMelStatistics, WaveformEmbedder
 from models.audio.hear_task import EVENT, FOLDS, MULTILABEL, HearTask, HearTaskError, read_task
 from models.audio.metrics import linear_probe_predictions, mlp_probe_predictions, onset_matches
 
 EMBEDDERS = {"PaSST": "audio-passt-fp32", "bag of words": "audio-bow-fp32"}
 BASELINE = "log-mel statistics (nothing learned)"
 FINE_TUNED = "bag of words fine-tuned on your train split"
+FINE_TUNED_TITLES = {"bow": FINE_TUNED, "passt": "PaSST fine-tuned on your train split"}  # --fine-tune-embedder
 VALIDATION_FRACTION = 0.2  # of the train groups: where fine-tuning chooses its epoch (no validation split given)
 ONSET_TOLERANCE_S = 0.2  # HEAR's onset tolerance
 FRAME_THRESHOLD = 0.5  # event probe: a frame is active above this probability
@@ -395,30 +396,57 @@ def _log_mel_statistics(audio: list[np.ndarray]) -> np.ndarray:
         return np.stack([statistics(torch.from_numpy(a)[None]).numpy()[0] for a in audio])
 
 
-def _fine_tuned_features(prepared: Prepared, repository: Path, epochs: int, seed: int, progress: bool,
-                         learning_rate: float) -> tuple[list[np.ndarray], dict[str, Any], list[BagOfWords]]:
-    """Per fold: the bag of words fine-tuned on that fold's fit clips, every clip's scene embedding."""
+def fine_tuned_features(prepared: Prepared, repository: Path, epochs: int, seed: int, progress: bool,
+                         learning_rate: float, architecture: str = "bow"
+                         ) -> tuple[list[np.ndarray], dict[str, Any], list[WaveformEmbedder]]:
+    """Per fold: the embedder (`architecture`: bow or passt) fine-tuned on that fold's fit clips, every clip's
+    scene embedding."""
     front = FrontEndConfig()
     windows = tuning.Windows(prepared.audio(front.sample_rate), front)
     features, runs, models = [], [], []
+    shipped = repository / fine_tuned_model_name(architecture)
     for fit, validation in validation_parts(prepared, seed):
-        model, start = tuning.read_back(repository / EMBEDDERS["bag of words"], len(prepared.names),
-                                        windows.waveforms[windows.of(fit)[:8]])
-        if model is None:
-            config, front_config, _ = tuning.shipped_config(repository / EMBEDDERS["bag of words"])
+        model, start = tuning.read_back(shipped, len(prepared.names), windows.waveforms[windows.of(fit)[:8]],
+                                        architecture)
+        if model is None and architecture == "bow":
+            config, front_config, _ = tuning.shipped_config(shipped)
             model = tuning.from_scratch(config, front_config, len(prepared.names), windows.mels[windows.of(fit)], seed)
             start = f"trained from scratch on your fit clips (no shipped torch weights: {start})"
+        elif model is None:
+            torch.manual_seed(seed)
+            model = tuning.shipped_model(shipped, architecture, len(prepared.names))
+            start = f"trained from scratch on your fit clips, from a random start (no shipped torch weights: {start})"
         model, run = tuning.fine_tune(model, windows, prepared.y, fit, validation, epochs, seed, progress,
                                       learning_rate)
         features.append(tuning.scene_embeddings(model, windows))
         runs.append({"start": start, "fit": len(fit), "validation": len(validation), **run})
         models.append(model)
-    return features, {"epochs": epochs, "folds": runs}, models
+    return features, {"epochs": epochs, "embedder": architecture, "folds": runs}, models
+
+
+def fine_tuned_model_name(architecture: str) -> str:
+    """The repository model a fine-tuned `architecture` (bow or passt) starts from and is exported as."""
+    return EMBEDDERS["bag of words" if architecture == "bow" else "PaSST"]
+
+
+def frozen_features(prepared: Prepared, repository: Path) -> tuple[dict[str, list[np.ndarray]], dict[str, int]]:
+    """Every clip's scene features from log-mel statistics and each shipped embedder (frozen; one array, for
+    every fold), and the sample rate each embedder read."""
+    rate = FrontEndConfig().sample_rate
+    features: dict[str, list[np.ndarray]] = {BASELINE: [_log_mel_statistics(prepared.audio(rate))]}
+    rates: dict[str, int] = {}
+    for title, model_name in EMBEDDERS.items():
+        model = hear.load_model(str(repository / model_name), threads=1)
+        features[title] = [np.stack([hear.get_scene_embeddings(torch.from_numpy(a)[None], model).numpy()[0]
+                                     for a in prepared.audio(model.sample_rate)])]
+        rates[title] = model.sample_rate
+    return features, rates
 
 
 def evaluate_prepared(prepared: Prepared, repository: Path, seed: int = 0, fine_tune_epochs: int = 0,
                       progress: bool = False, learning_rate: float = tuning.LEARNING_RATE, mlp: bool = False,
-                      hear_modules: dict[str, tuple[str, str]] | None = None) -> tuple[dict[str, Any], list[Any]]:
+                      hear_modules: dict[str, tuple[str, str]] | None = None,
+                      fine_tune_embedder: str = "bow") -> tuple[dict[str, Any], list[Any]]:
     """(the result, the fine-tuned models, one per fold): every embedder's probe on the same folds; with `mlp`,
     the MLP probe (hear-eval-kit's protocol) beside the linear one, in result["mlp_probe"]; `hear_modules`
     (title -> (interpreter, HEAR API module)) are embedders run out of process on the clips' files."""
@@ -435,15 +463,7 @@ def evaluate_prepared(prepared: Prepared, repository: Path, seed: int = 0, fine_
         raise LabelsError(f"{prepared.task.root if prepared.task else ''} is a multilabel scene task: its probe is "
                           "the linear one per label (mAP); fine-tuning and the MLP probe are for multiclass tasks")
     parts = validation_parts(prepared, seed) if mlp else []
-    features: dict[str, list[np.ndarray]] = {}
-    rates: dict[str, int] = {}
-    rate = FrontEndConfig().sample_rate
-    features[BASELINE] = [_log_mel_statistics(prepared.audio(rate))]
-    for title, model_name in EMBEDDERS.items():
-        model = hear.load_model(str(repository / model_name), threads=1)
-        features[title] = [np.stack([hear.get_scene_embeddings(torch.from_numpy(a)[None], model).numpy()[0]
-                                     for a in prepared.audio(model.sample_rate)])]
-        rates[title] = model.sample_rate
+    features, rates = frozen_features(prepared, repository)
     for title, (python, module) in (hear_modules or {}).items():
         with tempfile.TemporaryDirectory() as work:
             vectors = hear_module_features(prepared.files, python, module, Path(work))
@@ -451,8 +471,8 @@ def evaluate_prepared(prepared: Prepared, repository: Path, seed: int = 0, fine_
     models: list[Any] = []
     result: dict[str, Any] = {**prepared.summary}
     if fine_tune_epochs > 0:
-        features[FINE_TUNED], result["fine_tune"], models = _fine_tuned_features(
-            prepared, repository, fine_tune_epochs, seed, progress, learning_rate)
+        features[FINE_TUNED_TITLES[fine_tune_embedder]], result["fine_tune"], models = fine_tuned_features(
+            prepared, repository, fine_tune_epochs, seed, progress, learning_rate, fine_tune_embedder)
     score = multilabel_probe_folds if multilabel else probe_folds
     result["embedders"] = {title: score(x, prepared.y, prepared.folds, seed) for title, x in features.items()}
     if mlp:
@@ -682,7 +702,8 @@ def render(result: dict[str, Any], command: str, seconds: float) -> str:
                          f"{r['shuffled_label_control']:.4f} | {chosen} |")
     if "fine_tune" in result:
         tuned = result["fine_tune"]
-        lines += ["", f"Fine-tuning ({tuned['epochs']} epochs of cross-entropy on the fit clips' windows, AdamW "
+        lines += ["", f"Fine-tuning {tuning.ARCHITECTURES[tuned.get('embedder', 'bow')]} ({tuned['epochs']} epochs of "
+                  "cross-entropy on the fit clips' windows, AdamW "
                   f"{tuned['folds'][0]['learning_rate']:g}, "
                   "the epoch chosen by a linear probe's accuracy on the validation clips, epoch 0 being the start; "
                   "the test clips are not read):", ""]
@@ -708,10 +729,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--test-fraction", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fine-tune", type=int, default=0, metavar="EPOCHS",
-                        help="also fine-tune the bag of words on the train split for EPOCHS (0: frozen only)")
+                        help="also fine-tune an embedder on the train split for EPOCHS (0: frozen only)")
+    parser.add_argument("--fine-tune-embedder", choices=tuple(FINE_TUNED_TITLES), default="bow",
+                        help="the embedder --fine-tune trains: bow (the bag of words) or passt")
     parser.add_argument("--learning-rate", type=float, default=tuning.LEARNING_RATE, help="fine-tuning's AdamW rate")
     parser.add_argument("--out-repository", type=Path, default=None,
-                        help="export the fine-tuned bag of words here as audio-bow-fp32 (with --fine-tune)")
+                        help="export the fine-tuned embedder here as audio-bow-fp32 or audio-passt-fp32 (with "
+                             "--fine-tune)")
     parser.add_argument("--probe", choices=("linear", "both"), default="linear",
                         help="both: the MLP probe (hear-eval-kit's protocol, a grid chosen on validation clips inside "
                              "the train split) beside the linear one (scene tasks and the CSV layout)")
@@ -738,13 +762,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result, models = evaluate_prepared(prepared, args.repository, args.seed, args.fine_tune,
                                            not args.no_progress, args.learning_rate, args.probe == "both",
                                            {HEAR_BASELINE: (args.hear_baseline, "hearbaseline")}
-                                           if args.hear_baseline else None)
+                                           if args.hear_baseline else None, args.fine_tune_embedder)
     except (LabelsError, HearTaskError) as error:
         parser.exit(2, f"{parser.prog}: {error}\n")
     if args.out_repository is not None:
-        checkpoint = tuning.save_checkpoint(args.report.with_name("bow_fine_tuned.pt"), models[0],
-                                            result["fine_tune"], str(args.data))
-        result["fine_tune"]["exported"] = str(tuning.export(checkpoint, args.out_repository))
+        checkpoint = tuning.save_checkpoint(args.report.with_name(f"{args.fine_tune_embedder}_fine_tuned.pt"),
+                                            models[0], result["fine_tune"], str(args.data))
+        result["fine_tune"]["exported"] = str(tuning.export(checkpoint, args.out_repository,
+                                                            fine_tuned_model_name(args.fine_tune_embedder)))
     command = "python -m models.audio.user_data " + shlex.join(argv if argv is not None else sys.argv[1:])
     write_report(args.report, render(result, command, time.perf_counter() - started), result)
     return result

@@ -1,6 +1,7 @@
-"""Fine-tuning the bag of words on a user's train split (models/audio/fine_tune.py, `--fine-tune` of
-models/audio/user_data.py): the shipped weights read back from the ONNX graph, the straight-through gradient,
-the from-scratch fallback, and one epoch end to end with the export into an output repository."""
+"""Fine-tuning the bag of words and PaSST on a user's train split (models/audio/fine_tune.py, `--fine-tune` and
+`--fine-tune-embedder` of models/audio/user_data.py): the shipped weights read back from the ONNX graph, the
+straight-through gradient, the from-scratch fallback, and one epoch end to end with the export into an output
+repository."""
 
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ import torch
 from hear_infersuite import api as hear
 from models.audio import fine_tune as tuning
 from models.audio.frontend import FrontEndConfig
-from models.audio.user_data import BASELINE, EMBEDDERS, FINE_TUNED, main
+from models.audio.passt import Passt
+from models.audio.user_data import BASELINE, EMBEDDERS, FINE_TUNED, FINE_TUNED_TITLES, main
 
 ROOT = Path(__file__).resolve().parents[3]
 SHIPPED_BOW = ROOT / "shipped_models" / "audio-bow-fp32"
+SHIPPED_PASST = ROOT / "shipped_models" / "audio-passt-fp32"
 
 
 def _clips(count: int, seed: int = 0) -> list[np.ndarray]:
@@ -47,6 +50,47 @@ def test_the_shipped_weights_read_back_from_the_graph() -> None:
     shipped = np.stack([hear.get_scene_embeddings(torch.from_numpy(a)[None], session).numpy()[0]
                         for a in _clips(3)])
     assert np.abs(tuning.scene_embeddings(model, windows) - shipped).max() < 1e-4
+
+
+def test_the_shipped_passt_reads_back_every_linear_layer_in_graph_order() -> None:
+    windows = tuning.Windows(_clips(3), FrontEndConfig())
+    model, start = tuning.read_back(SHIPPED_PASST, classes=3, check=windows.waveforms, architecture="passt")
+    assert isinstance(model, Passt), start
+    assert "read back" in start and model.head.out_features == 3
+    session = hear.load_model(str(SHIPPED_PASST), threads=1)
+    shipped = np.stack([hear.get_scene_embeddings(torch.from_numpy(a)[None], session).numpy()[0]
+                        for a in _clips(3)])
+    assert np.abs(tuning.scene_embeddings(model, windows) - shipped).max() < 1e-4
+    # the bag of words' graph is not PaSST's: nothing reads back from it as PaSST
+    other, why = tuning.read_back(SHIPPED_BOW, classes=3, check=windows.waveforms, architecture="passt")
+    assert other is None and "no PaSST graph" in why
+
+
+def test_passt_fine_tuning_trains_with_patchout_and_keeps_the_best_validation_epoch() -> None:
+    low, high = _clips(6, seed=1), _clips(6, seed=2)
+    t = np.arange(len(low[0])) / 32000
+    audio = [(a + 0.5 * np.sin(2 * np.pi * f * t)).astype(np.float32) for a, f in
+             [*((a, 200.0) for a in low), *((a, 6000.0) for a in high)]]
+    y = np.array([0] * 6 + [1] * 6)
+    windows = tuning.Windows(audio, FrontEndConfig())
+    model, _ = tuning.read_back(SHIPPED_PASST, classes=2, check=windows.waveforms[:2], architecture="passt")
+    assert isinstance(model, Passt)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    kept: list[int] = []  # tokens per training forward pass: fewer than the grid's with patchout on
+    model.blocks[0].register_forward_hook(lambda module, inputs, output: kept.append(output.shape[1]))
+    fit, validation = [0, 1, 2, 3, 6, 7, 8, 9], [4, 5, 10, 11]
+    tuned, run = tuning.fine_tune(model, windows, y, fit, validation, epochs=2, seed=0, progress=False,
+                                  learning_rate=1e-3)
+    grid = model.grid[0] * model.grid[1] + 1  # every patch and the class token
+    assert grid in kept and min(kept) < grid  # evaluation saw every patch, training fewer
+    assert run["history"][0]["head_loss"] < 0.3  # the head alone first: 200 Hz against 6 kHz (chance: ln 2)
+    losses = [h["train_loss"] for h in run["history"][1:]]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    best = max(run["history"], key=lambda h: h["validation_accuracy"])
+    assert run["chosen_epoch"] == best["epoch"]
+    changed = not torch.equal(tuned.blocks[0].attn.qkv.weight, start["blocks.0.attn.qkv.weight"])
+    assert changed == (run["chosen_epoch"] > 0)  # the chosen epoch's weights, the start's when epoch 0 won
+    assert not tuned.training
 
 
 def test_without_a_bow_graph_nothing_reads_back_and_scratch_training_works(tmp_path: Path) -> None:
@@ -136,6 +180,26 @@ def test_one_epoch_end_to_end_with_export(tmp_path: Path) -> None:
     assert f"| {FINE_TUNED} |" in text and "chosen epoch" in text and "exported" in text
 
 
+def test_passt_one_epoch_end_to_end_with_export(tmp_path: Path) -> None:
+    labels = _recordings(tmp_path / "data")
+    report, out = tmp_path / "report" / "quality.md", tmp_path / "user_models"
+    result = main(["--data", str(tmp_path / "data"), "--labels", str(labels), "--repository",
+                   str(ROOT / "shipped_models"), "--report", str(report), "--fine-tune", "1",
+                   "--fine-tune-embedder", "passt", "--out-repository", str(out), "--no-progress"])
+    title = FINE_TUNED_TITLES["passt"]
+    assert set(result["embedders"]) == {BASELINE, *EMBEDDERS, title}
+    run, = result["fine_tune"]["folds"]
+    assert result["fine_tune"]["embedder"] == "passt" and "read back" in run["start"]
+    assert [h["epoch"] for h in run["history"]] == [0, 1] and np.isfinite(run["history"][1]["train_loss"])
+    meta = json.loads((out / "audio-passt-fp32" / "1" / "meta.json").read_text())
+    assert meta["architecture"] == "passt" and meta["source_checkpoint"] == "passt_fine_tuned.pt"
+    assert meta["parity_max_abs_diff"] <= 1e-4 and meta["model_config"]["passt"]["n_classes"] == 2
+    exported = hear.load_model(str(out / "audio-passt-fp32"), threads=1)
+    assert exported.scene_embedding_size == 128
+    text = report.read_text()
+    assert f"| {title} |" in text and "Fine-tuning PaSST" in text and "exported" in text
+
+
 def test_fine_tuning_refuses_a_train_split_too_small_to_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]
                                                                  ) -> None:
     data = tmp_path / "data"
@@ -164,3 +228,49 @@ def test_without_shipped_weights_the_report_says_it_trained_from_scratch(tmp_pat
     run, = result["fine_tune"]["folds"]
     assert run["start"].startswith("trained from scratch on your fit clips (no shipped torch weights:")
     assert FINE_TUNED in result["embedders"] and "trained from scratch" in report.read_text()
+
+
+def test_without_shipped_passt_weights_it_starts_from_a_random_passt(tmp_path: Path) -> None:
+    repository = tmp_path / "repository"
+    shutil.copytree(SHIPPED_PASST, repository / EMBEDDERS["PaSST"])
+    shutil.copytree(SHIPPED_BOW, repository / EMBEDDERS["bag of words"])
+    meta_path = repository / EMBEDDERS["PaSST"] / "1" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["architecture"]
+    meta_path.write_text(json.dumps(meta))
+    labels = _recordings(tmp_path / "data")
+    result = main(["--data", str(tmp_path / "data"), "--labels", str(labels), "--repository", str(repository),
+                   "--report", str(tmp_path / "quality.md"), "--fine-tune", "1", "--fine-tune-embedder", "passt",
+                   "--no-progress"])
+    run, = result["fine_tune"]["folds"]
+    assert run["start"].startswith("trained from scratch on your fit clips, from a random start")
+    figures = result["embedders"][FINE_TUNED_TITLES["passt"]]
+    assert 0.0 <= figures["interval_95"][0] <= figures["accuracy"] <= figures["interval_95"][1] <= 1.0
+
+
+def test_the_fine_tuning_study_compares_seeds_against_the_frozen_embedder(tmp_path: Path) -> None:
+    from models.audio import fine_tune_study
+    from tests.unit.models.test_audio_hear_task import scene_task
+
+    corpus = tmp_path / "corpus"
+    scene_task(corpus / "tasks" / "tones", rates=(32000,), per_split={"train": 6, "valid": 2, "test": 3})
+    report = tmp_path / "fine_tune.md"
+    found = fine_tune_study.main(["--corpus", str(corpus), "--tasks", "tones", "--seeds", "0", "1", "--epochs", "1",
+                                  "--threads", "1", "--no-progress", "--report", str(report)])
+    task = found["tasks"]["tones"]
+    assert task["train"] == 3 * 8 and task["test"] == 3 * 3 and [r["seed"] for r in task["runs"]] == [0, 1]
+    assert all(r["validation"] == 6 and r["chosen_epoch"] in (0, 1) for r in task["runs"])  # HEAR's valid split
+    for key in ("minus_frozen", "minus_log_mel"):
+        c = task[key]
+        assert len(c["per_seed"]) == 2 and c["interval_95"][0] <= c["mean"] <= c["interval_95"][1]
+        assert c["verdict"]
+    text = report.read_text()
+    assert "| tones | 3 | 24 / 9 |" in text and "PaSST fine-tuned" in text and "seed 1" in text
+
+
+def test_the_fine_tuning_study_names_a_missing_task(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from models.audio import fine_tune_study
+
+    with pytest.raises(SystemExit):
+        fine_tune_study.main(["--corpus", str(tmp_path), "--tasks", "nowhere", "--report", str(tmp_path / "r.md")])
+    assert "no such task" in capsys.readouterr().err

@@ -1,0 +1,148 @@
+"""Fine-tuning on a user's labels, measured (issue 24): PaSST or the bag of words fine-tuned on each held-out
+corpus task's train split by the user path (models/audio/user_data.py `--fine-tune-embedder`, the code a user
+runs), per training seed, against the same embedder frozen and log-mel statistics, on the task's test clips.
+
+The corpus's scene tasks (models/audio/corpus: words from held-out voices, voices on held-out words, instrument
+family and pitch class from held-out instruments) are HEAR task folders, read as a user's HEAR task is
+(`prepare_task`). Per seed the embedder starts from the shipped graph's weights, trains EPOCHS on the fit part of
+the train split and keeps the epoch a linear probe scores best on the validation part (the test clips are never
+read for it); then the linear probe of the user path (standardised logistic regression) is fitted on the train
+clips and scored on the test clips, for the fine-tuned and the frozen features alike. Each comparison (fine-tuned
+minus frozen, fine-tuned minus log-mel statistics) is a hierarchical bootstrap over seeds x test clips
+(`models.statistics.hierarchical_bootstrap`, paired: the same test clips).
+
+    python -m models.audio.fine_tune_study --corpus artifacts/audio-corpus --embedder passt --seeds 0 1 2 \\
+        --epochs 10 --report reports/audio_fine_tune.md                        # make report-audio-fine-tune
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.audio import fine_tune as tuning
+from models.audio.metrics import linear_probe_predictions
+from models.audio.user_data import BASELINE, EMBEDDERS, fine_tuned_features, frozen_features, prepare_task, write_report
+from models.statistics import RULE, hierarchical_bootstrap
+
+TASKS = ("word_unseen_voice", "voice_unseen_word", "pitch_class_unseen_instrument", "family_unseen_instrument")
+FROZEN = {"passt": "PaSST", "bow": "bag of words"}  # --embedder -> models.audio.user_data.EMBEDDERS' title
+
+
+def _correct(features: np.ndarray, y: np.ndarray, train: list[int], test: list[int]) -> np.ndarray:
+    """(test clips,) 1.0 where the linear probe fitted on the train clips is right."""
+    return (linear_probe_predictions(features[train], y[train], features[test]) == y[test]).astype(np.float64)
+
+
+def _compare(tuned: np.ndarray, other: np.ndarray) -> dict[str, Any]:
+    """`tuned` (seeds, test clips) minus `other` (test clips,): per seed and the hierarchical bootstrap."""
+    table = tuned - other[None, :]
+    found = hierarchical_bootstrap(table, seed=0)
+    return {"per_seed": [round(float(v), 4) for v in table.mean(1)], "mean": round(found.estimate, 4),
+            "interval_95": [round(found.low, 4), round(found.high, 4)], "verdict": found.verdict}
+
+
+def run_task(task_dir: Path, repository: Path, embedder: str, seeds: list[int], epochs: int,
+             learning_rate: float, progress: bool) -> dict[str, Any]:
+    prepared = prepare_task(task_dir)
+    (train, test), = prepared.folds
+    frozen, _ = frozen_features(prepared, repository)
+    accuracy = {title: float(_correct(x[0], prepared.y, train, test).mean()) for title, x in frozen.items()}
+    baseline = _correct(frozen[BASELINE][0], prepared.y, train, test)
+    same = _correct(frozen[FROZEN[embedder]][0], prepared.y, train, test)
+    tuned, runs = [], []
+    for seed in seeds:
+        features, run, _ = fine_tuned_features(prepared, repository, epochs, seed, progress, learning_rate, embedder)
+        tuned.append(_correct(features[0], prepared.y, train, test))
+        fold, = run["folds"]
+        runs.append({"seed": seed, "accuracy": round(float(tuned[-1].mean()), 4), **fold})
+        print(f"{task_dir.name} seed {seed}: {runs[-1]['accuracy']:.3f} (frozen {same.mean():.3f}, log-mel "
+              f"{baseline.mean():.3f}; epoch {fold['chosen_epoch']}, {fold['train_seconds']:.0f} s)",
+              file=sys.stderr, flush=True)
+    table = np.stack(tuned)
+    return {"classes": len(prepared.names), "train": len(train), "test": len(test),
+            "frozen_accuracy": {t: round(a, 4) for t, a in accuracy.items()}, "runs": runs,
+            "minus_frozen": _compare(table, same), "minus_log_mel": _compare(table, baseline)}
+
+
+def render(found: dict[str, Any], command: str, seconds: float) -> str:
+    name, frozen = tuning.ARCHITECTURES[found["embedder"]], FROZEN[found["embedder"]]
+    tasks = found["tasks"]
+    first = next(iter(tasks.values()))["runs"][0]
+    lines = [
+        f"# {name[0].upper() + name[1:]} fine-tuned on each held-out task's train split (issue 24)", "",
+        f"Produced by `{command}` ({seconds:.0f} s wall). The user path's fine-tuning "
+        f"(`python -m models.audio.user_data --format hear --fine-tune {found['epochs']} --fine-tune-embedder "
+        f"{found['embedder']}`, models/audio/fine_tune.py) on the corpus's held-out scene tasks, read as a user's HEAR "
+        f"task folders: {name} from the shipped graph's weights, {found['epochs']} epochs of cross-entropy on the fit "
+        f"clips' 1 s windows (AdamW {first['learning_rate']:g}, the head alone first), the epoch chosen by a linear "
+        "probe on the validation clips (a part of the train split; the test clips are never read for it), seeds "
+        f"{', '.join(map(str, found['seeds']))}. Then the same linear probe for every embedder, fitted on the train "
+        "clips and scored on the test clips, whose voices, words or instruments no embedder and no probe saw.", "",
+        f"Rule: {RULE}.", "",
+        "## Test accuracy (linear probe)", "",
+        f"| task | classes | train / test clips | log-mel statistics | {frozen} frozen | {name} fine-tuned, per seed "
+        "| chosen epochs | fine-tuning s per seed |",
+        "|---|---|---|---|---|---|---|---|"]
+    for task, t in tasks.items():
+        lines.append(f"| {task} | {t['classes']} | {t['train']} / {t['test']} | "
+                     f"{t['frozen_accuracy'][BASELINE]:.3f} | {t['frozen_accuracy'][frozen]:.3f} | "
+                     + ", ".join(f"{r['accuracy']:.3f}" for r in t["runs"]) + " | "
+                     + ", ".join(str(r["chosen_epoch"]) for r in t["runs"]) + " | "
+                     + ", ".join(f"{r['train_seconds']:.0f}" for r in t["runs"]) + " |")
+    for key, label in (("minus_frozen", f"minus {frozen} frozen"), ("minus_log_mel", "minus log-mel statistics")):
+        lines += ["", f"## Fine-tuned {label} (hierarchical bootstrap, seeds x test clips)", "",
+                  "| task | per seed | mean | 95% interval | verdict |", "|---|---|---|---|---|"]
+        for task, t in tasks.items():
+            c = t[key]
+            lines.append(f"| {task} | {', '.join(f'{v:+.3f}' for v in c['per_seed'])} | {c['mean']:+.3f} | "
+                         f"{c['interval_95'][0]:+.3f} to {c['interval_95'][1]:+.3f} | {c['verdict']} |")
+    lines += ["", "## Validation accuracy by epoch (epoch 0: the start, the head trained alone)", ""]
+    for task, t in tasks.items():
+        for r in t["runs"]:
+            curve = ", ".join(f"{h['epoch']}: {h['validation_accuracy']:.3f}" for h in r["history"] if "epoch" in h)
+            lines.append(f"- {task}, seed {r['seed']} ({r['fit']} fit, {r['validation']} validation clips): {curve}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m models.audio.fine_tune_study",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", type=Path, required=True, help="a folder models.audio.corpus build wrote")
+    parser.add_argument("--repository", type=Path, default=Path("shipped_models"),
+                        help="holds audio-passt-fp32 and audio-bow-fp32, the start and the frozen references")
+    parser.add_argument("--embedder", choices=tuple(FROZEN), default="passt")
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), help="scene tasks of the corpus (tasks/<name>)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--learning-rate", type=float, default=tuning.LEARNING_RATE)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--report", type=Path, required=True)
+    args = parser.parse_args(argv)
+    if args.epochs < 1:
+        parser.error("--epochs must be at least 1")
+    missing = [t for t in args.tasks if not (args.corpus / "tasks" / t / "task_metadata.json").is_file()]
+    if missing:
+        parser.error(f"no such task in {args.corpus / 'tasks'}: {', '.join(missing)} (make audio-corpus)")
+    if not (args.repository / EMBEDDERS[FROZEN[args.embedder]]).is_dir():
+        parser.error(f"{args.repository} holds no {EMBEDDERS[FROZEN[args.embedder]]}")
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    found = {"embedder": args.embedder, "epochs": args.epochs, "seeds": args.seeds,
+             "tasks": {t: run_task(args.corpus / "tasks" / t, args.repository, args.embedder, args.seeds, args.epochs,
+                                   args.learning_rate, not args.no_progress) for t in args.tasks}}
+    command = "python -m models.audio.fine_tune_study " + shlex.join(argv if argv is not None else sys.argv[1:])
+    write_report(args.report, render(found, command, time.perf_counter() - started), found)
+    return found
+
+
+if __name__ == "__main__":
+    main()
