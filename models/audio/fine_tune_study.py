@@ -3,13 +3,16 @@ corpus task's train split by the user path (models/audio/user_data.py `--fine-tu
 runs), per training seed, against the same embedder frozen and log-mel statistics, on the task's test clips.
 
 The corpus's scene tasks (models/audio/corpus: words from held-out voices, voices on held-out words, instrument
-family and pitch class from held-out instruments) are HEAR task folders, read as a user's HEAR task is
-(`prepare_task`). Per seed the embedder starts from the shipped graph's weights, trains EPOCHS on the fit part of
-the train split and keeps the epoch a linear probe scores best on the validation part (the test clips are never
-read for it); then the linear probe of the user path (standardised logistic regression) is fitted on the train
-clips and scored on the test clips, for the fine-tuned and the frozen features alike. Each comparison (fine-tuned
-minus frozen, fine-tuned minus log-mel statistics) is a hierarchical bootstrap over seeds x test clips
-(`models.statistics.hierarchical_bootstrap`, paired: the same test clips).
+family and pitch class from held-out instruments) are label files of the user path's CSV layout
+(`tasks/<name>.csv`: file, label, split, group), read as a user's are (`prepare_csv`; a HEAR task folder
+`tasks/<name>/` is read with `prepare_task`). The validation part is a seeded fifth of the train split's groups
+(the corpus's groups are what the test holds out: voices, words, instruments). Per seed the embedder starts
+from the shipped graph's weights, trains EPOCHS on the fit part of the train split and keeps the epoch a linear
+probe scores best on the validation part (the test clips are never read for it); then the linear probe of the
+user path (standardised logistic regression) is fitted on the train clips and scored on the test clips, for the
+fine-tuned and the frozen features alike. Each comparison (fine-tuned minus frozen, fine-tuned minus log-mel
+statistics) is a hierarchical bootstrap over seeds x test clips (`models.statistics.hierarchical_bootstrap`,
+paired: the same test clips).
 
     python -m models.audio.fine_tune_study --corpus artifacts/audio-corpus --embedder passt --seeds 0 1 2 \\
         --epochs 10 --report reports/audio_fine_tune.md                        # make report-audio-fine-tune
@@ -29,7 +32,15 @@ import torch
 
 from models.audio import fine_tune as tuning
 from models.audio.metrics import linear_probe_predictions
-from models.audio.user_data import BASELINE, EMBEDDERS, fine_tuned_features, frozen_features, prepare_task, write_report
+from models.audio.user_data import (
+    BASELINE,
+    EMBEDDERS,
+    fine_tuned_features,
+    frozen_features,
+    prepare_csv,
+    prepare_task,
+    write_report,
+)
 from models.statistics import RULE, hierarchical_bootstrap
 
 TASKS = ("word_unseen_voice", "voice_unseen_word", "pitch_class_unseen_instrument", "family_unseen_instrument")
@@ -49,9 +60,17 @@ def _compare(tuned: np.ndarray, other: np.ndarray) -> dict[str, Any]:
             "interval_95": [round(found.low, 4), round(found.high, 4)], "verdict": found.verdict}
 
 
-def run_task(task_dir: Path, repository: Path, embedder: str, seeds: list[int], epochs: int,
+def task_path(corpus: Path, name: str) -> Path | None:
+    """The task's label file (CSV layout) or HEAR folder under corpus/tasks, None when neither exists."""
+    csv, folder = corpus / "tasks" / f"{name}.csv", corpus / "tasks" / name
+    return csv if csv.is_file() else folder if (folder / "task_metadata.json").is_file() else None
+
+
+def run_task(corpus: Path, name: str, repository: Path, embedder: str, seeds: list[int], epochs: int,
              learning_rate: float, progress: bool) -> dict[str, Any]:
-    prepared = prepare_task(task_dir)
+    path = task_path(corpus, name)
+    assert path is not None
+    prepared = prepare_csv(corpus, path, 0.25, 0) if path.suffix == ".csv" else prepare_task(path)
     (train, test), = prepared.folds
     frozen, _ = frozen_features(prepared, repository)
     accuracy = {title: float(_correct(x[0], prepared.y, train, test).mean()) for title, x in frozen.items()}
@@ -63,7 +82,7 @@ def run_task(task_dir: Path, repository: Path, embedder: str, seeds: list[int], 
         tuned.append(_correct(features[0], prepared.y, train, test))
         fold, = run["folds"]
         runs.append({"seed": seed, "accuracy": round(float(tuned[-1].mean()), 4), **fold})
-        print(f"{task_dir.name} seed {seed}: {runs[-1]['accuracy']:.3f} (frozen {same.mean():.3f}, log-mel "
+        print(f"{name} seed {seed}: {runs[-1]['accuracy']:.3f} (frozen {same.mean():.3f}, log-mel "
               f"{baseline.mean():.3f}; epoch {fold['chosen_epoch']}, {fold['train_seconds']:.0f} s)",
               file=sys.stderr, flush=True)
     table = np.stack(tuned)
@@ -79,11 +98,12 @@ def render(found: dict[str, Any], command: str, seconds: float) -> str:
     lines = [
         f"# {name[0].upper() + name[1:]} fine-tuned on each held-out task's train split (issue 24)", "",
         f"Produced by `{command}` ({seconds:.0f} s wall). The user path's fine-tuning "
-        f"(`python -m models.audio.user_data --format hear --fine-tune {found['epochs']} --fine-tune-embedder "
-        f"{found['embedder']}`, models/audio/fine_tune.py) on the corpus's held-out scene tasks, read as a user's HEAR "
-        f"task folders: {name} from the shipped graph's weights, {found['epochs']} epochs of cross-entropy on the fit "
-        f"clips' 1 s windows (AdamW {first['learning_rate']:g}, the head alone first), the epoch chosen by a linear "
-        "probe on the validation clips (a part of the train split; the test clips are never read for it), seeds "
+        f"(`python -m models.audio.user_data --fine-tune {found['epochs']} --fine-tune-embedder "
+        f"{found['embedder']}`, models/audio/fine_tune.py) on the corpus's held-out scene tasks, read as a user's "
+        f"labelled recordings are: {name} from the shipped graph's weights, {found['epochs']} epochs of "
+        f"cross-entropy on the fit clips' 1 s windows (AdamW {first['learning_rate']:g}, the head alone first), the "
+        "epoch chosen by a linear probe on the validation clips (a seeded fifth of the train split's groups, held "
+        "out as the test holds out voices, words or instruments; the test clips are never read for it), seeds "
         f"{', '.join(map(str, found['seeds']))}. Then the same linear probe for every embedder, fitted on the train "
         "clips and scored on the test clips, whose voices, words or instruments no embedder and no probe saw.", "",
         f"Rule: {RULE}.", "",
@@ -129,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.epochs < 1:
         parser.error("--epochs must be at least 1")
-    missing = [t for t in args.tasks if not (args.corpus / "tasks" / t / "task_metadata.json").is_file()]
+    missing = [t for t in args.tasks if task_path(args.corpus, t) is None]
     if missing:
         parser.error(f"no such task in {args.corpus / 'tasks'}: {', '.join(missing)} (make audio-corpus)")
     if not (args.repository / EMBEDDERS[FROZEN[args.embedder]]).is_dir():
@@ -137,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     found = {"embedder": args.embedder, "epochs": args.epochs, "seeds": args.seeds,
-             "tasks": {t: run_task(args.corpus / "tasks" / t, args.repository, args.embedder, args.seeds, args.epochs,
+             "tasks": {t: run_task(args.corpus, t, args.repository, args.embedder, args.seeds, args.epochs,
                                    args.learning_rate, not args.no_progress) for t in args.tasks}}
     command = "python -m models.audio.fine_tune_study " + shlex.join(argv if argv is not None else sys.argv[1:])
     write_report(args.report, render(found, command, time.perf_counter() - started), found)

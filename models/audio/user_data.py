@@ -317,11 +317,29 @@ class Prepared:
 
 
 def validation_part(train: list[int], groups: list[str], y: np.ndarray, seed: int) -> tuple[list[int], list[int]]:
-    """(fit, validation): a seeded VALIDATION_FRACTION of the train clips' groups held out for fine-tuning."""
+    """(fit, validation): a seeded VALIDATION_FRACTION of the train clips' groups held out for fine-tuning, never
+    a label's last group (a label whose every train clip is one group, one instrument of a family, stays in fit:
+    held out, the fit would not know it and the validation could not score it). When no group can be held out
+    that way, a seeded VALIDATION_FRACTION of the train clips is: validation then hears groups the fit heard."""
     names = sorted({groups[i] for i in train})
     rng = np.random.default_rng(seed + 1)
-    held = set(rng.permutation(names)[:max(1, round(VALIDATION_FRACTION * len(names)))].tolist())
-    fit, validation = [i for i in train if groups[i] not in held], [i for i in train if groups[i] in held]
+    label_groups: dict[int, set[str]] = {}
+    group_labels: dict[str, set[int]] = {}
+    for i in train:
+        label_groups.setdefault(int(y[i]), set()).add(groups[i])
+        group_labels.setdefault(groups[i], set()).add(int(y[i]))
+    wanted = max(1, round(VALIDATION_FRACTION * len(names)))
+    held: set[str] = set()
+    for group in rng.permutation(names).tolist():
+        if len(held) == wanted:
+            break
+        if all(label_groups[label] - held - {group} for label in group_labels[group]):
+            held.add(group)
+    if held:
+        fit, validation = [i for i in train if groups[i] not in held], [i for i in train if groups[i] in held]
+    else:
+        chosen = set(rng.permutation(train)[:max(1, round(VALIDATION_FRACTION * len(train)))].tolist())
+        fit, validation = [i for i in train if i not in chosen], [i for i in train if i in chosen]
     if len(set(y[fit])) < 2 or not validation:
         raise LabelsError(f"fine-tuning and the MLP probe need a validation part of the train split: {len(train)} "
                           f"train clips in {len(names)} groups leave {len(fit)} fit clips with {len(set(y[fit]))} "

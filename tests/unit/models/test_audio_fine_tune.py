@@ -268,9 +268,45 @@ def test_the_fine_tuning_study_compares_seeds_against_the_frozen_embedder(tmp_pa
     assert "| tones | 3 | 24 / 9 |" in text and "PaSST fine-tuned" in text and "seed 1" in text
 
 
+def test_the_fine_tuning_study_reads_the_corpus_csv_layout(tmp_path: Path) -> None:
+    from models.audio import fine_tune_study
+
+    corpus = tmp_path / "corpus"
+    labels = _recordings(corpus)  # 8 speakers x (low, high): the groups the validation part holds out
+    rows = labels.read_text().splitlines()
+    (corpus / "tasks").mkdir()
+    (corpus / "tasks" / "pitch.csv").write_text("\n".join(
+        [rows[0] + ",split", *(f"{row},{'test' if 'g6/' in row or 'g7/' in row else 'train'}" for row in rows[1:])])
+        + "\n")
+    found = fine_tune_study.main(["--corpus", str(corpus), "--tasks", "pitch", "--seeds", "0", "--epochs", "1",
+                                  "--embedder", "bow", "--threads", "1", "--no-progress",
+                                  "--report", str(tmp_path / "r.md")])
+    task = found["tasks"]["pitch"]
+    assert (task["train"], task["test"]) == (12, 4) and task["runs"][0]["validation"] > 0
+    assert set(task["frozen_accuracy"]) == {BASELINE, *EMBEDDERS}
+    assert "| pitch | 2 | 12 / 4 |" in (tmp_path / "r.md").read_text()
+
+
 def test_the_fine_tuning_study_names_a_missing_task(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from models.audio import fine_tune_study
 
     with pytest.raises(SystemExit):
         fine_tune_study.main(["--corpus", str(tmp_path), "--tasks", "nowhere", "--report", str(tmp_path / "r.md")])
     assert "no such task" in capsys.readouterr().err
+
+
+def test_the_validation_part_never_holds_out_a_labels_last_group() -> None:
+    from models.audio.user_data import validation_part
+
+    # a family per label, one instrument (group) each: no group can go, so a fifth of the clips does
+    groups = [f"instrument{i // 10}" for i in range(40)]
+    y = np.array([i // 10 for i in range(40)])
+    fit, validation = validation_part(list(range(40)), groups, y, seed=0)
+    assert len(validation) == 8 and set(y[fit]) == {0, 1, 2, 3} and not set(fit) & set(validation)
+    # two instruments for label 0, one for label 1: only label 0's can be held out, and one of them only
+    groups = ["a"] * 10 + ["b"] * 10 + ["c"] * 10
+    y = np.array([0] * 20 + [1] * 10)
+    for seed in range(5):
+        fit, validation = validation_part(list(range(30)), groups, y, seed)
+        held = {groups[i] for i in validation}
+        assert len(held) == 1 and held <= {"a", "b"} and set(y[fit]) == {0, 1}
