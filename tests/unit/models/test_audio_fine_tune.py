@@ -32,6 +32,15 @@ def _clips(count: int, seed: int = 0) -> list[np.ndarray]:
             .astype(np.float32) for _ in range(count)]
 
 
+def _two_tones() -> tuple[tuning.Windows, np.ndarray]:
+    """12 clips, 6 with a 200 Hz tone and 6 with a 6 kHz one over noise: their windows and labels (0, 1)."""
+    low, high = _clips(6, seed=1), _clips(6, seed=2)
+    t = np.arange(len(low[0])) / 32000
+    audio = [(a + 0.5 * np.sin(2 * np.pi * f * t)).astype(np.float32) for a, f in
+             [*((a, 200.0) for a in low), *((a, 6000.0) for a in high)]]
+    return tuning.Windows(audio, FrontEndConfig()), np.array([0] * 6 + [1] * 6)
+
+
 @pytest.fixture(autouse=True)
 def _one_thread() -> object:
     threads = torch.get_num_threads()
@@ -67,12 +76,7 @@ def test_the_shipped_passt_reads_back_every_linear_layer_in_graph_order() -> Non
 
 
 def test_passt_fine_tuning_trains_with_patchout_and_keeps_the_best_validation_epoch() -> None:
-    low, high = _clips(6, seed=1), _clips(6, seed=2)
-    t = np.arange(len(low[0])) / 32000
-    audio = [(a + 0.5 * np.sin(2 * np.pi * f * t)).astype(np.float32) for a, f in
-             [*((a, 200.0) for a in low), *((a, 6000.0) for a in high)]]
-    y = np.array([0] * 6 + [1] * 6)
-    windows = tuning.Windows(audio, FrontEndConfig())
+    windows, y = _two_tones()
     model, _ = tuning.read_back(SHIPPED_PASST, classes=2, check=windows.waveforms[:2], architecture="passt")
     assert isinstance(model, Passt)
     start = {k: v.clone() for k, v in model.state_dict().items()}
@@ -121,12 +125,7 @@ def test_the_straight_through_embedding_has_the_exported_value_and_a_gradient() 
 
 
 def test_the_head_learns_first_and_the_best_validation_epoch_is_kept() -> None:
-    low, high = _clips(6, seed=1), _clips(6, seed=2)
-    t = np.arange(len(low[0])) / 32000
-    audio = [(a + 0.5 * np.sin(2 * np.pi * f * t)).astype(np.float32) for a, f in
-             [*((a, 200.0) for a in low), *((a, 6000.0) for a in high)]]
-    y = np.array([0] * 6 + [1] * 6)
-    windows = tuning.Windows(audio, FrontEndConfig())
+    windows, y = _two_tones()
     model, _ = tuning.read_back(SHIPPED_BOW, classes=2, check=windows.waveforms[:2])
     assert model is not None
     start = {k: v.clone() for k, v in model.state_dict().items()}
