@@ -39,6 +39,9 @@ DEFAULT_QUEUE = 256  # the runtime's default max_queue_size (infersuite/services
 # bound is on during the sweep, and a single refusal (its estimate of the wait ahead) once cut a run's
 # sustainable rate a whole step (25%) below the rate it served at p99 13 ms, every goal easier with it.
 SWEEP_OK_SHARE = 0.999
+# Each run's prefix (its phases' keys: <prefix>x3, <prefix>x10) -> whose refusal past the call limit it measures.
+WHOSE_LIMIT = {"": "grpcio's limit", "aio_pushback_": "the suite's limit, INFERSUITE_CALL_LIMIT_PUSHBACK=true",
+               "sync_": "the suite's limit", "sync_bare_": "grpcio's limit, INFERSUITE_CALL_LIMIT_PUSHBACK=false"}
 
 
 def _pin_client(cores: set[int]) -> None:
@@ -156,9 +159,7 @@ def render(results: dict[str, Any], command: str) -> str:
     for key, name in PINNED_PHASES:
         if key not in results:  # a run from before the phase existed
             continue
-        whose = ("grpcio's limit" + (", INFERSUITE_CALL_LIMIT_PUSHBACK=false" if key.startswith("sync_") else "")
-                 if "bare_" in key or key in ("x3", "x10") else
-                 "the suite's limit" + (", INFERSUITE_CALL_LIMIT_PUSHBACK=true" if "pushback_" in key else ""))
+        whose = WHOSE_LIMIT.get(key.rpartition("x")[0], "")
         if key == "control":
             bound = "no time bound, gRPC's default backlog"
         elif key.startswith("sync_"):

@@ -33,9 +33,10 @@ import torch
 from models.audio import fine_tune as tuning
 from models.audio.metrics import linear_probe_predictions
 from models.audio.user_data import (
+    ARCHITECTURE_TITLES,
     BASELINE,
-    EMBEDDERS,
     fine_tuned_features,
+    fine_tuned_model_name,
     frozen_features,
     prepare_csv,
     prepare_task,
@@ -44,7 +45,6 @@ from models.audio.user_data import (
 from models.statistics import RULE, hierarchical_bootstrap
 
 TASKS = ("word_unseen_voice", "voice_unseen_word", "pitch_class_unseen_instrument", "family_unseen_instrument")
-FROZEN = {"passt": "PaSST", "bow": "bag of words"}  # --embedder -> models.audio.user_data.EMBEDDERS' title
 
 
 def _correct(features: np.ndarray, y: np.ndarray, train: list[int], test: list[int]) -> np.ndarray:
@@ -75,7 +75,7 @@ def run_task(corpus: Path, name: str, repository: Path, embedder: str, seeds: li
     frozen, _ = frozen_features(prepared, repository)
     accuracy = {title: float(_correct(x[0], prepared.y, train, test).mean()) for title, x in frozen.items()}
     baseline = _correct(frozen[BASELINE][0], prepared.y, train, test)
-    same = _correct(frozen[FROZEN[embedder]][0], prepared.y, train, test)
+    same = _correct(frozen[ARCHITECTURE_TITLES[embedder]][0], prepared.y, train, test)
     tuned, runs = [], []
     for seed in seeds:
         features, run, _ = fine_tuned_features(prepared, repository, epochs, seed, progress, learning_rate, embedder)
@@ -92,7 +92,7 @@ def run_task(corpus: Path, name: str, repository: Path, embedder: str, seeds: li
 
 
 def render(found: dict[str, Any], command: str, seconds: float) -> str:
-    name, frozen = tuning.ARCHITECTURES[found["embedder"]], FROZEN[found["embedder"]]
+    name, frozen = tuning.ARCHITECTURES[found["embedder"]], ARCHITECTURE_TITLES[found["embedder"]]
     tasks = found["tasks"]
     first = next(iter(tasks.values()))["runs"][0]
     lines = [
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--corpus", type=Path, required=True, help="a folder models.audio.corpus build wrote")
     parser.add_argument("--repository", type=Path, default=Path("shipped_models"),
                         help="holds audio-passt-fp32 and audio-bow-fp32, the start and the frozen references")
-    parser.add_argument("--embedder", choices=tuple(FROZEN), default="passt")
+    parser.add_argument("--embedder", choices=tuple(ARCHITECTURE_TITLES), default="passt")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), help="scene tasks of the corpus (tasks/<name>)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=10)
@@ -152,8 +152,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     missing = [t for t in args.tasks if task_path(args.corpus, t) is None]
     if missing:
         parser.error(f"no such task in {args.corpus / 'tasks'}: {', '.join(missing)} (make audio-corpus)")
-    if not (args.repository / EMBEDDERS[FROZEN[args.embedder]]).is_dir():
-        parser.error(f"{args.repository} holds no {EMBEDDERS[FROZEN[args.embedder]]}")
+    if not (args.repository / fine_tuned_model_name(args.embedder)).is_dir():
+        parser.error(f"{args.repository} holds no {fine_tuned_model_name(args.embedder)}")
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     found = {"embedder": args.embedder, "epochs": args.epochs, "seeds": args.seeds,

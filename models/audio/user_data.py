@@ -75,6 +75,7 @@ from models.audio.hear_task import EVENT, FOLDS, MULTILABEL, HearTask, HearTaskE
 from models.audio.metrics import linear_probe_predictions, mlp_probe_predictions, onset_matches
 
 EMBEDDERS = {"PaSST": "audio-passt-fp32", "bag of words": "audio-bow-fp32"}
+ARCHITECTURE_TITLES = {"passt": "PaSST", "bow": "bag of words"}  # meta.json's architecture -> its EMBEDDERS title
 BASELINE = "log-mel statistics (nothing learned)"
 FINE_TUNED = "bag of words fine-tuned on your train split"
 FINE_TUNED_TITLES = {"bow": FINE_TUNED, "passt": "PaSST fine-tuned on your train split"}  # --fine-tune-embedder
@@ -444,7 +445,7 @@ def fine_tuned_features(prepared: Prepared, repository: Path, epochs: int, seed:
 
 def fine_tuned_model_name(architecture: str) -> str:
     """The repository model a fine-tuned `architecture` (bow or passt) starts from and is exported as."""
-    return EMBEDDERS["bag of words" if architecture == "bow" else "PaSST"]
+    return EMBEDDERS[ARCHITECTURE_TITLES[architecture]]
 
 
 def frozen_features(prepared: Prepared, repository: Path) -> tuple[dict[str, list[np.ndarray]], dict[str, int]]:

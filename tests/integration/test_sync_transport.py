@@ -292,3 +292,25 @@ async def test_call_limit_refuses_at_once_with_pushback_or_grpcios_refusal(tmp_p
         samples = scrape(served.metrics_url)
         assert metric(samples, "infersuite_refused_calls_total", reason="call_limit") == (1 if ours else 0)
     assert sorted(model.computed) == [1.0, 2.0, 4.0]
+
+
+async def test_a_stream_past_the_suites_limit_on_grpc_aio_ends_at_once_with_pushback(tmp_path) -> None:
+    """The suite's limit on grpc.aio refuses a stream as it refuses a unary call: with two slow calls in their
+    places, ModelStreamInfer ends RESOURCE_EXHAUSTED with grpc-retry-pushback-ms, nothing read or computed."""
+    model = SlowModel(compute_s=0.6)
+    (tmp_path / "repo").mkdir()
+    async with serving([SlowService(model, max_queue_size=8)], tmp_path / "repo", max_concurrent_rpcs=2,
+                       call_limit_pushback=True, warmup_runs=0) as served, \
+            grpc.aio.insecure_channel(served.address) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        busy = [asyncio.ensure_future(stub.ModelInfer(_slow_request(v), timeout=30)) for v in (1, 2)]
+        await asyncio.sleep(0.3)
+        stream = stub.ModelStreamInfer(iter([_slow_request(3)]), timeout=30)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            async for _ in stream:
+                pass
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "limit of 2 calls" in refused.value.details()
+        assert int(dict(await stream.trailing_metadata())["grpc-retry-pushback-ms"]) >= 1
+        await asyncio.gather(*busy)
+    assert sorted(model.computed) == [1.0, 2.0]

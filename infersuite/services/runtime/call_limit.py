@@ -39,7 +39,7 @@ from typing import Any
 import grpc
 from prometheus_client import Counter
 
-from infersuite.services.runtime.errors import RETRY_PUSHBACK_KEY, ResourceExhausted
+from infersuite.services.runtime.errors import RETRY_PUSHBACK_KEY
 
 SMOOTHING = 0.05  # weight of the newest unary call in the mean call time behind the pushback
 FIRST_PUSHBACK_S = 0.01  # the pushback before any unary call has been timed
@@ -62,12 +62,12 @@ class AioCallLimit:
         self.mean_call_s = FIRST_PUSHBACK_S
         self._refusals = refused_calls.labels("call_limit")
 
+    @property
+    def full(self) -> bool:
+        return self.active >= self.limit
+
     def enter(self) -> float:
-        """Takes a place for a call (returns its start, for `leave`), or raises ResourceExhausted."""
-        if self.active >= self.limit:
-            self._refusals.inc()
-            pushback_ms, message = refusal(self.limit, self.mean_call_s)
-            raise ResourceExhausted(message, retry_after_s=pushback_ms / 1000)
+        """Takes a place for a call the limit admitted (not `full`); returns its start, for `leave`."""
         self.active += 1
         return time.monotonic()
 

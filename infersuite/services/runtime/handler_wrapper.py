@@ -188,12 +188,26 @@ class HandlerWrapper:
             return self._wrap_unary_response(handler, metrics, auth, closing, places)
         return self._wrap_stream_response(handler, metrics, auth, closing, places)
 
+    @staticmethod
+    def _refused(places: AioCallLimit | None, closing: Closing | None, context: aio.ServicerContext,
+                 metrics: MethodMetrics) -> bool:
+        """Past the call limit: the call is answered RESOURCE_EXHAUSTED with pushback by setting its status (the
+        cheapest refusal from a handler: an exception through _mapped and grpc.aio's abort cost ~60 us more), and
+        the behaviour returns at once. A stopping server's refusal (UNAVAILABLE, in _mapped) comes first."""
+        if places is None or not places.full or (closing is not None and closing.refusing):
+            return False
+        refused = time.perf_counter()
+        places.refuse(context)
+        metrics.count(grpc.StatusCode.RESOURCE_EXHAUSTED)
+        metrics.latency.observe(time.perf_counter() - refused)
+        return True
+
     @contextlib.asynccontextmanager
     async def _mapped(self, metrics: MethodMetrics, context: aio.ServicerContext, request: Any,
                       auth: BearerToken | None, closing: Closing | None, places: AioCallLimit | None = None,
                       unary: bool = False) -> AsyncIterator[None]:
-        """One call: deadline in context, a place within the call limit, errors mapped to gRPC codes,
-        metrics recorded."""
+        """One call: deadline in context, its place within the call limit (`_refused` has admitted it), errors
+        mapped to gRPC codes, metrics recorded."""
         start, outcome = time.perf_counter(), _Outcome()
         deadline = _deadline(context)
         request_deadline.set(deadline)
@@ -226,13 +240,7 @@ class HandlerWrapper:
         decode = tolerant(handler.request_deserializer) or (lambda data: data)
 
         async def behaviour(data: bytes, context: aio.ServicerContext) -> Any:
-            if places is not None and places.active >= places.limit and not (closing and closing.refusing):
-                # Past the call limit: answered by setting the status, the cheapest refusal from a handler
-                # (an exception through _mapped and grpc.aio's abort cost ~60 us more per refusal).
-                refused = time.perf_counter()
-                places.refuse(context)
-                metrics.count(grpc.StatusCode.RESOURCE_EXHAUSTED)
-                metrics.latency.observe(time.perf_counter() - refused)
+            if self._refused(places, closing, context, metrics):
                 return None
             # The request arrives as bytes: a call refused above (stop, token, call limit, budget) is never decoded.
             async with self._mapped(metrics, context, None, auth, closing, places, unary=True):
@@ -245,6 +253,8 @@ class HandlerWrapper:
                     budget.release(size)
 
         async def stream_behaviour(requests: Any, context: aio.ServicerContext) -> Any:
+            if self._refused(places, closing, context, metrics):
+                return None
             decoded = _DecodedStream(requests)
             async with self._mapped(metrics, context, decoded, auth, closing, places):
                 return await inner(decoded, context)
@@ -261,6 +271,8 @@ class HandlerWrapper:
         decode = tolerant(handler.request_deserializer) or (lambda data: data)
 
         async def behaviour(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
+            if self._refused(places, closing, context, metrics):
+                return
             # A unary request arrives as bytes, decoded once the call is admitted (as in _wrap_unary_response).
             request = _DecodedStream(request) if handler.stream_stream else request
             async with self._mapped(metrics, context, request if handler.stream_stream else None, auth, closing,

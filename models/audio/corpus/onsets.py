@@ -160,4 +160,3 @@ def write_task(corpus: Path, records: list[dict[str, Any]], held: held_out.HeldO
     (folder / "task_metadata.json").write_text(json.dumps(metadata, indent=1) + "\n")
     (folder / RATIOS).write_text(json.dumps(by_file, indent=1) + "\n")
     return summary
-
