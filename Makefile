@@ -27,7 +27,7 @@ TRITON_STAMP := .triton/.installed
 .PHONY: bench-audio bench-splitcompute bench-quant-production reliability-report report-hostile report-reliability
 .PHONY: audio-studies
 .PHONY: audio-tools audio-corpus report-audio-corpus report-audio-fine-tune pretrain-audio report-audio-pretrain ship-audio-pretrained
-.PHONY: report-audio-pretrain-seeds
+.PHONY: report-audio-pretrain-seeds report-audio-patchout
 .PHONY: verify-audio-pretrained pretrain-audio-stats report-audio-pooling
 .PHONY: bench-triton-front
 .PHONY: bench-data-throughput bench-audio-rtf report-audio-bow-corpus
@@ -278,6 +278,11 @@ report-audio-bow-corpus: $(DEV) audio-tools
 # PaSST fine-tuned on each held-out corpus task's train split by the user path (--fine-tune-embedder passt;
 # 3 seeds, 10 epochs) against the frozen PaSST and log-mel statistics, hierarchical bootstrap over seeds x test
 # clips: reports/audio_fine_tune.md. Builds the corpus first when absent.
+# Patchout vs no Patchout at equal CPU budgets (15, 30, 60 s), 10 training seeds, a fresh test set
+# (~40 min on one core; resumes from artifacts/audio/patchout.json) -> reports/audio_patchout.md
+report-audio-patchout: $(DEV)
+	$(PY) -m benchmarks.audio.patchout --seeds 10 --budgets 15 30 60 --report reports/audio_patchout.md
+
 report-audio-fine-tune: $(DEV) audio-tools
 	@test -f artifacts/audio-corpus/manifest.json || $(MAKE) audio-corpus
 	$(PY) -m models.audio.fine_tune_study --corpus artifacts/audio-corpus --repository shipped_models \

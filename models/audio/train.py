@@ -69,11 +69,17 @@ def _batches(count: int, size: int, generator: torch.Generator) -> list[torch.Te
 
 
 @torch.no_grad()
-def passt_accuracy(model: Passt, mels: torch.Tensor, labels: np.ndarray) -> float:
+def passt_correct(model: Passt, mels: torch.Tensor, labels: np.ndarray, batch: int = 256) -> np.ndarray:
+    """(N,) bool: each clip classified right (logits averaged over its scene windows)."""
     model.eval()
     windows = tiled_windows(mels, model.front_config)  # (N, W, 1, M, T)
-    logits = model.classify(windows.flatten(0, 1)).reshape(*windows.shape[:2], -1).mean(1)
-    return float((logits.argmax(1).numpy() == labels).mean())
+    flat = windows.flatten(0, 1)
+    logits = torch.cat([model.classify(flat[i:i + batch]) for i in range(0, len(flat), batch)])
+    return logits.reshape(*windows.shape[:2], -1).mean(1).argmax(1).numpy() == labels
+
+
+def passt_accuracy(model: Passt, mels: torch.Tensor, labels: np.ndarray) -> float:
+    return float(passt_correct(model, mels, labels).mean())
 
 
 def train_passt(
