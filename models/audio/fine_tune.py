@@ -11,7 +11,8 @@ words with models/audio/train.py's unsupervised recipe on the user's fit clips (
 codebooks, idf), PaSST from a random initialisation; the report says so.
 
 Training: every 1 s scene window of a fit clip (the service's windows, infersuite/services/audio/windows.py)
-labelled with its clip's label; cross-entropy of a head (the user's classes) on the window's embedding. The
+labelled with its clip's label; cross-entropy of a head (the user's classes) on the window's embedding (a
+multilabel task: the clip's row of 0/1 labels, binary cross-entropy per label). The
 head is first trained alone on the frozen embeddings (HEAD_EPOCHS; linear probing then fine-tuning, Kumar et
 al., ICLR 2022: a random head's gradients distort the features first), then everything at a low rate.
 - The bag of words: its own MLP head (BowConfig.head_hidden). The hard word assignment has no gradient, so a
@@ -23,7 +24,8 @@ al., ICLR 2022: a random head's gradients distort the features first), then ever
   unstructured patches: PasstConfig), every patch seen at evaluation.
 
 Selection: after every epoch (and before the first, epoch 0: the start itself) a linear probe fits the fit
-clips' scene embeddings and is scored on the validation clips, a part of the train split; the best epoch
+clips' scene embeddings and is scored on the validation clips (accuracy; multilabel: the per-label probes'
+mAP), a part of the train split; the best epoch
 (the earliest on a tie) is kept. Test clips are never read here.
 
 Export: `export` writes the chosen embedder as a checkpoint in models/audio/train.py's layout and exports it
@@ -214,6 +216,13 @@ class Tuning:
         return cls(model, head, [*trained, *head.parameters()], model.embed)
 
 
+def _loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy for class indices (multiclass), per-label binary cross-entropy for 0/1 rows (multilabel)."""
+    if targets.ndim == 2:
+        return F.binary_cross_entropy_with_logits(logits, targets)
+    return F.cross_entropy(logits, targets)
+
+
 def train_head(tuning: Tuning, mels: torch.Tensor, targets: torch.Tensor, epochs: int,
                generator: torch.Generator) -> float | None:
     """The head alone on the frozen embeddings of `mels` (linear probing before fine-tuning: a random head's
@@ -226,7 +235,7 @@ def train_head(tuning: Tuning, mels: torch.Tensor, targets: torch.Tensor, epochs
     for _ in range(epochs):
         losses = []
         for batch in torch.randperm(len(embedded), generator=generator).split(BATCH):
-            loss = F.cross_entropy(tuning.head(embedded[batch]), targets[batch])
+            loss = _loss(tuning.head(embedded[batch]), targets[batch])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -234,31 +243,39 @@ def train_head(tuning: Tuning, mels: torch.Tensor, targets: torch.Tensor, epochs
     return round(float(np.mean(losses)), 4) if losses else None
 
 
+Scorer = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], float]  # (fit x, fit y, validation x, y)
+
+
 def fine_tune(model: WaveformEmbedder, windows: Windows, y: np.ndarray, fit: list[int], validation: list[int],
               epochs: int, seed: int, progress: bool = True, learning_rate: float = LEARNING_RATE,
-              head_epochs: int = HEAD_EPOCHS) -> tuple[WaveformEmbedder, dict[str, Any]]:
-    """Cross-entropy fine-tuning on the fit clips' windows; the epoch whose embeddings give the best
-    validation probe accuracy is kept (epoch 0: the start)."""
+              head_epochs: int = HEAD_EPOCHS, scorer: Scorer = linear_probe_accuracy
+              ) -> tuple[WaveformEmbedder, dict[str, Any]]:
+    """Fine-tuning on the fit clips' windows; the epoch whose embeddings `scorer` (a probe fitted on the fit
+    clips, scored on the validation clips: accuracy, or mAP for a multilabel task) rates best is kept (epoch 0:
+    the start). `y`: (clips,) class indices -> cross-entropy; (clips, labels) of 0/1 -> per-label binary
+    cross-entropy."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    tuning = Tuning.of(model, int(y.max()) + 1)
+    multilabel = y.ndim == 2
+    tuning = Tuning.of(model, y.shape[1] if multilabel else int(y.max()) + 1)
     codebooks = model.codebooks() if isinstance(model, BagOfWords) else []
     for codebook in codebooks:
         codebook.requires_grad_(True)
     optimizer = torch.optim.AdamW(tuning.trained, lr=learning_rate)
     fit_windows = torch.from_numpy(windows.of(fit))
-    targets = torch.from_numpy(y[windows.owner]).long()
+    targets = torch.from_numpy(y[windows.owner])
+    targets = targets.float() if multilabel else targets.long()
 
-    def validation_accuracy() -> float:
+    def validation_score() -> float:
         embedded = scene_embeddings(model, windows)
-        return round(linear_probe_accuracy(embedded[fit], y[fit], embedded[validation], y[validation]), 6)
+        return round(scorer(embedded[fit], y[fit], embedded[validation], y[validation]), 6)
 
     def snapshot() -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     started = time.perf_counter()
     head_loss = train_head(tuning, windows.mels[fit_windows], targets[fit_windows], head_epochs, generator)
-    history: list[dict[str, Any]] = [{"epoch": 0, "head_loss": head_loss, "validation_accuracy": validation_accuracy()}]
+    history: list[dict[str, Any]] = [{"epoch": 0, "head_loss": head_loss, "validation_score": validation_score()}]
     best, best_state = history[0], snapshot()
     name = ARCHITECTURES["bow" if isinstance(model, BagOfWords) else "passt"]
     try:
@@ -266,14 +283,14 @@ def fine_tune(model: WaveformEmbedder, windows: Windows, y: np.ndarray, fit: lis
             model.train()  # PaSST: patchout on
             losses = []
             for batch in fit_windows[torch.randperm(len(fit_windows), generator=generator)].split(BATCH):
-                loss = F.cross_entropy(tuning.head(tuning.embed(windows.mels[batch])), targets[batch])
+                loss = _loss(tuning.head(tuning.embed(windows.mels[batch])), targets[batch])
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
                 losses.append(float(loss.detach()))
             history.append({"epoch": epoch, "train_loss": round(float(np.mean(losses)), 4),
-                            "validation_accuracy": validation_accuracy()})
-            if history[-1]["validation_accuracy"] > best["validation_accuracy"]:
+                            "validation_score": validation_score()})
+            if history[-1]["validation_score"] > best["validation_score"]:
                 best, best_state = history[-1], snapshot()
     except KeyboardInterrupt:  # Ctrl-C: keep the best epoch so far and go on to the report
         history.append({"interrupted_after_epoch": history[-1]["epoch"]})
@@ -281,6 +298,7 @@ def fine_tune(model: WaveformEmbedder, windows: Windows, y: np.ndarray, fit: lis
         codebook.requires_grad_(False)
     model.load_state_dict(best_state)
     return model.eval(), {"chosen_epoch": best["epoch"], "learning_rate": learning_rate, "history": history,
+                          "validation_metric": "mAP" if multilabel else "accuracy",
                           "train_seconds": round(time.perf_counter() - started, 1)}
 
 

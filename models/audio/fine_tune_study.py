@@ -40,6 +40,7 @@ from models.audio.user_data import (
     frozen_features,
     prepare_csv,
     prepare_task,
+    rates_problem,
     write_report,
 )
 from models.statistics import RULE, hierarchical_bootstrap
@@ -67,7 +68,7 @@ def task_path(corpus: Path, name: str) -> Path | None:
 
 
 def run_task(corpus: Path, name: str, repository: Path, embedder: str, seeds: list[int], epochs: int,
-             learning_rate: float, progress: bool) -> dict[str, Any]:
+             learning_rates: list[float], progress: bool) -> dict[str, Any]:
     path = task_path(corpus, name)
     assert path is not None
     prepared = prepare_csv(corpus, path, 0.25, 0) if path.suffix == ".csv" else prepare_task(path)
@@ -78,7 +79,7 @@ def run_task(corpus: Path, name: str, repository: Path, embedder: str, seeds: li
     same = _correct(frozen[ARCHITECTURE_TITLES[embedder]][0], prepared.y, train, test)
     tuned, runs = [], []
     for seed in seeds:
-        features, run, _ = fine_tuned_features(prepared, repository, epochs, seed, progress, learning_rate, embedder)
+        features, run, _ = fine_tuned_features(prepared, repository, epochs, seed, progress, learning_rates, embedder)
         tuned.append(_correct(features[0], prepared.y, train, test))
         fold, = run["folds"]
         runs.append({"seed": seed, "accuracy": round(float(tuned[-1].mean()), 4), **fold})
@@ -95,28 +96,34 @@ def render(found: dict[str, Any], command: str, seconds: float) -> str:
     name, frozen = tuning.ARCHITECTURES[found["embedder"]], ARCHITECTURE_TITLES[found["embedder"]]
     tasks = found["tasks"]
     first = next(iter(tasks.values()))["runs"][0]
+    grid = [g["learning_rate"] for g in first.get("learning_rate_grid", [])]
+    rates = (f"AdamW at each of {', '.join(f'{r:g}' for r in grid)} from the same start" if len(grid) > 1
+             else f"AdamW {first['learning_rate']:g}")
     lines = [
         f"# {name[0].upper() + name[1:]} fine-tuned on each held-out task's train split (issue 24)", "",
         f"Produced by `{command}` ({seconds:.0f} s wall). The user path's fine-tuning "
         f"(`python -m models.audio.user_data --fine-tune {found['epochs']} --fine-tune-embedder "
         f"{found['embedder']}`, models/audio/fine_tune.py) on the corpus's held-out scene tasks, read as a user's "
         f"labelled recordings are: {name} from the shipped graph's weights, {found['epochs']} epochs of "
-        f"cross-entropy on the fit clips' 1 s windows (AdamW {first['learning_rate']:g}, the head alone first), the "
-        "epoch chosen by a linear probe on the validation clips (a seeded fifth of the train split's groups, held "
+        f"cross-entropy on the fit clips' 1 s windows ({rates}, the head alone first), the "
+        f"{'rate and ' if len(grid) > 1 else ''}epoch chosen by a linear probe on the validation clips (a seeded "
+        "fifth of the train split's groups, held "
         "out as the test holds out voices, words or instruments; the test clips are never read for it), seeds "
         f"{', '.join(map(str, found['seeds']))}. Then the same linear probe for every embedder, fitted on the train "
         "clips and scored on the test clips, whose voices, words or instruments no embedder and no probe saw.", "",
         f"Rule: {RULE}.", "",
         "## Test accuracy (linear probe)", "",
         f"| task | classes | train / test clips | log-mel statistics | {frozen} frozen | {name} fine-tuned, per seed "
-        "| chosen epochs | fine-tuning s per seed |",
+        f"| chosen {'rate, ' if len(grid) > 1 else ''}epoch per seed | fine-tuning s per seed |",
         "|---|---|---|---|---|---|---|---|"]
     for task, t in tasks.items():
         lines.append(f"| {task} | {t['classes']} | {t['train']} / {t['test']} | "
                      f"{t['frozen_accuracy'][BASELINE]:.3f} | {t['frozen_accuracy'][frozen]:.3f} | "
                      + ", ".join(f"{r['accuracy']:.3f}" for r in t["runs"]) + " | "
-                     + ", ".join(str(r["chosen_epoch"]) for r in t["runs"]) + " | "
-                     + ", ".join(f"{r['train_seconds']:.0f}" for r in t["runs"]) + " |")
+                     + ", ".join(f"{r['learning_rate']:g} @ {r['chosen_epoch']}" if len(grid) > 1
+                                 else str(r["chosen_epoch"]) for r in t["runs"]) + " | "
+                     + ", ".join(f"{sum(g['train_seconds'] for g in r.get('learning_rate_grid', [r])):.0f}"
+                                 for r in t["runs"]) + " |")
     for key, label in (("minus_frozen", f"minus {frozen} frozen"), ("minus_log_mel", "minus log-mel statistics")):
         lines += ["", f"## Fine-tuned {label} (hierarchical bootstrap, seeds x test clips)", "",
                   "| task | per seed | mean | 95% interval | verdict |", "|---|---|---|---|---|"]
@@ -124,10 +131,20 @@ def render(found: dict[str, Any], command: str, seconds: float) -> str:
             c = t[key]
             lines.append(f"| {task} | {', '.join(f'{v:+.3f}' for v in c['per_seed'])} | {c['mean']:+.3f} | "
                          f"{c['interval_95'][0]:+.3f} to {c['interval_95'][1]:+.3f} | {c['verdict']} |")
-    lines += ["", "## Validation accuracy by epoch (epoch 0: the start, the head trained alone)", ""]
+    if len(grid) > 1:
+        lines += ["", "## Best validation accuracy per rate (the rate kept: the highest; a tie: the first)", "",
+                  "| task | seed | " + " | ".join(f"{r:g}" for r in grid) + " | kept |",
+                  "|---|---|" + "---|" * len(grid) + "---|"]
+        for task, t in tasks.items():
+            for r in t["runs"]:
+                lines.append(f"| {task} | {r['seed']} | " + " | ".join(
+                    f"{g['validation_score']:.3f} (epoch {g['chosen_epoch']})" for g in r["learning_rate_grid"])
+                    + f" | {r['learning_rate']:g} |")
+    lines += ["", "## Validation accuracy by epoch at the rate kept (epoch 0: the start, the head trained alone)",
+              ""]
     for task, t in tasks.items():
         for r in t["runs"]:
-            curve = ", ".join(f"{h['epoch']}: {h['validation_accuracy']:.3f}" for h in r["history"] if "epoch" in h)
+            curve = ", ".join(f"{h['epoch']}: {h['validation_score']:.3f}" for h in r["history"] if "epoch" in h)
             lines.append(f"- {task}, seed {r['seed']} ({r['fit']} fit, {r['validation']} validation clips): {curve}")
     return "\n".join(lines) + "\n"
 
@@ -142,13 +159,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), help="scene tasks of the corpus (tasks/<name>)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--learning-rate", type=float, default=tuning.LEARNING_RATE)
+    parser.add_argument("--learning-rate", type=float, nargs="+", default=[tuning.LEARNING_RATE],
+                        help="AdamW rates; several: the validation clips choose one per task and seed")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--report", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.epochs < 1:
         parser.error("--epochs must be at least 1")
+    if min(args.learning_rate) <= 0:
+        parser.error(rates_problem(args.learning_rate))
     missing = [t for t in args.tasks if task_path(args.corpus, t) is None]
     if missing:
         parser.error(f"no such task in {args.corpus / 'tasks'}: {', '.join(missing)} (make audio-corpus)")

@@ -51,7 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from math import gcd
 from pathlib import Path
@@ -72,7 +72,7 @@ from infersuite.services.audio import windows as audio_windows
 from models.audio import fine_tune as tuning
 from models.audio.frontend import FrontEndConfig, LogMelStatistics, WaveformEmbedder
 from models.audio.hear_task import EVENT, FOLDS, MULTILABEL, HearTask, HearTaskError, read_task
-from models.audio.metrics import linear_probe_predictions, mlp_probe_predictions, onset_matches
+from models.audio.metrics import linear_probe_accuracy, linear_probe_predictions, mlp_probe_predictions, onset_matches
 
 EMBEDDERS = {"PaSST": "audio-passt-fp32", "bag of words": "audio-bow-fp32"}
 ARCHITECTURE_TITLES = {"passt": "PaSST", "bow": "bag of words"}  # meta.json's architecture -> its EMBEDDERS title
@@ -327,8 +327,9 @@ def validation_part(train: list[int], groups: list[str], y: np.ndarray, seed: in
     label_groups: dict[int, set[str]] = {}
     group_labels: dict[str, set[int]] = {}
     for i in train:
-        label_groups.setdefault(int(y[i]), set()).add(groups[i])
-        group_labels.setdefault(groups[i], set()).add(int(y[i]))
+        for label in _labels_of(y, i):
+            label_groups.setdefault(label, set()).add(groups[i])
+            group_labels.setdefault(groups[i], set()).add(label)
     wanted = max(1, round(VALIDATION_FRACTION * len(names)))
     held: set[str] = set()
     for group in rng.permutation(names).tolist():
@@ -341,11 +342,26 @@ def validation_part(train: list[int], groups: list[str], y: np.ndarray, seed: in
     else:
         chosen = set(rng.permutation(train)[:max(1, round(VALIDATION_FRACTION * len(train)))].tolist())
         fit, validation = [i for i in train if i not in chosen], [i for i in train if i in chosen]
-    if len(set(y[fit])) < 2 or not validation:
+    fit_labels = len({label for i in fit for label in _labels_of(y, i)})
+    varies = (y[fit].min(axis=0) != y[fit].max(axis=0)).any() if y.ndim == 2 else fit_labels >= 2
+    if not varies or not validation or (y.ndim == 2 and not y[validation].any()):
         raise LabelsError(f"fine-tuning and the MLP probe need a validation part of the train split: {len(train)} "
-                          f"train clips in {len(names)} groups leave {len(fit)} fit clips with {len(set(y[fit]))} "
-                          f"label(s) and {len(validation)} validation clips; add clips or groups")
+                          f"train clips in {len(names)} groups leave {len(fit)} fit clips with {fit_labels} "
+                          f"label(s) and {len(validation)} validation clips"
+                          + (" (a multilabel task: some label both present and absent in the fit clips, and a "
+                             "label present in the validation clips)" if y.ndim == 2 else "") + "; add clips or groups")
     return fit, validation
+
+
+def _labels_of(y: np.ndarray, clip: int) -> set[int]:
+    """The labels of one clip: its class (y (clips,)), or the labels present in its row (y (clips, labels))."""
+    return set(np.flatnonzero(y[clip]).tolist()) if y.ndim == 2 else {int(y[clip])}
+
+
+def multilabel_validation_map(fit_x: np.ndarray, fit_y: np.ndarray, validation_x: np.ndarray,
+                              validation_y: np.ndarray) -> float:
+    """Fine-tuning's validation score on a multilabel task: the per-label linear probe's mAP."""
+    return mean_average_precision(validation_y, _label_scores(fit_x, fit_y, validation_x))
 
 
 def prepare_csv(data: Path, labels: Path, test_fraction: float, seed: int) -> Prepared:
@@ -416,31 +432,66 @@ def _log_mel_statistics(audio: list[np.ndarray]) -> np.ndarray:
 
 
 def fine_tuned_features(prepared: Prepared, repository: Path, epochs: int, seed: int, progress: bool,
-                         learning_rate: float, architecture: str = "bow"
+                         learning_rates: Sequence[float], architecture: str = "bow"
                          ) -> tuple[list[np.ndarray], dict[str, Any], list[WaveformEmbedder]]:
     """Per fold: the embedder (`architecture`: bow or passt) fine-tuned on that fold's fit clips, every clip's
-    scene embedding."""
+    scene embedding. With several `learning_rates` each one fine-tunes from the same start and the rate (with
+    its epoch) whose validation probe scores best is kept (a tie: the first given); the validation clips choose,
+    the test clips are never read."""
+    if not learning_rates or min(learning_rates) <= 0:
+        raise ValueError(rates_problem(learning_rates))
     front = FrontEndConfig()
     windows = tuning.Windows(prepared.audio(front.sample_rate), front)
     features, runs, models = [], [], []
     shipped = repository / fine_tuned_model_name(architecture)
+    scorer = multilabel_validation_map if prepared.y.ndim == 2 else linear_probe_accuracy
     for fit, validation in validation_parts(prepared, seed):
-        model, start = tuning.read_back(shipped, len(prepared.names), windows.waveforms[windows.of(fit)[:8]],
-                                        architecture)
-        if model is None and architecture == "bow":
-            config, front_config, _ = tuning.shipped_config(shipped)
-            model = tuning.from_scratch(config, front_config, len(prepared.names), windows.mels[windows.of(fit)], seed)
-            start = f"trained from scratch on your fit clips (no shipped torch weights: {start})"
-        elif model is None:
-            torch.manual_seed(seed)
-            model = tuning.shipped_model(shipped, architecture, len(prepared.names))
-            start = f"trained from scratch on your fit clips, from a random start (no shipped torch weights: {start})"
-        model, run = tuning.fine_tune(model, windows, prepared.y, fit, validation, epochs, seed, progress,
-                                      learning_rate)
+        grid, best = [], -1.0
+        for learning_rate in learning_rates:
+            candidate, start = _fine_tuning_start(prepared, shipped, windows, fit, seed, architecture)
+            candidate, run = tuning.fine_tune(candidate, windows, prepared.y, fit, validation, epochs, seed,
+                                              progress, learning_rate, scorer=scorer)
+            score = max(h["validation_score"] for h in run["history"] if "epoch" in h)
+            grid.append({"learning_rate": learning_rate, "chosen_epoch": run["chosen_epoch"],
+                         "validation_score": score, "train_seconds": run["train_seconds"]})
+            if score > best:
+                best, model, chosen = score, candidate, {"start": start, **run}
         features.append(tuning.scene_embeddings(model, windows))
-        runs.append({"start": start, "fit": len(fit), "validation": len(validation), **run})
+        runs.append({"start": chosen.pop("start"), "fit": len(fit), "validation": len(validation), **chosen,
+                     "learning_rate_grid": grid})
         models.append(model)
     return features, {"epochs": epochs, "embedder": architecture, "folds": runs}, models
+
+
+def rates_problem(learning_rates: Sequence[float]) -> str:
+    return f"--learning-rate takes one or more rates > 0, got {list(learning_rates)}"
+
+
+def learning_rate_words(run: dict[str, Any]) -> str:
+    """'1e-04', or with a grid: every rate tried with its best validation score, and the one kept."""
+    grid = run.get("learning_rate_grid", [])
+    if len(grid) < 2:
+        return f"{run['learning_rate']:g}"
+    tried = ", ".join(f"{g['learning_rate']:g} (validation {g['validation_score']:.3f} at epoch "
+                      f"{g['chosen_epoch']})" for g in grid)
+    return f"{run['learning_rate']:g}, chosen on the validation clips among {tried}"
+
+
+def _fine_tuning_start(prepared: Prepared, shipped: Path, windows: tuning.Windows, fit: list[int], seed: int,
+                       architecture: str) -> tuple[WaveformEmbedder, str]:
+    """The embedder fine-tuning starts from (the shipped graph's weights read back, else a fresh one) and
+    what it is, in words."""
+    model, start = tuning.read_back(shipped, len(prepared.names), windows.waveforms[windows.of(fit)[:8]],
+                                    architecture)
+    if model is None and architecture == "bow":
+        config, front_config, _ = tuning.shipped_config(shipped)
+        model = tuning.from_scratch(config, front_config, len(prepared.names), windows.mels[windows.of(fit)], seed)
+        start = f"trained from scratch on your fit clips (no shipped torch weights: {start})"
+    elif model is None:
+        torch.manual_seed(seed)
+        model = tuning.shipped_model(shipped, architecture, len(prepared.names))
+        start = f"trained from scratch on your fit clips, from a random start (no shipped torch weights: {start})"
+    return model, start
 
 
 def fine_tuned_model_name(architecture: str) -> str:
@@ -463,7 +514,8 @@ def frozen_features(prepared: Prepared, repository: Path) -> tuple[dict[str, lis
 
 
 def evaluate_prepared(prepared: Prepared, repository: Path, seed: int = 0, fine_tune_epochs: int = 0,
-                      progress: bool = False, learning_rate: float = tuning.LEARNING_RATE, mlp: bool = False,
+                      progress: bool = False, learning_rates: Sequence[float] = (tuning.LEARNING_RATE,),
+                      mlp: bool = False,
                       hear_modules: dict[str, tuple[str, str]] | None = None,
                       fine_tune_embedder: str = "bow") -> tuple[dict[str, Any], list[Any]]:
     """(the result, the fine-tuned models, one per fold): every embedder's probe on the same folds; with `mlp`,
@@ -478,9 +530,9 @@ def evaluate_prepared(prepared: Prepared, repository: Path, seed: int = 0, fine_
                               "is a frame-level linear one)")
         return evaluate_events(prepared, repository, seed, hear_modules), []
     multilabel = prepared.task is not None and prepared.task.prediction_type == MULTILABEL
-    if multilabel and (fine_tune_epochs or mlp):
+    if multilabel and mlp:
         raise LabelsError(f"{prepared.task.root if prepared.task else ''} is a multilabel scene task: its probe is "
-                          "the linear one per label (mAP); fine-tuning and the MLP probe are for multiclass tasks")
+                          "the linear one per label (mAP); the MLP probe is for multiclass tasks")
     parts = validation_parts(prepared, seed) if mlp else []
     features, rates = frozen_features(prepared, repository)
     for title, (python, module) in (hear_modules or {}).items():
@@ -491,7 +543,7 @@ def evaluate_prepared(prepared: Prepared, repository: Path, seed: int = 0, fine_
     result: dict[str, Any] = {**prepared.summary}
     if fine_tune_epochs > 0:
         features[FINE_TUNED_TITLES[fine_tune_embedder]], result["fine_tune"], models = fine_tuned_features(
-            prepared, repository, fine_tune_epochs, seed, progress, learning_rate, fine_tune_embedder)
+            prepared, repository, fine_tune_epochs, seed, progress, learning_rates, fine_tune_embedder)
     score = multilabel_probe_folds if multilabel else probe_folds
     result["embedders"] = {title: score(x, prepared.y, prepared.folds, seed) for title, x in features.items()}
     if mlp:
@@ -674,6 +726,30 @@ def event_table(result: dict[str, Any], audio: str) -> list[str]:
     return lines
 
 
+def fine_tune_lines(result: dict[str, Any]) -> list[str]:
+    """The report's fine-tuning paragraph (none without --fine-tune)."""
+    if "fine_tune" not in result:
+        return []
+    tuned = result["fine_tune"]
+    lines: list[str] = []
+    metric = tuned["folds"][0].get("validation_metric", "accuracy")
+    loss = "per-label binary cross-entropy" if metric == "mAP" else "cross-entropy"
+    lines += ["", f"Fine-tuning {tuning.ARCHITECTURES[tuned.get('embedder', 'bow')]} ({tuned['epochs']} epochs of "
+              f"{loss} on the fit clips' windows, AdamW "
+              + learning_rate_words(tuned["folds"][0])
+              + f", the epoch chosen by a linear probe's {metric} on the validation clips, epoch 0 being the "
+              "start; the test clips are not read):", ""]
+    for k, run in enumerate(tuned["folds"]):
+        curve = ", ".join(f"{h['epoch']}: {h['validation_score']:.3f}" for h in run["history"] if "epoch" in h)
+        which = f"evaluation {k + 1}: " if len(tuned["folds"]) > 1 else ""
+        lines.append(f"- {which}start: {run['start']}; {run['fit']} fit, {run['validation']} validation clips; "
+                     f"validation {metric} by epoch {curve}; chosen epoch {run['chosen_epoch']} "
+                     f"({run['train_seconds']:.0f} s)")
+    if "exported" in tuned:
+        lines.append(f"- exported: `{tuned['exported']}`")
+    return lines
+
+
 def render(result: dict[str, Any], command: str, seconds: float) -> str:
     task = f"HEAR task {result['task']!r} ({result['embedding_type']}), " if "task" in result else ""
     produced = (f"Produced by `{command}` ({seconds:.0f} s wall): {task}{result['clips']} clips, "
@@ -695,7 +771,7 @@ def render(result: dict[str, Any], command: str, seconds: float) -> str:
         for name, r in result["embedders"].items():
             lines.append(f"| {name} | {r['mAP']:.4f} | {r['interval_95'][0]:.4f}-{r['interval_95'][1]:.4f} | "
                          f"{r['shuffled_label_control']:.4f} | {r['labels_scored']} |")
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines + fine_tune_lines(result)) + "\n"
     lines = [
         "# Audio embeddings on your recordings", "",
         f"{produced}{groups}; split: {result['split']} "
@@ -719,21 +795,7 @@ def render(result: dict[str, Any], command: str, seconds: float) -> str:
             chosen = "; ".join(f"{c['learning_rate']:g}, {c['hidden']}, {c['dropout']:g}" for c in r["chosen"])
             lines.append(f"| {name} | {r['accuracy']:.4f} | {r['interval_95'][0]:.4f}-{r['interval_95'][1]:.4f} | "
                          f"{r['shuffled_label_control']:.4f} | {chosen} |")
-    if "fine_tune" in result:
-        tuned = result["fine_tune"]
-        lines += ["", f"Fine-tuning {tuning.ARCHITECTURES[tuned.get('embedder', 'bow')]} ({tuned['epochs']} epochs of "
-                  "cross-entropy on the fit clips' windows, AdamW "
-                  f"{tuned['folds'][0]['learning_rate']:g}, "
-                  "the epoch chosen by a linear probe's accuracy on the validation clips, epoch 0 being the start; "
-                  "the test clips are not read):", ""]
-        for k, run in enumerate(tuned["folds"]):
-            curve = ", ".join(f"{h['epoch']}: {h['validation_accuracy']:.3f}" for h in run["history"] if "epoch" in h)
-            which = f"evaluation {k + 1}: " if len(tuned["folds"]) > 1 else ""
-            lines.append(f"- {which}start: {run['start']}; {run['fit']} fit, {run['validation']} validation clips; "
-                         f"validation accuracy by epoch {curve}; chosen epoch {run['chosen_epoch']} "
-                         f"({run['train_seconds']:.0f} s)")
-        if "exported" in tuned:
-            lines.append(f"- exported: `{tuned['exported']}`")
+    lines += fine_tune_lines(result)
     return "\n".join(lines) + "\n"
 
 
@@ -751,7 +813,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="also fine-tune an embedder on the train split for EPOCHS (0: frozen only)")
     parser.add_argument("--fine-tune-embedder", choices=tuple(FINE_TUNED_TITLES), default="bow",
                         help="the embedder --fine-tune trains: bow (the bag of words) or passt")
-    parser.add_argument("--learning-rate", type=float, default=tuning.LEARNING_RATE, help="fine-tuning's AdamW rate")
+    parser.add_argument("--learning-rate", type=float, nargs="+", default=[tuning.LEARNING_RATE],
+                        help="fine-tuning's AdamW rate; several: each fine-tunes from the same start and the "
+                             "validation clips choose the rate and its epoch")
     parser.add_argument("--out-repository", type=Path, default=None,
                         help="export the fine-tuned embedder here as audio-bow-fp32 or audio-passt-fp32 (with "
                              "--fine-tune)")
@@ -771,6 +835,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error("--out-repository exports the fine-tuned embedder: give --fine-tune EPOCHS too")
     if args.fine_tune < 0:
         parser.error("--fine-tune takes a number of epochs >= 0")
+    if min(args.learning_rate) <= 0:
+        parser.error(rates_problem(args.learning_rate))
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     try:

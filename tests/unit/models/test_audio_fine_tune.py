@@ -90,7 +90,7 @@ def test_passt_fine_tuning_trains_with_patchout_and_keeps_the_best_validation_ep
     assert run["history"][0]["head_loss"] < 0.3  # the head alone first: 200 Hz against 6 kHz (chance: ln 2)
     losses = [h["train_loss"] for h in run["history"][1:]]
     assert len(losses) == 2 and all(np.isfinite(losses))
-    best = max(run["history"], key=lambda h: h["validation_accuracy"])
+    best = max(run["history"], key=lambda h: h["validation_score"])
     assert run["chosen_epoch"] == best["epoch"]
     changed = not torch.equal(tuned.blocks[0].attn.qkv.weight, start["blocks.0.attn.qkv.weight"])
     assert changed == (run["chosen_epoch"] > 0)  # the chosen epoch's weights, the start's when epoch 0 won
@@ -134,7 +134,7 @@ def test_the_head_learns_first_and_the_best_validation_epoch_is_kept() -> None:
     assert run["history"][0]["head_loss"] < 0.3  # the head alone first: 200 Hz against 6 kHz (chance: ln 2)
     losses = [h["train_loss"] for h in run["history"][1:]]
     assert len(losses) == 3 and all(np.isfinite(losses)) and max(losses) < 0.5
-    best = max(run["history"], key=lambda h: h["validation_accuracy"])
+    best = max(run["history"], key=lambda h: h["validation_score"])
     assert run["chosen_epoch"] == best["epoch"]
     changed = not torch.equal(tuned.autoencoder.encoder[0].weight, start["autoencoder.encoder.0.weight"])
     assert changed == (run["chosen_epoch"] > 0)  # the chosen epoch's weights, the start's when epoch 0 won
@@ -197,6 +197,32 @@ def test_passt_one_epoch_end_to_end_with_export(tmp_path: Path) -> None:
     assert exported.scene_embedding_size == 128
     text = report.read_text()
     assert f"| {title} |" in text and "Fine-tuning PaSST" in text and "exported" in text
+
+
+def test_several_learning_rates_are_each_tried_and_the_validation_clips_choose(tmp_path: Path) -> None:
+    labels = _recordings(tmp_path / "data")
+    report = tmp_path / "quality.md"
+    result = main(["--data", str(tmp_path / "data"), "--labels", str(labels), "--repository",
+                   str(ROOT / "shipped_models"), "--report", str(report), "--fine-tune", "1",
+                   "--learning-rate", "1e-7", "3e-3", "--no-progress"])
+    run, = result["fine_tune"]["folds"]
+    grid = run["learning_rate_grid"]
+    assert [g["learning_rate"] for g in grid] == [1e-7, 3e-3]
+    best = max(g["validation_score"] for g in grid)
+    kept = next(g for g in grid if g["validation_score"] == best)  # the first of a tie
+    assert run["learning_rate"] == kept["learning_rate"] and run["chosen_epoch"] == kept["chosen_epoch"]
+    assert max(h["validation_score"] for h in run["history"]) == best  # the kept rate's own curve
+    assert "chosen on the validation clips among 1e-07 (validation" in report.read_text()
+
+
+def test_a_learning_rate_that_is_not_positive_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    labels = _recordings(tmp_path / "data")
+    with pytest.raises(SystemExit):
+        main(["--data", str(tmp_path / "data"), "--labels", str(labels), "--repository", str(ROOT / "shipped_models"),
+              "--report", str(tmp_path / "r.md"), "--fine-tune", "1", "--learning-rate", "1e-4", "0",
+              "--no-progress"])
+    assert "--learning-rate takes one or more rates > 0, got [0.0001, 0.0]" in capsys.readouterr().err
 
 
 def test_fine_tuning_refuses_a_train_split_too_small_to_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -13,7 +13,15 @@ import soundfile
 
 from models.audio.hear_task import EVENT, FOLDS, HearTaskError, read_task
 from models.audio.metrics import onset_f_measure, onset_matches
-from models.audio.user_data import BASELINE, EMBEDDERS, frame_targets, main, predicted_onsets, prepare_task
+from models.audio.user_data import (
+    BASELINE,
+    EMBEDDERS,
+    FINE_TUNED_TITLES,
+    frame_targets,
+    main,
+    predicted_onsets,
+    prepare_task,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 LABELS = ("low", "high", "noise")
@@ -273,15 +281,31 @@ def test_a_multilabel_scene_task_is_scored_by_mean_average_precision(tmp_path: P
     assert "| test mAP |" in report.read_text()
 
 
-def test_multilabel_files_need_labels_and_refuse_what_is_built_for_one_label(
+def test_a_multilabel_scene_task_fine_tunes_on_label_rows_and_chooses_by_validation_map(tmp_path: Path) -> None:
+    root = multilabel_task(tmp_path / "task")
+    report = tmp_path / "report.md"
+    result = main(["--format", "hear", "--data", str(root), "--repository", str(ROOT / "shipped_models"),
+                   "--report", str(report), "--fine-tune", "1", "--no-progress"])
+    run, = result["fine_tune"]["folds"]
+    assert run["validation_metric"] == "mAP" and run["chosen_epoch"] in (0, 1)
+    assert run["fit"] + run["validation"] == 4 * len(COMBINATIONS) and run["validation"] > 0
+    head, epoch = run["history"]
+    assert np.isfinite(head["head_loss"]) and np.isfinite(epoch["train_loss"])
+    assert all(0.0 <= h["validation_score"] <= 1.0 for h in run["history"])
+    tuned = result["embedders"][FINE_TUNED_TITLES["bow"]]
+    assert 0.0 <= tuned["interval_95"][0] <= tuned["mAP"] <= tuned["interval_95"][1] <= 1.0
+    text = report.read_text()
+    assert "per-label binary cross-entropy" in text and "validation mAP by epoch" in text
+
+
+def test_multilabel_files_need_labels_and_refuse_the_mlp_probe_built_for_one_label(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = multilabel_task(tmp_path / "task")
-    for extra in (["--fine-tune", "1"], ["--probe", "both"]):
-        with pytest.raises(SystemExit) as raised:
-            main(["--format", "hear", "--data", str(root), "--repository", str(ROOT / "shipped_models"),
-                  "--report", str(tmp_path / "report.md"), *extra])
-        assert raised.value.code == 2
-        assert f"{root} is a multilabel scene task" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as raised:
+        main(["--format", "hear", "--data", str(root), "--repository", str(ROOT / "shipped_models"),
+              "--report", str(tmp_path / "report.md"), "--probe", "both"])
+    assert raised.value.code == 2
+    assert f"{root} is a multilabel scene task" in capsys.readouterr().err
     train = json.loads((root / "train.json").read_text())
     train["low0.wav"], train["low1.wav"] = [], ["low", "low"]
     (root / "train.json").write_text(json.dumps(train))
