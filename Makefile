@@ -315,8 +315,9 @@ verify-models: $(DEV)
 # The whole suite; it ends with the PYTEST_DURATIONS slowest tests (what CI prints), PYTEST_ARGS adds options.
 PYTEST_DURATIONS ?= 30
 PYTEST_ARGS ?=
+# Every test, the unit tests first, each without network sockets (tests/no_sockets.py).
 test: $(DEV) tools triton deploy-tools docker-tools hear-tools audio-tools
-	$(PY) -m pytest -q --durations=$(PYTEST_DURATIONS) $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p tests.no_sockets --durations=$(PYTEST_DURATIONS) $(PYTEST_ARGS)
 
 # The fast lane (well under 2 minutes): unit tests only, without the slow-marked torch exports, and a test
 # that opens a network socket fails (tests/no_sockets.py). Needs no promtool, Triton, podman or HEAR tools.

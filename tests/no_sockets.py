@@ -1,7 +1,9 @@
-"""pytest plugin for the fast lane (`make test-fast`): a test that opens a network socket fails.
+"""pytest plugin: a unit test (under tests/unit) that opens a network socket fails.
 
 Unit tests run without sockets (ARCHITECTURE.md: unit = no sockets, integration = real servers on
-port 0); this keeps the fast lane honest about it. Network sockets (IPv4/IPv6) are refused in Python's
+port 0); `make test` and `make test-fast` load this plugin, which runs the tests under tests/unit first
+(a broken unit shows within minutes) and guards each of them from its setup to its teardown, and no
+other test. Network sockets (IPv4/IPv6) are refused in Python's
 socket module and at gRPC's server constructors (gRPC opens its sockets in C, and a channel opens
 none until it calls a server, which then cannot exist); Unix sockets stay allowed, since every asyncio
 event loop wakes itself through a socketpair.
@@ -12,11 +14,16 @@ event loop wakes itself through a socketpair.
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import grpc
 import grpc.aio
+import pytest
 
 NETWORK_FAMILIES = {socket.AF_INET, socket.AF_INET6}
+UNIT = Path(__file__).resolve().parent / "unit"
 
 
 class SocketInUnitTest(RuntimeError):
@@ -24,7 +31,7 @@ class SocketInUnitTest(RuntimeError):
 
 
 def _refuse(what: str) -> SocketInUnitTest:
-    return SocketInUnitTest(f"{what} in the fast lane: a test that needs the network belongs in tests/integration")
+    return SocketInUnitTest(f"{what} in a unit test: a test that needs the network belongs in tests/integration")
 
 
 _socket_init = socket.socket.__init__
@@ -37,14 +44,43 @@ def _guarded_init(self: socket.socket, family: int = -1, type: int = -1, proto: 
     _socket_init(self, family, type, proto, fileno)
 
 
-def _guard(module: object, name: str) -> None:
+_SERVERS = {(module, "server"): module.server for module in (grpc, grpc.aio)}
+
+
+def _refused_server(module: Any) -> Any:
     def refused(*args: object, **kwargs: object) -> None:
-        raise _refuse(f"{getattr(module, '__name__', module)}.{name}()")
+        raise _refuse(f"{getattr(module, '__name__', module)}.server()")
 
-    setattr(module, name, refused)
+    return refused
 
 
-def pytest_configure(config: object) -> None:
+def _install() -> None:
     socket.socket.__init__ = _guarded_init  # type: ignore[method-assign]
-    for module in (grpc, grpc.aio):
-        _guard(module, "server")
+    for module, name in _SERVERS:
+        setattr(module, name, _refused_server(module))
+
+
+def _uninstall() -> None:
+    socket.socket.__init__ = _socket_init  # type: ignore[method-assign]
+    for (module, name), original in _SERVERS.items():
+        setattr(module, name, original)
+
+
+def _unit(item: pytest.Item) -> bool:
+    return Path(str(item.path)).resolve().is_relative_to(UNIT)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: not _unit(item))  # stable: each part keeps its order
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    guarded = _unit(item)
+    if guarded:
+        _install()
+    try:
+        yield
+    finally:
+        if guarded:
+            _uninstall()
