@@ -51,7 +51,13 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from infersuite.services.audio.windows import scene_windows
+from infersuite.services.audio.windows import (
+    centre_sample,
+    centred_windows,
+    scene_windows,
+    timestamp_count,
+    timestamps_ms,
+)
 from models.audio.bow import BagOfWords, BowConfig
 from models.audio.frontend import FrontEndConfig, LogMel, WaveformEmbedder
 from models.audio.metrics import linear_probe_accuracy
@@ -84,6 +90,37 @@ class Windows:
     def of(self, clips: list[int]) -> np.ndarray:
         """Indices of the windows of `clips`."""
         return np.flatnonzero(np.isin(self.owner, clips))
+
+
+class Frames:
+    """The timestamp windows of every clip, cut when asked: HEAR's timestamp embedding of `hop_ms` steps, each a
+    model window centred on its timestamp holding audio only in its central `window_ms`
+    (infersuite/services/audio/windows.py, as hear_infersuite's get_timestamp_embeddings cuts them)."""
+
+    def __init__(self, audio: list[np.ndarray], front: FrontEndConfig, hop_ms: float, window_ms: float) -> None:
+        self.audio, self.front = audio, front
+        rate = front.sample_rate
+        self.stamps = [timestamps_ms(timestamp_count(len(a), rate, hop_ms), hop_ms) for a in audio]
+        self.centres = [centre_sample(s, rate) for s in self.stamps]
+        self.active = round(window_ms * rate / 1000)
+        self.log_mel = LogMel(front)
+
+    def waveforms(self, pairs: np.ndarray) -> np.ndarray:
+        """(n, 2) of (clip, frame) -> (n, window samples) float32."""
+        return np.concatenate([centred_windows(self.audio[c], 0, self.centres[c][f:f + 1], self.front.window_samples,
+                                               self.active) for c, f in pairs.tolist()]).astype(np.float32)
+
+    @torch.no_grad()
+    def mels(self, pairs: np.ndarray) -> torch.Tensor:
+        return self.log_mel.fft(torch.from_numpy(self.waveforms(pairs)))
+
+    @torch.no_grad()
+    def embeddings(self, model: WaveformEmbedder, clip: int, batch: int = 256) -> np.ndarray:
+        """(T, D): the clip's timestamp embeddings (the exported graph's, from the torch model)."""
+        model.eval()
+        frames = np.arange(len(self.stamps[clip]))
+        return np.concatenate([model.embed(self.mels(np.stack([np.full(len(part), clip), part], 1))).numpy()
+                               for part in np.array_split(frames, max(1, -(-len(frames) // batch)))])
 
 
 @torch.no_grad()
@@ -216,6 +253,16 @@ class Tuning:
         return cls(model, head, [*trained, *head.parameters()], model.embed)
 
 
+@dataclass
+class Examples:
+    """What fine-tuning trains on: `count` windows, `mels(indices)` their log-mels (B, 1, M, T) and `targets`
+    (count,) class indices or (count, labels) of 0/1."""
+
+    count: int
+    mels: Callable[[torch.Tensor], torch.Tensor]
+    targets: torch.Tensor
+
+
 def _loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Cross-entropy for class indices (multiclass), per-label binary cross-entropy for 0/1 rows (multilabel)."""
     if targets.ndim == 2:
@@ -223,19 +270,19 @@ def _loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, targets)
 
 
-def train_head(tuning: Tuning, mels: torch.Tensor, targets: torch.Tensor, epochs: int,
-               generator: torch.Generator) -> float | None:
-    """The head alone on the frozen embeddings of `mels` (linear probing before fine-tuning: a random head's
-    gradients would first distort the features); its last epoch's mean loss."""
+def train_head(tuning: Tuning, examples: Examples, epochs: int, generator: torch.Generator) -> float | None:
+    """The head alone on the frozen embeddings of the examples (linear probing before fine-tuning: a random
+    head's gradients would first distort the features); its last epoch's mean loss."""
     tuning.model.eval()
     with torch.no_grad():
-        embedded = torch.cat([tuning.model.embed(mels[i:i + 256]) for i in range(0, len(mels), 256)])
+        embedded = torch.cat([tuning.model.embed(examples.mels(part))
+                              for part in torch.arange(examples.count).split(256)])
     optimizer = torch.optim.AdamW(tuning.head.parameters(), lr=HEAD_LEARNING_RATE)
     losses: list[float] = []
     for _ in range(epochs):
         losses = []
         for batch in torch.randperm(len(embedded), generator=generator).split(BATCH):
-            loss = _loss(tuning.head(embedded[batch]), targets[batch])
+            loss = _loss(tuning.head(embedded[batch]), examples.targets[batch])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -250,31 +297,49 @@ def fine_tune(model: WaveformEmbedder, windows: Windows, y: np.ndarray, fit: lis
               epochs: int, seed: int, progress: bool = True, learning_rate: float = LEARNING_RATE,
               head_epochs: int = HEAD_EPOCHS, scorer: Scorer = linear_probe_accuracy
               ) -> tuple[WaveformEmbedder, dict[str, Any]]:
-    """Fine-tuning on the fit clips' windows; the epoch whose embeddings `scorer` (a probe fitted on the fit
-    clips, scored on the validation clips: accuracy, or mAP for a multilabel task) rates best is kept (epoch 0:
-    the start). `y`: (clips,) class indices -> cross-entropy; (clips, labels) of 0/1 -> per-label binary
-    cross-entropy."""
+    """A scene task: every scene window of the fit clips, labelled with its clip's label; the epoch whose scene
+    embeddings `scorer` (a probe fitted on the fit clips, scored on the validation clips: accuracy, or mAP for a
+    multilabel task) rates best is kept (epoch 0: the start). `y`: (clips,) class indices -> cross-entropy;
+    (clips, labels) of 0/1 -> per-label binary cross-entropy."""
+    multilabel = y.ndim == 2
+    fit_windows = torch.from_numpy(windows.of(fit))
+    targets = torch.from_numpy(y[windows.owner])[fit_windows]
+    examples = Examples(len(fit_windows), lambda batch: windows.mels[fit_windows[batch]],
+                        targets.float() if multilabel else targets.long())
+
+    def score(tuned: WaveformEmbedder) -> float:
+        embedded = scene_embeddings(tuned, windows)
+        return scorer(embedded[fit], y[fit], embedded[validation], y[validation])
+
+    model, run = fine_tune_examples(model, examples, y.shape[1] if multilabel else int(y.max()) + 1, score, epochs,
+                                    seed, progress, learning_rate, head_epochs)
+    return model, {**run, "validation_metric": "mAP" if multilabel else "accuracy"}
+
+
+def fine_tune_examples(model: WaveformEmbedder, examples: Examples, classes: int,
+                       score: Callable[[WaveformEmbedder], float], epochs: int, seed: int, progress: bool = True,
+                       learning_rate: float = LEARNING_RATE, head_epochs: int = HEAD_EPOCHS
+                       ) -> tuple[WaveformEmbedder, dict[str, Any]]:
+    """The loop: the head alone first, then everything for `epochs` passes over `examples`; `score(model)` (on
+    data the examples do not hold) after each epoch and before the first; the best epoch's weights are kept
+    (the earliest on a tie: epoch 0, the start, unless an epoch beats it)."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    multilabel = y.ndim == 2
-    tuning = Tuning.of(model, y.shape[1] if multilabel else int(y.max()) + 1)
+    tuning = Tuning.of(model, classes)
     codebooks = model.codebooks() if isinstance(model, BagOfWords) else []
     for codebook in codebooks:
         codebook.requires_grad_(True)
     optimizer = torch.optim.AdamW(tuning.trained, lr=learning_rate)
-    fit_windows = torch.from_numpy(windows.of(fit))
-    targets = torch.from_numpy(y[windows.owner])
-    targets = targets.float() if multilabel else targets.long()
 
     def validation_score() -> float:
-        embedded = scene_embeddings(model, windows)
-        return round(scorer(embedded[fit], y[fit], embedded[validation], y[validation]), 6)
+        model.eval()
+        return round(score(model), 6)
 
     def snapshot() -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     started = time.perf_counter()
-    head_loss = train_head(tuning, windows.mels[fit_windows], targets[fit_windows], head_epochs, generator)
+    head_loss = train_head(tuning, examples, head_epochs, generator)
     history: list[dict[str, Any]] = [{"epoch": 0, "head_loss": head_loss, "validation_score": validation_score()}]
     best, best_state = history[0], snapshot()
     name = ARCHITECTURES["bow" if isinstance(model, BagOfWords) else "passt"]
@@ -282,8 +347,8 @@ def fine_tune(model: WaveformEmbedder, windows: Windows, y: np.ndarray, fit: lis
         for epoch in tqdm(range(1, epochs + 1), desc=f"fine-tune {name}", disable=not progress, leave=False):
             model.train()  # PaSST: patchout on
             losses = []
-            for batch in fit_windows[torch.randperm(len(fit_windows), generator=generator)].split(BATCH):
-                loss = _loss(tuning.head(tuning.embed(windows.mels[batch])), targets[batch])
+            for batch in torch.randperm(examples.count, generator=generator).split(BATCH):
+                loss = _loss(tuning.head(tuning.embed(examples.mels(batch))), examples.targets[batch])
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -298,7 +363,6 @@ def fine_tune(model: WaveformEmbedder, windows: Windows, y: np.ndarray, fit: lis
         codebook.requires_grad_(False)
     model.load_state_dict(best_state)
     return model.eval(), {"chosen_epoch": best["epoch"], "learning_rate": learning_rate, "history": history,
-                          "validation_metric": "mAP" if multilabel else "accuracy",
                           "train_seconds": round(time.perf_counter() - started, 1)}
 
 

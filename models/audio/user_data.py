@@ -53,6 +53,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from math import gcd
 from pathlib import Path
 from typing import Any
@@ -438,29 +439,97 @@ def fine_tuned_features(prepared: Prepared, repository: Path, epochs: int, seed:
     scene embedding. With several `learning_rates` each one fine-tunes from the same start and the rate (with
     its epoch) whose validation probe scores best is kept (a tie: the first given); the validation clips choose,
     the test clips are never read."""
-    if not learning_rates or min(learning_rates) <= 0:
-        raise ValueError(rates_problem(learning_rates))
     front = FrontEndConfig()
     windows = tuning.Windows(prepared.audio(front.sample_rate), front)
     features, runs, models = [], [], []
-    shipped = repository / fine_tuned_model_name(architecture)
     scorer = multilabel_validation_map if prepared.y.ndim == 2 else linear_probe_accuracy
     for fit, validation in validation_parts(prepared, seed):
-        grid, best = [], -1.0
-        for learning_rate in learning_rates:
-            candidate, start = _fine_tuning_start(prepared, shipped, windows, fit, seed, architecture)
-            candidate, run = tuning.fine_tune(candidate, windows, prepared.y, fit, validation, epochs, seed,
-                                              progress, learning_rate, scorer=scorer)
-            score = max(h["validation_score"] for h in run["history"] if "epoch" in h)
-            grid.append({"learning_rate": learning_rate, "chosen_epoch": run["chosen_epoch"],
-                         "validation_score": score, "train_seconds": run["train_seconds"]})
-            if score > best:
-                best, model, chosen = score, candidate, {"start": start, **run}
+        fit_windows = windows.of(fit)
+
+        def tune(model: WaveformEmbedder, learning_rate: float, fit: list[int] = fit,
+                 validation: list[int] = validation) -> tuple[WaveformEmbedder, dict[str, Any]]:
+            return tuning.fine_tune(model, windows, prepared.y, fit, validation, epochs, seed, progress,
+                                    learning_rate, scorer=scorer)
+
+        model, run = _best_rate(prepared, repository, architecture, seed, learning_rates,
+                                windows.waveforms[fit_windows[:8]], partial(windows.mels.__getitem__, fit_windows),
+                                tune)
         features.append(tuning.scene_embeddings(model, windows))
-        runs.append({"start": chosen.pop("start"), "fit": len(fit), "validation": len(validation), **chosen,
-                     "learning_rate_grid": grid})
+        runs.append({"fit": len(fit), "validation": len(validation), **run})
         models.append(model)
     return features, {"epochs": epochs, "embedder": architecture, "folds": runs}, models
+
+
+TRAIN_FRAME_STRIDE = 4  # event tasks: fine-tuning trains on every 4th timestamp window of a fit clip (200 ms)
+
+
+def fine_tuned_timestamp_features(prepared: Prepared, repository: Path, epochs: int, seed: int, progress: bool,
+                                  learning_rates: Sequence[float], architecture: str, hop_ms: float,
+                                  window_ms: float) -> tuple[list[list[np.ndarray]], dict[str, Any],
+                                                             list[WaveformEmbedder]]:
+    """An event task, per fold: the embedder fine-tuned on the timestamp windows of that fold's fit clips (every
+    TRAIN_FRAME_STRIDE-th), each labelled with its frame's 0/1 targets (per-label binary cross-entropy); the
+    rate and epoch chosen by the frame probe's onset F-measure on the validation clips (`event_probe`, fitted
+    on the fit clips' frames); every clip's timestamp embeddings from the fine-tuned model."""
+    task = prepared.task
+    assert task is not None
+    front = FrontEndConfig()
+    frames = tuning.Frames(prepared.audio(front.sample_rate), front, hop_ms, window_ms)
+    targets = frame_targets(task, frames.stamps)
+    presence = np.stack([t.max(axis=0) if len(t) else np.zeros(len(task.vocabulary)) for t in targets])
+    clips, features, runs, models = len(frames.audio), [], [], []
+    for k, (train, _) in enumerate(prepared.folds):
+        fit, validation = (prepared.validation[k] if prepared.validation[k][1]
+                           else validation_part(train, prepared.groups, presence, seed))
+        pairs = np.array([(c, f) for c in fit for f in range(0, len(frames.stamps[c]), TRAIN_FRAME_STRIDE)])
+        examples = tuning.Examples(len(pairs), partial(_frame_mels, frames, pairs),
+                                   torch.from_numpy(np.stack([targets[c][f] for c, f in pairs])).float())
+
+        def score(model: WaveformEmbedder, fit: list[int] = fit, validation: list[int] = validation) -> float:
+            needed = set(fit) | set(validation)
+            embedded = [frames.embeddings(model, c) if c in needed else np.zeros((0, 1)) for c in range(clips)]
+            return float(event_probe(embedded, frames.stamps, task, [(fit, validation)], seed,
+                                     resamples=1)["onset_f_measure"])
+
+        def tune(model: WaveformEmbedder, learning_rate: float, examples: tuning.Examples = examples,
+                 score: Callable[[WaveformEmbedder], float] = score) -> tuple[WaveformEmbedder, dict[str, Any]]:
+            model, run = tuning.fine_tune_examples(model, examples, len(task.vocabulary), score, epochs, seed,
+                                                   progress, learning_rate)
+            return model, {**run, "validation_metric": "onset F-measure"}
+
+        model, run = _best_rate(prepared, repository, architecture, seed, learning_rates,
+                                frames.waveforms(pairs[:8]), partial(frames.mels, pairs), tune)
+        features.append([frames.embeddings(model, c) for c in range(clips)])
+        runs.append({"fit": len(fit), "validation": len(validation), "fit_frames": len(pairs), **run})
+        models.append(model)
+    return features, {"epochs": epochs, "embedder": architecture, "folds": runs}, models
+
+
+def _frame_mels(frames: tuning.Frames, pairs: np.ndarray, batch: torch.Tensor) -> torch.Tensor:
+    return frames.mels(pairs[batch.numpy()])
+
+
+def _best_rate(prepared: Prepared, repository: Path, architecture: str, seed: int, learning_rates: Sequence[float],
+               check: np.ndarray, fit_mels: Callable[[], torch.Tensor],
+               tune: Callable[[WaveformEmbedder, float], tuple[WaveformEmbedder, dict[str, Any]]]
+               ) -> tuple[WaveformEmbedder, dict[str, Any]]:
+    """`tune` from the same start at each rate; the model of the rate whose best epoch scores highest on
+    validation (a tie: the first given) and its run, with every rate's best score (`learning_rate_grid`)."""
+    if not learning_rates or min(learning_rates) <= 0:
+        raise ValueError(rates_problem(learning_rates))
+    shipped = repository / fine_tuned_model_name(architecture)
+    grid: list[dict[str, Any]] = []
+    best, kept = -1.0, None
+    for learning_rate in learning_rates:
+        candidate, start = _fine_tuning_start(len(prepared.names), shipped, check, fit_mels, seed, architecture)
+        candidate, run = tune(candidate, learning_rate)
+        score = max(h["validation_score"] for h in run["history"] if "epoch" in h)
+        grid.append({"learning_rate": learning_rate, "chosen_epoch": run["chosen_epoch"],
+                     "validation_score": score, "train_seconds": run["train_seconds"]})
+        if score > best:
+            best, kept = score, (candidate, {"start": start, **run})
+    assert kept is not None
+    return kept[0], {**kept[1], "learning_rate_grid": grid}
 
 
 def rates_problem(learning_rates: Sequence[float]) -> str:
@@ -477,19 +546,18 @@ def learning_rate_words(run: dict[str, Any]) -> str:
     return f"{run['learning_rate']:g}, chosen on the validation clips among {tried}"
 
 
-def _fine_tuning_start(prepared: Prepared, shipped: Path, windows: tuning.Windows, fit: list[int], seed: int,
-                       architecture: str) -> tuple[WaveformEmbedder, str]:
-    """The embedder fine-tuning starts from (the shipped graph's weights read back, else a fresh one) and
-    what it is, in words."""
-    model, start = tuning.read_back(shipped, len(prepared.names), windows.waveforms[windows.of(fit)[:8]],
-                                    architecture)
+def _fine_tuning_start(classes: int, shipped: Path, check: np.ndarray, fit_mels: Callable[[], torch.Tensor],
+                       seed: int, architecture: str) -> tuple[WaveformEmbedder, str]:
+    """The embedder fine-tuning starts from (the shipped graph's weights read back and checked on `check`, a few
+    of the fit windows; else a fresh one, the bag of words trained on `fit_mels()`) and what it is, in words."""
+    model, start = tuning.read_back(shipped, classes, check, architecture)
     if model is None and architecture == "bow":
         config, front_config, _ = tuning.shipped_config(shipped)
-        model = tuning.from_scratch(config, front_config, len(prepared.names), windows.mels[windows.of(fit)], seed)
+        model = tuning.from_scratch(config, front_config, classes, fit_mels(), seed)
         start = f"trained from scratch on your fit clips (no shipped torch weights: {start})"
     elif model is None:
         torch.manual_seed(seed)
-        model = tuning.shipped_model(shipped, architecture, len(prepared.names))
+        model = tuning.shipped_model(shipped, architecture, classes)
         start = f"trained from scratch on your fit clips, from a random start (no shipped torch weights: {start})"
     return model, start
 
@@ -522,13 +590,11 @@ def evaluate_prepared(prepared: Prepared, repository: Path, seed: int = 0, fine_
     the MLP probe (hear-eval-kit's protocol) beside the linear one, in result["mlp_probe"]; `hear_modules`
     (title -> (interpreter, HEAR API module)) are embedders run out of process on the clips' files."""
     if prepared.task is not None and prepared.task.embedding_type == EVENT:
-        if fine_tune_epochs:
-            raise LabelsError(f"--fine-tune is for scene tasks; {prepared.task.root} is an event task (fine-tuning on "
-                              "events is not built)")
         if mlp:
             raise LabelsError(f"--probe mlp is for scene tasks; {prepared.task.root} is an event task (its probe "
                               "is a frame-level linear one)")
-        return evaluate_events(prepared, repository, seed, hear_modules), []
+        return evaluate_events(prepared, repository, seed, hear_modules,
+                               FineTuning(fine_tune_epochs, progress, learning_rates, fine_tune_embedder))
     multilabel = prepared.task is not None and prepared.task.prediction_type == MULTILABEL
     if multilabel and mlp:
         raise LabelsError(f"{prepared.task.root if prepared.task else ''} is a multilabel scene task: its probe is "
@@ -612,19 +678,22 @@ def f_from_counts(counts: np.ndarray) -> float:
     return float(2 * hits / max(references + estimated, 1))
 
 
-def event_probe(embeddings: list[np.ndarray], stamps: list[np.ndarray], task: HearTask,
+def event_probe(embeddings: list[np.ndarray] | list[list[np.ndarray]], stamps: list[np.ndarray], task: HearTask,
                 folds: list[tuple[list[int], list[int]]], seed: int, resamples: int = 2000) -> dict[str, Any]:
     """Onset F-measure of the frame probe over the pooled test clips, its bootstrap interval over those clips,
-    and the control: the same probe trained on the train frames' targets shuffled across frames."""
+    and the control: the same probe trained on the train frames' targets shuffled across frames. `embeddings`:
+    per clip (T, D); or per fold, per clip (each fold's own embedder: fine-tuned on that fold's fit clips)."""
     targets = frame_targets(task, stamps)
     counts: list[np.ndarray] = []
     control: list[np.ndarray] = []
+    per_fold = isinstance(embeddings[0], list)
     for k, (train, test) in enumerate(folds):
-        train_x, train_y = np.concatenate([embeddings[i] for i in train]), np.concatenate([targets[i] for i in train])
+        fold = embeddings[k] if per_fold else embeddings
+        train_x, train_y = np.concatenate([fold[i] for i in train]), np.concatenate([targets[i] for i in train])
         shuffled = train_y[np.random.default_rng(seed + k).permutation(len(train_y))]
         for trained_on, out in ((train_y, counts), (shuffled, control)):
-            probabilities = _frame_probe(train_x, trained_on, np.concatenate([embeddings[i] for i in test]))
-            bounds = np.cumsum([0, *(len(embeddings[i]) for i in test)])
+            probabilities = _frame_probe(train_x, trained_on, np.concatenate([fold[i] for i in test]))
+            bounds = np.cumsum([0, *(len(fold[i]) for i in test)])
             out.extend(_onset_counts(task, i, probabilities[a:b], stamps[i])
                        for i, a, b in zip(test, bounds[:-1], bounds[1:], strict=True))
     per_clip = np.array(counts)
@@ -669,11 +738,23 @@ def _statistics_at_timestamps(audio: list[np.ndarray], rate: int, hop_ms: float,
     return features, stamps
 
 
+@dataclass(frozen=True)
+class FineTuning:
+    """--fine-tune EPOCHS (0: none) and how."""
+
+    epochs: int = 0
+    progress: bool = False
+    learning_rates: Sequence[float] = (tuning.LEARNING_RATE,)
+    embedder: str = "bow"
+
+
 def evaluate_events(prepared: Prepared, repository: Path, seed: int,
-                    hear_modules: dict[str, tuple[str, str]] | None = None) -> dict[str, Any]:
+                    hear_modules: dict[str, tuple[str, str]] | None = None,
+                    fine_tuning: FineTuning = FineTuning()) -> tuple[dict[str, Any], list[WaveformEmbedder]]:
     """The frame probe's onset F-measure per embedder: log-mel statistics of the same windows, the repository's
-    embedders, `hear_modules` (title -> (interpreter, HEAR API module), run out of process); and PaSST's paired
-    difference from each of the others (`paired_onset_difference`)."""
+    embedders, `hear_modules` (title -> (interpreter, HEAR API module), run out of process), the embedder
+    fine-tuned on the fit clips' frames when `fine_tuning.epochs` > 0; and PaSST's paired difference from each
+    of the others (`paired_onset_difference`). Also the fine-tuned models, one per fold."""
     task = prepared.task
     assert task is not None
     results, rates = {}, {}
@@ -692,6 +773,16 @@ def evaluate_events(prepared: Prepared, repository: Path, seed: int,
         with tempfile.TemporaryDirectory() as work:
             timed = hear_module_timestamps(prepared.files, python, module, Path(work))
         results[title] = event_probe([e for e, _ in timed], [t for _, t in timed], task, prepared.folds, seed)
+    models: list[WaveformEmbedder] = []
+    tuned: dict[str, Any] = {}
+    if fine_tuning.epochs > 0:
+        reference_model = hear.load_model(str(repository / next(iter(EMBEDDERS.values()))), threads=1)
+        per_fold, tuned, models = fine_tuned_timestamp_features(
+            prepared, repository, fine_tuning.epochs, seed, fine_tuning.progress, fine_tuning.learning_rates,
+            fine_tuning.embedder, reference_model.timestamp_hop_ms, reference_model.timestamp_window_ms)
+        stamps = tuning.Frames(prepared.audio(FrontEndConfig().sample_rate), FrontEndConfig(),
+                               reference_model.timestamp_hop_ms, reference_model.timestamp_window_ms).stamps
+        results[FINE_TUNED_TITLES[fine_tuning.embedder]] = event_probe(per_fold, stamps, task, prepared.folds, seed)
     tested = {i for _, test in prepared.folds for i in test}
     embedders = {BASELINE: results.pop(BASELINE), **results}
     reference = next(iter(EMBEDDERS))
@@ -699,7 +790,8 @@ def evaluate_events(prepared: Prepared, repository: Path, seed: int,
             "embedders": embedders,
             "paired": {f"{reference} - {title}": paired_onset_difference(embedders[reference], r, seed)
                        for title, r in embedders.items() if title != reference},
-            "audio_folder_rate": {t: prepared.source_rates[r] for t, r in rates.items()}}
+            "audio_folder_rate": {t: prepared.source_rates[r] for t, r in rates.items()},
+            **({"fine_tune": tuned} if tuned else {})}, models
 
 
 # --- report and command line ---------------------------------------------------------------------------------
@@ -733,11 +825,14 @@ def fine_tune_lines(result: dict[str, Any]) -> list[str]:
     tuned = result["fine_tune"]
     lines: list[str] = []
     metric = tuned["folds"][0].get("validation_metric", "accuracy")
-    loss = "per-label binary cross-entropy" if metric == "mAP" else "cross-entropy"
+    loss = {"mAP": "per-label binary cross-entropy on the fit clips' windows",
+            "onset F-measure": "per-label binary cross-entropy on the frame targets of the fit clips' timestamp "
+                               f"windows (every {TRAIN_FRAME_STRIDE}th)"}.get(metric,
+                                                                             "cross-entropy on the fit clips' windows")
+    probe = "the frame probe's" if metric == "onset F-measure" else "a linear probe's"
     lines += ["", f"Fine-tuning {tuning.ARCHITECTURES[tuned.get('embedder', 'bow')]} ({tuned['epochs']} epochs of "
-              f"{loss} on the fit clips' windows, AdamW "
-              + learning_rate_words(tuned["folds"][0])
-              + f", the epoch chosen by a linear probe's {metric} on the validation clips, epoch 0 being the "
+              f"{loss}, AdamW " + learning_rate_words(tuned["folds"][0])
+              + f", the epoch chosen by {probe} {metric} on the validation clips, epoch 0 being the "
               "start; the test clips are not read):", ""]
     for k, run in enumerate(tuned["folds"]):
         curve = ", ".join(f"{h['epoch']}: {h['validation_score']:.3f}" for h in run["history"] if "epoch" in h)
@@ -757,7 +852,7 @@ def render(result: dict[str, Any], command: str, seconds: float) -> str:
     if result.get("embedding_type") == EVENT:
         return "\n".join(["# Audio embeddings on your recordings (event onsets)", "",
                           f"{produced}; split: {result['split']} ({result['test_onsets']} test onsets).",
-                          *event_table(result, "your audio")]) + "\n"
+                          *event_table(result, "your audio"), *fine_tune_lines(result)]) + "\n"
     groups = f", {result['groups']} groups" if result.get("groups") is not None else ""
     if result.get("prediction_type") == MULTILABEL:
         lines = [

@@ -276,7 +276,7 @@ def _timed_task(folder: Path, repository: Path, seed: int,
     """`evaluate_events` on a timestamp task folder; with its mixtures' ratios (onsets.RATIOS), each embedder's
     F-measure per event-to-background ratio too (`f_by_ratio`)."""
     prepared = prepare_task(folder)
-    result = evaluate_events(prepared, repository, seed, hear_modules)
+    result, _ = evaluate_events(prepared, repository, seed, hear_modules)
     if (folder / onsets.RATIOS).is_file() and prepared.task is not None and len(prepared.folds) == 1:
         ratios = json.loads((folder / onsets.RATIOS).read_text())
         files = [prepared.task.clips[i].file for i in prepared.folds[0][1]]

@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 import soundfile
 
+from hear_infersuite import api as hear
 from models.audio.hear_task import EVENT, FOLDS, HearTaskError, read_task
 from models.audio.metrics import onset_f_measure, onset_matches
 from models.audio.user_data import (
     BASELINE,
     EMBEDDERS,
     FINE_TUNED_TITLES,
+    TRAIN_FRAME_STRIDE,
     frame_targets,
     main,
     predicted_onsets,
@@ -229,15 +231,27 @@ def test_event_task_end_to_end(tmp_path: Path) -> None:
     assert "onset F-measure" in (tmp_path / "report.md").read_text()
 
 
-def test_fine_tuning_an_event_task_is_refused_without_blaming_the_folder(tmp_path: Path,
-                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_event_task_fine_tunes_on_frame_targets_and_chooses_by_validation_onset_f(tmp_path: Path) -> None:
     root = event_task(tmp_path / "task")
-    with pytest.raises(SystemExit) as raised:
-        main(["--format", "hear", "--data", str(root), "--repository", str(ROOT / "shipped_models"),
-              "--fine-tune", "1", "--report", str(tmp_path / "report.md")])
-    assert raised.value.code == 2
-    err = capsys.readouterr().err
-    assert f"--fine-tune is for scene tasks; {root} is an event task" in err and "not usable" not in err
+    report, out = tmp_path / "report.md", tmp_path / "user_models"
+    result = main(["--format", "hear", "--data", str(root), "--repository", str(ROOT / "shipped_models"),
+                   "--fine-tune", "1", "--out-repository", str(out), "--no-progress", "--report", str(report)])
+    run, = result["fine_tune"]["folds"]
+    assert run["validation_metric"] == "onset F-measure" and run["chosen_epoch"] in (0, 1)
+    assert run["fit"] + run["validation"] == 6 and run["validation"] > 0
+    frames = 3000 // 50 + 1  # 3 s clips, a timestamp every 50 ms
+    assert run["fit_frames"] == run["fit"] * -(-frames // TRAIN_FRAME_STRIDE)
+    head, epoch = run["history"]
+    assert np.isfinite(head["head_loss"]) and np.isfinite(epoch["train_loss"])
+    assert all(0.0 <= h["validation_score"] <= 1.0 for h in run["history"])
+    tuned = FINE_TUNED_TITLES["bow"]
+    figures = result["embedders"][tuned]
+    assert 0.0 <= figures["interval_95"][0] <= figures["onset_f_measure"] <= figures["interval_95"][1] <= 1.0
+    assert f"PaSST - {tuned}" in result["paired"]
+    exported = hear.load_model(str(out / "audio-bow-fp32"), threads=1)
+    assert exported.timestamp_embedding_size == 320
+    text = report.read_text()
+    assert "frame targets of the fit clips' timestamp windows" in text and "validation onset F-measure by epoch" in text
 
 
 COMBINATIONS = (("low",), ("high",), ("noise",), ("high", "low"), ("high", "noise"))
