@@ -39,6 +39,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -293,6 +294,29 @@ def train_head(tuning: Tuning, examples: Examples, epochs: int, generator: torch
 Scorer = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], float]  # (fit x, fit y, validation x, y)
 
 
+def scene_examples(windows: Windows, y: np.ndarray, clips: list[int]) -> Examples:
+    """Every scene window of `clips`, labelled with its clip's label (class index, or 0/1 row)."""
+    chosen = torch.from_numpy(windows.of(clips))
+    targets = torch.from_numpy(y[windows.owner])[chosen]
+    return Examples(len(chosen), partial(_indexed, windows.mels, chosen),
+                    targets.float() if y.ndim == 2 else targets.long())
+
+
+def frame_examples(frames: Frames, targets: list[np.ndarray], clips: list[int], stride: int) -> Examples:
+    """Every `stride`-th timestamp window of `clips`, labelled with its frame's 0/1 targets."""
+    pairs = np.array([(c, f) for c in clips for f in range(0, len(frames.stamps[c]), stride)])
+    return Examples(len(pairs), partial(_frame_mels, frames, pairs),
+                    torch.from_numpy(np.stack([targets[c][f] for c, f in pairs])).float())
+
+
+def _indexed(mels: torch.Tensor, chosen: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+    return mels[chosen[batch]]
+
+
+def _frame_mels(frames: Frames, pairs: np.ndarray, batch: torch.Tensor) -> torch.Tensor:
+    return frames.mels(pairs[batch.numpy()])
+
+
 def fine_tune(model: WaveformEmbedder, windows: Windows, y: np.ndarray, fit: list[int], validation: list[int],
               epochs: int, seed: int, progress: bool = True, learning_rate: float = LEARNING_RATE,
               head_epochs: int = HEAD_EPOCHS, scorer: Scorer = linear_probe_accuracy
@@ -302,10 +326,7 @@ def fine_tune(model: WaveformEmbedder, windows: Windows, y: np.ndarray, fit: lis
     multilabel task) rates best is kept (epoch 0: the start). `y`: (clips,) class indices -> cross-entropy;
     (clips, labels) of 0/1 -> per-label binary cross-entropy."""
     multilabel = y.ndim == 2
-    fit_windows = torch.from_numpy(windows.of(fit))
-    targets = torch.from_numpy(y[windows.owner])[fit_windows]
-    examples = Examples(len(fit_windows), lambda batch: windows.mels[fit_windows[batch]],
-                        targets.float() if multilabel else targets.long())
+    examples = scene_examples(windows, y, fit)
 
     def score(tuned: WaveformEmbedder) -> float:
         embedded = scene_embeddings(tuned, windows)
@@ -317,12 +338,13 @@ def fine_tune(model: WaveformEmbedder, windows: Windows, y: np.ndarray, fit: lis
 
 
 def fine_tune_examples(model: WaveformEmbedder, examples: Examples, classes: int,
-                       score: Callable[[WaveformEmbedder], float], epochs: int, seed: int, progress: bool = True,
-                       learning_rate: float = LEARNING_RATE, head_epochs: int = HEAD_EPOCHS
+                       score: Callable[[WaveformEmbedder], float] | None, epochs: int, seed: int,
+                       progress: bool = True, learning_rate: float = LEARNING_RATE, head_epochs: int = HEAD_EPOCHS
                        ) -> tuple[WaveformEmbedder, dict[str, Any]]:
     """The loop: the head alone first, then everything for `epochs` passes over `examples`; `score(model)` (on
     data the examples do not hold) after each epoch and before the first; the best epoch's weights are kept
-    (the earliest on a tie: epoch 0, the start, unless an epoch beats it)."""
+    (the earliest on a tie: epoch 0, the start, unless an epoch beats it). `score` None: nothing is held out to
+    choose with (a final fit on every clip, its epochs chosen before): the last epoch is kept."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     tuning = Tuning.of(model, classes)
@@ -331,7 +353,9 @@ def fine_tune_examples(model: WaveformEmbedder, examples: Examples, classes: int
         codebook.requires_grad_(True)
     optimizer = torch.optim.AdamW(tuning.trained, lr=learning_rate)
 
-    def validation_score() -> float:
+    def validation_score() -> float | None:
+        if score is None:
+            return None
         model.eval()
         return round(score(model), 6)
 
@@ -355,7 +379,7 @@ def fine_tune_examples(model: WaveformEmbedder, examples: Examples, classes: int
                 losses.append(float(loss.detach()))
             history.append({"epoch": epoch, "train_loss": round(float(np.mean(losses)), 4),
                             "validation_score": validation_score()})
-            if history[-1]["validation_score"] > best["validation_score"]:
+            if score is None or history[-1]["validation_score"] > best["validation_score"]:
                 best, best_state = history[-1], snapshot()
     except KeyboardInterrupt:  # Ctrl-C: keep the best epoch so far and go on to the report
         history.append({"interrupted_after_epoch": history[-1]["epoch"]})

@@ -481,9 +481,7 @@ def fine_tuned_timestamp_features(prepared: Prepared, repository: Path, epochs: 
     for k, (train, _) in enumerate(prepared.folds):
         fit, validation = (prepared.validation[k] if prepared.validation[k][1]
                            else validation_part(train, prepared.groups, presence, seed))
-        pairs = np.array([(c, f) for c in fit for f in range(0, len(frames.stamps[c]), TRAIN_FRAME_STRIDE)])
-        examples = tuning.Examples(len(pairs), partial(_frame_mels, frames, pairs),
-                                   torch.from_numpy(np.stack([targets[c][f] for c, f in pairs])).float())
+        examples = tuning.frame_examples(frames, targets, fit, TRAIN_FRAME_STRIDE)
 
         def score(model: WaveformEmbedder, fit: list[int] = fit, validation: list[int] = validation) -> float:
             needed = set(fit) | set(validation)
@@ -498,15 +496,53 @@ def fine_tuned_timestamp_features(prepared: Prepared, repository: Path, epochs: 
             return model, {**run, "validation_metric": "onset F-measure"}
 
         model, run = _best_rate(prepared, repository, architecture, seed, learning_rates,
-                                frames.waveforms(pairs[:8]), partial(frames.mels, pairs), tune)
+                                _first_frames(frames, fit), partial(_all_mels, examples), tune)
         features.append([frames.embeddings(model, c) for c in range(clips)])
-        runs.append({"fit": len(fit), "validation": len(validation), "fit_frames": len(pairs), **run})
+        runs.append({"fit": len(fit), "validation": len(validation), "fit_frames": examples.count, **run})
         models.append(model)
     return features, {"epochs": epochs, "embedder": architecture, "folds": runs}, models
 
 
-def _frame_mels(frames: tuning.Frames, pairs: np.ndarray, batch: torch.Tensor) -> torch.Tensor:
-    return frames.mels(pairs[batch.numpy()])
+def _first_frames(frames: tuning.Frames, clips: list[int], count: int = 8) -> np.ndarray:
+    """A few timestamp windows of `clips` (waveforms): what the read-back weights are checked on."""
+    pairs = [(c, f) for c in clips for f in range(len(frames.stamps[c]))][:count]
+    return frames.waveforms(np.array(pairs))
+
+
+def _all_mels(examples: tuning.Examples) -> torch.Tensor:
+    return examples.mels(torch.arange(examples.count))
+
+
+def final_fit(prepared: Prepared, repository: Path, tuned: dict[str, Any], seed: int, progress: bool,
+              hop_ms: float = hear.TIMESTAMP_HOP_MS, window_ms: float = hear.TIMESTAMP_WINDOW_MS
+              ) -> tuple[WaveformEmbedder, dict[str, Any]]:
+    """With folds, what is exported: the embedder fine-tuned once more on every clip, at the rate the folds'
+    validation chose most often (a tie: the first given) for the median of their chosen epochs, the last epoch
+    kept (nothing is left to choose with); the folds' figures stand for it."""
+    folds, architecture = tuned["folds"], tuned["embedder"]
+    rates = [g["learning_rate"] for g in folds[0]["learning_rate_grid"]]
+    chosen = [run["learning_rate"] for run in folds]
+    learning_rate = max(rates, key=lambda r: (chosen.count(r), -rates.index(r)))
+    epochs = int(np.round(np.median([run["chosen_epoch"] for run in folds])))
+    everything = sorted({i for train, test in prepared.folds for i in (*train, *test)})
+    front = FrontEndConfig()
+    audio = prepared.audio(front.sample_rate)
+    examples: tuning.Examples
+    if prepared.task is not None and prepared.task.embedding_type == EVENT:
+        frames = tuning.Frames(audio, front, hop_ms, window_ms)
+        examples = tuning.frame_examples(frames, frame_targets(prepared.task, frames.stamps), everything,
+                                         TRAIN_FRAME_STRIDE)
+        check, classes = _first_frames(frames, everything), len(prepared.task.vocabulary)
+    else:
+        windows = tuning.Windows(audio, front)
+        examples = tuning.scene_examples(windows, prepared.y, everything)
+        check = windows.waveforms[windows.of(everything)[:8]]
+        classes = prepared.y.shape[1] if prepared.y.ndim == 2 else int(prepared.y.max()) + 1
+    model, start = _fine_tuning_start(len(prepared.names), repository / fine_tuned_model_name(architecture), check,
+                                      partial(_all_mels, examples), seed, architecture)
+    model, run = tuning.fine_tune_examples(model, examples, classes, None, epochs, seed, progress, learning_rate)
+    return model, {"start": start, "clips": len(everything), "learning_rate": learning_rate, "epochs": epochs,
+                   "train_seconds": run["train_seconds"]}
 
 
 def _best_rate(prepared: Prepared, repository: Path, architecture: str, seed: int, learning_rates: Sequence[float],
@@ -840,6 +876,12 @@ def fine_tune_lines(result: dict[str, Any]) -> list[str]:
         lines.append(f"- {which}start: {run['start']}; {run['fit']} fit, {run['validation']} validation clips; "
                      f"validation {metric} by epoch {curve}; chosen epoch {run['chosen_epoch']} "
                      f"({run['train_seconds']:.0f} s)")
+    if "final_fit" in tuned:
+        f = tuned["final_fit"]
+        lines.append(f"- exported: fine-tuned once more on all {f['clips']} clips (every fold's train and test), at "
+                     f"the rate the folds chose most often ({f['learning_rate']:g}) for the median of their chosen "
+                     f"epochs ({f['epochs']}; 0: the start, the shipped weights), the last epoch kept; the folds' "
+                     f"figures above estimate it ({f['train_seconds']:.0f} s; start: {f['start']})")
     if "exported" in tuned:
         lines.append(f"- exported: `{tuned['exported']}`")
     return lines
@@ -937,8 +979,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:
         prepared = (prepare_task(args.data) if args.format == "hear"
                     else prepare_csv(args.data, args.labels, args.test_fraction, args.seed))
-        if args.out_repository is not None and len(prepared.folds) > 1:
-            parser.error("--out-repository: with folds each fold fine-tunes its own embedder; none is exported")
         result, models = evaluate_prepared(prepared, args.repository, args.seed, args.fine_tune,
                                            not args.no_progress, args.learning_rate, args.probe == "both",
                                            {HEAR_BASELINE: (args.hear_baseline, "hearbaseline")}
@@ -946,8 +986,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     except (LabelsError, HearTaskError) as error:
         parser.exit(2, f"{parser.prog}: {error}\n")
     if args.out_repository is not None:
+        exported = models[0]
+        if len(prepared.folds) > 1:  # each fold fine-tuned its own: one more on every clip is what ships
+            exported, result["fine_tune"]["final_fit"] = final_fit(prepared, args.repository, result["fine_tune"],
+                                                                   args.seed, not args.no_progress)
         checkpoint = tuning.save_checkpoint(args.report.with_name(f"{args.fine_tune_embedder}_fine_tuned.pt"),
-                                            models[0], result["fine_tune"], str(args.data))
+                                            exported, result["fine_tune"], str(args.data))
         result["fine_tune"]["exported"] = str(tuning.export(checkpoint, args.out_repository,
                                                             fine_tuned_model_name(args.fine_tune_embedder)))
     command = "python -m models.audio.user_data " + shlex.join(argv if argv is not None else sys.argv[1:])

@@ -176,6 +176,24 @@ def test_folds_pool_every_clip_once(tmp_path: Path) -> None:
     assert result["embedders"][BASELINE]["accuracy"] == 1.0
 
 
+def test_folds_export_an_embedder_fine_tuned_once_more_on_every_clip(tmp_path: Path) -> None:
+    root = scene_task(tmp_path / "task", mode=FOLDS, rates=(32000,))
+    report, out = tmp_path / "report.md", tmp_path / "user_models"
+    result = main(["--format", "hear", "--data", str(root), "--repository", str(ROOT / "shipped_models"),
+                   "--fine-tune", "1", "--learning-rate", "1e-4", "3e-4", "--out-repository", str(out),
+                   "--no-progress", "--report", str(report)])
+    tuned = result["fine_tune"]
+    assert len(tuned["folds"]) == 3
+    final = tuned["final_fit"]
+    chosen = [run["learning_rate"] for run in tuned["folds"]]
+    assert final["clips"] == 18 and chosen.count(final["learning_rate"]) == max(chosen.count(r) for r in chosen)
+    assert final["epochs"] == int(np.round(np.median([run["chosen_epoch"] for run in tuned["folds"]])))
+    meta = json.loads((out / "audio-bow-fp32" / "1" / "meta.json").read_text())
+    assert meta["parity_max_abs_diff"] <= 1e-4 and meta["model_config"]["bow"]["n_classes"] == 3
+    assert hear.load_model(str(out / "audio-bow-fp32"), threads=1).scene_embedding_size == 320
+    assert "fine-tuned once more on all 18 clips" in report.read_text()
+
+
 def event_task(root: Path) -> Path:
     """Clips of 3 s: near silence, then two bursts (low tone, high tone or noise) at known onsets."""
     rng = np.random.default_rng(1)
