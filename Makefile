@@ -286,7 +286,8 @@ report-audio-patchout: $(DEV)
 report-audio-fine-tune: $(DEV) audio-tools
 	@test -f artifacts/audio-corpus/manifest.json || $(MAKE) audio-corpus
 	$(PY) -m models.audio.fine_tune_study --corpus artifacts/audio-corpus --repository shipped_models \
-		--embedder passt --seeds 0 1 2 --epochs 10 --no-progress --report reports/audio_fine_tune.md
+		--embedder passt --seeds 0 1 2 --epochs 10 --learning-rate 1e-4 3e-4 1e-3 --no-progress \
+		--report reports/audio_fine_tune.md
 
 # Scene-embedding real-time factor of the shipped audio graphs against those shipped at e59cb36 (issue 25's goal:
 # within 20%), interleaved rounds in one run (benchmarks/audio/rtf.py, ~3 min; run alone): reports/audio_rtf.md.

@@ -15,7 +15,7 @@ statistics) is a hierarchical bootstrap over seeds x test clips (`models.statist
 paired: the same test clips).
 
     python -m models.audio.fine_tune_study --corpus artifacts/audio-corpus --embedder passt --seeds 0 1 2 \\
-        --epochs 10 --report reports/audio_fine_tune.md                        # make report-audio-fine-tune
+        --epochs 10 --learning-rate 1e-4 3e-4 1e-3 --report reports/audio_fine_tune.md  # make report-audio-fine-tune
 """
 
 from __future__ import annotations
