@@ -27,7 +27,7 @@ TRITON_STAMP := .triton/.installed
 .PHONY: bench-audio bench-splitcompute bench-quant-production reliability-report report-hostile report-reliability
 .PHONY: audio-studies
 .PHONY: audio-tools audio-corpus report-audio-corpus report-audio-fine-tune pretrain-audio report-audio-pretrain ship-audio-pretrained
-.PHONY: report-audio-pretrain-seeds report-audio-patchout
+.PHONY: report-audio-pretrain-seeds report-audio-patchout report-audio-quantization
 .PHONY: verify-audio-pretrained pretrain-audio-stats report-audio-pooling
 .PHONY: bench-triton-front
 .PHONY: bench-data-throughput bench-audio-rtf report-audio-bow-corpus
@@ -136,6 +136,12 @@ AUDIO_SHIP_ARGS := --checkpoint $(AUDIO_PRETRAINED)/pretrain.pt --out $(AUDIO_SH
 AUDIO_BUILT_BY := make ship-audio-pretrained AUDIO_PRETRAIN_SEED=$(AUDIO_PRETRAIN_SEED): python -m models.audio.pretrain \
 	--corpus artifacts/audio-corpus --out $(AUDIO_PRETRAINED) --epochs 40 --seed $(AUDIO_PRETRAIN_SEED); \
 	python -m exporters.audio_pretrained export $(AUDIO_SHIP_ARGS)
+# The quantization gate alone on the shipped audio-passt-fp32 (a copy), scored on the corpus's held-out tasks
+# -> reports/audio_passt_quantization.md (~10 min; builds the corpus first when missing)
+report-audio-quantization: $(DEV) audio-tools
+	@test -f artifacts/audio-corpus/manifest.json || $(MAKE) audio-corpus
+	$(PY) -m exporters.audio_pretrained gate --shipped $(SHIPPED) --quantization-report reports/audio_passt_quantization.md
+
 ship-audio-pretrained: $(DEV) audio-tools hear-tools
 	@test -f artifacts/audio-corpus/manifest.json || $(MAKE) audio-corpus
 	@test -f $(AUDIO_PRETRAINED)/pretrain.pt -a -f $(AUDIO_PRETRAINED)/quality.json || $(PY) -m models.audio.pretrain \

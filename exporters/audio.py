@@ -120,11 +120,15 @@ def build(artifacts: Path, repository: Path, quick: bool) -> Path:
 
 
 def quant_families(repository: Path, artifacts: Path) -> list[QuantFamily]:
-    """What the quantization report measures: each embedder that is built (PaSST, then bag-of-words)."""
+    """What the quantization report measures: each embedder that is built (PaSST, then bag-of-words), scored on
+    the audio corpus's held-out tasks where `artifacts`/audio-corpus is built (`make audio-corpus`), else on
+    held-out synthetic windows (the report's metric line says which)."""
+    from exporters.audio_quality import corpus_available
     from exporters.family_quant import AudioQuantization
 
-    return [AudioQuantization(repository, embedder) for embedder in ("passt", "bow")
-            if (repository / f"audio-{embedder}-fp32").is_dir()]
+    corpus = artifacts / "audio-corpus"
+    return [AudioQuantization(repository, embedder, corpus if corpus_available(corpus) else None)
+            for embedder in ("passt", "bow") if (repository / f"audio-{embedder}-fp32").is_dir()]
 
 
 def seed_configs() -> list[Any]:

@@ -4,7 +4,8 @@ Segmentation is staged (backbone + gate, encoder layers, head): each stage is qu
 the recipe, calibrated on the inputs the fp32 pipeline feeds it, and the staged loop is scored
 end to end (mIoU on held-out scenes). Audio scores each embedder with exporters/audio_quality.py:
 the probe fit once on fp32 embeddings, applied to the quantized graph's embeddings of 1,000
-held-out windows (one window = 0.1%, where 36 clips made one clip 3%).
+held-out windows (one window = 0.1%, where 36 clips made one clip 3%); where the audio corpus is built
+(artifacts/audio-corpus), on the windows of its four held-out tasks instead (real recordings).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 
 from exporters import audio as audio_export
 from exporters import segmentation as seg_export
-from exporters.audio_quality import ProbeBench
+from exporters.audio_quality import CORPUS_TASKS, CORPUS_WINDOWS, CorpusBench, ProbeBench
 from exporters.quantize.family import RecipeRefused
 from exporters.quantize.schemes import nodes_before
 
@@ -32,11 +33,18 @@ class AudioQuantization:
     metric = "accuracy of the fp32-trained probe on 1,000 held-out windows"
     max_relative_loss = 0.01
 
-    def __init__(self, repository: Path, embedder: str):
+    def __init__(self, repository: Path, embedder: str, corpus: Path | None = None):
+        """`corpus`: a built audio corpus (models/audio/corpus): score on its held-out tasks (CorpusBench)
+        instead of the synthetic windows."""
         self.family = f"audio-{embedder}"
         self._prefix = f"audio-{embedder}"
         self._fp32 = repository / f"{self._prefix}-fp32" / "1" / "model.onnx"
-        self._bench: ProbeBench | None = None
+        self._bench: ProbeBench | CorpusBench | None = None
+        self._corpus = corpus
+        if corpus is not None:
+            self.metric = (f"mean accuracy of the fp32-trained probes on the windows of the audio corpus's "
+                           f"{len(CORPUS_TASKS)} held-out tasks' test clips ({', '.join(CORPUS_TASKS)}; at most "
+                           f"{CORPUS_WINDOWS:,} windows each)")
 
     def graphs(self) -> dict[str, Path]:
         return {self._prefix: self._fp32}
@@ -47,7 +55,8 @@ class AudioQuantization:
     def quality(self, graphs: dict[str, Path]) -> dict[str, Any]:
         """Every figure of exporters/audio_quality.py (cosine, SQNR, probe accuracy, agreement, log-loss)."""
         if self._bench is None:
-            self._bench = ProbeBench.fit(self._fp32)
+            self._bench = (ProbeBench.fit(self._fp32) if self._corpus is None
+                           else CorpusBench.fit(self._fp32, self._corpus))
         return self._bench.score(graphs[self._prefix])
 
     def evaluate(self, graphs: dict[str, Path]) -> float:

@@ -45,3 +45,44 @@ def test_a_quantized_graph_shows_its_distance_from_fp32(bench, tiny_audio, tmp_p
     assert moved["cosine_mean"] < 1.0 and 0 < moved["sqnr_db"] < 200
     assert 0.0 <= moved["accuracy_ci95"][0] <= moved["accuracy"] <= moved["accuracy_ci95"][1] <= 1.0
     assert moved["log_loss"] > 0
+
+
+def _corpus(root, tasks, clips_per_label: int = 6):
+    """A corpus folder in the CSV layout the corpus writes (tasks/<name>.csv: file,label,split,group): tones of
+    two registers, 1.5 s at 32 kHz (two scene windows each)."""
+    import soundfile
+
+    rng = np.random.default_rng(0)
+    t = np.arange(48000) / 32000
+    (root / "tasks").mkdir(parents=True)
+    for task in tasks:
+        rows = ["file,label,split,group"]
+        for label, (low, high) in (("low", (200, 400)), ("high", (3000, 5000))):
+            for k in range(clips_per_label):
+                name = f"{task}/{label}{k}.wav"
+                (root / name).parent.mkdir(parents=True, exist_ok=True)
+                tone = 0.3 * np.sin(2 * np.pi * rng.uniform(low, high) * t) + 0.01 * rng.standard_normal(t.size)
+                soundfile.write(str(root / name), tone.astype(np.float32), 32000)
+                rows.append(f"{name},{label},{'test' if k >= clips_per_label - 2 else 'train'},g{k}")
+        (root / "tasks" / f"{task}.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.mark.slow  # a torch export or training of several seconds: not in `make test-fast`
+def test_with_the_corpus_built_the_gate_scores_its_held_out_tasks(tiny_audio, tmp_path) -> None:
+    from exporters.audio import quant_families
+    from exporters.audio_quality import CORPUS_TASKS, corpus_available
+
+    artifacts = tmp_path / "artifacts"
+    plain, = [f for f in quant_families(tiny_audio.repository, artifacts) if f.family == "audio-passt"]
+    assert "1,000 held-out windows" in plain.metric  # no corpus: the synthetic windows
+    corpus = _corpus(artifacts / "audio-corpus", CORPUS_TASKS)
+    assert corpus_available(corpus)
+    family, = [f for f in quant_families(tiny_audio.repository, artifacts) if f.family == "audio-passt"]
+    assert "held-out tasks" in family.metric and all(task in family.metric for task in CORPUS_TASKS)
+    graph = tiny_audio.repository / "audio-passt-fp32" / "1" / "model.onnx"
+    same = family.quality({"audio-passt": graph})
+    assert set(same["tasks"]) == set(CORPUS_TASKS) and same["windows"] == len(CORPUS_TASKS) * 2 * 2 * 2
+    assert same["agreement"] == 1.0 and same["sqnr_db"] == float("inf")
+    assert same["accuracy"] == pytest.approx(np.mean([t["accuracy"] for t in same["tasks"].values()]))
+    assert family.evaluate({"audio-passt": graph}) == same["accuracy"]
