@@ -26,18 +26,26 @@ def wait_until_ready(port: int, proc: subprocess.Popen, log: Path, models: Seque
     answered as live) but they never are; raises triton_local.TritonUnavailable if it exited
     before it ever listened (it cannot run here)."""
     client = triton_grpc.InferenceServerClient(f"127.0.0.1:{port}")
-    deadline, live = time.monotonic() + timeout, False
-    while time.monotonic() < deadline and proc.poll() is None:
+    deadline, live, failed = time.monotonic() + timeout, False, ""
+    while time.monotonic() < deadline and proc.poll() is None and not failed:
         try:
             live = live or client.is_server_live()
             if live and all(client.is_model_ready(model) for model in models):
                 return
+            if live:  # Triton listens once its startup loads are done: a model it could not load will not be
+                index = client.get_model_repository_index(as_json=True).get("models", [])
+                failed = "; ".join(f"{m['name']}: {m['reason']}" for m in index
+                                   if m.get("name") in models and m.get("state") == "UNAVAILABLE" and m.get("reason"))
         except Exception:  # not listening yet
             pass
-        time.sleep(0.3)
+        if not failed:
+            time.sleep(0.3)
     running = proc.poll() is None
     triton_local.kill(proc)
     tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
+    if failed:
+        raise TritonNeverReady(f"tritonserver ran but {', '.join(models)} never became ready: it failed to load "
+                               f"({failed}):\n{tail}")
     if live or running:
         raise TritonNeverReady(f"tritonserver {'ran' if live else 'kept running'} but {', '.join(models)} never "
                                f"became ready within {timeout:.0f} s:\n{tail}")

@@ -124,8 +124,8 @@ def test_a_triton_that_runs_but_never_serves_the_model_fails_instead_of_skipping
         proc = triton_local.launch(repository, port, work, [MODEL], log, exit_on_error=False)
     except triton_local.TritonUnavailable as exc:
         skip_if_unavailable(exc)
-    with pytest.raises(TritonNeverReady, match=f"{MODEL} never became ready"):
-        wait_until_ready(port, proc, log, [MODEL], timeout=60)
+    with pytest.raises(TritonNeverReady, match=f"{MODEL} never became ready: it failed to load \\({MODEL}: "):
+        wait_until_ready(port, proc, log, [MODEL], timeout=60)  # Triton's reason, as soon as it is known
     assert proc.poll() is not None  # killed, not left running
 
 
