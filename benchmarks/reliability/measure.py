@@ -91,10 +91,10 @@ async def run_overload(suite: ServerProcess, make, sustainable: float, duration_
 
 
 async def run_sweep(suite: ServerProcess, make, rates: list[float], step_s: float, slo_ms: float,
-                    min_ok_share: float = 1.0):
+                    min_ok_share: float = 1.0, retries: int = 0):
     async with grpc.aio.insecure_channel(suite.target) as channel:
         await open_loop(channel, make, rates[0], 2.0)  # warm-up
-        return await scenarios.sustainable_rate(channel, make, rates, step_s, slo_ms, min_ok_share)
+        return await scenarios.sustainable_rate(channel, make, rates, step_s, slo_ms, min_ok_share, retries)
 
 
 class SweptCtr(NamedTuple):

@@ -57,15 +57,20 @@ async def overload(channel: grpc.aio.Channel, make_request: RequestFactory, sust
 
 
 async def sustainable_rate(channel: grpc.aio.Channel, make_request: RequestFactory, rates: list[float],
-                           step_s: float, slo_ms: float,
-                           min_ok_share: float = 1.0) -> tuple[float, list[dict[str, object]]]:
+                           step_s: float, slo_ms: float, min_ok_share: float = 1.0,
+                           retries: int = 0) -> tuple[float, list[dict[str, object]]]:
     """Highest offered rate whose requests succeed (all of them, or at least `min_ok_share`) with p99
-    within the SLO (a rising sweep)."""
+    within the SLO (a rising sweep). A failing step is run again up to `retries` times (other arrival
+    times) and the sweep ends only when every try of a step failed: one stray refusal or stall in a
+    few seconds does not end it (each step's tries are all in the steps, `try` numbering them)."""
     best, steps = 0.0, []
     for rate in rates:
-        result = await open_loop(channel, make_request, rate, step_s, seed=int(rate))
-        steps.append(result.summary())
-        ok = result.codes()["OK"] >= min_ok_share * result.sent and result.percentile_ms(99) <= slo_ms
+        for attempt in range(retries + 1):
+            result = await open_loop(channel, make_request, rate, step_s, seed=int(rate) + 1000 * attempt)
+            steps.append({**result.summary(), "try": attempt + 1})
+            ok = result.codes()["OK"] >= min_ok_share * result.sent and result.percentile_ms(99) <= slo_ms
+            if ok:
+                break
         if not ok:
             break
         best = result.throughput()
