@@ -114,7 +114,7 @@ class RuntimeSettings(BaseSettings):
     """Which limit refuses calls past max_concurrent_rpcs: true = the suite's (pushback, counted), false =
     gRPC's own (no pushback, uncounted, less server CPU per refusal). None (default) = the transport's
     better one, measured at 3x and 10x overload (reports/overload.md): the suite's on the synchronous
-    transport (a refusal costs about 1.5x gRPC's there, and every goal held), gRPC's on grpc.aio (its
+    transport (a refusal costs about 1.5x gRPC's there; every goal held at 3x), gRPC's on grpc.aio (its
     refusal from a handler costs about 1.3x the compiled layer's and, where refusals outnumber the calls
     served ten to one, keeps the event loop behind: the accepted p99 went from 95 ms to 3 s)."""
     max_queue_size: int = Field(256, ge=1)
