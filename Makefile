@@ -322,7 +322,7 @@ verify-models: $(DEV)
 # The whole suite; it ends with the PYTEST_DURATIONS slowest tests (what CI prints), PYTEST_ARGS adds options.
 PYTEST_DURATIONS ?= 30
 PYTEST_ARGS ?=
-# Every test, the unit tests first, each without network sockets (tests/no_sockets.py).
+# Every test; each unit test without network sockets (tests/no_sockets.py).
 test: $(DEV) tools triton deploy-tools docker-tools hear-tools audio-tools
 	$(PY) -m pytest -q -p tests.no_sockets --durations=$(PYTEST_DURATIONS) $(PYTEST_ARGS)
 

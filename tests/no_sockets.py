@@ -1,12 +1,12 @@
 """pytest plugin: a unit test (under tests/unit) that opens a network socket fails.
 
 Unit tests run without sockets (ARCHITECTURE.md: unit = no sockets, integration = real servers on
-port 0); `make test` and `make test-fast` load this plugin, which runs the tests under tests/unit first
-(a broken unit shows within minutes) and guards each of them from its setup to its teardown, and no
-other test. Network sockets (IPv4/IPv6) are refused in Python's
-socket module and at gRPC's server constructors (gRPC opens its sockets in C, and a channel opens
-none until it calls a server, which then cannot exist); Unix sockets stay allowed, since every asyncio
-event loop wakes itself through a socketpair.
+port 0); `make test` and `make test-fast` load this plugin, which guards each test under tests/unit
+from its setup to its teardown, and no other test. It does not reorder the tests: with the unit tests
+run first, some state they leave kept a later integration test's WARNING record out of its caplog.
+Network sockets (IPv4/IPv6) are refused in Python's socket module and at gRPC's server constructors
+(gRPC opens its sockets in C, and a channel opens none until it calls a server, which then cannot
+exist); Unix sockets stay allowed, since every asyncio event loop wakes itself through a socketpair.
 
     python -m pytest -p tests.no_sockets tests/unit
 """
@@ -68,10 +68,6 @@ def _uninstall() -> None:
 
 def _unit(item: pytest.Item) -> bool:
     return Path(str(item.path)).resolve().is_relative_to(UNIT)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: not _unit(item))  # stable: each part keeps its order
 
 
 @pytest.hookimpl(hookwrapper=True)
