@@ -119,9 +119,10 @@ class Frames:
     def embeddings(self, model: WaveformEmbedder, clip: int, batch: int = 256) -> np.ndarray:
         """(T, D): the clip's timestamp embeddings (the exported graph's, from the torch model)."""
         model.eval()
-        frames = np.arange(len(self.stamps[clip]))
-        return np.concatenate([model.embed(self.mels(np.stack([np.full(len(part), clip), part], 1))).numpy()
-                               for part in np.array_split(frames, max(1, -(-len(frames) // batch)))])
+        centres = self.centres[clip]
+        return np.concatenate([model.embed(self.log_mel.fft(torch.from_numpy(
+            centred_windows(self.audio[clip], 0, centres[i:i + batch], self.front.window_samples, self.active)
+            .astype(np.float32)))).numpy() for i in range(0, len(centres), batch)])
 
 
 @torch.no_grad()

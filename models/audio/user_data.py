@@ -43,6 +43,7 @@ every embedder.
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import itertools
 import json
@@ -553,12 +554,12 @@ def _best_rate(prepared: Prepared, repository: Path, architecture: str, seed: in
     validation (a tie: the first given) and its run, with every rate's best score (`learning_rate_grid`)."""
     if not learning_rates or min(learning_rates) <= 0:
         raise ValueError(rates_problem(learning_rates))
-    shipped = repository / fine_tuned_model_name(architecture)
+    start_model, start = _fine_tuning_start(len(prepared.names), repository / fine_tuned_model_name(architecture),
+                                            check, fit_mels, seed, architecture)
     grid: list[dict[str, Any]] = []
     best, kept = -1.0, None
-    for learning_rate in learning_rates:
-        candidate, start = _fine_tuning_start(len(prepared.names), shipped, check, fit_mels, seed, architecture)
-        candidate, run = tune(candidate, learning_rate)
+    for learning_rate in learning_rates:  # each from a copy of the one start (read back or trained once)
+        candidate, run = tune(copy.deepcopy(start_model), learning_rate)
         score = max(h["validation_score"] for h in run["history"] if "epoch" in h)
         grid.append({"learning_rate": learning_rate, "chosen_epoch": run["chosen_epoch"],
                      "validation_score": score, "train_seconds": run["train_seconds"]})
