@@ -30,7 +30,7 @@ TRITON_STAMP := .triton/.installed
 .PHONY: report-audio-pretrain-seeds report-audio-patchout report-audio-quantization
 .PHONY: verify-audio-pretrained pretrain-audio-stats report-audio-pooling
 .PHONY: bench-triton-front
-.PHONY: bench-data-throughput bench-audio-rtf report-audio-bow-corpus
+.PHONY: bench-data-throughput bench-audio-rtf report-audio-bow-corpus bench-ctr-regularisers
 
 setup: $(SETUP_STAMP)
 
@@ -299,6 +299,13 @@ report-audio-fine-tune: $(DEV) audio-tools
 # within 20%), interleaved rounds in one run (benchmarks/audio/rtf.py, ~3 min; run alone): reports/audio_rtf.md.
 bench-audio-rtf: $(DEV)
 	$(PY) -m benchmarks.audio.rtf
+
+# What regularising DIN's embeddings costs per training step (the paper's case for MBA, eq. 4): dense tables under
+# Adam (none, L2 on every row, MBA) and sparse tables under lazy Adam (none, MBA) at 10k-3M item rows, one thread,
+# each arm in its own process, interleaved rounds (benchmarks/ctr/regularisers.py, ~10 min; run alone):
+# reports/ctr_regularisers.md.
+bench-ctr-regularisers: $(DEV)
+	$(PY) -m benchmarks.ctr.regularisers
 
 serve: $(SERVE_STAMP) $(PROTO_STAMP)
 	@$(PY) -m exporters.ship describe $(SERVE_REPOSITORY)

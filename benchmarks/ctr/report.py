@@ -71,7 +71,8 @@ CLAIMS = [("dice", "din_prelu", "base", "DIN (attention pooling) beats the sum-p
 # Figures the paper does not claim a direction for, read without a verdict on a claim.
 MBA_VS_L2 = ("MBA vs L2 on every embedding row, test GAUC at the matched, untuned strength. Not a claim of the "
              "paper: it motivates MBA by the cost of L2 on sparse features (the penalty over every row of a huge "
-             "embedding table at every step), not by accuracy; that training cost is not measured here")
+             "embedding table at every step), not by accuracy; that training cost is measured by `make "
+             "bench-ctr-regularisers` (reports/ctr_regularisers.md)")
 INTERVALS = ("Intervals: every verdict reads a seed-level 95% interval of ΔGAUC (A - B), which includes training "
              "variance (the rule below); the paired bootstrap over test users of the seed-averaged per-user AUC "
              "difference (GAUC weights) is shown beside it, and it ignores training variance. RelaImpr (eq. 11) "

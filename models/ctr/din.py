@@ -378,14 +378,15 @@ def mini_batch_aware_l2(
     batch_ids maps a table name of `model.embedding_tables()` ("item", "category") to the ids
     seen in the mini-batch (any shape; duplicates and padding 0 are ignored); frequencies maps
     it to a (vocab,) tensor of training-data counts n_j. Rows absent from the batch get no
-    gradient, so the cost scales with the batch rather than the vocabulary.
+    gradient, so the cost scales with the batch rather than the vocabulary; a table with `sparse`
+    set gets a sparse gradient here too, as from its lookups.
     """
     tables = model.embedding_tables()
     total = torch.zeros((), device=next(model.parameters()).device)
     for name, ids in batch_ids.items():
         present = torch.unique(ids)
         present = present[present > 0]
-        rows = tables[name].weight[present]  # (K, dim)
+        rows = F.embedding(present, tables[name].weight, sparse=tables[name].sparse)  # (K, dim)
         counts = frequencies[name][present].to(rows.dtype).clamp_min(1.0)  # (K,)
         total = total + (rows.square().sum(-1) / counts).sum()
     return lam * total

@@ -23,7 +23,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -61,6 +61,56 @@ class TrainConfig:
     patience: int | None = None  # early stopping: epochs without a better validation GAUC
     dice_stats: Literal["running", "reestimate"] = "running"  # Dice moments at evaluation
     reestimate_users: int = 2000  # training users (shuffled, unbucketed) for "reestimate"
+    # sparse embedding gradients, lazy Adam on the tables (`make_optimizer`): a step moves only its batch's rows
+    sparse_embeddings: bool = False
+
+
+class Stepper(Protocol):
+    """What `train_step` needs of an optimizer: torch's, or `Optimizers`."""
+
+    def zero_grad(self, set_to_none: bool = True) -> None: ...
+
+    def step(self) -> Any: ...
+
+
+class Optimizers:
+    """Several optimizers stepped as one (torch.optim.SparseAdam takes only sparse gradients, Adam only dense)."""
+
+    def __init__(self, *optimizers: torch.optim.Optimizer) -> None:
+        self.optimizers = optimizers
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for optimizer in self.optimizers:
+            optimizer.step()
+
+    def state_tensors(self) -> list[torch.Tensor]:
+        """Every tensor the optimizers keep between steps (Adam's moments)."""
+        return [value for optimizer in self.optimizers for state in optimizer.state.values()
+                for value in state.values() if isinstance(value, torch.Tensor)]
+
+
+def make_optimizer(model: DeepInterestNetwork, cfg: TrainConfig, lr: float | None = None) -> Optimizers:
+    """Adam at `lr` (default `cfg.lr`) on every parameter; with `cfg.sparse_embeddings`, the embedding tables
+    switch to sparse gradients under torch.optim.SparseAdam ("lazy" Adam: only the rows a batch looks up, and
+    their moments, move) and Adam keeps the dense layers. That is the setting of the paper's section 5.1: with
+    millions of ids a step touches a few thousand rows, and MBA (eq. 4) regularises just those; plain L2 on every
+    row gives every row a gradient at every step, so it is refused with sparse tables."""
+    rate = cfg.lr if lr is None else lr
+    if not cfg.sparse_embeddings:
+        return Optimizers(torch.optim.Adam(model.parameters(), lr=rate))
+    if cfg.regulariser == "l2":
+        raise ValueError("sparse_embeddings with regulariser 'l2': L2 on every row makes every row's gradient "
+                         "non-zero at every step; use 'mba' (eq. 4, the rows in the batch) or dense tables")
+    tables = list(model.embedding_tables().values())
+    for table in tables:
+        table.sparse = True
+    sparse = {id(table.weight) for table in tables}
+    return Optimizers(torch.optim.SparseAdam([table.weight for table in tables], lr=rate),
+                      torch.optim.Adam([p for p in model.parameters() if id(p) not in sparse], lr=rate))
 
 
 def frequency_tensors(data: ClickData) -> dict[str, torch.Tensor]:
@@ -127,9 +177,9 @@ def drop_ids(batch: dict[str, torch.Tensor], rate: float, rng: np.random.Generat
     return {**batch, "history_items": batch["history_items"] * keep}
 
 
-def train_step(model: DeepInterestNetwork, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
+def train_step(model: DeepInterestNetwork, optimizer: Stepper, batch: dict[str, torch.Tensor],
                frequencies: dict[str, torch.Tensor], cfg: TrainConfig, rng: np.random.Generator) -> float:
-    """One Adam step on the masked BCE (eq. 1) plus the configured regulariser."""
+    """One optimizer step on the masked BCE (eq. 1) plus the configured regulariser."""
     if cfg.regulariser == "dropout":
         batch = drop_ids(batch, cfg.id_dropout, rng)
     logits, _ = model.logits(*(batch[k] for k in INPUT_KEYS))  # (B, N)
@@ -144,7 +194,7 @@ def train_step(model: DeepInterestNetwork, optimizer: torch.optim.Optimizer, bat
 
 def _train_epoch(
     model: DeepInterestNetwork,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Stepper,
     data: ClickData,
     cfg: TrainConfig,
     rng: np.random.Generator,
@@ -179,7 +229,7 @@ def train_variant(
     model = DeepInterestNetwork(
         variant_config(variant, data.config.n_items, data.config.n_categories, **model_overrides)
     )
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    optimizer = make_optimizer(model, cfg)
     frequencies = frequency_tensors(data)
     best: dict[str, Any] = {"valid_gauc": -1.0}
     curve: list[float] = []  # validation GAUC after each epoch
@@ -281,6 +331,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="data and training seed")
     parser.add_argument("--quick", action="store_true", help="tiny data, 1 epoch: smoke test")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    parser.add_argument("--sparse-embeddings", action="store_true",
+                        help="sparse embedding gradients under lazy Adam (torch.optim.SparseAdam): a step moves only "
+                             "its batch's rows, for vocabularies of millions of ids (make bench-ctr-regularisers)")
     own = parser.add_argument_group("your own data (models/ctr/user_data.py)")
     own.add_argument("--data", type=Path, default=None,
                      help="a click log, or an Amazon reviews file, to train on instead of the synthetic world")
@@ -320,7 +373,7 @@ def main_user_data(args: argparse.Namespace, command: str) -> dict[str, Any]:
     split = TimeSplit(args.valid_fraction, args.test_fraction, args.max_history, args.min_count, args.oov)
     loaded = load_user_data(args.data, args.format, split, args.meta, args.seed, args.ids)
     data, vocabulary, summary = loaded.data, loaded.vocabulary, loaded.summary
-    train_cfg = TrainConfig(seed=args.seed)
+    train_cfg = TrainConfig(seed=args.seed, sparse_embeddings=args.sparse_embeddings)
     if args.epochs is not None:
         train_cfg = replace(train_cfg, epochs=args.epochs)
     results: dict[str, Any] = {}
@@ -441,7 +494,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                                               else sys.argv[1:]))
     started = time.perf_counter()
     data_cfg = ClickDataConfig(seed=args.seed)
-    train_cfg = TrainConfig(seed=args.seed)
+    train_cfg = TrainConfig(seed=args.seed, sparse_embeddings=args.sparse_embeddings)
     if args.quick:
         data_cfg, train_cfg = replace(data_cfg, n_users=1500), replace(train_cfg, epochs=1)
     if args.users is not None:
