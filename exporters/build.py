@@ -28,13 +28,13 @@ def main(argv: list[str] | None = None) -> None:
     except MissingFamilyPart as err:
         raise SystemExit(str(err)) from None
     logging.basicConfig(level=logging.WARNING)
-    kinds = one_line_per_warning_kind()
-    start = time.perf_counter()
-    bar = tqdm(args.families, desc="families", unit="family")
-    for family in bar:
-        bar.set_description(f"families ({family}: train + export)")
-        written = build[family](args.artifacts, args.out, args.quick)
-        tqdm.write(f"{family}: wrote {written} ({time.perf_counter() - start:.0f} s so far)")
+    with one_line_per_warning_kind() as kinds:
+        start = time.perf_counter()
+        bar = tqdm(args.families, desc="families", unit="family")
+        for family in bar:
+            bar.set_description(f"families ({family}: train + export)")
+            written = build[family](args.artifacts, args.out, args.quick)
+            tqdm.write(f"{family}: wrote {written} ({time.perf_counter() - start:.0f} s so far)")
     repeats = f"; {kinds.suppressed} repeated warnings not shown" if kinds.suppressed else ""
     print(f"model repository {args.out} ready in {time.perf_counter() - start:.0f} s{repeats}")
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class FirstOfEachKind(logging.Filter):
@@ -29,14 +31,22 @@ class FirstOfEachKind(logging.Filter):
         return True
 
 
-def one_line_per_warning_kind() -> FirstOfEachKind:
-    """Installs the filter on every log handler that exists now (the root's and torch's own) and
-    shows each Python warning message once. Call it after importing torch."""
+@contextmanager
+def one_line_per_warning_kind() -> Iterator[FirstOfEachKind]:
+    """Within the block, the filter is on every log handler that exists when it starts (the root's and
+    torch's own) and each Python warning message shows once; leaving it takes both back. The handlers
+    are not ours (pytest's log capture among them, when a test builds): a filter left on them kept
+    hiding every later record of a kind it had seen, in whatever came next. Enter it after importing torch."""
     kinds = FirstOfEachKind()
     loggers = [logging.getLogger(), *(logger for logger in logging.Logger.manager.loggerDict.values()
                                       if isinstance(logger, logging.Logger))]
-    for logger in loggers:
-        for handler in logger.handlers:
-            handler.addFilter(kinds)
-    warnings.simplefilter("once")
-    return kinds
+    handlers = [handler for logger in loggers for handler in logger.handlers]
+    for handler in handlers:
+        handler.addFilter(kinds)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("once")
+            yield kinds
+    finally:
+        for handler in handlers:
+            handler.removeFilter(kinds)
