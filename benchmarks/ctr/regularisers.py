@@ -221,10 +221,14 @@ def render(result: dict[str, Any], command: str) -> str:
         cells = []
         for a, b in pairs:
             values = ratio(result, size, a, b)
-            cells.append(f"{statistics.median(values):.2f} ({', '.join(f'{v:.2f}' for v in values)})")
+            cells.append(f"{_fmt(statistics.median(values))} ({', '.join(_fmt(v) for v in values)})")
         lines.append(f"| {size:,} | " + " | ".join(cells) + " |")
     lines += ["", reading(result), ""]
     return "\n".join(lines)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.2f}" if value >= 0.1 else f"{value:.4f}"
 
 
 def reading(result: dict[str, Any]) -> str:
@@ -240,12 +244,13 @@ def reading(result: dict[str, Any]) -> str:
     sparse, dense = ("mba", "sparse"), ("l2", "dense")
     overhead = med(small, ("none", "sparse"), ("none", "dense"))
     small_tables = (": where the tables are small, the bookkeeping of sparse updates outweighs what they save"
-                    if overhead > 1.0 else "")
+                    if overhead > 1.05 else ", about the same" if overhead >= 0.95 else "")
     return (f"Reading (medians over rounds): at {large:,} item rows, under dense Adam L2 on every row costs "
             f"{med(large, dense, ('none', 'dense')):.2f}x an unregularised step and MBA "
             f"{med(large, ('mba', 'dense'), ('none', 'dense')):.2f}x; with sparse tables MBA costs "
             f"{med(large, sparse, ('none', 'sparse')):.2f}x an unregularised sparse step, and a sparse MBA step takes "
-            f"{med(large, sparse, dense):.3f}x the time of a dense L2 step at a peak RSS of {peak(large, sparse):,.0f} "
+            f"{_fmt(med(large, sparse, dense))}x the time of a dense L2 step at a peak RSS of "
+            f"{peak(large, sparse):,.0f} "
             f"against {peak(large, dense):,.0f} MiB. At {small:,} rows the same ratio is "
             f"{med(small, sparse, dense):.2f}x, and unregularised sparse tables cost {overhead:.2f}x dense ones"
             f"{small_tables}. "
@@ -259,15 +264,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (the optimizer state is made)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "ctr_regularisers.md")
+    parser.add_argument("--rerender", type=Path, default=None,
+                        help="write --out again from this run's .json (no step is rerun)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
         print(json.dumps(run_arm(**json.loads(args.child))))
         return
-    result = measure(args.items, args.steps, args.warmup, args.rounds)
     given = shlex.join(argv if argv is not None else sys.argv[1:])
-    command = f"python -m benchmarks.ctr.regularisers {given}".strip()
-    args.out.write_text(render(result, command))
+    if args.rerender is not None:
+        saved = json.loads(args.rerender.read_text())
+        text = render(saved, saved.get("command", "python -m benchmarks.ctr.regularisers"))
+        args.out.write_text(text.replace("\n\n", f"\n\nRe-rendered from {args.rerender.name} by `python -m "
+                                         f"benchmarks.ctr.regularisers {given}`: no step was rerun.\n\n", 1))
+        print(args.out.read_text())
+        return
+    result = measure(args.items, args.steps, args.warmup, args.rounds)
+    result["command"] = f"python -m benchmarks.ctr.regularisers {given}".strip()
+    args.out.write_text(render(result, result["command"]))
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     print(args.out.read_text())
     from benchmarks.serving.validity import FOREIGN_SHARE_MAX
