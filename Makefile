@@ -30,7 +30,7 @@ TRITON_STAMP := .triton/.installed
 .PHONY: report-audio-pretrain-seeds report-audio-patchout report-audio-quantization
 .PHONY: verify-audio-pretrained pretrain-audio-stats report-audio-pooling
 .PHONY: bench-triton-front
-.PHONY: bench-data-throughput bench-audio-rtf report-audio-bow-corpus bench-ctr-regularisers
+.PHONY: bench-data-throughput bench-audio-rtf report-audio-bow-corpus bench-ctr-regularisers report-ctr-sparse-quality
 
 setup: $(SETUP_STAMP)
 
@@ -306,6 +306,12 @@ bench-audio-rtf: $(DEV)
 # reports/ctr_regularisers.md.
 bench-ctr-regularisers: $(DEV)
 	$(PY) -m benchmarks.ctr.regularisers
+
+# Does DIN train as well with --sparse-embeddings (lazy Adam) as with dense tables (Adam)? The regulariser study's
+# long tail on a fresh world, 8 training seeds per arm, seeds x users bootstrap (benchmarks/ctr/sparse_quality.py,
+# ~20 min; runs cached in artifacts/ctr_sparse_quality): reports/ctr_sparse_quality.md.
+report-ctr-sparse-quality: $(DEV)
+	$(PY) -m benchmarks.ctr.sparse_quality
 
 serve: $(SERVE_STAMP) $(PROTO_STAMP)
 	@$(PY) -m exporters.ship describe $(SERVE_REPOSITORY)
