@@ -30,7 +30,7 @@ TRITON_STAMP := .triton/.installed
 .PHONY: report-audio-pretrain-seeds report-audio-patchout report-audio-quantization
 .PHONY: verify-audio-pretrained pretrain-audio-stats report-audio-pooling
 .PHONY: bench-triton-front
-.PHONY: bench-data-throughput bench-audio-rtf report-audio-bow-corpus bench-ctr-regularisers report-ctr-sparse-quality
+.PHONY: bench-data-throughput bench-audio-rtf report-audio-bow-corpus bench-ctr-regularisers report-ctr-sparse-quality report-ctr-regulariser-sweep
 
 setup: $(SETUP_STAMP)
 
@@ -312,6 +312,12 @@ bench-ctr-regularisers: $(DEV)
 # ~20 min; runs cached in artifacts/ctr_sparse_quality): reports/ctr_sparse_quality.md.
 report-ctr-sparse-quality: $(DEV)
 	$(PY) -m benchmarks.ctr.sparse_quality
+
+# L2 and MBA each at the strength validation chooses from three, against none, on the same fresh long-tail world,
+# 5 training seeds (benchmarks/ctr/regulariser_sweep.py, ~35 min; runs cached in artifacts/ctr_sparse_quality):
+# reports/ctr_regulariser_sweep.md.
+report-ctr-regulariser-sweep: $(DEV)
+	$(PY) -m benchmarks.ctr.regulariser_sweep
 
 serve: $(SERVE_STAMP) $(PROTO_STAMP)
 	@$(PY) -m exporters.ship describe $(SERVE_REPOSITORY)

@@ -65,19 +65,27 @@ def measure(seeds: int, threads: int, out: Path, quick: bool = False) -> dict[st
             "test_users": len(data.test_users), "records": records, "wall_seconds": time.perf_counter() - started}
 
 
-def compare(result: dict[str, Any]) -> dict[str, Any]:
-    """Sparse minus dense test GAUC: per user (impression-weighted), paired by seed, seeds x users resampled."""
+def paired(variant: list[dict[str, Any]], control: list[dict[str, Any]]) -> dict[str, Any]:
+    """Test GAUC of `variant` minus `control` (run records of the same seeds, in the same order): per user
+    (impression-weighted), paired by seed, seeds x users resampled (models/statistics.py)."""
     from models.statistics import hierarchical_bootstrap
 
-    sparse = [per_user(r) for r in result["records"]["sparse"]]
-    dense = [per_user(r) for r in result["records"]["dense"]]
-    users = sorted(set.intersection(*(set(a) for a in sparse + dense)))
-    differences = np.array([[s[u][1] - d[u][1] for u in users] for s, d in zip(sparse, dense, strict=True)])
-    weights = np.array([dense[0][u][0] for u in users], np.float64)
+    if [r["seed"] for r in variant] != [r["seed"] for r in control]:
+        raise ValueError("the two arms must hold the same training seeds in the same order")
+    a, b = [per_user(r) for r in variant], [per_user(r) for r in control]
+    users = sorted(set.intersection(*(set(x) for x in a + b)))
+    differences = np.array([[x[u][1] - y[u][1] for u in users] for x, y in zip(a, b, strict=True)])
+    weights = np.array([b[0][u][0] for u in users], np.float64)
     interval = hierarchical_bootstrap(differences, weights)
-    within = interval.low > -MARGIN and interval.high < MARGIN
     return {"estimate": interval.estimate, "interval_95": [interval.low, interval.high], "seeds": interval.seeds,
-            "users": interval.units, "verdict": interval.verdict, "within_margin": within}
+            "users": interval.units, "verdict": interval.verdict}
+
+
+def compare(result: dict[str, Any]) -> dict[str, Any]:
+    """Sparse minus dense test GAUC (`paired`), and whether its interval lies within +-MARGIN."""
+    figures = paired(result["records"]["sparse"], result["records"]["dense"])
+    low, high = figures["interval_95"]
+    return {**figures, "within_margin": low > -MARGIN and high < MARGIN}
 
 
 def render(result: dict[str, Any], command: str) -> str:
