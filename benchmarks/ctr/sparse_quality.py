@@ -5,7 +5,8 @@ cheaper (reports/ctr_regularisers.md), but lazy Adam is not Adam: a row's moment
 look it up, so rare rows learn on a different schedule. This study trains the regulariser study's long-tail
 setting (models/ctr/study.py: 50,000 items with Zipf(1) exposure, DIN with PReLU, MBA at the study's
 strength, early stopping on validation GAUC) both ways, with the same training seeds, on a world drawn with
-a seed no other study uses (its test users are scored here only), and compares test GAUC with a hierarchical
+its own seed (used here and in the regulariser sweep, benchmarks/ctr/regulariser_sweep.py, only),
+and compares test GAUC with a hierarchical
 bootstrap over training seeds x test users (models/statistics.py). Nothing is chosen on the test users.
 
     python -m benchmarks.ctr.sparse_quality [--seeds 8] [--threads 2]    # make report-ctr-sparse-quality
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
-WORLD_SEED = 7  # a world (and test users) no other study has drawn
+WORLD_SEED = 7  # a world (and test users) drawn here and in benchmarks/ctr/regulariser_sweep.py only
 MARGIN = 0.005  # GAUC: below DIN's gain over its BaseModel in reports/ctr_quality.md (+0.0083)
 LABELS = {"dense": "dense tables, Adam (the default)", "sparse": "sparse tables, lazy Adam (--sparse-embeddings)"}
 
@@ -98,9 +99,11 @@ def render(result: dict[str, Any], command: str) -> str:
         f"Written by `{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
         f"({result['wall_seconds']:.0f} s wall for this invocation, runs found in the cache taking none; each run's "
         f"own training time is in the table; torch on {result['threads']} threads). "
-        f"World: the regulariser study's long tail (models/ctr/study.py) drawn with seed {w['seed']}, which no other "
-        f"study uses: {w['n_items']:,} items with Zipf({w['item_zipf']}) exposure in {w['n_categories']} categories, "
-        f"{w['n_users']:,} users, {result['test_users']:,} of them test users scored here only. Model and training: "
+        f"World: the regulariser study's long tail (models/ctr/study.py) drawn with seed {w['seed']}, which only "
+        f"this study and the regulariser sweep use: {w['n_items']:,} items with Zipf({w['item_zipf']}) exposure in "
+        f"{w['n_categories']} categories, "
+        f"{w['n_users']:,} users, {result['test_users']:,} of them test users, scored here and in "
+        "reports/ctr_regulariser_sweep.md only (nothing is chosen on them in either). Model and training: "
         "the study's DIN (PReLU) with MBA (eq. 4) at its strength, early stopping on validation GAUC (the epoch is "
         f"chosen on validation); the two arms share every training seed (0-{result['seeds'] - 1}) and differ only in "
         "the embedding tables' gradients and optimizer.", "",
