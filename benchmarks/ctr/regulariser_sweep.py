@@ -13,18 +13,14 @@ for context). Comparisons: a hierarchical bootstrap over training seeds x test u
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import shlex
 import statistics
-import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks.ctr.sparse_quality import ROOT, WORLD_SEED, paired
+from benchmarks.ctr.sparse_quality import WORLD_SEED, paired, run_study
 
 L2_STRENGTHS = (5e-5, 5e-4, 5e-3)  # the study's 5e-4 in the middle
 MBA_STRENGTHS = (0.005, 0.05, 0.5)  # the study's 0.05 (TrainConfig.mba_lambda) in the middle
@@ -127,20 +123,8 @@ def render(result: dict[str, Any], command: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.ctr.regulariser_sweep",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=5, help="training seeds (every arm trains with each)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
-    parser.add_argument("--runs", type=Path, default=ROOT / "artifacts" / "ctr_sparse_quality",
-                        help="trained runs are cached here, shared with benchmarks/ctr/sparse_quality.py")
-    parser.add_argument("--quick", action="store_true", help="the study's tiny world, 2 epochs: seconds")
-    parser.add_argument("--report", type=Path, default=ROOT / "reports" / "ctr_regulariser_sweep.md")
-    args = parser.parse_args(argv)
-    result = measure(args.seeds, args.threads, args.runs, args.quick)
-    result["command"] = (f"python -m benchmarks.ctr.regulariser_sweep "
-                         f"{shlex.join(argv if argv is not None else sys.argv[1:])}").strip()
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(render(result, result["command"]))
+    args, result = run_study("benchmarks.ctr.regulariser_sweep", __doc__, 5, "ctr_regulariser_sweep.md", measure,
+                             render, argv)
     saved = {**result, **analyse(result),  # the per-user AUCs stay in the run cache, not the report
              "records": {kind: {s: [{"seed": r["seed"], "metrics": r["metrics"], "test_gauc": r["test"]["gauc"]}
                                     for r in records] for s, records in by.items()}

@@ -32,7 +32,7 @@ from torch import nn
 
 from models.ctr.data import ClickData, iterate_batches
 from models.ctr.din import DeepInterestNetwork, SlotLinear
-from models.ctr.train import TrainConfig, frequency_tensors, train_step
+from models.ctr.train import TrainConfig, frequency_tensors, make_optimizer, train_step
 
 
 @dataclass(frozen=True)
@@ -217,7 +217,7 @@ def finetune(model: DeepInterestNetwork, data: ClickData, epochs: int = 2, lr: f
     rng = np.random.default_rng(seed)
     if scheme is not None:
         prepare_qat(model, scheme)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = make_optimizer(model, cfg, lr)
     frequencies = frequency_tensors(data)
     model.train()
     for _ in range(epochs):

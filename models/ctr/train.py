@@ -23,7 +23,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -63,14 +63,6 @@ class TrainConfig:
     reestimate_users: int = 2000  # training users (shuffled, unbucketed) for "reestimate"
     # sparse embedding gradients, lazy Adam on the tables (`make_optimizer`): a step moves only its batch's rows
     sparse_embeddings: bool = False
-
-
-class Stepper(Protocol):
-    """What `train_step` needs of an optimizer: torch's, or `Optimizers`."""
-
-    def zero_grad(self, set_to_none: bool = True) -> None: ...
-
-    def step(self) -> Any: ...
 
 
 class Optimizers:
@@ -177,7 +169,7 @@ def drop_ids(batch: dict[str, torch.Tensor], rate: float, rng: np.random.Generat
     return {**batch, "history_items": batch["history_items"] * keep}
 
 
-def train_step(model: DeepInterestNetwork, optimizer: Stepper, batch: dict[str, torch.Tensor],
+def train_step(model: DeepInterestNetwork, optimizer: Optimizers, batch: dict[str, torch.Tensor],
                frequencies: dict[str, torch.Tensor], cfg: TrainConfig, rng: np.random.Generator) -> float:
     """One optimizer step on the masked BCE (eq. 1) plus the configured regulariser."""
     if cfg.regulariser == "dropout":
@@ -194,7 +186,7 @@ def train_step(model: DeepInterestNetwork, optimizer: Stepper, batch: dict[str, 
 
 def _train_epoch(
     model: DeepInterestNetwork,
-    optimizer: Stepper,
+    optimizer: Optimizers,
     data: ClickData,
     cfg: TrainConfig,
     rng: np.random.Generator,
