@@ -13,6 +13,7 @@ for context). Comparisons: a hierarchical bootstrap over training seeds x test u
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import time
@@ -123,8 +124,9 @@ def render(result: dict[str, Any], command: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args, result = run_study("benchmarks.ctr.regulariser_sweep", __doc__, 5, "ctr_regulariser_sweep.md", measure,
-                             render, argv)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.ctr.regulariser_sweep",
+                                     description=(__doc__ or "").split("\n\n")[0])
+    args, result = run_study(parser, 5, "ctr_regulariser_sweep.md", measure, render, argv)
     saved = {**result, **analyse(result),  # the per-user AUCs stay in the run cache, not the report
              "records": {kind: {s: [{"seed": r["seed"], "metrics": r["metrics"], "test_gauc": r["test"]["gauc"]}
                                     for r in records] for s, records in by.items()}

@@ -127,11 +127,11 @@ def render(result: dict[str, Any], command: str) -> str:
     return "\n".join(lines)
 
 
-def run_study(module: str, doc: str, seeds: int, report: str, measure: Any, render: Any,
+def run_study(parser: argparse.ArgumentParser, seeds: int, report: str, measure: Any, render: Any,
               argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:
-    """The command line both long-tail studies share (this one and benchmarks/ctr/regulariser_sweep.py): train
-    (or read from the shared run cache) with `measure`, write `render`'s report -> (arguments, result)."""
-    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n\n")[0])
+    """The command line both long-tail studies share (this one and benchmarks/ctr/regulariser_sweep.py), on the
+    caller's `parser` (its prog names the module): train (or read from the shared run cache) with `measure`, write
+    `render`'s report -> (arguments, result)."""
     parser.add_argument("--seeds", type=int, default=seeds, help="training seeds (every arm trains with each)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
     parser.add_argument("--runs", type=Path, default=ROOT / "artifacts" / "ctr_sparse_quality",
@@ -140,15 +140,16 @@ def run_study(module: str, doc: str, seeds: int, report: str, measure: Any, rend
     parser.add_argument("--report", type=Path, default=ROOT / "reports" / report)
     args = parser.parse_args(argv)
     result = measure(args.seeds, args.threads, args.runs, args.quick)
-    result["command"] = f"python -m {module} {shlex.join(argv if argv is not None else sys.argv[1:])}".strip()
+    result["command"] = f"{parser.prog} {shlex.join(argv if argv is not None else sys.argv[1:])}".strip()
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(render(result, result["command"]))
     return args, result
 
 
 def main(argv: list[str] | None = None) -> None:
-    args, result = run_study("benchmarks.ctr.sparse_quality", __doc__, 8, "ctr_sparse_quality.md", measure, render,
-                             argv)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.ctr.sparse_quality",
+                                     description=(__doc__ or "").split("\n\n")[0])
+    args, result = run_study(parser, 8, "ctr_sparse_quality.md", measure, render, argv)
     saved = {**result, "comparison": compare(result),  # the per-user AUCs stay in the run cache, not the report
              "records": {name: [{k: v for k, v in r.items() if k != "test"} | {"test_gauc": r["test"]["gauc"]}
                                 for r in records] for name, records in result["records"].items()}}
