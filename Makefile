@@ -31,6 +31,7 @@ TRITON_STAMP := .triton/.installed
 .PHONY: verify-audio-pretrained pretrain-audio-stats report-audio-pooling
 .PHONY: bench-triton-front
 .PHONY: bench-data-throughput bench-audio-rtf report-audio-bow-corpus bench-ctr-regularisers report-ctr-sparse-quality report-ctr-regulariser-sweep
+.PHONY: report-segmentation-parents
 
 setup: $(SETUP_STAMP)
 
@@ -391,6 +392,13 @@ segmentation-compare: $(DEV)
 	$(PY) -m models.segmentation.train --out artifacts/segmentation-query --stage-convs 2 --set attention_radius=0 \
 		--epochs 5 --set head=query --no-progress
 
+# The gate over 3 independently trained parents (seeds 0-2, step 1 from scratch: ~8 min each, cached in
+# artifacts/segmentation_parents), every beta of the segmentation report, scored on fresh scenes (seed 41) with a
+# hierarchical bootstrap over parents x scenes (benchmarks/segmentation/parents.py, ~35 min; run alone):
+# reports/segmentation_parents.md.
+report-segmentation-parents: $(DEV)
+	$(PY) -m benchmarks.segmentation.parents
+
 report-segmentation: $(REPOSITORY_STAMP) report-segmentation-gate
 	$(PY) -m benchmarks.segmentation.report --repository $(REPOSITORY) \
 		$(if $(wildcard $(SEGMENTATION_COMPARE)),--compare $(wildcard $(SEGMENTATION_COMPARE)))
@@ -553,12 +561,13 @@ train-segmentation: $(DEV)
 	$(PY) -m models.segmentation.train --data $(DATA) --out artifacts/segmentation-user --repository $(USER_REPOSITORY) $(TRAIN_ARGS)
 
 # Segmentation's path on the synthetic scenes written as a labelled folder (its own seed, 1,200 images of mixed
-# sizes with ignored outlines, one training seed): reports/segmentation_user_data.md.
+# sizes with ignored outlines, 3 training seeds: the gate against equal compute and full depth with seed-level
+# intervals): reports/segmentation_user_data.md.
 report-segmentation-user-data: $(DEV)
 	rm -rf artifacts/segmentation-user-example
 	$(PY) -m models.segmentation.user_data example artifacts/segmentation-user-example/scenes --images 1200
 	$(PY) -m models.segmentation.train --data artifacts/segmentation-user-example/scenes \
-		--out artifacts/segmentation-user-example --no-progress
+		--out artifacts/segmentation-user-example --seeds 3 --no-progress
 	cp artifacts/segmentation-user-example/quality.md reports/segmentation_user_data.md
 
 # The Amazon path on a generated dataset in that layout (models/ctr/amazon_example.py: 2,000 users, ~20,000 reviews,

@@ -13,6 +13,11 @@ The rule every report prints (`RULE`): a claim that the variant is better is **s
 the interval lies above 0, **contradicted** when it lies below, and **unresolved** when it holds 0.
 With one seed the seed level cannot be resampled, and the verdict says so ("one seed").
 
+A figure that is not a mean over units (dataset mIoU: IoU per class over all pixels of the set, then the
+mean over classes) is resampled the same way by `hierarchical_bootstrap_pooled`: each unit keeps additive
+counts (per class intersection and pixel totals), a resample pools the drawn units' counts per drawn seed
+and applies the figure to the pools.
+
 Where a report's committed .json keeps only per-seed summaries (each seed's mean difference over the
 shared test units, and a bootstrap over units of the seed-averaged difference), the per-unit table is
 gone and the bootstrap above cannot be run. `seed_level_interval` then gives the interval that keeps
@@ -26,6 +31,7 @@ single seeded baseline a report used) among many draws of the same random proced
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -111,6 +117,50 @@ def hierarchical_bootstrap(differences: np.ndarray, weights: np.ndarray | None =
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(samples, [tail, 100 - tail])
     return Interval(estimate, float(low), float(high), seeds, units, resamples, level)
+
+
+def hierarchical_bootstrap_pooled(variant: np.ndarray, control: np.ndarray, metric: Callable[[np.ndarray], np.ndarray],
+                                  resamples: int = RESAMPLES, level: float = 0.95, seed: int = 0) -> Interval:
+    """The same resampling as `hierarchical_bootstrap` for a figure that is not a mean over units but a
+    function of their pooled counts (dataset mIoU of summed confusions, accuracy of summed hits).
+    `variant`, `control` (seeds, units, k): each unit's additive counts (paired: seed s of both trained with
+    that seed, unit u the same test unit); `metric` maps pooled counts (..., k) to the figure (...). The
+    difference per seed is metric(variant summed over the drawn units) - metric(control, same units); a
+    resample averages it over the drawn seeds. Units are drawn as counts (a multinomial row), so a resample
+    costs one (units x k) product per seed."""
+    a, b = np.asarray(variant, np.float64), np.asarray(control, np.float64)
+    if a.ndim != 3 or a.shape != b.shape or min(a.shape) < 1:
+        raise ValueError(f"variant and control must both be (seeds, units, k) with at least one of each, got "
+                         f"{a.shape} and {b.shape}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("the counts hold NaN or Inf: every seed must score every unit")
+    if resamples < 1 or not 0 < level < 1:
+        raise ValueError(f"resamples must be >= 1 and level in (0, 1), got {resamples}, {level}")
+    seeds, units, _ = a.shape
+    per_seed = metric(a.sum(1)) - metric(b.sum(1))  # (seeds,)
+    if not np.isfinite(per_seed).all():
+        raise ValueError("the metric is not finite on the whole test set")
+    rng = np.random.default_rng(seed)
+    samples = np.empty(resamples)
+    chunk = max(1, min(resamples, 4_000_000 // (units * max(1, a.shape[2]))))
+    for start in range(0, resamples, chunk):
+        n = min(chunk, resamples - start)
+        picked_seeds = rng.integers(0, seeds, (n, seeds))
+        drawn = rng.integers(0, units, (n, units))
+        counts = np.zeros((n, units))
+        np.add.at(counts, (np.repeat(np.arange(n), units), drawn.ravel()), 1.0)  # (n, units) times each unit drawn
+        diff = np.stack([metric(counts @ a[s]) - metric(counts @ b[s]) for s in range(seeds)], 1)  # (n, seeds)
+        picked = np.take_along_axis(diff, picked_seeds, 1)
+        finite = np.isfinite(picked).any(1)  # a draw where the metric has no value (e.g. no class at all)
+        block = np.full(n, np.nan)
+        block[finite] = np.nanmean(picked[finite], 1)
+        samples[start:start + n] = block
+    samples = samples[np.isfinite(samples)]
+    if not samples.size:
+        raise ValueError("the metric had no value on any resample")
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(samples, [tail, 100 - tail])
+    return Interval(float(per_seed.mean()), float(low), float(high), seeds, units, resamples, level)
 
 
 def seed_level_interval(per_seed: np.ndarray, unit_interval: tuple[float, float] | None = None, units: int = 0,

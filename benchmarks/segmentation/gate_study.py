@@ -31,11 +31,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.segmentation.mix import expected_confusions
 from benchmarks.segmentation.report import BETAS
 from models.segmentation.data import SceneConfig, Scenes, iterate_batches, make_scenes
 from models.segmentation.eco_m2f import EcoM2F, ExitGate
-from models.segmentation.gating import ExitTable, derived_targets, fold_exit_cost, gate_choice, train_gate
+from models.segmentation.gating import (
+    ExitTable,
+    derived_targets,
+    expected_confusions,
+    fold_exit_cost,
+    gate_choice,
+    train_gate,
+)
 from models.segmentation.metrics import mean_iou
 from models.segmentation.train import exit_table, load_checkpoint
 from models.statistics import RULE

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from models.segmentation.gating import expected_confusions
 from models.statistics import percentile_of
 
 DRAWS = 2000
@@ -40,16 +41,6 @@ def draw_mious(confusions: np.ndarray, exits: list[int], mean_layers: float, dra
 
     table = ExitTable(list(exits), np.zeros(confusions.shape[:2]), confusions, np.zeros((len(confusions), 1)))
     return np.array([table.miou(equal_compute_choice(table, mean_layers, seed)) for seed in range(draws)])
-
-
-def expected_confusions(confusions: np.ndarray, exits: list[int], mean_layers: float) -> np.ndarray:
-    """(N, C, C) each image's expected confusion under the mix: its two neighbouring depths weighted by the
-    share of images that go deeper (the analytic expectation of the summed confusion)."""
-    grid = np.asarray(exits, np.float64)
-    low = int(np.clip(np.searchsorted(grid, mean_layers, side="right") - 1, 0, len(grid) - 1))
-    high = min(low + 1, len(grid) - 1)
-    share = 0.0 if high == low else (mean_layers - grid[low]) / (grid[high] - grid[low])
-    return (1 - share) * confusions[:, low] + share * confusions[:, high]
 
 
 def mix_summary(confusions: np.ndarray, exits: list[int], mean_layers: float,

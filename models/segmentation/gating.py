@@ -137,6 +137,17 @@ def train_gate(
     return gate
 
 
+def expected_confusions(confusions: np.ndarray, exits: list[int], mean_layers: float) -> np.ndarray:
+    """(N, C, C) each image's expected confusion under the equal-compute fixed-depth mix (images split at
+    random between the two fixed depths around `mean_layers`): its two neighbouring depths weighted by the
+    share of images that go deeper (the analytic expectation of the summed confusion)."""
+    grid = np.asarray(exits, np.float64)
+    low = int(np.clip(np.searchsorted(grid, mean_layers, side="right") - 1, 0, len(grid) - 1))
+    high = min(low + 1, len(grid) - 1)
+    share = 0.0 if high == low else (mean_layers - grid[low]) / (grid[high] - grid[low])
+    return (1 - share) * confusions[:, low] + share * confusions[:, high]
+
+
 def gate_choice(gate: ExitGate, features: np.ndarray) -> np.ndarray:
     """(N,) exit column the gate picks for each image."""
     with torch.no_grad():

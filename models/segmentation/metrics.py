@@ -35,6 +35,24 @@ def mean_iou(matrix: np.ndarray) -> float:
     return float(np.nanmean(iou_per_class(matrix)))
 
 
+def iou_counts(matrix: np.ndarray) -> np.ndarray:
+    """(..., C, C) confusions -> (..., 3 C) counts that add over images: each class's intersection, ground-truth
+    pixels and predicted pixels (all that dataset mIoU needs; `mean_iou_of_counts` turns their sum into it)."""
+    inter = np.diagonal(matrix, axis1=-2, axis2=-1)
+    return np.concatenate([inter, matrix.sum(-1), matrix.sum(-2)], -1).astype(np.float64)
+
+
+def mean_iou_of_counts(counts: np.ndarray) -> np.ndarray:
+    """(..., 3 C) summed `iou_counts` -> (...) dataset mIoU over the classes in the ground truth or predictions
+    (NaN where there is none)."""
+    inter, truth, predicted = np.split(np.asarray(counts, np.float64), 3, axis=-1)
+    union = truth + predicted - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, inter / np.maximum(union, 1), np.nan)
+        present = (union > 0).sum(-1)
+        return np.where(present > 0, np.nansum(iou, -1) / np.maximum(present, 1), np.nan)
+
+
 def per_image_miou(predicted: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
     """(N,) mIoU of each image over the classes present in its ground truth or its prediction
     (IGNORE_LABEL pixels left out; NaN for an image with no other pixel)."""

@@ -16,6 +16,7 @@ import argparse
 import copy
 import json
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -32,13 +33,14 @@ from models.segmentation.gating import (
     ExitTable,
     derived_targets,
     exit_quality,
+    expected_confusions,
     fold_exit_cost,
     gate_choice,
     ideal_exits,
     policy_row,
     train_gate,
 )
-from models.segmentation.metrics import IGNORE_LABEL, per_image_miou
+from models.segmentation.metrics import IGNORE_LABEL, mean_iou, per_image_miou
 
 DEFAULT_BETA = 0.01  # the paper's headline setting
 
@@ -205,15 +207,67 @@ def run(
     <out>/eco_m2f.pt and <out>/quality.json."""
     started = time.perf_counter()
     torch.set_num_threads(cfg.threads)
-    if isinstance(scene_cfg, SceneConfig):
-        scenes = make_scenes(scene_cfg)
-    else:
-        scenes, model_cfg = _user_scenes(scene_cfg, model_cfg, progress)
+    scenes, model_cfg = _scenes(scene_cfg, model_cfg, progress)
     model, metrics = train_parent(scenes, model_cfg, cfg, progress)
     if not isinstance(scene_cfg, SceneConfig):
         metrics.update(_data_figures(scenes, model_cfg.n_classes))
     metrics = _gate_and_save(model, scenes, scene_cfg, cfg, beta, out, metrics, "wall_seconds", started)
     return model, metrics
+
+
+def _scenes(scene_cfg: Any, model_cfg: EcoM2FConfig, progress: bool) -> tuple[Scenes, EcoM2FConfig]:
+    """The synthetic scenes (SceneConfig) or a user's images, and the model config sized to them."""
+    if isinstance(scene_cfg, SceneConfig):
+        return make_scenes(scene_cfg), model_cfg
+    return _user_scenes(scene_cfg, model_cfg, progress)
+
+
+def seed_study(scene_cfg: Any, model_cfg: EcoM2FConfig, cfg: TrainConfig, beta: float, out: Path, first: EcoM2F,
+               seeds: int, progress: bool = True) -> dict[str, Any]:
+    """Training variance of a run: `first` (trained with cfg.seed, the model that is exported) and seeds
+    cfg.seed + 1 .. cfg.seed + seeds - 1, each all three steps into <out>/seeds/seed<k>/. On the test split at
+    the model's size, per seed: the gate, the fixed-depth mix of the gate's own mean compute (the analytic
+    expectation over random splits, `expected_confusions`) and full depth; the gate against the other two as a
+    hierarchical bootstrap over seeds x test images of dataset mIoU (models/statistics.py). Nothing is chosen
+    on the test split. -> the study (also <out>/seeds.json)."""
+    from models.segmentation.metrics import iou_counts, mean_iou_of_counts
+    from models.statistics import RULE, hierarchical_bootstrap_pooled
+
+    if seeds < 2:
+        raise ValueError(f"a seed study needs at least 2 seeds, got {seeds}")
+    models = [first]
+    for seed in range(cfg.seed + 1, cfg.seed + seeds):
+        if progress:
+            tqdm.write(f"training seed {seed} ({seed - cfg.seed + 1} of {seeds})")
+        models.append(run(scene_cfg, model_cfg, replace(cfg, seed=seed), beta, out / "seeds" / f"seed{seed}",
+                          progress)[0])
+    scenes, _ = _scenes(scene_cfg, model_cfg, False)
+    per_seed: list[dict[str, Any]] = []
+    counts: dict[str, list[np.ndarray]] = {"gate": [], "mix": [], "full": []}
+    for seed, model in zip(range(cfg.seed, cfg.seed + seeds), models, strict=True):
+        table = exit_table(model, scenes, scenes.test)
+        choice = gate_choice(model.gate, table.gate_features)
+        layers = float(table.layers(choice).mean())
+        gate = table.confusions[np.arange(len(choice)), choice]
+        mix = expected_confusions(table.confusions, table.exits, layers)
+        counts["gate"].append(iou_counts(gate))
+        counts["mix"].append(iou_counts(mix))
+        counts["full"].append(iou_counts(table.confusions[:, -1]))
+        per_seed.append({"seed": seed, "gate_miou": mean_iou(gate.sum(0)), "gate_layers": layers,
+                         "mix_miou": mean_iou(mix.sum(0)),
+                         "fixed_miou": {str(k): table.miou(np.full(len(choice), col))
+                                        for col, k in enumerate(table.exits)}})
+    arrays = {name: np.stack(value) for name, value in counts.items()}
+    comparisons = {}
+    for name, control in (("gate - equal-compute mix", "mix"), ("gate - full depth", "full")):
+        interval = hierarchical_bootstrap_pooled(arrays["gate"], arrays[control], mean_iou_of_counts)
+        comparisons[name] = {"estimate": interval.estimate, "interval_95": [interval.low, interval.high],
+                             "seeds": interval.seeds, "images": interval.units, "verdict": interval.verdict}
+    study = {"seeds": per_seed, "comparisons": comparisons, "rule": RULE, "beta": beta,
+             "n_layers": first.config.n_layers, "test_images": len(scenes.test)}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "seeds.json").write_text(json.dumps(study, indent=2) + "\n")
+    return study
 
 
 def _user_scenes(data_cfg: Any, model_cfg: EcoM2FConfig, progress: bool) -> tuple[Scenes, EcoM2FConfig]:
@@ -314,6 +368,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--stage-convs", type=int, default=None, help="override EcoM2FConfig.stage_convs")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a SceneConfig, EcoM2FConfig or TrainConfig field (repeatable)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="training seed: initialisation and batch order (TrainConfig.seed; --set seed=N sets the "
+                             "data's seed)")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="training seeds (--seed, --seed + 1, ...): > 1 trains the others into <out>/seeds/ and "
+                             "reports the gate against equal compute and full depth with seed-level intervals; the "
+                             "first seed's model is the one exported")
     parser.add_argument("--quick", action="store_true", help="tiny data, 1 epoch: smoke test")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars and epoch lines")
     parser.add_argument("--regate", type=Path, default=None, metavar="CHECKPOINT",
@@ -329,6 +390,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     own.add_argument("--no-quantize", action="store_true",
                      help="export the fp32 stages only: skip the quantization recipes and their gate")
     args = parser.parse_args(argv)
+    if args.seeds < 1 or (args.seeds > 1 and args.regate is not None):
+        parser.error("--seeds must be >= 1, and 1 with --regate (a regate keeps one trained parent)")
     args.command = "python -m models.segmentation.train " + shlex.join(sys.argv[1:] if argv is None else argv)
     args.out = args.out or Path("artifacts/segmentation-user" if args.data else "artifacts/segmentation")
     scene_cfg: Any = SceneConfig()
@@ -345,11 +408,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         scene_cfg = LabelMapConfig(str(args.data), args.format, args.image_size)
     model_cfg = EcoM2FConfig() if args.stage_convs is None else EcoM2FConfig(stage_convs=args.stage_convs)
     scene_cfg, model_cfg, cfg = apply_overrides(args.set, scene_cfg, model_cfg, cfg)
+    if args.seed is not None:
+        cfg = replace(cfg, seed=args.seed)
     try:
         if args.regate is not None:
             model, metrics = regate(args.regate, model_cfg, cfg, args.beta, args.out)
         else:
+            shutil.rmtree(args.out / "seeds", ignore_errors=True)  # an earlier run's other seeds
+            (args.out / "seeds.json").unlink(missing_ok=True)
             model, metrics = run(scene_cfg, model_cfg, cfg, args.beta, args.out, progress=not args.no_progress)
+            if args.seeds > 1:
+                metrics["seed_study"] = seed_study(scene_cfg, model_cfg, cfg, args.beta, args.out, model, args.seeds,
+                                                   progress=not args.no_progress)
         if args.data is not None:
             _report_and_export(model, metrics, args)
     except ValueError as exc:  # the data's fault: one line, no traceback
@@ -359,6 +429,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{row['policy']:>8}: mIoU {100 * row['miou']:.2f}  layers {row['mean_layers']:.2f}  "
             f"GFLOPs {row['gflops']:.4f}"
         )
+    for name, d in metrics.get("seed_study", {}).get("comparisons", {}).items():
+        print(f"{name}, test mIoU over {d['seeds']} seeds x {d['images']} images: {100 * d['estimate']:+.2f} points "
+              f"[{100 * d['interval_95'][0]:+.2f}, {100 * d['interval_95'][1]:+.2f}]: {d['verdict']}")
     print(f"wall {metrics.get('regate_seconds', metrics['wall_seconds']):.0f} s")
     return metrics
 
@@ -367,7 +440,7 @@ def _report_and_export(model: EcoM2F, metrics: dict[str, Any], args: argparse.Na
     """A user's data: the test report at the images' own size (<out>/quality.md), then the export."""
     from models.segmentation.user_report import write_report
 
-    report = write_report(model, args.out / "eco_m2f.pt", args.out / "quality.md")
+    report = write_report(model, args.out / "eco_m2f.pt", args.out / "quality.md", metrics.get("seed_study"))
     print(f"test at the images' own size: mIoU {100 * report['miou']:.2f}, pixel accuracy "
           f"{100 * report['pixel_accuracy']:.2f}, mean encoder layers {report['mean_layers']:.2f} "
           f"(report: {args.out / 'quality.md'})")

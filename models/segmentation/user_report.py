@@ -60,7 +60,33 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None or not np.isfinite(value) else f"{100 * value:.1f}"
 
 
-def render(report: dict[str, Any], checkpoint: dict[str, Any], data: dict[str, Any]) -> str:
+def render_seeds(study: dict[str, Any]) -> list[str]:
+    """The seed study's section (models.segmentation.train.seed_study)."""
+    seeds = study["seeds"]
+    depths = list(seeds[0]["fixed_miou"])
+    lines = ["", f"## Training seeds ({len(seeds)}): the test split at the model's size", "",
+             f"Every seed trains all three steps on the same data and splits (the first is the model exported; the "
+             f"others are in seeds/); the gate is fitted at beta {study['beta']:g} with each. The equal-compute mix "
+             "sends each image to one of the two fixed depths around the gate's mean depth at random, in the shares "
+             "that match it (its expected mIoU, not one draw). Nothing is chosen on the test split.", "",
+             "| seed | gate mIoU % | gate layers | equal-compute mix % | "
+             + " | ".join(f"fixed {k} %" for k in depths) + " |",
+             "|---|---:|---:|---:|" + "---:|" * len(depths)]
+    for row in seeds:
+        lines.append(f"| {row['seed']} | {_percent(row['gate_miou'])} | {row['gate_layers']:.2f} | "
+                     f"{_percent(row['mix_miou'])} | "
+                     + " | ".join(_percent(row["fixed_miou"][k]) for k in depths) + " |")
+    lines += ["", f"Test mIoU differences ({study['rule']}):", "",
+              "| comparison | points | 95% interval | seeds x test images | verdict |", "|---|---:|---|---|---|"]
+    for name, d in study["comparisons"].items():
+        low, high = d["interval_95"]
+        lines.append(f"| {name} | {100 * d['estimate']:+.2f} | [{100 * low:+.2f}, {100 * high:+.2f}] | "
+                     f"{d['seeds']} x {d['images']} | {d['verdict']} |")
+    return lines
+
+
+def render(report: dict[str, Any], checkpoint: dict[str, Any], data: dict[str, Any],
+           seeds: dict[str, Any] | None = None) -> str:
     """The Markdown report."""
     train_pixels = checkpoint["metrics"].get("train_pixels_per_class", [])
     lines = [
@@ -91,21 +117,24 @@ def render(report: dict[str, Any], checkpoint: dict[str, Any], data: dict[str, A
               "| policy | mIoU % | mean encoder layers | GFLOPs per image |", "|---|---:|---:|---:|"]
     lines += [f"| {row['policy']} | {_percent(row['miou'])} | {row['mean_layers']:.2f} | {row['gflops']:.4f} |"
               for row in checkpoint["metrics"]["test"]]
+    if seeds is not None:
+        lines += render_seeds(seeds)
     lines += ["", f"Reproduce: `python -m models.segmentation.train --data {data['path']} --format {data['format']} "
-              f"--image-size {data['image_size']}`.", ""]
+              f"--image-size {data['image_size']}" + (f" --seeds {len(seeds['seeds'])}" if seeds else "") + "`.", ""]
     return "\n".join(lines)
 
 
-def write_report(model: EcoM2F, checkpoint_path: Path, out: Path) -> dict[str, Any]:
-    """Evaluates the checkpoint's test split; writes `out` (Markdown) and its figures next to it
-    (<name>.figures.json; quality.json beside it is the training's own)."""
+def write_report(model: EcoM2F, checkpoint_path: Path, out: Path,
+                 seeds: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Evaluates the checkpoint's test split; writes `out` (Markdown, with the seed study's section when `seeds`)
+    and its figures next to it (<name>.figures.json; quality.json beside it is the training's own)."""
     checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
     data_cfg = data_config_from_dict(checkpoint["scene_config"])
     if not isinstance(data_cfg, LabelMapConfig):
         raise TypeError(f"{checkpoint_path} was trained on the synthetic scenes, not on a user's images")
     report = evaluate_test_split(model, data_cfg)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(report, checkpoint, checkpoint["scene_config"]))
+    out.write_text(render(report, checkpoint, checkpoint["scene_config"], seeds))
     out.with_suffix(".figures.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
