@@ -65,7 +65,13 @@ def parent(seed: int, out: Path, quick: bool) -> tuple[Any, dict[str, Any]]:
     return model, {**metrics, "cached": False}
 
 
-def measure(parents: int, out: Path, quick: bool) -> dict[str, Any]:
+def _train(job: tuple[int, Path, bool]) -> tuple[int, bool]:
+    """A worker process: the parent of one seed into the cache -> (seed, whether it was in the cache)."""
+    torch.set_num_threads(1)
+    return job[0], bool(parent(*job)[1]["cached"])
+
+
+def measure(parents: int, out: Path, quick: bool, jobs: int = 1) -> dict[str, Any]:
     from benchmarks.segmentation.report import BETAS
     from models.segmentation.data import SceneConfig, make_scenes
     from models.segmentation.gating import expected_confusions, gate_choice, ideal_exits
@@ -80,12 +86,19 @@ def measure(parents: int, out: Path, quick: bool) -> dict[str, Any]:
     cells: dict[float, list[dict[str, Any]]] = {beta: [] for beta in BETAS}
     counts: dict[float, dict[str, list[np.ndarray]]] = {beta: {"gate": [], "mix": [], "oracle": [], "oracle_mix": []}
                                                         for beta in BETAS}
+    was_cached = {}
+    if jobs > 1:  # the parents train side by side, one process and one thread each, into the cache
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(jobs) as pool:
+            was_cached = dict(pool.map(_train, [(seed, out, quick) for seed in range(parents)]))
     trained = []
     for seed in range(parents):
         model, metrics = parent(seed, out, quick)
-        trained.append({"seed": seed, "train_seconds": metrics.get("train_seconds"), "cached": metrics["cached"],
+        cached = was_cached.get(seed, metrics["cached"])
+        trained.append({"seed": seed, "train_seconds": metrics.get("train_seconds"), "cached": cached,
                         "valid_miou_full_depth": max(metrics["valid_miou_full_depth_curve"])})
-        print(f"parent {seed}: {'cached' if metrics['cached'] else 'trained'} "
+        print(f"parent {seed}: {'cached' if cached else 'trained'} "
               f"({time.perf_counter() - started:.0f} s)", flush=True)
         scenes = make_scenes(replace(SceneConfig(), n_images=200) if quick else SceneConfig())
         train = exit_table(model, scenes, scenes.train)
@@ -107,7 +120,7 @@ def measure(parents: int, out: Path, quick: bool) -> dict[str, Any]:
             cells[beta].append({"seed": seed, "layers": layers, "oracle_layers": oracle_layers,
                                 **{f"{name}_miou": mean_iou(c.sum(0)) for name, c in arms.items()},
                                 "full_miou": test.miou(np.full(len(rows), len(test.exits) - 1))})
-    return {"parents": trained, "betas": list(BETAS), "cells": {str(b): v for b, v in cells.items()},
+    return {"parents": trained, "jobs": jobs, "betas": list(BETAS), "cells": {str(b): v for b, v in cells.items()},
             "counts": counts, "fresh_scenes": asdict(fresh_cfg), "test_images": len(every), "quick": quick,
             "n_layers": test.exits[-1], "wall_seconds": time.perf_counter() - started}
 
@@ -154,8 +167,8 @@ def render(result: dict[str, Any], figures: dict[str, Any], command: str) -> str
         "validation scenes): "
         + ", ".join(f"seed {p['seed']} (valid mIoU at full depth {100 * p['valid_miou_full_depth']:.1f}%"
                     + (f", {p['train_seconds']:.0f} s" if p.get("train_seconds") else "") + ")" for p in trained)
-        + ". At every beta of reports/segmentation.md, steps 2-3 on each parent (the default gate design, fitted "
-        "on that parent's training scenes).", "",
+        + f" ({result['jobs']} trained at a time, one thread each). At every beta of reports/segmentation.md, "
+        "steps 2-3 on each parent (the default gate design, fitted on that parent's training scenes).", "",
         f"Test: a fresh set, all {result['test_images']} scenes of scene seed {fresh['seed']} (drawn by this study "
         "only; nothing is chosen on them). Equal-compute mix: each image sent at random to one of the two fixed "
         "depths around the gate's mean depth, in the shares that match it (its analytic expectation, not one "
@@ -194,13 +207,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parents", type=int, default=3, help="independently trained parents (seeds 0, 1, ...)")
     parser.add_argument("--out", type=Path, default=ROOT / "artifacts" / "segmentation_parents",
                         help="trained parents are cached here (an interrupted study resumes)")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="parents trained at once (one process and one torch thread each; the machine's cores)")
     parser.add_argument("--quick", action="store_true", help="tiny scenes and model, 1 epoch: seconds")
     parser.add_argument("--report", type=Path, default=ROOT / "reports" / "segmentation_parents.md")
     args = parser.parse_args(argv)
     if args.parents < 2:
         parser.error("--parents must be >= 2: one parent measures no training variance")
     command = f"{parser.prog} {shlex.join(argv if argv is not None else sys.argv[1:])}".strip()
-    result = measure(args.parents, args.out, args.quick)
+    result = measure(args.parents, args.out, args.quick, args.jobs)
     figures = analyse(result)
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(render(result, figures, command))
