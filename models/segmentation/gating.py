@@ -148,6 +148,35 @@ def expected_confusions(confusions: np.ndarray, exits: list[int], mean_layers: f
     return (1 - share) * confusions[:, low] + share * confusions[:, high]
 
 
+def oracle_confusions(confusions: np.ndarray, quality: np.ndarray, exits: list[int], mean_layers: float,
+                      iterations: int = 60) -> np.ndarray:
+    """(N, C, C) the expected confusions of the oracle at a mean depth: each image at
+    argmax_k (quality_ik - lam * k), lam found by bisection so that the mean depth brackets `mean_layers`; the
+    two choices on either side of it (they differ only on the images whose best exit flips there) mixed in the
+    shares that match the depth exactly. The Lagrangian optimum of sum_i quality_i at that compute, for
+    `quality` (N, E), e.g. `marginal_quality` (each image's share of the dataset mIoU)."""
+    grid = np.asarray(exits, np.float64)
+    if not grid[0] <= mean_layers <= grid[-1]:
+        raise ValueError(f"mean_layers {mean_layers} is outside the exits {exits[0]}..{exits[-1]}")
+
+    def depth(lam: float) -> float:  # non-increasing in lam
+        return float(grid[ideal_exits(quality, exits, lam)].mean())
+
+    bound = float(np.abs(quality).max()) * 2 + 1.0  # beyond it every image sits at the first or last exit
+    deep, shallow = -bound, bound  # depth(deep) >= mean_layers >= depth(shallow)
+    for _ in range(iterations):
+        middle = (deep + shallow) / 2
+        if depth(middle) >= mean_layers:
+            deep = middle
+        else:
+            shallow = middle
+    rows = np.arange(len(quality))
+    high, low = ideal_exits(quality, exits, deep), ideal_exits(quality, exits, shallow)
+    d_high, d_low = float(grid[high].mean()), float(grid[low].mean())
+    share = 1.0 if d_high == d_low else (mean_layers - d_low) / (d_high - d_low)
+    return share * confusions[rows, high] + (1 - share) * confusions[rows, low]
+
+
 def gate_choice(gate: ExitGate, features: np.ndarray) -> np.ndarray:
     """(N,) exit column the gate picks for each image."""
     with torch.no_grad():

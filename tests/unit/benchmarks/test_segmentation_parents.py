@@ -44,6 +44,8 @@ def test_every_beta_has_its_interval_and_the_goals_follow_from_the_rows(study: t
         low, high = row["interval_95"]
         assert low <= high and row["verdict"] in {"supported", "contradicted", "unresolved"}
         assert all(0 <= c["gate_miou"] <= 1 and 2 <= c["layers"] <= 3 for c in cells)
+    gains, headrooms = (sum(r[k] for r in analysis["rows"]) for k in ("gain", "headroom"))
+    assert analysis["mean_captured"] == pytest.approx(gains / headrooms)
     above = sum(r["verdict"] == "supported" for r in analysis["rows"])
     assert analysis["betas_above"] == above and analysis["goals"]["betas_above"] == (above >= parents.BETAS_GOAL)
     report = (root / "report.md").read_text()
