@@ -31,7 +31,7 @@ TRITON_STAMP := .triton/.installed
 .PHONY: verify-audio-pretrained pretrain-audio-stats report-audio-pooling
 .PHONY: bench-triton-front
 .PHONY: bench-data-throughput bench-audio-rtf report-audio-bow-corpus bench-ctr-regularisers report-ctr-sparse-quality report-ctr-regulariser-sweep
-.PHONY: report-segmentation-parents
+.PHONY: report-segmentation-parents report-splitcompute-gdn
 
 setup: $(SETUP_STAMP)
 
@@ -426,6 +426,11 @@ report-splitcompute: $(REPOSITORY_STAMP)
 # the learned image codec, the stage-1 ablation): ~1.5 h on the shared 2 cores, cached in artifacts/splitcompute/studies.
 splitcompute-studies: $(REPOSITORY_STAMP)
 	OMP_NUM_THREADS=1 nice -n 10 $(PY) -m benchmarks.splitcompute.studies --artifacts artifacts/splitcompute
+
+# The paper's GDN encoder from scratch against the served student's encoder (teacher stem), beta 0.25, 3 training
+# seeds each, 2 runs at a time (benchmarks/splitcompute/gdn.py, ~30 min; run alone): reports/splitcompute_gdn.md.
+report-splitcompute-gdn: $(DEV)
+	$(PY) -m benchmarks.splitcompute.gdn
 
 # Edge-SDK wire frames for the splitcompute load test, remade when the served encoder (its codec) changes.
 splitcompute-payloads: $(PAYLOADS_STAMP)
