@@ -48,7 +48,7 @@ def config(arm: str, seed: int, quick: bool) -> Any:
 def data_config(quick: bool) -> Any:
     from models.splitcompute.data import ShapeDataConfig
 
-    return ShapeDataConfig(n_train=256, n_valid=64, n_test=128) if quick else ShapeDataConfig()
+    return ShapeDataConfig(n_train=128, n_valid=32, n_test=64) if quick else ShapeDataConfig()
 
 
 def _job(job: tuple[str, int, Path, bool]) -> dict[str, Any]:
