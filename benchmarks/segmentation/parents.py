@@ -46,15 +46,21 @@ BETAS_GOAL = 4
 HEADROOM_GOAL = 0.40
 
 
+def scene_config(quick: bool) -> Any:
+    """The parents' training scenes (the default ones; 200 of them with --quick)."""
+    from models.segmentation.data import SceneConfig
+
+    return replace(SceneConfig(), n_images=200) if quick else SceneConfig()
+
+
 def parent(seed: int, out: Path, quick: bool) -> tuple[Any, dict[str, Any]]:
     """The parent trained with `seed` (from <out>/seed<k>/ when trained with the same settings)."""
-    from models.segmentation.data import SceneConfig
     from models.segmentation.eco_m2f import EcoM2FConfig
     from models.segmentation.train import TrainConfig, load_checkpoint, run
 
-    scene_cfg, model_cfg, cfg = SceneConfig(), EcoM2FConfig(), TrainConfig(seed=seed)
+    scene_cfg, model_cfg, cfg = scene_config(quick), EcoM2FConfig(), TrainConfig(seed=seed)
     if quick:
-        scene_cfg, cfg = replace(scene_cfg, n_images=200), replace(cfg, epochs=1, gate_epochs=5)
+        cfg = replace(cfg, epochs=1, gate_epochs=5)
         model_cfg = replace(model_cfg, n_layers=3, d_model=32, n_heads=2, ffn_dim=64, head_dim=16, gate_hidden=16)
     key = {"scenes": asdict(scene_cfg), "model": asdict(model_cfg), "train": asdict(cfg)}
     path = out / f"seed{seed}"
@@ -83,6 +89,7 @@ def measure(parents: int, out: Path, quick: bool, jobs: int = 1) -> dict[str, An
     started = time.perf_counter()
     fresh_cfg = replace(SceneConfig(), seed=FRESH_SEED, n_images=80 if quick else FRESH_IMAGES)
     fresh = make_scenes(fresh_cfg)
+    scenes = make_scenes(scene_config(quick))  # the parents' training scenes: steps 2-3 fit on them
     every = np.arange(len(fresh.images))
     cells: dict[float, list[dict[str, Any]]] = {beta: [] for beta in BETAS}
     counts: dict[float, dict[str, list[np.ndarray]]] = {beta: {"gate": [], "mix": [], "oracle": []} for beta in BETAS}
@@ -100,7 +107,6 @@ def measure(parents: int, out: Path, quick: bool, jobs: int = 1) -> dict[str, An
                         "valid_miou_full_depth": max(metrics["valid_miou_full_depth_curve"])})
         print(f"parent {seed}: {'cached' if cached else 'trained'} "
               f"({time.perf_counter() - started:.0f} s)", flush=True)
-        scenes = make_scenes(replace(SceneConfig(), n_images=200) if quick else SceneConfig())
         train = exit_table(model, scenes, scenes.train)
         test = exit_table(model, fresh, every)
         rows = np.arange(len(every))
